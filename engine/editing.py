@@ -1,0 +1,69 @@
+"""Single-step edits of a graph, as the canvas makes them. Pure: each returns a new graph.
+
+An edit that cannot apply (no such node, no such edge) raises `EditError`; the result of a
+successful edit is validated as a whole by the caller, like any other graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from engine.graph import Edge, Graph, Node
+
+
+class EditError(Exception):
+    """An edit refers to something the graph does not have."""
+
+    def __init__(self, code: str, message: str, node_id: str | None, field: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.node_id = node_id
+        self.field = field
+
+
+def add_node(graph: Graph, node: Node) -> Graph:
+    """Append a node; a duplicate id or name is reported by validation."""
+    return replace(graph, nodes=(*graph.nodes, node))
+
+
+def update_node(graph: Graph, node_id: str, node: Node) -> Graph:
+    """Replace the node `node_id` by `node`, in place. Its id cannot change."""
+    if graph.node(node_id) is None:
+        raise EditError("NODE_NOT_FOUND", f"no node with id {node_id!r}", node_id, "nodeId")
+    if node.id != node_id:
+        raise EditError(
+            "NODE_ID_CHANGED",
+            f"node id cannot change (from {node_id!r} to {node.id!r}); "
+            "remove the node and add a new one instead",
+            node_id,
+            "node.id",
+        )
+    return replace(graph, nodes=tuple(node if n.id == node_id else n for n in graph.nodes))
+
+
+def remove_node(graph: Graph, node_id: str) -> Graph:
+    """Remove a node and every edge that touches it."""
+    if graph.node(node_id) is None:
+        raise EditError("NODE_NOT_FOUND", f"no node with id {node_id!r}", node_id, "nodeId")
+    return Graph(
+        nodes=tuple(n for n in graph.nodes if n.id != node_id),
+        edges=tuple(e for e in graph.edges if node_id not in (e.source, e.target)),
+    )
+
+
+def add_edge(graph: Graph, edge: Edge) -> Graph:
+    """Append an edge; dangling ends and duplicates are reported by validation."""
+    return replace(graph, edges=(*graph.edges, edge))
+
+
+def remove_edge(graph: Graph, edge: Edge) -> Graph:
+    """Remove the edge equal to `edge` (same nodes and ports)."""
+    if edge not in graph.edges:
+        raise EditError(
+            "EDGE_NOT_FOUND",
+            f"no edge {edge.source}:{edge.source_output} -> {edge.target}:{edge.target_input}",
+            edge.source,
+            "edge",
+        )
+    return replace(graph, edges=tuple(e for e in graph.edges if e != edge))

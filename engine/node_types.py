@@ -1,0 +1,176 @@
+"""Node type descriptors and the registry that collects them from entry points.
+
+Every node type, built-in or third-party, is registered the same way: a Python entry point in
+the group `loom.node_types` that loads either a `NodeType` or a callable returning an iterable
+of them. Loom's own types are declared in its `pyproject.toml` exactly like a plugin's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib.metadata import entry_points
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from engine.graph import DEFAULT_PORT
+
+ENTRY_POINT_GROUP = "loom.node_types"
+
+# Built-in names are bare (`http_request`); plugin names are `namespace.name`.
+NODE_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
+
+logger = logging.getLogger(__name__)
+
+
+class NodeGroup(StrEnum):
+    """Where the editor shows a node type in its palette."""
+
+    TRIGGER = "trigger"
+    ACTION = "action"
+    TRANSFORM = "transform"
+    FLOW = "flow"
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    """A named input or output of a node type."""
+
+    name: str = DEFAULT_PORT
+    display_name: str = ""
+    # Whether several edges may end in this input port (their items are concatenated in
+    # edge order). Meaningless on output ports, which may always fan out.
+    accepts_many: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NodeType:
+    """What the editor and the validator know about one version of a node type."""
+
+    name: str
+    version: int
+    display_name: str
+    description: str
+    group: NodeGroup
+    inputs: tuple[Port, ...] = (Port(),)
+    outputs: tuple[Port, ...] = (Port(),)
+    parameters_schema: dict[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}}
+    )
+    credential_kinds: tuple[str, ...] = ()
+
+    @property
+    def is_trigger(self) -> bool:
+        return self.group is NodeGroup.TRIGGER
+
+    def input(self, name: str) -> Port | None:
+        return next((port for port in self.inputs if port.name == name), None)
+
+    def output(self, name: str) -> Port | None:
+        return next((port for port in self.outputs if port.name == name), None)
+
+
+class NodeTypeRegistryError(Exception):
+    """A node type could not be registered (bad name, invalid schema, duplicate version)."""
+
+
+class NodeTypeRegistry:
+    """All known node types, by name and version."""
+
+    def __init__(self, node_types: Iterable[NodeType] = ()) -> None:
+        self._by_name: dict[str, dict[int, NodeType]] = {}
+        for node_type in node_types:
+            self.register(node_type)
+
+    def register(self, node_type: NodeType) -> None:
+        """Add one version of a type; a bad name, a bad schema or a duplicate is refused."""
+        if not NODE_TYPE_NAME.match(node_type.name):
+            raise NodeTypeRegistryError(f"invalid node type name {node_type.name!r}")
+        check_parameters_schema(node_type)
+        versions = self._by_name.setdefault(node_type.name, {})
+        if node_type.version in versions:
+            raise NodeTypeRegistryError(
+                f"node type {node_type.name!r} version {node_type.version} registered twice"
+            )
+        versions[node_type.version] = node_type
+
+    def get(self, name: str, version: int | None = None) -> NodeType | None:
+        """The given version of a type, or its latest version when `version` is None."""
+        versions = self._by_name.get(name)
+        if not versions:
+            return None
+        if version is None:
+            return versions[max(versions)]
+        return versions.get(version)
+
+    def has_name(self, name: str) -> bool:
+        return name in self._by_name
+
+    def latest(self) -> list[NodeType]:
+        """The latest version of every type, sorted by name."""
+        return [versions[max(versions)] for _, versions in sorted(self._by_name.items())]
+
+    def all(self) -> list[NodeType]:
+        """Every version of every type, sorted by name then version."""
+        return [
+            versions[version]
+            for _, versions in sorted(self._by_name.items())
+            for version in sorted(versions)
+        ]
+
+
+def check_parameters_schema(node_type: NodeType) -> None:
+    """Refuse a parameters schema that is not valid JSON Schema Draft 2020-12.
+
+    Checked once here so that validating workflows can trust every registered schema.
+    """
+    try:
+        Draft202012Validator.check_schema(node_type.parameters_schema)
+    except SchemaError as exc:
+        raise NodeTypeRegistryError(
+            f"node type {node_type.name!r} version {node_type.version} has an invalid "
+            f"parameters schema: {exc.message}"
+        ) from exc
+
+
+def _as_node_types(loaded: object, source: str) -> list[NodeType]:
+    if isinstance(loaded, NodeType):
+        return [loaded]
+    if callable(loaded):
+        produced = loaded()
+        if isinstance(produced, NodeType):
+            return [produced]
+        items = list(produced)
+        bad = [item for item in items if not isinstance(item, NodeType)]
+        if bad:
+            raise NodeTypeRegistryError(f"entry point {source} returned non-NodeType {bad[0]!r}")
+        return items
+    raise NodeTypeRegistryError(f"entry point {source} is neither a NodeType nor a callable")
+
+
+def load_registry() -> NodeTypeRegistry:
+    """Build the registry from every installed `loom.node_types` entry point.
+
+    A plugin that fails to load is logged and left out, so one broken package cannot keep the
+    server from starting; a name clash between two packages is an error, never a silent
+    override.
+    """
+    registry = NodeTypeRegistry()
+    for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        source = f"{entry_point.name} = {entry_point.value}"
+        try:
+            node_types = _as_node_types(entry_point.load(), source)
+            # A broken schema is a broken plugin: skipped like one, not fatal like a clash.
+            for node_type in node_types:
+                check_parameters_schema(node_type)
+        except Exception:
+            logger.exception("node type plugin %s failed to load; skipped", source)
+            continue
+        for node_type in node_types:
+            registry.register(node_type)
+    return registry

@@ -1,0 +1,107 @@
+"""The viewer, users and API tokens. Admins manage users and everyone's tokens."""
+
+from __future__ import annotations
+
+import strawberry
+
+from resolvers import mapping
+from resolvers.context import Context
+from resolvers.graph_input import Collected, check_text
+from resolvers.workflows import validation_error
+from schema import results, types
+from storage import accounts, errors
+
+Info = strawberry.Info[Context, None]
+
+MAX_USER_NAME = 64
+
+
+async def viewer(info: Info) -> types.User:
+    principal = info.context.viewer()
+    user = await info.context.loaders.users.load(principal.user_id)
+    if user is None:  # deleted since the token was cached
+        raise LookupError("authenticated user no longer exists")
+    return user
+
+
+async def users(info: Info) -> list[types.User]:
+    principal = info.context.viewer()
+    if not principal.is_admin:
+        return []
+    async with info.context.database.session() as session:
+        rows = await accounts.list_users(session)
+    return [mapping.user(row) for row in rows]
+
+
+async def api_tokens(info: Info) -> list[types.ApiToken]:
+    principal = info.context.viewer()
+    async with info.context.database.session() as session:
+        rows = await accounts.list_tokens(session, principal.user_id)
+    return [mapping.api_token(row) for row in rows]
+
+
+def _forbidden(what: str) -> results.ForbiddenError:
+    return results.ForbiddenError(message=f"only an admin may {what}")
+
+
+async def create_user(
+    info: Info,
+    name: str,
+    admin: bool = False,
+    token_name: str = "default",  # noqa: S107
+) -> results.TokenResult:
+    principal = info.context.viewer()
+    if not principal.is_admin:
+        return _forbidden("create users")
+    collected = Collected()
+    check_text(collected, name, "name", max_length=MAX_USER_NAME, required=True)
+    check_text(collected, token_name, "tokenName", max_length=128, required=True)
+    if collected.problems:
+        return validation_error(collected.problems)
+    role = accounts.ROLE_ADMIN if admin else accounts.ROLE_MEMBER
+    try:
+        async with info.context.database.transaction() as session:
+            user = await accounts.create_user(session, name.strip(), role)
+            row, token = await accounts.create_token(session, user.id, token_name)
+    except errors.DuplicateNameError as exc:
+        collected.add("DUPLICATE_NAME", str(exc), "name")
+        return validation_error(collected.problems)
+    return results.CreatedApiToken(
+        token=token, api_token=mapping.api_token(row), user=mapping.user(user)
+    )
+
+
+async def create_api_token(
+    info: Info, name: str, user_id: strawberry.ID | None = None
+) -> results.TokenResult:
+    principal = info.context.viewer()
+    target_user_id = str(user_id) if user_id is not None else principal.user_id
+    if target_user_id != principal.user_id and not principal.is_admin:
+        return _forbidden("create tokens for other users")
+    collected = Collected()
+    check_text(collected, name, "name", max_length=128, required=True)
+    if collected.problems:
+        return validation_error(collected.problems)
+    async with info.context.database.transaction() as session:
+        found = await accounts.users_by_ids(session, [target_user_id])
+        if target_user_id not in found:
+            return results.NotFoundError(
+                message=f"user {target_user_id!r} not found", id=strawberry.ID(target_user_id)
+            )
+        row, token = await accounts.create_token(session, target_user_id, name)
+    return results.CreatedApiToken(
+        token=token, api_token=mapping.api_token(row), user=mapping.user(found[target_user_id])
+    )
+
+
+async def revoke_api_token(info: Info, id: strawberry.ID) -> results.RevokeTokenResult:
+    principal = info.context.viewer()
+    try:
+        async with info.context.database.transaction() as session:
+            row = await accounts.revoke_token(
+                session, str(id), None if principal.is_admin else principal.user_id
+            )
+    except errors.NotFoundError:
+        return results.NotFoundError(message=f"token {str(id)!r} not found", id=id)
+    info.context.services.authenticator.forget_user(row.user_id)
+    return mapping.api_token(row)

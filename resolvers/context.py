@@ -1,0 +1,89 @@
+"""The per-request context: who is calling, the process's services, and DataLoaders."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.dataloader import DataLoader
+
+from engine.node_types import NodeTypeRegistry
+from engine.validation import GraphLimits
+from resolvers import mapping
+from resolvers.auth import Authenticator
+from resolvers.errors import UNAUTHENTICATED, RequestError
+from schema import types
+from storage import accounts, workflows
+from storage.accounts import Principal
+from storage.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Long-lived, per-process dependencies of the resolvers, built in the app's lifespan."""
+
+    database: Database
+    registry: NodeTypeRegistry
+    authenticator: Authenticator
+    graph_limits: GraphLimits = field(default_factory=GraphLimits)
+    max_page_size: int = 100
+
+
+class RequestLoaders:
+    """DataLoaders of one request: a batch of lookups of one kind costs one query."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self.users: DataLoader[str, types.User | None] = DataLoader(load_fn=self._load_users)
+        self.workspaces: DataLoader[str, types.Workspace | None] = DataLoader(
+            load_fn=self._load_workspaces
+        )
+        self.workflow_versions: DataLoader[str, list[types.WorkflowVersion]] = DataLoader(
+            load_fn=self._load_workflow_versions
+        )
+
+    async def _load_users(self, user_ids: Sequence[str]) -> list[types.User | None]:
+        async with self._database.session() as session:
+            rows = await accounts.users_by_ids(session, user_ids)
+        return [mapping.user(rows[i]) if i in rows else None for i in user_ids]
+
+    async def _load_workspaces(self, workspace_ids: Sequence[str]) -> list[types.Workspace | None]:
+        async with self._database.session() as session:
+            rows = await accounts.workspaces_by_ids(session, workspace_ids)
+        return [mapping.workspace(rows[i]) if i in rows else None for i in workspace_ids]
+
+    async def _load_workflow_versions(
+        self, workflow_ids: Sequence[str]
+    ) -> list[list[types.WorkflowVersion]]:
+        async with self._database.session() as session:
+            grouped = await workflows.versions_by_workflow(session, workflow_ids)
+        return [[mapping.workflow_version(row) for row in grouped[i]] for i in workflow_ids]
+
+
+@dataclass(slots=True)
+class Context:
+    """What every resolver receives as `info.context`."""
+
+    services: Services
+    request: Request | WebSocket
+    response: Response | WebSocket | None
+    loaders: RequestLoaders
+    principal: Principal | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    # Set by Strawberry from the websocket `connection_init` payload.
+    connection_params: dict[str, Any] | None = None
+
+    @property
+    def database(self) -> Database:
+        return self.services.database
+
+    def viewer(self) -> Principal:
+        """The authenticated caller; every operation requires one."""
+        if self.principal is None:
+            raise RequestError("authentication required", UNAUTHENTICATED)
+        return self.principal

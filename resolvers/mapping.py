@@ -1,0 +1,148 @@
+"""Storage rows and engine objects mapped to schema types."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import strawberry
+from strawberry.scalars import JSON
+
+from engine.node_types import NodeType as EngineNodeType
+from engine.node_types import NodeTypeRegistry
+from schema import types
+from storage import models
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _json(value: Any) -> JSON:
+    return cast(JSON, value)
+
+
+def problem(data: dict[str, Any]) -> types.Problem:
+    node_id = data.get("nodeId")
+    return types.Problem(
+        code=data["code"],
+        message=data["message"],
+        node_id=None if node_id is None else strawberry.ID(node_id),
+        field=data.get("field"),
+        severity=types.ProblemSeverity(data.get("severity", "STRUCTURAL")),
+    )
+
+
+def node(data: dict[str, Any], issues: list[dict[str, Any]] | None) -> types.Node:
+    position = data.get("position") or _EMPTY
+    retry = data.get("retry")
+    return types.Node(
+        id=strawberry.ID(data["id"]),
+        name=data["name"],
+        type=data["type"],
+        type_version=data.get("typeVersion"),
+        parameters=_json(data.get("parameters") or {}),
+        position=types.Position(x=position.get("x", 0.0), y=position.get("y", 0.0)),
+        disabled=bool(data.get("disabled")),
+        notes=data.get("notes") or "",
+        retry=None
+        if retry is None
+        else types.RetryPolicy(
+            max_attempts=retry["maxAttempts"],
+            backoff_seconds=retry["backoffSeconds"],
+            backoff_factor=retry["backoffFactor"],
+            max_backoff_seconds=retry["maxBackoffSeconds"],
+        ),
+        timeout_seconds=data.get("timeoutSeconds"),
+        on_error=types.OnError(data.get("onError", "STOP")),
+        credentials=_json(data.get("credentials") or {}),
+        issues=[problem(issue) for issue in issues] if issues else [],
+    )
+
+
+def edge(data: dict[str, Any]) -> types.Edge:
+    source, target = data["source"], data["target"]
+    source_output, target_input = data["sourceOutput"], data["targetInput"]
+    return types.Edge(
+        id=strawberry.ID(f"{source}:{source_output}->{target}:{target_input}"),
+        source=strawberry.ID(source),
+        source_output=source_output,
+        target=strawberry.ID(target),
+        target_input=target_input,
+    )
+
+
+def workflow(row: models.Workflow) -> types.Workflow:
+    issues = row.node_issues
+    return types.Workflow(
+        id=strawberry.ID(row.id),
+        name=row.name,
+        description=row.description,
+        tags=list(row.tags),
+        version=row.version,
+        published_version=row.published_version,
+        active=row.active,
+        nodes=[node(data, issues.get(data["id"])) for data in row.nodes],
+        edges=[edge(data) for data in row.edges],
+        settings=_json(row.settings),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        workspace_id=row.workspace_id,
+        created_by_id=row.created_by,
+    )
+
+
+def workflow_version(row: models.WorkflowVersion) -> types.WorkflowVersion:
+    return types.WorkflowVersion(
+        id=strawberry.ID(row.id),
+        workflow_id=strawberry.ID(row.workflow_id),
+        version=row.version,
+        name=row.name,
+        nodes=[node(data, None) for data in row.nodes],
+        edges=[edge(data) for data in row.edges],
+        settings=_json(row.settings),
+        created_at=row.created_at,
+    )
+
+
+def user(row: models.User) -> types.User:
+    return types.User(
+        id=strawberry.ID(row.id),
+        name=row.name,
+        role=row.role,
+        created_at=row.created_at,
+        personal_workspace_id=row.personal_workspace_id,
+    )
+
+
+def workspace(row: models.Workspace) -> types.Workspace:
+    return types.Workspace(id=strawberry.ID(row.id), name=row.name)
+
+
+def api_token(row: models.ApiToken) -> types.ApiToken:
+    return types.ApiToken(
+        id=strawberry.ID(row.id),
+        name=row.name,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def node_type(descriptor: EngineNodeType, registry: NodeTypeRegistry) -> types.NodeType:
+    return types.NodeType(
+        name=descriptor.name,
+        version=descriptor.version,
+        versions=[t.version for t in registry.all() if t.name == descriptor.name],
+        display_name=descriptor.display_name,
+        description=descriptor.description,
+        group=types.NodeGroup(descriptor.group.value),
+        inputs=[
+            types.Port(
+                name=p.name, display_name=p.display_name or p.name, accepts_many=p.accepts_many
+            )
+            for p in descriptor.inputs
+        ],
+        outputs=[
+            types.Port(name=p.name, display_name=p.display_name or p.name, accepts_many=True)
+            for p in descriptor.outputs
+        ],
+        parameters_schema=_json(descriptor.parameters_schema),
+        credential_kinds=list(descriptor.credential_kinds),
+    )

@@ -1,0 +1,402 @@
+"""Workflow queries and mutations: read, list, change the draft, publish, activate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import strawberry
+from sqlalchemy.exc import IntegrityError
+
+from engine import editing
+from engine.graph import Graph
+from engine.validation import Problem, Severity, validate_graph
+from resolvers import mapping
+from resolvers.context import Context
+from resolvers.graph_input import (
+    MAX_WORKFLOW_NAME,
+    Collected,
+    WorkflowFields,
+    check_text,
+    edge_from_input,
+    node_from_input,
+    workflow_from_input,
+)
+from resolvers.pagination import decode_cursor, encode_cursor, page_size
+from schema import inputs, results, types
+from storage import errors, workflows
+from storage.models import Workflow
+
+Info = strawberry.Info[Context, None]
+
+
+def validation_error(problems: Sequence[Problem]) -> results.ValidationError:
+    first = problems[0].message if problems else "invalid input"
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return results.ValidationError(
+        message=f"{first}{more}",
+        problems=[mapping.problem(problem.to_json()) for problem in problems],
+    )
+
+
+def _not_found(workflow_id: str) -> results.NotFoundError:
+    return results.NotFoundError(
+        message=f"workflow {workflow_id!r} not found", id=strawberry.ID(workflow_id)
+    )
+
+
+def _conflict(exc: errors.VersionConflictError) -> results.VersionConflictError:
+    return results.VersionConflictError(
+        message=str(exc),
+        expected_version=exc.expected_version,
+        current_version=exc.current_version,
+    )
+
+
+def _checked_graph(
+    info: Info, graph: Graph, collected: Collected
+) -> tuple[dict[str, list[dict[str, object]]], list[Problem]]:
+    """Node issues to store, and the problems that refuse the change."""
+    report = validate_graph(
+        graph, info.context.services.registry, info.context.services.graph_limits
+    )
+    refusing = [*collected.problems, *report.structural]
+    node_issues = {
+        node_id: [problem.to_json() for problem in problems]
+        for node_id, problems in report.parameters.items()
+        if problems
+    }
+    return node_issues, refusing
+
+
+# Queries
+
+
+async def workflow(info: Info, id: strawberry.ID) -> types.Workflow | None:
+    viewer = info.context.viewer()
+    async with info.context.database.session() as session:
+        row = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
+    return None if row is None else mapping.workflow(row)
+
+
+async def workflows_page(
+    info: Info,
+    first: int | None = None,
+    after: str | None = None,
+    filter: inputs.WorkflowFilter | None = None,
+) -> types.WorkflowConnection:
+    viewer = info.context.viewer()
+    limit = page_size(first, info.context.services.max_page_size)
+    key = decode_cursor(after) if after is not None else None
+    where = workflows.WorkflowFilter(
+        name_contains=filter.name_contains if filter else None,
+        tag=filter.tag if filter else None,
+        active=filter.active if filter else None,
+    )
+    wants_total = any(
+        getattr(selection, "name", None) == "totalCount"
+        for selected in info.selected_fields
+        for selection in selected.selections
+    )
+    async with info.context.database.session() as session:
+        rows = await workflows.list_workflows(
+            session, viewer.workspace_ids, where=where, limit=limit + 1, after=key
+        )
+        total = (
+            await workflows.count_workflows(session, viewer.workspace_ids, where=where)
+            if wants_total
+            else None
+        )
+    page = rows[:limit]
+    edges = [
+        types.WorkflowConnectionEdge(
+            cursor=encode_cursor(row.created_at, row.id), node=mapping.workflow(row)
+        )
+        for row in page
+    ]
+    return types.WorkflowConnection(
+        edges=edges,
+        page_info=types.PageInfo(
+            has_next_page=len(rows) > limit,
+            has_previous_page=key is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        total_count_value=total,
+    )
+
+
+async def workflow_version(
+    info: Info, id: strawberry.ID, version: int
+) -> types.WorkflowVersion | None:
+    viewer = info.context.viewer()
+    async with info.context.database.session() as session:
+        row = await workflows.get_version(session, str(id), version, viewer.workspace_ids)
+    return None if row is None else mapping.workflow_version(row)
+
+
+# Mutations on whole workflows
+
+
+async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.WorkflowResult:
+    viewer = info.context.viewer()
+    collected = Collected()
+    fields = workflow_from_input(input, collected)
+    node_issues, refusing = _checked_graph(info, fields.graph, collected)
+    if refusing:
+        return validation_error(refusing)
+    row = Workflow(
+        workspace_id=viewer.personal_workspace_id,
+        name=fields.name,
+        description=fields.description,
+        tags=fields.tags,
+        nodes=fields.graph.nodes_to_json(),
+        edges=fields.graph.edges_to_json(),
+        node_issues=node_issues,
+        settings=fields.settings,
+        created_by=viewer.user_id,
+    )
+    async with info.context.database.transaction() as session:
+        await workflows.create_workflow(session, row)
+    return mapping.workflow(row)
+
+
+async def update_workflow(
+    info: Info, id: strawberry.ID, input: inputs.WorkflowInput, expected_version: int
+) -> results.WorkflowResult:
+    viewer = info.context.viewer()
+    collected = Collected()
+    fields: WorkflowFields = workflow_from_input(input, collected)
+    async with info.context.database.transaction() as session:
+        current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
+        if current is None:
+            return _not_found(str(id))
+        if current.version != expected_version:
+            return results.VersionConflictError(
+                message=f"workflow {str(id)!r} is at version {current.version}, "
+                f"not the expected {expected_version}",
+                expected_version=expected_version,
+                current_version=current.version,
+            )
+        node_issues, refusing = _checked_graph(info, fields.graph, collected)
+        if refusing:
+            return validation_error(refusing)
+        change = workflows.DraftChange(
+            name=fields.name,
+            description=fields.description,
+            tags=fields.tags,
+            nodes=fields.graph.nodes_to_json(),
+            edges=fields.graph.edges_to_json(),
+            node_issues=node_issues,
+            settings=fields.settings,
+        )
+        try:
+            row = await workflows.update_draft(
+                session, str(id), viewer.workspace_ids, expected_version, change
+            )
+        except errors.VersionConflictError as exc:
+            return _conflict(exc)
+    return mapping.workflow(row)
+
+
+async def delete_workflow(info: Info, id: strawberry.ID) -> results.DeleteResult:
+    viewer = info.context.viewer()
+    try:
+        async with info.context.database.transaction() as session:
+            await workflows.delete_workflow(session, str(id), viewer.workspace_ids)
+    except errors.NotFoundError:
+        return _not_found(str(id))
+    return results.Deleted(id=id)
+
+
+async def duplicate_workflow(
+    info: Info, id: strawberry.ID, name: str | None = None
+) -> results.WorkflowResult:
+    viewer = info.context.viewer()
+    async with info.context.database.transaction() as session:
+        source = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
+        if source is None:
+            return _not_found(str(id))
+        collected = Collected()
+        new_name = name if name is not None else f"{source.name} (copy)"[:255]
+        check_text(collected, new_name, "name", max_length=MAX_WORKFLOW_NAME, required=True)
+        if collected.problems:
+            return validation_error(collected.problems)
+        row = Workflow(
+            workspace_id=source.workspace_id,
+            name=new_name.strip(),
+            description=source.description,
+            tags=list(source.tags),
+            nodes=source.nodes,
+            edges=source.edges,
+            node_issues=source.node_issues,
+            settings=source.settings,
+            created_by=viewer.user_id,
+        )
+        await workflows.create_workflow(session, row)
+    return mapping.workflow(row)
+
+
+# Single-step graph edits
+
+
+async def _edit_graph(
+    info: Info,
+    workflow_id: str,
+    expected_version: int,
+    edit: Callable[[Graph], Graph],
+    collected: Collected,
+) -> results.WorkflowResult:
+    viewer = info.context.viewer()
+    async with info.context.database.transaction() as session:
+        current = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
+        if current is None:
+            return _not_found(workflow_id)
+        if current.version != expected_version:
+            return _conflict(
+                errors.VersionConflictError(workflow_id, expected_version, current.version)
+            )
+        try:
+            graph = edit(Graph.from_json(current.nodes, current.edges))
+        except editing.EditError as exc:
+            collected.add(exc.code, exc.message, exc.field, exc.node_id)
+            return validation_error(collected.problems)
+        node_issues, refusing = _checked_graph(info, graph, collected)
+        if refusing:
+            return validation_error(refusing)
+        change = workflows.DraftChange(
+            nodes=graph.nodes_to_json(), edges=graph.edges_to_json(), node_issues=node_issues
+        )
+        try:
+            row = await workflows.update_draft(
+                session, workflow_id, viewer.workspace_ids, expected_version, change
+            )
+        except errors.VersionConflictError as exc:
+            return _conflict(exc)
+    return mapping.workflow(row)
+
+
+async def add_node(
+    info: Info, workflow_id: strawberry.ID, node: inputs.NodeInput, expected_version: int
+) -> results.WorkflowResult:
+    collected = Collected()
+    new_node = node_from_input(node, collected, "node")
+    return await _edit_graph(
+        info,
+        str(workflow_id),
+        expected_version,
+        lambda graph: editing.add_node(graph, new_node),
+        collected,
+    )
+
+
+async def update_node(
+    info: Info,
+    workflow_id: strawberry.ID,
+    node_id: strawberry.ID,
+    node: inputs.NodeInput,
+    expected_version: int,
+) -> results.WorkflowResult:
+    collected = Collected()
+    new_node = node_from_input(node, collected, "node")
+    return await _edit_graph(
+        info,
+        str(workflow_id),
+        expected_version,
+        lambda graph: editing.update_node(graph, str(node_id), new_node),
+        collected,
+    )
+
+
+async def remove_node(
+    info: Info, workflow_id: strawberry.ID, node_id: strawberry.ID, expected_version: int
+) -> results.WorkflowResult:
+    return await _edit_graph(
+        info,
+        str(workflow_id),
+        expected_version,
+        lambda graph: editing.remove_node(graph, str(node_id)),
+        Collected(),
+    )
+
+
+async def add_edge(
+    info: Info, workflow_id: strawberry.ID, edge: inputs.EdgeInput, expected_version: int
+) -> results.WorkflowResult:
+    new_edge = edge_from_input(edge)
+    return await _edit_graph(
+        info,
+        str(workflow_id),
+        expected_version,
+        lambda graph: editing.add_edge(graph, new_edge),
+        Collected(),
+    )
+
+
+async def remove_edge(
+    info: Info, workflow_id: strawberry.ID, edge: inputs.EdgeInput, expected_version: int
+) -> results.WorkflowResult:
+    old_edge = edge_from_input(edge)
+    return await _edit_graph(
+        info,
+        str(workflow_id),
+        expected_version,
+        lambda graph: editing.remove_edge(graph, old_edge),
+        Collected(),
+    )
+
+
+# Publishing and activation
+
+
+async def publish_workflow(
+    info: Info, id: strawberry.ID, expected_version: int
+) -> results.WorkflowResult:
+    viewer = info.context.viewer()
+    async with info.context.database.transaction() as session:
+        current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
+        if current is None:
+            return _not_found(str(id))
+        if current.version != expected_version:
+            return _conflict(
+                errors.VersionConflictError(str(id), expected_version, current.version)
+            )
+        # Validate again: an installed plugin may have changed since the draft was saved.
+        graph = Graph.from_json(current.nodes, current.edges)
+        report = validate_graph(
+            graph, info.context.services.registry, info.context.services.graph_limits
+        )
+        if report.all_problems():
+            return validation_error(report.all_problems())
+        try:
+            row = await workflows.publish(
+                session, str(id), viewer.workspace_ids, expected_version, viewer.user_id
+            )
+        except errors.VersionConflictError as exc:
+            return _conflict(exc)
+        except IntegrityError:  # a concurrent publish of the same version won the race
+            row = await workflows.require_workflow(session, str(id), viewer.workspace_ids)
+    return mapping.workflow(row)
+
+
+async def set_workflow_active(
+    info: Info, id: strawberry.ID, active: bool
+) -> results.WorkflowResult:
+    viewer = info.context.viewer()
+    async with info.context.database.transaction() as session:
+        current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
+        if current is None:
+            return _not_found(str(id))
+        if active and current.published_version is None:
+            return validation_error(
+                [
+                    Problem(
+                        code="NOT_PUBLISHED",
+                        message="publish the workflow before activating it: "
+                        "triggers run the published version",
+                        field="active",
+                        severity=Severity.STRUCTURAL,
+                    )
+                ]
+            )
+        row = await workflows.set_active(session, str(id), viewer.workspace_ids, active)
+    return mapping.workflow(row)

@@ -1,0 +1,79 @@
+"""GraphQL input types."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.scalars import JSON
+
+from schema.types import OnError
+
+
+@strawberry.input(description="A point on the editor canvas.")
+class PositionInput:
+    x: float = strawberry.field(description="Horizontal coordinate.")
+    y: float = strawberry.field(description="Vertical coordinate.")
+
+
+@strawberry.input(description="How a node is retried after a retryable error.")
+class RetryPolicyInput:
+    max_attempts: int = strawberry.field(default=3, description="Attempts in all (1-10).")
+    backoff_seconds: float = strawberry.field(default=1.0, description="First wait.")
+    backoff_factor: float = strawberry.field(default=2.0, description="Growth of each wait.")
+    max_backoff_seconds: float = strawberry.field(default=60.0, description="Longest wait.")
+
+
+@strawberry.input(description="A node of a workflow graph.")
+class NodeInput:
+    id: strawberry.ID = strawberry.field(description="Stable id, unique in the workflow.")
+    name: str = strawberry.field(description="Unique name in the workflow (1-128 characters).")
+    type: str = strawberry.field(description="Node type name.")
+    type_version: int | None = strawberry.field(
+        default=None, description="Node type version; null: the latest."
+    )
+    parameters: JSON | None = strawberry.field(
+        default=None, description="Parameter values, a JSON object."
+    )
+    position: PositionInput | None = strawberry.field(default=None, description="Canvas spot.")
+    disabled: bool | None = strawberry.field(default=False, description="Pass items through.")
+    notes: str | None = strawberry.field(default=None, description="Free text.")
+    retry: RetryPolicyInput | None = strawberry.field(default=None, description="Retries.")
+    timeout_seconds: float | None = strawberry.field(
+        default=None, description="Per-attempt time limit."
+    )
+    on_error: OnError | None = strawberry.field(
+        default=OnError.STOP, description="What happens after a final failure."
+    )
+    credentials: JSON | None = strawberry.field(
+        default=None, description="Credential references by kind: `{kind: credentialId}`."
+    )
+
+
+@strawberry.input(description="A connection from an output port to an input port.")
+class EdgeInput:
+    source: strawberry.ID = strawberry.field(description="Id of the node the edge leaves.")
+    source_output: str = strawberry.field(default="main", description="Output port.")
+    target: strawberry.ID = strawberry.field(description="Id of the node the edge enters.")
+    target_input: str = strawberry.field(default="main", description="Input port.")
+
+
+@strawberry.input(description="A whole workflow, as the editor saves it.")
+class WorkflowInput:
+    name: str = strawberry.field(description="Display name (1-255 characters).")
+    description: str | None = strawberry.field(default=None, description="Free text.")
+    nodes: list[NodeInput] = strawberry.field(description="Every node.")
+    edges: list[EdgeInput] = strawberry.field(description="Every edge.")
+    settings: JSON | None = strawberry.field(
+        default=None,
+        description="Settings object: `timezone` (IANA name), `executionTimeoutSeconds`, "
+        "`maxConcurrentExecutions`.",
+    )
+    tags: list[str] | None = strawberry.field(default=None, description="Tags (at most 50).")
+
+
+@strawberry.input(description="Narrows a workflow listing; all given criteria must hold.")
+class WorkflowFilter:
+    name_contains: str | None = strawberry.field(
+        default=None, description="Case-insensitive substring of the name."
+    )
+    tag: str | None = strawberry.field(default=None, description="Has this tag.")
+    active: bool | None = strawberry.field(default=None, description="Is (not) active.")

@@ -1,0 +1,241 @@
+"""GraphQL object types: workflows, their graphs, versions, node types and accounts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+from strawberry.scalars import JSON
+
+from schema.context import SchemaContext
+
+Info = strawberry.Info[SchemaContext, None]
+
+
+@strawberry.enum(description="What a node does once its retries are used up.")
+class OnError(Enum):
+    STOP = strawberry.enum_value("STOP", description="Fail the execution.")
+    CONTINUE = strawberry.enum_value(
+        "CONTINUE", description="Emit an item carrying the error on the main output and go on."
+    )
+    ERROR_OUTPUT = strawberry.enum_value(
+        "ERROR_OUTPUT", description="Route the error to the node's `error` output port."
+    )
+
+
+@strawberry.enum(description="Where the editor shows a node type in its palette.")
+class NodeGroup(Enum):
+    TRIGGER = strawberry.enum_value("trigger", description="Starts executions.")
+    ACTION = strawberry.enum_value("action", description="Talks to the outside world.")
+    TRANSFORM = strawberry.enum_value("transform", description="Reshapes items.")
+    FLOW = strawberry.enum_value("flow", description="Routes, merges or stops items.")
+
+
+@strawberry.enum(description="Whether a problem blocks saving or only running and publishing.")
+class ProblemSeverity(Enum):
+    STRUCTURAL = strawberry.enum_value(
+        "STRUCTURAL", description="The graph is malformed; the change was refused."
+    )
+    PARAMETER = strawberry.enum_value(
+        "PARAMETER",
+        description="A parameter is missing or invalid; the draft is saved, but cannot run "
+        "or be published until it is fixed.",
+    )
+
+
+@strawberry.type(description="One problem found in a workflow, with where it is.")
+class Problem:
+    code: str = strawberry.field(description="Stable machine-readable code, e.g. CYCLE.")
+    message: str = strawberry.field(description="What is wrong, for a person.")
+    node_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The node the problem is on, if any."
+    )
+    field: str | None = strawberry.field(
+        default=None, description="Path of the offending field, e.g. `parameters.url`."
+    )
+    severity: ProblemSeverity = strawberry.field(
+        default=ProblemSeverity.STRUCTURAL, description="Whether it blocks saving."
+    )
+
+
+@strawberry.type(description="A point on the editor canvas.")
+class Position:
+    x: float = strawberry.field(description="Horizontal coordinate.")
+    y: float = strawberry.field(description="Vertical coordinate.")
+
+
+@strawberry.type(description="How a node is retried after a retryable error.")
+class RetryPolicy:
+    max_attempts: int = strawberry.field(description="Attempts in all, the first included.")
+    backoff_seconds: float = strawberry.field(description="Wait before the second attempt.")
+    backoff_factor: float = strawberry.field(description="Each wait is this times the last.")
+    max_backoff_seconds: float = strawberry.field(description="Upper bound of one wait.")
+
+
+@strawberry.type(description="A node of a workflow graph: an instance of a node type.")
+class Node:
+    id: strawberry.ID = strawberry.field(description="Stable id, unique in the workflow.")
+    name: str = strawberry.field(
+        description="Unique name in the workflow; expressions refer to nodes by it."
+    )
+    type: str = strawberry.field(description="Node type name, e.g. `http_request`.")
+    type_version: int | None = strawberry.field(
+        description="Node type version; null means the latest."
+    )
+    parameters: JSON = strawberry.field(description="Parameter values; strings may hold {{ }}.")
+    position: Position = strawberry.field(description="Where the node sits on the canvas.")
+    disabled: bool = strawberry.field(description="A disabled node passes its items through.")
+    notes: str = strawberry.field(description="Free text shown on the canvas.")
+    retry: RetryPolicy | None = strawberry.field(description="Retry policy; null: no retries.")
+    timeout_seconds: float | None = strawberry.field(description="Per-attempt time limit.")
+    on_error: OnError = strawberry.field(description="What happens after a final failure.")
+    credentials: JSON = strawberry.field(
+        description="Credential references by kind: `{kind: credentialId}`."
+    )
+    issues: list[Problem] = strawberry.field(
+        description="Parameter problems that block running and publishing."
+    )
+
+
+@strawberry.type(description="A connection from an output port to an input port.")
+class Edge:
+    id: strawberry.ID = strawberry.field(
+        description="Derived id `source:sourceOutput->target:targetInput`, unique per graph."
+    )
+    source: strawberry.ID = strawberry.field(description="Id of the node the edge leaves.")
+    source_output: str = strawberry.field(description="Output port of the source node.")
+    target: strawberry.ID = strawberry.field(description="Id of the node the edge enters.")
+    target_input: str = strawberry.field(description="Input port of the target node.")
+
+
+@strawberry.type(description="A workspace: the owner of workflows, executions and credentials.")
+class Workspace:
+    id: strawberry.ID = strawberry.field(description="Workspace id.")
+    name: str = strawberry.field(description="Display name.")
+
+
+@strawberry.type(description="A user of Loom.")
+class User:
+    id: strawberry.ID = strawberry.field(description="User id.")
+    name: str = strawberry.field(description="Unique login name.")
+    role: str = strawberry.field(description="`admin` (manages users and tokens) or `member`.")
+    created_at: datetime = strawberry.field(description="When the user was created.")
+    personal_workspace_id: strawberry.Private[str]
+
+    @strawberry.field(description="The workspace every user owns.")
+    async def personal_workspace(self, info: Info) -> Workspace | None:
+        return await info.context.loaders.workspaces.load(self.personal_workspace_id)
+
+
+@strawberry.type(description="An immutable snapshot of a workflow, as published or executed.")
+class WorkflowVersion:
+    id: strawberry.ID = strawberry.field(description="Snapshot id.")
+    workflow_id: strawberry.ID = strawberry.field(description="The workflow it snapshots.")
+    version: int = strawberry.field(description="The draft version it was taken from.")
+    name: str = strawberry.field(description="Workflow name at that version.")
+    nodes: list[Node] = strawberry.field(description="Nodes at that version.")
+    edges: list[Edge] = strawberry.field(description="Edges at that version.")
+    settings: JSON = strawberry.field(description="Settings at that version.")
+    created_at: datetime = strawberry.field(description="When the snapshot was written.")
+
+
+@strawberry.type(description="A workflow: a graph of nodes, its draft version and its state.")
+class Workflow:
+    id: strawberry.ID = strawberry.field(description="Workflow id.")
+    name: str = strawberry.field(description="Display name.")
+    description: str = strawberry.field(description="Free text.")
+    tags: list[str] = strawberry.field(description="Tags, for filtering.")
+    version: int = strawberry.field(description="Draft revision: +1 on every change.")
+    published_version: int | None = strawberry.field(
+        description="The version triggers run; null until first published."
+    )
+    active: bool = strawberry.field(description="Whether the published version's triggers fire.")
+    nodes: list[Node] = strawberry.field(description="The draft's nodes, in the saved order.")
+    edges: list[Edge] = strawberry.field(description="The draft's edges.")
+    settings: JSON = strawberry.field(
+        description="Settings: timezone, executionTimeoutSeconds, maxConcurrentExecutions."
+    )
+    created_at: datetime = strawberry.field(description="When the workflow was created.")
+    updated_at: datetime = strawberry.field(description="When the workflow last changed.")
+    workspace_id: strawberry.Private[str]
+    created_by_id: strawberry.Private[str | None]
+
+    @strawberry.field(description="Every parameter problem of the draft, over all nodes.")
+    def issues(self) -> list[Problem]:
+        return [issue for node in self.nodes for issue in node.issues]
+
+    @strawberry.field(description="Whether the draft can be executed and published as it is.")
+    def runnable(self) -> bool:
+        return not any(node.issues for node in self.nodes)
+
+    @strawberry.field(description="The workspace that owns the workflow.")
+    async def workspace(self, info: Info) -> Workspace | None:
+        return await info.context.loaders.workspaces.load(self.workspace_id)
+
+    @strawberry.field(description="Who created the workflow (null if that user was deleted).")
+    async def created_by(self, info: Info) -> User | None:
+        if self.created_by_id is None:
+            return None
+        return await info.context.loaders.users.load(self.created_by_id)
+
+    @strawberry.field(description="Published or executed snapshots, newest first.")
+    async def versions(self, info: Info) -> list[WorkflowVersion]:
+        return await info.context.loaders.workflow_versions.load(self.id)
+
+
+@strawberry.type(description="A named input or output of a node type.")
+class Port:
+    name: str = strawberry.field(description="Port name; `main` unless the type says otherwise.")
+    display_name: str = strawberry.field(description="Label for the editor.")
+    accepts_many: bool = strawberry.field(
+        description="For inputs: whether several edges may end here (items are concatenated "
+        "in edge order)."
+    )
+
+
+@strawberry.type(description="A kind of node the editor can place, built in or from a plugin.")
+class NodeType:
+    name: str = strawberry.field(description="`http_request`, or `namespace.name` for plugins.")
+    version: int = strawberry.field(description="Type version (the latest in `nodeTypes`).")
+    versions: list[int] = strawberry.field(description="Every version installed.")
+    display_name: str = strawberry.field(description="Label for the palette.")
+    description: str = strawberry.field(description="What the node does.")
+    group: NodeGroup = strawberry.field(description="Palette group.")
+    inputs: list[Port] = strawberry.field(description="Input ports; empty for triggers.")
+    outputs: list[Port] = strawberry.field(description="Output ports.")
+    parameters_schema: JSON = strawberry.field(description="JSON Schema of the parameters.")
+    credential_kinds: list[str] = strawberry.field(description="Credential kinds it can use.")
+
+
+@strawberry.type(description="Relay page information.")
+class PageInfo:
+    has_next_page: bool = strawberry.field(description="Whether more items follow.")
+    has_previous_page: bool = strawberry.field(description="Whether items precede this page.")
+    start_cursor: str | None = strawberry.field(description="Cursor of the first item.")
+    end_cursor: str | None = strawberry.field(description="Cursor of the last item.")
+
+
+@strawberry.type(description="One workflow in a connection, with its cursor.")
+class WorkflowConnectionEdge:
+    cursor: str = strawberry.field(description="Opaque cursor; pass as `after`.")
+    node: Workflow = strawberry.field(description="The workflow.")
+
+
+@strawberry.type(description="A page of workflows, newest first.")
+class WorkflowConnection:
+    edges: list[WorkflowConnectionEdge] = strawberry.field(description="The page's workflows.")
+    page_info: PageInfo = strawberry.field(description="Paging state.")
+    total_count_value: strawberry.Private[int | None] = None
+
+    @strawberry.field(description="How many workflows match the filter, over all pages.")
+    def total_count(self) -> int | None:
+        return self.total_count_value
+
+
+@strawberry.type(description="An API token; the secret itself is shown only when created.")
+class ApiToken:
+    id: strawberry.ID = strawberry.field(description="Token id.")
+    name: str = strawberry.field(description="What the token is for.")
+    created_at: datetime = strawberry.field(description="When it was created.")
+    revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")

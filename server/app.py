@@ -1,0 +1,120 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+
+from engine.node_types import NodeTypeRegistry, load_registry
+from engine.validation import GraphLimits
+from resolvers.auth import Authenticator
+from resolvers.context import Services
+from schema.root import build_schema
+from server.graphql_view import LoomGraphQL
+from server.middleware import BodySizeLimit
+from server.settings import Settings
+from storage.db import Database
+
+logger = logging.getLogger("loom.server")
+
+
+def build_services(
+    settings: Settings, database: Database, registry: NodeTypeRegistry | None = None
+) -> Services:
+    """The per-process dependencies of the resolvers."""
+    return Services(
+        database=database,
+        registry=registry if registry is not None else load_registry(),
+        authenticator=Authenticator(database, cache_s=settings.token_cache_s),
+        graph_limits=GraphLimits(max_nodes=settings.max_graph_nodes),
+        max_page_size=settings.max_page_size,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    registry: NodeTypeRegistry | None = None,
+) -> Starlette:
+    """Build Loom's ASGI app. The database schema must already be migrated (`loom serve`
+    and `loom db upgrade` do that)."""
+    settings = settings or Settings()
+    owns_database = database is None
+    database = database or Database(settings.resolved_database_url())
+    services = build_services(settings, database, registry)
+    schema = build_schema(
+        max_depth=settings.max_query_depth,
+        max_tokens=settings.max_query_tokens,
+        max_aliases=settings.max_query_aliases,
+    )
+    graphql = LoomGraphQL(
+        schema,
+        services,
+        graphql_ide="graphiql" if settings.graphiql else None,
+        allowed_origins=settings.allowed_origins,
+        keep_alive=True,
+        keep_alive_interval=15,
+    )
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await database.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            logger.warning("readiness: database unreachable: %s", exc)
+            checks["database"] = "unreachable"
+        if settings.redis_url:
+            checks["redis"] = await _ping_redis(settings.redis_url)
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_database:
+                await database.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.settings = settings
+    return app
+
+
+async def _ping_redis(url: str) -> str:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        await client.ping()
+        return "ok"
+    except Exception as exc:
+        logger.warning("readiness: redis unreachable: %s", exc)
+        return "unreachable"
+    finally:
+        await client.aclose()

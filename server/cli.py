@@ -1,0 +1,110 @@
+"""The `loom` command line: serve, db upgrade, token create."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+import uvicorn
+
+from server.settings import Settings
+from storage import accounts
+from storage.db import Database
+from storage.errors import DuplicateNameError
+from storage.migrate import upgrade
+
+cli = typer.Typer(help="Loom: workflow automation over GraphQL.", no_args_is_help=True)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(token_cli, name="token")
+
+
+async def _prepare(settings: Settings) -> str | None:
+    database = Database(settings.resolved_database_url())
+    try:
+        await upgrade(database)
+        admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        return await accounts.bootstrap_admin(database, admin_token)
+    finally:
+        await database.dispose()
+
+
+@cli.command()
+def serve(
+    host: str | None = typer.Option(None, help="Interface to listen on (LOOM_HOST)."),
+    port: int | None = typer.Option(None, help="Port to listen on (LOOM_PORT)."),
+) -> None:
+    """Migrate the database, make sure an admin exists, and serve the API."""
+    settings = Settings()
+    host = host or settings.host
+    port = port or settings.port
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    new_token = asyncio.run(_prepare(settings))
+    mode = "distributed (Redis)" if settings.redis_url else "embedded (no Redis)"
+    typer.echo(f"Loom {mode}, database: {settings.resolved_database_url().split('@')[-1]}")
+    typer.echo(f"GraphiQL:  http://{host}:{port}/graphql")
+    if new_token is not None:
+        typer.echo(f"Admin token (shown once, keep it): {new_token}")
+    typer.echo(
+        "Authenticate with the header  Authorization: Bearer <token>  "
+        "(in GraphiQL: the Headers tab). New tokens: loom token create --user NAME"
+    )
+    from server.app import create_app
+
+    uvicorn.run(
+        lambda: create_app(settings),
+        factory=True,
+        host=host,
+        port=port,
+        log_level=settings.log_level,
+    )
+
+
+@db_cli.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply database migrations up to REVISION (the latest by default)."""
+    settings = Settings()
+
+    async def run() -> None:
+        database = Database(settings.resolved_database_url())
+        try:
+            await upgrade(database, revision)
+        finally:
+            await database.dispose()
+
+    asyncio.run(run())
+    typer.echo(f"database at {revision}")
+
+
+@token_cli.command("create")
+def token_create(
+    user: str = typer.Option(..., "--user", help="User name; created if missing."),
+    admin: bool = typer.Option(False, "--admin", help="Make the user an admin."),
+    name: str = typer.Option("cli", "--name", help="What the token is for."),
+) -> None:
+    """Print a new API token for USER (shown once)."""
+    settings = Settings()
+
+    async def run() -> str:
+        database = Database(settings.resolved_database_url())
+        try:
+            await upgrade(database)
+            role = accounts.ROLE_ADMIN if admin else accounts.ROLE_MEMBER
+            return await accounts.create_user_with_token(database, user, role, name)
+        finally:
+            await database.dispose()
+
+    try:
+        token = asyncio.run(run())
+    except DuplicateNameError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(token)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,118 @@
+"""The GraphQL endpoint: authentication, status codes and JSON error bodies over HTTP and WS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLRequestData
+from strawberry.schema import BaseSchema
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+
+from resolvers.auth import token_from_header
+from resolvers.context import Context, RequestLoaders, Services
+from resolvers.errors import UNAUTHENTICATED
+from schema.extensions import REQUEST_ERROR_CODES
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: UNAUTHENTICATED,
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def error_response(status_code: int, message: str) -> JSONResponse:
+    """A GraphQL-shaped error body for failures before any operation runs."""
+    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
+    code = _HTTP_CODES.get(status_code, "BAD_REQUEST")
+    return JSONResponse(
+        {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status_code,
+        headers=headers,
+    )
+
+
+class LoomGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI app with Loom's authentication and HTTP semantics.
+
+    Every operation needs a bearer token (401 without); the GraphiQL page itself does not.
+    A request that fails to parse or validate is a 400, not a 200 with errors.
+    """
+
+    def __init__(self, schema: BaseSchema, services: Services, **options: Any) -> None:
+        super().__init__(
+            schema,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            **options,
+        )
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            response = error_response(exc.status_code, exc.reason)
+        await response(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        return Context(
+            services=self.services,
+            request=request,
+            response=response,
+            loaders=RequestLoaders(self.services.database),
+        )
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: Any,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> Any:
+        token = token_from_header(request.headers.get("authorization"))
+        context.principal = await self.services.authenticator.authenticate(token)
+        if context.principal is None:
+            reason = "missing bearer token" if token is None else "invalid or revoked token"
+            raise HTTPException(401, f"authentication required: {reason}")
+        result = await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+        if isinstance(result, ExecutionResult) and _is_request_failure(result):
+            sub_response.status_code = 400
+        return result
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        payload = context.connection_params
+        header = payload.get("Authorization") if isinstance(payload, dict) else None
+        token = token_from_header(header) if isinstance(header, str) else None
+        context.principal = await self.services.authenticator.authenticate(token)
+        if context.principal is None:
+            raise ConnectionRejectionError({"message": "authentication required"})
+        return None
+
+
+def _is_request_failure(result: ExecutionResult) -> bool:
+    """No data and only parse, validation or argument errors: the request itself was bad."""
+    if result.data is not None or not result.errors:
+        return False
+    return all(
+        (error.extensions or {}).get("code") in REQUEST_ERROR_CODES
+        or (error.extensions or {}).get("code") in ("BAD_USER_INPUT", "INVALID_CURSOR")
+        for error in result.errors
+    )

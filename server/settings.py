@@ -1,0 +1,64 @@
+"""Loom's configuration: one settings object, read once from `LOOM_*` variables and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob Loom has. Passed down explicitly; nothing reads the environment again."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOM_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"), description="Where embedded mode keeps its SQLite file and keys."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means a SQLite file in the data directory. "
+        "postgresql:// URLs use asyncpg.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL; unset means embedded mode (no Redis)."
+    )
+    secret_key: SecretStr | None = Field(default=None, description="Encrypts credentials.")
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bootstraps (or re-keys) the `admin` user with this token."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, description="Largest accepted HTTP request body (413 above)."
+    )
+    max_graph_nodes: int = Field(default=2000, description="Largest workflow, in nodes.")
+    max_query_depth: int = 12
+    max_query_tokens: int = 5000
+    max_query_aliases: int = 30
+    max_page_size: int = 100
+    graphiql: bool = Field(default=True, description="Serve GraphiQL to browsers at /graphql.")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to open websockets; empty allows same-origin only.",
+    )
+    token_cache_s: float = Field(
+        default=5.0, description="How long a verified API token is trusted without the database."
+    )
+
+    def resolved_database_url(self) -> str:
+        """The async SQLAlchemy URL to connect to."""
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'loom.db').resolve()}"
+        url = self.database_url
+        for prefix, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(prefix):
+                return driver + url[len(prefix) :]
+        return url

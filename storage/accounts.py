@@ -1,0 +1,196 @@
+"""Users, workspaces, memberships and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.db import Database
+from storage.errors import DuplicateNameError, NotFoundError
+from storage.models import ApiToken, Membership, User, Workspace
+from storage.types import utcnow
+
+TOKEN_PREFIX = "loom_"  # noqa: S105 (a public prefix, not a secret)
+ADMIN_USER_NAME = "admin"
+ROLE_ADMIN = "admin"
+ROLE_MEMBER = "member"
+WORKSPACE_ROLE_OWNER = "owner"
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a token. Tokens carry 256 random bits, so a slow hash would add nothing."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, and the workspaces they may see."""
+
+    user_id: str
+    user_name: str
+    role: str
+    workspace_ids: tuple[str, ...]
+    personal_workspace_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ROLE_ADMIN
+
+
+async def create_user(session: AsyncSession, name: str, role: str = ROLE_MEMBER) -> User:
+    """Create a user with a personal workspace they own."""
+    existing = await session.exec(select(User).where(User.name == name))
+    if existing.first() is not None:
+        raise DuplicateNameError("user", name)
+    workspace = Workspace(name=f"{name}'s workspace")
+    session.add(workspace)
+    await session.flush()
+    user = User(name=name, role=role, personal_workspace_id=workspace.id)
+    session.add(user)
+    await session.flush()
+    session.add(Membership(workspace_id=workspace.id, user_id=user.id, role=WORKSPACE_ROLE_OWNER))
+    await session.flush()
+    return user
+
+
+async def get_user_by_name(session: AsyncSession, name: str) -> User | None:
+    return (await session.exec(select(User).where(User.name == name))).first()
+
+
+async def list_users(session: AsyncSession) -> Sequence[User]:
+    return (await session.exec(select(User).order_by(col(User.name)))).all()
+
+
+async def users_by_ids(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, User]:
+    rows = await session.exec(select(User).where(col(User.id).in_(user_ids)))
+    return {user.id: user for user in rows}
+
+
+async def workspaces_by_ids(
+    session: AsyncSession, workspace_ids: Sequence[str]
+) -> dict[str, Workspace]:
+    rows = await session.exec(select(Workspace).where(col(Workspace.id).in_(workspace_ids)))
+    return {workspace.id: workspace for workspace in rows}
+
+
+async def create_token(
+    session: AsyncSession, user_id: str, name: str, token: str | None = None
+) -> tuple[ApiToken, str]:
+    """Store a new token for the user; returns the row and the token, shown only now."""
+    token = token or generate_token()
+    row = ApiToken(user_id=user_id, name=name, token_hash=hash_token(token))
+    session.add(row)
+    await session.flush()
+    return row, token
+
+
+async def revoke_token(session: AsyncSession, token_id: str, user_id: str | None) -> ApiToken:
+    """Revoke a token; `user_id` restricts it to that user's tokens (None: any, for admins)."""
+    query = select(ApiToken).where(ApiToken.id == token_id)
+    if user_id is not None:
+        query = query.where(ApiToken.user_id == user_id)
+    row = (await session.exec(query)).first()
+    if row is None:
+        raise NotFoundError("token", token_id)
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(row)
+        await session.flush()
+    return row
+
+
+async def list_tokens(session: AsyncSession, user_id: str) -> Sequence[ApiToken]:
+    query = (
+        select(ApiToken)
+        .where(ApiToken.user_id == user_id)
+        .order_by(col(ApiToken.created_at).desc())
+    )
+    return (await session.exec(query)).all()
+
+
+async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
+    """The caller a bearer token belongs to, or None for an unknown or revoked token."""
+    query = (
+        select(User)
+        .join(ApiToken, col(ApiToken.user_id) == col(User.id))
+        .where(ApiToken.token_hash == hash_token(token), col(ApiToken.revoked_at).is_(None))
+    )
+    user = (await session.exec(query)).first()
+    if user is None:
+        return None
+    return await principal_for_user(session, user)
+
+
+async def principal_for_user(session: AsyncSession, user: User) -> Principal:
+    memberships = await session.exec(
+        select(Membership.workspace_id).where(Membership.user_id == user.id)
+    )
+    return Principal(
+        user_id=user.id,
+        user_name=user.name,
+        role=user.role,
+        workspace_ids=tuple(sorted(memberships.all())),
+        personal_workspace_id=user.personal_workspace_id,
+    )
+
+
+async def bootstrap_admin(database: Database, admin_token: str | None) -> str | None:
+    """Make sure an admin exists; returns a newly generated token to print once, or None.
+
+    With `admin_token` the `admin` user is created if missing and the token is made valid for
+    it (an upsert). Without it, an admin with a generated token is created only when the
+    database has no users at all. Runs under a database lock, so replicas that start together
+    create one admin, not several.
+    """
+    async with database.transaction() as session:
+        await database.lock(session, "loom.bootstrap_admin")
+        admin = await get_user_by_name(session, ADMIN_USER_NAME)
+        if admin_token is not None:
+            if admin is None:
+                admin = await create_user(session, ADMIN_USER_NAME, ROLE_ADMIN)
+            elif admin.role != ROLE_ADMIN:
+                await session.exec(
+                    update(User).where(col(User.id) == admin.id).values(role=ROLE_ADMIN)
+                )
+            token_hash = hash_token(admin_token)
+            known = await session.exec(select(ApiToken).where(ApiToken.token_hash == token_hash))
+            if known.first() is None:
+                await create_token(session, admin.id, "LOOM_ADMIN_TOKEN", admin_token)
+            return None
+        any_user = (await session.exec(select(User.id).limit(1))).first()
+        if any_user is not None:
+            return None
+        admin = await create_user(session, ADMIN_USER_NAME, ROLE_ADMIN)
+        _, token = await create_token(session, admin.id, "bootstrap")
+        return token
+
+
+async def create_user_with_token(
+    database: Database,
+    name: str,
+    role: str,
+    token_name: str = "cli",  # noqa: S107
+) -> str:
+    """Create the user if missing and give them a new token (`loom token create`)."""
+    try:
+        async with database.transaction() as session:
+            user = await get_user_by_name(session, name)
+            if user is None:
+                user = await create_user(session, name, role)
+            elif role == ROLE_ADMIN and user.role != ROLE_ADMIN:
+                user.role = ROLE_ADMIN
+                session.add(user)
+            _, token = await create_token(session, user.id, token_name)
+            return token
+    except IntegrityError as exc:  # a concurrent creation of the same name
+        raise DuplicateNameError("user", name) from exc

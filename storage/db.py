@@ -1,0 +1,94 @@
+"""Async engine, sessions, and the differences between SQLite and PostgreSQL.
+
+Everything dialect-specific (connection set-up, advisory locks) lives in `Database`, so that
+repository functions read the same on both databases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers proceed while the single writer commits.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # SQLite ignores foreign keys unless asked, per connection.
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # Wait for a competing writer instead of failing at once with "database is locked".
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # With WAL, NORMAL is durable against application crashes and much faster than FULL.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class Database:
+    """One database: its engine, its session factory and its dialect's quirks."""
+
+    def __init__(self, url: str, *, echo: bool = False, pg_search_path: str | None = None) -> None:
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()
+        engine_options: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            database = self.url.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            engine_options.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if pg_search_path is not None:
+                # Tests isolate each run in its own schema of the shared database.
+                engine_options["connect_args"] = {
+                    "server_settings": {"search_path": pg_search_path}
+                }
+        self.engine: AsyncEngine = create_async_engine(self.url, **engine_options)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _configure_sqlite)
+        self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def session(self) -> AsyncSession:
+        """A new session; use it as an async context manager."""
+        return self.sessions()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside a transaction that commits on success and rolls back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def lock(self, session: AsyncSession, name: str) -> None:
+        """Take a database-wide lock named `name` until the session's transaction ends.
+
+        PostgreSQL uses a transaction-level advisory lock. SQLite has a single writer: an
+        immediate write to a scratch table takes its write lock at once, so concurrent callers
+        queue behind it (the busy timeout makes them wait rather than fail).
+        """
+        if self.is_sqlite:
+            await session.exec(
+                text("UPDATE lock_anchor SET touched = touched + 1 WHERE id = 1")  # type: ignore[call-overload]
+            )
+            return
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        await session.exec(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=key))  # type: ignore[call-overload]
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,34 @@
+"""Apply Alembic migrations from code (`loom db upgrade`, `loom serve` start, tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection
+
+from storage.db import Database
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic configuration pointing at Loom's migrations, without any ini file."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def upgrade(database: Database, revision: str = "head") -> None:
+    """Bring the database schema up to `revision` (the latest by default)."""
+    async with database.engine.begin() as connection:
+        await connection.run_sync(_upgrade, revision)

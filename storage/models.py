@@ -1,0 +1,238 @@
+"""SQLModel tables. The schema itself is owned by the Alembic migrations beside this module.
+
+Everything a user makes belongs to a workspace; users reach workspaces through memberships.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from storage.types import UTCDateTime, utcnow
+
+
+def new_id() -> str:
+    """A new random identifier (UUID4, as text so that both databases store it alike)."""
+    return str(uuid.uuid4())
+
+
+def _created_at() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Workspace(SQLModel, table=True):
+    """The owner of workflows, executions and credentials."""
+
+    __tablename__ = "workspaces"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    name: str = Field(max_length=255)
+    created_at: datetime = _created_at()
+
+
+class User(SQLModel, table=True):
+    """A person or a machine account; authenticates with API tokens."""
+
+    __tablename__ = "users"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    name: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    role: str = Field(max_length=16)
+    personal_workspace_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("workspaces.id"), nullable=False)
+    )
+    created_at: datetime = _created_at()
+
+
+class Membership(SQLModel, table=True):
+    """A user's access to a workspace; `role` leaves room for sharing without a migration."""
+
+    __tablename__ = "memberships"
+
+    workspace_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    user_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    )
+    role: str = Field(max_length=16)
+    created_at: datetime = _created_at()
+
+    __table_args__ = (Index("ix_memberships_user", "user_id"),)
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token. Only its SHA-256 is stored; the token itself is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    user_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str = Field(max_length=128)
+    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    created_at: datetime = _created_at()
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    __table_args__ = (Index("ix_api_tokens_user", "user_id"),)
+
+
+class Workflow(SQLModel, table=True):
+    """The editable draft of a workflow. `version` is bumped by every change."""
+
+    __tablename__ = "workflows"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    workspace_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    name: str = Field(max_length=255)
+    description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    nodes: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    edges: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    # Parameter problems per node id: stored with the draft, they block run and publish.
+    node_issues: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    version: int = 1
+    published_version: int | None = None
+    active: bool = False
+    created_by: str | None = Field(
+        default=None,
+        sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    created_at: datetime = _created_at()
+    updated_at: datetime = _created_at()
+
+    __table_args__ = (Index("ix_workflows_workspace_created", "workspace_id", "created_at", "id"),)
+
+
+class WorkflowTag(SQLModel, table=True):
+    """One row per tag of a workflow, so that filtering by tag uses an index."""
+
+    __tablename__ = "workflow_tags"
+
+    workflow_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    tag: str = Field(sa_column=Column(String(64), primary_key=True))
+
+    __table_args__ = (Index("ix_workflow_tags_tag", "tag"),)
+
+
+class WorkflowVersion(SQLModel, table=True):
+    """An immutable snapshot of a workflow draft, written when first published or executed."""
+
+    __tablename__ = "workflow_versions"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    workflow_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False)
+    )
+    version: int
+    name: str = Field(max_length=255)
+    nodes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    edges: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    settings: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_by: str | None = Field(
+        default=None,
+        sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    created_at: datetime = _created_at()
+
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "version", name="uq_workflow_versions_workflow_version"),
+    )
+
+
+class Execution(SQLModel, table=True):
+    """One run of a workflow version. The engine issue fills in how it runs."""
+
+    __tablename__ = "executions"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    workspace_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    workflow_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False)
+    )
+    workflow_version_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workflow_versions.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    status: str = Field(max_length=16)
+    mode: str = Field(max_length=16)
+    input: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    output: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    engine_version: str = Field(max_length=32)
+    created_at: datetime = _created_at()
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    __table_args__ = (
+        # Pruning by age scans these.
+        Index("ix_executions_created_at", "created_at"),
+        Index("ix_executions_workflow_created", "workflow_id", "created_at"),
+        Index("ix_executions_workspace_created", "workspace_id", "created_at"),
+        UniqueConstraint("workflow_id", "idempotency_key", name="uq_executions_idempotency"),
+    )
+
+
+class NodeRun(SQLModel, table=True):
+    """One attempt of one node in one execution."""
+
+    __tablename__ = "node_runs"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    execution_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("executions.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    node_id: str = Field(max_length=255)
+    node_name: str = Field(max_length=255)
+    status: str = Field(max_length=16)
+    attempt: int = 1
+    input_items: int | None = None
+    output_items: int | None = None
+    error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = _created_at()
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_node_runs_execution", "execution_id"),
+        Index("ix_node_runs_created_at", "created_at"),
+    )
+
+
+class LockAnchor(SQLModel, table=True):
+    """A single row that SQLite writers touch to take the database write lock."""
+
+    __tablename__ = "lock_anchor"
+
+    id: int = Field(primary_key=True)
+    touched: int = 0

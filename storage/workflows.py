@@ -1,0 +1,293 @@
+"""Workflow drafts, their tags and their immutable version snapshots.
+
+Every change of a draft is one conditional UPDATE on `(id, version)`: of two concurrent
+changes made from the same version exactly one matches, the other gets a conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.errors import NotFoundError, VersionConflictError
+from storage.models import Workflow, WorkflowTag, WorkflowVersion
+from storage.types import utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFilter:
+    """Narrows a workflow listing; every given criterion must hold."""
+
+    name_contains: str | None = None
+    tag: str | None = None
+    active: bool | None = None
+
+
+@dataclass(slots=True)
+class DraftChange:
+    """New values for a draft; fields left as None are not changed."""
+
+    name: str | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    nodes: list[dict[str, Any]] | None = None
+    edges: list[dict[str, Any]] | None = None
+    node_issues: dict[str, list[dict[str, Any]]] | None = None
+    settings: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def values(self) -> dict[str, Any]:
+        values = {
+            name: value
+            for name, value in (
+                ("name", self.name),
+                ("description", self.description),
+                ("tags", self.tags),
+                ("nodes", self.nodes),
+                ("edges", self.edges),
+                ("node_issues", self.node_issues),
+                ("settings", self.settings),
+            )
+            if value is not None
+        }
+        values.update(self.extra)
+        return values
+
+
+def _scoped(workspace_ids: Sequence[str]) -> Any:
+    return col(Workflow.workspace_id).in_(workspace_ids)
+
+
+async def _replace_tags(session: AsyncSession, workflow_id: str, tags: Sequence[str]) -> None:
+    await session.exec(delete(WorkflowTag).where(col(WorkflowTag.workflow_id) == workflow_id))
+    if tags:
+        await session.exec(
+            insert(WorkflowTag),
+            params=[{"workflow_id": workflow_id, "tag": tag} for tag in dict.fromkeys(tags)],
+        )
+
+
+async def create_workflow(session: AsyncSession, workflow: Workflow) -> Workflow:
+    """Insert a new draft (version 1) and its tags."""
+    session.add(workflow)
+    await session.flush()
+    await _replace_tags(session, workflow.id, workflow.tags)
+    return workflow
+
+
+async def get_workflow(
+    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
+) -> Workflow | None:
+    """The draft, if it exists in one of the caller's workspaces."""
+    query = select(Workflow).where(Workflow.id == workflow_id, _scoped(workspace_ids))
+    return (await session.exec(query)).first()
+
+
+async def require_workflow(
+    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
+) -> Workflow:
+    workflow = await get_workflow(session, workflow_id, workspace_ids)
+    if workflow is None:
+        raise NotFoundError("workflow", workflow_id)
+    return workflow
+
+
+def _filtered(query: Any, workspace_ids: Sequence[str], where: WorkflowFilter) -> Any:
+    query = query.where(_scoped(workspace_ids))
+    if where.name_contains:
+        pattern = (
+            "%"
+            + where.name_contains.lower()
+            .replace("\\", "\\\\")
+            .replace("%", "\\%")
+            .replace("_", "\\_")
+            + "%"
+        )
+        query = query.where(func.lower(Workflow.name).like(pattern, escape="\\"))
+    if where.tag is not None:
+        tagged = select(WorkflowTag.workflow_id).where(WorkflowTag.tag == where.tag)
+        query = query.where(col(Workflow.id).in_(tagged))
+    if where.active is not None:
+        query = query.where(Workflow.active == where.active)
+    return query
+
+
+async def list_workflows(
+    session: AsyncSession,
+    workspace_ids: Sequence[str],
+    *,
+    where: WorkflowFilter,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> Sequence[Workflow]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = _filtered(select(Workflow), workspace_ids, where)
+    if after is not None:
+        created_at, workflow_id = after
+        query = query.where(
+            or_(
+                col(Workflow.created_at) < created_at,
+                and_(col(Workflow.created_at) == created_at, col(Workflow.id) < workflow_id),
+            )
+        )
+    query = query.order_by(col(Workflow.created_at).desc(), col(Workflow.id).desc()).limit(limit)
+    rows: Sequence[Workflow] = (await session.exec(query)).all()
+    return rows
+
+
+async def count_workflows(
+    session: AsyncSession, workspace_ids: Sequence[str], *, where: WorkflowFilter
+) -> int:
+    query = _filtered(select(func.count()).select_from(Workflow), workspace_ids, where)
+    return int((await session.exec(query)).one())
+
+
+async def update_draft(
+    session: AsyncSession,
+    workflow_id: str,
+    workspace_ids: Sequence[str],
+    expected_version: int,
+    change: DraftChange,
+) -> Workflow:
+    """Apply a change if the draft is still at `expected_version`; bumps the version."""
+    values = change.values()
+    values["version"] = col(Workflow.version) + 1
+    values["updated_at"] = utcnow()
+    result = await session.exec(
+        update(Workflow)
+        .where(
+            col(Workflow.id) == workflow_id,
+            _scoped(workspace_ids),
+            col(Workflow.version) == expected_version,
+        )
+        .values(**values)
+    )
+    if result.rowcount == 0:
+        current = await get_workflow(session, workflow_id, workspace_ids)
+        if current is None:
+            raise NotFoundError("workflow", workflow_id)
+        raise VersionConflictError(workflow_id, expected_version, current.version)
+    if change.tags is not None:
+        await _replace_tags(session, workflow_id, change.tags)
+    return await _reload(session, workflow_id)
+
+
+async def _reload(session: AsyncSession, workflow_id: str) -> Workflow:
+    query = (
+        select(Workflow).where(Workflow.id == workflow_id).execution_options(populate_existing=True)
+    )
+    return (await session.exec(query)).one()
+
+
+async def delete_workflow(
+    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
+) -> None:
+    result = await session.exec(
+        delete(Workflow).where(col(Workflow.id) == workflow_id, _scoped(workspace_ids))
+    )
+    if result.rowcount == 0:
+        raise NotFoundError("workflow", workflow_id)
+
+
+async def ensure_snapshot(
+    session: AsyncSession, workflow: Workflow, created_by: str | None
+) -> WorkflowVersion:
+    """The immutable snapshot of the draft's current version, written on first need.
+
+    Two callers racing to snapshot the same version both end up with the one row.
+    """
+    query = select(WorkflowVersion).where(
+        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == workflow.version
+    )
+    existing = (await session.exec(query)).first()
+    if existing is not None:
+        return existing
+    snapshot = WorkflowVersion(
+        workflow_id=workflow.id,
+        version=workflow.version,
+        name=workflow.name,
+        nodes=workflow.nodes,
+        edges=workflow.edges,
+        settings=workflow.settings,
+        created_by=created_by,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(snapshot)
+    except IntegrityError:
+        return (await session.exec(query)).one()
+    return snapshot
+
+
+async def publish(
+    session: AsyncSession,
+    workflow_id: str,
+    workspace_ids: Sequence[str],
+    expected_version: int,
+    created_by: str | None,
+) -> Workflow:
+    """Make the draft at `expected_version` what triggers run. Does not bump the version."""
+    workflow = await require_workflow(session, workflow_id, workspace_ids)
+    if workflow.version != expected_version:
+        raise VersionConflictError(workflow_id, expected_version, workflow.version)
+    await ensure_snapshot(session, workflow, created_by)
+    result = await session.exec(
+        update(Workflow)
+        .where(col(Workflow.id) == workflow_id, col(Workflow.version) == expected_version)
+        .values(published_version=expected_version, updated_at=utcnow())
+    )
+    if result.rowcount == 0:
+        current = await require_workflow(session, workflow_id, workspace_ids)
+        raise VersionConflictError(workflow_id, expected_version, current.version)
+    return await _reload(session, workflow_id)
+
+
+async def set_active(
+    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str], active: bool
+) -> Workflow:
+    """Switch the published version's triggers on or off; the version does not change."""
+    result = await session.exec(
+        update(Workflow)
+        .where(col(Workflow.id) == workflow_id, _scoped(workspace_ids))
+        .values(active=active, updated_at=utcnow())
+    )
+    if result.rowcount == 0:
+        raise NotFoundError("workflow", workflow_id)
+    return await _reload(session, workflow_id)
+
+
+async def get_version(
+    session: AsyncSession, workflow_id: str, version: int, workspace_ids: Sequence[str]
+) -> WorkflowVersion | None:
+    query = (
+        select(WorkflowVersion)
+        .join(Workflow, col(Workflow.id) == col(WorkflowVersion.workflow_id))
+        .where(
+            WorkflowVersion.workflow_id == workflow_id,
+            WorkflowVersion.version == version,
+            _scoped(workspace_ids),
+        )
+    )
+    return (await session.exec(query)).first()
+
+
+async def versions_by_workflow(
+    session: AsyncSession, workflow_ids: Sequence[str]
+) -> dict[str, list[WorkflowVersion]]:
+    """Snapshots of many workflows at once, newest first (for a DataLoader)."""
+    query = (
+        select(WorkflowVersion)
+        .where(col(WorkflowVersion.workflow_id).in_(workflow_ids))
+        .order_by(col(WorkflowVersion.version).desc())
+    )
+    grouped: dict[str, list[WorkflowVersion]] = {workflow_id: [] for workflow_id in workflow_ids}
+    for snapshot in await session.exec(query):
+        grouped[snapshot.workflow_id].append(snapshot)
+    return grouped

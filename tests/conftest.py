@@ -1,0 +1,169 @@
+"""Shared fixtures: a migrated database per backend, the ASGI app, a GraphQL client, users.
+
+Every test that takes `database` (directly or through `client`) runs on SQLite and, when
+PostgreSQL is reachable, on PostgreSQL too. In CI (`CI=true` or `LOOM_REQUIRE_SERVICES=1`)
+an unreachable PostgreSQL or Redis is an error, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from server.app import create_app
+from server.settings import Settings
+from storage import accounts
+from storage.db import Database
+from storage.migrate import upgrade
+
+PG_URL = os.environ.get("LOOM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("LOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def services_required() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("LOOM_REQUIRE_SERVICES") == "1"
+
+
+async def _postgres_reachable() -> str | None:
+    import asyncpg
+
+    try:
+        connection = await asyncio.wait_for(
+            asyncpg.connect(PG_URL.replace("postgresql+asyncpg", "postgresql")), timeout=3
+        )
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await connection.close()
+    return None
+
+
+_pg_problem: str | None | bool = False  # False: not checked yet
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "backend",
+            [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)],
+            scope="session",
+        )
+
+
+@pytest.fixture(scope="session")
+async def migrated(backend: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+    """A database of the given backend with the schema migrated, shared by the session."""
+    global _pg_problem
+    if backend == "sqlite":
+        path: Path = tmp_path_factory.mktemp("sqlite") / "loom.db"
+        database = Database(f"sqlite+aiosqlite:///{path}")
+        await upgrade(database)
+        yield database
+        await database.dispose()
+        return
+    if _pg_problem is False:
+        _pg_problem = await _postgres_reachable()
+    if _pg_problem:
+        message = f"PostgreSQL at {PG_URL} unreachable ({_pg_problem})"
+        if services_required():
+            pytest.fail(message + "; CI requires it")
+        pytest.skip(message)
+    schema = f"loom_test_{uuid.uuid4().hex[:10]}"
+    admin = Database(PG_URL)
+    async with admin.engine.begin() as connection:
+        await connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    database = Database(PG_URL, pg_search_path=schema)
+    await upgrade(database)
+    yield database
+    await database.dispose()
+    async with admin.engine.begin() as connection:
+        await connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    await admin.dispose()
+
+
+@pytest.fixture
+async def database(migrated: Database) -> AsyncIterator[Database]:
+    """The migrated database, emptied before each test."""
+    async with migrated.engine.begin() as connection:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            if table.name != "lock_anchor":
+                await connection.execute(table.delete())
+    yield migrated
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(_env_file=None, token_cache_s=0.0)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def app(database: Database, settings: Settings) -> Any:
+    return create_app(settings, database=database)
+
+
+@pytest.fixture
+async def http(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://loom.test") as client:
+        yield client
+
+
+@dataclass
+class Caller:
+    """A user with a token, able to send GraphQL operations."""
+
+    http: httpx.AsyncClient
+    user_id: str
+    name: str
+    token: str
+
+    async def post(self, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
+        return await self.http.post(
+            "/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+
+    async def gql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run an operation that must succeed without errors; returns `data`."""
+        response = await self.post(query, variables)
+        body = response.json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body["errors"]
+        data: dict[str, Any] = body["data"]
+        return data
+
+
+MakeCaller = Callable[..., Awaitable[Caller]]
+
+
+@pytest.fixture
+def make_caller(database: Database, http: httpx.AsyncClient) -> MakeCaller:
+    async def make(name: str | None = None, admin: bool = False) -> Caller:
+        name = name or f"user-{uuid.uuid4().hex[:8]}"
+        role = accounts.ROLE_ADMIN if admin else accounts.ROLE_MEMBER
+        async with database.transaction() as session:
+            user = await accounts.create_user(session, name, role)
+            _, token = await accounts.create_token(session, user.id, "test")
+        return Caller(http=http, user_id=user.id, name=name, token=token)
+
+    return make
+
+
+@pytest.fixture
+async def alice(make_caller: MakeCaller) -> Caller:
+    return await make_caller("alice")
+
+
+@pytest.fixture
+async def bob(make_caller: MakeCaller) -> Caller:
+    return await make_caller("bob")
