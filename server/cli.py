@@ -106,5 +106,23 @@ def token_create(
     typer.echo(token)
 
 
+@cli.command("export-schema")
+def export_schema(
+    output: str = typer.Option(
+        "schema.graphql", "--output", "-o", help="File to write; - for stdout."
+    ),
+) -> None:
+    """Write the GraphQL schema (SDL) that the code defines."""
+    from schema.root import build_schema
+
+    sdl = build_schema().as_str() + "\n"
+    if output == "-":
+        typer.echo(sdl, nl=False)
+        return
+    with open(output, "w", encoding="utf-8") as handle:
+        handle.write(sdl)
+    typer.echo(f"wrote {output}")
+
+
 def main() -> None:
     cli()
