@@ -1,0 +1,35 @@
+# Loom: `make run` starts Loom in embedded mode; `make test` runs the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format schema clean
+
+$(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Loom needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e tests/plugin_pkg
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/loom serve
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+schema: $(STAMP)
+	$(BIN)/loom export-schema
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

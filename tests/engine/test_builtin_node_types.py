@@ -1,0 +1,255 @@
+"""The built-in node type descriptors: valid schemas, sane ports, forms the editor can show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from engine.graph import Graph, Node
+from engine.node_types import NodeGroup, NodeType, NodeTypeRegistry
+from engine.nodes.builtin import node_types
+from engine.validation import validate_graph
+
+BUILTINS = {node_type.name: node_type for node_type in node_types()}
+REGISTRY = NodeTypeRegistry(BUILTINS.values())
+
+# What a user typically fills in, one or more per type.
+TYPICAL: list[tuple[str, dict[str, Any]]] = [
+    ("manual_trigger", {}),
+    (
+        "set",
+        {
+            "fields": [
+                {"name": "total", "value": "{{ $json.price * $json.quantity }}"},
+                {"name": "currency", "value": "EUR"},
+                {"name": "paid", "value": False},
+                {"name": "cleared"},
+            ],
+            "keepOnlySet": True,
+        },
+    ),
+    (
+        "if",
+        {
+            "conditions": [
+                {"left": "{{ $json.status }}", "operator": "equals", "right": "paid"},
+                {"left": "{{ $json.email }}", "operator": "is_not_empty"},
+            ],
+            "combine": "all",
+            "ignoreCase": True,
+        },
+    ),
+    (
+        "switch",
+        {
+            "rules": [
+                {
+                    "conditions": [
+                        {"left": "{{ $json.country }}", "operator": "equals", "right": "DE"}
+                    ],
+                    "label": "Germany",
+                },
+                {
+                    "conditions": [
+                        {"left": "{{ $json.total }}", "operator": "gte", "right": 1000},
+                        {"left": "{{ $json.vip }}", "operator": "equals", "right": True},
+                    ],
+                    "combine": "any",
+                },
+            ],
+            "sendToAllMatching": False,
+        },
+    ),
+    ("merge", {"mode": "append"}),
+    ("merge", {"mode": "combine_by_key", "key": "customer.id"}),
+    ("merge", {"mode": "choose_branch", "branch": "input2"}),
+    ("merge", {}),
+    (
+        "filter",
+        {"conditions": [{"left": "{{ $json.name }}", "operator": "regex", "right": "^A"}]},
+    ),
+    ("sort", {"fields": [{"field": "createdAt", "order": "desc"}, {"field": "name"}]}),
+    ("limit", {"maxItems": 10, "keep": "last"}),
+    ("limit", {"maxItems": "{{ $json.pageSize }}"}),
+    ("aggregate", {}),
+    ("aggregate", {"mode": "all_items", "destinationField": "orders"}),
+    ("aggregate", {"mode": "fields", "fields": [{"field": "email", "renameTo": "emails"}]}),
+    ("split_out", {"field": "orders", "keepOtherFields": True}),
+    ("noop", {}),
+    ("stop_and_error", {"message": "Order {{ $json.id }} has no customer"}),
+    ("wait", {"amount": 5, "unit": "minutes"}),
+    ("wait", {"amount": 0.5}),
+    ("wait", {"amount": "{{ $json.delaySeconds }}", "unit": "seconds"}),
+    ("wait", {"resume": "at_time", "until": "2025-01-31T09:00:00Z"}),
+    ("wait", {"resume": "at_time", "until": "2025-01-31 09:00"}),
+    ("wait", {"resume": "at_time", "until": "{{ $json.remindAt }}"}),
+]
+
+# Common mistakes, each with the parameter field the problem must point at.
+MISTAKES: list[tuple[str, dict[str, Any], str]] = [
+    ("set", {}, "parameters.fields"),
+    ("set", {"fields": []}, "parameters.fields"),
+    ("set", {"fields": [{"name": ""}]}, "parameters.fields[0].name"),
+    ("set", {"fields": [{"name": "a"}], "keepOnlySet": "yes"}, "parameters.keepOnlySet"),
+    ("if", {"conditions": [{"left": "x", "operator": "equals"}]}, "parameters.conditions[0].right"),
+    (
+        "if",
+        {"conditions": [{"left": "x", "operator": "like", "right": 1}]},
+        "parameters.conditions[0].operator",
+    ),
+    (
+        "switch",
+        {"rules": [{"conditions": [{"left": 1, "operator": "is_empty"}]}] * 5},
+        "parameters.rules",
+    ),
+    ("merge", {"mode": "combine_by_key"}, "parameters.key"),
+    ("merge", {"mode": "zip"}, "parameters.mode"),
+    ("sort", {"fields": [{"field": "a", "order": "up"}]}, "parameters.fields[0].order"),
+    ("limit", {"maxItems": 0}, "parameters.maxItems"),
+    ("limit", {"maxItems": "ten"}, "parameters.maxItems"),
+    ("aggregate", {"mode": "fields"}, "parameters.fields"),
+    ("split_out", {}, "parameters.field"),
+    ("stop_and_error", {"message": "   "}, "parameters.message"),
+    ("wait", {"amount": -1}, "parameters.amount"),
+    ("wait", {}, "parameters.amount"),
+    ("wait", {"resume": "at_time"}, "parameters.until"),
+    ("wait", {"resume": "at_time", "until": "next tuesday"}, "parameters.until"),
+    ("noop", {"anything": 1}, "parameters.anything"),
+]
+
+
+def _schemas(schema: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every subschema that declares fields, skipping if/then/else (they only constrain)."""
+    if not isinstance(schema, dict):
+        return
+    yield path, schema
+    for name, sub in schema.get("properties", {}).items():
+        yield from _schemas(sub, f"{path}.{name}")
+    if "items" in schema:
+        yield from _schemas(schema["items"], f"{path}[]")
+
+
+def _parameter_problems(type_name: str, parameters: dict[str, Any]) -> list[Any]:
+    node = Node(id="n", name="Node", type=type_name, parameters=parameters)
+    report = validate_graph(Graph(nodes=(node,)), REGISTRY)
+    assert report.ok, report.structural
+    return list(report.parameters.get("n", ()))
+
+
+def test_every_builtin_is_there_in_version_1() -> None:
+    assert set(BUILTINS) == {
+        "manual_trigger",
+        "set",
+        "if",
+        "switch",
+        "merge",
+        "filter",
+        "sort",
+        "limit",
+        "aggregate",
+        "split_out",
+        "noop",
+        "stop_and_error",
+        "wait",
+    }
+    assert all(node_type.version == 1 for node_type in BUILTINS.values())
+    assert len(node_types()) == len(BUILTINS)
+
+
+@pytest.mark.parametrize("node_type", BUILTINS.values(), ids=lambda node_type: node_type.name)
+def test_schema_is_valid_draft_2020_12(node_type: NodeType) -> None:
+    Draft202012Validator.check_schema(node_type.parameters_schema)
+    assert node_type.parameters_schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+@pytest.mark.parametrize("node_type", BUILTINS.values(), ids=lambda node_type: node_type.name)
+def test_every_field_has_title_and_description_and_no_extras(node_type: NodeType) -> None:
+    for path, schema in _schemas(node_type.parameters_schema, "parameters"):
+        if path != "parameters" and not path.endswith("[]"):
+            assert schema.get("title"), f"{path} has no title"
+            assert schema.get("description"), f"{path} has no description"
+        if schema.get("type") == "object":
+            assert schema.get("additionalProperties") is False, f"{path} allows extra fields"
+            assert set(schema.get("required", ())) <= set(schema["properties"]), path
+
+
+@pytest.mark.parametrize("node_type", BUILTINS.values(), ids=lambda node_type: node_type.name)
+def test_texts_are_written_for_people(node_type: NodeType) -> None:
+    assert node_type.display_name and node_type.display_name[0].isupper()
+    assert node_type.description.endswith(".")
+    assert len({port.name for port in node_type.inputs}) == len(node_type.inputs)
+    assert len({port.name for port in node_type.outputs}) == len(node_type.outputs)
+
+
+@pytest.mark.parametrize(("type_name", "parameters"), TYPICAL, ids=[name for name, _ in TYPICAL])
+def test_typical_parameters_pass(type_name: str, parameters: dict[str, Any]) -> None:
+    # Plain Draft 2020-12 (what the editor runs) and Loom's validation both accept them.
+    assert (
+        list(Draft202012Validator(BUILTINS[type_name].parameters_schema).iter_errors(parameters))
+        == []
+    )
+    assert _parameter_problems(type_name, parameters) == []
+
+
+def test_every_builtin_has_a_typical_example() -> None:
+    assert {name for name, _ in TYPICAL} == set(BUILTINS)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "parameters", "field"),
+    MISTAKES,
+    ids=[f"{name}-{field}" for name, _, field in MISTAKES],
+)
+def test_common_mistakes_are_reported_on_the_right_field(
+    type_name: str, parameters: dict[str, Any], field: str
+) -> None:
+    problems = _parameter_problems(type_name, parameters)
+    assert field in {problem.field for problem in problems}, problems
+
+
+def test_ports() -> None:
+    def ports(name: str) -> tuple[list[str], list[str]]:
+        node_type = BUILTINS[name]
+        return [p.name for p in node_type.inputs], [p.name for p in node_type.outputs]
+
+    assert ports("manual_trigger") == ([], ["main"])
+    assert ports("if") == (["main"], ["true", "false"])
+    assert ports("switch") == (["main"], ["output0", "output1", "output2", "output3", "fallback"])
+    assert ports("merge") == (["input1", "input2"], ["main"])
+    assert ports("filter") == (["main"], ["main", "discarded"])
+    assert ports("stop_and_error") == (["main"], [])
+    for name in ("set", "sort", "limit", "aggregate", "split_out", "noop", "wait"):
+        assert ports(name) == (["main"], ["main"]), name
+    assert not any(port.accepts_many for port in BUILTINS["merge"].inputs)
+    assert BUILTINS["switch"].parameters_schema["properties"]["rules"]["maxItems"] == 4
+
+
+def test_groups() -> None:
+    assert BUILTINS["manual_trigger"].group is NodeGroup.TRIGGER
+    assert BUILTINS["manual_trigger"].is_trigger
+    assert not any(t.is_trigger for name, t in BUILTINS.items() if name != "manual_trigger")
+    assert BUILTINS["set"].group is NodeGroup.TRANSFORM
+    assert BUILTINS["if"].group is NodeGroup.FLOW
+
+
+def test_conditions_offer_every_operator() -> None:
+    condition = BUILTINS["if"].parameters_schema["properties"]["conditions"]["items"]
+    assert condition["properties"]["operator"]["enum"] == [
+        "equals",
+        "not_equals",
+        "gt",
+        "gte",
+        "lt",
+        "lte",
+        "contains",
+        "not_contains",
+        "starts_with",
+        "ends_with",
+        "is_empty",
+        "is_not_empty",
+        "regex",
+    ]
+    assert condition["required"] == ["left", "operator"]
