@@ -1,0 +1,472 @@
+"""Compiling one expression: Python's parser, a strict whitelist, then closures.
+
+The source (after `lexer.to_python`) is parsed by `ast.parse(mode="eval")`. Every node of the
+tree must be of a whitelisted kind; names must be Loom's (`$json`, `$input`, ...) or its
+functions; attribute access is a key lookup on JSON objects or a whitelisted method, never
+Python's `getattr`. The checked tree becomes nested closures, so evaluating an expression per
+item costs a few function calls and no parsing.
+
+Why Python's parser rather than a grammar library: it is fast, exhaustively tested, and gives
+precise syntax errors; the whitelist makes the accepted language small and the compiler
+(not `eval`) gives it meaning. There are no loops, comprehensions, lambdas or assignments, so
+evaluation time is bounded by the tree's size times the data's size; the size guards in
+`functions` bound memory.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.expressions.errors import ExpressionEvaluationError, ExpressionSyntaxError
+from engine.expressions.functions import (
+    FUNCTIONS,
+    MAX_STRING_CHARS,
+    EvalError,
+    check_size,
+    method,
+    to_text,
+    type_name,
+)
+from engine.expressions.lexer import DOLLAR_PREFIX, to_python
+from engine.expressions.scope import NodeItems, NodeOutputs, Scope
+
+MAX_EXPRESSION_CHARS = 10_000
+MAX_TREE_DEPTH = 64
+MAX_TREE_NODES = 2_000
+MAX_POWER_EXPONENT = 1_000
+MAX_INT_BITS = 4_096
+
+Compiled = Callable[[Scope], Any]
+
+# `$name` -> what it evaluates to, given the scope.
+_VARIABLES: dict[str, Callable[[Scope], Any]] = {
+    "json": lambda scope: scope.json,
+    "input": lambda scope: scope.input_items,
+    "execution": lambda scope: scope.execution,
+    "workflow": lambda scope: scope.workflow,
+    "now": lambda scope: scope.now,
+    "today": lambda scope: scope.now[:10],
+    "itemIndex": lambda scope: scope.item_index,
+    "node": lambda scope: scope.nodes,
+}
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+}
+
+_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda left, right: _contains(right, left),
+    ast.NotIn: lambda left, right: not _contains(right, left),
+}
+
+
+def _contains(container: Any, element: Any) -> bool:
+    if isinstance(container, str):
+        if not isinstance(element, str):
+            raise EvalError(f"'in' a string needs a string, got {type_name(element)}")
+        return element in container
+    if isinstance(container, list | dict):
+        return element in container
+    raise EvalError(f"'in' needs a string, array or object, got {type_name(container)}")
+
+
+def _checked_number(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        raise EvalError(f"number larger than {MAX_INT_BITS} bits")
+    return value
+
+
+def _power(base: Any, exponent: Any) -> Any:
+    for value in (base, exponent):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise EvalError(f"'**' needs numbers, got {type_name(value)}")
+    if abs(exponent) > MAX_POWER_EXPONENT:
+        raise EvalError(f"exponent larger than {MAX_POWER_EXPONENT}")
+    big = isinstance(base, int) and isinstance(exponent, int) and exponent > 0
+    if big and abs(base).bit_length() * exponent > MAX_INT_BITS:
+        raise EvalError(f"number larger than {MAX_INT_BITS} bits")
+    try:
+        return base**exponent
+    except (OverflowError, ZeroDivisionError) as exc:
+        raise EvalError(str(exc)) from exc
+
+
+def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
+    def apply(left: Any, right: Any) -> Any:
+        if (
+            (type(left) is float
+            and type(right) in _NUMBERS)
+            or (type(right) is float and type(left) is int)
+        ):
+            try:
+                return op(left, right)  # the hot path: float arithmetic cannot grow unbounded
+            except ZeroDivisionError as exc:
+                raise EvalError("division by zero") from exc
+        if type(left) is int and type(right) is int:
+            try:
+                return _checked_number(op(left, right))
+            except ZeroDivisionError as exc:
+                raise EvalError("division by zero") from exc
+        if symbol == "*":
+            # Repeating a string or list: check the size before building it.
+            for sequence, count in ((left, right), (right, left)):
+                repeats = isinstance(sequence, str | list) and isinstance(count, int)
+                if repeats and len(sequence) * max(count, 0) > MAX_STRING_CHARS:
+                    raise EvalError("repeated value would be too large")
+        if symbol == "+" and isinstance(left, str) != isinstance(right, str):
+            # `"total: " + 3` reads naturally in expressions; join as text, like JavaScript.
+            return check_size(to_text(left) + to_text(right))
+        if isinstance(left, dict) or isinstance(right, dict):
+            raise EvalError(f"'{symbol}' cannot apply to an object")
+        try:
+            return check_size(_checked_number(op(left, right)))
+        except ZeroDivisionError as exc:
+            raise EvalError("division by zero") from exc
+        except TypeError as exc:
+            raise EvalError(
+                f"'{symbol}' cannot apply to {type_name(left)} and {type_name(right)}"
+            ) from exc
+
+    return apply
+
+
+_NUMBERS = (int, float)
+
+_SYMBOLS = {
+    ast.Add: "+",
+    ast.Sub: "-",
+    ast.Mult: "*",
+    ast.Div: "/",
+    ast.FloorDiv: "//",
+    ast.Mod: "%",
+}
+
+
+def _get_key(container: Any, key: Any) -> Any:
+    """`a[b]` and `a.b` on JSON data: object keys and array or string indexes."""
+    if isinstance(container, dict):
+        if not isinstance(key, str):
+            raise EvalError(f"object keys are strings, got {type_name(key)}")
+        return container.get(key)
+    if isinstance(container, list | str):
+        if isinstance(key, bool) or not isinstance(key, int):
+            if key == "length":
+                return len(container)
+            raise EvalError(f"index must be an integer, got {type_name(key)}")
+        if -len(container) <= key < len(container):
+            return container[key]
+        return None
+    if isinstance(container, NodeItems):
+        return container.get(key)
+    if isinstance(container, NodeOutputs):
+        return container.lookup(key)
+    if container is None:
+        raise EvalError(f"cannot read {key!r} of null")
+    raise EvalError(f"cannot read {key!r} of a {type_name(container)}")
+
+
+def _attribute(container: Any, name: str) -> Any:
+    if type(container) is dict:  # the hot path: `$json.price`
+        return container.get(name)
+    if isinstance(container, NodeItems):
+        return container.attribute(name)
+    if isinstance(container, NodeOutputs):
+        return container.lookup(name)
+    if isinstance(container, list) and name == "length":
+        return len(container)
+    if isinstance(container, str) and name == "length":
+        return len(container)
+    if isinstance(container, dict):
+        return container.get(name)
+    if container is None:
+        raise EvalError(f"cannot read '{name}' of null")
+    raise EvalError(f"a {type_name(container)} has no field '{name}'")
+
+
+@dataclass(slots=True)
+class _Compiler:
+    source: str
+    nodes_seen: int = 0
+
+    def fail(self, message: str) -> ExpressionSyntaxError:
+        return ExpressionSyntaxError(message, self.source)
+
+    def compile(self, node: ast.AST, depth: int = 0) -> Compiled:
+        self.nodes_seen += 1
+        if depth > MAX_TREE_DEPTH:
+            raise self.fail(f"expression nested deeper than {MAX_TREE_DEPTH} levels")
+        if self.nodes_seen > MAX_TREE_NODES:
+            raise self.fail(f"expression larger than {MAX_TREE_NODES} elements")
+        handler = getattr(self, f"_{type(node).__name__}", None)
+        if handler is None:
+            raise self.fail(f"{_describe(node)} is not allowed")
+        compiled: Compiled = handler(node, depth + 1)
+        return compiled
+
+    def _Constant(self, node: ast.Constant, depth: int) -> Compiled:
+        value = node.value
+        if not isinstance(value, str | int | float | bool | type(None)):
+            raise self.fail(f"a constant of type {type(value).__name__} is not allowed")
+        if isinstance(value, complex):
+            raise self.fail("complex numbers are not allowed")
+        _checked_constant = _checked_number(value) if isinstance(value, int) else value
+        return lambda scope: _checked_constant
+
+    def _Name(self, node: ast.Name, depth: int) -> Compiled:
+        name = node.id
+        if name.startswith(DOLLAR_PREFIX):
+            variable = name[len(DOLLAR_PREFIX) :]
+            getter = _VARIABLES.get(variable)
+            if getter is None:
+                raise self.fail(f"unknown variable ${variable}" if variable else "'$' alone")
+            return getter
+        if name in ("True", "False", "None"):
+            constant = {"True": True, "False": False, "None": None}[name]
+            return lambda scope: constant
+        raise self.fail(f"unknown name {name!r}")
+
+    def _List(self, node: ast.List, depth: int) -> Compiled:
+        items = [self.compile(element, depth) for element in node.elts]
+        return lambda scope: [item(scope) for item in items]
+
+    _Tuple = _List
+
+    def _Dict(self, node: ast.Dict, depth: int) -> Compiled:
+        if any(key is None for key in node.keys):
+            raise self.fail("'**' in an object literal is not allowed")
+        keys = [self.compile(key, depth) for key in node.keys if key is not None]
+        values = [self.compile(value, depth) for value in node.values]
+
+        def build(scope: Scope) -> dict[str, Any]:
+            result: dict[str, Any] = {}
+            for key, value in zip(keys, values, strict=True):
+                key_value = key(scope)
+                if not isinstance(key_value, str):
+                    raise EvalError(f"object keys must be strings, got {type_name(key_value)}")
+                result[key_value] = value(scope)
+            return result
+
+        return build
+
+    def _BinOp(self, node: ast.BinOp, depth: int) -> Compiled:
+        left, right = self.compile(node.left, depth), self.compile(node.right, depth)
+        if isinstance(node.op, ast.Pow):
+            return lambda scope: _power(left(scope), right(scope))
+        op = _BINARY.get(type(node.op))
+        if op is None:
+            raise self.fail(f"operator {type(node.op).__name__} is not allowed")
+        apply = _arithmetic(op, _SYMBOLS[type(node.op)])
+        return lambda scope: apply(left(scope), right(scope))
+
+    def _UnaryOp(self, node: ast.UnaryOp, depth: int) -> Compiled:
+        operand = self.compile(node.operand, depth)
+        if isinstance(node.op, ast.Not):
+            return lambda scope: not _truthy(operand(scope))
+        if isinstance(node.op, ast.USub | ast.UAdd):
+            sign = -1 if isinstance(node.op, ast.USub) else 1
+
+            def signed(scope: Scope) -> Any:
+                value = operand(scope)
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise EvalError(f"unary minus needs a number, got {type_name(value)}")
+                return sign * value
+
+            return signed
+        raise self.fail("operator ~ is not allowed")
+
+    def _BoolOp(self, node: ast.BoolOp, depth: int) -> Compiled:
+        values = [self.compile(value, depth) for value in node.values]
+        if isinstance(node.op, ast.And):
+
+            def all_of(scope: Scope) -> Any:
+                result: Any = True
+                for value in values:
+                    result = value(scope)
+                    if not _truthy(result):
+                        return result
+                return result
+
+            return all_of
+
+        def any_of(scope: Scope) -> Any:
+            result: Any = False
+            for value in values:
+                result = value(scope)
+                if _truthy(result):
+                    return result
+            return result
+
+        return any_of
+
+    def _Compare(self, node: ast.Compare, depth: int) -> Compiled:
+        left = self.compile(node.left, depth)
+        ops = []
+        for op in node.ops:
+            compare = _COMPARE.get(type(op))
+            if compare is None:
+                raise self.fail(f"comparison {type(op).__name__} is not allowed")
+            ops.append(compare)
+        rights = [self.compile(comparator, depth) for comparator in node.comparators]
+
+        def compare_all(scope: Scope) -> bool:
+            current = left(scope)
+            for compare, right in zip(ops, rights, strict=True):
+                other = right(scope)
+                try:
+                    if not compare(current, other):
+                        return False
+                except TypeError as exc:
+                    raise EvalError(
+                        f"cannot compare {type_name(current)} with {type_name(other)}"
+                    ) from exc
+                current = other
+            return True
+
+        return compare_all
+
+    def _IfExp(self, node: ast.IfExp, depth: int) -> Compiled:
+        test = self.compile(node.test, depth)
+        body, orelse = self.compile(node.body, depth), self.compile(node.orelse, depth)
+        return lambda scope: body(scope) if _truthy(test(scope)) else orelse(scope)
+
+    def _Attribute(self, node: ast.Attribute, depth: int) -> Compiled:
+        name = node.attr
+        if name.startswith("_"):
+            raise self.fail(f"field names starting with '_' cannot be read with '.': {name!r}")
+        target = self.compile(node.value, depth)
+        return lambda scope: _attribute(target(scope), name)
+
+    def _Subscript(self, node: ast.Subscript, depth: int) -> Compiled:
+        target = self.compile(node.value, depth)
+        if isinstance(node.slice, ast.Slice):
+            if node.slice.step is not None:
+                raise self.fail("slice steps are not allowed")
+            lower = self.compile(node.slice.lower, depth) if node.slice.lower else None
+            upper = self.compile(node.slice.upper, depth) if node.slice.upper else None
+
+            def sliced(scope: Scope) -> Any:
+                value = target(scope)
+                if not isinstance(value, str | list):
+                    raise EvalError(f"cannot slice a {type_name(value)}")
+                start = lower(scope) if lower else None
+                end = upper(scope) if upper else None
+                for bound in (start, end):
+                    if bound is not None and (
+                        isinstance(bound, bool) or not isinstance(bound, int)
+                    ):
+                        raise EvalError("slice bounds must be integers")
+                return value[start:end]
+
+            return sliced
+        key = self.compile(node.slice, depth)
+        return lambda scope: _get_key(target(scope), key(scope))
+
+    def _Call(self, node: ast.Call, depth: int) -> Compiled:
+        if node.keywords:
+            raise self.fail("keyword arguments are not allowed")
+        if any(isinstance(arg, ast.Starred) for arg in node.args):
+            raise self.fail("'*' arguments are not allowed")
+        args = [self.compile(arg, depth) for arg in node.args]
+        func = node.func
+        if isinstance(func, ast.Name):
+            if func.id == DOLLAR_PREFIX:  # $("Node name")
+                if len(args) != 1:
+                    raise self.fail('$(...) takes one node name, as in $("Name")')
+                name_arg = args[0]
+                return lambda scope: _get_key(scope.nodes, name_arg(scope))
+            function = FUNCTIONS.get(func.id)
+            if function is None:
+                raise self.fail(f"unknown function {func.id!r}")
+            return lambda scope: check_size(function(*[arg(scope) for arg in args]))
+        if isinstance(func, ast.Attribute):
+            name = func.attr
+            if name.startswith("_"):
+                raise self.fail(f"unknown method {name!r}")
+            receiver = self.compile(func.value, depth)
+
+            def call_method(scope: Scope) -> Any:
+                target = receiver(scope)
+                values = [arg(scope) for arg in args]
+                if isinstance(target, NodeItems):
+                    return target.call(name, values)
+                implementation = method(target, name)
+                if implementation is None:
+                    raise EvalError(f"a {type_name(target)} has no method {name!r}")
+                return check_size(implementation(target, *values))
+
+            return call_method
+        raise self.fail("only functions and methods can be called")
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, NodeItems | NodeOutputs):
+        return True
+    return bool(value)
+
+
+def _describe(node: ast.AST) -> str:
+    names = {
+        "Lambda": "lambda",
+        "ListComp": "a comprehension",
+        "SetComp": "a comprehension",
+        "DictComp": "a comprehension",
+        "GeneratorExp": "a comprehension",
+        "JoinedStr": "an f-string",
+        "FormattedValue": "an f-string",
+        "NamedExpr": "':=' assignment",
+        "Await": "await",
+        "Yield": "yield",
+        "YieldFrom": "yield",
+        "Set": "a set literal",
+        "Starred": "'*'",
+    }
+    return names.get(type(node).__name__, f"'{type(node).__name__}'")
+
+
+def compile_expression(source: str) -> Compiled:
+    """Compile the text inside `{{ }}` into a function of the scope."""
+    if len(source) > MAX_EXPRESSION_CHARS:
+        raise ExpressionSyntaxError(
+            f"expression longer than {MAX_EXPRESSION_CHARS} characters", source
+        )
+    python = to_python(source)
+    try:
+        # Parenthesised, so that an expression may span lines and start with whitespace.
+        tree = ast.parse("(" + python + "\n)", mode="eval")
+    except SyntaxError as exc:
+        hint = " (use 'a if condition else b' instead of '?:')" if "?" in source else ""
+        raise ExpressionSyntaxError(f"invalid syntax{hint}: {exc.msg}", source) from exc
+    except (RecursionError, MemoryError, ValueError) as exc:
+        raise ExpressionSyntaxError("expression too deeply nested", source) from exc
+    compiler = _Compiler(source)
+    try:
+        body = compiler.compile(tree.body)
+    except RecursionError as exc:
+        raise ExpressionSyntaxError("expression too deeply nested", source) from exc
+
+    def evaluate(scope: Scope) -> Any:
+        try:
+            return body(scope)
+        except EvalError as exc:
+            raise ExpressionEvaluationError(str(exc), source) from exc
+        except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+            raise ExpressionEvaluationError(
+                f"{type(exc).__name__}: {str(exc)[:200]}", source
+            ) from exc
+
+    return evaluate

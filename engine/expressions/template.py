@@ -1,0 +1,168 @@
+"""Parameter values with `{{ ... }}`: compiled once, rendered per item."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.expressions.compiler import Compiled, compile_expression
+from engine.expressions.errors import ExpressionError, ExpressionEvaluationError
+from engine.expressions.functions import EvalError, check_size, to_text
+from engine.expressions.lexer import has_expression, split_template
+from engine.expressions.scope import Scope
+
+Renderer = Callable[[Scope], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A string parameter holding expressions. A lone expression keeps its value's type."""
+
+    source: str
+    render: Renderer
+
+
+def compile_template(source: str) -> Template:
+    """Compile a string that may hold `{{ }}` expressions."""
+    segments = split_template(source)
+    expressions = [segment for segment in segments if segment.is_expression]
+    if not expressions:
+        return Template(source, lambda scope: source)
+    only = len(segments) == 1 or (
+        len(expressions) == 1
+        and all(segment.is_expression or not segment.text.strip() for segment in segments)
+    )
+    if only:
+        compiled = compile_expression(expressions[0].text)
+        return Template(source, compiled)
+    parts: list[str | Compiled] = [
+        compile_expression(segment.text) if segment.is_expression else segment.text
+        for segment in segments
+    ]
+
+    def render(scope: Scope) -> str:
+        pieces = [part if isinstance(part, str) else to_text(part(scope)) for part in parts]
+        try:
+            return check_size("".join(pieces))
+        except EvalError as exc:
+            raise ExpressionEvaluationError(str(exc), source) from exc
+
+    return Template(source, render)
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterError:
+    """Where a parameter's expression failed to compile."""
+
+    path: str
+    error: ExpressionError
+
+
+class CompiledParameters:
+    """A node's parameters with every expression compiled; `render` gives plain JSON."""
+
+    __slots__ = ("_render", "is_constant", "source")
+
+    def __init__(self, source: Any, render: Callable[[Scope], Any], is_constant: bool) -> None:
+        self.source = source
+        self._render = render
+        self.is_constant = is_constant
+
+    def render(self, scope: Scope) -> Any:
+        return self._render(scope)
+
+
+def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[ParameterError]]:
+    """Compile every string with `{{ }}` in a JSON value; returns problems by field path."""
+    errors: list[ParameterError] = []
+
+    def build(value: Any, path: str) -> tuple[Callable[[Scope], Any], bool]:
+        if isinstance(value, str):
+            if not has_expression(value):
+                return (lambda scope: value), True
+            try:
+                template = compile_template(value)
+            except ExpressionError as exc:
+                errors.append(ParameterError(path, exc))
+                return (lambda scope: value), True
+            return template.render, False
+        if isinstance(value, list):
+            built = [build(item, f"{path}[{index}]") for index, item in enumerate(value)]
+            if all(constant for _, constant in built):
+                return (lambda scope: value), True
+            renders = [render for render, _ in built]
+            return (lambda scope: [render(scope) for render in renders]), False
+        if isinstance(value, dict):
+            entries = [
+                (key, build(item, f"{path}.{key}" if path else key)) for key, item in value.items()
+            ]
+            if all(constant for _, (_, constant) in entries):
+                return (lambda scope: value), True
+            pairs = [(key, render) for key, (render, _) in entries]
+            return (lambda scope: {key: render(scope) for key, render in pairs}), False
+        return (lambda scope: value), True
+
+    render, constant = build(parameters, "")
+    return CompiledParameters(parameters, render, constant), errors
+
+
+_REFERENCE = re.compile(
+    r"""(?P<head>\$node\s*\[\s*|\$\(\s*)(?P<quote>["'])(?P<name>(?:\\.|(?!(?P=quote)).)*)(?P=quote)"""
+)
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _quote(name: str, quote: str) -> str:
+    return quote + name.replace("\\", "\\\\").replace(quote, "\\" + quote) + quote
+
+
+def referenced_nodes(value: Any) -> set[str]:
+    """Names of nodes referenced as `$node["X"]` or `$("X")` anywhere in a parameter value."""
+    found: set[str] = set()
+    for text in _strings(value):
+        if not has_expression(text):
+            continue
+        for segment in _expression_segments(text):
+            found.update(_unescape(match["name"]) for match in _REFERENCE.finditer(segment))
+    return found
+
+
+def rename_references(value: Any, old: str, new: str) -> Any:
+    """A copy of a parameter value with references to node `old` pointing at `new`."""
+    if isinstance(value, str):
+        if not has_expression(value):
+            return value
+
+        def rewrite(match: re.Match[str]) -> str:
+            if _unescape(match["name"]) != old:
+                return match.group()
+            return match["head"] + _quote(new, match["quote"])
+
+        return _REFERENCE.sub(rewrite, value)
+    if isinstance(value, list):
+        return [rename_references(item, old, new) for item in value]
+    if isinstance(value, dict):
+        return {key: rename_references(item, old, new) for key, item in value.items()}
+    return value
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    return []
+
+
+def _expression_segments(text: str) -> list[str]:
+    try:
+        return [segment.text for segment in split_template(text) if segment.is_expression]
+    except ExpressionError:
+        return []
