@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import Any
 
 DEFAULT_PORT = "main"
+# Where a node whose onError is ERROR_OUTPUT sends its error item, whatever its type.
+ERROR_PORT = "error"
 
 JSONObject = dict[str, Any]
 

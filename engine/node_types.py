@@ -63,6 +63,10 @@ class NodeType:
         default_factory=lambda: {"type": "object", "properties": {}}
     )
     credential_kinds: tuple[str, ...] = ()
+    # The behaviour (`engine.nodes.base.Behaviour`); None for a type that only describes.
+    # A node runs when at least one incoming edge carries data; ports whose edges carry none
+    # are absent from its inputs, and merge-type behaviours decide what that means.
+    execute: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_trigger(self) -> bool:

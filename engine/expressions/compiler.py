@@ -108,10 +108,8 @@ def _power(base: Any, exponent: Any) -> Any:
 
 def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
     def apply(left: Any, right: Any) -> Any:
-        if (
-            (type(left) is float
-            and type(right) in _NUMBERS)
-            or (type(right) is float and type(left) is int)
+        if (type(left) is float and type(right) in _NUMBERS) or (
+            type(right) is float and type(left) is int
         ):
             try:
                 return op(left, right)  # the hot path: float arithmetic cannot grow unbounded

@@ -16,6 +16,8 @@ class ExpressionError(Exception):
         super().__init__(f"{message} in expression {{{{ {shown} }}}}")
         self.reason = message
         self.expression = expression
+        # The parameter path (`fields[0].value`) once known; set by `compile_parameters`.
+        self.parameter: str | None = None
 
 
 class ExpressionSyntaxError(ExpressionError):

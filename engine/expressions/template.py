@@ -85,9 +85,10 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
             try:
                 template = compile_template(value)
             except ExpressionError as exc:
+                exc.parameter = path
                 errors.append(ParameterError(path, exc))
                 return (lambda scope: value), True
-            return template.render, False
+            return _naming_parameter(template.render, path), False
         if isinstance(value, list):
             built = [build(item, f"{path}[{index}]") for index, item in enumerate(value)]
             if all(constant for _, constant in built):
@@ -106,6 +107,17 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
 
     render, constant = build(parameters, "")
     return CompiledParameters(parameters, render, constant), errors
+
+
+def _naming_parameter(render: Renderer, path: str) -> Renderer:
+    def render_naming(scope: Scope) -> Any:
+        try:
+            return render(scope)
+        except ExpressionError as exc:
+            exc.parameter = path
+            raise
+
+    return render_naming
 
 
 _REFERENCE = re.compile(

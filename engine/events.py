@@ -1,0 +1,134 @@
+"""Execution events: every state transition, in order, with a gap-free sequence.
+
+The executor emits `Record`s to a `Recorder`: the event, and what it changes (a node run, its
+output payload, the execution row). The recorder stores them together (the event log is the
+record) and publishes only what it has committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from engine.states import ExecutionStatus, NodeRunStatus
+
+
+class EventType(StrEnum):
+    EXECUTION_QUEUED = "EXECUTION_QUEUED"
+    EXECUTION_STARTED = "EXECUTION_STARTED"
+    NODE_STARTED = "NODE_STARTED"
+    NODE_RETRYING = "NODE_RETRYING"
+    NODE_SUCCEEDED = "NODE_SUCCEEDED"
+    NODE_FAILED = "NODE_FAILED"
+    NODE_SKIPPED = "NODE_SKIPPED"
+    NODE_CANCELLED = "NODE_CANCELLED"
+    EXECUTION_WAITING = "EXECUTION_WAITING"
+    EXECUTION_RESUMED = "EXECUTION_RESUMED"
+    EXECUTION_FINISHED = "EXECUTION_FINISHED"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An error as stored and shown: a stable type, a message, optional details."""
+
+    type: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "details": self.details}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ErrorInfo:
+        return cls(type=data["type"], message=data["message"], details=data.get("details") or {})
+
+
+@dataclass(slots=True)
+class NodeRunState:
+    """One attempt of one node, as the executor tracks it and the recorder stores it."""
+
+    id: str
+    node_id: str
+    node_name: str
+    attempt: int
+    status: NodeRunStatus = NodeRunStatus.PENDING
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    input_items: int | None = None
+    output_items: int | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds() * 1000
+
+
+@dataclass(slots=True)
+class ExecutionUpdate:
+    """New values for the execution row, written with the event that causes them."""
+
+    status: ExecutionStatus
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: ErrorInfo | None = None
+    output: Any = None
+    has_output: bool = False
+
+
+@dataclass(slots=True)
+class Event:
+    """One transition. `sequence` is 1, 2, 3, ... per execution, without gaps."""
+
+    execution_id: str
+    sequence: int
+    type: EventType
+    at: datetime
+    node_id: str | None = None
+    node_name: str | None = None
+    attempt: int | None = None
+    status: str | None = None
+    duration_ms: float | None = None
+    input_items: int | None = None
+    output_items: int | None = None
+    error: ErrorInfo | None = None
+    preview: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "executionId": self.execution_id,
+            "sequence": self.sequence,
+            "type": self.type.value,
+            "at": self.at.isoformat(),
+            "nodeId": self.node_id,
+            "nodeName": self.node_name,
+            "attempt": self.attempt,
+            "status": self.status,
+            "durationMs": self.duration_ms,
+            "inputItems": self.input_items,
+            "outputItems": self.output_items,
+            "error": None if self.error is None else self.error.to_json(),
+            "preview": self.preview,
+        }
+
+
+@dataclass(slots=True)
+class Record:
+    """An event and the writes that go with it, stored in one transaction."""
+
+    event: Event
+    node_run: NodeRunState | None = None
+    # Full output of a succeeded node run, already serialized as a JSON object of ports.
+    payload: bytes | None = None
+    execution: ExecutionUpdate | None = None
+
+
+class Recorder(Protocol):
+    """Where the executor sends its records. `emit` never blocks; `flush` waits for commit."""
+
+    def emit(self, record: Record) -> None: ...
+
+    async def flush(self) -> None: ...

@@ -1,0 +1,545 @@
+"""The executor: runs a compiled plan node by node, concurrently where the graph allows.
+
+Semantics (see docs/architecture.md, "How a run proceeds"):
+
+- The run starts at one node (the trigger that fired, or a named start node) with the
+  execution input as its only item. Other entry nodes are SKIPPED.
+- A node is ready when every incoming edge has resolved, with data or *no data*. It runs when
+  at least one edge brought data, with the items of each input port concatenated in edge
+  order; otherwise it is SKIPPED and all its outgoing edges resolve as no data.
+- Ready nodes run concurrently, at most `max_concurrency` at a time.
+- Per node: retries with exponential backoff and jitter for retryable errors, a per-attempt
+  timeout, then `onError`: STOP fails the execution (running nodes are cancelled, nodes that
+  never started are CANCELLED); CONTINUE emits one item carrying the error on the first
+  output; ERROR_OUTPUT emits it on the `error` port.
+
+The executor knows nothing of databases or queues: it sends `Record`s to a `Recorder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from engine.events import (
+    ErrorInfo,
+    Event,
+    EventType,
+    ExecutionUpdate,
+    NodeRunState,
+    Record,
+    Recorder,
+)
+from engine.expressions import ExpressionError
+from engine.graph import OnError
+from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems, RunInfo
+from engine.outputs import check_outputs, preview, serialize_outputs
+from engine.plan import ERROR_PORT, Plan, PlanNode
+from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
+
+ENGINE_VERSION = "1"
+DEFAULT_MAX_CONCURRENCY = 16
+
+NO_DATA: list[Item] = []  # identity marks an edge that resolved without data
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class RunOptions:
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    execution_timeout_s: float | None = None
+
+
+@dataclass(slots=True)
+class RunRequest:
+    """What to run: a plan, where to start, and what earlier attempts already did."""
+
+    execution_id: str
+    plan: Plan
+    info: RunInfo
+    input: Item = field(default_factory=dict)
+    start_node_id: str | None = None
+    # The next event sequence (1 for a new execution; after the last stored one on resume).
+    next_sequence: int = 1
+    # Outputs of nodes that already SUCCEEDED (retry from the failed node, resume): they are
+    # not run again.
+    reuse: dict[str, PortItems] = field(default_factory=dict)
+    # Attempts already used per node (resume), so attempt numbers keep counting.
+    attempts_used: dict[str, int] = field(default_factory=dict)
+    resumed: bool = False
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: ExecutionStatus
+    error: ErrorInfo | None = None
+    output: list[Item] | None = None
+    node_runs: dict[str, NodeRunState] = field(default_factory=dict)
+    last_sequence: int = 0
+
+
+class StartNodeError(Exception):
+    """The requested start node does not exist or cannot start a run."""
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, NodeError):
+        return exc.retryable
+    return isinstance(exc, TimeoutError | ConnectionError)
+
+
+def error_info(exc: BaseException, plan_node: PlanNode) -> ErrorInfo:
+    """What the user sees of a node's failure: it names the node (and parameter)."""
+    node = plan_node.node
+    label = f"node {node.name!r}"
+    if isinstance(exc, NodeError):
+        return ErrorInfo(exc.error_type, f"{label}: {exc.message}", exc.details)
+    if isinstance(exc, ExpressionError):
+        parameter = getattr(exc, "parameter", None)
+        where = f" in parameter '{parameter}'" if parameter else ""
+        return ErrorInfo(
+            "EXPRESSION_ERROR",
+            f"{label}{where}: {exc}",
+            {"expression": exc.expression, "parameter": parameter},
+        )
+    if isinstance(exc, TimeoutError):
+        return ErrorInfo(
+            "NODE_TIMEOUT",
+            f"{label} did not finish within {node.timeout_s} s",
+            {"timeoutSeconds": node.timeout_s},
+        )
+    if isinstance(exc, ConnectionError):
+        return ErrorInfo("CONNECTION_ERROR", f"{label}: {exc}")
+    return ErrorInfo("NODE_CRASHED", f"{label} raised {type(exc).__name__}: {exc}")
+
+
+class _Failed(Exception):
+    """A node failed for good with onError STOP."""
+
+    def __init__(self, node_id: str, error: ErrorInfo) -> None:
+        super().__init__(error.message)
+        self.node_id = node_id
+        self.error = error
+
+
+class _Run:
+    """The state of one execution while it runs. Only the driving coroutine mutates it,
+    apart from node tasks recording their own attempts."""
+
+    def __init__(
+        self,
+        request: RunRequest,
+        recorder: Recorder,
+        options: RunOptions,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.request = request
+        self.plan = request.plan
+        self.recorder = recorder
+        self.options = options
+        self.clock = clock
+        self.sequence = request.next_sequence - 1
+        self.edges: list[list[Item] | None] = [None] * len(self.plan.edges)
+        self.remaining = {
+            node_id: sum(len(edges) for edges in plan_node.incoming.values())
+            for node_id, plan_node in self.plan.nodes.items()
+        }
+        self.outputs: dict[str, PortItems] = {}
+        self.named_outputs: dict[str, list[Item]] = {}
+        self.states: dict[str, NodeRunState] = {}
+        self.finished: set[str] = set()
+        self.ready: deque[tuple[PlanNode, PortItems]] = deque()
+        self.running: dict[asyncio.Task[PortItems], PlanNode] = {}
+
+    # Recording
+
+    def emit(
+        self,
+        event_type: EventType,
+        *,
+        state: NodeRunState | None = None,
+        payload: bytes | None = None,
+        execution: ExecutionUpdate | None = None,
+        event_preview: Any = None,
+    ) -> None:
+        self.sequence += 1
+        event = Event(
+            execution_id=self.request.execution_id,
+            sequence=self.sequence,
+            type=event_type,
+            at=self.clock(),
+        )
+        if state is not None:
+            event.node_id = state.node_id
+            event.node_name = state.node_name
+            event.attempt = state.attempt
+            event.status = state.status.value
+            event.duration_ms = state.duration_ms
+            event.input_items = state.input_items
+            event.output_items = state.output_items
+            event.error = state.error
+        elif execution is not None:
+            event.status = execution.status.value
+            event.error = execution.error
+        event.preview = event_preview
+        self.recorder.emit(
+            Record(event=event, node_run=state, payload=payload, execution=execution)
+        )
+
+    def new_state(self, plan_node: PlanNode) -> NodeRunState:
+        attempt = self.request.attempts_used.get(plan_node.id, 0) + 1
+        previous = self.states.get(plan_node.id)
+        if previous is not None:
+            attempt = previous.attempt + 1
+        state = NodeRunState(
+            id=str(uuid.uuid4()),
+            node_id=plan_node.id,
+            node_name=plan_node.node.name,
+            attempt=attempt,
+        )
+        self.states[plan_node.id] = state
+        return state
+
+    def transition(self, state: NodeRunState, status: NodeRunStatus) -> None:
+        check_node_transition(state.status, status)
+        state.status = status
+
+    # Graph bookkeeping
+
+    def resolve(self, plan_node: PlanNode, outputs: PortItems) -> None:
+        """Resolve the node's outgoing edges and queue the nodes that became ready."""
+        self.finished.add(plan_node.id)
+        self.outputs[plan_node.id] = outputs
+        first_port = plan_node.output_ports[0] if plan_node.output_ports else None
+        self.named_outputs[plan_node.node.name] = list(outputs.get(first_port or "", []))
+        pending = [plan_node.id]
+        while pending:
+            node_id = pending.pop()
+            source = self.plan.nodes[node_id]
+            node_outputs = self.outputs.get(node_id, {})
+            for index in source.outgoing:
+                edge = self.plan.edges[index]
+                items = node_outputs.get(edge.source_output)
+                self.edges[index] = items if items else NO_DATA
+                self.remaining[edge.target] -= 1
+                if self.remaining[edge.target] == 0:
+                    target = self.plan.nodes[edge.target]
+                    inputs = self.gather(target)
+                    if inputs is None:
+                        self.skip(target)
+                        pending.append(target.id)
+                    else:
+                        self.ready.append((target, inputs))
+
+    def gather(self, plan_node: PlanNode) -> PortItems | None:
+        """The node's inputs by port, or None when no edge brought data."""
+        inputs: PortItems = {}
+        for port, edge_indexes in plan_node.incoming.items():
+            items: list[Item] = []
+            for index in edge_indexes:
+                data = self.edges[index]
+                if data:
+                    items.extend(data)
+            if items:
+                inputs[port] = items
+        return inputs or None
+
+    def skip(self, plan_node: PlanNode) -> None:
+        state = self.new_state(plan_node)
+        now = self.clock()
+        state.started_at = state.finished_at = now
+        self.transition(state, NodeRunStatus.SKIPPED)
+        self.outputs[plan_node.id] = {}
+        self.named_outputs[plan_node.node.name] = []
+        self.finished.add(plan_node.id)
+        self.emit(EventType.NODE_SKIPPED, state=state)
+
+    # Running nodes
+
+    async def run_node(self, plan_node: PlanNode, inputs: PortItems) -> PortItems:
+        retry = plan_node.node.retry
+        if retry is None or retry.max_attempts <= 1:
+            state = self.new_state(plan_node)
+            try:
+                return await self.guarded_attempt(plan_node, inputs, state)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                return self.handle_failure(plan_node, state)
+        latest: list[NodeRunState] = []
+
+        def before_sleep(_: Any) -> None:
+            self.emit(EventType.NODE_RETRYING, state=latest[-1])
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(retry.max_attempts),
+            wait=wait_exponential_jitter(
+                multiplier=retry.backoff_s,
+                exp_base=retry.backoff_factor,
+                max=retry.max_backoff_s,
+                jitter=retry.backoff_s / 2,
+            ),
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    latest.append(self.new_state(plan_node))
+                    return await self.guarded_attempt(plan_node, inputs, latest[-1])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return self.handle_failure(plan_node, latest[-1])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def guarded_attempt(
+        self, plan_node: PlanNode, inputs: PortItems, state: NodeRunState
+    ) -> PortItems:
+        """One attempt; its node run ends FAILED or CANCELLED if it does not succeed."""
+        try:
+            return await self.attempt(plan_node, inputs, state)
+        except asyncio.CancelledError:
+            self.cancel_state(state)
+            raise
+        except Exception as exc:
+            state.finished_at = self.clock()
+            state.error = error_info(exc, plan_node)
+            if state.status is NodeRunStatus.PENDING:  # failed before it started
+                self.transition(state, NodeRunStatus.RUNNING)
+            self.transition(state, NodeRunStatus.FAILED)
+            raise
+
+    async def attempt(
+        self, plan_node: PlanNode, inputs: PortItems, state: NodeRunState
+    ) -> PortItems:
+        node = plan_node.node
+        main_input = inputs.get("main") or next(iter(inputs.values()), [])
+        state.started_at = self.clock()
+        state.input_items = sum(len(items) for items in inputs.values())
+        self.transition(state, NodeRunStatus.RUNNING)
+        self.emit(EventType.NODE_STARTED, state=state)
+        label = f"node {node.name!r}"
+        if node.disabled:
+            outputs: PortItems = (
+                {plan_node.output_ports[0]: list(main_input)} if plan_node.output_ports else {}
+            )
+        else:
+            behaviour = plan_node.node_type.execute
+            if behaviour is None:
+                raise NodeError(
+                    f"node type {plan_node.node_type.name!r} cannot run", error_type="NOT_RUNNABLE"
+                )
+            context = NodeRunContext(
+                node=node,
+                compiled=plan_node.compiled,
+                info=self.request.info,
+                main_input=main_input,
+                node_outputs=self.named_outputs,
+            )
+            if node.timeout_s is not None:
+                async with asyncio.timeout(node.timeout_s):
+                    result = await behaviour(context, inputs)
+            else:
+                result = await behaviour(context, inputs)
+            outputs = check_outputs(result, plan_node.output_ports, label)
+        payload = serialize_outputs(outputs, label)
+        state.finished_at = self.clock()
+        state.output_items = sum(len(items) for items in outputs.values())
+        self.transition(state, NodeRunStatus.SUCCEEDED)
+        first = next((items for items in outputs.values() if items), [])
+        self.emit(
+            EventType.NODE_SUCCEEDED, state=state, payload=payload, event_preview=preview(first)
+        )
+        return outputs
+
+    def handle_failure(self, plan_node: PlanNode, state: NodeRunState) -> PortItems:
+        error = state.error
+        assert error is not None
+        on_error = plan_node.node.on_error
+        if on_error is OnError.STOP:
+            self.emit(EventType.NODE_FAILED, state=state)
+            raise _Failed(plan_node.id, error)
+        error_item: Item = {"error": {"nodeId": plan_node.id, **error.to_json()}}
+        ports = plan_node.output_ports
+        port = ERROR_PORT if on_error is OnError.ERROR_OUTPUT else (ports[0] if ports else "main")
+        outputs: PortItems = {port: [error_item]}
+        payload = serialize_outputs(outputs, f"node {plan_node.node.name!r}")
+        state.output_items = 1
+        self.emit(EventType.NODE_FAILED, state=state, payload=payload)
+        return outputs
+
+    def cancel_state(self, state: NodeRunState) -> None:
+        if state.status in (NodeRunStatus.PENDING, NodeRunStatus.RUNNING):
+            state.finished_at = self.clock()
+            self.transition(state, NodeRunStatus.CANCELLED)
+            self.emit(EventType.NODE_CANCELLED, state=state)
+
+    # Driving
+
+    def start(self) -> None:
+        request = self.request
+        update = ExecutionUpdate(status=ExecutionStatus.RUNNING, started_at=self.clock())
+        self.emit(
+            EventType.EXECUTION_RESUMED if request.resumed else EventType.EXECUTION_STARTED,
+            execution=update,
+        )
+        start = self.start_node()
+        for plan_node in self.plan.nodes.values():
+            if plan_node.incoming or plan_node.id == start.id:
+                continue
+            if plan_node.id in request.reuse:
+                self.resolve(plan_node, request.reuse[plan_node.id])
+            else:
+                self.skip(plan_node)
+                self.resolve_skipped(plan_node)
+        if start.id in request.reuse:
+            self.resolve(start, request.reuse[start.id])
+        else:
+            self.ready.appendleft((start, {"main": [request.input]}))
+
+    def resolve_skipped(self, plan_node: PlanNode) -> None:
+        self.finished.discard(plan_node.id)
+        self.resolve(plan_node, {})
+
+    def start_node(self) -> PlanNode:
+        requested = self.request.start_node_id
+        if requested is not None:
+            plan_node = self.plan.nodes.get(requested)
+            if plan_node is None:
+                raise StartNodeError(f"no node {requested!r} to start from")
+            if plan_node.incoming:
+                raise StartNodeError(f"node {plan_node.node.name!r} has inputs; it cannot start")
+            return plan_node
+        triggers = [node for node in self.plan.triggers() if not node.incoming]
+        manual = [node for node in triggers if node.node_type.name == "manual_trigger"]
+        candidates = manual or triggers or self.plan.entry_nodes()
+        if not candidates:
+            raise StartNodeError("the workflow has no node to start from")
+        return min(candidates, key=lambda node: node.order)
+
+    async def drive(self) -> None:
+        try:
+            while True:
+                while self.ready and len(self.running) < self.options.max_concurrency:
+                    plan_node, inputs = self.ready.popleft()
+                    if plan_node.id in self.request.reuse:
+                        self.resolve(plan_node, self.request.reuse[plan_node.id])
+                        continue
+                    task = asyncio.create_task(self.run_node(plan_node, inputs))
+                    self.running[task] = plan_node
+                if not self.running:
+                    return
+                done, _ = await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: self.running[t].order):
+                    plan_node = self.running.pop(task)
+                    self.resolve(plan_node, task.result())
+        finally:
+            await self.cancel_running()
+
+    async def cancel_running(self) -> None:
+        tasks = list(self.running)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.running.clear()
+
+    def cancel_rest(self) -> None:
+        """Mark every node that never finished as CANCELLED."""
+        for node_id in self.plan.topological:
+            if node_id in self.finished or node_id in self.request.reuse:
+                continue
+            state = self.states.get(node_id)
+            if state is not None and state.status.is_terminal:
+                continue
+            plan_node = self.plan.nodes[node_id]
+            state = self.new_state(plan_node) if state is None else state
+            self.cancel_state(state)
+
+    def output(self) -> list[Item] | None:
+        """The items of the last leaf node, in topological order, that produced data."""
+        for node_id in reversed(self.plan.topological):
+            plan_node = self.plan.nodes[node_id]
+            if plan_node.outgoing:
+                continue
+            for items in self.outputs.get(node_id, {}).values():
+                if items:
+                    return items
+        return None
+
+    def finish(self, status: ExecutionStatus, error: ErrorInfo | None) -> Outcome:
+        output = self.output() if status is ExecutionStatus.SUCCEEDED else None
+        update = ExecutionUpdate(
+            status=status,
+            finished_at=self.clock(),
+            error=error,
+            output=output,
+            has_output=output is not None,
+        )
+        self.emit(EventType.EXECUTION_FINISHED, execution=update)
+        return Outcome(
+            status=status,
+            error=error,
+            output=output,
+            node_runs=dict(self.states),
+            last_sequence=self.sequence,
+        )
+
+
+class Executor:
+    """Runs plans. One instance serves many executions; it holds no per-run state."""
+
+    def __init__(self, recorder: Recorder, clock: Callable[[], datetime] = utcnow) -> None:
+        self.recorder = recorder
+        self.clock = clock
+
+    async def run(self, request: RunRequest, options: RunOptions | None = None) -> Outcome:
+        """Run to the end and return the outcome; records are flushed before it returns.
+
+        Cancelling the task that awaits this records the cancellation (running and pending
+        nodes CANCELLED, the execution CANCELLED) before the CancelledError propagates.
+        """
+        options = options or RunOptions()
+        run = _Run(request, self.recorder, options, self.clock)
+        run.start()
+        outcome: Outcome
+        try:
+            if options.execution_timeout_s is not None:
+                async with asyncio.timeout(options.execution_timeout_s):
+                    await run.drive()
+            else:
+                await run.drive()
+        except _Failed as failure:
+            run.cancel_rest()
+            outcome = run.finish(ExecutionStatus.FAILED, failure.error)
+        except TimeoutError:
+            run.cancel_rest()
+            error = ErrorInfo(
+                "EXECUTION_TIMEOUT",
+                f"the execution did not finish within {options.execution_timeout_s} s",
+                {"timeoutSeconds": options.execution_timeout_s},
+            )
+            outcome = run.finish(ExecutionStatus.FAILED, error)
+        except asyncio.CancelledError:
+            run.cancel_rest()
+            run.finish(
+                ExecutionStatus.CANCELLED, ErrorInfo("CANCELLED", "the execution was cancelled")
+            )
+            await asyncio.shield(self.recorder.flush())
+            raise
+        else:
+            outcome = run.finish(ExecutionStatus.SUCCEEDED, None)
+        await asyncio.shield(self.recorder.flush())
+        return outcome

@@ -1,0 +1,119 @@
+"""What a node type's behaviour receives and returns.
+
+A behaviour is an async function `(context, inputs) -> outputs`: `inputs` maps each input port
+to its items (edges into one port concatenated in edge order), `outputs` maps output ports to
+items. An item is a JSON object. A port missing from `outputs`, or mapped to an empty list,
+emits *no data* and its edges resolve as such, so branches not taken end as SKIPPED.
+
+Behaviours raise `NodeError` for expected failures (with `retryable=True` when trying again
+may help); any other exception is reported as an unexpected node error. They must not mutate
+their input items: copy what they change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.expressions import CompiledParameters, Scope, compile_parameters
+from engine.graph import Node
+
+Item = dict[str, Any]
+PortItems = dict[str, list[Item]]
+
+# CPU-bound behaviours call `checkpoint()` every this many items, so that a big sort or
+# transform cannot hold the event loop (and with it the API in embedded mode) for long.
+CHECKPOINT_EVERY = 500
+
+
+class NodeError(Exception):
+    """An expected failure of a node, shown to the user as its error."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: str = "NODE_ERROR",
+        retryable: bool = False,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+        self.retryable = retryable
+        self.details = dict(details or {})
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """Facts about the execution that expressions and behaviours may read."""
+
+    execution_id: str = ""
+    mode: str = "manual"
+    workflow_id: str = ""
+    workflow_name: str = ""
+    workflow_version: int = 0
+    now: str = ""
+
+
+@dataclass(slots=True)
+class NodeRunContext:
+    """One attempt of one node: its parameters (rendered per item), input and run facts."""
+
+    node: Node
+    compiled: CompiledParameters
+    info: RunInfo = field(default_factory=RunInfo)
+    main_input: Sequence[Item] = ()
+    # Main-output items of the nodes run so far, by node name, for `$node["Name"]`.
+    node_outputs: Mapping[str, Sequence[Item]] = field(default_factory=dict)
+    _processed: int = 0
+
+    @classmethod
+    def for_node(cls, node: Node, **fields: Any) -> NodeRunContext:
+        """A context with the node's parameters compiled on the spot (tests, one-offs)."""
+        compiled, _ = compile_parameters(node.parameters)
+        return cls(node=node, compiled=compiled, **fields)
+
+    def scope(self, item: Item | None = None, index: int = 0) -> Scope:
+        info = self.info
+        return Scope(
+            json=item if item is not None else {},
+            input=self.main_input,
+            item_index=index,
+            node_outputs=self.node_outputs,
+            execution={"id": info.execution_id, "mode": info.mode},
+            workflow={
+                "id": info.workflow_id,
+                "name": info.workflow_name,
+                "version": info.workflow_version,
+            },
+            now=info.now,
+        )
+
+    def parameters(self, item: Item | None = None, index: int = 0) -> dict[str, Any]:
+        """The node's parameters with expressions evaluated for one item.
+
+        Raises `ExpressionEvaluationError` when an expression fails; the executor reports it
+        with the node and parameter.
+        """
+        if self.compiled.is_constant:
+            rendered: Any = self.compiled.source
+        else:
+            rendered = self.compiled.render(self.scope(item, index))
+        return rendered if isinstance(rendered, dict) else {}
+
+    async def checkpoint(self, items: int = 1) -> None:
+        """Count processed items and yield to the event loop every `CHECKPOINT_EVERY`."""
+        self._processed += items
+        if self._processed >= CHECKPOINT_EVERY:
+            self._processed = 0
+            await asyncio.sleep(0)
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait without blocking; cancellation interrupts it at once."""
+        await asyncio.sleep(seconds)
+
+
+Behaviour = Callable[[NodeRunContext, PortItems], Awaitable[PortItems]]

@@ -1,0 +1,62 @@
+"""Checking and serializing node outputs: JSON objects per port, stored in full."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from engine.nodes.base import Item, NodeError, PortItems
+
+_ORJSON_OPTIONS = (
+    # Anything orjson would quietly turn into JSON but is not JSON data is refused instead.
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+PREVIEW_MAX_BYTES = 2048
+
+
+def check_outputs(result: Any, ports: tuple[str, ...], node_label: str) -> PortItems:
+    """The behaviour's result as ports of items, or a NodeError saying what is wrong."""
+    if not isinstance(result, dict):
+        raise NodeError(
+            f"{node_label} returned a {type(result).__name__}, not outputs by port",
+            error_type="NODE_OUTPUT_INVALID",
+        )
+    for port, items in result.items():
+        if port not in ports:
+            raise NodeError(
+                f"{node_label} produced items on unknown output {port!r}",
+                error_type="NODE_OUTPUT_INVALID",
+            )
+        if not isinstance(items, list) or not all(type(item) is dict for item in items):
+            raise NodeError(
+                f"{node_label} output {port!r} must be a list of JSON objects",
+                error_type="NODE_OUTPUT_INVALID",
+            )
+    return result
+
+
+def serialize_outputs(outputs: PortItems, node_label: str) -> bytes:
+    """The outputs as JSON bytes; a value that is not JSON is a NodeError."""
+    try:
+        return orjson.dumps(outputs, option=_ORJSON_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise NodeError(
+            f"{node_label} returned a value that is not JSON: {exc}",
+            error_type="NODE_OUTPUT_INVALID",
+        ) from exc
+
+
+def deserialize_outputs(payload: bytes) -> PortItems:
+    outputs: PortItems = orjson.loads(payload)
+    return outputs
+
+
+def preview(items: list[Item]) -> Any:
+    """The first item if it is small, for live events; None otherwise."""
+    if not items:
+        return None
+    encoded = orjson.dumps(items[0], option=_ORJSON_OPTIONS)
+    return items[0] if len(encoded) <= PREVIEW_MAX_BYTES else None

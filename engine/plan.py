@@ -1,0 +1,175 @@
+"""A workflow version compiled for running: node types resolved, expressions compiled, edges
+indexed. Versions never change, so plans are cached by version id with no invalidation."""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.expressions import CompiledParameters, compile_parameters
+from engine.graph import DEFAULT_PORT, ERROR_PORT, Edge, Graph, Node, OnError
+from engine.node_types import NodeType, NodeTypeRegistry
+from engine.validation import GraphLimits, Problem, Severity, validate_graph
+
+
+class PlanError(Exception):
+    """The version cannot run; `problems` says every reason, with node and field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        first = problems[0].message if problems else "invalid workflow"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(first + more)
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class PlanNode:
+    """One node, ready to run."""
+
+    node: Node
+    node_type: NodeType
+    compiled: CompiledParameters
+    order: int
+    # Incoming edge indexes per input port, in edge order (the order items are concatenated).
+    incoming: dict[str, tuple[int, ...]]
+    outgoing: tuple[int, ...]
+
+    @property
+    def id(self) -> str:
+        return self.node.id
+
+    @property
+    def output_ports(self) -> tuple[str, ...]:
+        ports = tuple(port.name for port in self.node_type.outputs)
+        if self.node.on_error is OnError.ERROR_OUTPUT and ERROR_PORT not in ports:
+            ports += (ERROR_PORT,)
+        return ports
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A compiled workflow version."""
+
+    version_id: str
+    nodes: dict[str, PlanNode]
+    edges: tuple[Edge, ...]
+    topological: tuple[str, ...]
+    by_name: dict[str, str]
+
+    def triggers(self) -> list[PlanNode]:
+        return [n for n in self.nodes.values() if n.node_type.is_trigger]
+
+    def entry_nodes(self) -> list[PlanNode]:
+        """Nodes without incoming edges: where a run may start."""
+        return [n for n in self.nodes.values() if not n.incoming]
+
+
+def _topological(graph: Graph) -> tuple[str, ...]:
+    """Kahn's algorithm, ties broken by node order, so the order is deterministic."""
+    position = {node.id: index for index, node in enumerate(graph.nodes)}
+    indegree = dict.fromkeys(position, 0)
+    successors: dict[str, list[str]] = {node_id: [] for node_id in position}
+    for edge in graph.edges:
+        indegree[edge.target] += 1
+        successors[edge.source].append(edge.target)
+    ready = [(position[node_id], node_id) for node_id, degree in indegree.items() if degree == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        _, node_id = heapq.heappop(ready)
+        order.append(node_id)
+        for successor in successors[node_id]:
+            indegree[successor] -= 1
+            if indegree[successor] == 0:
+                heapq.heappush(ready, (position[successor], successor))
+    return tuple(order)
+
+
+def compile_plan(
+    version_id: str,
+    graph: Graph,
+    registry: NodeTypeRegistry,
+    limits: GraphLimits | None = None,
+) -> Plan:
+    """Validate and compile a graph; raises `PlanError` listing every problem."""
+    report = validate_graph(graph, registry, limits or GraphLimits())
+    problems = report.all_problems()
+    compiled: dict[str, CompiledParameters] = {}
+    for node in graph.nodes:
+        parameters, errors = compile_parameters(node.parameters)
+        compiled[node.id] = parameters
+        problems.extend(
+            Problem(
+                code="EXPRESSION_SYNTAX",
+                message=f"{node.name}: parameter '{error.path}': {error.error}",
+                node_id=node.id,
+                field=f"parameters.{error.path}" if error.path else "parameters",
+                severity=Severity.PARAMETER,
+            )
+            for error in errors
+        )
+    if problems:
+        raise PlanError(problems)
+    incoming: dict[str, dict[str, list[int]]] = {node.id: {} for node in graph.nodes}
+    outgoing: dict[str, list[int]] = {node.id: [] for node in graph.nodes}
+    for index, edge in enumerate(graph.edges):
+        incoming[edge.target].setdefault(edge.target_input, []).append(index)
+        outgoing[edge.source].append(index)
+    nodes: dict[str, PlanNode] = {}
+    for order, node in enumerate(graph.nodes):
+        node_type = registry.get(node.type, node.type_version)
+        assert node_type is not None  # validated above
+        nodes[node.id] = PlanNode(
+            node=node,
+            node_type=node_type,
+            compiled=compiled[node.id],
+            order=order,
+            incoming={port: tuple(edges) for port, edges in incoming[node.id].items()},
+            outgoing=tuple(outgoing[node.id]),
+        )
+    return Plan(
+        version_id=version_id,
+        nodes=nodes,
+        edges=graph.edges,
+        topological=_topological(graph),
+        by_name={node.name: node.id for node in graph.nodes},
+    )
+
+
+class PlanCache:
+    """A bounded LRU of plans keyed by the immutable version id."""
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._max_entries = max_entries
+        self._plans: OrderedDict[str, Plan] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, version_id: str, build: Callable[[], Plan]) -> Plan:
+        plan = self._plans.get(version_id)
+        if plan is not None:
+            self.hits += 1
+            self._plans.move_to_end(version_id)
+            return plan
+        self.misses += 1
+        plan = build()
+        self._plans[version_id] = plan
+        while len(self._plans) > self._max_entries:
+            self._plans.popitem(last=False)
+        return plan
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ERROR_PORT",
+    "Plan",
+    "PlanCache",
+    "PlanError",
+    "PlanNode",
+    "compile_plan",
+]

@@ -1,0 +1,110 @@
+"""Validation of a workflow graph against the node type registry (pure, no I/O).
+
+Every problem is reported at once, so the editor can mark them all. Problems come in two
+severities:
+
+- STRUCTURAL: the graph cannot be saved (duplicate ids, dangling edges, cycles, bad retry
+  settings, values the database cannot store, ...).
+- PARAMETER: a node's parameters do not satisfy its type's JSON Schema. The draft can be saved
+  half-configured, but it cannot run or be published.
+
+Parameter schemas are JSON Schema Draft 2020-12 with one addition: a property listed in
+`required` whose value is a blank string counts as missing. A schema may word its errors with
+`errorMessage`, a string or a mapping from keyword to string (the ajv-errors convention).
+
+The modules, in the order `validate_graph` uses them:
+
+    report       Problem, Severity, GraphLimits, ValidationReport
+    structure    graph size; each node's id, name, type, retry and timeout
+    scan         text the database cannot store; parameter depth and size
+    edges        connections (cycles through `cycles`)
+    parameters   parameters against the schema (`schemas`), worded by `findings`
+    text         how messages quote what the user wrote
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from engine.graph import Graph, Node
+from engine.node_types import NodeType, NodeTypeRegistry
+from engine.validation.cycles import find_cycles
+from engine.validation.edges import edge_problems
+from engine.validation.parameters import parameter_problems
+from engine.validation.report import (
+    DEFAULT_LIMITS,
+    GraphLimits,
+    Problem,
+    Severity,
+    ValidationReport,
+)
+from engine.validation.scan import scan_parameters
+from engine.validation.structure import node_problems, size_problems
+from engine.validation.text import quote
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "GraphLimits",
+    "Problem",
+    "Severity",
+    "ValidationReport",
+    "find_cycles",
+    "validate_graph",
+]
+
+
+def validate_graph(
+    graph: Graph, registry: NodeTypeRegistry, limits: GraphLimits = DEFAULT_LIMITS
+) -> ValidationReport:
+    """Check a graph against the registry and the limits, reporting every problem found.
+
+    A graph with more nodes or edges than the limits allow is refused with only that problem:
+    checking it further would spend the time the limits exist to bound.
+    """
+    oversized = size_problems(graph, limits)
+    if oversized:
+        return ValidationReport(structural=tuple(oversized), parameters={})
+    structural: list[Problem] = []
+    parameters: dict[str, list[Problem]] = {}
+    nodes_by_id: dict[str, tuple[Node, NodeType | None]] = {}
+    nodes_by_name: dict[str, Node] = {}
+    for index, node in enumerate(graph.nodes):
+        node_type = registry.get(node.type, node.type_version)
+        structural.extend(node_problems(index, node, node_type, registry, limits))
+        # A blank id is reported as EMPTY_ID; edges cannot refer to it.
+        has_id = bool(node.id.strip())
+        if has_id and node.id in nodes_by_id:
+            structural.append(
+                Problem(
+                    "DUPLICATE_NODE_ID",
+                    f"Node id {quote(node.id)} is used by more than one node",
+                    node.id,
+                    "id",
+                )
+            )
+        elif has_id:
+            nodes_by_id[node.id] = (node, node_type)
+        name_key = unicodedata.normalize("NFC", node.name.strip())
+        if name_key:
+            first = nodes_by_name.setdefault(name_key, node)
+            if first is not node:
+                structural.append(
+                    Problem(
+                        "DUPLICATE_NODE_NAME",
+                        f"Node name {quote(node.name)} is already used by another node; "
+                        "expressions refer to nodes by name, so names must be unique",
+                        node.id,
+                        "name",
+                    )
+                )
+        scan = scan_parameters(node, limits)
+        structural.extend(scan.problems)
+        if node_type is not None and scan.checkable:
+            found = parameter_problems(node, node_type, scan.encoded)
+            if found:
+                parameters.setdefault(node.id, []).extend(found)
+    structural.extend(edge_problems(graph, nodes_by_id))
+    return ValidationReport(
+        structural=tuple(structural),
+        parameters={node_id: tuple(found) for node_id, found in parameters.items()},
+    )

@@ -1,0 +1,98 @@
+"""Parameter problems: a node's parameters against its type's JSON Schema, memoised."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+
+from engine.graph import Node
+from engine.node_types import NodeType
+from engine.validation.findings import Finding, findings_from_error, one_per_field
+from engine.validation.report import Problem, Severity
+from engine.validation.schemas import ParameterValidator, fast_validator, without_annotations
+
+# What jsonschema-rs reads unlike jsonschema: it takes NaN and the infinities for no number at
+# all, and Rust strings cannot hold lone surrogates. Parameters with either are left to jsonschema.
+_NOT_FOR_RUST = re.compile(r"NaN|Infinity|[\ud800-\udfff]")
+
+
+class _ParameterSchema:
+    """One node type's schema, compiled once."""
+
+    def __init__(self, node_type: NodeType) -> None:
+        self.node_type = node_type
+        schema = without_annotations(node_type.parameters_schema)
+        self._validator = ParameterValidator(schema)
+        self._fast = fast_validator(schema)
+
+    def check(self, parameters: object) -> tuple[Finding, ...]:
+        """Every problem of these parameters, at most one per field."""
+        return one_per_field(
+            [
+                finding
+                for error in self._validator.iter_errors(parameters)
+                for finding in findings_from_error(error)
+            ]
+        )
+
+    def vouches_for(self, encoded: str, parameters: object) -> bool:
+        """True when the fast validator finds `parameters`, decoded from `encoded`, valid.
+
+        False proves nothing: `check` decides then.
+        """
+        if self._fast is None or _NOT_FOR_RUST.search(encoded):
+            return False
+        try:
+            return self._fast.is_valid(parameters)
+        except ValueError:  # a value jsonschema-rs cannot convert
+            return False
+
+
+# The editor re-validates the whole graph on every change, so most nodes arrive unchanged, and
+# a check costs microseconds per node (tens when jsonschema must word problems), which 2000
+# nodes turn into a pause. Results are memoised by the parameters' JSON text: up to this size,
+# this many entries (16 MiB at worst, far less in practice), enough for the largest graph.
+_MEMO_MAX_CHARS = 2048
+_MEMO_ENTRIES = 8192
+
+
+@functools.lru_cache(maxsize=_MEMO_ENTRIES)
+def _check_json(schema: _ParameterSchema, encoded: str) -> tuple[Finding, ...]:
+    # Decoding the key itself guarantees that an entry matches the text it is filed under.
+    parameters = json.loads(encoded)
+    return () if schema.vouches_for(encoded, parameters) else schema.check(parameters)
+
+
+# (name, version) -> compiled schema. The entry holds its node type, and is used only for that
+# very descriptor: a registry with another descriptor under the same name and version (tests,
+# reloaded plugins) replaces it.
+_schemas: dict[tuple[str, int], _ParameterSchema] = {}
+
+
+def _schema_for(node_type: NodeType) -> _ParameterSchema:
+    key = (node_type.name, node_type.version)
+    compiled = _schemas.get(key)
+    if compiled is None or compiled.node_type is not node_type:
+        compiled = _schemas[key] = _ParameterSchema(node_type)
+    return compiled
+
+
+def parameter_problems(node: Node, node_type: NodeType, encoded: str | None) -> list[Problem]:
+    """Problems of a node's parameters against its type's schema (severity PARAMETER).
+
+    `encoded` is the parameters as JSON text when they are plain JSON, which allows the memo.
+    """
+    compiled = _schema_for(node_type)
+    if encoded is None:
+        findings = compiled.check(node.parameters)
+    elif len(encoded) <= _MEMO_MAX_CHARS:
+        findings = _check_json(compiled, encoded)
+    elif compiled.vouches_for(encoded, json.loads(encoded)):
+        findings = ()
+    else:
+        findings = compiled.check(node.parameters)
+    return [
+        Problem(finding.code, finding.message, node.id, finding.field, Severity.PARAMETER)
+        for finding in findings
+    ]

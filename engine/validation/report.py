@@ -1,0 +1,93 @@
+"""What validation reports: problems, their severity, and the limits a graph is held to."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Severity(StrEnum):
+    """Whether a problem blocks saving (STRUCTURAL) or only running and publishing."""
+
+    STRUCTURAL = "STRUCTURAL"
+    PARAMETER = "PARAMETER"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a graph: a stable code, a message for the user, and where."""
+
+    code: str
+    message: str
+    node_id: str | None = None
+    # Path inside the node ("name", "parameters.fields[0].name") or the graph ("edges[2].target").
+    field: str | None = None
+    severity: Severity = Severity.STRUCTURAL
+
+    def to_json(self) -> dict[str, Any]:
+        """The problem as the API and the database carry it."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "nodeId": self.node_id,
+            "field": self.field,
+            "severity": self.severity.value,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Problem:
+        """Rebuild a problem from `to_json` output."""
+        return cls(
+            code=data["code"],
+            message=data["message"],
+            node_id=data.get("nodeId"),
+            field=data.get("field"),
+            severity=Severity(data.get("severity", Severity.STRUCTURAL.value)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GraphLimits:
+    """Bounds that keep one workflow from costing unbounded time or storage."""
+
+    max_nodes: int = 2000
+    max_edges: int = 10000
+    max_name_length: int = 128
+    # Size of one node's parameters, JSON-encoded as UTF-8.
+    max_parameters_bytes: int = 262144
+    # Nesting of objects and lists in one node's parameters; keeps JSON encoding and schema
+    # checks far from Python's recursion limit.
+    max_parameters_depth: int = 64
+    max_retry_attempts: int = 10
+    max_timeout_s: float = 86400.0
+
+
+DEFAULT_LIMITS = GraphLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """Everything wrong with one graph."""
+
+    structural: tuple[Problem, ...]
+    # Node id -> problems with that node's parameters (severity PARAMETER).
+    parameters: dict[str, tuple[Problem, ...]]
+
+    @property
+    def ok(self) -> bool:
+        """True when the graph may be saved: no structural problem."""
+        return not self.structural
+
+    @property
+    def runnable(self) -> bool:
+        """True when the graph may be run or published: no problem at all."""
+        return not self.structural and not any(self.parameters.values())
+
+    def all_problems(self) -> list[Problem]:
+        """Structural problems first, then parameter problems in node order."""
+        problems = list(self.structural)
+        for node_problems in self.parameters.values():
+            problems.extend(node_problems)
+        return problems
