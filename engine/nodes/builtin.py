@@ -3,7 +3,7 @@
 They reach the registry through the `loom.node_types` entry point declared in `pyproject.toml`,
 the same way a plugin's types do. Each parameters schema is JSON Schema Draft 2020-12, read by
 the validator and by the editor, which builds its forms from `title`, `description`, `default`
-and `enum`.
+and `enum`. The behaviours behind them live in `flow`, `merge` and `transform`.
 
 Any parameter string may hold expressions (`{{ $json.price }}`). Numeric parameters that users
 commonly compute accept either a number or a string holding an expression; `errorMessage`
@@ -27,6 +27,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.node_types import NodeGroup, NodeType, Port
+from engine.nodes import flow, merge, transform
+from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
+from engine.nodes.flow import SWITCH_OUTPUTS
 
 JSONSchema = dict[str, Any]
 
@@ -42,25 +45,6 @@ DATE_TIME_OR_EXPRESSION_PATTERN = (
     r"^(?:[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"
     r"(?:Z|[+-][0-9]{2}:[0-9]{2})?$|(?=[\s\S]*\{\{)(?=[\s\S]*\}\}))"
 )
-
-OPERATORS = (
-    "equals",
-    "not_equals",
-    "gt",
-    "gte",
-    "lt",
-    "lte",
-    "contains",
-    "not_contains",
-    "starts_with",
-    "ends_with",
-    "is_empty",
-    "is_not_empty",
-    "regex",
-)
-UNARY_OPERATORS = ("is_empty", "is_not_empty")
-
-SWITCH_OUTPUTS = 4
 
 
 def _text(title: str, description: str, **extra: Any) -> JSONSchema:
@@ -150,7 +134,7 @@ def _when(
 
 
 def _conditions() -> JSONSchema:
-    # Every operator but the two emptiness tests needs something to compare with.
+    # Every operator but the emptiness and existence tests needs something to compare with.
     needs_right: JSONSchema = {
         "if": {
             "properties": {"operator": {"not": {"enum": list(UNARY_OPERATORS)}}},
@@ -166,16 +150,18 @@ def _conditions() -> JSONSchema:
             "operator": _choice(
                 "Comparison",
                 "How to compare the value: equals, not_equals, gt (greater than), gte (greater "
-                "than or equal), lt (less than), lte (less than or equal), contains, "
-                "not_contains, starts_with, ends_with, is_empty, is_not_empty, or regex (matches "
-                "a regular expression). Numbers and numeric text compare as numbers.",
+                "than or equal), lt (less than), lte (less than or equal), contains (text in "
+                "text, an element in a list, a key in an object), not_contains, starts_with, "
+                "ends_with, is_empty (null, empty text, list or object), is_not_empty, regex "
+                "(matches a regular expression), exists (present and not null) or not_exists. "
+                "A number and numeric text compare as numbers; text orders alphabetically.",
                 OPERATORS,
                 default="equals",
             ),
             "right": _any_value(
                 "Compare with",
                 "The value to compare against, or the regular expression for 'regex'. Not used "
-                "by is_empty and is_not_empty.",
+                "by is_empty, is_not_empty, exists and not_exists.",
             ),
         },
         required=("left", "operator"),
@@ -209,13 +195,18 @@ def _manual_trigger() -> NodeType:
         inputs=(),
         outputs=(Port(),),
         parameters_schema=_parameters({}),
+        execute=flow.manual_trigger,
     )
 
 
 def _set() -> NodeType:
     field = _object(
         {
-            "name": _text("Name", "The field to write on each item."),
+            "name": _text(
+                "Name",
+                "The field to write on each item; a dotted name such as 'customer.address.city' "
+                "writes into nested objects, creating them as needed.",
+            ),
             "value": _any_value(
                 "Value",
                 "What to write: fixed text, a number, or an expression such as "
@@ -243,6 +234,7 @@ def _set() -> NodeType:
             },
             required=("fields",),
         ),
+        execute=transform.set_fields,
     )
 
 
@@ -258,6 +250,7 @@ def _if() -> NodeType:
             {"conditions": _conditions(), "combine": _combine(), "ignoreCase": _ignore_case()},
             required=("conditions",),
         ),
+        execute=flow.if_,
     )
 
 
@@ -303,6 +296,7 @@ def _switch() -> NodeType:
             },
             required=("rules",),
         ),
+        execute=flow.switch,
     )
 
 
@@ -323,16 +317,37 @@ def _merge() -> NodeType:
                     "Mode",
                     "append: items of input 1, then items of input 2. combine_by_position: "
                     "the first items of both inputs become one item, then the second ones, and "
-                    "so on. combine_by_key: items whose key field holds the same value become "
-                    "one item; items without a match are left out. choose_branch: pass on the "
-                    "items of one input once both have arrived.",
+                    "so on. combine_by_key: items whose key fields hold the same value become "
+                    "one item; Join says what happens to items without a match. choose_branch: "
+                    "pass on the items of one input once both have arrived. Combined items "
+                    "take input 2's value where both inputs have a field.",
                     ("append", "combine_by_position", "combine_by_key", "choose_branch"),
                     default="append",
                 ),
                 "key": _text(
                     "Key field",
                     "For combine_by_key: the field whose value must match on both inputs, "
-                    "for example 'id' or 'customer.email'.",
+                    "for example 'id' or 'customer.email'. Values match only if equal as JSON "
+                    '(1 matches 1.0 but not "1"); items without a value never match.',
+                ),
+                "input2Key": _text(
+                    "Key field on input 2",
+                    "For combine_by_key: the key field of input 2's items when it is named "
+                    "differently from input 1's; left out, Key field is used on both.",
+                ),
+                "join": _choice(
+                    "Join",
+                    "For combine_by_key: inner keeps only items that found a match; left also "
+                    "passes on input 1 items without a match, unchanged; outer passes on the "
+                    "unmatched items of both inputs, input 2's after all others.",
+                    ("inner", "left", "outer"),
+                    default="inner",
+                ),
+                "includeUnpaired": _flag(
+                    "Include unpaired items",
+                    "For combine_by_position: when one input has more items, pass the extra "
+                    "ones on unchanged instead of dropping them.",
+                    default=False,
                 ),
                 "branch": _choice(
                     "Branch",
@@ -343,6 +358,7 @@ def _merge() -> NodeType:
             },
             **_when("mode", "combine_by_key", ("key",)),
         ),
+        execute=merge.merge,
     )
 
 
@@ -361,6 +377,7 @@ def _filter() -> NodeType:
             {"conditions": _conditions(), "combine": _combine(), "ignoreCase": _ignore_case()},
             required=("conditions",),
         ),
+        execute=flow.filter_,
     )
 
 
@@ -394,6 +411,7 @@ def _sort() -> NodeType:
             },
             required=("fields",),
         ),
+        execute=transform.sort,
     )
 
 
@@ -418,6 +436,7 @@ def _limit() -> NodeType:
             },
             required=("maxItems",),
         ),
+        execute=transform.limit,
     )
 
 
@@ -427,7 +446,8 @@ def _aggregate() -> NodeType:
             "field": _text("Field", "The field whose values are collected from every item."),
             "renameTo": _text(
                 "Output field",
-                "The name of the list in the result; left out, the field's own name is used.",
+                "The name of the list in the result; left out, the field's own name (its last "
+                "part, for a nested field such as 'customer.email') is used.",
             ),
         },
         required=("field",),
@@ -458,9 +478,17 @@ def _aggregate() -> NodeType:
                     "For the all_items mode: the name of the list holding the items.",
                     default="data",
                 ),
+                "keepMissing": _flag(
+                    "Keep missing values",
+                    "For the fields mode: put null in a list for items that lack the field or "
+                    "hold null there, so that the lists of several fields stay aligned; "
+                    "otherwise such items are skipped.",
+                    default=False,
+                ),
             },
             **_when("mode", "fields", ("fields",)),
         ),
+        execute=transform.aggregate,
     )
 
 
@@ -473,15 +501,22 @@ def _split_out() -> NodeType:
         group=NodeGroup.TRANSFORM,
         parameters_schema=_parameters(
             {
-                "field": _text("Field to split", "The field holding the list, e.g. 'orders'."),
+                "field": _text(
+                    "Field to split",
+                    "The field holding the list, e.g. 'orders'. An object element becomes the "
+                    "new item; any other element is put under this field's name. Items "
+                    "without the field give no items; a field found in no item is an error.",
+                ),
                 "keepOtherFields": _flag(
                     "Keep other fields",
-                    "Copy the item's other fields onto each new item.",
+                    "Copy the item's other fields onto each new item, with the element in "
+                    "place of the list.",
                     default=False,
                 ),
             },
             required=("field",),
         ),
+        execute=transform.split_out,
     )
 
 
@@ -493,6 +528,7 @@ def _noop() -> NodeType:
         description="Passes items on unchanged; useful as a placeholder or a junction.",
         group=NodeGroup.FLOW,
         parameters_schema=_parameters({}),
+        execute=flow.noop,
     )
 
 
@@ -514,6 +550,7 @@ def _stop_and_error() -> NodeType:
             },
             required=("message",),
         ),
+        execute=flow.stop_and_error,
     )
 
 
@@ -561,6 +598,7 @@ def _wait() -> NodeType:
             # Without `resume`, the node waits for an interval, as the default says.
             **_when("resume", "at_time", ("until",), otherwise=("amount",)),
         ),
+        execute=flow.wait,
     )
 
 

@@ -1,0 +1,216 @@
+"""The conditions of `if`, `filter` and `switch`: comparisons combined with all or any.
+
+Each condition compares `left` (usually an expression such as `{{ $json.age }}`) with `right`
+using an operator. Values are JSON, so the rules say what happens across types:
+
+- equals, not_equals: a number and numeric text compare as numbers (10 equals "10"); two
+  texts compare as text ("007" is not "7"); a boolean equals the text "true" or "false";
+  anything else by JSON equality (true never equals 1).
+- gt, gte, lt, lte: numbers, or numeric text on both sides, as numbers; texts as text (so
+  ISO dates order correctly); any other pair does not match.
+- contains, not_contains: text within text, an element within a list (compared as by
+  equals), a key within an object. starts_with, ends_with: text; numbers read as text.
+- regex: searched for in the value's text, bounded by `REGEX_TIMEOUT_S` per item, so a
+  catastrophically backtracking pattern fails with `REGEX_TIMEOUT` instead of stalling.
+- exists, not_exists: whether the value is there and not null. is_empty, is_not_empty:
+  null, "", [] and {} are empty; numbers and booleans never are.
+
+`ignoreCase` applies to every comparison of text, the regex included.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import regex
+
+from engine.expressions.functions import to_text
+from engine.nodes.base import NodeError
+from engine.nodes.parameters import INVALID_PARAMETER, as_number, invalid_parameter, shown
+
+REGEX_TIMEOUT_S = 0.1
+REGEX_TIMEOUT = "REGEX_TIMEOUT"
+
+
+class _RightValueError(Exception):
+    """The `right` value cannot be used (a bad or too slow regex); names no field yet."""
+
+    def __init__(self, problem: str, error_type: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.error_type = error_type
+
+
+def _text(value: Any) -> str | None:
+    """Text, or a number or boolean as text; None for null, lists and objects."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return to_text(value)
+    return None
+
+
+def _boolean(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return None
+
+
+def _equals(left: Any, right: Any, ignore_case: bool) -> bool:
+    if isinstance(left, str) and isinstance(right, str):
+        return left.casefold() == right.casefold() if ignore_case else left == right
+    if type(left) in (int, float) or type(right) in (int, float):
+        left_number, right_number = as_number(left), as_number(right)
+        return left_number is not None and left_number == right_number
+    if isinstance(left, bool) or isinstance(right, bool):
+        left_boolean = _boolean(left)
+        return left_boolean is not None and left_boolean == _boolean(right)
+    return bool(left == right)
+
+
+def _order(left: Any, right: Any, ignore_case: bool) -> int | None:
+    """-1, 0 or 1 comparing left with right; None when they cannot be ordered."""
+    left_number, right_number = as_number(left), as_number(right)
+    if left_number is not None and right_number is not None:
+        if left_number != left_number or right_number != right_number:  # NaN
+            return None
+        return (left_number > right_number) - (left_number < right_number)
+    if isinstance(left, str) and isinstance(right, str):
+        if ignore_case:
+            left, right = left.casefold(), right.casefold()
+        return int(left > right) - int(left < right)
+    return None
+
+
+def _ordered(accept: Callable[[int], bool]) -> Callable[[Any, Any, bool], bool]:
+    def test(left: Any, right: Any, ignore_case: bool) -> bool:
+        order = _order(left, right, ignore_case)
+        return order is not None and accept(order)
+
+    return test
+
+
+def _contains(left: Any, right: Any, ignore_case: bool) -> bool:
+    if isinstance(left, list):
+        return any(_equals(element, right, ignore_case) for element in left)
+    if isinstance(left, dict):
+        if not isinstance(right, str):
+            return False
+        if ignore_case:
+            wanted = right.casefold()
+            return any(key.casefold() == wanted for key in left)
+        return right in left
+    return _text_test(left, right, ignore_case, lambda haystack, needle: needle in haystack)
+
+
+def _text_test(left: Any, right: Any, ignore_case: bool, test: Callable[[str, str], bool]) -> bool:
+    left_text, right_text = _text(left), _text(right)
+    if left_text is None or right_text is None:
+        return False
+    if ignore_case:
+        return test(left_text.casefold(), right_text.casefold())
+    return test(left_text, right_text)
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(source: str, ignore_case: bool) -> regex.Pattern[str]:
+    return regex.compile(source, regex.IGNORECASE if ignore_case else 0)
+
+
+def _regex(left: Any, right: Any, ignore_case: bool) -> bool:
+    if not isinstance(right, str):
+        raise _RightValueError(
+            f"must be a regular expression (text), got {shown(right)}", INVALID_PARAMETER
+        )
+    try:
+        pattern = _pattern(right, ignore_case)
+    except regex.error as exc:
+        raise _RightValueError(
+            f"is not a valid regular expression: {exc}", INVALID_PARAMETER
+        ) from None
+    subject = _text(left)
+    if subject is None:
+        return False
+    try:
+        return pattern.search(subject, timeout=REGEX_TIMEOUT_S) is not None
+    except TimeoutError:
+        raise _RightValueError(
+            f"holds a regular expression that took longer than {REGEX_TIMEOUT_S:g} s on one "
+            f"item; nested repeats such as (a+)+ backtrack catastrophically, simplify it",
+            REGEX_TIMEOUT,
+        ) from None
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
+
+
+Test = Callable[[Any, Any, bool], bool]
+
+_TESTS: dict[str, Test] = {
+    "equals": _equals,
+    "not_equals": lambda left, right, ignore_case: not _equals(left, right, ignore_case),
+    "gt": _ordered(lambda order: order > 0),
+    "gte": _ordered(lambda order: order >= 0),
+    "lt": _ordered(lambda order: order < 0),
+    "lte": _ordered(lambda order: order <= 0),
+    "contains": _contains,
+    "not_contains": lambda left, right, ignore_case: not _contains(left, right, ignore_case),
+    "starts_with": lambda left, right, ignore_case: _text_test(
+        left, right, ignore_case, str.startswith
+    ),
+    "ends_with": lambda left, right, ignore_case: _text_test(
+        left, right, ignore_case, str.endswith
+    ),
+    "is_empty": lambda left, right, ignore_case: _is_empty(left),
+    "is_not_empty": lambda left, right, ignore_case: not _is_empty(left),
+    "regex": _regex,
+    "exists": lambda left, right, ignore_case: left is not None,
+    "not_exists": lambda left, right, ignore_case: left is None,
+}
+
+OPERATORS = tuple(_TESTS)
+UNARY_OPERATORS = ("is_empty", "is_not_empty", "exists", "not_exists")
+
+
+def matches(conditions: Any, *, combine: str, ignore_case: bool, where: str) -> bool:
+    """Whether rendered `conditions` hold: every one (`combine="all"`) or at least one.
+
+    `where` is the parameter path of the list (`conditions`, `rules[1].conditions`), used to
+    name the failing field in errors.
+    """
+    if not isinstance(conditions, list):
+        raise invalid_parameter(where, f"must be a list of conditions, got {shown(conditions)}")
+    want_all = combine == "all"
+    for index, condition in enumerate(conditions):
+        if _holds(condition, ignore_case, where, index) is not want_all:
+            return not want_all
+    return want_all
+
+
+def _holds(condition: Any, ignore_case: bool, where: str, index: int) -> bool:
+    # Runs per item and condition: field paths are only built for an error.
+    if type(condition) is not dict:
+        raise invalid_parameter(
+            f"{where}[{index}]", f"must be a condition object, got {shown(condition)}"
+        )
+    operator = condition.get("operator", "equals")
+    test = _TESTS.get(operator) if type(operator) is str else None
+    if test is None:
+        raise invalid_parameter(
+            f"{where}[{index}].operator",
+            f"must be one of {', '.join(OPERATORS)}; got {shown(operator)}",
+        )
+    try:
+        return test(condition.get("left"), condition.get("right"), ignore_case)
+    except _RightValueError as exc:
+        field = f"{where}[{index}].right"
+        raise NodeError(
+            f"Parameter '{field}' {exc.problem}",
+            error_type=exc.error_type,
+            details={"parameter": field},
+        ) from None

@@ -1,0 +1,164 @@
+"""Behaviours of the flow node types: trigger, pass-through, routing, stopping and waiting.
+
+`if`, `filter` and `switch` render their parameters per item, since conditions usually read
+the item (`{{ $json.age }}`); when the parameters hold no expression the decision is the
+same for every item and is made once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.expressions.functions import to_text
+from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
+from engine.nodes.conditions import matches
+from engine.nodes.parameters import (
+    choice,
+    chunks,
+    flag,
+    invalid_parameter,
+    number,
+    per_item,
+    settings,
+    shown,
+    text,
+)
+
+SWITCH_OUTPUTS = 4
+SWITCH_PORTS = tuple(f"output{index}" for index in range(SWITCH_OUTPUTS))
+FALLBACK_PORT = "fallback"
+
+STOP_AND_ERROR = "STOP_AND_ERROR"
+DEFAULT_STOP_MESSAGE = "The workflow was stopped by a Stop and Error node"
+
+UNIT_SECONDS = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
+
+
+async def manual_trigger(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Passes on the execution input, which the executor hands over as its one item."""
+    return {"main": list(inputs.get("main", []))}
+
+
+async def noop(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Passes its items on unchanged."""
+    return {"main": list(inputs.get("main", []))}
+
+
+def _conditions_hold(parameters: dict[str, Any]) -> bool:
+    combine = parameters.get("combine", "all")
+    if combine != "all" and combine != "any":
+        combine = choice(parameters, "combine", ("all", "any"), default="all")
+    ignore_case = parameters.get("ignoreCase", False)
+    if type(ignore_case) is not bool:
+        ignore_case = flag(parameters, "ignoreCase", default=False)
+    return matches(
+        parameters.get("conditions"), combine=combine, ignore_case=ignore_case, where="conditions"
+    )
+
+
+async def _partition(ctx: NodeRunContext, items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """The items that match the node's conditions, and the others."""
+    if ctx.compiled.is_constant:
+        return (items, []) if _conditions_hold(ctx.parameters()) else ([], items)
+    matching: list[Item] = []
+    others: list[Item] = []
+    parameters = per_item(ctx)
+    for start, chunk in chunks(items):
+        for index, item in enumerate(chunk, start):
+            if _conditions_hold(parameters(item, index)):
+                matching.append(item)
+            else:
+                others.append(item)
+        await ctx.checkpoint(len(chunk))
+    return matching, others
+
+
+async def if_(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Sends each item to `true` or `false`."""
+    matching, others = await _partition(ctx, list(inputs.get("main", [])))
+    return {"true": matching, "false": others}
+
+
+async def filter_(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Keeps matching items on `main`; the others go to `discarded`."""
+    matching, others = await _partition(ctx, list(inputs.get("main", [])))
+    return {"main": matching, "discarded": others}
+
+
+def _routes(parameters: dict[str, Any]) -> list[str]:
+    """The output ports one item goes to: the first matching rule's, or every matching one's."""
+    rules = parameters.get("rules")
+    if not isinstance(rules, list) or not 1 <= len(rules) <= SWITCH_OUTPUTS:
+        raise invalid_parameter(
+            "rules", f"must be a list of 1 to {SWITCH_OUTPUTS} rules, got {shown(rules)}"
+        )
+    all_matching = flag(parameters, "sendToAllMatching", default=False)
+    ignore_case = flag(parameters, "ignoreCase", default=False)
+    routes: list[str] = []
+    for index, rule in enumerate(rules):
+        where = f"rules[{index}]"
+        if not isinstance(rule, dict):
+            raise invalid_parameter(where, f"must be a rule object, got {shown(rule)}")
+        combine = choice(rule, "combine", ("all", "any"), default="all", prefix=f"{where}.")
+        conditions, at = rule.get("conditions"), f"{where}.conditions"
+        if matches(conditions, combine=combine, ignore_case=ignore_case, where=at):
+            routes.append(SWITCH_PORTS[index])
+            if not all_matching:
+                break
+    return routes or [FALLBACK_PORT]
+
+
+async def switch(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Routes each item by ordered rules to `output0`..`output3`, else to `fallback`."""
+    items = inputs.get("main", [])
+    outputs: PortItems = {port: [] for port in (*SWITCH_PORTS, FALLBACK_PORT)}
+    if ctx.compiled.is_constant:
+        for port in _routes(ctx.parameters()):
+            outputs[port] = list(items)
+        return outputs
+    parameters = per_item(ctx)
+    for start, chunk in chunks(items):
+        for index, item in enumerate(chunk, start):
+            for port in _routes(parameters(item, index)):
+                outputs[port].append(item)
+        await ctx.checkpoint(len(chunk))
+    return outputs
+
+
+async def stop_and_error(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Fails the node, and with it the run, with the message (rendered for the first item)."""
+    message = settings(ctx, inputs.get("main", [])).get("message")
+    rendered = to_text(message).strip() if message is not None else ""
+    raise NodeError(rendered or DEFAULT_STOP_MESSAGE, error_type=STOP_AND_ERROR)
+
+
+def _seconds_until(parameters: dict[str, Any]) -> float:
+    until = text(parameters, "until")
+    try:
+        moment = datetime.fromisoformat(until.strip())
+    except ValueError:
+        raise invalid_parameter(
+            "until",
+            f"must be a date and time such as 2025-01-31T09:00:00Z, got {shown(until)}",
+        ) from None
+    if moment.tzinfo is None:
+        # Workflow timezones do not reach node runs yet; until then a time without an
+        # offset is read as UTC.
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime.now(UTC)).total_seconds()
+
+
+async def wait(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Waits for an interval or until a time (within this process), then passes items on."""
+    items = inputs.get("main", [])
+    parameters = settings(ctx, items)
+    resume = choice(parameters, "resume", ("after_interval", "at_time"), default="after_interval")
+    if resume == "at_time":
+        delay_s = _seconds_until(parameters)
+    else:
+        unit = choice(parameters, "unit", tuple(UNIT_SECONDS), default="seconds")
+        delay_s = number(parameters, "amount", minimum=0) * UNIT_SECONDS[unit]
+    if delay_s > 0:
+        await ctx.sleep(delay_s)
+    return {"main": list(items)}

@@ -1,0 +1,246 @@
+"""Behaviours of the transform node types: set, sort, limit, aggregate, split_out.
+
+`set` renders its parameters per item (values usually read the item); the others read
+node-level settings, rendered once with the first item as `$json`. Field names are dotted
+paths (`customer.email`), see `engine.nodes.paths`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
+from engine.nodes.parameters import (
+    choice,
+    chunks,
+    flag,
+    invalid_parameter,
+    per_item,
+    settings,
+    shown,
+    text,
+    whole_number,
+)
+from engine.nodes.paths import MISSING, getter, set_path, split_path
+
+FIELD_NOT_FOUND = "FIELD_NOT_FOUND"
+
+Assignment = tuple[tuple[str, ...], Any]
+
+
+def _objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """A required, non-empty list parameter whose entries are objects."""
+    entries = parameters.get(name)
+    if not isinstance(entries, list) or not entries:
+        raise invalid_parameter(name, f"must be a non-empty list, got {shown(entries)}")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise invalid_parameter(f"{name}[{index}]", f"must be an object, got {shown(entry)}")
+    return entries
+
+
+def _checked_assignments(
+    parameters: dict[str, Any], paths: dict[str, tuple[str, ...]]
+) -> tuple[list[Assignment], bool]:
+    assignments: list[Assignment] = []
+    for index, field in enumerate(_objects(parameters, "fields")):
+        name = text(field, "name", prefix=f"fields[{index}].")
+        path = paths[name] = split_path(name)
+        assignments.append((path, field.get("value")))
+    return assignments, flag(parameters, "keepOnlySet", default=False)
+
+
+def _assign(item: Item, assignments: list[Assignment], keep_only_set: bool) -> Item:
+    result: Item = {} if keep_only_set else dict(item)
+    for path, value in assignments:
+        if len(path) == 1:
+            result[path[0]] = value
+        else:
+            set_path(result, path, value)
+    return result
+
+
+def _set_rendered(
+    item: Item, parameters: dict[str, Any], paths: dict[str, tuple[str, ...]]
+) -> Item:
+    """A copy of `item` with the fields of per-item rendered parameters written.
+
+    `paths` holds the field names already checked: names rarely change from item to item,
+    so the common case writes straight away and only a new name is checked.
+    """
+    fields = parameters.get("fields")
+    keep_only_set = parameters.get("keepOnlySet", False)
+    if type(fields) is list and fields and type(keep_only_set) is bool:
+        result: Item = {} if keep_only_set else dict(item)
+        try:
+            for field in fields:
+                path = paths[field["name"]]
+                if len(path) == 1:
+                    result[path[0]] = field.get("value")
+                else:
+                    set_path(result, path, field.get("value"))
+        except (KeyError, TypeError, AttributeError):
+            pass  # a name not seen yet, or a malformed entry: check them all below
+        else:
+            return result
+    return _assign(item, *_checked_assignments(parameters, paths))
+
+
+async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Writes each field on a copy of every item; `keepOnlySet` drops the other fields."""
+    items = inputs.get("main", [])
+    results: list[Item] = []
+    paths: dict[str, tuple[str, ...]] = {}
+    if ctx.compiled.is_constant:
+        assignments, keep_only_set = _checked_assignments(ctx.parameters(), paths)
+        for _, chunk in chunks(items):
+            results.extend(_assign(item, assignments, keep_only_set) for item in chunk)
+            await ctx.checkpoint(len(chunk))
+        return {"main": results}
+    parameters = per_item(ctx)
+    for start, chunk in chunks(items):
+        for index, item in enumerate(chunk, start):
+            results.append(_set_rendered(item, parameters(item, index), paths))
+        await ctx.checkpoint(len(chunk))
+    return {"main": results}
+
+
+def _sort_rank(value: Any, descending: bool) -> tuple[int, Any]:
+    """A key under which any two JSON values compare, never raising TypeError.
+
+    Numbers come first, then text, booleans, lists and objects (the last two by their JSON
+    text); null, a missing field and NaN come last in either direction.
+    """
+    kind = type(value)
+    if kind is int or kind is float:
+        if value == value:
+            return (0, value)
+    elif kind is str:
+        return (1, value)
+    elif kind is bool:
+        return (2, value)
+    elif kind is list or kind is dict:
+        text_form = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        return (3 if kind is list else 4, text_form)
+    return (-1, 0) if descending else (5, 0)
+
+
+async def sort(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Orders items by one or more fields, each ascending or descending; stable."""
+    items = inputs.get("main", [])
+    parameters = settings(ctx, items)
+    keys = [
+        (
+            getter(text(entry, "field", prefix=f"fields[{index}].")),
+            choice(entry, "order", ("asc", "desc"), default="asc", prefix=f"fields[{index}].")
+            == "desc",
+        )
+        for index, entry in enumerate(_objects(parameters, "fields"))
+    ]
+    order = list(range(len(items)))
+    # One stable pass per field, least significant first (a reversed sort stays stable).
+    for read, descending in reversed(keys):
+        ranks: list[tuple[int, Any]] = []
+        for _, chunk in chunks(items):
+            ranks.extend(_sort_rank(read(item), descending) for item in chunk)
+            await ctx.checkpoint(len(chunk))
+        order.sort(key=ranks.__getitem__, reverse=descending)
+    return {"main": [items[position] for position in order]}
+
+
+async def limit(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Keeps the first or the last `maxItems` items."""
+    items = inputs.get("main", [])
+    parameters = settings(ctx, items)
+    max_items = whole_number(parameters, "maxItems", minimum=1)
+    keep = choice(parameters, "keep", ("first", "last"), default="first")
+    return {"main": list(items[:max_items] if keep == "first" else items[-max_items:])}
+
+
+async def aggregate(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """One item holding every item under `destinationField`, or one list per chosen field."""
+    items = inputs.get("main", [])
+    if not items:
+        return {"main": []}
+    parameters = settings(ctx, items)
+    mode = choice(parameters, "mode", ("all_items", "fields"), default="all_items")
+    result: Item = {}
+    if mode == "all_items":
+        set_path(result, text(parameters, "destinationField", default="data"), list(items))
+        return {"main": [result]}
+    keep_missing = flag(parameters, "keepMissing", default=False)
+    outputs: set[str] = set()
+    for index, entry in enumerate(_objects(parameters, "fields")):
+        prefix = f"fields[{index}]."
+        path = text(entry, "field", prefix=prefix)
+        output = text(entry, "renameTo", prefix=prefix) if entry.get("renameTo") else None
+        output = output or split_path(path)[-1]
+        if output in outputs:
+            raise invalid_parameter(
+                f"{prefix}renameTo", f"names the output field {output!r} a second time"
+            )
+        outputs.add(output)
+        read = getter(path)
+        values: list[Any] = []
+        for _, chunk in chunks(items):
+            for item in chunk:
+                value = read(item)
+                if value is MISSING or value is None:
+                    if not keep_missing:
+                        continue
+                    value = None
+                values.append(value)
+            await ctx.checkpoint(len(chunk))
+        set_path(result, output, values)
+    return {"main": [result]}
+
+
+def _elements(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return list(value.values())
+    return [value]
+
+
+async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """One item per element of a list field, as n8n's Split Out does.
+
+    An object element becomes the new item; any other element is put under the field's
+    name. With `keepOtherFields`, every new item is a copy of the original with the element
+    in place of the list. As in n8n, an object is split into its values and a single value
+    into one item; an item without the field (or with null) gives no items. Unlike n8n, which
+    only hints at it, a field found in no item at all is an error (`FIELD_NOT_FOUND`): that
+    is almost always a misspelt name, and an empty result would hide it.
+    """
+    items = inputs.get("main", [])
+    parameters = settings(ctx, items)
+    field = text(parameters, "field")
+    keep_other_fields = flag(parameters, "keepOtherFields", default=False)
+    path, read = split_path(field), getter(field)
+    results: list[Item] = []
+    found = False
+    for _, chunk in chunks(items):
+        for item in chunk:
+            value = read(item)
+            if value is MISSING:
+                continue
+            found = True
+            if value is None:
+                continue
+            for element in _elements(value):
+                if keep_other_fields or not isinstance(element, dict):
+                    result = dict(item) if keep_other_fields else {}
+                    set_path(result, path, element)
+                else:
+                    result = dict(element)
+                results.append(result)
+        await ctx.checkpoint(len(chunk))
+    if items and not found:
+        raise NodeError(
+            f"The field '{field}' to split out was not found in any input item",
+            error_type=FIELD_NOT_FOUND,
+            details={"parameter": "field", "field": field},
+        )
+    return {"main": results}
