@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from engine.expressions import rename_references
 from engine.graph import Edge, Graph, Node
 
 
@@ -39,7 +40,30 @@ def update_node(graph: Graph, node_id: str, node: Node) -> Graph:
             node_id,
             "node.id",
         )
-    return replace(graph, nodes=tuple(node if n.id == node_id else n for n in graph.nodes))
+    updated = replace(graph, nodes=tuple(node if n.id == node_id else n for n in graph.nodes))
+    return carry_renames(graph, updated)
+
+
+def carry_renames(before: Graph, after: Graph) -> Graph:
+    """`after`, with expressions that referred to a renamed node (same id, new name) pointing
+    at its new name, so that renaming never breaks `$node["Name"]` or `$("Name")`."""
+    old_names = {node.id: node.name for node in before.nodes}
+    renames = [
+        (old_names[node.id], node.name)
+        for node in after.nodes
+        if node.id in old_names and old_names[node.id] != node.name
+    ]
+    if not renames:
+        return after
+    nodes = []
+    for node in after.nodes:
+        parameters = node.parameters
+        for old, new in renames:
+            parameters = rename_references(parameters, old, new)
+        nodes.append(
+            node if parameters == node.parameters else replace(node, parameters=parameters)
+        )
+    return replace(after, nodes=tuple(nodes))
 
 
 def remove_node(graph: Graph, node_id: str) -> Graph:

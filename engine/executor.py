@@ -45,6 +45,10 @@ from engine.plan import ERROR_PORT, Plan, PlanNode
 from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
 
 ENGINE_VERSION = "1"
+# The cancellation message that means "this process is stopping", not "the user cancelled":
+# running attempts are recorded as FAILED with WORKER_LOST and the execution stays RUNNING,
+# to be resumed (without repeating nodes that succeeded) by the next process.
+SHUTDOWN = "loom-shutdown"
 DEFAULT_MAX_CONCURRENCY = 16
 
 NO_DATA: list[Item] = []  # identity marks an edge that resolved without data
@@ -77,6 +81,9 @@ class RunRequest:
     # Attempts already used per node (resume), so attempt numbers keep counting.
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
+    # True when whoever claimed the execution already recorded its start (the runner does,
+    # in the same transaction as the claim); the run then begins at `next_sequence`.
+    announced: bool = False
 
 
 @dataclass(slots=True)
@@ -160,6 +167,7 @@ class _Run:
         self.finished: set[str] = set()
         self.ready: deque[tuple[PlanNode, PortItems]] = deque()
         self.running: dict[asyncio.Task[PortItems], PlanNode] = {}
+        self.interrupted = False
 
     # Recording
 
@@ -381,6 +389,16 @@ class _Run:
         return outputs
 
     def cancel_state(self, state: NodeRunState) -> None:
+        if self.interrupted and state.status is NodeRunStatus.RUNNING:
+            state.finished_at = self.clock()
+            state.error = ErrorInfo(
+                "WORKER_LOST",
+                f"node {state.node_name!r} was interrupted when its process stopped; "
+                "it runs again when the execution resumes",
+            )
+            self.transition(state, NodeRunStatus.FAILED)
+            self.emit(EventType.NODE_FAILED, state=state)
+            return
         if state.status in (NodeRunStatus.PENDING, NodeRunStatus.RUNNING):
             state.finished_at = self.clock()
             self.transition(state, NodeRunStatus.CANCELLED)
@@ -390,11 +408,12 @@ class _Run:
 
     def start(self) -> None:
         request = self.request
-        update = ExecutionUpdate(status=ExecutionStatus.RUNNING, started_at=self.clock())
-        self.emit(
-            EventType.EXECUTION_RESUMED if request.resumed else EventType.EXECUTION_STARTED,
-            execution=update,
-        )
+        if not request.announced:
+            update = ExecutionUpdate(status=ExecutionStatus.RUNNING, started_at=self.clock())
+            self.emit(
+                EventType.EXECUTION_RESUMED if request.resumed else EventType.EXECUTION_STARTED,
+                execution=update,
+            )
         start = self.start_node()
         for plan_node in self.plan.nodes.values():
             if plan_node.incoming or plan_node.id == start.id:
@@ -445,6 +464,9 @@ class _Run:
                 for task in sorted(done, key=lambda t: self.running[t].order):
                     plan_node = self.running.pop(task)
                     self.resolve(plan_node, task.result())
+        except asyncio.CancelledError as exc:
+            self.interrupted = exc.args == (SHUTDOWN,)
+            raise
         finally:
             await self.cancel_running()
 
@@ -533,6 +555,9 @@ class Executor:
             )
             outcome = run.finish(ExecutionStatus.FAILED, error)
         except asyncio.CancelledError:
+            if run.interrupted:
+                await asyncio.shield(self.recorder.flush())
+                raise
             run.cancel_rest()
             run.finish(
                 ExecutionStatus.CANCELLED, ErrorInfo("CANCELLED", "the execution was cancelled")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from engine.expressions import CompiledParameters, compile_parameters
 from engine.graph import DEFAULT_PORT, ERROR_PORT, Edge, Graph, Node, OnError
 from engine.node_types import NodeType, NodeTypeRegistry
-from engine.validation import GraphLimits, Problem, Severity, validate_graph
+from engine.validation import GraphLimits, Problem, validate_graph
 
 
 class PlanError(Exception):
@@ -96,22 +96,10 @@ def compile_plan(
     """Validate and compile a graph; raises `PlanError` listing every problem."""
     report = validate_graph(graph, registry, limits or GraphLimits())
     problems = report.all_problems()
-    compiled: dict[str, CompiledParameters] = {}
-    for node in graph.nodes:
-        parameters, errors = compile_parameters(node.parameters)
-        compiled[node.id] = parameters
-        problems.extend(
-            Problem(
-                code="EXPRESSION_SYNTAX",
-                message=f"{node.name}: parameter '{error.path}': {error.error}",
-                node_id=node.id,
-                field=f"parameters.{error.path}" if error.path else "parameters",
-                severity=Severity.PARAMETER,
-            )
-            for error in errors
-        )
     if problems:
         raise PlanError(problems)
+    # Validation compiled every expression already; these come from the compile cache.
+    compiled = {node.id: compile_parameters(node.parameters)[0] for node in graph.nodes}
     incoming: dict[str, dict[str, list[int]]] = {node.id: {} for node in graph.nodes}
     outgoing: dict[str, list[int]] = {node.id: [] for node in graph.nodes}
     for index, edge in enumerate(graph.edges):

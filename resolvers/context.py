@@ -13,12 +13,16 @@ from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
 from engine.node_types import NodeTypeRegistry
+from engine.nodes.base import PortItems
+from engine.plan import PlanCache
+from engine.submitter import Submitter
 from engine.validation import GraphLimits
 from resolvers import mapping
 from resolvers.auth import Authenticator
 from resolvers.errors import UNAUTHENTICATED, RequestError
+from schema import execution_types as xtypes
 from schema import types
-from storage import accounts, workflows
+from storage import accounts, executions, workflows
 from storage.accounts import Principal
 from storage.db import Database
 
@@ -32,6 +36,8 @@ class Services:
     authenticator: Authenticator
     graph_limits: GraphLimits = field(default_factory=GraphLimits)
     max_page_size: int = 100
+    submitter: Submitter | None = None
+    plan_cache: PlanCache = field(default_factory=PlanCache)
 
 
 class RequestLoaders:
@@ -46,6 +52,22 @@ class RequestLoaders:
         self.workflow_versions: DataLoader[str, list[types.WorkflowVersion]] = DataLoader(
             load_fn=self._load_workflow_versions
         )
+        self.node_runs: DataLoader[str, list[xtypes.NodeRun]] = DataLoader(
+            load_fn=self._load_node_runs
+        )
+        self.node_run_outputs: DataLoader[str, PortItems | None] = DataLoader(
+            load_fn=self._load_node_run_outputs
+        )
+
+    async def _load_node_runs(self, execution_ids: Sequence[str]) -> list[list[xtypes.NodeRun]]:
+        async with self._database.session() as session:
+            grouped = await executions.node_runs(session, execution_ids)
+        return [[mapping.node_run(row) for row in grouped[i]] for i in execution_ids]
+
+    async def _load_node_run_outputs(self, run_ids: Sequence[str]) -> list[PortItems | None]:
+        async with self._database.session() as session:
+            found = await executions.payloads_by_run(session, run_ids)
+        return [found.get(i) for i in run_ids]
 
     async def _load_users(self, user_ids: Sequence[str]) -> list[types.User | None]:
         async with self._database.session() as session:

@@ -10,6 +10,7 @@ from engine.graph import Edge, Graph, Node, OnError, Position, RetryPolicy
 from engine.settings import settings_problems
 from engine.validation import Problem
 from schema.inputs import EdgeInput, NodeInput, WorkflowInput
+from storage.types import storable
 
 MAX_WORKFLOW_NAME = 255
 MAX_DESCRIPTION = 10_000
@@ -31,7 +32,7 @@ class Collected:
 def check_text(
     collected: Collected, value: str, field_path: str, *, max_length: int, required: bool
 ) -> None:
-    """Names and other text: not empty (when required), bounded, no NUL or control characters."""
+    """Names and other text: not empty (when required), bounded, and storable."""
     if required and not value.strip():
         collected.add("EMPTY_NAME", f"{field_path} must not be empty", field_path)
     if len(value) > max_length:
@@ -42,6 +43,10 @@ def check_text(
         )
     if "\x00" in value:
         collected.add("INVALID_CHARACTER", f"{field_path} contains a NUL character", field_path)
+    elif not storable(value):
+        collected.add(
+            "INVALID_CHARACTER", f"{field_path} contains a lone surrogate (not Unicode)", field_path
+        )
 
 
 def _finite(value: float | None) -> bool:

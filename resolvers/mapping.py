@@ -9,6 +9,7 @@ from strawberry.scalars import JSON
 
 from engine.node_types import NodeType as EngineNodeType
 from engine.node_types import NodeTypeRegistry
+from schema import execution_types as xtypes
 from schema import types
 from storage import models
 
@@ -145,4 +146,57 @@ def node_type(descriptor: EngineNodeType, registry: NodeTypeRegistry) -> types.N
         ],
         parameters_schema=_json(descriptor.parameters_schema),
         credential_kinds=list(descriptor.credential_kinds),
+    )
+
+
+def _error(data: dict[str, Any] | None, kind: type[Any]) -> Any:
+    if not data:
+        return None
+    return kind(
+        type=data["type"], message=data["message"], details=_json(data.get("details") or {})
+    )
+
+
+def execution(row: models.Execution) -> xtypes.Execution:
+    duration = (
+        (row.finished_at - row.started_at).total_seconds() * 1000
+        if row.started_at is not None and row.finished_at is not None
+        else None
+    )
+    return xtypes.Execution(
+        id=strawberry.ID(row.id),
+        workflow_id=strawberry.ID(row.workflow_id),
+        workflow_version=row.workflow_version,
+        status=xtypes.ExecutionStatus(row.status),
+        mode=row.mode,
+        input=_json(row.input),
+        output=_json(row.output),
+        error=_error(row.error, xtypes.ExecutionError),
+        engine_version=row.engine_version,
+        retry_of=None if row.retry_of is None else strawberry.ID(row.retry_of),
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        duration_ms=duration,
+    )
+
+
+def node_run(row: models.NodeRun) -> xtypes.NodeRun:
+    duration = (
+        (row.finished_at - row.started_at).total_seconds() * 1000
+        if row.started_at is not None and row.finished_at is not None
+        else None
+    )
+    return xtypes.NodeRun(
+        id=strawberry.ID(row.id),
+        node_id=strawberry.ID(row.node_id),
+        node_name=row.node_name,
+        status=xtypes.NodeRunStatus(row.status),
+        attempt=row.attempt,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        duration_ms=duration,
+        input_items=row.input_items,
+        output_items=row.output_items,
+        error=_error(row.error, xtypes.NodeError),
     )

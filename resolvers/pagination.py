@@ -8,6 +8,7 @@ import json
 from datetime import datetime
 
 from resolvers.errors import BAD_USER_INPUT, INVALID_CURSOR, RequestError
+from storage.types import storable
 
 DEFAULT_PAGE_SIZE = 20
 
@@ -23,7 +24,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         created_at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         parsed = datetime.fromisoformat(created_at)
-        if not isinstance(row_id, str) or parsed.tzinfo is None:
+        if not isinstance(row_id, str) or not storable(row_id) or parsed.tzinfo is None:
             raise ValueError("malformed key")
     except (ValueError, TypeError, binascii.Error, UnicodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"invalid cursor {cursor[:64]!r}", INVALID_CURSOR) from exc

@@ -177,15 +177,17 @@ async def update_workflow(
                 expected_version=expected_version,
                 current_version=current.version,
             )
-        node_issues, refusing = _checked_graph(info, fields.graph, collected)
+        # A node renamed in this update keeps the expressions that refer to it working.
+        graph = editing.carry_renames(Graph.from_json(current.nodes, current.edges), fields.graph)
+        node_issues, refusing = _checked_graph(info, graph, collected)
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(
             name=fields.name,
             description=fields.description,
             tags=fields.tags,
-            nodes=fields.graph.nodes_to_json(),
-            edges=fields.graph.edges_to_json(),
+            nodes=graph.nodes_to_json(),
+            edges=graph.edges_to_json(),
             node_issues=node_issues,
             settings=fields.settings,
         )
@@ -195,6 +197,8 @@ async def update_workflow(
             )
         except errors.VersionConflictError as exc:
             return _conflict(exc)
+        except errors.NotFoundError:  # deleted concurrently
+            return _not_found(str(id))
     return mapping.workflow(row)
 
 
@@ -272,6 +276,8 @@ async def _edit_graph(
             )
         except errors.VersionConflictError as exc:
             return _conflict(exc)
+        except errors.NotFoundError:  # deleted concurrently
+            return _not_found(workflow_id)
     return mapping.workflow(row)
 
 
@@ -373,6 +379,8 @@ async def publish_workflow(
             )
         except errors.VersionConflictError as exc:
             return _conflict(exc)
+        except errors.NotFoundError:  # deleted concurrently
+            return _not_found(str(id))
         except IntegrityError:  # a concurrent publish of the same version won the race
             row = await workflows.require_workflow(session, str(id), viewer.workspace_ids)
     return mapping.workflow(row)
@@ -398,5 +406,8 @@ async def set_workflow_active(
                     )
                 ]
             )
-        row = await workflows.set_active(session, str(id), viewer.workspace_ids, active)
+        try:
+            row = await workflows.set_active(session, str(id), viewer.workspace_ids, active)
+        except errors.NotFoundError:  # deleted concurrently
+            return _not_found(str(id))
     return mapping.workflow(row)

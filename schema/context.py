@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from strawberry.dataloader import DataLoader
 
 if TYPE_CHECKING:
+    from schema.execution_types import NodeRun
     from schema.types import User, WorkflowVersion, Workspace
 
 
@@ -25,6 +26,12 @@ class Loaders(Protocol):
 
     @property
     def workflow_versions(self) -> DataLoader[str, list[WorkflowVersion]]: ...
+
+    @property
+    def node_runs(self) -> DataLoader[str, list[NodeRun]]: ...
+
+    @property
+    def node_run_outputs(self) -> DataLoader[str, dict[str, list[dict[str, object]]] | None]: ...
 
 
 class SchemaContext(Protocol):

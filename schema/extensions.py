@@ -7,12 +7,14 @@ fixed message with the request id, and the log gets the exception with the same 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import ParserCache, SchemaExtension
 
 logger = logging.getLogger("loom.graphql")
 
@@ -20,6 +22,10 @@ INTERNAL_ERROR = "INTERNAL_SERVER_ERROR"
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 REQUEST_ERROR_CODES = frozenset({PARSE_FAILED, VALIDATION_FAILED})
+
+# graphql-core suggests schema names ("Did you mean 'name'?") in validation and variable
+# errors; Strawberry's `disable_field_suggestions` removes only the field ones.
+_SUGGESTION = re.compile(r" ?Did you mean (?:the enum value )?'[^']*'(?:(?:,| or|, or) '[^']*')*\?")
 
 
 def is_unexpected(error: GraphQLError) -> bool:
@@ -53,6 +59,7 @@ class ErrorPolicy(SchemaExtension):
                 path=error.path,
                 extensions={"code": INTERNAL_ERROR, "requestId": request_id},
             )
+        message = _SUGGESTION.sub("", error.message)
         extensions = dict(error.extensions or {})
         if "code" not in extensions:
             original = error.original_error
@@ -62,13 +69,31 @@ class ErrorPolicy(SchemaExtension):
             is_syntax = error.message.startswith("Syntax Error")
             extensions["code"] = PARSE_FAILED if is_syntax else VALIDATION_FAILED
         return GraphQLError(
-            error.message,
+            message,
             nodes=error.nodes,
             source=error.source,
             positions=error.positions,
             path=error.path,
             extensions=extensions,
         )
+
+
+class CachedParse(ParserCache):
+    """Strawberry's parser cache, except that a document that fails to parse is left alone.
+
+    `ParserCache` parses on entering the parse step, where a syntax error escapes the
+    operation and with it `ErrorPolicy`: the client got a 200 without `extensions.code`.
+    Left unparsed, the document is parsed again by Strawberry inside the step, whose errors
+    are ordinary results. Only invalid documents pay for the second parse.
+    """
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        with contextlib.suppress(GraphQLError):
+            context.graphql_document = self.cached_parse_document(
+                context.query, **context.parse_options
+            )
+        yield
 
 
 def log_unexpected(errors: list[GraphQLError], context: Any) -> None:

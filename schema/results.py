@@ -6,6 +6,7 @@ from typing import Annotated
 
 import strawberry
 
+from schema.execution_types import Execution
 from schema.types import ApiToken, Problem, User, Workflow
 
 
@@ -60,4 +61,8 @@ TokenResult = Annotated[
 RevokeTokenResult = Annotated[
     ApiToken | NotFoundError,
     strawberry.union("RevokeTokenResult", description="The revoked token, or why not."),
+]
+ExecutionResult = Annotated[
+    Execution | ValidationError | NotFoundError,
+    strawberry.union("ExecutionResult", description="An execution, or why there is none."),
 ]

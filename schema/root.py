@@ -5,22 +5,23 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import ASTValidationRule, GraphQLError
 from strawberry.extensions import (
-    MaxAliasesLimiter,
+    AddValidationRules,
     MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.extensions.max_aliases import create_validator as alias_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from resolvers import accounts as account_resolvers
+from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
 from resolvers import workflows as workflow_resolvers
-from schema import results, types
-from schema.extensions import ErrorPolicy, log_unexpected
+from schema import execution_types, results, types
+from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
 
 
 @strawberry.type(description="Read access to everything the viewer may see.")
@@ -47,6 +48,15 @@ class Query:
     node_type: types.NodeType | None = strawberry.field(
         resolver=node_type_resolvers.node_type,
         description="One node type by name (and version; the latest when omitted).",
+    )
+    executions: execution_types.ExecutionConnection = strawberry.field(
+        resolver=execution_resolvers.executions_page,
+        description="The viewer's executions, newest first, optionally of one workflow or "
+        "status (Relay connection).",
+    )
+    execution: execution_types.Execution | None = strawberry.field(
+        resolver=execution_resolvers.execution,
+        description="One execution; null if missing or not yours.",
     )
     users: list[types.User] = strawberry.field(
         resolver=account_resolvers.users, description="Every user (admins only; empty for others)."
@@ -96,6 +106,22 @@ class Mutation:
         resolver=workflow_resolvers.set_workflow_active,
         description="Switch the published version's triggers on or off; no version changes.",
     )
+    execute_workflow: results.ExecutionResult = strawberry.mutation(
+        resolver=execution_resolvers.execute_workflow,
+        description="Run the workflow's current draft now (it is snapshotted and pinned); "
+        "returns the QUEUED or RUNNING execution at once. The same `idempotencyKey` returns "
+        "the same execution.",
+    )
+    cancel_execution: results.ExecutionResult = strawberry.mutation(
+        resolver=execution_resolvers.cancel_execution,
+        description="Stop an execution; running nodes and nodes not yet started are CANCELLED.",
+    )
+    retry_execution: results.ExecutionResult = strawberry.mutation(
+        resolver=execution_resolvers.retry_execution,
+        description="Run a finished execution again as a new one. `fromFailedNode` reuses the "
+        "outputs of the nodes that succeeded; `useLatestVersion` runs the current draft "
+        "instead of the pinned version.",
+    )
     create_user: results.TokenResult = strawberry.mutation(
         resolver=account_resolvers.create_user,
         description="Create a user and a first token (admins only).",
@@ -124,14 +150,19 @@ def build_schema(
 ) -> LoomSchema:
     """The schema with Loom's limits, caches and error policy."""
     # Factories, not instances: Strawberry builds fresh extensions per request. The parser
-    # and validation caches live at module level, so they are shared all the same.
+    # and validation caches live at module level, so they are shared all the same. The limit
+    # rules are built once here: the validation cache is keyed by the rule classes, and
+    # `QueryDepthLimiter(...)` per request would make a new class, and a miss, every time.
+    limit_rules: list[type[ASTValidationRule]] = [
+        depth_rule(max_depth, None, None),
+        alias_rule(max_aliases),
+    ]
     extensions: list[Any] = [
         ErrorPolicy,
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
-        lambda: ParserCache(maxsize=1000),
+        lambda: CachedParse(maxsize=1000),
+        lambda: AddValidationRules(limit_rules),
         lambda: ValidationCache(maxsize=1000),
-        lambda: QueryDepthLimiter(max_depth=max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
     ]
     return LoomSchema(
         query=Query,

@@ -13,6 +13,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from engine.node_types import NodeTypeRegistry, load_registry
+from engine.plan import PlanCache
+from engine.runner import ExecutionRunner
+from engine.submitter import InProcessSubmitter
 from engine.validation import GraphLimits
 from resolvers.auth import Authenticator
 from resolvers.context import Services
@@ -20,21 +23,38 @@ from schema.root import build_schema
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
 from server.settings import Settings
+from storage import executions
 from storage.db import Database
+from storage.executions import DatabaseExecutionSource
+from storage.recorder import GroupCommitWriter
 
 logger = logging.getLogger("loom.server")
 
 
 def build_services(
-    settings: Settings, database: Database, registry: NodeTypeRegistry | None = None
+    settings: Settings,
+    database: Database,
+    registry: NodeTypeRegistry | None = None,
+    writer: GroupCommitWriter | None = None,
 ) -> Services:
-    """The per-process dependencies of the resolvers."""
+    """The per-process dependencies of the resolvers (embedded mode: executions run here)."""
+    registry = registry if registry is not None else load_registry()
+    plan_cache = PlanCache(max_entries=settings.plan_cache_size)
+    runner = ExecutionRunner(
+        DatabaseExecutionSource(database),
+        writer or GroupCommitWriter(database),
+        registry,
+        plan_cache=plan_cache,
+        max_concurrency=settings.max_node_concurrency,
+    )
     return Services(
         database=database,
-        registry=registry if registry is not None else load_registry(),
+        registry=registry,
         authenticator=Authenticator(database, cache_s=settings.token_cache_s),
         graph_limits=GraphLimits(max_nodes=settings.max_graph_nodes),
         max_page_size=settings.max_page_size,
+        submitter=InProcessSubmitter(runner),
+        plan_cache=plan_cache,
     )
 
 
@@ -49,7 +69,10 @@ def create_app(
     settings = settings or Settings()
     owns_database = database is None
     database = database or Database(settings.resolved_database_url())
-    services = build_services(settings, database, registry)
+    writer = GroupCommitWriter(database)
+    services = build_services(settings, database, registry, writer)
+    submitter = services.submitter
+    assert isinstance(submitter, InProcessSubmitter)
     schema = build_schema(
         max_depth=settings.max_query_depth,
         max_tokens=settings.max_query_tokens,
@@ -85,9 +108,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await writer.start()
+        # Embedded mode: executions that were queued or running when the process stopped
+        # run again; nodes that succeeded are not repeated.
+        async with database.session() as session:
+            interrupted = await executions.active_executions(session)
+        for execution_id in interrupted:
+            await submitter.submit(execution_id)
+        if interrupted:
+            logger.info("resuming %d interrupted executions", len(interrupted))
         try:
             yield
         finally:
+            await submitter.close()
+            await writer.stop()
             if owns_database:
                 await database.dispose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cross_web import HTTPException
@@ -68,6 +69,27 @@ class LoomGraphQL(GraphQL[Context, None]):
             response = error_response(exc.status_code, exc.reason)
         await response(scope, receive, send)
 
+    def decode_json(self, data: str | bytes) -> object:
+        """Strict JSON; every failure is a `JSONDecodeError` (HTTP 400, websocket close 4400).
+
+        Python's parser would accept NaN and Infinity, which no database stores as JSON, and
+        fails with other errors on nesting deep enough to exhaust its recursion or on numbers
+        longer than Python converts: a 500 instead of a 400.
+        """
+        try:
+            return json.loads(data, parse_constant=_refuse_constant)
+        except json.JSONDecodeError:
+            raise
+        except (ValueError, RecursionError) as exc:
+            raise json.JSONDecodeError(f"invalid JSON ({type(exc).__name__})", "", 0) from exc
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A JSON object (or a list: a batch, which Strawberry refuses); anything else is a 400."""
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict | list):
+            raise HTTPException(400, "The request must be a JSON object")
+        return parsed
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(
             services=self.services,
@@ -105,6 +127,10 @@ class LoomGraphQL(GraphQL[Context, None]):
         if context.principal is None:
             raise ConnectionRejectionError({"message": "authentication required"})
         return None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _is_request_failure(result: ExecutionResult) -> bool:

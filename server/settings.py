@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Origins allowed to open websockets; empty allows same-origin only.",
     )
+    plan_cache_size: int = Field(
+        default=256, description="Compiled workflow versions kept per process (LRU)."
+    )
+    max_node_concurrency: int = Field(
+        default=16, description="Nodes of one execution that may run at the same time."
+    )
     token_cache_s: float = Field(
         default=5.0, description="How long a verified API token is trusted without the database."
     )

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.db import Database
 from storage.errors import DuplicateNameError, NotFoundError
 from storage.models import ApiToken, Membership, User, Workspace
-from storage.types import utcnow
+from storage.types import storable, utcnow
 
 TOKEN_PREFIX = "loom_"  # noqa: S105 (a public prefix, not a secret)
 ADMIN_USER_NAME = "admin"
@@ -72,7 +72,8 @@ async def list_users(session: AsyncSession) -> Sequence[User]:
 
 
 async def users_by_ids(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, User]:
-    rows = await session.exec(select(User).where(col(User.id).in_(user_ids)))
+    keys = [user_id for user_id in user_ids if storable(user_id)]
+    rows = await session.exec(select(User).where(col(User.id).in_(keys)))
     return {user.id: user for user in rows}
 
 
@@ -96,6 +97,8 @@ async def create_token(
 
 async def revoke_token(session: AsyncSession, token_id: str, user_id: str | None) -> ApiToken:
     """Revoke a token; `user_id` restricts it to that user's tokens (None: any, for admins)."""
+    if not storable(token_id):
+        raise NotFoundError("token", token_id)
     query = select(ApiToken).where(ApiToken.id == token_id)
     if user_id is not None:
         query = query.where(ApiToken.user_id == user_id)

@@ -20,6 +20,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers proceed while the single writer commits.
@@ -31,6 +35,9 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # With WAL, NORMAL is durable against application crashes and much faster than FULL.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+    # SQLite's own lower() folds ASCII letters only, so case-insensitive filters would miss
+    # "Ü" for "ü"; Python's folds all of Unicode, as PostgreSQL's does.
+    dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
 
 
 class Database:

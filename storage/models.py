@@ -9,7 +9,18 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from storage.types import UTCDateTime, utcnow
@@ -163,7 +174,7 @@ class WorkflowVersion(SQLModel, table=True):
 
 
 class Execution(SQLModel, table=True):
-    """One run of a workflow version. The engine issue fills in how it runs."""
+    """One run of a workflow version, pinned to its snapshot."""
 
     __tablename__ = "executions"
 
@@ -181,13 +192,28 @@ class Execution(SQLModel, table=True):
             String(36), ForeignKey("workflow_versions.id", ondelete="CASCADE"), nullable=False
         )
     )
+    workflow_version: int = 1
     status: str = Field(max_length=16)
     mode: str = Field(max_length=16)
     input: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
     output: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     idempotency_key: str | None = Field(default=None, max_length=255)
+    start_node_id: str | None = Field(default=None, max_length=255)
+    # A retry reuses the outputs of the nodes that succeeded in the execution it retries.
+    retry_of: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(36), ForeignKey("executions.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
+    reuse_outputs: bool = False
+    created_by: str | None = Field(
+        default=None,
+        sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
     engine_version: str = Field(max_length=32)
+    cancel_requested_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = _created_at()
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -197,6 +223,7 @@ class Execution(SQLModel, table=True):
         Index("ix_executions_created_at", "created_at"),
         Index("ix_executions_workflow_created", "workflow_id", "created_at"),
         Index("ix_executions_workspace_created", "workspace_id", "created_at"),
+        Index("ix_executions_status", "status"),
         UniqueConstraint("workflow_id", "idempotency_key", name="uq_executions_idempotency"),
     )
 
@@ -224,9 +251,65 @@ class NodeRun(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     __table_args__ = (
-        Index("ix_node_runs_execution", "execution_id"),
+        Index("ix_node_runs_execution", "execution_id", "created_at"),
         Index("ix_node_runs_created_at", "created_at"),
+        # Exactly one successful run per node and execution, whatever retries and
+        # redeliveries happen.
+        Index(
+            "uq_node_runs_one_success",
+            "execution_id",
+            "node_id",
+            unique=True,
+            sqlite_where=text("status = 'SUCCEEDED'"),
+            postgresql_where=text("status = 'SUCCEEDED'"),
+        ),
     )
+
+
+class NodeRunPayload(SQLModel, table=True):
+    """The full output of a node run: a JSON object of ports, zstd-compressed."""
+
+    __tablename__ = "node_run_payloads"
+
+    node_run_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("node_runs.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    execution_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("executions.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    encoding: str = Field(max_length=16)
+    raw_bytes: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+    __table_args__ = (Index("ix_node_run_payloads_execution", "execution_id"),)
+
+
+class ExecutionEventRow(SQLModel, table=True):
+    """The event log: every transition of an execution, numbered without gaps."""
+
+    __tablename__ = "execution_events"
+
+    execution_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    sequence: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    type: str = Field(max_length=32)
+    at: datetime = Field(sa_type=UTCDateTime)
+    node_id: str | None = Field(default=None, max_length=255)
+    node_name: str | None = Field(default=None, max_length=255)
+    attempt: int | None = None
+    status: str | None = Field(default=None, max_length=16)
+    duration_ms: float | None = None
+    input_items: int | None = None
+    output_items: int | None = None
+    error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    preview: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class LockAnchor(SQLModel, table=True):

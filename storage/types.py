@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,3 +40,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime."""
     return datetime.now(UTC)
+
+
+# PostgreSQL text holds no NUL character, and no driver encodes a lone surrogate as UTF-8.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> bool:
+    """Whether a string can be stored, and so sent as a query parameter, on every backend.
+
+    A key that cannot be stored matches no row: lookups answer "not found" without asking
+    the database, which would fail on it.
+    """
+    return _UNSTORABLE.search(text) is None

@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, delete, false, func, insert, literal, or_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import NotFoundError, VersionConflictError
-from storage.models import Workflow, WorkflowTag, WorkflowVersion
-from storage.types import utcnow
+from storage.models import Workflow, WorkflowTag, WorkflowVersion, new_id
+from storage.types import storable, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,8 @@ async def get_workflow(
     session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
 ) -> Workflow | None:
     """The draft, if it exists in one of the caller's workspaces."""
+    if not storable(workflow_id):
+        return None
     query = select(Workflow).where(Workflow.id == workflow_id, _scoped(workspace_ids))
     return (await session.exec(query)).first()
 
@@ -101,16 +104,19 @@ async def require_workflow(
 
 def _filtered(query: Any, workspace_ids: Sequence[str], where: WorkflowFilter) -> Any:
     query = query.where(_scoped(workspace_ids))
+    criteria = (where.name_contains, where.tag)
+    if not all(storable(text) for text in criteria if text is not None):
+        return query.where(false())
     if where.name_contains:
         pattern = (
             "%"
-            + where.name_contains.lower()
-            .replace("\\", "\\\\")
-            .replace("%", "\\%")
-            .replace("_", "\\_")
+            + where.name_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             + "%"
         )
-        query = query.where(func.lower(Workflow.name).like(pattern, escape="\\"))
+        # Both sides folded by the database, so they fold alike whatever its locale.
+        query = query.where(
+            func.lower(Workflow.name).like(func.lower(literal(pattern)), escape="\\")
+        )
     if where.tag is not None:
         tagged = select(WorkflowTag.workflow_id).where(WorkflowTag.tag == where.tag)
         query = query.where(col(Workflow.id).in_(tagged))
@@ -157,6 +163,8 @@ async def update_draft(
     change: DraftChange,
 ) -> Workflow:
     """Apply a change if the draft is still at `expected_version`; bumps the version."""
+    if not storable(workflow_id):
+        raise NotFoundError("workflow", workflow_id)
     values = change.values()
     values["version"] = col(Workflow.version) + 1
     values["updated_at"] = utcnow()
@@ -189,6 +197,8 @@ async def _reload(session: AsyncSession, workflow_id: str) -> Workflow:
 async def delete_workflow(
     session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
 ) -> None:
+    if not storable(workflow_id):
+        raise NotFoundError("workflow", workflow_id)
     result = await session.exec(
         delete(Workflow).where(col(Workflow.id) == workflow_id, _scoped(workspace_ids))
     )
@@ -209,21 +219,25 @@ async def ensure_snapshot(
     existing = (await session.exec(query)).first()
     if existing is not None:
         return existing
-    snapshot = WorkflowVersion(
-        workflow_id=workflow.id,
-        version=workflow.version,
-        name=workflow.name,
-        nodes=workflow.nodes,
-        edges=workflow.edges,
-        settings=workflow.settings,
-        created_by=created_by,
+    # INSERT ... ON CONFLICT DO NOTHING rather than a savepoint: SQLite's driver would commit
+    # a savepoint that opens the transaction, beyond the reach of a later rollback.
+    values = {
+        "id": new_id(),
+        "workflow_id": workflow.id,
+        "version": workflow.version,
+        "name": workflow.name,
+        "nodes": workflow.nodes,
+        "edges": workflow.edges,
+        "settings": workflow.settings,
+        "created_by": created_by,
+        "created_at": utcnow(),
+    }
+    dialect = session.get_bind().dialect.name
+    statement = (sqlite_insert if dialect == "sqlite" else pg_insert)(WorkflowVersion)
+    await session.exec(
+        statement.values(**values).on_conflict_do_nothing(index_elements=["workflow_id", "version"])
     )
-    try:
-        async with session.begin_nested():
-            session.add(snapshot)
-    except IntegrityError:
-        return (await session.exec(query)).one()
-    return snapshot
+    return (await session.exec(query)).one()
 
 
 async def publish(
@@ -253,6 +267,8 @@ async def set_active(
     session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str], active: bool
 ) -> Workflow:
     """Switch the published version's triggers on or off; the version does not change."""
+    if not storable(workflow_id):
+        raise NotFoundError("workflow", workflow_id)
     result = await session.exec(
         update(Workflow)
         .where(col(Workflow.id) == workflow_id, _scoped(workspace_ids))
@@ -266,6 +282,8 @@ async def set_active(
 async def get_version(
     session: AsyncSession, workflow_id: str, version: int, workspace_ids: Sequence[str]
 ) -> WorkflowVersion | None:
+    if not storable(workflow_id):
+        return None
     query = (
         select(WorkflowVersion)
         .join(Workflow, col(Workflow.id) == col(WorkflowVersion.workflow_id))

@@ -8,6 +8,8 @@ an unreachable PostgreSQL or Redis is an error, never a silent skip.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,18 +22,25 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
+import server.app
+from engine.node_types import NodeTypeRegistry, load_registry
+from schema.root import build_schema
 from server.app import create_app
 from server.settings import Settings
 from storage import accounts
 from storage.db import Database
 from storage.migrate import upgrade
 
-PG_URL = os.environ.get("LOOM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "LOOM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("LOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 def services_required() -> bool:
-    return os.environ.get("CI", "").lower() == "true" or os.environ.get("LOOM_REQUIRE_SERVICES") == "1"
+    return (
+        os.environ.get("CI", "").lower() == "true" or os.environ.get("LOOM_REQUIRE_SERVICES") == "1"
+    )
 
 
 async def _postgres_reachable() -> str | None:
@@ -47,7 +56,7 @@ async def _postgres_reachable() -> str | None:
     return None
 
 
-_pg_problem: str | None | bool = False  # False: not checked yet
+_pg_problem: str | bool | None = False  # False: not checked yet
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -60,7 +69,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-async def migrated(backend: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Database]:
+async def migrated(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Database]:
     """A database of the given backend with the schema migrated, shared by the session."""
     global _pg_problem
     if backend == "sqlite":
@@ -100,14 +111,50 @@ async def database(migrated: Database) -> AsyncIterator[Database]:
     yield migrated
 
 
+DbState = Callable[[], Awaitable[dict[str, list[str]]]]
+
+
+@pytest.fixture
+def db_state(database: Database) -> DbState:
+    """Every stored row, as comparable text: assert a failed request changed nothing."""
+
+    async def dump() -> dict[str, list[str]]:
+        state: dict[str, list[str]] = {}
+        async with database.engine.connect() as connection:
+            for table in SQLModel.metadata.sorted_tables:
+                rows = (await connection.execute(table.select())).mappings().all()
+                state[table.name] = sorted(
+                    json.dumps(dict(row), default=str, sort_keys=True) for row in rows
+                )
+        return state
+
+    return dump
+
+
 @pytest.fixture
 def settings() -> Settings:
     return Settings(_env_file=None, token_cache_s=0.0)  # type: ignore[call-arg]
 
 
+@pytest.fixture(scope="session")
+def registry() -> NodeTypeRegistry:
+    """The installed node types, loaded once: checking every schema takes a while."""
+    return load_registry()
+
+
+# One schema per set of limits for the whole run: Strawberry's validation cache is keyed by
+# the schema, so a fresh schema per test would validate every query anew (~20 ms each).
+_shared_schema = functools.cache(build_schema)
+
+
+@pytest.fixture(autouse=True)
+def shared_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server.app, "build_schema", _shared_schema)
+
+
 @pytest.fixture
-async def app(database: Database, settings: Settings) -> Any:
-    return create_app(settings, database=database)
+async def app(database: Database, settings: Settings, registry: NodeTypeRegistry) -> Any:
+    return create_app(settings, database=database, registry=registry)
 
 
 @pytest.fixture

@@ -54,3 +54,101 @@ def workflow_input(name: str = "My workflow", **fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"name": name, **chain(3)}
     base.update(fields)
     return base
+
+
+DELETE = """
+mutation($id: ID!) {
+  deleteWorkflow(id: $id) { __typename ... on Deleted { id } ... on NotFoundError { message id } }
+}
+"""
+DUPLICATE = f"""
+mutation($id: ID!, $name: String) {{
+  duplicateWorkflow(id: $id, name: $name) {{ {RESULT_FIELDS} }}
+}}
+"""
+ADD_NODE = f"""
+mutation($wf: ID!, $node: NodeInput!, $v: Int!) {{
+  addNode(workflowId: $wf, node: $node, expectedVersion: $v) {{ {RESULT_FIELDS} }}
+}}
+"""
+UPDATE_NODE = f"""
+mutation($wf: ID!, $nodeId: ID!, $node: NodeInput!, $v: Int!) {{
+  updateNode(workflowId: $wf, nodeId: $nodeId, node: $node, expectedVersion: $v) {{
+    {RESULT_FIELDS}
+  }}
+}}
+"""
+REMOVE_NODE = f"""
+mutation($wf: ID!, $nodeId: ID!, $v: Int!) {{
+  removeNode(workflowId: $wf, nodeId: $nodeId, expectedVersion: $v) {{ {RESULT_FIELDS} }}
+}}
+"""
+ADD_EDGE = f"""
+mutation($wf: ID!, $edge: EdgeInput!, $v: Int!) {{
+  addEdge(workflowId: $wf, edge: $edge, expectedVersion: $v) {{ {RESULT_FIELDS} }}
+}}
+"""
+REMOVE_EDGE = f"""
+mutation($wf: ID!, $edge: EdgeInput!, $v: Int!) {{
+  removeEdge(workflowId: $wf, edge: $edge, expectedVersion: $v) {{ {RESULT_FIELDS} }}
+}}
+"""
+PUBLISH = f"""
+mutation($id: ID!, $v: Int!) {{
+  publishWorkflow(id: $id, expectedVersion: $v) {{ {RESULT_FIELDS} }}
+}}
+"""
+SET_ACTIVE = f"""
+mutation($id: ID!, $active: Boolean!) {{
+  setWorkflowActive(id: $id, active: $active) {{ {RESULT_FIELDS} }}
+}}
+"""
+VERSION_FIELDS = """
+  id workflowId version name settings createdAt
+  nodes { id name type parameters position { x y } issues { code } }
+  edges { id source sourceOutput target targetInput }
+"""
+GET_VERSION = f"""
+query($id: ID!, $version: Int!) {{
+  workflowVersion(id: $id, version: $version) {{ {VERSION_FIELDS} }}
+}}
+"""
+GET_WITH_VERSIONS = f"""
+query($id: ID!) {{
+  workflow(id: $id) {{ id version publishedVersion versions {{ {VERSION_FIELDS} }} }}
+}}
+"""
+LIST = """
+query($first: Int, $after: String, $filter: WorkflowFilter) {
+  workflows(first: $first, after: $after, filter: $filter) {
+    totalCount
+    edges { cursor node { id name tags active createdAt } }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+  }
+}
+"""
+
+
+def only(data: dict[str, Any]) -> Any:
+    """The value of the single root field of a GraphQL `data` object."""
+    (value,) = data.values()
+    return value
+
+
+async def create_workflow(caller: Any, name: str = "My workflow", **fields: Any) -> dict[str, Any]:
+    """Create a workflow through the API as `caller`; it must succeed."""
+    created = only(await caller.gql(CREATE, {"input": workflow_input(name, **fields)}))
+    assert created["__typename"] == "Workflow", created
+    return dict(created)
+
+
+async def publish_workflow(caller: Any, workflow: dict[str, Any]) -> dict[str, Any]:
+    """Publish `workflow` at its current version; it must succeed."""
+    published = only(await caller.gql(PUBLISH, {"id": workflow["id"], "v": workflow["version"]}))
+    assert published["__typename"] == "Workflow", published
+    return dict(published)
+
+
+def problem_codes(result: dict[str, Any]) -> list[str]:
+    assert result["__typename"] == "ValidationError", result
+    return [problem["code"] for problem in result["problems"]]

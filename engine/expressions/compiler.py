@@ -16,6 +16,7 @@ evaluation time is bounded by the tree's size times the data's size; the size gu
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -436,8 +437,13 @@ def _describe(node: ast.AST) -> str:
     return names.get(type(node).__name__, f"'{type(node).__name__}'")
 
 
+@functools.lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Compiled:
-    """Compile the text inside `{{ }}` into a function of the scope."""
+    """Compile the text inside `{{ }}` into a function of the scope.
+
+    Compiled expressions are pure functions of their source, so they are cached by it and
+    shared by every node and version that uses the same text.
+    """
     if len(source) > MAX_EXPRESSION_CHARS:
         raise ExpressionSyntaxError(
             f"expression longer than {MAX_EXPRESSION_CHARS} characters", source

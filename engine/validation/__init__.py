@@ -19,6 +19,7 @@ The modules, in the order `validate_graph` uses them:
     scan         text the database cannot store; parameter depth and size
     edges        connections (cycles through `cycles`)
     parameters   parameters against the schema (`schemas`), worded by `findings`
+    expressions  `{{ }}` that do not compile, `$node["X"]` that is not an ancestor
     text         how messages quote what the user wrote
 """
 
@@ -30,6 +31,7 @@ from engine.graph import Graph, Node
 from engine.node_types import NodeType, NodeTypeRegistry
 from engine.validation.cycles import find_cycles
 from engine.validation.edges import edge_problems
+from engine.validation.expressions import expression_problems
 from engine.validation.parameters import parameter_problems
 from engine.validation.report import (
     DEFAULT_LIMITS,
@@ -104,6 +106,13 @@ def validate_graph(
             if found:
                 parameters.setdefault(node.id, []).extend(found)
     structural.extend(edge_problems(graph, nodes_by_id))
+    if not structural:
+        for problem in expression_problems(graph):
+            assert problem.node_id is not None
+            found = parameters.setdefault(problem.node_id, [])
+            # One problem per field: a schema problem on it already says enough.
+            if all(existing.field != problem.field for existing in found):
+                found.append(problem)
     return ValidationReport(
         structural=tuple(structural),
         parameters={node_id: tuple(found) for node_id, found in parameters.items()},

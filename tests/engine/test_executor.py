@@ -14,7 +14,7 @@ from engine.graph import Edge, Graph, Node, OnError, RetryPolicy
 from engine.memory_recorder import MemoryRecorder
 from engine.node_types import NodeGroup, NodeType, NodeTypeRegistry, Port
 from engine.nodes.base import NodeError, NodeRunContext, PortItems, RunInfo
-from engine.plan import compile_plan
+from engine.plan import PlanError, compile_plan
 from engine.states import ExecutionStatus, NodeRunStatus
 
 CALLS: dict[str, int] = {}
@@ -332,26 +332,39 @@ async def test_cancelling_the_run_records_cancellation_quickly() -> None:
 
 
 async def test_expressions_read_earlier_nodes_and_skipped_ancestors_give_empty_lists() -> None:
+    label = '{{ $("Start").first().name }}-{{ $("F").all().length }}'
     g = graph(
         [
             Node("s", "Start", "start"),
             Node("if", "If", "branch"),
             Node("f", "F", "tag"),
-            Node(
-                "t",
-                "T",
-                "tag",
-                parameters={"label": '{{ $("Start").first().name }}-{{ $("F").all().length }}'},
-            ),
+            Node("t", "T", "tag", parameters={"label": label}),
         ],
         [
             ("s", "if"),
             Edge("if", "t", source_output="true"),
             Edge("if", "f", source_output="false"),
+            ("f", "t"),
         ],
     )
     outcome, _ = await run(g, input={"flag": True, "name": "ann"})
+    assert outcome.node_runs["f"].status is NodeRunStatus.SKIPPED
     assert outcome.output == [{"flag": True, "name": "ann", "path": ["ann-0"]}]
+
+
+async def test_references_to_nodes_that_do_not_run_before_are_refused() -> None:
+    g = graph(
+        [
+            Node("s", "Start", "start"),
+            Node("a", "A", "tag"),
+            Node("b", "B", "tag", parameters={"label": '{{ $("A").first().x }}'}),
+        ],
+        [("s", "a"), ("s", "b")],
+    )
+    with pytest.raises(PlanError) as caught:
+        compile_plan("v1", g, REGISTRY)
+    (problem,) = caught.value.problems
+    assert problem.code == "INVALID_NODE_REFERENCE" and problem.node_id == "b"
 
 
 async def test_expression_errors_name_node_parameter_and_expression() -> None:

@@ -1,0 +1,74 @@
+"""Submitting executions to run. Embedded mode runs them as asyncio tasks in this process;
+distributed mode (arq) implements the same protocol elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from engine.executor import SHUTDOWN
+from engine.runner import ExecutionRunner
+
+logger = logging.getLogger("loom.submitter")
+
+
+class Submitter(Protocol):
+    async def submit(self, execution_id: str) -> None:
+        """Arrange for the (committed, QUEUED) execution to run."""
+        ...
+
+    async def cancel(self, execution_id: str) -> bool:
+        """Stop the execution if it runs here; True when it did."""
+        ...
+
+
+class InProcessSubmitter:
+    """Runs each execution as a task of this event loop (embedded mode)."""
+
+    def __init__(self, runner: ExecutionRunner) -> None:
+        self.runner = runner
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def submit(self, execution_id: str) -> None:
+        if execution_id in self._tasks:
+            return
+        task = asyncio.create_task(self._run(execution_id), name=f"execution {execution_id}")
+        self._tasks[execution_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(execution_id, None))
+
+    async def _run(self, execution_id: str) -> None:
+        try:
+            await self.runner.run(execution_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("execution %s crashed", execution_id)
+
+    async def cancel(self, execution_id: str) -> bool:
+        task = self._tasks.get(execution_id)
+        if task is None:
+            return False
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=5)
+        return True
+
+    async def wait(self, execution_id: str) -> None:
+        """Wait until the execution's task has ended (tests, the CLI)."""
+        task = self._tasks.get(execution_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+
+    def running(self) -> list[str]:
+        return list(self._tasks)
+
+    async def close(self) -> None:
+        """Interrupt what still runs and wait for it: running attempts are recorded as
+        WORKER_LOST and the executions stay RUNNING, so the next start resumes them."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel(SHUTDOWN)
+        await asyncio.gather(*tasks, return_exceptions=True)

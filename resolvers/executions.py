@@ -1,0 +1,247 @@
+"""Execution queries and mutations: run, inspect, list, cancel, retry."""
+
+from __future__ import annotations
+
+import strawberry
+from sqlalchemy.exc import IntegrityError
+from strawberry.scalars import JSON
+
+from engine.graph import Graph
+from engine.plan import PlanError, compile_plan
+from engine.validation import Problem
+from resolvers import mapping
+from resolvers.context import Context
+from resolvers.pagination import decode_cursor, encode_cursor, page_size
+from resolvers.workflows import validation_error
+from schema import execution_types as xtypes
+from schema import results, types
+from storage import executions, workflows
+from storage.models import Execution, Workflow, WorkflowVersion
+from storage.types import storable
+
+Info = strawberry.Info[Context, None]
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _not_found(kind: str, identifier: str) -> results.NotFoundError:
+    return results.NotFoundError(
+        message=f"{kind} {identifier!r} not found", id=strawberry.ID(identifier)
+    )
+
+
+def _problem(code: str, message: str, field: str) -> Problem:
+    return Problem(code=code, message=message, field=field)
+
+
+def _runnable_problems(info: Info, workflow: Workflow | WorkflowVersion) -> list[Problem]:
+    """Every reason the graph cannot run (structure, parameters, expressions); compiles
+    the plan, which the cache keeps for the runner when the snapshot id is known."""
+    try:
+        compile_plan(
+            "check",
+            Graph.from_json(workflow.nodes, workflow.edges),
+            info.context.services.registry,
+            info.context.services.graph_limits,
+        )
+    except PlanError as exc:
+        return exc.problems
+    return []
+
+
+async def _submit(info: Info, execution: Execution) -> None:
+    submitter = info.context.services.submitter
+    if submitter is None:
+        raise RuntimeError("no submitter configured: executions cannot run in this process")
+    await submitter.submit(execution.id)
+
+
+async def execute_workflow(
+    info: Info,
+    id: strawberry.ID,
+    input: JSON | None = None,
+    idempotency_key: str | None = None,
+    start_node_id: strawberry.ID | None = None,
+) -> results.ExecutionResult:
+    viewer = info.context.viewer()
+    problems: list[Problem] = []
+    if input is not None and not isinstance(input, dict):
+        problems.append(_problem("INVALID_INPUT", "input must be a JSON object", "input"))
+    if idempotency_key is not None and (
+        not idempotency_key.strip()
+        or len(idempotency_key) > MAX_IDEMPOTENCY_KEY
+        or not storable(idempotency_key)
+    ):
+        problems.append(
+            _problem(
+                "INVALID_IDEMPOTENCY_KEY",
+                f"idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+                "idempotencyKey",
+            )
+        )
+    if problems:
+        return validation_error(problems)
+    workflow_id = str(id)
+    try:
+        async with info.context.database.transaction() as session:
+            workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
+            if workflow is None:
+                return _not_found("workflow", workflow_id)
+            if idempotency_key is not None:
+                existing = await executions.find_by_idempotency_key(
+                    session, workflow_id, idempotency_key
+                )
+                if existing is not None:
+                    return mapping.execution(existing)
+            problems = _runnable_problems(info, workflow)
+            if start_node_id is not None:
+                graph = Graph.from_json(workflow.nodes, workflow.edges)
+                start = graph.node(str(start_node_id))
+                has_inputs = any(edge.target == str(start_node_id) for edge in graph.edges)
+                if start is None or has_inputs:
+                    problems.append(
+                        _problem(
+                            "INVALID_START_NODE",
+                            f"node {str(start_node_id)!r} does not exist or has inputs",
+                            "startNodeId",
+                        )
+                    )
+            if problems:
+                return validation_error(problems)
+            snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+            execution = await executions.create_execution(
+                session,
+                workflow=workflow,
+                snapshot=snapshot,
+                mode="manual",
+                input=input if input is not None else {},
+                created_by=viewer.user_id,
+                idempotency_key=idempotency_key,
+                start_node_id=None if start_node_id is None else str(start_node_id),
+            )
+    except IntegrityError:
+        # The same idempotency key, committed by a concurrent request: return that one.
+        async with info.context.database.session() as session:
+            existing = await executions.find_by_idempotency_key(
+                session, workflow_id, idempotency_key or ""
+            )
+        if existing is None:
+            raise
+        return mapping.execution(existing)
+    await _submit(info, execution)
+    return mapping.execution(execution)
+
+
+async def execution(info: Info, id: strawberry.ID) -> xtypes.Execution | None:
+    viewer = info.context.viewer()
+    async with info.context.database.session() as session:
+        row = await executions.get_execution(session, str(id), viewer.workspace_ids)
+    return None if row is None else mapping.execution(row)
+
+
+async def executions_page(
+    info: Info,
+    workflow_id: strawberry.ID | None = None,
+    status: xtypes.ExecutionStatus | None = None,
+    first: int | None = None,
+    after: str | None = None,
+) -> xtypes.ExecutionConnection:
+    viewer = info.context.viewer()
+    limit = page_size(first, info.context.services.max_page_size)
+    key = decode_cursor(after) if after is not None else None
+    async with info.context.database.session() as session:
+        rows = await executions.list_executions(
+            session,
+            viewer.workspace_ids,
+            workflow_id=None if workflow_id is None else str(workflow_id),
+            status=None if status is None else status.name,
+            limit=limit + 1,
+            after=key,
+        )
+    page = rows[:limit]
+    edges = [
+        xtypes.ExecutionConnectionEdge(
+            cursor=encode_cursor(row.created_at, row.id), node=mapping.execution(row)
+        )
+        for row in page
+    ]
+    return xtypes.ExecutionConnection(
+        edges=edges,
+        page_info=types.PageInfo(
+            has_next_page=len(rows) > limit,
+            has_previous_page=key is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )
+
+
+async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionResult:
+    viewer = info.context.viewer()
+    execution_id = str(id)
+    async with info.context.database.transaction() as session:
+        row = await executions.get_execution(session, execution_id, viewer.workspace_ids)
+        if row is None:
+            return _not_found("execution", execution_id)
+        if row.status in ("RUNNING", "WAITING"):
+            await executions.request_cancel(session, execution_id)
+    # The process running it records the cancellation (it owns the event sequence); one
+    # never claimed is cancelled here, conditionally, so a concurrent claim cannot also win.
+    submitter = info.context.services.submitter
+    if submitter is None or not await submitter.cancel(execution_id):
+        async with info.context.database.transaction() as session:
+            await executions.cancel_queued(session, execution_id)
+    async with info.context.database.session() as session:
+        row = await executions.reload(session, execution_id)
+    return mapping.execution(row)
+
+
+async def retry_execution(
+    info: Info,
+    id: strawberry.ID,
+    from_failed_node: bool = True,
+    use_latest_version: bool = False,
+) -> results.ExecutionResult:
+    viewer = info.context.viewer()
+    execution_id = str(id)
+    async with info.context.database.transaction() as session:
+        original = await executions.get_execution(session, execution_id, viewer.workspace_ids)
+        if original is None:
+            return _not_found("execution", execution_id)
+        if original.status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            return validation_error(
+                [
+                    _problem(
+                        "EXECUTION_NOT_FINISHED",
+                        f"execution {execution_id!r} is {original.status}; retry it once it "
+                        "has finished",
+                        "id",
+                    )
+                ]
+            )
+        workflow = await session.get(Workflow, original.workflow_id)
+        if workflow is None:
+            return _not_found("workflow", original.workflow_id)
+        if use_latest_version:
+            problems = _runnable_problems(info, workflow)
+            if problems:
+                return validation_error(problems)
+            snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+        else:
+            pinned = await session.get(WorkflowVersion, original.workflow_version_id)
+            if pinned is None:
+                return _not_found("workflow version", original.workflow_version_id)
+            snapshot = pinned
+        execution = await executions.create_execution(
+            session,
+            workflow=workflow,
+            snapshot=snapshot,
+            mode="retry",
+            input=original.input,
+            created_by=viewer.user_id,
+            start_node_id=original.start_node_id,
+            retry_of=original.id,
+            reuse_outputs=from_failed_node,
+        )
+    await _submit(info, execution)
+    return mapping.execution(execution)

@@ -1,0 +1,228 @@
+"""GraphQL types of executions: runs, node runs, events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import cast
+
+import orjson
+import strawberry
+from strawberry.scalars import JSON
+
+from schema.context import SchemaContext
+from schema.types import PageInfo
+
+Info = strawberry.Info[SchemaContext, None]
+
+PREVIEW_BYTES = 1024 * 1024
+MAX_PAGE_ITEMS = 10_000
+
+
+@strawberry.enum(description="Where an execution is in its life.")
+class ExecutionStatus(Enum):
+    QUEUED = strawberry.enum_value("QUEUED", description="Waiting to start.")
+    RUNNING = strawberry.enum_value("RUNNING", description="Nodes are running.")
+    WAITING = strawberry.enum_value("WAITING", description="Paused until a resume time.")
+    SUCCEEDED = strawberry.enum_value("SUCCEEDED", description="Finished without error.")
+    FAILED = strawberry.enum_value("FAILED", description="Stopped by an error.")
+    CANCELLED = strawberry.enum_value("CANCELLED", description="Stopped on request.")
+
+
+@strawberry.enum(description="Where one node attempt is in its life.")
+class NodeRunStatus(Enum):
+    PENDING = strawberry.enum_value("PENDING", description="Not started.")
+    RUNNING = strawberry.enum_value("RUNNING", description="Running now.")
+    SUCCEEDED = strawberry.enum_value("SUCCEEDED", description="Produced its output.")
+    FAILED = strawberry.enum_value("FAILED", description="Ended with an error.")
+    SKIPPED = strawberry.enum_value("SKIPPED", description="No input data reached it.")
+    CANCELLED = strawberry.enum_value("CANCELLED", description="Stopped before finishing.")
+
+
+@strawberry.enum(description="What happened to an execution.")
+class ExecutionEventType(Enum):
+    EXECUTION_QUEUED = strawberry.enum_value("EXECUTION_QUEUED", description="Queued.")
+    EXECUTION_STARTED = strawberry.enum_value("EXECUTION_STARTED", description="Started.")
+    NODE_STARTED = strawberry.enum_value("NODE_STARTED", description="A node attempt started.")
+    NODE_RETRYING = strawberry.enum_value(
+        "NODE_RETRYING", description="A node attempt failed and will be retried."
+    )
+    NODE_SUCCEEDED = strawberry.enum_value("NODE_SUCCEEDED", description="A node succeeded.")
+    NODE_FAILED = strawberry.enum_value("NODE_FAILED", description="A node failed for good.")
+    NODE_SKIPPED = strawberry.enum_value("NODE_SKIPPED", description="A node was skipped.")
+    NODE_CANCELLED = strawberry.enum_value("NODE_CANCELLED", description="A node was stopped.")
+    EXECUTION_WAITING = strawberry.enum_value("EXECUTION_WAITING", description="Paused.")
+    EXECUTION_RESUMED = strawberry.enum_value("EXECUTION_RESUMED", description="Resumed.")
+    EXECUTION_FINISHED = strawberry.enum_value(
+        "EXECUTION_FINISHED", description="Ended; `status` is the final status."
+    )
+
+
+@strawberry.type(description="Why a node failed.")
+class NodeError:
+    type: str = strawberry.field(description="Stable error type, e.g. NODE_TIMEOUT.")
+    message: str = strawberry.field(description="What went wrong, naming the node.")
+    details: JSON = strawberry.field(description="Extra facts (expression, parameter, ...).")
+
+
+@strawberry.type(description="Why an execution failed or stopped.")
+class ExecutionError:
+    type: str = strawberry.field(description="Stable error type, e.g. EXECUTION_TIMEOUT.")
+    message: str = strawberry.field(description="What went wrong.")
+    details: JSON = strawberry.field(description="Extra facts.")
+
+
+@strawberry.type(description="A page of one node run's output items on one port.")
+class NodeRunOutput:
+    port: str = strawberry.field(description="The output port.")
+    items: JSON = strawberry.field(description="The items of this page.")
+    offset: int = strawberry.field(description="Index of the first item of this page.")
+    total: int = strawberry.field(description="How many items the port has in all.")
+    truncated: bool = strawberry.field(
+        description="Whether items were left out to stay under the size cap."
+    )
+    next_offset: int | None = strawberry.field(description="Offset of the next page, if any.")
+
+
+def page_of(
+    port: str, items: list[dict[str, object]], offset: int, limit: int, max_bytes: int
+) -> NodeRunOutput:
+    """Items from `offset`, at most `limit` of them and `max_bytes` of JSON (at least one)."""
+    offset = max(offset, 0)
+    limit = min(max(limit, 1), MAX_PAGE_ITEMS)
+    page: list[dict[str, object]] = []
+    size = 0
+    truncated = False
+    for item in items[offset : offset + limit]:
+        size += len(orjson.dumps(item))
+        if page and size > max_bytes:
+            truncated = True
+            break
+        page.append(item)
+    end = offset + len(page)
+    return NodeRunOutput(
+        port=port,
+        items=cast(JSON, page),
+        offset=offset,
+        total=len(items),
+        truncated=truncated or end < len(items),
+        next_offset=end if end < len(items) else None,
+    )
+
+
+@strawberry.type(description="One attempt of one node in an execution.")
+class NodeRun:
+    id: strawberry.ID = strawberry.field(description="Node run id.")
+    node_id: strawberry.ID = strawberry.field(description="The node's id.")
+    node_name: str = strawberry.field(description="The node's name at that version.")
+    status: NodeRunStatus = strawberry.field(description="Status of this attempt.")
+    attempt: int = strawberry.field(description="1 for the first attempt, then 2, 3, ...")
+    started_at: datetime | None = strawberry.field(description="When the attempt started.")
+    finished_at: datetime | None = strawberry.field(description="When it ended.")
+    duration_ms: float | None = strawberry.field(description="How long it took.")
+    input_items: int | None = strawberry.field(description="Items it received.")
+    output_items: int | None = strawberry.field(description="Items it produced, all ports.")
+    error: NodeError | None = strawberry.field(description="Why it failed, if it did.")
+
+    @strawberry.field(
+        description="Preview of the output: the items of the first port with data, capped at "
+        "`maxBytes` of JSON (1 MB by default); see `outputTruncated` and `outputPage`."
+    )
+    async def output(self, info: Info, max_bytes: int = PREVIEW_BYTES) -> JSON | None:
+        page = await self._page(info, None, 0, MAX_PAGE_ITEMS, max_bytes)
+        return None if page is None else page.items
+
+    @strawberry.field(description="Whether `output` (with the same maxBytes) was cut short.")
+    async def output_truncated(self, info: Info, max_bytes: int = PREVIEW_BYTES) -> bool:
+        page = await self._page(info, None, 0, MAX_PAGE_ITEMS, max_bytes)
+        return page is not None and page.truncated
+
+    @strawberry.field(description="Output ports that carry items, in port order.")
+    async def output_ports(self, info: Info) -> list[str]:
+        outputs = await info.context.loaders.node_run_outputs.load(str(self.id))
+        return [port for port, items in (outputs or {}).items() if items]
+
+    @strawberry.field(description="A page of the full output of one port (default: the first).")
+    async def output_page(
+        self,
+        info: Info,
+        port: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        max_bytes: int = PREVIEW_BYTES,
+    ) -> NodeRunOutput | None:
+        return await self._page(info, port, offset, limit, max_bytes)
+
+    async def _page(
+        self, info: Info, port: str | None, offset: int, limit: int, max_bytes: int
+    ) -> NodeRunOutput | None:
+        outputs = await info.context.loaders.node_run_outputs.load(str(self.id))
+        if not outputs:
+            return None
+        if port is None:
+            port = next((name for name, items in outputs.items() if items), None)
+            if port is None:
+                return None
+        return page_of(port, outputs.get(port, []), offset, limit, max_bytes)
+
+
+@strawberry.type(description="One run of a workflow version.")
+class Execution:
+    id: strawberry.ID = strawberry.field(description="Execution id.")
+    workflow_id: strawberry.ID = strawberry.field(description="The workflow it ran.")
+    workflow_version: int = strawberry.field(description="The pinned version it ran.")
+    status: ExecutionStatus = strawberry.field(description="Current status.")
+    mode: str = strawberry.field(description="manual, webhook, schedule, retry, subworkflow.")
+    input: JSON | None = strawberry.field(description="The input item it started with.")
+    output: JSON | None = strawberry.field(
+        description="Items of the last leaf node (topological order) that produced data."
+    )
+    error: ExecutionError | None = strawberry.field(description="Why it failed, if it did.")
+    engine_version: str = strawberry.field(description="Version of the engine that ran it.")
+    retry_of: strawberry.ID | None = strawberry.field(description="The execution it retries.")
+    created_at: datetime = strawberry.field(description="When it was queued.")
+    started_at: datetime | None = strawberry.field(description="When it started running.")
+    finished_at: datetime | None = strawberry.field(description="When it ended.")
+    duration_ms: float | None = strawberry.field(description="Run time, start to end.")
+
+    @strawberry.field(
+        description="Node runs, one per node and attempt, in the order they started; page "
+        "with `first` and `after` (the `id` of the last run of the previous page)."
+    )
+    async def node_runs(
+        self, info: Info, first: int = 500, after: strawberry.ID | None = None
+    ) -> list[NodeRun]:
+        runs = await info.context.loaders.node_runs.load(str(self.id))
+        if after is not None:
+            ids = [run.id for run in runs]
+            runs = runs[ids.index(after) + 1 :] if after in ids else []
+        return runs[: max(first, 0)]
+
+
+@strawberry.type(description="One execution in a connection, with its cursor.")
+class ExecutionConnectionEdge:
+    cursor: str = strawberry.field(description="Opaque cursor; pass as `after`.")
+    node: Execution = strawberry.field(description="The execution.")
+
+
+@strawberry.type(description="A page of executions, newest first.")
+class ExecutionConnection:
+    edges: list[ExecutionConnectionEdge] = strawberry.field(description="This page.")
+    page_info: PageInfo = strawberry.field(description="Paging state.")
+
+
+@strawberry.type(description="A transition of an execution, as the live stream sends it.")
+class ExecutionEvent:
+    execution_id: strawberry.ID = strawberry.field(description="The execution.")
+    sequence: int = strawberry.field(description="1, 2, 3, ... without gaps.")
+    type: ExecutionEventType = strawberry.field(description="What happened.")
+    node_id: strawberry.ID | None = strawberry.field(description="The node, for node events.")
+    node_name: str | None = strawberry.field(description="The node's name.")
+    attempt: int | None = strawberry.field(description="The node attempt.")
+    status: str | None = strawberry.field(description="Status after the event.")
+    at: datetime = strawberry.field(description="When it happened.")
+    duration_ms: float | None = strawberry.field(description="Node run duration.")
+    input_items: int | None = strawberry.field(description="Items the node received.")
+    item_count: int | None = strawberry.field(description="Items the node produced.")
+    error: NodeError | None = strawberry.field(description="The error, for failures.")
+    preview: JSON | None = strawberry.field(description="The first output item, if small.")

@@ -1,0 +1,342 @@
+"""Executions, their node runs, events and payloads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, insert, or_
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.executor import ENGINE_VERSION
+from engine.nodes.base import PortItems
+from engine.runner import LoadedExecution
+from engine.states import ExecutionStatus, NodeRunStatus
+from storage import payloads
+from storage.db import Database
+from storage.errors import NotFoundError
+from storage.models import (
+    Execution,
+    ExecutionEventRow,
+    NodeRun,
+    NodeRunPayload,
+    Workflow,
+    WorkflowVersion,
+)
+from storage.types import utcnow
+
+
+async def create_execution(
+    session: AsyncSession,
+    *,
+    workflow: Workflow,
+    snapshot: WorkflowVersion,
+    mode: str,
+    input: Any,
+    created_by: str | None,
+    idempotency_key: str | None = None,
+    start_node_id: str | None = None,
+    retry_of: str | None = None,
+    reuse_outputs: bool = False,
+) -> Execution:
+    """Insert a QUEUED execution and its first event (EXECUTION_QUEUED, sequence 1)."""
+    execution = Execution(
+        workspace_id=workflow.workspace_id,
+        workflow_id=workflow.id,
+        workflow_version_id=snapshot.id,
+        workflow_version=snapshot.version,
+        status=ExecutionStatus.QUEUED.value,
+        mode=mode,
+        input=input,
+        idempotency_key=idempotency_key,
+        start_node_id=start_node_id,
+        retry_of=retry_of,
+        reuse_outputs=reuse_outputs,
+        created_by=created_by,
+        engine_version=ENGINE_VERSION,
+    )
+    session.add(execution)
+    await session.flush()
+    await session.exec(
+        insert(ExecutionEventRow),
+        params=[
+            {
+                "execution_id": execution.id,
+                "sequence": 1,
+                "type": "EXECUTION_QUEUED",
+                "at": execution.created_at,
+                "status": ExecutionStatus.QUEUED.value,
+            }
+        ],
+    )
+    return execution
+
+
+async def find_by_idempotency_key(
+    session: AsyncSession, workflow_id: str, key: str
+) -> Execution | None:
+    query = select(Execution).where(
+        Execution.workflow_id == workflow_id, Execution.idempotency_key == key
+    )
+    return (await session.exec(query)).first()
+
+
+async def get_execution(
+    session: AsyncSession, execution_id: str, workspace_ids: Sequence[str]
+) -> Execution | None:
+    query = select(Execution).where(
+        Execution.id == execution_id, col(Execution.workspace_id).in_(workspace_ids)
+    )
+    return (await session.exec(query)).first()
+
+
+async def reload(session: AsyncSession, execution_id: str) -> Execution:
+    query = (
+        select(Execution)
+        .where(Execution.id == execution_id)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.exec(query)).one()
+
+
+async def list_executions(
+    session: AsyncSession,
+    workspace_ids: Sequence[str],
+    *,
+    workflow_id: str | None,
+    status: str | None,
+    limit: int,
+    after: tuple[datetime, str] | None,
+) -> Sequence[Execution]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = select(Execution).where(col(Execution.workspace_id).in_(workspace_ids))
+    if workflow_id is not None:
+        query = query.where(Execution.workflow_id == workflow_id)
+    if status is not None:
+        query = query.where(Execution.status == status)
+    if after is not None:
+        created_at, execution_id = after
+        query = query.where(
+            or_(
+                col(Execution.created_at) < created_at,
+                and_(col(Execution.created_at) == created_at, col(Execution.id) < execution_id),
+            )
+        )
+    query = query.order_by(col(Execution.created_at).desc(), col(Execution.id).desc()).limit(limit)
+    rows: Sequence[Execution] = (await session.exec(query)).all()
+    return rows
+
+
+async def node_runs(
+    session: AsyncSession, execution_ids: Sequence[str]
+) -> dict[str, list[NodeRun]]:
+    """Node runs of several executions, in the order they started."""
+    query = (
+        select(NodeRun)
+        .where(col(NodeRun.execution_id).in_(execution_ids))
+        .order_by(col(NodeRun.created_at), col(NodeRun.attempt))
+    )
+    grouped: dict[str, list[NodeRun]] = {execution_id: [] for execution_id in execution_ids}
+    for run in await session.exec(query):
+        grouped[run.execution_id].append(run)
+    return grouped
+
+
+async def events(
+    session: AsyncSession, execution_id: str, after_sequence: int = 0, limit: int = 1000
+) -> Sequence[ExecutionEventRow]:
+    query = (
+        select(ExecutionEventRow)
+        .where(
+            ExecutionEventRow.execution_id == execution_id,
+            col(ExecutionEventRow.sequence) > after_sequence,
+        )
+        .order_by(col(ExecutionEventRow.sequence))
+        .limit(limit)
+    )
+    rows: Sequence[ExecutionEventRow] = (await session.exec(query)).all()
+    return rows
+
+
+async def payload(session: AsyncSession, node_run_id: str) -> PortItems | None:
+    """The full output of a node run, if it produced one."""
+    row = await session.get(NodeRunPayload, node_run_id)
+    if row is None:
+        return None
+    outputs: PortItems = orjson.loads(payloads.decompress(row.data, row.encoding))
+    return outputs
+
+
+async def succeeded_outputs(session: AsyncSession, execution_id: str) -> dict[str, PortItems]:
+    """Outputs of every node that SUCCEEDED in the execution, by node id."""
+    query = (
+        select(NodeRun.node_id, NodeRunPayload.data, NodeRunPayload.encoding)
+        .join(NodeRunPayload, col(NodeRunPayload.node_run_id) == col(NodeRun.id))
+        .where(
+            NodeRun.execution_id == execution_id,
+            NodeRun.status == NodeRunStatus.SUCCEEDED.value,
+        )
+    )
+    return {
+        node_id: orjson.loads(payloads.decompress(data, encoding))
+        for node_id, data, encoding in await session.exec(query)
+    }
+
+
+async def cancel_queued(session: AsyncSession, execution_id: str) -> bool:
+    """Cancel an execution that has not started; False if it is no longer QUEUED."""
+    now = utcnow()
+    result = await session.exec(
+        update(Execution)
+        .where(
+            col(Execution.id) == execution_id,
+            col(Execution.status) == ExecutionStatus.QUEUED.value,
+        )
+        .values(
+            status=ExecutionStatus.CANCELLED.value,
+            finished_at=now,
+            cancel_requested_at=now,
+            error={"type": "CANCELLED", "message": "cancelled before it started", "details": {}},
+        )
+    )
+    if result.rowcount == 0:
+        return False
+    await session.exec(
+        insert(ExecutionEventRow),
+        params=[
+            {
+                "execution_id": execution_id,
+                "sequence": await _next_sequence(session, execution_id),
+                "type": "EXECUTION_FINISHED",
+                "at": now,
+                "status": ExecutionStatus.CANCELLED.value,
+                "error": {"type": "CANCELLED", "message": "cancelled before it started"},
+            }
+        ],
+    )
+    return True
+
+
+async def request_cancel(session: AsyncSession, execution_id: str) -> None:
+    await session.exec(
+        update(Execution)
+        .where(col(Execution.id) == execution_id)
+        .values(cancel_requested_at=utcnow())
+    )
+
+
+async def _next_sequence(session: AsyncSession, execution_id: str) -> int:
+    query = select(func.max(ExecutionEventRow.sequence)).where(
+        ExecutionEventRow.execution_id == execution_id
+    )
+    last = (await session.exec(query)).one()
+    return int(last or 0) + 1
+
+
+class DatabaseExecutionSource:
+    """`engine.runner.ExecutionSource` on the database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def claim(self, loaded: LoadedExecution) -> bool:
+        now = utcnow()
+        source = ExecutionStatus.RUNNING if loaded.resumed else ExecutionStatus.QUEUED
+        async with self.database.transaction() as session:
+            result = await session.exec(
+                update(Execution)
+                .where(
+                    col(Execution.id) == loaded.execution_id,
+                    col(Execution.status) == source.value,
+                )
+                .values(
+                    status=ExecutionStatus.RUNNING.value,
+                    started_at=func.coalesce(col(Execution.started_at), now),
+                )
+            )
+            if result.rowcount == 0:
+                return False
+            await session.exec(
+                insert(ExecutionEventRow),
+                params=[
+                    {
+                        "execution_id": loaded.execution_id,
+                        "sequence": loaded.next_sequence,
+                        "type": "EXECUTION_RESUMED" if loaded.resumed else "EXECUTION_STARTED",
+                        "at": now,
+                        "status": ExecutionStatus.RUNNING.value,
+                    }
+                ],
+            )
+        return True
+
+    async def cancel_queued(self, execution_id: str) -> bool:
+        async with self.database.transaction() as session:
+            return await cancel_queued(session, execution_id)
+
+    async def load(self, execution_id: str) -> LoadedExecution | None:
+        async with self.database.session() as session:
+            row = await session.get(Execution, execution_id)
+            if row is None:
+                return None
+            snapshot = await session.get(WorkflowVersion, row.workflow_version_id)
+            workflow = await session.get(Workflow, row.workflow_id)
+            if snapshot is None or workflow is None:
+                raise NotFoundError("workflow version", row.workflow_version_id)
+            next_sequence = await _next_sequence(session, execution_id)
+            reuse: dict[str, PortItems] = {}
+            if row.retry_of is not None and row.reuse_outputs:
+                reuse = await succeeded_outputs(session, row.retry_of)
+            resumed = row.status != ExecutionStatus.QUEUED.value
+            if resumed:
+                reuse.update(await succeeded_outputs(session, execution_id))
+            attempts = await session.exec(
+                select(NodeRun.node_id, func.max(NodeRun.attempt))
+                .where(NodeRun.execution_id == execution_id)
+                .group_by(col(NodeRun.node_id))
+            )
+            attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
+        return LoadedExecution(
+            execution_id=row.id,
+            workflow_id=row.workflow_id,
+            workflow_name=workflow.name,
+            version_id=snapshot.id,
+            version=snapshot.version,
+            nodes=snapshot.nodes,
+            edges=snapshot.edges,
+            settings=snapshot.settings,
+            status=ExecutionStatus(row.status),
+            mode=row.mode,
+            input=row.input if isinstance(row.input, dict) else {},
+            start_node_id=row.start_node_id,
+            next_sequence=next_sequence,
+            reuse=reuse,
+            attempts_used=attempts_used,
+            resumed=resumed,
+        )
+
+
+async def payloads_by_run(
+    session: AsyncSession, node_run_ids: Sequence[str]
+) -> dict[str, PortItems]:
+    """Full outputs of several node runs at once (for a DataLoader)."""
+    query = select(NodeRunPayload).where(col(NodeRunPayload.node_run_id).in_(node_run_ids))
+    return {
+        row.node_run_id: orjson.loads(payloads.decompress(row.data, row.encoding))
+        for row in await session.exec(query)
+    }
+
+
+async def active_executions(session: AsyncSession) -> list[str]:
+    """Executions that were queued or running (embedded mode resumes them on start)."""
+    query = (
+        select(Execution.id)
+        .where(
+            col(Execution.status).in_([ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value])
+        )
+        .order_by(col(Execution.created_at))
+    )
+    return list((await session.exec(query)).all())

@@ -1,0 +1,263 @@
+"""The group-commit writer: one per process, it stores every execution's records.
+
+The executor emits records without waiting. This writer drains all that are pending and
+stores them in one transaction per round: one commit when idle, large batches under load,
+and the single writer SQLite needs. Only after the commit are the events handed to the
+subscribers (`on_commit`), so what anyone sees always matches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.events import Event, ExecutionUpdate, NodeRunState, Record
+from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
+from storage import payloads
+from storage.db import Database
+from storage.models import Execution, ExecutionEventRow, NodeRun, NodeRunPayload
+
+logger = logging.getLogger("loom.recorder")
+
+# Compress payloads larger than this off the event loop (zstd releases the GIL).
+_THREAD_COMPRESS_BYTES = 256 * 1024
+_RETRY_DELAY_S = 0.5
+
+CommitListener = Callable[[Sequence[Event]], None]
+
+
+def _allowed_sources(target: ExecutionStatus) -> list[str]:
+    return [source.value for source, targets in EXECUTION_TRANSITIONS.items() if target in targets]
+
+
+def _event_row(event: Event) -> dict[str, Any]:
+    return {
+        "execution_id": event.execution_id,
+        "sequence": event.sequence,
+        "type": event.type.value,
+        "at": event.at,
+        "node_id": event.node_id,
+        "node_name": event.node_name,
+        "attempt": event.attempt,
+        "status": event.status,
+        "duration_ms": event.duration_ms,
+        "input_items": event.input_items,
+        "output_items": event.output_items,
+        "error": None if event.error is None else event.error.to_json(),
+        "preview": event.preview,
+    }
+
+
+def _node_run_values(state: NodeRunState) -> dict[str, Any]:
+    return {
+        "status": state.status.value,
+        "attempt": state.attempt,
+        "input_items": state.input_items,
+        "output_items": state.output_items,
+        "error": None if state.error is None else state.error.to_json(),
+        "started_at": state.started_at,
+        "finished_at": state.finished_at,
+    }
+
+
+class GroupCommitWriter:
+    """Stores records in batches; `flush()` waits until what was emitted is committed."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._pending: list[Record] = []
+        self._emitted = 0
+        self._committed = 0
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._known_runs: set[str] = set()
+        self._listeners: list[CommitListener] = []
+        self.rounds = 0
+
+    def on_commit(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="loom-group-commit")
+
+    async def stop(self) -> None:
+        """Store what is pending, then stop."""
+        if self._task is None:
+            return
+        await self.flush()
+        self._stopping = True
+        self._wake.set()
+        await self._task
+        self._task = None
+
+    def emit(self, record: Record) -> None:
+        self._pending.append(record)
+        self._emitted += 1
+        self._wake.set()
+
+    async def flush(self) -> None:
+        target = self._emitted
+        if self._task is None:
+            await self.start()
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._committed >= target)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                if self._stopping:
+                    return
+                continue
+            batch, self._pending = self._pending, []
+            while True:
+                try:
+                    await self._store(batch)
+                    break
+                except (IntegrityError, DataError):
+                    # Not transient: store what can be stored, one record at a time.
+                    logger.exception("a batch of %d records was refused", len(batch))
+                    await self._store_one_by_one(batch)
+                    break
+                except Exception:
+                    logger.exception("storing %d execution records failed; retrying", len(batch))
+                    await asyncio.sleep(_RETRY_DELAY_S)
+            self.rounds += 1
+            self._committed += len(batch)
+            async with self._progress:
+                self._progress.notify_all()
+            events = [record.event for record in batch]
+            for listener in self._listeners:
+                try:
+                    listener(events)
+                except Exception:
+                    logger.exception("commit listener failed")
+
+    async def _store(self, batch: list[Record]) -> None:
+        compressed = await self._compress(batch)
+        async with self._database.transaction() as session:
+            new_run_ids = await self._write(session, batch, compressed)
+        # Only after the commit are these runs known to exist.
+        self._known_runs.update(new_run_ids)
+        finished = {
+            record.event.execution_id
+            for record in batch
+            if record.execution is not None and record.execution.status.is_terminal
+        }
+        for record in batch:
+            if record.node_run is not None and record.event.execution_id in finished:
+                self._known_runs.discard(record.node_run.id)
+
+    async def _store_one_by_one(self, batch: list[Record]) -> None:
+        for record in batch:
+            try:
+                await self._store([record])
+            except (IntegrityError, DataError):
+                logger.exception(
+                    "dropped record %s #%d (%s): the database refused it",
+                    record.event.execution_id,
+                    record.event.sequence,
+                    record.event.type,
+                )
+
+    async def _compress(self, batch: list[Record]) -> dict[int, bytes]:
+        compressed: dict[int, bytes] = {}
+        for index, record in enumerate(batch):
+            if record.payload is None:
+                continue
+            if len(record.payload) > _THREAD_COMPRESS_BYTES:
+                compressed[index] = await asyncio.to_thread(payloads.compress, record.payload)
+            else:
+                compressed[index] = payloads.compress(record.payload)
+        return compressed
+
+    async def _write(
+        self, session: AsyncSession, batch: list[Record], compressed: dict[int, bytes]
+    ) -> list[str]:
+        # Node runs: the latest state of each run in this batch, inserted or updated.
+        runs: dict[str, tuple[str, NodeRunState]] = {}
+        for record in batch:
+            if record.node_run is not None:
+                runs[record.node_run.id] = (record.event.execution_id, record.node_run)
+        new_runs = [
+            {
+                "id": run_id,
+                "execution_id": execution_id,
+                "node_id": state.node_id,
+                "node_name": state.node_name,
+                "created_at": state.started_at or record_time(batch),
+                **_node_run_values(state),
+            }
+            for run_id, (execution_id, state) in runs.items()
+            if run_id not in self._known_runs
+        ]
+        if new_runs:
+            await session.exec(insert(NodeRun), params=new_runs)
+        for run_id, (_, state) in runs.items():
+            if run_id in self._known_runs:
+                await session.exec(
+                    update(NodeRun)
+                    .where(col(NodeRun.id) == run_id)
+                    .values(**_node_run_values(state))
+                )
+        payload_rows = [
+            {
+                "node_run_id": record.node_run.id,
+                "execution_id": record.event.execution_id,
+                "encoding": payloads.ENCODING,
+                "raw_bytes": len(record.payload),
+                "data": compressed[index],
+            }
+            for index, record in enumerate(batch)
+            if record.payload is not None and record.node_run is not None
+        ]
+        if payload_rows:
+            await session.exec(insert(NodeRunPayload), params=payload_rows)
+        await session.exec(
+            insert(ExecutionEventRow), params=[_event_row(record.event) for record in batch]
+        )
+        for record in batch:
+            if record.execution is not None:
+                await _update_execution(session, record.event.execution_id, record.execution)
+        return [row["id"] for row in new_runs]
+
+
+def record_time(batch: list[Record]) -> Any:
+    return batch[0].event.at
+
+
+async def _update_execution(
+    session: AsyncSession, execution_id: str, change: ExecutionUpdate
+) -> None:
+    values: dict[str, Any] = {"status": change.status.value}
+    if change.started_at is not None:
+        values["started_at"] = change.started_at
+    if change.finished_at is not None:
+        values["finished_at"] = change.finished_at
+    if change.error is not None:
+        values["error"] = change.error.to_json()
+    if change.has_output:
+        values["output"] = change.output
+    result = await session.exec(
+        update(Execution)
+        .where(
+            col(Execution.id) == execution_id,
+            col(Execution.status).in_([*_allowed_sources(change.status), change.status.value]),
+        )
+        .values(**values)
+    )
+    if result.rowcount == 0:
+        logger.error(
+            "execution %s: status %s refused by the state machine", execution_id, change.status
+        )
