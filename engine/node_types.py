@@ -165,7 +165,13 @@ def load_registry() -> NodeTypeRegistry:
     override.
     """
     registry = NodeTypeRegistry()
+    loaded_values: set[str] = set()
     for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        # Stale metadata (an old egg-info beside a new install) can list one entry point
+        # twice; it is the same code, so it is loaded once.
+        if entry_point.value in loaded_values:
+            continue
+        loaded_values.add(entry_point.value)
         source = f"{entry_point.name} = {entry_point.value}"
         try:
             node_types = _as_node_types(entry_point.load(), source)
