@@ -408,13 +408,13 @@ class _Run:
 
     def start(self) -> None:
         request = self.request
+        start = self.start_node()  # raises before anything is recorded
         if not request.announced:
             update = ExecutionUpdate(status=ExecutionStatus.RUNNING, started_at=self.clock())
             self.emit(
                 EventType.EXECUTION_RESUMED if request.resumed else EventType.EXECUTION_STARTED,
                 execution=update,
             )
-        start = self.start_node()
         for plan_node in self.plan.nodes.values():
             if plan_node.incoming or plan_node.id == start.id:
                 continue
@@ -479,15 +479,17 @@ class _Run:
         self.running.clear()
 
     def cancel_rest(self) -> None:
-        """Mark every node that never finished as CANCELLED."""
+        """Mark every node that never finished as CANCELLED.
+
+        A node waiting between retries has a FAILED last attempt; it gets a CANCELLED
+        attempt after it, so that every unfinished node ends CANCELLED.
+        """
         for node_id in self.plan.topological:
             if node_id in self.finished or node_id in self.request.reuse:
                 continue
             state = self.states.get(node_id)
-            if state is not None and state.status.is_terminal:
-                continue
-            plan_node = self.plan.nodes[node_id]
-            state = self.new_state(plan_node) if state is None else state
+            if state is None or state.status.is_terminal:
+                state = self.new_state(self.plan.nodes[node_id])
             self.cancel_state(state)
 
     def output(self) -> list[Item] | None:
@@ -544,6 +546,7 @@ class Executor:
             else:
                 await run.drive()
         except _Failed as failure:
+            run.finished.add(failure.node_id)
             run.cancel_rest()
             outcome = run.finish(ExecutionStatus.FAILED, failure.error)
         except TimeoutError:

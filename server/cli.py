@@ -1,4 +1,4 @@
-"""The `loom` command line: serve, db upgrade, token create."""
+"""The `loom` command line: serve, run, db upgrade, token create, export-schema."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import asyncio
 import logging
 
 import typer
-import uvicorn
 
 from server.settings import Settings
-from storage import accounts
-from storage.db import Database
-from storage.errors import DuplicateNameError
-from storage.migrate import upgrade
+
+# Commands import what they use when they run: `loom run` needs no database or web server,
+# and should not pay for importing them.
 
 cli = typer.Typer(help="Loom: workflow automation over GraphQL.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -22,6 +20,10 @@ cli.add_typer(token_cli, name="token")
 
 
 async def _prepare(settings: Settings) -> str | None:
+    from storage import accounts
+    from storage.db import Database
+    from storage.migrate import upgrade
+
     database = Database(settings.resolved_database_url())
     try:
         await upgrade(database)
@@ -53,6 +55,8 @@ def serve(
         "Authenticate with the header  Authorization: Bearer <token>  "
         "(in GraphiQL: the Headers tab). New tokens: loom token create --user NAME"
     )
+    import uvicorn
+
     from server.app import create_app
 
     uvicorn.run(
@@ -67,6 +71,9 @@ def serve(
 @db_cli.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply database migrations up to REVISION (the latest by default)."""
+    from storage.db import Database
+    from storage.migrate import upgrade
+
     settings = Settings()
 
     async def run() -> None:
@@ -87,6 +94,11 @@ def token_create(
     name: str = typer.Option("cli", "--name", help="What the token is for."),
 ) -> None:
     """Print a new API token for USER (shown once)."""
+    from storage import accounts
+    from storage.db import Database
+    from storage.errors import DuplicateNameError
+    from storage.migrate import upgrade
+
     settings = Settings()
 
     async def run() -> str:
@@ -122,6 +134,22 @@ def export_schema(
     with open(output, "w", encoding="utf-8") as handle:
         handle.write(sdl)
     typer.echo(f"wrote {output}")
+
+
+@cli.command("run")
+def run(
+    workflow: str = typer.Argument(..., help="Workflow JSON file (the shape of WorkflowInput)."),
+    input_json: str | None = typer.Option(
+        None, "--input", help="The run's input, a JSON object; default: the file's `input`."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Leave out node-by-node progress."),
+) -> None:
+    """Run a workflow file in this process (no server, no database) and print its output."""
+    from rich.console import Console
+
+    from server.run_command import run_workflow_file
+
+    raise typer.Exit(run_workflow_file(workflow, input_json, Console(stderr=True), quiet=quiet))
 
 
 def main() -> None:

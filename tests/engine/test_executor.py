@@ -432,3 +432,33 @@ async def test_node_with_two_ports_receives_only_ports_with_data() -> None:
     )
     outcome, _ = await run(g, input={"flag": False})
     assert outcome.output == [{"ports": {"b": 1}}]
+
+
+async def test_a_node_waiting_between_retries_ends_cancelled_when_the_run_stops() -> None:
+    CALLS.clear()
+    retry = RetryPolicy(max_attempts=5, backoff_s=5, max_backoff_s=5)
+    g = graph(
+        [Node("s", "Start", "start"), Node("r", "R", "flaky", retry=retry)],
+        [("s", "r")],
+    )
+    outcome, recorder = await run(g, options=RunOptions(execution_timeout_s=0.1))
+    assert outcome.error is not None and outcome.error.type == "EXECUTION_TIMEOUT"
+    kinds = [(e.type, e.attempt) for e in recorder.events() if e.node_id == "r"]
+    assert kinds == [
+        (EventType.NODE_STARTED, 1),
+        (EventType.NODE_RETRYING, 1),
+        (EventType.NODE_CANCELLED, 2),
+    ]
+
+
+async def test_a_missing_start_node_records_nothing() -> None:
+    from engine.executor import StartNodeError
+
+    g = graph([Node("s", "Start", "start")], [])
+    recorder = MemoryRecorder()
+    request = RunRequest(
+        execution_id="e1", plan=compile_plan("v1", g, REGISTRY), info=RunInfo(), start_node_id="x"
+    )
+    with pytest.raises(StartNodeError):
+        await Executor(recorder).run(request)
+    assert recorder.records == []
