@@ -11,10 +11,10 @@ from engine.plan import PlanError, compile_plan
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.pagination import decode_cursor, encode_cursor, page_size
+from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from resolvers.workflows import validation_error
 from schema import execution_types as xtypes
-from schema import results, types
+from schema import results
 from storage import executions, workflows
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
@@ -167,12 +167,7 @@ async def executions_page(
     ]
     return xtypes.ExecutionConnection(
         edges=edges,
-        page_info=types.PageInfo(
-            has_next_page=len(rows) > limit,
-            has_previous_page=key is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
-        ),
+        page_info=page_info(len(rows), limit, [edge.cursor for edge in edges], key),
     )
 
 

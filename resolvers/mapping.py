@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, cast
 
 import strawberry
@@ -157,12 +158,14 @@ def _error(data: dict[str, Any] | None, kind: type[Any]) -> Any:
     )
 
 
+def _duration_ms(started_at: datetime | None, finished_at: datetime | None) -> float | None:
+    if started_at is None or finished_at is None:
+        return None
+    return (finished_at - started_at).total_seconds() * 1000
+
+
 def execution(row: models.Execution) -> xtypes.Execution:
-    duration = (
-        (row.finished_at - row.started_at).total_seconds() * 1000
-        if row.started_at is not None and row.finished_at is not None
-        else None
-    )
+    duration = _duration_ms(row.started_at, row.finished_at)
     return xtypes.Execution(
         id=strawberry.ID(row.id),
         workflow_id=strawberry.ID(row.workflow_id),
@@ -182,11 +185,7 @@ def execution(row: models.Execution) -> xtypes.Execution:
 
 
 def node_run(row: models.NodeRun) -> xtypes.NodeRun:
-    duration = (
-        (row.finished_at - row.started_at).total_seconds() * 1000
-        if row.started_at is not None and row.finished_at is not None
-        else None
-    )
+    duration = _duration_ms(row.started_at, row.finished_at)
     return xtypes.NodeRun(
         id=strawberry.ID(row.id),
         node_id=strawberry.ID(row.node_id),

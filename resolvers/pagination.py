@@ -8,6 +8,7 @@ import json
 from datetime import datetime
 
 from resolvers.errors import BAD_USER_INPUT, INVALID_CURSOR, RequestError
+from schema.types import PageInfo
 from storage.types import storable
 
 DEFAULT_PAGE_SIZE = 20
@@ -39,3 +40,14 @@ def page_size(first: int | None, maximum: int) -> int:
             f"`first` must be between 0 and {maximum}, got {first}", BAD_USER_INPUT, field="first"
         )
     return first
+
+
+def page_info(rows_fetched: int, limit: int, cursors: list[str], after: object) -> PageInfo:
+    """Relay page info for a page fetched with `limit + 1` rows (the extra one says more
+    follow)."""
+    return PageInfo(
+        has_next_page=rows_fetched > limit,
+        has_previous_page=after is not None,
+        start_cursor=cursors[0] if cursors else None,
+        end_cursor=cursors[-1] if cursors else None,
+    )

@@ -21,7 +21,7 @@ from resolvers.graph_input import (
     node_from_input,
     workflow_from_input,
 )
-from resolvers.pagination import decode_cursor, encode_cursor, page_size
+from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from schema import inputs, results, types
 from storage import errors, workflows
 from storage.models import Workflow
@@ -115,12 +115,7 @@ async def workflows_page(
     ]
     return types.WorkflowConnection(
         edges=edges,
-        page_info=types.PageInfo(
-            has_next_page=len(rows) > limit,
-            has_previous_page=key is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
-        ),
+        page_info=page_info(len(rows), limit, [edge.cursor for edge in edges], key),
         total_count_value=total,
     )
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, insert, or_
+from sqlalchemy import func, insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,6 +26,7 @@ from storage.models import (
     Workflow,
     WorkflowVersion,
 )
+from storage.paging import newest_first
 from storage.types import utcnow
 
 
@@ -117,15 +118,7 @@ async def list_executions(
         query = query.where(Execution.workflow_id == workflow_id)
     if status is not None:
         query = query.where(Execution.status == status)
-    if after is not None:
-        created_at, execution_id = after
-        query = query.where(
-            or_(
-                col(Execution.created_at) < created_at,
-                and_(col(Execution.created_at) == created_at, col(Execution.id) < execution_id),
-            )
-        )
-    query = query.order_by(col(Execution.created_at).desc(), col(Execution.id).desc()).limit(limit)
+    query = newest_first(query, col(Execution.created_at), col(Execution.id), after, limit)
     rows: Sequence[Execution] = (await session.exec(query)).all()
     return rows
 

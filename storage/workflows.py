@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, false, func, insert, literal, or_
+from sqlalchemy import delete, false, func, insert, literal
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select, update
@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import NotFoundError, VersionConflictError
 from storage.models import Workflow, WorkflowTag, WorkflowVersion, new_id
+from storage.paging import newest_first
 from storage.types import storable, utcnow
 
 
@@ -135,15 +136,7 @@ async def list_workflows(
 ) -> Sequence[Workflow]:
     """Newest first, keyset-paginated on (created_at, id)."""
     query = _filtered(select(Workflow), workspace_ids, where)
-    if after is not None:
-        created_at, workflow_id = after
-        query = query.where(
-            or_(
-                col(Workflow.created_at) < created_at,
-                and_(col(Workflow.created_at) == created_at, col(Workflow.id) < workflow_id),
-            )
-        )
-    query = query.order_by(col(Workflow.created_at).desc(), col(Workflow.id).desc()).limit(limit)
+    query = newest_first(query, col(Workflow.created_at), col(Workflow.id), after, limit)
     rows: Sequence[Workflow] = (await session.exec(query)).all()
     return rows
 
