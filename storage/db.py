@@ -7,17 +7,27 @@ repository functions read the same on both databases.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _json_dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        # Integers beyond 64 bits, which orjson refuses; the standard library writes them.
+        return json.dumps(value)
 
 
 def _unicode_lower(value: Any) -> Any:
@@ -46,7 +56,13 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False, pg_search_path: str | None = None) -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
-        engine_options: dict[str, Any] = {"echo": echo}
+        engine_options: dict[str, Any] = {
+            "echo": echo,
+            # orjson for every JSON column: several times faster than the standard library
+            # on large documents (execution inputs and outputs).
+            "json_serializer": _json_dumps,
+            "json_deserializer": orjson.loads,
+        }
         if self.dialect == "sqlite":
             database = self.url.database
             if database and database != ":memory:":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import zstandard
 
 ENCODING = "zstd+json"
@@ -9,11 +11,24 @@ ENCODING = "zstd+json"
 _LEVEL = 1
 
 
+# zstd (de)compressor objects are not thread-safe, and compression also runs in worker
+# threads: one pair per thread.
+_local = threading.local()
+
+
 def compress(raw: bytes) -> bytes:
-    return zstandard.ZstdCompressor(level=_LEVEL).compress(raw)
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=_LEVEL)
+    data: bytes = compressor.compress(raw)
+    return data
 
 
 def decompress(data: bytes, encoding: str) -> bytes:
     if encoding != ENCODING:
         raise ValueError(f"unknown payload encoding {encoding!r}")
-    return zstandard.ZstdDecompressor().decompress(data)
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    raw: bytes = decompressor.decompress(data)
+    return raw

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -31,6 +31,28 @@ _THREAD_COMPRESS_BYTES = 256 * 1024
 _RETRY_DELAY_S = 0.5
 
 CommitListener = Callable[[Sequence[Event]], None]
+
+_NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
+_PAYLOADS: Table = NodeRunPayload.__table__  # type: ignore[attr-defined]
+_EVENTS: Table = ExecutionEventRow.__table__  # type: ignore[attr-defined]
+_UPDATE_NODE_RUN = (
+    update(_NODE_RUNS)
+    .where(_NODE_RUNS.c.id == bindparam("run_id"))
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "status",
+                "attempt",
+                "input_items",
+                "output_items",
+                "error",
+                "started_at",
+                "finished_at",
+            )
+        }
+    )
+)
 
 
 def _allowed_sources(target: ExecutionStatus) -> list[str]:
@@ -202,15 +224,17 @@ class GroupCommitWriter:
             for run_id, (execution_id, state) in runs.items()
             if run_id not in self._known_runs
         ]
+        # Core statements on the tables, executed with a list of rows: one executemany each,
+        # where the ORM's bulk path would issue a statement per row.
         if new_runs:
-            await session.exec(insert(NodeRun), params=new_runs)
-        for run_id, (_, state) in runs.items():
-            if run_id in self._known_runs:
-                await session.exec(
-                    update(NodeRun)
-                    .where(col(NodeRun.id) == run_id)
-                    .values(**_node_run_values(state))
-                )
+            await session.exec(insert(_NODE_RUNS), params=new_runs)
+        changed_runs = [
+            {"run_id": run_id, **_node_run_values(state)}
+            for run_id, (_, state) in runs.items()
+            if run_id in self._known_runs
+        ]
+        if changed_runs:
+            await session.exec(_UPDATE_NODE_RUN, params=changed_runs)
         payload_rows = [
             {
                 "node_run_id": record.node_run.id,
@@ -223,10 +247,8 @@ class GroupCommitWriter:
             if record.payload is not None and record.node_run is not None
         ]
         if payload_rows:
-            await session.exec(insert(NodeRunPayload), params=payload_rows)
-        await session.exec(
-            insert(ExecutionEventRow), params=[_event_row(record.event) for record in batch]
-        )
+            await session.exec(insert(_PAYLOADS), params=payload_rows)
+        await session.exec(insert(_EVENTS), params=[_event_row(record.event) for record in batch])
         for record in batch:
             if record.execution is not None:
                 await _update_execution(session, record.event.execution_id, record.execution)
