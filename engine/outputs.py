@@ -17,34 +17,34 @@ _ORJSON_OPTIONS = (
 PREVIEW_MAX_BYTES = 2048
 
 
-def check_outputs(result: Any, ports: tuple[str, ...], node_label: str) -> PortItems:
+def check_outputs(result: Any, ports: tuple[str, ...], node_name: str) -> PortItems:
     """The behaviour's result as ports of items, or a NodeError saying what is wrong."""
     if not isinstance(result, dict):
         raise NodeError(
-            f"{node_label} returned a {type(result).__name__}, not outputs by port",
+            f"node {node_name!r} returned a {type(result).__name__}, not outputs by port",
             error_type="NODE_OUTPUT_INVALID",
         )
     for port, items in result.items():
         if port not in ports:
             raise NodeError(
-                f"{node_label} produced items on unknown output {port!r}",
+                f"node {node_name!r} produced items on unknown output {port!r}",
                 error_type="NODE_OUTPUT_INVALID",
             )
         if not isinstance(items, list) or not all(type(item) is dict for item in items):
             raise NodeError(
-                f"{node_label} output {port!r} must be a list of JSON objects",
+                f"node {node_name!r} output {port!r} must be a list of JSON objects",
                 error_type="NODE_OUTPUT_INVALID",
             )
     return result
 
 
-def serialize_outputs(outputs: PortItems, node_label: str) -> bytes:
+def serialize_outputs(outputs: PortItems, node_name: str) -> bytes:
     """The outputs as JSON bytes; a value that is not JSON is a NodeError."""
     try:
         return orjson.dumps(outputs, option=_ORJSON_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise NodeError(
-            f"{node_label} returned a value that is not JSON: {exc}",
+            f"node {node_name!r} returned a value that is not JSON: {exc}",
             error_type="NODE_OUTPUT_INVALID",
         ) from exc
 
@@ -54,9 +54,14 @@ def deserialize_outputs(payload: bytes) -> PortItems:
     return outputs
 
 
-def preview(items: list[Item]) -> Any:
-    """The first item if it is small, for live events; None otherwise."""
+def preview(items: list[Item], payload_bytes: int | None = None) -> Any:
+    """The first item if it is small, for live events; None otherwise.
+
+    When the whole output is small, so is its first item, and nothing needs encoding.
+    """
     if not items:
         return None
+    if payload_bytes is not None and payload_bytes <= PREVIEW_MAX_BYTES:
+        return items[0]
     encoded = orjson.dumps(items[0], option=_ORJSON_OPTIONS)
     return items[0] if len(encoded) <= PREVIEW_MAX_BYTES else None

@@ -35,17 +35,12 @@ class PlanNode:
     # Incoming edge indexes per input port, in edge order (the order items are concatenated).
     incoming: dict[str, tuple[int, ...]]
     outgoing: tuple[int, ...]
+    # The type's output ports, plus `error` when the node routes its errors there.
+    output_ports: tuple[str, ...]
 
     @property
     def id(self) -> str:
         return self.node.id
-
-    @property
-    def output_ports(self) -> tuple[str, ...]:
-        ports = tuple(port.name for port in self.node_type.outputs)
-        if self.node.on_error is OnError.ERROR_OUTPUT and ERROR_PORT not in ports:
-            ports += (ERROR_PORT,)
-        return ports
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +104,9 @@ def compile_plan(
     for order, node in enumerate(graph.nodes):
         node_type = registry.get(node.type, node.type_version)
         assert node_type is not None  # validated above
+        ports = tuple(port.name for port in node_type.outputs)
+        if node.on_error is OnError.ERROR_OUTPUT and ERROR_PORT not in ports:
+            ports += (ERROR_PORT,)
         nodes[node.id] = PlanNode(
             node=node,
             node_type=node_type,
@@ -116,6 +114,7 @@ def compile_plan(
             order=order,
             incoming={port: tuple(edges) for port, edges in incoming[node.id].items()},
             outgoing=tuple(outgoing[node.id]),
+            output_ports=ports,
         )
     return Plan(
         version_id=version_id,
