@@ -127,8 +127,12 @@ class Record:
 
 
 class Recorder(Protocol):
-    """Where the executor sends its records. `emit` never blocks; `flush` waits for commit."""
+    """Where the executor sends its records. `emit` never blocks; `flush` waits for commit;
+    `throttle` waits while too many payload bytes are waiting to be stored, so that a run
+    producing large outputs cannot pile them up in memory."""
 
     def emit(self, record: Record) -> None: ...
 
     async def flush(self) -> None: ...
+
+    async def throttle(self) -> None: ...

@@ -50,6 +50,9 @@ ENGINE_VERSION = "1"
 # to be resumed (without repeating nodes that succeeded) by the next process.
 SHUTDOWN = "loom-shutdown"
 DEFAULT_MAX_CONCURRENCY = 16
+# Outputs larger than this make the node wait, after recording, until the recorder's backlog
+# of payloads is small again: memory stays bounded however much data a run produces.
+THROTTLE_PAYLOAD_BYTES = 1024 * 1024
 
 NO_DATA: list[Item] = []  # identity marks an edge that resolved without data
 
@@ -376,6 +379,8 @@ class _Run:
             payload=payload,
             event_preview=preview(first, len(payload)),
         )
+        if len(payload) > THROTTLE_PAYLOAD_BYTES:
+            await self.recorder.throttle()
         return outputs
 
     def handle_failure(self, plan_node: PlanNode, state: NodeRunState) -> PortItems:

@@ -17,6 +17,9 @@ class MemoryRecorder:
     async def flush(self) -> None:
         return None
 
+    async def throttle(self) -> None:
+        return None
+
     def events(self, execution_id: str | None = None) -> list[Event]:
         return [
             record.event

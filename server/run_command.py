@@ -458,6 +458,9 @@ class ConsoleRecorder:
     async def flush(self) -> None:
         return None
 
+    async def throttle(self) -> None:
+        return None
+
 
 def _print_problems(console: Console, error: WorkflowFileError) -> None:
     console.print(

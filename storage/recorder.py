@@ -28,6 +28,8 @@ logger = logging.getLogger("loom.recorder")
 
 # Compress payloads larger than this off the event loop (zstd releases the GIL).
 _THREAD_COMPRESS_BYTES = 256 * 1024
+# `throttle()` waits while more payload bytes than this wait to be stored.
+MAX_PENDING_PAYLOAD_BYTES = 64 * 1024 * 1024
 _RETRY_DELAY_S = 0.5
 
 CommitListener = Callable[[Sequence[Event]], None]
@@ -97,6 +99,7 @@ class GroupCommitWriter:
         self._pending: list[Record] = []
         self._emitted = 0
         self._committed = 0
+        self._pending_payload_bytes = 0
         self._wake = asyncio.Event()
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -125,7 +128,19 @@ class GroupCommitWriter:
     def emit(self, record: Record) -> None:
         self._pending.append(record)
         self._emitted += 1
+        if record.payload is not None:
+            self._pending_payload_bytes += len(record.payload)
         self._wake.set()
+
+    async def throttle(self) -> None:
+        if self._pending_payload_bytes <= MAX_PENDING_PAYLOAD_BYTES:
+            return
+        if self._task is None:
+            await self.start()
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: self._pending_payload_bytes <= MAX_PENDING_PAYLOAD_BYTES
+            )
 
     async def flush(self) -> None:
         target = self._emitted
@@ -157,6 +172,9 @@ class GroupCommitWriter:
                     await asyncio.sleep(_RETRY_DELAY_S)
             self.rounds += 1
             self._committed += len(batch)
+            self._pending_payload_bytes -= sum(
+                len(record.payload) for record in batch if record.payload is not None
+            )
             async with self._progress:
                 self._progress.notify_all()
             events = [record.event for record in batch]
