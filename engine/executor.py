@@ -325,7 +325,10 @@ class _Run:
         """One attempt; its node run ends FAILED or CANCELLED if it does not succeed."""
         try:
             return await self.attempt(plan_node, inputs, state)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            # A node run inline receives the process's shutdown before `drive` sees it.
+            if exc.args == (SHUTDOWN,):
+                self.interrupted = True
             self.cancel_state(state)
             raise
         except Exception as exc:

@@ -58,6 +58,22 @@ class RequestLoaders:
         self.node_run_outputs: DataLoader[str, PortItems | None] = DataLoader(
             load_fn=self._load_node_run_outputs
         )
+        self.execution_inputs: DataLoader[str, object] = DataLoader(
+            load_fn=self._load_execution_inputs
+        )
+        self.execution_outputs: DataLoader[str, object] = DataLoader(
+            load_fn=self._load_execution_outputs
+        )
+
+    async def _load_execution_inputs(self, execution_ids: Sequence[str]) -> list[object]:
+        async with self._database.session() as session:
+            found = await executions.execution_payloads(session, execution_ids, executions.INPUT)
+        return [found.get(i) for i in execution_ids]
+
+    async def _load_execution_outputs(self, execution_ids: Sequence[str]) -> list[object]:
+        async with self._database.session() as session:
+            found = await executions.execution_payloads(session, execution_ids, executions.OUTPUT)
+        return [found.get(i) for i in execution_ids]
 
     async def _load_node_runs(self, execution_ids: Sequence[str]) -> list[list[xtypes.NodeRun]]:
         async with self._database.session() as session:

@@ -232,7 +232,7 @@ async def retry_execution(
             workflow=workflow,
             snapshot=snapshot,
             mode="retry",
-            input=original.input,
+            input=await executions.execution_input(session, original),
             created_by=viewer.user_id,
             start_node_id=original.start_node_id,
             retry_of=original.id,

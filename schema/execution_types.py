@@ -173,10 +173,6 @@ class Execution:
     workflow_version: int = strawberry.field(description="The pinned version it ran.")
     status: ExecutionStatus = strawberry.field(description="Current status.")
     mode: str = strawberry.field(description="manual, webhook, schedule, retry, subworkflow.")
-    input: JSON | None = strawberry.field(description="The input item it started with.")
-    output: JSON | None = strawberry.field(
-        description="Items of the last leaf node (topological order) that produced data."
-    )
     error: ExecutionError | None = strawberry.field(description="Why it failed, if it did.")
     engine_version: str = strawberry.field(description="Version of the engine that ran it.")
     retry_of: strawberry.ID | None = strawberry.field(description="The execution it retries.")
@@ -184,6 +180,21 @@ class Execution:
     started_at: datetime | None = strawberry.field(description="When it started running.")
     finished_at: datetime | None = strawberry.field(description="When it ended.")
     duration_ms: float | None = strawberry.field(description="Run time, start to end.")
+    # Values stored in the executions row by releases before input and output moved out.
+    legacy_input: strawberry.Private[object] = None
+    legacy_output: strawberry.Private[object] = None
+
+    @strawberry.field(description="The input item it started with.")
+    async def input(self, info: Info) -> JSON | None:
+        found = await info.context.loaders.execution_inputs.load(str(self.id))
+        return cast(JSON, found if found is not None else self.legacy_input)
+
+    @strawberry.field(
+        description="Items of the last leaf node (topological order) that produced data."
+    )
+    async def output(self, info: Info) -> JSON | None:
+        found = await info.context.loaders.execution_outputs.load(str(self.id))
+        return cast(JSON, found if found is not None else self.legacy_output)
 
     @strawberry.field(
         description="Node runs, one per node and attempt, in the order they started; page "

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert
+from sqlalchemy import delete, func, insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,6 +21,7 @@ from storage.errors import NotFoundError
 from storage.models import (
     Execution,
     ExecutionEventRow,
+    ExecutionPayload,
     NodeRun,
     NodeRunPayload,
     Workflow,
@@ -51,7 +52,6 @@ async def create_execution(
         workflow_version=snapshot.version,
         status=ExecutionStatus.QUEUED.value,
         mode=mode,
-        input=input,
         idempotency_key=idempotency_key,
         start_node_id=start_node_id,
         retry_of=retry_of,
@@ -61,6 +61,7 @@ async def create_execution(
     )
     session.add(execution)
     await session.flush()
+    await store_execution_payload(session, execution.id, INPUT, input)
     await session.exec(
         insert(ExecutionEventRow),
         params=[
@@ -74,6 +75,62 @@ async def create_execution(
         ],
     )
     return execution
+
+
+INPUT = "input"
+OUTPUT = "output"
+
+
+def encode_payload(value: Any) -> tuple[bytes, int]:
+    """A JSON value compressed for storage, and its size before compression."""
+    raw = orjson.dumps(value)
+    return payloads.compress(raw), len(raw)
+
+
+async def store_execution_payload(
+    session: AsyncSession,
+    execution_id: str,
+    kind: str,
+    value: Any,
+    encoded: tuple[bytes, int] | None = None,
+) -> None:
+    """Store (or replace) an execution's input or output."""
+    data, raw_bytes = encoded if encoded is not None else encode_payload(value)
+    await session.exec(
+        delete(ExecutionPayload).where(
+            col(ExecutionPayload.execution_id) == execution_id, col(ExecutionPayload.kind) == kind
+        )
+    )
+    await session.exec(
+        insert(ExecutionPayload),
+        params=[
+            {
+                "execution_id": execution_id,
+                "kind": kind,
+                "encoding": payloads.ENCODING,
+                "raw_bytes": raw_bytes,
+                "data": data,
+            }
+        ],
+    )
+
+
+async def execution_payloads(
+    session: AsyncSession, execution_ids: Sequence[str], kind: str
+) -> dict[str, Any]:
+    """Inputs (or outputs) of several executions, by execution id; absent ones left out."""
+    query = select(ExecutionPayload).where(
+        col(ExecutionPayload.execution_id).in_(execution_ids), ExecutionPayload.kind == kind
+    )
+    return {
+        row.execution_id: orjson.loads(payloads.decompress(row.data, row.encoding))
+        for row in await session.exec(query)
+    }
+
+
+async def execution_input(session: AsyncSession, row: Execution) -> Any:
+    found = await execution_payloads(session, [row.id], INPUT)
+    return found.get(row.id, row.input)
 
 
 async def find_by_idempotency_key(
@@ -292,6 +349,7 @@ class DatabaseExecutionSource:
                 .group_by(col(NodeRun.node_id))
             )
             attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
+            execution_input_value = await execution_input(session, row)
         return LoadedExecution(
             execution_id=row.id,
             workflow_id=row.workflow_id,
@@ -303,7 +361,7 @@ class DatabaseExecutionSource:
             settings=snapshot.settings,
             status=ExecutionStatus(row.status),
             mode=row.mode,
-            input=row.input if isinstance(row.input, dict) else {},
+            input=execution_input_value if isinstance(execution_input_value, dict) else {},
             start_node_id=row.start_node_id,
             next_sequence=next_sequence,
             reuse=reuse,

@@ -195,6 +195,8 @@ class Execution(SQLModel, table=True):
     workflow_version: int = 1
     status: str = Field(max_length=16)
     mode: str = Field(max_length=16)
+    # Input and output live in `execution_payloads`; these columns only hold the values of
+    # executions recorded before migration 0003, which are read from here as a fallback.
     input: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
     output: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
@@ -286,6 +288,26 @@ class NodeRunPayload(SQLModel, table=True):
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
     __table_args__ = (Index("ix_node_run_payloads_execution", "execution_id"),)
+
+
+class ExecutionPayload(SQLModel, table=True):
+    """An execution's input or output, stored beside its row: zstd-compressed JSON.
+
+    Kept out of `executions` because SQLite rewrites a whole row on every UPDATE, and an
+    execution's row changes status several times while its input may be hundreds of MB.
+    """
+
+    __tablename__ = "execution_payloads"
+
+    execution_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    kind: str = Field(sa_column=Column(String(8), primary_key=True))
+    encoding: str = Field(max_length=16)
+    raw_bytes: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class ExecutionEventRow(SQLModel, table=True):

@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
-from storage import payloads
+from storage import executions, payloads
 from storage.db import Database
 from storage.models import Execution, ExecutionEventRow, NodeRun, NodeRunPayload
 
@@ -186,8 +186,13 @@ class GroupCommitWriter:
 
     async def _store(self, batch: list[Record]) -> None:
         compressed = await self._compress(batch)
+        outputs = {
+            index: await asyncio.to_thread(executions.encode_payload, record.execution.output)
+            for index, record in enumerate(batch)
+            if record.execution is not None and record.execution.has_output
+        }
         async with self._database.transaction() as session:
-            new_run_ids = await self._write(session, batch, compressed)
+            new_run_ids = await self._write(session, batch, compressed, outputs)
         # Only after the commit are these runs known to exist.
         self._known_runs.update(new_run_ids)
         finished = {
@@ -223,7 +228,11 @@ class GroupCommitWriter:
         return compressed
 
     async def _write(
-        self, session: AsyncSession, batch: list[Record], compressed: dict[int, bytes]
+        self,
+        session: AsyncSession,
+        batch: list[Record],
+        compressed: dict[int, bytes],
+        outputs: dict[int, tuple[bytes, int]],
     ) -> list[str]:
         # Node runs: the latest state of each run in this batch, inserted or updated.
         runs: dict[str, tuple[str, NodeRunState]] = {}
@@ -267,9 +276,13 @@ class GroupCommitWriter:
         if payload_rows:
             await session.exec(insert(_PAYLOADS), params=payload_rows)
         await session.exec(insert(_EVENTS), params=[_event_row(record.event) for record in batch])
-        for record in batch:
+        for index, record in enumerate(batch):
             if record.execution is not None:
                 await _update_execution(session, record.event.execution_id, record.execution)
+            if index in outputs:
+                await executions.store_execution_payload(
+                    session, record.event.execution_id, executions.OUTPUT, None, outputs[index]
+                )
         return [row["id"] for row in new_runs]
 
 
@@ -287,8 +300,6 @@ async def _update_execution(
         values["finished_at"] = change.finished_at
     if change.error is not None:
         values["error"] = change.error.to_json()
-    if change.has_output:
-        values["output"] = change.output
     result = await session.exec(
         update(Execution)
         .where(

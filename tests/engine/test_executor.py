@@ -462,3 +462,28 @@ async def test_a_missing_start_node_records_nothing() -> None:
     with pytest.raises(StartNodeError):
         await Executor(recorder).run(request)
     assert recorder.records == []
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+async def test_shutdown_interrupts_without_cancelling(parallel: bool) -> None:
+    from engine.executor import SHUTDOWN
+
+    nodes = [Node("s", "Start", "start"), Node("w", "Wait", "sleep", parameters={"seconds": 5})]
+    edges: list[tuple[str, str] | Edge] = [("s", "w")]
+    if parallel:  # two running nodes: they run as tasks, not inline
+        nodes.append(Node("w2", "Wait 2", "sleep", parameters={"seconds": 5}))
+        edges.append(("s", "w2"))
+    recorder = MemoryRecorder()
+    request = RunRequest(
+        execution_id="e1", plan=compile_plan("v1", graph(nodes, edges), REGISTRY), info=RunInfo()
+    )
+    task = asyncio.create_task(Executor(recorder).run(request))
+    await asyncio.sleep(0.05)
+    task.cancel(SHUTDOWN)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    events = recorder.events()
+    assert all(e.type is not EventType.EXECUTION_FINISHED for e in events)
+    lost = [e for e in events if e.type is EventType.NODE_FAILED]
+    assert {e.node_id for e in lost} == ({"w", "w2"} if parallel else {"w"})
+    assert all(e.error is not None and e.error.type == "WORKER_LOST" for e in lost)
