@@ -45,6 +45,8 @@ def serve(
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
+    # Alembic announces each of its plugins at INFO; the migrations it runs stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     new_token = asyncio.run(_prepare(settings))
     mode = "distributed (Redis)" if settings.redis_url else "embedded (no Redis)"
     typer.echo(f"Loom {mode}, database: {settings.resolved_database_url().split('@')[-1]}")
