@@ -369,11 +369,7 @@ class _Run:
                     f"node type {plan_node.node_type.name!r} cannot run", error_type="NOT_RUNNABLE"
                 )
             context = NodeRunContext(
-                node=node,
-                compiled=plan_node.compiled,
-                info=self.request.info,
-                main_input=main_input,
-                node_outputs=self.named_outputs,
+                node, plan_node.compiled, self.request.info, main_input, self.named_outputs
             )
             if node.timeout_s is not None:
                 async with asyncio.timeout(node.timeout_s):
@@ -385,7 +381,11 @@ class _Run:
         state.finished_at = self.clock()
         state.output_items = sum(map(len, outputs.values()))
         self.transition(state, NodeRunStatus.SUCCEEDED)
-        first = next((items for items in outputs.values() if items), [])
+        first: list[Item] = NO_DATA
+        for items in outputs.values():
+            if items:
+                first = items
+                break
         self.emit(
             EventType.NODE_SUCCEEDED,
             state=state,

@@ -37,10 +37,8 @@ class PlanNode:
     outgoing: tuple[int, ...]
     # The type's output ports, plus `error` when the node routes its errors there.
     output_ports: tuple[str, ...]
-
-    @property
-    def id(self) -> str:
-        return self.node.id
+    # The node's id, as a field: the executor reads it several times per node.
+    id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +113,7 @@ def compile_plan(
             incoming={port: tuple(edges) for port, edges in incoming[node.id].items()},
             outgoing=tuple(outgoing[node.id]),
             output_ports=ports,
+            id=node.id,
         )
     return Plan(
         version_id=version_id,
