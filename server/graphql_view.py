@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -82,6 +83,15 @@ class LoomGraphQL(GraphQL[Context, None]):
             raise
         except (ValueError, RecursionError) as exc:
             raise json.JSONDecodeError(f"invalid JSON ({type(exc).__name__})", "", 0) from exc
+
+    def encode_json(self, data: object) -> str:
+        """Responses through orjson (several times faster on large results), as text so that
+        websocket frames stay text frames; the standard library takes integers beyond 64
+        bits, which orjson refuses."""
+        try:
+            return orjson.dumps(data).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            return json.dumps(data, separators=(",", ":"))
 
     def parse_json(self, data: str | bytes) -> Any:
         """A JSON object (or a list: a batch, which Strawberry refuses); anything else is a 400."""
