@@ -446,15 +446,11 @@ class _Run:
                 self.resolve(plan_node, request.reuse[plan_node.id])
             else:
                 self.skip(plan_node)
-                self.resolve_skipped(plan_node)
+                self.resolve(plan_node, {})
         if start.id in request.reuse:
             self.resolve(start, request.reuse[start.id])
         else:
             self.ready.appendleft((start, {"main": [request.input]}))
-
-    def resolve_skipped(self, plan_node: PlanNode) -> None:
-        self.finished.discard(plan_node.id)
-        self.resolve(plan_node, {})
 
     def start_node(self) -> PlanNode:
         requested = self.request.start_node_id

@@ -119,6 +119,10 @@ class NodeTypeRegistry:
         """The latest version of every type, sorted by name."""
         return [versions[max(versions)] for _, versions in sorted(self._by_name.items())]
 
+    def versions(self, name: str) -> list[int]:
+        """Every installed version of a type, ascending."""
+        return sorted(self._by_name.get(name, {}))
+
     def all(self) -> list[NodeType]:
         """Every version of every type, sorted by name then version."""
         return [

@@ -131,7 +131,7 @@ def node_type(descriptor: EngineNodeType, registry: NodeTypeRegistry) -> types.N
     return types.NodeType(
         name=descriptor.name,
         version=descriptor.version,
-        versions=[t.version for t in registry.all() if t.name == descriptor.name],
+        versions=registry.versions(descriptor.name),
         display_name=descriptor.display_name,
         description=descriptor.description,
         group=types.NodeGroup(descriptor.group.value),

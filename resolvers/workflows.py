@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import strawberry
-from sqlalchemy.exc import IntegrityError
 
 from engine import editing
 from engine.graph import Graph
@@ -166,11 +165,8 @@ async def update_workflow(
         if current is None:
             return _not_found(str(id))
         if current.version != expected_version:
-            return results.VersionConflictError(
-                message=f"workflow {str(id)!r} is at version {current.version}, "
-                f"not the expected {expected_version}",
-                expected_version=expected_version,
-                current_version=current.version,
+            return _conflict(
+                errors.VersionConflictError(str(id), expected_version, current.version)
             )
         # A node renamed in this update keeps the expressions that refer to it working.
         graph = editing.carry_renames(Graph.from_json(current.nodes, current.edges), fields.graph)
@@ -376,8 +372,6 @@ async def publish_workflow(
             return _conflict(exc)
         except errors.NotFoundError:  # deleted concurrently
             return _not_found(str(id))
-        except IntegrityError:  # a concurrent publish of the same version won the race
-            row = await workflows.require_workflow(session, str(id), viewer.workspace_ids)
     return mapping.workflow(row)
 
 

@@ -123,6 +123,9 @@ class NodeRun:
     input_items: int | None = strawberry.field(description="Items it received.")
     output_items: int | None = strawberry.field(description="Items it produced, all ports.")
     error: NodeError | None = strawberry.field(description="Why it failed, if it did.")
+    pages: strawberry.Private[
+        dict[tuple[str | None, int, int, int], NodeRunOutput | None] | None
+    ] = None
 
     @strawberry.field(
         description="Preview of the output: the items of the first port with data, capped at "
@@ -154,6 +157,17 @@ class NodeRun:
         return await self._page(info, port, offset, limit, max_bytes)
 
     async def _page(
+        self, info: Info, port: str | None, offset: int, limit: int, max_bytes: int
+    ) -> NodeRunOutput | None:
+        # `output` and `outputTruncated` ask for the same page: encode it once.
+        key = (port, offset, limit, max_bytes)
+        if self.pages is None:
+            self.pages = {}
+        if key not in self.pages:
+            self.pages[key] = await self._build_page(info, port, offset, limit, max_bytes)
+        return self.pages[key]
+
+    async def _build_page(
         self, info: Info, port: str | None, offset: int, limit: int, max_bytes: int
     ) -> NodeRunOutput | None:
         outputs = await info.context.loaders.node_run_outputs.load(str(self.id))
