@@ -77,6 +77,9 @@ class ExecutionUpdate:
     error: ErrorInfo | None = None
     output: Any = None
     has_output: bool = False
+    # Where `output` is recorded already: the node run and port whose items it is. The
+    # recorder then stores a reference instead of the items again.
+    output_from: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -124,6 +127,9 @@ class Record:
     # Full output of a succeeded node run, already serialized as a JSON object of ports.
     payload: bytes | None = None
     execution: ExecutionUpdate | None = None
+    # Instead of a payload: the node run's output is the execution input, as the one item on
+    # this port (a trigger passing it on), stored as a reference to the input.
+    input_port: str | None = None
 
 
 class Recorder(Protocol):

@@ -55,6 +55,8 @@ DEFAULT_MAX_CONCURRENCY = 16
 THROTTLE_PAYLOAD_BYTES = 1024 * 1024
 
 NO_DATA: list[Item] = []  # identity marks an edge that resolved without data
+# Node runs whose outputs were recorded (FAILED ones when onError routed an error item).
+_WITH_PAYLOAD = (NodeRunStatus.SUCCEEDED, NodeRunStatus.FAILED)
 
 
 def utcnow() -> datetime:
@@ -75,6 +77,9 @@ class RunRequest:
     plan: Plan
     info: RunInfo
     input: Item = field(default_factory=dict)
+    # The input's size as JSON when known (it was stored so): the start node's output, when it
+    # is just the input, is then recorded as a reference without encoding it again.
+    input_bytes: int | None = None
     start_node_id: str | None = None
     # The next event sequence (1 for a new execution; after the last stored one on resume).
     next_sequence: int = 1
@@ -180,6 +185,7 @@ class _Run:
         *,
         state: NodeRunState | None = None,
         payload: bytes | None = None,
+        input_port: str | None = None,
         execution: ExecutionUpdate | None = None,
         event_preview: Any = None,
     ) -> None:
@@ -205,9 +211,7 @@ class _Run:
             if execution is not None:
                 event.status = execution.status.value
                 event.error = execution.error
-        self.recorder.emit(
-            Record(event=event, node_run=state, payload=payload, execution=execution)
-        )
+        self.recorder.emit(Record(event, state, payload, execution, input_port))
 
     def new_state(self, plan_node: PlanNode) -> NodeRunState:
         attempt = self.request.attempts_used.get(plan_node.id, 0) + 1
@@ -377,7 +381,12 @@ class _Run:
             else:
                 result = await behaviour(context, inputs)
             outputs = check_outputs(result, plan_node.output_ports, node.name)
-        payload = serialize_outputs(outputs, node.name)
+        input_port = self.input_port(plan_node, outputs)
+        payload: bytes | None = None
+        size = self.request.input_bytes  # a trigger passing the input on: referenced
+        if input_port is None:
+            payload = serialize_outputs(outputs, node.name)
+            size = len(payload)
         state.finished_at = self.clock()
         state.output_items = sum(map(len, outputs.values()))
         self.transition(state, NodeRunStatus.SUCCEEDED)
@@ -390,11 +399,21 @@ class _Run:
             EventType.NODE_SUCCEEDED,
             state=state,
             payload=payload,
-            event_preview=preview(first, len(payload)),
+            input_port=input_port,
+            event_preview=preview(first, size),
         )
-        if len(payload) > THROTTLE_PAYLOAD_BYTES:
+        if payload is not None and len(payload) > THROTTLE_PAYLOAD_BYTES:
             await self.recorder.throttle()
         return outputs
+
+    def input_port(self, plan_node: PlanNode, outputs: PortItems) -> str | None:
+        """The port, if the node's whole output is the execution input as its one item."""
+        if plan_node.incoming or len(outputs) != 1:
+            return None
+        ((port, items),) = outputs.items()
+        if len(items) == 1 and items[0] is self.request.input:
+            return port
+        return None
 
     def handle_failure(self, plan_node: PlanNode, state: NodeRunState) -> PortItems:
         error = state.error
@@ -517,25 +536,30 @@ class _Run:
                 state = self.new_state(self.plan.nodes[node_id])
             self.cancel_state(state)
 
-    def output(self) -> list[Item] | None:
-        """The items of the last leaf node, in topological order, that produced data."""
+    def output(self) -> tuple[list[Item], tuple[str, str] | None] | None:
+        """The items of the last leaf node, in topological order, that produced data, and
+        where this run recorded them (node run id and port), if it did."""
         for node_id in reversed(self.plan.topological):
             plan_node = self.plan.nodes[node_id]
             if plan_node.outgoing:
                 continue
-            for items in self.outputs.get(node_id, {}).values():
+            for port, items in self.outputs.get(node_id, {}).items():
                 if items:
-                    return items
+                    state = self.states.get(node_id)
+                    recorded = state is not None and state.status in _WITH_PAYLOAD
+                    return items, (state.id, port) if recorded and state else None
         return None
 
     def finish(self, status: ExecutionStatus, error: ErrorInfo | None) -> Outcome:
-        output = self.output() if status is ExecutionStatus.SUCCEEDED else None
+        found = self.output() if status is ExecutionStatus.SUCCEEDED else None
+        output, output_from = found if found is not None else (None, None)
         update = ExecutionUpdate(
             status=status,
             finished_at=self.clock(),
             error=error,
             output=output,
             has_output=output is not None,
+            output_from=output_from,
         )
         self.emit(EventType.EXECUTION_FINISHED, execution=update)
         return Outcome(

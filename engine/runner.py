@@ -40,6 +40,7 @@ class LoadedExecution:
     input: Item
     start_node_id: str | None
     next_sequence: int
+    input_bytes: int | None = None
     reuse: dict[str, PortItems] = field(default_factory=dict)
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
@@ -125,6 +126,7 @@ class ExecutionRunner:
                 now=datetime.now(UTC).isoformat(),
             ),
             input=loaded.input,
+            input_bytes=loaded.input_bytes,
             start_node_id=loaded.start_node_id,
             next_sequence=loaded.next_sequence,
             reuse=loaded.reuse,

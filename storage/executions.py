@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -93,8 +93,10 @@ async def store_execution_payload(
     kind: str,
     value: Any,
     encoded: tuple[bytes, int] | None = None,
+    encoding: str = payloads.ENCODING,
 ) -> None:
-    """Store (or replace) an execution's input or output."""
+    """Store (or replace) an execution's input or output, or a reference to it
+    (`encoded` and `encoding` say how it was encoded, when it already was)."""
     data, raw_bytes = encoded if encoded is not None else encode_payload(value)
     await session.exec(
         delete(ExecutionPayload).where(
@@ -107,7 +109,7 @@ async def store_execution_payload(
             {
                 "execution_id": execution_id,
                 "kind": kind,
-                "encoding": payloads.ENCODING,
+                "encoding": encoding,
                 "raw_bytes": raw_bytes,
                 "data": data,
             }
@@ -116,21 +118,63 @@ async def store_execution_payload(
 
 
 async def execution_payloads(
-    session: AsyncSession, execution_ids: Sequence[str], kind: str
+    session: AsyncSession, execution_ids: Collection[str], kind: str
 ) -> dict[str, Any]:
     """Inputs (or outputs) of several executions, by execution id; absent ones left out."""
     query = select(ExecutionPayload).where(
         col(ExecutionPayload.execution_id).in_(execution_ids), ExecutionPayload.kind == kind
     )
-    return {
-        row.execution_id: orjson.loads(payloads.decompress(row.data, row.encoding))
-        for row in await session.exec(query)
-    }
+    found: dict[str, Any] = {}
+    references: dict[str, tuple[str, str]] = {}
+    for row in await session.exec(query):
+        if row.encoding == payloads.RUN_REFERENCE:
+            reference = orjson.loads(row.data)
+            references[row.execution_id] = (reference["nodeRunId"], reference["port"])
+        else:
+            found[row.execution_id] = orjson.loads(payloads.decompress(row.data, row.encoding))
+    if references:
+        runs = await payloads_by_run(session, [run_id for run_id, _ in references.values()])
+        for execution_id, (run_id, port) in references.items():
+            found[execution_id] = runs.get(run_id, {}).get(port)
+    return found
+
+
+def output_reference(node_run_id: str, port: str) -> bytes:
+    """An execution output that is the items of a node run's port, stored by reference."""
+    return orjson.dumps({"nodeRunId": node_run_id, "port": port})
 
 
 async def execution_input(session: AsyncSession, row: Execution) -> Any:
     found = await execution_payloads(session, [row.id], INPUT)
     return found.get(row.id, row.input)
+
+
+async def input_size(session: AsyncSession, execution_id: str) -> int | None:
+    """The stored input's size as JSON, in bytes."""
+    query = select(ExecutionPayload.raw_bytes).where(
+        ExecutionPayload.execution_id == execution_id, ExecutionPayload.kind == INPUT
+    )
+    size: int | None = (await session.exec(query)).first()
+    return size
+
+
+async def _decode_run_payloads(
+    session: AsyncSession, rows: Iterable[tuple[str, str, str, bytes]]
+) -> dict[str, PortItems]:
+    """Node run outputs from (key, execution id, encoding, data) rows, references resolved."""
+    decoded: dict[str, PortItems] = {}
+    inputs_wanted: dict[str, tuple[str, str]] = {}
+    for key, execution_id, encoding, data in rows:
+        if encoding == payloads.INPUT_REFERENCE:
+            inputs_wanted[key] = (execution_id, data.decode())
+        else:
+            decoded[key] = orjson.loads(payloads.decompress(data, encoding))
+    if inputs_wanted:
+        ids = {execution_id for execution_id, _ in inputs_wanted.values()}
+        inputs = await execution_payloads(session, ids, INPUT)
+        for key, (execution_id, port) in inputs_wanted.items():
+            decoded[key] = {port: [inputs.get(execution_id, {})]}
+    return decoded
 
 
 async def find_by_idempotency_key(
@@ -213,27 +257,25 @@ async def events(
 
 async def payload(session: AsyncSession, node_run_id: str) -> PortItems | None:
     """The full output of a node run, if it produced one."""
-    row = await session.get(NodeRunPayload, node_run_id)
-    if row is None:
-        return None
-    outputs: PortItems = orjson.loads(payloads.decompress(row.data, row.encoding))
-    return outputs
+    return (await payloads_by_run(session, [node_run_id])).get(node_run_id)
 
 
 async def succeeded_outputs(session: AsyncSession, execution_id: str) -> dict[str, PortItems]:
     """Outputs of every node that SUCCEEDED in the execution, by node id."""
     query = (
-        select(NodeRun.node_id, NodeRunPayload.data, NodeRunPayload.encoding)
+        select(
+            NodeRun.node_id,
+            NodeRunPayload.execution_id,
+            NodeRunPayload.encoding,
+            NodeRunPayload.data,
+        )
         .join(NodeRunPayload, col(NodeRunPayload.node_run_id) == col(NodeRun.id))
         .where(
             NodeRun.execution_id == execution_id,
             NodeRun.status == NodeRunStatus.SUCCEEDED.value,
         )
     )
-    return {
-        node_id: orjson.loads(payloads.decompress(data, encoding))
-        for node_id, data, encoding in await session.exec(query)
-    }
+    return await _decode_run_payloads(session, ((a, b, c, d) for a, b, c, d in await session.exec(query)))
 
 
 async def cancel_queued(session: AsyncSession, execution_id: str) -> bool:
@@ -350,6 +392,7 @@ class DatabaseExecutionSource:
             )
             attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
             execution_input_value = await execution_input(session, row)
+            input_bytes = await input_size(session, execution_id)
         return LoadedExecution(
             execution_id=row.id,
             workflow_id=row.workflow_id,
@@ -362,6 +405,7 @@ class DatabaseExecutionSource:
             status=ExecutionStatus(row.status),
             mode=row.mode,
             input=execution_input_value if isinstance(execution_input_value, dict) else {},
+            input_bytes=input_bytes,
             start_node_id=row.start_node_id,
             next_sequence=next_sequence,
             reuse=reuse,
@@ -374,11 +418,13 @@ async def payloads_by_run(
     session: AsyncSession, node_run_ids: Sequence[str]
 ) -> dict[str, PortItems]:
     """Full outputs of several node runs at once (for a DataLoader)."""
-    query = select(NodeRunPayload).where(col(NodeRunPayload.node_run_id).in_(node_run_ids))
-    return {
-        row.node_run_id: orjson.loads(payloads.decompress(row.data, row.encoding))
-        for row in await session.exec(query)
-    }
+    query = select(
+        NodeRunPayload.node_run_id,
+        NodeRunPayload.execution_id,
+        NodeRunPayload.encoding,
+        NodeRunPayload.data,
+    ).where(col(NodeRunPayload.node_run_id).in_(node_run_ids))
+    return await _decode_run_payloads(session, ((a, b, c, d) for a, b, c, d in await session.exec(query)))
 
 
 async def active_executions(session: AsyncSession) -> list[str]:

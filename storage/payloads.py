@@ -7,6 +7,11 @@ import threading
 import zstandard
 
 ENCODING = "zstd+json"
+# Payloads stored by reference instead of again (see storage/executions.py): a node run's
+# output that is the execution input as the one item on a port (data: the port), and an
+# execution output that is the items of a node run's port (data: JSON, node run and port).
+INPUT_REFERENCE = "ref:input"
+RUN_REFERENCE = "ref:node-run"
 # Level 1: about as fast as copying on this hardware, and 5-10x smaller for typical items.
 _LEVEL = 1
 

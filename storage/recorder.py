@@ -186,11 +186,18 @@ class GroupCommitWriter:
 
     async def _store(self, batch: list[Record]) -> None:
         compressed = await self._compress(batch)
-        outputs = {
-            index: await asyncio.to_thread(executions.encode_payload, record.execution.output)
-            for index, record in enumerate(batch)
-            if record.execution is not None and record.execution.has_output
-        }
+        outputs: dict[int, tuple[bytes, int, str]] = {}
+        for index, record in enumerate(batch):
+            change = record.execution
+            if change is None or not change.has_output:
+                continue
+            if change.output_from is not None:
+                # The items of a node run recorded already (in this batch or before).
+                reference = executions.output_reference(*change.output_from)
+                outputs[index] = (reference, 0, payloads.RUN_REFERENCE)
+            else:
+                data, raw_bytes = await asyncio.to_thread(executions.encode_payload, change.output)
+                outputs[index] = (data, raw_bytes, payloads.ENCODING)
         async with self._database.transaction() as session:
             new_run_ids = await self._write(session, batch, compressed, outputs)
         # Only after the commit are these runs known to exist.
@@ -232,7 +239,7 @@ class GroupCommitWriter:
         session: AsyncSession,
         batch: list[Record],
         compressed: dict[int, bytes],
-        outputs: dict[int, tuple[bytes, int]],
+        outputs: dict[int, tuple[bytes, int, str]],
     ) -> list[str]:
         # Node runs: the latest state of each run in this batch, inserted or updated.
         runs: dict[str, tuple[str, NodeRunState]] = {}
@@ -273,6 +280,17 @@ class GroupCommitWriter:
             for index, record in enumerate(batch)
             if record.payload is not None and record.node_run is not None
         ]
+        payload_rows += [
+            {
+                "node_run_id": record.node_run.id,
+                "execution_id": record.event.execution_id,
+                "encoding": payloads.INPUT_REFERENCE,
+                "raw_bytes": 0,
+                "data": record.input_port.encode(),
+            }
+            for record in batch
+            if record.input_port is not None and record.node_run is not None
+        ]
         if payload_rows:
             await session.exec(insert(_PAYLOADS), params=payload_rows)
         await session.exec(insert(_EVENTS), params=[_event_row(record.event) for record in batch])
@@ -280,8 +298,14 @@ class GroupCommitWriter:
             if record.execution is not None:
                 await _update_execution(session, record.event.execution_id, record.execution)
             if index in outputs:
+                data, raw_bytes, encoding = outputs[index]
                 await executions.store_execution_payload(
-                    session, record.event.execution_id, executions.OUTPUT, None, outputs[index]
+                    session,
+                    record.event.execution_id,
+                    executions.OUTPUT,
+                    None,
+                    (data, raw_bytes),
+                    encoding,
                 )
         return [row["id"] for row in new_runs]
 

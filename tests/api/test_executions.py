@@ -6,7 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlmodel import col, select
 
+from storage import payloads
+from storage.db import Database
+from storage.models import ExecutionPayload, NodeRun, NodeRunPayload
 from tests.conftest import Caller
 from tests.factories import CREATE, edge, node
 
@@ -100,6 +104,56 @@ async def test_execute_runs_records_and_reports(app, alice: Caller) -> None:
         "query($id: ID!) { workflow(id: $id) { versions { version } } }", {"id": workflow_id}
     )
     assert versions["workflow"]["versions"] == [{"version": 1}]
+
+
+async def test_outputs_stored_once_are_referenced_not_stored_again(
+    app, alice: Caller, database: Database
+) -> None:
+    """The trigger's output is the execution input and the execution output is the last
+    node's: both are stored as references, and read back as the data."""
+    workflow_id = await create(alice, PIPELINE_NODES, PIPELINE_EDGES)
+    started = await execute(alice, workflow_id, input={"price": 4, "qty": 5})
+    execution = await finished(app, alice, started["id"])
+    runs = {run["nodeId"]: run for run in execution["nodeRuns"]}
+    assert runs["start"]["output"] == [{"price": 4, "qty": 5}]
+    assert runs["start"]["outputPorts"] == ["main"]
+    assert execution["output"] == runs["big"]["output"] == [{"price": 4, "qty": 5, "total": 20}]
+    async with database.session() as session:
+        encodings = dict(
+            (
+                await session.exec(
+                    select(NodeRun.node_id, NodeRunPayload.encoding)
+                    .join(NodeRunPayload, col(NodeRunPayload.node_run_id) == col(NodeRun.id))
+                    .where(NodeRun.execution_id == started["id"])
+                )
+            ).all()
+        )
+        output_row = (
+            await session.exec(
+                select(ExecutionPayload).where(
+                    ExecutionPayload.execution_id == started["id"],
+                    ExecutionPayload.kind == "output",
+                )
+            )
+        ).one()
+    assert encodings["start"] == payloads.INPUT_REFERENCE
+    assert encodings["set"] == payloads.ENCODING
+    assert output_row.encoding == payloads.RUN_REFERENCE
+    # A retry from the start reads the referenced trigger output of the first execution.
+    data = await alice.gql(
+        "mutation($id: ID!) { retryExecution(id: $id) { __typename ... on Execution { id } } }",
+        {"id": started["id"]},
+    )
+    retry = await finished(app, alice, data["retryExecution"]["id"])
+    assert retry["output"] == execution["output"]
+
+
+async def test_a_lone_trigger_outputs_its_input_through_two_references(app, alice: Caller) -> None:
+    workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+    started = await execute(alice, workflow_id, input={"a": [1, 2]})
+    execution = await finished(app, alice, started["id"])
+    assert execution["output"] == [{"a": [1, 2]}]
+    assert execution["nodeRuns"][0]["output"] == [{"a": [1, 2]}]
 
 
 async def test_idempotency_key_returns_the_same_execution(app, alice: Caller) -> None:
