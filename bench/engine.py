@@ -33,7 +33,9 @@ The full run takes about ten minutes on a 2-core machine (scenario 4 most of it)
 
 `--profile NAME` runs one scenario's figure again under cProfile (the event loop thread, on the
 asyncio loop) and with the CPU time of every thread, and prints where the time goes. Figures
-are measured on uvloop when it is installed (`--loop auto`), as `loom serve` runs.
+are measured on uvloop when it is installed (`--loop auto`), as `loom serve` runs, and with
+the garbage collector tuned as Loom's processes tune it (`LOOM_GC_THRESHOLD`; `0` measures with
+Python's default), in the floor's processes too.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ def child_main(name: str, arguments: dict[str, Any], loop: str) -> None:
     from engine_profile import Profiling, run_profiled
     from engine_scenarios import SCENARIOS
 
+    from server.process import tune_gc
+    from server.settings import Settings
+
+    # As `loom serve`, `loom worker` and `loom run` do, in the floor's process as well.
+    tune_gc(Settings().gc_threshold)
     with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
         result = runner.run(SCENARIOS[name](**arguments))
         if isinstance(result, Profiling):

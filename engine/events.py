@@ -133,7 +133,8 @@ class Record:
 
 
 class Recorder(Protocol):
-    """Where the executor sends its records. `emit` never blocks; `flush` waits for commit;
+    """Where the executor sends its records. `emit` never blocks and takes the record over
+    (a recorder may let go of its payload once it holds it another way); `flush` waits for commit;
     `throttle` waits while too many payload bytes are waiting to be stored, so that a run
     producing large outputs cannot pile them up in memory."""
 

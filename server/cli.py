@@ -60,6 +60,9 @@ def serve(
     import uvicorn
 
     from server.app import create_app
+    from server.process import tune_gc
+
+    tune_gc(settings.gc_threshold)
 
     uvicorn.run(
         lambda: create_app(settings),
@@ -149,8 +152,10 @@ def run(
     """Run a workflow file in this process (no server, no database) and print its output."""
     from rich.console import Console
 
+    from server.process import tune_gc
     from server.run_command import run_workflow_file
 
+    tune_gc(Settings().gc_threshold)
     raise typer.Exit(run_workflow_file(workflow, input_json, Console(stderr=True), quiet=quiet))
 
 

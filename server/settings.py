@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     max_node_concurrency: int = Field(
         default=16, description="Nodes of one execution that may run at the same time."
     )
+    gc_threshold: int = Field(
+        default=50_000,
+        description="New containers between young garbage collections (Python's default is "
+        "700, costly for large workflow data); 0 keeps Python's default.",
+    )
     token_cache_s: float = Field(
         default=5.0, description="How long a verified API token is trusted without the database."
     )

@@ -275,7 +275,9 @@ async def succeeded_outputs(session: AsyncSession, execution_id: str) -> dict[st
             NodeRun.status == NodeRunStatus.SUCCEEDED.value,
         )
     )
-    return await _decode_run_payloads(session, ((a, b, c, d) for a, b, c, d in await session.exec(query)))
+    return await _decode_run_payloads(
+        session, ((a, b, c, d) for a, b, c, d in await session.exec(query))
+    )
 
 
 async def cancel_queued(session: AsyncSession, execution_id: str) -> bool:
@@ -424,7 +426,9 @@ async def payloads_by_run(
         NodeRunPayload.encoding,
         NodeRunPayload.data,
     ).where(col(NodeRunPayload.node_run_id).in_(node_run_ids))
-    return await _decode_run_payloads(session, ((a, b, c, d) for a, b, c, d in await session.exec(query)))
+    return await _decode_run_payloads(
+        session, ((a, b, c, d) for a, b, c, d in await session.exec(query))
+    )
 
 
 async def active_executions(session: AsyncSession) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, update
@@ -26,10 +27,13 @@ from storage.models import Execution, ExecutionEventRow, NodeRun, NodeRunPayload
 
 logger = logging.getLogger("loom.recorder")
 
-# Compress payloads larger than this off the event loop (zstd releases the GIL).
+# Payloads larger than this are compressed in a thread (zstd releases the GIL) from the moment
+# they are emitted, so that compression overlaps the nodes that run next and the writes of
+# earlier batches.
 _THREAD_COMPRESS_BYTES = 256 * 1024
-# `throttle()` waits while more payload bytes than this wait to be stored.
-MAX_PENDING_PAYLOAD_BYTES = 64 * 1024 * 1024
+# `throttle()` waits while more payload bytes than this wait to be stored (counted raw until
+# compressed, then compressed: a payload's raw JSON is let go of as soon as it is compressed).
+MAX_PENDING_PAYLOAD_BYTES = 128 * 1024 * 1024
 _RETRY_DELAY_S = 0.5
 
 CommitListener = Callable[[Sequence[Event]], None]
@@ -91,6 +95,20 @@ def _node_run_values(state: NodeRunState) -> dict[str, Any]:
     }
 
 
+@dataclass(slots=True)
+class _Payload:
+    """A record's payload while it waits to be stored: raw JSON, then compressed."""
+
+    raw_size: int
+    raw: bytes | None
+    compressed: bytes | None = None
+    compressing: asyncio.Future[bytes] | None = None
+
+    @property
+    def held_bytes(self) -> int:
+        return self.raw_size if self.compressed is None else len(self.compressed)
+
+
 class GroupCommitWriter:
     """Stores records in batches; `flush()` waits until what was emitted is committed."""
 
@@ -106,6 +124,10 @@ class GroupCommitWriter:
         self._stopping = False
         self._known_runs: set[str] = set()
         self._listeners: list[CommitListener] = []
+        # Payloads of pending records, by id of the record (alive while pending): the writer
+        # takes them over from the records it is given.
+        self._payloads: dict[int, _Payload] = {}
+        self._notifying: set[asyncio.Future[None]] = set()
         self.rounds = 0
 
     def on_commit(self, listener: CommitListener) -> None:
@@ -129,8 +151,30 @@ class GroupCommitWriter:
         self._pending.append(record)
         self._emitted += 1
         if record.payload is not None:
-            self._pending_payload_bytes += len(record.payload)
+            raw, record.payload = record.payload, None
+            held = self._payloads[id(record)] = _Payload(len(raw), raw)
+            self._pending_payload_bytes += held.raw_size
+            if held.raw_size > _THREAD_COMPRESS_BYTES:
+                loop = asyncio.get_running_loop()
+                held.compressing = loop.run_in_executor(None, payloads.compress, raw)
+                held.compressing.add_done_callback(lambda _: self._compressed(held))
         self._wake.set()
+
+    def _compressed(self, held: _Payload) -> None:
+        """A payload compressed in a thread: only the compressed bytes are kept."""
+        assert held.compressing is not None
+        if held.compressing.cancelled() or held.compressing.exception() is not None:
+            return  # compressed again when stored
+        before = held.held_bytes
+        held.compressed, held.raw = held.compressing.result(), None
+        self._pending_payload_bytes -= before - held.held_bytes
+        task = asyncio.ensure_future(self._notify())
+        self._notifying.add(task)
+        task.add_done_callback(self._notifying.discard)
+
+    async def _notify(self) -> None:
+        async with self._progress:
+            self._progress.notify_all()
 
     async def throttle(self) -> None:
         if self._pending_payload_bytes <= MAX_PENDING_PAYLOAD_BYTES:
@@ -170,13 +214,13 @@ class GroupCommitWriter:
                 except Exception:
                     logger.exception("storing %d execution records failed; retrying", len(batch))
                     await asyncio.sleep(_RETRY_DELAY_S)
+            for record in batch:
+                held = self._payloads.pop(id(record), None)
+                if held is not None:
+                    self._pending_payload_bytes -= held.held_bytes
             self.rounds += 1
             self._committed += len(batch)
-            self._pending_payload_bytes -= sum(
-                len(record.payload) for record in batch if record.payload is not None
-            )
-            async with self._progress:
-                self._progress.notify_all()
+            await self._notify()
             events = [record.event for record in batch]
             for listener in self._listeners:
                 try:
@@ -226,12 +270,19 @@ class GroupCommitWriter:
     async def _compress(self, batch: list[Record]) -> dict[int, bytes]:
         compressed: dict[int, bytes] = {}
         for index, record in enumerate(batch):
-            if record.payload is None:
+            held = self._payloads.get(id(record))
+            if held is None:
                 continue
-            if len(record.payload) > _THREAD_COMPRESS_BYTES:
-                compressed[index] = await asyncio.to_thread(payloads.compress, record.payload)
+            if held.compressed is None and held.compressing is not None:
+                try:
+                    await asyncio.shield(held.compressing)
+                except Exception:
+                    logger.exception("compressing a payload failed; trying again")
+            if held.compressed is not None:
+                compressed[index] = held.compressed
             else:
-                compressed[index] = payloads.compress(record.payload)
+                assert held.raw is not None
+                compressed[index] = held.compressed = payloads.compress(held.raw)
         return compressed
 
     async def _write(
@@ -274,11 +325,11 @@ class GroupCommitWriter:
                 "node_run_id": record.node_run.id,
                 "execution_id": record.event.execution_id,
                 "encoding": payloads.ENCODING,
-                "raw_bytes": len(record.payload),
+                "raw_bytes": self._payloads[id(record)].raw_size,
                 "data": compressed[index],
             }
             for index, record in enumerate(batch)
-            if record.payload is not None and record.node_run is not None
+            if index in compressed and record.node_run is not None
         ]
         payload_rows += [
             {
