@@ -123,6 +123,9 @@ class TimedSource:
     async def cancel_queued(self, execution_id: str) -> bool:
         return await self.inner.cancel_queued(execution_id)
 
+    async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
+        await self.inner.release(loaded, resume_now=resume_now)
+
 
 class TimedRecorder:
     """The writer, timing how long the executor waits for it: held back while too many
@@ -202,7 +205,11 @@ class MemorySource:
         )
 
     async def claim(self, loaded: LoadedExecution) -> bool:
+        loaded.next_sequence += 1
         return True
+
+    async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
+        return None
 
     async def cancel_queued(self, execution_id: str) -> bool:
         return False

@@ -80,6 +80,8 @@ class ExecutionUpdate:
     # Where `output` is recorded already: the node run and port whose items it is. The
     # recorder then stores a reference instead of the items again.
     output_from: tuple[str, str] | None = None
+    # When a WAITING execution is due to resume.
+    resume_at: datetime | None = None
 
 
 @dataclass(slots=True)

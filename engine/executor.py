@@ -49,6 +49,10 @@ ENGINE_VERSION = "1"
 # running attempts are recorded as FAILED with WORKER_LOST and the execution stays RUNNING,
 # to be resumed (without repeating nodes that succeeded) by the next process.
 SHUTDOWN = "loom-shutdown"
+# The lease moved to another process: stop at once; nothing more is recorded (the writer's
+# fence refuses it anyway), the other process carries on.
+LEASE_LOST = "loom-lease-lost"
+INTERRUPTIONS = (SHUTDOWN, LEASE_LOST)
 DEFAULT_MAX_CONCURRENCY = 16
 # Outputs larger than this make the node wait, after recording, until the recorder's backlog
 # of payloads is small again: memory stays bounded however much data a run produces.
@@ -342,7 +346,7 @@ class _Run:
 
     def note_cancellation(self, exc: asyncio.CancelledError, state: NodeRunState) -> None:
         # A node run inline receives the process's shutdown before `drive` sees it.
-        if exc.args == (SHUTDOWN,):
+        if exc.args and exc.args[0] in INTERRUPTIONS:
             self.interrupted = True
         self.cancel_state(state)
 
@@ -509,7 +513,7 @@ class _Run:
                     plan_node = self.running.pop(task)
                     self.resolve(plan_node, task.result())
         except asyncio.CancelledError as exc:
-            self.interrupted = exc.args == (SHUTDOWN,)
+            self.interrupted = bool(exc.args) and exc.args[0] in INTERRUPTIONS
             raise
         finally:
             await self.cancel_running()

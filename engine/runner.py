@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from engine.events import ErrorInfo, Event, EventType, ExecutionUpdate, Record, Recorder
-from engine.executor import Executor, Outcome, RunOptions, RunRequest, StartNodeError
+from engine.executor import (
+    INTERRUPTIONS,
+    LEASE_LOST,
+    SHUTDOWN,
+    Executor,
+    Outcome,
+    RunOptions,
+    RunRequest,
+    StartNodeError,
+)
 from engine.graph import Graph
 from engine.node_types import NodeTypeRegistry
 from engine.nodes.base import Item, PortItems, RunInfo
@@ -41,6 +51,9 @@ class LoadedExecution:
     start_node_id: str | None
     next_sequence: int
     input_bytes: int | None = None
+    # The lease generation when loaded; a claim moves it on by one.
+    generation: int = 0
+    cancel_requested: bool = False
     reuse: dict[str, PortItems] = field(default_factory=dict)
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
@@ -53,12 +66,34 @@ class ExecutionSource(Protocol):
 
     async def claim(self, loaded: LoadedExecution) -> bool:
         """Atomically move the execution to RUNNING and record EXECUTION_STARTED (or
-        RESUMED) at `loaded.next_sequence`; False if it is no longer runnable (cancelled)."""
+        RESUMED) at `loaded.next_sequence`, then move `next_sequence` past what it recorded
+        (and `generation` on, where leases are kept); False if it is no longer runnable
+        (cancelled, or claimed by someone else since it was loaded)."""
+        ...
+
+    async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
+        """Give up the claim of an execution that did not finish here; with `resume_now`
+        any process may claim it again at once."""
         ...
 
     async def cancel_queued(self, execution_id: str) -> bool:
         """Cancel an execution that was never claimed."""
         ...
+
+
+class Leases(Protocol):
+    """Keeps the leases of running executions alive (distributed mode) and reports a lease
+    lost to another process, or a cancel requested through storage."""
+
+    def hold(
+        self,
+        execution_id: str,
+        generation: int,
+        on_lost: Callable[[], object],
+        on_cancel: Callable[[], object],
+    ) -> None: ...
+
+    def drop(self, execution_id: str) -> None: ...
 
 
 class ExecutionRunner:
@@ -72,20 +107,51 @@ class ExecutionRunner:
         *,
         plan_cache: PlanCache | None = None,
         max_concurrency: int = 16,
+        leases: Leases | None = None,
+        on_finished: Callable[[LoadedExecution, Outcome], Awaitable[None]] | None = None,
     ) -> None:
         self.source = source
         self.recorder = recorder
         self.registry = registry
         self.plan_cache = plan_cache or PlanCache()
         self.max_concurrency = max_concurrency
+        self.leases = leases
+        self.on_finished = on_finished
         self.executor = Executor(recorder)
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
 
-    async def run(self, execution_id: str) -> Outcome | None:
-        """Run the execution to its end; None if it is unknown or already finished."""
+    def running(self) -> list[str]:
+        return list(self._tasks)
+
+    def cancel(self, execution_id: str) -> bool:
+        """Cancel the execution if it runs in this process (it records CANCELLED)."""
+        task = self._tasks.get(execution_id)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    def interrupt(self, execution_id: str, reason: str = LEASE_LOST) -> bool:
+        """Stop running the execution here without ending it (`SHUTDOWN`, `LEASE_LOST`)."""
+        task = self._tasks.get(execution_id)
+        if task is None:
+            return False
+        task.cancel(reason)
+        return True
+
+    async def run(self, execution_id: str, generation: int | None = None) -> Outcome | None:
+        """Run the execution to its end; None if it is unknown, already finished, claimed by
+        another process, or was taken over by one while it ran here.
+
+        `generation` is the lease generation the caller expects (a queued job carries it): a
+        job whose execution was claimed since it was queued does nothing.
+        """
         claimed = False
         try:
             loaded = await self.source.load(execution_id)
             if loaded is None or loaded.status.is_terminal:
+                return None
+            if generation is not None and loaded.generation != generation:
                 return None
             claimed = await self.source.claim(loaded)
             if not claimed:
@@ -94,7 +160,44 @@ class ExecutionRunner:
             if not claimed:
                 await asyncio.shield(self.source.cancel_queued(execution_id))
             raise
-        loaded.next_sequence += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks[execution_id] = task
+        if self.leases is not None:
+            self.leases.hold(
+                execution_id,
+                loaded.generation,
+                on_lost=lambda: self.interrupt(execution_id, LEASE_LOST),
+                on_cancel=lambda: self.cancel(execution_id),
+            )
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._run_claimed(loaded)
+        except asyncio.CancelledError as exc:
+            reason = exc.args[0] if exc.args else None
+            if reason in INTERRUPTIONS:
+                await asyncio.shield(self.recorder.flush())
+                if reason == SHUTDOWN:
+                    await asyncio.shield(self.source.release(loaded, resume_now=True))
+                    raise
+                task.uncancel()  # LEASE_LOST: another process has it; nothing to record
+                return None
+            raise
+        finally:
+            self._tasks.pop(execution_id, None)
+            if self.leases is not None:
+                self.leases.drop(execution_id)
+            if outcome is not None and self.on_finished is not None:
+                try:
+                    await self.on_finished(loaded, outcome)
+                except Exception:
+                    logger.exception("after execution %s", execution_id)
+        return outcome
+
+    async def _run_claimed(self, loaded: LoadedExecution) -> Outcome:
+        if loaded.cancel_requested:
+            error = ErrorInfo("CANCELLED", "the execution was cancelled")
+            return await self._refuse(loaded, error, ExecutionStatus.CANCELLED)
         try:
             plan = self.plan_cache.get(
                 loaded.version_id,
@@ -139,10 +242,15 @@ class ExecutionRunner:
         except StartNodeError as exc:
             return await self._refuse(loaded, ErrorInfo("INVALID_START_NODE", str(exc)))
 
-    async def _refuse(self, loaded: LoadedExecution, error: ErrorInfo) -> Outcome:
-        """Record that a claimed execution could not run: it fails at once."""
+    async def _refuse(
+        self,
+        loaded: LoadedExecution,
+        error: ErrorInfo,
+        status: ExecutionStatus = ExecutionStatus.FAILED,
+    ) -> Outcome:
+        """Record that a claimed execution could not run: it ends at once."""
         now = datetime.now(UTC)
-        update = ExecutionUpdate(status=ExecutionStatus.FAILED, finished_at=now, error=error)
+        update = ExecutionUpdate(status=status, finished_at=now, error=error)
         event = Event(
             execution_id=loaded.execution_id,
             sequence=loaded.next_sequence,
@@ -153,6 +261,4 @@ class ExecutionRunner:
         )
         self.recorder.emit(Record(event=event, execution=update))
         await self.recorder.flush()
-        return Outcome(
-            status=ExecutionStatus.FAILED, error=error, last_sequence=loaded.next_sequence
-        )
+        return Outcome(status=status, error=error, last_sequence=loaded.next_sequence)

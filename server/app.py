@@ -111,7 +111,8 @@ def create_app(
         await writer.start()
         # Embedded mode: executions that were queued or running when the process stopped
         # run again; nodes that succeeded are not repeated.
-        async with database.session() as session:
+        async with database.transaction() as session:
+            await executions.expire_leases(session)
             interrupted = await executions.active_executions(session)
         for execution_id in interrupted:
             await submitter.submit(execution_id)

@@ -56,6 +56,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False, pg_search_path: str | None = None) -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
+        self._echo = echo
+        self._pg_search_path = pg_search_path
         engine_options: dict[str, Any] = {
             "echo": echo,
             # orjson for every JSON column: several times faster than the standard library
@@ -78,6 +80,11 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _configure_sqlite)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+
+    def clone(self) -> Database:
+        """Another `Database` on the same database, for another thread's event loop."""
+        url = self.url.render_as_string(hide_password=False)
+        return Database(url, echo=self._echo, pg_search_path=self._pg_search_path)
 
     @property
     def is_sqlite(self) -> bool:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert
+from sqlalchemy import and_, delete, func, insert, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -322,6 +322,57 @@ async def request_cancel(session: AsyncSession, execution_id: str) -> None:
     )
 
 
+async def _close_interrupted_runs(
+    session: AsyncSession, loaded: LoadedExecution, now: datetime
+) -> int:
+    """Record attempts left RUNNING or PENDING by a process that died as FAILED with
+    WORKER_LOST (they do not count against the node's retries), one event each from
+    `loaded.next_sequence`; return the next free sequence."""
+    sequence = loaded.next_sequence
+    if not loaded.resumed:
+        return sequence
+    query = (
+        select(NodeRun)
+        .where(
+            NodeRun.execution_id == loaded.execution_id,
+            col(NodeRun.status).in_([NodeRunStatus.RUNNING.value, NodeRunStatus.PENDING.value]),
+        )
+        .order_by(col(NodeRun.created_at), col(NodeRun.id))
+    )
+    for run in (await session.exec(query)).all():
+        error = {
+            "type": "WORKER_LOST",
+            "message": WORKER_LOST_MESSAGE.format(name=run.node_name),
+            "details": {},
+        }
+        run.status = NodeRunStatus.FAILED.value
+        run.error = error
+        run.finished_at = now
+        session.add(run)
+        duration = (now - run.started_at).total_seconds() * 1000 if run.started_at else None
+        await session.exec(
+            insert(ExecutionEventRow),
+            params=[
+                {
+                    "execution_id": loaded.execution_id,
+                    "sequence": sequence,
+                    "type": "NODE_FAILED",
+                    "at": now,
+                    "node_id": run.node_id,
+                    "node_name": run.node_name,
+                    "attempt": run.attempt,
+                    "status": NodeRunStatus.FAILED.value,
+                    "duration_ms": duration,
+                    "input_items": run.input_items,
+                    "error": error,
+                }
+            ],
+        )
+        sequence += 1
+    await session.flush()
+    return sequence
+
+
 async def _next_sequence(session: AsyncSession, execution_id: str) -> int:
     query = select(func.max(ExecutionEventRow.sequence)).where(
         ExecutionEventRow.execution_id == execution_id
@@ -330,42 +381,95 @@ async def _next_sequence(session: AsyncSession, execution_id: str) -> int:
     return int(last or 0) + 1
 
 
-class DatabaseExecutionSource:
-    """`engine.runner.ExecutionSource` on the database."""
+WORKER_LOST_MESSAGE = (
+    "node {name!r} was interrupted: the process running it stopped or lost its lease; "
+    "it runs again as a new attempt"
+)
+_CLAIMABLE = (
+    ExecutionStatus.QUEUED.value,
+    ExecutionStatus.RUNNING.value,
+    ExecutionStatus.WAITING.value,
+)
 
-    def __init__(self, database: Database) -> None:
+
+class DatabaseExecutionSource:
+    """`engine.runner.ExecutionSource` on the database, with leases.
+
+    A claim is a compare-and-set on the execution's lease generation: it succeeds for an
+    execution that is QUEUED, RUNNING with an expired lease, or WAITING past its resume
+    time, and only if nobody claimed it since it was loaded. It increments the generation
+    and takes the lease for `owner` until `lease_s` from now (heartbeats renew it).
+    """
+
+    def __init__(self, database: Database, owner: str = "embedded", lease_s: float = 30.0) -> None:
         self.database = database
+        self.owner = owner
+        self.lease_s = lease_s
 
     async def claim(self, loaded: LoadedExecution) -> bool:
         now = utcnow()
-        source = ExecutionStatus.RUNNING if loaded.resumed else ExecutionStatus.QUEUED
         async with self.database.transaction() as session:
             result = await session.exec(
                 update(Execution)
                 .where(
                     col(Execution.id) == loaded.execution_id,
-                    col(Execution.status) == source.value,
+                    col(Execution.lease_generation) == loaded.generation,
+                    col(Execution.status).in_(_CLAIMABLE),
+                    or_(
+                        col(Execution.status) == ExecutionStatus.QUEUED.value,
+                        and_(
+                            col(Execution.status) == ExecutionStatus.RUNNING.value,
+                            or_(
+                                col(Execution.lease_expires_at).is_(None),
+                                col(Execution.lease_expires_at) <= now,
+                            ),
+                        ),
+                        and_(
+                            col(Execution.status) == ExecutionStatus.WAITING.value,
+                            col(Execution.resume_at) <= now,
+                        ),
+                    ),
                 )
                 .values(
                     status=ExecutionStatus.RUNNING.value,
                     started_at=func.coalesce(col(Execution.started_at), now),
+                    lease_generation=col(Execution.lease_generation) + 1,
+                    lease_owner=self.owner,
+                    lease_expires_at=now + timedelta(seconds=self.lease_s),
+                    resume_at=None,
                 )
             )
             if result.rowcount == 0:
                 return False
+            loaded.generation += 1
+            sequence = await _close_interrupted_runs(session, loaded, now)
             await session.exec(
                 insert(ExecutionEventRow),
                 params=[
                     {
                         "execution_id": loaded.execution_id,
-                        "sequence": loaded.next_sequence,
+                        "sequence": sequence,
                         "type": "EXECUTION_RESUMED" if loaded.resumed else "EXECUTION_STARTED",
                         "at": now,
                         "status": ExecutionStatus.RUNNING.value,
                     }
                 ],
             )
+            loaded.next_sequence = sequence + 1
         return True
+
+    async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
+        """Give the lease up (the execution finished, waits, or this process stops); with
+        `resume_now` another process may claim the execution at once."""
+        async with self.database.transaction() as session:
+            await session.exec(
+                update(Execution)
+                .where(
+                    col(Execution.id) == loaded.execution_id,
+                    col(Execution.lease_generation) == loaded.generation,
+                )
+                .values(lease_owner=None, lease_expires_at=utcnow() if resume_now else None)
+            )
 
     async def cancel_queued(self, execution_id: str) -> bool:
         async with self.database.transaction() as session:
@@ -408,6 +512,8 @@ class DatabaseExecutionSource:
             mode=row.mode,
             input=execution_input_value if isinstance(execution_input_value, dict) else {},
             input_bytes=input_bytes,
+            generation=row.lease_generation,
+            cancel_requested=row.cancel_requested_at is not None,
             start_node_id=row.start_node_id,
             next_sequence=next_sequence,
             reuse=reuse,
@@ -428,6 +534,15 @@ async def payloads_by_run(
     ).where(col(NodeRunPayload.node_run_id).in_(node_run_ids))
     return await _decode_run_payloads(
         session, ((a, b, c, d) for a, b, c, d in await session.exec(query))
+    )
+
+
+async def expire_leases(session: AsyncSession) -> None:
+    """Embedded mode at start: no other process runs anything, so every lease is stale."""
+    await session.exec(
+        update(Execution)
+        .where(col(Execution.lease_owner).is_not(None))
+        .values(lease_owner=None, lease_expires_at=None)
     )
 
 

@@ -216,6 +216,17 @@ class Execution(SQLModel, table=True):
     )
     engine_version: str = Field(max_length=32)
     cancel_requested_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The lease of the process running it (distributed mode). Every claim increments the
+    # generation; the job that may claim it carries the generation it expects, and every
+    # write of the runner is fenced by the generation it claimed.
+    lease_generation: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # When a WAITING execution is due to resume (a durable wait).
+    resume_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # When a QUEUED execution was given a slot of its workflow's `maxConcurrentExecutions`
+    # and handed to the queue; unset while it waits for a slot.
+    admitted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = _created_at()
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -226,6 +237,8 @@ class Execution(SQLModel, table=True):
         Index("ix_executions_workflow_created", "workflow_id", "created_at"),
         Index("ix_executions_workspace_created", "workspace_id", "created_at"),
         Index("ix_executions_status", "status"),
+        # Admission: the oldest QUEUED executions of a workflow that wait for a slot.
+        Index("ix_executions_workflow_status", "workflow_id", "status", "created_at"),
         UniqueConstraint("workflow_id", "idempotency_key", name="uq_executions_idempotency"),
     )
 

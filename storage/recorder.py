@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
@@ -37,6 +37,7 @@ MAX_PENDING_PAYLOAD_BYTES = 128 * 1024 * 1024
 _RETRY_DELAY_S = 0.5
 
 CommitListener = Callable[[Sequence[Event]], None]
+FenceListener = Callable[[str], None]
 
 _NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
 _PAYLOADS: Table = NodeRunPayload.__table__  # type: ignore[attr-defined]
@@ -128,10 +129,27 @@ class GroupCommitWriter:
         # takes them over from the records it is given.
         self._payloads: dict[int, _Payload] = {}
         self._notifying: set[asyncio.Future[None]] = set()
+        # Lease generations of the executions this process runs: their records are stored
+        # only while the database still shows that generation (see `fence`).
+        self._fences: dict[str, int] = {}
+        self._fence_listeners: list[FenceListener] = []
+        self.fenced_out = 0
         self.rounds = 0
 
     def on_commit(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
+
+    def fence(self, execution_id: str, generation: int) -> None:
+        """Store the execution's records only while its lease generation is `generation`:
+        a process that lost its lease cannot record anything more for it."""
+        self._fences[execution_id] = generation
+
+    def unfence(self, execution_id: str) -> None:
+        self._fences.pop(execution_id, None)
+
+    def on_fence_lost(self, listener: FenceListener) -> None:
+        """Called with the id of an execution whose records were refused by its fence."""
+        self._fence_listeners.append(listener)
 
     async def start(self) -> None:
         if self._task is None:
@@ -231,17 +249,17 @@ class GroupCommitWriter:
     async def _store(self, batch: list[Record]) -> None:
         compressed = await self._compress(batch)
         outputs: dict[int, tuple[bytes, int, str]] = {}
-        for index, record in enumerate(batch):
+        for record in batch:
             change = record.execution
             if change is None or not change.has_output:
                 continue
             if change.output_from is not None:
                 # The items of a node run recorded already (in this batch or before).
                 reference = executions.output_reference(*change.output_from)
-                outputs[index] = (reference, 0, payloads.RUN_REFERENCE)
+                outputs[id(record)] = (reference, 0, payloads.RUN_REFERENCE)
             else:
                 data, raw_bytes = await asyncio.to_thread(executions.encode_payload, change.output)
-                outputs[index] = (data, raw_bytes, payloads.ENCODING)
+                outputs[id(record)] = (data, raw_bytes, payloads.ENCODING)
         async with self._database.transaction() as session:
             new_run_ids = await self._write(session, batch, compressed, outputs)
         # Only after the commit are these runs known to exist.
@@ -254,6 +272,43 @@ class GroupCommitWriter:
         for record in batch:
             if record.node_run is not None and record.event.execution_id in finished:
                 self._known_runs.discard(record.node_run.id)
+        for execution_id in finished:
+            self._fences.pop(execution_id, None)
+
+    async def _fenced(self, session: AsyncSession, batch: list[Record]) -> list[Record]:
+        """The batch without the records of executions whose lease moved on. The rows read
+        stay locked (PostgreSQL) until the commit, so no claim can slip in between."""
+        fenced = {
+            record.event.execution_id
+            for record in batch
+            if record.event.execution_id in self._fences
+        }
+        if not fenced:
+            return batch
+        query = select(Execution.id, Execution.lease_generation).where(
+            col(Execution.id).in_(fenced)
+        )
+        if not self._database.is_sqlite:
+            query = query.with_for_update()
+        current = {row[0]: row[1] for row in (await session.exec(query)).all()}
+        lost = {
+            execution_id
+            for execution_id in fenced
+            if current.get(execution_id) != self._fences.get(execution_id)
+        }
+        if not lost:
+            return batch
+        for execution_id in lost:
+            logger.warning(
+                "execution %s: records refused, this process no longer holds its lease",
+                execution_id,
+            )
+            self._fences.pop(execution_id, None)
+            for listener in self._fence_listeners:
+                listener(execution_id)
+        kept = [record for record in batch if record.event.execution_id not in lost]
+        self.fenced_out += len(batch) - len(kept)
+        return kept
 
     async def _store_one_by_one(self, batch: list[Record]) -> None:
         for record in batch:
@@ -268,8 +323,8 @@ class GroupCommitWriter:
                 )
 
     async def _compress(self, batch: list[Record]) -> dict[int, bytes]:
-        compressed: dict[int, bytes] = {}
-        for index, record in enumerate(batch):
+        compressed: dict[int, bytes] = {}  # by id of the record
+        for record in batch:
             held = self._payloads.get(id(record))
             if held is None:
                 continue
@@ -279,10 +334,10 @@ class GroupCommitWriter:
                 except Exception:
                     logger.exception("compressing a payload failed; trying again")
             if held.compressed is not None:
-                compressed[index] = held.compressed
+                compressed[id(record)] = held.compressed
             else:
                 assert held.raw is not None
-                compressed[index] = held.compressed = payloads.compress(held.raw)
+                compressed[id(record)] = held.compressed = payloads.compress(held.raw)
         return compressed
 
     async def _write(
@@ -292,6 +347,7 @@ class GroupCommitWriter:
         compressed: dict[int, bytes],
         outputs: dict[int, tuple[bytes, int, str]],
     ) -> list[str]:
+        batch = await self._fenced(session, batch)
         # Node runs: the latest state of each run in this batch, inserted or updated.
         runs: dict[str, tuple[str, NodeRunState]] = {}
         for record in batch:
@@ -326,10 +382,10 @@ class GroupCommitWriter:
                 "execution_id": record.event.execution_id,
                 "encoding": payloads.ENCODING,
                 "raw_bytes": self._payloads[id(record)].raw_size,
-                "data": compressed[index],
+                "data": compressed[id(record)],
             }
-            for index, record in enumerate(batch)
-            if index in compressed and record.node_run is not None
+            for record in batch
+            if id(record) in compressed and record.node_run is not None
         ]
         payload_rows += [
             {
@@ -344,12 +400,14 @@ class GroupCommitWriter:
         ]
         if payload_rows:
             await session.exec(insert(_PAYLOADS), params=payload_rows)
+        if not batch:
+            return []
         await session.exec(insert(_EVENTS), params=[_event_row(record.event) for record in batch])
-        for index, record in enumerate(batch):
+        for record in batch:
             if record.execution is not None:
                 await _update_execution(session, record.event.execution_id, record.execution)
-            if index in outputs:
-                data, raw_bytes, encoding = outputs[index]
+            if id(record) in outputs:
+                data, raw_bytes, encoding = outputs[id(record)]
                 await executions.store_execution_payload(
                     session,
                     record.event.execution_id,
@@ -369,6 +427,12 @@ async def _update_execution(
     session: AsyncSession, execution_id: str, change: ExecutionUpdate
 ) -> None:
     values: dict[str, Any] = {"status": change.status.value}
+    if change.status.is_terminal or change.status is ExecutionStatus.WAITING:
+        # The lease ends with the run (a waiting execution is resumed by a new claim).
+        values["lease_owner"] = None
+        values["lease_expires_at"] = None
+    if change.resume_at is not None:
+        values["resume_at"] = change.resume_at
     if change.started_at is not None:
         values["started_at"] = change.started_at
     if change.finished_at is not None:
