@@ -142,6 +142,10 @@ def error_info(exc: BaseException, plan_node: PlanNode) -> ErrorInfo:
     return ErrorInfo("NODE_CRASHED", f"{label} raised {type(exc).__name__}: {exc}")
 
 
+class _Drained(Exception):
+    """The run stopped at a node boundary because its process is shutting down."""
+
+
 class _Failed(Exception):
     """A node failed for good with onError STOP."""
 
@@ -180,6 +184,8 @@ class _Run:
         self.ready: deque[tuple[PlanNode, PortItems]] = deque()
         self.running: dict[asyncio.Task[PortItems], PlanNode] = {}
         self.interrupted = False
+        # Set when the process shuts down: running nodes finish, no new ones start.
+        self.draining = False
 
     # Recording
 
@@ -494,7 +500,11 @@ class _Run:
     async def drive(self) -> None:
         try:
             while True:
-                while self.ready and len(self.running) < self.options.max_concurrency:
+                while (
+                    self.ready
+                    and not self.draining
+                    and len(self.running) < self.options.max_concurrency
+                ):
                     plan_node, inputs = self.ready.popleft()
                     if plan_node.id in self.request.reuse:
                         self.resolve(plan_node, self.request.reuse[plan_node.id])
@@ -507,6 +517,8 @@ class _Run:
                     task = asyncio.create_task(self.run_node(plan_node, inputs))
                     self.running[task] = plan_node
                 if not self.running:
+                    if self.ready:  # draining: what remains runs in the next process
+                        raise _Drained
                     return
                 done, _ = await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: self.running[t].order):
@@ -536,6 +548,8 @@ class _Run:
             if node_id in self.finished or node_id in self.request.reuse:
                 continue
             state = self.states.get(node_id)
+            if state is not None and state.status is NodeRunStatus.CANCELLED:
+                continue  # its running attempt was cancelled already
             if state is None or state.status.is_terminal:
                 state = self.new_state(self.plan.nodes[node_id])
             self.cancel_state(state)
@@ -581,6 +595,13 @@ class Executor:
     def __init__(self, recorder: Recorder, clock: Callable[[], datetime] = utcnow) -> None:
         self.recorder = recorder
         self.clock = clock
+        self._runs: set[_Run] = set()
+
+    def drain(self) -> None:
+        """Let running nodes finish and start no new ones: each run then stops, recorded
+        and resumable, with `CancelledError(SHUTDOWN)`."""
+        for run in self._runs:
+            run.draining = True
 
     async def run(self, request: RunRequest, options: RunOptions | None = None) -> Outcome:
         """Run to the end and return the outcome; records are flushed before it returns.
@@ -591,6 +612,13 @@ class Executor:
         options = options or RunOptions()
         run = _Run(request, self.recorder, options, self.clock)
         run.start()
+        self._runs.add(run)
+        try:
+            return await self._drive(run, options)
+        finally:
+            self._runs.discard(run)
+
+    async def _drive(self, run: _Run, options: RunOptions) -> Outcome:
         outcome: Outcome
         try:
             if options.execution_timeout_s is not None:
@@ -602,6 +630,9 @@ class Executor:
             run.finished.add(failure.node_id)
             run.cancel_rest()
             outcome = run.finish(ExecutionStatus.FAILED, failure.error)
+        except _Drained:
+            await asyncio.shield(self.recorder.flush())
+            raise asyncio.CancelledError(SHUTDOWN) from None
         except TimeoutError:
             run.cancel_rest()
             error = ErrorInfo(

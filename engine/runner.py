@@ -131,6 +131,11 @@ class ExecutionRunner:
         task.cancel()
         return True
 
+    def drain(self) -> None:
+        """The process is stopping: running nodes finish, then each execution stops,
+        recorded and resumable (see `Executor.drain`)."""
+        self.executor.drain()
+
     def interrupt(self, execution_id: str, reason: str = LEASE_LOST) -> bool:
         """Stop running the execution here without ending it (`SHUTDOWN`, `LEASE_LOST`)."""
         task = self._tasks.get(execution_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime
 from typing import Protocol
 
 from engine.executor import SHUTDOWN
@@ -15,8 +16,11 @@ logger = logging.getLogger("loom.submitter")
 
 
 class Submitter(Protocol):
-    async def submit(self, execution_id: str) -> None:
-        """Arrange for the (committed, QUEUED) execution to run."""
+    async def submit(
+        self, execution_id: str, generation: int = 0, run_at: datetime | None = None
+    ) -> None:
+        """Arrange for the committed execution to run (at `run_at`, if given): by a claim
+        of lease `generation`, so that a stale submission does nothing."""
         ...
 
     async def cancel(self, execution_id: str) -> bool:
@@ -31,16 +35,24 @@ class InProcessSubmitter:
         self.runner = runner
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def submit(self, execution_id: str) -> None:
+    async def submit(
+        self, execution_id: str, generation: int | None = None, run_at: datetime | None = None
+    ) -> None:
         if execution_id in self._tasks:
             return
-        task = asyncio.create_task(self._run(execution_id), name=f"execution {execution_id}")
+        task = asyncio.create_task(
+            self._run(execution_id, generation, run_at), name=f"execution {execution_id}"
+        )
         self._tasks[execution_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(execution_id, None))
 
-    async def _run(self, execution_id: str) -> None:
+    async def _run(
+        self, execution_id: str, generation: int | None, run_at: datetime | None
+    ) -> None:
         try:
-            await self.runner.run(execution_id)
+            if run_at is not None:
+                await asyncio.sleep(max(0.0, (run_at - datetime.now(UTC)).total_seconds()))
+            await self.runner.run(execution_id, generation)
         except asyncio.CancelledError:
             raise
         except Exception:

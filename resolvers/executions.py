@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+
 import strawberry
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from strawberry.scalars import JSON
 
@@ -15,9 +20,11 @@ from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_s
 from resolvers.workflows import validation_error
 from schema import execution_types as xtypes
 from schema import results
-from storage import executions, workflows
+from storage import executions, queueing, workflows
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
+
+logger = logging.getLogger("loom.executions")
 
 Info = strawberry.Info[Context, None]
 
@@ -49,11 +56,25 @@ def _runnable_problems(info: Info, workflow: Workflow | WorkflowVersion) -> list
     return []
 
 
+# How long cancelExecution waits for the process running the execution to record it.
+CANCEL_WAIT_S = 2.0
+
+
 async def _submit(info: Info, execution: Execution) -> None:
+    """Hand the committed execution to the submitter, or, when its workflow limits concurrent
+    executions, whatever the limit admits now (FIFO). If the queue cannot be reached the
+    execution stays QUEUED in the database and the sweeper enqueues it later."""
     submitter = info.context.services.submitter
     if submitter is None:
         raise RuntimeError("no submitter configured: executions cannot run in this process")
-    await submitter.submit(execution.id)
+    try:
+        if execution.admitted_at is not None:
+            await submitter.submit(execution.id, execution.lease_generation)
+            return
+        for due in await queueing.admit(info.context.database, execution.workflow_id):
+            await submitter.submit(due.execution_id, due.generation)
+    except (ConnectionError, OSError, RedisError):
+        logger.exception("execution %s: queue unreachable; the sweeper enqueues it", execution.id)
 
 
 async def execute_workflow(
@@ -186,9 +207,14 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
     if submitter is None or not await submitter.cancel(execution_id):
         async with info.context.database.transaction() as session:
             await executions.cancel_queued(session, execution_id)
-    async with info.context.database.session() as session:
-        row = await executions.reload(session, execution_id)
-    return mapping.execution(row)
+    # Another process (a worker) records the cancellation: give it a moment to land.
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while True:
+        async with info.context.database.session() as session:
+            row = await executions.reload(session, execution_id)
+        if row.status not in ("RUNNING", "WAITING") or time.monotonic() >= deadline:
+            return mapping.execution(row)
+        await asyncio.sleep(0.02)
 
 
 async def retry_execution(

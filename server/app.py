@@ -14,8 +14,9 @@ from starlette.routing import Route, WebSocketRoute
 
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.plan import PlanCache
+from engine.queue import ArqSubmitter
 from engine.runner import ExecutionRunner
-from engine.submitter import InProcessSubmitter
+from engine.submitter import InProcessSubmitter, Submitter
 from engine.validation import GraphLimits
 from resolvers.auth import Authenticator
 from resolvers.context import Services
@@ -23,12 +24,16 @@ from schema.root import build_schema
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
 from server.settings import Settings
+from server.worker import admission, require_distributed_settings
 from storage import executions
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.recorder import GroupCommitWriter
 
 logger = logging.getLogger("loom.server")
+# Embedded mode has one process: its claims never need to expire while it lives (a restart
+# takes every lease over, see `expire_leases`).
+EMBEDDED_LEASE_S = 10 * 365 * 24 * 3600.0
 
 
 def build_services(
@@ -37,23 +42,31 @@ def build_services(
     registry: NodeTypeRegistry | None = None,
     writer: GroupCommitWriter | None = None,
 ) -> Services:
-    """The per-process dependencies of the resolvers (embedded mode: executions run here)."""
+    """The per-process dependencies of the resolvers. Embedded mode runs executions here;
+    distributed mode (`LOOM_REDIS_URL`) hands them to the queue."""
     registry = registry if registry is not None else load_registry()
     plan_cache = PlanCache(max_entries=settings.plan_cache_size)
-    runner = ExecutionRunner(
-        DatabaseExecutionSource(database),
-        writer or GroupCommitWriter(database),
-        registry,
-        plan_cache=plan_cache,
-        max_concurrency=settings.max_node_concurrency,
-    )
+    submitter: Submitter
+    if settings.redis_url:
+        submitter = ArqSubmitter(url=settings.redis_url)
+    else:
+        writer = writer or GroupCommitWriter(database)
+        runner = ExecutionRunner(
+            DatabaseExecutionSource(database, writer=writer, lease_s=EMBEDDED_LEASE_S),
+            writer,
+            registry,
+            plan_cache=plan_cache,
+            max_concurrency=settings.max_node_concurrency,
+        )
+        submitter = InProcessSubmitter(runner)
+        runner.on_finished = admission(database, submitter)
     return Services(
         database=database,
         registry=registry,
         authenticator=Authenticator(database, cache_s=settings.token_cache_s),
         graph_limits=GraphLimits(max_nodes=settings.max_graph_nodes),
         max_page_size=settings.max_page_size,
-        submitter=InProcessSubmitter(runner),
+        submitter=submitter,
         plan_cache=plan_cache,
     )
 
@@ -67,12 +80,13 @@ def create_app(
     """Build Loom's ASGI app. The database schema must already be migrated (`loom serve`
     and `loom db upgrade` do that)."""
     settings = settings or Settings()
+    if settings.redis_url:
+        require_distributed_settings(settings)
     owns_database = database is None
     database = database or Database(settings.resolved_database_url())
-    writer = GroupCommitWriter(database)
+    writer = None if settings.redis_url else GroupCommitWriter(database)
     services = build_services(settings, database, registry, writer)
     submitter = services.submitter
-    assert isinstance(submitter, InProcessSubmitter)
     schema = build_schema(
         max_depth=settings.max_query_depth,
         max_tokens=settings.max_query_tokens,
@@ -108,21 +122,25 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await writer.start()
-        # Embedded mode: executions that were queued or running when the process stopped
-        # run again; nodes that succeeded are not repeated.
-        async with database.transaction() as session:
-            await executions.expire_leases(session)
-            interrupted = await executions.active_executions(session)
-        for execution_id in interrupted:
-            await submitter.submit(execution_id)
-        if interrupted:
-            logger.info("resuming %d interrupted executions", len(interrupted))
+        if isinstance(submitter, InProcessSubmitter) and writer is not None:
+            await writer.start()
+            # Embedded mode: executions that were queued or running when the process stopped
+            # run again; nodes that succeeded are not repeated.
+            async with database.transaction() as session:
+                await executions.expire_leases(session)
+                interrupted = await executions.active_executions(session)
+            for execution_id in interrupted:
+                await submitter.submit(execution_id)
+            if interrupted:
+                logger.info("resuming %d interrupted executions", len(interrupted))
         try:
             yield
         finally:
-            await submitter.close()
-            await writer.stop()
+            if isinstance(submitter, InProcessSubmitter) and writer is not None:
+                await submitter.close()
+                await writer.stop()
+            elif isinstance(submitter, ArqSubmitter):
+                await submitter.close()
             if owns_database:
                 await database.dispose()
 

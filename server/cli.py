@@ -42,6 +42,14 @@ def serve(
     settings = Settings()
     host = host or settings.host
     port = port or settings.port
+    if settings.redis_url:
+        from server.worker import DistributedModeError, require_distributed_settings
+
+        try:
+            require_distributed_settings(settings)
+        except DistributedModeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
@@ -71,6 +79,30 @@ def serve(
         port=port,
         log_level=settings.log_level,
     )
+
+
+@cli.command()
+def worker(
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", "-c", help="Executions run at once (LOOM_WORKER_CONCURRENCY)."
+    ),
+) -> None:
+    """Run executions from the queue (distributed mode: needs LOOM_REDIS_URL and
+    LOOM_SECRET_KEY). SIGTERM stops it gracefully."""
+    from server.process import tune_gc
+    from server.worker import DistributedModeError, run_worker
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    tune_gc(settings.gc_threshold)
+    try:
+        asyncio.run(run_worker(settings, concurrency or settings.worker_concurrency))
+    except DistributedModeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @db_cli.command("upgrade")

@@ -51,6 +51,32 @@ class Settings(BaseSettings):
     max_node_concurrency: int = Field(
         default=16, description="Nodes of one execution that may run at the same time."
     )
+    lease_seconds: float = Field(
+        default=30.0,
+        description="Distributed mode: how long a worker's claim on an execution lasts without "
+        "renewal; a killed worker's executions resume elsewhere within this time.",
+        gt=0,
+    )
+    worker_concurrency: int = Field(
+        default=10, description="Executions one `loom worker` runs at the same time.", ge=1
+    )
+    poll_delay_s: float = Field(
+        default=0.005,
+        description="How often an idle worker polls the queue (arq's default, 0.5 s, costs "
+        "about 250 ms median pick-up latency).",
+        gt=0,
+    )
+    sweep_interval_s: float = Field(
+        default=5.0,
+        description="How often the (single active) sweeper re-enqueues what the queue lost.",
+        gt=0,
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        description="On SIGTERM a worker lets running nodes finish for this long, then "
+        "interrupts them (they run again elsewhere).",
+        ge=0,
+    )
     gc_threshold: int = Field(
         default=50_000,
         description="New containers between young garbage collections (Python's default is "

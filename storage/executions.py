@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import and_, delete, func, insert, or_
@@ -28,6 +28,9 @@ from storage.models import (
     WorkflowVersion,
 )
 from storage.paging import newest_first
+
+if TYPE_CHECKING:
+    from storage.recorder import GroupCommitWriter
 from storage.types import utcnow
 
 
@@ -58,6 +61,9 @@ async def create_execution(
         reuse_outputs=reuse_outputs,
         created_by=created_by,
         engine_version=ENGINE_VERSION,
+        # Without a concurrency limit it may run at once; otherwise `queueing.admit` gives it
+        # a slot when one is free.
+        admitted_at=None if concurrency_limit(workflow) else utcnow(),
     )
     session.add(execution)
     await session.flush()
@@ -79,6 +85,12 @@ async def create_execution(
 
 INPUT = "input"
 OUTPUT = "output"
+
+
+def concurrency_limit(workflow: Workflow) -> int | None:
+    """The workflow's `maxConcurrentExecutions`, if it sets one."""
+    limit = (workflow.settings or {}).get("maxConcurrentExecutions")
+    return int(limit) if isinstance(limit, int) and limit > 0 else None
 
 
 def encode_payload(value: Any) -> tuple[bytes, int]:
@@ -401,10 +413,18 @@ class DatabaseExecutionSource:
     and takes the lease for `owner` until `lease_s` from now (heartbeats renew it).
     """
 
-    def __init__(self, database: Database, owner: str = "embedded", lease_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        database: Database,
+        owner: str = "embedded",
+        lease_s: float = 30.0,
+        writer: GroupCommitWriter | None = None,
+    ) -> None:
         self.database = database
         self.owner = owner
         self.lease_s = lease_s
+        # Fenced by the generation claimed: records of a lease lost are refused.
+        self.writer = writer
 
     async def claim(self, loaded: LoadedExecution) -> bool:
         now = utcnow()
@@ -456,6 +476,8 @@ class DatabaseExecutionSource:
                 ],
             )
             loaded.next_sequence = sequence + 1
+        if self.writer is not None:
+            self.writer.fence(loaded.execution_id, loaded.generation)
         return True
 
     async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:

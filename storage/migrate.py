@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from storage.db import Database
 
@@ -28,7 +28,15 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(config, revision)
 
 
+# pg_advisory_xact_lock key: API processes and workers starting together migrate one at a time.
+_MIGRATION_LOCK = 0x6C6F6F6D  # "loom"
+
+
 async def upgrade(database: Database, revision: str = "head") -> None:
     """Bring the database schema up to `revision` (the latest by default)."""
     async with database.engine.begin() as connection:
+        if not database.is_sqlite:
+            await connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+            )
         await connection.run_sync(_upgrade, revision)

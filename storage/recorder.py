@@ -37,7 +37,7 @@ MAX_PENDING_PAYLOAD_BYTES = 128 * 1024 * 1024
 _RETRY_DELAY_S = 0.5
 
 CommitListener = Callable[[Sequence[Event]], None]
-FenceListener = Callable[[str], None]
+FenceListener = Callable[[str], object]
 
 _NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
 _PAYLOADS: Table = NodeRunPayload.__table__  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ import pytest
 
 from server.app import create_app
 from server.settings import Settings
+from server.worker import DistributedModeError
 from storage.db import Database
 from tests.conftest import REDIS_URL
 
@@ -52,17 +53,23 @@ async def test_readyz_is_503_when_the_database_is_unreachable(registry, caplog):
 
 @pytest.mark.redis
 async def test_readyz_checks_redis_when_configured(database, registry):
-    settings = Settings(_env_file=None, redis_url=REDIS_URL)
+    settings = Settings(_env_file=None, redis_url=REDIS_URL, secret_key="shared")
     response = await _get(create_app(settings, database=database, registry=registry), "/readyz")
     assert response.status_code == 200, response.text
     assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
 async def test_readyz_is_503_when_redis_is_unreachable(database, registry):
-    settings = Settings(_env_file=None, redis_url="redis://127.0.0.1:1/0")
+    settings = Settings(_env_file=None, redis_url="redis://127.0.0.1:1/0", secret_key="shared")
     response = await _get(create_app(settings, database=database, registry=registry), "/readyz")
     assert response.status_code == 503
     assert response.json()["checks"] == {"database": "ok", "redis": "unreachable"}
+
+
+def test_distributed_mode_refuses_to_start_without_a_secret_key(database, registry):
+    settings = Settings(_env_file=None, redis_url=REDIS_URL)
+    with pytest.raises(DistributedModeError, match="LOOM_SECRET_KEY"):
+        create_app(settings, database=database, registry=registry)
 
 
 async def test_unknown_paths_and_methods(http):

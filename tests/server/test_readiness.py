@@ -1,9 +1,8 @@
-"""/healthz and /readyz, with and without Redis configured."""
+"""/readyz when the database is unreachable (Redis cases: tests/api/test_health.py)."""
 
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from server.app import create_app
 from server.settings import Settings
@@ -14,21 +13,6 @@ async def _get(app, path: str) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://loom.test") as client:
         return await client.get(path)
-
-
-@pytest.mark.redis
-async def test_readyz_checks_redis_when_configured(database: Database, redis_url: str) -> None:
-    app = create_app(Settings(_env_file=None, redis_url=redis_url), database=database)
-    response = await _get(app, "/readyz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "redis": "ok"}}
-
-
-async def test_readyz_fails_when_redis_is_unreachable(database: Database) -> None:
-    app = create_app(Settings(_env_file=None, redis_url="redis://127.0.0.1:1/0"), database=database)
-    response = await _get(app, "/readyz")
-    assert response.status_code == 503
-    assert response.json()["checks"] == {"database": "ok", "redis": "unreachable"}
 
 
 async def test_readyz_fails_when_the_database_is_unreachable() -> None:

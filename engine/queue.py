@@ -1,0 +1,245 @@
+"""The arq adapter: distributed mode's submitter, job, worker, sweeper and cancel channel.
+
+The executor never imports arq; this module is the only one that does, behind Loom's own
+`Submitter` interface, so that the queue could be swapped (arq is in maintenance mode).
+
+- A job carries only an execution id and the lease generation it expects to claim; its job
+  id is `<execution id>:<generation>`, unique per claim, because arq keeps a job id locked
+  while its in-progress key lives (its job timeout plus 10 s after a `kill -9`). A job whose
+  execution was claimed since it was enqueued does nothing.
+- Jobs are JSON (orjson), not pickle; arq keeps no results: they live in the database.
+- One job runs a whole execution: node-to-node transitions stay in-process. arq's job
+  timeout is set far beyond any workflow's (`executionTimeoutSeconds` is the real limit).
+- The sweeper (one active at a time, through a Redis lock) hands the database's view to the
+  queue again: QUEUED executions whose job was lost, RUNNING ones whose lease expired,
+  WAITING ones (as deferred jobs). Re-enqueueing is idempotent: arq refuses a job id it holds.
+- Cancellation is published on a Redis channel; every worker listens and stops the execution
+  if it runs it. Lease renewals also read the database's cancel flag, in case the message
+  was missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import orjson
+from arq import Worker
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import func
+
+from engine.executor import SHUTDOWN
+from engine.runner import ExecutionRunner
+
+logger = logging.getLogger("loom.queue")
+
+QUEUE_NAME = "loom:queue"
+JOB_FUNCTION = "run_execution"
+CANCEL_CHANNEL = "loom:cancel"
+SWEEPER_LOCK = "loom:sweeper"
+# arq must never time a workflow out: the execution timeout in its settings does that.
+JOB_TIMEOUT = timedelta(days=3650)
+DEFAULT_POLL_DELAY_S = 0.005
+
+
+def job_id(execution_id: str, generation: int) -> str:
+    return f"{execution_id}:{generation}"
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+async def connect(redis_url: str) -> ArqRedis:
+    """An arq Redis pool with Loom's JSON job serializer."""
+    return await create_pool(
+        RedisSettings.from_dsn(redis_url),
+        job_serializer=_dumps,
+        job_deserializer=orjson.loads,
+        default_queue_name=QUEUE_NAME,
+    )
+
+
+def process_owner() -> str:
+    """A name for this process's leases, unique across machines and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class ArqSubmitter:
+    """`engine.submitter.Submitter` on arq: enqueue a job, publish a cancel. Given a URL
+    instead of a pool, it connects on first use (API processes build it before their loop)."""
+
+    def __init__(self, redis: ArqRedis | None = None, *, url: str | None = None) -> None:
+        if redis is None and url is None:
+            raise ValueError("an arq pool or a Redis URL is needed")
+        self._redis = redis
+        self._url = url
+        self._connecting = asyncio.Lock()
+
+    @property
+    def redis(self) -> ArqRedis:
+        if self._redis is None:
+            raise RuntimeError("not connected yet")
+        return self._redis
+
+    async def connect(self) -> ArqRedis:
+        async with self._connecting:
+            if self._redis is None:
+                assert self._url is not None
+                self._redis = await connect(self._url)
+        return self._redis
+
+    async def close(self) -> None:
+        if self._redis is not None and self._url is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def submit(
+        self, execution_id: str, generation: int = 0, run_at: datetime | None = None
+    ) -> None:
+        """Enqueue the job that claims `generation`; a job already queued under the same id
+        is left as it is."""
+        defer_until = run_at if run_at is not None and run_at > datetime.now(UTC) else None
+        redis = self._redis or await self.connect()
+        await redis.enqueue_job(
+            JOB_FUNCTION,
+            execution_id,
+            generation,
+            _job_id=job_id(execution_id, generation),
+            _defer_until=defer_until,
+        )
+
+    async def cancel(self, execution_id: str) -> bool:
+        """Tell whichever worker runs it to stop; False: not stopped here (the caller also
+        cancels it in the database if it was never claimed)."""
+        redis = self._redis or await self.connect()
+        await redis.publish(CANCEL_CHANNEL, execution_id)
+        return False
+
+
+async def run_execution(ctx: dict[str, Any], execution_id: str, generation: int) -> None:
+    """The arq job: run one execution to its end in this worker."""
+    runner: ExecutionRunner = ctx["loom_runner"]
+    submitter: ArqSubmitter = ctx["loom_submitter"]
+    try:
+        await runner.run(execution_id, generation)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if exc.args == (SHUTDOWN,):
+            # Interrupted by this worker's shutdown: the lease is released; hand it on.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(submitter.submit(execution_id, generation + 1))
+        # A user's cancel was recorded by the runner; the job itself ends normally.
+        if task is not None:
+            task.uncancel()
+    except Exception:
+        logger.exception("execution %s crashed in its job", execution_id)
+
+
+class DueSource(Protocol):
+    """What the sweeper reads from the database."""
+
+    async def due(self) -> list[Any]: ...
+
+    async def admit_waiting(self) -> list[Any]: ...
+
+
+class Sweeper:
+    """Re-enqueues what the queue may have lost. Runs in every worker; one at a time is
+    active, through a Redis lock that expires if its holder dies."""
+
+    def __init__(
+        self,
+        redis: ArqRedis,
+        submitter: ArqSubmitter,
+        source: DueSource,
+        owner: str,
+        interval_s: float = 5.0,
+    ) -> None:
+        self.redis = redis
+        self.submitter = submitter
+        self.source = source
+        self.owner = owner
+        self.interval_s = interval_s
+        self.sweeps = 0
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                if await self._lead():
+                    await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("sweep failed; trying again")
+            await asyncio.sleep(self.interval_s)
+
+    async def _lead(self) -> bool:
+        """Take (or keep) the sweeper lock for two intervals."""
+        ttl_ms = int(self.interval_s * 2000)
+        if await self.redis.set(SWEEPER_LOCK, self.owner, nx=True, px=ttl_ms):
+            return True
+        holder = await self.redis.get(SWEEPER_LOCK)
+        if holder is not None and holder.decode() == self.owner:
+            await self.redis.pexpire(SWEEPER_LOCK, ttl_ms)
+            return True
+        return False
+
+    async def sweep(self) -> int:
+        """One pass; returns how many executions were handed to the queue."""
+        handed = 0
+        for due in [*await self.source.admit_waiting(), *await self.source.due()]:
+            await self.submitter.submit(due.execution_id, due.generation, due.run_at)
+            handed += 1
+        self.sweeps += 1
+        return handed
+
+
+async def listen_for_cancels(redis: ArqRedis, runner: ExecutionRunner) -> None:
+    """Stop executions of this process that someone cancels, as the messages arrive."""
+    while True:
+        try:
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(CANCEL_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    data = message["data"]
+                    execution_id = data.decode() if isinstance(data, bytes) else str(data)
+                    if runner.cancel(execution_id):
+                        logger.info("execution %s: cancel requested", execution_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("cancel channel lost; reconnecting")
+            await asyncio.sleep(1)
+
+
+def build_worker(
+    redis: ArqRedis,
+    runner: ExecutionRunner,
+    submitter: ArqSubmitter,
+    *,
+    concurrency: int,
+    poll_delay_s: float = DEFAULT_POLL_DELAY_S,
+) -> Worker:
+    """An arq worker that runs executions, at most `concurrency` at a time."""
+    return Worker(
+        functions=[func(run_execution, name=JOB_FUNCTION, max_tries=1000)],
+        queue_name=QUEUE_NAME,
+        redis_pool=redis,
+        max_jobs=concurrency,
+        poll_delay=poll_delay_s,
+        job_timeout=JOB_TIMEOUT,
+        keep_result=0,
+        handle_signals=False,
+        job_serializer=_dumps,
+        job_deserializer=orjson.loads,
+        ctx={"loom_runner": runner, "loom_submitter": submitter},
+    )

@@ -1,0 +1,161 @@
+"""`loom worker`: runs executions from the arq queue (distributed mode).
+
+What the process holds: a group-commit writer, a lease keeper thread, a plan cache, the arq
+worker polling Redis, a sweeper (active in one worker at a time), and a listener for
+cancellations. Nothing else: any number of workers run side by side on any machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from engine.executor import LEASE_LOST, SHUTDOWN, Outcome
+from engine.node_types import load_registry
+from engine.plan import PlanCache
+from engine.queue import (
+    ArqSubmitter,
+    Sweeper,
+    build_worker,
+    connect,
+    listen_for_cancels,
+    process_owner,
+)
+from engine.runner import ExecutionRunner, LoadedExecution
+from engine.submitter import Submitter
+from server.settings import Settings
+from storage import queueing
+from storage.db import Database
+from storage.executions import DatabaseExecutionSource
+from storage.leases import LeaseKeeper
+from storage.migrate import upgrade
+from storage.queueing import Due
+from storage.recorder import GroupCommitWriter
+
+logger = logging.getLogger("loom.worker")
+
+
+class DistributedModeError(Exception):
+    """Distributed mode is misconfigured (a missing shared setting)."""
+
+
+def require_distributed_settings(settings: Settings) -> str:
+    """The Redis URL; refuses distributed mode without a shared secret key."""
+    if not settings.redis_url:
+        raise DistributedModeError("LOOM_REDIS_URL is not set: workers need Redis")
+    if settings.secret_key is None or not settings.secret_key.get_secret_value():
+        raise DistributedModeError(
+            "LOOM_SECRET_KEY is not set: in distributed mode every process must share it"
+        )
+    return settings.redis_url
+
+
+class _DatabaseDue:
+    """The sweeper's view of the database."""
+
+    def __init__(self, database: Database, queued_grace_s: float) -> None:
+        self.database = database
+        self.queued_grace_s = queued_grace_s
+
+    async def due(self) -> list[Due]:
+        return await queueing.due(self.database, self.queued_grace_s)
+
+    async def admit_waiting(self) -> list[Due]:
+        admitted: list[Due] = []
+        for workflow_id in await queueing.workflows_waiting_for_slots(self.database):
+            admitted += await queueing.admit(self.database, workflow_id)
+        return admitted
+
+
+def admission(
+    database: Database, submitter: Submitter
+) -> Callable[[LoadedExecution, Outcome], Awaitable[None]]:
+    """After an execution of a workflow with a concurrency limit ends, give its slot on."""
+
+    async def on_finished(loaded: LoadedExecution, outcome: Outcome) -> None:
+        if not loaded.settings.get("maxConcurrentExecutions"):
+            return
+        for due in await queueing.admit(database, loaded.workflow_id):
+            await submitter.submit(due.execution_id, due.generation)
+
+    return on_finished
+
+
+async def run_worker(settings: Settings, concurrency: int) -> None:
+    redis_url = require_distributed_settings(settings)
+    database = Database(settings.resolved_database_url())
+    await upgrade(database)
+    owner = process_owner()
+    writer = GroupCommitWriter(database)
+    await writer.start()
+    keeper = LeaseKeeper(database, owner, settings.lease_seconds)
+    keeper.start()
+    redis = await connect(redis_url)
+    submitter = ArqSubmitter(redis)
+    runner = ExecutionRunner(
+        DatabaseExecutionSource(database, owner, settings.lease_seconds, writer),
+        writer,
+        load_registry(),
+        plan_cache=PlanCache(max_entries=settings.plan_cache_size),
+        max_concurrency=settings.max_node_concurrency,
+        leases=keeper,
+        on_finished=admission(database, submitter),
+    )
+    writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
+    sweeper = Sweeper(
+        redis,
+        submitter,
+        _DatabaseDue(database, queued_grace_s=max(2.0, settings.sweep_interval_s)),
+        owner,
+        settings.sweep_interval_s,
+    )
+    worker = build_worker(
+        redis, runner, submitter, concurrency=concurrency, poll_delay_s=settings.poll_delay_s
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    background = [
+        asyncio.create_task(worker.main(), name="arq worker"),
+        asyncio.create_task(sweeper.run_forever(), name="sweeper"),
+        asyncio.create_task(listen_for_cancels(redis, runner), name="cancel listener"),
+    ]
+    logger.info(
+        "worker %s: concurrency %d, lease %.0f s", owner, concurrency, settings.lease_seconds
+    )
+    print(f"Loom worker {owner} ready (concurrency {concurrency})", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await _shut_down(worker, runner, settings.shutdown_grace_s)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await writer.stop()
+        keeper.stop()
+        with contextlib.suppress(Exception):
+            await redis.delete(worker.health_check_key)
+            await redis.aclose()
+        await database.dispose()
+        logger.info("worker %s stopped", owner)
+
+
+async def _shut_down(worker: Any, runner: ExecutionRunner, grace_s: float) -> None:
+    """Stop taking jobs; let running nodes finish for up to `grace_s`; interrupt the rest
+    (their attempts are recorded WORKER_LOST); every execution not finished is released and
+    handed back to the queue for another worker."""
+    worker.allow_pick_jobs = False
+    runner.drain()
+    jobs = [task for task in worker.tasks.values() if not task.done()]
+    if jobs:
+        await asyncio.wait(jobs, timeout=grace_s)
+    for execution_id in runner.running():
+        runner.interrupt(execution_id, SHUTDOWN)
+    jobs = [task for task in worker.tasks.values() if not task.done()]
+    if jobs:
+        await asyncio.wait(jobs, timeout=10)

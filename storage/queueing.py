@@ -1,0 +1,133 @@
+"""What the queue needs from the database: admission under per-workflow concurrency limits,
+and the executions a sweeper must hand (again) to the queue.
+
+The database is the truth; the queue only carries execution ids. Anything the queue lost
+(Redis flushed or down, a process killed between commit and enqueue) is found here again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func
+from sqlmodel import col, or_, select, update
+
+from engine.states import ExecutionStatus
+from storage.db import Database
+from storage.executions import concurrency_limit
+from storage.models import Execution, Workflow
+from storage.types import utcnow
+
+_QUEUED = ExecutionStatus.QUEUED.value
+_RUNNING = ExecutionStatus.RUNNING.value
+_WAITING = ExecutionStatus.WAITING.value
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """An execution to hand to the queue: its id, the lease generation a job must expect,
+    and, for a waiting one, when to run it."""
+
+    execution_id: str
+    generation: int
+    run_at: datetime | None = None
+
+
+async def admit(database: Database, workflow_id: str) -> list[Due]:
+    """Give free slots of the workflow's `maxConcurrentExecutions` to its oldest QUEUED
+    executions that wait for one (FIFO); returns those to enqueue now.
+
+    Executions that hold a slot: RUNNING, WAITING, and QUEUED ones already admitted. A
+    per-workflow lock makes concurrent admissions (two workers finishing at once) add up.
+    """
+    async with database.transaction() as session:
+        await database.lock(session, f"admit:{workflow_id}")
+        workflow = await session.get(Workflow, workflow_id)
+        if workflow is None:
+            return []
+        limit = concurrency_limit(workflow)
+        waiting_for_slot = (
+            select(Execution.id, Execution.lease_generation)
+            .where(
+                Execution.workflow_id == workflow_id,
+                Execution.status == _QUEUED,
+                col(Execution.admitted_at).is_(None),
+            )
+            .order_by(col(Execution.created_at), col(Execution.id))
+        )
+        if limit is not None:
+            active = (
+                await session.exec(
+                    select(func.count())
+                    .select_from(Execution)
+                    .where(
+                        Execution.workflow_id == workflow_id,
+                        or_(
+                            col(Execution.status).in_([_RUNNING, _WAITING]),
+                            (col(Execution.status) == _QUEUED)
+                            & col(Execution.admitted_at).is_not(None),
+                        ),
+                    )
+                )
+            ).one()
+            free = limit - int(active)
+            if free <= 0:
+                return []
+            waiting_for_slot = waiting_for_slot.limit(free)
+        rows = (await session.exec(waiting_for_slot)).all()
+        if not rows:
+            return []
+        await session.exec(
+            update(Execution)
+            .where(col(Execution.id).in_([row[0] for row in rows]))
+            .values(admitted_at=utcnow())
+        )
+    return [Due(row[0], row[1]) for row in rows]
+
+
+async def workflows_waiting_for_slots(database: Database) -> list[str]:
+    """Workflows with QUEUED executions that were never admitted."""
+    async with database.session() as session:
+        rows = await session.exec(
+            select(Execution.workflow_id)
+            .where(Execution.status == _QUEUED, col(Execution.admitted_at).is_(None))
+            .distinct()
+        )
+        return list(rows.all())
+
+
+async def due(database: Database, queued_grace_s: float, limit: int = 1000) -> list[Due]:
+    """Executions the queue must hold and may have lost: admitted QUEUED ones older than
+    `queued_grace_s` (a fresh one is being enqueued by whoever created it), RUNNING ones
+    whose lease expired (their process died or hangs), WAITING ones (with their resume
+    time: a deferred job runs them then)."""
+    now = utcnow()
+    async with database.session() as session:
+        rows = await session.exec(
+            select(
+                Execution.id,
+                Execution.lease_generation,
+                Execution.status,
+                Execution.resume_at,
+            )
+            .where(
+                or_(
+                    (col(Execution.status) == _QUEUED)
+                    & col(Execution.admitted_at).is_not(None)
+                    & (col(Execution.admitted_at) <= now - timedelta(seconds=queued_grace_s)),
+                    (col(Execution.status) == _RUNNING)
+                    & (
+                        col(Execution.lease_expires_at).is_(None)
+                        | (col(Execution.lease_expires_at) <= now)
+                    ),
+                    (col(Execution.status) == _WAITING) & col(Execution.resume_at).is_not(None),
+                )
+            )
+            .order_by(col(Execution.created_at))
+            .limit(limit)
+        )
+        return [
+            Due(execution_id, generation, resume_at if status == _WAITING else None)
+            for execution_id, generation, status, resume_at in rows.all()
+        ]
