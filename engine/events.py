@@ -59,6 +59,8 @@ class NodeRunState:
     input_items: int | None = None
     output_items: int | None = None
     error: ErrorInfo | None = None
+    # Already stored by an earlier run (a parked attempt that goes on): updated, not inserted.
+    stored: bool = False
 
     @property
     def duration_ms(self) -> float | None:
@@ -80,8 +82,9 @@ class ExecutionUpdate:
     # Where `output` is recorded already: the node run and port whose items it is. The
     # recorder then stores a reference instead of the items again.
     output_from: tuple[str, str] | None = None
-    # When a WAITING execution is due to resume.
+    # When a WAITING execution is due to resume, and its parked attempts by node id.
     resume_at: datetime | None = None
+    parked: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

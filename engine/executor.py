@@ -39,7 +39,7 @@ from engine.events import (
 )
 from engine.expressions import ExpressionError
 from engine.graph import OnError
-from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems, RunInfo
+from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems, RunInfo, Suspend
 from engine.outputs import check_outputs, preview, serialize_outputs
 from engine.plan import ERROR_PORT, Plan, PlanNode
 from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
@@ -93,6 +93,9 @@ class RunRequest:
     # Attempts already used per node (resume), so attempt numbers keep counting.
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
+    # Attempts parked by a durable wait, by node id, with when they are due: they continue
+    # (same attempt) when their node is ready again.
+    parked: dict[str, tuple[NodeRunState, datetime]] = field(default_factory=dict)
     # True when whoever claimed the execution already recorded its start (the runner does,
     # in the same transaction as the claim); the run then begins at `next_sequence`.
     announced: bool = False
@@ -105,6 +108,8 @@ class Outcome:
     output: list[Item] | None = None
     node_runs: dict[str, NodeRunState] = field(default_factory=dict)
     last_sequence: int = 0
+    # WAITING: when the first parked node is due.
+    resume_at: datetime | None = None
 
 
 class StartNodeError(Exception):
@@ -140,6 +145,14 @@ def error_info(exc: BaseException, plan_node: PlanNode) -> ErrorInfo:
     if isinstance(exc, ConnectionError):
         return ErrorInfo("CONNECTION_ERROR", f"{label}: {exc}")
     return ErrorInfo("NODE_CRASHED", f"{label} raised {type(exc).__name__}: {exc}")
+
+
+# What `run_node` returns for a node that parked (a durable wait): it resolves nothing.
+PARKED: PortItems = {}
+
+
+class _Parked(Exception):
+    """Nothing can run until a parked node is due: the execution goes WAITING."""
 
 
 class _Drained(Exception):
@@ -186,6 +199,8 @@ class _Run:
         self.interrupted = False
         # Set when the process shuts down: running nodes finish, no new ones start.
         self.draining = False
+        # Attempts parked in this run (durable waits), by node id, with when they are due.
+        self.parked: dict[str, tuple[NodeRunState, datetime]] = {}
 
     # Recording
 
@@ -296,13 +311,26 @@ class _Run:
     # Running nodes
 
     async def run_node(self, plan_node: PlanNode, inputs: PortItems) -> PortItems:
+        try:
+            return await self.run_attempts(plan_node, inputs)
+        except Suspend as suspend:
+            state = self.states[plan_node.id]
+            self.parked[plan_node.id] = (state, suspend.resume_at)
+            return PARKED
+
+    async def run_attempts(self, plan_node: PlanNode, inputs: PortItems) -> PortItems:
         retry = plan_node.node.retry
-        if retry is None or retry.max_attempts <= 1:
-            state = self.new_state(plan_node)
+        resumed = self.request.parked.pop(plan_node.id, None)
+        if resumed is not None or retry is None or retry.max_attempts <= 1:
+            if resumed is not None:  # a parked attempt goes on
+                state, resume_at = resumed
+                self.states[plan_node.id] = state
+            else:
+                state, resume_at = self.new_state(plan_node), None
             # The common case, without retries: `guarded_attempt` inlined, one coroutine less
             # per node.
             try:
-                return await self.attempt(plan_node, inputs, state)
+                return await self.attempt(plan_node, inputs, state, resume_at)
             except asyncio.CancelledError as exc:
                 self.note_cancellation(exc, state)
                 raise
@@ -364,14 +392,19 @@ class _Run:
         self.transition(state, NodeRunStatus.FAILED)
 
     async def attempt(
-        self, plan_node: PlanNode, inputs: PortItems, state: NodeRunState
+        self,
+        plan_node: PlanNode,
+        inputs: PortItems,
+        state: NodeRunState,
+        resume_at: datetime | None = None,
     ) -> PortItems:
         node = plan_node.node
         main_input = inputs.get("main") or next(iter(inputs.values()), [])
-        state.started_at = self.clock()
-        state.input_items = sum(map(len, inputs.values()))
-        self.transition(state, NodeRunStatus.RUNNING)
-        self.emit(EventType.NODE_STARTED, state=state)
+        if resume_at is None:
+            state.started_at = self.clock()
+            state.input_items = sum(map(len, inputs.values()))
+            self.transition(state, NodeRunStatus.RUNNING)
+            self.emit(EventType.NODE_STARTED, state=state)
         if node.disabled:
             outputs: PortItems = (
                 {plan_node.output_ports[0]: list(main_input)} if plan_node.output_ports else {}
@@ -383,7 +416,12 @@ class _Run:
                     f"node type {plan_node.node_type.name!r} cannot run", error_type="NOT_RUNNABLE"
                 )
             context = NodeRunContext(
-                node, plan_node.compiled, self.request.info, main_input, self.named_outputs
+                node,
+                plan_node.compiled,
+                self.request.info,
+                main_input,
+                self.named_outputs,
+                resume_at,
             )
             if node.timeout_s is not None:
                 async with asyncio.timeout(node.timeout_s):
@@ -512,18 +550,24 @@ class _Run:
                     if not self.running and not self.ready:
                         # The only runnable node: run it in this task. A chain of nodes
                         # then costs no task creation and no asyncio.wait per node.
-                        self.resolve(plan_node, await self.run_node(plan_node, inputs))
+                        outputs = await self.run_node(plan_node, inputs)
+                        if outputs is not PARKED:
+                            self.resolve(plan_node, outputs)
                         continue
                     task = asyncio.create_task(self.run_node(plan_node, inputs))
                     self.running[task] = plan_node
                 if not self.running:
                     if self.ready:  # draining: what remains runs in the next process
                         raise _Drained
+                    if self.parked:
+                        raise _Parked
                     return
                 done, _ = await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: self.running[t].order):
                     plan_node = self.running.pop(task)
-                    self.resolve(plan_node, task.result())
+                    outputs = task.result()
+                    if outputs is not PARKED:
+                        self.resolve(plan_node, outputs)
         except asyncio.CancelledError as exc:
             self.interrupted = bool(exc.args) and exc.args[0] in INTERRUPTIONS
             raise
@@ -567,6 +611,32 @@ class _Run:
                     recorded = state is not None and state.status in _WITH_PAYLOAD
                     return items, (state.id, port) if recorded and state else None
         return None
+
+    def park(self) -> Outcome:
+        """Every node that can run has run; some wait for a later time: WAITING."""
+        resume_at = min(due for _, due in self.parked.values())
+        update = ExecutionUpdate(
+            status=ExecutionStatus.WAITING,
+            resume_at=resume_at,
+            parked={
+                node_id: {
+                    "runId": state.id,
+                    "nodeName": state.node_name,
+                    "attempt": state.attempt,
+                    "startedAt": state.started_at.isoformat() if state.started_at else None,
+                    "inputItems": state.input_items,
+                    "resumeAt": due.isoformat(),
+                }
+                for node_id, (state, due) in self.parked.items()
+            },
+        )
+        self.emit(EventType.EXECUTION_WAITING, execution=update)
+        return Outcome(
+            status=ExecutionStatus.WAITING,
+            node_runs=dict(self.states),
+            last_sequence=self.sequence,
+            resume_at=resume_at,
+        )
 
     def finish(self, status: ExecutionStatus, error: ErrorInfo | None) -> Outcome:
         found = self.output() if status is ExecutionStatus.SUCCEEDED else None
@@ -633,6 +703,8 @@ class Executor:
         except _Drained:
             await asyncio.shield(self.recorder.flush())
             raise asyncio.CancelledError(SHUTDOWN) from None
+        except _Parked:
+            outcome = run.park()
         except TimeoutError:
             run.cancel_rest()
             error = ErrorInfo(

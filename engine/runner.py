@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from engine.events import ErrorInfo, Event, EventType, ExecutionUpdate, Record, Recorder
+from engine.events import (
+    ErrorInfo,
+    Event,
+    EventType,
+    ExecutionUpdate,
+    NodeRunState,
+    Record,
+    Recorder,
+)
 from engine.executor import (
     INTERRUPTIONS,
     LEASE_LOST,
@@ -28,7 +36,7 @@ from engine.graph import Graph
 from engine.node_types import NodeTypeRegistry
 from engine.nodes.base import Item, PortItems, RunInfo
 from engine.plan import PlanCache, PlanError, compile_plan
-from engine.states import ExecutionStatus
+from engine.states import ExecutionStatus, NodeRunStatus
 
 logger = logging.getLogger("loom.runner")
 
@@ -54,6 +62,8 @@ class LoadedExecution:
     # The lease generation when loaded; a claim moves it on by one.
     generation: int = 0
     cancel_requested: bool = False
+    # A WAITING execution's parked attempts by node id, as stored (see `Executor` park).
+    parked: dict[str, dict[str, Any]] = field(default_factory=dict)
     reuse: dict[str, PortItems] = field(default_factory=dict)
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
@@ -79,6 +89,25 @@ class ExecutionSource(Protocol):
     async def cancel_queued(self, execution_id: str) -> bool:
         """Cancel an execution that was never claimed."""
         ...
+
+
+def parked_attempts(loaded: LoadedExecution) -> dict[str, tuple[NodeRunState, datetime]]:
+    """The stored parked attempts as the executor continues them."""
+    parked: dict[str, tuple[NodeRunState, datetime]] = {}
+    for node_id, entry in loaded.parked.items():
+        started = entry.get("startedAt")
+        state = NodeRunState(
+            id=entry["runId"],
+            node_id=node_id,
+            node_name=entry.get("nodeName") or node_id,
+            attempt=int(entry.get("attempt") or 1),
+            status=NodeRunStatus.RUNNING,
+            started_at=datetime.fromisoformat(started) if started else None,
+            input_items=entry.get("inputItems"),
+            stored=True,
+        )
+        parked[node_id] = (state, datetime.fromisoformat(entry["resumeAt"]))
+    return parked
 
 
 class Leases(Protocol):
@@ -109,6 +138,7 @@ class ExecutionRunner:
         max_concurrency: int = 16,
         leases: Leases | None = None,
         on_finished: Callable[[LoadedExecution, Outcome], Awaitable[None]] | None = None,
+        durable_wait_s: float | None = None,
     ) -> None:
         self.source = source
         self.recorder = recorder
@@ -117,6 +147,8 @@ class ExecutionRunner:
         self.max_concurrency = max_concurrency
         self.leases = leases
         self.on_finished = on_finished
+        # Waits longer than this park the execution (WAITING) and free this process.
+        self.durable_wait_s = durable_wait_s
         self.executor = Executor(recorder)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
@@ -232,9 +264,11 @@ class ExecutionRunner:
                 workflow_name=loaded.workflow_name,
                 workflow_version=loaded.version,
                 now=datetime.now(UTC).isoformat(),
+                durable_wait_s=self.durable_wait_s,
             ),
             input=loaded.input,
             input_bytes=loaded.input_bytes,
+            parked=parked_attempts(loaded),
             start_node_id=loaded.start_node_id,
             next_sequence=loaded.next_sequence,
             reuse=loaded.reuse,

@@ -34,24 +34,37 @@ class InProcessSubmitter:
     def __init__(self, runner: ExecutionRunner) -> None:
         self.runner = runner
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Executions whose task waits for a resume time (durable wait) and holds nothing.
+        self._sleeping: set[str] = set()
 
     async def submit(
         self, execution_id: str, generation: int | None = None, run_at: datetime | None = None
     ) -> None:
-        if execution_id in self._tasks:
+        current = self._tasks.get(execution_id)
+        # A run may hand its execution on to a later run of itself (a durable wait).
+        if current is not None and current is not asyncio.current_task():
             return
         task = asyncio.create_task(
             self._run(execution_id, generation, run_at), name=f"execution {execution_id}"
         )
         self._tasks[execution_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(execution_id, None))
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(execution_id) is done:
+                del self._tasks[execution_id]
+
+        task.add_done_callback(forget)
 
     async def _run(
         self, execution_id: str, generation: int | None, run_at: datetime | None
     ) -> None:
         try:
             if run_at is not None:
-                await asyncio.sleep(max(0.0, (run_at - datetime.now(UTC)).total_seconds()))
+                self._sleeping.add(execution_id)
+                try:
+                    await asyncio.sleep(max(0.0, (run_at - datetime.now(UTC)).total_seconds()))
+                finally:
+                    self._sleeping.discard(execution_id)
             await self.runner.run(execution_id, generation)
         except asyncio.CancelledError:
             raise
@@ -62,6 +75,9 @@ class InProcessSubmitter:
         task = self._tasks.get(execution_id)
         if task is None:
             return False
+        if execution_id in self._sleeping:
+            task.cancel()
+            return False  # nothing runs it: the caller cancels it in storage
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), timeout=5)

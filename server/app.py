@@ -24,7 +24,7 @@ from schema.root import build_schema
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
 from server.settings import Settings
-from server.worker import admission, require_distributed_settings
+from server.worker import after_run, require_distributed_settings
 from storage import executions
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
@@ -57,9 +57,10 @@ def build_services(
             registry,
             plan_cache=plan_cache,
             max_concurrency=settings.max_node_concurrency,
+            durable_wait_s=settings.durable_wait_s,
         )
         submitter = InProcessSubmitter(runner)
-        runner.on_finished = admission(database, submitter)
+        runner.on_finished = after_run(database, submitter)
     return Services(
         database=database,
         registry=registry,
@@ -129,8 +130,11 @@ def create_app(
             async with database.transaction() as session:
                 await executions.expire_leases(session)
                 interrupted = await executions.active_executions(session)
+                waiting = await executions.waiting_executions(session)
             for execution_id in interrupted:
                 await submitter.submit(execution_id)
+            for execution_id, generation, resume_at in waiting:
+                await submitter.submit(execution_id, generation, resume_at)
             if interrupted:
                 logger.info("resuming %d interrupted executions", len(interrupted))
         try:

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         "interrupts them (they run again elsewhere).",
         ge=0,
     )
+    durable_wait_s: float = Field(
+        default=30.0,
+        description="A `wait` node waiting longer than this parks its execution (WAITING) "
+        "and frees the process; it resumes on any worker, after any restart.",
+        ge=0,
+    )
     gc_threshold: int = Field(
         default=50_000,
         description="New containers between young garbage collections (Python's default is "

@@ -26,6 +26,7 @@ from engine.queue import (
     process_owner,
 )
 from engine.runner import ExecutionRunner, LoadedExecution
+from engine.states import ExecutionStatus
 from engine.submitter import Submitter
 from server.settings import Settings
 from storage import queueing
@@ -71,12 +72,16 @@ class _DatabaseDue:
         return admitted
 
 
-def admission(
+def after_run(
     database: Database, submitter: Submitter
 ) -> Callable[[LoadedExecution, Outcome], Awaitable[None]]:
-    """After an execution of a workflow with a concurrency limit ends, give its slot on."""
+    """What follows an execution's run: a WAITING one is handed to the queue for its resume
+    time; one that ended gives its slot of `maxConcurrentExecutions` to the next."""
 
     async def on_finished(loaded: LoadedExecution, outcome: Outcome) -> None:
+        if outcome.status is ExecutionStatus.WAITING:
+            await submitter.submit(loaded.execution_id, loaded.generation, outcome.resume_at)
+            return
         if not loaded.settings.get("maxConcurrentExecutions"):
             return
         for due in await queueing.admit(database, loaded.workflow_id):
@@ -103,7 +108,8 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         plan_cache=PlanCache(max_entries=settings.plan_cache_size),
         max_concurrency=settings.max_node_concurrency,
         leases=keeper,
-        on_finished=admission(database, submitter),
+        on_finished=after_run(database, submitter),
+        durable_wait_s=settings.durable_wait_s,
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
     sweeper = Sweeper(

@@ -293,36 +293,81 @@ async def succeeded_outputs(session: AsyncSession, execution_id: str) -> dict[st
 
 
 async def cancel_queued(session: AsyncSession, execution_id: str) -> bool:
-    """Cancel an execution that has not started; False if it is no longer QUEUED."""
+    """Cancel an execution no process holds: QUEUED (never started) or WAITING (parked by a
+    durable wait; its parked attempts end CANCELLED). False if it is in neither state.
+
+    The update is conditional on the status, so a concurrent claim cannot also win; the
+    claim is conditional on it too, and finds the execution CANCELLED.
+    """
     now = utcnow()
+    row = await session.get(Execution, execution_id)
+    if row is None or row.status not in (
+        ExecutionStatus.QUEUED.value,
+        ExecutionStatus.WAITING.value,
+    ):
+        return False
+    was_waiting = row.status == ExecutionStatus.WAITING.value
+    error: dict[str, Any] = {
+        "type": "CANCELLED",
+        "message": "the execution was cancelled" if was_waiting else "cancelled before it started",
+        "details": {},
+    }
     result = await session.exec(
         update(Execution)
-        .where(
-            col(Execution.id) == execution_id,
-            col(Execution.status) == ExecutionStatus.QUEUED.value,
-        )
+        .where(col(Execution.id) == execution_id, col(Execution.status) == row.status)
         .values(
             status=ExecutionStatus.CANCELLED.value,
             finished_at=now,
             cancel_requested_at=now,
-            error={"type": "CANCELLED", "message": "cancelled before it started", "details": {}},
+            error=error,
+            lease_owner=None,
+            lease_expires_at=None,
+            resume_at=None,
         )
     )
     if result.rowcount == 0:
         return False
-    await session.exec(
-        insert(ExecutionEventRow),
-        params=[
-            {
-                "execution_id": execution_id,
-                "sequence": await _next_sequence(session, execution_id),
-                "type": "EXECUTION_FINISHED",
-                "at": now,
-                "status": ExecutionStatus.CANCELLED.value,
-                "error": {"type": "CANCELLED", "message": "cancelled before it started"},
-            }
-        ],
+    sequence = await _next_sequence(session, execution_id)
+    events: list[dict[str, Any]] = []
+    if was_waiting:
+        parked = await session.exec(
+            select(NodeRun).where(
+                NodeRun.execution_id == execution_id,
+                col(NodeRun.status) == NodeRunStatus.RUNNING.value,
+            )
+        )
+        for run in parked.all():
+            run.status = NodeRunStatus.CANCELLED.value
+            run.finished_at = now
+            session.add(run)
+            events.append(
+                {
+                    "execution_id": execution_id,
+                    "sequence": sequence + len(events),
+                    "type": "NODE_CANCELLED",
+                    "at": now,
+                    "node_id": run.node_id,
+                    "node_name": run.node_name,
+                    "attempt": run.attempt,
+                    "status": NodeRunStatus.CANCELLED.value,
+                    "error": None,
+                }
+            )
+        await session.flush()
+    events.append(
+        {
+            "execution_id": execution_id,
+            "sequence": sequence + len(events),
+            "type": "EXECUTION_FINISHED",
+            "at": now,
+            "node_id": None,
+            "node_name": None,
+            "attempt": None,
+            "status": ExecutionStatus.CANCELLED.value,
+            "error": error,
+        }
     )
+    await session.exec(insert(ExecutionEventRow), params=events)
     return True
 
 
@@ -337,17 +382,20 @@ async def request_cancel(session: AsyncSession, execution_id: str) -> None:
 async def _close_interrupted_runs(
     session: AsyncSession, loaded: LoadedExecution, now: datetime
 ) -> int:
-    """Record attempts left RUNNING or PENDING by a process that died as FAILED with
-    WORKER_LOST (they do not count against the node's retries), one event each from
-    `loaded.next_sequence`; return the next free sequence."""
+    """Record attempts left RUNNING or PENDING by a process that died (but not those parked
+    by a durable wait, which go on) as FAILED with WORKER_LOST (they do not count against
+    the node's retries), one event each from `loaded.next_sequence`; return the next free
+    sequence."""
     sequence = loaded.next_sequence
     if not loaded.resumed:
         return sequence
+    parked_runs = [entry["runId"] for entry in loaded.parked.values()]
     query = (
         select(NodeRun)
         .where(
             NodeRun.execution_id == loaded.execution_id,
             col(NodeRun.status).in_([NodeRunStatus.RUNNING.value, NodeRunStatus.PENDING.value]),
+            col(NodeRun.id).not_in(parked_runs),
         )
         .order_by(col(NodeRun.created_at), col(NodeRun.id))
     )
@@ -536,6 +584,7 @@ class DatabaseExecutionSource:
             input_bytes=input_bytes,
             generation=row.lease_generation,
             cancel_requested=row.cancel_requested_at is not None,
+            parked=dict(row.parked or {}) if row.status == ExecutionStatus.WAITING.value else {},
             start_node_id=row.start_node_id,
             next_sequence=next_sequence,
             reuse=reuse,
@@ -566,6 +615,18 @@ async def expire_leases(session: AsyncSession) -> None:
         .where(col(Execution.lease_owner).is_not(None))
         .values(lease_owner=None, lease_expires_at=None)
     )
+
+
+async def waiting_executions(
+    session: AsyncSession,
+) -> list[tuple[str, int, datetime | None]]:
+    """WAITING executions (durable waits): id, lease generation, when due."""
+    query = (
+        select(Execution.id, Execution.lease_generation, Execution.resume_at)
+        .where(Execution.status == ExecutionStatus.WAITING.value)
+        .order_by(col(Execution.resume_at))
+    )
+    return [(row[0], row[1], row[2]) for row in (await session.exec(query)).all()]
 
 
 async def active_executions(session: AsyncSession) -> list[str]:

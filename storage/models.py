@@ -222,8 +222,10 @@ class Execution(SQLModel, table=True):
     lease_generation: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    # When a WAITING execution is due to resume (a durable wait).
+    # When a WAITING execution is due to resume (a durable wait), and its parked attempts
+    # by node id (run id, attempt, start, when due) that continue then.
     resume_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    parked: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # When a QUEUED execution was given a slot of its workflow's `maxConcurrentExecutions`
     # and handed to the queue; unset while it waits for a slot.
     admitted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -267,7 +267,11 @@ class GroupCommitWriter:
         finished = {
             record.event.execution_id
             for record in batch
-            if record.execution is not None and record.execution.status.is_terminal
+            if record.execution is not None
+            and (
+                record.execution.status.is_terminal
+                or record.execution.status is ExecutionStatus.WAITING
+            )
         }
         for record in batch:
             if record.node_run is not None and record.event.execution_id in finished:
@@ -363,7 +367,7 @@ class GroupCommitWriter:
                 **_node_run_values(state),
             }
             for run_id, (execution_id, state) in runs.items()
-            if run_id not in self._known_runs
+            if run_id not in self._known_runs and not state.stored
         ]
         # Core statements on the tables, executed with a list of rows: one executemany each,
         # where the ORM's bulk path would issue a statement per row.
@@ -372,7 +376,7 @@ class GroupCommitWriter:
         changed_runs = [
             {"run_id": run_id, **_node_run_values(state)}
             for run_id, (_, state) in runs.items()
-            if run_id in self._known_runs
+            if run_id in self._known_runs or state.stored
         ]
         if changed_runs:
             await session.exec(_UPDATE_NODE_RUN, params=changed_runs)
@@ -431,8 +435,9 @@ async def _update_execution(
         # The lease ends with the run (a waiting execution is resumed by a new claim).
         values["lease_owner"] = None
         values["lease_expires_at"] = None
-    if change.resume_at is not None:
+    if change.status is ExecutionStatus.WAITING:
         values["resume_at"] = change.resume_at
+        values["parked"] = change.parked
     if change.started_at is not None:
         values["started_at"] = change.started_at
     if change.finished_at is not None:

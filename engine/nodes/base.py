@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from engine.expressions import CompiledParameters, Scope, compile_parameters
@@ -26,6 +27,17 @@ PortItems = dict[str, list[Item]]
 # CPU-bound behaviours call `checkpoint()` every this many items, so that a big sort or
 # transform cannot hold the event loop (and with it the API in embedded mode) for long.
 CHECKPOINT_EVERY = 500
+
+
+class Suspend(BaseException):
+    """Raised by a behaviour to park its node until `resume_at` (a durable wait): the
+    execution goes WAITING and releases its worker; a later claim resumes the same attempt,
+    with `NodeRunContext.resume_at` set. A BaseException, like cancellation, so that error
+    handling and retries pass it through."""
+
+    def __init__(self, resume_at: datetime) -> None:
+        super().__init__(resume_at.isoformat())
+        self.resume_at = resume_at
 
 
 class NodeError(Exception):
@@ -56,6 +68,9 @@ class RunInfo:
     workflow_name: str = ""
     workflow_version: int = 0
     now: str = ""
+    # Waits longer than this park the execution (durable wait) instead of sleeping in the
+    # process; None: always sleep.
+    durable_wait_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -68,6 +83,8 @@ class NodeRunContext:
     main_input: Sequence[Item] = ()
     # Main-output items of the nodes run so far, by node name, for `$node["Name"]`.
     node_outputs: Mapping[str, Sequence[Item]] = field(default_factory=dict)
+    # Set when a parked attempt resumes: when it was due.
+    resume_at: datetime | None = None
     _processed: int = 0
 
     @classmethod

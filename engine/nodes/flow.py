@@ -7,11 +7,11 @@ same for every item and is made once.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.expressions.functions import to_text
-from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
+from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems, Suspend
 from engine.nodes.conditions import matches
 from engine.nodes.parameters import (
     choice,
@@ -159,6 +159,10 @@ async def wait(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     else:
         unit = choice(parameters, "unit", tuple(UNIT_SECONDS), default="seconds")
         delay_s = number(parameters, "amount", minimum=0) * UNIT_SECONDS[unit]
+    if ctx.resume_at is not None:  # parked earlier: wait only for what is left
+        delay_s = (ctx.resume_at - datetime.now(UTC)).total_seconds()
+    elif ctx.info.durable_wait_s is not None and delay_s > ctx.info.durable_wait_s:
+        raise Suspend(datetime.now(UTC) + timedelta(seconds=delay_s))
     if delay_s > 0:
         await ctx.sleep(delay_s)
     return {"main": list(items)}

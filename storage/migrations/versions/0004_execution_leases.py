@@ -26,6 +26,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("lease_owner", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("resume_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("parked", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("admitted_at", sa.DateTime(timezone=True), nullable=True))
         batch.create_index("ix_executions_workflow_status", ["workflow_id", "status", "created_at"])
 
@@ -34,6 +35,7 @@ def downgrade() -> None:
     with op.batch_alter_table("executions") as batch:
         batch.drop_index("ix_executions_workflow_status")
         batch.drop_column("admitted_at")
+        batch.drop_column("parked")
         batch.drop_column("resume_at")
         batch.drop_column("lease_expires_at")
         batch.drop_column("lease_owner")
