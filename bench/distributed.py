@@ -1,0 +1,320 @@
+"""Distributed-mode benchmark: pick-up latency, a 40-step chain, executions per second.
+
+    .venv/bin/python bench/distributed.py [--runs 5] [--latency-samples 200] [--seconds 10]
+
+Everything on this machine, as in production but on loopback: a fresh PostgreSQL database
+(`test` server), Redis (db 14, flushed), one `loom serve` API process in distributed mode and
+`loom worker` processes with the production defaults (poll delay 5 ms, lease 30 s).
+
+1. Pick-up latency: from the `executeWorkflow` response arriving at the client to the first
+   node's recorded start (taken in the worker; same machine, same clock), one execution at a
+   time, p50 and p99. Floor, in the same run: a bare arq job with the same poll delay, from
+   `enqueue_job` returning to the job starting.
+2. A 40-node chain whose nodes each wait 10 ms, submitted through the API and run by one
+   worker, every node run recorded: from sending `executeWorkflow` to the execution's
+   recorded finish, median of `--runs`; overhead per step above the 400 ms of waiting.
+3. Executions per second of a 5-node workflow (trigger, set, if, two noops) submitted
+   through the API by 32 concurrent clients for `--seconds`, with 1 and with 2 workers
+   (concurrency 20 each): completed executions divided by the time from the first request
+   to the last recorded finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+import orjson
+from arq.connections import RedisSettings, create_pool
+from sqlalchemy import text
+
+from tests.distributed.cluster import Cluster, create_cluster, destroy_cluster
+
+REDIS_URL = "redis://127.0.0.1:6379/14"
+TARGET_PICKUP_P50_MS = 10.0
+TARGET_CHAIN_S = 0.6
+TARGET_STEP_MS = 5.0
+TARGET_THROUGHPUT = 150.0
+
+FIVE_NODES = (
+    [
+        {"id": "start", "name": "Start", "type": "manual_trigger"},
+        {
+            "id": "set",
+            "name": "Price",
+            "type": "set",
+            "parameters": {"fields": [{"name": "total", "value": "{{ $json.price * $json.qty }}"}]},
+        },
+        {
+            "id": "if",
+            "name": "Big",
+            "type": "if",
+            "parameters": {
+                "conditions": [{"left": "{{ $json.total }}", "operator": "gt", "right": 10}]
+            },
+        },
+        {"id": "big", "name": "Big order", "type": "noop"},
+        {"id": "small", "name": "Small order", "type": "noop"},
+    ],
+    [
+        {"source": "start", "target": "set"},
+        {"source": "set", "target": "if"},
+        {"source": "if", "target": "big", "sourceOutput": "true"},
+        {"source": "if", "target": "small", "sourceOutput": "false"},
+    ],
+)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def first_node_start(cluster: Cluster, execution_id: str) -> datetime:
+    while True:
+        async with cluster.database.session() as session:
+            row = (
+                await session.exec(
+                    text(  # type: ignore[call-overload]
+                        "SELECT min(started_at) FROM node_runs WHERE execution_id = :id"
+                    ).bindparams(id=execution_id)
+                )
+            ).one()
+        if row[0] is not None:
+            started: datetime = row[0]
+            return started
+        await asyncio.sleep(0.005)
+
+
+async def finished_at(cluster: Cluster, execution_id: str) -> datetime:
+    while True:
+        async with cluster.database.session() as session:
+            row = (
+                await session.exec(
+                    text(  # type: ignore[call-overload]
+                        "SELECT status, finished_at FROM executions WHERE id = :id"
+                    ).bindparams(id=execution_id)
+                )
+            ).one()
+        if row[0] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            assert row[0] == "SUCCEEDED", row
+            done: datetime = row[1]
+            return done
+        await asyncio.sleep(0.01)
+
+
+async def pickup_latency(cluster: Cluster, samples: int) -> list[float]:
+    workflow_id = await cluster.create_workflow(
+        [{"id": "start", "name": "Start", "type": "manual_trigger"}], []
+    )
+    latencies = []
+    for _ in range(samples):
+        execution_id = await cluster.execute(workflow_id)
+        answered = datetime.now(UTC)
+        started = await first_node_start(cluster, execution_id)
+        latencies.append((started - answered).total_seconds() * 1000)
+        await asyncio.sleep(0.02)
+    return latencies
+
+
+FLOOR_WORKER = """
+import asyncio, sys, time
+from arq import Worker
+from arq.connections import RedisSettings
+async def job(ctx, sent):
+    await ctx["redis"].rpush("bench:floor", repr(time.time() - sent))
+worker = Worker(functions=[job], redis_settings=RedisSettings.from_dsn(sys.argv[1]),
+                queue_name="bench:floor-queue", poll_delay=float(sys.argv[2]), keep_result=0,
+                handle_signals=True)
+worker.run()
+"""
+
+
+async def arq_floor(samples: int, poll_delay_s: float) -> list[float]:
+    """A bare arq job's pick-up latency with the same poll delay."""
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        FLOOR_WORKER,
+        REDIS_URL,
+        str(poll_delay_s),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    redis = await create_pool(RedisSettings.from_dsn(REDIS_URL))
+    try:
+        await redis.delete("bench:floor")
+        await asyncio.sleep(2)  # the worker starts
+        for _ in range(samples):
+            await redis.enqueue_job("job", time.time(), _queue_name="bench:floor-queue")
+            await asyncio.sleep(0.02)
+        for _ in range(1200):  # polling Redis, up to a minute
+            if await redis.llen("bench:floor") >= samples:
+                break
+            await asyncio.sleep(0.05)
+        values = await redis.lrange("bench:floor", 0, -1)
+        return [float(value) * 1000 for value in values]
+    finally:
+        worker.terminate()
+        await worker.wait()
+        await redis.aclose()
+
+
+async def chain_of_waits(cluster: Cluster, runs: int) -> list[float]:
+    """The trigger, then 40 `wait` nodes of 10 ms in a row."""
+    nodes = [{"id": "start", "name": "Start", "type": "manual_trigger"}] + [
+        {
+            "id": f"w{i}",
+            "name": f"Wait {i}",
+            "type": "wait",
+            "parameters": {"amount": 0.01, "unit": "seconds"},
+        }
+        for i in range(1, 41)
+    ]
+    ids = [node["id"] for node in nodes]
+    edges = [{"source": a, "target": b} for a, b in itertools.pairwise(ids)]
+    workflow_id = await cluster.create_workflow(nodes, edges)
+    totals = []
+    for _ in range(runs + 1):  # the first run warms the plan cache and connections
+        sent = datetime.now(UTC)
+        execution_id = await cluster.execute(workflow_id)
+        done = await finished_at(cluster, execution_id)
+        totals.append((done - sent).total_seconds())
+        async with cluster.database.session() as session:
+            count = (
+                await session.exec(
+                    text(  # type: ignore[call-overload]
+                        "SELECT count(*) FROM node_runs WHERE execution_id = :id "
+                        "AND status = 'SUCCEEDED'"
+                    ).bindparams(id=execution_id)
+                )
+            ).one()[0]
+        assert count == 41, count
+    return totals[1:]
+
+
+async def throughput(cluster: Cluster, seconds: float, clients: int = 32) -> dict[str, Any]:
+    workflow_id = await cluster.create_workflow(*FIVE_NODES)
+    ids: list[str] = []
+    started = time.monotonic()
+    end = started + seconds
+    body = {
+        "query": "mutation($id: ID!, $input: JSON) { executeWorkflow(id: $id, input: $input) {"
+        " ... on Execution { id } } }",
+        "variables": {"id": workflow_id, "input": {"price": 4, "qty": 5}},
+    }
+    payload = orjson.dumps(body)
+    headers = {
+        "Authorization": f"Bearer {cluster_token()}",
+        "Content-Type": "application/json",
+    }
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while time.monotonic() < end:
+            response = await http.post(f"{cluster.base}/graphql", content=payload, headers=headers)
+            ids.append(response.json()["data"]["executeWorkflow"]["id"])
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    submitted_s = time.monotonic() - started
+    await cluster.wait_for(ids, {"SUCCEEDED"}, within_s=300)
+    async with cluster.database.session() as session:
+        first, last = (
+            await session.exec(
+                text(  # type: ignore[call-overload]
+                    "SELECT min(created_at), max(finished_at) FROM executions WHERE id = ANY(:ids)"
+                ).bindparams(ids=ids)
+            )
+        ).one()
+    span = (last - first).total_seconds()
+    return {
+        "executions": len(ids),
+        "per_s": len(ids) / span,
+        "submitted_per_s": len(ids) / submitted_s,
+        "span_s": span,
+    }
+
+
+def cluster_token() -> str:
+    from tests.distributed.cluster import ADMIN_TOKEN
+
+    return ADMIN_TOKEN
+
+
+async def with_cluster(workers: int, concurrency: int, job: Any) -> Any:
+    with tempfile.TemporaryDirectory() as workdir:
+        cluster = await create_cluster(
+            Path(workdir),
+            LOOM_REDIS_URL=REDIS_URL,
+            LOOM_LEASE_SECONDS="30",
+            LOOM_SWEEP_INTERVAL_S="5",
+            LOOM_LOG_LEVEL="warning",
+        )
+        try:
+            await cluster.start_api()
+            for _ in range(workers):
+                await cluster.start_worker(concurrency=concurrency)
+            return await job(cluster)
+        finally:
+            await destroy_cluster(cluster)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--latency-samples", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    print("distributed: PostgreSQL and Redis on loopback, 2 CPUs, shared machine")
+
+    async def latency_and_chain(cluster: Cluster) -> tuple[list[float], list[float]]:
+        return (
+            await pickup_latency(cluster, args.latency_samples),
+            await chain_of_waits(cluster, args.runs),
+        )
+
+    latencies, chain = await with_cluster(1, 10, latency_and_chain)
+    floor = await arq_floor(args.latency_samples, 0.005)
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    f50, f99 = percentile(floor, 0.5), percentile(floor, 0.99)
+    verdict = "met" if p50 <= TARGET_PICKUP_P50_MS else "MISSED"
+    print(
+        f"1. pick-up latency, response -> first node started: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+        f"({args.latency_samples} samples; target p50 <= {TARGET_PICKUP_P50_MS:.0f} ms: "
+        f"{verdict})\n   floor, bare arq job at poll_delay 5 ms: p50 {f50:.1f} ms, "
+        f"p99 {f99:.1f} ms; ratio p50 {p50 / f50:.2f}x"
+    )
+    total = statistics.median(chain)
+    step_ms = (total - 0.4) / 40 * 1000
+    verdict = "met" if total <= TARGET_CHAIN_S and step_ms <= TARGET_STEP_MS else "MISSED"
+    print(
+        f"2. 40 x wait 10 ms chain through the API and a worker: {total * 1000:.0f} ms "
+        f"(runs {', '.join(f'{t * 1000:.0f}' for t in chain)}), {step_ms:.2f} ms per step "
+        f"above the 400 ms floor ({total / 0.4:.2f}x); target <= 600 ms and 5 ms/step: {verdict}"
+    )
+    for workers in (1, 2):
+        result = await with_cluster(workers, 20, lambda cluster: throughput(cluster, args.seconds))
+        verdict = ""
+        if workers == 2:
+            verdict = "; target >= 150/s: " + ("met" if result["per_s"] >= 150 else "MISSED")
+        print(
+            f"3. 5-node workflow, {workers} worker(s): {result['per_s']:.1f} executions/s "
+            f"({result['executions']} in {result['span_s']:.1f} s; API accepted "
+            f"{result['submitted_per_s']:.1f}/s){verdict}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
