@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import and_, delete, func, insert, or_
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -106,15 +106,19 @@ async def store_execution_payload(
     value: Any,
     encoded: tuple[bytes, int] | None = None,
     encoding: str = payloads.ENCODING,
+    *,
+    replace: bool = False,
 ) -> None:
-    """Store (or replace) an execution's input or output, or a reference to it
-    (`encoded` and `encoding` say how it was encoded, when it already was)."""
+    """Store an execution's input or output, or a reference to it (`encoded` and
+    `encoding` say how it was encoded, when it already was); `replace` one stored before."""
     data, raw_bytes = encoded if encoded is not None else encode_payload(value)
-    await session.exec(
-        delete(ExecutionPayload).where(
-            col(ExecutionPayload.execution_id) == execution_id, col(ExecutionPayload.kind) == kind
+    if replace:
+        await session.exec(
+            delete(ExecutionPayload).where(
+                col(ExecutionPayload.execution_id) == execution_id,
+                col(ExecutionPayload.kind) == kind,
+            )
         )
-    )
     await session.exec(
         insert(ExecutionPayload),
         params=[
@@ -159,15 +163,6 @@ def output_reference(node_run_id: str, port: str) -> bytes:
 async def execution_input(session: AsyncSession, row: Execution) -> Any:
     found = await execution_payloads(session, [row.id], INPUT)
     return found.get(row.id, row.input)
-
-
-async def input_size(session: AsyncSession, execution_id: str) -> int | None:
-    """The stored input's size as JSON, in bytes."""
-    query = select(ExecutionPayload.raw_bytes).where(
-        ExecutionPayload.execution_id == execution_id, ExecutionPayload.kind == INPUT
-    )
-    size: int | None = (await session.exec(query)).first()
-    return size
 
 
 async def _decode_run_payloads(
@@ -445,10 +440,81 @@ WORKER_LOST_MESSAGE = (
     "node {name!r} was interrupted: the process running it stopped or lost its lease; "
     "it runs again as a new attempt"
 )
-_CLAIMABLE = (
-    ExecutionStatus.QUEUED.value,
-    ExecutionStatus.RUNNING.value,
-    ExecutionStatus.WAITING.value,
+
+
+_EXECUTIONS: Table = Execution.__table__  # type: ignore[attr-defined]
+# Built once: building SQLAlchemy statements costs more than running them on the hot path.
+_CLAIM = (
+    update(_EXECUTIONS)
+    .where(
+        _EXECUTIONS.c.id == bindparam("execution_id"),
+        _EXECUTIONS.c.lease_generation == bindparam("generation"),
+        or_(
+            _EXECUTIONS.c.status == ExecutionStatus.QUEUED.value,
+            and_(
+                _EXECUTIONS.c.status == ExecutionStatus.RUNNING.value,
+                or_(
+                    _EXECUTIONS.c.lease_expires_at.is_(None),
+                    _EXECUTIONS.c.lease_expires_at <= bindparam("now"),
+                ),
+            ),
+            and_(
+                _EXECUTIONS.c.status == ExecutionStatus.WAITING.value,
+                _EXECUTIONS.c.resume_at <= bindparam("now"),
+            ),
+        ),
+    )
+    .values(
+        status=ExecutionStatus.RUNNING.value,
+        started_at=func.coalesce(_EXECUTIONS.c.started_at, bindparam("now")),
+        lease_generation=_EXECUTIONS.c.lease_generation + 1,
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("expires"),
+        resume_at=None,
+    )
+)
+_VERSIONS: Table = WorkflowVersion.__table__  # type: ignore[attr-defined]
+_WORKFLOWS: Table = Workflow.__table__  # type: ignore[attr-defined]
+_EXECUTION_PAYLOADS: Table = ExecutionPayload.__table__  # type: ignore[attr-defined]
+# What every run needs, in one query: the execution, its snapshot, the workflow's name and
+# the input. What only a resumed or retried run needs is read after it.
+_LOAD = (
+    select(  # type: ignore[call-overload]
+        _EXECUTIONS.c.id,
+        _EXECUTIONS.c.workflow_id,
+        _EXECUTIONS.c.workflow_version_id,
+        _EXECUTIONS.c.status,
+        _EXECUTIONS.c.mode,
+        _EXECUTIONS.c.input,
+        _EXECUTIONS.c.start_node_id,
+        _EXECUTIONS.c.retry_of,
+        _EXECUTIONS.c.reuse_outputs,
+        _EXECUTIONS.c.lease_generation,
+        _EXECUTIONS.c.cancel_requested_at,
+        _EXECUTIONS.c.parked,
+        _VERSIONS.c.version,
+        _VERSIONS.c.nodes,
+        _VERSIONS.c.edges,
+        _VERSIONS.c.settings,
+        _WORKFLOWS.c.name.label("workflow_name"),
+        _EXECUTION_PAYLOADS.c.encoding.label("input_encoding"),
+        _EXECUTION_PAYLOADS.c.data.label("input_data"),
+        _EXECUTION_PAYLOADS.c.raw_bytes.label("input_raw_bytes"),
+    )
+    .select_from(_EXECUTIONS)
+    .join(_VERSIONS, _VERSIONS.c.id == _EXECUTIONS.c.workflow_version_id)
+    .join(_WORKFLOWS, _WORKFLOWS.c.id == _EXECUTIONS.c.workflow_id)
+    .outerjoin(
+        _EXECUTION_PAYLOADS,
+        and_(
+            _EXECUTION_PAYLOADS.c.execution_id == _EXECUTIONS.c.id,
+            _EXECUTION_PAYLOADS.c.kind == INPUT,
+        ),
+    )
+    .where(_EXECUTIONS.c.id == bindparam("execution_id"))
+)
+_INSERT_RUN_EVENT = insert(ExecutionEventRow.__table__).values(  # type: ignore[attr-defined]
+    {name: bindparam(name) for name in ("execution_id", "sequence", "type", "at", "status")}
 )
 
 
@@ -478,50 +544,28 @@ class DatabaseExecutionSource:
         now = utcnow()
         async with self.database.transaction() as session:
             result = await session.exec(
-                update(Execution)
-                .where(
-                    col(Execution.id) == loaded.execution_id,
-                    col(Execution.lease_generation) == loaded.generation,
-                    col(Execution.status).in_(_CLAIMABLE),
-                    or_(
-                        col(Execution.status) == ExecutionStatus.QUEUED.value,
-                        and_(
-                            col(Execution.status) == ExecutionStatus.RUNNING.value,
-                            or_(
-                                col(Execution.lease_expires_at).is_(None),
-                                col(Execution.lease_expires_at) <= now,
-                            ),
-                        ),
-                        and_(
-                            col(Execution.status) == ExecutionStatus.WAITING.value,
-                            col(Execution.resume_at) <= now,
-                        ),
-                    ),
-                )
-                .values(
-                    status=ExecutionStatus.RUNNING.value,
-                    started_at=func.coalesce(col(Execution.started_at), now),
-                    lease_generation=col(Execution.lease_generation) + 1,
-                    lease_owner=self.owner,
-                    lease_expires_at=now + timedelta(seconds=self.lease_s),
-                    resume_at=None,
-                )
+                _CLAIM,
+                params={
+                    "execution_id": loaded.execution_id,
+                    "generation": loaded.generation,
+                    "now": now,
+                    "owner": self.owner,
+                    "expires": now + timedelta(seconds=self.lease_s),
+                },
             )
             if result.rowcount == 0:
                 return False
             loaded.generation += 1
             sequence = await _close_interrupted_runs(session, loaded, now)
             await session.exec(
-                insert(ExecutionEventRow),
-                params=[
-                    {
-                        "execution_id": loaded.execution_id,
-                        "sequence": sequence,
-                        "type": "EXECUTION_RESUMED" if loaded.resumed else "EXECUTION_STARTED",
-                        "at": now,
-                        "status": ExecutionStatus.RUNNING.value,
-                    }
-                ],
+                _INSERT_RUN_EVENT,
+                params={
+                    "execution_id": loaded.execution_id,
+                    "sequence": sequence,
+                    "type": "EXECUTION_RESUMED" if loaded.resumed else "EXECUTION_STARTED",
+                    "at": now,
+                    "status": ExecutionStatus.RUNNING.value,
+                },
             )
             loaded.next_sequence = sequence + 1
         if self.writer is not None:
@@ -547,37 +591,44 @@ class DatabaseExecutionSource:
 
     async def load(self, execution_id: str) -> LoadedExecution | None:
         async with self.database.session() as session:
-            row = await session.get(Execution, execution_id)
-            if row is None:
-                return None
-            snapshot = await session.get(WorkflowVersion, row.workflow_version_id)
-            workflow = await session.get(Workflow, row.workflow_id)
-            if snapshot is None or workflow is None:
+            found = (await session.exec(_LOAD, params={"execution_id": execution_id})).first()
+            if found is None:
+                row = await session.get(Execution, execution_id)
+                if row is None:
+                    return None
                 raise NotFoundError("workflow version", row.workflow_version_id)
-            next_sequence = await _next_sequence(session, execution_id)
+            row = found
+            input_bytes: int | None = row.input_raw_bytes
+            if row.input_data is not None:
+                execution_input_value = orjson.loads(
+                    payloads.decompress(row.input_data, row.input_encoding)
+                )
+            else:
+                execution_input_value = row.input  # recorded before migration 0003
+            resumed = row.status != ExecutionStatus.QUEUED.value
+            # A queued execution has exactly one event so far: EXECUTION_QUEUED.
+            next_sequence = await _next_sequence(session, execution_id) if resumed else 2
             reuse: dict[str, PortItems] = {}
             if row.retry_of is not None and row.reuse_outputs:
                 reuse = await succeeded_outputs(session, row.retry_of)
-            resumed = row.status != ExecutionStatus.QUEUED.value
+            attempts_used: dict[str, int] = {}
             if resumed:
                 reuse.update(await succeeded_outputs(session, execution_id))
-            attempts = await session.exec(
-                select(NodeRun.node_id, func.max(NodeRun.attempt))
-                .where(NodeRun.execution_id == execution_id)
-                .group_by(col(NodeRun.node_id))
-            )
-            attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
-            execution_input_value = await execution_input(session, row)
-            input_bytes = await input_size(session, execution_id)
+                attempts = await session.exec(
+                    select(NodeRun.node_id, func.max(NodeRun.attempt))
+                    .where(NodeRun.execution_id == execution_id)
+                    .group_by(col(NodeRun.node_id))
+                )
+                attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
         return LoadedExecution(
             execution_id=row.id,
             workflow_id=row.workflow_id,
-            workflow_name=workflow.name,
-            version_id=snapshot.id,
-            version=snapshot.version,
-            nodes=snapshot.nodes,
-            edges=snapshot.edges,
-            settings=snapshot.settings,
+            workflow_name=row.workflow_name,
+            version_id=row.workflow_version_id,
+            version=row.version,
+            nodes=row.nodes,
+            edges=row.edges,
+            settings=row.settings,
             status=ExecutionStatus(row.status),
             mode=row.mode,
             input=execution_input_value if isinstance(execution_input_value, dict) else {},

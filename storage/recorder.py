@@ -9,6 +9,7 @@ subscribers (`on_commit`), so what anyone sees always matches the database.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -427,6 +428,21 @@ def record_time(batch: list[Record]) -> Any:
     return batch[0].event.at
 
 
+@functools.lru_cache(maxsize=64)
+def _execution_update(status: ExecutionStatus, names: tuple[str, ...]) -> Any:
+    """The UPDATE of an execution row to `status` setting `names`, built once: only from
+    the states the state machine allows (or the same status)."""
+    table: Table = Execution.__table__  # type: ignore[attr-defined]
+    return (
+        update(table)
+        .where(
+            table.c.id == bindparam("v_execution_id"),
+            table.c.status.in_([*_allowed_sources(status), status.value]),
+        )
+        .values({name: bindparam(f"v_{name}") for name in names})
+    )
+
+
 async def _update_execution(
     session: AsyncSession, execution_id: str, change: ExecutionUpdate
 ) -> None:
@@ -444,14 +460,9 @@ async def _update_execution(
         values["finished_at"] = change.finished_at
     if change.error is not None:
         values["error"] = change.error.to_json()
-    result = await session.exec(
-        update(Execution)
-        .where(
-            col(Execution.id) == execution_id,
-            col(Execution.status).in_([*_allowed_sources(change.status), change.status.value]),
-        )
-        .values(**values)
-    )
+    statement = _execution_update(change.status, tuple(values))
+    params = {f"v_{name}": value for name, value in values.items()}
+    result = await session.exec(statement, params={"v_execution_id": execution_id, **params})
     if result.rowcount == 0:
         logger.error(
             "execution %s: status %s refused by the state machine", execution_id, change.status

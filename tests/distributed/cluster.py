@@ -103,7 +103,7 @@ class Cluster:
         while time.monotonic() < deadline:
             if not worker.alive():
                 raise AssertionError(f"loom worker exited:\n{worker.output()}")
-            if "Starting worker" in worker.output():
+            if " ready (concurrency " in worker.output():
                 return worker
             await asyncio.sleep(0.05)
         raise AssertionError(f"loom worker not ready:\n{worker.output()}")
