@@ -310,15 +310,12 @@ class _Run:
 
     # Running nodes
 
-    async def run_node(self, plan_node: PlanNode, inputs: PortItems) -> PortItems:
-        try:
-            return await self.run_attempts(plan_node, inputs)
-        except Suspend as suspend:
-            state = self.states[plan_node.id]
-            self.parked[plan_node.id] = (state, suspend.resume_at)
-            return PARKED
+    def park(self, plan_node: PlanNode, suspend: Suspend) -> PortItems:
+        """The node's attempt waits for a later time (a durable wait): it resolves nothing."""
+        self.parked[plan_node.id] = (self.states[plan_node.id], suspend.resume_at)
+        return PARKED
 
-    async def run_attempts(self, plan_node: PlanNode, inputs: PortItems) -> PortItems:
+    async def run_node(self, plan_node: PlanNode, inputs: PortItems) -> PortItems:
         retry = plan_node.node.retry
         resumed = self.request.parked.pop(plan_node.id, None)
         if resumed is not None or retry is None or retry.max_attempts <= 1:
@@ -337,6 +334,8 @@ class _Run:
             except Exception as exc:
                 self.fail_state(state, exc, plan_node)
                 return self.handle_failure(plan_node, state)
+            except Suspend as suspend:
+                return self.park(plan_node, suspend)
         latest: list[NodeRunState] = []
 
         def before_sleep(_: Any) -> None:
@@ -363,6 +362,8 @@ class _Run:
             raise
         except Exception:
             return self.handle_failure(plan_node, latest[-1])
+        except Suspend as suspend:
+            return self.park(plan_node, suspend)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def guarded_attempt(
@@ -612,7 +613,7 @@ class _Run:
                     return items, (state.id, port) if recorded and state else None
         return None
 
-    def park(self) -> Outcome:
+    def wait_parked(self) -> Outcome:
         """Every node that can run has run; some wait for a later time: WAITING."""
         resume_at = min(due for _, due in self.parked.values())
         update = ExecutionUpdate(
@@ -704,7 +705,7 @@ class Executor:
             await asyncio.shield(self.recorder.flush())
             raise asyncio.CancelledError(SHUTDOWN) from None
         except _Parked:
-            outcome = run.park()
+            outcome = run.wait_parked()
         except TimeoutError:
             run.cancel_rest()
             error = ErrorInfo(
