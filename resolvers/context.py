@@ -19,6 +19,7 @@ from engine.submitter import Submitter
 from engine.validation import GraphLimits
 from resolvers import mapping
 from resolvers.auth import Authenticator
+from resolvers.caches import Lru
 from resolvers.errors import UNAUTHENTICATED, RequestError
 from schema import execution_types as xtypes
 from schema import types
@@ -38,6 +39,12 @@ class Services:
     max_page_size: int = 100
     submitter: Submitter | None = None
     plan_cache: PlanCache = field(default_factory=PlanCache)
+    # Drafts found runnable, by (workflow id, revision): a revision never changes, so a
+    # draft checked once is not compiled again to run it.
+    runnable_drafts: Lru[tuple[str, int], bool] = field(default_factory=Lru)
+    # Snapshot (id, version number) of a draft revision, once written (snapshots are
+    # immutable and live as long as their workflow).
+    snapshots: Lru[tuple[str, int], tuple[str, int]] = field(default_factory=Lru)
 
 
 class RequestLoaders:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 import strawberry
 from redis.exceptions import RedisError
@@ -53,6 +54,27 @@ def _runnable_problems(info: Info, workflow: Workflow | WorkflowVersion) -> list
         )
     except PlanError as exc:
         return exc.problems
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    id: str
+    version: int
+
+
+def _start_node_problems(workflow: Workflow, start_node_id: str) -> list[Problem]:
+    graph = Graph.from_json(workflow.nodes, workflow.edges)
+    start = graph.node(start_node_id)
+    has_inputs = any(edge.target == start_node_id for edge in graph.edges)
+    if start is None or has_inputs:
+        return [
+            _problem(
+                "INVALID_START_NODE",
+                f"node {start_node_id!r} does not exist or has inputs",
+                "startNodeId",
+            )
+        ]
     return []
 
 
@@ -105,8 +127,8 @@ async def execute_workflow(
     workflow_id = str(id)
     try:
         async with info.context.database.transaction() as session:
-            workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
-            if workflow is None:
+            head = await workflows.get_workflow_head(session, workflow_id, viewer.workspace_ids)
+            if head is None:
                 return _not_found("workflow", workflow_id)
             if idempotency_key is not None:
                 existing = await executions.find_by_idempotency_key(
@@ -114,26 +136,32 @@ async def execute_workflow(
                 )
                 if existing is not None:
                     return mapping.execution(existing)
-            problems = _runnable_problems(info, workflow)
-            if start_node_id is not None:
-                graph = Graph.from_json(workflow.nodes, workflow.edges)
-                start = graph.node(str(start_node_id))
-                has_inputs = any(edge.target == str(start_node_id) for edge in graph.edges)
-                if start is None or has_inputs:
-                    problems.append(
-                        _problem(
-                            "INVALID_START_NODE",
-                            f"node {str(start_node_id)!r} does not exist or has inputs",
-                            "startNodeId",
-                        )
-                    )
-            if problems:
-                return validation_error(problems)
-            snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+            services = info.context.services
+            revision = (head.id, head.version)
+            snapshot = services.snapshots.get(revision)
+            if (
+                start_node_id is not None
+                or snapshot is None
+                or not services.runnable_drafts.get(revision)
+            ):
+                # Not run before at this revision (or from a chosen node): check and
+                # snapshot the whole draft.
+                workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
+                if workflow is None:
+                    return _not_found("workflow", workflow_id)
+                problems = _runnable_problems(info, workflow)
+                if start_node_id is not None:
+                    problems += _start_node_problems(workflow, str(start_node_id))
+                if problems:
+                    return validation_error(problems)
+                version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+                snapshot = (version.id, version.version)
+                services.runnable_drafts.put((workflow.id, workflow.version), True)
+                services.snapshots.put((workflow.id, workflow.version), snapshot)
             execution = await executions.create_execution(
                 session,
-                workflow=workflow,
-                snapshot=snapshot,
+                workflow=head,
+                snapshot=_Snapshot(*snapshot),
                 mode="manual",
                 input=input if input is not None else {},
                 created_by=viewer.user_id,

@@ -94,6 +94,29 @@ async def get_workflow(
     return (await session.exec(query)).first()
 
 
+@dataclass(frozen=True, slots=True)
+class WorkflowHead:
+    """What running a workflow needs of its draft when its checks are cached: no graph."""
+
+    id: str
+    workspace_id: str
+    version: int
+    settings: dict[str, Any]
+
+
+async def get_workflow_head(
+    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
+) -> WorkflowHead | None:
+    """The draft's id, workspace, revision and settings, if it is the caller's."""
+    if not storable(workflow_id):
+        return None
+    query = select(
+        Workflow.id, Workflow.workspace_id, Workflow.version, Workflow.settings
+    ).where(Workflow.id == workflow_id, _scoped(workspace_ids))
+    row = (await session.exec(query)).first()
+    return None if row is None else WorkflowHead(row[0], row[1], row[2], dict(row[3] or {}))
+
+
 async def require_workflow(
     session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
 ) -> Workflow:
