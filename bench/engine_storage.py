@@ -126,6 +126,9 @@ class TimedSource:
     async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
         await self.inner.release(loaded, resume_now=resume_now)
 
+    async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
+        return await self.inner.load_and_claim(execution_id, generation)
+
 
 class TimedRecorder:
     """The writer, timing how long the executor waits for it: held back while too many
@@ -210,6 +213,10 @@ class MemorySource:
 
     async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
         return None
+
+    async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
+        loaded = await self.load(execution_id)
+        return loaded if loaded is not None and await self.claim(loaded) else None
 
     async def cancel_queued(self, execution_id: str) -> bool:
         return False

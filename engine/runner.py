@@ -81,6 +81,11 @@ class ExecutionSource(Protocol):
         (cancelled, or claimed by someone else since it was loaded)."""
         ...
 
+    async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
+        """Load and claim in one go, for a caller that knows the generation it claims; None
+        if the execution is unknown, finished, or not at that generation or claimable."""
+        ...
+
     async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
         """Give up the claim of an execution that did not finish here; with `resume_now`
         any process may claim it again at once."""
@@ -185,14 +190,19 @@ class ExecutionRunner:
         """
         claimed = False
         try:
-            loaded = await self.source.load(execution_id)
-            if loaded is None or loaded.status.is_terminal:
-                return None
-            if generation is not None and loaded.generation != generation:
-                return None
-            claimed = await self.source.claim(loaded)
-            if not claimed:
-                return None
+            if generation is not None:
+                found = await self.source.load_and_claim(execution_id, generation)
+                if found is None:
+                    return None
+                loaded, claimed = found, True
+            else:
+                maybe = await self.source.load(execution_id)
+                if maybe is None or maybe.status.is_terminal:
+                    return None
+                loaded = maybe
+                claimed = await self.source.claim(loaded)
+                if not claimed:
+                    return None
         except asyncio.CancelledError:
             if not claimed:
                 await asyncio.shield(self.source.cancel_queued(execution_id))

@@ -563,35 +563,53 @@ class DatabaseExecutionSource:
         self.writer = writer
 
     async def claim(self, loaded: LoadedExecution) -> bool:
-        now = utcnow()
         async with self.database.transaction() as session:
-            result = await session.exec(
-                _CLAIM,
-                params={
-                    "execution_id": loaded.execution_id,
-                    "generation": loaded.generation,
-                    "now": now,
-                    "owner": self.owner,
-                    "expires": now + timedelta(seconds=self.lease_s),
-                },
-            )
-            if result.rowcount == 0:
+            if not await self._claim_in(session, loaded):
                 return False
-            loaded.generation += 1
-            sequence = await _close_interrupted_runs(session, loaded, now)
-            await session.exec(
-                _INSERT_RUN_EVENT,
-                params={
-                    "execution_id": loaded.execution_id,
-                    "sequence": sequence,
-                    "type": "EXECUTION_RESUMED" if loaded.resumed else "EXECUTION_STARTED",
-                    "at": now,
-                    "status": ExecutionStatus.RUNNING.value,
-                },
-            )
-            loaded.next_sequence = sequence + 1
         if self.writer is not None:
             self.writer.fence(loaded.execution_id, loaded.generation)
+        return True
+
+    async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
+        """`load` and `claim` in one transaction, for a job that knows the generation it
+        claims: one round of the database less on the way to the first node."""
+        async with self.database.transaction() as session:
+            loaded = await self._load_in(session, execution_id)
+            if loaded is None or loaded.status.is_terminal or loaded.generation != generation:
+                return None
+            if not await self._claim_in(session, loaded):
+                return None
+        if self.writer is not None:
+            self.writer.fence(loaded.execution_id, loaded.generation)
+        return loaded
+
+    async def _claim_in(self, session: AsyncSession, loaded: LoadedExecution) -> bool:
+        now = utcnow()
+        result = await session.exec(
+            _CLAIM,
+            params={
+                "execution_id": loaded.execution_id,
+                "generation": loaded.generation,
+                "now": now,
+                "owner": self.owner,
+                "expires": now + timedelta(seconds=self.lease_s),
+            },
+        )
+        if result.rowcount == 0:
+            return False
+        loaded.generation += 1
+        sequence = await _close_interrupted_runs(session, loaded, now)
+        await session.exec(
+            _INSERT_RUN_EVENT,
+            params={
+                "execution_id": loaded.execution_id,
+                "sequence": sequence,
+                "type": "EXECUTION_RESUMED" if loaded.resumed else "EXECUTION_STARTED",
+                "at": now,
+                "status": ExecutionStatus.RUNNING.value,
+            },
+        )
+        loaded.next_sequence = sequence + 1
         return True
 
     async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
@@ -613,35 +631,38 @@ class DatabaseExecutionSource:
 
     async def load(self, execution_id: str) -> LoadedExecution | None:
         async with self.database.session() as session:
-            found = (await session.exec(_LOAD, params={"execution_id": execution_id})).first()
-            if found is None:
-                row = await session.get(Execution, execution_id)
-                if row is None:
-                    return None
-                raise NotFoundError("workflow version", row.workflow_version_id)
-            row = found
-            input_bytes: int | None = row.input_raw_bytes
-            if row.input_data is not None:
-                execution_input_value = orjson.loads(
-                    payloads.decompress(row.input_data, row.input_encoding)
-                )
-            else:
-                execution_input_value = row.input  # recorded before migration 0003
-            resumed = row.status != ExecutionStatus.QUEUED.value
-            # A queued execution has exactly one event so far: EXECUTION_QUEUED.
-            next_sequence = await _next_sequence(session, execution_id) if resumed else 2
-            reuse: dict[str, PortItems] = {}
-            if row.retry_of is not None and row.reuse_outputs:
-                reuse = await succeeded_outputs(session, row.retry_of)
-            attempts_used: dict[str, int] = {}
-            if resumed:
-                reuse.update(await succeeded_outputs(session, execution_id))
-                attempts = await session.exec(
-                    select(NodeRun.node_id, func.max(NodeRun.attempt))
-                    .where(NodeRun.execution_id == execution_id)
-                    .group_by(col(NodeRun.node_id))
-                )
-                attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
+            return await self._load_in(session, execution_id)
+
+    async def _load_in(self, session: AsyncSession, execution_id: str) -> LoadedExecution | None:
+        found = (await session.exec(_LOAD, params={"execution_id": execution_id})).first()
+        if found is None:
+            row = await session.get(Execution, execution_id)
+            if row is None:
+                return None
+            raise NotFoundError("workflow version", row.workflow_version_id)
+        row = found
+        input_bytes: int | None = row.input_raw_bytes
+        if row.input_data is not None:
+            execution_input_value = orjson.loads(
+                payloads.decompress(row.input_data, row.input_encoding)
+            )
+        else:
+            execution_input_value = row.input  # recorded before migration 0003
+        resumed = row.status != ExecutionStatus.QUEUED.value
+        # A queued execution has exactly one event so far: EXECUTION_QUEUED.
+        next_sequence = await _next_sequence(session, execution_id) if resumed else 2
+        reuse: dict[str, PortItems] = {}
+        if row.retry_of is not None and row.reuse_outputs:
+            reuse = await succeeded_outputs(session, row.retry_of)
+        attempts_used: dict[str, int] = {}
+        if resumed:
+            reuse.update(await succeeded_outputs(session, execution_id))
+            attempts = await session.exec(
+                select(NodeRun.node_id, func.max(NodeRun.attempt))
+                .where(NodeRun.execution_id == execution_id)
+                .group_by(col(NodeRun.node_id))
+            )
+            attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
         return LoadedExecution(
             execution_id=row.id,
             workflow_id=row.workflow_id,

@@ -110,9 +110,9 @@ async def get_workflow_head(
     """The draft's id, workspace, revision and settings, if it is the caller's."""
     if not storable(workflow_id):
         return None
-    query = select(
-        Workflow.id, Workflow.workspace_id, Workflow.version, Workflow.settings
-    ).where(Workflow.id == workflow_id, _scoped(workspace_ids))
+    query = select(Workflow.id, Workflow.workspace_id, Workflow.version, Workflow.settings).where(
+        Workflow.id == workflow_id, _scoped(workspace_ids)
+    )
     row = (await session.exec(query)).first()
     return None if row is None else WorkflowHead(row[0], row[1], row[2], dict(row[3] or {}))
 
