@@ -88,7 +88,7 @@ async def create_execution(
     )
     # Core inserts: the ORM's unit of work costs more than the statements themselves here.
     await session.exec(
-        insert(_EXECUTIONS),
+        _INSERT_EXECUTION,
         params=[{column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}],
     )
     await store_execution_payload(session, execution.id, INPUT, input)
@@ -142,16 +142,14 @@ async def store_execution_payload(
             )
         )
     await session.exec(
-        insert(ExecutionPayload),
-        params=[
-            {
-                "execution_id": execution_id,
-                "kind": kind,
-                "encoding": encoding,
-                "raw_bytes": raw_bytes,
-                "data": data,
-            }
-        ],
+        _INSERT_EXECUTION_PAYLOAD,
+        params={
+            "execution_id": execution_id,
+            "kind": kind,
+            "encoding": encoding,
+            "raw_bytes": raw_bytes,
+            "data": data,
+        },
     )
 
 
@@ -535,6 +533,10 @@ _LOAD = (
     )
     .where(_EXECUTIONS.c.id == bindparam("execution_id"))
 )
+_INSERT_EXECUTION_PAYLOAD = insert(_EXECUTION_PAYLOADS).values(
+    {name: bindparam(name) for name in ("execution_id", "kind", "encoding", "raw_bytes", "data")}
+)
+_INSERT_EXECUTION = insert(_EXECUTIONS)
 _INSERT_RUN_EVENT = insert(ExecutionEventRow.__table__).values(  # type: ignore[attr-defined]
     {name: bindparam(name) for name in ("execution_id", "sequence", "type", "at", "status")}
 )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, false, func, insert, literal
+from sqlalchemy import bindparam, delete, false, func, insert, literal
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select, update
@@ -104,16 +104,21 @@ class WorkflowHead:
     settings: dict[str, Any]
 
 
+_HEAD = select(Workflow.id, Workflow.workspace_id, Workflow.version, Workflow.settings).where(
+    Workflow.id == bindparam("workflow_id"),
+    col(Workflow.workspace_id).in_(bindparam("workspace_ids", expanding=True)),
+)
+
+
 async def get_workflow_head(
     session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
 ) -> WorkflowHead | None:
-    """The draft's id, workspace, revision and settings, if it is the caller's."""
-    if not storable(workflow_id):
+    """The draft's id, workspace, revision and settings, if it is the caller's (one
+    statement built once: it is on the path of every execution)."""
+    if not storable(workflow_id) or not workspace_ids:
         return None
-    query = select(Workflow.id, Workflow.workspace_id, Workflow.version, Workflow.settings).where(
-        Workflow.id == workflow_id, _scoped(workspace_ids)
-    )
-    row = (await session.exec(query)).first()
+    params = {"workflow_id": workflow_id, "workspace_ids": list(workspace_ids)}
+    row = (await session.exec(_HEAD, params=params)).first()
     return None if row is None else WorkflowHead(row[0], row[1], row[2], dict(row[3] or {}))
 
 
