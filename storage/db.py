@@ -50,6 +50,16 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
 
 
+async def run_core(session: AsyncSession, statement: Any, params: Any = None) -> Any:
+    """Execute a Core statement on the session's connection, inside its transaction.
+
+    The ORM's execution path (`session.exec`) costs about as much as the statement itself for
+    the small statements the engine runs for every execution; plain Core skips it.
+    """
+    connection = await session.connection()
+    return await connection.execute(statement, params)
+
+
 class Database:
     """One database: its engine, its session factory and its dialect's quirks."""
 

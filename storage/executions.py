@@ -16,7 +16,7 @@ from engine.nodes.base import PortItems
 from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus, NodeRunStatus
 from storage import payloads
-from storage.db import Database
+from storage.db import Database, run_core
 from storage.errors import NotFoundError
 from storage.models import (
     Execution,
@@ -87,14 +87,16 @@ async def create_execution(
         admitted_at=None if concurrency_limit(workflow) else utcnow(),
     )
     # Core inserts: the ORM's unit of work costs more than the statements themselves here.
-    await session.exec(
+    await run_core(
+        session,
         _INSERT_EXECUTION,
-        params=[{column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}],
+        [{column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}],
     )
     await store_execution_payload(session, execution.id, INPUT, input)
-    await session.exec(
+    await run_core(
+        session,
         _INSERT_RUN_EVENT,
-        params={
+        {
             "execution_id": execution.id,
             "sequence": 1,
             "type": "EXECUTION_QUEUED",
@@ -141,9 +143,10 @@ async def store_execution_payload(
                 col(ExecutionPayload.kind) == kind,
             )
         )
-    await session.exec(
+    await run_core(
+        session,
         _INSERT_EXECUTION_PAYLOAD,
-        params={
+        {
             "execution_id": execution_id,
             "kind": kind,
             "encoding": encoding,
@@ -587,9 +590,10 @@ class DatabaseExecutionSource:
 
     async def _claim_in(self, session: AsyncSession, loaded: LoadedExecution) -> bool:
         now = utcnow()
-        result = await session.exec(
+        result = await run_core(
+            session,
             _CLAIM,
-            params={
+            {
                 "execution_id": loaded.execution_id,
                 "generation": loaded.generation,
                 "now": now,
@@ -601,9 +605,10 @@ class DatabaseExecutionSource:
             return False
         loaded.generation += 1
         sequence = await _close_interrupted_runs(session, loaded, now)
-        await session.exec(
+        await run_core(
+            session,
             _INSERT_RUN_EVENT,
-            params={
+            {
                 "execution_id": loaded.execution_id,
                 "sequence": sequence,
                 "type": "EXECUTION_RESUMED" if loaded.resumed else "EXECUTION_STARTED",
@@ -636,7 +641,7 @@ class DatabaseExecutionSource:
             return await self._load_in(session, execution_id)
 
     async def _load_in(self, session: AsyncSession, execution_id: str) -> LoadedExecution | None:
-        found = (await session.exec(_LOAD, params={"execution_id": execution_id})).first()
+        found = (await run_core(session, _LOAD, {"execution_id": execution_id})).first()
         if found is None:
             row = await session.get(Execution, execution_id)
             if row is None:

@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from storage import executions, payloads
-from storage.db import Database
+from storage.db import Database, run_core
 from storage.models import Execution, ExecutionEventRow, NodeRun, NodeRunPayload
 
 logger = logging.getLogger("loom.recorder")
@@ -43,6 +43,9 @@ FenceListener = Callable[[str], object]
 _NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
 _PAYLOADS: Table = NodeRunPayload.__table__  # type: ignore[attr-defined]
 _EVENTS: Table = ExecutionEventRow.__table__  # type: ignore[attr-defined]
+_INSERT_NODE_RUNS = insert(_NODE_RUNS)
+_INSERT_PAYLOADS = insert(_PAYLOADS)
+_INSERT_EVENTS = insert(_EVENTS)
 _UPDATE_NODE_RUN = (
     update(_NODE_RUNS)
     .where(_NODE_RUNS.c.id == bindparam("run_id"))
@@ -295,7 +298,7 @@ class GroupCommitWriter:
         )
         if not self._database.is_sqlite:
             query = query.with_for_update()
-        current = {row[0]: row[1] for row in (await session.exec(query)).all()}
+        current = {row[0]: row[1] for row in (await run_core(session, query)).all()}
         lost = {
             execution_id
             for execution_id in fenced
@@ -373,14 +376,14 @@ class GroupCommitWriter:
         # Core statements on the tables, executed with a list of rows: one executemany each,
         # where the ORM's bulk path would issue a statement per row.
         if new_runs:
-            await session.exec(insert(_NODE_RUNS), params=new_runs)
+            await run_core(session, _INSERT_NODE_RUNS, new_runs)
         changed_runs = [
             {"run_id": run_id, **_node_run_values(state)}
             for run_id, (_, state) in runs.items()
             if run_id in self._known_runs or state.stored
         ]
         if changed_runs:
-            await session.exec(_UPDATE_NODE_RUN, params=changed_runs)
+            await run_core(session, _UPDATE_NODE_RUN, changed_runs)
         payload_rows = [
             {
                 "node_run_id": record.node_run.id,
@@ -404,10 +407,10 @@ class GroupCommitWriter:
             if record.input_port is not None and record.node_run is not None
         ]
         if payload_rows:
-            await session.exec(insert(_PAYLOADS), params=payload_rows)
+            await run_core(session, _INSERT_PAYLOADS, payload_rows)
         if not batch:
             return []
-        await session.exec(insert(_EVENTS), params=[_event_row(record.event) for record in batch])
+        await run_core(session, _INSERT_EVENTS, [_event_row(record.event) for record in batch])
         for record in batch:
             if record.execution is not None:
                 await _update_execution(session, record.event.execution_id, record.execution)
@@ -462,7 +465,7 @@ async def _update_execution(
         values["error"] = change.error.to_json()
     statement = _execution_update(change.status, tuple(values))
     params = {f"v_{name}": value for name, value in values.items()}
-    result = await session.exec(statement, params={"v_execution_id": execution_id, **params})
+    result = await run_core(session, statement, {"v_execution_id": execution_id, **params})
     if result.rowcount == 0:
         logger.error(
             "execution %s: status %s refused by the state machine", execution_id, change.status

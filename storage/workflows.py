@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage.db import run_core
 from storage.errors import NotFoundError, VersionConflictError
 from storage.models import Workflow, WorkflowTag, WorkflowVersion, new_id
 from storage.paging import newest_first
@@ -118,7 +119,7 @@ async def get_workflow_head(
     if not storable(workflow_id) or not workspace_ids:
         return None
     params = {"workflow_id": workflow_id, "workspace_ids": list(workspace_ids)}
-    row = (await session.exec(_HEAD, params=params)).first()
+    row = (await run_core(session, _HEAD, params)).first()
     return None if row is None else WorkflowHead(row[0], row[1], row[2], dict(row[3] or {}))
 
 
