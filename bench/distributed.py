@@ -224,7 +224,10 @@ async def throughput(cluster: Cluster, seconds: float, clients: int = 32) -> dic
         while time.monotonic() < end:
             async with http.post(f"{cluster.base}/graphql", data=payload) as response:
                 body = await response.read()
-            ids.append(orjson.loads(body)["data"]["executeWorkflow"]["id"])
+            answer = orjson.loads(body)
+            if not answer.get("data") or answer.get("errors"):
+                raise RuntimeError(f"executeWorkflow failed: {body[:500]!r}")
+            ids.append(answer["data"]["executeWorkflow"]["id"])
 
     # aiohttp: a lighter client than httpx, so that the load generator takes less of the
     # two cores it shares with the API, the workers and the databases.
