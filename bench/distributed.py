@@ -273,6 +273,14 @@ async def with_cluster(workers: int, concurrency: int, job: Any) -> Any:
             for _ in range(workers):
                 await cluster.start_worker(concurrency=concurrency)
             return await job(cluster)
+        except Exception:
+            # Keep what the processes logged: the directory goes away with the cluster.
+            for process in [cluster.api, *cluster.workers]:
+                if process is not None and "Traceback" in process.output():
+                    output = process.output()
+                    start = output.index("Traceback")
+                    print(f"--- {process.name} log ---\n{output[max(0, start - 500) :]}")
+            raise
         finally:
             await destroy_cluster(cluster)
 
