@@ -125,6 +125,7 @@ async def execute_workflow(
     if problems:
         return validation_error(problems)
     workflow_id = str(id)
+    learned: tuple[tuple[str, int], tuple[str, int]] | None = None
     try:
         async with info.context.database.transaction() as session:
             head = await workflows.get_workflow_head(session, workflow_id, viewer.workspace_ids)
@@ -156,8 +157,9 @@ async def execute_workflow(
                     return validation_error(problems)
                 version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
                 snapshot = (version.id, version.version)
-                services.runnable_drafts.put((workflow.id, workflow.version), True)
-                services.snapshots.put((workflow.id, workflow.version), snapshot)
+                # Remembered only once committed (below): a concurrent request must not use
+                # a snapshot this transaction may still roll back.
+                learned = ((workflow.id, workflow.version), snapshot)
             execution = await executions.create_execution(
                 session,
                 workflow=head,
@@ -177,6 +179,10 @@ async def execute_workflow(
         if existing is None:
             raise
         return mapping.execution(existing)
+    if learned is not None:
+        revision, snapshot = learned
+        info.context.services.runnable_drafts.put(revision, True)
+        info.context.services.snapshots.put(revision, snapshot)
     await _submit(info, execution)
     return mapping.execution(execution)
 

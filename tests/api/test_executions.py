@@ -371,3 +371,18 @@ async def test_nul_characters_survive_in_outputs(app, alice: Caller) -> None:
     assert execution["status"] == "SUCCEEDED"
     run = next(run for run in execution["nodeRuns"] if run["nodeId"] == "set")
     assert run["output"][0]["note"] == "a\u0000b"
+
+
+async def test_concurrent_first_runs_of_a_revision_all_start(app, alice: Caller) -> None:
+    """The first run of a revision writes its snapshot; concurrent runs must not use the
+    snapshot before that transaction commits."""
+    workflow_id = await create(alice, PIPELINE_NODES, PIPELINE_EDGES)
+
+    async def later(delay: float, price: int) -> dict[str, Any]:
+        await asyncio.sleep(delay)  # staggered: some arrive while the first one commits
+        return await execute(alice, workflow_id, input={"price": price, "qty": 1})
+
+    started = await asyncio.gather(*(later(i * 0.0005, i) for i in range(40)))
+    assert {result["__typename"] for result in started} == {"Execution"}
+    for result in started:
+        await app.state.services.submitter.wait(result["id"])
