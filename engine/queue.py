@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import orjson
 from arq import Worker
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.worker import func
 
 from engine.executor import SHUTDOWN
@@ -191,10 +192,24 @@ class Sweeper:
             return True
         return False
 
+    async def _forget_abandoned_job(self, identifier: str) -> None:
+        """A job a process took (its in-progress key is set) but never claimed with, for an
+        execution claimable for a while: that process died between taking and claiming. arq
+        would keep the job id for its whole timeout; free it so the job can be queued again.
+        Should the process be alive after all, its claim and the new job's race on the lease
+        generation and one of them does nothing."""
+        if await self.redis.exists(in_progress_key_prefix + identifier):
+            logger.warning("job %s was taken and never started; queueing it again", identifier)
+            await self.redis.delete(
+                in_progress_key_prefix + identifier, job_key_prefix + identifier
+            )
+
     async def sweep(self) -> int:
         """One pass; returns how many executions were handed to the queue."""
         handed = 0
         for due in [*await self.source.admit_waiting(), *await self.source.due()]:
+            if due.overdue:
+                await self._forget_abandoned_job(job_id(due.execution_id, due.generation))
             await self.submitter.submit(due.execution_id, due.generation, due.run_at)
             handed += 1
         self.sweeps += 1

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func
+from sqlalchemy import select as sa_select
 from sqlmodel import col, or_, select, update
 
 from engine.states import ExecutionStatus
-from storage.db import Database
+from storage.db import Database, run_core
 from storage.executions import concurrency_limit
 from storage.models import Execution, Workflow
 from storage.types import utcnow
@@ -32,6 +33,9 @@ class Due:
     execution_id: str
     generation: int
     run_at: datetime | None = None
+    # Claimable for a while already: a job for it that some process took and never claimed
+    # with (it died in between) must not keep it from running.
+    overdue: bool = False
 
 
 async def admit(database: Database, workflow_id: str) -> list[Due]:
@@ -103,31 +107,39 @@ async def due(database: Database, queued_grace_s: float, limit: int = 1000) -> l
     whose lease expired (their process died or hangs), WAITING ones (with their resume
     time: a deferred job runs them then)."""
     now = utcnow()
-    async with database.session() as session:
-        rows = await session.exec(
-            select(
-                Execution.id,
-                Execution.lease_generation,
-                Execution.status,
-                Execution.resume_at,
-            )
-            .where(
-                or_(
-                    (col(Execution.status) == _QUEUED)
-                    & col(Execution.admitted_at).is_not(None)
-                    & (col(Execution.admitted_at) <= now - timedelta(seconds=queued_grace_s)),
-                    (col(Execution.status) == _RUNNING)
-                    & (
-                        col(Execution.lease_expires_at).is_(None)
-                        | (col(Execution.lease_expires_at) <= now)
-                    ),
-                    (col(Execution.status) == _WAITING) & col(Execution.resume_at).is_not(None),
-                )
-            )
-            .order_by(col(Execution.created_at))
-            .limit(limit)
+    overdue_before = now - timedelta(seconds=queued_grace_s)
+    table = Execution.__table__  # type: ignore[attr-defined]
+    query = (
+        sa_select(
+            table.c.id,
+            table.c.lease_generation,
+            table.c.status,
+            table.c.resume_at,
+            table.c.lease_expires_at,
         )
-        return [
-            Due(execution_id, generation, resume_at if status == _WAITING else None)
-            for execution_id, generation, status, resume_at in rows.all()
-        ]
+        .where(
+            or_(
+                (table.c.status == _QUEUED)
+                & table.c.admitted_at.is_not(None)
+                & (table.c.admitted_at <= overdue_before),
+                (table.c.status == _RUNNING)
+                & (table.c.lease_expires_at.is_(None) | (table.c.lease_expires_at <= now)),
+                (table.c.status == _WAITING) & table.c.resume_at.is_not(None),
+            )
+        )
+        .order_by(table.c.created_at)
+        .limit(limit)
+    )
+    async with database.session() as session:
+        rows = await run_core(session, query)
+        found: list[Due] = []
+        for execution_id, generation, status, resume_at, expires in rows.all():
+            if status == _QUEUED:
+                overdue = True  # admitted longer than the grace period ago
+            elif status == _RUNNING:
+                overdue = expires is None or expires <= overdue_before
+            else:
+                overdue = resume_at is not None and resume_at <= overdue_before
+            run_at = resume_at if status == _WAITING else None
+            found.append(Due(execution_id, generation, run_at, overdue))
+        return found

@@ -307,3 +307,23 @@ async def test_sigterm_lets_running_nodes_finish_and_hands_the_rest_on(cluster: 
     await cluster.wait_for([execution_id], {"SUCCEEDED"}, within_s=20)
     runs_after = [(r["node_id"], r["attempt"]) for r in await cluster.node_runs(execution_id)]
     assert runs_after == [("start", 1), ("w", 1), ("b", 1)]
+
+
+@pytest.mark.timeout(120)
+async def test_a_job_taken_by_a_process_that_died_before_claiming_runs_anyway(
+    cluster: Cluster,
+) -> None:
+    workflow_id = await cluster.create_workflow(
+        [trigger(), set_node("a", "A")], chain("start", "a")
+    )
+    execution_id = await cluster.execute(workflow_id, {"n": 1})
+    # A worker took the job (arq's in-progress key, for its ten-year job timeout) and was
+    # killed before it claimed the execution: arq alone would never run that job id again.
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        await redis.set(f"arq:in-progress:{execution_id}:0", b"1", ex=3600)
+    finally:
+        await redis.aclose()
+    worker = await cluster.start_worker()
+    await cluster.wait_for([execution_id], {"SUCCEEDED"}, within_s=20)
+    assert "taken and never started" in worker.output()
