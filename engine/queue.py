@@ -204,12 +204,21 @@ class Sweeper:
                 in_progress_key_prefix + identifier, job_key_prefix + identifier
             )
 
+    async def _remove_dead_job(self, identifier: str) -> None:
+        """The job of a process that died while running it: arq would keep it in progress,
+        at the head of the queue, for its whole timeout; enough of them would hide new jobs
+        from every worker's poll."""
+        await self.redis.zrem(QUEUE_NAME, identifier)
+        await self.redis.delete(in_progress_key_prefix + identifier, job_key_prefix + identifier)
+
     async def sweep(self) -> int:
         """One pass; returns how many executions were handed to the queue."""
         handed = 0
         for due in [*await self.source.admit_waiting(), *await self.source.due()]:
             if due.overdue:
                 await self._forget_abandoned_job(job_id(due.execution_id, due.generation))
+            if due.dead_job_generation is not None:
+                await self._remove_dead_job(job_id(due.execution_id, due.dead_job_generation))
             await self.submitter.submit(due.execution_id, due.generation, due.run_at)
             handed += 1
         self.sweeps += 1

@@ -203,8 +203,11 @@ class ExecutionRunner:
                 claimed = await self.source.claim(loaded)
                 if not claimed:
                     return None
-        except asyncio.CancelledError:
-            if not claimed:
+        except asyncio.CancelledError as exc:
+            # A user's cancel of an execution not claimed yet ends it; the process stopping
+            # (or losing a lease) leaves it for the next claim.
+            interrupted = bool(exc.args) and exc.args[0] in INTERRUPTIONS
+            if not claimed and not interrupted:
                 await asyncio.shield(self.source.cancel_queued(execution_id))
             raise
         task = asyncio.current_task()
@@ -229,6 +232,8 @@ class ExecutionRunner:
                     raise
                 task.uncancel()  # LEASE_LOST: another process has it; nothing to record
                 return None
+            # Cancelled by a user: recorded; what follows a run still follows (a slot frees).
+            outcome = Outcome(status=ExecutionStatus.CANCELLED)
             raise
         finally:
             self._tasks.pop(execution_id, None)

@@ -247,8 +247,23 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
         async with info.context.database.session() as session:
             row = await executions.reload(session, execution_id)
         if row.status not in ("RUNNING", "WAITING") or time.monotonic() >= deadline:
-            return mapping.execution(row)
+            break
         await asyncio.sleep(0.02)
+    if row.status == "CANCELLED":
+        await _admit_next(info, row.workflow_id)
+    return mapping.execution(row)
+
+
+async def _admit_next(info: Info, workflow_id: str) -> None:
+    """A cancelled execution may have held a slot of `maxConcurrentExecutions`."""
+    submitter = info.context.services.submitter
+    if submitter is None:
+        return
+    try:
+        for due in await queueing.admit(info.context.database, workflow_id):
+            await submitter.submit(due.execution_id, due.generation)
+    except (ConnectionError, OSError, RedisError):
+        logger.exception("workflow %s: queue unreachable; the sweeper admits", workflow_id)
 
 
 async def retry_execution(

@@ -25,7 +25,7 @@ from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
 from server.settings import Settings
 from server.worker import after_run, require_distributed_settings
-from storage import executions
+from storage import executions, queueing
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.recorder import GroupCommitWriter
@@ -135,6 +135,9 @@ def create_app(
                 await submitter.submit(execution_id)
             for execution_id, generation, resume_at in waiting:
                 await submitter.submit(execution_id, generation, resume_at)
+            for workflow_id in await queueing.workflows_waiting_for_slots(database):
+                for due in await queueing.admit(database, workflow_id):
+                    await submitter.submit(due.execution_id, due.generation)
             if interrupted:
                 logger.info("resuming %d interrupted executions", len(interrupted))
         try:

@@ -397,6 +397,21 @@ async def request_cancel(session: AsyncSession, execution_id: str) -> None:
     )
 
 
+async def _resume_state(session: AsyncSession, loaded: LoadedExecution) -> None:
+    """What the earlier runs of a resumed execution did, read once the claim holds its row:
+    a previous holder whose lease ran out can no longer add to it (the writer's fence waits
+    for the row and then refuses)."""
+    execution_id = loaded.execution_id
+    loaded.next_sequence = await _next_sequence(session, execution_id)
+    loaded.reuse.update(await succeeded_outputs(session, execution_id))
+    attempts = await session.exec(
+        select(NodeRun.node_id, func.max(NodeRun.attempt))
+        .where(NodeRun.execution_id == execution_id)
+        .group_by(col(NodeRun.node_id))
+    )
+    loaded.attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
+
+
 async def _close_interrupted_runs(
     session: AsyncSession, loaded: LoadedExecution, now: datetime
 ) -> int:
@@ -604,6 +619,8 @@ class DatabaseExecutionSource:
         if result.rowcount == 0:
             return False
         loaded.generation += 1
+        if loaded.resumed:
+            await _resume_state(session, loaded)
         sequence = await _close_interrupted_runs(session, loaded, now)
         await run_core(
             session,
@@ -656,20 +673,13 @@ class DatabaseExecutionSource:
         else:
             execution_input_value = row.input  # recorded before migration 0003
         resumed = row.status != ExecutionStatus.QUEUED.value
-        # A queued execution has exactly one event so far: EXECUTION_QUEUED.
-        next_sequence = await _next_sequence(session, execution_id) if resumed else 2
         reuse: dict[str, PortItems] = {}
         if row.retry_of is not None and row.reuse_outputs:
             reuse = await succeeded_outputs(session, row.retry_of)
+        # A queued execution has exactly one event so far: EXECUTION_QUEUED. What a resumed
+        # one did so far is read by the claim, after it holds the row (`_resume_state`).
+        next_sequence = 2
         attempts_used: dict[str, int] = {}
-        if resumed:
-            reuse.update(await succeeded_outputs(session, execution_id))
-            attempts = await session.exec(
-                select(NodeRun.node_id, func.max(NodeRun.attempt))
-                .where(NodeRun.execution_id == execution_id)
-                .group_by(col(NodeRun.node_id))
-            )
-            attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
         return LoadedExecution(
             execution_id=row.id,
             workflow_id=row.workflow_id,
@@ -731,11 +741,16 @@ async def waiting_executions(
 
 
 async def active_executions(session: AsyncSession) -> list[str]:
-    """Executions that were queued or running (embedded mode resumes them on start)."""
+    """Executions that were running, or queued with a slot (embedded mode resumes them on
+    start; queued ones still waiting for a slot are admitted as slots free)."""
     query = (
         select(Execution.id)
         .where(
-            col(Execution.status).in_([ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value])
+            or_(
+                col(Execution.status) == ExecutionStatus.RUNNING.value,
+                (col(Execution.status) == ExecutionStatus.QUEUED.value)
+                & col(Execution.admitted_at).is_not(None),
+            )
         )
         .order_by(col(Execution.created_at))
     )

@@ -112,11 +112,7 @@ class LeaseKeeper:
             return
         now = utcnow()
         async with database.transaction() as session:
-            await session.exec(
-                update(Execution)
-                .where(col(Execution.id).in_(held), col(Execution.lease_owner) == self.owner)
-                .values(lease_expires_at=now + timedelta(seconds=self.lease_s))
-            )
+            # Lock the rows in id order first, as the writer's fence does: no deadlock.
             rows = (
                 await session.exec(
                     select(
@@ -124,12 +120,24 @@ class LeaseKeeper:
                         Execution.lease_generation,
                         Execution.lease_owner,
                         Execution.cancel_requested_at,
-                    ).where(col(Execution.id).in_(held))
+                    )
+                    .where(col(Execution.id).in_(held))
+                    .order_by(col(Execution.id))
+                    .with_for_update()
                 )
             ).all()
+            await session.exec(
+                update(Execution)
+                .where(col(Execution.id).in_(held), col(Execution.lease_owner) == self.owner)
+                .values(lease_expires_at=now + timedelta(seconds=self.lease_s))
+            )
         found = {row[0]: row for row in rows}
         for execution_id, entry in held.items():
             row = found.get(execution_id)
+            if row is not None and row[1] == entry.generation and row[2] is None:
+                # The run committed its end (or a durable wait) and released the lease
+                # itself; it is about to let go of it here too.
+                continue
             if row is None or row[1] != entry.generation or row[2] != self.owner:
                 logger.warning("execution %s: lease lost to another process", execution_id)
                 self.drop(execution_id)

@@ -36,6 +36,9 @@ class Due:
     # Claimable for a while already: a job for it that some process took and never claimed
     # with (it died in between) must not keep it from running.
     overdue: bool = False
+    # RUNNING with an expired lease: the generation of the job its dead holder ran, which
+    # arq keeps at the head of its queue (in progress, for its whole timeout) unless removed.
+    dead_job_generation: int | None = None
 
 
 async def admit(database: Database, workflow_id: str) -> list[Due]:
@@ -141,5 +144,6 @@ async def due(database: Database, queued_grace_s: float, limit: int = 1000) -> l
             else:
                 overdue = resume_at is not None and resume_at <= overdue_before
             run_at = resume_at if status == _WAITING else None
-            found.append(Due(execution_id, generation, run_at, overdue))
+            dead = generation - 1 if status == _RUNNING and generation > 0 else None
+            found.append(Due(execution_id, generation, run_at, overdue, dead))
         return found

@@ -137,6 +137,7 @@ class GroupCommitWriter:
         # only while the database still shows that generation (see `fence`).
         self._fences: dict[str, int] = {}
         self._fence_listeners: list[FenceListener] = []
+        self._lost: set[str] = set()  # executions whose fence refused records (reported)
         self.fenced_out = 0
         self.rounds = 0
 
@@ -147,6 +148,7 @@ class GroupCommitWriter:
         """Store the execution's records only while its lease generation is `generation`:
         a process that lost its lease cannot record anything more for it."""
         self._fences[execution_id] = generation
+        self._lost.discard(execution_id)
 
     def unfence(self, execution_id: str) -> None:
         self._fences.pop(execution_id, None)
@@ -293,8 +295,11 @@ class GroupCommitWriter:
         }
         if not fenced:
             return batch
-        query = select(Execution.id, Execution.lease_generation).where(
-            col(Execution.id).in_(fenced)
+        query = (
+            select(Execution.id, Execution.lease_generation)
+            .where(col(Execution.id).in_(fenced))
+            # Rows locked in id order, as the lease keeper locks them: no deadlock.
+            .order_by(col(Execution.id))
         )
         if not self._database.is_sqlite:
             query = query.with_for_update()
@@ -306,12 +311,13 @@ class GroupCommitWriter:
         }
         if not lost:
             return batch
-        for execution_id in lost:
+        for execution_id in lost - self._lost:
+            # The fence stays: whatever the stale run still emits is refused too.
+            self._lost.add(execution_id)
             logger.warning(
                 "execution %s: records refused, this process no longer holds its lease",
                 execution_id,
             )
-            self._fences.pop(execution_id, None)
             for listener in self._fence_listeners:
                 listener(execution_id)
         kept = [record for record in batch if record.event.execution_id not in lost]

@@ -131,3 +131,19 @@ async def test_max_concurrent_executions_queues_the_rest_fifo(app, alice: Caller
     ends = [execution["finishedAt"] for execution in finished]
     assert starts == sorted(starts)  # first in, first out
     assert starts[1] >= ends[0] and starts[2] >= ends[1]  # one at a time
+
+
+async def test_cancelling_an_execution_gives_its_slot_to_the_next(app, alice: Caller) -> None:
+    workflow_id = await create(
+        alice, WAIT_NODES, WAIT_EDGES, settings={"maxConcurrentExecutions": 1}
+    )
+    first = (await execute(alice, workflow_id))["id"]
+    second = (await execute(alice, workflow_id))["id"]
+    await until(alice, first, {"WAITING"})
+    assert (await status_of(alice, second))["status"] == "QUEUED"
+    await alice.gql(
+        "mutation($id: ID!) { cancelExecution(id: $id) { ... on Execution { status } } }",
+        {"id": first},
+    )
+    # The second one gets the slot at once, and parks in its turn.
+    assert (await until(alice, second, {"WAITING", "RUNNING"}))["status"] in ("WAITING", "RUNNING")
