@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 import orjson
 from arq.connections import RedisSettings, create_pool
-from sqlalchemy import text
 
 from tests.distributed.cluster import Cluster, create_cluster, destroy_cluster
 
@@ -83,14 +82,9 @@ def percentile(values: list[float], share: float) -> float:
 
 async def first_node_start(cluster: Cluster, execution_id: str) -> datetime:
     while True:
-        async with cluster.database.session() as session:
-            row = (
-                await session.exec(
-                    text(  # type: ignore[call-overload]
-                        "SELECT min(started_at) FROM node_runs WHERE execution_id = :id"
-                    ).bindparams(id=execution_id)
-                )
-            ).one()
+        (row,) = await cluster.sql(
+            "SELECT min(started_at) FROM node_runs WHERE execution_id = :id", id=execution_id
+        )
         if row[0] is not None:
             started: datetime = row[0]
             return started
@@ -99,14 +93,9 @@ async def first_node_start(cluster: Cluster, execution_id: str) -> datetime:
 
 async def finished_at(cluster: Cluster, execution_id: str) -> datetime:
     while True:
-        async with cluster.database.session() as session:
-            row = (
-                await session.exec(
-                    text(  # type: ignore[call-overload]
-                        "SELECT status, finished_at FROM executions WHERE id = :id"
-                    ).bindparams(id=execution_id)
-                )
-            ).one()
+        (row,) = await cluster.sql(
+            "SELECT status, finished_at FROM executions WHERE id = :id", id=execution_id
+        )
         if row[0] in ("SUCCEEDED", "FAILED", "CANCELLED"):
             assert row[0] == "SUCCEEDED", row
             done: datetime = row[1]
@@ -191,15 +180,10 @@ async def chain_of_waits(cluster: Cluster, runs: int) -> list[float]:
         execution_id = await cluster.execute(workflow_id)
         done = await finished_at(cluster, execution_id)
         totals.append((done - sent).total_seconds())
-        async with cluster.database.session() as session:
-            count = (
-                await session.exec(
-                    text(  # type: ignore[call-overload]
-                        "SELECT count(*) FROM node_runs WHERE execution_id = :id "
-                        "AND status = 'SUCCEEDED'"
-                    ).bindparams(id=execution_id)
-                )
-            ).one()[0]
+        ((count,),) = await cluster.sql(
+            "SELECT count(*) FROM node_runs WHERE execution_id = :id AND status = 'SUCCEEDED'",
+            id=execution_id,
+        )
         assert count == 41, count
     return totals[1:]
 
@@ -236,14 +220,9 @@ async def throughput(cluster: Cluster, seconds: float, clients: int = 32) -> dic
         await asyncio.gather(*(client(http) for _ in range(clients)))
     submitted_s = time.monotonic() - started
     await cluster.wait_for(ids, {"SUCCEEDED"}, within_s=300)
-    async with cluster.database.session() as session:
-        first, last = (
-            await session.exec(
-                text(  # type: ignore[call-overload]
-                    "SELECT min(created_at), max(finished_at) FROM executions WHERE id = ANY(:ids)"
-                ).bindparams(ids=ids)
-            )
-        ).one()
+    ((first, last),) = await cluster.sql(
+        "SELECT min(created_at), max(finished_at) FROM executions WHERE id = ANY(:ids)", ids=ids
+    )
     span = (last - first).total_seconds()
     return {
         "executions": len(ids),

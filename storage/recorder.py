@@ -43,6 +43,14 @@ FenceListener = Callable[[str], object]
 _NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
 _PAYLOADS: Table = NodeRunPayload.__table__  # type: ignore[attr-defined]
 _EVENTS: Table = ExecutionEventRow.__table__  # type: ignore[attr-defined]
+# The lease generations of the executions a batch writes for, rows locked in id order (as the
+# lease keeper locks them: no deadlock) until the commit; SQLite has a single writer anyway.
+_GENERATIONS = (
+    select(Execution.id, Execution.lease_generation)
+    .where(col(Execution.id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(Execution.id))
+)
+_GENERATIONS_LOCKED = _GENERATIONS.with_for_update()
 _INSERT_NODE_RUNS = insert(_NODE_RUNS)
 _INSERT_PAYLOADS = insert(_PAYLOADS)
 _INSERT_EVENTS = insert(_EVENTS)
@@ -295,15 +303,9 @@ class GroupCommitWriter:
         }
         if not fenced:
             return batch
-        query = (
-            select(Execution.id, Execution.lease_generation)
-            .where(col(Execution.id).in_(fenced))
-            # Rows locked in id order, as the lease keeper locks them: no deadlock.
-            .order_by(col(Execution.id))
-        )
-        if not self._database.is_sqlite:
-            query = query.with_for_update()
-        current = {row[0]: row[1] for row in (await run_core(session, query)).all()}
+        query = _GENERATIONS if self._database.is_sqlite else _GENERATIONS_LOCKED
+        rows = await run_core(session, query, {"ids": list(fenced)})
+        current = {row[0]: row[1] for row in rows.all()}
         lost = {
             execution_id
             for execution_id in fenced

@@ -4,6 +4,7 @@ PostgreSQL database and the test Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ import httpx
 from redis.asyncio import Redis
 from sqlalchemy import text
 
-from storage.db import Database
+from storage.db import Database, run_core
 from tests.conftest import PG_URL, REDIS_URL
 
 LOOM = Path(sys.executable).parent / "loom"
@@ -147,13 +148,17 @@ class Cluster:
         assert data["executeWorkflow"]["__typename"] == "Execution", data
         return str(data["executeWorkflow"]["id"])
 
-    async def statuses(self, execution_ids: Iterable[str]) -> dict[str, str]:
-        ids = list(execution_ids)
+    async def sql(self, query: str, **params: Any) -> list[Any]:
+        """The rows of a read-only SQL query on the cluster's database."""
         async with self.database.session() as session:
-            rows = await session.exec(
-                text("SELECT id, status FROM executions WHERE id = ANY(:ids)").bindparams(ids=ids)  # type: ignore[call-overload]
-            )
-            return {row[0]: row[1] for row in rows}
+            rows = await run_core(session, text(query), params)
+            return list(rows.all())
+
+    async def statuses(self, execution_ids: Iterable[str]) -> dict[str, str]:
+        rows = await self.sql(
+            "SELECT id, status FROM executions WHERE id = ANY(:ids)", ids=list(execution_ids)
+        )
+        return {row[0]: row[1] for row in rows}
 
     async def wait_for(
         self, execution_ids: Iterable[str], statuses: set[str], within_s: float = 60
@@ -170,30 +175,26 @@ class Cluster:
             await asyncio.sleep(0.05)
 
     async def node_runs(self, execution_id: str) -> list[dict[str, Any]]:
-        async with self.database.session() as session:
-            rows = await session.exec(
-                text(  # type: ignore[call-overload]
-                    "SELECT node_id, attempt, status, error FROM node_runs "
-                    "WHERE execution_id = :id ORDER BY created_at, attempt"
-                ).bindparams(id=execution_id)
-            )
-            return [{"node_id": r[0], "attempt": r[1], "status": r[2], "error": r[3]} for r in rows]
+        rows = await self.sql(
+            "SELECT node_id, attempt, status, error FROM node_runs "
+            "WHERE execution_id = :id ORDER BY created_at, attempt",
+            id=execution_id,
+        )
+        return [{"node_id": r[0], "attempt": r[1], "status": r[2], "error": r[3]} for r in rows]
 
     async def events(self, execution_id: str) -> list[tuple[int, str, str | None]]:
-        async with self.database.session() as session:
-            rows = await session.exec(
-                text(  # type: ignore[call-overload]
-                    "SELECT sequence, type, node_id FROM execution_events "
-                    "WHERE execution_id = :id ORDER BY sequence"
-                ).bindparams(id=execution_id)
-            )
-            return [(r[0], r[1], r[2]) for r in rows]
+        rows = await self.sql(
+            "SELECT sequence, type, node_id FROM execution_events "
+            "WHERE execution_id = :id ORDER BY sequence",
+            id=execution_id,
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
 
     def stop_all(self) -> None:
         processes = [*self.workers, *([self.api] if self.api else [])]
         for process in processes:
             if process.alive():
-                with _suppress():
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGCONT)
                 process.popen.send_signal(signal.SIGTERM)
         for process in processes:
@@ -202,14 +203,6 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 process.popen.kill()
                 process.popen.wait()
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
 
 
 async def create_cluster(workdir: Path, **settings: str) -> Cluster:

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import text
 
 from tests.conftest import REDIS_URL
 from tests.distributed.cluster import Cluster
@@ -63,10 +62,6 @@ async def wait_until_running(cluster: Cluster, execution_id: str, node_id: str) 
     raise AssertionError(f"{node_id} never ran: {await cluster.node_runs(execution_id)}")
 
 
-async def runs_of(cluster: Cluster, execution_id: str) -> list[dict[str, Any]]:
-    return await cluster.node_runs(execution_id)
-
-
 async def output_shows(process: Any, text: str, within_s: float) -> bool:
     deadline = time.monotonic() + within_s
     while text not in process.output():
@@ -107,14 +102,7 @@ async def test_300_executions_across_two_workers_each_node_once(cluster: Cluster
         )
     statuses = await cluster.wait_for(ids, TERMINAL, within_s=120)
     assert Counter(statuses.values()) == {"SUCCEEDED": 300}
-    async with cluster.database.session() as session:
-        rows = (
-            await session.exec(
-                text(  # type: ignore[call-overload]
-                    "SELECT execution_id, node_id, attempt, status FROM node_runs"
-                )
-            )
-        ).all()
+    rows = await cluster.sql("SELECT execution_id, node_id, attempt, status FROM node_runs")
     per_execution = Counter(row[0] for row in rows)
     assert set(per_execution) == set(ids) and set(per_execution.values()) == {4}
     assert {(row[2], row[3]) for row in rows} == {(1, "SUCCEEDED")}
@@ -236,14 +224,9 @@ async def test_max_concurrent_executions_holds_across_two_workers(cluster: Clust
     statuses = Counter((await cluster.statuses(ids)).values())
     assert statuses["RUNNING"] <= 2 and statuses["QUEUED"] >= 6, statuses
     await cluster.wait_for(ids, {"SUCCEEDED"}, within_s=60)
-    async with cluster.database.session() as session:
-        rows = (
-            await session.exec(
-                text(  # type: ignore[call-overload]
-                    "SELECT id, started_at, finished_at FROM executions WHERE id = ANY(:ids)"
-                ).bindparams(ids=ids)
-            )
-        ).all()
+    rows = await cluster.sql(
+        "SELECT id, started_at, finished_at FROM executions WHERE id = ANY(:ids)", ids=ids
+    )
     spans = {row[0]: (row[1], row[2]) for row in rows}
     points = sorted(
         [(start, 1) for start, _ in spans.values()] + [(end, -1) for _, end in spans.values()],
@@ -278,15 +261,10 @@ async def test_a_60_second_durable_wait_survives_a_worker_restart(cluster: Clust
         (r["node_id"], r["attempt"], r["status"]) for r in await cluster.node_runs(execution_id)
     ]
     assert runs == [("start", 1, "SUCCEEDED"), ("w", 1, "SUCCEEDED"), ("b", 1, "SUCCEEDED")]
-    async with cluster.database.session() as session:
-        started, finished = (
-            await session.exec(
-                text(  # type: ignore[call-overload]
-                    "SELECT started_at, finished_at FROM node_runs "
-                    "WHERE execution_id = :id AND node_id = 'w'"
-                ).bindparams(id=execution_id)
-            )
-        ).one()
+    ((started, finished),) = await cluster.sql(
+        "SELECT started_at, finished_at FROM node_runs WHERE execution_id = :id AND node_id = 'w'",
+        id=execution_id,
+    )
     assert (finished - started).total_seconds() >= 59.9
 
 
