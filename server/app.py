@@ -84,7 +84,7 @@ def create_app(
     if settings.redis_url:
         require_distributed_settings(settings)
     owns_database = database is None
-    database = database or Database(settings.resolved_database_url())
+    database = database or settings.database()
     writer = None if settings.redis_url else GroupCommitWriter(database)
     services = build_services(settings, database, registry, writer)
     submitter = services.submitter

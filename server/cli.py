@@ -21,10 +21,9 @@ cli.add_typer(token_cli, name="token")
 
 async def _prepare(settings: Settings) -> str | None:
     from storage import accounts
-    from storage.db import Database
     from storage.migrate import upgrade
 
-    database = Database(settings.resolved_database_url())
+    database = settings.database()
     try:
         await upgrade(database)
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
@@ -108,13 +107,12 @@ def worker(
 @db_cli.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply database migrations up to REVISION (the latest by default)."""
-    from storage.db import Database
     from storage.migrate import upgrade
 
     settings = Settings()
 
     async def run() -> None:
-        database = Database(settings.resolved_database_url())
+        database = settings.database()
         try:
             await upgrade(database, revision)
         finally:
@@ -132,14 +130,13 @@ def token_create(
 ) -> None:
     """Print a new API token for USER (shown once)."""
     from storage import accounts
-    from storage.db import Database
     from storage.errors import DuplicateNameError
     from storage.migrate import upgrade
 
     settings = Settings()
 
     async def run() -> str:
-        database = Database(settings.resolved_database_url())
+        database = settings.database()
         try:
             await upgrade(database)
             role = accounts.ROLE_ADMIN if admin else accounts.ROLE_MEMBER

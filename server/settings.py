@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from storage.db import Database
 
 
 class Settings(BaseSettings):
@@ -20,6 +24,17 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL; unset means a SQLite file in the data directory. "
         "postgresql:// URLs use asyncpg.",
+    )
+    database_pre_ping: bool = Field(
+        default=False,
+        description="Test each pooled PostgreSQL connection with a round trip before use. Off, "
+        "a connection broken by a database restart fails the statement in flight once and the "
+        "pool reconnects; on, that never happens but every transaction costs a round trip more.",
+    )
+    database_recycle_s: float = Field(
+        default=300.0,
+        description="Replace pooled PostgreSQL connections older than this (seconds).",
+        gt=0,
     )
     redis_url: str | None = Field(
         default=None, description="Redis URL; unset means embedded mode (no Redis)."
@@ -91,6 +106,16 @@ class Settings(BaseSettings):
     token_cache_s: float = Field(
         default=5.0, description="How long a verified API token is trusted without the database."
     )
+
+    def database(self) -> Database:
+        """The database these settings point to, with their pool options."""
+        from storage.db import Database  # imported late: the CLI starts without SQLAlchemy
+
+        return Database(
+            self.resolved_database_url(),
+            pre_ping=self.database_pre_ping,
+            recycle_s=self.database_recycle_s,
+        )
 
     def resolved_database_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""

@@ -92,7 +92,7 @@ def after_run(
 
 async def run_worker(settings: Settings, concurrency: int) -> None:
     redis_url = require_distributed_settings(settings)
-    database = Database(settings.resolved_database_url())
+    database = settings.database()
     await upgrade(database)
     owner = process_owner()
     writer = GroupCommitWriter(database)

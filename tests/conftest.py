@@ -68,19 +68,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
 
 
-@pytest.fixture(scope="session")
-async def migrated(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Database]:
-    """A database of the given backend with the schema migrated, shared by the session."""
+async def require_postgres() -> None:
+    """Skip when PostgreSQL is unreachable, or fail when CI requires it."""
     global _pg_problem
-    if backend == "sqlite":
-        path: Path = tmp_path_factory.mktemp("sqlite") / "loom.db"
-        database = Database(f"sqlite+aiosqlite:///{path}")
-        await upgrade(database)
-        yield database
-        await database.dispose()
-        return
     if _pg_problem is False:
         _pg_problem = await _postgres_reachable()
     if _pg_problem:
@@ -88,6 +78,21 @@ async def migrated(
         if services_required():
             pytest.fail(message + "; CI requires it")
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+async def migrated(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Database]:
+    """A database of the given backend with the schema migrated, shared by the session."""
+    if backend == "sqlite":
+        path: Path = tmp_path_factory.mktemp("sqlite") / "loom.db"
+        database = Database(f"sqlite+aiosqlite:///{path}")
+        await upgrade(database)
+        yield database
+        await database.dispose()
+        return
+    await require_postgres()
     schema = f"loom_test_{uuid.uuid4().hex[:10]}"
     admin = Database(PG_URL)
     async with admin.engine.begin() as connection:
