@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
@@ -219,3 +220,19 @@ async def alice(make_caller: MakeCaller) -> Caller:
 @pytest.fixture
 async def bob(make_caller: MakeCaller) -> Caller:
     return await make_caller("bob")
+
+
+@pytest.fixture
+async def redis_url() -> str:
+    """The test Redis; unreachable means skip, or fail in CI."""
+    client = Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except Exception as exc:
+        message = f"Redis at {REDIS_URL} unreachable ({exc})"
+        if services_required():
+            pytest.fail(message + "; CI requires it")
+        pytest.skip(message)
+    finally:
+        await client.aclose()
+    return REDIS_URL
