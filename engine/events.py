@@ -122,6 +122,24 @@ class Event:
             "preview": self.preview,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        return cls(
+            execution_id=data["executionId"],
+            sequence=data["sequence"],
+            type=EventType(data["type"]),
+            at=datetime.fromisoformat(data["at"]),
+            node_id=data.get("nodeId"),
+            node_name=data.get("nodeName"),
+            attempt=data.get("attempt"),
+            status=data.get("status"),
+            duration_ms=data.get("durationMs"),
+            input_items=data.get("inputItems"),
+            output_items=data.get("outputItems"),
+            error=None if data.get("error") is None else ErrorInfo.from_json(data["error"]),
+            preview=data.get("preview"),
+        )
+
 
 @dataclass(slots=True)
 class Record:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
+from engine.bus import EventFanout, EventPublisher
 from engine.node_types import NodeTypeRegistry
 from engine.nodes.base import PortItems
 from engine.plan import PlanCache
@@ -45,31 +46,38 @@ class Services:
     # Snapshot (id, version number) of a draft revision, once written (snapshots are
     # immutable and live as long as their workflow).
     snapshots: Lru[tuple[str, int], tuple[str, int]] = field(default_factory=Lru)
+    # Live events: this process's subscribers, and where committed events are announced.
+    fanout: EventFanout | None = None
+    publisher: EventPublisher | None = None
 
 
 class RequestLoaders:
     """DataLoaders of one request: a batch of lookups of one kind costs one query."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, cache: bool = True) -> None:
+        """`cache=False` for a websocket connection: it lives long, and what it loads changes
+        (a subscription sends an execution again when its status changed)."""
         self._database = database
-        self.users: DataLoader[str, types.User | None] = DataLoader(load_fn=self._load_users)
+        self.users: DataLoader[str, types.User | None] = DataLoader(
+            load_fn=self._load_users, cache=cache
+        )
         self.workspaces: DataLoader[str, types.Workspace | None] = DataLoader(
-            load_fn=self._load_workspaces
+            load_fn=self._load_workspaces, cache=cache
         )
         self.workflow_versions: DataLoader[str, list[types.WorkflowVersion]] = DataLoader(
-            load_fn=self._load_workflow_versions
+            load_fn=self._load_workflow_versions, cache=cache
         )
         self.node_runs: DataLoader[str, list[xtypes.NodeRun]] = DataLoader(
-            load_fn=self._load_node_runs
+            load_fn=self._load_node_runs, cache=cache
         )
         self.node_run_outputs: DataLoader[str, PortItems | None] = DataLoader(
-            load_fn=self._load_node_run_outputs
+            load_fn=self._load_node_run_outputs, cache=cache
         )
         self.execution_inputs: DataLoader[str, object] = DataLoader(
-            load_fn=self._load_execution_inputs
+            load_fn=self._load_execution_inputs, cache=cache
         )
         self.execution_outputs: DataLoader[str, object] = DataLoader(
-            load_fn=self._load_execution_outputs
+            load_fn=self._load_execution_outputs, cache=cache
         )
 
     async def _load_execution_inputs(self, execution_ids: Sequence[str]) -> list[object]:

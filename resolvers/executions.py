@@ -86,7 +86,10 @@ async def _submit(info: Info, execution: Execution) -> None:
     """Hand the committed execution to the submitter, or, when its workflow limits concurrent
     executions, whatever the limit admits now (FIFO). If the queue cannot be reached the
     execution stays QUEUED in the database and the sweeper enqueues it later."""
-    submitter = info.context.services.submitter
+    services = info.context.services
+    if services.publisher is not None:
+        services.publisher.wake([execution.id])  # a new execution, for executionUpdates
+    submitter = services.submitter
     if submitter is None:
         raise RuntimeError("no submitter configured: executions cannot run in this process")
     try:
@@ -240,7 +243,10 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
     submitter = info.context.services.submitter
     if submitter is None or not await submitter.cancel(execution_id):
         async with info.context.database.transaction() as session:
-            await executions.cancel_queued(session, execution_id)
+            cancelled = await executions.cancel_queued(session, execution_id)
+        publisher = info.context.services.publisher
+        if cancelled and publisher is not None:
+            publisher.wake([execution_id])
     # Another process (a worker) records the cancellation: give it a moment to land.
     deadline = time.monotonic() + CANCEL_WAIT_S
     while True:

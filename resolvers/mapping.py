@@ -8,10 +8,12 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from engine.events import Event
 from engine.node_types import NodeType as EngineNodeType
 from engine.node_types import NodeTypeRegistry
 from schema import execution_types as xtypes
 from schema import types
+from schema.sharing import Shareable
 from storage import models
 
 _EMPTY: dict[str, Any] = {}
@@ -198,4 +200,46 @@ def node_run(row: models.NodeRun) -> xtypes.NodeRun:
         input_items=row.input_items,
         output_items=row.output_items,
         error=_error(row.error, xtypes.NodeError),
+    )
+
+
+class LiveExecutionEvent(xtypes.ExecutionEvent, Shareable):
+    """A live event: one object for every subscriber of this process (see schema.sharing)."""
+
+
+def event(value: Event) -> xtypes.ExecutionEvent:
+    """A live event, as subscribers receive it (built once per event, shared by all)."""
+    return LiveExecutionEvent(
+        execution_id=strawberry.ID(value.execution_id),
+        sequence=value.sequence,
+        type=xtypes.ExecutionEventType(value.type.value),
+        node_id=None if value.node_id is None else strawberry.ID(value.node_id),
+        node_name=value.node_name,
+        attempt=value.attempt,
+        status=value.status,
+        at=value.at,
+        duration_ms=value.duration_ms,
+        input_items=value.input_items,
+        item_count=value.output_items,
+        error=None if value.error is None else _error(value.error.to_json(), xtypes.NodeError),
+        preview=_json(value.preview),
+    )
+
+
+def event_row(row: models.ExecutionEventRow) -> xtypes.ExecutionEvent:
+    """A stored event."""
+    return xtypes.ExecutionEvent(
+        execution_id=strawberry.ID(row.execution_id),
+        sequence=row.sequence,
+        type=xtypes.ExecutionEventType(row.type),
+        node_id=None if row.node_id is None else strawberry.ID(row.node_id),
+        node_name=row.node_name,
+        attempt=row.attempt,
+        status=row.status,
+        at=row.at,
+        duration_ms=row.duration_ms,
+        input_items=row.input_items,
+        item_count=row.output_items,
+        error=_error(row.error, xtypes.NodeError),
+        preview=_json(row.preview),
     )

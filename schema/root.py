@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from operator import attrgetter
 from typing import Any
 
@@ -21,9 +21,11 @@ from strawberry.types import ExecutionContext
 from resolvers import accounts as account_resolvers
 from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
+from resolvers import subscriptions as subscription_resolvers
 from resolvers import workflows as workflow_resolvers
 from schema import execution_types, results, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
+from schema.sharing import SharedEventResults
 
 
 @strawberry.type(description="Read access to everything the viewer may see.")
@@ -138,6 +140,28 @@ class Mutation:
     )
 
 
+@strawberry.type(
+    description="Live updates, over a websocket on /graphql (graphql-transport-ws protocol; "
+    "authenticate with `Authorization` in the `connection_init` payload)."
+)
+class Subscription:
+    execution_events: AsyncGenerator[execution_types.ExecutionEvent, None] = (
+        strawberry.subscription(
+            resolver=subscription_resolvers.execution_events,
+            description="The events of one execution, in order, without gaps or duplicates: what "
+            "is stored first (all, or those after `afterSequence`: pass the last sequence you "
+            "received to continue after a reconnection), then live ones; completes after "
+            "EXECUTION_FINISHED. Another user's execution gives an error, not events.",
+        )
+    )
+    execution_updates: AsyncGenerator[execution_types.Execution, None] = strawberry.subscription(
+        resolver=subscription_resolvers.execution_updates,
+        description="Your executions (of one workflow, with `workflowId`) each time their "
+        "status changes, for live execution lists. Sends the state as it is when sent: a "
+        "quick run may go from QUEUED to SUCCEEDED in one update. Never completes.",
+    )
+
+
 class LoomSchema(strawberry.Schema):
     """Logs only unexpected errors, with the request id that the client is shown."""
 
@@ -200,7 +224,9 @@ def build_schema(
     schema = LoomSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
+        execution_context_class=SharedEventResults,
         config=StrawberryConfig(disable_field_suggestions=True),
     )
     schema.plain_fields_resolved_directly = _resolve_plain_fields_directly(schema)

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from engine.bus import EventFanout, EventPublisher, LocalPublisher
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.plan import PlanCache
 from engine.queue import ArqSubmitter
+from engine.redis_bus import RedisEventPublisher, RedisEventReader
 from engine.runner import ExecutionRunner
 from engine.submitter import InProcessSubmitter, Submitter
 from engine.validation import GraphLimits
+from resolvers import mapping
 from resolvers.auth import Authenticator
 from resolvers.context import Services
 from schema.root import build_schema
@@ -41,18 +47,29 @@ def build_services(
     database: Database,
     registry: NodeTypeRegistry | None = None,
     writer: GroupCommitWriter | None = None,
+    publisher: EventPublisher | None = None,
+    fanout: EventFanout | None = None,
 ) -> Services:
     """The per-process dependencies of the resolvers. Embedded mode runs executions here;
     distributed mode (`LOOM_REDIS_URL`) hands them to the queue."""
     registry = registry if registry is not None else load_registry()
     plan_cache = PlanCache(max_entries=settings.plan_cache_size)
+    fanout = fanout or EventFanout(
+        capacity=settings.subscription_buffer,
+        max_subscriptions=settings.max_subscriptions,
+        shared=mapping.event,
+    )
     submitter: Submitter
     if settings.redis_url:
         submitter = ArqSubmitter(url=settings.redis_url)
     else:
         writer = writer or GroupCommitWriter(database)
+        publisher = publisher or LocalPublisher(fanout)
+        writer.on_commit(publisher.publish)
         runner = ExecutionRunner(
-            DatabaseExecutionSource(database, writer=writer, lease_s=EMBEDDED_LEASE_S),
+            DatabaseExecutionSource(
+                database, writer=writer, lease_s=EMBEDDED_LEASE_S, publisher=publisher
+            ),
             writer,
             registry,
             plan_cache=plan_cache,
@@ -69,6 +86,8 @@ def build_services(
         max_page_size=settings.max_page_size,
         submitter=submitter,
         plan_cache=plan_cache,
+        fanout=fanout,
+        publisher=publisher,
     )
 
 
@@ -86,7 +105,17 @@ def create_app(
     owns_database = database is None
     database = database or settings.database()
     writer = None if settings.redis_url else GroupCommitWriter(database)
-    services = build_services(settings, database, registry, writer)
+    events_redis: Redis | None = None
+    publisher: RedisEventPublisher | None = None
+    if settings.redis_url:
+        # Live events: this process reads every worker's from Redis, and announces the
+        # events it commits itself (a cancellation of a queued execution).
+        events_redis = Redis.from_url(settings.redis_url)
+        publisher = RedisEventPublisher(events_redis)
+    services = build_services(settings, database, registry, writer, publisher)
+    assert services.fanout is not None
+    reader = None if events_redis is None else RedisEventReader(events_redis, services.fanout)
+    reading: asyncio.Task[None] | None = None
     submitter = services.submitter
     schema = build_schema(
         max_depth=settings.max_query_depth,
@@ -98,8 +127,9 @@ def create_app(
         services,
         graphql_ide="graphiql" if settings.graphiql else None,
         allowed_origins=settings.allowed_origins,
-        keep_alive=True,
-        keep_alive_interval=15,
+        legacy_ws=settings.graphql_ws_legacy,
+        keepalive_s=settings.ws_keepalive_s,
+        max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -123,6 +153,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        nonlocal reading
+        if reader is not None and publisher is not None:
+            publisher.start()
+            reading = asyncio.create_task(reader.run_forever(), name="live event reader")
         if isinstance(submitter, InProcessSubmitter) and writer is not None:
             await writer.start()
             # Embedded mode: executions that were queued or running when the process stopped
@@ -148,6 +182,12 @@ def create_app(
                 await writer.stop()
             elif isinstance(submitter, ArqSubmitter):
                 await submitter.close()
+            if reading is not None and publisher is not None and events_redis is not None:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+                await publisher.stop()
+                await events_redis.aclose()
             if owns_database:
                 await database.dispose()
 

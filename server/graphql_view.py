@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -15,7 +17,10 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
 from strawberry.schema import BaseSchema
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.types import ExecutionResult
 
 from resolvers.auth import token_from_header
@@ -44,20 +49,70 @@ def error_response(status_code: int, message: str) -> JSONResponse:
     )
 
 
+class KeepAliveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with a `ping` from the server every `keepalive_s` once the
+    connection is acknowledged: proxies keep an idle subscription open, and clients (the
+    `graphql-ws` library, `gql`) answer with `pong`."""
+
+    keepalive_s: float = 15.0
+    _pinger: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: Any) -> None:
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged and self._pinger is None and self.keepalive_s > 0:
+            self._pinger = asyncio.create_task(self._ping(), name="websocket keep-alive")
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive_s)
+            try:
+                await self.send_message({"type": "ping"})
+            except Exception:  # the connection is going away; `shutdown` stops this task
+                return
+
+    async def shutdown(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+        await super().shutdown()
+
+
 class LoomGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI app with Loom's authentication and HTTP semantics.
 
     Every operation needs a bearer token (401 without); the GraphiQL page itself does not.
-    A request that fails to parse or validate is a 400, not a 200 with errors.
+    A request that fails to parse or validate is a 400, not a 200 with errors. Websockets
+    speak graphql-transport-ws; the legacy graphql-ws protocol only with `legacy_ws` (it
+    has a history of authentication bypasses in other servers). Pages on other origins may
+    open a websocket only if listed in `allowed_origins` (cross-site websocket hijacking).
     """
 
-    def __init__(self, schema: BaseSchema, services: Services, **options: Any) -> None:
+    def __init__(
+        self,
+        schema: BaseSchema,
+        services: Services,
+        *,
+        legacy_ws: bool = False,
+        keepalive_s: float = 15.0,
+        max_subscriptions_per_connection: int = 20,
+        **options: Any,
+    ) -> None:
+        protocols: tuple[str, ...] = (GRAPHQL_TRANSPORT_WS_PROTOCOL,)
+        if legacy_ws:
+            protocols += (GRAPHQL_WS_PROTOCOL,)
         super().__init__(
             schema,
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            subscription_protocols=protocols,
+            keep_alive=keepalive_s > 0,
+            keep_alive_interval=keepalive_s,
             **options,
         )
         self.services = services
+        self.max_subscriptions_per_connection = max_subscriptions_per_connection
+        self.graphql_transport_ws_handler_class = type(
+            "LoomTransportWSHandler", (KeepAliveTransportWSHandler,), {"keepalive_s": keepalive_s}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,7 +160,9 @@ class LoomGraphQL(GraphQL[Context, None]):
             services=self.services,
             request=request,
             response=response,
-            loaders=RequestLoaders(self.services.database),
+            loaders=RequestLoaders(
+                self.services.database, cache=not isinstance(request, WebSocket)
+            ),
         )
 
     async def execute_operation(

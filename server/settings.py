@@ -60,6 +60,28 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Origins allowed to open websockets; empty allows same-origin only.",
     )
+    graphql_ws_legacy: bool = Field(
+        default=False,
+        description="Also accept the legacy `graphql-ws` websocket protocol (subscriptions-"
+        "transport-ws); off by default: graphql-transport-ws is its successor.",
+    )
+    ws_keepalive_s: float = Field(
+        default=15.0,
+        description="Seconds between the server's pings on an idle websocket; 0 disables them.",
+        ge=0,
+    )
+    max_subscriptions_per_connection: int = Field(
+        default=20, description="Operations one websocket may run at once.", ge=1
+    )
+    max_subscriptions: int = Field(
+        default=10_000, description="Subscriptions one API process serves at once.", ge=1
+    )
+    subscription_buffer: int = Field(
+        default=1000,
+        description="Live events buffered per subscriber; one that falls further behind "
+        "catches up from the database.",
+        ge=1,
+    )
     plan_cache_size: int = Field(
         default=256, description="Compiled workflow versions kept per process (LRU)."
     )

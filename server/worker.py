@@ -25,6 +25,7 @@ from engine.queue import (
     listen_for_cancels,
     process_owner,
 )
+from engine.redis_bus import RedisEventPublisher
 from engine.runner import ExecutionRunner, LoadedExecution
 from engine.states import ExecutionStatus
 from engine.submitter import Submitter
@@ -101,8 +102,14 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     keeper.start()
     redis = await connect(redis_url)
     submitter = ArqSubmitter(redis)
+    # Committed events go to every API process's subscribers through Redis.
+    publisher = RedisEventPublisher(redis)
+    publisher.start()
+    writer.on_commit(publisher.publish)
     runner = ExecutionRunner(
-        DatabaseExecutionSource(database, owner, settings.lease_seconds, writer),
+        DatabaseExecutionSource(
+            database, owner, settings.lease_seconds, writer, publisher=publisher
+        ),
         writer,
         load_registry(),
         plan_cache=PlanCache(max_entries=settings.plan_cache_size),
@@ -143,6 +150,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await writer.stop()
+        await publisher.stop()
         keeper.stop()
         with contextlib.suppress(Exception):
             await redis.delete(worker.health_check_key)

@@ -11,6 +11,7 @@ from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.bus import EventPublisher
 from engine.executor import ENGINE_VERSION
 from engine.nodes.base import PortItems
 from engine.runner import LoadedExecution
@@ -223,6 +224,33 @@ async def get_execution(
         Execution.id == execution_id, col(Execution.workspace_id).in_(workspace_ids)
     )
     return (await session.exec(query)).first()
+
+
+async def executions_by_ids(
+    session: AsyncSession,
+    execution_ids: Collection[str],
+    workspace_ids: Sequence[str],
+    workflow_id: str | None = None,
+) -> Sequence[Execution]:
+    """Those of the executions that belong to the workspaces (and the workflow), oldest first."""
+    query = select(Execution).where(
+        col(Execution.id).in_(execution_ids), col(Execution.workspace_id).in_(workspace_ids)
+    )
+    if workflow_id is not None:
+        query = query.where(Execution.workflow_id == workflow_id)
+    query = query.order_by(col(Execution.created_at), col(Execution.id)).execution_options(
+        populate_existing=True
+    )
+    rows: Sequence[Execution] = (await session.exec(query)).all()
+    return rows
+
+
+async def is_finished(session: AsyncSession, execution_id: str) -> bool:
+    """Whether the execution ended (or no longer exists)."""
+    status = (
+        await session.exec(select(Execution.status).where(Execution.id == execution_id))
+    ).first()
+    return status is None or ExecutionStatus(status).is_terminal
 
 
 async def reload(session: AsyncSession, execution_id: str) -> Execution:
@@ -575,20 +603,28 @@ class DatabaseExecutionSource:
         owner: str = "embedded",
         lease_s: float = 30.0,
         writer: GroupCommitWriter | None = None,
+        publisher: EventPublisher | None = None,
     ) -> None:
         self.database = database
         self.owner = owner
         self.lease_s = lease_s
         # Fenced by the generation claimed: records of a lease lost are refused.
         self.writer = writer
+        # Told about the events a claim or a cancellation commits here (not via the writer).
+        self.publisher = publisher
 
     async def claim(self, loaded: LoadedExecution) -> bool:
         async with self.database.transaction() as session:
             if not await self._claim_in(session, loaded):
                 return False
+        self._committed(loaded.execution_id)
         if self.writer is not None:
             self.writer.fence(loaded.execution_id, loaded.generation)
         return True
+
+    def _committed(self, execution_id: str) -> None:
+        if self.publisher is not None:
+            self.publisher.wake([execution_id])
 
     async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
         """`load` and `claim` in one transaction, for a job that knows the generation it
@@ -599,6 +635,7 @@ class DatabaseExecutionSource:
                 return None
             if not await self._claim_in(session, loaded):
                 return None
+        self._committed(loaded.execution_id)
         if self.writer is not None:
             self.writer.fence(loaded.execution_id, loaded.generation)
         return loaded
@@ -651,7 +688,10 @@ class DatabaseExecutionSource:
 
     async def cancel_queued(self, execution_id: str) -> bool:
         async with self.database.transaction() as session:
-            return await cancel_queued(session, execution_id)
+            cancelled = await cancel_queued(session, execution_id)
+        if cancelled:
+            self._committed(execution_id)
+        return cancelled
 
     async def load(self, execution_id: str) -> LoadedExecution | None:
         async with self.database.session() as session:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from server.app import create_app
+from tests.live import serve
 
 PROTOCOL = "graphql-transport-ws"
 
@@ -20,23 +19,8 @@ PROTOCOL = "graphql-transport-ws"
 @pytest.fixture
 async def ws_url(database, settings, registry) -> AsyncIterator[str]:
     """A real uvicorn server on a free loopback port, running in the test's event loop."""
-    app = create_app(settings, database=database, registry=registry)
-    # Listening before the server starts: a client may connect at once, no waiting needed.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, ws="websockets-sansio", lifespan="off", log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        yield f"ws://127.0.0.1:{port}/graphql"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve(create_app(settings, database=database, registry=registry)) as url:
+        yield url
 
 
 async def _init(url: str, payload: dict | None) -> tuple[dict | None, int | None]:

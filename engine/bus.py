@@ -1,0 +1,230 @@
+"""The live tail of execution events: committed events and wake-ups, fanned out to the
+subscribers of this process.
+
+```
+writer commits --> EventPublisher.publish(events) --+--> EventFanout (this process)
+claim, cancel  --> EventPublisher.wake(ids) --------+    embedded: directly
+                                                         distributed: through Redis
+                                                         (engine/redis_bus.py), so every
+                                                         API process sees every worker's
+EventFanout --> ExecutionStream (one per subscriber) --> resolvers/subscriptions.py
+            --> UpdateStream (executionUpdates)
+```
+
+The database holds the history; the bus only carries what was committed, as a hint. A
+subscriber reads the history first, then the live tail, and goes back to the database
+whenever the tail cannot be trusted: a gap in the sequence, its buffer overflowed, a wake-up
+(events committed outside the writer), or the bus lost messages. So a slow subscriber never
+slows the engine (its buffer is bounded) and never misses an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from engine.events import Event, EventType
+
+logger = logging.getLogger("loom.bus")
+
+# Events that change an execution's status: what `executionUpdates` streams.
+STATUS_EVENTS = frozenset(
+    {
+        EventType.EXECUTION_QUEUED,
+        EventType.EXECUTION_STARTED,
+        EventType.EXECUTION_WAITING,
+        EventType.EXECUTION_RESUMED,
+        EventType.EXECUTION_FINISHED,
+    }
+)
+
+
+class EventPublisher(Protocol):
+    """Where committed events go (never before their commit)."""
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Hand over committed events; never blocks."""
+        ...
+
+    def wake(self, execution_ids: Iterable[str]) -> None:
+        """Events of these executions were committed without passing through `publish`
+        (a claim, a cancellation): their subscribers read them from the database."""
+        ...
+
+
+class ExecutionStream:
+    """The live events of one execution for one subscriber, in a bounded buffer.
+
+    `overflowed` or `woken` tell the subscriber to read from the database instead: what
+    the buffer dropped is stored there.
+    """
+
+    def __init__(self, execution_id: str, capacity: int) -> None:
+        self.execution_id = execution_id
+        self.capacity = capacity
+        self.items: deque[Any] = deque()
+        self.overflowed = False
+        self.woken = False
+        self._ready = asyncio.Event()
+
+    def put(self, item: Any) -> None:
+        if self.overflowed:
+            return
+        if len(self.items) >= self.capacity:
+            self.overflowed = True
+            self.items.clear()
+        else:
+            self.items.append(item)
+        self._ready.set()
+
+    def wake(self) -> None:
+        self.woken = True
+        self._ready.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Wait for something to read; False when `timeout_s` passed without anything."""
+        if not self._ready.is_set():
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._ready.wait()
+            except TimeoutError:
+                return False
+        self._ready.clear()
+        return True
+
+    def reset(self) -> None:
+        """The subscriber is about to read the database: what is buffered is in there."""
+        self.items.clear()
+        self.overflowed = False
+        self.woken = False
+
+
+class UpdateStream:
+    """Ids of executions whose status may have changed, for one `executionUpdates`
+    subscriber; each id once until read, at most `capacity` ids."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.execution_ids: dict[str, None] = {}
+        self.overflowed = False
+        self._ready = asyncio.Event()
+
+    def put(self, execution_id: str) -> None:
+        if len(self.execution_ids) >= self.capacity and execution_id not in self.execution_ids:
+            self.overflowed = True
+            return
+        self.execution_ids[execution_id] = None
+        self._ready.set()
+
+    async def take(self) -> list[str]:
+        """The ids gathered since the last call, waiting for at least one."""
+        await self._ready.wait()
+        self._ready.clear()
+        taken = list(self.execution_ids)
+        self.execution_ids.clear()
+        self.overflowed = False
+        return taken
+
+
+class SubscriptionLimitError(Exception):
+    """This process serves as many subscriptions as it is allowed to."""
+
+
+class EventFanout:
+    """Hands the events of this process's bus to its subscribers.
+
+    `shared` turns an engine event into what subscribers receive, once per event whatever
+    the number of subscribers (the GraphQL layer passes its event type's constructor).
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int = 1000,
+        max_subscriptions: int = 10_000,
+        shared: Callable[[Event], Any] = lambda event: event,
+    ) -> None:
+        self.capacity = capacity
+        self.max_subscriptions = max_subscriptions
+        self._shared = shared
+        self._streams: dict[str, set[ExecutionStream]] = {}
+        self._updates: set[UpdateStream] = set()
+        self.subscriptions = 0
+
+    # Subscribers
+
+    def open(self, execution_id: str) -> ExecutionStream:
+        self._admit()
+        stream = ExecutionStream(execution_id, self.capacity)
+        self._streams.setdefault(execution_id, set()).add(stream)
+        return stream
+
+    def open_updates(self) -> UpdateStream:
+        self._admit()
+        stream = UpdateStream(max(self.capacity, 1000))
+        self._updates.add(stream)
+        return stream
+
+    def close(self, stream: ExecutionStream | UpdateStream) -> None:
+        if isinstance(stream, UpdateStream):
+            if stream in self._updates:
+                self._updates.discard(stream)
+                self.subscriptions -= 1
+            return
+        streams = self._streams.get(stream.execution_id)
+        if streams is not None and stream in streams:
+            streams.discard(stream)
+            self.subscriptions -= 1
+            if not streams:
+                del self._streams[stream.execution_id]
+
+    def _admit(self) -> None:
+        if self.subscriptions >= self.max_subscriptions:
+            raise SubscriptionLimitError(
+                f"this server already serves {self.max_subscriptions} subscriptions"
+            )
+        self.subscriptions += 1
+
+    # The bus side
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        """Committed events, in commit order."""
+        for event in events:
+            streams = self._streams.get(event.execution_id)
+            if streams:
+                shared = self._shared(event)
+                for stream in streams:
+                    stream.put(shared)
+            if self._updates and event.type in STATUS_EVENTS:
+                for updates in self._updates:
+                    updates.put(event.execution_id)
+
+    def wake(self, execution_ids: Iterable[str]) -> None:
+        for execution_id in execution_ids:
+            for stream in self._streams.get(execution_id, ()):
+                stream.wake()
+            for updates in self._updates:
+                updates.put(execution_id)
+
+    def wake_all(self) -> None:
+        """The bus may have lost messages: every subscriber checks the database."""
+        for streams in self._streams.values():
+            for stream in streams:
+                stream.wake()
+        logger.warning("live events may have been lost; subscribers re-read the database")
+
+
+class LocalPublisher:
+    """Embedded mode: the writer's commits go straight to this process's subscribers."""
+
+    def __init__(self, fanout: EventFanout) -> None:
+        self.fanout = fanout
+
+    def publish(self, events: Sequence[Event]) -> None:
+        self.fanout.deliver(events)
+
+    def wake(self, execution_ids: Iterable[str]) -> None:
+        self.fanout.wake(execution_ids)

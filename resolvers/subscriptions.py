@@ -1,0 +1,157 @@
+"""Subscriptions: the live events of one execution, and status changes for execution lists.
+
+`executionEvents` sends what is stored first (from the start, or after `afterSequence`),
+then the live tail, switching by sequence: the subscriber registers for live events before
+it reads the database, drops live events it has already sent, and goes back to the
+database on a gap, an overflow of its buffer, a wake-up or a long silence. It completes
+after EXECUTION_FINISHED.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncGenerator
+
+import strawberry
+
+from engine.bus import EventFanout, ExecutionStream, SubscriptionLimitError
+from resolvers import mapping
+from resolvers.auth import token_from_header
+from resolvers.context import Context
+from resolvers.errors import BAD_USER_INPUT, UNAUTHENTICATED, RequestError
+from schema import execution_types as xtypes
+from storage import executions
+from storage.accounts import Principal
+
+Info = strawberry.Info[Context, None]
+
+NOT_FOUND = "NOT_FOUND"
+SUBSCRIPTION_LIMIT = "SUBSCRIPTION_LIMIT"
+# Stored events read per query.
+HISTORY_PAGE = 500
+# With nothing live for this long, check the database anyway (a lost message costs at most
+# this much delay; a WAITING execution costs one small query per subscriber this often).
+IDLE_CHECK_S = 10.0
+# Executions whose last status an `executionUpdates` subscriber remembers (to send changes
+# only).
+_UPDATES_MEMORY = 10_000
+_FINISHED = xtypes.ExecutionEventType.EXECUTION_FINISHED
+
+
+async def _subscriber(info: Info) -> Principal:
+    """The caller, authenticated again as each subscription starts: a token revoked since
+    the connection opened stops working."""
+    context = info.context
+    params = context.connection_params or {}
+    header = params.get("Authorization")
+    token = token_from_header(header) if isinstance(header, str) else None
+    principal = await context.services.authenticator.authenticate(token)
+    if principal is None:
+        raise RequestError("authentication required: invalid or revoked token", UNAUTHENTICATED)
+    context.principal = principal
+    return principal
+
+
+def _fanout(info: Info) -> EventFanout:
+    fanout = info.context.services.fanout
+    if fanout is None:
+        raise RequestError("live events are not served by this process", "UNAVAILABLE")
+    return fanout
+
+
+async def execution_events(
+    info: Info,
+    execution_id: strawberry.ID,
+    after_sequence: int | None = None,
+) -> AsyncGenerator[xtypes.ExecutionEvent, None]:
+    viewer = await _subscriber(info)
+    if after_sequence is not None and after_sequence < 0:
+        raise RequestError("afterSequence must be 0 or more", BAD_USER_INPUT, field="afterSequence")
+    identifier = str(execution_id)
+    database = info.context.database
+    async with database.session() as session:
+        found = await executions.get_execution(session, identifier, viewer.workspace_ids)
+    if found is None:
+        raise RequestError(f"execution {identifier!r} not found", NOT_FOUND, id=identifier)
+    fanout = _fanout(info)
+    try:
+        stream = fanout.open(identifier)
+    except SubscriptionLimitError as exc:
+        raise RequestError(str(exc), SUBSCRIPTION_LIMIT) from exc
+    try:
+        last = after_sequence or 0
+        while True:
+            # What is stored (first the history, later a catch-up). Live events arriving
+            # meanwhile stay buffered; those already read are dropped by sequence below.
+            stream.reset()
+            while True:
+                async with database.session() as session:
+                    rows = await executions.events(session, identifier, last, HISTORY_PAGE)
+                    # Nothing after `last` in a finished execution: its EXECUTION_FINISHED
+                    # (committed with the status) was at or before `last`.
+                    if not rows and await executions.is_finished(session, identifier):
+                        return
+                for row in rows:
+                    yield mapping.event_row(row)
+                    last = row.sequence
+                    if row.type == _FINISHED.name:
+                        return
+                if len(rows) < HISTORY_PAGE:
+                    break
+            async for event in _live(stream, last):
+                yield event
+                last = event.sequence
+                if event.type is _FINISHED:
+                    return
+    finally:
+        fanout.close(stream)
+
+
+async def _live(stream: ExecutionStream, last: int) -> AsyncGenerator[xtypes.ExecutionEvent, None]:
+    """Live events in order after `last`; ends when the database must be read instead."""
+    while True:
+        if not stream.items:
+            if stream.overflowed or stream.woken:
+                return
+            if not await stream.wait(IDLE_CHECK_S):
+                return
+            continue
+        event: xtypes.ExecutionEvent = stream.items.popleft()
+        if event.sequence <= last:
+            continue
+        if event.sequence != last + 1:
+            return  # a gap: the missing events are committed, so stored
+        yield event
+        last = event.sequence
+
+
+async def execution_updates(
+    info: Info, workflow_id: strawberry.ID | None = None
+) -> AsyncGenerator[xtypes.Execution, None]:
+    viewer = await _subscriber(info)
+    fanout = _fanout(info)
+    try:
+        stream = fanout.open_updates()
+    except SubscriptionLimitError as exc:
+        raise RequestError(str(exc), SUBSCRIPTION_LIMIT) from exc
+    sent: OrderedDict[str, str] = OrderedDict()
+    try:
+        while True:
+            changed = await stream.take()
+            async with info.context.database.session() as session:
+                rows = await executions.executions_by_ids(
+                    session,
+                    changed,
+                    viewer.workspace_ids,
+                    None if workflow_id is None else str(workflow_id),
+                )
+            for row in rows:
+                if sent.get(row.id) == row.status:
+                    continue
+                sent[row.id] = row.status
+                sent.move_to_end(row.id)
+                while len(sent) > _UPDATES_MEMORY:
+                    sent.popitem(last=False)
+                yield mapping.execution(row)
+    finally:
+        fanout.close(stream)

@@ -1,0 +1,232 @@
+"""Live execution events over a real websocket (gql client, embedded mode): history then
+live, no gaps or duplicates, the same as what is stored."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from gql import gql
+from gql.transport.exceptions import TransportQueryError
+
+from server.app import create_app
+from storage import executions
+from storage.db import Database
+from tests.api.test_executions import create, execute
+from tests.conftest import Caller
+from tests.factories import edge, node
+from tests.live import EXECUTION_EVENTS, client, collect, serve
+
+
+@pytest.fixture
+async def app(database, settings, registry) -> Any:
+    return create_app(settings, database=database, registry=registry)
+
+
+@pytest.fixture
+async def ws_url(app) -> AsyncIterator[str]:
+    async with serve(app) as url:
+        yield url
+
+
+def waits(seconds: float) -> dict[str, Any]:
+    return {"amount": seconds, "unit": "seconds"}
+
+
+async def stored(database: Database, execution_id: str) -> list[dict[str, Any]]:
+    async with database.session() as session:
+        rows = await executions.events(session, execution_id)
+    return [
+        {
+            "sequence": row.sequence,
+            "type": row.type,
+            "nodeId": row.node_id,
+            "attempt": row.attempt,
+            "status": row.status,
+            "itemCount": row.output_items,
+        }
+        for row in rows
+    ]
+
+
+def essentials(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("sequence", "type", "nodeId", "attempt", "status", "itemCount")
+    return [{key: event[key] for key in keys} for event in events]
+
+
+async def test_a_subscriber_gets_history_then_live_events_then_completion(
+    app, ws_url: str, alice: Caller, database: Database
+) -> None:
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("wait", "Wait", "wait", parameters=waits(0.3)),
+            node("done", "Done", "noop"),
+        ],
+        [edge("start", "wait"), edge("wait", "done")],
+    )
+    execution_id = (await execute(alice, workflow_id))["id"]
+    events = await asyncio.wait_for(collect(ws_url, alice.token, execution_id), 20)
+    assert [event["sequence"] for event in events] == list(range(1, len(events) + 1))
+    assert events[0]["type"] == "EXECUTION_QUEUED"
+    assert events[-1]["type"] == "EXECUTION_FINISHED"
+    assert events[-1]["status"] == "SUCCEEDED"
+    assert essentials(events) == await stored(database, execution_id)
+
+
+async def run_to_end(app: Any, caller: Caller, workflow_id: str, **variables: Any) -> str:
+    execution_id = str((await execute(caller, workflow_id, **variables))["id"])
+    await app.state.services.submitter.wait(execution_id)
+    return execution_id
+
+
+async def test_a_finished_execution_is_replayed_and_completes(
+    app, ws_url: str, alice: Caller, database: Database
+) -> None:
+    workflow_id = await create(
+        alice, [node("start", "Start", "manual_trigger"), node("n", "N")], [edge("start", "n")]
+    )
+    execution_id = await run_to_end(app, alice, workflow_id)
+    events = await asyncio.wait_for(collect(ws_url, alice.token, execution_id), 20)
+    assert essentials(events) == await stored(database, execution_id)
+    later = await asyncio.wait_for(collect(ws_url, alice.token, execution_id, after=3), 20)
+    assert [event["sequence"] for event in later] == [e["sequence"] for e in events[3:]]
+    assert (
+        await asyncio.wait_for(collect(ws_url, alice.token, execution_id, after=len(events)), 20)
+        == []
+    ), "nothing after the last event: completes at once"
+
+
+async def test_a_reconnecting_client_continues_exactly_where_it_stopped(
+    app, ws_url: str, alice: Caller, database: Database
+) -> None:
+    workflow_id = await create(
+        alice,
+        [node("start", "Start", "manual_trigger")]
+        + [node(f"w{i}", f"Wait {i}", "wait", parameters=waits(0.05)) for i in range(6)],
+        [edge("start", "w0")] + [edge(f"w{i}", f"w{i + 1}") for i in range(5)],
+    )
+    execution_id = str((await execute(alice, workflow_id))["id"])
+    first = await asyncio.wait_for(collect(ws_url, alice.token, execution_id, limit=5), 20)
+    rest = await asyncio.wait_for(
+        collect(ws_url, alice.token, execution_id, after=first[-1]["sequence"]), 20
+    )
+    events = first + rest
+    assert [event["sequence"] for event in events] == list(range(1, len(events) + 1))
+    assert events[-1]["type"] == "EXECUTION_FINISHED"
+    assert essentials(events) == await stored(database, execution_id)
+
+
+async def test_the_stream_and_the_record_agree_on_retries_skips_and_failures(
+    app, ws_url: str, alice: Caller, database: Database
+) -> None:
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node(
+                "gate",
+                "Gate",
+                "if",
+                parameters={"conditions": [{"left": 1, "operator": "gt", "right": 5}]},
+            ),
+            node("skipped", "Skipped", "noop"),
+            node("wait", "Wait", "wait", parameters=waits(0.2)),
+            node(
+                "flaky",
+                "Flaky",
+                "wait",
+                parameters=waits(5),
+                timeoutSeconds=0.05,
+                retry={"maxAttempts": 3, "backoffSeconds": 0.01},
+            ),
+        ],
+        [
+            edge("start", "gate"),
+            edge("gate", "skipped", sourceOutput="true"),
+            edge("gate", "wait", sourceOutput="false"),
+            edge("wait", "flaky"),
+        ],
+    )
+    execution_id = str((await execute(alice, workflow_id))["id"])
+    events = await asyncio.wait_for(collect(ws_url, alice.token, execution_id), 20)
+    types = [event["type"] for event in events]
+    assert "NODE_SKIPPED" in types
+    assert types.count("NODE_RETRYING") == 2
+    assert "NODE_FAILED" in types
+    assert events[-1]["status"] == "FAILED"
+    failed = next(event for event in events if event["type"] == "NODE_FAILED")
+    assert failed["nodeId"] == "flaky"
+    assert failed["attempt"] == 3
+    assert failed["error"]["type"] == "NODE_TIMEOUT"
+    assert essentials(events) == await stored(database, execution_id)
+
+
+async def test_a_cancelled_execution_streams_its_cancellation(
+    app, ws_url: str, alice: Caller, database: Database
+) -> None:
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("wait", "Wait", "wait", parameters=waits(10)),
+        ],
+        [edge("start", "wait")],
+    )
+    execution_id = str((await execute(alice, workflow_id))["id"])
+    subscriber = asyncio.create_task(collect(ws_url, alice.token, execution_id))
+    await asyncio.sleep(0.3)
+    await alice.gql(
+        "mutation($id: ID!) { cancelExecution(id: $id) { __typename } }", {"id": execution_id}
+    )
+    events = await asyncio.wait_for(subscriber, 20)
+    assert "NODE_CANCELLED" in [event["type"] for event in events]
+    assert events[-1]["type"] == "EXECUTION_FINISHED"
+    assert events[-1]["status"] == "CANCELLED"
+    assert essentials(events) == await stored(database, execution_id)
+
+
+async def test_another_users_execution_gives_an_error_not_events(
+    app, ws_url: str, alice: Caller, bob: Caller
+) -> None:
+    workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+    execution_id = await run_to_end(app, alice, workflow_id)
+    for missing in (execution_id, "no-such-execution"):
+        with pytest.raises(TransportQueryError) as failure:
+            await asyncio.wait_for(collect(ws_url, bob.token, missing), 20)
+        assert failure.value.errors is not None
+        assert failure.value.errors[0]["extensions"]["code"] == "NOT_FOUND"
+        assert execution_id not in str(failure.value.data or "")
+
+
+async def test_a_negative_after_sequence_is_refused(app, ws_url: str, alice: Caller) -> None:
+    workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+    execution_id = await run_to_end(app, alice, workflow_id)
+    with pytest.raises(TransportQueryError) as failure:
+        await asyncio.wait_for(collect(ws_url, alice.token, execution_id, after=-1), 20)
+    assert failure.value.errors is not None
+    error = failure.value.errors[0]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "afterSequence"}
+
+
+async def test_a_token_revoked_after_connecting_cannot_start_a_subscription(
+    app, ws_url: str, alice: Caller
+) -> None:
+    workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+    execution_id = await run_to_end(app, alice, workflow_id)
+    async with client(ws_url, alice.token) as session:
+        tokens = await alice.gql("{ apiTokens { id } }")
+        token_id = tokens["apiTokens"][0]["id"]
+        await alice.gql(
+            "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }", {"id": token_id}
+        )
+        request = gql(EXECUTION_EVENTS)
+        request.variable_values = {"id": execution_id}
+        with pytest.raises(TransportQueryError) as failure:
+            async for _ in session.subscribe(request):
+                pass
+    assert failure.value.errors is not None
+    assert failure.value.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"

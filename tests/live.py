@@ -1,0 +1,73 @@
+"""A real uvicorn server in the test's event loop, and a GraphQL websocket client (gql)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from gql import Client, gql
+from gql.transport.websockets import WebsocketsTransport
+
+EVENT_FIELDS = """
+  executionId sequence type nodeId nodeName attempt status at durationMs inputItems itemCount
+  error { type message } preview
+"""
+EXECUTION_EVENTS = f"""
+subscription($id: ID!, $after: Int) {{
+  executionEvents(executionId: $id, afterSequence: $after) {{ {EVENT_FIELDS} }}
+}}
+"""
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port; yields the websocket URL of /graphql."""
+    # Listening before the server starts: a client may connect at once, no waiting needed.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, ws="websockets-sansio", lifespan="off", log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        yield f"ws://127.0.0.1:{port}/graphql"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def client(url: str, token: str, subprotocol: str | None = None) -> Client:
+    transport = WebsocketsTransport(
+        url=url,
+        init_payload={"Authorization": f"Bearer {token}"},
+        subprotocols=[subprotocol or WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+    )
+    return Client(transport=transport, fetch_schema_from_transport=False)
+
+
+async def collect(
+    url: str,
+    token: str,
+    execution_id: str,
+    after: int | None = None,
+    limit: int | None = None,
+    subprotocol: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every event the subscription sends until it completes (or `limit` events)."""
+    events: list[dict[str, Any]] = []
+    async with client(url, token, subprotocol) as session:
+        request = gql(EXECUTION_EVENTS)
+        request.variable_values = {"id": execution_id, "after": after}
+        async for result in session.subscribe(request):
+            events.append(result["executionEvents"])
+            if limit is not None and len(events) >= limit:
+                break
+    return events
