@@ -32,7 +32,7 @@ async def serve(app: Any) -> AsyncIterator[str]:
     sock.listen()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, ws="websockets-sansio", lifespan="off", log_level="warning", access_log=False
+        app, ws="websockets-sansio", lifespan="on", log_level="warning", access_log=False
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -66,8 +66,10 @@ async def collect(
     async with client(url, token, subprotocol) as session:
         request = gql(EXECUTION_EVENTS)
         request.variable_values = {"id": execution_id, "after": after}
-        async for result in session.subscribe(request):
-            events.append(result["executionEvents"])
-            if limit is not None and len(events) >= limit:
-                break
+        # Closed explicitly on `break`: that is when gql tells the server to stop.
+        async with contextlib.aclosing(session.subscribe(request)) as results:
+            async for result in results:
+                events.append(result["executionEvents"])
+                if limit is not None and len(events) >= limit:
+                    break
     return events

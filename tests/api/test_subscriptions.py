@@ -4,9 +4,12 @@ live, no gaps or duplicates, the same as what is stored."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from gql import gql
 from gql.transport.exceptions import TransportQueryError
@@ -230,3 +233,142 @@ async def test_a_token_revoked_after_connecting_cannot_start_a_subscription(
                 pass
     assert failure.value.errors is not None
     assert failure.value.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+def long_wait_workflow() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return (
+        [
+            node("start", "Start", "manual_trigger"),
+            node("wait", "Wait", "wait", parameters=waits(30)),
+        ],
+        [edge("start", "wait")],
+    )
+
+
+async def until(condition: Any, within_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_client_that_disconnects_mid_stream_leaves_nothing_behind(
+    app, ws_url: str, alice: Caller
+) -> None:
+    workflow_id = await create(alice, *long_wait_workflow())
+    execution_id = str((await execute(alice, workflow_id))["id"])
+    fanout = app.state.services.fanout
+    tasks_before = {task.get_name() for task in asyncio.all_tasks()}
+    events = await asyncio.wait_for(collect(ws_url, alice.token, execution_id, limit=3), 20)
+    assert len(events) == 3
+    # The client is gone: its subscription, buffer and operation task go with it.
+    await until(lambda: fanout.subscriptions == 0)
+    assert fanout._streams == {}
+    await until(lambda: {task.get_name() for task in asyncio.all_tasks()} <= tasks_before)
+    await alice.gql(
+        "mutation($id: ID!) { cancelExecution(id: $id) { __typename } }", {"id": execution_id}
+    )
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any, caller: Caller) -> AsyncIterator[tuple[str, Caller]]:
+    """`app` served, and `caller` sending its HTTP requests to that app."""
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(transport=transport, base_url="http://loom.test") as http,
+    ):
+        yield url, dataclasses.replace(caller, http=http)
+
+
+async def test_a_subscriber_that_falls_behind_catches_up_from_the_database(
+    database: Database, settings, registry, alice: Caller
+) -> None:
+    # A buffer of one event: every commit of two or more overflows it.
+    app = create_app(
+        settings.model_copy(update={"subscription_buffer": 1}), database=database, registry=registry
+    )
+    async with served(app, alice) as (url, alice):
+        workflow_id = await create(
+            alice,
+            [node("start", "Start", "manual_trigger")]
+            + [node(f"w{i}", f"Wait {i}", "wait", parameters=waits(0.02)) for i in range(8)],
+            [edge("start", "w0")] + [edge(f"w{i}", f"w{i + 1}") for i in range(7)],
+        )
+        execution_id = str((await execute(alice, workflow_id))["id"])
+        events = await asyncio.wait_for(collect(url, alice.token, execution_id), 5)
+    assert [event["sequence"] for event in events] == list(range(1, len(events) + 1))
+    assert essentials(events) == await stored(database, execution_id)
+
+
+async def test_subscription_limits_per_connection_and_per_process(
+    database: Database, settings, registry, alice: Caller
+) -> None:
+    limited = settings.model_copy(
+        update={"max_subscriptions_per_connection": 1, "max_subscriptions": 2}
+    )
+    app = create_app(limited, database=database, registry=registry)
+    async with served(app, alice) as (url, alice):
+        workflow_id = await create(alice, *long_wait_workflow())
+        execution_id = str((await execute(alice, workflow_id))["id"])
+        request = gql(EXECUTION_EVENTS)
+        request.variable_values = {"id": execution_id}
+
+        async def first_event(session: Any) -> None:
+            async with contextlib.aclosing(session.subscribe(request)) as results:
+                async for _ in results:
+                    return
+
+        async with client(url, alice.token) as one, client(url, alice.token) as two:
+            streams = [
+                asyncio.create_task(_hold(one, request)),
+                asyncio.create_task(_hold(two, request)),
+            ]
+            await until(lambda: app.state.services.fanout.subscriptions == 2)
+            # A second operation on the same connection: over the per-connection limit.
+            with pytest.raises(TransportQueryError, match="Subscription limit reached"):
+                await asyncio.wait_for(first_event(one), 10)
+            # A third connection: over this process's limit.
+            async with client(url, alice.token) as three:
+                with pytest.raises(TransportQueryError) as failure:
+                    await asyncio.wait_for(first_event(three), 10)
+            assert failure.value.errors is not None
+            assert failure.value.errors[0]["extensions"]["code"] == "SUBSCRIPTION_LIMIT"
+            for stream in streams:
+                stream.cancel()
+            await asyncio.gather(*streams, return_exceptions=True)
+        await alice.gql(
+            "mutation($id: ID!) { cancelExecution(id: $id) { __typename } }", {"id": execution_id}
+        )
+
+
+async def _hold(session: Any, request: Any) -> None:
+    async for _ in session.subscribe(request):
+        pass
+
+
+async def test_subscribers_of_one_execution_share_each_live_result(
+    app, ws_url: str, alice: Caller, database: Database
+) -> None:
+    from schema.sharing import SharedEventResults
+
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("wait", "Wait", "wait", parameters=waits(0.5)),
+            node("done", "Done", "noop"),
+        ],
+        [edge("start", "wait"), edge("wait", "done")],
+    )
+    execution_id = str((await execute(alice, workflow_id))["id"])
+    hits = SharedEventResults.hits
+    results = await asyncio.wait_for(
+        asyncio.gather(*(collect(ws_url, alice.token, execution_id) for _ in range(5))), 20
+    )
+    expected = await stored(database, execution_id)
+    for events in results:
+        assert essentials(events) == expected
+    # The live events after the wait (at least NODE_SUCCEEDED, NODE_STARTED, ...) were
+    # resolved once for the five subscribers.
+    assert SharedEventResults.hits - hits >= 4 * 3
