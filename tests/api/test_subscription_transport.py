@@ -1,0 +1,200 @@
+"""The websocket transport around subscriptions: keep-alive pings, the legacy protocol only
+when enabled, origins, and `executionUpdates`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from gql import gql
+from gql.transport.websockets import WebsocketsTransport
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from server.app import create_app
+from tests.api.test_executions import create, execute
+from tests.conftest import Caller
+from tests.factories import edge, node
+from tests.live import client, collect, serve
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+UPDATES = """
+subscription($workflowId: ID) {
+  executionUpdates(workflowId: $workflowId) { id workflowId status }
+}
+"""
+
+
+@contextlib.asynccontextmanager
+async def served(
+    database: Any, settings: Any, registry: Any, caller: Caller, **overrides: Any
+) -> AsyncIterator[tuple[str, Caller]]:
+    app = create_app(settings.model_copy(update=overrides), database=database, registry=registry)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        serve(app) as url,
+        httpx.AsyncClient(transport=transport, base_url="http://loom.test") as http,
+    ):
+        yield url, dataclasses.replace(caller, http=http)
+
+
+async def _acknowledged(websocket: Any, token: str) -> None:
+    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+    await websocket.send(json.dumps(init))
+    assert json.loads(await asyncio.wait_for(websocket.recv(), 10))["type"] == "connection_ack"
+
+
+async def test_the_server_pings_an_idle_connection(database, settings, registry, alice) -> None:
+    async with (
+        served(database, settings, registry, alice, ws_keepalive_s=0.2) as (url, _),
+        connect(url, subprotocols=[TRANSPORT_WS], open_timeout=10) as websocket,
+    ):
+        await _acknowledged(websocket, alice.token)
+        message = json.loads(await asyncio.wait_for(websocket.recv(), 5))
+        assert message == {"type": "ping"}
+        await websocket.send(json.dumps({"type": "pong"}))
+
+
+async def test_the_legacy_protocol_is_refused_unless_enabled(
+    database, settings, registry, alice
+) -> None:
+    async with served(database, settings, registry, alice) as (url, _):
+        async with connect(url, subprotocols=[LEGACY_WS], open_timeout=10) as websocket:
+            assert websocket.subprotocol is None
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(websocket.recv(), 10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4406
+
+
+async def test_the_legacy_protocol_when_enabled_streams_and_requires_init(
+    database, settings, registry, alice
+) -> None:
+    async with served(database, settings, registry, alice, graphql_ws_legacy=True) as (url, alice):
+        workflow_id = await create(
+            alice,
+            [node("start", "Start", "manual_trigger"), node("n", "N")],
+            [edge("start", "n")],
+        )
+        execution_id = str((await execute(alice, workflow_id))["id"])
+        events = await asyncio.wait_for(
+            collect(
+                url, alice.token, execution_id, subprotocol=WebsocketsTransport.APOLLO_SUBPROTOCOL
+            ),
+            20,
+        )
+        assert [event["sequence"] for event in events] == list(range(1, len(events) + 1))
+        assert events[-1]["type"] == "EXECUTION_FINISHED"
+        # An operation before `connection_init` is refused, not run.
+        async with connect(url, subprotocols=[LEGACY_WS], open_timeout=10) as websocket:
+            start = {
+                "id": "1",
+                "type": "start",
+                "payload": {
+                    "query": "subscription($id: ID!) { executionEvents(executionId: $id) "
+                    "{ sequence } }",
+                    "variables": {"id": execution_id},
+                },
+            }
+            await websocket.send(json.dumps(start))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(websocket.recv(), 10)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4401
+
+
+async def test_pages_on_other_origins_cannot_open_a_websocket(
+    database, settings, registry, alice
+) -> None:
+    allowed = ["https://app.example"]
+    async with served(database, settings, registry, alice, allowed_origins=allowed) as (url, _):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(
+                url,
+                subprotocols=[TRANSPORT_WS],
+                origin="https://evil.example",  # type: ignore[arg-type]
+                open_timeout=10,
+            ):
+                pass
+        assert refused.value.response.status_code == 403
+        async with connect(
+            url,
+            subprotocols=[TRANSPORT_WS],
+            origin="https://app.example",  # type: ignore[arg-type]
+            open_timeout=10,
+        ) as websocket:
+            await _acknowledged(websocket, alice.token)
+
+
+async def _updates(url: str, token: str, seen: list[dict[str, Any]], **variables: Any) -> None:
+    request = gql(UPDATES)
+    request.variable_values = variables
+    async with (
+        client(url, token) as session,
+        contextlib.aclosing(session.subscribe(request)) as results,
+    ):
+        async for result in results:
+            seen.append(result["executionUpdates"])
+
+
+async def until(condition: Any, within_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_execution_updates_stream_the_viewers_status_changes_only(
+    database, settings, registry, alice, bob
+) -> None:
+    async with served(database, settings, registry, alice) as (url, alice):
+        bob = dataclasses.replace(bob, http=alice.http)
+        nodes = [
+            node("start", "Start", "manual_trigger"),
+            node("wait", "Wait", "wait", parameters={"amount": 0.2, "unit": "seconds"}),
+        ]
+        alice_workflow = await create(alice, nodes, [edge("start", "wait")])
+        other_workflow = await create(alice, nodes, [edge("start", "wait")])
+        bob_workflow = await create(bob, nodes, [edge("start", "wait")])
+        fanout_before = 0
+        alice_seen: list[dict[str, Any]] = []
+        filtered: list[dict[str, Any]] = []
+        bob_seen: list[dict[str, Any]] = []
+        listeners = [
+            asyncio.create_task(_updates(url, alice.token, alice_seen)),
+            asyncio.create_task(_updates(url, alice.token, filtered, workflowId=alice_workflow)),
+            asyncio.create_task(_updates(url, bob.token, bob_seen)),
+        ]
+        try:
+            services = alice.http._transport.app.state.services  # type: ignore[attr-defined]
+            await until(lambda: services.fanout.subscriptions == fanout_before + 3)
+            mine = str((await execute(alice, alice_workflow))["id"])
+            other = str((await execute(alice, other_workflow))["id"])
+            bobs = str((await execute(bob, bob_workflow))["id"])
+
+            def final(seen: list[dict[str, Any]], execution_id: str) -> bool:
+                return any(
+                    update["id"] == execution_id and update["status"] == "SUCCEEDED"
+                    for update in seen
+                )
+
+            await until(lambda: final(alice_seen, mine) and final(alice_seen, other))
+            await until(lambda: final(filtered, mine) and final(bob_seen, bobs))
+        finally:
+            for listener in listeners:
+                listener.cancel()
+            await asyncio.gather(*listeners, return_exceptions=True)
+    assert {update["id"] for update in alice_seen} == {mine, other}
+    assert {update["id"] for update in filtered} == {mine}
+    assert {update["id"] for update in bob_seen} == {bobs}
+    # Each status once, in order, for each execution.
+    statuses = [update["status"] for update in alice_seen if update["id"] == mine]
+    assert statuses[-1] == "SUCCEEDED"
+    assert len(statuses) == len(set(statuses))
