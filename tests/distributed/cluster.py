@@ -62,6 +62,8 @@ class Cluster:
     database: Database
     api: Process | None = None
     workers: list[Process] = field(default_factory=list)
+    # More API processes (beside `api`), with the port each listens on.
+    more_apis: list[tuple[Process, int]] = field(default_factory=list)
     _count: int = 0
 
     @property
@@ -84,18 +86,32 @@ class Cluster:
 
     async def start_api(self) -> Process:
         self.api = self._spawn("api", ["serve"])
+        await self._until_ready(self.api, self.port)
+        return self.api
+
+    async def start_another_api(self) -> str:
+        """One more `loom serve` on the same database and Redis; returns its base URL."""
+        port = free_port()
+        api = self._spawn("api", ["serve"], LOOM_PORT=str(port))
+        self.more_apis.append((api, port))
+        await self._until_ready(api, port)
+        return f"http://127.0.0.1:{port}"
+
+    @staticmethod
+    async def _until_ready(api: Process, port: int) -> None:
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
-                if not self.api.alive():
-                    raise AssertionError(f"loom serve exited:\n{self.api.output()}")
+                if not api.alive():
+                    raise AssertionError(f"loom serve exited:\n{api.output()}")
                 try:
-                    if (await client.get(f"{self.base}/readyz", timeout=1)).status_code == 200:
-                        return self.api
+                    response = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                    if response.status_code == 200:
+                        return
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.1)
-        raise AssertionError(f"loom serve not ready:\n{self.api.output()}")
+        raise AssertionError(f"loom serve not ready:\n{api.output()}")
 
     async def start_worker(self, concurrency: int = 10, **env: str) -> Process:
         worker = self._spawn("worker", ["worker", "--concurrency", str(concurrency)], **env)
@@ -191,7 +207,11 @@ class Cluster:
         return [(r[0], r[1], r[2]) for r in rows]
 
     def stop_all(self) -> None:
-        processes = [*self.workers, *([self.api] if self.api else [])]
+        processes = [
+            *self.workers,
+            *([self.api] if self.api else []),
+            *(api for api, _ in self.more_apis),
+        ]
         for process in processes:
             if process.alive():
                 with contextlib.suppress(ProcessLookupError):

@@ -1,0 +1,110 @@
+"""The Redis event bus on the real test Redis: what one process publishes reaches another
+process's fanout in order; when the reader loses Redis, every subscriber is told to re-read
+the database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from redis.asyncio import Redis
+
+from engine.bus import EventFanout
+from engine.events import ErrorInfo, Event, EventType
+from engine.redis_bus import RedisEventPublisher, RedisEventReader
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def event(execution_id: str, sequence: int, type: EventType = EventType.NODE_STARTED) -> Event:
+    return Event(
+        execution_id,
+        sequence,
+        type,
+        datetime.now(UTC),
+        node_id="n",
+        node_name="N",
+        attempt=1,
+        error=ErrorInfo("X", "went wrong", {"field": "url"}),
+        preview={"a": [1, 2]},
+    )
+
+
+async def _until(condition: object, within_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_published_events_and_wakes_reach_another_process_in_order(
+    redis: Redis, redis_url: str
+) -> None:
+    stream_name = f"loom:test-events:{uuid.uuid4().hex}"
+    fanout = EventFanout()
+    reader_redis = Redis.from_url(redis_url)
+    reader = RedisEventReader(reader_redis, fanout, stream=stream_name, block_ms=200)
+    reading = asyncio.create_task(reader.run_forever())
+    publisher = RedisEventPublisher(redis, stream=stream_name)
+    publisher.start()
+    try:
+        await asyncio.wait_for(reader.ready.wait(), 5)
+        stream = fanout.open("x1")
+        other = fanout.open("x2")
+        sent = [event("x1", sequence) for sequence in range(1, 51)]
+        for start in range(0, 50, 7):
+            publisher.publish(sent[start : start + 7])
+            await asyncio.sleep(0)
+        publisher.wake(["x2"])
+        await _until(lambda: len(stream.items) == 50 and other.woken)
+        received = list(stream.items)
+        assert [e.sequence for e in received] == list(range(1, 51))
+        assert received[0].to_json() == sent[0].to_json()
+        assert not other.items
+    finally:
+        await publisher.stop()
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await reader_redis.aclose()
+        await redis.delete(stream_name)
+
+
+async def test_a_reader_that_lost_redis_wakes_every_subscriber(
+    redis: Redis, redis_url: str
+) -> None:
+    stream_name = f"loom:test-events:{uuid.uuid4().hex}"
+    fanout = EventFanout()
+    name = f"loom-test-reader-{uuid.uuid4().hex[:8]}"
+    reader_redis = Redis.from_url(redis_url, client_name=name)
+    reader = RedisEventReader(reader_redis, fanout, stream=stream_name, block_ms=5000)
+    reading = asyncio.create_task(reader.run_forever())
+    try:
+        await asyncio.wait_for(reader.ready.wait(), 5)
+        stream = fanout.open("x1")
+        await asyncio.sleep(0.1)  # blocked in XREAD
+        # The reader's connection goes away (a Redis restart, a network cut).
+        for connection in await redis.client_list():
+            if connection["name"] == name:
+                await redis.client_kill_filter(_id=connection["id"])
+        await _until(lambda: stream.woken, within_s=10)
+        # And it reads again afterwards.
+        publisher = RedisEventPublisher(redis, stream=stream_name)
+        publisher.start()
+        publisher.publish([event("x1", 1)])
+        await _until(lambda: len(stream.items) == 1)
+        await publisher.stop()
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await reader_redis.aclose()
+        await redis.delete(stream_name)
