@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The JavaScript graphql-ws client one test drives (needs Node.js 20+ and npm; without them
+# that test is skipped, except in CI).
+JS_CLIENT := tests/js/node_modules/.installed
 
 .PHONY: run test lint format schema clean
 
@@ -13,10 +16,17 @@ $(STAMP): pyproject.toml tests/plugin_pkg/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e tests/plugin_pkg
 	@touch $(STAMP)
 
+$(JS_CLIENT): tests/js/package.json tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/js --no-audit --no-fund --silent && touch $@; \
+	else \
+		echo "npm not found: the JavaScript client test will be skipped"; \
+	fi
+
 run: $(STAMP)
 	$(BIN)/loom serve
 
-test: $(STAMP)
+test: $(STAMP) $(JS_CLIENT)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -1,0 +1,81 @@
+"""The JavaScript `graphql-ws` client (what browser frontends use) receives a whole
+execution's events from a real server (tests/js/subscribe.mjs)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.app import create_app
+from tests.api.test_executions import create, execute
+from tests.conftest import Caller, services_required
+from tests.factories import edge, node
+from tests.live import serve
+
+SCRIPT = Path(__file__).resolve().parent.parent / "js" / "subscribe.mjs"
+INSTALLED = SCRIPT.parent / "node_modules" / "graphql-ws"
+
+
+@pytest.fixture
+def node_binary() -> str:
+    found = shutil.which("node")
+    if found is None or not INSTALLED.exists():
+        message = "Node.js or tests/js/node_modules missing (`make test` installs them with npm)"
+        if services_required():
+            pytest.fail(message + "; CI requires them")
+        pytest.skip(message)
+    return found
+
+
+@pytest.fixture
+async def app(database, settings, registry) -> Any:
+    """The app the test's callers post to is the one served (its events are live there)."""
+    return create_app(settings, database=database, registry=registry)
+
+
+@pytest.fixture
+async def ws_url(app: Any) -> AsyncIterator[str]:
+    async with serve(app) as url:
+        yield url
+
+
+async def test_the_graphql_ws_client_receives_a_whole_execution(
+    node_binary: str, ws_url: str, alice: Caller, database: Any
+) -> None:
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("wait", "Wait", "wait", parameters={"amount": 0.3, "unit": "seconds"}),
+            node("done", "Done", "noop"),
+        ],
+        [edge("start", "wait"), edge("wait", "done")],
+    )
+    execution_id = str((await execute(alice, workflow_id))["id"])
+    process = await asyncio.create_subprocess_exec(
+        node_binary,
+        str(SCRIPT),
+        ws_url,
+        alice.token,
+        execution_id,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    events = [json.loads(line) for line in stdout.decode().splitlines()]
+    assert [event["sequence"] for event in events] == list(range(1, len(events) + 1))
+    assert events[0]["type"] == "EXECUTION_QUEUED"
+    assert events[-1] == {
+        "sequence": len(events),
+        "type": "EXECUTION_FINISHED",
+        "nodeId": None,
+        "status": "SUCCEEDED",
+    }
+    assert {event["nodeId"] for event in events} >= {"start", "wait", "done"}
