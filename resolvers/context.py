@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,8 @@ from schema import types
 from storage import accounts, executions, workflows
 from storage.accounts import Principal
 from storage.db import Database
+
+DirectSender = Callable[[Any], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,10 @@ class Context:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     # Set by Strawberry from the websocket `connection_init` payload.
     connection_params: dict[str, Any] | None = None
+    # Websocket subscriptions, by the task that runs each: sends a `next` message with the
+    # given data straight to the client (see resolvers/subscriptions.py); False when the
+    # operation is over.
+    direct_senders: dict[Any, DirectSender] = field(default_factory=dict)
 
     @property
     def database(self) -> Database:

@@ -9,8 +9,10 @@ after EXECUTION_FINISHED.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import strawberry
 
@@ -20,6 +22,7 @@ from resolvers.auth import token_from_header
 from resolvers.context import Context
 from resolvers.errors import BAD_USER_INPUT, UNAUTHENTICATED, RequestError
 from schema import execution_types as xtypes
+from schema.sharing import shared_data
 from storage import executions
 from storage.accounts import Principal
 
@@ -78,6 +81,15 @@ async def execution_events(
         stream = fanout.open(identifier)
     except SubscriptionLimitError as exc:
         raise RequestError(str(exc), SUBSCRIPTION_LIMIT) from exc
+    send = info.context.direct_senders.get(asyncio.current_task())
+    raw = info._raw_info
+    values: Any = raw.variable_values  # graphql-core's coerced values (a dict, or in
+    # newer releases a VariableValues with `.coerced`)
+    selection: tuple[Any, dict[str, Any], dict[str, Any]] = (
+        raw.operation,
+        raw.fragments,
+        getattr(values, "coerced", values),
+    )
     try:
         last = after_sequence or 0
         while True:
@@ -99,7 +111,16 @@ async def execution_events(
                 if len(rows) < HISTORY_PAGE:
                     break
             async for event in _live(stream, last):
-                yield event
+                # Another subscriber here already resolved this event for the same selection:
+                # send that, past Strawberry's per-result work (most of the cost of a live
+                # event with many subscribers).
+                data = None if send is None else shared_data(event, *selection)
+                if data is not None:
+                    assert send is not None
+                    if not await send(data):
+                        return
+                else:
+                    yield event
                 last = event.sequence
                 if event.type is _FINISHED:
                     return

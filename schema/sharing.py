@@ -9,9 +9,11 @@ variables the selection reads are the same: it is computed once and shared.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from typing import Any, ClassVar
 
+import orjson
 from graphql import ExecutionResult, Visitor, visit
 from graphql.language import OperationDefinitionNode, VariableNode
 from graphql.pyutils import is_awaitable
@@ -52,44 +54,116 @@ def _selection_variables(
     return sorted(collector.names)
 
 
+# Per parsed operation (the parser cache keeps them): the variables its selection reads.
+_VARIABLES: OrderedDict[int, tuple[Any, list[str]]] = OrderedDict()
+
+
+def variables_key(
+    operation: OperationDefinitionNode, fragments: dict[str, Any], values: dict[str, Any]
+) -> tuple[Any, ...]:
+    """The values of the variables that the selection below the root field reads."""
+    known = _VARIABLES.get(id(operation))
+    if known is None or known[0] is not operation:
+        used = _selection_variables(operation, fragments)
+        _VARIABLES[id(operation)] = (operation, used)
+        while len(_VARIABLES) > _MAX_SHARED:
+            _VARIABLES.popitem(last=False)
+    else:
+        used = known[1]
+    return tuple(repr(values.get(name)) for name in used)
+
+
+def shared_data(
+    payload: Any,
+    operation: OperationDefinitionNode,
+    fragments: dict[str, Any],
+    values: dict[str, Any],
+) -> Any:
+    """The data of this operation on this live event, if another subscriber of this process
+    computed it already (without errors); None otherwise."""
+    key = (id(payload), id(operation), variables_key(operation, fragments, values))
+    found = SharedEventResults._shared.get(key)
+    if found is None or found[0] is not payload:
+        return None
+    SharedEventResults.hits += 1
+    return found[1].data
+
+
+_ENCODED: OrderedDict[int, tuple[object, str]] = OrderedDict()
+
+
+def encode_json(data: object) -> str:
+    """orjson, or the standard library for integers beyond 64 bits (which orjson refuses)."""
+    try:
+        return orjson.dumps(data).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(data, separators=(",", ":"))
+
+
+def next_frame(operation_id: str, data: object) -> str:
+    """A graphql-transport-ws `next` message; the data's JSON is kept while the same data
+    object goes to other subscribers."""
+    found = _ENCODED.get(id(data))
+    if found is not None and found[0] is data:
+        encoded = found[1]
+    else:
+        encoded = encode_json(data)
+        _ENCODED[id(data)] = (data, encoded)
+        while len(_ENCODED) > _MAX_SHARED:
+            _ENCODED.popitem(last=False)
+    return (
+        '{"id":' + encode_json(operation_id) + ',"type":"next","payload":{"data":' + encoded + "}}"
+    )
+
+
+class _Done:
+    """Stands in for a per-event executor whose result is known already."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        return self.result
+
+
 class SharedEventResults(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor, sharing per-event results of shareable payloads."""
 
     _shared: ClassVar[OrderedDict[tuple[int, int, tuple[Any, ...]], tuple[Any, Any]]] = (
         OrderedDict()
     )
-    # Per parsed operation (the parser cache keeps them): the variables its selection reads.
-    _variables: ClassVar[OrderedDict[int, tuple[Any, list[str]]]] = OrderedDict()
-    _per_event = False
+    # Set on a per-event executor whose result is to be shared: its cache key.
+    _share_as: tuple[Any, ...] | None = None
     hits = 0
 
     def build_per_event_executor(self, payload: Any) -> Any:
-        executor = super().build_per_event_executor(payload)
-        executor._per_event = True  # type: ignore[attr-defined]
-        return executor
-
-    def execute_operation(self, serially: bool | None = None) -> Any:
-        payload = self.root_value
-        if not self._per_event or not isinstance(payload, Shareable):
-            return super().execute_operation(serially)
-        known = self._variables.get(id(self.operation))
-        if known is None or known[0] is not self.operation:
-            used = _selection_variables(self.operation, self.fragment_definitions or {})
-            self._variables[id(self.operation)] = (self.operation, used)
-            while len(self._variables) > _MAX_SHARED:
-                self._variables.popitem(last=False)
-        else:
-            used = known[1]
-        values = self.variable_values.coerced
-        key = (id(payload), id(self.operation), tuple(repr(values.get(name)) for name in used))
+        if not isinstance(payload, Shareable):
+            return super().build_per_event_executor(payload)
+        key = (id(payload), id(self.operation), self._variables_key())
         found = self._shared.get(key)
         if found is not None and found[0] is payload:
+            # Computed for another subscriber: no executor to build, nothing to execute.
             SharedEventResults.hits += 1
-            return found[1]
+            return _Done(found[1])
+        executor = super().build_per_event_executor(payload)
+        executor._share_as = key  # type: ignore[attr-defined]
+        return executor
+
+    def _variables_key(self) -> tuple[Any, ...]:
+        return variables_key(
+            self.operation, self.fragment_definitions or {}, self.variable_values.coerced
+        )
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        key = self._share_as
         result = super().execute_operation(serially)
+        if key is None:
+            return result
         if is_awaitable(result):
-            return self._remember_when_done(key, payload, result)
-        self._remember(key, payload, result)
+            return self._remember_when_done(key, self.root_value, result)
+        self._remember(key, self.root_value, result)
         return result
 
     async def _remember_when_done(self, key: Any, payload: Any, pending: Any) -> ExecutionResult:

@@ -77,6 +77,7 @@ def serve(
         host=host,
         port=port,
         log_level=settings.log_level,
+        ws_per_message_deflate=settings.ws_compression,
     )
 
 

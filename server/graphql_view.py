@@ -7,26 +7,28 @@ import contextlib
 import json
 from typing import Any
 
-import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
 from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 
 from resolvers.auth import token_from_header
-from resolvers.context import Context, RequestLoaders, Services
+from resolvers.context import Context, DirectSender, RequestLoaders, Services
 from resolvers.errors import UNAUTHENTICATED
 from schema.extensions import REQUEST_ERROR_CODES
+from schema.sharing import encode_json, next_frame
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -49,6 +51,21 @@ def error_response(status_code: int, message: str) -> JSONResponse:
     )
 
 
+def _direct_sender(operation: Any, socket: WebSocket) -> DirectSender:
+    """Sends `next` messages of one operation without Strawberry's per-result machinery."""
+
+    async def send(data: Any) -> bool:
+        if operation.completed:
+            return False
+        try:
+            await socket.send_text(next_frame(operation.id, data))
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            return False  # the connection is going; its handler cancels the operation
+        return True
+
+    return send
+
+
 class KeepAliveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with a `ping` from the server every `keepalive_s` once the
     connection is acknowledged: proxies keep an idle subscription open, and clients (the
@@ -69,6 +86,38 @@ class KeepAliveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await self.send_message({"type": "ping"})
             except Exception:  # the connection is going away; `shutdown` stops this task
                 return
+
+    async def handle_subscribe(self, message: Any) -> None:
+        await super().handle_subscribe(message)
+        operation = self.operations.get(message.get("id"))
+        socket = getattr(self.websocket, "ws", None)
+        if operation is None or operation.task is None or socket is None:
+            return
+        senders = self.context.direct_senders
+        senders[operation.task] = _direct_sender(operation, socket)
+        operation.task.add_done_callback(lambda task: senders.pop(task, None))
+
+    async def _send_result_stream(self, operation: Any, result_source: Any) -> None:
+        """Strawberry's loop, with `next` frames built from a shared encoding of the data:
+        subscribers of one live event share its result (schema/sharing.py), so its JSON is
+        encoded once, not once per subscriber."""
+        first = True
+        async for result in result_source:
+            if first and isinstance(result, PreExecutionError):
+                await self._handle_pre_execution_error(operation, result)
+                return
+            if not isinstance(result, ExecutionResult):
+                await self._reject_incremental_delivery(operation)
+                return
+            first = False
+            socket = getattr(self.websocket, "ws", None)
+            if result.errors or result.extensions or operation.completed or socket is None:
+                await operation.send_next(result)
+                continue
+            try:
+                await socket.send_text(next_frame(operation.id, result.data))
+            except WebSocketDisconnect as exc:
+                raise WebSocketDisconnected from exc
 
     async def shutdown(self) -> None:
         if self._pinger is not None:
@@ -141,12 +190,8 @@ class LoomGraphQL(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> str:
         """Responses through orjson (several times faster on large results), as text so that
-        websocket frames stay text frames; the standard library takes integers beyond 64
-        bits, which orjson refuses."""
-        try:
-            return orjson.dumps(data).decode()
-        except (TypeError, orjson.JSONEncodeError):
-            return json.dumps(data, separators=(",", ":"))
+        websocket frames stay text frames."""
+        return encode_json(data)
 
     def parse_json(self, data: str | bytes) -> Any:
         """A JSON object (or a list: a batch, which Strawberry refuses); anything else is a 400."""

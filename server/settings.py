@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         description="Seconds between the server's pings on an idle websocket; 0 disables them.",
         ge=0,
     )
+    ws_compression: bool = Field(
+        default=False,
+        description="Compress websocket messages (permessage-deflate). Events are small: "
+        "compressing each one for each subscriber costs more CPU than it saves bandwidth.",
+    )
     max_subscriptions_per_connection: int = Field(
         default=20, description="Operations one websocket may run at once.", ge=1
     )
