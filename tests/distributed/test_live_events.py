@@ -4,13 +4,15 @@ on every API process through Redis, in order, without gaps, and agree with the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
+from gql import gql
 
 from tests.distributed.cluster import ADMIN_TOKEN, Cluster
 from tests.distributed.test_workers import chain, trigger, wait_node
-from tests.live import collect
+from tests.live import client, collect
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -93,3 +95,33 @@ async def test_the_stream_agrees_with_the_record_on_retries_skips_failures_and_c
     events = await asyncio.wait_for(subscriber, 60)
     assert events[-1]["status"] == "CANCELLED"
     assert essentials(events) == await stored(cluster, execution_id)
+
+
+async def test_execution_updates_reach_another_api_process(cluster: Cluster) -> None:
+    other = await cluster.start_another_api()
+    await cluster.start_worker()
+    workflow_id = await cluster.create_workflow(
+        [trigger(), wait_node("w", 0.2)], chain("start", "w")
+    )
+    seen: list[dict[str, Any]] = []
+
+    async def listen() -> None:
+        request = gql("subscription { executionUpdates { id status } }")
+        async with (
+            client(ws(other), ADMIN_TOKEN) as session,
+            contextlib.aclosing(session.subscribe(request)) as results,
+        ):
+            async for result in results:
+                seen.append(result["executionUpdates"])
+
+    listener = asyncio.create_task(listen())
+    try:
+        await asyncio.sleep(1)  # subscribed
+        execution_id = await cluster.execute(workflow_id)
+        deadline = asyncio.get_running_loop().time() + 30
+        while {"id": execution_id, "status": "SUCCEEDED"} not in seen:
+            assert asyncio.get_running_loop().time() < deadline, seen
+            await asyncio.sleep(0.05)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
