@@ -37,6 +37,7 @@ import aiohttp
 import orjson
 from sqlalchemy import text
 
+from bench.distributed import percentile
 from storage.db import Database, run_core
 from tests.distributed.cluster import ADMIN_TOKEN, Cluster, create_cluster, destroy_cluster
 
@@ -51,11 +52,6 @@ SUBSCRIPTION = (
 )
 
 Sql = Callable[..., Awaitable[list[Any]]]
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def workflow(gate_s: float) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:

@@ -21,6 +21,7 @@ slows the engine (its buffer is bounded) and never misses an event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -104,29 +105,39 @@ class ExecutionStream:
 
 class UpdateStream:
     """Ids of executions whose status may have changed, for one `executionUpdates`
-    subscriber; each id once until read, at most `capacity` ids."""
+    subscriber; each id once until read, at most `capacity` ids. `resync` says that some
+    were lost (the buffer overflowed, or the bus lost messages): the subscriber checks
+    everything it shows."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.execution_ids: dict[str, None] = {}
-        self.overflowed = False
+        self.resync = False
         self._ready = asyncio.Event()
 
     def put(self, execution_id: str) -> None:
         if len(self.execution_ids) >= self.capacity and execution_id not in self.execution_ids:
-            self.overflowed = True
-            return
-        self.execution_ids[execution_id] = None
+            self.resync = True
+        else:
+            self.execution_ids[execution_id] = None
         self._ready.set()
 
-    async def take(self) -> list[str]:
-        """The ids gathered since the last call, waiting for at least one."""
-        await self._ready.wait()
+    def lost(self) -> None:
+        self.resync = True
+        self._ready.set()
+
+    async def take(self, timeout_s: float) -> tuple[list[str], bool]:
+        """The ids gathered since the last call (waiting up to `timeout_s` for one), and
+        whether the subscriber must check everything it shows."""
+        if not self._ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._ready.wait()
         self._ready.clear()
         taken = list(self.execution_ids)
         self.execution_ids.clear()
-        self.overflowed = False
-        return taken
+        resync, self.resync = self.resync, False
+        return taken, resync
 
 
 class SubscriptionLimitError(Exception):
@@ -214,6 +225,8 @@ class EventFanout:
         for streams in self._streams.values():
             for stream in streams:
                 stream.wake()
+        for updates in self._updates:
+            updates.lost()
         logger.warning("live events may have been lost; subscribers re-read the database")
 
 

@@ -7,14 +7,16 @@ only what its subscribers want. One stream for all executions keeps the Redis wo
 event constant however many API processes and subscribers there are, and keeps each
 execution's events in commit order.
 
-Redis is a hint, not the record: if it loses entries (a restart, `FLUSHALL`, a reader that
-fell behind the cap), the reader tells every subscriber to re-read the database.
+Redis is a hint, not the record: when a reader could not read for a while (Redis restarted
+or unreachable), it tells every subscriber to re-read the database once it reads again, and
+a publisher that could not append wakes the subscribers of the executions it dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -34,6 +36,16 @@ STREAM_MAX_ENTRIES = 50_000
 # database): a Redis outage must not grow a worker's memory.
 MAX_PENDING_EVENTS = 100_000
 _RETRY_DELAY_S = 0.5
+_MAX_RETRY_DELAY_S = 5.0
+
+
+def _dumps(message: Any) -> bytes:
+    """orjson, or the standard library for integers beyond 64 bits (a preview may hold
+    any JSON), which orjson refuses."""
+    try:
+        return orjson.dumps(message)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(message, separators=(",", ":")).encode()
 
 
 class RedisEventPublisher:
@@ -52,10 +64,15 @@ class RedisEventPublisher:
     def publish(self, events: Sequence[Event]) -> None:
         self._events.extend(event.to_json() for event in events)
         if len(self._events) > MAX_PENDING_EVENTS:
-            excess = len(self._events) - MAX_PENDING_EVENTS
-            del self._events[:excess]
-            self.dropped += excess
+            self._drop(len(self._events) - MAX_PENDING_EVENTS)
         self._ready.set()
+
+    def _drop(self, count: int) -> None:
+        """Let go of the oldest `count` events; their subscribers are woken instead (and
+        read them from the database)."""
+        dropped, self._events = self._events[:count], self._events[count:]
+        self.dropped += len(dropped)
+        self._wakes.update(dict.fromkeys(event["executionId"] for event in dropped))
 
     def wake(self, execution_ids: Iterable[str]) -> None:
         self._wakes.update(dict.fromkeys(execution_ids))
@@ -78,30 +95,38 @@ class RedisEventPublisher:
                 await self._send()
 
     async def _run(self) -> None:
+        failures = 0
         while True:
             await self._ready.wait()
             self._ready.clear()
             try:
                 await self._send()
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # Dropped: subscribers find these events in the database (the readers
-                # notice the outage and tell them to).
-                logger.warning("publishing live events failed", exc_info=True)
-                await asyncio.sleep(_RETRY_DELAY_S)
+                failures += 1
+                logger.warning("publishing live events failed; retrying", exc_info=True)
+                self._ready.set()
+                await asyncio.sleep(min(_RETRY_DELAY_S * 2 ** (failures - 1), _MAX_RETRY_DELAY_S))
 
     async def _send(self) -> None:
         if not self._events and not self._wakes:
             return
         events, self._events = self._events, []
-        wakes, self._wakes = list(self._wakes), {}
-        entry = orjson.dumps({"events": events, "wake": wakes})
-        self.dropped += len(events)  # until sent
-        await self.redis.xadd(
-            self.stream, {"m": entry}, maxlen=STREAM_MAX_ENTRIES, approximate=True
-        )
-        self.dropped -= len(events)
+        wakes, self._wakes = self._wakes, {}
+        entry = _dumps({"events": events, "wake": list(wakes)})
+        try:
+            await self.redis.xadd(
+                self.stream, {"m": entry}, maxlen=STREAM_MAX_ENTRIES, approximate=True
+            )
+        except BaseException:
+            # Not sent: the events are dropped (they are stored), their subscribers woken on
+            # the next send.
+            self.dropped += len(events)
+            self._wakes.update(wakes)
+            self._wakes.update(dict.fromkeys(event["executionId"] for event in events))
+            raise
 
 
 class RedisEventReader:
@@ -123,7 +148,7 @@ class RedisEventReader:
         self.ready = asyncio.Event()
 
     async def run_forever(self) -> None:
-        trusted = True
+        failures = 0
         while True:
             try:
                 if self.last_id == "$":
@@ -131,9 +156,6 @@ class RedisEventReader:
                     # exactly there.
                     newest = await self.redis.xrevrange(self.stream, count=1)
                     self.last_id = newest[0][0].decode() if newest else "0-0"
-                if not trusted:
-                    self.fanout.wake_all()
-                    trusted = True
                 self.ready.set()
                 reply = await self.redis.xread(
                     {self.stream: self.last_id}, count=1000, block=self.block_ms
@@ -141,21 +163,30 @@ class RedisEventReader:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                failures += 1
                 logger.warning("reading live events from Redis failed; retrying", exc_info=True)
-                trusted = False
-                await asyncio.sleep(_RETRY_DELAY_S)
+                await asyncio.sleep(min(_RETRY_DELAY_S * 2 ** (failures - 1), _MAX_RETRY_DELAY_S))
                 continue
+            if failures:
+                # Reading again after an outage: what was published meanwhile may be lost.
+                failures = 0
+                self.fanout.wake_all()
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     self.last_id = entry_id.decode()
                     self.entries += 1
-                    self._deliver(fields)
+                    try:
+                        self._deliver(fields)
+                    except Exception:
+                        logger.exception("delivering live event entry %s failed", self.last_id)
 
     def _deliver(self, fields: dict[bytes, bytes]) -> None:
         try:
             message = orjson.loads(fields[b"m"])
             events = [Event.from_json(data) for data in message["events"]]
-            wakes = message["wake"]
+            wakes = [
+                execution_id for execution_id in message["wake"] if isinstance(execution_id, str)
+            ]
         except (KeyError, ValueError, TypeError):
             logger.warning("ignoring a malformed live event entry")
             return

@@ -209,37 +209,32 @@ class LiveExecutionEvent(xtypes.ExecutionEvent, Shareable):
 
 def event(value: Event) -> xtypes.ExecutionEvent:
     """A live event, as subscribers receive it (built once per event, shared by all)."""
-    return LiveExecutionEvent(
-        execution_id=strawberry.ID(value.execution_id),
-        sequence=value.sequence,
-        type=xtypes.ExecutionEventType(value.type.value),
-        node_id=None if value.node_id is None else strawberry.ID(value.node_id),
-        node_name=value.node_name,
-        attempt=value.attempt,
-        status=value.status,
-        at=value.at,
-        duration_ms=value.duration_ms,
-        input_items=value.input_items,
-        item_count=value.output_items,
-        error=None if value.error is None else _error(value.error.to_json(), xtypes.NodeError),
-        preview=_json(value.preview),
-    )
+    error = None if value.error is None else value.error.to_json()
+    return _event(value, LiveExecutionEvent, error)
 
 
 def event_row(row: models.ExecutionEventRow) -> xtypes.ExecutionEvent:
     """A stored event."""
-    return xtypes.ExecutionEvent(
-        execution_id=strawberry.ID(row.execution_id),
-        sequence=row.sequence,
-        type=xtypes.ExecutionEventType(row.type),
-        node_id=None if row.node_id is None else strawberry.ID(row.node_id),
-        node_name=row.node_name,
-        attempt=row.attempt,
-        status=row.status,
-        at=row.at,
-        duration_ms=row.duration_ms,
-        input_items=row.input_items,
-        item_count=row.output_items,
-        error=_error(row.error, xtypes.NodeError),
-        preview=_json(row.preview),
+    return _event(row, xtypes.ExecutionEvent, row.error)
+
+
+def _event(
+    source: Event | models.ExecutionEventRow,
+    kind: type[xtypes.ExecutionEvent],
+    error: dict[str, Any] | None,
+) -> xtypes.ExecutionEvent:
+    return kind(
+        execution_id=strawberry.ID(source.execution_id),
+        sequence=source.sequence,
+        type=xtypes.ExecutionEventType(str(source.type)),
+        node_id=None if source.node_id is None else strawberry.ID(source.node_id),
+        node_name=source.node_name,
+        attempt=source.attempt,
+        status=source.status,
+        at=source.at,
+        duration_ms=source.duration_ms,
+        input_items=source.input_items,
+        item_count=source.output_items,
+        error=_error(error, xtypes.NodeError),
+        preview=_json(source.preview),
     )

@@ -37,7 +37,8 @@ HISTORY_PAGE = 500
 IDLE_CHECK_S = 10.0
 # Executions whose last status an `executionUpdates` subscriber remembers (to send changes
 # only).
-_UPDATES_MEMORY = 10_000
+_UPDATES_MEMORY = 1000
+_TERMINAL = frozenset(("SUCCEEDED", "FAILED", "CANCELLED"))
 _FINISHED = xtypes.ExecutionEventType.EXECUTION_FINISHED
 
 
@@ -77,10 +78,6 @@ async def execution_events(
     if found is None:
         raise RequestError(f"execution {identifier!r} not found", NOT_FOUND, id=identifier)
     fanout = _fanout(info)
-    try:
-        stream = fanout.open(identifier)
-    except SubscriptionLimitError as exc:
-        raise RequestError(str(exc), SUBSCRIPTION_LIMIT) from exc
     send = info.context.direct_senders.get(asyncio.current_task())
     raw = info._raw_info
     values: Any = raw.variable_values  # graphql-core's coerced values (a dict, or in
@@ -91,18 +88,28 @@ async def execution_events(
         getattr(values, "coerced", values),
     )
     try:
+        stream = fanout.open(identifier)
+    except SubscriptionLimitError as exc:
+        raise RequestError(str(exc), SUBSCRIPTION_LIMIT) from exc
+    try:
         last = after_sequence or 0
+        caught_up = False
         while True:
             # What is stored (first the history, later a catch-up). Live events arriving
             # meanwhile stay buffered; those already read are dropped by sequence below.
+            if caught_up:
+                await _subscriber(info)  # still allowed? (a token revoked meanwhile ends it)
+            caught_up = True
             stream.reset()
             while True:
                 async with database.session() as session:
+                    # The status first: if the execution had ended by then, its
+                    # EXECUTION_FINISHED (committed with the status) is in the events read
+                    # next, or was at or before `last` when none come after it.
+                    finished = await executions.is_finished(session, identifier)
                     rows = await executions.events(session, identifier, last, HISTORY_PAGE)
-                    # Nothing after `last` in a finished execution: its EXECUTION_FINISHED
-                    # (committed with the status) was at or before `last`.
-                    if not rows and await executions.is_finished(session, identifier):
-                        return
+                if not rows and finished:
+                    return
                 for row in rows:
                     yield mapping.event_row(row)
                     last = row.sequence
@@ -151,21 +158,33 @@ async def execution_updates(
 ) -> AsyncGenerator[xtypes.Execution, None]:
     viewer = await _subscriber(info)
     fanout = _fanout(info)
+    workflow = None if workflow_id is None else str(workflow_id)
+    database = info.context.database
     try:
         stream = fanout.open_updates()
     except SubscriptionLimitError as exc:
         raise RequestError(str(exc), SUBSCRIPTION_LIMIT) from exc
-    sent: OrderedDict[str, str] = OrderedDict()
+    sent: OrderedDict[str, str] = OrderedDict()  # last status sent, by execution id
     try:
         while True:
-            changed = await stream.take()
-            async with info.context.database.session() as session:
-                rows = await executions.executions_by_ids(
-                    session,
-                    changed,
-                    viewer.workspace_ids,
-                    None if workflow_id is None else str(workflow_id),
+            changed, resync = await stream.take(IDLE_CHECK_S)
+            viewer = await _subscriber(info)
+            check = set(changed)
+            if resync or not changed:
+                # Something may have been lost, or nothing came for a while: look again at
+                # what this subscriber shows as not finished (and, after a loss, at every
+                # unfinished execution of the viewer).
+                check.update(i for i, status in sent.items() if status not in _TERMINAL)
+            async with database.session() as session:
+                rows = list(
+                    await executions.executions_by_ids(
+                        session, check, viewer.workspace_ids, workflow
+                    )
                 )
+                if resync:
+                    rows += await executions.unfinished_executions(
+                        session, viewer.workspace_ids, workflow
+                    )
             for row in rows:
                 if sent.get(row.id) == row.status:
                     continue

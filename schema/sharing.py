@@ -70,7 +70,8 @@ def variables_key(
             _VARIABLES.popitem(last=False)
     else:
         used = known[1]
-    return tuple(repr(values.get(name)) for name in used)
+    # Whether each is given at all, too: omitted and null can select differently (defaults).
+    return tuple((name in values, repr(values.get(name))) for name in used)
 
 
 def shared_data(
@@ -90,6 +91,8 @@ def shared_data(
 
 
 _ENCODED: OrderedDict[int, tuple[object, str]] = OrderedDict()
+# Ids of the data of the results shared now (kept alive by `SharedEventResults._shared`).
+_SHARED_DATA: set[int] = set()
 
 
 def encode_json(data: object) -> str:
@@ -101,16 +104,17 @@ def encode_json(data: object) -> str:
 
 
 def next_frame(operation_id: str, data: object) -> str:
-    """A graphql-transport-ws `next` message; the data's JSON is kept while the same data
-    object goes to other subscribers."""
+    """A graphql-transport-ws `next` message. The JSON of data shared by subscribers (a live
+    event's shared result) is kept while it goes to the others."""
     found = _ENCODED.get(id(data))
     if found is not None and found[0] is data:
         encoded = found[1]
     else:
         encoded = encode_json(data)
-        _ENCODED[id(data)] = (data, encoded)
-        while len(_ENCODED) > _MAX_SHARED:
-            _ENCODED.popitem(last=False)
+        if id(data) in _SHARED_DATA:
+            _ENCODED[id(data)] = (data, encoded)
+            while len(_ENCODED) > _MAX_SHARED:
+                _ENCODED.popitem(last=False)
     return (
         '{"id":' + encode_json(operation_id) + ',"type":"next","payload":{"data":' + encoded + "}}"
     )
@@ -176,5 +180,7 @@ class SharedEventResults(StrawberryGraphQLCoreExecutionContext):
             return  # errors are logged per subscriber: not shared
         shared = self._shared
         shared[key] = (payload, result)  # the payload kept alive: its id stays its own
+        _SHARED_DATA.add(id(result.data))
         while len(shared) > _MAX_SHARED:
-            shared.popitem(last=False)
+            _, (_, evicted) = shared.popitem(last=False)
+            _SHARED_DATA.discard(id(evicted.data))

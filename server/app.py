@@ -110,7 +110,13 @@ def create_app(
     if settings.redis_url:
         # Live events: this process reads every worker's from Redis, and announces the
         # events it commits itself (a cancellation of a queued execution).
-        events_redis = Redis.from_url(settings.redis_url)
+        # Timeouts above the reader's 5 s block, so a half-open connection cannot hang it.
+        events_redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=15,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
         publisher = RedisEventPublisher(events_redis)
     services = build_services(settings, database, registry, writer, publisher)
     assert services.fanout is not None

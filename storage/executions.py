@@ -245,6 +245,24 @@ async def executions_by_ids(
     return rows
 
 
+async def unfinished_executions(
+    session: AsyncSession,
+    workspace_ids: Sequence[str],
+    workflow_id: str | None = None,
+    limit: int = 500,
+) -> Sequence[Execution]:
+    """The newest executions of the workspaces (and the workflow) that have not ended."""
+    terminal = [status.value for status in ExecutionStatus if status.is_terminal]
+    query = select(Execution).where(
+        col(Execution.workspace_id).in_(workspace_ids), col(Execution.status).not_in(terminal)
+    )
+    if workflow_id is not None:
+        query = query.where(Execution.workflow_id == workflow_id)
+    query = query.order_by(col(Execution.created_at).desc()).limit(limit)
+    rows: Sequence[Execution] = (await session.exec(query)).all()
+    return rows
+
+
 async def is_finished(session: AsyncSession, execution_id: str) -> bool:
     """Whether the execution ended (or no longer exists)."""
     status = (

@@ -236,12 +236,12 @@ class GroupCommitWriter:
             batch, self._pending = self._pending, []
             while True:
                 try:
-                    await self._store(batch)
+                    written = await self._store(batch)
                     break
                 except (IntegrityError, DataError):
                     # Not transient: store what can be stored, one record at a time.
                     logger.exception("a batch of %d records was refused", len(batch))
-                    await self._store_one_by_one(batch)
+                    written = await self._store_one_by_one(batch)
                     break
                 except Exception:
                     logger.exception("storing %d execution records failed; retrying", len(batch))
@@ -253,14 +253,19 @@ class GroupCommitWriter:
             self.rounds += 1
             self._committed += len(batch)
             await self._notify()
-            events = [record.event for record in batch]
+            # Only what was committed: not the records a fence or the database refused.
+            events = [record.event for record in written]
+            if not events:
+                continue
             for listener in self._listeners:
                 try:
                     listener(events)
                 except Exception:
                     logger.exception("commit listener failed")
 
-    async def _store(self, batch: list[Record]) -> None:
+    async def _store(self, batch: list[Record]) -> list[Record]:
+        """Stores the batch in one transaction; returns the records committed (those of
+        executions whose lease moved on are left out)."""
         compressed = await self._compress(batch)
         outputs: dict[int, tuple[bytes, int, str]] = {}
         for record in batch:
@@ -275,7 +280,7 @@ class GroupCommitWriter:
                 data, raw_bytes = await asyncio.to_thread(executions.encode_payload, change.output)
                 outputs[id(record)] = (data, raw_bytes, payloads.ENCODING)
         async with self._database.transaction() as session:
-            new_run_ids = await self._write(session, batch, compressed, outputs)
+            new_run_ids, written = await self._write(session, batch, compressed, outputs)
         # Only after the commit are these runs known to exist.
         self._known_runs.update(new_run_ids)
         finished = {
@@ -292,6 +297,7 @@ class GroupCommitWriter:
                 self._known_runs.discard(record.node_run.id)
         for execution_id in finished:
             self._fences.pop(execution_id, None)
+        return written
 
     async def _fenced(self, session: AsyncSession, batch: list[Record]) -> list[Record]:
         """The batch without the records of executions whose lease moved on. The rows read
@@ -326,10 +332,11 @@ class GroupCommitWriter:
         self.fenced_out += len(batch) - len(kept)
         return kept
 
-    async def _store_one_by_one(self, batch: list[Record]) -> None:
+    async def _store_one_by_one(self, batch: list[Record]) -> list[Record]:
+        written: list[Record] = []
         for record in batch:
             try:
-                await self._store([record])
+                written += await self._store([record])
             except (IntegrityError, DataError):
                 logger.exception(
                     "dropped record %s #%d (%s): the database refused it",
@@ -337,6 +344,7 @@ class GroupCommitWriter:
                     record.event.sequence,
                     record.event.type,
                 )
+        return written
 
     async def _compress(self, batch: list[Record]) -> dict[int, bytes]:
         compressed: dict[int, bytes] = {}  # by id of the record
@@ -362,7 +370,9 @@ class GroupCommitWriter:
         batch: list[Record],
         compressed: dict[int, bytes],
         outputs: dict[int, tuple[bytes, int, str]],
-    ) -> list[str]:
+    ) -> tuple[list[str], list[Record]]:
+        """Writes what the fences let through; returns the new node run ids and the records
+        written."""
         batch = await self._fenced(session, batch)
         # Node runs: the latest state of each run in this batch, inserted or updated.
         runs: dict[str, tuple[str, NodeRunState]] = {}
@@ -417,7 +427,7 @@ class GroupCommitWriter:
         if payload_rows:
             await run_core(session, _INSERT_PAYLOADS, payload_rows)
         if not batch:
-            return []
+            return [], []
         await run_core(session, _INSERT_EVENTS, [_event_row(record.event) for record in batch])
         for record in batch:
             if record.execution is not None:
@@ -432,7 +442,7 @@ class GroupCommitWriter:
                     (data, raw_bytes),
                     encoding,
                 )
-        return [row["id"] for row in new_runs]
+        return [row["id"] for row in new_runs], batch
 
 
 def record_time(batch: list[Record]) -> Any:

@@ -14,8 +14,8 @@ import pytest
 
 from server.app import create_app
 from tests.api.test_executions import create, execute
+from tests.api.test_subscriptions import wait_then_done
 from tests.conftest import Caller, services_required
-from tests.factories import edge, node
 from tests.live import serve
 
 SCRIPT = Path(__file__).resolve().parent.parent / "js" / "subscribe.mjs"
@@ -48,15 +48,7 @@ async def ws_url(app: Any) -> AsyncIterator[str]:
 async def test_the_graphql_ws_client_receives_a_whole_execution(
     node_binary: str, ws_url: str, alice: Caller, database: Any
 ) -> None:
-    workflow_id = await create(
-        alice,
-        [
-            node("start", "Start", "manual_trigger"),
-            node("wait", "Wait", "wait", parameters={"amount": 0.3, "unit": "seconds"}),
-            node("done", "Done", "noop"),
-        ],
-        [edge("start", "wait"), edge("wait", "done")],
-    )
+    workflow_id = await create(alice, *wait_then_done(0.3))
     execution_id = str((await execute(alice, workflow_id))["id"])
     process = await asyncio.create_subprocess_exec(
         node_binary,

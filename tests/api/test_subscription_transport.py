@@ -45,6 +45,14 @@ async def served(
         yield url, dataclasses.replace(caller, http=http)
 
 
+async def close_code(websocket: Any) -> int:
+    """Wait for the server to close the websocket; its close code."""
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(websocket.recv(), 10)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
 async def _acknowledged(websocket: Any, token: str) -> None:
     init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
     await websocket.send(json.dumps(init))
@@ -65,13 +73,12 @@ async def test_the_server_pings_an_idle_connection(database, settings, registry,
 async def test_the_legacy_protocol_is_refused_unless_enabled(
     database, settings, registry, alice
 ) -> None:
-    async with served(database, settings, registry, alice) as (url, _):
-        async with connect(url, subprotocols=[LEGACY_WS], open_timeout=10) as websocket:
-            assert websocket.subprotocol is None
-            with pytest.raises(ConnectionClosed) as closed:
-                await asyncio.wait_for(websocket.recv(), 10)
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == 4406
+    async with (
+        served(database, settings, registry, alice) as (url, _),
+        connect(url, subprotocols=[LEGACY_WS], open_timeout=10) as websocket,
+    ):
+        assert websocket.subprotocol is None
+        assert await close_code(websocket) == 4406
 
 
 async def test_the_legacy_protocol_when_enabled_streams_and_requires_init(
@@ -104,10 +111,7 @@ async def test_the_legacy_protocol_when_enabled_streams_and_requires_init(
                 },
             }
             await websocket.send(json.dumps(start))
-            with pytest.raises(ConnectionClosed) as closed:
-                await asyncio.wait_for(websocket.recv(), 10)
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == 4401
+            assert await close_code(websocket) == 4401
 
 
 async def test_pages_on_other_origins_cannot_open_a_websocket(
@@ -198,3 +202,50 @@ async def test_execution_updates_stream_the_viewers_status_changes_only(
     statuses = [update["status"] for update in alice_seen if update["id"] == mine]
     assert statuses[-1] == "SUCCEEDED"
     assert len(statuses) == len(set(statuses))
+
+
+async def test_execution_updates_recover_changes_the_bus_lost(
+    database, settings, registry, alice, monkeypatch
+) -> None:
+    from resolvers import subscriptions
+    from storage import executions, workflows
+    from storage.models import Workflow
+
+    monkeypatch.setattr(subscriptions, "IDLE_CHECK_S", 0.2)
+    async with served(database, settings, registry, alice) as (url, alice):
+        services = alice.http._transport.app.state.services  # type: ignore[attr-defined]
+        workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+        seen: list[dict[str, Any]] = []
+        listener = asyncio.create_task(_updates(url, alice.token, seen))
+        try:
+            await until(lambda: services.fanout.subscriptions == 1)
+            # An execution the bus never announced (as if Redis lost the message)...
+            async with database.transaction() as session:
+                workflow = await session.get(Workflow, workflow_id)
+                snapshot = await workflows.ensure_snapshot(session, workflow, alice.user_id)
+                hidden = await executions.create_execution(
+                    session,
+                    workflow=workflow,
+                    snapshot=snapshot,
+                    mode="manual",
+                    input={},
+                    created_by=alice.user_id,
+                )
+            await asyncio.sleep(0.5)
+            assert seen == []
+            # ...is found once the bus says it lost messages.
+            services.fanout.wake_all()
+            await until(
+                lambda: {"id": hidden.id, "workflowId": workflow_id, "status": "QUEUED"} in seen
+            )
+            # A change of it that is not announced either: the idle check finds it.
+            async with database.transaction() as session:
+                assert await executions.cancel_queued(session, hidden.id)
+            await until(
+                lambda: (
+                    seen[-1] == {"id": hidden.id, "workflowId": workflow_id, "status": "CANCELLED"}
+                )
+            )
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)

@@ -38,6 +38,18 @@ def waits(seconds: float) -> dict[str, Any]:
     return {"amount": seconds, "unit": "seconds"}
 
 
+def wait_then_done(seconds: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A trigger, a wait of `seconds` (subscribers attach meanwhile), then a noop."""
+    return (
+        [
+            node("start", "Start", "manual_trigger"),
+            node("wait", "Wait", "wait", parameters=waits(seconds)),
+            node("done", "Done", "noop"),
+        ],
+        [edge("start", "wait"), edge("wait", "done")],
+    )
+
+
 async def stored(database: Database, execution_id: str) -> list[dict[str, Any]]:
     async with database.session() as session:
         rows = await executions.events(session, execution_id)
@@ -62,15 +74,7 @@ def essentials(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def test_a_subscriber_gets_history_then_live_events_then_completion(
     app, ws_url: str, alice: Caller, database: Database
 ) -> None:
-    workflow_id = await create(
-        alice,
-        [
-            node("start", "Start", "manual_trigger"),
-            node("wait", "Wait", "wait", parameters=waits(0.3)),
-            node("done", "Done", "noop"),
-        ],
-        [edge("start", "wait"), edge("wait", "done")],
-    )
+    workflow_id = await create(alice, *wait_then_done(0.3))
     execution_id = (await execute(alice, workflow_id))["id"]
     events = await asyncio.wait_for(collect(ws_url, alice.token, execution_id), 20)
     assert [event["sequence"] for event in events] == list(range(1, len(events) + 1))
@@ -352,15 +356,7 @@ async def test_subscribers_of_one_execution_share_each_live_result(
 ) -> None:
     from schema.sharing import SharedEventResults
 
-    workflow_id = await create(
-        alice,
-        [
-            node("start", "Start", "manual_trigger"),
-            node("wait", "Wait", "wait", parameters=waits(0.5)),
-            node("done", "Done", "noop"),
-        ],
-        [edge("start", "wait"), edge("wait", "done")],
-    )
+    workflow_id = await create(alice, *wait_then_done(0.5))
     execution_id = str((await execute(alice, workflow_id))["id"])
     hits = SharedEventResults.hits
     results = await asyncio.wait_for(
@@ -372,3 +368,29 @@ async def test_subscribers_of_one_execution_share_each_live_result(
     # The live events after the wait (at least NODE_SUCCEEDED, NODE_STARTED, ...) were
     # resolved once for the five subscribers.
     assert SharedEventResults.hits - hits >= 4 * 3
+
+
+async def test_a_stream_ends_when_its_token_is_revoked(
+    app, ws_url: str, alice: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resolvers import subscriptions
+
+    monkeypatch.setattr(subscriptions, "IDLE_CHECK_S", 0.2)
+    workflow_id = await create(alice, *long_wait_workflow())
+    execution_id = str((await execute(alice, workflow_id))["id"])
+    received: list[dict[str, Any]] = []
+    request = gql(EXECUTION_EVENTS)
+    request.variable_values = {"id": execution_id}
+    async with client(ws_url, alice.token) as session:
+        with pytest.raises(TransportQueryError) as failure:
+            async for result in session.subscribe(request):
+                received.append(result["executionEvents"])
+                if len(received) == 3:
+                    tokens = await alice.gql("{ apiTokens { id } }")
+                    await alice.gql(
+                        "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }",
+                        {"id": tokens["apiTokens"][0]["id"]},
+                    )
+    assert failure.value.errors is not None
+    assert failure.value.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+    await app.state.services.submitter.cancel(execution_id)

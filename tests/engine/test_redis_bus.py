@@ -108,3 +108,58 @@ async def test_a_reader_that_lost_redis_wakes_every_subscriber(
         await asyncio.gather(reading, return_exceptions=True)
         await reader_redis.aclose()
         await redis.delete(stream_name)
+
+
+async def test_a_malformed_entry_does_not_stop_the_reader(redis: Redis, redis_url: str) -> None:
+    stream_name = f"loom:test-events:{uuid.uuid4().hex}"
+    fanout = EventFanout()
+    reader_redis = Redis.from_url(redis_url)
+    reader = RedisEventReader(reader_redis, fanout, stream=stream_name, block_ms=200)
+    reading = asyncio.create_task(reader.run_forever())
+    publisher = RedisEventPublisher(redis, stream=stream_name)
+    try:
+        await asyncio.wait_for(reader.ready.wait(), 5)
+        stream = fanout.open("x1")
+        for garbage in (b"not json", b"[1]", b'{"events": [], "wake": [1, {"a": 2}]}'):
+            await redis.xadd(stream_name, {"m": garbage})
+        await redis.xadd(stream_name, {"other": b"field"})
+        publisher.start()
+        publisher.publish([event("x1", 1)])
+        await _until(lambda: len(stream.items) == 1)
+        assert reader.entries == 5
+    finally:
+        await publisher.stop()
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await reader_redis.aclose()
+        await redis.delete(stream_name)
+
+
+async def test_events_a_publisher_could_not_send_become_wake_ups(
+    redis: Redis, redis_url: str
+) -> None:
+    stream_name = f"loom:test-events:{uuid.uuid4().hex}"
+    fanout = EventFanout()
+    reader_redis = Redis.from_url(redis_url)
+    reader = RedisEventReader(reader_redis, fanout, stream=stream_name, block_ms=200)
+    reading = asyncio.create_task(reader.run_forever())
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    publisher = RedisEventPublisher(unreachable, stream=stream_name)
+    publisher.start()
+    try:
+        await asyncio.wait_for(reader.ready.wait(), 5)
+        stream = fanout.open("x1")
+        publisher.publish([event("x1", 1), event("x1", 2)])
+        await _until(lambda: publisher.dropped == 2)
+        # Redis is back: the subscribers of what was dropped read it from the database.
+        publisher.redis = redis
+        publisher.wake([])
+        await _until(lambda: stream.woken, within_s=10)
+        assert not stream.items
+    finally:
+        await publisher.stop()
+        await unreachable.aclose()
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await reader_redis.aclose()
+        await redis.delete(stream_name)
