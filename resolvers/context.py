@@ -27,6 +27,7 @@ from schema import types
 from storage import accounts, executions, workflows
 from storage.accounts import Principal
 from storage.db import Database
+from storage.secrets import SecretBox
 
 DirectSender = Callable[[Any], Awaitable[bool]]
 
@@ -51,6 +52,8 @@ class Services:
     # Live events: this process's subscribers, and where committed events are announced.
     fanout: EventFanout | None = None
     publisher: EventPublisher | None = None
+    # Encrypts credential secrets (None: no key configured).
+    secret_box: SecretBox | None = None
 
 
 class RequestLoaders:

@@ -77,3 +77,24 @@ class WorkflowFilter:
     )
     tag: str | None = strawberry.field(default=None, description="Has this tag.")
     active: bool | None = strawberry.field(default=None, description="Is (not) active.")
+
+
+@strawberry.input(description="A new credential.")
+class CredentialInput:
+    name: str = strawberry.field(description="Unique name in the workspace (1-255 characters).")
+    kind: str = strawberry.field(description="One of `credentialKinds`.")
+    data: JSON = strawberry.field(
+        description="Its fields, secrets included (see the kind's schema)."
+    )
+    workspace_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Owner; your personal workspace when omitted."
+    )
+
+
+@strawberry.input(
+    description="Changes to a credential: fields given replace the stored ones, fields given "
+    "as null are removed, the others (secrets you cannot read back) are kept."
+)
+class CredentialUpdateInput:
+    name: str | None = strawberry.field(default=None, description="A new name.")
+    data: JSON | None = strawberry.field(default=None, description="Fields to change.")

@@ -7,7 +7,7 @@ from typing import Annotated
 import strawberry
 
 from schema.execution_types import Execution
-from schema.types import ApiToken, Problem, User, Workflow
+from schema.types import ApiToken, Credential, Problem, User, Workflow, WorkflowReference
 
 
 @strawberry.type(description="The input is invalid; `problems` lists every problem found.")
@@ -34,6 +34,12 @@ class ForbiddenError:
     message: str = strawberry.field(description="What was refused.")
 
 
+@strawberry.type(description="Workflows still use it; change them first.")
+class InUseError:
+    message: str = strawberry.field(description="What uses it.")
+    workflows: list[WorkflowReference] = strawberry.field(description="The workflows using it.")
+
+
 @strawberry.type(description="The object was deleted.")
 class Deleted:
     id: strawberry.ID = strawberry.field(description="Id of the deleted object.")
@@ -51,7 +57,7 @@ WorkflowResult = Annotated[
     strawberry.union("WorkflowResult", description="A workflow, or why the change failed."),
 ]
 DeleteResult = Annotated[
-    Deleted | NotFoundError,
+    Deleted | NotFoundError | InUseError,
     strawberry.union("DeleteResult", description="What was deleted, or why not."),
 ]
 TokenResult = Annotated[
@@ -65,4 +71,8 @@ RevokeTokenResult = Annotated[
 ExecutionResult = Annotated[
     Execution | ValidationError | NotFoundError,
     strawberry.union("ExecutionResult", description="An execution, or why there is none."),
+]
+CredentialResult = Annotated[
+    Credential | ValidationError | NotFoundError,
+    strawberry.union("CredentialResult", description="A credential, or why the change failed."),
 ]

@@ -19,6 +19,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from resolvers import accounts as account_resolvers
+from resolvers import credentials as credential_resolvers
 from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
 from resolvers import subscriptions as subscription_resolvers
@@ -61,6 +62,14 @@ class Query:
     execution: execution_types.Execution | None = strawberry.field(
         resolver=execution_resolvers.execution,
         description="One execution; null if missing or not yours.",
+    )
+    credentials: list[types.Credential] = strawberry.field(
+        resolver=credential_resolvers.credentials_list,
+        description="The credentials of your workspaces, by name (secrets never shown).",
+    )
+    credential_kinds: list[types.CredentialKind] = strawberry.field(
+        resolver=credential_resolvers.credential_kinds,
+        description="Every kind of credential, with the JSON Schema of its fields.",
     )
     users: list[types.User] = strawberry.field(
         resolver=account_resolvers.users, description="Every user (admins only; empty for others)."
@@ -125,6 +134,18 @@ class Mutation:
         description="Run a finished execution again as a new one. `fromFailedNode` reuses the "
         "outputs of the nodes that succeeded; `useLatestVersion` runs the current draft "
         "instead of the pinned version.",
+    )
+    create_credential: results.CredentialResult = strawberry.mutation(
+        resolver=credential_resolvers.create_credential,
+        description="Store a credential (its secrets encrypted) in a workspace of yours.",
+    )
+    update_credential: results.CredentialResult = strawberry.mutation(
+        resolver=credential_resolvers.update_credential,
+        description="Rename a credential or change its fields; omitted fields are kept.",
+    )
+    delete_credential: results.DeleteResult = strawberry.mutation(
+        resolver=credential_resolvers.delete_credential,
+        description="Delete a credential that no workflow uses (InUseError names those that do).",
     )
     create_user: results.TokenResult = strawberry.mutation(
         resolver=account_resolvers.create_user,

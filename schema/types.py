@@ -239,3 +239,37 @@ class ApiToken:
     name: str = strawberry.field(description="What the token is for.")
     created_at: datetime = strawberry.field(description="When it was created.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
+
+
+@strawberry.type(
+    description="Stored secrets for an integration. Secrets are write-only: `fields` holds "
+    "the others, `secretFields` names the secrets that are set."
+)
+class Credential:
+    id: strawberry.ID = strawberry.field(description="Credential id.")
+    name: str = strawberry.field(description="Unique name in its workspace.")
+    kind: str = strawberry.field(description="One of `credentialKinds`.")
+    workspace_id: strawberry.ID = strawberry.field(description="The workspace that owns it.")
+    fields: JSON = strawberry.field(description="The fields that are not secrets.")
+    secret_fields: list[str] = strawberry.field(
+        description="The secret fields that are set (their values are never shown)."
+    )
+    created_at: datetime = strawberry.field(description="When it was created.")
+    updated_at: datetime = strawberry.field(description="When it last changed.")
+
+
+@strawberry.type(description="A kind of credential and the form that describes it.")
+class CredentialKind:
+    name: str = strawberry.field(description="Stable name, e.g. bearer_token.")
+    display_name: str = strawberry.field(description="Name for people.")
+    description: str = strawberry.field(description="What it is for.")
+    schema: JSON = strawberry.field(
+        description="JSON Schema of its fields; secrets are marked `writeOnly`."
+    )
+    secret_fields: list[str] = strawberry.field(description="Fields that are secrets.")
+
+
+@strawberry.type(description="A workflow, by id and name.")
+class WorkflowReference:
+    id: strawberry.ID = strawberry.field(description="Workflow id.")
+    name: str = strawberry.field(description="Workflow name.")

@@ -88,6 +88,7 @@ def build_services(
         plan_cache=plan_cache,
         fanout=fanout,
         publisher=publisher,
+        secret_box=settings.secret_box(),
     )
 
 

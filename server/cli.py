@@ -15,8 +15,10 @@ from server.settings import Settings
 cli = typer.Typer(help="Loom: workflow automation over GraphQL.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+secrets_cli = typer.Typer(help="Credential encryption keys.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(token_cli, name="token")
+cli.add_typer(secrets_cli, name="secrets")
 
 
 async def _prepare(settings: Settings) -> str | None:
@@ -151,6 +153,36 @@ def token_create(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(token)
+
+
+@secrets_cli.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every credential under LOOM_SECRET_KEY. Roll out the new key first with
+    the old one in LOOM_PREVIOUS_SECRET_KEYS (every process then reads both), run this, then
+    drop the old key."""
+    from storage.credentials import rotate_all
+    from storage.migrate import upgrade
+    from storage.secrets import CredentialDecryptionError, SecretKeyError
+
+    settings = Settings()
+
+    async def run() -> int:
+        box = settings.secret_box()
+        if box is None:
+            raise SecretKeyError("LOOM_SECRET_KEY is not set")
+        database = settings.database()
+        try:
+            await upgrade(database)
+            return await rotate_all(database, box)
+        finally:
+            await database.dispose()
+
+    try:
+        count = asyncio.run(run())
+    except (SecretKeyError, CredentialDecryptionError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"re-encrypted {count} credential(s) under the current key")
 
 
 @cli.command("export-schema")

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from storage.db import Database
+    from storage.secrets import SecretBox
 
 
 class Settings(BaseSettings):
@@ -39,7 +40,16 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis URL; unset means embedded mode (no Redis)."
     )
-    secret_key: SecretStr | None = Field(default=None, description="Encrypts credentials.")
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts credentials (every process must share it). Unset in embedded "
+        "mode: a key file generated in the data directory, readable by its owner only.",
+    )
+    previous_secret_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated keys being retired: they still decrypt; "
+        "`loom secrets rotate` re-encrypts everything under `LOOM_SECRET_KEY`.",
+    )
     admin_token: SecretStr | None = Field(
         default=None, description="Bootstraps (or re-keys) the `admin` user with this token."
     )
@@ -143,6 +153,21 @@ class Settings(BaseSettings):
             pre_ping=self.database_pre_ping,
             recycle_s=self.database_recycle_s,
         )
+
+    def secret_box(self) -> SecretBox | None:
+        """What encrypts credentials: `secret_key`, or in embedded mode the key file."""
+        from storage.secrets import SecretBox, embedded_key
+
+        previous = []
+        if self.previous_secret_keys is not None:
+            raw = self.previous_secret_keys.get_secret_value()
+            previous = [key.strip() for key in raw.split(",") if key.strip()]
+        if self.secret_key is not None and self.secret_key.get_secret_value():
+            return SecretBox(self.secret_key.get_secret_value(), previous)
+        if self.redis_url:
+            return None  # distributed mode refuses to start without a key
+        data_dir = self.data_dir
+        return SecretBox(lambda: embedded_key(data_dir), previous)
 
     def resolved_database_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""

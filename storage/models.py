@@ -349,6 +349,33 @@ class ExecutionEventRow(SQLModel, table=True):
     preview: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
+class Credential(SQLModel, table=True):
+    """Secrets for an integration, owned by a workspace. `secret` is a Fernet token holding
+    the fields, the id and the workspace (storage/secrets.py); nothing else is secret."""
+
+    __tablename__ = "credentials"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    workspace_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    name: str = Field(max_length=255)
+    kind: str = Field(max_length=64)
+    secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_by: str | None = Field(
+        default=None,
+        sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    created_at: datetime = _created_at()
+    updated_at: datetime = _created_at()
+
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "name", name="uq_credentials_workspace_name"),
+    )
+
+
 class LockAnchor(SQLModel, table=True):
     """A single row that SQLite writers touch to take the database write lock."""
 

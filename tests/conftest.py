@@ -139,7 +139,9 @@ def db_state(database: Database) -> DbState:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(_env_file=None, token_cache_s=0.0)  # type: ignore[call-arg]
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None, token_cache_s=0.0, secret_key="test-secret-key-for-credentials"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -115,11 +115,16 @@ MUTATION_CASES: dict[str, tuple[str, Any, str]] = {
 
 # Operations whose isolation is tested by a dedicated test, named here.
 EXECUTIONS_TEST = "test_executions.py::test_other_users_cannot_see_run_or_cancel_executions"
+CREDENTIALS_TEST = "test_credentials.py::test_nobody_sees_or_changes_anothers_credentials"
+KINDS_TEST = "test_credentials.py::test_kinds_describe_their_fields_with_secrets_write_only"
 MUTATIONS_CHECKED_ELSEWHERE = {
     "createWorkflow": "test_bob_creates_in_his_own_workspace",
     "executeWorkflow": EXECUTIONS_TEST,
     "cancelExecution": EXECUTIONS_TEST,
     "retryExecution": EXECUTIONS_TEST,
+    "createCredential": CREDENTIALS_TEST,
+    "updateCredential": CREDENTIALS_TEST,
+    "deleteCredential": CREDENTIALS_TEST,
 }
 QUERIES_CHECKED = {
     "viewer": "test_bob_reads_nothing_of_alices",
@@ -132,6 +137,8 @@ QUERIES_CHECKED = {
     "apiTokens": "test_bob_reads_nothing_of_alices",
     "executions": EXECUTIONS_TEST,
     "execution": EXECUTIONS_TEST,
+    "credentials": CREDENTIALS_TEST,
+    "credentialKinds": KINDS_TEST,
 }
 
 

@@ -1,0 +1,170 @@
+"""Credential queries and mutations. Secrets go in, never out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import strawberry
+from strawberry.scalars import JSON
+
+from engine.credentials import KINDS, check_data
+from engine.validation import Problem
+from resolvers.context import Context
+from resolvers.workflows import validation_error
+from schema import inputs, results, types
+from storage import credentials
+from storage.errors import DuplicateNameError
+from storage.models import Credential
+from storage.secrets import CredentialDecryptionError, SecretBox
+
+logger = logging.getLogger("loom.credentials")
+
+Info = strawberry.Info[Context, None]
+
+MAX_NAME = 255
+
+
+def _box(info: Info) -> SecretBox:
+    box = info.context.services.secret_box
+    if box is None:
+        raise RuntimeError("no secret key configured: credentials are unavailable")
+    return box
+
+
+def _credential(box: SecretBox, row: Credential) -> types.Credential:
+    kind = KINDS.get(row.kind)
+    try:
+        data = credentials.reveal(box, row)
+    except CredentialDecryptionError:
+        logger.warning("credential %s does not decrypt with the configured keys", row.id)
+        data = {}
+    public = kind.public(data) if kind is not None else {}
+    secrets = [name for name in kind.secret_fields if name in data] if kind is not None else []
+    return types.Credential(
+        id=strawberry.ID(row.id),
+        name=row.name,
+        kind=row.kind,
+        workspace_id=strawberry.ID(row.workspace_id),
+        fields=cast(JSON, public),
+        secret_fields=secrets,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _not_found(identifier: str) -> results.NotFoundError:
+    return results.NotFoundError(
+        message=f"credential {identifier!r} not found", id=strawberry.ID(identifier)
+    )
+
+
+def _name_problems(name: str) -> list[Problem]:
+    if not name.strip() or len(name) > MAX_NAME:
+        return [Problem("INVALID_NAME", f"name must be 1 to {MAX_NAME} characters", None, "name")]
+    return []
+
+
+def _duplicate(name: str) -> results.ValidationError:
+    problem = Problem(
+        "DUPLICATE_NAME", f"a credential named {name!r} exists in this workspace", None, "name"
+    )
+    return validation_error([problem])
+
+
+async def credentials_list(info: Info) -> list[types.Credential]:
+    viewer = info.context.viewer()
+    box = _box(info)
+    async with info.context.database.session() as session:
+        rows = await credentials.list_credentials(session, viewer.workspace_ids)
+    return [_credential(box, row) for row in rows]
+
+
+def credential_kinds() -> list[types.CredentialKind]:
+    return [
+        types.CredentialKind(
+            name=kind.name,
+            display_name=kind.display_name,
+            description=kind.description,
+            schema=cast(JSON, kind.schema),
+            secret_fields=list(kind.secret_fields),
+        )
+        for kind in KINDS.values()
+    ]
+
+
+async def create_credential(info: Info, input: inputs.CredentialInput) -> results.CredentialResult:
+    viewer = info.context.viewer()
+    box = _box(info)
+    workspace_id = (
+        viewer.personal_workspace_id if input.workspace_id is None else str(input.workspace_id)
+    )
+    if workspace_id not in viewer.workspace_ids:
+        return results.NotFoundError(
+            message=f"workspace {workspace_id!r} not found", id=strawberry.ID(workspace_id)
+        )
+    problems = _name_problems(input.name) + check_data(input.kind, input.data)
+    if problems:
+        return validation_error(problems)
+    data = cast(dict[str, Any], input.data)
+    try:
+        async with info.context.database.transaction() as session:
+            row = await credentials.create_credential(
+                session,
+                box,
+                workspace_id=workspace_id,
+                name=input.name,
+                kind=input.kind,
+                data=data,
+                created_by=viewer.user_id,
+            )
+    except DuplicateNameError:
+        return _duplicate(input.name)
+    return _credential(box, row)
+
+
+async def update_credential(
+    info: Info, id: strawberry.ID, input: inputs.CredentialUpdateInput
+) -> results.CredentialResult:
+    viewer = info.context.viewer()
+    box = _box(info)
+    identifier = str(id)
+    problems = [] if input.name is None else _name_problems(input.name)
+    if input.data is not None and not isinstance(input.data, dict):
+        problems.append(Problem("INVALID_CREDENTIAL", "must be a JSON object", None, "data"))
+    if problems:
+        return validation_error(problems)
+    try:
+        async with info.context.database.transaction() as session:
+            row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+            if row is None:
+                return _not_found(identifier)
+            changes = cast(dict[str, Any], input.data or {})
+            data = credentials.merged(credentials.reveal(box, row), changes)
+            problems = check_data(row.kind, data)
+            if problems:
+                return validation_error(problems)
+            row = await credentials.update_credential(session, box, row, name=input.name, data=data)
+    except DuplicateNameError:
+        return _duplicate(input.name or "")
+    return _credential(box, row)
+
+
+async def delete_credential(info: Info, id: strawberry.ID) -> results.DeleteResult:
+    viewer = info.context.viewer()
+    identifier = str(id)
+    try:
+        async with info.context.database.transaction() as session:
+            row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+            if row is None:
+                return _not_found(identifier)
+            await credentials.delete_credential(session, row)
+    except credentials.CredentialInUseError as exc:
+        return results.InUseError(
+            message=str(exc),
+            workflows=[
+                types.WorkflowReference(id=strawberry.ID(workflow_id), name=name)
+                for workflow_id, name in exc.workflows
+            ],
+        )
+    return results.Deleted(id=strawberry.ID(identifier))

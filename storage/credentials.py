@@ -1,0 +1,197 @@
+"""Credentials: stored encrypted, read back only to be used (never to be shown)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.db import Database
+from storage.errors import DuplicateNameError, StorageError
+from storage.models import Credential, Workflow, WorkflowVersion
+from storage.secrets import SecretBox
+from storage.types import utcnow
+
+
+class CredentialInUseError(StorageError):
+    """Workflows refer to the credential: it cannot be deleted."""
+
+    def __init__(self, credential_id: str, workflows: list[tuple[str, str]]) -> None:
+        names = ", ".join(repr(name) for _, name in workflows)
+        super().__init__(f"credential {credential_id!r} is used by workflow(s) {names}")
+        self.workflows = workflows
+
+
+async def create_credential(
+    session: AsyncSession,
+    box: SecretBox,
+    *,
+    workspace_id: str,
+    name: str,
+    kind: str,
+    data: dict[str, Any],
+    created_by: str | None,
+) -> Credential:
+    row = Credential(
+        workspace_id=workspace_id, name=name, kind=kind, secret=b"", created_by=created_by
+    )
+    row.secret = box.seal(row.id, workspace_id, data)
+    await _ensure_name_free(session, workspace_id, name)
+    session.add(row)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise DuplicateNameError("credential", name) from exc
+    return row
+
+
+async def _ensure_name_free(
+    session: AsyncSession, workspace_id: str, name: str, except_id: str | None = None
+) -> None:
+    query = select(Credential.id).where(
+        Credential.workspace_id == workspace_id, Credential.name == name
+    )
+    found = (await session.exec(query)).first()
+    if found is not None and found != except_id:
+        raise DuplicateNameError("credential", name)
+
+
+async def list_credentials(
+    session: AsyncSession, workspace_ids: Sequence[str]
+) -> Sequence[Credential]:
+    query = (
+        select(Credential)
+        .where(col(Credential.workspace_id).in_(workspace_ids))
+        .order_by(col(Credential.name), col(Credential.id))
+    )
+    rows: Sequence[Credential] = (await session.exec(query)).all()
+    return rows
+
+
+async def get_credential(
+    session: AsyncSession, credential_id: str, workspace_ids: Sequence[str]
+) -> Credential | None:
+    query = select(Credential).where(
+        Credential.id == credential_id, col(Credential.workspace_id).in_(workspace_ids)
+    )
+    return (await session.exec(query)).first()
+
+
+def reveal(box: SecretBox, row: Credential) -> dict[str, Any]:
+    """The credential's fields, secrets included: for using it, never for showing it."""
+    return box.open(row.secret, row.id, row.workspace_id)
+
+
+async def update_credential(
+    session: AsyncSession,
+    box: SecretBox,
+    row: Credential,
+    *,
+    name: str | None,
+    data: dict[str, Any],
+) -> Credential:
+    """Rename and/or change fields: a field given replaces the stored one, a field given as
+    null is removed, the others (secrets the client cannot read back) are kept."""
+    if name is not None and name != row.name:
+        await _ensure_name_free(session, row.workspace_id, name, except_id=row.id)
+        row.name = name
+    row.secret = box.seal(row.id, row.workspace_id, data)
+    row.updated_at = utcnow()
+    session.add(row)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise DuplicateNameError("credential", row.name) from exc
+    return row
+
+
+def merged(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    result = dict(stored)
+    for key, value in changes.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+async def delete_credential(session: AsyncSession, row: Credential) -> None:
+    users = await workflows_using(session, row)
+    if users:
+        raise CredentialInUseError(row.id, users)
+    await session.delete(row)
+    await session.flush()
+
+
+async def workflows_using(session: AsyncSession, row: Credential) -> list[tuple[str, str]]:
+    """(id, name) of the workflows of the credential's workspace whose draft or published
+    version refers to it."""
+    drafts = (
+        await session.exec(select(Workflow).where(Workflow.workspace_id == row.workspace_id))
+    ).all()
+    users: dict[str, str] = {}
+    for workflow in drafts:
+        if _refers(workflow.nodes, row.id):
+            users[workflow.id] = workflow.name
+    published = (
+        await session.exec(
+            select(WorkflowVersion, Workflow.name)
+            .join(Workflow, col(Workflow.id) == col(WorkflowVersion.workflow_id))
+            .where(
+                Workflow.workspace_id == row.workspace_id,
+                col(WorkflowVersion.version) == col(Workflow.published_version),
+            )
+        )
+    ).all()
+    for version, name in published:
+        if version.workflow_id not in users and _refers(version.nodes, row.id):
+            users[version.workflow_id] = name
+    return sorted(users.items(), key=lambda item: item[1])
+
+
+def _refers(nodes: list[dict[str, Any]], credential_id: str) -> bool:
+    """A node refers to it by kind in `credentials`, or anywhere in its parameters."""
+    return any(
+        credential_id in (node.get("credentials") or {}).values()
+        or credential_id in _strings(node.get("parameters"))
+        for node in nodes
+    )
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+async def rotate_all(database: Database, box: SecretBox, batch: int = 200) -> int:
+    """Re-encrypt every credential under the current key, `batch` rows per transaction;
+    returns how many. Processes that still hold the previous key keep working meanwhile."""
+    rotated = 0
+    after = ""
+    while True:
+        async with database.transaction() as session:
+            rows = (
+                await session.exec(
+                    select(Credential)
+                    .where(col(Credential.id) > after)
+                    .order_by(col(Credential.id))
+                    .limit(batch)
+                    .with_for_update()
+                )
+            ).all()
+            for row in rows:
+                row.secret = box.rotate(row.secret)
+                session.add(row)
+        if not rows:
+            return rotated
+        rotated += len(rows)
+        after = rows[-1].id
