@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import strawberry
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import editing
+from engine.credentials import KINDS
 from engine.graph import Graph
 from engine.validation import Problem, Severity, validate_graph
 from resolvers import mapping
@@ -22,7 +24,7 @@ from resolvers.graph_input import (
 )
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from schema import inputs, results, types
-from storage import errors, workflows
+from storage import credentials, errors, workflows
 from storage.models import Workflow
 
 Info = strawberry.Info[Context, None]
@@ -65,6 +67,39 @@ def _checked_graph(
         if problems
     }
     return node_issues, refusing
+
+
+async def _credential_problems(
+    session: AsyncSession, graph: Graph, workspace_id: str
+) -> list[Problem]:
+    """Every credential reference (`credentials: {kind: id}` of a node) must name a
+    credential of that kind in the workflow's own workspace."""
+    references = [
+        (node.id, kind, credential_id)
+        for node in graph.nodes
+        for kind, credential_id in node.credentials.items()
+    ]
+    if not references:
+        return []
+    found = await credentials.kinds_by_id(
+        session, {credential_id for _, _, credential_id in references}, workspace_id
+    )
+    problems = []
+    for node_id, kind, credential_id in references:
+        field = f"credentials.{kind}"
+        if kind not in KINDS:
+            problems.append(
+                Problem(
+                    "UNKNOWN_CREDENTIAL_KIND", f"unknown credential kind {kind!r}", node_id, field
+                )
+            )
+        elif credential_id not in found:
+            message = f"credential {credential_id!r} not found in this workflow's workspace"
+            problems.append(Problem("UNKNOWN_CREDENTIAL", message, node_id, field))
+        elif found[credential_id] != kind:
+            message = f"credential {credential_id!r} is a {found[credential_id]}, not a {kind}"
+            problems.append(Problem("CREDENTIAL_KIND_MISMATCH", message, node_id, field))
+    return problems
 
 
 # Queries
@@ -138,6 +173,10 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     node_issues, refusing = _checked_graph(info, fields.graph, collected)
     if refusing:
         return validation_error(refusing)
+    async with info.context.database.session() as session:
+        refusing = await _credential_problems(session, fields.graph, viewer.personal_workspace_id)
+    if refusing:
+        return validation_error(refusing)
     row = Workflow(
         workspace_id=viewer.personal_workspace_id,
         name=fields.name,
@@ -171,6 +210,7 @@ async def update_workflow(
         # A node renamed in this update keeps the expressions that refer to it working.
         graph = editing.carry_renames(Graph.from_json(current.nodes, current.edges), fields.graph)
         node_issues, refusing = _checked_graph(info, graph, collected)
+        refusing = refusing or await _credential_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(
@@ -256,6 +296,7 @@ async def _edit_graph(
             collected.add(exc.code, exc.message, exc.field, exc.node_id)
             return validation_error(collected.problems)
         node_issues, refusing = _checked_graph(info, graph, collected)
+        refusing = refusing or await _credential_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -78,6 +78,16 @@ async def get_credential(
         Credential.id == credential_id, col(Credential.workspace_id).in_(workspace_ids)
     )
     return (await session.exec(query)).first()
+
+
+async def kinds_by_id(
+    session: AsyncSession, credential_ids: Collection[str], workspace_id: str
+) -> dict[str, str]:
+    """The kind of each of these credentials that belongs to the workspace, by id."""
+    query = select(Credential.id, Credential.kind).where(
+        col(Credential.id).in_(credential_ids), Credential.workspace_id == workspace_id
+    )
+    return {credential_id: kind for credential_id, kind in (await session.exec(query)).all()}
 
 
 def reveal(box: SecretBox, row: Credential) -> dict[str, Any]:

@@ -304,3 +304,39 @@ def test_the_embedded_key_file_is_private(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(SecretKeyError, match="chmod 600"):
         embedded_key(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("reference", "code"),
+    [
+        (lambda mine, theirs: {"bearer_token": "no-such-credential"}, "UNKNOWN_CREDENTIAL"),
+        (lambda mine, theirs: {"bearer_token": theirs}, "UNKNOWN_CREDENTIAL"),
+        (lambda mine, theirs: {"basic_auth": mine}, "CREDENTIAL_KIND_MISMATCH"),
+        (lambda mine, theirs: {"telepathy": mine}, "UNKNOWN_CREDENTIAL_KIND"),
+    ],
+    ids=["missing", "another workspace", "wrong kind", "unknown kind"],
+)
+async def test_workflows_refer_only_to_their_own_workspaces_credentials(
+    alice: Caller, bob: Caller, db_state: Any, reference: Any, code: str
+) -> None:
+    mine = (await bearer(alice))["id"]
+    theirs = (await bearer(bob))["id"]
+    credentials_ref = reference(mine, theirs)
+    before = await db_state()
+    created = await alice.gql(
+        CREATE,
+        {
+            "input": {
+                "name": "W",
+                "nodes": [node("n", "N", credentials=credentials_ref)],
+                "edges": [],
+            }
+        },
+    )
+    result = created["createWorkflow"]
+    assert result["__typename"] == "ValidationError", result
+    (problem,) = result["problems"]
+    assert (problem["code"], problem["nodeId"]) == (code, "n")
+    assert problem["field"] == f"credentials.{next(iter(credentials_ref))}"
+    assert "bob" not in problem["message"]
+    assert await db_state() == before
