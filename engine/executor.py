@@ -39,7 +39,15 @@ from engine.events import (
 )
 from engine.expressions import ExpressionError
 from engine.graph import OnError
-from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems, RunInfo, Suspend
+from engine.nodes.base import (
+    Item,
+    NodeError,
+    NodeResources,
+    NodeRunContext,
+    PortItems,
+    RunInfo,
+    Suspend,
+)
 from engine.outputs import check_outputs, preview, serialize_outputs
 from engine.plan import ERROR_PORT, Plan, PlanNode
 from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
@@ -71,6 +79,7 @@ def utcnow() -> datetime:
 class RunOptions:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     execution_timeout_s: float | None = None
+    resources: NodeResources | None = None
 
 
 @dataclass(slots=True)
@@ -423,6 +432,7 @@ class _Run:
                 main_input,
                 self.named_outputs,
                 resume_at,
+                self.options.resources,
             )
             if node.timeout_s is not None:
                 async with asyncio.timeout(node.timeout_s):

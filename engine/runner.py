@@ -34,7 +34,7 @@ from engine.executor import (
 )
 from engine.graph import Graph
 from engine.node_types import NodeTypeRegistry
-from engine.nodes.base import Item, PortItems, RunInfo
+from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
 from engine.plan import PlanCache, PlanError, compile_plan
 from engine.states import ExecutionStatus, NodeRunStatus
 
@@ -67,6 +67,7 @@ class LoadedExecution:
     reuse: dict[str, PortItems] = field(default_factory=dict)
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
+    workspace_id: str = ""
 
 
 class ExecutionSource(Protocol):
@@ -144,6 +145,7 @@ class ExecutionRunner:
         leases: Leases | None = None,
         on_finished: Callable[[LoadedExecution, Outcome], Awaitable[None]] | None = None,
         durable_wait_s: float | None = None,
+        resources: NodeResources | None = None,
     ) -> None:
         self.source = source
         self.recorder = recorder
@@ -154,6 +156,7 @@ class ExecutionRunner:
         self.on_finished = on_finished
         # Waits longer than this park the execution (WAITING) and free this process.
         self.durable_wait_s = durable_wait_s
+        self.resources = resources
         self.executor = Executor(recorder)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
@@ -268,6 +271,7 @@ class ExecutionRunner:
         options = RunOptions(
             max_concurrency=self.max_concurrency,
             execution_timeout_s=float(timeout) if timeout else None,
+            resources=self.resources,
         )
         request = RunRequest(
             execution_id=loaded.execution_id,
@@ -278,6 +282,7 @@ class ExecutionRunner:
                 workflow_id=loaded.workflow_id,
                 workflow_name=loaded.workflow_name,
                 workflow_version=loaded.version,
+                workspace_id=loaded.workspace_id,
                 now=datetime.now(UTC).isoformat(),
                 durable_wait_s=self.durable_wait_s,
             ),

@@ -75,6 +75,7 @@ def build_services(
             plan_cache=plan_cache,
             max_concurrency=settings.max_node_concurrency,
             durable_wait_s=settings.durable_wait_s,
+            resources=settings.node_resources(database),
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)
@@ -187,6 +188,9 @@ def create_app(
             if isinstance(submitter, InProcessSubmitter) and writer is not None:
                 await submitter.close()
                 await writer.stop()
+                resources = submitter.runner.resources
+                if resources is not None:
+                    await resources.http.close()
             elif isinstance(submitter, ArqSubmitter):
                 await submitter.close()
             if reading is not None and publisher is not None and events_redis is not None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
+    from engine.nodes.base import NodeResources
     from storage.db import Database
     from storage.secrets import SecretBox
 
@@ -39,6 +40,12 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None, description="Redis URL; unset means embedded mode (no Redis)."
+    )
+    http_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks the HTTP Request node may reach although they are private or "
+        'local (JSON list, e.g. ["10.1.0.0/16"]); everything not globally routable is refused '
+        "otherwise.",
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -153,6 +160,27 @@ class Settings(BaseSettings):
             pre_ping=self.database_pre_ping,
             recycle_s=self.database_recycle_s,
         )
+
+    @field_validator("http_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
+
+    def node_resources(self, database: Database) -> NodeResources | None:
+        """The HTTP client and credentials lent to nodes (None without a secret key)."""
+        from engine.http_client import HttpClient, NetworkPolicy
+        from engine.nodes.base import NodeResources
+        from storage.credentials import DatabaseCredentials
+
+        box = self.secret_box()
+        if box is None:
+            return None
+        policy = NetworkPolicy.from_strings(self.http_allowed_networks)
+        return NodeResources(HttpClient(policy), DatabaseCredentials(database, box))
 
     def secret_box(self) -> SecretBox | None:
         """What encrypts credentials: `secret_key`, or in embedded mode the key file."""

@@ -117,6 +117,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         leases=keeper,
         on_finished=after_run(database, submitter),
         durable_wait_s=settings.durable_wait_s,
+        resources=settings.node_resources(database),
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
     sweeper = Sweeper(
@@ -151,6 +152,8 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         await asyncio.gather(*background, return_exceptions=True)
         await writer.stop()
         await publisher.stop()
+        if runner.resources is not None:
+            await runner.resources.http.close()
         keeper.stop()
         with contextlib.suppress(Exception):
             await redis.delete(worker.health_check_key)

@@ -565,6 +565,7 @@ _EXECUTION_PAYLOADS: Table = ExecutionPayload.__table__  # type: ignore[attr-def
 _LOAD = (
     select(  # type: ignore[call-overload]
         _EXECUTIONS.c.id,
+        _EXECUTIONS.c.workspace_id,
         _EXECUTIONS.c.workflow_id,
         _EXECUTIONS.c.workflow_version_id,
         _EXECUTIONS.c.status,
@@ -740,6 +741,7 @@ class DatabaseExecutionSource:
         attempts_used: dict[str, int] = {}
         return LoadedExecution(
             execution_id=row.id,
+            workspace_id=row.workspace_id,
             workflow_id=row.workflow_id,
             workflow_name=row.workflow_name,
             version_id=row.workflow_version_id,

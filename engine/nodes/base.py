@@ -16,10 +16,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from engine.expressions import CompiledParameters, Scope, compile_parameters
 from engine.graph import Node
+from engine.http_client import HttpClient
 
 Item = dict[str, Any]
 PortItems = dict[str, list[Item]]
@@ -67,10 +68,28 @@ class RunInfo:
     workflow_id: str = ""
     workflow_name: str = ""
     workflow_version: int = 0
+    # The workspace that owns the execution: the only one whose credentials it may use.
+    workspace_id: str = ""
     now: str = ""
     # Waits longer than this park the execution (durable wait) instead of sleeping in the
     # process; None: always sleep.
     durable_wait_s: float | None = None
+
+
+class CredentialProvider(Protocol):
+    async def fields(self, workspace_id: str, kind: str, credential_id: str) -> dict[str, Any]:
+        """The decrypted fields of a credential of this kind in this workspace; raises
+        `LookupError` when there is none."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeResources:
+    """What the process lends to behaviours that reach out: its HTTP client (with the SSRF
+    guard) and its credentials."""
+
+    http: HttpClient
+    credentials: CredentialProvider
 
 
 @dataclass(slots=True)
@@ -85,6 +104,7 @@ class NodeRunContext:
     node_outputs: Mapping[str, Sequence[Item]] = field(default_factory=dict)
     # Set when a parked attempt resumes: when it was due.
     resume_at: datetime | None = None
+    resources: NodeResources | None = None
     _processed: int = 0
 
     @classmethod

@@ -26,8 +26,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from engine.credentials import KINDS
 from engine.node_types import NodeGroup, NodeType, Port
-from engine.nodes import flow, merge, transform
+from engine.nodes import flow, http, merge, transform
 from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
 from engine.nodes.flow import SWITCH_OUTPUTS
 
@@ -602,6 +603,112 @@ def _wait() -> NodeType:
     )
 
 
+def _http_request() -> NodeType:
+    pair = _object(
+        {
+            "name": _text("Name", "The name."),
+            "value": _any_value("Value", "The value, or an expression."),
+        },
+        required=("name",),
+    )
+    return NodeType(
+        name="http_request",
+        version=1,
+        display_name="HTTP Request",
+        description="Sends an HTTP request for each item and outputs the response. Private "
+        "and local addresses are refused unless the server allows them.",
+        group=NodeGroup.ACTION,
+        credential_kinds=tuple(sorted(KINDS)),
+        parameters_schema=_parameters(
+            {
+                "method": _choice(
+                    "Method",
+                    "The HTTP method.",
+                    ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"),
+                    default="GET",
+                ),
+                "url": _text(
+                    "URL", "http or https URL, or an expression.", minLength=1, maxLength=8192
+                ),
+                "query": _list("Query", "Query string parameters.", pair, maxItems=100),
+                "headers": _list("Headers", "Request headers.", pair, maxItems=100),
+                "bodyType": _choice(
+                    "Body",
+                    "What to send as the body.",
+                    ("none", "json", "form", "text"),
+                    default="none",
+                ),
+                "jsonBody": _any_value("JSON body", "For a json body: the JSON to send."),
+                "formBody": _list("Form body", "For a form body: its fields.", pair, maxItems=100),
+                "textBody": _text("Text body", "For a text body: the text to send."),
+                "timeoutSeconds": _number_or_expression(
+                    "Timeout",
+                    "Seconds for the whole exchange.",
+                    integer=False,
+                    minimum=0.1,
+                    default=30,
+                ),
+                "maxRedirects": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": 5,
+                    "default": 5,
+                    "title": "Redirects",
+                    "description": "Redirects followed at most.",
+                },
+                "responseFormat": _choice(
+                    "Response format",
+                    "auto: JSON when the response says so, text otherwise.",
+                    ("auto", "json", "text"),
+                    default="auto",
+                ),
+                "fullResponse": _flag(
+                    "Full response",
+                    "Output status, headers and body, not only the body.",
+                    default=False,
+                ),
+                "splitArray": _flag(
+                    "Split into items",
+                    "A JSON array response becomes one item per element.",
+                    default=False,
+                ),
+                "maxResponseBytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 100 * 1024 * 1024,
+                    "default": 10 * 1024 * 1024,
+                    "title": "Largest response",
+                    "description": "Bytes; a larger response fails the node.",
+                },
+                "retry": _object(
+                    {
+                        "maxAttempts": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 10,
+                            "default": 3,
+                            "title": "Attempts",
+                            "description": "Tries in all, for connection errors, 429 and 5xx.",
+                        },
+                        "backoffSeconds": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 60,
+                            "default": 1,
+                            "title": "Backoff",
+                            "description": "First wait (Retry-After wins).",
+                        },
+                    },
+                    title="Retries",
+                    description="Retries of this request; Retry-After is honoured.",
+                ),
+            },
+            required=("url",),
+        ),
+        execute=http.http_request,
+    )
+
+
 def node_types() -> list[NodeType]:
     """Every built-in node type (the `builtin` entry point of `loom.node_types`)."""
     return [
@@ -618,4 +725,5 @@ def node_types() -> list[NodeType]:
         _noop(),
         _stop_and_error(),
         _wait(),
+        _http_request(),
     ]

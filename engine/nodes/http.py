@@ -1,0 +1,258 @@
+"""The HTTP Request node: one request per input item, through the process's guarded client.
+
+Credentials come from the node's `credentials` (`{kind: id}`), looked up in the execution's
+own workspace at run time, and are added to the request (and dropped by the client on a
+redirect to another origin). Connection failures, timeouts, 429 and 5xx are retried with
+exponential backoff that honours `Retry-After`; other 4xx fail the node with the status.
+Error messages never contain headers, bodies or the query string (a key may be there).
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import orjson
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+from yarl import URL
+
+from engine.http_client import Auth, HttpClient, HttpError, HttpResponse
+from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
+
+MAX_RETRY_AFTER_S = 60.0
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__(f"status {response.status}")
+        self.response = response
+
+
+def _retry_after_s(response: HttpResponse) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Wait:
+    """Exponential backoff, or what the server asked for in `Retry-After` (capped)."""
+
+    def __init__(self, backoff_s: float) -> None:
+        self.backoff = wait_exponential_jitter(
+            multiplier=backoff_s, max=MAX_RETRY_AFTER_S, jitter=backoff_s / 2
+        )
+
+    def __call__(self, state: RetryCallState) -> float:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, _RetryableStatus):
+            asked = _retry_after_s(error.response)
+            if asked is not None:
+                return min(asked, MAX_RETRY_AFTER_S)
+        return float(self.backoff(state))
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, _RetryableStatus) or (isinstance(error, HttpError) and error.retryable)
+
+
+@dataclass(slots=True)
+class _OAuthToken:
+    token: str
+    expires_at: float
+
+
+_TOKENS: dict[tuple[str, bytes], _OAuthToken] = {}
+
+
+async def _auth(context: NodeRunContext, http: HttpClient) -> Auth:
+    credentials = context.node.credentials
+    if not credentials:
+        return Auth()
+    if len(credentials) > 1:
+        raise NodeError("use one credential per HTTP Request node", error_type="INVALID_CREDENTIAL")
+    ((kind, credential_id),) = credentials.items()
+    assert context.resources is not None
+    try:
+        fields = await context.resources.credentials.fields(
+            context.info.workspace_id, kind, credential_id
+        )
+    except LookupError as exc:
+        raise NodeError(
+            f"credential {credential_id!r} ({kind}) not found in this workflow's workspace",
+            error_type="CREDENTIAL_NOT_FOUND",
+        ) from exc
+    if kind == "api_key_header":
+        return Auth(headers={fields["headerName"]: fields["apiKey"]})
+    if kind == "api_key_query":
+        return Auth(query={fields["paramName"]: fields["apiKey"]})
+    if kind == "bearer_token":
+        return Auth(headers={"Authorization": f"Bearer {fields['token']}"})
+    if kind == "basic_auth":
+        pair = f"{fields.get('username', '')}:{fields['password']}".encode()
+        return Auth(headers={"Authorization": f"Basic {base64.b64encode(pair).decode()}"})
+    if kind == "custom_headers":
+        return Auth(headers=dict(fields["headers"]))
+    if kind == "oauth2_client_credentials":
+        token = await _oauth_token(http, credential_id, fields)
+        return Auth(headers={"Authorization": f"Bearer {token}"})
+    raise NodeError(
+        f"credential kind {kind!r} cannot sign HTTP requests", error_type="INVALID_CREDENTIAL"
+    )
+
+
+async def _oauth_token(http: HttpClient, credential_id: str, fields: Mapping[str, Any]) -> str:
+    """A client-credentials token, cached until shortly before it expires (per credential
+    and fields: a changed secret fetches a new one)."""
+    key = (credential_id, orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))
+    cached = _TOKENS.get(key)
+    if cached is not None and cached.expires_at > time.monotonic():
+        return cached.token
+    form = {"grant_type": "client_credentials"}
+    for name, field in (("scope", "scope"), ("audience", "audience")):
+        if fields.get(field):
+            form[name] = fields[field]
+    pair = f"{fields['clientId']}:{fields['clientSecret']}".encode()
+    response = await http.request(
+        "POST",
+        fields["tokenUrl"],
+        data=form,
+        headers={"Authorization": f"Basic {base64.b64encode(pair).decode()}"},
+        timeout_s=30,
+    )
+    try:
+        answer = orjson.loads(response.body)
+        token = str(answer["access_token"])
+        lifetime = float(answer.get("expires_in", 3600))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise NodeError(
+            f"the token URL answered {response.status} without an access token",
+            error_type="OAUTH2_TOKEN_FAILED",
+        ) from exc
+    if response.status >= 400:
+        raise NodeError(
+            f"the token URL answered {response.status}", error_type="OAUTH2_TOKEN_FAILED"
+        )
+    _TOKENS[key] = _OAuthToken(token, time.monotonic() + max(0.0, lifetime - 30))
+    return token
+
+
+def _pairs(entries: Any) -> list[tuple[str, str]]:
+    return [
+        (str(entry["name"]), "" if entry.get("value") is None else str(entry["value"]))
+        for entry in entries or []
+        if isinstance(entry, dict) and entry.get("name")
+    ]
+
+
+def _where(url: str) -> str:
+    """The URL without its query string (which may hold a key), for messages."""
+    return str(URL(url).with_query(None).with_fragment(None))
+
+
+def _decode(response: HttpResponse, response_format: str) -> Any:
+    content_type = response.headers.get("Content-Type", "")
+    as_json = response_format == "json" or (
+        response_format == "auto" and "json" in content_type.lower()
+    )
+    if as_json:
+        try:
+            return orjson.loads(response.body) if response.body else None
+        except orjson.JSONDecodeError as exc:
+            raise NodeError(
+                f"the response of {_where(response.url)} is not JSON",
+                error_type="HTTP_INVALID_JSON",
+            ) from exc
+    return response.body.decode(errors="replace")
+
+
+async def http_request(context: NodeRunContext, inputs: PortItems) -> PortItems:
+    if context.resources is None:
+        raise NodeError("HTTP requests are not available here", error_type="NOT_RUNNABLE")
+    http = context.resources.http
+    auth = await _auth(context, http)
+    output: list[Item] = []
+    items = list(inputs.get("main") or [{}])
+    for index, item in enumerate(items):
+        parameters = context.parameters(item, index)
+        response = await _send(http, parameters, auth)
+        if response.status >= 400:
+            raise NodeError(
+                f"{parameters.get('method', 'GET')} {_where(response.url)} answered "
+                f"{response.status}",
+                error_type="HTTP_STATUS",
+                details={"status": response.status},
+            )
+        body = _decode(response, parameters.get("responseFormat", "auto"))
+        if parameters.get("fullResponse"):
+            output.append(
+                {
+                    "status": response.status,
+                    # Plain strings: aiohttp's header names are a str subclass.
+                    "headers": {str(name): value for name, value in response.headers.items()},
+                    "body": body,
+                }
+            )
+        elif parameters.get("splitArray") and isinstance(body, list):
+            output.extend(entry if isinstance(entry, dict) else {"value": entry} for entry in body)
+        else:
+            output.append(body if isinstance(body, dict) else {"body": body})
+        await context.checkpoint()
+    return {"main": output}
+
+
+async def _send(http: HttpClient, parameters: Mapping[str, Any], auth: Auth) -> HttpResponse:
+    method = str(parameters.get("method", "GET")).upper()
+    body_type = parameters.get("bodyType", "none")
+    data: Any = None
+    json_body: Any = None
+    if body_type == "json":
+        json_body = parameters.get("jsonBody")
+    elif body_type == "form":
+        data = dict(_pairs(parameters.get("formBody")))
+    elif body_type == "text":
+        data = str(parameters.get("textBody", ""))
+    retry = parameters.get("retry") or {}
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(int(retry.get("maxAttempts", 3))),
+        wait=_Wait(float(retry.get("backoffSeconds", 1.0))),
+        retry=retry_if_exception(_retryable),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                response = await http.request(
+                    method,
+                    str(parameters["url"]),
+                    headers=dict(_pairs(parameters.get("headers"))),
+                    query=_pairs(parameters.get("query")),
+                    data=data,
+                    json_body=json_body,
+                    auth=auth,
+                    timeout_s=float(parameters.get("timeoutSeconds", 30)),
+                    max_redirects=int(parameters.get("maxRedirects", 5)),
+                    max_bytes=int(parameters.get("maxResponseBytes", 10 * 1024 * 1024)),
+                )
+                if response.status in RETRY_STATUSES:
+                    raise _RetryableStatus(response)
+    except _RetryableStatus as exc:
+        return exc.response  # retries used up: the node fails with the last status
+    except HttpError as exc:
+        raise NodeError(str(exc), error_type=exc.error_type) from exc
+    return response

@@ -1,0 +1,277 @@
+"""The HTTP Request node in workflows run over GraphQL, against a real local API: every
+credential kind, retries honouring Retry-After, response handling, the SSRF guard, and
+secrets that never show up in what the API returns."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from server.app import create_app
+from tests.api.test_credentials import create as create_credential
+from tests.api.test_executions import EXECUTION_FIELDS, create, execute, finished
+from tests.conftest import Caller
+from tests.factories import edge, node
+
+SECRET = "tok-7f3a-never-shown"
+
+
+@dataclass
+class MockApi:
+    base: str = ""
+    seen: list[web.Request] = field(default_factory=list)
+    tokens_issued: int = 0
+    failures_left: int = 0
+    retry_after: str | None = None
+    hits: list[float] = field(default_factory=list)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[MockApi]:
+    mock = MockApi()
+
+    async def echo(request: web.Request) -> web.Response:
+        mock.seen.append(request)
+        mock.hits.append(time.monotonic())
+        if mock.failures_left:
+            mock.failures_left -= 1
+            headers = {"Retry-After": mock.retry_after} if mock.retry_after else {}
+            return web.Response(status=429, headers=headers, text="slow down")
+        return web.json_response(
+            {
+                "method": request.method,
+                "authorization": request.headers.get("Authorization"),
+                "x_api_key": request.headers.get("X-Api-Key"),
+                "query": dict(request.query),
+                "body": (await request.text()) or None,
+            }
+        )
+
+    async def items(_: web.Request) -> web.Response:
+        return web.json_response([{"id": 1}, {"id": 2}, {"id": 3}])
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        assert form["grant_type"] == "client_credentials"
+        mock.tokens_issued += 1
+        return web.json_response(
+            {"access_token": f"issued-{mock.tokens_issued}", "expires_in": 3600}
+        )
+
+    async def missing(_: web.Request) -> web.Response:
+        return web.Response(status=404, text="nope")
+
+    app = web.Application()
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_get("/items", items)
+    app.router.add_post("/token", token)
+    app.router.add_get("/missing", missing)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    mock.base = f"http://127.0.0.1:{port}"
+    yield mock
+    await runner.cleanup()
+
+
+async def close_http(app: Any) -> None:
+    """The app's HTTP client (its lifespan would close it; these tests run without)."""
+    await app.state.services.submitter.runner.resources.http.close()
+
+
+@pytest.fixture
+async def app(database, settings, registry) -> AsyncIterator[Any]:
+    allowed = settings.model_copy(update={"http_allowed_networks": ["127.0.0.1/32"]})
+    app = create_app(allowed, database=database, registry=registry)
+    yield app
+    await close_http(app)
+
+
+async def run(
+    app: Any, caller: Caller, parameters: dict[str, Any], credentials: dict[str, str] | None = None
+) -> dict[str, Any]:
+    workflow_id = await create(
+        caller,
+        [
+            node("start", "Start", "manual_trigger"),
+            node(
+                "call", "Call", "http_request", parameters=parameters, credentials=credentials or {}
+            ),
+        ],
+        [edge("start", "call")],
+    )
+    started = await execute(caller, workflow_id)
+    assert started["__typename"] == "Execution", started
+    return await finished(app, caller, started["id"])
+
+
+def call_run(execution: dict[str, Any]) -> dict[str, Any]:
+    return next(run for run in execution["nodeRuns"] if run["nodeId"] == "call")
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "expect"),
+    [
+        ("bearer_token", {"token": SECRET}, {"authorization": f"Bearer {SECRET}"}),
+        ("api_key_header", {"headerName": "X-Api-Key", "apiKey": SECRET}, {"x_api_key": SECRET}),
+        ("api_key_query", {"paramName": "key", "apiKey": SECRET}, {"query": {"key": SECRET}}),
+        (
+            "basic_auth",
+            {"username": "me", "password": SECRET},
+            {"authorization": "Basic bWU6dG9rLTdmM2EtbmV2ZXItc2hvd24="},
+        ),
+        ("custom_headers", {"headers": {"X-Api-Key": SECRET}}, {"x_api_key": SECRET}),
+    ],
+)
+async def test_each_credential_kind_signs_the_request(
+    app, alice: Caller, api: MockApi, kind: str, data: dict[str, Any], expect: dict[str, Any]
+) -> None:
+    credential = await create_credential(alice, name=kind, kind=kind, data=data)
+    execution = await run(
+        app, alice, {"url": f"{api.base}/echo"}, credentials={kind: credential["id"]}
+    )
+    assert execution["status"] == "SUCCEEDED", execution
+    (item,) = call_run(execution)["output"]
+    for key, value in expect.items():
+        assert item[key] == value
+
+
+async def test_oauth2_client_credentials_fetch_and_cache_a_token(
+    app, alice: Caller, api: MockApi
+) -> None:
+    credential = await create_credential(
+        alice,
+        name="oauth",
+        kind="oauth2_client_credentials",
+        data={"tokenUrl": f"{api.base}/token", "clientId": "loom", "clientSecret": SECRET},
+    )
+    for _ in range(2):
+        execution = await run(
+            app,
+            alice,
+            {"url": f"{api.base}/echo"},
+            credentials={"oauth2_client_credentials": credential["id"]},
+        )
+        (item,) = call_run(execution)["output"]
+        assert item["authorization"] == "Bearer issued-1"
+    assert api.tokens_issued == 1
+
+
+async def test_429_is_retried_after_what_the_server_asks(app, alice: Caller, api: MockApi) -> None:
+    api.failures_left, api.retry_after = 2, "1"
+    execution = await run(
+        app, alice, {"url": f"{api.base}/echo", "retry": {"maxAttempts": 3, "backoffSeconds": 0}}
+    )
+    assert execution["status"] == "SUCCEEDED", (execution["error"], call_run(execution)["error"])
+    assert len(api.hits) == 3
+    assert api.hits[1] - api.hits[0] >= 0.95
+    assert api.hits[2] - api.hits[1] >= 0.95
+
+
+async def test_retries_used_up_fail_the_node_with_the_status(
+    app, alice: Caller, api: MockApi
+) -> None:
+    api.failures_left = 5
+    execution = await run(
+        app, alice, {"url": f"{api.base}/echo", "retry": {"maxAttempts": 2, "backoffSeconds": 0}}
+    )
+    error = call_run(execution)["error"]
+    assert (error["type"], error["details"]) == ("HTTP_STATUS", {"status": 429})
+    assert len(api.hits) == 2
+
+
+async def test_bodies_formats_and_splitting(app, alice: Caller, api: MockApi) -> None:
+    posted = await run(
+        app,
+        alice,
+        {"method": "POST", "url": f"{api.base}/echo", "bodyType": "json", "jsonBody": {"a": 1}},
+    )
+    assert posted["status"] == "SUCCEEDED", call_run(posted)["error"]
+    (item,) = call_run(posted)["output"]
+    assert (item["method"], json.loads(item["body"])) == ("POST", {"a": 1})
+    split = await run(app, alice, {"url": f"{api.base}/items", "splitArray": True})
+    assert call_run(split)["output"] == [{"id": 1}, {"id": 2}, {"id": 3}]
+    full = await run(app, alice, {"url": f"{api.base}/items", "fullResponse": True})
+    assert full["status"] == "SUCCEEDED", call_run(full)["error"]
+    (response,) = call_run(full)["output"]
+    assert response["status"] == 200 and response["body"] == [{"id": 1}, {"id": 2}, {"id": 3}]
+    text = await run(app, alice, {"url": f"{api.base}/items", "responseFormat": "text"})
+    assert call_run(text)["output"] == [{"body": '[{"id": 1}, {"id": 2}, {"id": 3}]'}]
+
+
+async def test_a_4xx_fails_the_node_naming_the_url_without_its_query(
+    app, alice: Caller, api: MockApi
+) -> None:
+    execution = await run(app, alice, {"url": f"{api.base}/missing?key=abc123"})
+    error = call_run(execution)["error"]
+    assert error["type"] == "HTTP_STATUS" and error["details"] == {"status": 404}
+    assert "/missing" in error["message"] and "abc123" not in error["message"]
+
+
+async def test_private_destinations_are_refused_without_an_allowed_network(
+    database, settings, registry, alice: Caller, api: MockApi
+) -> None:
+    import dataclasses
+
+    import httpx
+
+    app = create_app(settings, database=database, registry=registry)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://loom.test") as http:
+            caller = dataclasses.replace(alice, http=http)
+            port = api.base.rsplit(":", 1)[1]
+            for url in (f"{api.base}/echo", f"http://localhost:{port}/echo"):
+                execution = await run(app, caller, {"url": url, "retry": {"maxAttempts": 1}})
+                assert call_run(execution)["error"]["type"] == "HTTP_DESTINATION_REFUSED"
+    finally:
+        await close_http(app)
+    assert api.seen == []
+
+
+async def test_another_workspaces_credential_is_not_used_at_run_time(
+    app, alice: Caller, bob: Caller, api: MockApi
+) -> None:
+    theirs = await create_credential(bob, name="b", kind="bearer_token", data={"token": SECRET})
+    # Saving refuses the reference (test_credentials); a run-time lookup is scoped too: the
+    # provider only finds credentials of the execution's workspace.
+    provider = app.state.services.submitter.runner.resources.credentials
+    viewer = await alice.gql("{ viewer { personalWorkspace { id } } }")
+    workspace_id = viewer["viewer"]["personalWorkspace"]["id"]
+    with pytest.raises(LookupError):
+        await provider.fields(workspace_id, "bearer_token", theirs["id"])
+    mine = await create_credential(alice, name="a", kind="bearer_token", data={"token": SECRET})
+    assert await provider.fields(workspace_id, "bearer_token", mine["id"]) == {"token": SECRET}
+    with pytest.raises(LookupError):  # the kind must match too
+        await provider.fields(workspace_id, "basic_auth", mine["id"])
+
+
+async def test_secrets_never_appear_in_what_the_api_returns(
+    app, alice: Caller, api: MockApi
+) -> None:
+    credential = await create_credential(
+        alice, name="c", kind="bearer_token", data={"token": SECRET}
+    )
+    ok = await run(
+        app, alice, {"url": f"{api.base}/items"}, credentials={"bearer_token": credential["id"]}
+    )
+    failed = await run(
+        app, alice, {"url": f"{api.base}/missing"}, credentials={"bearer_token": credential["id"]}
+    )
+    answers = [ok, failed, await alice.gql("{ credentials { id fields secretFields } }")]
+    for execution_id in (ok["id"], failed["id"]):
+        answers.append(
+            await alice.gql(
+                f"query($id: ID!) {{ execution(id: $id) {{ {EXECUTION_FIELDS} }} }}",
+                {"id": execution_id},
+            )
+        )
+    assert SECRET not in json.dumps(answers)
