@@ -5,6 +5,7 @@ secrets that never show up in what the API returns."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -275,3 +276,61 @@ async def test_secrets_never_appear_in_what_the_api_returns(
             )
         )
     assert SECRET not in json.dumps(answers)
+
+
+async def test_a_secret_search_of_everything_finds_nothing(
+    app, alice: Caller, api: MockApi, db_state: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workflows use and misuse credentials; then every API answer, every log record and
+    every stored row (events, node runs, outputs, credentials) is searched for the secret
+    values. (The mock's /echo would hand the Authorization header back as output, which the
+    user asked for: it is not used here.)"""
+    caplog.set_level(logging.DEBUG)
+    secrets = {
+        "bearer_token": {"token": SECRET + "-bearer"},
+        "basic_auth": {"username": "u", "password": SECRET + "-basic"},
+        "api_key_query": {"paramName": "key", "apiKey": SECRET + "-query"},
+        "oauth2_client_credentials": {
+            "tokenUrl": f"{api.base}/token",
+            "clientId": "c",
+            "clientSecret": SECRET + "-oauth",
+        },
+        "custom_headers": {"headers": {"X-Secret": SECRET + "-header"}},
+    }
+    answers: list[Any] = []
+    for kind, data in secrets.items():
+        credential = await create_credential(alice, name=kind, kind=kind, data=data)
+        answers.append(credential)
+        for parameters in (
+            {"url": f"{api.base}/items", "fullResponse": True},
+            {"url": f"{api.base}/missing"},
+            {"url": "http://169.254.169.254/latest", "retry": {"maxAttempts": 1}},
+        ):
+            answers.append(await run(app, alice, parameters, credentials={kind: credential["id"]}))
+    broken = await create_credential(
+        alice,
+        name="broken oauth",
+        kind="oauth2_client_credentials",
+        data={"tokenUrl": f"{api.base}/missing", "clientId": "c", "clientSecret": SECRET + "-x"},
+    )
+    failed = await run(
+        app,
+        alice,
+        {"url": f"{api.base}/items"},
+        credentials={"oauth2_client_credentials": broken["id"]},
+    )
+    assert call_run(failed)["error"]["type"] == "OAUTH2_TOKEN_FAILED"
+    answers.append(failed)
+    answers.append(await alice.gql("{ credentials { id name kind fields secretFields } }"))
+    texts = {
+        "answers": json.dumps(answers),
+        "stored": json.dumps(await db_state()),
+        # The mock API's own access log (the remote side, in this process) is not Loom's.
+        "logs": "\n".join(
+            record.getMessage()
+            for record in caplog.records
+            if not record.name.startswith("aiohttp.access")
+        ),
+    }
+    for where, text in texts.items():
+        assert SECRET not in text, where
