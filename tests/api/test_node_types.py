@@ -22,6 +22,7 @@ BUILTINS = {
     "noop",
     "stop_and_error",
     "wait",
+    "http_request",
 }
 
 NODE_TYPE_FIELDS = """

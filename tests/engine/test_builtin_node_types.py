@@ -93,10 +93,29 @@ TYPICAL: list[tuple[str, dict[str, Any]]] = [
     ("wait", {"resume": "at_time", "until": "2025-01-31T09:00:00Z"}),
     ("wait", {"resume": "at_time", "until": "2025-01-31 09:00"}),
     ("wait", {"resume": "at_time", "until": "{{ $json.remindAt }}"}),
+    (
+        "http_request",
+        {
+            "method": "POST",
+            "url": "https://api.example.com/orders/{{ $json.id }}",
+            "query": [{"name": "expand", "value": "items"}],
+            "headers": [{"name": "Accept", "value": "application/json"}],
+            "bodyType": "json",
+            "jsonBody": {"status": "paid"},
+            "timeoutSeconds": 10,
+            "maxRedirects": 2,
+            "responseFormat": "json",
+            "splitArray": True,
+            "retry": {"maxAttempts": 5, "backoffSeconds": 0.5},
+        },
+    ),
 ]
 
 # Common mistakes, each with the parameter field the problem must point at.
 MISTAKES: list[tuple[str, dict[str, Any], str]] = [
+    ("http_request", {}, "parameters.url"),
+    ("http_request", {"url": "https://x", "method": "FETCH"}, "parameters.method"),
+    ("http_request", {"url": "https://x", "maxRedirects": 9}, "parameters.maxRedirects"),
     ("set", {}, "parameters.fields"),
     ("set", {"fields": []}, "parameters.fields"),
     ("set", {"fields": [{"name": ""}]}, "parameters.fields[0].name"),
@@ -163,6 +182,7 @@ def test_every_builtin_is_there_in_version_1() -> None:
         "noop",
         "stop_and_error",
         "wait",
+        "http_request",
     }
     assert all(node_type.version == 1 for node_type in BUILTINS.values())
     assert len(node_types()) == len(BUILTINS)
