@@ -16,7 +16,7 @@ from engine.graph import Graph
 from engine.plan import PlanError, compile_plan
 from engine.validation import Problem
 from resolvers import mapping
-from resolvers.context import Context
+from resolvers.context import Context, Services
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from resolvers.workflows import validation_error
 from schema import execution_types as xtypes
@@ -83,10 +83,13 @@ CANCEL_WAIT_S = 2.0
 
 
 async def _submit(info: Info, execution: Execution) -> None:
+    await submit(info.context.services, execution)
+
+
+async def submit(services: Services, execution: Execution) -> None:
     """Hand the committed execution to the submitter, or, when its workflow limits concurrent
     executions, whatever the limit admits now (FIFO). If the queue cannot be reached the
     execution stays QUEUED in the database and the sweeper enqueues it later."""
-    services = info.context.services
     if services.publisher is not None:
         services.publisher.wake([execution.id])  # a new execution, for executionUpdates
     submitter = services.submitter
@@ -96,7 +99,7 @@ async def _submit(info: Info, execution: Execution) -> None:
         if execution.admitted_at is not None:
             await submitter.submit(execution.id, execution.lease_generation)
             return
-        for due in await queueing.admit(info.context.database, execution.workflow_id):
+        for due in await queueing.admit(services.database, execution.workflow_id):
             await submitter.submit(due.execution_id, due.generation)
     except (ConnectionError, OSError, RedisError):
         logger.exception("execution %s: queue unreachable; the sweeper enqueues it", execution.id)

@@ -24,7 +24,7 @@ from resolvers.graph_input import (
 )
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from schema import inputs, results, types
-from storage import credentials, errors, workflows
+from storage import credentials, errors, webhooks, workflows
 from storage.models import Workflow
 
 Info = strawberry.Info[Context, None]
@@ -390,29 +390,34 @@ async def publish_workflow(
     info: Info, id: strawberry.ID, expected_version: int
 ) -> results.WorkflowResult:
     viewer = info.context.viewer()
-    async with info.context.database.transaction() as session:
-        current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
-        if current is None:
-            return _not_found(str(id))
-        if current.version != expected_version:
-            return _conflict(
-                errors.VersionConflictError(str(id), expected_version, current.version)
+    try:
+        async with info.context.database.transaction() as session:
+            current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
+            if current is None:
+                return _not_found(str(id))
+            if current.version != expected_version:
+                return _conflict(
+                    errors.VersionConflictError(str(id), expected_version, current.version)
+                )
+            # Validate again: an installed plugin may have changed since the draft was saved.
+            graph = Graph.from_json(current.nodes, current.edges)
+            report = validate_graph(
+                graph, info.context.services.registry, info.context.services.graph_limits
             )
-        # Validate again: an installed plugin may have changed since the draft was saved.
-        graph = Graph.from_json(current.nodes, current.edges)
-        report = validate_graph(
-            graph, info.context.services.registry, info.context.services.graph_limits
-        )
-        if report.all_problems():
-            return validation_error(report.all_problems())
-        try:
-            row = await workflows.publish(
-                session, str(id), viewer.workspace_ids, expected_version, viewer.user_id
-            )
-        except errors.VersionConflictError as exc:
-            return _conflict(exc)
-        except errors.NotFoundError:  # deleted concurrently
-            return _not_found(str(id))
+            if report.all_problems():
+                return validation_error(report.all_problems())
+            try:
+                row = await workflows.publish(
+                    session, str(id), viewer.workspace_ids, expected_version, viewer.user_id
+                )
+            except errors.VersionConflictError as exc:
+                return _conflict(exc)
+            except errors.NotFoundError:  # deleted concurrently
+                return _not_found(str(id))
+            if row.active:
+                await _route_webhooks(session, row)
+    except webhooks.PathTakenError as exc:  # rolled back: not published
+        return _path_taken(exc)
     return mapping.workflow(row)
 
 
@@ -420,24 +425,51 @@ async def set_workflow_active(
     info: Info, id: strawberry.ID, active: bool
 ) -> results.WorkflowResult:
     viewer = info.context.viewer()
-    async with info.context.database.transaction() as session:
-        current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
-        if current is None:
-            return _not_found(str(id))
-        if active and current.published_version is None:
-            return validation_error(
-                [
-                    Problem(
-                        code="NOT_PUBLISHED",
-                        message="publish the workflow before activating it: "
-                        "triggers run the published version",
-                        field="active",
-                        severity=Severity.STRUCTURAL,
-                    )
-                ]
-            )
-        try:
-            row = await workflows.set_active(session, str(id), viewer.workspace_ids, active)
-        except errors.NotFoundError:  # deleted concurrently
-            return _not_found(str(id))
+    try:
+        async with info.context.database.transaction() as session:
+            current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
+            if current is None:
+                return _not_found(str(id))
+            if active and current.published_version is None:
+                return validation_error(
+                    [
+                        Problem(
+                            code="NOT_PUBLISHED",
+                            message="publish the workflow before activating it: "
+                            "triggers run the published version",
+                            field="active",
+                            severity=Severity.STRUCTURAL,
+                        )
+                    ]
+                )
+            try:
+                row = await workflows.set_active(session, str(id), viewer.workspace_ids, active)
+            except errors.NotFoundError:  # deleted concurrently
+                return _not_found(str(id))
+            await _route_webhooks(session, row)
+    except webhooks.PathTakenError as exc:  # rolled back: nothing changed
+        return _path_taken(exc)
     return mapping.workflow(row)
+
+
+async def _route_webhooks(session: AsyncSession, workflow: Workflow) -> None:
+    """The webhook routes of an active workflow follow its published version."""
+    if not workflow.active or workflow.published_version is None:
+        await webhooks.unregister(session, workflow.id)
+        return
+    version = await workflows.get_version(
+        session, workflow.id, workflow.published_version, [workflow.workspace_id]
+    )
+    if version is not None:
+        await webhooks.register(session, workflow, version)
+
+
+def _path_taken(exc: webhooks.PathTakenError) -> results.ValidationError:
+    problem = Problem(
+        code="WEBHOOK_PATH_TAKEN",
+        message=str(exc),
+        node_id=exc.node_id,
+        field="parameters.path",
+        severity=Severity.STRUCTURAL,
+    )
+    return validation_error([problem])

@@ -17,6 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from engine.bus import EventFanout, EventPublisher, LocalPublisher
 from engine.node_types import NodeTypeRegistry, load_registry
+from engine.nodes.webhook import METHODS
 from engine.plan import PlanCache
 from engine.queue import ArqSubmitter
 from engine.redis_bus import RedisEventPublisher, RedisEventReader
@@ -30,8 +31,10 @@ from schema.root import build_schema
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
 from server.settings import Settings
+from server.webhooks import WebhookEndpoint
 from server.worker import after_run, require_distributed_settings
 from storage import executions, queueing
+from storage.credentials import DatabaseCredentials
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.recorder import GroupCommitWriter
@@ -207,6 +210,15 @@ def create_app(
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
+            Route(
+                "/webhook/{path:path}",
+                WebhookEndpoint(
+                    services,
+                    settings_credentials(settings, database),
+                    settings.webhook_timeout_s,
+                ),
+                methods=list(METHODS),
+            ),
             Route("/readyz", readyz),
         ],
         middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
@@ -215,6 +227,12 @@ def create_app(
     app.state.services = services
     app.state.settings = settings
     return app
+
+
+def settings_credentials(settings: Settings, database: Database) -> DatabaseCredentials | None:
+    """What checks a webhook's credential (None without a secret key)."""
+    box = settings.secret_box()
+    return None if box is None else DatabaseCredentials(database, box)
 
 
 async def _ping_redis(url: str) -> str:

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Origins allowed to open websockets; empty allows same-origin only.",
     )
+    webhook_timeout_s: float = Field(
+        default=120.0,
+        description="How long a webhook that answers when the run ends (or through a Respond "
+        "to Webhook node) waits before it answers 504; the run goes on.",
+        gt=0,
+    )
     graphql_ws_legacy: bool = Field(
         default=False,
         description="Also accept the legacy `graphql-ws` websocket protocol (subscriptions-"

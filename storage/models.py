@@ -376,6 +376,27 @@ class Credential(SQLModel, table=True):
     )
 
 
+class WebhookRoute(SQLModel, table=True):
+    """Where an active workflow's webhook trigger answers: one row per method and path,
+    written when the workflow is activated (or published while active)."""
+
+    __tablename__ = "webhook_routes"
+
+    method: str = Field(sa_column=Column(String(8), primary_key=True))
+    path: str = Field(sa_column=Column(String(200), primary_key=True))
+    workflow_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False)
+    )
+    workflow_version_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workflow_versions.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    node_id: str = Field(max_length=255)
+
+    __table_args__ = (Index("ix_webhook_routes_workflow", "workflow_id"),)
+
+
 class LockAnchor(SQLModel, table=True):
     """A single row that SQLite writers touch to take the database write lock."""
 

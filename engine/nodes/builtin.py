@@ -28,7 +28,7 @@ from typing import Any
 
 from engine.credentials import KINDS
 from engine.node_types import NodeGroup, NodeType, Port
-from engine.nodes import flow, http, merge, transform
+from engine.nodes import flow, http, merge, transform, webhook
 from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
 from engine.nodes.flow import SWITCH_OUTPUTS
 
@@ -709,6 +709,81 @@ def _http_request() -> NodeType:
     )
 
 
+def _webhook() -> NodeType:
+    return NodeType(
+        name=webhook.WEBHOOK,
+        version=1,
+        display_name="Webhook",
+        description="Starts the workflow (its published version, while active) when a request "
+        "comes to /webhook/{path}; the request is the item: body, query, headers, method, path.",
+        group=NodeGroup.TRIGGER,
+        inputs=(),
+        credential_kinds=("api_key_header", "basic_auth"),
+        parameters_schema=_parameters(
+            {
+                "path": _text(
+                    "Path",
+                    "The path after /webhook/; a UUID of this node's own when left empty.",
+                    pattern=r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$",
+                    maxLength=200,
+                ),
+                "methods": _list(
+                    "Methods",
+                    "The HTTP methods it answers.",
+                    {"type": "string", "enum": list(webhook.METHODS)},
+                    min_items=1,
+                    uniqueItems=True,
+                    default=["POST"],
+                ),
+                "responseMode": _choice(
+                    "Respond",
+                    "immediately: 202 with the execution id. last_node: when the run ends, with "
+                    "the items of the last node that produced data. respond_node: with what a "
+                    "Respond to Webhook node says.",
+                    webhook.RESPONSE_MODES,
+                    default="immediately",
+                ),
+                "maxBodyBytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 16 * 1024 * 1024,
+                    "default": 1024 * 1024,
+                    "title": "Largest body",
+                    "description": "Bytes; a larger request gets 413.",
+                },
+            }
+        ),
+        execute=webhook.webhook,
+    )
+
+
+def _respond_to_webhook() -> NodeType:
+    pair = _object(
+        {"name": _text("Name", "Header name."), "value": _any_value("Value", "Header value.")},
+        required=("name",),
+    )
+    return NodeType(
+        name=webhook.RESPOND,
+        version=1,
+        display_name="Respond to Webhook",
+        description="Answers the request that started the run (Webhook trigger in "
+        "respond_node mode).",
+        group=NodeGroup.FLOW,
+        parameters_schema=_parameters(
+            {
+                "status": _number_or_expression(
+                    "Status", "HTTP status, 100-599.", integer=True, minimum=100, default=200
+                ),
+                "headers": _list("Headers", "Response headers.", pair, maxItems=50),
+                "body": _any_value(
+                    "Body", "What to send as JSON; the incoming items when left out."
+                ),
+            }
+        ),
+        execute=webhook.respond_to_webhook,
+    )
+
+
 def node_types() -> list[NodeType]:
     """Every built-in node type (the `builtin` entry point of `loom.node_types`)."""
     return [
@@ -726,4 +801,6 @@ def node_types() -> list[NodeType]:
         _stop_and_error(),
         _wait(),
         _http_request(),
+        _webhook(),
+        _respond_to_webhook(),
     ]

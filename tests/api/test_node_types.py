@@ -23,6 +23,8 @@ BUILTINS = {
     "stop_and_error",
     "wait",
     "http_request",
+    "webhook",
+    "respond_to_webhook",
 }
 
 NODE_TYPE_FIELDS = """

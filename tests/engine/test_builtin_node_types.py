@@ -109,10 +109,23 @@ TYPICAL: list[tuple[str, dict[str, Any]]] = [
             "retry": {"maxAttempts": 5, "backoffSeconds": 0.5},
         },
     ),
+    ("webhook", {"path": "orders/new", "methods": ["POST", "PUT"], "responseMode": "last_node"}),
+    (
+        "respond_to_webhook",
+        {
+            "status": 201,
+            "headers": [{"name": "Location", "value": "/orders/{{ $json.id }}"}],
+            "body": {"id": "{{ $json.id }}"},
+        },
+    ),
 ]
 
 # Common mistakes, each with the parameter field the problem must point at.
 MISTAKES: list[tuple[str, dict[str, Any], str]] = [
+    ("webhook", {"path": "/../etc"}, "parameters.path"),
+    ("webhook", {"methods": []}, "parameters.methods"),
+    ("webhook", {"responseMode": "later"}, "parameters.responseMode"),
+    ("respond_to_webhook", {"status": 42}, "parameters.status"),
     ("http_request", {}, "parameters.url"),
     ("http_request", {"url": "https://x", "method": "FETCH"}, "parameters.method"),
     ("http_request", {"url": "https://x", "maxRedirects": 9}, "parameters.maxRedirects"),
@@ -183,6 +196,8 @@ def test_every_builtin_is_there_in_version_1() -> None:
         "stop_and_error",
         "wait",
         "http_request",
+        "webhook",
+        "respond_to_webhook",
     }
     assert all(node_type.version == 1 for node_type in BUILTINS.values())
     assert len(node_types()) == len(BUILTINS)
@@ -259,7 +274,10 @@ def test_ports() -> None:
 def test_groups() -> None:
     assert BUILTINS["manual_trigger"].group is NodeGroup.TRIGGER
     assert BUILTINS["manual_trigger"].is_trigger
-    assert not any(t.is_trigger for name, t in BUILTINS.items() if name != "manual_trigger")
+    triggers = {"manual_trigger", "webhook"}
+    assert all(BUILTINS[name].is_trigger for name in triggers)
+    assert not any(t.is_trigger for name, t in BUILTINS.items() if name not in triggers)
+    assert BUILTINS["http_request"].group is NodeGroup.ACTION
     assert BUILTINS["set"].group is NodeGroup.TRANSFORM
     assert BUILTINS["if"].group is NodeGroup.FLOW
 

@@ -1,0 +1,290 @@
+"""`/webhook/{path}`: requests that start runs of active workflows' webhook triggers.
+
+The request becomes the run's first item (`body`, `query`, `headers`, `method`, `path`). The
+answer depends on the trigger's response mode: at once (202 with the execution id), when the
+run ends (the items of the last node that produced data), or what a Respond to Webhook node
+says. Waiting uses the process's live events (in distributed mode they come from the workers
+through Redis) and reads the result from the database. An `Idempotency-Key` header answers
+with the first run for that key instead of starting another.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from engine.nodes.base import CredentialProvider
+from engine.states import ExecutionStatus
+from resolvers.context import Services
+from resolvers.executions import submit
+from storage import executions, webhooks, workflows
+from storage.models import Execution, NodeRun
+from storage.webhooks import Route
+
+logger = logging.getLogger("loom.webhooks")
+
+T = TypeVar("T")
+MAX_IDEMPOTENCY_KEY = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    id: str
+    version: int
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _error(http_status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=http_status)
+
+
+class WebhookEndpoint:
+    """The ASGI endpoint for `/webhook/{path}`."""
+
+    def __init__(
+        self, services: Services, credentials: CredentialProvider | None, timeout_s: float
+    ) -> None:
+        self.services = services
+        self.credentials = credentials
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        response = await self.handle(request)
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path_params["path"].strip("/")
+        database = self.services.database
+        async with database.session() as session:
+            route = await webhooks.lookup(session, request.method, path)
+        if route is None:
+            return _error(404, f"no active webhook for {request.method} /webhook/{path}")
+        refused = await self._authenticate(request, route)
+        if refused is not None:
+            return refused
+        limit = int(route.parameters.get("maxBodyBytes") or 1024 * 1024)
+        try:
+            raw = await _read(request, limit)
+        except _TooLarge:
+            return _error(413, f"the body is larger than {limit} bytes")
+        except ClientDisconnect:
+            return Response(status_code=400)
+        item = {
+            "body": _body(raw, request.headers.get("content-type", "")),
+            "query": dict(request.query_params),
+            "headers": dict(request.headers),
+            "method": request.method,
+            "path": path,
+        }
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            return _error(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+        execution = await self._start(route, item, None if key is None else f"webhook:{key}")
+        if execution is None:
+            return _error(404, f"no active webhook for {request.method} /webhook/{path}")
+        mode = route.parameters.get("responseMode", "immediately")
+        if mode == "last_node":
+            return await self._when_finished(execution.id)
+        if mode == "respond_node":
+            return await self._when_responded(execution.id, route)
+        return JSONResponse({"executionId": execution.id}, status_code=202)
+
+    async def _authenticate(self, request: Request, route: Route) -> Response | None:
+        if not route.credentials:
+            return None
+        ((kind, credential_id),) = list(route.credentials.items())[:1]
+        if self.credentials is None:
+            return _error(500, "credentials are not available on this server")
+        try:
+            fields = await self.credentials.fields(route.workspace_id, kind, credential_id)
+        except LookupError:
+            logger.warning("webhook of workflow %s: its credential is gone", route.workflow_id)
+            return _error(500, "the webhook's credential is missing")
+        if kind == "api_key_header":
+            given = request.headers.get(fields["headerName"], "")
+            if hmac.compare_digest(given.encode(), str(fields["apiKey"]).encode()):
+                return None
+            return _error(401, "authentication required")
+        if kind == "basic_auth":
+            expected = f"{fields.get('username', '')}:{fields['password']}".encode()
+            header = request.headers.get("authorization", "")
+            scheme, _, value = header.partition(" ")
+            try:
+                given_pair = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                given_pair = b""
+            if scheme.lower() == "basic" and hmac.compare_digest(given_pair, expected):
+                return None
+            return JSONResponse(
+                {"error": "authentication required"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="loom"'},
+            )
+        return _error(500, f"credential kind {kind!r} cannot guard a webhook")
+
+    async def _start(self, route: Route, item: dict[str, Any], key: str | None) -> Execution | None:
+        database = self.services.database
+        try:
+            async with database.transaction() as session:
+                if key is not None:
+                    existing = await executions.find_by_idempotency_key(
+                        session, route.workflow_id, key
+                    )
+                    if existing is not None:
+                        return existing
+                head = await workflows.get_workflow_head(
+                    session, route.workflow_id, [route.workspace_id]
+                )
+                if head is None:
+                    return None
+                execution = await executions.create_execution(
+                    session,
+                    workflow=head,
+                    snapshot=_Snapshot(route.workflow_version_id, route.workflow_version),
+                    mode="webhook",
+                    input=item,
+                    created_by=None,
+                    idempotency_key=key,
+                    start_node_id=route.node_id,
+                )
+        except IntegrityError:
+            async with database.session() as session:
+                return await executions.find_by_idempotency_key(
+                    session, route.workflow_id, key or ""
+                )
+        await submit(self.services, execution)
+        return execution
+
+    async def _when_finished(self, execution_id: str) -> Response:
+        async def finished(session: AsyncSession) -> Response | None:
+            row = await executions.reload(session, execution_id)
+            if not ExecutionStatus(row.status).is_terminal:
+                return None
+            if row.status != ExecutionStatus.SUCCEEDED.value:
+                error = row.error or {}
+                return _error(
+                    500,
+                    error.get("message", f"the run ended {row.status}"),
+                    executionId=execution_id,
+                    status=row.status,
+                )
+            found = await executions.execution_payloads(session, [execution_id], executions.OUTPUT)
+            return JSONResponse(found.get(execution_id, row.output) or [])
+
+        return await self._wait(execution_id, finished)
+
+    async def _when_responded(self, execution_id: str, route: Route) -> Response:
+        async def responded(session: AsyncSession) -> Response | None:
+            runs = (await executions.node_runs(session, [execution_id])).get(execution_id, [])
+            answered = [
+                run
+                for run in runs
+                if run.node_id in route.respond_node_ids and run.status == "SUCCEEDED"
+            ]
+            if answered:
+                return await _respond_with(session, answered[0])
+            row = await executions.reload(session, execution_id)
+            if ExecutionStatus(row.status).is_terminal:
+                return _error(
+                    500,
+                    "the run ended without a Respond to Webhook node answering",
+                    executionId=execution_id,
+                    status=row.status,
+                )
+            return None
+
+        return await self._wait(execution_id, responded)
+
+    async def _wait(
+        self, execution_id: str, check: Callable[[AsyncSession], Awaitable[T | None]]
+    ) -> T | Response:
+        """`check` after each live event of the execution (and every second), until it
+        answers or the webhook times out."""
+        fanout = self.services.fanout
+        assert fanout is not None
+        stream = fanout.open(execution_id)
+        loop_time = _clock()
+        deadline = loop_time() + self.timeout_s
+        try:
+            while True:
+                stream.reset()
+                async with self.services.database.session() as session:
+                    answer = await check(session)
+                if answer is not None:
+                    return answer
+                remaining = deadline - loop_time()
+                if remaining <= 0:
+                    return _error(
+                        504,
+                        f"no answer within {self.timeout_s:g} s; the run goes on",
+                        executionId=execution_id,
+                    )
+                await stream.wait(min(remaining, 1.0))
+        finally:
+            fanout.close(stream)
+
+
+def _clock() -> Callable[[], float]:
+    import asyncio
+
+    return asyncio.get_running_loop().time
+
+
+async def _respond_with(session: AsyncSession, run: NodeRun) -> Response:
+    outputs = await executions.payloads_by_run(session, [run.id])
+    items = (outputs.get(run.id) or {}).get("main") or []
+    answer = items[0] if items else {}
+    status = answer.get("status", 200)
+    headers = {str(k): str(v) for k, v in (answer.get("headers") or {}).items()}
+    body = answer.get("body")
+    if isinstance(body, str) and "content-type" not in {k.lower() for k in headers}:
+        return Response(body, status_code=status, headers=headers, media_type="text/plain")
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _body(raw: bytes, content_type: str) -> Any:
+    if not raw:
+        return None
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/json" or kind.endswith("+json"):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode(errors="replace")
+    if kind == "application/x-www-form-urlencoded":
+        from urllib.parse import parse_qsl
+
+        return dict(parse_qsl(raw.decode(errors="replace")))
+    return raw.decode(errors="replace")

@@ -1,0 +1,222 @@
+"""Webhook triggers over real HTTP (embedded mode): routes follow activation, the three
+response modes, Idempotency-Key, authentication, body limits and path conflicts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.nodes.webhook import webhook_path
+from server.app import create_app
+from tests.api.test_credentials import create as create_credential
+from tests.api.test_executions import create
+from tests.conftest import Caller
+from tests.factories import edge, node
+from tests.live import serve
+
+PROBLEMS = "... on ValidationError { problems { code field nodeId message } }"
+PUBLISH = f"""
+mutation($id: ID!, $v: Int!) {{ publishWorkflow(id: $id, expectedVersion: $v) {{
+  __typename ... on Workflow {{ version }} {PROBLEMS} }} }}
+"""
+ACTIVATE = f"""
+mutation($id: ID!, $active: Boolean!) {{ setWorkflowActive(id: $id, active: $active) {{
+  __typename ... on Workflow {{ active }} {PROBLEMS} }} }}
+"""
+
+
+@pytest.fixture
+async def app(database, settings, registry) -> Any:
+    return create_app(settings, database=database, registry=registry)
+
+
+@pytest.fixture
+async def http(app) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(app) as url:
+        base = url.replace("ws://", "http://").removesuffix("/graphql")
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            yield client
+
+
+async def activate(caller: Caller, workflow_id: str) -> dict[str, Any]:
+    published = (await caller.gql(PUBLISH, {"id": workflow_id, "v": 1}))["publishWorkflow"]
+    assert published["__typename"] == "Workflow", published
+    return dict(
+        (await caller.gql(ACTIVATE, {"id": workflow_id, "active": True}))["setWorkflowActive"]
+    )
+
+
+async def hook_workflow(
+    caller: Caller,
+    parameters: dict[str, Any],
+    after: list[dict[str, Any]] | None = None,
+    **hook: Any,
+) -> str:
+    nodes = [node("hook", "Hook", "webhook", parameters=parameters, **hook), *(after or [])]
+    edges = [edge("hook", after[0]["id"])] if after else []
+    edges += [edge(a["id"], b["id"]) for a, b in zip(after or [], (after or [])[1:], strict=False)]
+    workflow_id = await create(caller, nodes, edges)
+    result = await activate(caller, workflow_id)
+    assert result == {"__typename": "Workflow", "active": True}, result
+    return workflow_id
+
+
+async def execution_status(caller: Caller, execution_id: str) -> dict[str, Any]:
+    for _ in range(200):
+        data = await caller.gql(
+            "query($id: ID!) { execution(id: $id) { status mode input } }", {"id": execution_id}
+        )
+        if data["execution"]["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            return dict(data["execution"])
+        await asyncio.sleep(0.05)
+    raise AssertionError("execution did not finish")
+
+
+async def test_immediately_answers_202_and_the_request_is_the_item(
+    http: httpx.AsyncClient, alice: Caller
+) -> None:
+    await hook_workflow(alice, {"path": "orders", "methods": ["POST", "PUT"]})
+    response = await http.post("/webhook/orders?source=shop", json={"id": 7})
+    assert response.status_code == 202, response.text
+    execution = await execution_status(alice, response.json()["executionId"])
+    assert execution["status"] == "SUCCEEDED"
+    assert execution["mode"] == "webhook"
+    item = execution["input"]
+    assert (item["body"], item["query"], item["method"], item["path"]) == (
+        {"id": 7},
+        {"source": "shop"},
+        "POST",
+        "orders",
+    )
+    assert item["headers"]["content-type"] == "application/json"
+    assert (await http.put("/webhook/orders", content=b"plain")).status_code == 202
+    assert (await http.get("/webhook/orders")).status_code == 404  # not a configured method
+
+
+async def test_last_node_answers_with_the_runs_result(
+    http: httpx.AsyncClient, alice: Caller
+) -> None:
+    total = node(
+        "total",
+        "Total",
+        "set",
+        parameters={
+            "fields": [{"name": "total", "value": "{{ $json.body.price * $json.body.qty }}"}],
+            "keepOnlySet": True,
+        },
+    )
+    await hook_workflow(alice, {"path": "price", "responseMode": "last_node"}, [total])
+    response = await http.post("/webhook/price", json={"price": 4, "qty": 5})
+    assert response.status_code == 200, response.text
+    assert response.json() == [{"total": 20}]
+
+
+async def test_a_failed_run_answers_500_with_its_error(
+    http: httpx.AsyncClient, alice: Caller
+) -> None:
+    stop = node("stop", "Stop", "stop_and_error", parameters={"message": "no stock"})
+    await hook_workflow(alice, {"path": "fail", "responseMode": "last_node"}, [stop])
+    response = await http.post("/webhook/fail", json={})
+    assert response.status_code == 500
+    assert "no stock" in response.json()["error"]
+    assert response.json()["status"] == "FAILED"
+
+
+async def test_respond_node_sets_status_headers_and_body(
+    http: httpx.AsyncClient, alice: Caller
+) -> None:
+    respond = node(
+        "answer",
+        "Answer",
+        "respond_to_webhook",
+        parameters={
+            "status": 201,
+            "headers": [{"name": "X-Order", "value": "{{ $json.body.id }}"}],
+            "body": {"created": "{{ $json.body.id }}"},
+        },
+    )
+    after = node("after", "After", "noop")
+    await hook_workflow(alice, {"path": "create", "responseMode": "respond_node"}, [respond, after])
+    response = await http.post("/webhook/create", json={"id": 42})
+    assert response.status_code == 201, response.text
+    assert response.headers["x-order"] == "42"
+    assert response.json() == {"created": 42}
+
+
+async def test_unknown_and_inactive_paths_are_404(http: httpx.AsyncClient, alice: Caller) -> None:
+    workflow_id = await hook_workflow(alice, {"path": "soon-gone"})
+    assert (await http.post("/webhook/nothing-here")).status_code == 404
+    assert (await http.post("/webhook/soon-gone")).status_code == 202
+    await alice.gql(ACTIVATE, {"id": workflow_id, "active": False})
+    assert (await http.post("/webhook/soon-gone")).status_code == 404
+
+
+async def test_the_default_path_is_a_uuid_of_the_node(
+    http: httpx.AsyncClient, alice: Caller
+) -> None:
+    workflow_id = await hook_workflow(alice, {})
+    path = webhook_path(workflow_id, "hook", {})
+    assert len(path) == 36
+    assert (await http.post(f"/webhook/{path}")).status_code == 202
+
+
+async def test_a_path_in_use_is_refused_without_saying_whose(
+    http: httpx.AsyncClient, alice: Caller, bob: Caller, db_state: Any
+) -> None:
+    await hook_workflow(bob, {"path": "shared"})
+    workflow_id = await create(
+        alice, [node("hook", "Hook", "webhook", parameters={"path": "shared"})], []
+    )
+    await alice.gql(PUBLISH, {"id": workflow_id, "v": 1})
+    before = await db_state()
+    result = (await alice.gql(ACTIVATE, {"id": workflow_id, "active": True}))["setWorkflowActive"]
+    assert result["__typename"] == "ValidationError"
+    (problem,) = result["problems"]
+    assert (problem["code"], problem["nodeId"], problem["field"]) == (
+        "WEBHOOK_PATH_TAKEN",
+        "hook",
+        "parameters.path",
+    )
+    assert "bob" not in problem["message"]
+    assert await db_state() == before
+
+
+async def test_an_idempotency_key_answers_with_the_first_run(
+    http: httpx.AsyncClient, alice: Caller, database: Any
+) -> None:
+    await hook_workflow(alice, {"path": "once"})
+    first = await http.post("/webhook/once", json={"n": 1}, headers={"Idempotency-Key": "k-1"})
+    again = await http.post("/webhook/once", json={"n": 2}, headers={"Idempotency-Key": "k-1"})
+    other = await http.post("/webhook/once", json={"n": 3}, headers={"Idempotency-Key": "k-2"})
+    assert first.json()["executionId"] == again.json()["executionId"]
+    assert other.json()["executionId"] != first.json()["executionId"]
+
+
+async def test_bodies_over_the_limit_get_413(http: httpx.AsyncClient, alice: Caller) -> None:
+    await hook_workflow(alice, {"path": "small", "maxBodyBytes": 10})
+    assert (await http.post("/webhook/small", content=b"x" * 11)).status_code == 413
+    assert (await http.post("/webhook/small", content=b"x" * 10)).status_code == 202
+
+
+async def test_header_and_basic_authentication(http: httpx.AsyncClient, alice: Caller) -> None:
+    header = await create_credential(
+        alice,
+        name="hook key",
+        kind="api_key_header",
+        data={"headerName": "X-Hook-Key", "apiKey": "k3y"},
+    )
+    await hook_workflow(alice, {"path": "guarded"}, credentials={"api_key_header": header["id"]})
+    assert (await http.post("/webhook/guarded")).status_code == 401
+    assert (await http.post("/webhook/guarded", headers={"X-Hook-Key": "nope"})).status_code == 401
+    assert (await http.post("/webhook/guarded", headers={"X-Hook-Key": "k3y"})).status_code == 202
+    basic = await create_credential(
+        alice, name="hook basic", kind="basic_auth", data={"username": "u", "password": "p4ss"}
+    )
+    await hook_workflow(alice, {"path": "basic"}, credentials={"basic_auth": basic["id"]})
+    refused = await http.post("/webhook/basic", auth=("u", "wrong"))
+    assert refused.status_code == 401 and "Basic" in refused.headers["www-authenticate"]
+    assert (await http.post("/webhook/basic", auth=("u", "p4ss"))).status_code == 202
