@@ -5,9 +5,11 @@ the database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -40,6 +42,25 @@ def event(execution_id: str, sequence: int, type: EventType = EventType.NODE_STA
     )
 
 
+@contextlib.asynccontextmanager
+async def reading(
+    redis: Redis, redis_url: str, fanout: EventFanout, block_ms: int = 200, **client: Any
+) -> AsyncIterator[tuple[str, RedisEventReader]]:
+    """A reader on a fresh stream, running until the block ends; yields the stream's name."""
+    stream_name = f"loom:test-events:{uuid.uuid4().hex}"
+    reader_redis = Redis.from_url(redis_url, **client)
+    reader = RedisEventReader(reader_redis, fanout, stream=stream_name, block_ms=block_ms)
+    task = asyncio.create_task(reader.run_forever())
+    try:
+        await asyncio.wait_for(reader.ready.wait(), 5)
+        yield stream_name, reader
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await reader_redis.aclose()
+        await redis.delete(stream_name)
+
+
 async def _until(condition: object, within_s: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + within_s
     while not condition():  # type: ignore[operator]
@@ -50,46 +71,36 @@ async def _until(condition: object, within_s: float = 5.0) -> None:
 async def test_published_events_and_wakes_reach_another_process_in_order(
     redis: Redis, redis_url: str
 ) -> None:
-    stream_name = f"loom:test-events:{uuid.uuid4().hex}"
     fanout = EventFanout()
-    reader_redis = Redis.from_url(redis_url)
-    reader = RedisEventReader(reader_redis, fanout, stream=stream_name, block_ms=200)
-    reading = asyncio.create_task(reader.run_forever())
-    publisher = RedisEventPublisher(redis, stream=stream_name)
-    publisher.start()
-    try:
-        await asyncio.wait_for(reader.ready.wait(), 5)
-        stream = fanout.open("x1")
-        other = fanout.open("x2")
-        sent = [event("x1", sequence) for sequence in range(1, 51)]
-        for start in range(0, 50, 7):
-            publisher.publish(sent[start : start + 7])
-            await asyncio.sleep(0)
-        publisher.wake(["x2"])
-        await _until(lambda: len(stream.items) == 50 and other.woken)
-        received = list(stream.items)
-        assert [e.sequence for e in received] == list(range(1, 51))
-        assert received[0].to_json() == sent[0].to_json()
-        assert not other.items
-    finally:
-        await publisher.stop()
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
-        await reader_redis.aclose()
-        await redis.delete(stream_name)
+    async with reading(redis, redis_url, fanout) as (stream_name, _):
+        publisher = RedisEventPublisher(redis, stream=stream_name)
+        publisher.start()
+        try:
+            stream = fanout.open("x1")
+            other = fanout.open("x2")
+            sent = [event("x1", sequence) for sequence in range(1, 51)]
+            for start in range(0, 50, 7):
+                publisher.publish(sent[start : start + 7])
+                await asyncio.sleep(0)
+            publisher.wake(["x2"])
+            await _until(lambda: len(stream.items) == 50 and other.woken)
+        finally:
+            await publisher.stop()
+    received = list(stream.items)
+    assert [e.sequence for e in received] == list(range(1, 51))
+    assert received[0].to_json() == sent[0].to_json()
+    assert not other.items
 
 
 async def test_a_reader_that_lost_redis_wakes_every_subscriber(
     redis: Redis, redis_url: str
 ) -> None:
-    stream_name = f"loom:test-events:{uuid.uuid4().hex}"
     fanout = EventFanout()
     name = f"loom-test-reader-{uuid.uuid4().hex[:8]}"
-    reader_redis = Redis.from_url(redis_url, client_name=name)
-    reader = RedisEventReader(reader_redis, fanout, stream=stream_name, block_ms=5000)
-    reading = asyncio.create_task(reader.run_forever())
-    try:
-        await asyncio.wait_for(reader.ready.wait(), 5)
+    async with reading(redis, redis_url, fanout, block_ms=5000, client_name=name) as (
+        stream_name,
+        _,
+    ):
         stream = fanout.open("x1")
         await asyncio.sleep(0.1)  # blocked in XREAD
         # The reader's connection goes away (a Redis restart, a network cut).
@@ -103,63 +114,42 @@ async def test_a_reader_that_lost_redis_wakes_every_subscriber(
         publisher.publish([event("x1", 1)])
         await _until(lambda: len(stream.items) == 1)
         await publisher.stop()
-    finally:
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
-        await reader_redis.aclose()
-        await redis.delete(stream_name)
 
 
 async def test_a_malformed_entry_does_not_stop_the_reader(redis: Redis, redis_url: str) -> None:
-    stream_name = f"loom:test-events:{uuid.uuid4().hex}"
     fanout = EventFanout()
-    reader_redis = Redis.from_url(redis_url)
-    reader = RedisEventReader(reader_redis, fanout, stream=stream_name, block_ms=200)
-    reading = asyncio.create_task(reader.run_forever())
-    publisher = RedisEventPublisher(redis, stream=stream_name)
-    try:
-        await asyncio.wait_for(reader.ready.wait(), 5)
-        stream = fanout.open("x1")
-        for garbage in (b"not json", b"[1]", b'{"events": [], "wake": [1, {"a": 2}]}'):
-            await redis.xadd(stream_name, {"m": garbage})
-        await redis.xadd(stream_name, {"other": b"field"})
-        publisher.start()
-        publisher.publish([event("x1", 1)])
-        await _until(lambda: len(stream.items) == 1)
-        assert reader.entries == 5
-    finally:
-        await publisher.stop()
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
-        await reader_redis.aclose()
-        await redis.delete(stream_name)
+    async with reading(redis, redis_url, fanout) as (stream_name, reader):
+        publisher = RedisEventPublisher(redis, stream=stream_name)
+        try:
+            stream = fanout.open("x1")
+            for garbage in (b"not json", b"[1]", b'{"events": [], "wake": [1, {"a": 2}]}'):
+                await redis.xadd(stream_name, {"m": garbage})
+            await redis.xadd(stream_name, {"other": b"field"})
+            publisher.start()
+            publisher.publish([event("x1", 1)])
+            await _until(lambda: len(stream.items) == 1)
+            assert reader.entries == 5
+        finally:
+            await publisher.stop()
 
 
 async def test_events_a_publisher_could_not_send_become_wake_ups(
     redis: Redis, redis_url: str
 ) -> None:
-    stream_name = f"loom:test-events:{uuid.uuid4().hex}"
     fanout = EventFanout()
-    reader_redis = Redis.from_url(redis_url)
-    reader = RedisEventReader(reader_redis, fanout, stream=stream_name, block_ms=200)
-    reading = asyncio.create_task(reader.run_forever())
-    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-    publisher = RedisEventPublisher(unreachable, stream=stream_name)
-    publisher.start()
-    try:
-        await asyncio.wait_for(reader.ready.wait(), 5)
-        stream = fanout.open("x1")
-        publisher.publish([event("x1", 1), event("x1", 2)])
-        await _until(lambda: publisher.dropped == 2)
-        # Redis is back: the subscribers of what was dropped read it from the database.
-        publisher.redis = redis
-        publisher.wake([])
-        await _until(lambda: stream.woken, within_s=10)
-        assert not stream.items
-    finally:
-        await publisher.stop()
-        await unreachable.aclose()
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
-        await reader_redis.aclose()
-        await redis.delete(stream_name)
+    async with reading(redis, redis_url, fanout) as (stream_name, _):
+        unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+        publisher = RedisEventPublisher(unreachable, stream=stream_name)
+        publisher.start()
+        try:
+            stream = fanout.open("x1")
+            publisher.publish([event("x1", 1), event("x1", 2)])
+            await _until(lambda: publisher.dropped == 2)
+            # Redis is back: the subscribers of what was dropped read it from the database.
+            publisher.redis = redis
+            publisher.wake([])
+            await _until(lambda: stream.woken, within_s=10)
+            assert not stream.items
+        finally:
+            await publisher.stop()
+            await unreachable.aclose()
