@@ -12,8 +12,10 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from strawberry.scalars import JSON
 
+from engine.bus import EventPublisher
 from engine.graph import Graph
 from engine.plan import PlanError, compile_plan
+from engine.submitter import Submitter
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context, Services
@@ -22,6 +24,7 @@ from resolvers.workflows import validation_error
 from schema import execution_types as xtypes
 from schema import results
 from storage import executions, queueing, workflows
+from storage.db import Database
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
 
@@ -87,19 +90,27 @@ async def _submit(info: Info, execution: Execution) -> None:
 
 
 async def submit(services: Services, execution: Execution) -> None:
+    if services.submitter is None:
+        raise RuntimeError("no submitter configured: executions cannot run in this process")
+    await submit_to(services.database, services.submitter, services.publisher, execution)
+
+
+async def submit_to(
+    database: Database,
+    submitter: Submitter,
+    publisher: EventPublisher | None,
+    execution: Execution,
+) -> None:
     """Hand the committed execution to the submitter, or, when its workflow limits concurrent
     executions, whatever the limit admits now (FIFO). If the queue cannot be reached the
     execution stays QUEUED in the database and the sweeper enqueues it later."""
-    if services.publisher is not None:
-        services.publisher.wake([execution.id])  # a new execution, for executionUpdates
-    submitter = services.submitter
-    if submitter is None:
-        raise RuntimeError("no submitter configured: executions cannot run in this process")
+    if publisher is not None:
+        publisher.wake([execution.id])  # a new execution, for executionUpdates
     try:
         if execution.admitted_at is not None:
             await submitter.submit(execution.id, execution.lease_generation)
             return
-        for due in await queueing.admit(services.database, execution.workflow_id):
+        for due in await queueing.admit(database, execution.workflow_id):
             await submitter.submit(due.execution_id, due.generation)
     except (ConnectionError, OSError, RedisError):
         logger.exception("execution %s: queue unreachable; the sweeper enqueues it", execution.id)

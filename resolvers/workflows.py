@@ -24,8 +24,9 @@ from resolvers.graph_input import (
 )
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from schema import inputs, results, types
-from storage import credentials, errors, webhooks, workflows
+from storage import credentials, errors, schedules, webhooks, workflows
 from storage.models import Workflow
+from storage.types import utcnow
 
 Info = strawberry.Info[Context, None]
 
@@ -415,9 +416,11 @@ async def publish_workflow(
             except errors.NotFoundError:  # deleted concurrently
                 return _not_found(str(id))
             if row.active:
-                await _route_webhooks(session, row)
+                await _route_triggers(session, row)
     except webhooks.PathTakenError as exc:  # rolled back: not published
         return _path_taken(exc)
+    except schedules.InvalidScheduleError as exc:
+        return _invalid_schedule(exc)
     return mapping.workflow(row)
 
 
@@ -446,22 +449,37 @@ async def set_workflow_active(
                 row = await workflows.set_active(session, str(id), viewer.workspace_ids, active)
             except errors.NotFoundError:  # deleted concurrently
                 return _not_found(str(id))
-            await _route_webhooks(session, row)
+            await _route_triggers(session, row)
     except webhooks.PathTakenError as exc:  # rolled back: nothing changed
         return _path_taken(exc)
+    except schedules.InvalidScheduleError as exc:
+        return _invalid_schedule(exc)
     return mapping.workflow(row)
 
 
-async def _route_webhooks(session: AsyncSession, workflow: Workflow) -> None:
-    """The webhook routes of an active workflow follow its published version."""
+async def _route_triggers(session: AsyncSession, workflow: Workflow) -> None:
+    """The webhook routes and schedules of an active workflow follow its published version."""
     if not workflow.active or workflow.published_version is None:
         await webhooks.unregister(session, workflow.id)
+        await schedules.unregister(session, workflow.id)
         return
     version = await workflows.get_version(
         session, workflow.id, workflow.published_version, [workflow.workspace_id]
     )
     if version is not None:
         await webhooks.register(session, workflow, version)
+        await schedules.register(session, workflow, version, utcnow())
+
+
+def _invalid_schedule(exc: schedules.InvalidScheduleError) -> results.ValidationError:
+    problem = Problem(
+        code="INVALID_SCHEDULE",
+        message=str(exc),
+        node_id=exc.node_id,
+        field=f"parameters.{exc.parameter}",
+        severity=Severity.STRUCTURAL,
+    )
+    return validation_error([problem])
 
 
 def _path_taken(exc: webhooks.PathTakenError) -> results.ValidationError:

@@ -27,9 +27,11 @@ from engine.validation import GraphLimits
 from resolvers import mapping
 from resolvers.auth import Authenticator
 from resolvers.context import Services
+from resolvers.executions import submit
 from schema.root import build_schema
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
+from server.scheduler import run_scheduler
 from server.settings import Settings
 from server.webhooks import WebhookEndpoint
 from server.worker import after_run, require_distributed_settings
@@ -162,9 +164,11 @@ def create_app(
             status_code=200 if ready else 503,
         )
 
+    scheduling: asyncio.Task[None] | None = None
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        nonlocal reading
+        nonlocal reading, scheduling
         if reader is not None and publisher is not None:
             publisher.start()
             reading = asyncio.create_task(reader.run_forever(), name="live event reader")
@@ -185,9 +189,18 @@ def create_app(
                     await submitter.submit(due.execution_id, due.generation)
             if interrupted:
                 logger.info("resuming %d interrupted executions", len(interrupted))
+            # Schedules fire here in embedded mode (in the workers in distributed mode).
+            scheduling = asyncio.create_task(
+                run_scheduler(database, lambda execution: submit(services, execution)),
+                name="scheduler",
+            )
         try:
             yield
         finally:
+            if scheduling is not None:
+                scheduling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduling
             if isinstance(submitter, InProcessSubmitter) and writer is not None:
                 await submitter.close()
                 await writer.stop()

@@ -29,6 +29,8 @@ from engine.redis_bus import RedisEventPublisher
 from engine.runner import ExecutionRunner, LoadedExecution
 from engine.states import ExecutionStatus
 from engine.submitter import Submitter
+from resolvers.executions import submit_to
+from server.scheduler import run_scheduler
 from server.settings import Settings
 from storage import queueing
 from storage.db import Database
@@ -138,6 +140,13 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         asyncio.create_task(worker.main(), name="arq worker"),
         asyncio.create_task(sweeper.run_forever(), name="sweeper"),
         asyncio.create_task(listen_for_cancels(redis, runner), name="cancel listener"),
+        asyncio.create_task(
+            run_scheduler(
+                database,
+                lambda execution: submit_to(database, submitter, publisher, execution),
+            ),
+            name="scheduler",
+        ),
     ]
     logger.info(
         "worker %s: concurrency %d, lease %.0f s", owner, concurrency, settings.lease_seconds

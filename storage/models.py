@@ -397,6 +397,50 @@ class WebhookRoute(SQLModel, table=True):
     __table_args__ = (Index("ix_webhook_routes_workflow", "workflow_id"),)
 
 
+class ScheduleRow(SQLModel, table=True):
+    """An active workflow's schedule trigger and when it fires next (UTC)."""
+
+    __tablename__ = "schedules"
+
+    workflow_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    node_id: str = Field(sa_column=Column(String(255), primary_key=True))
+    workflow_version_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workflow_versions.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    workflow_version: int
+    spec: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    next_at: datetime = Field(sa_type=UTCDateTime)
+
+    __table_args__ = (Index("ix_schedules_next_at", "next_at"),)
+
+
+class ScheduleTick(SQLModel, table=True):
+    """One row per schedule and instant that fired: the key that makes a tick run once,
+    however many processes schedule."""
+
+    __tablename__ = "schedule_ticks"
+
+    workflow_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    node_id: str = Field(sa_column=Column(String(255), primary_key=True))
+    scheduled_at: datetime = Field(sa_column=Column(UTCDateTime, primary_key=True))
+    execution_id: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(36), ForeignKey("executions.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
+
+
 class LockAnchor(SQLModel, table=True):
     """A single row that SQLite writers touch to take the database write lock."""
 

@@ -757,6 +757,58 @@ def _webhook() -> NodeType:
     )
 
 
+def _schedule() -> NodeType:
+    return NodeType(
+        name="schedule",
+        version=1,
+        display_name="Schedule",
+        description="Starts the workflow (its published version, while active) on a cron "
+        "schedule in a timezone, or every so many seconds. Each tick runs once, however many "
+        "processes run; the item is {scheduledAt, timezone}.",
+        group=NodeGroup.TRIGGER,
+        inputs=(),
+        parameters_schema=_parameters(
+            {
+                "mode": _choice(
+                    "Mode",
+                    "cron: a cron expression. interval: every so many seconds.",
+                    ("cron", "interval"),
+                    default="cron",
+                ),
+                "cron": _text(
+                    "Cron",
+                    "Five fields: minute hour day-of-month month day-of-week, e.g. "
+                    "'0 9 * * 1-5' for 09:00 on weekdays.",
+                    maxLength=200,
+                ),
+                "timezone": _text(
+                    "Timezone",
+                    "IANA name such as Europe/Paris; UTC by default. Daylight "
+                    "saving: a skipped local time runs right after the jump, a repeated one "
+                    "runs once.",
+                    maxLength=64,
+                    default="UTC",
+                ),
+                "intervalSeconds": {
+                    "type": "number",
+                    "minimum": 1,
+                    "title": "Every (seconds)",
+                    "description": "For interval mode: seconds between runs.",
+                },
+                "missed": _choice(
+                    "After downtime",
+                    "skip: ticks missed while no process ran are skipped. run_once: the "
+                    "latest missed tick runs once.",
+                    ("skip", "run_once"),
+                    default="skip",
+                ),
+            },
+            **_when("mode", "interval", ("intervalSeconds",), otherwise=("cron",)),
+        ),
+        execute=flow.manual_trigger,
+    )
+
+
 def _respond_to_webhook() -> NodeType:
     pair = _object(
         {"name": _text("Name", "Header name."), "value": _any_value("Value", "Header value.")},
@@ -803,4 +855,5 @@ def node_types() -> list[NodeType]:
         _http_request(),
         _webhook(),
         _respond_to_webhook(),
+        _schedule(),
     ]

@@ -25,6 +25,7 @@ BUILTINS = {
     "http_request",
     "webhook",
     "respond_to_webhook",
+    "schedule",
 }
 
 NODE_TYPE_FIELDS = """

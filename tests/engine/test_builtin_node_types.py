@@ -110,6 +110,8 @@ TYPICAL: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     ("webhook", {"path": "orders/new", "methods": ["POST", "PUT"], "responseMode": "last_node"}),
+    ("schedule", {"cron": "0 9 * * 1-5", "timezone": "Europe/Paris", "missed": "run_once"}),
+    ("schedule", {"mode": "interval", "intervalSeconds": 300}),
     (
         "respond_to_webhook",
         {
@@ -123,6 +125,8 @@ TYPICAL: list[tuple[str, dict[str, Any]]] = [
 # Common mistakes, each with the parameter field the problem must point at.
 MISTAKES: list[tuple[str, dict[str, Any], str]] = [
     ("webhook", {"path": "/../etc"}, "parameters.path"),
+    ("schedule", {"mode": "interval"}, "parameters.intervalSeconds"),
+    ("schedule", {"missed": "later", "cron": "* * * * *"}, "parameters.missed"),
     ("webhook", {"methods": []}, "parameters.methods"),
     ("webhook", {"responseMode": "later"}, "parameters.responseMode"),
     ("respond_to_webhook", {"status": 42}, "parameters.status"),
@@ -198,6 +202,7 @@ def test_every_builtin_is_there_in_version_1() -> None:
         "http_request",
         "webhook",
         "respond_to_webhook",
+        "schedule",
     }
     assert all(node_type.version == 1 for node_type in BUILTINS.values())
     assert len(node_types()) == len(BUILTINS)
@@ -274,7 +279,7 @@ def test_ports() -> None:
 def test_groups() -> None:
     assert BUILTINS["manual_trigger"].group is NodeGroup.TRIGGER
     assert BUILTINS["manual_trigger"].is_trigger
-    triggers = {"manual_trigger", "webhook"}
+    triggers = {"manual_trigger", "webhook", "schedule"}
     assert all(BUILTINS[name].is_trigger for name in triggers)
     assert not any(t.is_trigger for name, t in BUILTINS.items() if name not in triggers)
     assert BUILTINS["http_request"].group is NodeGroup.ACTION

@@ -1,0 +1,137 @@
+"""Schedule triggers: registered when a workflow is activated, fired by any process.
+
+Every process that schedules (embedded `loom serve`, each `loom worker`) calls `fire_due`
+about once a second. A tick runs exactly once however many do: firing inserts the row
+(workflow, node, instant) of `schedule_ticks`, whose primary key lets only one process
+succeed, in the same transaction as the execution it creates and the schedule's next time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.schedule import Schedule, ScheduleError
+from storage import executions, workflows
+from storage.db import Database
+from storage.errors import StorageError
+from storage.models import Execution, ScheduleRow, ScheduleTick, Workflow, WorkflowVersion
+
+SCHEDULE = "schedule"
+# A tick later than this is "missed" (the processes were down): the schedule's `missed`
+# policy says whether it runs once now or is skipped.
+MISSED_AFTER = timedelta(seconds=60)
+
+
+class InvalidScheduleError(StorageError):
+    def __init__(self, node_id: str, error: ScheduleError) -> None:
+        super().__init__(str(error))
+        self.node_id = node_id
+        self.parameter = error.parameter
+
+
+async def register(
+    session: AsyncSession, workflow: Workflow, version: WorkflowVersion, now: datetime
+) -> None:
+    """Schedule the schedule triggers of `version` (replacing the workflow's earlier ones),
+    each first firing at its next time after `now`."""
+    await unregister(session, workflow.id)
+    for node in version.nodes:
+        if node.get("type") != SCHEDULE or node.get("disabled"):
+            continue
+        try:
+            schedule = Schedule.from_parameters(dict(node.get("parameters") or {}))
+        except ScheduleError as exc:
+            raise InvalidScheduleError(node["id"], exc) from exc
+        session.add(
+            ScheduleRow(
+                workflow_id=workflow.id,
+                node_id=node["id"],
+                workflow_version_id=version.id,
+                workflow_version=version.version,
+                spec=schedule.to_json(),
+                next_at=schedule.next_after(now),
+            )
+        )
+    await session.flush()
+
+
+async def unregister(session: AsyncSession, workflow_id: str) -> None:
+    await session.exec(delete(ScheduleRow).where(col(ScheduleRow.workflow_id) == workflow_id))
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    id: str
+    version: int
+
+
+async def fire_due(database: Database, now: datetime, limit: int = 100) -> list[Execution]:
+    """Fire the schedules due at `now`; returns the executions created (to be submitted)."""
+    async with database.session() as session:
+        due = (
+            await session.exec(
+                select(ScheduleRow)
+                .where(col(ScheduleRow.next_at) <= now)
+                .order_by(col(ScheduleRow.next_at))
+                .limit(limit)
+            )
+        ).all()
+    created = []
+    for row in due:
+        try:
+            async with database.transaction() as session:
+                execution = await _fire(session, row.workflow_id, row.node_id, row.next_at, now)
+        except IntegrityError:
+            continue  # another process fired this tick
+        if execution is not None:
+            created.append(execution)
+    return created
+
+
+async def _fire(
+    session: AsyncSession, workflow_id: str, node_id: str, seen_at: datetime, now: datetime
+) -> Execution | None:
+    row = await session.get(ScheduleRow, (workflow_id, node_id))
+    if row is None or row.next_at != seen_at:
+        return None  # deactivated, or fired by another process meanwhile
+    schedule = Schedule.from_json(row.spec)
+    instant = row.next_at
+    if now - instant > MISSED_AFTER:
+        if schedule.missed == "skip":
+            row.next_at = schedule.next_after(now)
+            session.add(row)
+            return None
+        instant = schedule.latest_at_or_before(now, instant)
+    session.add(ScheduleTick(workflow_id=workflow_id, node_id=node_id, scheduled_at=instant))
+    await session.flush()  # IntegrityError: this tick has fired elsewhere
+    # A tick a little late (the process was busy) is followed by the next one on time; after
+    # a missed stretch (`run_once`), `instant` is the latest one, so the next is after now.
+    row.next_at = schedule.next_after(instant)
+    session.add(row)
+    workflow = await session.get(Workflow, workflow_id)
+    if workflow is None or not workflow.active:
+        return None
+    head = await workflows.get_workflow_head(session, workflow_id, [workflow.workspace_id])
+    assert head is not None
+    item: dict[str, Any] = {"scheduledAt": instant.isoformat(), "timezone": schedule.timezone}
+    execution = await executions.create_execution(
+        session,
+        workflow=head,
+        snapshot=_Snapshot(row.workflow_version_id, row.workflow_version),
+        mode="schedule",
+        input=item,
+        created_by=None,
+        start_node_id=node_id,
+    )
+    tick = await session.get(ScheduleTick, (workflow_id, node_id, instant))
+    assert tick is not None
+    tick.execution_id = execution.id
+    session.add(tick)
+    return execution
