@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 from engine.events import Event
 from engine.node_types import NodeType as EngineNodeType
 from engine.node_types import NodeTypeRegistry
+from engine.nodes.webhook import WEBHOOK, webhook_methods, webhook_path
 from schema import execution_types as xtypes
 from schema import types
 from schema.sharing import Shareable
@@ -88,8 +89,20 @@ def workflow(row: models.Workflow) -> types.Workflow:
         settings=_json(row.settings),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        webhooks=[_webhook(row.id, data) for data in row.nodes if data.get("type") == WEBHOOK],
         workspace_id=row.workspace_id,
         created_by_id=row.created_by,
+    )
+
+
+def _webhook(workflow_id: str, data: dict[str, Any]) -> types.WebhookEndpoint:
+    parameters = dict(data.get("parameters") or {})
+    path = webhook_path(workflow_id, data["id"], parameters)
+    return types.WebhookEndpoint(
+        node_id=strawberry.ID(data["id"]),
+        path=path,
+        url_path=f"/webhook/{path}",
+        methods=webhook_methods(parameters),
     )
 
 

@@ -158,6 +158,10 @@ class Workflow:
     )
     created_at: datetime = strawberry.field(description="When the workflow was created.")
     updated_at: datetime = strawberry.field(description="When the workflow last changed.")
+    webhooks: list[WebhookEndpoint] = strawberry.field(
+        description="Where the draft's webhook triggers answer once the workflow is published "
+        "and active."
+    )
     workspace_id: strawberry.Private[str]
     created_by_id: strawberry.Private[str | None]
 
@@ -267,6 +271,14 @@ class CredentialKind:
         description="JSON Schema of its fields; secrets are marked `writeOnly`."
     )
     secret_fields: list[str] = strawberry.field(description="Fields that are secrets.")
+
+
+@strawberry.type(description="Where a webhook trigger answers.")
+class WebhookEndpoint:
+    node_id: strawberry.ID = strawberry.field(description="The webhook trigger node.")
+    path: str = strawberry.field(description="The path after /webhook/.")
+    url_path: str = strawberry.field(description="The URL path: /webhook/{path}.")
+    methods: list[str] = strawberry.field(description="The HTTP methods it answers.")
 
 
 @strawberry.type(description="A workflow, by id and name.")

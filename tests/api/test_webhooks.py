@@ -155,13 +155,24 @@ async def test_unknown_and_inactive_paths_are_404(http: httpx.AsyncClient, alice
     assert (await http.post("/webhook/soon-gone")).status_code == 404
 
 
-async def test_the_default_path_is_a_uuid_of_the_node(
+async def test_the_default_path_is_a_uuid_of_the_node_and_the_api_shows_it(
     http: httpx.AsyncClient, alice: Caller
 ) -> None:
-    workflow_id = await hook_workflow(alice, {})
+    workflow_id = await hook_workflow(alice, {"methods": ["PUT", "POST"]})
+    data = await alice.gql(
+        "query($id: ID!) { workflow(id: $id) { webhooks { nodeId path urlPath methods } } }",
+        {"id": workflow_id},
+    )
+    (endpoint,) = data["workflow"]["webhooks"]
     path = webhook_path(workflow_id, "hook", {})
     assert len(path) == 36
-    assert (await http.post(f"/webhook/{path}")).status_code == 202
+    assert endpoint == {
+        "nodeId": "hook",
+        "path": path,
+        "urlPath": f"/webhook/{path}",
+        "methods": ["POST", "PUT"],
+    }
+    assert (await http.put(endpoint["urlPath"])).status_code == 202
 
 
 async def test_a_path_in_use_is_refused_without_saying_whose(
