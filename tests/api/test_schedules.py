@@ -15,7 +15,7 @@ from storage.db import Database
 from storage.models import Execution, ScheduleRow, ScheduleTick
 from storage.types import utcnow
 from tests.api.test_executions import create
-from tests.api.test_webhooks import ACTIVATE, PUBLISH
+from tests.api.test_webhooks import ACTIVATE, PUBLISH, refused_activation
 from tests.conftest import Caller
 from tests.factories import edge, node
 from tests.live import serve
@@ -84,11 +84,8 @@ async def test_a_schedule_that_cannot_run_is_refused_at_activation(
     workflow_id = await create(
         alice, [node("tick", "Tick", "schedule", parameters={"cron": "not a cron"})], []
     )
-    await alice.gql(PUBLISH, {"id": workflow_id, "v": 1})
     before = await db_state()
-    result = (await alice.gql(ACTIVATE, {"id": workflow_id, "active": True}))["setWorkflowActive"]
-    assert result["__typename"] == "ValidationError"
-    (problem,) = result["problems"]
+    problem = await refused_activation(alice, workflow_id)
     assert (problem["code"], problem["nodeId"], problem["field"]) == (
         "INVALID_SCHEDULE",
         "tick",

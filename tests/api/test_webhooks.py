@@ -65,6 +65,15 @@ async def hook_workflow(
     return workflow_id
 
 
+async def refused_activation(caller: Caller, workflow_id: str) -> dict[str, Any]:
+    """Publish, then try to activate: the one problem that refuses it."""
+    await caller.gql(PUBLISH, {"id": workflow_id, "v": 1})
+    result = (await caller.gql(ACTIVATE, {"id": workflow_id, "active": True}))["setWorkflowActive"]
+    assert result["__typename"] == "ValidationError", result
+    (problem,) = result["problems"]
+    return dict(problem)
+
+
 async def execution_status(caller: Caller, execution_id: str) -> dict[str, Any]:
     for _ in range(200):
         data = await caller.gql(
@@ -182,11 +191,8 @@ async def test_a_path_in_use_is_refused_without_saying_whose(
     workflow_id = await create(
         alice, [node("hook", "Hook", "webhook", parameters={"path": "shared"})], []
     )
-    await alice.gql(PUBLISH, {"id": workflow_id, "v": 1})
     before = await db_state()
-    result = (await alice.gql(ACTIVATE, {"id": workflow_id, "active": True}))["setWorkflowActive"]
-    assert result["__typename"] == "ValidationError"
-    (problem,) = result["problems"]
+    problem = await refused_activation(alice, workflow_id)
     assert (problem["code"], problem["nodeId"], problem["field"]) == (
         "WEBHOOK_PATH_TAKEN",
         "hook",
