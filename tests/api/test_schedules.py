@@ -84,6 +84,7 @@ async def test_a_schedule_that_cannot_run_is_refused_at_activation(
     workflow_id = await create(
         alice, [node("tick", "Tick", "schedule", parameters={"cron": "not a cron"})], []
     )
+    await alice.gql(PUBLISH, {"id": workflow_id, "v": 1})
     before = await db_state()
     problem = await refused_activation(alice, workflow_id)
     assert (problem["code"], problem["nodeId"], problem["field"]) == (

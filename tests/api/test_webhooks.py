@@ -66,8 +66,7 @@ async def hook_workflow(
 
 
 async def refused_activation(caller: Caller, workflow_id: str) -> dict[str, Any]:
-    """Publish, then try to activate: the one problem that refuses it."""
-    await caller.gql(PUBLISH, {"id": workflow_id, "v": 1})
+    """Try to activate a published workflow: the one problem that refuses it."""
     result = (await caller.gql(ACTIVATE, {"id": workflow_id, "active": True}))["setWorkflowActive"]
     assert result["__typename"] == "ValidationError", result
     (problem,) = result["problems"]
@@ -191,6 +190,7 @@ async def test_a_path_in_use_is_refused_without_saying_whose(
     workflow_id = await create(
         alice, [node("hook", "Hook", "webhook", parameters={"path": "shared"})], []
     )
+    await alice.gql(PUBLISH, {"id": workflow_id, "v": 1})
     before = await db_state()
     problem = await refused_activation(alice, workflow_id)
     assert (problem["code"], problem["nodeId"], problem["field"]) == (
