@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 import strawberry
 from redis.exceptions import RedisError
@@ -58,12 +57,6 @@ def _runnable_problems(info: Info, workflow: Workflow | WorkflowVersion) -> list
     except PlanError as exc:
         return exc.problems
     return []
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    id: str
-    version: int
 
 
 def _start_node_problems(workflow: Workflow, start_node_id: str) -> list[Problem]:
@@ -180,7 +173,7 @@ async def execute_workflow(
             execution = await executions.create_execution(
                 session,
                 workflow=head,
-                snapshot=_Snapshot(*snapshot),
+                snapshot=executions.Snapshot(*snapshot),
                 mode="manual",
                 input=input if input is not None else {},
                 created_by=viewer.user_id,

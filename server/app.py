@@ -64,6 +64,7 @@ def build_services(
         max_subscriptions=settings.max_subscriptions,
         shared=mapping.event,
     )
+    secret_box = settings.secret_box()
     submitter: Submitter
     if settings.redis_url:
         submitter = ArqSubmitter(url=settings.redis_url)
@@ -80,7 +81,7 @@ def build_services(
             plan_cache=plan_cache,
             max_concurrency=settings.max_node_concurrency,
             durable_wait_s=settings.durable_wait_s,
-            resources=settings.node_resources(database),
+            resources=settings.node_resources(database, secret_box),
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)
@@ -94,7 +95,7 @@ def build_services(
         plan_cache=plan_cache,
         fanout=fanout,
         publisher=publisher,
-        secret_box=settings.secret_box(),
+        secret_box=secret_box,
     )
 
 
@@ -227,7 +228,9 @@ def create_app(
                 "/webhook/{path:path}",
                 WebhookEndpoint(
                     services,
-                    settings_credentials(settings, database),
+                    None
+                    if services.secret_box is None
+                    else DatabaseCredentials(database, services.secret_box),
                     settings.webhook_timeout_s,
                 ),
                 methods=list(METHODS),
@@ -240,12 +243,6 @@ def create_app(
     app.state.services = services
     app.state.settings = settings
     return app
-
-
-def settings_credentials(settings: Settings, database: Database) -> DatabaseCredentials | None:
-    """What checks a webhook's credential (None without a secret key)."""
-    box = settings.secret_box()
-    return None if box is None else DatabaseCredentials(database, box)
 
 
 async def _ping_redis(url: str) -> str:

@@ -176,13 +176,12 @@ class Settings(BaseSettings):
             ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
         return value
 
-    def node_resources(self, database: Database) -> NodeResources | None:
+    def node_resources(self, database: Database, box: SecretBox | None) -> NodeResources | None:
         """The HTTP client and credentials lent to nodes (None without a secret key)."""
         from engine.http_client import HttpClient, NetworkPolicy
         from engine.nodes.base import NodeResources
         from storage.credentials import DatabaseCredentials
 
-        box = self.secret_box()
         if box is None:
             return None
         policy = NetworkPolicy.from_strings(self.http_allowed_networks)

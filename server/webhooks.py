@@ -10,13 +10,13 @@ with the first run for that key instead of starting another.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -37,12 +37,6 @@ logger = logging.getLogger("loom.webhooks")
 
 T = TypeVar("T")
 MAX_IDEMPOTENCY_KEY = 200
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    id: str
-    version: int
 
 
 class _TooLarge(Exception):
@@ -156,7 +150,7 @@ class WebhookEndpoint:
                 execution = await executions.create_execution(
                     session,
                     workflow=head,
-                    snapshot=_Snapshot(route.workflow_version_id, route.workflow_version),
+                    snapshot=executions.Snapshot(route.workflow_version_id, route.workflow_version),
                     mode="webhook",
                     input=item,
                     created_by=None,
@@ -219,7 +213,7 @@ class WebhookEndpoint:
         fanout = self.services.fanout
         assert fanout is not None
         stream = fanout.open(execution_id)
-        loop_time = _clock()
+        loop_time = asyncio.get_running_loop().time
         deadline = loop_time() + self.timeout_s
         try:
             while True:
@@ -238,12 +232,6 @@ class WebhookEndpoint:
                 await stream.wait(min(remaining, 1.0))
         finally:
             fanout.close(stream)
-
-
-def _clock() -> Callable[[], float]:
-    import asyncio
-
-    return asyncio.get_running_loop().time
 
 
 async def _respond_with(session: AsyncSession, run: NodeRun) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -54,6 +55,14 @@ class SnapshotRef(Protocol):
 
     @property
     def version(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A snapshot by id and version number, when its row is not loaded."""
+
+    id: str
+    version: int
 
 
 async def create_execution(

@@ -8,7 +8,6 @@ succeed, in the same transaction as the execution it creates and the schedule's 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.schedule import Schedule, ScheduleError
-from storage import executions, workflows
+from storage import executions
 from storage.db import Database
 from storage.errors import StorageError
 from storage.models import Execution, ScheduleRow, ScheduleTick, Workflow, WorkflowVersion
@@ -64,12 +63,6 @@ async def register(
 
 async def unregister(session: AsyncSession, workflow_id: str) -> None:
     await session.exec(delete(ScheduleRow).where(col(ScheduleRow.workflow_id) == workflow_id))
-
-
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    id: str
-    version: int
 
 
 async def fire_due(database: Database, now: datetime, limit: int = 100) -> list[Execution]:
@@ -118,13 +111,11 @@ async def _fire(
     workflow = await session.get(Workflow, workflow_id)
     if workflow is None or not workflow.active:
         return None
-    head = await workflows.get_workflow_head(session, workflow_id, [workflow.workspace_id])
-    assert head is not None
     item: dict[str, Any] = {"scheduledAt": instant.isoformat(), "timezone": schedule.timezone}
     execution = await executions.create_execution(
         session,
-        workflow=head,
-        snapshot=_Snapshot(row.workflow_version_id, row.workflow_version),
+        workflow=workflow,
+        snapshot=executions.Snapshot(row.workflow_version_id, row.workflow_version),
         mode="schedule",
         input=item,
         created_by=None,
