@@ -117,8 +117,10 @@ class Outcome:
     output: list[Item] | None = None
     node_runs: dict[str, NodeRunState] = field(default_factory=dict)
     last_sequence: int = 0
-    # WAITING: when the first parked node is due.
+    # WAITING: when the first parked node is due, and the node runs among the parked that
+    # wait for executions they started (they may have ended already: see `after_run`).
     resume_at: datetime | None = None
+    waiting_on_children: list[str] = field(default_factory=list)
 
 
 class StartNodeError(Exception):
@@ -210,6 +212,8 @@ class _Run:
         self.draining = False
         # Attempts parked in this run (durable waits), by node id, with when they are due.
         self.parked: dict[str, tuple[NodeRunState, datetime]] = {}
+        # Parked nodes that wait for executions they started (sub-workflows).
+        self.on_children: set[str] = set()
 
     # Recording
 
@@ -322,6 +326,8 @@ class _Run:
     def park(self, plan_node: PlanNode, suspend: Suspend) -> PortItems:
         """The node's attempt waits for a later time (a durable wait): it resolves nothing."""
         self.parked[plan_node.id] = (self.states[plan_node.id], suspend.resume_at)
+        if suspend.on_children:
+            self.on_children.add(plan_node.id)
         return PARKED
 
     async def run_node(self, plan_node: PlanNode, inputs: PortItems) -> PortItems:
@@ -433,6 +439,7 @@ class _Run:
                 self.named_outputs,
                 resume_at,
                 self.options.resources,
+                state.id,
             )
             if node.timeout_s is not None:
                 async with asyncio.timeout(node.timeout_s):
@@ -637,6 +644,7 @@ class _Run:
                     "startedAt": state.started_at.isoformat() if state.started_at else None,
                     "inputItems": state.input_items,
                     "resumeAt": due.isoformat(),
+                    **({"onChildren": True} if node_id in self.on_children else {}),
                 }
                 for node_id, (state, due) in self.parked.items()
             },
@@ -647,6 +655,7 @@ class _Run:
             node_runs=dict(self.states),
             last_sequence=self.sequence,
             resume_at=resume_at,
+            waiting_on_children=[self.parked[node_id][0].id for node_id in self.on_children],
         )
 
     def finish(self, status: ExecutionStatus, error: ErrorInfo | None) -> Outcome:

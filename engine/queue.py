@@ -33,7 +33,7 @@ import orjson
 from arq import Worker
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix
-from arq.utils import timestamp_ms
+from arq.utils import timestamp_ms, to_unix_ms
 from arq.worker import func
 
 from engine.executor import SHUTDOWN
@@ -105,17 +105,22 @@ class ArqSubmitter:
     async def submit(
         self, execution_id: str, generation: int = 0, run_at: datetime | None = None
     ) -> None:
-        """Enqueue the job that claims `generation`; a job already queued under the same id
-        is left as it is."""
+        """Enqueue the job that claims `generation`. A job already queued under the same id
+        stays, brought forward when this asks for it earlier (a waiting execution woken
+        before its resume time)."""
         defer_until = run_at if run_at is not None and run_at > datetime.now(UTC) else None
         redis = self._redis or await self.connect()
-        await redis.enqueue_job(
+        identifier = job_id(execution_id, generation)
+        job = await redis.enqueue_job(
             JOB_FUNCTION,
             execution_id,
             generation,
-            _job_id=job_id(execution_id, generation),
+            _job_id=identifier,
             _defer_until=defer_until,
         )
+        if job is None:
+            due = defer_until if defer_until is not None else datetime.now(UTC)
+            await redis.zadd(QUEUE_NAME, {identifier: to_unix_ms(due)}, xx=True, lt=True)
 
     async def cancel(self, execution_id: str) -> bool:
         """Tell whichever worker runs it to stop; False: not stopped here (the caller also

@@ -68,6 +68,12 @@ class LoadedExecution:
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     workspace_id: str = ""
+    # A sub-workflow execution: its parent, whether the parent waits for it, and how many
+    # calls deep it is.
+    parent_execution_id: str | None = None
+    parent_run_id: str | None = None
+    parent_waits: bool = False
+    depth: int = 0
 
 
 class ExecutionSource(Protocol):
@@ -285,6 +291,7 @@ class ExecutionRunner:
                 workspace_id=loaded.workspace_id,
                 now=datetime.now(UTC).isoformat(),
                 durable_wait_s=self.durable_wait_s,
+                depth=loaded.depth,
             ),
             input=loaded.input,
             input_bytes=loaded.input_bytes,

@@ -34,8 +34,9 @@ class InProcessSubmitter:
     def __init__(self, runner: ExecutionRunner) -> None:
         self.runner = runner
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        # Executions whose task waits for a resume time (durable wait) and holds nothing.
-        self._sleeping: set[str] = set()
+        # Executions whose task waits for a resume time (durable wait) and holds nothing,
+        # with that time.
+        self._sleeping: dict[str, datetime] = {}
 
     async def submit(
         self, execution_id: str, generation: int | None = None, run_at: datetime | None = None
@@ -43,7 +44,10 @@ class InProcessSubmitter:
         current = self._tasks.get(execution_id)
         # A run may hand its execution on to a later run of itself (a durable wait).
         if current is not None and current is not asyncio.current_task():
-            return
+            due = self._sleeping.get(execution_id)
+            if due is None or (run_at is not None and run_at >= due):
+                return
+            current.cancel()  # woken before its resume time: the earlier run replaces it
         task = asyncio.create_task(
             self._run(execution_id, generation, run_at), name=f"execution {execution_id}"
         )
@@ -60,11 +64,12 @@ class InProcessSubmitter:
     ) -> None:
         try:
             if run_at is not None:
-                self._sleeping.add(execution_id)
+                self._sleeping[execution_id] = run_at
                 try:
                     await asyncio.sleep(max(0.0, (run_at - datetime.now(UTC)).total_seconds()))
                 finally:
-                    self._sleeping.discard(execution_id)
+                    if self._sleeping.get(execution_id) is run_at:
+                        del self._sleeping[execution_id]
             await self.runner.run(execution_id, generation)
         except asyncio.CancelledError:
             raise

@@ -84,6 +84,16 @@ class RequestLoaders:
         self.execution_outputs: DataLoader[str, object] = DataLoader(
             load_fn=self._load_execution_outputs, cache=cache
         )
+        self.sub_executions: DataLoader[str, list[xtypes.Execution]] = DataLoader(
+            load_fn=self._load_sub_executions, cache=cache
+        )
+
+    async def _load_sub_executions(
+        self, execution_ids: Sequence[str]
+    ) -> list[list[xtypes.Execution]]:
+        async with self._database.session() as session:
+            grouped = await executions.children_by_parent(session, execution_ids)
+        return [[mapping.execution(row) for row in grouped[i]] for i in execution_ids]
 
     async def _load_execution_inputs(self, execution_ids: Sequence[str]) -> list[object]:
         async with self._database.session() as session:

@@ -22,7 +22,7 @@ from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_s
 from resolvers.workflows import validation_error
 from schema import execution_types as xtypes
 from schema import results
-from storage import executions, queueing, workflows
+from storage import executions, queueing, subworkflows, workflows
 from storage.db import Database
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
@@ -107,6 +107,19 @@ async def submit_to(
             await submitter.submit(due.execution_id, due.generation)
     except (ConnectionError, OSError, RedisError):
         logger.exception("execution %s: queue unreachable; the sweeper enqueues it", execution.id)
+
+
+async def wake_caller(
+    database: Database, submitter: Submitter, parent_id: str, run_id: str
+) -> None:
+    """Resume the execution whose attempt `run_id` waits for sub-workflow executions, if
+    they have all ended."""
+    try:
+        generation = await subworkflows.wake_caller(database, parent_id, run_id)
+        if generation is not None:
+            await submitter.submit(parent_id, generation)
+    except (ConnectionError, OSError, RedisError):
+        logger.exception("execution %s: queue unreachable; it resumes at its next check", parent_id)
 
 
 async def execute_workflow(
@@ -239,21 +252,17 @@ async def executions_page(
 async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionResult:
     viewer = info.context.viewer()
     execution_id = str(id)
-    async with info.context.database.transaction() as session:
+    async with info.context.database.session() as session:
         row = await executions.get_execution(session, execution_id, viewer.workspace_ids)
         if row is None:
             return _not_found("execution", execution_id)
-        if row.status in ("RUNNING", "WAITING"):
-            await executions.request_cancel(session, execution_id)
-    # The process running it records the cancellation (it owns the event sequence); one
-    # never claimed is cancelled here, conditionally, so a concurrent claim cannot also win.
-    submitter = info.context.services.submitter
-    if submitter is None or not await submitter.cancel(execution_id):
-        async with info.context.database.transaction() as session:
-            cancelled = await executions.cancel_queued(session, execution_id)
-        publisher = info.context.services.publisher
-        if cancelled and publisher is not None:
-            publisher.wake([execution_id])
+    await _cancel(info, row)
+    # The sub-workflow executions it waits for end with it (Temporal's default parent close
+    # policy); those started without waiting go on.
+    async with info.context.database.session() as session:
+        descendants = await executions.waited_descendants(session, execution_id)
+    for child in descendants:
+        await _cancel(info, child)
     # Another process (a worker) records the cancellation: give it a moment to land.
     deadline = time.monotonic() + CANCEL_WAIT_S
     while True:
@@ -265,6 +274,30 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
     if row.status == "CANCELLED":
         await _admit_next(info, row.workflow_id)
     return mapping.execution(row)
+
+
+async def _cancel(info: Info, row: Execution) -> None:
+    execution_id = row.id
+    if row.status in ("RUNNING", "WAITING"):
+        async with info.context.database.transaction() as session:
+            await executions.request_cancel(session, execution_id)
+    # The process running it records the cancellation (it owns the event sequence); one
+    # never claimed is cancelled here, conditionally, so a concurrent claim cannot also win.
+    submitter = info.context.services.submitter
+    if submitter is not None and await submitter.cancel(execution_id):
+        return
+    async with info.context.database.transaction() as session:
+        cancelled = await executions.cancel_queued(session, execution_id)
+    if not cancelled:
+        return
+    publisher = info.context.services.publisher
+    if publisher is not None:
+        publisher.wake([execution_id])
+    if submitter is not None and row.parent_waits and row.parent_execution_id and row.parent_run_id:
+        # Nothing ran it, so nothing else tells its caller that it ended.
+        await wake_caller(
+            info.context.database, submitter, row.parent_execution_id, row.parent_run_id
+        )
 
 
 async def _admit_next(info: Info, workflow_id: str) -> None:

@@ -192,6 +192,11 @@ def execution(row: models.Execution) -> xtypes.Execution:
         error=_error(row.error, xtypes.ExecutionError),
         engine_version=row.engine_version,
         retry_of=None if row.retry_of is None else strawberry.ID(row.retry_of),
+        parent_execution_id=(
+            None if row.parent_execution_id is None else strawberry.ID(row.parent_execution_id)
+        ),
+        parent_node_id=None if row.parent_node_id is None else strawberry.ID(row.parent_node_id),
+        call_depth=row.call_depth or 0,
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine import editing
 from engine.credentials import KINDS
 from engine.graph import Graph
+from engine.nodes.subworkflow import EXECUTE_WORKFLOW
 from engine.validation import Problem, Severity, validate_graph
 from resolvers import mapping
 from resolvers.context import Context
@@ -70,22 +71,23 @@ def _checked_graph(
     return node_issues, refusing
 
 
-async def _credential_problems(
+async def _reference_problems(
     session: AsyncSession, graph: Graph, workspace_id: str
 ) -> list[Problem]:
     """Every credential reference (`credentials: {kind: id}` of a node) must name a
-    credential of that kind in the workflow's own workspace."""
+    credential of that kind in the workflow's own workspace, and every workflow an Execute
+    Workflow node names (when not an expression) a workflow of that workspace."""
+    problems = await _called_workflow_problems(session, graph, workspace_id)
     references = [
         (node.id, kind, credential_id)
         for node in graph.nodes
         for kind, credential_id in node.credentials.items()
     ]
     if not references:
-        return []
+        return problems
     found = await credentials.kinds_by_id(
         session, {credential_id for _, _, credential_id in references}, workspace_id
     )
-    problems = []
     for node_id, kind, credential_id in references:
         field = f"credentials.{kind}"
         if kind not in KINDS:
@@ -101,6 +103,31 @@ async def _credential_problems(
             message = f"credential {credential_id!r} is a {found[credential_id]}, not a {kind}"
             problems.append(Problem("CREDENTIAL_KIND_MISMATCH", message, node_id, field))
     return problems
+
+
+async def _called_workflow_problems(
+    session: AsyncSession, graph: Graph, workspace_id: str
+) -> list[Problem]:
+    calls = [
+        (node.id, node.parameters["workflowId"])
+        for node in graph.nodes
+        if node.type == EXECUTE_WORKFLOW
+        and isinstance(node.parameters.get("workflowId"), str)
+        and "{{" not in node.parameters["workflowId"]
+    ]
+    if not calls:
+        return []
+    found = await workflows.existing_ids(session, {called for _, called in calls}, workspace_id)
+    return [
+        Problem(
+            "UNKNOWN_WORKFLOW",
+            f"workflow {called!r} not found in this workflow's workspace",
+            node_id,
+            "parameters.workflowId",
+        )
+        for node_id, called in calls
+        if called not in found
+    ]
 
 
 # Queries
@@ -175,7 +202,7 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     if refusing:
         return validation_error(refusing)
     async with info.context.database.session() as session:
-        refusing = await _credential_problems(session, fields.graph, viewer.personal_workspace_id)
+        refusing = await _reference_problems(session, fields.graph, viewer.personal_workspace_id)
     if refusing:
         return validation_error(refusing)
     row = Workflow(
@@ -211,7 +238,7 @@ async def update_workflow(
         # A node renamed in this update keeps the expressions that refer to it working.
         graph = editing.carry_renames(Graph.from_json(current.nodes, current.edges), fields.graph)
         node_issues, refusing = _checked_graph(info, graph, collected)
-        refusing = refusing or await _credential_problems(session, graph, current.workspace_id)
+        refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(
@@ -297,7 +324,7 @@ async def _edit_graph(
             collected.add(exc.code, exc.message, exc.field, exc.node_id)
             return validation_error(collected.problems)
         node_issues, refusing = _checked_graph(info, graph, collected)
-        refusing = refusing or await _credential_problems(session, graph, current.workspace_id)
+        refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(

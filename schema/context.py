@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 from strawberry.dataloader import DataLoader
 
 if TYPE_CHECKING:
-    from schema.execution_types import NodeRun
+    from schema.execution_types import Execution, NodeRun
     from schema.types import User, WorkflowVersion, Workspace
 
 
@@ -35,6 +35,9 @@ class Loaders(Protocol):
 
     @property
     def execution_outputs(self) -> DataLoader[str, object]: ...
+
+    @property
+    def sub_executions(self) -> DataLoader[str, list[Execution]]: ...
 
     @property
     def node_run_outputs(self) -> DataLoader[str, dict[str, list[dict[str, object]]] | None]: ...

@@ -190,6 +190,16 @@ class Execution:
     error: ExecutionError | None = strawberry.field(description="Why it failed, if it did.")
     engine_version: str = strawberry.field(description="Version of the engine that ran it.")
     retry_of: strawberry.ID | None = strawberry.field(description="The execution it retries.")
+    parent_execution_id: strawberry.ID | None = strawberry.field(
+        description="For a sub-workflow execution: the execution whose Execute Workflow node "
+        "started it."
+    )
+    parent_node_id: strawberry.ID | None = strawberry.field(
+        description="For a sub-workflow execution: the Execute Workflow node that started it."
+    )
+    call_depth: int = strawberry.field(
+        description="How many sub-workflow calls led to it: 0 when a user or trigger started it."
+    )
     created_at: datetime = strawberry.field(description="When it was queued.")
     started_at: datetime | None = strawberry.field(description="When it started running.")
     finished_at: datetime | None = strawberry.field(description="When it ended.")
@@ -209,6 +219,12 @@ class Execution:
     async def output(self, info: Info) -> JSON | None:
         found = await info.context.loaders.execution_outputs.load(str(self.id))
         return cast(JSON, found if found is not None else self.legacy_output)
+
+    @strawberry.field(
+        description="The sub-workflow executions its Execute Workflow nodes started, oldest first."
+    )
+    async def sub_executions(self, info: Info) -> list[Execution]:
+        return await info.context.loaders.sub_executions.load(str(self.id))
 
     @strawberry.field(
         description="Node runs, one per node and attempt, in the order they started; page "

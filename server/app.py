@@ -27,7 +27,7 @@ from engine.validation import GraphLimits
 from resolvers import mapping
 from resolvers.auth import Authenticator
 from resolvers.context import Services
-from resolvers.executions import submit
+from resolvers.executions import submit, submit_to
 from schema.root import build_schema
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
@@ -81,7 +81,11 @@ def build_services(
             plan_cache=plan_cache,
             max_concurrency=settings.max_node_concurrency,
             durable_wait_s=settings.durable_wait_s,
-            resources=settings.node_resources(database, secret_box),
+            resources=settings.node_resources(
+                database,
+                secret_box,
+                lambda execution: submit_to(database, submitter, publisher, execution),
+            ),
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)

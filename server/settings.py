@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from engine.nodes.base import NodeResources
     from storage.db import Database
+    from storage.models import Execution
     from storage.secrets import SecretBox
 
 
@@ -148,6 +150,13 @@ class Settings(BaseSettings):
         "and frees the process; it resumes on any worker, after any restart.",
         ge=0,
     )
+    max_subworkflow_depth: int = Field(
+        default=10,
+        description="How deep Execute Workflow calls may nest (a workflow calling itself "
+        "stops there with SUBWORKFLOW_DEPTH_EXCEEDED).",
+        ge=1,
+        le=1000,
+    )
     gc_threshold: int = Field(
         default=50_000,
         description="New containers between young garbage collections (Python's default is "
@@ -176,16 +185,27 @@ class Settings(BaseSettings):
             ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
         return value
 
-    def node_resources(self, database: Database, box: SecretBox | None) -> NodeResources | None:
-        """The HTTP client and credentials lent to nodes (None without a secret key)."""
+    def node_resources(
+        self,
+        database: Database,
+        box: SecretBox | None,
+        submit: Callable[[Execution], Awaitable[None]] | None = None,
+    ) -> NodeResources | None:
+        """The HTTP client, credentials and sub-workflow calls (which hand the executions
+        they create to `submit`) lent to nodes; None without a secret key."""
         from engine.http_client import HttpClient, NetworkPolicy
         from engine.nodes.base import NodeResources
         from storage.credentials import DatabaseCredentials
+        from storage.subworkflows import DatabaseWorkflowCaller
 
         if box is None:
             return None
         policy = NetworkPolicy.from_strings(self.http_allowed_networks)
-        return NodeResources(HttpClient(policy), DatabaseCredentials(database, box))
+        return NodeResources(
+            HttpClient(policy),
+            DatabaseCredentials(database, box),
+            DatabaseWorkflowCaller(database, self.max_subworkflow_depth, submit),
+        )
 
     def secret_box(self) -> SecretBox | None:
         """What encrypts credentials: `secret_key`, or in embedded mode the key file."""

@@ -29,7 +29,7 @@ from engine.redis_bus import RedisEventPublisher
 from engine.runner import ExecutionRunner, LoadedExecution
 from engine.states import ExecutionStatus
 from engine.submitter import Submitter
-from resolvers.executions import submit_to
+from resolvers.executions import submit_to, wake_caller
 from server.scheduler import run_scheduler
 from server.settings import Settings
 from storage import queueing
@@ -84,7 +84,13 @@ def after_run(
     async def on_finished(loaded: LoadedExecution, outcome: Outcome) -> None:
         if outcome.status is ExecutionStatus.WAITING:
             await submitter.submit(loaded.execution_id, loaded.generation, outcome.resume_at)
+            # The sub-workflows it waits for may have ended before it was WAITING, when
+            # their wake-up found it still running.
+            for run_id in outcome.waiting_on_children:
+                await wake_caller(database, submitter, loaded.execution_id, run_id)
             return
+        if loaded.parent_waits and loaded.parent_execution_id and loaded.parent_run_id:
+            await wake_caller(database, submitter, loaded.parent_execution_id, loaded.parent_run_id)
         if not loaded.settings.get("maxConcurrentExecutions"):
             return
         for due in await queueing.admit(database, loaded.workflow_id):
@@ -119,7 +125,11 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         leases=keeper,
         on_finished=after_run(database, submitter),
         durable_wait_s=settings.durable_wait_s,
-        resources=settings.node_resources(database, settings.secret_box()),
+        resources=settings.node_resources(
+            database,
+            settings.secret_box(),
+            lambda execution: submit_to(database, submitter, publisher, execution),
+        ),
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
     sweeper = Sweeper(

@@ -58,6 +58,18 @@ class SnapshotRef(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ParentLink:
+    """Where a sub-workflow execution was called from (see `Execution.parent_*`)."""
+
+    execution_id: str
+    node_id: str
+    run_id: str
+    batch: int
+    waits: bool
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A snapshot by id and version number, when its row is not loaded."""
 
@@ -77,8 +89,15 @@ async def create_execution(
     start_node_id: str | None = None,
     retry_of: str | None = None,
     reuse_outputs: bool = False,
+    parent: ParentLink | None = None,
 ) -> Execution:
-    """Insert a QUEUED execution and its first event (EXECUTION_QUEUED, sequence 1)."""
+    """Insert a QUEUED execution and its first event (EXECUTION_QUEUED, sequence 1).
+
+    A sub-workflow execution (`parent` set) is admitted at once, whatever its workflow's
+    `maxConcurrentExecutions` (as in n8n, the limit is for executions that triggers and users
+    start): a caller holding a slot while it waits for a call of its own workflow would
+    otherwise wait forever."""
+    admit_now = parent is not None or not concurrency_limit(workflow)
     execution = Execution(
         workspace_id=workflow.workspace_id,
         workflow_id=workflow.id,
@@ -94,8 +113,15 @@ async def create_execution(
         engine_version=ENGINE_VERSION,
         # Without a concurrency limit it may run at once; otherwise `queueing.admit` gives it
         # a slot when one is free.
-        admitted_at=None if concurrency_limit(workflow) else utcnow(),
+        admitted_at=utcnow() if admit_now else None,
     )
+    if parent is not None:
+        execution.parent_execution_id = parent.execution_id
+        execution.parent_node_id = parent.node_id
+        execution.parent_run_id = parent.run_id
+        execution.parent_batch = parent.batch
+        execution.parent_waits = parent.waits
+        execution.call_depth = parent.depth
     # Core inserts: the ORM's unit of work costs more than the statements themselves here.
     await run_core(
         session,
@@ -252,6 +278,46 @@ async def executions_by_ids(
     )
     rows: Sequence[Execution] = (await session.exec(query)).all()
     return rows
+
+
+async def children_by_parent(
+    session: AsyncSession, parent_ids: Sequence[str]
+) -> dict[str, list[Execution]]:
+    """The sub-workflow executions each execution started, oldest first (a DataLoader)."""
+    query = (
+        select(Execution)
+        .where(col(Execution.parent_execution_id).in_(parent_ids))
+        .order_by(col(Execution.created_at), col(Execution.parent_batch))
+    )
+    grouped: dict[str, list[Execution]] = {parent_id: [] for parent_id in parent_ids}
+    for row in await session.exec(query):
+        if row.parent_execution_id is not None:
+            grouped[row.parent_execution_id].append(row)
+    return grouped
+
+
+async def waited_descendants(session: AsyncSession, execution_id: str) -> list[Execution]:
+    """The unfinished sub-workflow executions that the execution waits for, and theirs, and
+    so on (parents before children)."""
+    found: list[Execution] = []
+    parents = [execution_id]
+    while parents:
+        query = select(Execution).where(
+            col(Execution.parent_execution_id).in_(parents),
+            col(Execution.parent_waits).is_(True),
+            col(Execution.status).in_(UNFINISHED),
+        )
+        children = list((await session.exec(query)).all())
+        found.extend(children)
+        parents = [child.id for child in children]
+    return found
+
+
+UNFINISHED = (
+    ExecutionStatus.QUEUED.value,
+    ExecutionStatus.RUNNING.value,
+    ExecutionStatus.WAITING.value,
+)
 
 
 async def unfinished_executions(
@@ -586,6 +652,10 @@ _LOAD = (
         _EXECUTIONS.c.lease_generation,
         _EXECUTIONS.c.cancel_requested_at,
         _EXECUTIONS.c.parked,
+        _EXECUTIONS.c.parent_execution_id,
+        _EXECUTIONS.c.parent_run_id,
+        _EXECUTIONS.c.parent_waits,
+        _EXECUTIONS.c.call_depth,
         _VERSIONS.c.version,
         _VERSIONS.c.nodes,
         _VERSIONS.c.edges,
@@ -770,6 +840,10 @@ class DatabaseExecutionSource:
             reuse=reuse,
             attempts_used=attempts_used,
             resumed=resumed,
+            parent_execution_id=row.parent_execution_id,
+            parent_run_id=row.parent_run_id,
+            parent_waits=bool(row.parent_waits),
+            depth=row.call_depth or 0,
         )
 
 

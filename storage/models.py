@@ -229,6 +229,20 @@ class Execution(SQLModel, table=True):
     # When a QUEUED execution was given a slot of its workflow's `maxConcurrentExecutions`
     # and handed to the queue; unset while it waits for a slot.
     admitted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # A sub-workflow execution: the execution, node and node attempt that called it, its
+    # place among that attempt's calls (one per item, or one), whether the caller waits for
+    # it, and how many calls deep it is.
+    parent_execution_id: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(36), ForeignKey("executions.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
+    parent_node_id: str | None = Field(default=None, max_length=255)
+    parent_run_id: str | None = Field(default=None, max_length=36)
+    parent_batch: int | None = Field(default=None)
+    parent_waits: bool = False
+    call_depth: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
     created_at: datetime = _created_at()
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -241,6 +255,9 @@ class Execution(SQLModel, table=True):
         Index("ix_executions_status", "status"),
         # Admission: the oldest QUEUED executions of a workflow that wait for a slot.
         Index("ix_executions_workflow_status", "workflow_id", "status", "created_at"),
+        # A calling attempt's executions, and an execution's children.
+        Index("ix_executions_parent_run", "parent_run_id", "parent_batch"),
+        Index("ix_executions_parent", "parent_execution_id", "created_at"),
         UniqueConstraint("workflow_id", "idempotency_key", name="uq_executions_idempotency"),
     )
 

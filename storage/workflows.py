@@ -6,7 +6,7 @@ changes made from the same version exactly one matches, the other gets a conflic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -121,6 +121,19 @@ async def get_workflow_head(
     params = {"workflow_id": workflow_id, "workspace_ids": list(workspace_ids)}
     row = (await run_core(session, _HEAD, params)).first()
     return None if row is None else WorkflowHead(row[0], row[1], row[2], dict(row[3] or {}))
+
+
+async def existing_ids(
+    session: AsyncSession, workflow_ids: Collection[str], workspace_id: str
+) -> set[str]:
+    """Those of the ids that are workflows of the workspace."""
+    wanted = [workflow_id for workflow_id in workflow_ids if storable(workflow_id)]
+    if not wanted:
+        return set()
+    query = select(Workflow.id).where(
+        col(Workflow.id).in_(wanted), Workflow.workspace_id == workspace_id
+    )
+    return set((await session.exec(query)).all())
 
 
 async def require_workflow(

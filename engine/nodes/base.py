@@ -36,9 +36,12 @@ class Suspend(BaseException):
     with `NodeRunContext.resume_at` set. A BaseException, like cancellation, so that error
     handling and retries pass it through."""
 
-    def __init__(self, resume_at: datetime) -> None:
+    def __init__(self, resume_at: datetime, *, on_children: bool = False) -> None:
         super().__init__(resume_at.isoformat())
         self.resume_at = resume_at
+        # The attempt waits for the executions it started (sub-workflows): they wake the
+        # execution when they end, earlier than `resume_at`.
+        self.on_children = on_children
 
 
 class NodeError(Exception):
@@ -74,6 +77,8 @@ class RunInfo:
     # Waits longer than this park the execution (durable wait) instead of sleeping in the
     # process; None: always sleep.
     durable_wait_s: float | None = None
+    # How many sub-workflow calls led to this execution (0: started by a user or trigger).
+    depth: int = 0
 
 
 class CredentialProvider(Protocol):
@@ -83,13 +88,60 @@ class CredentialProvider(Protocol):
         ...
 
 
+class CallRefused(Exception):
+    """A sub-workflow call that cannot be made: `code` and a message that names the cause."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class SubworkflowCall:
+    """Executions to start of another workflow of the caller's workspace, one per batch of
+    items, linked to the calling node's attempt (`parent_run_id`)."""
+
+    workspace_id: str
+    workflow_id: str
+    use_draft: bool
+    batches: Sequence[Sequence[Item]]
+    wait: bool
+    parent_execution_id: str
+    parent_node_id: str
+    parent_run_id: str
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildResult:
+    """How one called execution ended."""
+
+    execution_id: str
+    status: str
+    output: list[Item]
+    error: dict[str, Any] | None
+
+
+class WorkflowCaller(Protocol):
+    async def start(self, call: SubworkflowCall) -> list[str]:
+        """Create and submit the executions (once per attempt: a call repeated for the same
+        `parent_run_id` returns those it made); raises `CallRefused`."""
+        ...
+
+    async def results(self, parent_run_id: str) -> list[ChildResult] | None:
+        """The ends of the attempt's executions in batch order; None while any still runs."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class NodeResources:
     """What the process lends to behaviours that reach out: its HTTP client (with the SSRF
-    guard) and its credentials."""
+    guard), its credentials and, for sub-workflow calls, its executions."""
 
     http: HttpClient
     credentials: CredentialProvider
+    workflows: WorkflowCaller | None = None
 
 
 @dataclass(slots=True)
@@ -105,6 +157,8 @@ class NodeRunContext:
     # Set when a parked attempt resumes: when it was due.
     resume_at: datetime | None = None
     resources: NodeResources | None = None
+    # The attempt's node run id: stable while a parked attempt waits and resumes.
+    run_id: str = ""
     _processed: int = 0
 
     @classmethod

@@ -19,6 +19,8 @@ Ports of each type (inputs -> outputs):
     merge           input1, input2 (one connection each) -> main
     filter          main -> main (kept items), discarded
     stop_and_error  main -> (none)
+    execute_workflow  main -> main
+    execute_workflow_trigger, webhook, schedule  (none) -> main
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 
 from engine.credentials import KINDS
 from engine.node_types import NodeGroup, NodeType, Port
-from engine.nodes import flow, http, merge, transform, webhook
+from engine.nodes import flow, http, merge, subworkflow, transform, webhook
 from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
 from engine.nodes.flow import SWITCH_OUTPUTS
 
@@ -836,6 +838,60 @@ def _respond_to_webhook() -> NodeType:
     )
 
 
+def _execute_workflow() -> NodeType:
+    return NodeType(
+        name=subworkflow.EXECUTE_WORKFLOW,
+        version=1,
+        display_name="Execute Workflow",
+        description="Runs another workflow of this workspace with the items (it starts at its "
+        "'When Called by Another Workflow' trigger) and, when waiting, outputs what it returns.",
+        group=NodeGroup.FLOW,
+        parameters_schema=_parameters(
+            {
+                "workflowId": _text(
+                    "Workflow", "The id of the workflow to run.", minLength=1, maxLength=255
+                ),
+                "source": _choice(
+                    "Version",
+                    "published: the workflow's published version. draft: its current draft.",
+                    ("published", "draft"),
+                    default="published",
+                ),
+                "mode": _choice(
+                    "Mode",
+                    "all_items: one execution with all the items. each_item: one execution per "
+                    "item, outputs concatenated in item order.",
+                    ("all_items", "each_item"),
+                    default="all_items",
+                ),
+                "waitForCompletion": _flag(
+                    "Wait for completion",
+                    "Wait for the called executions and output the items they return (their "
+                    "last node's); otherwise start them and pass the items on.",
+                    default=True,
+                ),
+            },
+            required=("workflowId",),
+        ),
+        execute=subworkflow.execute_workflow,
+    )
+
+
+def _execute_workflow_trigger() -> NodeType:
+    return NodeType(
+        name=subworkflow.TRIGGER,
+        version=1,
+        display_name="When Called by Another Workflow",
+        description="Starts the workflow when an Execute Workflow node calls it; outputs the "
+        "items it was sent (run by hand: the run's input as its item).",
+        group=NodeGroup.TRIGGER,
+        inputs=(),
+        outputs=(Port(),),
+        parameters_schema=_parameters({}),
+        execute=subworkflow.execute_workflow_trigger,
+    )
+
+
 def node_types() -> list[NodeType]:
     """Every built-in node type (the `builtin` entry point of `loom.node_types`)."""
     return [
@@ -856,4 +912,6 @@ def node_types() -> list[NodeType]:
         _webhook(),
         _respond_to_webhook(),
         _schedule(),
+        _execute_workflow(),
+        _execute_workflow_trigger(),
     ]

@@ -161,6 +161,10 @@ async def wait(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         delay_s = number(parameters, "amount", minimum=0) * UNIT_SECONDS[unit]
     if ctx.resume_at is not None:  # parked earlier: wait only for what is left
         delay_s = (ctx.resume_at - datetime.now(UTC)).total_seconds()
+        # Resumed early (another parked node was woken): park again rather than hold the
+        # process for the rest.
+        if ctx.info.durable_wait_s is not None and delay_s > ctx.info.durable_wait_s:
+            raise Suspend(ctx.resume_at)
     elif ctx.info.durable_wait_s is not None and delay_s > ctx.info.durable_wait_s:
         raise Suspend(datetime.now(UTC) + timedelta(seconds=delay_s))
     if delay_s > 0:

@@ -26,6 +26,8 @@ BUILTINS = {
     "webhook",
     "respond_to_webhook",
     "schedule",
+    "execute_workflow",
+    "execute_workflow_trigger",
 }
 
 NODE_TYPE_FIELDS = """

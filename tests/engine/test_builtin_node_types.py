@@ -112,6 +112,12 @@ TYPICAL: list[tuple[str, dict[str, Any]]] = [
     ("webhook", {"path": "orders/new", "methods": ["POST", "PUT"], "responseMode": "last_node"}),
     ("schedule", {"cron": "0 9 * * 1-5", "timezone": "Europe/Paris", "missed": "run_once"}),
     ("schedule", {"mode": "interval", "intervalSeconds": 300}),
+    ("execute_workflow", {"workflowId": "{{ $json.target }}", "mode": "each_item"}),
+    (
+        "execute_workflow",
+        {"workflowId": "w-1", "source": "draft", "waitForCompletion": False},
+    ),
+    ("execute_workflow_trigger", {}),
     (
         "respond_to_webhook",
         {
@@ -125,6 +131,14 @@ TYPICAL: list[tuple[str, dict[str, Any]]] = [
 # Common mistakes, each with the parameter field the problem must point at.
 MISTAKES: list[tuple[str, dict[str, Any], str]] = [
     ("webhook", {"path": "/../etc"}, "parameters.path"),
+    ("execute_workflow", {}, "parameters.workflowId"),
+    ("execute_workflow", {"workflowId": "w", "mode": "each"}, "parameters.mode"),
+    ("execute_workflow", {"workflowId": "w", "source": "latest"}, "parameters.source"),
+    (
+        "execute_workflow",
+        {"workflowId": "w", "waitForCompletion": "yes"},
+        "parameters.waitForCompletion",
+    ),
     ("schedule", {"mode": "interval"}, "parameters.intervalSeconds"),
     ("schedule", {"missed": "later", "cron": "* * * * *"}, "parameters.missed"),
     ("webhook", {"methods": []}, "parameters.methods"),
@@ -203,6 +217,8 @@ def test_every_builtin_is_there_in_version_1() -> None:
         "webhook",
         "respond_to_webhook",
         "schedule",
+        "execute_workflow",
+        "execute_workflow_trigger",
     }
     assert all(node_type.version == 1 for node_type in BUILTINS.values())
     assert len(node_types()) == len(BUILTINS)
@@ -270,7 +286,16 @@ def test_ports() -> None:
     assert ports("merge") == (["input1", "input2"], ["main"])
     assert ports("filter") == (["main"], ["main", "discarded"])
     assert ports("stop_and_error") == (["main"], [])
-    for name in ("set", "sort", "limit", "aggregate", "split_out", "noop", "wait"):
+    for name in (
+        "set",
+        "sort",
+        "limit",
+        "aggregate",
+        "split_out",
+        "noop",
+        "wait",
+        "execute_workflow",
+    ):
         assert ports(name) == (["main"], ["main"]), name
     assert not any(port.accepts_many for port in BUILTINS["merge"].inputs)
     assert BUILTINS["switch"].parameters_schema["properties"]["rules"]["maxItems"] == 4
@@ -279,7 +304,7 @@ def test_ports() -> None:
 def test_groups() -> None:
     assert BUILTINS["manual_trigger"].group is NodeGroup.TRIGGER
     assert BUILTINS["manual_trigger"].is_trigger
-    triggers = {"manual_trigger", "webhook", "schedule"}
+    triggers = {"manual_trigger", "webhook", "schedule", "execute_workflow_trigger"}
     assert all(BUILTINS[name].is_trigger for name in triggers)
     assert not any(t.is_trigger for name, t in BUILTINS.items() if name not in triggers)
     assert BUILTINS["http_request"].group is NodeGroup.ACTION

@@ -1,0 +1,175 @@
+"""Sub-workflow calls on the database: starting the called executions, reading how they
+ended, and waking the caller when the last of them ends (see engine/nodes/subworkflow.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import exists
+from sqlalchemy import select as sa_select
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.graph import Graph
+from engine.nodes.base import CallRefused, ChildResult, SubworkflowCall
+from engine.nodes.subworkflow import SUBWORKFLOW_MODE, TRIGGER
+from engine.states import ExecutionStatus
+from storage import executions, workflows
+from storage.db import Database
+from storage.executions import UNFINISHED
+from storage.models import Execution, Workflow, WorkflowVersion
+from storage.types import utcnow
+
+Submit = Callable[[Execution], Awaitable[None]]
+
+
+class DatabaseWorkflowCaller:
+    """`engine.nodes.base.WorkflowCaller`: executions created in the database and handed to
+    `submit` (the process's submitter, set once it exists)."""
+
+    def __init__(self, database: Database, max_depth: int, submit: Submit | None = None) -> None:
+        self.database = database
+        self.max_depth = max_depth
+        self.submit = submit
+
+    async def start(self, call: SubworkflowCall) -> list[str]:
+        if call.depth > self.max_depth:
+            raise CallRefused(
+                "SUBWORKFLOW_DEPTH_EXCEEDED",
+                f"sub-workflow calls are nested more than {self.max_depth} deep "
+                "(LOOM_MAX_SUBWORKFLOW_DEPTH); is a workflow calling itself without end?",
+            )
+        async with self.database.transaction() as session:
+            made = (
+                await session.exec(
+                    select(Execution.id)
+                    .where(col(Execution.parent_run_id) == call.parent_run_id)
+                    .order_by(col(Execution.parent_batch))
+                )
+            ).all()
+            if made:  # this attempt started them already (it is being run again)
+                return [row[0] for row in made]
+            workflow = await workflows.get_workflow(session, call.workflow_id, [call.workspace_id])
+            if workflow is None:
+                raise CallRefused(
+                    "UNKNOWN_WORKFLOW", f"workflow {call.workflow_id!r} not found in this workspace"
+                )
+            if call.use_draft:
+                snapshot = await workflows.ensure_snapshot(session, workflow, None)
+            else:
+                if workflow.published_version is None:
+                    raise CallRefused(
+                        "WORKFLOW_NOT_PUBLISHED",
+                        f"workflow {workflow.name!r} has no published version; publish it or "
+                        "call its draft (source: draft)",
+                    )
+                snapshot = await _published(session, workflow)
+            trigger = _trigger_node(snapshot.nodes, snapshot.edges)
+            if trigger is None:
+                raise CallRefused(
+                    "NO_SUBWORKFLOW_TRIGGER",
+                    f"workflow {workflow.name!r} has no 'When Called by Another Workflow' "
+                    "trigger to start from",
+                )
+            created = []
+            for batch, items in enumerate(call.batches):
+                created.append(
+                    await executions.create_execution(
+                        session,
+                        workflow=workflow,
+                        snapshot=snapshot,
+                        mode=SUBWORKFLOW_MODE,
+                        input={"items": list(items)},
+                        created_by=None,
+                        start_node_id=trigger,
+                        parent=executions.ParentLink(
+                            execution_id=call.parent_execution_id,
+                            node_id=call.parent_node_id,
+                            run_id=call.parent_run_id,
+                            batch=batch,
+                            waits=call.wait,
+                            depth=call.depth,
+                        ),
+                    )
+                )
+        if self.submit is not None:
+            for execution in created:
+                await self.submit(execution)
+        return [execution.id for execution in created]
+
+    async def results(self, parent_run_id: str) -> list[ChildResult] | None:
+        async with self.database.session() as session:
+            rows = (
+                await session.exec(
+                    select(Execution.id, Execution.status, Execution.error)
+                    .where(col(Execution.parent_run_id) == parent_run_id)
+                    .order_by(col(Execution.parent_batch))
+                )
+            ).all()
+            if any(status in UNFINISHED for _, status, _ in rows):
+                return None
+            succeeded = [row[0] for row in rows if row[1] == ExecutionStatus.SUCCEEDED.value]
+            outputs = await executions.execution_payloads(session, succeeded, executions.OUTPUT)
+        return [
+            ChildResult(
+                execution_id=execution_id,
+                status=status,
+                output=_items(outputs.get(execution_id)),
+                error=dict(error) if error else None,
+            )
+            for execution_id, status, error in rows
+        ]
+
+
+async def _published(session: AsyncSession, workflow: Workflow) -> WorkflowVersion:
+    assert workflow.published_version is not None
+    version = await workflows.get_version(
+        session, workflow.id, workflow.published_version, [workflow.workspace_id]
+    )
+    if version is None:
+        raise CallRefused(
+            "WORKFLOW_NOT_PUBLISHED", f"workflow {workflow.name!r} lost its published version"
+        )
+    return version
+
+
+def _trigger_node(nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) -> str | None:
+    graph = Graph.from_json(nodes, edges)
+    for node in graph.nodes:
+        if node.type == TRIGGER and not node.disabled:
+            return node.id
+    return None
+
+
+def _items(output: Any) -> list[dict[str, Any]]:
+    if not isinstance(output, list):
+        return []
+    return [item for item in output if isinstance(item, dict)]
+
+
+async def wake_caller(database: Database, parent_id: str, run_id: str) -> int | None:
+    """Make the WAITING caller claimable now, if every execution its attempt `run_id`
+    started has ended; its lease generation when it was woken here."""
+    now = utcnow()
+    children = Execution.__table__.alias("children")  # type: ignore[attr-defined]
+    unfinished = exists(
+        sa_select(children.c.id).where(
+            children.c.parent_run_id == run_id, children.c.status.in_(UNFINISHED)
+        )
+    )
+    async with database.transaction() as session:
+        result = await session.exec(
+            update(Execution)
+            .where(
+                col(Execution.id) == parent_id,
+                col(Execution.status) == ExecutionStatus.WAITING.value,
+                col(Execution.resume_at) > now,
+                ~unfinished,
+            )
+            .values(resume_at=now)
+        )
+        if result.rowcount == 0:
+            return None
+        row = await session.get(Execution, parent_id)
+        return None if row is None else row.lease_generation
