@@ -1,6 +1,6 @@
 """Webhook benchmark: requests per second and latency, embedded mode, one `loom serve`.
 
-    .venv/bin/python bench/webhooks.py [--seconds 10] [--clients 32] [--runs 3]
+    .venv/bin/python bench/webhooks.py [--seconds 10] [--clients 32] [--runs 3] [--only abc]
 
 The shapes of n8n's own benchmark scenarios, on loopback, every execution recorded:
 (a) a webhook that answers at once (202); (b) a webhook, three `set` nodes with expressions,
@@ -127,6 +127,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="abc", help="scenarios to run, e.g. b")
     args = parser.parse_args()
     print("webhooks: embedded mode (SQLite), one loom serve, loopback, 2 CPUs, shared machine")
     runner, api = await mock_api()
@@ -141,6 +142,8 @@ async def main() -> None:
         try:
             await cluster.start_api()
             for label, (nodes, path) in scenarios(api).items():
+                if path not in args.only:
+                    continue
                 await activate(cluster, nodes)
                 url = f"{cluster.base}/webhook/{path}"
                 await window(url, 1.0, 4)  # warm-up

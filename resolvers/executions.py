@@ -82,10 +82,11 @@ async def _submit(info: Info, execution: Execution) -> None:
     await submit(info.context.services, execution)
 
 
-async def submit(services: Services, execution: Execution) -> None:
+async def submit(services: Services, execution: Execution, *, announce: bool = True) -> None:
     if services.submitter is None:
         raise RuntimeError("no submitter configured: executions cannot run in this process")
-    await submit_to(services.database, services.submitter, services.publisher, execution)
+    publisher = services.publisher if announce else None
+    await submit_to(services.database, services.submitter, publisher, execution)
 
 
 async def submit_to(
@@ -96,9 +97,10 @@ async def submit_to(
 ) -> None:
     """Hand the committed execution to the submitter, or, when its workflow limits concurrent
     executions, whatever the limit admits now (FIFO). If the queue cannot be reached the
-    execution stays QUEUED in the database and the sweeper enqueues it later."""
+    execution stays QUEUED in the database and the sweeper enqueues it later. `publisher`
+    is told about the new execution (for `executionUpdates`)."""
     if publisher is not None:
-        publisher.wake([execution.id])  # a new execution, for executionUpdates
+        publisher.wake([execution.id])
     try:
         if execution.admitted_at is not None:
             await submitter.submit(execution.id, execution.lease_generation)

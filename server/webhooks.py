@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from engine.bus import ExecutionStream
 from engine.nodes.base import CredentialProvider
 from engine.states import ExecutionStatus
 from resolvers.context import Services
@@ -89,15 +90,31 @@ class WebhookEndpoint:
         key = request.headers.get("idempotency-key")
         if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
             return _error(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-        execution = await self._start(route, item, None if key is None else f"webhook:{key}")
-        if execution is None:
+        found = await self._create(route, item, None if key is None else f"webhook:{key}")
+        if found is None:
             return _error(404, f"no active webhook for {request.method} /webhook/{path}")
+        execution, created = found
         mode = route.parameters.get("responseMode", "immediately")
-        if mode == "last_node":
-            return await self._when_finished(execution.id)
-        if mode == "respond_node":
-            return await self._when_responded(execution.id, route)
-        return JSONResponse({"executionId": execution.id}, status_code=202)
+        if mode != "last_node" and mode != "respond_node":
+            if created:
+                await submit(self.services, execution)
+            return JSONResponse({"executionId": execution.id}, status_code=202)
+        fanout = self.services.fanout
+        assert fanout is not None
+        # Listening before the run is submitted: every event of a new run then comes to the
+        # stream, and the database is read only when one says there is an answer.
+        publisher = self.services.publisher
+        if created and publisher is not None:
+            publisher.wake([execution.id])  # a new execution, for executionUpdates
+        stream = fanout.open(execution.id)
+        try:
+            if created:
+                await submit(self.services, execution, announce=False)
+            if mode == "last_node":
+                return await self._when_finished(execution.id, stream, not created)
+            return await self._when_responded(execution.id, route, stream, not created)
+        finally:
+            fanout.close(stream)
 
     async def _authenticate(self, request: Request, route: Route) -> Response | None:
         if not route.credentials:
@@ -132,21 +149,26 @@ class WebhookEndpoint:
             )
         return _error(500, f"credential kind {kind!r} cannot guard a webhook")
 
-    async def _start(self, route: Route, item: dict[str, Any], key: str | None) -> Execution | None:
+    async def _create(
+        self, route: Route, item: dict[str, Any], key: str | None
+    ) -> tuple[Execution, bool] | None:
+        """The new execution (True), or the one started earlier with the idempotency key
+        (False); None when the workflow is gone."""
         database = self.services.database
+        # Read before the transaction, which then only writes (on SQLite the writers of a
+        # process take turns); a key used concurrently meets the unique index below.
+        async with database.session() as session:
+            if key is not None:
+                existing = await executions.find_by_idempotency_key(session, route.workflow_id, key)
+                if existing is not None:
+                    return existing, False
+            head = await workflows.get_workflow_head(
+                session, route.workflow_id, [route.workspace_id]
+            )
+        if head is None:
+            return None
         try:
             async with database.transaction() as session:
-                if key is not None:
-                    existing = await executions.find_by_idempotency_key(
-                        session, route.workflow_id, key
-                    )
-                    if existing is not None:
-                        return existing
-                head = await workflows.get_workflow_head(
-                    session, route.workflow_id, [route.workspace_id]
-                )
-                if head is None:
-                    return None
                 execution = await executions.create_execution(
                     session,
                     workflow=head,
@@ -159,31 +181,34 @@ class WebhookEndpoint:
                 )
         except IntegrityError:
             async with database.session() as session:
-                return await executions.find_by_idempotency_key(
+                first = await executions.find_by_idempotency_key(
                     session, route.workflow_id, key or ""
                 )
-        await submit(self.services, execution)
-        return execution
+            return None if first is None else (first, False)
+        return execution, True
 
-    async def _when_finished(self, execution_id: str) -> Response:
+    async def _when_finished(
+        self, execution_id: str, stream: ExecutionStream, check_first: bool
+    ) -> Response:
         async def finished(session: AsyncSession) -> Response | None:
-            row = await executions.reload(session, execution_id)
-            if not ExecutionStatus(row.status).is_terminal:
+            status, error, legacy_output = await executions.outcome(session, execution_id)
+            if not ExecutionStatus(status).is_terminal:
                 return None
-            if row.status != ExecutionStatus.SUCCEEDED.value:
-                error = row.error or {}
+            if status != ExecutionStatus.SUCCEEDED.value:
                 return _error(
                     500,
-                    error.get("message", f"the run ended {row.status}"),
+                    (error or {}).get("message", f"the run ended {status}"),
                     executionId=execution_id,
-                    status=row.status,
+                    status=status,
                 )
             found = await executions.execution_payloads(session, [execution_id], executions.OUTPUT)
-            return JSONResponse(found.get(execution_id, row.output) or [])
+            return JSONResponse(found.get(execution_id, legacy_output) or [])
 
-        return await self._wait(execution_id, finished)
+        return await self._wait(execution_id, finished, stream, check_first, _finishing)
 
-    async def _when_responded(self, execution_id: str, route: Route) -> Response:
+    async def _when_responded(
+        self, execution_id: str, route: Route, stream: ExecutionStream, check_first: bool
+    ) -> Response:
         async def responded(session: AsyncSession) -> Response | None:
             runs = (await executions.node_runs(session, [execution_id])).get(execution_id, [])
             answered = [
@@ -203,35 +228,58 @@ class WebhookEndpoint:
                 )
             return None
 
-        return await self._wait(execution_id, responded)
+        def answering(item: Any) -> bool:
+            if _event_type(item) == "NODE_SUCCEEDED":
+                return getattr(item, "node_id", None) in route.respond_node_ids
+            return _finishing(item)
+
+        return await self._wait(execution_id, responded, stream, check_first, answering)
 
     async def _wait(
-        self, execution_id: str, check: Callable[[AsyncSession], Awaitable[T | None]]
+        self,
+        execution_id: str,
+        check: Callable[[AsyncSession], Awaitable[T | None]],
+        stream: ExecutionStream,
+        check_first: bool,
+        answering: Callable[[Any], bool],
     ) -> T | Response:
-        """`check` after each live event of the execution (and every second), until it
-        answers or the webhook times out."""
-        fanout = self.services.fanout
-        assert fanout is not None
-        stream = fanout.open(execution_id)
+        """`check` the database when a live event of the execution may bring the answer
+        (`answering` tells those events), when the stream cannot be trusted (woken,
+        overflowed), and after a second without events, until it answers or the webhook
+        times out."""
         loop_time = asyncio.get_running_loop().time
         deadline = loop_time() + self.timeout_s
-        try:
-            while True:
+        due = check_first
+        while True:
+            if due:
                 stream.reset()
                 async with self.services.database.session() as session:
                     answer = await check(session)
                 if answer is not None:
                     return answer
-                remaining = deadline - loop_time()
-                if remaining <= 0:
-                    return _error(
-                        504,
-                        f"no answer within {self.timeout_s:g} s; the run goes on",
-                        executionId=execution_id,
-                    )
-                await stream.wait(min(remaining, 1.0))
-        finally:
-            fanout.close(stream)
+            remaining = deadline - loop_time()
+            if remaining <= 0:
+                return _error(
+                    504,
+                    f"no answer within {self.timeout_s:g} s; the run goes on",
+                    executionId=execution_id,
+                )
+            if not await stream.wait(min(remaining, 1.0)):
+                due = True  # a second without events: look anyway
+                continue
+            due = stream.woken or stream.overflowed or any(map(answering, stream.items))
+            if not due:
+                stream.items.clear()
+
+
+def _event_type(item: Any) -> str:
+    """The type of a live event as the stream holds it (an engine or GraphQL event)."""
+    kind = getattr(item, "type", None)
+    return str(getattr(kind, "value", kind))
+
+
+def _finishing(item: Any) -> bool:
+    return _event_type(item) == "EXECUTION_FINISHED"
 
 
 async def _respond_with(session: AsyncSession, run: NodeRun) -> Response:

@@ -13,6 +13,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.bus import EventPublisher
+from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
 from engine.nodes.base import PortItems
 from engine.runner import LoadedExecution
@@ -355,6 +356,13 @@ async def reload(session: AsyncSession, execution_id: str) -> Execution:
     return (await session.exec(query)).one()
 
 
+async def outcome(session: AsyncSession, execution_id: str) -> tuple[str, Any, Any]:
+    """Status, error and (for executions recorded before migration 0003) output: what a
+    caller waiting for the end reads, in one statement built once."""
+    row = (await run_core(session, _OUTCOME, {"execution_id": execution_id})).one()
+    return row[0], row[1], row[2]
+
+
 async def list_executions(
     session: AsyncSession,
     workspace_ids: Sequence[str],
@@ -632,6 +640,9 @@ _CLAIM = (
         resume_at=None,
     )
 )
+_OUTCOME = select(_EXECUTIONS.c.status, _EXECUTIONS.c.error, _EXECUTIONS.c.output).where(
+    _EXECUTIONS.c.id == bindparam("execution_id")
+)
 _VERSIONS: Table = WorkflowVersion.__table__  # type: ignore[attr-defined]
 _WORKFLOWS: Table = Workflow.__table__  # type: ignore[attr-defined]
 _EXECUTION_PAYLOADS: Table = ExecutionPayload.__table__  # type: ignore[attr-defined]
@@ -713,12 +724,27 @@ class DatabaseExecutionSource:
 
     async def claim(self, loaded: LoadedExecution) -> bool:
         async with self.database.transaction() as session:
-            if not await self._claim_in(session, loaded):
+            claimed_at = await self._claim_in(session, loaded)
+            if claimed_at is None:
                 return False
-        self._committed(loaded.execution_id)
+        self._claimed(loaded, claimed_at)
+        return True
+
+    def _claimed(self, loaded: LoadedExecution, at: datetime) -> None:
+        if self.publisher is not None:
+            if loaded.resumed:  # it may also have closed interrupted runs: read them
+                self.publisher.wake([loaded.execution_id])
+            else:  # its one event, EXECUTION_STARTED, goes out as such
+                started = Event(
+                    loaded.execution_id,
+                    loaded.next_sequence - 1,
+                    EventType.EXECUTION_STARTED,
+                    at,
+                    status=ExecutionStatus.RUNNING.value,
+                )
+                self.publisher.publish([started])
         if self.writer is not None:
             self.writer.fence(loaded.execution_id, loaded.generation)
-        return True
 
     def _committed(self, execution_id: str) -> None:
         if self.publisher is not None:
@@ -731,14 +757,14 @@ class DatabaseExecutionSource:
             loaded = await self._load_in(session, execution_id)
             if loaded is None or loaded.status.is_terminal or loaded.generation != generation:
                 return None
-            if not await self._claim_in(session, loaded):
+            claimed_at = await self._claim_in(session, loaded)
+            if claimed_at is None:
                 return None
-        self._committed(loaded.execution_id)
-        if self.writer is not None:
-            self.writer.fence(loaded.execution_id, loaded.generation)
+        self._claimed(loaded, claimed_at)
         return loaded
 
-    async def _claim_in(self, session: AsyncSession, loaded: LoadedExecution) -> bool:
+    async def _claim_in(self, session: AsyncSession, loaded: LoadedExecution) -> datetime | None:
+        """Claim the loaded execution; when it was claimed, or None if it was not."""
         now = utcnow()
         result = await run_core(
             session,
@@ -752,7 +778,7 @@ class DatabaseExecutionSource:
             },
         )
         if result.rowcount == 0:
-            return False
+            return None
         loaded.generation += 1
         if loaded.resumed:
             await _resume_state(session, loaded)
@@ -769,7 +795,7 @@ class DatabaseExecutionSource:
             },
         )
         loaded.next_sequence = sequence + 1
-        return True
+        return now
 
     async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
         """Give the lease up (the execution finished, waits, or this process stops); with
