@@ -70,7 +70,7 @@ class WebhookEndpoint:
             route = await webhooks.lookup(session, request.method, path)
         if route is None:
             return _error(404, f"no active webhook for {request.method} /webhook/{path}")
-        refused = await self._authenticate(request, route)
+        refused, secret_header = await self._authenticate(request, route)
         if refused is not None:
             return refused
         limit = int(route.parameters.get("maxBodyBytes") or 1024 * 1024)
@@ -83,7 +83,11 @@ class WebhookEndpoint:
         item = {
             "body": _body(raw, request.headers.get("content-type", "")),
             "query": dict(request.query_params),
-            "headers": dict(request.headers),
+            # The header that carried the credential's secret is checked, then left out:
+            # the item is stored and shown, the secret never is.
+            "headers": {
+                name: value for name, value in request.headers.items() if name != secret_header
+            },
             "method": request.method,
             "path": path,
         }
@@ -116,22 +120,26 @@ class WebhookEndpoint:
         finally:
             fanout.close(stream)
 
-    async def _authenticate(self, request: Request, route: Route) -> Response | None:
+    async def _authenticate(
+        self, request: Request, route: Route
+    ) -> tuple[Response | None, str | None]:
+        """A refusal, or None; and the (lower-case) header that carries the secret."""
         if not route.credentials:
-            return None
+            return None, None
         ((kind, credential_id),) = list(route.credentials.items())[:1]
         if self.credentials is None:
-            return _error(500, "credentials are not available on this server")
+            return _error(500, "credentials are not available on this server"), None
         try:
             fields = await self.credentials.fields(route.workspace_id, kind, credential_id)
         except LookupError:
             logger.warning("webhook of workflow %s: its credential is gone", route.workflow_id)
-            return _error(500, "the webhook's credential is missing")
+            return _error(500, "the webhook's credential is missing"), None
         if kind == "api_key_header":
-            given = request.headers.get(fields["headerName"], "")
+            header = str(fields["headerName"]).lower()
+            given = request.headers.get(header, "")
             if hmac.compare_digest(given.encode(), str(fields["apiKey"]).encode()):
-                return None
-            return _error(401, "authentication required")
+                return None, header
+            return _error(401, "authentication required"), header
         if kind == "basic_auth":
             expected = f"{fields.get('username', '')}:{fields['password']}".encode()
             header = request.headers.get("authorization", "")
@@ -141,13 +149,14 @@ class WebhookEndpoint:
             except (binascii.Error, ValueError):
                 given_pair = b""
             if scheme.lower() == "basic" and hmac.compare_digest(given_pair, expected):
-                return None
-            return JSONResponse(
+                return None, "authorization"
+            refused = JSONResponse(
                 {"error": "authentication required"},
                 status_code=401,
                 headers={"WWW-Authenticate": 'Basic realm="loom"'},
             )
-        return _error(500, f"credential kind {kind!r} cannot guard a webhook")
+            return refused, "authorization"
+        return _error(500, f"credential kind {kind!r} cannot guard a webhook"), None
 
     async def _create(
         self, route: Route, item: dict[str, Any], key: str | None

@@ -281,11 +281,15 @@ async def test_secrets_never_appear_in_what_the_api_returns(
 async def test_a_secret_search_of_everything_finds_nothing(
     app, alice: Caller, api: MockApi, db_state: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Workflows use and misuse credentials; then every API answer, every log record and
-    every stored row (events, node runs, outputs, credentials) is searched for the secret
-    values. (The mock's /echo would hand the Authorization header back as output, which the
-    user asked for: it is not used here.)"""
+    """Workflows use and misuse credentials, started by hand and by webhooks; then every API
+    answer, every webhook response, every live event, every log record and every stored row
+    (events, node runs, outputs, credentials) is searched for the secret values. (The mock's
+    /echo would hand the Authorization header back as output, which the user asked for: it
+    is not used here.)"""
     caplog.set_level(logging.DEBUG)
+    # Every event committed, as the live event bus hands it to subscribers.
+    live: list[Any] = []
+    app.state.services.submitter.runner.recorder.on_commit(live.extend)
     secrets = {
         "bearer_token": {"token": SECRET + "-bearer"},
         "basic_auth": {"username": "u", "password": SECRET + "-basic"},
@@ -322,8 +326,11 @@ async def test_a_secret_search_of_everything_finds_nothing(
     assert call_run(failed)["error"]["type"] == "OAUTH2_TOKEN_FAILED"
     answers.append(failed)
     answers.append(await alice.gql("{ credentials { id name kind fields secretFields } }"))
+    webhook_answers = await _webhook_answers(alice, api, secrets)
     texts = {
         "answers": json.dumps(answers),
+        "webhook responses": json.dumps(webhook_answers),
+        "live events": json.dumps([event.to_json() for event in live], default=str),
         "stored": json.dumps(await db_state()),
         # The mock API's own access log (the remote side, in this process) is not Loom's.
         "logs": "\n".join(
@@ -333,4 +340,55 @@ async def test_a_secret_search_of_everything_finds_nothing(
         ),
     }
     for where, text in texts.items():
-        assert SECRET not in text, where
+        at = text.find(SECRET)
+        assert at < 0, (where, text[max(0, at - 300) : at + 100])
+
+
+async def _webhook_answers(
+    alice: Caller, api: MockApi, secrets: dict[str, dict[str, Any]]
+) -> list[Any]:
+    """Webhooks whose runs use credentials (succeeding and failing), and one guarded by a
+    credential, called with and without it: status, headers and body of every answer."""
+    from tests.api.test_webhooks import hook_workflow
+
+    bearer = await create_credential(
+        alice, name="hook bearer", kind="bearer_token", data=secrets["bearer_token"]
+    )
+    guard = await create_credential(
+        alice,
+        name="hook guard",
+        kind="api_key_header",
+        data={"headerName": "X-Hook-Key", "apiKey": SECRET + "-guard"},
+    )
+    credentials = {"bearer_token": bearer["id"]}
+    for path, url in (("secret-ok", "/items"), ("secret-missing", "/missing")):
+        await hook_workflow(
+            alice,
+            {"path": path, "responseMode": "last_node"},
+            [
+                node(
+                    "call",
+                    "Call",
+                    "http_request",
+                    parameters={"url": f"{api.base}{url}", "fullResponse": True},
+                    credentials=credentials,
+                )
+            ],
+        )
+    await hook_workflow(
+        alice,
+        {"path": "secret-guarded", "responseMode": "respond_node"},
+        [node("answer", "Answer", "respond_to_webhook", parameters={"status": 201})],
+        credentials={"api_key_header": guard["id"]},
+    )
+    answers = []
+    for path, headers in (
+        ("secret-ok", {}),
+        ("secret-missing", {}),
+        ("secret-guarded", {"X-Hook-Key": "wrong"}),
+        ("secret-guarded", {"X-Hook-Key": SECRET + "-guard"}),
+    ):
+        response = await alice.http.post(f"/webhook/{path}", json={"a": 1}, headers=headers)
+        answers.append([response.status_code, dict(response.headers), response.text])
+    assert [answer[0] for answer in answers] == [200, 500, 401, 201], answers
+    return answers
