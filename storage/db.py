@@ -20,6 +20,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import sqlite_inline
+from storage.sqlite_inline import InlineConnection
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -41,8 +44,11 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     # SQLite ignores foreign keys unless asked, per connection.
     cursor.execute("PRAGMA foreign_keys=ON")
-    # Wait for a competing writer instead of failing at once with "database is locked".
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # Wait for a competing writer instead of failing at once with "database is locked";
+    # inline connections wait between tries instead, with the event loop running.
+    inline = isinstance(getattr(dbapi_connection, "driver_connection", None), InlineConnection)
+    busy_timeout_ms = 0 if inline else SQLITE_BUSY_TIMEOUT_MS
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     # With WAL, NORMAL is durable against application crashes and much faster than FULL.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
@@ -90,6 +96,8 @@ class Database:
             database = self.url.database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
+                # SQLite calls inline rather than on aiosqlite's threads (see the module).
+                engine_options["async_creator"] = sqlite_inline.connector(database)
         else:
             # No ping before each checkout by default: it is a round trip per transaction
             # (about 15% of the throughput of small executions). A connection that a database

@@ -193,6 +193,12 @@ async def store_execution_payload(
     )
 
 
+async def insert_execution_payloads(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Store encoded inputs or outputs of several executions at once (`execution_id`,
+    `kind`, `encoding`, `raw_bytes`, `data` each)."""
+    await run_core(session, _INSERT_EXECUTION_PAYLOAD, rows)
+
+
 async def execution_payloads(
     session: AsyncSession, execution_ids: Collection[str], kind: str
 ) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, update
+from sqlalchemy import Table, bindparam, insert, or_, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -429,19 +429,25 @@ class GroupCommitWriter:
         if not batch:
             return [], []
         await run_core(session, _INSERT_EVENTS, [_event_row(record.event) for record in batch])
-        for record in batch:
-            if record.execution is not None:
-                await _update_execution(session, record.event.execution_id, record.execution)
-            if id(record) in outputs:
-                data, raw_bytes, encoding = outputs[id(record)]
-                await executions.store_execution_payload(
-                    session,
-                    record.event.execution_id,
-                    executions.OUTPUT,
-                    None,
-                    (data, raw_bytes),
-                    encoding,
-                )
+        changes = [
+            (record.event.execution_id, record.execution)
+            for record in batch
+            if record.execution is not None
+        ]
+        await _update_executions(session, changes)
+        output_rows = [
+            {
+                "execution_id": record.event.execution_id,
+                "kind": executions.OUTPUT,
+                "encoding": outputs[id(record)][2],
+                "raw_bytes": outputs[id(record)][1],
+                "data": outputs[id(record)][0],
+            }
+            for record in batch
+            if id(record) in outputs
+        ]
+        if output_rows:
+            await executions.insert_execution_payloads(session, output_rows)
         return [row["id"] for row in new_runs], batch
 
 
@@ -458,15 +464,49 @@ def _execution_update(status: ExecutionStatus, names: tuple[str, ...]) -> Any:
         update(table)
         .where(
             table.c.id == bindparam("v_execution_id"),
-            table.c.status.in_([*_allowed_sources(status), status.value]),
+            # Plain comparisons, not IN: an IN list is expanded per execution, which
+            # executemany (a batch of changes) cannot do.
+            or_(
+                *(table.c.status == source for source in [*_allowed_sources(status), status.value])
+            ),
         )
         .values({name: bindparam(f"v_{name}") for name in names})
     )
 
 
-async def _update_execution(
-    session: AsyncSession, execution_id: str, change: ExecutionUpdate
+async def _update_executions(
+    session: AsyncSession, changes: list[tuple[str, ExecutionUpdate]]
 ) -> None:
+    """Apply the execution changes of a batch: one executemany per kind of change when each
+    execution changes once (the usual batch: many runs ending), else one at a time, in
+    order."""
+    if len({execution_id for execution_id, _ in changes}) < len(changes):
+        for execution_id, change in changes:
+            statement, params = _execution_change(execution_id, change)
+            result = await run_core(session, statement, params)
+            if result.rowcount == 0:
+                logger.error(
+                    "execution %s: status %s refused by the state machine",
+                    execution_id,
+                    change.status,
+                )
+        return
+    grouped: dict[Any, list[dict[str, Any]]] = {}
+    for execution_id, change in changes:
+        statement, params = _execution_change(execution_id, change)
+        grouped.setdefault(statement, []).append(params)
+    for statement, rows in grouped.items():
+        result = await run_core(session, statement, rows)
+        if 0 <= result.rowcount < len(rows):
+            logger.error(
+                "%d of %d execution status changes refused by the state machine: %s",
+                len(rows) - result.rowcount,
+                len(rows),
+                ", ".join(sorted(row["v_execution_id"] for row in rows)),
+            )
+
+
+def _execution_change(execution_id: str, change: ExecutionUpdate) -> tuple[Any, dict[str, Any]]:
     values: dict[str, Any] = {"status": change.status.value}
     if change.status.is_terminal or change.status is ExecutionStatus.WAITING:
         # The lease ends with the run (a waiting execution is resumed by a new claim).
@@ -483,8 +523,4 @@ async def _update_execution(
         values["error"] = change.error.to_json()
     statement = _execution_update(change.status, tuple(values))
     params = {f"v_{name}": value for name, value in values.items()}
-    result = await run_core(session, statement, {"v_execution_id": execution_id, **params})
-    if result.rowcount == 0:
-        logger.error(
-            "execution %s: status %s refused by the state machine", execution_id, change.status
-        )
+    return statement, {"v_execution_id": execution_id, **params}

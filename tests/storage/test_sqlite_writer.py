@@ -5,6 +5,7 @@ must simply complete."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from sqlalchemy import text
 
@@ -33,3 +34,39 @@ async def test_transactions_of_one_process_take_turns_on_sqlite(database: Databa
 async def test_a_nested_transaction_in_the_same_task_goes_on(database: Database) -> None:
     async with asyncio.timeout(5), database.transaction(), database.transaction() as inner:
         assert (await inner.exec(text("SELECT 1"))).one()[0] == 1  # type: ignore[call-overload]
+
+
+async def test_a_writer_of_another_process_is_waited_for_with_the_loop_running(
+    database: Database,
+) -> None:
+    """Another process holds SQLite's write lock for a while: a write of this one waits for
+    it (SQLite calls are made inline, so waiting must not stop the event loop)."""
+    if not database.is_sqlite:
+        return  # PostgreSQL writers wait in the server, never in this process
+    path = database.url.database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE lock_anchor SET touched = touched + 1")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    async def release_later() -> None:
+        await asyncio.sleep(0.3)
+        other.execute("COMMIT")
+
+    ticker = asyncio.create_task(tick())
+    releaser = asyncio.create_task(release_later())
+    try:
+        async with asyncio.timeout(5), database.transaction() as session:
+            await session.exec(text("UPDATE lock_anchor SET touched = touched + 1"))  # type: ignore[call-overload]
+    finally:
+        ticker.cancel()
+        await releaser
+        other.close()
+    assert ticks >= 10  # the loop ran while the write waited
