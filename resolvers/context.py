@@ -28,6 +28,7 @@ from storage import accounts, executions, workflows
 from storage.accounts import Principal
 from storage.db import Database
 from storage.secrets import SecretBox
+from storage.webhooks import RouteCache
 
 DirectSender = Callable[[Any], Awaitable[bool]]
 
@@ -54,6 +55,8 @@ class Services:
     publisher: EventPublisher | None = None
     # Encrypts credential secrets (None: no key configured).
     secret_box: SecretBox | None = None
+    # Webhook routes looked up recently; cleared when this process changes routes.
+    webhook_routes: RouteCache = field(default_factory=lambda: RouteCache(ttl_s=1.0))
 
 
 class RequestLoaders:

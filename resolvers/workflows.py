@@ -258,6 +258,8 @@ async def update_workflow(
             return _conflict(exc)
         except errors.NotFoundError:  # deleted concurrently
             return _not_found(str(id))
+    # Webhook routes carry the workflow's settings (its concurrency limit).
+    info.context.services.webhook_routes.clear()
     return mapping.workflow(row)
 
 
@@ -268,6 +270,7 @@ async def delete_workflow(info: Info, id: strawberry.ID) -> results.DeleteResult
             await workflows.delete_workflow(session, str(id), viewer.workspace_ids)
     except errors.NotFoundError:
         return _not_found(str(id))
+    info.context.services.webhook_routes.clear()  # its routes went with it
     return results.Deleted(id=id)
 
 
@@ -448,6 +451,7 @@ async def publish_workflow(
         return _path_taken(exc)
     except schedules.InvalidScheduleError as exc:
         return _invalid_schedule(exc)
+    info.context.services.webhook_routes.clear()
     return mapping.workflow(row)
 
 
@@ -481,6 +485,7 @@ async def set_workflow_active(
         return _path_taken(exc)
     except schedules.InvalidScheduleError as exc:
         return _invalid_schedule(exc)
+    info.context.services.webhook_routes.clear()
     return mapping.workflow(row)
 
 

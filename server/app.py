@@ -40,6 +40,7 @@ from storage.credentials import DatabaseCredentials
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.recorder import GroupCommitWriter
+from storage.webhooks import RouteCache
 
 logger = logging.getLogger("loom.server")
 # Embedded mode has one process: its claims never need to expire while it lives (a restart
@@ -100,6 +101,7 @@ def build_services(
         fanout=fanout,
         publisher=publisher,
         secret_box=secret_box,
+        webhook_routes=RouteCache(ttl_s=settings.webhook_route_cache_s),
     )
 
 

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         "and frees the process; it resumes on any worker, after any restart.",
         ge=0,
     )
+    webhook_route_cache_s: float = Field(
+        default=1.0,
+        description="How long an API process keeps a webhook route it looked up; changes made "
+        "through another API process are seen within this time (0: look up every request).",
+        ge=0,
+    )
     max_subworkflow_depth: int = Field(
         default=10,
         description="How deep Execute Workflow calls may nest (a workflow calling itself "

@@ -30,7 +30,7 @@ from engine.nodes.base import CredentialProvider
 from engine.states import ExecutionStatus
 from resolvers.context import Services
 from resolvers.executions import submit
-from storage import executions, webhooks, workflows
+from storage import executions, webhooks
 from storage.models import Execution, NodeRun
 from storage.webhooks import Route
 
@@ -66,8 +66,14 @@ class WebhookEndpoint:
     async def handle(self, request: Request) -> Response:
         path = request.path_params["path"].strip("/")
         database = self.services.database
-        async with database.session() as session:
-            route = await webhooks.lookup(session, request.method, path)
+        routes = self.services.webhook_routes
+        route = routes.get(request.method, path)
+        if route is None:
+            generation = routes.generation
+            async with database.session() as session:
+                route = await webhooks.lookup(session, request.method, path)
+            if route is not None:
+                routes.put(request.method, path, route, generation)
         if route is None:
             return _error(404, f"no active webhook for {request.method} /webhook/{path}")
         refused, secret_header = await self._authenticate(request, route)
@@ -166,21 +172,16 @@ class WebhookEndpoint:
         database = self.services.database
         # Read before the transaction, which then only writes (on SQLite the writers of a
         # process take turns); a key used concurrently meets the unique index below.
-        async with database.session() as session:
-            if key is not None:
+        if key is not None:
+            async with database.session() as session:
                 existing = await executions.find_by_idempotency_key(session, route.workflow_id, key)
-                if existing is not None:
-                    return existing, False
-            head = await workflows.get_workflow_head(
-                session, route.workflow_id, [route.workspace_id]
-            )
-        if head is None:
-            return None
+            if existing is not None:
+                return existing, False
         try:
             async with database.transaction() as session:
                 execution = await executions.create_execution(
                     session,
-                    workflow=head,
+                    workflow=route,
                     snapshot=executions.Snapshot(route.workflow_version_id, route.workflow_version),
                     mode="webhook",
                     input=item,
@@ -189,6 +190,8 @@ class WebhookEndpoint:
                     start_node_id=route.node_id,
                 )
         except IntegrityError:
+            # The same key, committed concurrently; or the workflow is gone (deleted since
+            # its route was read).
             async with database.session() as session:
                 first = await executions.find_by_idempotency_key(
                     session, route.workflow_id, key or ""

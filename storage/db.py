@@ -97,7 +97,11 @@ class Database:
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 # SQLite calls inline rather than on aiosqlite's threads (see the module).
-                engine_options["async_creator"] = sqlite_inline.connector(database)
+                # Inline connections cost no thread, and opening one (with its pragmas)
+                # costs more than keeping it: the pool keeps as many as a busy process uses.
+                engine_options.update(
+                    async_creator=sqlite_inline.connector(database), pool_size=32, max_overflow=64
+                )
         else:
             # No ping before each checkout by default: it is a round trip per transaction
             # (about 15% of the throughput of small executions). A connection that a database

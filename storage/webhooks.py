@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ class PathTakenError(StorageError):
 class Route:
     workflow_id: str
     workspace_id: str
+    # The workflow's settings (its draft's, like every run's admission): a `WorkflowRef`.
+    settings: dict[str, Any]
     workflow_version_id: str
     workflow_version: int
     node_id: str
@@ -35,6 +38,45 @@ class Route:
     credentials: dict[str, str]
     # The version's Respond to Webhook nodes.
     respond_node_ids: frozenset[str]
+
+    @property
+    def id(self) -> str:
+        """The workflow's id (with `workspace_id` and `settings`, a `WorkflowRef`)."""
+        return self.workflow_id
+
+
+class RouteCache:
+    """Routes found by `lookup`, by (method, path), for `ttl_s` seconds: a webhook request
+    then costs no query for its route. This process clears it whenever it changes routes
+    (activation, publication, deletion); changes made by other API processes are seen within
+    `ttl_s`. A lookup that began before a clear is not cached (the generation moved on)."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.generation = 0
+        self._routes: dict[tuple[str, str], tuple[float, Route]] = {}
+
+    def get(self, method: str, path: str) -> Route | None:
+        found = self._routes.get((method, path))
+        if found is None:
+            return None
+        expires, route = found
+        if time.monotonic() >= expires:
+            del self._routes[(method, path)]
+            return None
+        return route
+
+    def put(self, method: str, path: str, route: Route, generation: int) -> None:
+        if self.ttl_s <= 0 or generation != self.generation:
+            return
+        if len(self._routes) >= self.max_entries:
+            self._routes.clear()
+        self._routes[(method, path)] = (time.monotonic() + self.ttl_s, route)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._routes.clear()
 
 
 async def register(session: AsyncSession, workflow: Workflow, version: WorkflowVersion) -> None:
@@ -69,7 +111,13 @@ async def unregister(session: AsyncSession, workflow_id: str) -> None:
 async def lookup(session: AsyncSession, method: str, path: str) -> Route | None:
     """The route of an active workflow for this method and path."""
     query = (
-        select(WebhookRoute, Workflow.workspace_id, WorkflowVersion.version, WorkflowVersion.nodes)
+        select(  # type: ignore[call-overload]
+            WebhookRoute,
+            Workflow.workspace_id,
+            Workflow.settings,
+            WorkflowVersion.version,
+            WorkflowVersion.nodes,
+        )
         .join(Workflow, col(Workflow.id) == col(WebhookRoute.workflow_id))
         .join(WorkflowVersion, col(WorkflowVersion.id) == col(WebhookRoute.workflow_version_id))
         .where(
@@ -81,11 +129,12 @@ async def lookup(session: AsyncSession, method: str, path: str) -> Route | None:
     found = (await session.exec(query)).first()
     if found is None:
         return None
-    route, workspace_id, version, nodes = found
+    route, workspace_id, settings, version, nodes = found
     node: dict[str, Any] = next((n for n in nodes if n.get("id") == route.node_id), {})
     return Route(
         workflow_id=route.workflow_id,
         workspace_id=workspace_id,
+        settings=dict(settings or {}),
         workflow_version_id=route.workflow_version_id,
         workflow_version=version,
         node_id=route.node_id,

@@ -237,3 +237,58 @@ async def test_header_and_basic_authentication(http: httpx.AsyncClient, alice: C
     refused = await http.post("/webhook/basic", auth=("u", "wrong"))
     assert refused.status_code == 401 and "Basic" in refused.headers["www-authenticate"]
     assert (await http.post("/webhook/basic", auth=("u", "p4ss"))).status_code == 202
+
+
+async def test_route_changes_take_effect_at_once_though_routes_are_cached(
+    http: httpx.AsyncClient, alice: Caller
+) -> None:
+    workflow_id = await hook_workflow(alice, {"path": "changing"})
+    assert (await http.post("/webhook/changing")).status_code == 202  # now cached
+    # A new published version answers with the run's result instead.
+    changed = await alice.gql(
+        """mutation($id: ID!, $input: WorkflowInput!) {
+             updateWorkflow(id: $id, input: $input, expectedVersion: 1) { __typename } }""",
+        {
+            "id": workflow_id,
+            "input": {
+                "name": "changing",
+                "nodes": [
+                    node(
+                        "hook",
+                        "Hook",
+                        "webhook",
+                        parameters={"path": "changing", "responseMode": "last_node"},
+                    )
+                ],
+                "edges": [],
+            },
+        },
+    )
+    assert changed["updateWorkflow"]["__typename"] == "Workflow", changed
+    published = (await alice.gql(PUBLISH, {"id": workflow_id, "v": 2}))["publishWorkflow"]
+    assert published["__typename"] == "Workflow", published
+    answer = await http.post("/webhook/changing", json={"n": 1})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()[0]["body"] == {"n": 1}
+    deleted = await alice.gql(
+        "mutation($id: ID!) { deleteWorkflow(id: $id) { __typename } }", {"id": workflow_id}
+    )
+    assert deleted["deleteWorkflow"]["__typename"] == "Deleted", deleted
+    assert (await http.post("/webhook/changing")).status_code == 404
+
+
+def test_a_route_looked_up_before_a_change_is_not_cached() -> None:
+    from storage.webhooks import Route, RouteCache
+
+    route = Route("w", "ws", {}, "v", 1, "hook", {}, {}, frozenset())
+    cache = RouteCache(ttl_s=60)
+    generation = cache.generation
+    cache.clear()  # routes changed while the lookup ran
+    cache.put("POST", "p", route, generation)
+    assert cache.get("POST", "p") is None
+    cache.put("POST", "p", route, cache.generation)
+    assert cache.get("POST", "p") is route
+    assert RouteCache(ttl_s=0).get("POST", "p") is None
+    expired = RouteCache(ttl_s=1e-9)
+    expired.put("POST", "p", route, expired.generation)
+    assert expired.get("POST", "p") is None
