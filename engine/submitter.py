@@ -37,6 +37,8 @@ class InProcessSubmitter:
         # Executions whose task waits for a resume time (durable wait) and holds nothing,
         # with that time.
         self._sleeping: dict[str, datetime] = {}
+        # Executions whose task has begun (a task cancelled before that never claims).
+        self._started: set[str] = set()
 
     async def submit(
         self, execution_id: str, generation: int | None = None, run_at: datetime | None = None
@@ -48,6 +50,12 @@ class InProcessSubmitter:
             if due is None or (run_at is not None and run_at >= due):
                 return
             current.cancel()  # woken before its resume time: the earlier run replaces it
+        # Known as sleeping from now, not from when its task first runs: a wake-up may come
+        # before that.
+        if run_at is not None:
+            self._sleeping[execution_id] = run_at
+        else:
+            self._sleeping.pop(execution_id, None)
         task = asyncio.create_task(
             self._run(execution_id, generation, run_at), name=f"execution {execution_id}"
         )
@@ -62,9 +70,9 @@ class InProcessSubmitter:
     async def _run(
         self, execution_id: str, generation: int | None, run_at: datetime | None
     ) -> None:
+        self._started.add(execution_id)
         try:
             if run_at is not None:
-                self._sleeping[execution_id] = run_at
                 try:
                     await asyncio.sleep(max(0.0, (run_at - datetime.now(UTC)).total_seconds()))
                 finally:
@@ -75,14 +83,19 @@ class InProcessSubmitter:
             raise
         except Exception:
             logger.exception("execution %s crashed", execution_id)
+        finally:
+            self._started.discard(execution_id)
 
     async def cancel(self, execution_id: str) -> bool:
         task = self._tasks.get(execution_id)
         if task is None:
             return False
-        if execution_id in self._sleeping:
+        if execution_id in self._sleeping or execution_id not in self._started:
+            # Nothing runs it (it waits for its time, or its task has not begun and will
+            # not): the caller cancels it in storage.
+            self._sleeping.pop(execution_id, None)
             task.cancel()
-            return False  # nothing runs it: the caller cancels it in storage
+            return False
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), timeout=5)

@@ -33,10 +33,29 @@ _MIGRATION_LOCK = 0x6C6F6F6D  # "loom"
 
 
 async def upgrade(database: Database, revision: str = "head") -> None:
-    """Bring the database schema up to `revision` (the latest by default)."""
-    async with database.engine.begin() as connection:
-        if not database.is_sqlite:
-            await connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
-            )
-        await connection.run_sync(_upgrade, revision)
+    """Bring the database schema up to `revision` (the latest by default).
+
+    On SQLite, foreign keys are off while migrations run, as Alembic's batch mode needs: it
+    rebuilds a table by copying it and dropping the old one, and with foreign keys on, that
+    drop deletes (ON DELETE CASCADE) or clears (SET NULL) every row that refers to it. The
+    references are checked before the migration commits."""
+    async with database.engine.connect() as connection:
+        if database.is_sqlite:
+            # Outside any transaction (the pragma does nothing inside one).
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            await connection.commit()
+        try:
+            async with connection.begin():
+                if not database.is_sqlite:
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                    )
+                await connection.run_sync(_upgrade, revision)
+                if database.is_sqlite:
+                    broken = (await connection.exec_driver_sql("PRAGMA foreign_key_check")).all()
+                    if broken:
+                        raise RuntimeError(f"the migration left broken references: {broken[:5]}")
+        finally:
+            if database.is_sqlite:
+                await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await connection.commit()

@@ -150,7 +150,9 @@ def _items(output: Any) -> list[dict[str, Any]]:
 
 async def wake_caller(database: Database, parent_id: str, run_id: str) -> int | None:
     """Make the WAITING caller claimable now, if every execution its attempt `run_id`
-    started has ended; its lease generation when it was woken here."""
+    started has ended; its lease generation then (None: not waiting, or calls still run).
+    Whoever finds it so submits it, even when another did already: submitting twice is
+    harmless, and the other may have found its run still in progress and done nothing."""
     now = utcnow()
     children = Execution.__table__.alias("children")  # type: ignore[attr-defined]
     unfinished = exists(
@@ -164,7 +166,6 @@ async def wake_caller(database: Database, parent_id: str, run_id: str) -> int | 
             .where(
                 col(Execution.id) == parent_id,
                 col(Execution.status) == ExecutionStatus.WAITING.value,
-                col(Execution.resume_at) > now,
                 ~unfinished,
             )
             .values(resume_at=now)

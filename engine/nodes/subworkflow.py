@@ -53,6 +53,8 @@ async def execute_workflow(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         )
     if ctx.resume_at is None:  # the attempt's first run: start the calls
         batches = [[item] for item in items] if each_item == "each_item" else [items]
+        if not items:
+            return {"main": []}
         info = ctx.info
         call = SubworkflowCall(
             workspace_id=info.workspace_id,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, Integer, MetaData, String, inspect, text
+from sqlalchemy import JSON, Column, Connection, Integer, MetaData, String, Table, inspect, text
 from sqlmodel import SQLModel
 
 from storage.db import Database
@@ -90,3 +92,67 @@ async def test_downgrade_to_base_and_back(empty_database):
 
 def test_one_head():
     assert len(ScriptDirectory.from_config(alembic_config()).get_heads()) == 1
+
+
+def _fill(connection: Connection, table_name: str, **given: object) -> None:
+    """Insert a row into a table as it is at the current revision: `given` values, and a
+    plain value for every other required column."""
+    table = Table(table_name, MetaData(), autoload_with=connection)
+    values: dict[str, object] = {}
+    for column in table.columns:
+        if column.name in given:
+            values[column.name] = given[column.name]
+        elif not column.nullable and column.server_default is None:
+            python_type = column.type.python_type if not isinstance(column.type, JSON) else dict
+            values[column.name] = {
+                int: 1,
+                bool: False,
+                dict: {},
+                list: [],
+                datetime: datetime(2026, 1, 1, tzinfo=UTC),
+            }.get(python_type, "x")
+    connection.execute(table.insert().values(**values))
+
+
+def _counts(connection: Connection) -> dict[str, int]:
+    return {
+        name: connection.execute(text(f"SELECT count(*) FROM {name}")).scalar_one()
+        for name in ("executions", "node_runs", "execution_events")
+    }
+
+
+async def test_the_sub_workflow_migration_keeps_every_execution(empty_database):
+    """0008 adds columns to `executions`; on SQLite, rebuilding the table instead (batch
+    mode) would cascade the old table's drop to every node run and event."""
+    await upgrade(empty_database, "0007")
+
+    def populate(connection: Connection) -> dict[str, int]:
+        _fill(connection, "workspaces", id="ws")
+        _fill(connection, "workflows", id="wf", workspace_id="ws", created_by=None)
+        _fill(connection, "workflow_versions", id="v1", workflow_id="wf", created_by=None)
+        for execution_id, retry_of in (("e1", None), ("e2", "e1")):
+            _fill(
+                connection,
+                "executions",
+                id=execution_id,
+                workspace_id="ws",
+                workflow_id="wf",
+                workflow_version_id="v1",
+                retry_of=retry_of,
+                created_by=None,
+            )
+        _fill(connection, "node_runs", id="r1", execution_id="e1")
+        _fill(connection, "execution_events", execution_id="e1", sequence=1)
+        return _counts(connection)
+
+    async with empty_database.engine.begin() as connection:
+        before = await connection.run_sync(populate)
+    await upgrade(empty_database)
+    async with empty_database.engine.connect() as connection:
+        after = await connection.run_sync(_counts)
+        retry_of = (
+            await connection.execute(text("SELECT retry_of FROM executions WHERE id = 'e2'"))
+        ).scalar_one()
+    assert before == after == {"executions": 2, "node_runs": 1, "execution_events": 1}
+    assert retry_of == "e1"
+    assert await _model_diff(empty_database) == []
