@@ -44,7 +44,7 @@ async def execute_workflow(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     parameters = settings(ctx, items)
     workflow_id = text(parameters, "workflowId").strip()
     source = choice(parameters, "source", ("published", "draft"), default="published")
-    each_item = choice(parameters, "mode", ("all_items", "each_item"), default="all_items")
+    mode = choice(parameters, "mode", ("all_items", "each_item"), default="all_items")
     wait = flag(parameters, "waitForCompletion", default=True)
     caller = ctx.resources.workflows if ctx.resources is not None else None
     if caller is None:
@@ -52,9 +52,9 @@ async def execute_workflow(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
             "sub-workflows cannot be called in this process", error_type="SUBWORKFLOWS_UNAVAILABLE"
         )
     if ctx.resume_at is None:  # the attempt's first run: start the calls
-        batches = [[item] for item in items] if each_item == "each_item" else [items]
         if not items:
             return {"main": []}
+        batches = [[item] for item in items] if mode == "each_item" else [items]
         info = ctx.info
         call = SubworkflowCall(
             workspace_id=info.workspace_id,
