@@ -644,7 +644,6 @@ class _Run:
                     "startedAt": state.started_at.isoformat() if state.started_at else None,
                     "inputItems": state.input_items,
                     "resumeAt": due.isoformat(),
-                    **({"onChildren": True} if node_id in self.on_children else {}),
                 }
                 for node_id, (state, due) in self.parked.items()
             },

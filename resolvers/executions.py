@@ -12,8 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from strawberry.scalars import JSON
 
 from engine.bus import EventPublisher
+from engine.events import Event, EventType
 from engine.graph import Graph
 from engine.plan import PlanError, compile_plan
+from engine.states import ExecutionStatus
 from engine.submitter import Submitter
 from engine.validation import Problem
 from resolvers import mapping
@@ -82,11 +84,10 @@ async def _submit(info: Info, execution: Execution) -> None:
     await submit(info.context.services, execution)
 
 
-async def submit(services: Services, execution: Execution, *, announce: bool = True) -> None:
+async def submit(services: Services, execution: Execution) -> None:
     if services.submitter is None:
         raise RuntimeError("no submitter configured: executions cannot run in this process")
-    publisher = services.publisher if announce else None
-    await submit_to(services.database, services.submitter, publisher, execution)
+    await submit_to(services.database, services.submitter, services.publisher, execution)
 
 
 async def submit_to(
@@ -98,9 +99,17 @@ async def submit_to(
     """Hand the committed execution to the submitter, or, when its workflow limits concurrent
     executions, whatever the limit admits now (FIFO). If the queue cannot be reached the
     execution stays QUEUED in the database and the sweeper enqueues it later. `publisher`
-    is told about the new execution (for `executionUpdates`)."""
+    is given the new execution's committed first event (for `executionUpdates`, and for
+    whoever already follows it)."""
     if publisher is not None:
-        publisher.wake([execution.id])
+        queued = Event(
+            execution.id,
+            1,
+            EventType.EXECUTION_QUEUED,
+            execution.created_at,
+            status=ExecutionStatus.QUEUED.value,
+        )
+        publisher.publish([queued])
     try:
         if execution.admitted_at is not None:
             await submitter.submit(execution.id, execution.lease_generation)

@@ -113,13 +113,10 @@ class WebhookEndpoint:
         assert fanout is not None
         # Listening before the run is submitted: every event of a new run then comes to the
         # stream, and the database is read only when one says there is an answer.
-        publisher = self.services.publisher
-        if created and publisher is not None:
-            publisher.wake([execution.id])  # a new execution, for executionUpdates
         stream = fanout.open(execution.id)
         try:
             if created:
-                await submit(self.services, execution, announce=False)
+                await submit(self.services, execution)
             if mode == "last_node":
                 return await self._when_finished(execution.id, stream, not created)
             return await self._when_responded(execution.id, route, stream, not created)

@@ -37,6 +37,7 @@ from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.leases import LeaseKeeper
 from storage.migrate import upgrade
+from storage.models import Execution
 from storage.queueing import Due
 from storage.recorder import GroupCommitWriter
 
@@ -114,6 +115,11 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     publisher = RedisEventPublisher(redis)
     publisher.start()
     writer.on_commit(publisher.publish)
+
+    async def submit_new(execution: Execution) -> None:
+        """Executions this worker creates: fired schedules, sub-workflow calls."""
+        await submit_to(database, submitter, publisher, execution)
+
     runner = ExecutionRunner(
         DatabaseExecutionSource(
             database, owner, settings.lease_seconds, writer, publisher=publisher
@@ -125,11 +131,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         leases=keeper,
         on_finished=after_run(database, submitter),
         durable_wait_s=settings.durable_wait_s,
-        resources=settings.node_resources(
-            database,
-            settings.secret_box(),
-            lambda execution: submit_to(database, submitter, publisher, execution),
-        ),
+        resources=settings.node_resources(database, settings.secret_box(), submit_new),
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
     sweeper = Sweeper(
@@ -153,7 +155,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         asyncio.create_task(
             run_scheduler(
                 database,
-                lambda execution: submit_to(database, submitter, publisher, execution),
+                submit_new,
             ),
             name="scheduler",
         ),

@@ -158,12 +158,8 @@ class Database:
         with it, 0.55 s with the lock). A task already holding the lock (a nested
         transaction) goes on.
         """
-        if self.dialect != "sqlite":
-            async with self.sessions() as session, session.begin():
-                yield session
-            return
         task = asyncio.current_task()
-        if task is not None and task is self._writer:
+        if self.dialect != "sqlite" or (task is not None and task is self._writer):
             async with self.sessions() as session, session.begin():
                 yield session
             return

@@ -172,5 +172,7 @@ async def wake_caller(database: Database, parent_id: str, run_id: str) -> int | 
         )
         if result.rowcount == 0:
             return None
-        row = await session.get(Execution, parent_id)
-        return None if row is None else row.lease_generation
+        generation = await session.exec(
+            select(Execution.lease_generation).where(col(Execution.id) == parent_id)
+        )
+        return generation.one()
