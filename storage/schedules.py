@@ -102,7 +102,8 @@ async def _fire(
             session.add(row)
             return None
         instant = schedule.latest_at_or_before(now, instant)
-    session.add(ScheduleTick(workflow_id=workflow_id, node_id=node_id, scheduled_at=instant))
+    tick = ScheduleTick(workflow_id=workflow_id, node_id=node_id, scheduled_at=instant)
+    session.add(tick)
     await session.flush()  # IntegrityError: this tick has fired elsewhere
     # A tick a little late (the process was busy) is followed by the next one on time; after
     # a missed stretch (`run_once`), `instant` is the latest one, so the next is after now.
@@ -121,8 +122,6 @@ async def _fire(
         created_by=None,
         start_node_id=node_id,
     )
-    tick = await session.get(ScheduleTick, (workflow_id, node_id, instant))
-    assert tick is not None
     tick.execution_id = execution.id
     session.add(tick)
     return execution
