@@ -487,6 +487,9 @@ class _Run:
         on_error = plan_node.node.on_error
         if on_error is OnError.STOP:
             self.emit(EventType.NODE_FAILED, state=state)
+            # Its last attempt is its record: when several nodes fail together, the run stops
+            # on the first, and the others must not get a CANCELLED attempt that never ran.
+            self.finished.add(plan_node.id)
             raise _Failed(plan_node.id, error)
         error_item: Item = {"error": {"nodeId": plan_node.id, **error.to_json()}}
         ports = plan_node.output_ports

@@ -487,3 +487,35 @@ async def test_shutdown_interrupts_without_cancelling(parallel: bool) -> None:
     lost = [e for e in events if e.type is EventType.NODE_FAILED]
     assert {e.node_id for e in lost} == ({"w", "w2"} if parallel else {"w"})
     assert all(e.error is not None and e.error.type == "WORKER_LOST" for e in lost)
+
+
+async def _fail_together(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    await asyncio.sleep(0)  # every branch starts before any of them fails
+    raise NodeError("the target is down", error_type="CONNECTION_FAILED")
+
+
+@pytest.mark.parametrize("retry", [None, RetryPolicy(max_attempts=1)])
+async def test_parallel_nodes_failing_together_record_only_the_attempts_that_ran(
+    retry: RetryPolicy | None,
+) -> None:
+    registry = NodeTypeRegistry([*REGISTRY.all(), _type("down", _fail_together)])
+    g = graph(
+        [Node("s", "Start", "start")]
+        + [Node(f"h{i}", f"H{i}", "down", retry=retry) for i in range(3)]
+        + [Node("after", "After", "tag")],
+        [("s", "h0"), ("s", "h1"), ("s", "h2"), ("h0", "after")],
+    )
+    recorder = MemoryRecorder()
+    request = RunRequest(
+        execution_id="e1",
+        plan=compile_plan("v1", g, registry),
+        info=RunInfo(execution_id="e1"),
+        input={},
+    )
+    outcome = await Executor(recorder).run(request)
+    assert outcome.status is ExecutionStatus.FAILED
+    for node_id in ("h0", "h1", "h2"):
+        kinds = [(e.type, e.attempt) for e in recorder.events() if e.node_id == node_id]
+        assert kinds == [(EventType.NODE_STARTED, 1), (EventType.NODE_FAILED, 1)], node_id
+        assert outcome.node_runs[node_id].attempt == 1
+    assert statuses(outcome)["after"] == "CANCELLED"
