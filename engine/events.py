@@ -31,18 +31,31 @@ class EventType(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
-    """An error as stored and shown: a stable type, a message, optional details."""
+    """An error as stored and shown: a stable type, a message, optional details, and for
+    an execution that a node's failure ended, that node."""
 
     type: str
     message: str
     details: dict[str, Any] = field(default_factory=dict)
+    node_id: str | None = None
+    node_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "message": self.message, "details": self.details}
+        data: dict[str, Any] = {"type": self.type, "message": self.message, "details": self.details}
+        if self.node_id is not None:
+            data["nodeId"] = self.node_id
+            data["nodeName"] = self.node_name
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ErrorInfo:
-        return cls(type=data["type"], message=data["message"], details=data.get("details") or {})
+        return cls(
+            type=data["type"],
+            message=data["message"],
+            details=data.get("details") or {},
+            node_id=data.get("nodeId"),
+            node_name=data.get("nodeName"),
+        )
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ import asyncio
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -719,9 +719,10 @@ class Executor:
             else:
                 await run.drive()
         except _Failed as failure:
-            run.finished.add(failure.node_id)
             run.cancel_rest()
-            outcome = run.finish(ExecutionStatus.FAILED, failure.error)
+            node = run.plan.nodes[failure.node_id].node
+            error = replace(failure.error, node_id=node.id, node_name=node.name)
+            outcome = run.finish(ExecutionStatus.FAILED, error)
         except _Drained:
             await asyncio.shield(self.recorder.flush())
             raise asyncio.CancelledError(SHUTDOWN) from None

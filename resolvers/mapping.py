@@ -173,6 +173,19 @@ def _error(data: dict[str, Any] | None, kind: type[Any]) -> Any:
     )
 
 
+def _execution_error(data: dict[str, Any] | None) -> xtypes.ExecutionError | None:
+    if not data:
+        return None
+    node_id = data.get("nodeId")
+    return xtypes.ExecutionError(
+        type=data["type"],
+        message=data["message"],
+        details=_json(data.get("details") or {}),
+        node_id=None if node_id is None else strawberry.ID(node_id),
+        node_name=data.get("nodeName"),
+    )
+
+
 def _duration_ms(started_at: datetime | None, finished_at: datetime | None) -> float | None:
     if started_at is None or finished_at is None:
         return None
@@ -189,7 +202,7 @@ def execution(row: models.Execution) -> xtypes.Execution:
         mode=row.mode,
         legacy_input=row.input,
         legacy_output=row.output,
-        error=_error(row.error, xtypes.ExecutionError),
+        error=_execution_error(row.error),
         engine_version=row.engine_version,
         retry_of=None if row.retry_of is None else strawberry.ID(row.retry_of),
         parent_execution_id=(

@@ -70,6 +70,12 @@ class ExecutionError:
     type: str = strawberry.field(description="Stable error type, e.g. EXECUTION_TIMEOUT.")
     message: str = strawberry.field(description="What went wrong.")
     details: JSON = strawberry.field(description="Extra facts.")
+    node_id: strawberry.ID | None = strawberry.field(
+        default=None, description="The node whose failure ended the run, if one did."
+    )
+    node_name: str | None = strawberry.field(
+        default=None, description="That node's name, as it was in the version that ran."
+    )
 
 
 @strawberry.type(description="A page of one node run's output items on one port.")

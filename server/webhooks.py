@@ -204,12 +204,7 @@ class WebhookEndpoint:
             if not ExecutionStatus(status).is_terminal:
                 return None
             if status != ExecutionStatus.SUCCEEDED.value:
-                return _error(
-                    500,
-                    (error or {}).get("message", f"the run ended {status}"),
-                    executionId=execution_id,
-                    status=status,
-                )
+                return _run_failed(execution_id, status, error)
             found = await executions.execution_payloads(session, [execution_id], executions.OUTPUT)
             return JSONResponse(found.get(execution_id, legacy_output) or [])
 
@@ -228,14 +223,16 @@ class WebhookEndpoint:
             if answered:
                 return await _respond_with(session, answered[0])
             row = await executions.reload(session, execution_id)
-            if ExecutionStatus(row.status).is_terminal:
-                return _error(
-                    500,
-                    "the run ended without a Respond to Webhook node answering",
-                    executionId=execution_id,
-                    status=row.status,
-                )
-            return None
+            if not ExecutionStatus(row.status).is_terminal:
+                return None
+            if row.status != ExecutionStatus.SUCCEEDED.value:
+                return _run_failed(execution_id, row.status, row.error)
+            return _error(
+                500,
+                "the run succeeded without a Respond to Webhook node answering",
+                executionId=execution_id,
+                status=row.status,
+            )
 
         def answering(item: Any) -> bool:
             if _event_type(item) == "NODE_SUCCEEDED":
@@ -279,6 +276,21 @@ class WebhookEndpoint:
             due = stream.woken or stream.overflowed or any(map(answering, stream.items))
             if not due:
                 stream.items.clear()
+
+
+def _run_failed(execution_id: str, status: str, error: dict[str, Any] | None) -> JSONResponse:
+    """The answer to a webhook whose run failed or was cancelled before it answered: the
+    run's error (its type, message and the node it came from), as the execution shows it."""
+    error = error or {}
+    return _error(
+        500,
+        error.get("message", f"the run ended {status}"),
+        errorType=error.get("type", status),
+        nodeId=error.get("nodeId"),
+        nodeName=error.get("nodeName"),
+        executionId=execution_id,
+        status=status,
+    )
 
 
 def _event_type(item: Any) -> str:

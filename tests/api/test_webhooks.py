@@ -123,15 +123,66 @@ async def test_last_node_answers_with_the_runs_result(
     assert response.json() == [{"total": 20}]
 
 
-async def test_a_failed_run_answers_500_with_its_error(
+@pytest.mark.parametrize("mode", ["last_node", "respond_node"])
+async def test_a_failed_run_answers_500_with_its_error_and_node(
+    http: httpx.AsyncClient, alice: Caller, mode: str
+) -> None:
+    # In respond_node mode the run fails before its Respond to Webhook node answers.
+    price = node(
+        "price",
+        "Price",
+        "set",
+        parameters={"fields": [{"name": "unit", "value": "{{ $json.body.total / 0 }}"}]},
+    )
+    respond = node("answer", "Answer", "respond_to_webhook", parameters={"body": "ok"})
+    await hook_workflow(alice, {"path": "fail", "responseMode": mode}, [price, respond])
+    response = await http.post("/webhook/fail", json={"total": 10})
+    assert response.status_code == 500
+    answer = response.json()
+    assert "'Price'" in answer["error"] and "division by zero" in answer["error"], answer
+    assert (answer["errorType"], answer["nodeId"], answer["nodeName"]) == (
+        "EXPRESSION_ERROR",
+        "price",
+        "Price",
+    )
+    assert answer["status"] == "FAILED"
+    shown = await alice.gql(
+        "query($id: ID!) { execution(id: $id) { error { type nodeId nodeName } } }",
+        {"id": answer["executionId"]},
+    )
+    assert shown["execution"]["error"] == {
+        "type": "EXPRESSION_ERROR",
+        "nodeId": "price",
+        "nodeName": "Price",
+    }
+
+
+async def test_a_run_that_succeeds_without_answering_says_so(
     http: httpx.AsyncClient, alice: Caller
 ) -> None:
-    stop = node("stop", "Stop", "stop_and_error", parameters={"message": "no stock"})
-    await hook_workflow(alice, {"path": "fail", "responseMode": "last_node"}, [stop])
-    response = await http.post("/webhook/fail", json={})
+    # The Respond to Webhook node is on the branch the item does not take.
+    gate = node(
+        "gate",
+        "Gate",
+        "if",
+        parameters={
+            "conditions": [{"left": "{{ $json.body.ok }}", "operator": "equals", "right": True}]
+        },
+    )
+    respond = node("answer", "Answer", "respond_to_webhook", parameters={"body": "ok"})
+    hook = node(
+        "hook", "Hook", "webhook", parameters={"path": "gated", "responseMode": "respond_node"}
+    )
+    workflow_id = await create(
+        alice,
+        [hook, gate, respond],
+        [edge("hook", "gate"), edge("gate", "answer", sourceOutput="true")],
+    )
+    assert (await activate(alice, workflow_id))["active"] is True
+    response = await http.post("/webhook/gated", json={"ok": False})
     assert response.status_code == 500
-    assert "no stock" in response.json()["error"]
-    assert response.json()["status"] == "FAILED"
+    assert "without a Respond to Webhook node answering" in response.json()["error"]
+    assert response.json()["status"] == "SUCCEEDED"
 
 
 async def test_respond_node_sets_status_headers_and_body(
