@@ -67,6 +67,10 @@ class NodeType:
     # A node runs when at least one incoming edge carries data; ports whose edges carry none
     # are absent from its inputs, and merge-type behaviours decide what that means.
     execute: Any = field(default=None, compare=False, repr=False)
+    # Checks the schema cannot express (a cron expression that parses, a timezone that
+    # exists): parameters -> (code, parameter path, message) for every problem. Shown as
+    # node issues on save, like schema problems.
+    check_parameters: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_trigger(self) -> bool:

@@ -13,18 +13,91 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 MIN_INTERVAL_S = 1.0
 MISSED_POLICIES = ("skip", "run_once")
+MODES = ("cron", "interval")
+# Five fields (minute hour day-of-month month day-of-week), or one of these. croniter also
+# reads a sixth field as seconds and a seventh as years: a schedule written for another tool
+# would then fire every second, so those are refused.
+CRON_FIELDS = 5
+CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+CRON_EXAMPLE = "'0 9 * * 1-5' (09:00 on weekdays)"
+# Any date works for asking whether an expression ever fires: every calendar pattern repeats
+# within 28 years, and croniter gives up after searching far less (a 31st of February).
+_PROBE = datetime(2026, 1, 1)
 
 
 class ScheduleError(ValueError):
-    """A schedule that cannot run; the message names the parameter."""
+    """A schedule that cannot run: every problem, each naming its parameter."""
 
-    def __init__(self, parameter: str, message: str) -> None:
-        super().__init__(message)
-        self.parameter = parameter
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{parameter}: {message}" for parameter, message in problems))
+        self.problems = problems
+
+
+def schedule_problems(parameters: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every reason these trigger parameters cannot run, as (parameter, message); none for a
+    schedule that can. The editor shows them on save, activation refuses them."""
+    problems: list[tuple[str, str]] = []
+    timezone = parameters.get("timezone") or "UTC"
+    try:
+        ZoneInfo(str(timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            (
+                "timezone",
+                f"unknown timezone {str(timezone)[:64]!r}; use an IANA name such as "
+                "Europe/Paris or UTC",
+            )
+        )
+    missed = parameters.get("missed") or "skip"
+    if missed not in MISSED_POLICIES:
+        problems.append(("missed", f"must be one of {', '.join(MISSED_POLICIES)}"))
+    mode = parameters.get("mode") or "cron"
+    if mode not in MODES:
+        problems.append(("mode", f"must be one of {', '.join(MODES)}"))
+    elif mode == "interval":
+        interval = parameters.get("intervalSeconds")
+        if (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not interval >= MIN_INTERVAL_S
+            or interval == float("inf")
+        ):
+            problems.append(
+                ("intervalSeconds", f"must be a number of seconds, {MIN_INTERVAL_S:g} or more")
+            )
+    else:
+        problem = cron_problem(parameters.get("cron"))
+        if problem is not None:
+            problems.append(("cron", problem))
+    return problems
+
+
+def cron_problem(cron: object) -> str | None:
+    """Why `cron` is not a five-field cron expression that fires, or None."""
+    text = cron.strip() if isinstance(cron, str) else ""
+    if not text:
+        return f"a cron expression is required, such as {CRON_EXAMPLE}"
+    fields = text.split()
+    if text.startswith("@"):
+        if text.lower() not in CRON_MACROS:
+            return f"{text[:40]!r} is not one of {', '.join(CRON_MACROS)}"
+        return None
+    if len(fields) != CRON_FIELDS:
+        return (
+            f"must have five fields (minute hour day-of-month month day-of-week), not "
+            f"{len(fields)}; for example {CRON_EXAMPLE}"
+        )
+    if not croniter.is_valid(text):
+        return f"{text[:200]!r} is not a valid cron expression; for example {CRON_EXAMPLE}"
+    try:
+        croniter(text, _PROBE).get_next(datetime)
+    except CroniterBadDateError:
+        return f"{text[:200]!r} never fires (no date matches it)"
+    return None
 
 
 def _wall(moment: datetime) -> datetime:
@@ -41,25 +114,14 @@ class Schedule:
     @classmethod
     def from_parameters(cls, parameters: dict[str, Any]) -> Schedule:
         """The schedule of a trigger's parameters; raises `ScheduleError` if invalid."""
+        problems = schedule_problems(parameters)
+        if problems:
+            raise ScheduleError(problems)
         timezone = str(parameters.get("timezone") or "UTC")
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ScheduleError("timezone", f"unknown timezone {timezone!r}") from exc
         missed = str(parameters.get("missed") or "skip")
-        if missed not in MISSED_POLICIES:
-            raise ScheduleError("missed", f"must be one of {', '.join(MISSED_POLICIES)}")
         if (parameters.get("mode") or "cron") == "interval":
-            interval = parameters.get("intervalSeconds")
-            if not isinstance(interval, int | float) or interval < MIN_INTERVAL_S:
-                raise ScheduleError(
-                    "intervalSeconds", f"must be a number of seconds, {MIN_INTERVAL_S:g} or more"
-                )
-            return cls(None, timezone, float(interval), missed)
-        cron = str(parameters.get("cron") or "").strip()
-        if not croniter.is_valid(cron):
-            raise ScheduleError("cron", "must be a cron expression such as '0 9 * * 1-5'")
-        return cls(cron, timezone, None, missed)
+            return cls(None, timezone, float(parameters["intervalSeconds"]), missed)
+        return cls(str(parameters["cron"]).strip(), timezone, None, missed)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -504,14 +504,18 @@ async def _route_triggers(session: AsyncSession, workflow: Workflow) -> None:
 
 
 def _invalid_schedule(exc: schedules.InvalidScheduleError) -> results.ValidationError:
-    problem = Problem(
-        code="INVALID_SCHEDULE",
-        message=str(exc),
-        node_id=exc.node_id,
-        field=f"parameters.{exc.parameter}",
-        severity=Severity.STRUCTURAL,
+    return validation_error(
+        [
+            Problem(
+                code="INVALID_SCHEDULE",
+                message=message,
+                node_id=exc.node_id,
+                field=f"parameters.{parameter}",
+                severity=Severity.STRUCTURAL,
+            )
+            for parameter, message in exc.problems
+        ]
     )
-    return validation_error([problem])
 
 
 def _path_taken(exc: webhooks.PathTakenError) -> results.ValidationError:

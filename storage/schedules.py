@@ -29,10 +29,12 @@ MISSED_AFTER = timedelta(seconds=60)
 
 
 class InvalidScheduleError(StorageError):
+    """A schedule trigger of the version being activated cannot run."""
+
     def __init__(self, node_id: str, error: ScheduleError) -> None:
         super().__init__(str(error))
         self.node_id = node_id
-        self.parameter = error.parameter
+        self.problems = error.problems  # (parameter, message), every one
 
 
 async def register(

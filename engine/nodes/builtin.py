@@ -33,6 +33,7 @@ from engine.node_types import NodeGroup, NodeType, Port
 from engine.nodes import flow, http, merge, subworkflow, transform, webhook
 from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
 from engine.nodes.flow import SWITCH_OUTPUTS
+from engine.schedule import schedule_problems
 
 JSONSchema = dict[str, Any]
 
@@ -808,7 +809,15 @@ def _schedule() -> NodeType:
             **_when("mode", "interval", ("intervalSeconds",), otherwise=("cron",)),
         ),
         execute=flow.manual_trigger,
+        check_parameters=_schedule_problems,
     )
+
+
+def _schedule_problems(parameters: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        ("INVALID_SCHEDULE", parameter, message)
+        for parameter, message in schedule_problems(parameters)
+    ]
 
 
 def _respond_to_webhook() -> NodeType:

@@ -92,7 +92,15 @@ def parameter_problems(node: Node, node_type: NodeType, encoded: str | None) -> 
         findings = ()
     else:
         findings = compiled.check(node.parameters)
-    return [
+    problems = [
         Problem(finding.code, finding.message, node.id, finding.field, Severity.PARAMETER)
         for finding in findings
     ]
+    if node_type.check_parameters is not None and isinstance(node.parameters, dict):
+        # One problem per field: a schema problem on it says enough.
+        taken = {problem.field for problem in problems}
+        for code, path, message in node_type.check_parameters(node.parameters):
+            field = f"parameters.{path}"
+            if field not in taken:
+                problems.append(Problem(code, message, node.id, field, Severity.PARAMETER))
+    return problems

@@ -12,10 +12,10 @@ from sqlmodel import select
 
 from storage import schedules
 from storage.db import Database
-from storage.models import Execution, ScheduleRow, ScheduleTick
+from storage.models import Execution, ScheduleRow, ScheduleTick, WorkflowVersion
 from storage.types import utcnow
 from tests.api.test_executions import create
-from tests.api.test_webhooks import ACTIVATE, PUBLISH, refused_activation
+from tests.api.test_webhooks import ACTIVATE, PUBLISH
 from tests.conftest import Caller
 from tests.factories import edge, node
 from tests.live import serve
@@ -78,20 +78,64 @@ async def test_deactivating_stops_the_schedule(alice: Caller, database: Database
     assert await schedules.fire_due(database, utcnow() + timedelta(days=1)) == []
 
 
+NODE_ISSUES = """
+query($id: ID!) { workflow(id: $id) { nodes { id issues { code field message } } } }
+"""
+
+
+async def test_schedule_problems_are_node_issues_on_save_all_at_once(alice: Caller) -> None:
+    workflow_id = await create(
+        alice,
+        [
+            node(
+                "tick",
+                "Tick",
+                "schedule",
+                parameters={"cron": "* * * * * *", "timezone": "Mars/Olympus"},
+            )
+        ],
+        [],
+    )
+    data = await alice.gql(NODE_ISSUES, {"id": workflow_id})
+    (tick,) = data["workflow"]["nodes"]
+    issues = {issue["field"]: issue for issue in tick["issues"]}
+    assert set(issues) == {"parameters.cron", "parameters.timezone"}
+    assert {issue["code"] for issue in issues.values()} == {"INVALID_SCHEDULE"}
+    assert "five fields" in issues["parameters.cron"]["message"]
+    assert "Mars/Olympus" in issues["parameters.timezone"]["message"]
+    # A draft with issues cannot be published, so it never reaches activation.
+    published = (await alice.gql(PUBLISH, {"id": workflow_id, "v": 1}))["publishWorkflow"]
+    assert published["__typename"] == "ValidationError"
+    assert {problem["field"] for problem in published["problems"]} == set(issues)
+
+
 async def test_a_schedule_that_cannot_run_is_refused_at_activation(
-    alice: Caller, db_state: Any
+    alice: Caller, database: Database, db_state: Any
 ) -> None:
     workflow_id = await create(
-        alice, [node("tick", "Tick", "schedule", parameters={"cron": "not a cron"})], []
+        alice, [node("tick", "Tick", "schedule", parameters={"cron": "0 9 * * *"})], []
     )
-    await alice.gql(PUBLISH, {"id": workflow_id, "v": 1})
+    assert (await alice.gql(PUBLISH, {"id": workflow_id, "v": 1}))["publishWorkflow"][
+        "__typename"
+    ] == "Workflow"
+    # A version published before these checks existed (an older Loom took six fields).
+    async with database.transaction() as session:
+        version = (
+            await session.exec(
+                select(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow_id)
+            )
+        ).one()
+        bad = {"cron": "* * * * * *", "timezone": "Nowhere/Else"}
+        version.nodes = [{**version.nodes[0], "parameters": bad}]
+        session.add(version)
     before = await db_state()
-    problem = await refused_activation(alice, workflow_id)
-    assert (problem["code"], problem["nodeId"], problem["field"]) == (
-        "INVALID_SCHEDULE",
-        "tick",
-        "parameters.cron",
-    )
+    result = (await alice.gql(ACTIVATE, {"id": workflow_id, "active": True}))["setWorkflowActive"]
+    assert result["__typename"] == "ValidationError", result
+    found = {(p["code"], p["nodeId"], p["field"]) for p in result["problems"]}
+    assert found == {
+        ("INVALID_SCHEDULE", "tick", "parameters.cron"),
+        ("INVALID_SCHEDULE", "tick", "parameters.timezone"),
+    }
     assert await db_state() == before
 
 

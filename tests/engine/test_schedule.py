@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine.schedule import Schedule, ScheduleError
+from engine.schedule import Schedule, ScheduleError, schedule_problems
 
 
 def at(text: str) -> datetime:
@@ -62,9 +62,19 @@ def test_intervals_and_the_latest_missed_tick() -> None:
     ("parameters", "parameter"),
     [
         ({"cron": "every day"}, "cron"),
+        ({"cron": ""}, "cron"),
+        ({"cron": "* * * * * *"}, "cron"),  # a seconds field: would fire every second
+        ({"cron": "0 9 * * 1-5 2027"}, "cron"),  # a years field
+        ({"cron": "0 9 * *"}, "cron"),
+        ({"cron": "0 0 31 2 *"}, "cron"),  # parses, never fires
+        ({"cron": "@reboot"}, "cron"),
+        ({"cron": 17}, "cron"),
         ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"cron": "0 9 * * *", "timezone": "../../etc/passwd"}, "timezone"),
         ({"mode": "interval", "intervalSeconds": 0.5}, "intervalSeconds"),
+        ({"mode": "interval", "intervalSeconds": True}, "intervalSeconds"),
         ({"mode": "interval"}, "intervalSeconds"),
+        ({"mode": "hourly"}, "mode"),
         ({"cron": "0 9 * * *", "missed": "later"}, "missed"),
     ],
 )
@@ -73,4 +83,17 @@ def test_schedules_that_cannot_run_name_the_parameter(
 ) -> None:
     with pytest.raises(ScheduleError) as failure:
         Schedule.from_parameters(parameters)
-    assert failure.value.parameter == parameter
+    assert [name for name, _ in failure.value.problems] == [parameter]
+
+
+def test_every_problem_of_a_schedule_is_reported_at_once() -> None:
+    problems = schedule_problems({"cron": "* * * * * *", "timezone": "Nowhere", "missed": "x"})
+    assert sorted(name for name, _ in problems) == ["cron", "missed", "timezone"]
+    cron = dict(problems)["cron"]
+    assert "five fields" in cron and "not 6" in cron
+
+
+@pytest.mark.parametrize("cron", ["0 9 * * 1-5", "*/15 * * * *", "0 0 29 2 *", "@daily", "@HOURLY"])
+def test_five_field_expressions_and_macros_run(cron: str) -> None:
+    schedule = Schedule.from_parameters({"cron": cron})
+    assert schedule.next_after(datetime(2026, 1, 1, tzinfo=UTC)) > datetime(2026, 1, 1, tzinfo=UTC)
