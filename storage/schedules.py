@@ -8,6 +8,7 @@ succeed, in the same transaction as the execution it creates and the schedule's 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,11 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.schedule import Schedule, ScheduleError
+from engine.schedule import Schedule, ScheduleError, cron_problem
 from storage import executions
 from storage.db import Database
 from storage.errors import StorageError
 from storage.models import Execution, ScheduleRow, ScheduleTick, Workflow, WorkflowVersion
+
+logger = logging.getLogger("loom.schedules")
 
 SCHEDULE = "schedule"
 # A tick later than this is "missed" (the processes were down): the schedule's `missed`
@@ -97,6 +100,15 @@ async def _fire(
     if row is None or row.next_at != seen_at:
         return None  # deactivated, or fired by another process meanwhile
     schedule = Schedule.from_json(row.spec)
+    problem = None if schedule.cron is None else cron_problem(schedule.cron)
+    if problem is not None:
+        # Registered by an older Loom that took six fields (seconds: it fired every second)
+        # or seven: stopped, not run, until the workflow is fixed and activated again.
+        logger.warning(
+            "schedule of workflow %s, node %s, stopped: cron %s", workflow_id, node_id, problem
+        )
+        await session.delete(row)
+        return None
     instant = row.next_at
     if now - instant > MISSED_AFTER:
         if schedule.missed == "skip":

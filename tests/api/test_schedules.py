@@ -139,6 +139,23 @@ async def test_a_schedule_that_cannot_run_is_refused_at_activation(
     assert await db_state() == before
 
 
+async def test_a_stored_six_field_schedule_is_stopped_not_fired_every_second(
+    alice: Caller, database: Database
+) -> None:
+    workflow_id = await scheduled(alice, {"cron": "*/5 * * * *"})
+    async with database.transaction() as session:
+        row = await session.get(ScheduleRow, (workflow_id, "tick"))
+        assert row is not None
+        # As an older Loom registered it: a seconds field.
+        row.spec = {**row.spec, "cron": "* * * * * *"}
+        session.add(row)
+        due = row.next_at
+    assert await schedules.fire_due(database, due) == []
+    assert await schedule_row(database, workflow_id) is None
+    async with database.session() as session:
+        assert (await session.exec(select(ScheduleTick))).all() == []
+
+
 async def test_the_running_server_fires_schedules_from_activation_on(
     app: Any, alice: Caller, database: Database
 ) -> None:
