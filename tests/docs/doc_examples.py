@@ -4,7 +4,8 @@ The conventions (docs/api.md explains them to its readers too):
 
 - A ```graphql block is a request. The first plain ```json block after it, before any other
   block, holds its variables.
-- A ```sh block runs in bash; a ```python block runs with this Python.
+- A ```sh block runs in a new bash, with TOKEN and the $NAMES known so far as environment
+  variables; a ```python block runs with this Python.
 - A ```json answer (or ```text answer) block shows what the request before it answers: the
   test checks the answer contains it (see `match`).
 - `<!-- not-run: why -->` on the line before a block leaves it out (schema excerpts,
