@@ -314,6 +314,27 @@ async def test_a_4xx_fails_the_node_naming_the_url_without_its_query(
     assert "/missing" in error["message"] and "abc123" not in error["message"]
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://1.2.3/", "the host is not a valid IPv4 address (four numbers from 0 to 255)"),
+        ("http://exa mple.com/", "the host is not a valid name"),
+        ("http://[::1", "the IPv6 address in brackets is not closed or not valid"),
+    ],
+)
+async def test_a_malformed_url_fails_the_node_in_the_users_words(
+    app, alice: Caller, url: str, problem: str
+) -> None:
+    execution = await run(app, alice, {"url": url})
+    error = call_run(execution)["error"]
+    assert error["type"] == "INVALID_PARAMETER"
+    assert error["details"] == {"parameter": "url"}
+    assert error["message"].startswith(
+        f"node 'Call': Parameter 'url' is not a valid URL: {problem}"
+    )
+    assert "Error" not in error["message"]
+
+
 async def test_private_destinations_are_refused_without_an_allowed_network(
     database, settings, registry, alice: Caller, api: MockApi
 ) -> None:

@@ -358,6 +358,8 @@ async def test_a_closed_port_is_a_retryable_connection_failure(client: HttpClien
         ("http://exa mple.com/", "the host is not a valid name"),
         ("http://a..b/", "the host is not a valid name"),
         ("http://" + "a" * 64 + ".com/", "the host is not a valid name"),
+        ("http://1.2.3/", "the host is not a valid IPv4 address"),  # was InvalidUrlClientError
+        ("http://2130706433/", "the host is not a valid IPv4 address"),
         ("http://[::1/", "the IPv6 address in brackets is not closed or not valid"),
         ("http://[::1]:99999/", "the port must be a number from 1 to 65535"),
         ("http://example.com:abc/", "the port must be a number from 1 to 65535"),

@@ -101,7 +101,11 @@ def test_an_http_request_node_runs_under_loom_run(tmp_path: Path, api: LocalApi)
         {
             "method": "POST",
             "url": f"{api.base}/orders/{{{{ $json.order }}}}",
-            "headers": [{"name": "X-Items", "value": "{{ $input }}"}],
+            "headers": [
+                {"name": "X-Items", "value": "{{ $input }}"},
+                {"name": "X-Flags", "value": "{{ {'ok': true, 'none': null} }}"},
+            ],
+            "query": [{"name": "dry", "value": "{{ false }}"}],
             "bodyType": "json",
             "jsonBody": {"items": "{{ $input }}"},
         }
@@ -109,10 +113,12 @@ def test_an_http_request_node_runs_under_loom_run(tmp_path: Path, api: LocalApi)
     code, output, progress = run(tmp_path, workflow, LOOPBACK_ALLOWED)
     assert code == EXIT_SUCCEEDED, progress
     (answer,) = output
-    assert (answer["method"], answer["path"]) == ("POST", "/orders/7")
-    # `$input` used as a value is its items, as JSON (in a header: as text).
+    assert (answer["method"], answer["path"]) == ("POST", "/orders/7?dry=false")
+    # `$input` used as a value is its items, as JSON; in a header or the query, values read
+    # as expressions show them (JSON, `false`), never in Python's spelling.
     assert json.loads(answer["body"]) == {"items": [{"order": 7}]}
     assert answer["headers"]["x-items"] == '[{"order":7}]'
+    assert answer["headers"]["x-flags"] == '{"ok":true,"none":null}'
 
 
 @pytest.mark.parametrize(
@@ -147,6 +153,7 @@ def test_loom_run_refuses_private_destinations_naming_the_setting(
         ("http://exa mple.com", "the host is not a valid name"),
         ("http://[::1", "the IPv6 address in brackets is not closed or not valid"),
         ("http://example.com:99999/", "the port must be a number from 1 to 65535"),
+        ("http://1.2.3/", "the host is not a valid IPv4 address (four numbers from 0 to 255)"),
     ],
 )
 def test_a_malformed_url_says_what_is_wrong_with_it(tmp_path: Path, url: str, problem: str) -> None:
@@ -156,6 +163,30 @@ def test_a_malformed_url_says_what_is_wrong_with_it(tmp_path: Path, url: str, pr
         f"INVALID_PARAMETER: node 'Call': Parameter 'url' is not a valid URL: {problem}" in progress
     ), progress
     assert "Error" not in progress.replace("INVALID_PARAMETER", "")
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        (
+            {"timeoutSeconds": "{{ 'soon' }}"},
+            "Parameter 'timeoutSeconds' must be a number of at least 0.1, got \"soon\"",
+        ),
+        ({"url": "{{ 42 }}"}, "Parameter 'url' must be an http or https URL, got 42"),
+        (
+            {"headers": [{"name": "X-Bad", "value": "a\r\nInjected: 1"}]},
+            "HTTP_INVALID_HEADER: node 'Call': the value of header 'X-Bad' holds a line break",
+        ),
+    ],
+)
+def test_parameters_an_expression_got_wrong_are_named(
+    tmp_path: Path, api: LocalApi, parameters: dict[str, Any], message: str
+) -> None:
+    workflow = http_workflow({"url": f"{api.base}/x", **parameters})
+    code, _, progress = run(tmp_path, workflow, LOOPBACK_ALLOWED)
+    assert code == EXIT_FAILED
+    assert message in progress, progress
+    assert "NODE_CRASHED" not in progress
 
 
 def test_credentials_need_the_server(tmp_path: Path, api: LocalApi) -> None:
