@@ -105,8 +105,10 @@ def _power(base: Any, exponent: Any) -> Any:
         raise EvalError(f"number larger than {MAX_INT_BITS} bits")
     try:
         return base**exponent
-    except (OverflowError, ZeroDivisionError) as exc:
-        raise EvalError(str(exc)) from exc
+    except OverflowError as exc:
+        raise EvalError("number too large") from exc
+    except ZeroDivisionError as exc:
+        raise EvalError("zero cannot be raised to a negative power") from exc
 
 
 def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:

@@ -211,8 +211,10 @@ def _parse_json(text: Any) -> Any:
         raise EvalError("text too long to parse as JSON")
     try:
         return json.loads(source)
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise EvalError(f"not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise EvalError("not valid JSON: nested too deeply") from exc
 
 
 def _to_fixed(value: Any, digits: Any = 0) -> str:

@@ -223,6 +223,9 @@ INTERNAL_NAMES = (
         ("{{ '%s' % 5 }}", "'%' needs numbers, got string and number"),
         ("{{ 10 ** 400 / 3 }}", "number too large"),
         ("{{ floor(1e308 * 10) }}", "number too large"),
+        ("{{ 10.5 ** 400 }}", "number too large"),
+        ("{{ 0.0 ** -1 }}", "zero cannot be raised to a negative power"),
+        ("{{ parseJson('[' * 5000 + ']' * 5000) }}", "not valid JSON: nested too deeply"),
         ("{{ $node }}", "$node is not a value: pick a node, as in $node['Name'] or $('Name')"),
     ],
 )
