@@ -59,6 +59,7 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _HOST_NAME = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
 _MAX_HOST_NAME_CHARS = 253
+_DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
 _HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -112,12 +113,23 @@ def parse_url(text: str) -> URL:
         raise InvalidUrl("it has no host, as in https://example.com/path")
     if port == 0:
         raise InvalidUrl("the port must be a number from 1 to 65535")
+    if _DIGITS_AND_DOTS.fullmatch(host) and not _is_ipv4(host):
+        # aiohttp refuses `1.2.3` or `2130706433`, which getaddrinfo would read as addresses.
+        raise InvalidUrl("the host is not a valid IPv4 address (four numbers from 0 to 255)")
     if ":" not in host and not (len(host) <= _MAX_HOST_NAME_CHARS and _HOST_NAME.fullmatch(host)):
         raise InvalidUrl(
             "the host is not a valid name (letters, digits and hyphens in dot-separated parts "
             "of at most 63 characters, no spaces)"
         )
     return url
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _unreadable(problem: str) -> str:

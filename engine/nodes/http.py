@@ -258,14 +258,7 @@ def _timeout_s(parameters: Mapping[str, Any]) -> float:
 
 async def _send(http: HttpClient, parameters: Mapping[str, Any], auth: Auth) -> HttpResponse:
     url = _url(parameters)
-    method = parameters.get("method") or "GET"
-    # Upper case, as HTTP spells methods; `{{ $json.method }}` may give "post".
-    method = choice(
-        {"method": method.upper() if isinstance(method, str) else method},
-        "method",
-        METHODS,
-        default="GET",
-    )
+    method = choice(parameters, "method", METHODS, default="GET")
     body_type = parameters.get("bodyType", "none")
     data: Any = None
     json_body: Any = None
