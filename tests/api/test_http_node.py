@@ -178,6 +178,7 @@ class Received:
 
     base: str = ""
     requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # with their query strings
 
 
 @pytest.fixture
@@ -187,6 +188,7 @@ async def other_origin() -> AsyncIterator[Received]:
 
     async def anything(request: web.Request) -> web.Response:
         received.requests.append((dict(request.headers), await request.read()))
+        received.paths.append(request.path_qs)
         return web.json_response({"access_token": "from-the-other-origin", "expires_in": 60})
 
     app = web.Application()
@@ -231,6 +233,48 @@ async def test_an_oauth2_token_url_redirecting_elsewhere_never_gets_the_secret_t
         assert text not in json.dumps(headers) and text.encode() not in body
     if status in (307, 308):
         assert body == b"grant_type=client_credentials"
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        ("bearer_token", {"token": SECRET}),
+        ("api_key_header", {"headerName": "X-Api-Key", "apiKey": SECRET}),
+        ("api_key_query", {"paramName": "key", "apiKey": SECRET}),
+        ("basic_auth", {"username": "me", "password": SECRET}),
+        ("custom_headers", {"headers": {"X-Secret": SECRET}}),
+        ("oauth2_client_credentials", {"clientId": "c", "clientSecret": SECRET}),
+    ],
+)
+async def test_a_request_url_redirecting_elsewhere_gets_no_credential_there(
+    app,
+    alice: Caller,
+    api: MockApi,
+    other_origin: Received,
+    kind: str,
+    data: dict[str, Any],
+) -> None:
+    if kind == "oauth2_client_credentials":
+        data = {**data, "tokenUrl": f"{api.base}/token"}
+    credential = await create_credential(alice, name=kind, kind=kind, data=data)
+    execution = await run(
+        app,
+        alice,
+        {
+            "method": "POST",
+            "url": f"{api.base}/redirect?status=307&to={other_origin.base}/landing",
+            "bodyType": "json",
+            "jsonBody": {"order": 7},
+        },
+        credentials={kind: credential["id"]},
+    )
+    assert execution["status"] == "SUCCEEDED", call_run(execution)["error"]
+    ((headers, body),) = other_origin.requests
+    assert body == b'{"order": 7}'  # a 307 re-sends the node's own body
+    sent = json.dumps([headers, other_origin.paths])
+    assert "Authorization" not in headers
+    for secret in (SECRET, "issued-", base64.b64encode(f"me:{SECRET}".encode()).decode()):
+        assert secret not in sent
 
 
 async def test_an_oauth2_token_url_redirecting_to_a_refused_destination_fails_the_node(
