@@ -118,6 +118,16 @@ KINDS: dict[str, CredentialKind] = {
                     "title": "Audience",
                     "required": False,
                 },
+                "clientAuthentication": {
+                    "type": "string",
+                    "enum": ["header", "body"],
+                    "default": "header",
+                    "title": "Send client id and secret",
+                    "description": "header: HTTP Basic authentication (the OAuth2 default); "
+                    "body: client_id and client_secret form fields. Either way they go to the "
+                    "token URL's origin only, never on through a redirect to another one.",
+                    "required": False,
+                },
             },
         ),
         _kind(

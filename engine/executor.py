@@ -429,7 +429,9 @@ class _Run:
             behaviour = plan_node.node_type.execute
             if behaviour is None:
                 raise NodeError(
-                    f"node type {plan_node.node_type.name!r} cannot run", error_type="NOT_RUNNABLE"
+                    f"node type {plan_node.node_type.name!r} cannot run: its package describes "
+                    "it for the editor but gives it no behaviour",
+                    error_type="NOT_RUNNABLE",
                 )
             context = NodeRunContext(
                 node,

@@ -2,24 +2,27 @@
 
 The guard refuses destinations that are not globally routable (loopback, private, link-local
 and so cloud metadata at 169.254.169.254, unique-local, carrier-grade NAT, multicast,
-reserved), including IPv4 addresses mapped into IPv6 or NAT64, unless
+reserved), including IPv4 addresses carried in IPv6 (`engine.network_policy`), unless
 `LOOM_HTTP_ALLOWED_NETWORKS` opens them. It checks:
 
 - hostnames after DNS resolution, in the connector's resolver: aiohttp connects to exactly
   the addresses the resolver returned, so DNS cannot change between check and connect;
 - IP literals (which aiohttp does not resolve) before each request;
-- every redirect: Loom follows them itself (at most `max_redirects`), and drops the
-  credential's headers and query parameters when a redirect leaves the origin.
+- every redirect: Loom follows them itself (at most `max_redirects`). A hop to another
+  origin goes without the credential (`Auth`: headers, query parameters, form fields) and
+  without `Authorization`, `Proxy-Authorization` and `Cookie` headers, whatever the
+  redirect's status; OAuth2 token requests go through here like any other.
 
-Errors (`HttpError` and subclasses) say what happened without quoting headers or bodies.
+Errors (`engine.http_errors`) say what happened in the user's terms.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
@@ -30,76 +33,97 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict
 from yarl import URL
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from engine.http_errors import (
+    DestinationRefused,
+    HttpError,
+    InvalidUrl,
+    ResponseTooLarge,
+    client_error,
+)
+from engine.network_policy import NetworkPolicy
+
+__all__ = [
+    "Auth",
+    "DestinationRefused",
+    "HttpClient",
+    "HttpError",
+    "HttpResponse",
+    "InvalidUrl",
+    "NetworkPolicy",
+    "ResponseTooLarge",
+    "parse_url",
+]
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Headers that carry a credential whoever set them (a node's own `Authorization` header, say):
+# like browsers and `requests`, they are not sent on after a redirect leaves the origin.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_HOST_NAME = re.compile(r"(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?")
+_MAX_HOST_NAME_CHARS = 253
+_DIGITS_AND_DOTS = re.compile(r"[0-9.]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class HttpError(Exception):
-    """A request that could not be made or completed."""
-
-    def __init__(self, message: str, *, error_type: str = "HTTP_ERROR", retryable: bool = False):
-        super().__init__(message)
-        self.error_type = error_type
-        self.retryable = retryable
-
-
-class DestinationRefused(HttpError):
-    """The destination is not allowed (SSRF guard)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, error_type="HTTP_DESTINATION_REFUSED")
-
-
-class ResponseTooLarge(HttpError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"the response is larger than {limit} bytes", error_type="HTTP_RESPONSE_TOO_LARGE"
+def parse_url(text: str) -> URL:
+    """An absolute http(s) URL with a host that can be looked up, or `InvalidUrl`."""
+    try:
+        url = URL(text)
+        scheme, host, port = url.scheme, url.raw_host, url.port
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidUrl(_unreadable(str(exc))) from None
+    if scheme not in ("http", "https"):
+        raise InvalidUrl("it must start with http:// or https://")
+    if not host:
+        raise InvalidUrl("it has no host, as in https://example.com/path")
+    if port == 0:
+        raise InvalidUrl("the port must be a number from 1 to 65535")
+    if _DIGITS_AND_DOTS.fullmatch(host) and not _is_ipv4(host):
+        # aiohttp refuses `1.2.3` or `2130706433`, which getaddrinfo would read as addresses.
+        raise InvalidUrl("the host is not a valid IPv4 address (four numbers from 0 to 255)")
+    if ":" not in host and not (len(host) <= _MAX_HOST_NAME_CHARS and _HOST_NAME.fullmatch(host)):
+        raise InvalidUrl(
+            "the host is not a valid name (letters, digits and hyphens in dot-separated parts "
+            "of at most 63 characters, no spaces)"
         )
+    return url
 
 
-def _unmapped(address: IPAddress) -> IPAddress:
-    """The IPv4 address inside an IPv4-mapped or NAT64 IPv6 address, else the address."""
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-        if address in _NAT64:
-            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return address
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
 
 
-@dataclass(frozen=True)
-class NetworkPolicy:
-    """Which destinations requests may reach."""
+def _unreadable(problem: str) -> str:
+    """yarl's and urllib's reasons for refusing a URL, in the user's terms."""
+    lowered = problem.lower()
+    if "ipv6" in lowered:
+        return "the IPv6 address in brackets is not closed or not valid"
+    if "port" in lowered:
+        return "the port must be a number from 1 to 65535"
+    if "host is required" in lowered:
+        return "it has no host, as in https://example.com/path"
+    return "it cannot be read as a URL"
 
-    allowed: tuple[IPNetwork, ...] = ()
 
-    @classmethod
-    def from_strings(cls, networks: Iterable[str]) -> NetworkPolicy:
-        return cls(tuple(ipaddress.ip_network(network, strict=False) for network in networks))
-
-    def permits(self, address: str | IPAddress) -> bool:
-        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-        ip = _unmapped(ip)
-        if any(ip.version == network.version and ip in network for network in self.allowed):
-            return True
-        return ip.is_global and not ip.is_multicast
-
-    def check_literal(self, host: str) -> None:
-        """Refuse a host that is an IP literal outside the policy (names are checked by the
-        resolver)."""
-        try:
-            ip = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            return
-        if not self.permits(ip):
-            raise DestinationRefused(f"destination {host} is not allowed (private or local)")
+def check_literal(policy: NetworkPolicy, host: str) -> None:
+    """Refuse a host that is an IP literal outside the policy (names are checked by the
+    resolver, after the lookup)."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return
+    refused = policy.refusal(ip)
+    if refused is not None:
+        raise DestinationRefused(f"destination {host} is not allowed: {refused}")
 
 
 class GuardedResolver(AbstractResolver):
-    """Resolves with aiohttp's default resolver and keeps only permitted addresses."""
+    """Resolves with `inner` (aiohttp's default resolver) and keeps only permitted
+    addresses."""
 
     def __init__(self, policy: NetworkPolicy, inner: AbstractResolver | None = None) -> None:
         self.policy = policy
@@ -111,8 +135,11 @@ class GuardedResolver(AbstractResolver):
         results = await self.inner.resolve(host, port, family)
         permitted = [result for result in results if self.policy.permits(result["host"])]
         if not permitted:
+            # The addresses are not named: they would tell a workflow author about the
+            # server's internal network.
             raise DestinationRefused(
-                f"destination {host} resolves only to addresses that are not allowed"
+                f"destination {host} resolves only to addresses that are not allowed "
+                "(private, local or reserved)"
             )
         return permitted
 
@@ -130,23 +157,50 @@ class HttpResponse:
 
 @dataclass(slots=True)
 class Auth:
-    """What a credential adds to a request, dropped when a redirect leaves `origin`."""
+    """What a credential adds to a request: headers, query parameters and form fields (merged
+    into a form body). They go to the first URL's origin only: a hop of a redirect to
+    another origin is sent without them, whatever the redirect's status."""
 
     headers: dict[str, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)
+    form: dict[str, str] = field(default_factory=dict)
 
 
 def _origin(url: URL) -> tuple[str, str, int | None]:
     return (url.scheme, url.host or "", url.port)
 
 
+def _check_headers(headers: Mapping[str, str]) -> None:
+    """Refuse what aiohttp would refuse with a bare ValueError, naming the header but never
+    quoting its value (it may be a secret)."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise HttpError(
+                f"the header name {name[:100]!r} is not valid (letters, digits and "
+                "!#$%&'*+-.^_`|~ only)",
+                error_type="HTTP_INVALID_HEADER",
+            )
+        if _HEADER_VALUE_FORBIDDEN.search(value):
+            raise HttpError(
+                f"the value of header {name!r} holds a line break or another control character",
+                error_type="HTTP_INVALID_HEADER",
+            )
+
+
 class HttpClient:
     """The process's outbound HTTP: one session, opened on first use, closed with the
-    process."""
+    process. `resolver` looks names up before the guard checks them (default: aiohttp's)."""
 
-    def __init__(self, policy: NetworkPolicy, *, connections: int = 100) -> None:
+    def __init__(
+        self,
+        policy: NetworkPolicy,
+        *,
+        connections: int = 100,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
         self.policy = policy
         self._connections = connections
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._lock = asyncio.Lock()
 
@@ -155,7 +209,8 @@ class HttpClient:
             async with self._lock:
                 if self._session is None or self._session.closed:
                     connector = aiohttp.TCPConnector(
-                        resolver=GuardedResolver(self.policy), limit=self._connections
+                        resolver=GuardedResolver(self.policy, self._resolver),
+                        limit=self._connections,
                     )
                     self._session = aiohttp.ClientSession(
                         connector=connector, auto_decompress=True, trust_env=False
@@ -181,29 +236,43 @@ class HttpClient:
         max_redirects: int = 5,
         max_bytes: int = 10 * 1024 * 1024,
     ) -> HttpResponse:
-        """One request, following redirects itself; the whole exchange within `timeout_s`."""
-        session = await self.session()
-        current = URL(url)
+        """One request, following redirects itself; the whole exchange within `timeout_s`.
+
+        `auth` goes to the origin of `url` only. Other headers that carry credentials
+        (`CREDENTIAL_HEADERS`) are dropped too once a redirect leaves that origin; the body
+        follows a 307 or 308 as HTTP says, without `auth.form`.
+        """
+        current = parse_url(url)
         origin = _origin(current)
         auth = auth or Auth()
+        if auth.form and not isinstance(data, Mapping):
+            raise ValueError("credential form fields need a form body")  # a caller's bug
+        _check_headers({**(headers or {}), **auth.headers})
+        session = await self.session()
         try:
             async with asyncio.timeout(timeout_s):
                 for hop in range(max_redirects + 1):
-                    if current.scheme not in ("http", "https") or not current.host:
-                        raise HttpError(f"only http and https URLs can be requested: {current}")
-                    self.policy.check_literal(current.host)
-                    same_origin = _origin(current) == origin
+                    check_literal(self.policy, current.host or "")
                     request_headers = dict(headers or {})
                     params = list(query or [])
-                    if same_origin:
+                    body = data
+                    if _origin(current) == origin:
                         request_headers.update(auth.headers)
                         params += list(auth.query.items())
+                        if auth.form and data is not None:  # a 303 turned it into a GET
+                            body = {**data, **auth.form}
+                    else:
+                        request_headers = {
+                            name: value
+                            for name, value in request_headers.items()
+                            if name.lower() not in CREDENTIAL_HEADERS
+                        }
                     async with session.request(
                         method,
                         current,
                         headers=request_headers,
                         params=params or None,
-                        data=data,
+                        data=body,
                         json=json_body,
                         allow_redirects=False,
                     ) as response:
@@ -214,15 +283,15 @@ class HttpClient:
                                     f"more than {max_redirects} redirects",
                                     error_type="HTTP_TOO_MANY_REDIRECTS",
                                 )
-                            current = URL(urljoin(str(current), location))
+                            current = _redirect_target(current, location)
                             if response.status == 303 or (
                                 response.status in (301, 302) and method.upper() == "POST"
                             ):
                                 method, data, json_body = "GET", None, None
                             continue
-                        body = await _read(response, max_bytes)
+                        content = await _read(response, max_bytes)
                         return HttpResponse(
-                            response.status, CIMultiDict(response.headers), body, str(current)
+                            response.status, CIMultiDict(response.headers), content, str(current)
                         )
         except TimeoutError as exc:
             raise HttpError(
@@ -230,23 +299,19 @@ class HttpClient:
                 error_type="HTTP_TIMEOUT",
                 retryable=True,
             ) from exc
-        except DestinationRefused:
-            raise
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.__cause__, DestinationRefused):
-                raise exc.__cause__ from None
-            raise HttpError(
-                f"could not connect to {current.host}:{current.port}",
-                error_type="HTTP_CONNECTION_FAILED",
-                retryable=True,
-            ) from exc
         except aiohttp.ClientError as exc:
-            raise HttpError(
-                f"the request to {current.host} failed ({type(exc).__name__})",
-                error_type="HTTP_CONNECTION_FAILED",
-                retryable=True,
-            ) from exc
+            raise client_error(exc, current) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _redirect_target(current: URL, location: str) -> URL:
+    try:
+        return parse_url(urljoin(str(current), location))
+    except InvalidUrl as exc:
+        raise HttpError(
+            f"{current.host} redirected to a URL that cannot be requested: {exc.reason}",
+            error_type="HTTP_INVALID_REDIRECT",
+        ) from None
 
 
 async def _read(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:

@@ -217,8 +217,12 @@ def run(
     from server.process import tune_gc
     from server.run_command import run_workflow_file
 
-    tune_gc(Settings().gc_threshold)
-    raise typer.Exit(run_workflow_file(workflow, input_json, Console(stderr=True), quiet=quiet))
+    settings = Settings()
+    tune_gc(settings.gc_threshold)
+    console = Console(stderr=True)
+    raise typer.Exit(
+        run_workflow_file(workflow, input_json, console, quiet=quiet, settings=settings)
+    )
 
 
 def main() -> None:

@@ -2,8 +2,11 @@
 
 The file is a JSON object shaped like GraphQL's `WorkflowInput` (`name`, `nodes`, `edges`,
 optional `description`, `tags` and `settings`) plus an optional `input` object, the run's
-input when `--input` is not given. The run shows node-by-node progress on the console,
-prints the final output as JSON on stdout, and ends with an exit code:
+input when `--input` is not given. HTTP Request nodes send their requests through the same
+guarded client as the server, under the same settings (`server.run_resources`); a node that
+needs what only the server has (credentials, other workflows) fails saying so. The run shows
+node-by-node progress on the console, prints the final output as JSON on stdout, and ends
+with an exit code:
 
     0  the execution SUCCEEDED
     1  it FAILED or was CANCELLED
@@ -32,15 +35,17 @@ from rich.console import Console
 from rich.text import Text
 
 from engine.events import ErrorInfo, Event, EventType, Record
-from engine.executor import Executor, Outcome, RunOptions, RunRequest
+from engine.executor import DEFAULT_MAX_CONCURRENCY, Executor, Outcome, RunOptions, RunRequest
 from engine.graph import Edge, Graph, Node, OnError, Position, RetryPolicy
 from engine.node_types import NodeTypeRegistry, load_registry
-from engine.nodes.base import Item, RunInfo
+from engine.nodes.base import Item, NodeResources, RunInfo
 from engine.plan import Plan, PlanError, compile_plan
 from engine.settings import settings_problems
 from engine.states import ExecutionStatus
 from engine.validation import Problem
 from engine.validation.text import show
+from server.run_resources import file_run_resources
+from server.settings import Settings
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
@@ -367,8 +372,14 @@ def load_workflow_file(
     return WorkflowFile(path=path, name=name, plan=plan, settings=settings, input=run_input)
 
 
-async def execute(workflow: WorkflowFile, executor: Executor) -> Outcome:
-    """Run the workflow once, in this process, honouring `settings.executionTimeoutSeconds`."""
+async def execute(
+    workflow: WorkflowFile,
+    executor: Executor,
+    resources: NodeResources | None = None,
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+) -> Outcome:
+    """Run the workflow once, in this process, honouring `settings.executionTimeoutSeconds`;
+    nodes that reach out (HTTP Request) use `resources`."""
     execution_id = str(uuid.uuid4())
     timeout_s = workflow.settings.get("executionTimeoutSeconds")
     request = RunRequest(
@@ -384,8 +395,22 @@ async def execute(workflow: WorkflowFile, executor: Executor) -> Outcome:
         ),
         input=workflow.input,
     )
-    options = RunOptions(execution_timeout_s=float(timeout_s) if timeout_s else None)
+    options = RunOptions(
+        max_concurrency=max_concurrency,
+        execution_timeout_s=float(timeout_s) if timeout_s else None,
+        resources=resources,
+    )
     return await executor.run(request, options)
+
+
+async def _execute_with_resources(
+    workflow: WorkflowFile, executor: Executor, settings: Settings
+) -> Outcome:
+    resources = file_run_resources(settings)
+    try:
+        return await execute(workflow, executor, resources, settings.max_node_concurrency)
+    finally:
+        await resources.http.close()
 
 
 # How each node event is shown: status word, colour, mark.
@@ -498,12 +523,16 @@ def run_workflow_file(
     *,
     quiet: bool = False,
     output: TextIO | None = None,
+    settings: Settings | None = None,
 ) -> int:
     """Run a workflow file as `loom run` does and return the exit code.
 
     Progress and errors go to `console`; the final output goes to `output` (stdout) as JSON.
-    With `quiet`, node-by-node progress is left out.
+    With `quiet`, node-by-node progress is left out. `settings` (read from the environment
+    when not given) are the server's: HTTP Request nodes are guarded by the same
+    `LOOM_HTTP_ALLOWED_NETWORKS`.
     """
+    settings = settings or Settings()
     try:
         workflow = load_workflow_file(path, input_json)
     except WorkflowFileError as exc:
@@ -512,7 +541,7 @@ def run_workflow_file(
     recorder = ConsoleRecorder(console, workflow.plan, quiet=quiet)
     started = time.perf_counter()
     try:
-        outcome = asyncio.run(execute(workflow, Executor(recorder)))
+        outcome = asyncio.run(_execute_with_resources(workflow, Executor(recorder), settings))
     except KeyboardInterrupt:
         # asyncio.run cancelled the run on Ctrl-C, and the executor recorded the cancellation.
         _print_end(console, ExecutionStatus.CANCELLED, time.perf_counter() - started, None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import functools
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,13 +28,14 @@ from engine.expressions.functions import (
     FUNCTIONS,
     MAX_STRING_CHARS,
     EvalError,
+    arity_problem,
     check_size,
     method,
     to_text,
     type_name,
 )
-from engine.expressions.lexer import DOLLAR_PREFIX, to_python
-from engine.expressions.scope import NodeItems, NodeOutputs, Scope
+from engine.expressions.lexer import DOLLAR_PREFIX, as_written, to_python
+from engine.expressions.scope import NodeItems, NodeOutputs, Scope, plain
 
 MAX_EXPRESSION_CHARS = 10_000
 MAX_TREE_DEPTH = 64
@@ -103,8 +105,10 @@ def _power(base: Any, exponent: Any) -> Any:
         raise EvalError(f"number larger than {MAX_INT_BITS} bits")
     try:
         return base**exponent
-    except (OverflowError, ZeroDivisionError) as exc:
-        raise EvalError(str(exc)) from exc
+    except OverflowError as exc:
+        raise EvalError("number too large") from exc
+    except ZeroDivisionError as exc:
+        raise EvalError("zero cannot be raised to a negative power") from exc
 
 
 def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
@@ -121,6 +125,10 @@ def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, An
                 return _checked_number(op(left, right))
             except ZeroDivisionError as exc:
                 raise EvalError("division by zero") from exc
+        left, right = plain(left), plain(right)
+        if symbol == "%" and isinstance(left, str):
+            # Python would format the string (`'%s' % x`): not part of the language.
+            raise EvalError(f"'%' needs numbers, got {type_name(left)} and {type_name(right)}")
         if symbol == "*":
             # Repeating a string or list: check the size before building it.
             for sequence, count in ((left, right), (right, left)):
@@ -136,6 +144,8 @@ def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, An
             return check_size(_checked_number(op(left, right)))
         except ZeroDivisionError as exc:
             raise EvalError("division by zero") from exc
+        except OverflowError as exc:
+            raise EvalError("number too large") from exc
         except TypeError as exc:
             raise EvalError(
                 f"'{symbol}' cannot apply to {type_name(left)} and {type_name(right)}"
@@ -146,13 +156,22 @@ def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, An
 
 _NUMBERS = (int, float)
 
-_SYMBOLS = {
+_SYMBOLS: dict[type[ast.AST], str] = {
     ast.Add: "+",
     ast.Sub: "-",
     ast.Mult: "*",
     ast.Div: "/",
     ast.FloorDiv: "//",
     ast.Mod: "%",
+    # Refused, named as the user typed them.
+    ast.MatMult: "@",
+    ast.BitOr: "|",
+    ast.BitAnd: "&",
+    ast.BitXor: "^",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.Is: "is",
+    ast.IsNot: "is not",
 }
 
 
@@ -200,10 +219,21 @@ def _attribute(container: Any, name: str) -> Any:
 @dataclass(slots=True)
 class _Compiler:
     source: str
+    # What Python parsed (the source rewritten by `to_python`, in parentheses), to quote the
+    # user's text of a refused construct.
+    parsed: str = ""
     nodes_seen: int = 0
 
     def fail(self, message: str) -> ExpressionSyntaxError:
         return ExpressionSyntaxError(message, self.source)
+
+    def written(self, node: ast.AST) -> str:
+        """How the user wrote `node`, for a message (never the rewritten names)."""
+        segment = ast.get_source_segment(self.parsed, node) if self.parsed else None
+        if not segment:
+            return "this construct"
+        text = as_written(segment)
+        return repr(text if len(text) <= 40 else text[:37] + "...")
 
     def compile(self, node: ast.AST, depth: int = 0) -> Compiled:
         self.nodes_seen += 1
@@ -213,16 +243,18 @@ class _Compiler:
             raise self.fail(f"expression larger than {MAX_TREE_NODES} elements")
         handler = getattr(self, f"_{type(node).__name__}", None)
         if handler is None:
-            raise self.fail(f"{_describe(node)} is not allowed")
+            raise self.fail(f"{_describe(node) or self.written(node)} is not allowed")
         compiled: Compiled = handler(node, depth + 1)
         return compiled
 
     def _Constant(self, node: ast.Constant, depth: int) -> Compiled:
         value = node.value
-        if not isinstance(value, str | int | float | bool | type(None)):
-            raise self.fail(f"a constant of type {type(value).__name__} is not allowed")
         if isinstance(value, complex):
             raise self.fail("complex numbers are not allowed")
+        if isinstance(value, bytes):
+            raise self.fail("byte strings are not allowed")
+        if not isinstance(value, str | int | float | bool | type(None)):
+            raise self.fail(f"{self.written(node)} is not allowed")
         _checked_constant = _checked_number(value) if isinstance(value, int) else value
         return lambda scope: _checked_constant
 
@@ -232,16 +264,16 @@ class _Compiler:
             variable = name[len(DOLLAR_PREFIX) :]
             getter = _VARIABLES.get(variable)
             if getter is None:
-                raise self.fail(f"unknown variable ${variable}" if variable else "'$' alone")
+                raise self.fail(f"unknown variable {as_written(name)}" if variable else "'$' alone")
             return getter
         if name in ("True", "False", "None"):
             constant = {"True": True, "False": False, "None": None}[name]
             return lambda scope: constant
-        raise self.fail(f"unknown name {name!r}")
+        raise self.fail(f"unknown name {as_written(name)!r}")
 
     def _List(self, node: ast.List, depth: int) -> Compiled:
         items = [self.compile(element, depth) for element in node.elts]
-        return lambda scope: [item(scope) for item in items]
+        return lambda scope: [plain(item(scope)) for item in items]
 
     _Tuple = _List
 
@@ -257,7 +289,7 @@ class _Compiler:
                 key_value = key(scope)
                 if not isinstance(key_value, str):
                     raise EvalError(f"object keys must be strings, got {type_name(key_value)}")
-                result[key_value] = value(scope)
+                result[key_value] = plain(value(scope))
             return result
 
         return build
@@ -268,7 +300,7 @@ class _Compiler:
             return lambda scope: _power(left(scope), right(scope))
         op = _BINARY.get(type(node.op))
         if op is None:
-            raise self.fail(f"operator {type(node.op).__name__} is not allowed")
+            raise self.fail(f"operator {_SYMBOLS.get(type(node.op), '?')!r} is not allowed")
         apply = _arithmetic(op, _SYMBOLS[type(node.op)])
         return lambda scope: apply(left(scope), right(scope))
 
@@ -318,14 +350,14 @@ class _Compiler:
         for op in node.ops:
             compare = _COMPARE.get(type(op))
             if compare is None:
-                raise self.fail(f"comparison {type(op).__name__} is not allowed")
+                raise self.fail(f"comparison {_SYMBOLS.get(type(op), '?')!r} is not allowed")
             ops.append(compare)
         rights = [self.compile(comparator, depth) for comparator in node.comparators]
 
         def compare_all(scope: Scope) -> bool:
-            current = left(scope)
+            current = plain(left(scope))
             for compare, right in zip(ops, rights, strict=True):
-                other = right(scope)
+                other = plain(right(scope))
                 try:
                     if not compare(current, other):
                         return False
@@ -388,10 +420,17 @@ class _Compiler:
                     raise self.fail('$(...) takes one node name, as in $("Name")')
                 name_arg = args[0]
                 return lambda scope: _get_key(scope.nodes, name_arg(scope))
+            if func.id.startswith(DOLLAR_PREFIX):
+                written = as_written(func.id)
+                if func.id[len(DOLLAR_PREFIX) :] in _VARIABLES:
+                    raise self.fail(f"{written} is not a function")
+                raise self.fail(f"unknown function {written}")
             function = FUNCTIONS.get(func.id)
             if function is None:
                 raise self.fail(f"unknown function {func.id!r}")
-            return lambda scope: check_size(function(*[arg(scope) for arg in args]))
+            if problem := arity_problem(func.id, function, len(args)):
+                raise self.fail(problem)
+            return lambda scope: check_size(function(*[plain(arg(scope)) for arg in args]))
         if isinstance(func, ast.Attribute):
             name = func.attr
             if name.startswith("_"):
@@ -400,12 +439,14 @@ class _Compiler:
 
             def call_method(scope: Scope) -> Any:
                 target = receiver(scope)
-                values = [arg(scope) for arg in args]
+                values = [plain(arg(scope)) for arg in args]
                 if isinstance(target, NodeItems):
                     return target.call(name, values)
                 implementation = method(target, name)
                 if implementation is None:
                     raise EvalError(f"a {type_name(target)} has no method {name!r}")
+                if problem := arity_problem(name, implementation, len(values), receiver=True):
+                    raise EvalError(problem)
                 return check_size(implementation(target, *values))
 
             return call_method
@@ -434,7 +475,7 @@ def _describe(node: ast.AST) -> str:
         "Set": "a set literal",
         "Starred": "'*'",
     }
-    return names.get(type(node).__name__, f"'{type(node).__name__}'")
+    return names.get(type(node).__name__, "")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -449,15 +490,18 @@ def compile_expression(source: str) -> Compiled:
             f"expression longer than {MAX_EXPRESSION_CHARS} characters", source
         )
     python = to_python(source)
+    # Parenthesised, so that an expression may span lines and start with whitespace.
+    parsed = "(" + python + "\n)"
     try:
-        # Parenthesised, so that an expression may span lines and start with whitespace.
-        tree = ast.parse("(" + python + "\n)", mode="eval")
+        tree = ast.parse(parsed, mode="eval")
     except SyntaxError as exc:
         hint = " (use 'a if condition else b' instead of '?:')" if "?" in source else ""
-        raise ExpressionSyntaxError(f"invalid syntax{hint}: {exc.msg}", source) from exc
-    except (RecursionError, MemoryError, ValueError) as exc:
+        raise ExpressionSyntaxError(_syntax_message(exc.msg, hint), source) from exc
+    except (RecursionError, MemoryError) as exc:
         raise ExpressionSyntaxError("expression too deeply nested", source) from exc
-    compiler = _Compiler(source)
+    except ValueError as exc:  # the parser refuses NUL characters
+        raise ExpressionSyntaxError("expression holds a NUL character", source) from exc
+    compiler = _Compiler(source, parsed)
     try:
         body = compiler.compile(tree.body)
     except RecursionError as exc:
@@ -465,12 +509,32 @@ def compile_expression(source: str) -> Compiled:
 
     def evaluate(scope: Scope) -> Any:
         try:
-            return body(scope)
+            return plain(body(scope))
         except EvalError as exc:
             raise ExpressionEvaluationError(str(exc), source) from exc
         except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
-            raise ExpressionEvaluationError(
-                f"{type(exc).__name__}: {str(exc)[:200]}", source
-            ) from exc
+            raise ExpressionEvaluationError(_unexpected(exc), source) from exc
 
     return evaluate
+
+
+_UNCLOSED = re.compile(r"closing parenthesis '\)' does not match opening parenthesis '(.)'.*")
+
+
+def _syntax_message(message: str, hint: str) -> str:
+    """Python's words for a syntax error, about the user's text only: the parenthesis the
+    compiler wraps around it and its rewritten `$` names never show."""
+    message = _UNCLOSED.sub(r"'\1' was never closed", as_written(message))
+    if message.startswith("invalid syntax"):
+        return message[:14] + hint + message[14:]
+    return f"invalid syntax{hint}: {message}"
+
+
+def _unexpected(exc: BaseException) -> str:
+    """What went wrong, where an operation failed in a way no check above foresaw: in
+    words, without Python's exception or type names."""
+    if isinstance(exc, OverflowError):
+        return "number too large"
+    if isinstance(exc, RecursionError | MemoryError):
+        return "the data is too deeply nested or too large"
+    return "a value of the wrong type or form was used"

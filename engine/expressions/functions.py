@@ -6,6 +6,8 @@ are looked up in per-type tables by name; no Python attribute is ever read from 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 from collections.abc import Callable
@@ -62,6 +64,8 @@ def to_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
         return str(int(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, int | float):
         return str(value)
     try:
@@ -120,7 +124,7 @@ def _contains(container: Any, element: Any) -> bool:
     if isinstance(container, list):
         return element in container
     if isinstance(container, dict):
-        return element in container
+        return isinstance(element, str) and element in container  # keys are strings
     raise EvalError(f"contains expects a string, array or object, got {type_name(container)}")
 
 
@@ -207,8 +211,10 @@ def _parse_json(text: Any) -> Any:
         raise EvalError("text too long to parse as JSON")
     try:
         return json.loads(source)
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise EvalError(f"not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise EvalError("not valid JSON: nested too deeply") from exc
 
 
 def _to_fixed(value: Any, digits: Any = 0) -> str:
@@ -328,7 +334,7 @@ LIST_METHODS: dict[str, Function] = {
 OBJECT_METHODS: dict[str, Function] = {
     "keys": _keys,
     "values": _values,
-    "get": lambda obj, key, fallback=None: obj.get(key, fallback),
+    "get": lambda obj, key, fallback=None: obj.get(_text(key, "get"), fallback),
     "has": _contains,
     "isEmpty": _is_empty,
     "toString": to_text,
@@ -339,6 +345,37 @@ NUMBER_METHODS: dict[str, Function] = {
     "round": _round,
     "toString": to_text,
 }
+
+
+@functools.cache
+def _arity(function: Function) -> tuple[int, int | None]:
+    """How many arguments a function takes: at least, and at most (None: any number)."""
+    required, most = 0, 0
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return required, None
+        most += 1
+        if parameter.default is inspect.Parameter.empty:
+            required += 1
+    return required, most
+
+
+def arity_problem(name: str, function: Function, count: int, *, receiver: bool = False) -> str:
+    """What is wrong with calling `name` with `count` arguments ("" when nothing is): the
+    words a user reads, not Python's (which name its internal functions)."""
+    required, most = _arity(function)
+    if receiver:  # a method: the value it is called on is its first parameter
+        required, most = required - 1, None if most is None else most - 1
+    if count >= required and (most is None or count <= most):
+        return ""
+    if most is None:
+        takes = f"at least {required}"
+    elif required == most:
+        takes = str(required)
+    else:
+        takes = f"{required} to {most}"
+    plural = "" if takes == "1" else "s"
+    return f"{name}() takes {takes} argument{plural}, got {count}"
 
 
 def method(receiver: Any, name: str) -> Function | None:

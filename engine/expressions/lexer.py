@@ -131,5 +131,11 @@ def to_python(source: str) -> str:
     return "".join(out)
 
 
+def as_written(python: str) -> str:
+    """Text of the rewritten expression (a name, a piece, a parser message) with `$`
+    names spelled as the user wrote them."""
+    return python.replace(DOLLAR_PREFIX, "$")
+
+
 def _is_word_char(char: str) -> bool:
     return char.isalnum() or char in "_."

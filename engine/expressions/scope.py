@@ -75,6 +75,16 @@ class NodeOutputs:
         return NodeItems(items, self._index, f"$({name!r})")
 
 
+def plain(value: Any) -> Any:
+    """A value as JSON data: `$input` and `$("Name")` used as a value (in a parameter, a
+    list, a function's argument) are their items; `$node` alone is no value."""
+    if isinstance(value, NodeItems):
+        return value.attribute("items")
+    if isinstance(value, NodeOutputs):
+        raise EvalError("$node is not a value: pick a node, as in $node['Name'] or $('Name')")
+    return value
+
+
 @dataclass(slots=True)
 class Scope:
     """Everything one evaluation can read. Built once per item by the executor."""

@@ -21,11 +21,15 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 from yarl import URL
 
-from engine.http_client import Auth, HttpClient, HttpError, HttpResponse
+from engine.expressions.functions import EvalError, to_text
+from engine.http_client import Auth, HttpClient, HttpError, HttpResponse, InvalidUrl, parse_url
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
+from engine.nodes.parameters import choice, invalid_parameter, number, shown
 
 MAX_RETRY_AFTER_S = 60.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+DEFAULT_TIMEOUT_S = 30.0
 
 
 class _RetryableStatus(Exception):
@@ -109,7 +113,12 @@ async def _auth(context: NodeRunContext, http: HttpClient) -> Auth:
     if kind == "custom_headers":
         return Auth(headers=dict(fields["headers"]))
     if kind == "oauth2_client_credentials":
-        token = await _oauth_token(http, credential_id, fields)
+        try:
+            token = await _oauth_token(http, credential_id, fields)
+        except HttpError as exc:
+            raise NodeError(
+                f"the OAuth2 token request failed: {exc}", error_type=exc.error_type
+            ) from exc
         return Auth(headers={"Authorization": f"Bearer {token}"})
     raise NodeError(
         f"credential kind {kind!r} cannot sign HTTP requests", error_type="INVALID_CREDENTIAL"
@@ -127,13 +136,17 @@ async def _oauth_token(http: HttpClient, credential_id: str, fields: Mapping[str
     for name, field in (("scope", "scope"), ("audience", "audience")):
         if fields.get(field):
             form[name] = fields[field]
-    pair = f"{fields['clientId']}:{fields['clientSecret']}".encode()
+    # The client's id and secret are the credential (`Auth`): a redirect that leaves the
+    # token URL's origin does not carry them, whether in the header or in the form.
+    if fields.get("clientAuthentication") == "body":
+        client = Auth(
+            form={"client_id": fields["clientId"], "client_secret": fields["clientSecret"]}
+        )
+    else:
+        pair = f"{fields['clientId']}:{fields['clientSecret']}".encode()
+        client = Auth(headers={"Authorization": f"Basic {base64.b64encode(pair).decode()}"})
     response = await http.request(
-        "POST",
-        fields["tokenUrl"],
-        data=form,
-        headers={"Authorization": f"Basic {base64.b64encode(pair).decode()}"},
-        timeout_s=30,
+        "POST", fields["tokenUrl"], data=form, auth=client, timeout_s=DEFAULT_TIMEOUT_S
     )
     try:
         answer = orjson.loads(response.body)
@@ -152,12 +165,18 @@ async def _oauth_token(http: HttpClient, credential_id: str, fields: Mapping[str
     return token
 
 
-def _pairs(entries: Any) -> list[tuple[str, str]]:
-    return [
-        (str(entry["name"]), "" if entry.get("value") is None else str(entry["value"]))
-        for entry in entries or []
-        if isinstance(entry, dict) and entry.get("name")
-    ]
+def _pairs(entries: Any, parameter: str) -> list[tuple[str, str]]:
+    """Name/value entries, values as text the way expressions show them (JSON for lists and
+    objects, `true` for true), never Python's spelling."""
+    pairs = []
+    for index, entry in enumerate(entries or []):
+        if not (isinstance(entry, dict) and entry.get("name")):
+            continue
+        try:
+            pairs.append((to_text(entry["name"]), to_text(entry.get("value"))))
+        except EvalError as exc:
+            raise invalid_parameter(f"{parameter}[{index}]", str(exc)) from None
+    return pairs
 
 
 def _where(url: str) -> str:
@@ -183,7 +202,10 @@ def _decode(response: HttpResponse, response_format: str) -> Any:
 
 async def http_request(context: NodeRunContext, inputs: PortItems) -> PortItems:
     if context.resources is None:
-        raise NodeError("HTTP requests are not available here", error_type="NOT_RUNNABLE")
+        raise NodeError(
+            "HTTP requests cannot be sent from this process (it has no HTTP client)",
+            error_type="NOT_RUNNABLE",
+        )
     http = context.resources.http
     auth = await _auth(context, http)
     output: list[Item] = []
@@ -216,17 +238,42 @@ async def http_request(context: NodeRunContext, inputs: PortItems) -> PortItems:
     return {"main": output}
 
 
+def _url(parameters: Mapping[str, Any]) -> str:
+    """The `url` parameter, checked: a node error names what is wrong with it."""
+    url = parameters.get("url")
+    if not isinstance(url, str) or not url.strip():
+        raise invalid_parameter("url", f"must be an http or https URL, got {shown(url)}")
+    try:
+        parse_url(url.strip())
+    except InvalidUrl as exc:
+        raise invalid_parameter("url", f"is not a valid URL: {exc.reason}") from None
+    return url.strip()
+
+
+def _timeout_s(parameters: Mapping[str, Any]) -> float:
+    if parameters.get("timeoutSeconds") is None:
+        return DEFAULT_TIMEOUT_S
+    return number(parameters, "timeoutSeconds", minimum=0.1)
+
+
 async def _send(http: HttpClient, parameters: Mapping[str, Any], auth: Auth) -> HttpResponse:
-    method = str(parameters.get("method", "GET")).upper()
+    url = _url(parameters)
+    method = choice(parameters, "method", METHODS, default="GET")
     body_type = parameters.get("bodyType", "none")
     data: Any = None
     json_body: Any = None
     if body_type == "json":
         json_body = parameters.get("jsonBody")
     elif body_type == "form":
-        data = dict(_pairs(parameters.get("formBody")))
+        data = dict(_pairs(parameters.get("formBody"), "formBody"))
     elif body_type == "text":
-        data = str(parameters.get("textBody", ""))
+        try:
+            data = to_text(parameters.get("textBody", ""))
+        except EvalError as exc:
+            raise invalid_parameter("textBody", str(exc)) from None
+    timeout_s = _timeout_s(parameters)
+    headers = dict(_pairs(parameters.get("headers"), "headers"))
+    query = _pairs(parameters.get("query"), "query")
     retry = parameters.get("retry") or {}
     retrying = AsyncRetrying(
         stop=stop_after_attempt(int(retry.get("maxAttempts", 3))),
@@ -239,13 +286,13 @@ async def _send(http: HttpClient, parameters: Mapping[str, Any], auth: Auth) -> 
             with attempt:
                 response = await http.request(
                     method,
-                    str(parameters["url"]),
-                    headers=dict(_pairs(parameters.get("headers"))),
-                    query=_pairs(parameters.get("query")),
+                    url,
+                    headers=headers,
+                    query=query,
                     data=data,
                     json_body=json_body,
                     auth=auth,
-                    timeout_s=float(parameters.get("timeoutSeconds", 30)),
+                    timeout_s=timeout_s,
                     max_redirects=int(parameters.get("maxRedirects", 5)),
                     max_bytes=int(parameters.get("maxResponseBytes", 10 * 1024 * 1024)),
                 )

@@ -4,6 +4,7 @@ secrets that never show up in what the API returns."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -68,8 +69,13 @@ async def api() -> AsyncIterator[MockApi]:
     async def missing(_: web.Request) -> web.Response:
         return web.Response(status=404, text="nope")
 
+    async def redirect(request: web.Request) -> web.Response:
+        target = request.query["to"]
+        return web.Response(status=int(request.query["status"]), headers={"Location": target})
+
     app = web.Application()
     app.router.add_route("*", "/echo", echo)
+    app.router.add_route("*", "/redirect", redirect)
     app.router.add_get("/items", items)
     app.router.add_post("/token", token)
     app.router.add_get("/missing", missing)
@@ -166,6 +172,141 @@ async def test_oauth2_client_credentials_fetch_and_cache_a_token(
     assert api.tokens_issued == 1
 
 
+@dataclass
+class Received:
+    """What a second origin was sent: each request's headers and body."""
+
+    base: str = ""
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # with their query strings
+
+
+@pytest.fixture
+async def other_origin() -> AsyncIterator[Received]:
+    """Another origin (another port): it records everything and hands out a token."""
+    received = Received()
+
+    async def anything(request: web.Request) -> web.Response:
+        received.requests.append((dict(request.headers), await request.read()))
+        received.paths.append(request.path_qs)
+        return web.json_response({"access_token": "from-the-other-origin", "expires_in": 60})
+
+    app = web.Application()
+    app.router.add_route("*", "/{path:.*}", anything)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    received.base = f"http://127.0.0.1:{port}"
+    yield received
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("sent_in", ["header", "body"])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_an_oauth2_token_url_redirecting_elsewhere_never_gets_the_secret_there(
+    app, alice: Caller, api: MockApi, other_origin: Received, status: int, sent_in: str
+) -> None:
+    token_url = f"{api.base}/redirect?status={status}&to={other_origin.base}/token"
+    credential = await create_credential(
+        alice,
+        name=f"oauth {status} {sent_in}",
+        kind="oauth2_client_credentials",
+        # The header is the default.
+        data={"tokenUrl": token_url, "clientId": "loom-client", "clientSecret": SECRET}
+        | ({"clientAuthentication": "body"} if sent_in == "body" else {}),
+    )
+    execution = await run(
+        app,
+        alice,
+        {"url": f"{api.base}/echo"},
+        credentials={"oauth2_client_credentials": credential["id"]},
+    )
+    assert execution["status"] == "SUCCEEDED", call_run(execution)["error"]
+    (token_request,) = other_origin.requests
+    headers, body = token_request
+    # Neither the secret nor the client id, in any header or in the body.
+    assert "Authorization" not in headers
+    for secret in (SECRET, "loom-client", base64.b64encode(f"loom-client:{SECRET}".encode())):
+        text = secret if isinstance(secret, str) else secret.decode()
+        assert text not in json.dumps(headers) and text.encode() not in body
+    if status in (307, 308):
+        assert body == b"grant_type=client_credentials"
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        ("bearer_token", {"token": SECRET}),
+        ("api_key_header", {"headerName": "X-Api-Key", "apiKey": SECRET}),
+        ("api_key_query", {"paramName": "key", "apiKey": SECRET}),
+        ("basic_auth", {"username": "me", "password": SECRET}),
+        ("custom_headers", {"headers": {"X-Secret": SECRET}}),
+        ("oauth2_client_credentials", {"clientId": "c", "clientSecret": SECRET}),
+    ],
+)
+async def test_a_request_url_redirecting_elsewhere_gets_no_credential_there(
+    app,
+    alice: Caller,
+    api: MockApi,
+    other_origin: Received,
+    kind: str,
+    data: dict[str, Any],
+) -> None:
+    if kind == "oauth2_client_credentials":
+        data = {**data, "tokenUrl": f"{api.base}/token"}
+    credential = await create_credential(alice, name=kind, kind=kind, data=data)
+    execution = await run(
+        app,
+        alice,
+        {
+            "method": "POST",
+            "url": f"{api.base}/redirect?status=307&to={other_origin.base}/landing",
+            "bodyType": "json",
+            "jsonBody": {"order": 7},
+        },
+        credentials={kind: credential["id"]},
+    )
+    assert execution["status"] == "SUCCEEDED", call_run(execution)["error"]
+    ((headers, body),) = other_origin.requests
+    assert body == b'{"order": 7}'  # a 307 re-sends the node's own body
+    sent = json.dumps([headers, other_origin.paths])
+    assert "Authorization" not in headers
+    for secret in (SECRET, "issued-", base64.b64encode(f"me:{SECRET}".encode()).decode()):
+        assert secret not in sent
+
+
+async def test_an_oauth2_token_url_redirecting_to_a_refused_destination_fails_the_node(
+    app, alice: Caller, api: MockApi
+) -> None:
+    credential = await create_credential(
+        alice,
+        name="oauth to metadata",
+        kind="oauth2_client_credentials",
+        data={
+            "tokenUrl": f"{api.base}/redirect?status=307&to=http://169.254.169.254/token",
+            "clientId": "c",
+            "clientSecret": SECRET,
+        },
+    )
+    execution = await run(
+        app,
+        alice,
+        {"url": f"{api.base}/echo"},
+        credentials={"oauth2_client_credentials": credential["id"]},
+    )
+    error = call_run(execution)["error"]
+    assert error["type"] == "HTTP_DESTINATION_REFUSED"
+    assert error["message"] == (
+        "node 'Call': the OAuth2 token request failed: destination 169.254.169.254 is not "
+        "allowed: a link-local address (cloud metadata services live there); private and "
+        "local networks are reached only if the server's LOOM_HTTP_ALLOWED_NETWORKS setting "
+        "allows them"
+    )
+    assert [request.path for request in api.seen] == []  # /echo was never called
+
+
 async def test_429_is_retried_after_what_the_server_asks(app, alice: Caller, api: MockApi) -> None:
     api.failures_left, api.retry_after = 2, "1"
     execution = await run(
@@ -215,6 +356,27 @@ async def test_a_4xx_fails_the_node_naming_the_url_without_its_query(
     error = call_run(execution)["error"]
     assert error["type"] == "HTTP_STATUS" and error["details"] == {"status": 404}
     assert "/missing" in error["message"] and "abc123" not in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://1.2.3/", "the host is not a valid IPv4 address (four numbers from 0 to 255)"),
+        ("http://exa mple.com/", "the host is not a valid name"),
+        ("http://[::1", "the IPv6 address in brackets is not closed or not valid"),
+    ],
+)
+async def test_a_malformed_url_fails_the_node_in_the_users_words(
+    app, alice: Caller, url: str, problem: str
+) -> None:
+    execution = await run(app, alice, {"url": url})
+    error = call_run(execution)["error"]
+    assert error["type"] == "INVALID_PARAMETER"
+    assert error["details"] == {"parameter": "url"}
+    assert error["message"].startswith(
+        f"node 'Call': Parameter 'url' is not a valid URL: {problem}"
+    )
+    assert "Error" not in error["message"]
 
 
 async def test_private_destinations_are_refused_without_an_allowed_network(

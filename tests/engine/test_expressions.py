@@ -175,6 +175,92 @@ def test_evaluation_errors_are_typed(source: str, message: str) -> None:
     assert caught.value.expression in source
 
 
+# Names the user never wrote: the compiler's rewritten `$` names, Python's exception, type,
+# syntax-tree and function names.
+INTERNAL_NAMES = (
+    "_S_",
+    "Error",
+    "NodeItems",
+    "NodeOutputs",
+    "lambda",
+    "_length",
+    "_replace",
+    "MatMult",
+    "BitOr",
+    "Slice",
+    "ellipsis",
+    "unhashable",
+    "positional",
+    "closing parenthesis",
+)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # Compile time: a parameter problem when the workflow is saved.
+        ("{{ $eval(1) }}", "unknown function $eval"),
+        ("{{ $json(1) }}", "$json is not a function"),
+        ("{{ $$ }}", "unknown variable $$"),
+        ("{{ len(1, 2) }}", "len() takes 1 argument, got 2"),
+        ("{{ trim() }}", "trim() takes 1 argument, got 0"),
+        ("{{ min() }}", "min of nothing"),  # any number of arguments: checked when run
+        ("{{ $json[1:2, 3] }}", "'1:2' is not allowed"),
+        ("{{ $json @ 2 }}", "operator '@' is not allowed"),
+        ("{{ 1 | 2 }}", "operator '|' is not allowed"),
+        ("{{ $json is null }}", "comparison 'is' is not allowed"),
+        ("{{ b'x' }}", "byte strings are not allowed"),
+        ("{{ 1j }}", "complex numbers are not allowed"),
+        ("{{ ... }}", "'...' is not allowed"),
+        ("{{ $json[ }}", "invalid syntax: '[' was never closed"),
+        ("{{ $json.a $json.b }}", "invalid syntax. Perhaps you forgot a comma?"),
+        # Run time: the node fails with EXPRESSION_ERROR.
+        ("{{ $json.nested.get([1]) }}", "get expects a string, got array"),
+        ("{{ $json.nested.get() }}", "get() takes 1 to 2 arguments, got 0"),
+        ("{{ $json.name.replace('a') }}", "replace() takes 2 arguments, got 1"),
+        ("{{ contains($json.nested, [1]) }}", None),  # false, not a crash
+        ("{{ '%z' % 1 }}", "'%' needs numbers, got string and number"),
+        ("{{ '%s' % 5 }}", "'%' needs numbers, got string and number"),
+        ("{{ 10 ** 400 / 3 }}", "number too large"),
+        ("{{ floor(1e308 * 10) }}", "number too large"),
+        ("{{ 10.5 ** 400 }}", "number too large"),
+        ("{{ 0.0 ** -1 }}", "zero cannot be raised to a negative power"),
+        ("{{ parseJson('[' * 5000 + ']' * 5000) }}", "not valid JSON: nested too deeply"),
+        ("{{ $node }}", "$node is not a value: pick a node, as in $node['Name'] or $('Name')"),
+    ],
+)
+def test_messages_name_only_what_the_user_wrote(source: str, message: str | None) -> None:
+    try:
+        render(source, json=ITEM, input=[ITEM], node_outputs={"X": [ITEM]})
+    except ExpressionError as exc:
+        text = str(exc)
+        assert message is not None and text.startswith(message), text
+        assert not any(name in text for name in INTERNAL_NAMES), text
+    else:
+        assert message is None, f"{source} did not fail"
+
+
+def test_input_and_node_items_used_as_values_are_their_items() -> None:
+    scope = {"json": ITEM, "input": [{"a": 1}, {"a": 2}], "node_outputs": {"X": [{"b": 3}]}}
+    assert render("{{ $input }}", **scope) == [{"a": 1}, {"a": 2}]
+    assert render('{{ $("X") }}', **scope) == [{"b": 3}]
+    assert render('{{ $node["X"] }}', **scope) == [{"b": 3}]
+    assert render("{{ [$input.first(), $('X')] }}", **scope) == [{"a": 1}, [{"b": 3}]]
+    assert render("{{ {'all': $input} }}", **scope) == {"all": [{"a": 1}, {"a": 2}]}
+    assert render("{{ $input if true else 1 }}", **scope) == [{"a": 1}, {"a": 2}]
+    assert render("items: {{ $input }}", **scope) == 'items: [{"a":1},{"a":2}]'
+    assert render("{{ len($input) }}", **scope) == 2
+    assert render("{{ typeOf($('X')) }}", **scope) == "array"
+    assert render("{{ $input == [{'a': 1}, {'a': 2}] }}", **scope) is True
+    assert render("{{ json($input) }}", **scope) == '[{"a":1},{"a":2}]'
+
+
+def test_numbers_read_as_text_the_way_javascript_spells_them() -> None:
+    assert render("{{ 'x' + 1e308 * 10 }}") == "xInfinity"
+    assert render("{{ str(-1e308 * 10) }}") == "-Infinity"
+    assert render("{{ 'ok: ' + true }}") == "ok: true"
+
+
 # Known sandbox-escape and resource-exhaustion payloads. Each must be refused at compile time
 # or evaluate harmlessly, quickly, without reaching any Python object.
 ESCAPES = [

@@ -5,13 +5,23 @@ redirect handling, credentials dropped across origins, size limits and timeouts.
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
-from engine.http_client import Auth, DestinationRefused, HttpClient, HttpError, NetworkPolicy
+from engine.http_client import (
+    Auth,
+    DestinationRefused,
+    HttpClient,
+    HttpError,
+    InvalidUrl,
+    NetworkPolicy,
+)
 
 LOOPBACK = NetworkPolicy.from_strings(["127.0.0.1/32"])
 
@@ -91,6 +101,90 @@ async def test_private_and_local_destinations_are_refused_by_default(serve, url)
     assert server.seen == []
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "[::127.0.0.1]",
+        "[::ffff:0:7f00:1]",
+        "[2002:7f00:1::1]",
+        "[2001:0:7f00:1::f7f7:f7f7]",
+        "[64:ff9b::a9fe:a9fe]",
+        "[64:ff9b:1::7f00:1]",
+        "[2001:4860::5efe:7f00:1]",
+    ],
+)
+async def test_ipv6_literals_carrying_a_local_ipv4_address_are_refused(host: str) -> None:
+    http = HttpClient(NetworkPolicy())
+    try:
+        with pytest.raises(DestinationRefused) as refused:
+            await http.request("GET", f"http://{host}/latest/meta-data", timeout_s=5)
+    finally:
+        await http.close()
+    message = str(refused.value)
+    assert message.startswith("destination ") and " is not allowed: a" in message
+    assert message.endswith(
+        "private and local networks are reached only if the server's "
+        "LOOM_HTTP_ALLOWED_NETWORKS setting allows them"
+    )
+
+
+class StaticResolver(AbstractResolver):
+    """DNS answers chosen by the test: what a hostile DNS server could answer."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        address = self.answers[host]
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "address", ["::127.0.0.1", "::ffff:127.0.0.1", "2002:7f00:1::1", "64:ff9b::a9fe:a9fe"]
+)
+async def test_names_resolving_to_a_form_carrying_a_local_address_are_refused(
+    serve, address: str
+) -> None:
+    server = await serve({"/ok": ok})
+    http = HttpClient(NetworkPolicy(), resolver=StaticResolver({"evil.test": address}))
+    try:
+        with pytest.raises(DestinationRefused) as refused:
+            await http.request("GET", f"http://evil.test:{server.port}/ok", timeout_s=5)
+    finally:
+        await http.close()
+    message = str(refused.value)
+    assert message.startswith("destination evil.test resolves only to addresses that are not")
+    assert "LOOM_HTTP_ALLOWED_NETWORKS" in message
+    # What the name resolved to is the server's business: not told to the workflow author.
+    assert address not in message and "127.0.0.1" not in message
+    assert server.seen == []
+
+
+async def test_a_resolved_name_in_an_allowed_network_is_reached(serve) -> None:
+    server = await serve({"/ok": ok})
+    http = HttpClient(LOOPBACK, resolver=StaticResolver({"api.test": "127.0.0.1"}))
+    try:
+        response = await http.request("GET", f"http://api.test:{server.port}/ok")
+    finally:
+        await http.close()
+    assert response.status == 200
+    assert len(server.seen) == 1
+
+
 async def test_an_allowed_network_is_reachable(serve, client: HttpClient) -> None:
     server = await serve({"/ok": ok})
     response = await client.request("GET", f"{server.base}/ok", query=[("a", "1")])
@@ -109,28 +203,82 @@ async def test_a_redirect_to_a_refused_destination_is_not_followed(
         await client.request("GET", f"{server.base}/away")
 
 
-async def test_credentials_do_not_follow_a_redirect_to_another_origin(
-    serve, client: HttpClient
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_no_credential_follows_a_redirect_to_another_origin(
+    serve, client: HttpClient, status: int
 ) -> None:
-    other = await serve({"/landing": ok})
+    """Whatever the redirect's status, a hop to another origin (here: another port) carries
+    none of the credential (header, query parameter, form field) nor the request's own
+    credential headers; a 307 or 308 re-sends the body without the credential's fields."""
+    bodies: dict[str, list[bytes]] = {"first": [], "other": []}
 
-    async def same(_: web.Request) -> web.Response:
-        raise web.HTTPFound("/hop")
+    def redirect(to: str, server: str) -> Handler:
+        async def handle(request: web.Request) -> web.Response:
+            bodies[server].append(await request.read())
+            if not to:
+                return web.Response(text="landed")
+            return web.Response(status=status, headers={"Location": to})
 
-    async def hop(_: web.Request) -> web.Response:
-        raise web.HTTPTemporaryRedirect(f"{other.base}/landing")
+        return handle
 
-    first = await serve({"/start": same, "/hop": hop})
-    auth = Auth(headers={"Authorization": "Bearer s3cret"}, query={"api_key": "k3y"})
-    response = await client.request("GET", f"{first.base}/start", auth=auth)
+    other = await serve({"/landing": redirect("", "other")})
+    first = await serve(
+        {
+            "/start": redirect("/hop", "first"),
+            "/hop": redirect(f"{other.base}/landing", "first"),
+        }
+    )
+    auth = Auth(
+        headers={"Authorization": "Bearer s3cret"},
+        query={"api_key": "k3y"},
+        form={"client_secret": "f0rm-s3cret"},
+    )
+    response = await client.request(
+        "POST",
+        f"{first.base}/start",
+        headers={"Cookie": "session=c00kie", "Proxy-Authorization": "Basic cHJveHk=", "X-Id": "7"},
+        data={"grant_type": "client_credentials"},
+        auth=auth,
+    )
     assert response.status == 200
     assert response.url == f"{other.base}/landing"
-    # Same origin: the credential went along; another origin: it did not.
+    # Same origin: the credential went along.
     assert [r.headers.get("Authorization") for r in first.seen] == ["Bearer s3cret"] * 2
     assert [r.query.get("api_key") for r in first.seen] == ["k3y"] * 2
+    assert b"client_secret=f0rm-s3cret" in bodies["first"][0]
+    # Another origin: nothing of it.
     (landing,) = other.seen
-    assert "Authorization" not in landing.headers
+    for header in ("Authorization", "Cookie", "Proxy-Authorization"):
+        assert header not in landing.headers
     assert "api_key" not in landing.query
+    assert landing.headers["X-Id"] == "7"
+    (body,) = bodies["other"]
+    if status in (307, 308):
+        assert landing.method == "POST"
+        assert body == b"grant_type=client_credentials"
+    else:
+        assert landing.method == "GET"
+        assert body == b""
+
+
+async def test_credential_form_fields_go_to_the_origin_in_the_body(
+    serve, client: HttpClient
+) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(dict(await request.post()))
+
+    server = await serve({"/token": echo})
+    response = await client.request(
+        "POST",
+        f"{server.base}/token",
+        data={"grant_type": "client_credentials"},
+        auth=Auth(form={"client_id": "loom", "client_secret": "f0rm-s3cret"}),
+    )
+    assert json.loads(response.body) == {
+        "grant_type": "client_credentials",
+        "client_id": "loom",
+        "client_secret": "f0rm-s3cret",
+    }
 
 
 async def test_redirects_are_bounded(serve, client: HttpClient) -> None:
@@ -198,6 +346,66 @@ async def test_a_closed_port_is_a_retryable_connection_failure(client: HttpClien
     assert failure.value.retryable
 
 
-async def test_only_http_urls(client: HttpClient) -> None:
-    with pytest.raises(HttpError, match="only http and https"):
-        await client.request("GET", "file:///etc/passwd")
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("file:///etc/passwd", "it must start with http:// or https://"),
+        ("ht!tp://x", "it must start with http:// or https://"),
+        ("", "it must start with http:// or https://"),
+        ("http://", "it has no host"),
+        ("http:/x", "it has no host"),
+        ("http://:80/", "it has no host"),
+        ("http://exa mple.com/", "the host is not a valid name"),
+        ("http://a..b/", "the host is not a valid name"),
+        ("http://" + "a" * 64 + ".com/", "the host is not a valid name"),
+        ("http://1.2.3/", "the host is not a valid IPv4 address"),  # was InvalidUrlClientError
+        ("http://2130706433/", "the host is not a valid IPv4 address"),
+        ("http://[::1/", "the IPv6 address in brackets is not closed or not valid"),
+        ("http://[::1]:99999/", "the port must be a number from 1 to 65535"),
+        ("http://example.com:abc/", "the port must be a number from 1 to 65535"),
+        ("http://example.com:0/", "the port must be a number from 1 to 65535"),
+    ],
+)
+async def test_a_url_that_cannot_be_requested_says_why(
+    client: HttpClient, url: str, reason: str
+) -> None:
+    with pytest.raises(InvalidUrl) as failure:
+        await client.request("GET", url)
+    assert failure.value.error_type == "HTTP_INVALID_URL"
+    assert failure.value.reason.startswith(reason)
+    assert "Error" not in str(failure.value)  # no Python or aiohttp class name
+
+
+async def test_a_redirect_to_a_url_that_cannot_be_requested_says_so(
+    serve, client: HttpClient
+) -> None:
+    async def bad(_: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "gopher://example.com/"})
+
+    server = await serve({"/bad": bad})
+    with pytest.raises(HttpError) as failure:
+        await client.request("GET", f"{server.base}/bad")
+    assert failure.value.error_type == "HTTP_INVALID_REDIRECT"
+    assert str(failure.value) == (
+        "127.0.0.1 redirected to a URL that cannot be requested: "
+        "it must start with http:// or https://"
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({"X-Bad\nName": "1"}, "the header name 'X-Bad\\nName' is not valid"),
+        ({"X-Token": "a\r\nInjected: yes"}, "the value of header 'X-Token' holds a line break"),
+    ],
+)
+async def test_a_header_aiohttp_would_refuse_is_named(
+    serve, client: HttpClient, headers: dict[str, str], message: str
+) -> None:
+    server = await serve({"/ok": ok})
+    with pytest.raises(HttpError) as failure:
+        await client.request("GET", f"{server.base}/ok", headers=headers)
+    assert failure.value.error_type == "HTTP_INVALID_HEADER"
+    assert str(failure.value).startswith(message)
+    assert "Injected" not in str(failure.value)  # a value may be a secret: never quoted
+    assert server.seen == []
