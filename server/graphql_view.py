@@ -9,7 +9,7 @@ from typing import Any
 
 from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import GraphQL
@@ -29,6 +29,7 @@ from resolvers.auth import token_from_header
 from resolvers.context import Context, DirectSender, RequestLoaders, Services
 from resolvers.errors import UNAUTHENTICATED
 from schema.sharing import encode_json, next_frame
+from server import graphiql
 from server.graphql_http import (
     APPLICATION_JSON,
     RefusedOperation,
@@ -234,6 +235,13 @@ class LoomGraphQL(GraphQL[Context, None]):
                     400, "The GraphQL operation's `operationName` must be a string or null."
                 )
         return parsed
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """Loom's GraphiQL page, whose scripts Loom serves itself (server/graphiql.py)."""
+        return HTMLResponse(
+            graphiql.page_html(),
+            headers={"Content-Security-Policy": graphiql.CONTENT_SECURITY_POLICY},
+        )
 
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         sub_response = await super().get_sub_response(request)
