@@ -16,9 +16,10 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
-from server.app import create_app
 from server.graphiql import ASSETS_DIR
+from tests.api.test_executions import create, execute
 from tests.conftest import Caller, services_required
+from tests.factories import node as node_spec
 from tests.live import JS_DIR, http_url, node_with, serve
 
 
@@ -74,16 +75,20 @@ def chromium() -> str:
 
 
 @pytest.fixture
-async def url(database: Any, settings: Any, registry: Any) -> AsyncIterator[str]:
-    async with serve(create_app(settings, database=database, registry=registry)) as ws_url:
+async def url(app: Any) -> AsyncIterator[str]:
+    """The app the test's callers post to is the one served (its events are live there)."""
+    async with serve(app) as ws_url:
         yield http_url(ws_url)
 
 
 @pytest.mark.timeout(180)
 async def test_a_new_user_runs_a_query_in_graphiql(
-    chromium: str, url: str, alice: Caller, tmp_path: Path
+    chromium: str, app: Any, url: str, alice: Caller, tmp_path: Path
 ) -> None:
     node = node_with("playwright-core")
+    workflow_id = await create(alice, [node_spec("start", "Start", "manual_trigger")], [])
+    execution_id = str((await execute(alice, workflow_id))["id"])
+    await app.state.services.submitter.wait(execution_id)
     profile = tmp_path / "profile"  # a fresh browser: no token, no GraphiQL state
     profile.mkdir()
     process = await asyncio.create_subprocess_exec(
@@ -93,6 +98,7 @@ async def test_a_new_user_runs_a_query_in_graphiql(
         alice.token,
         chromium,
         str(profile),
+        execution_id,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -109,6 +115,10 @@ async def test_a_new_user_runs_a_query_in_graphiql(
     assert report["tokenAfterReload"] == alice.token  # remembered in this browser
     for step in ("withToken", "afterReload", "withHeadersTab"):
         assert report["results"][step] == {"data": {step: {"name": "alice"}}}
+    # Run at once after typing it, a subscription goes over the websocket, not HTTP.
+    finished = {"type": "EXECUTION_FINISHED", "status": "SUCCEEDED"}
+    assert report["results"]["subscription"] == {"data": {"executionEvents": finished}}
+    assert any(seen.startswith("ws://") for seen in report["requests"])
     # Offline-safe: nothing but this server, websockets included.
     assert report["requests"], report
     foreign = [seen for seen in report["requests"] if _origin(seen) != _origin(url)]

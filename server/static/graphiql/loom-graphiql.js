@@ -121,7 +121,8 @@
       parsed = JSON.parse(text);
     } catch (error) {
       if (/^\s*authorization\s*:/i.test(text)) {
-        say(true, "The Headers tab takes JSON: ", { code: '{"Authorization": "Bearer <token>"}' });
+        const example = { code: '{"Authorization": "Bearer <token>"}' };
+        say(true, "The Headers tab takes JSON: ", example);
       }
       return headersAuthorization; // being edited: keep what was there
     }
@@ -155,7 +156,8 @@
     // HTTP. The document of the request itself decides here.
     const fetcher = (params, options) => {
       const documentAST = parsed(params.query);
-      return graphiqlFetcher(params, documentAST ? Object.assign({}, options, { documentAST }) : options);
+      const current = documentAST ? Object.assign({}, options, { documentAST }) : options;
+      return graphiqlFetcher(params, current);
     };
     root.render(
       React.createElement(GraphiQL, {
@@ -189,7 +191,8 @@
   tokenInput.value = token;
   // The Headers tab as GraphiQL kept it from the last visit (`shouldPersistHeaders`).
   try {
-    headersAuthorization = headersAuthorizationOf(window.localStorage.getItem("graphiql:headers"));
+    const kept = window.localStorage.getItem("graphiql:headers");
+    headersAuthorization = headersAuthorizationOf(kept);
   } catch (error) {
     headersAuthorization = null;
   }
