@@ -151,10 +151,11 @@ class LoomGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI app with Loom's authentication and HTTP semantics.
 
     Every operation needs a bearer token (401 without); the GraphiQL page itself does not.
-    A request that fails to parse or validate is a 400, not a 200 with errors. Websockets
-    speak graphql-transport-ws; the legacy graphql-ws protocol only with `legacy_ws` (it
-    has a history of authentication bypasses in other servers). Pages on other origins may
-    open a websocket only if listed in `allowed_origins` (cross-site websocket hijacking).
+    Media types and status codes follow the GraphQL-over-HTTP spec (server/graphql_http.py);
+    HTTP runs no subscriptions. Websockets speak graphql-transport-ws; the legacy graphql-ws
+    protocol only with `legacy_ws` (it has a history of authentication bypasses in other
+    servers). Pages on other origins may open a websocket only if listed in
+    `allowed_origins` (cross-site websocket hijacking).
     """
 
     def __init__(
