@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The JavaScript graphql-ws client one test drives (needs Node.js 20+ and npm; without them
-# that test is skipped, except in CI).
+# The JavaScript the tests drive: the graphql-ws client, the graphql-http spec audit and
+# Playwright for GraphiQL in Chromium (needs Node.js 20+ and npm; without them those tests
+# are skipped, except in CI).
 JS_CLIENT := tests/js/node_modules/.installed
 
 .PHONY: run test lint format schema clean
@@ -20,7 +21,7 @@ $(JS_CLIENT): tests/js/package.json tests/js/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then \
 		npm ci --prefix tests/js --no-audit --no-fund --silent && touch $@; \
 	else \
-		echo "npm not found: the JavaScript client test will be skipped"; \
+		echo "npm not found: the JavaScript tests will be skipped"; \
 	fi
 
 run: $(STAMP)

@@ -8,6 +8,7 @@ from typing import cast
 
 import orjson
 import strawberry
+from graphql import GraphQLError
 from strawberry.scalars import JSON
 
 from schema.context import SchemaContext
@@ -242,7 +243,13 @@ class Execution:
         runs = await info.context.loaders.node_runs.load(str(self.id))
         if after is not None:
             ids = [run.id for run in runs]
-            runs = runs[ids.index(after) + 1 :] if after in ids else []
+            if after not in ids:
+                # The code of resolvers.errors.INVALID_CURSOR (types never import resolvers).
+                raise GraphQLError(
+                    f"invalid cursor {after[:64]!r}: not a node run of this execution",
+                    extensions={"code": "INVALID_CURSOR"},
+                )
+            runs = runs[ids.index(after) + 1 :]
         return runs[: max(first, 0)]
 
 

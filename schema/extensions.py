@@ -21,7 +21,6 @@ logger = logging.getLogger("loom.graphql")
 INTERNAL_ERROR = "INTERNAL_SERVER_ERROR"
 PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
-REQUEST_ERROR_CODES = frozenset({PARSE_FAILED, VALIDATION_FAILED})
 
 # graphql-core suggests schema names ("Did you mean 'name'?") in validation and variable
 # errors; Strawberry's `disable_field_suggestions` removes only the field ones.

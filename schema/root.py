@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
@@ -17,6 +17,7 @@ from strawberry.extensions.max_aliases import create_validator as alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from resolvers import accounts as account_resolvers
 from resolvers import credentials as credential_resolvers
@@ -26,6 +27,7 @@ from resolvers import subscriptions as subscription_resolvers
 from resolvers import workflows as workflow_resolvers
 from schema import execution_types, results, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
+from schema.operations import SpecOperationChoice
 from schema.sharing import SharedEventResults
 
 
@@ -184,9 +186,31 @@ class Subscription:
 
 
 class LoomSchema(strawberry.Schema):
-    """Logs only unexpected errors, with the request id that the client is shown."""
+    """Logs only unexpected errors, with the request id that the client is shown, and
+    chooses the operation of a document as the GraphQL spec says (schema/operations.py)."""
 
     plain_fields_resolved_directly = 0
+
+    def _create_execution_context(
+        self,
+        query: str | None,
+        allowed_operation_types: Iterable[OperationType],
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionContext:
+        return SpecOperationChoice(
+            query=query,
+            schema=self,
+            allowed_operations=allowed_operation_types,
+            context=context_value,
+            root_value=root_value,
+            variables=variable_values,
+            provided_operation_name=operation_name,
+            operation_extensions=operation_extensions,
+        )
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

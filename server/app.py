@@ -29,6 +29,7 @@ from resolvers.auth import Authenticator
 from resolvers.context import Services
 from resolvers.executions import submit, submit_to
 from schema.root import build_schema
+from server import graphiql
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
 from server.scheduler import run_scheduler
@@ -242,6 +243,7 @@ def create_app(
                 methods=list(METHODS),
             ),
             Route("/readyz", readyz),
+            *([graphiql.assets_route()] if settings.graphiql else []),
         ],
         middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
         lifespan=lifespan,

@@ -9,14 +9,15 @@ from typing import Any
 
 from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLRequestData
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema import BaseSchema
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -27,8 +28,17 @@ from strawberry.types.execution import PreExecutionError
 from resolvers.auth import token_from_header
 from resolvers.context import Context, DirectSender, RequestLoaders, Services
 from resolvers.errors import UNAUTHENTICATED
-from schema.extensions import REQUEST_ERROR_CODES
 from schema.sharing import encode_json, next_frame
+from server import graphiql
+from server.graphql_http import (
+    APPLICATION_JSON,
+    RefusedOperation,
+    http_operation_types,
+    is_request_error,
+    refusal,
+    response_media_type,
+    status_code,
+)
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -40,14 +50,24 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status_code: int, message: str) -> JSONResponse:
-    """A GraphQL-shaped error body for failures before any operation runs."""
-    headers = {"WWW-Authenticate": "Bearer"} if status_code == 401 else None
-    code = _HTTP_CODES.get(status_code, "BAD_REQUEST")
+def error_response(
+    status_code: int,
+    message: str,
+    media_type: str = APPLICATION_JSON,
+    *,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A GraphQL-shaped error body for failures before any operation runs (so no `data`)."""
+    headers = dict(headers or {})
+    if status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    code = code or _HTTP_CODES.get(status_code, "BAD_REQUEST")
     return JSONResponse(
-        {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]},
+        {"errors": [{"message": message, "extensions": {"code": code}}]},
         status_code=status_code,
         headers=headers,
+        media_type=media_type,
     )
 
 
@@ -131,10 +151,11 @@ class LoomGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI app with Loom's authentication and HTTP semantics.
 
     Every operation needs a bearer token (401 without); the GraphiQL page itself does not.
-    A request that fails to parse or validate is a 400, not a 200 with errors. Websockets
-    speak graphql-transport-ws; the legacy graphql-ws protocol only with `legacy_ws` (it
-    has a history of authentication bypasses in other servers). Pages on other origins may
-    open a websocket only if listed in `allowed_origins` (cross-site websocket hijacking).
+    Media types and status codes follow the GraphQL-over-HTTP spec (server/graphql_http.py);
+    HTTP runs no subscriptions. Websockets speak graphql-transport-ws; the legacy graphql-ws
+    protocol only with `legacy_ws` (it has a history of authentication bypasses in other
+    servers). Pages on other origins may open a websocket only if listed in
+    `allowed_origins` (cross-site websocket hijacking).
     """
 
     def __init__(
@@ -168,10 +189,15 @@ class LoomGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
+        media_type = response_media_type(request.headers.get("accept"))
         try:
             response = await self.run(request)
+        except RefusedOperation as exc:
+            response = error_response(
+                exc.status_code, exc.reason, media_type, code=exc.code, headers=exc.headers
+            )
         except HTTPException as exc:
-            response = error_response(exc.status_code, exc.reason)
+            response = error_response(exc.status_code, exc.reason, media_type)
         await response(scope, receive, send)
 
     def decode_json(self, data: str | bytes) -> object:
@@ -200,6 +226,45 @@ class LoomGraphQL(GraphQL[Context, None]):
             raise HTTPException(400, "The request must be a JSON object")
         return parsed
 
+    async def parse_http_body(self, request: Any) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """Strawberry's, which checks the types of `query`, `variables` and `extensions`, and
+        here also of `operationName`: another type is a malformed request, not an unknown name."""
+        parsed = await super().parse_http_body(request)
+        for request_data in parsed if isinstance(parsed, list) else [parsed]:
+            if not isinstance(request_data.operation_name, str | None):
+                raise HTTPException(
+                    400, "The GraphQL operation's `operationName` must be a string or null."
+                )
+        return parsed
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """Loom's GraphiQL page, whose scripts Loom serves itself (server/graphiql.py)."""
+        return HTMLResponse(
+            graphiql.page_html(),
+            headers={"Content-Security-Policy": graphiql.CONTENT_SECURITY_POLICY},
+        )
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = response_media_type(request.headers.get("accept"))
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = sub_response.media_type or APPLICATION_JSON
+        return response
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> Any:
+        """The GraphQL response; one that failed before execution has no `data` entry."""
+        response = await super().process_result(request, result)
+        if is_request_error(result):
+            response.pop("data", None)
+        return response
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(
             services=self.services,
@@ -227,9 +292,36 @@ class LoomGraphQL(GraphQL[Context, None]):
         result = await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
-        if isinstance(result, ExecutionResult) and _is_request_failure(result):
-            sub_response.status_code = 400
+        if isinstance(result, ExecutionResult):
+            sub_response.status_code = status_code(result, sub_response.media_type or "")
         return result
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: Any,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Strawberry's, except that HTTP runs no subscriptions (Loom streams them over the
+        websocket only; Strawberry would run one as a query and fail) and that a refused
+        operation says what to do instead."""
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=http_operation_types(request_adapter.method),
+                operation_extensions=request_data.extensions,
+            )
+        except InvalidOperationTypeError as exc:
+            raise refusal(exc.operation_type, request.url) from exc
+        except MissingQueryError as exc:
+            raise HTTPException(400, "No GraphQL query found in the request") from exc
 
     async def on_ws_connect(self, context: Context) -> Any:
         payload = context.connection_params
@@ -243,14 +335,3 @@ class LoomGraphQL(GraphQL[Context, None]):
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
-
-
-def _is_request_failure(result: ExecutionResult) -> bool:
-    """No data and only parse, validation or argument errors: the request itself was bad."""
-    if result.data is not None or not result.errors:
-        return False
-    return all(
-        (error.extensions or {}).get("code") in REQUEST_ERROR_CODES
-        or (error.extensions or {}).get("code") in ("BAD_USER_INPUT", "INVALID_CURSOR")
-        for error in result.errors
-    )

@@ -27,6 +27,7 @@ import server.app
 from engine.node_types import NodeTypeRegistry, load_registry
 from schema.root import build_schema
 from server.app import create_app
+from server.graphql_http import APPLICATION_JSON, GRAPHQL_RESPONSE_JSON
 from server.settings import Settings
 from storage import accounts
 from storage.db import Database
@@ -181,12 +182,40 @@ class Caller:
     name: str
     token: str
 
-    async def post(self, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
+    async def post(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        accept: str | None = None,
+        **request: Any,
+    ) -> httpx.Response:
+        """POST an operation (`request`: more members of the body, e.g. `operationName`)."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if accept is not None:
+            headers["Accept"] = accept
         return await self.http.post(
             "/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {self.token}"},
+            json={"query": query, "variables": variables or {}, **request},
+            headers=headers,
         )
+
+    async def request_error(
+        self, query: str, variables: dict[str, Any] | None = None, **request: Any
+    ) -> dict[str, Any]:
+        """Send a request that must fail before execution, as a client of each media type;
+        check the GraphQL-over-HTTP answer (no `data`; 200 for `application/json`, 400 for
+        `application/graphql-response+json`, the same body) and return the body."""
+        bodies = []
+        for accept, status in ((APPLICATION_JSON, 200), (GRAPHQL_RESPONSE_JSON, 400)):
+            response = await self.post(query, variables, accept, **request)
+            assert response.status_code == status, (accept, response.text)
+            assert response.headers["content-type"] == accept
+            body = response.json()
+            assert "data" not in body, body
+            assert body["errors"], body
+            bodies.append(body)
+        assert bodies[0] == bodies[1]
+        return bodies[0]
 
     async def gql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run an operation that must succeed without errors; returns `data`."""

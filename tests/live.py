@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import pytest
 import uvicorn
 from gql import Client, gql
 from gql.transport.websockets import WebsocketsTransport
+
+from tests.conftest import services_required
+
+# The npm project of the tests that drive JavaScript clients (`make test` runs `npm ci`).
+JS_DIR = Path(__file__).resolve().parent / "js"
 
 EVENT_FIELDS = """
   executionId sequence type nodeId nodeName attempt status at durationMs inputItems itemCount
@@ -42,6 +50,23 @@ async def serve(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+def node_with(package: str) -> str:
+    """The `node` binary, when tests/js has `package` installed; without them the test is
+    skipped, except where services are required (CI), where it fails."""
+    found = shutil.which("node")
+    if found is None or not (JS_DIR / "node_modules" / package).exists():
+        message = "Node.js or tests/js/node_modules missing (`make test` installs them with npm)"
+        if services_required():
+            pytest.fail(message + "; CI requires them")
+        pytest.skip(message)
+    return found
+
+
+def http_url(ws_url: str) -> str:
+    """The HTTP address of the endpoint `serve` yields the websocket address of."""
+    return "http" + ws_url.removeprefix("ws")
 
 
 def client(url: str, token: str, subprotocol: str | None = None) -> Client:

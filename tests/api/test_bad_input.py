@@ -22,6 +22,7 @@ from tests.factories import (
 )
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 
 def _auth(caller):
@@ -70,10 +71,13 @@ async def _refused(caller, db_state, workflow, *codes):
     ids=["truncated", "not json", "empty", "bad utf-8", "trailing", "deep array", "deep vars"],
 )
 async def test_malformed_json_body_is_400(alice, db_state, body):
+    # Not a GraphQL request at all: a 400 whatever the client accepts, and no `data`.
     before = await db_state()
     response = await _post_raw(alice, body)
     assert response.status_code == 400, response.text
-    (error,) = response.json()["errors"]
+    body = response.json()
+    assert "data" not in body
+    (error,) = body["errors"]
     assert error["extensions"]["code"] == "BAD_REQUEST"
     assert await db_state() == before
 
@@ -130,25 +134,52 @@ async def test_malformed_get_requests_are_400(alice, params):
 
 
 @pytest.mark.parametrize(
-    ("document", "operation_name"),
+    ("document", "operation_name", "message"),
     [
-        ("query A { viewer { id } }", "Missing"),
-        ("query A { viewer { id } }", 5),
-        ("subscription { viewer { id } }", None),
-        ("fragment F on User { id }", None),
+        ("query A { viewer { id } }", "Missing", "Unknown operation named 'Missing'."),
+        (
+            "query A { viewer { id } } query B { viewer { name } }",
+            None,
+            "Must provide operation name if query contains multiple operations.",
+        ),
+        (
+            f"mutation A {CREATE.strip().removeprefix('mutation')} query B {{ viewer {{ id }} }}",
+            None,
+            "Must provide operation name if query contains multiple operations.",
+        ),
+        ("query A { viewer { id } } query B { viewer { name } }", "C", "Unknown operation"),
+        ("fragment F on User { id }", None, "Fragment 'F' is never used."),
     ],
-    ids=["unknown name", "name not a string", "subscription", "no operation"],
+    ids=[
+        "unknown name",
+        "two operations, no name",
+        "a mutation first, no name",
+        "two operations, unknown name",
+        "no operation",
+    ],
 )
-async def test_unrunnable_documents_are_4xx(alice, db_state, document, operation_name):
+async def test_unrunnable_documents_are_request_errors(
+    alice, db_state, document, operation_name, message
+):
+    # The GraphQL spec's GetOperation: with several operations the request must name one.
     before = await db_state()
-    response = await alice.http.post(
-        "/graphql",
-        json={"query": document, "operationName": operation_name},
-        headers=_auth(alice),
+    body = await alice.request_error(
+        document, {"input": workflow_input()}, operationName=operation_name
     )
-    assert 400 <= response.status_code < 500, response.text
-    assert response.json()["errors"]
+    assert [error["extensions"]["code"] for error in body["errors"]] == [
+        "GRAPHQL_VALIDATION_FAILED"
+    ]
+    assert body["errors"][0]["message"].startswith(message), body
     assert await db_state() == before
+
+
+@pytest.mark.parametrize("operation_name", [5, {"a": 1}, ["A"], False])
+async def test_operation_name_that_is_not_a_string_is_400(alice, operation_name):
+    response = await alice.post("query A { viewer { id } }", operationName=operation_name)
+    assert response.status_code == 400, response.text
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_REQUEST"
+    assert "operationName" in error["message"]
 
 
 async def test_operation_name_picks_the_operation(alice):
@@ -169,18 +200,15 @@ async def test_unsupported_content_type_is_400(alice):
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
-async def test_syntax_error_is_400_with_a_code(alice):
-    response = await alice.post("{ viewer { id ")
-    assert response.status_code == 400
-    (error,) = response.json()["errors"]
+async def test_syntax_error_is_a_request_error_with_a_code(alice):
+    (error,) = (await alice.request_error("{ viewer { id "))["errors"]
     assert error["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
     assert error["message"].startswith("Syntax Error")
 
 
 async def test_deeply_nested_query_text_is_a_parse_error(alice):
-    response = await alice.post("{" + "a {" * 3000 + "}" * 3001)
-    assert response.status_code == 400
-    assert _codes(response.json()) == ["GRAPHQL_PARSE_FAILED"]
+    body = await alice.request_error("{" + "a {" * 3000 + "}" * 3001)
+    assert _codes(body) == ["GRAPHQL_PARSE_FAILED"]
 
 
 async def test_empty_query_is_400(alice):
@@ -211,18 +239,16 @@ async def test_empty_query_is_400(alice):
         ("{ viewer { ... on Usr { id } } }", {}),
     ],
 )
-async def test_unknown_names_are_400_without_suggestions(alice, db_state, operation, variables):
+async def test_unknown_names_are_request_errors_without_suggestions(
+    alice, db_state, operation, variables
+):
     if operation == "{ nodeTypes { group } }":
         assert (await alice.post(operation)).status_code == 200
         return
     before = await db_state()
-    response = await alice.post(operation, variables)
-    assert response.status_code == 400, response.text
-    body = response.json()
-    assert body["data"] is None
+    body = await alice.request_error(operation, variables)
     assert set(_codes(body)) == {"GRAPHQL_VALIDATION_FAILED"}
-    assert "Did you mean" not in response.text
-    assert "did you mean" not in response.text.lower()
+    assert "did you mean" not in json.dumps(body).lower()
     assert await db_state() == before
 
 
@@ -253,12 +279,11 @@ async def test_unknown_names_are_400_without_suggestions(alice, db_state, operat
         (LIST, {"after": 5}),
     ],
 )
-async def test_wrong_variable_types_are_400(alice, db_state, operation, variables):
+async def test_wrong_variable_types_are_request_errors(alice, db_state, operation, variables):
     before = await db_state()
-    response = await alice.post(operation, variables)
-    assert response.status_code == 400, response.text
-    assert set(_codes(response.json())) == {"GRAPHQL_VALIDATION_FAILED"}
-    assert "Did you mean" not in response.text
+    body = await alice.request_error(operation, variables)
+    assert set(_codes(body)) == {"GRAPHQL_VALIDATION_FAILED"}
+    assert "Did you mean" not in json.dumps(body)
     assert await db_state() == before
 
 
@@ -271,10 +296,8 @@ async def test_wrong_variable_types_are_400(alice, db_state, operation, variable
         '{ workflowVersion(id: "x", version: "1") { id } }',
     ],
 )
-async def test_wrong_literal_types_are_400(alice, operation):
-    response = await alice.post(operation)
-    assert response.status_code == 400
-    assert _codes(response.json()) == ["GRAPHQL_VALIDATION_FAILED"]
+async def test_wrong_literal_types_are_request_errors(alice, operation):
+    assert _codes(await alice.request_error(operation)) == ["GRAPHQL_VALIDATION_FAILED"]
 
 
 # Pagination arguments
@@ -282,8 +305,10 @@ async def test_wrong_literal_types_are_400(alice, operation):
 
 @pytest.mark.parametrize("first", [-1, -(2**31), 101, 2**31 - 1])
 async def test_out_of_range_first_is_bad_user_input(alice, first):
-    response = await alice.post(LIST, {"first": first})
-    assert response.status_code == 400
+    # A field error (the request was well-formed): 200, `data` null, as the spec says.
+    response = await alice.post(LIST, {"first": first}, GRAPHQL_RESPONSE_JSON)
+    assert response.status_code == 200
+    assert response.json()["data"] is None
     (error,) = response.json()["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert "first" in error["message"]
@@ -314,8 +339,9 @@ GARBAGE_CURSORS = {
 @pytest.mark.parametrize("cursor", GARBAGE_CURSORS.values(), ids=list(GARBAGE_CURSORS))
 async def test_garbage_cursor_is_invalid_cursor(alice, cursor):
     await create_workflow(alice)
-    response = await alice.post(LIST, {"after": cursor})
-    assert response.status_code == 400, response.text
+    response = await alice.post(LIST, {"after": cursor}, GRAPHQL_RESPONSE_JSON)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] is None
     (error,) = response.json()["errors"]
     assert error["extensions"]["code"] == "INVALID_CURSOR"
     assert len(error["message"]) < 200

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,22 +13,15 @@ import pytest
 from server.app import create_app
 from tests.api.test_executions import create, execute
 from tests.api.test_subscriptions import wait_then_done
-from tests.conftest import Caller, services_required
-from tests.live import serve
+from tests.conftest import Caller
+from tests.live import JS_DIR, node_with, serve
 
-SCRIPT = Path(__file__).resolve().parent.parent / "js" / "subscribe.mjs"
-INSTALLED = SCRIPT.parent / "node_modules" / "graphql-ws"
+SCRIPT = JS_DIR / "subscribe.mjs"
 
 
 @pytest.fixture
 def node_binary() -> str:
-    found = shutil.which("node")
-    if found is None or not INSTALLED.exists():
-        message = "Node.js or tests/js/node_modules missing (`make test` installs them with npm)"
-        if services_required():
-            pytest.fail(message + "; CI requires them")
-        pytest.skip(message)
-    return found
+    return node_with("graphql-ws")
 
 
 @pytest.fixture
