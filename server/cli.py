@@ -1,8 +1,8 @@
 """The `loom` command line: serve, worker, run, db upgrade, token create, secrets rotate,
 export-schema.
 
-Settings are read once, before any command runs: a bad `LOOM_*` value stops every command
-with one line naming it. Every command that opens the database says which one on stderr;
+Settings are read once as a command starts: a bad `LOOM_*` value stops every command with
+one line naming it. Every command that opens the database says which one on stderr;
 only `serve` and `db upgrade` create a missing SQLite file unasked, because a token or a
 rotation written to a new, empty database is lost on the server that the user meant.
 """
@@ -10,6 +10,7 @@ rotation written to a new, empty database is lost on the server that the user me
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,17 +34,26 @@ class CommandError(click.ClickException):
 
 
 @click.group(context_settings=CONTEXT)
-@click.pass_context
-def cli(context: click.Context) -> None:
+def cli() -> None:
     """Loom: workflow automation over GraphQL.
 
     Configuration comes from LOOM_* environment variables and a .env file in the current
     directory (docs/operations.md lists them).
     """
-    try:
-        context.obj = load_settings()
-    except InvalidSettingsError as exc:
-        raise CommandError(str(exc)) from exc
+
+
+def pass_settings(command: Callable[..., T]) -> Callable[..., T]:
+    """Like `click.pass_obj`, with the settings as the first argument: read when the command
+    runs (so `--help` works whatever the environment holds), a bad value a one-line error."""
+
+    def with_settings(*args: Any, **kwargs: Any) -> T:
+        try:
+            settings = load_settings()
+        except InvalidSettingsError as exc:
+            raise CommandError(str(exc)) from exc
+        return command(settings, *args, **kwargs)
+
+    return functools.update_wrapper(with_settings, command)
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -115,7 +125,7 @@ def _on_database(
 @click.option(
     "--port", type=click.IntRange(1, 65535), metavar="PORT", help="Port to listen on (LOOM_PORT)."
 )
-@click.pass_obj
+@pass_settings
 def serve(settings: Settings, host: str | None, port: int | None) -> None:
     """Migrate the database, make sure an admin exists, and serve the API."""
     from storage import accounts
@@ -167,7 +177,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     metavar="N",
     help="Executions run at once (LOOM_WORKER_CONCURRENCY).",
 )
-@click.pass_obj
+@pass_settings
 def worker(settings: Settings, concurrency: int | None) -> None:
     """Run executions from the queue (distributed mode).
 
@@ -191,7 +201,7 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.argument("revision", default="head")
-@click.pass_obj
+@pass_settings
 def db_upgrade(settings: Settings, revision: str) -> None:
     """Apply database migrations up to REVISION (default: the latest), creating the
     database if it does not exist."""
@@ -220,7 +230,7 @@ def token() -> None:
     is_flag=True,
     help="Create the database if it does not exist (otherwise the command refuses).",
 )
-@click.pass_obj
+@pass_settings
 def token_create(
     settings: Settings, user: str, admin: bool, name: str, create_database: bool
 ) -> None:
@@ -252,7 +262,7 @@ def secrets() -> None:
 
 
 @secrets.command("rotate")
-@click.pass_obj
+@pass_settings
 def secrets_rotate(settings: Settings) -> None:
     """Re-encrypt every credential under LOOM_SECRET_KEY.
 
@@ -289,8 +299,10 @@ def secrets_rotate(settings: Settings) -> None:
     metavar="FILE",
     help="File to write; - for stdout.",
 )
-def export_schema(output: str) -> None:
+@pass_settings
+def export_schema(_: Settings, output: str) -> None:
     """Write the GraphQL schema (SDL) that the code defines."""
+    # Reads no setting, but like every command it refuses a configuration that others would.
     from schema.root import build_schema
 
     sdl = build_schema().as_str() + "\n"
@@ -311,7 +323,7 @@ def export_schema(output: str) -> None:
     help="The run's input, a JSON object (default: the file's `input`).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Leave out node-by-node progress.")
-@click.pass_obj
+@pass_settings
 def run(settings: Settings, workflow: str, input_json: str | None, quiet: bool) -> None:
     """Run the workflow file WORKFLOW in this process and print its output.
 
