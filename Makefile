@@ -14,15 +14,16 @@ JS_CLIENT := tests/js/node_modules/.installed
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Loom needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
 	@# Venvs set up before the test plugin stopped being installed still have it.
-	@$(BIN)/python -m pip uninstall --quiet --disable-pip-version-check --yes loom-test-plugin 2>/dev/null || true
+	@$(BIN)/python -m pip uninstall --quiet --yes loom-test-plugin 2>/dev/null || true
 	@touch $(STAMP)
 
 # Test, lint and type-check tools on top. The test plugin (tests/plugin_pkg) is not installed:
 # the tests find it on their path, so a server of this venv never offers it.
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(DEV_STAMP)
 
 $(JS_CLIENT): tests/js/package.json tests/js/package-lock.json
