@@ -8,10 +8,13 @@ COPY resolvers resolvers
 COPY engine engine
 COPY storage storage
 COPY server server
+# The server's dependencies only (no dev extras, no test plugin).
 RUN /opt/loom/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 loom && mkdir -p /data && chown loom /data
+# Embedded mode's SQLite file and credential key live here: kept apart from the container.
+VOLUME /data
 COPY --from=build /opt/loom /opt/loom
 ENV PATH=/opt/loom/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -1,68 +1,154 @@
-"""The `loom` command line: serve, run, db upgrade, token create, export-schema."""
+"""The `loom` command line: serve, worker, run, db upgrade, token create, secrets rotate,
+export-schema.
+
+Settings are read once as a command starts: a bad `LOOM_*` value stops every command with
+one line naming it. Every command that opens the database says which one on stderr;
+only `serve` and `db upgrade` create a missing SQLite file unasked, because a token or a
+rotation written to a new, empty database is lost on the server that the user meant.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
+import click
 
-from server.settings import Settings
+from server.settings import InvalidSettingsError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from storage.db import Database
 
 # Commands import what they use when they run: `loom run` needs no database or web server,
 # and should not pay for importing them.
 
-cli = typer.Typer(help="Loom: workflow automation over GraphQL.", no_args_is_help=True)
-db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
-token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
-secrets_cli = typer.Typer(help="Credential encryption keys.", no_args_is_help=True)
-cli.add_typer(db_cli, name="db")
-cli.add_typer(token_cli, name="token")
-cli.add_typer(secrets_cli, name="secrets")
+T = TypeVar("T")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-async def _prepare(settings: Settings) -> str | None:
-    from storage import accounts
-    from storage.migrate import upgrade
-
-    database = settings.database()
-    try:
-        await upgrade(database)
-        admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        return await accounts.bootstrap_admin(database, admin_token)
-    finally:
-        await database.dispose()
+class CommandError(click.ClickException):
+    """A one-line refusal on stderr (`Error: ...`), exit status 1."""
 
 
-@cli.command()
-def serve(
-    host: str | None = typer.Option(None, help="Interface to listen on (LOOM_HOST)."),
-    port: int | None = typer.Option(None, help="Port to listen on (LOOM_PORT)."),
-) -> None:
-    """Migrate the database, make sure an admin exists, and serve the API."""
-    settings = Settings()
-    host = host or settings.host
-    port = port or settings.port
-    if settings.redis_url:
-        from server.worker import DistributedModeError, require_distributed_settings
+@click.group(context_settings=CONTEXT)
+def cli() -> None:
+    """Loom: workflow automation over GraphQL.
 
+    Configuration comes from LOOM_* environment variables and a .env file in the current
+    directory (docs/operations.md lists them).
+    """
+
+
+def pass_settings(command: Callable[..., T]) -> Callable[..., T]:
+    """Like `click.pass_obj`, with the settings as the first argument: read when the command
+    runs (so `--help` works whatever the environment holds), a bad value a one-line error."""
+
+    def with_settings(*args: Any, **kwargs: Any) -> T:
         try:
-            require_distributed_settings(settings)
-        except DistributedModeError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
+            settings = load_settings()
+        except InvalidSettingsError as exc:
+            raise CommandError(str(exc)) from exc
+        return command(settings, *args, **kwargs)
+
+    return functools.update_wrapper(with_settings, command)
+
+
+def _configure_logging(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
     # Alembic announces each of its plugins at INFO; the migrations it runs stay visible.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    new_token = asyncio.run(_prepare(settings))
+
+
+def _require_distributed(settings: Settings) -> None:
+    from server.worker import DistributedModeError, require_distributed_settings
+
+    try:
+        require_distributed_settings(settings)
+    except DistributedModeError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def _announce_database(settings: Settings, *, create: bool, refusal: str = "") -> None:
+    """Say on stderr which database the command opens. A missing SQLite file is created
+    only when `create` is set; otherwise the command refuses, the message ending in
+    `refusal`."""
+    click.echo(f"database: {settings.database_label()}", err=True)
+    path = settings.sqlite_path()
+    if not create and path is not None and not path.exists():
+        raise CommandError(
+            f"no database at {path}: run this where `loom serve` runs, or set LOOM_DATA_DIR "
+            f"or LOOM_DATABASE_URL to the server's database{refusal}"
+        )
+
+
+def _run(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`; a database that cannot be reached or opened is one line, not a trace."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        return asyncio.run(work)
+    except (DBAPIError, OSError) as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise CommandError(
+            f"cannot use the database {settings.database_label()}: {detail}"
+        ) from exc
+
+
+def _on_database(
+    settings: Settings,
+    work: Callable[[Database], Awaitable[T]],
+    *,
+    create: bool,
+    refusal: str = "",
+) -> T:
+    """Announce the database, open it, run `work` on it and close it."""
+    _announce_database(settings, create=create, refusal=refusal)
+
+    async def run() -> T:
+        database = settings.database()
+        try:
+            return await work(database)
+        finally:
+            await database.dispose()
+
+    return _run(settings, run())
+
+
+@cli.command(short_help="Serve the API (migrating the database first).")
+@click.option("--host", metavar="HOST", help="Interface to listen on (LOOM_HOST).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), metavar="PORT", help="Port to listen on (LOOM_PORT)."
+)
+@pass_settings
+def serve(settings: Settings, host: str | None, port: int | None) -> None:
+    """Migrate the database, make sure an admin exists, and serve the API."""
+    from storage import accounts
+    from storage.migrate import upgrade
+
+    host = host or settings.host
+    port = port or settings.port
+    if settings.redis_url:
+        _require_distributed(settings)
+    _configure_logging(settings)
+
+    async def prepare(database: Database) -> str | None:
+        await upgrade(database)
+        admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        return await accounts.bootstrap_admin(database, admin_token)
+
+    new_token = _on_database(settings, prepare, create=True)
     mode = "distributed (Redis)" if settings.redis_url else "embedded (no Redis)"
-    typer.echo(f"Loom {mode}, database: {settings.resolved_database_url().split('@')[-1]}")
-    typer.echo(f"GraphiQL:  http://{host}:{port}/graphql")
+    click.echo(f"Loom {mode}")
+    click.echo(f"GraphiQL:  http://{host}:{port}/graphql")
     if new_token is not None:
-        typer.echo(f"Admin token (shown once, keep it): {new_token}")
-    typer.echo(
+        click.echo(f"Admin token (shown once, keep it): {new_token}")
+    click.echo(
         "Authenticate with the header  Authorization: Bearer <token>  "
         "(in GraphiQL: the Headers tab). New tokens: loom token create --user NAME"
     )
@@ -83,147 +169,179 @@ def serve(
     )
 
 
-@cli.command()
-def worker(
-    concurrency: int | None = typer.Option(
-        None, "--concurrency", "-c", help="Executions run at once (LOOM_WORKER_CONCURRENCY)."
-    ),
-) -> None:
-    """Run executions from the queue (distributed mode: needs LOOM_REDIS_URL and
-    LOOM_SECRET_KEY). SIGTERM stops it gracefully."""
+@cli.command(short_help="Run executions from the queue (distributed mode).")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Executions run at once (LOOM_WORKER_CONCURRENCY).",
+)
+@pass_settings
+def worker(settings: Settings, concurrency: int | None) -> None:
+    """Run executions from the queue (distributed mode).
+
+    Needs LOOM_REDIS_URL and LOOM_SECRET_KEY. SIGTERM stops it gracefully: running nodes may
+    finish within LOOM_SHUTDOWN_GRACE_S.
+    """
     from server.process import tune_gc
-    from server.worker import DistributedModeError, run_worker
+    from server.worker import run_worker
 
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    _require_distributed(settings)
+    _configure_logging(settings)
     tune_gc(settings.gc_threshold)
-    try:
-        asyncio.run(run_worker(settings, concurrency or settings.worker_concurrency))
-    except DistributedModeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    _announce_database(settings, create=False, refusal=" (`loom db upgrade` creates it)")
+    _run(settings, run_worker(settings, concurrency or settings.worker_concurrency))
 
 
-@db_cli.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head")) -> None:
-    """Apply database migrations up to REVISION (the latest by default)."""
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@pass_settings
+def db_upgrade(settings: Settings, revision: str) -> None:
+    """Apply database migrations up to REVISION (default: the latest), creating the
+    database if it does not exist."""
     from storage.migrate import upgrade
 
-    settings = Settings()
+    async def work(database: Database) -> None:
+        await upgrade(database, revision)
 
-    async def run() -> None:
-        database = settings.database()
-        try:
-            await upgrade(database, revision)
-        finally:
-            await database.dispose()
-
-    asyncio.run(run())
-    typer.echo(f"database at {revision}")
+    _on_database(settings, work, create=True)
+    click.echo(f"database at {revision}")
 
 
-@token_cli.command("create")
+@cli.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--user", required=True, metavar="NAME", help="User name; created if missing.")
+@click.option("--admin", is_flag=True, help="Make the user an admin.")
+@click.option(
+    "--name", default="cli", show_default=True, metavar="TEXT", help="What the token is for."
+)
+@click.option(
+    "--create-database",
+    is_flag=True,
+    help="Create the database if it does not exist (otherwise the command refuses).",
+)
+@pass_settings
 def token_create(
-    user: str = typer.Option(..., "--user", help="User name; created if missing."),
-    admin: bool = typer.Option(False, "--admin", help="Make the user an admin."),
-    name: str = typer.Option("cli", "--name", help="What the token is for."),
+    settings: Settings, user: str, admin: bool, name: str, create_database: bool
 ) -> None:
     """Print a new API token for USER (shown once)."""
     from storage import accounts
     from storage.errors import DuplicateNameError
     from storage.migrate import upgrade
 
-    settings = Settings()
-
-    async def run() -> str:
-        database = settings.database()
-        try:
-            await upgrade(database)
-            role = accounts.ROLE_ADMIN if admin else accounts.ROLE_MEMBER
-            return await accounts.create_user_with_token(database, user, role, name)
-        finally:
-            await database.dispose()
+    async def work(database: Database) -> str:
+        await upgrade(database)
+        role = accounts.ROLE_ADMIN if admin else accounts.ROLE_MEMBER
+        return await accounts.create_user_with_token(database, user, role, name)
 
     try:
-        token = asyncio.run(run())
+        new_token = _on_database(
+            settings,
+            work,
+            create=create_database,
+            refusal=", or pass --create-database to start a new one",
+        )
     except DuplicateNameError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(token)
+        raise CommandError(str(exc)) from exc
+    click.echo(new_token)
 
 
-@secrets_cli.command("rotate")
-def secrets_rotate() -> None:
-    """Re-encrypt every credential under LOOM_SECRET_KEY. Roll out the new key first with
-    the old one in LOOM_PREVIOUS_SECRET_KEYS (every process then reads both), run this, then
-    drop the old key."""
+@cli.group()
+def secrets() -> None:
+    """Credential encryption keys."""
+
+
+@secrets.command("rotate")
+@pass_settings
+def secrets_rotate(settings: Settings) -> None:
+    """Re-encrypt every credential under LOOM_SECRET_KEY.
+
+    Roll out the new key first with the old one in LOOM_PREVIOUS_SECRET_KEYS (every process
+    then reads both), run this, then drop the old key.
+    """
     from storage.credentials import rotate_all
     from storage.migrate import upgrade
     from storage.secrets import CredentialDecryptionError, SecretKeyError
 
-    settings = Settings()
+    box = settings.secret_box()
+    if box is None:
+        raise CommandError("LOOM_SECRET_KEY is not set")
 
-    async def run() -> int:
-        box = settings.secret_box()
-        if box is None:
-            raise SecretKeyError("LOOM_SECRET_KEY is not set")
-        database = settings.database()
-        try:
-            await upgrade(database)
-            return await rotate_all(database, box)
-        finally:
-            await database.dispose()
+    async def work(database: Database) -> int:
+        await upgrade(database)
+        return await rotate_all(database, box)
 
     try:
-        count = asyncio.run(run())
+        count = _on_database(
+            settings, work, create=False, refusal=" (a new one has no credentials to rotate)"
+        )
     except (SecretKeyError, CredentialDecryptionError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"re-encrypted {count} credential(s) under the current key")
+        raise CommandError(str(exc)) from exc
+    click.echo(f"re-encrypted {count} credential(s) under the current key")
 
 
 @cli.command("export-schema")
-def export_schema(
-    output: str = typer.Option(
-        "schema.graphql", "--output", "-o", help="File to write; - for stdout."
-    ),
-) -> None:
+@click.option(
+    "-o",
+    "--output",
+    default="schema.graphql",
+    show_default=True,
+    metavar="FILE",
+    help="File to write; - for stdout.",
+)
+@pass_settings
+def export_schema(_: Settings, output: str) -> None:
     """Write the GraphQL schema (SDL) that the code defines."""
+    # Reads no setting, but like every command it refuses a configuration that others would.
     from schema.root import build_schema
 
     sdl = build_schema().as_str() + "\n"
     if output == "-":
-        typer.echo(sdl, nl=False)
+        click.echo(sdl, nl=False)
         return
     with open(output, "w", encoding="utf-8") as handle:
         handle.write(sdl)
-    typer.echo(f"wrote {output}")
+    click.echo(f"wrote {output}")
 
 
-@cli.command("run")
-def run(
-    workflow: str = typer.Argument(..., help="Workflow JSON file (the shape of WorkflowInput)."),
-    input_json: str | None = typer.Option(
-        None, "--input", help="The run's input, a JSON object; default: the file's `input`."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Leave out node-by-node progress."),
-) -> None:
-    """Run a workflow file in this process (no server, no database) and print its output."""
+@cli.command("run", short_help="Run a workflow file here, without a server.")
+@click.argument("workflow")
+@click.option(
+    "--input",
+    "input_json",
+    metavar="JSON",
+    help="The run's input, a JSON object (default: the file's `input`).",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Leave out node-by-node progress.")
+@pass_settings
+def run(settings: Settings, workflow: str, input_json: str | None, quiet: bool) -> None:
+    """Run the workflow file WORKFLOW in this process and print its output.
+
+    WORKFLOW is a JSON file of the shape of WorkflowInput. No server and no database are
+    needed.
+    """
     from rich.console import Console
 
     from server.process import tune_gc
     from server.run_command import run_workflow_file
 
-    settings = Settings()
     tune_gc(settings.gc_threshold)
-    console = Console(stderr=True)
-    raise typer.Exit(
-        run_workflow_file(workflow, input_json, console, quiet=quiet, settings=settings)
+    raise SystemExit(
+        run_workflow_file(
+            workflow, input_json, Console(stderr=True), quiet=quiet, settings=settings
+        )
     )
 
 
 def main() -> None:
-    cli()
+    cli(prog_name="loom")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
 if TYPE_CHECKING:
     from engine.nodes.base import NodeResources
@@ -16,18 +20,72 @@ if TYPE_CHECKING:
     from storage.secrets import SecretBox
 
 
+ENV_PREFIX = "LOOM_"
+
+
+class InvalidSettingsError(Exception):
+    """A `LOOM_*` setting has a value Loom cannot use; the message is one line that names the
+    variable, says what is wrong and gives an example."""
+
+
+def _string_list(value: object) -> object:
+    """A list setting as written in the environment: a JSON list (`["a", "b"]`) or
+    comma-separated (`a,b`)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a valid JSON list: {exc.msg} at character {exc.pos}") from exc
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _network(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError("not an IP network or address") from exc
+    return value
+
+
+def _url_schemes(*schemes: str) -> Callable[[str | None], str | None]:
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = urlsplit(value).scheme.split("+")[0].lower()
+        if scheme not in schemes or "://" not in value:
+            raise ValueError(f"not a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return value
+
+    return check
+
+
+# Lists are read from the environment by `_string_list`, not by pydantic-settings' JSON
+# decoding (which accepts JSON only and fails with a traceback that names no variable).
+StringList = Annotated[list[str], NoDecode, BeforeValidator(_string_list)]
+NetworkList = Annotated[
+    list[Annotated[str, AfterValidator(_network)]], NoDecode, BeforeValidator(_string_list)
+]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
 class Settings(BaseSettings):
     """Every knob Loom has. Passed down explicitly; nothing reads the environment again."""
 
-    model_config = SettingsConfigDict(env_prefix="LOOM_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
     data_dir: Path = Field(
         default=Path("data"), description="Where embedded mode keeps its SQLite file and keys."
     )
-    database_url: str | None = Field(
+    database_url: Annotated[
+        str | None, AfterValidator(_url_schemes("postgresql", "postgres", "sqlite"))
+    ] = Field(
         default=None,
         description="SQLAlchemy URL; unset means a SQLite file in the data directory. "
         "postgresql:// URLs use asyncpg.",
+        examples=["postgresql://loom:secret@db.example:5432/loom"],
     )
     database_pre_ping: bool = Field(
         default=False,
@@ -40,14 +98,19 @@ class Settings(BaseSettings):
         description="Replace pooled PostgreSQL connections older than this (seconds).",
         gt=0,
     )
-    redis_url: str | None = Field(
-        default=None, description="Redis URL; unset means embedded mode (no Redis)."
+    redis_url: Annotated[str | None, AfterValidator(_url_schemes("redis", "rediss", "unix"))] = (
+        Field(
+            default=None,
+            description="Redis URL; unset means embedded mode (no Redis).",
+            examples=["redis://127.0.0.1:6379/0"],
+        )
     )
-    http_allowed_networks: list[str] = Field(
+    http_allowed_networks: NetworkList = Field(
         default_factory=list,
         description="Networks the HTTP Request node may reach although they are private or "
-        'local (JSON list, e.g. ["10.1.0.0/16"]); everything not globally routable is refused '
+        "local (comma-separated or a JSON list); everything not globally routable is refused "
         "otherwise.",
+        examples=["10.1.0.0/16,192.168.5.0/24"],
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -63,21 +126,25 @@ class Settings(BaseSettings):
         default=None, description="Bootstraps (or re-keys) the `admin` user with this token."
     )
     host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "info"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Annotated[LogLevel, BeforeValidator(lambda value: str(value).lower())] = "info"
 
     max_body_bytes: int = Field(
-        default=4 * 1024 * 1024, description="Largest accepted HTTP request body (413 above)."
+        default=4 * 1024 * 1024,
+        description="Largest accepted HTTP request body (413 above).",
+        ge=1,
     )
-    max_graph_nodes: int = Field(default=2000, description="Largest workflow, in nodes.")
-    max_query_depth: int = 12
-    max_query_tokens: int = 5000
-    max_query_aliases: int = 30
-    max_page_size: int = 100
+    max_graph_nodes: int = Field(default=2000, description="Largest workflow, in nodes.", ge=1)
+    max_query_depth: int = Field(default=12, ge=1)
+    max_query_tokens: int = Field(default=5000, ge=1)
+    max_query_aliases: int = Field(default=30, ge=0)
+    max_page_size: int = Field(default=100, ge=1)
     graphiql: bool = Field(default=True, description="Serve GraphiQL to browsers at /graphql.")
-    allowed_origins: list[str] = Field(
+    allowed_origins: StringList = Field(
         default_factory=list,
-        description="Origins allowed to open websockets; empty allows same-origin only.",
+        description="Origins allowed to open websockets (comma-separated or a JSON list); "
+        "empty allows same-origin only.",
+        examples=["https://app.example,https://admin.example"],
     )
     webhook_timeout_s: float = Field(
         default=120.0,
@@ -113,10 +180,10 @@ class Settings(BaseSettings):
         ge=1,
     )
     plan_cache_size: int = Field(
-        default=256, description="Compiled workflow versions kept per process (LRU)."
+        default=256, description="Compiled workflow versions kept per process (LRU).", ge=1
     )
     max_node_concurrency: int = Field(
-        default=16, description="Nodes of one execution that may run at the same time."
+        default=16, description="Nodes of one execution that may run at the same time.", ge=1
     )
     lease_seconds: float = Field(
         default=30.0,
@@ -167,9 +234,12 @@ class Settings(BaseSettings):
         default=50_000,
         description="New containers between young garbage collections (Python's default is "
         "700, costly for large workflow data); 0 keeps Python's default.",
+        ge=0,
     )
     token_cache_s: float = Field(
-        default=5.0, description="How long a verified API token is trusted without the database."
+        default=5.0,
+        description="How long a verified API token is trusted without the database.",
+        ge=0,
     )
 
     def database(self) -> Database:
@@ -181,15 +251,6 @@ class Settings(BaseSettings):
             pre_ping=self.database_pre_ping,
             recycle_s=self.database_recycle_s,
         )
-
-    @field_validator("http_allowed_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        import ipaddress
-
-        for network in value:
-            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
-        return value
 
     def node_resources(
         self,
@@ -241,3 +302,66 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return driver + url[len(prefix) :]
         return url
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file these settings point to; None for PostgreSQL or an in-memory one."""
+        url = self.resolved_database_url()
+        prefix = "sqlite+aiosqlite:///"
+        if not url.startswith(prefix) or url[len(prefix) :] in ("", ":memory:"):
+            return None
+        return Path(url[len(prefix) :].split("?")[0]).resolve()
+
+    def database_label(self) -> str:
+        """The database as a user would write it, without its password."""
+        path = self.sqlite_path()
+        if path is not None:
+            return f"sqlite:///{path}"
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database_url or "").render_as_string(hide_password=True)
+
+
+# Values not repeated in an error message: secrets, and URLs that may carry a password.
+_NOT_ECHOED = frozenset(
+    {"secret_key", "previous_secret_keys", "admin_token", "database_url", "redis_url"}
+)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment and `.env`; a bad value raises InvalidSettingsError
+    naming its `LOOM_*` variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [_describe(error["loc"], error["msg"], error["input"]) for error in exc.errors()]
+        raise InvalidSettingsError("; ".join(problems)) from exc
+    except _SourceError as exc:  # a value pydantic-settings could not even read
+        raise InvalidSettingsError(str(exc)) from exc
+
+
+def _describe(location: tuple[int | str, ...], message: str, value: object) -> str:
+    field_name = str(location[0])
+    variable = ENV_PREFIX + field_name.upper()
+    subject = variable
+    if len(location) > 1:
+        subject += f" item {int(location[1]) + 1}"
+    if field_name not in _NOT_ECHOED and isinstance(value, str | int | float):
+        subject += f" ({value!r})" if len(location) > 1 else f"={value!r}"
+    problem = message.removeprefix("Value error, ")
+    problem = problem[:1].lower() + problem[1:]
+    example = setting_example(field_name)
+    suffix = f" (example: {variable}={example})" if example is not None else ""
+    return f"{subject}: {problem}{suffix}"
+
+
+def setting_example(field_name: str) -> str | None:
+    """A valid value of a setting, as it would be written in the environment."""
+    field = Settings.model_fields[field_name]
+    if field.examples:
+        return str(field.examples[0])
+    default = field.get_default(call_default_factory=True)
+    if isinstance(default, bool):
+        return str(default).lower()
+    if default is None or default == []:
+        return None
+    return str(default)

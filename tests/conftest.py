@@ -33,6 +33,13 @@ from storage import accounts
 from storage.db import Database
 from storage.migrate import upgrade
 
+# The test plugin (`acme.greet`) is never installed: pytest's `pythonpath` makes its dist-info
+# visible to importlib.metadata in this process, and this to the processes tests start.
+PLUGIN_DIR = Path(__file__).parent / "plugin_pkg"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(PLUGIN_DIR), os.environ.get("PYTHONPATH")])
+)
+
 PG_URL = os.environ.get(
     "LOOM_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )

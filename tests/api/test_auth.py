@@ -369,7 +369,9 @@ async def _loom(tmp_path: Path, database_url: str, *args: str) -> tuple[int, str
 
 async def test_cli_token_create_prints_a_working_token(tmp_path, registry):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    status, stdout, stderr = await _loom(tmp_path, url, "token", "create", "--user", "carol")
+    status, stdout, stderr = await _loom(
+        tmp_path, url, "token", "create", "--user", "carol", "--create-database"
+    )
     assert status == 0, stderr
     token = stdout.strip()
     assert token.startswith("loom_")

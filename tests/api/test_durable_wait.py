@@ -11,6 +11,7 @@ import pytest
 from server.settings import Settings
 from storage import executions
 from storage.db import Database
+from tests import polling
 from tests.api.test_executions import GET_EXECUTION, create, execute
 from tests.conftest import Caller
 from tests.factories import edge, node
@@ -94,7 +95,9 @@ async def test_cancelling_a_waiting_execution(app, alice: Caller) -> None:
         {"id": started["id"]},
     )
     assert data["cancelExecution"]["status"] == "CANCELLED"
-    await asyncio.sleep(1.5)  # past the resume time: nothing runs it again
+    # Its parked task ended (cancelled, or past its resume time): nothing can run it again.
+    submitter = app.state.services.submitter
+    await polling.until(lambda: started["id"] not in submitter.running(), what="its task to end")
     execution = await status_of(alice, started["id"])
     assert execution["status"] == "CANCELLED"
     assert {run["nodeId"]: run["status"] for run in execution["nodeRuns"]} == {

@@ -43,7 +43,7 @@ query($name: String!, $version: Int) {{
 
 
 def test_the_test_plugin_is_installed():
-    """`pip install -e tests/plugin_pkg` registers `acme` in the `loom.node_types` group."""
+    """tests/plugin_pkg, on the tests' path, registers `acme` in the `loom.node_types` group."""
     names = {ep.name for ep in entry_points(group="loom.node_types")}
     assert {"builtin", "acme"} <= names
 

@@ -19,6 +19,7 @@ from tests.api.test_webhooks import ACTIVATE, PUBLISH
 from tests.conftest import Caller
 from tests.factories import edge, node
 from tests.live import serve
+from tests.polling import until
 
 
 async def scheduled(caller: Caller, parameters: dict[str, Any]) -> str:
@@ -162,9 +163,9 @@ async def test_the_running_server_fires_schedules_from_activation_on(
     async with serve(app):
         workflow_id = await scheduled(alice, {"mode": "interval", "intervalSeconds": 1})
 
-        async def runs() -> list[Execution]:
+        async def runs(of_workflow_id: str = workflow_id) -> list[Execution]:
             async with database.session() as session:
-                query = select(Execution).where(Execution.workflow_id == workflow_id)
+                query = select(Execution).where(Execution.workflow_id == of_workflow_id)
                 return list((await session.exec(query)).all())
 
         for _ in range(100):
@@ -174,5 +175,8 @@ async def test_the_running_server_fires_schedules_from_activation_on(
         assert len(await runs()) >= 2
         await alice.gql(ACTIVATE, {"id": workflow_id, "active": False})
         stopped = len(await runs())
-        await asyncio.sleep(2.5)
+        # A probe schedule activated now fires in a scheduler pass that began after the
+        # deactivation: that pass, and every later one, left the deactivated schedule alone.
+        probe_id = await scheduled(alice, {"mode": "interval", "intervalSeconds": 1})
+        await until(lambda: runs(probe_id), within_s=15, what="the probe's first run")
         assert len(await runs()) == stopped

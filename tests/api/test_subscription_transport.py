@@ -231,6 +231,8 @@ async def test_execution_updates_recover_changes_the_bus_lost(
                     input={},
                     created_by=alice.user_id,
                 )
+            # A negative with no event to wait on: unannounced, it stays unseen through two
+            # idle checks (0.2 s each), which look again only at executions already seen.
             await asyncio.sleep(0.5)
             assert seen == []
             # ...is found once the bus says it lost messages.

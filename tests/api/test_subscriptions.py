@@ -17,6 +17,7 @@ from gql.transport.exceptions import TransportQueryError
 from server.app import create_app
 from storage import executions
 from storage.db import Database
+from tests import polling
 from tests.api.test_executions import create, execute
 from tests.conftest import Caller
 from tests.factories import edge, node
@@ -185,7 +186,12 @@ async def test_a_cancelled_execution_streams_its_cancellation(
     )
     execution_id = str((await execute(alice, workflow_id))["id"])
     subscriber = asyncio.create_task(collect(ws_url, alice.token, execution_id))
-    await asyncio.sleep(0.3)
+
+    async def waiting_and_watched() -> bool:
+        started = [(e["type"], e["nodeId"]) for e in await stored(database, execution_id)]
+        return ("NODE_STARTED", "wait") in started and app.state.services.fanout.subscriptions > 0
+
+    await polling.until(waiting_and_watched, what="the wait running, with a subscriber")
     await alice.gql(
         "mutation($id: ID!) { cancelExecution(id: $id) { __typename } }", {"id": execution_id}
     )

@@ -11,8 +11,9 @@ import pytest
 from gql import gql
 
 from tests.distributed.cluster import ADMIN_TOKEN, Cluster
-from tests.distributed.test_workers import chain, trigger, wait_node
+from tests.distributed.test_workers import chain, trigger, wait_node, wait_until_running
 from tests.live import client, collect
+from tests.polling import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -88,7 +89,7 @@ async def test_the_stream_agrees_with_the_record_on_retries_skips_failures_and_c
     long_id = await cluster.create_workflow([trigger(), wait_node("w", 20)], chain("start", "w"))
     execution_id = await cluster.execute(long_id)
     subscriber = asyncio.create_task(collect(url, ADMIN_TOKEN, execution_id))
-    await asyncio.sleep(1)
+    await wait_until_running(cluster, execution_id, "w")
     await cluster.gql(
         "mutation($id: ID!) { cancelExecution(id: $id) { __typename } }", {"id": execution_id}
     )
@@ -116,7 +117,14 @@ async def test_execution_updates_reach_another_api_process(cluster: Cluster) -> 
 
     listener = asyncio.create_task(listen())
     try:
-        await asyncio.sleep(1)  # subscribed
+
+        async def reports_an_execution() -> bool:
+            """Subscribed once it reports one: this starts one a second until it does."""
+            if not seen:
+                await cluster.execute(workflow_id)
+            return bool(seen)
+
+        await until(reports_an_execution, within_s=30, interval_s=1, what="a first update")
         execution_id = await cluster.execute(workflow_id)
         deadline = asyncio.get_running_loop().time() + 30
         while {"id": execution_id, "status": "SUCCEEDED"} not in seen:

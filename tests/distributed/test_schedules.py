@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 import pytest
 
 from tests.distributed.cluster import Cluster
+from tests.polling import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -29,16 +30,24 @@ async def test_each_tick_runs_exactly_once_with_two_workers(cluster: Cluster) ->
     ):
         data = await cluster.gql(mutation, {"id": workflow_id})
         assert next(iter(data.values()))["__typename"] == "Workflow"
-    await asyncio.sleep(5)
+
+    async def tick_rows() -> list[Any]:
+        return await cluster.sql(
+            "SELECT scheduled_at, execution_id FROM schedule_ticks WHERE workflow_id = :id",
+            id=workflow_id,
+        )
+
+    async def three_ticks() -> bool:
+        return len(await tick_rows()) >= 3
+
+    await until(three_ticks, within_s=30, what="three ticks")
     await cluster.gql(
         "mutation($id: ID!) { setWorkflowActive(id: $id, active: false) { __typename } }",
         {"id": workflow_id},
     )
-    await asyncio.sleep(1.5)  # a tick in flight lands
-    ticks = await cluster.sql(
-        "SELECT scheduled_at, execution_id FROM schedule_ticks WHERE workflow_id = :id",
-        id=workflow_id,
-    )
+    # Final now: a tick in flight held the schedule's row, so the deactivation (which deletes
+    # it) committed after that tick; a later one finds no row and fires nothing.
+    ticks = await tick_rows()
     runs = await cluster.sql(
         "SELECT id, status FROM executions WHERE workflow_id = :id", id=workflow_id
     )

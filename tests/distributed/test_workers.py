@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 
 from tests.conftest import REDIS_URL
 from tests.distributed.cluster import Cluster
+from tests.polling import until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -161,9 +163,11 @@ async def test_a_worker_that_lost_its_lease_records_nothing_more(cluster: Cluste
         runs_before = await cluster.node_runs(execution_id)
     finally:
         os.kill(paused.pid, signal.SIGCONT)
-    # The paused worker wakes up past its lease: its wait ends, it tries to record the rest.
+    # The paused worker wakes up past its lease: its wait ends, it tries to record the rest,
+    # and its job ends (arq logs "←" for a job that returned, "!" for one that raised).
     assert await output_shows(paused, "lease", within_s=10), paused.output()[-3000:]
-    await asyncio.sleep(1)
+    ended = re.compile(rf"[←!] {re.escape(execution_id)}:\d+:run_execution")
+    assert await until(lambda: ended.search(paused.output()), what="the paused worker's job end")
     assert await cluster.events(execution_id) == events_before
     assert await cluster.node_runs(execution_id) == runs_before
     assert (await cluster.statuses([execution_id]))[execution_id] == "SUCCEEDED"
@@ -179,12 +183,16 @@ async def test_flushing_redis_loses_nothing(cluster: Cluster) -> None:
         [trigger(), wait_node("w", 0.5), set_node("b", "B")], chain("start", "w", "b")
     )
     ids = list(await asyncio.gather(*(cluster.execute(workflow_id) for _ in range(40))))
-    await asyncio.sleep(0.3)  # some run, most are queued
-    statuses = Counter((await cluster.statuses(ids)).values())
-    assert statuses["QUEUED"] > 0, statuses
+
+    async def some_run_most_queued() -> Counter[str]:
+        statuses = Counter((await cluster.statuses(ids)).values())
+        return statuses if statuses["QUEUED"] and len(ids) > statuses["QUEUED"] else Counter()
+
+    await until(some_run_most_queued, what="some executions running, others queued")
+    # Only the test database: other Redis databases on this machine are not the test's.
     redis = Redis.from_url(REDIS_URL)
     try:
-        await redis.flushall()
+        await redis.flushdb()
     finally:
         await redis.aclose()
     final = await cluster.wait_for(ids, TERMINAL, within_s=60)

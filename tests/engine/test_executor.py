@@ -16,6 +16,7 @@ from engine.node_types import NodeGroup, NodeType, NodeTypeRegistry, Port
 from engine.nodes.base import NodeError, NodeRunContext, PortItems, RunInfo
 from engine.plan import PlanError, compile_plan
 from engine.states import ExecutionStatus, NodeRunStatus
+from tests.polling import until
 
 CALLS: dict[str, int] = {}
 
@@ -107,6 +108,11 @@ async def run(g: Graph, *, input: dict | None = None, options: RunOptions | None
     )
     outcome = await Executor(recorder).run(request, options)
     return outcome, recorder
+
+
+def started(recorder: MemoryRecorder) -> set[str]:
+    """The nodes that began running (the test then knows they are inside their sleep)."""
+    return {e.node_id for e in recorder.events() if e.type is EventType.NODE_STARTED}
 
 
 def statuses(outcome) -> dict[str, str]:
@@ -319,7 +325,7 @@ async def test_cancelling_the_run_records_cancellation_quickly() -> None:
     plan = compile_plan("v1", g, REGISTRY)
     request = RunRequest(execution_id="e1", plan=plan, info=RunInfo())
     task = asyncio.create_task(Executor(recorder).run(request))
-    await asyncio.sleep(0.05)
+    await until(lambda: "w" in started(recorder))
     cancelled_at = time.perf_counter()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -478,7 +484,7 @@ async def test_shutdown_interrupts_without_cancelling(parallel: bool) -> None:
         execution_id="e1", plan=compile_plan("v1", graph(nodes, edges), REGISTRY), info=RunInfo()
     )
     task = asyncio.create_task(Executor(recorder).run(request))
-    await asyncio.sleep(0.05)
+    await until(lambda: {"w", "w2"} & started(recorder) == ({"w", "w2"} if parallel else {"w"}))
     task.cancel(SHUTDOWN)
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -324,7 +324,7 @@ async def test_responses_over_the_limit_are_refused(serve, client: HttpClient) -
 
 async def test_a_slow_server_times_out_retryably(serve, client: HttpClient) -> None:
     async def slow(_: web.Request) -> web.Response:
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # the slowness under test: well past the client's timeout
         return web.Response(text="late")
 
     server = await serve({"/slow": slow})

@@ -41,7 +41,7 @@ class Recorder:
         self.started[name] = time.monotonic()
         self.running[worker] += 1
         self.peak[worker] = max(self.peak[worker], self.running[worker])
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # a job that lasts a moment, so that the slots fill up
         self.running[worker] -= 1
 
 
@@ -59,16 +59,14 @@ def _worker(pool: ArqRedis, queue: str, recorder: Recorder, name: str, slots: in
 
 
 async def _stop(workers: list[_Worker], tasks: list[asyncio.Task[None]]) -> None:
-    """As `loom worker` stops: take nothing more, let running jobs end, then stop polling
-    (cancelling a poll in the middle of a Redis command would leave its connection behind)."""
+    """As `loom worker` stops: take nothing more and let running jobs end. Each poll loop then
+    ends by itself (arq's burst mode, with no job left to start), never in the middle of a
+    Redis command, which a cancellation would cut off, leaving its connection behind."""
     for worker in workers:
         worker.allow_pick_jobs = False
-    for worker in workers:
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-    await asyncio.sleep(0.05)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+        worker.burst = True
+        worker.max_burst_jobs = 0
+    await asyncio.gather(*tasks)
 
 
 async def _until(condition: Any, within_s: float = 10.0) -> None:
@@ -88,12 +86,12 @@ async def test_competing_workers_run_each_job_once_within_their_slots(pool: ArqR
         for name in names:
             await pool.enqueue_job("job", name, _job_id=name, _queue_name=queue)
         await _until(lambda: len(recorder.runs) == len(names))
-        await asyncio.sleep(0.1)  # a second run of any job would show up now
+        # Every job finished and left the queue: none can run a second time after this.
+        await _until(lambda: all(not worker.tasks for worker in workers))
+        assert await pool.zcard(queue) == 0
         assert recorder.runs == Counter(dict.fromkeys(names, 1))
         assert max(recorder.peak.values()) <= 3
         assert len(recorder.peak) > 1, "the jobs were shared between the workers"
-        await _until(lambda: all(not worker.tasks for worker in workers))
-        assert await pool.zcard(queue) == 0
     finally:
         await _stop(workers, tasks)
 

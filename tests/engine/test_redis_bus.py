@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from engine.bus import EventFanout
 from engine.events import ErrorInfo, Event, EventType
 from engine.redis_bus import RedisEventPublisher, RedisEventReader
+from tests.polling import until
 
 pytestmark = pytest.mark.redis
 
@@ -102,11 +103,17 @@ async def test_a_reader_that_lost_redis_wakes_every_subscriber(
         _,
     ):
         stream = fanout.open("x1")
-        await asyncio.sleep(0.1)  # blocked in XREAD
-        # The reader's connection goes away (a Redis restart, a network cut).
-        for connection in await redis.client_list():
-            if connection["name"] == name:
-                await redis.client_kill_filter(_id=connection["id"])
+
+        async def reader_blocked() -> list[dict[str, Any]]:
+            return [
+                connection
+                for connection in await redis.client_list()
+                if connection["name"] == name and "b" in connection["flags"]
+            ]
+
+        # The reader's connection, blocked in XREAD, goes away (a Redis restart, a cut).
+        for connection in await until(reader_blocked, what="the reader blocked in XREAD"):
+            await redis.client_kill_filter(_id=connection["id"])
         await _until(lambda: stream.woken, within_s=10)
         # And it reads again afterwards.
         publisher = RedisEventPublisher(redis, stream=stream_name)

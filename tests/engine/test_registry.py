@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint
@@ -58,8 +61,8 @@ def use_entry_points(monkeypatch: pytest.MonkeyPatch, *found: object) -> None:
 
 
 def test_load_registry_finds_builtins_and_the_installed_plugin() -> None:
-    # Loom and tests/plugin_pkg are installed in the test environment (`make test` does it),
-    # so discovery goes through importlib.metadata for real.
+    # Loom is installed and tests/plugin_pkg (its dist-info) is on the tests' path, so
+    # discovery goes through importlib.metadata for real.
     registry = load_registry()
     names = {node_type.name for node_type in registry.latest()}
     assert {node_type.name for node_type in node_types()} <= names
@@ -67,6 +70,23 @@ def test_load_registry_finds_builtins_and_the_installed_plugin() -> None:
     assert greet is not None
     assert greet.group is NodeGroup.ACTION
     assert greet.parameters_schema["required"] == ["greeting"]
+
+
+# Node type names as a process of this environment sees them, without the tests' path.
+LIST_TYPES = (
+    "from engine.node_types import load_registry as r; print(*(t.name for t in r().latest()))"
+)
+
+
+def test_the_test_plugin_is_not_installed_in_the_environment() -> None:
+    """A server started from this virtual environment (`make run`) offers no test node type."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    listed = subprocess.run(
+        [sys.executable, "-c", LIST_TYPES], env=environment, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    names = set(listed.stdout.split())
+    assert "set" in names and "acme.greet" not in names
 
 
 def test_registry_lists_types_sorted() -> None:

@@ -78,6 +78,7 @@ def test_serve_prints_graphiql_and_a_working_admin_token_once(tmp_path: Path) ->
     finally:
         output = _stop(process)
     assert f"http://127.0.0.1:{port}/graphql" in output
+    assert f"database: sqlite:///{(tmp_path / 'loom.db').resolve()}" in output
     assert "Authorization: Bearer" in output
     match = re.search(r"Admin token \(shown once, keep it\): (loom_\S+)", output)
     assert match, output

@@ -10,6 +10,7 @@ import sqlite3
 from sqlalchemy import text
 
 from storage.db import Database
+from tests.polling import until
 
 
 async def test_transactions_of_one_process_take_turns_on_sqlite(database: Database) -> None:
@@ -22,7 +23,7 @@ async def test_transactions_of_one_process_take_turns_on_sqlite(database: Databa
             inside += 1
             most = max(most, inside)
             await session.exec(text("UPDATE lock_anchor SET touched = touched + 1"))  # type: ignore[call-overload]
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # inside the transaction, the others could enter now
             inside -= 1
 
     async with asyncio.timeout(10):
@@ -56,12 +57,14 @@ async def test_a_writer_of_another_process_is_waited_for_with_the_loop_running(
             ticks += 1
             await asyncio.sleep(0.01)
 
-    async def release_later() -> None:
-        await asyncio.sleep(0.3)
+    async def release_once_the_loop_ran() -> None:
+        # The loop only runs once the write below waits (SQLite calls are inline): ticks
+        # counted here are counted while it waits.
+        await until(lambda: ticks >= 10, within_s=4)
         other.execute("COMMIT")
 
     ticker = asyncio.create_task(tick())
-    releaser = asyncio.create_task(release_later())
+    releaser = asyncio.create_task(release_once_the_loop_ran())
     try:
         async with asyncio.timeout(5), database.transaction() as session:
             await session.exec(text("UPDATE lock_anchor SET touched = touched + 1"))  # type: ignore[call-overload]

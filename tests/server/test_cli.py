@@ -1,0 +1,122 @@
+"""The `loom` command line as a real process: help text, and which database it opens."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import pytest
+
+from server.cli import cli
+from tests.conftest import REDIS_URL
+from tests.server.loom_process import run_loom, start_loom
+
+
+def _command_paths(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            paths += _command_paths(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
+def test_every_help_text_reads_like_a_normal_command_line(tmp_path: Path) -> None:
+    paths = _command_paths(cli)
+    assert ("token", "create") in paths and ("run",) in paths
+    # Help is there whatever the configuration: a bad setting does not hide it.
+    started = [start_loom(*path, "--help", cwd=tmp_path, LOOM_PORT="eighty") for path in paths]
+    helps = {ran.args[:-1]: ran for ran in (process.wait() for process in started)}
+    for path, ran in helps.items():
+        assert ran.code == 0 and ran.stderr == "", ran
+        text = ran.stdout
+        assert text.startswith(f"Usage: {' '.join(('loom', *path))} [OPTIONS]"), text
+        # No type placeholders, braces or drawn boxes.
+        for odd in ("<bool>", "<str>", "<int>", "{", "}", "╭", "│"):
+            assert odd not in text, (odd, text)
+        assert "  -h, --help  " in text or re.search(r"-h, --help +Show this message", text)
+        # A group lists one command a line: no summary broken over two lines.
+        if "Commands:" in text:
+            listed = text.split("Commands:\n", 1)[1].strip("\n").splitlines()
+            for line in listed:
+                assert re.fullmatch(r"  [a-z-]+ {2,}\S.*", line), (line, text)
+    assert helps[("run",)].stdout.splitlines()[0] == "Usage: loom run [OPTIONS] WORKFLOW"
+    assert "Usage: loom db upgrade [OPTIONS] [REVISION]" in helps[("db", "upgrade")].stdout
+    token_help = helps[("token", "create")].stdout
+    assert re.search(r"^  --user NAME +User name", token_help, re.MULTILINE), token_help
+    assert re.search(r"^  --admin +Make the user an admin", token_help, re.MULTILINE)
+    assert "--create-database" in token_help
+
+
+def _one_error_line(stderr: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+def test_token_create_refuses_to_create_a_database_unless_told_to(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    database = elsewhere / "data" / "loom.db"
+
+    refused = run_loom("token", "create", "--user", "carol", cwd=elsewhere)
+    assert refused.code == 1 and refused.stdout == ""
+    assert f"database: sqlite:///{database}" in refused.stderr.splitlines()
+    error = _one_error_line(refused.stderr)
+    assert f"no database at {database}" in error and "--create-database" in error
+    assert list(elsewhere.iterdir()) == [], "nothing is created"
+
+    created = run_loom("token", "create", "--user", "carol", "--create-database", cwd=elsewhere)
+    assert created.code == 0, created.stderr
+    assert created.stdout.startswith("loom_")
+    assert created.stderr.splitlines() == [f"database: sqlite:///{database}"]
+    assert database.exists()
+
+
+def test_a_command_run_from_another_directory_uses_the_database_it_is_pointed_to(
+    tmp_path: Path,
+) -> None:
+    server_dir, other_dir = tmp_path / "server", tmp_path / "other"
+    server_dir.mkdir()
+    other_dir.mkdir()
+    upgraded = run_loom("db", "upgrade", cwd=server_dir)
+    assert upgraded.code == 0, upgraded.stderr
+    database = server_dir / "data" / "loom.db"
+    assert upgraded.stderr.splitlines() == [f"database: sqlite:///{database}"]
+
+    token = run_loom(
+        "token", "create", "--user", "dave", cwd=other_dir, LOOM_DATA_DIR=str(server_dir / "data")
+    )
+    assert token.code == 0, token.stderr
+    assert token.stderr.splitlines() == [f"database: sqlite:///{database}"]
+    assert list(other_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "settings"),
+    [
+        (("secrets", "rotate"), {}),
+        (("worker",), {"LOOM_REDIS_URL": REDIS_URL, "LOOM_SECRET_KEY": "k"}),
+    ],
+)
+def test_other_database_commands_refuse_to_start_on_no_database(
+    tmp_path: Path, command: tuple[str, ...], settings: dict[str, str]
+) -> None:
+    ran = run_loom(*command, cwd=tmp_path, **settings)
+    assert ran.code == 1, ran.stderr
+    database = tmp_path / "data" / "loom.db"
+    assert ran.stderr.splitlines()[0] == f"database: sqlite:///{database}"
+    assert f"no database at {database}" in _one_error_line(ran.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    ran = run_loom(
+        "db", "upgrade", cwd=tmp_path, LOOM_DATABASE_URL="postgresql://loom:pw@127.0.0.1:1/loom"
+    )
+    assert ran.code == 1
+    assert ran.stderr.splitlines()[0] == "database: postgresql://loom:***@127.0.0.1:1/loom"
+    assert "cannot use the database" in _one_error_line(ran.stderr)
+    assert "pw" not in ran.stderr
