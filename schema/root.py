@@ -15,6 +15,7 @@ from strawberry.extensions import (
 )
 from strawberry.extensions.max_aliases import create_validator as alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -26,6 +27,7 @@ from resolvers import subscriptions as subscription_resolvers
 from resolvers import workflows as workflow_resolvers
 from schema import execution_types, results, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
+from schema.json_scalar import JSON_SCALAR, JsonLiteralDepth
 from schema.sharing import SharedEventResults
 
 
@@ -234,6 +236,7 @@ def build_schema(
     limit_rules: list[type[ASTValidationRule]] = [
         depth_rule(max_depth, None, None),
         alias_rule(max_aliases),
+        JsonLiteralDepth,
     ]
     extensions: list[Any] = [
         ErrorPolicy,
@@ -248,7 +251,7 @@ def build_schema(
         subscription=Subscription,
         extensions=extensions,
         execution_context_class=SharedEventResults,
-        config=StrawberryConfig(disable_field_suggestions=True),
+        config=StrawberryConfig(disable_field_suggestions=True, scalar_map={JSON: JSON_SCALAR}),
     )
     schema.plain_fields_resolved_directly = _resolve_plain_fields_directly(schema)
     return schema
