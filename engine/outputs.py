@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from engine.json_depth import ITEM_DEPTH, MAX_JSON_DEPTH, nests_deeper
 from engine.nodes.base import Item, NodeError, PortItems
 
 _ORJSON_OPTIONS = (
@@ -35,6 +36,20 @@ def check_outputs(result: Any, ports: tuple[str, ...], node_name: str) -> PortIt
                 f"node {node_name!r} output {port!r} must be a list of JSON objects",
                 error_type="NODE_OUTPUT_INVALID",
             )
+    # The ports' dict and lists hold the items: two levels more than an item's own depth.
+    if nests_deeper(result, ITEM_DEPTH + 2):
+        port, index = next(
+            (port, index)
+            for port, items in result.items()
+            for index, item in enumerate(items)
+            if nests_deeper(item, ITEM_DEPTH)
+        )
+        raise NodeError(
+            f"output {port!r} item {index} holds JSON nested more than {MAX_JSON_DEPTH} "
+            "levels deep (the limit)",
+            error_type="NODE_OUTPUT_TOO_DEEP",
+            details={"port": port, "item": index, "maxDepth": MAX_JSON_DEPTH},
+        )
     return result
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import regex
 
 from engine.expressions.errors import ExpressionEvaluationError
+from engine.json_depth import JsonTooDeep, nests_deeper
 
 T = TypeVar("T")
 
@@ -206,9 +207,12 @@ def _parse_json(text: Any) -> Any:
     if len(source) > MAX_PARSE_JSON_CHARS:
         raise EvalError("text too long to parse as JSON")
     try:
-        return json.loads(source)
+        value = json.loads(source)
     except (ValueError, RecursionError) as exc:
         raise EvalError(f"not valid JSON: {exc}") from exc
+    if nests_deeper(value):
+        raise EvalError(f"parseJson: the text is {JsonTooDeep()}")
+    return value
 
 
 def _to_fixed(value: Any, digits: Any = 0) -> str:
