@@ -354,6 +354,9 @@ def load_workflow_file(
         if not isinstance(file_input, dict):
             reader.add(f"input must be a JSON object, got {show(file_input)}", "input")
             file_input = {}
+        elif json_depth.nests_deeper(file_input):
+            reader.add(f"input is {json_depth.JsonTooDeep()}", "input")
+            file_input = {}
         run_input = file_input
     problems = reader.problems
     try:

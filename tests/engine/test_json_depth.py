@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from engine.json_depth import MAX_JSON_DEPTH, JsonTooDeep, check_depth, loads, nests_deeper
+from engine.nodes.base import NodeError
+from engine.outputs import check_outputs
 from tests.factories import nested
 
 
@@ -87,3 +89,16 @@ def test_loads_reads_what_json_reads() -> None:
     value = {"a": [1, 2.5, None, True, "x\u00e9"], "b": {"c": []}}
     assert loads(json.dumps(value)) == value
     assert loads(json.dumps(value).encode()) == value
+
+
+def test_node_outputs_hold_items_whose_fields_nest_at_most_64_levels() -> None:
+    at_limit = {"main": [{"a": 1}], "other": [{"ok": 1}, {"deep": nested(MAX_JSON_DEPTH)}]}
+    assert check_outputs(at_limit, ("main", "other"), "Set") is at_limit
+    over = {"main": [{"a": 1}], "other": [{"ok": 1}, {"deep": nested(MAX_JSON_DEPTH + 1)}]}
+    with pytest.raises(NodeError) as raised:
+        check_outputs(over, ("main", "other"), "Set")
+    assert raised.value.error_type == "NODE_OUTPUT_TOO_DEEP"
+    assert raised.value.details == {"port": "other", "item": 1, "maxDepth": MAX_JSON_DEPTH}
+    assert raised.value.message == (
+        "output 'other' item 1 holds JSON nested more than 64 levels deep (the limit)"
+    )
