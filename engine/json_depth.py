@@ -14,7 +14,8 @@ field of an item, and that item passes on unchanged.
 
 The check walks the value one level at a time, never recursing; each level is a handful of
 C-level passes (`map`, `chain`, `compress`) over its values, so its cost is that of reading
-every value once, about 2 to 6 ms for a 1 MB item (docs/benchmarks.md).
+every value once: a few milliseconds for a 1 MB item, a few times what orjson takes to
+encode it (`bench/json_depth.py`, docs/benchmarks.md).
 """
 
 from __future__ import annotations

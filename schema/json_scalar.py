@@ -2,9 +2,10 @@
 input field typed JSON, given as a variable or written in the document.
 
 A variable's value is checked where graphql-core coerces it; its error names the variable
-and the field path (`Variable '$input' got invalid value ... at 'input.nodes[0].parameters'`).
-A value written in the document is checked by `JsonLiteralDepth` during validation, which
-names the argument and field path; the scalar checks it again once variables inside it are
+and the field path (`Variable '$input' has invalid value at .nodes[0].parameters: ...`). A
+value written in the document is checked by `JsonLiteralDepth` during validation, which names
+the argument and field path (`The value of 'input.nodes[0].parameters' (argument of
+'createWorkflow') is ...`); the scalar checks it again once the variables inside it are
 replaced. Either way the error has `extensions.code` BAD_USER_INPUT and nothing runs.
 """
 
@@ -31,10 +32,10 @@ from graphql import (
 from graphql.language import SKIP
 from strawberry.types.scalar import ScalarDefinition, scalar
 
-from engine.json_depth import MAX_JSON_DEPTH, nests_deeper
+from engine.json_depth import MAX_JSON_DEPTH, JsonTooDeep, nests_deeper
+from resolvers.errors import BAD_USER_INPUT
 
-BAD_USER_INPUT = "BAD_USER_INPUT"
-TOO_DEEP = f"JSON nested more than {MAX_JSON_DEPTH} levels deep (the limit)"
+TOO_DEEP = f"JSON {JsonTooDeep()}"
 _EXTENSIONS = {"code": BAD_USER_INPUT, "maxDepth": MAX_JSON_DEPTH}
 _SPEC_URL = (
     "https://ecma-international.org/wp-content/uploads/ECMA-404_2nd_edition_december_2017.pdf"
@@ -88,9 +89,7 @@ class JsonLiteralDepth(ValidationRule):
             return None
         if _literal_depth_exceeds(node, MAX_JSON_DEPTH):
             self.report_error(
-                GraphQLError(
-                    f"The value of {_where(root, path)} is {TOO_DEEP}", node, extensions=_EXTENSIONS
-                )
+                GraphQLError(f"{_where(root, path)} is {TOO_DEEP}", node, extensions=_EXTENSIONS)
             )
         return SKIP  # a JSON value is checked whole, from its outermost list or object
 
@@ -114,21 +113,20 @@ def _literal_depth_exceeds(node: ValueNode, limit: int) -> bool:
 
 
 def _where(root: Node | None, path: list[Any]) -> str:
-    """`'input.nodes[0].parameters' (argument of 'createWorkflow')`: the way from the
-    document (`root`) along the visitor's `path` of attribute names and indexes."""
+    """`The value of 'input.nodes[0].parameters' (argument of 'createWorkflow')`: the way
+    from the document (`root`) along the visitor's `path` of attribute names and indexes."""
     parts: list[str] = []
-    field = ""
+    owner = ""
     current: Any = root
     for key in path:
         child = current[key] if isinstance(key, int) else getattr(current, key)
         if isinstance(child, FieldNode):
-            field, parts = child.name.value, []
+            owner, parts = f" (argument of '{child.name.value}')", []
+        elif isinstance(child, VariableDefinitionNode):
+            return f"The default value of '${child.variable.name.value}'"
         elif isinstance(child, ArgumentNode | ObjectFieldNode):
             parts.append(("." if parts else "") + child.name.value)
-        elif isinstance(child, VariableDefinitionNode):
-            parts = [f"the default of ${child.variable.name.value}"]
         elif isinstance(current, tuple | list) and isinstance(child, ValueNode) and parts:
             parts.append(f"[{key}]")
         current = child
-    where = "'" + "".join(parts) + "'" if parts else "a JSON value"
-    return where + (f" (argument of '{field}')" if field else "")
+    return f"The value of '{''.join(parts)}'{owner}" if parts else "A JSON value"

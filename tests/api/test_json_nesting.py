@@ -126,6 +126,21 @@ async def test_a_json_literal_in_the_document_is_checked_and_named(
       executeWorkflow(id: $id, input: {x: [[$v]]}) { __typename } }"""
     variables = {"id": workflow_id, "v": nested(LIMIT - 2)}
     assert "'input'" in too_deep(await graphql(alice, with_variable, variables))
+    create_literal = (
+        'mutation { createWorkflow(input: {name: "x", edges: [], nodes: [{id: "a", name: "a",'
+        ' type: "noop"}, {id: "b", name: "b", type: "noop", parameters: {a: %s}}]})'
+        " { __typename } }"
+    )
+    message = too_deep(await graphql(alice, create_literal % nested_text(LIMIT)))
+    assert message.startswith(
+        "The value of 'input.nodes[1].parameters' (argument of 'createWorkflow') is JSON nested"
+    ), message
+    default = (
+        "mutation($id: ID!, $v: JSON = {x: %s}) {"
+        " executeWorkflow(id: $id, input: $v) { __typename } }"
+    )
+    message = too_deep(await graphql(alice, default % nested_text(LIMIT), {"id": workflow_id}))
+    assert message.startswith("The default value of '$v' is JSON nested"), message
     assert await db_state() == before
     accepted = await graphql(alice, literal % nested_text(LIMIT - 1), {"id": workflow_id})
     assert accepted.json()["data"]["executeWorkflow"]["__typename"] == "Execution"
