@@ -12,14 +12,18 @@ An item is the object around its fields, so its fields may nest `MAX_JSON_DEPTH`
 the item one more (`ITEM_DEPTH`): a webhook body of the limit's depth becomes the `body`
 field of an item, and that item passes on unchanged.
 
-The check walks the value one level at a time, never recursing; each level is a handful of
-C-level passes (`map`, `chain`, `compress`) over its values, so its cost is that of reading
-every value once: a few milliseconds for a 1 MB item, a few times what orjson takes to
-encode it (`bench/json_depth.py`, docs/benchmarks.md).
+Two checks, neither of which recurses in Python (docs/benchmarks.md has their costs):
+
+- `nests_deeper` walks a value one level at a time, each level a handful of C-level passes
+  (`map`, `chain`, `compress`) over its values: for what comes in (arguments, bodies,
+  responses), a few times the cost of encoding it.
+- `encode` is orjson's encoder made to refuse past the limit, at the cost of one more
+  encoding at most: for node outputs, which are encoded for storage anyway.
 """
 
 from __future__ import annotations
 
+import threading
 from itertools import chain, compress
 from operator import not_
 from typing import Any
@@ -30,8 +34,15 @@ MAX_JSON_DEPTH = 64
 ITEM_DEPTH = MAX_JSON_DEPTH + 1
 
 _CONTAINERS = (dict, list, tuple)
+# Up to this many values in a level, a plain loop beats setting up the C-level passes.
+_FEW_VALUES = 64
 # How orjson says that text nests past its own limit (1,024 levels); tests pin the wording.
 _ORJSON_TOO_DEEP = "depth limit exceeded"
+# Encodings up to this long have their brackets counted; counting (about 1.5 ns a byte)
+# costs as much as the sleeve's encoding at about a kilobyte.
+_COUNTED_BYTES = 1024
+# `_orjson_max_depth` looks no further than this.
+_PROBE_DEPTH = 1024
 
 
 class JsonTooDeep(ValueError):
@@ -76,11 +87,107 @@ def loads(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
     return value
 
 
+def encode(value: object, limit: int = MAX_JSON_DEPTH, option: int = 0) -> bytes:
+    """`orjson.dumps(value, option=option)` of a value nested at most `limit` levels deep;
+    `JsonTooDeep` past it, and orjson's own error for what is not JSON.
+
+    orjson refuses to encode more than `_ORJSON_MAX_DEPTH` levels. The value is encoded
+    inside as many arrays as make that refusal fall exactly past `limit` (a sleeve built once
+    per thread; orjson calls no Python code while it encodes, so nothing else can use it
+    meanwhile), and their brackets are cut from the result: the check costs a copy of the
+    bytes. The sleeve's own encoding takes a couple of microseconds, though, several times a
+    small value's: a value with few entries is encoded plainly first and, if that is short,
+    its brackets are counted (fewer arrays and objects than the limit cannot nest past it).
+    Compact output only (no `OPT_INDENT_2`), or the cut would be wrong.
+    """
+    margin = _ORJSON_MAX_DEPTH - limit
+    if margin <= 0:
+        check_depth(value, limit)
+        return orjson.dumps(value, option=option)
+    try:
+        if not _many_entries(value, limit):
+            encoded = orjson.dumps(value, option=option)
+            if (
+                len(encoded) <= _COUNTED_BYTES
+                and encoded.count(b"[") + encoded.count(b"{") <= limit
+            ):
+                return encoded
+        outermost, slot = _sleeve(margin)
+        slot[0] = value
+        try:
+            encoded = orjson.dumps(outermost, option=option)
+        finally:
+            slot[0] = None
+    except orjson.JSONEncodeError as exc:
+        # Past the limit, or something orjson does not encode at all: the walk tells which.
+        if nests_deeper(value, limit):
+            raise JsonTooDeep(limit) from exc
+        raise
+    return encoded[margin:-margin]
+
+
+def _many_entries(value: object, limit: int) -> bool:
+    """Whether `value` and the arrays and objects directly in it have more than `limit`
+    entries (node outputs: ports and items). Such a value is rarely short, and holds more
+    arrays and objects than the limit whenever its entries are objects, such as items."""
+    if not isinstance(value, _CONTAINERS):
+        return False
+    if len(value) > limit:
+        return True
+    children = value.values() if isinstance(value, dict) else value
+    return (
+        len(value) + sum(len(child) for child in children if isinstance(child, _CONTAINERS)) > limit
+    )
+
+
+class _Sleeves(threading.local):
+    def __init__(self) -> None:
+        self.by_depth: dict[int, tuple[list[Any], list[Any]]] = {}
+
+
+_SLEEVES = _Sleeves()
+
+
+def _sleeve(depth: int) -> tuple[list[Any], list[Any]]:
+    """`depth` arrays one inside the other, this thread's: the outermost and the innermost,
+    whose one element is the slot for the value to encode."""
+    found = _SLEEVES.by_depth.get(depth)
+    if found is None:
+        innermost: list[Any] = [None]
+        outermost = innermost
+        for _ in range(depth - 1):
+            outermost = [outermost]
+        found = _SLEEVES.by_depth[depth] = (outermost, innermost)
+    return found
+
+
+def _orjson_max_depth() -> int:
+    """How many levels orjson encodes (254 in orjson 3): found by trying, not assumed; 0 if
+    it encodes `_PROBE_DEPTH` levels (then `encode` walks the value instead)."""
+    value: list[Any] = []
+    for depth in range(1, _PROBE_DEPTH):
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return depth - 1
+        value = [value]
+    return 0
+
+
 def _nested_children(level: list[Any]) -> list[Any]:
     """The arrays and objects directly inside the containers of `level`.
 
-    Type tests run per distinct type, not per value: a level's values have a few types.
+    Few values (most node outputs): a plain loop. Many: C-level passes, with type tests per
+    distinct type instead of per value (a level's values have a few types), which cost a
+    few microseconds more to set up and far less per value.
     """
+    if sum(map(len, level)) <= _FEW_VALUES:
+        return [
+            value
+            for container in level
+            for value in (container.values() if isinstance(container, dict) else container)
+            if isinstance(value, _CONTAINERS)
+        ]
     kinds = set(map(type, level))
     dict_kinds = {kind for kind in kinds if issubclass(kind, dict)}
     values: list[Any]
@@ -103,3 +210,6 @@ def _nested_children(level: list[Any]) -> list[Any]:
     if len(nested) == len(value_kinds):
         return values
     return list(compress(values, map(nested.__contains__, map(type, values))))
+
+
+_ORJSON_MAX_DEPTH = _orjson_max_depth()

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import orjson
 import pytest
 
-from engine.json_depth import MAX_JSON_DEPTH, JsonTooDeep, check_depth, loads, nests_deeper
+from engine.json_depth import (
+    MAX_JSON_DEPTH,
+    JsonTooDeep,
+    check_depth,
+    encode,
+    loads,
+    nests_deeper,
+)
 from engine.nodes.base import NodeError
-from engine.outputs import check_outputs
+from engine.outputs import serialize_outputs
 from tests.factories import nested
 
 
@@ -93,12 +102,59 @@ def test_loads_reads_what_json_reads() -> None:
 
 def test_node_outputs_hold_items_whose_fields_nest_at_most_64_levels() -> None:
     at_limit = {"main": [{"a": 1}], "other": [{"ok": 1}, {"deep": nested(MAX_JSON_DEPTH)}]}
-    assert check_outputs(at_limit, ("main", "other"), "Set") is at_limit
+    assert serialize_outputs(at_limit, "Set") == orjson.dumps(at_limit)
     over = {"main": [{"a": 1}], "other": [{"ok": 1}, {"deep": nested(MAX_JSON_DEPTH + 1)}]}
     with pytest.raises(NodeError) as raised:
-        check_outputs(over, ("main", "other"), "Set")
+        serialize_outputs(over, "Set")
     assert raised.value.error_type == "NODE_OUTPUT_TOO_DEEP"
     assert raised.value.details == {"port": "other", "item": 1, "maxDepth": MAX_JSON_DEPTH}
     assert raised.value.message == (
         "output 'other' item 1 holds JSON nested more than 64 levels deep (the limit)"
     )
+    # Past orjson's own limit too, and with a value that is not JSON beside it.
+    for deep in (nested(300), nested(100_000), [nested(MAX_JSON_DEPTH + 1), object()]):
+        with pytest.raises(NodeError) as raised:
+            serialize_outputs({"main": [{"deep": deep}]}, "Set")
+        assert raised.value.error_type == "NODE_OUTPUT_TOO_DEEP"
+    with pytest.raises(NodeError) as raised:
+        serialize_outputs({"main": [{"when": object()}]}, "Set")
+    assert raised.value.error_type == "NODE_OUTPUT_INVALID"
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2, 30, MAX_JSON_DEPTH, 67, 200, 253, 254])
+def test_encode_is_orjson_refusing_exactly_past_the_limit(limit: int) -> None:
+    value = nested(limit, leaf='a]]}\\"[\u00e9')
+    for option in (0, orjson.OPT_SORT_KEYS):
+        assert encode(value, limit, option) == orjson.dumps(value, option=option)
+    with pytest.raises(JsonTooDeep):
+        encode([value], limit)
+
+
+def test_encode_checks_every_branch() -> None:
+    wide = {"a": [1, {"b": "x"}], "c": [[[]]], "d": nested(4)}
+    assert encode(wide, 5) == orjson.dumps(wide)
+    wide["c"] = [[[[[[]]]]]]
+    with pytest.raises(JsonTooDeep):
+        encode(wide, 5)
+
+
+def test_encode_past_what_orjson_encodes_walks_instead() -> None:
+    assert encode(nested(10), 1000) == orjson.dumps(nested(10))
+    with pytest.raises(JsonTooDeep):
+        encode(nested(1001), 1000)
+
+
+def test_encode_passes_on_what_orjson_refuses_for_other_reasons() -> None:
+    with pytest.raises(orjson.JSONEncodeError) as raised:
+        encode({"big": 2**70})
+    assert not isinstance(raised.value, JsonTooDeep)
+
+
+def test_encode_can_run_in_threads_at_once() -> None:
+    values = [{"thread": index, "deep": nested(MAX_JSON_DEPTH - 1)} for index in range(8)]
+
+    def work(value: Any) -> bool:
+        return all(encode(value) == orjson.dumps(value) for _ in range(200))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(work, values))
