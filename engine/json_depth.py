@@ -12,20 +12,18 @@ An item is the object around its fields, so its fields may nest `MAX_JSON_DEPTH`
 the item one more (`ITEM_DEPTH`): a webhook body of the limit's depth becomes the `body`
 field of an item, and that item passes on unchanged.
 
-Two checks, neither of which recurses in Python (docs/benchmarks.md has their costs):
-
-- `nests_deeper` walks a value one level at a time, each level a handful of C-level passes
-  (`map`, `chain`, `compress`) over its values: for what comes in (arguments, bodies,
-  responses), a few times the cost of encoding it.
-- `encode` is orjson's encoder made to refuse past the limit, at the cost of one more
-  encoding at most: for node outputs, which are encoded for storage anyway.
+The check is orjson's encoder, made to refuse exactly past the limit (`encode`): node
+outputs, encoded for storage anyway, are checked as they are encoded, and other values
+(`nests_deeper`) by encoding them. What orjson does not encode (integers past 64 bits, ...)
+is walked one level at a time. Nothing recurses in Python, so no depth can exhaust the
+stack; docs/benchmarks.md has the costs. Values are JSON as parsers and expressions make it
+(dicts, lists, strings, numbers, booleans, None): orjson encodes tuples as arrays without
+counting their depth, and only Python code (a node type's behaviour) can make tuples.
 """
 
 from __future__ import annotations
 
 import threading
-from itertools import chain, compress
-from operator import not_
 from typing import Any
 
 import orjson
@@ -34,8 +32,6 @@ MAX_JSON_DEPTH = 64
 ITEM_DEPTH = MAX_JSON_DEPTH + 1
 
 _CONTAINERS = (dict, list, tuple)
-# Up to this many values in a level, a plain loop beats setting up the C-level passes.
-_FEW_VALUES = 64
 # How orjson says that text nests past its own limit (1,024 levels); tests pin the wording.
 _ORJSON_TOO_DEEP = "depth limit exceeded"
 # Encodings up to this long have their brackets counted; counting (about 1.5 ns a byte)
@@ -55,13 +51,12 @@ class JsonTooDeep(ValueError):
 
 def nests_deeper(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
     """Whether arrays and objects nest more than `limit` levels deep in `value`."""
-    level: list[Any] = [value] if isinstance(value, _CONTAINERS) else []
-    depth = 0
-    while level:
-        depth += 1
-        if depth > limit:
-            return True
-        level = _nested_children(level)
+    try:
+        encode(value, limit)
+    except JsonTooDeep:
+        return True
+    except TypeError:  # orjson.JSONEncodeError: not JSON, but the walk found it within
+        return False
     return False
 
 
@@ -102,7 +97,8 @@ def encode(value: object, limit: int = MAX_JSON_DEPTH, option: int = 0) -> bytes
     """
     margin = _ORJSON_MAX_DEPTH - limit
     if margin <= 0:
-        check_depth(value, limit)
+        if _walk_nests_deeper(value, limit):
+            raise JsonTooDeep(limit)
         return orjson.dumps(value, option=option)
     try:
         if not _many_entries(value, limit):
@@ -120,7 +116,7 @@ def encode(value: object, limit: int = MAX_JSON_DEPTH, option: int = 0) -> bytes
             slot[0] = None
     except orjson.JSONEncodeError as exc:
         # Past the limit, or something orjson does not encode at all: the walk tells which.
-        if nests_deeper(value, limit):
+        if _walk_nests_deeper(value, limit):
             raise JsonTooDeep(limit) from exc
         raise
     return encoded[margin:-margin]
@@ -161,9 +157,26 @@ def _sleeve(depth: int) -> tuple[list[Any], list[Any]]:
     return found
 
 
+def _walk_nests_deeper(value: object, limit: int) -> bool:
+    """`nests_deeper` for values orjson does not encode: one level at a time, no recursion."""
+    level: list[Any] = [value] if isinstance(value, _CONTAINERS) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, _CONTAINERS)
+        ]
+    return False
+
+
 def _orjson_max_depth() -> int:
     """How many levels orjson encodes (254 in orjson 3): found by trying, not assumed; 0 if
-    it encodes `_PROBE_DEPTH` levels (then `encode` walks the value instead)."""
+    it encodes `_PROBE_DEPTH` levels (then `encode` walks values instead)."""
     value: list[Any] = []
     for depth in range(1, _PROBE_DEPTH):
         try:
@@ -172,44 +185,6 @@ def _orjson_max_depth() -> int:
             return depth - 1
         value = [value]
     return 0
-
-
-def _nested_children(level: list[Any]) -> list[Any]:
-    """The arrays and objects directly inside the containers of `level`.
-
-    Few values (most node outputs): a plain loop. Many: C-level passes, with type tests per
-    distinct type instead of per value (a level's values have a few types), which cost a
-    few microseconds more to set up and far less per value.
-    """
-    if sum(map(len, level)) <= _FEW_VALUES:
-        return [
-            value
-            for container in level
-            for value in (container.values() if isinstance(container, dict) else container)
-            if isinstance(value, _CONTAINERS)
-        ]
-    kinds = set(map(type, level))
-    dict_kinds = {kind for kind in kinds if issubclass(kind, dict)}
-    values: list[Any]
-    if len(dict_kinds) == len(kinds):
-        values = list(chain.from_iterable(map(dict.values, level)))
-    elif not dict_kinds:
-        values = list(chain.from_iterable(level))
-    else:
-        is_dict = list(map(dict_kinds.__contains__, map(type, level)))
-        values = list(
-            chain(
-                chain.from_iterable(map(dict.values, compress(level, is_dict))),
-                chain.from_iterable(compress(level, map(not_, is_dict))),
-            )
-        )
-    value_kinds = set(map(type, values))
-    nested = {kind for kind in value_kinds if issubclass(kind, _CONTAINERS)}
-    if not nested:
-        return []
-    if len(nested) == len(value_kinds):
-        return values
-    return list(compress(values, map(nested.__contains__, map(type, values))))
 
 
 _ORJSON_MAX_DEPTH = _orjson_max_depth()
