@@ -25,9 +25,8 @@ from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
 from resolvers import subscriptions as subscription_resolvers
 from resolvers import workflows as workflow_resolvers
-from schema import execution_types, results, types
+from schema import execution_types, json_scalar, results, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
-from schema.json_scalar import JSON_SCALAR, JsonLiteralDepth
 from schema.sharing import SharedEventResults
 
 
@@ -236,7 +235,7 @@ def build_schema(
     limit_rules: list[type[ASTValidationRule]] = [
         depth_rule(max_depth, None, None),
         alias_rule(max_aliases),
-        JsonLiteralDepth,
+        json_scalar.JsonLiteralDepth,
     ]
     extensions: list[Any] = [
         ErrorPolicy,
@@ -251,7 +250,9 @@ def build_schema(
         subscription=Subscription,
         extensions=extensions,
         execution_context_class=SharedEventResults,
-        config=StrawberryConfig(disable_field_suggestions=True, scalar_map={JSON: JSON_SCALAR}),
+        config=StrawberryConfig(
+            disable_field_suggestions=True, scalar_map={JSON: json_scalar.JSON_SCALAR}
+        ),
     )
     schema.plain_fields_resolved_directly = _resolve_plain_fields_directly(schema)
     return schema

@@ -207,12 +207,9 @@ def _parse_json(text: Any) -> Any:
     if len(source) > MAX_PARSE_JSON_CHARS:
         raise EvalError("text too long to parse as JSON")
     try:
-        value = json.loads(source)
+        return json.loads(source)
     except (ValueError, RecursionError) as exc:
         raise EvalError(f"not valid JSON: {exc}") from exc
-    if nests_deeper(value):
-        raise EvalError(f"parseJson: the text is {JsonTooDeep()}")
-    return value
 
 
 def _to_fixed(value: Any, digits: Any = 0) -> str:
@@ -247,6 +244,15 @@ def _unique(values: Any) -> list[Any]:
 
 Function = Callable[..., Any]
 
+
+def _parse_json_within_limit(text: Any) -> Any:
+    """`parseJson`, refusing JSON nested past the nesting limit (engine/json_depth.py)."""
+    value = _parse_json(text)
+    if nests_deeper(value):
+        raise EvalError(f"parseJson: the text is {JsonTooDeep()}")
+    return value
+
+
 FUNCTIONS: dict[str, Function] = {
     "len": _length,
     "length": _length,
@@ -280,7 +286,7 @@ FUNCTIONS: dict[str, Function] = {
     "keys": _keys,
     "values": _values,
     "json": to_text,
-    "parseJson": _parse_json,
+    "parseJson": _parse_json_within_limit,
     "default": _default,
     "typeOf": type_name,
     "sorted": _sorted,
