@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from engine.json_depth import ITEM_DEPTH, MAX_JSON_DEPTH, JsonTooDeep, encode, nests_deeper
 from engine.nodes.base import Item, NodeError, PortItems
 
 _ORJSON_OPTIONS = (
@@ -39,9 +40,24 @@ def check_outputs(result: Any, ports: tuple[str, ...], node_name: str) -> PortIt
 
 
 def serialize_outputs(outputs: PortItems, node_name: str) -> bytes:
-    """The outputs as JSON bytes; a value that is not JSON is a NodeError."""
+    """The outputs as JSON bytes; a value that is not JSON, or an item nested past the JSON
+    nesting limit, is a NodeError (checked by the encoding itself: engine/json_depth.py)."""
     try:
-        return orjson.dumps(outputs, option=_ORJSON_OPTIONS)
+        # The ports' object and lists hold the items: two levels above an item's own.
+        return encode(outputs, ITEM_DEPTH + 2, _ORJSON_OPTIONS)
+    except JsonTooDeep:
+        port, index = next(
+            (port, index)
+            for port, items in outputs.items()
+            for index, item in enumerate(items)
+            if nests_deeper(item, ITEM_DEPTH)
+        )
+        raise NodeError(
+            f"output {port!r} item {index} holds JSON nested more than {MAX_JSON_DEPTH} "
+            "levels deep (the limit)",
+            error_type="NODE_OUTPUT_TOO_DEEP",
+            details={"port": port, "item": index, "maxDepth": MAX_JSON_DEPTH},
+        ) from None
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise NodeError(
             f"node {node_name!r} returned a value that is not JSON: {exc}",

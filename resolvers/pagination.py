@@ -7,6 +7,7 @@ import binascii
 import json
 from datetime import datetime
 
+from engine import json_depth
 from resolvers.errors import BAD_USER_INPUT, INVALID_CURSOR, RequestError
 from schema.types import PageInfo
 from storage.types import storable
@@ -23,7 +24,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The key a cursor stands for; a cursor Loom did not make is a request error."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        # A key is a flat pair: anything nested is refused before it costs anything.
+        created_at, row_id = json_depth.loads(base64.urlsafe_b64decode(padded.encode()), limit=1)
         parsed = datetime.fromisoformat(created_at)
         if not isinstance(row_id, str) or not storable(row_id) or parsed.tzinfo is None:
             raise ValueError("malformed key")

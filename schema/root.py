@@ -15,6 +15,7 @@ from strawberry.extensions import (
 )
 from strawberry.extensions.max_aliases import create_validator as alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
@@ -25,7 +26,7 @@ from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
 from resolvers import subscriptions as subscription_resolvers
 from resolvers import workflows as workflow_resolvers
-from schema import execution_types, results, types
+from schema import execution_types, json_scalar, results, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
 from schema.operations import SpecOperationChoice
 from schema.sharing import SharedEventResults
@@ -258,6 +259,7 @@ def build_schema(
     limit_rules: list[type[ASTValidationRule]] = [
         depth_rule(max_depth, None, None),
         alias_rule(max_aliases),
+        json_scalar.JsonLiteralDepth,
     ]
     extensions: list[Any] = [
         ErrorPolicy,
@@ -272,7 +274,9 @@ def build_schema(
         subscription=Subscription,
         extensions=extensions,
         execution_context_class=SharedEventResults,
-        config=StrawberryConfig(disable_field_suggestions=True),
+        config=StrawberryConfig(
+            disable_field_suggestions=True, scalar_map={JSON: json_scalar.JSON_SCALAR}
+        ),
     )
     schema.plain_fields_resolved_directly = _resolve_plain_fields_directly(schema)
     return schema

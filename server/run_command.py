@@ -34,6 +34,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.text import Text
 
+from engine import json_depth
 from engine.events import ErrorInfo, Event, EventType, Record
 from engine.executor import DEFAULT_MAX_CONCURRENCY, Executor, Outcome, RunOptions, RunRequest
 from engine.graph import Edge, Graph, Node, OnError, Position, RetryPolicy
@@ -321,8 +322,10 @@ class _Reader:
 
 def _input_object(text: str) -> Item:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        value = json_depth.loads(text)
+    except json_depth.JsonTooDeep as exc:
+        raise WorkflowFileError(f"--input is {exc}") from exc
+    except ValueError as exc:
         raise WorkflowFileError(f"--input is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise WorkflowFileError(f"--input must be a JSON object, got {show(value)}")
@@ -347,12 +350,17 @@ def load_workflow_file(
         raise WorkflowFileError(f"{path} is not UTF-8 text: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise WorkflowFileError(f"{path} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # nested past what Python's parser reads
+        raise WorkflowFileError(f"{path} is nested too deeply to read") from exc
     reader = _Reader()
     name, settings, graph = reader.workflow(data)
     if run_input is None:
         file_input = data.get("input", {}) if isinstance(data, dict) else {}
         if not isinstance(file_input, dict):
             reader.add(f"input must be a JSON object, got {show(file_input)}", "input")
+            file_input = {}
+        elif json_depth.nests_deeper(file_input):
+            reader.add(f"input is {json_depth.JsonTooDeep()}", "input")
             file_input = {}
         run_input = file_input
     problems = reader.problems

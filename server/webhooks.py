@@ -14,7 +14,6 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -25,7 +24,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from engine import json_depth
 from engine.bus import ExecutionStream
+from engine.json_depth import JsonTooDeep
 from engine.nodes.base import CredentialProvider
 from engine.states import ExecutionStatus
 from resolvers.context import Services
@@ -86,8 +87,12 @@ class WebhookEndpoint:
             return _error(413, f"the body is larger than {limit} bytes")
         except ClientDisconnect:
             return Response(status_code=400)
+        try:
+            body = _body(raw, request.headers.get("content-type", ""))
+        except JsonTooDeep as exc:
+            return _error(400, f"the JSON body is {exc}", code="JSON_TOO_DEEP", maxDepth=exc.limit)
         item = {
-            "body": _body(raw, request.headers.get("content-type", "")),
+            "body": body,
             "query": dict(request.query_params),
             # The header that carried the credential's secret is checked, then left out:
             # the item is stored and shown, the secret never is.
@@ -332,12 +337,17 @@ async def _read(request: Request, limit: int) -> bytes:
 
 
 def _body(raw: bytes, content_type: str) -> Any:
+    """The body as the item holds it: JSON parsed (past the nesting limit `JsonTooDeep`),
+    a form as a flat object of strings, anything else (and JSON that does not parse) as text.
+    """
     if not raw:
         return None
     kind = content_type.split(";")[0].strip().lower()
     if kind == "application/json" or kind.endswith("+json"):
         try:
-            return json.loads(raw)
+            return json_depth.loads(raw)
+        except JsonTooDeep:
+            raise
         except ValueError:
             return raw.decode(errors="replace")
     if kind == "application/x-www-form-urlencoded":

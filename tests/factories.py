@@ -152,3 +152,16 @@ async def publish_workflow(caller: Any, workflow: dict[str, Any]) -> dict[str, A
 def problem_codes(result: dict[str, Any]) -> list[str]:
     assert result["__typename"] == "ValidationError", result
     return [problem["code"] for problem in result["problems"]]
+
+
+def nested(depth: int, leaf: Any = 1) -> Any:
+    """A JSON value `depth` levels deep: objects and arrays in turn around `leaf`."""
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def nested_text(depth: int) -> str:
+    """JSON text of arrays `depth` levels deep, for depths the client's encoder cannot reach."""
+    return "[" * depth + "1" + "]" * depth

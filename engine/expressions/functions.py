@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import regex
 
 from engine.expressions.errors import ExpressionEvaluationError
+from engine.json_depth import JsonTooDeep, nests_deeper
 
 T = TypeVar("T")
 
@@ -249,6 +250,15 @@ def _unique(values: Any) -> list[Any]:
 
 Function = Callable[..., Any]
 
+
+def _parse_json_within_limit(text: Any) -> Any:
+    """`parseJson`, refusing JSON nested past the nesting limit (engine/json_depth.py)."""
+    value = _parse_json(text)
+    if nests_deeper(value):
+        raise EvalError(f"parseJson: the text is {JsonTooDeep()}")
+    return value
+
+
 FUNCTIONS: dict[str, Function] = {
     "len": _length,
     "length": _length,
@@ -282,7 +292,7 @@ FUNCTIONS: dict[str, Function] = {
     "keys": _keys,
     "values": _values,
     "json": to_text,
-    "parseJson": _parse_json,
+    "parseJson": _parse_json_within_limit,
     "default": _default,
     "typeOf": type_name,
     "sorted": _sorted,

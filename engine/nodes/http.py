@@ -21,6 +21,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 from yarl import URL
 
+from engine import json_depth
 from engine.expressions.functions import EvalError, to_text
 from engine.http_client import Auth, HttpClient, HttpError, HttpResponse, InvalidUrl, parse_url
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
@@ -191,7 +192,13 @@ def _decode(response: HttpResponse, response_format: str) -> Any:
     )
     if as_json:
         try:
-            return orjson.loads(response.body) if response.body else None
+            return json_depth.loads(response.body) if response.body else None
+        except json_depth.JsonTooDeep as exc:
+            raise NodeError(
+                f"the response of {_where(response.url)} is {exc}",
+                error_type="HTTP_RESPONSE_TOO_DEEP",
+                details={"maxDepth": exc.limit},
+            ) from exc
         except orjson.JSONDecodeError as exc:
             raise NodeError(
                 f"the response of {_where(response.url)} is not JSON",

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from engine.json_depth import MAX_JSON_DEPTH
+
 
 class Severity(StrEnum):
     """Whether a problem blocks saving (STRUCTURAL) or only running and publishing."""
@@ -57,9 +59,9 @@ class GraphLimits:
     max_name_length: int = 128
     # Size of one node's parameters, JSON-encoded as UTF-8.
     max_parameters_bytes: int = 262144
-    # Nesting of objects and lists in one node's parameters; keeps JSON encoding and schema
-    # checks far from Python's recursion limit.
-    max_parameters_depth: int = 64
+    # Nesting of objects and lists in one node's parameters: the JSON nesting limit, which
+    # keeps JSON encoding and schema checks far from Python's recursion limit.
+    max_parameters_depth: int = MAX_JSON_DEPTH
     max_retry_attempts: int = 10
     max_timeout_s: float = 86400.0
 

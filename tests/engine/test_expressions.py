@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -263,6 +264,13 @@ def test_numbers_read_as_text_the_way_javascript_spells_them() -> None:
 
 # Known sandbox-escape and resource-exhaustion payloads. Each must be refused at compile time
 # or evaluate harmlessly, quickly, without reaching any Python object.
+def test_parse_json_reads_64_levels_and_refuses_more() -> None:
+    text = "[" * 64 + "]" * 64
+    assert render("{{ parseJson($json.text) }}", json={"text": text}) == json.loads(text)
+    with pytest.raises(ExpressionEvaluationError, match="nested more than 64 levels deep"):
+        render("{{ parseJson($json.text) }}", json={"text": "[" + text + "]"})
+
+
 ESCAPES = [
     "().__class__",
     "().__class__.__bases__[0].__subclasses__()",

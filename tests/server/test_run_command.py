@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from server.run_command import EXIT_FAILED, EXIT_INVALID, EXIT_SUCCEEDED, run_workflow_file
-from tests.factories import edge, node, workflow_input
+from tests.factories import edge, nested, nested_text, node, workflow_input
 
 LOOM = Path(sys.executable).parent / "loom"
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,6 +144,17 @@ def _write(tmp_path: Path, content: Any) -> Path:
             None,
             "settings.executionTimeoutSeconds:",
         ),
+        (
+            workflow_input(),
+            json.dumps({"x": nested(64)}),
+            "--input is nested more than 64 levels deep",
+        ),
+        (
+            workflow_input(input={"x": nested(64)}),
+            None,
+            "input: input is nested more than 64 levels deep",
+        ),
+        (nested_text(100_000), None, "is nested too deeply to read"),
     ],
     ids=[
         "missing",
@@ -153,6 +164,9 @@ def _write(tmp_path: Path, content: Any) -> Path:
         "not-object",
         "no-nodes",
         "bad-settings",
+        "deep-input-json",
+        "deep-file-input",
+        "deep-file",
     ],
 )
 def test_unusable_files_and_inputs_exit_2(
