@@ -60,9 +60,36 @@ def serialize_outputs(outputs: PortItems, node_name: str) -> bytes:
         ) from None
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise NodeError(
-            f"node {node_name!r} returned a value that is not JSON: {exc}",
+            f"node {node_name!r} returned a value that is not JSON: {not_json_reason(exc)}",
             error_type="NODE_OUTPUT_INVALID",
         ) from exc
+
+
+# What orjson says when it refuses a value, in the user's words.
+_NOT_JSON_REASONS = (
+    (
+        "Integer exceeds 64-bit range",
+        "an integer too large to store (integers must fit in 64 "
+        "bits; use a string or a decimal number for larger values)",
+    ),
+    (
+        "surrogates not allowed",
+        "text holding a lone UTF-16 surrogate (such as \\ud800), which is not valid Unicode",
+    ),
+    ("Dict key must be str", "an object key that is not text"),
+)
+
+
+def not_json_reason(exc: Exception) -> str:
+    """Why orjson refused a value, as a user would say it."""
+    message = str(exc)
+    for marker, reason in _NOT_JSON_REASONS:
+        if marker in message:
+            return reason
+    kind = message.rpartition("Type is not JSON serializable: ")[2]
+    if kind != message:
+        return f"a {kind.rpartition('.')[2]} value, which JSON has no type for"
+    return "a value JSON cannot represent"
 
 
 def deserialize_outputs(payload: bytes) -> PortItems:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+import orjson
 import strawberry
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +15,7 @@ from strawberry.scalars import JSON
 from engine.bus import EventPublisher
 from engine.events import Event, EventType
 from engine.graph import Graph
+from engine.outputs import not_json_reason
 from engine.plan import PlanError, compile_plan
 from engine.states import ExecutionStatus
 from engine.submitter import Submitter
@@ -144,6 +146,13 @@ async def execute_workflow(
     problems: list[Problem] = []
     if input is not None and not isinstance(input, dict):
         problems.append(_problem("INVALID_INPUT", "input must be a JSON object", "input"))
+    elif input is not None:
+        try:
+            orjson.dumps(input)  # as the payload store will encode it
+        except TypeError as exc:
+            problems.append(
+                _problem("INVALID_INPUT", f"input holds {not_json_reason(exc)}", "input")
+            )
     if idempotency_key is not None and (
         not idempotency_key.strip()
         or len(idempotency_key) > MAX_IDEMPOTENCY_KEY

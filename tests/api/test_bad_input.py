@@ -770,3 +770,34 @@ async def test_stale_expected_version(alice, db_state):
     assert stale["__typename"] == "VersionConflictError"
     assert stale["currentVersion"] == 2
     assert await db_state() == before
+
+
+# Input values JSON can carry but the payload store cannot hold
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("\ud800", "lone UTF-16 surrogate"),
+        (2**64, "integer too large"),
+        (-(2**63) - 1, "integer too large"),
+        ({"deep": ["\udfff"]}, "lone UTF-16 surrogate"),
+    ],
+    ids=["surrogate", "big", "small", "nested surrogate"],
+)
+async def test_execute_input_the_store_cannot_hold_is_refused(alice, db_state, value, reason):
+    from tests.api.test_executions import EXECUTE
+
+    created = await create_workflow(alice)
+    body = json.dumps(
+        {"query": EXECUTE, "variables": {"id": created["id"], "input": {"value": value}}}
+    ).encode()
+    before = await db_state()
+    response = await _post_raw(alice, body)
+    assert response.status_code == 200, response.text
+    result = response.json()["data"]["executeWorkflow"]
+    assert result["__typename"] == "ValidationError", result
+    (problem,) = result["problems"]
+    assert (problem["code"], problem["field"]) == ("INVALID_INPUT", "input")
+    assert reason in problem["message"]
+    assert await db_state() == before
