@@ -448,12 +448,12 @@ class _Run:
                     result = await behaviour(context, inputs)
             else:
                 result = await behaviour(context, inputs)
-            outputs = check_outputs(result, plan_node.output_ports, node.name)
+            outputs = check_outputs(result, plan_node.output_ports)
         input_port = self.input_port(plan_node, outputs)
         payload: bytes | None = None
         size = self.request.input_bytes  # a trigger passing the input on: referenced
         if input_port is None:
-            payload = serialize_outputs(outputs, node.name)
+            payload = serialize_outputs(outputs)
             size = len(payload)
         state.finished_at = self.clock()
         state.output_items = sum(map(len, outputs.values()))
@@ -497,7 +497,7 @@ class _Run:
         ports = plan_node.output_ports
         port = ERROR_PORT if on_error is OnError.ERROR_OUTPUT else (ports[0] if ports else "main")
         outputs: PortItems = {port: [error_item]}
-        payload = serialize_outputs(outputs, plan_node.node.name)
+        payload = serialize_outputs(outputs)
         state.output_items = 1
         self.emit(EventType.NODE_FAILED, state=state, payload=payload)
         return outputs

@@ -18,28 +18,29 @@ _ORJSON_OPTIONS = (
 PREVIEW_MAX_BYTES = 2048
 
 
-def check_outputs(result: Any, ports: tuple[str, ...], node_name: str) -> PortItems:
-    """The behaviour's result as ports of items, or a NodeError saying what is wrong."""
+def check_outputs(result: Any, ports: tuple[str, ...]) -> PortItems:
+    """The behaviour's result as ports of items, or a NodeError saying what is wrong (the
+    executor names the node)."""
     if not isinstance(result, dict):
         raise NodeError(
-            f"node {node_name!r} returned a {type(result).__name__}, not outputs by port",
+            f"returned a {type(result).__name__}, not outputs by port",
             error_type="NODE_OUTPUT_INVALID",
         )
     for port, items in result.items():
         if port not in ports:
             raise NodeError(
-                f"node {node_name!r} produced items on unknown output {port!r}",
+                f"produced items on unknown output {port!r}",
                 error_type="NODE_OUTPUT_INVALID",
             )
         if not isinstance(items, list) or not all(type(item) is dict for item in items):
             raise NodeError(
-                f"node {node_name!r} output {port!r} must be a list of JSON objects",
+                f"output {port!r} must be a list of JSON objects",
                 error_type="NODE_OUTPUT_INVALID",
             )
     return result
 
 
-def serialize_outputs(outputs: PortItems, node_name: str) -> bytes:
+def serialize_outputs(outputs: PortItems) -> bytes:
     """The outputs as JSON bytes; a value that is not JSON, or an item nested past the JSON
     nesting limit, is a NodeError (checked by the encoding itself: engine/json_depth.py)."""
     try:
@@ -60,7 +61,7 @@ def serialize_outputs(outputs: PortItems, node_name: str) -> bytes:
         ) from None
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise NodeError(
-            f"node {node_name!r} returned a value that is not JSON: {not_json_reason(exc)}",
+            f"returned a value that is not JSON: {not_json_reason(exc)}",
             error_type="NODE_OUTPUT_INVALID",
         ) from exc
 

@@ -101,10 +101,10 @@ def test_loads_reads_what_json_reads() -> None:
 
 def test_node_outputs_hold_items_whose_fields_nest_at_most_64_levels() -> None:
     at_limit = {"main": [{"a": 1}], "other": [{"ok": 1}, {"deep": nested(MAX_JSON_DEPTH)}]}
-    assert serialize_outputs(at_limit, "Set") == orjson.dumps(at_limit)
+    assert serialize_outputs(at_limit) == orjson.dumps(at_limit)
     over = {"main": [{"a": 1}], "other": [{"ok": 1}, {"deep": nested(MAX_JSON_DEPTH + 1)}]}
     with pytest.raises(NodeError) as raised:
-        serialize_outputs(over, "Set")
+        serialize_outputs(over)
     assert raised.value.error_type == "NODE_OUTPUT_TOO_DEEP"
     assert raised.value.details == {"port": "other", "item": 1, "maxDepth": MAX_JSON_DEPTH}
     assert raised.value.message == (
@@ -113,10 +113,10 @@ def test_node_outputs_hold_items_whose_fields_nest_at_most_64_levels() -> None:
     # Past orjson's own limit too, and with a value that is not JSON beside it.
     for deep in (nested(300), nested(100_000), [nested(MAX_JSON_DEPTH + 1), object()]):
         with pytest.raises(NodeError) as raised:
-            serialize_outputs({"main": [{"deep": deep}]}, "Set")
+            serialize_outputs({"main": [{"deep": deep}]})
         assert raised.value.error_type == "NODE_OUTPUT_TOO_DEEP"
     with pytest.raises(NodeError) as raised:
-        serialize_outputs({"main": [{"when": object()}]}, "Set")
+        serialize_outputs({"main": [{"when": object()}]})
     assert raised.value.error_type == "NODE_OUTPUT_INVALID"
 
 
