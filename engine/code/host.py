@@ -90,7 +90,8 @@ async def _syntax_position(code: str) -> tuple[int | None, int | None]:
         scratch.set_hard_memory_limit(16 * 1024 * 1024)
         try:
             await asyncio.wait_for(
-                scratch.eval_cancelable(f"(async function () {{\n{code}\n}})"), timeout=0.5
+                scratch.eval_cancelable(f"(async function () {{ 'use strict';\n{code}\n}})"),
+                timeout=0.5,
             )
         except JSParseException as exc:
             return _parse_position(str(exc))
@@ -163,7 +164,7 @@ class Isolate:
         encoded = outcome.encode()
         if len(encoded) > self.result_bytes:
             return _limit("CODE_MEMORY_LIMIT", "result", discard=False), False
-        if outcome.startswith('{"ok":false'):
+        if outcome.startswith('{"ok":false,"error":{"type":"CODE_ERROR","phase":"compile"'):
             return await _locate_syntax_error(outcome, code), False
         return encoded, False
 
@@ -177,7 +178,8 @@ def _limit(error_type: str, limit: str, *, discard: bool = True) -> bytes:
 async def _locate_syntax_error(outcome: str, code: str) -> bytes:
     reply = orjson.loads(outcome)
     error = reply["error"]
-    if error.get("phase") == "compile" and error.get("name") == "SyntaxError":
+    compile_error = error.get("phase") == "compile" and error.get("name") == "SyntaxError"
+    if compile_error and error.get("line") is None:
         error["line"], error["column"] = await _syntax_position(code)
     return orjson.dumps(reply)
 

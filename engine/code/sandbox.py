@@ -40,6 +40,8 @@ logger = logging.getLogger("loom.code")
 
 # How long a host may take to answer once the script's time is up, before it is killed.
 KILL_GRACE_S = 0.2
+# How deep a result may nest: orjson's limit, where it stops reading.
+MAX_RESULT_DEPTH = 1024
 # How often a call waiting for a free host checks whether it was cancelled.
 WAIT_POLL_S = 0.05
 _MEMORY_WORDS = ("out of memory", "heap limit", "allocation failed", "invalid size", "oom")
@@ -185,8 +187,11 @@ class CodeSandbox:
             outcome = orjson.loads(reply)
         except orjson.JSONDecodeError as exc:
             self._give_back(host)
+            # What V8 wrote is JSON; orjson refuses it only past its nesting limit.
             raise CodeFailure(
-                "CODE_ERROR", f"the result cannot be read as JSON ({exc}); is it nested too deep?"
+                "CODE_ERROR",
+                f"the result nests deeper than {MAX_RESULT_DEPTH} levels of arrays and objects",
+                details={"limit": "depth"},
             ) from exc
         if outcome.get("discard"):
             host.kill()  # it exits by itself; not a moment to wait for that

@@ -237,13 +237,22 @@
     } catch (_) {
       // a getter that throws: the phase stays as it was
     }
+    const lines = code.split('\n').length;
     const position = /code\.js:(\d+):(\d+)/.exec(stack);
     if (position) {
       const line = Number(position[1]) - LINE_OFFSET;
-      if (line >= 1 && line <= code.split('\n').length) {
+      if (line >= 1 && line <= lines) {
         failure.line = line;
         failure.column = Number(position[2]);
       }
+    }
+    // SES refuses some source text before running it (`import(`, direct `eval(`, HTML
+    // comments), naming the line of its wrapper: the user's line is one less.
+    const refused = / at code\.js:(\d+)\. \((SES_[A-Z_]+)\)$/.exec(failure.message);
+    if (refused) {
+      const line = Number(refused[1]) - LINE_OFFSET;
+      failure.message = `${failure.message.slice(0, refused.index)} (${refused[2]})`;
+      if (line >= 1 && line <= lines) failure.line = line;
     }
     return failure;
   };
