@@ -23,6 +23,7 @@ import logging
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ class CodeSandbox:
         self._executor = ThreadPoolExecutor(
             max_workers=self.limits.pool_size, thread_name_prefix="loom-code"
         )
+        # A sandbox dropped without `close()` (an app whose lifespan never ran) still stops
+        # its hosts.
+        weakref.finalize(self, _stop_hosts, self._live, self._lock)
 
     async def run(self, call: CodeCall) -> CodeResult:
         """Run the script; raises `CodeFailure`. Cancelling the caller stops it at once."""
@@ -151,9 +155,7 @@ class CodeSandbox:
         """Stop every host; calls in flight fail."""
         with self._lock:
             self._closed = True
-            hosts = list(self._live)
-        for host in hosts:
-            host.close()
+        _stop_hosts(self._live, self._lock)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # In the pool's threads
@@ -323,6 +325,14 @@ class CodeSandbox:
             console=console,
             details={"limit": "result", "resultMb": result_mb},
         )
+
+
+def _stop_hosts(live: set[Host], lock: threading.Lock) -> None:
+    with lock:
+        hosts = list(live)
+        live.clear()
+    for host in hosts:
+        host.close()
 
 
 _shared: CodeSandbox | None = None
