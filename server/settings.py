@@ -196,7 +196,7 @@ class Settings(BaseSettings):
     )
     code_sandboxes: int = Field(
         default=2,
-        description="Sandbox processes each Loom process keeps for Code nodes (about 60 MB "
+        description="Sandbox processes each Loom process keeps for Code nodes (about 80 MB "
         "each): that many scripts run at once, others wait for one.",
         ge=1,
         le=64,
