@@ -162,29 +162,30 @@ class CodeSandbox:
 
     def _serve(self, call: CodeCall, ticket: _Ticket) -> CodeResult:
         deadline = time.monotonic() + call.timeout_s
+        data = [orjson.dumps(call.items), orjson.dumps(call.nodes)]
         host = self._take(ticket, deadline)
         if not ticket.attach(host):
             self._give_back(host)
             raise _Cancelled
-        frames = [
-            orjson.dumps(
-                {
-                    "code": call.code,
-                    "mode": call.mode,
-                    "facts": call.facts,
-                    "limits": self._script_limits,
-                    "timeout_s": max(0.001, deadline - time.monotonic()),
-                }
-            ),
-            orjson.dumps(call.items),
-            orjson.dumps(call.nodes),
-        ]
+        header = {
+            "code": call.code,
+            "mode": call.mode,
+            "facts": call.facts,
+            "limits": self._script_limits,
+            "timeout_s": max(0.001, deadline - time.monotonic()),
+        }
         try:
-            reply = host.exchange(frames, deadline + KILL_GRACE_S, self._reaper)
+            reply = host.exchange(
+                [orjson.dumps(header), *data], deadline + KILL_GRACE_S, self._reaper
+            )
         except HostDied:
             failure = self._death(host, ticket)
             self._give_back(host)
             raise failure from None
+        except BaseException:
+            host.kill()  # a call cut short leaves the host mid-frame: it is not used again
+            self._give_back(host)
+            raise
         try:
             outcome = orjson.loads(reply)
         except orjson.JSONDecodeError as exc:

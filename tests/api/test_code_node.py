@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from server.settings import Settings
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller
 from tests.factories import CREATE, edge, node
@@ -20,6 +21,14 @@ query($id: ID!) {
   }
 }
 """
+
+
+@pytest.fixture
+def settings() -> Settings:
+    # The Code node's settings reach its sandbox: scripts without a node timeout get 1 s.
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None, token_cache_s=0.0, secret_key="test-secret-key", code_timeout_s=1.0
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -181,3 +190,18 @@ async def test_a_reference_built_at_run_time_to_a_node_not_upstream_fails(
     failed = runs(execution)["Reader"]
     assert failed["status"] == "FAILED"
     assert "no node named 'Side' runs before this node" in failed["error"]["message"]
+
+
+async def test_without_a_node_timeout_the_settings_timeout_stops_the_script(
+    app: Any, alice: Caller
+) -> None:
+    execution = await run(
+        app,
+        alice,
+        [node("start", "Start", "manual_trigger"), code("c", "Spin", "for (;;) {}")],
+        [edge("start", "c")],
+    )
+    failed = runs(execution)["Spin"]
+    assert failed["error"]["type"] == "CODE_TIMEOUT"
+    assert failed["error"]["message"] == "node 'Spin': the code ran longer than 1 s and was stopped"
+    assert failed["error"]["details"]["timeoutSeconds"] == 1.0
