@@ -232,7 +232,13 @@ CORPUS: list[tuple[str, str, Ok | Fails]] = [
     ),
     ("html-comment", "<!-- hidden\nreturn []", Fails("CODE_ERROR", "SES_HTML_COMMENT_REJECTED")),
     ("with-statement", "with ({}) {} return []", Fails("CODE_ERROR", "with statement")),
-    ("close-the-wrapper", "}); (function () {", Fails("CODE_ERROR", "returned nothing")),
+    ("close-the-wrapper", "}); (function () {", Fails("CODE_ERROR", "closes the function")),
+    (
+        # Script-level state a cached compilation would keep from one call to the next.
+        "state-outside-the-wrapper",
+        "}); const kept = []; (function () { kept.push(1); return [{json: {n: kept.length}}]",
+        Fails("CODE_ERROR", "closes the function"),
+    ),
     # Promises
     (
         "never-resolved",

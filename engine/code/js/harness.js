@@ -10,6 +10,9 @@
   const compartment = new Compartment({ globals: { Date, Math }, __options__: true });
   harden(compartment.globalThis);
 
+  // Captured before any script runs (and frozen by lockdown anyway).
+  const functionSource = Function.prototype.toString;
+  const { apply } = Reflect;
   const PARAMETERS = '$input, $json, $, $node, $execution, $workflow, $now, $itemIndex, console';
   // The wrapper adds one line before the user's code: stack positions are shifted back.
   const SOURCE_URL = 'code.js';
@@ -27,11 +30,15 @@
     } else {
       // Only code that awaits pays for an async function (and a second round trip).
       const kind = code.includes('await') ? 'async function' : 'function';
-      fn = compartment.evaluate(
-        `(${kind} (${PARAMETERS}) {\n${code}\n})\n//# sourceURL=${SOURCE_URL}\n`,
-      );
-      if (typeof fn !== 'function') {
-        throw new SyntaxError('the code must be the body of a function');
+      const source = `${kind} (${PARAMETERS}) {\n${code}\n}`;
+      fn = compartment.evaluate(`(${source})\n//# sourceURL=${SOURCE_URL}\n`);
+      // Code that closes the wrapper early (`}); const kept = []; (function () {`) would
+      // leave script-level bindings that a cached function keeps from call to call: only a
+      // function whose own source is the whole wrapper is run.
+      if (typeof fn !== 'function' || apply(functionSource, fn, []) !== source) {
+        throw new SyntaxError(
+          'the code closes the function Loom wraps it in: write the body of a function',
+        );
       }
       harden(fn);
       if (compiled.size >= COMPILED_MAX) compiled.delete(compiled.keys().next().value);
