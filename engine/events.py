@@ -58,6 +58,22 @@ class ErrorInfo:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleOutput:
+    """What a node printed (the Code node's `console.log`), capped; `truncated` says that
+    lines or characters past the cap were left out."""
+
+    lines: tuple[str, ...] = ()
+    truncated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lines": list(self.lines), "truncated": self.truncated}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ConsoleOutput:
+        return cls(tuple(data.get("lines") or ()), bool(data.get("truncated")))
+
+
 @dataclass(slots=True)
 class NodeRunState:
     """One attempt of one node, as the executor tracks it and the recorder stores it."""
@@ -72,6 +88,8 @@ class NodeRunState:
     input_items: int | None = None
     output_items: int | None = None
     error: ErrorInfo | None = None
+    # What the attempt printed, for nodes that print (the Code node); None otherwise.
+    console: ConsoleOutput | None = None
     # Already stored by an earlier run (a parked attempt that goes on): updated, not inserted.
     stored: bool = False
 

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -442,12 +443,16 @@ class _Run:
                 resume_at,
                 self.options.resources,
                 state.id,
+                partial(self.plan.ancestor_names, plan_node.id),
             )
-            if node.timeout_s is not None:
-                async with asyncio.timeout(node.timeout_s):
+            try:
+                if node.timeout_s is not None:
+                    async with asyncio.timeout(node.timeout_s):
+                        result = await behaviour(context, inputs)
+                else:
                     result = await behaviour(context, inputs)
-            else:
-                result = await behaviour(context, inputs)
+            finally:
+                state.console = context.console  # what it printed, whether it failed or not
             outputs = check_outputs(result, plan_node.output_ports)
         input_port = self.input_port(plan_node, outputs)
         payload: bytes | None = None

@@ -71,6 +71,17 @@ class NodeType:
     # exists): parameters -> (code, parameter path, message) for every problem. Shown as
     # node issues on save, like schema problems.
     check_parameters: Any = field(default=None, compare=False, repr=False)
+    # Parameters that hold source code (the Code node's script): taken literally, never as
+    # `{{ }}` templates; the nodes they name as `$("X")` must be upstream, as in expressions.
+    code_parameters: tuple[str, ...] = ()
+
+    def template_parameters(self, parameters: Any) -> Any:
+        """The parameters that may hold `{{ }}` expressions: all but the code parameters."""
+        if not self.code_parameters or not isinstance(parameters, dict):
+            return parameters
+        return {
+            name: value for name, value in parameters.items() if name not in self.code_parameters
+        }
 
     @property
     def is_trigger(self) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.expressions import CompiledParameters, compile_parameters
 from engine.graph import DEFAULT_PORT, ERROR_PORT, Edge, Graph, Node, OnError
@@ -50,6 +50,29 @@ class Plan:
     edges: tuple[Edge, ...]
     topological: tuple[str, ...]
     by_name: dict[str, str]
+    # Upstream node names by node id, computed on first request (see `ancestor_names`).
+    _ancestors: dict[str, frozenset[str]] = field(default_factory=dict, compare=False, repr=False)
+
+    def ancestor_names(self, node_id: str) -> frozenset[str]:
+        """Names of the nodes upstream of a node. Computed when a node asks (the Code node
+        does, to refuse `$("X")` of a node that is not upstream) and remembered: a plan
+        never changes, and computing it for every node of a long chain would be quadratic."""
+        known = self._ancestors.get(node_id)
+        if known is not None:
+            return known
+        seen: set[str] = set()
+        stack = [node_id]
+        while stack:
+            for edge_indexes in self.nodes[stack.pop()].incoming.values():
+                for index in edge_indexes:
+                    source = self.edges[index].source
+                    if source not in seen:
+                        seen.add(source)
+                        stack.append(source)
+        seen.discard(node_id)
+        names = frozenset(self.nodes[upstream].node.name for upstream in seen)
+        self._ancestors[node_id] = names
+        return names
 
     def triggers(self) -> list[PlanNode]:
         return [n for n in self.nodes.values() if n.node_type.is_trigger]
@@ -91,8 +114,6 @@ def compile_plan(
     problems = report.all_problems()
     if problems:
         raise PlanError(problems)
-    # Validation compiled every expression already; these come from the compile cache.
-    compiled = {node.id: compile_parameters(node.parameters)[0] for node in graph.nodes}
     incoming: dict[str, dict[str, list[int]]] = {node.id: {} for node in graph.nodes}
     outgoing: dict[str, list[int]] = {node.id: [] for node in graph.nodes}
     for index, edge in enumerate(graph.edges):
@@ -105,10 +126,12 @@ def compile_plan(
         ports = tuple(port.name for port in node_type.outputs)
         if node.on_error is OnError.ERROR_OUTPUT and ERROR_PORT not in ports:
             ports += (ERROR_PORT,)
+        # Validation compiled every expression already; this comes from the compile cache.
+        compiled, _ = compile_parameters(node_type.template_parameters(node.parameters))
         nodes[node.id] = PlanNode(
             node=node,
             node_type=node_type,
-            compiled=compiled[node.id],
+            compiled=compiled,
             order=order,
             incoming={port: tuple(edges) for port, edges in incoming[node.id].items()},
             outgoing=tuple(outgoing[node.id]),

@@ -231,6 +231,15 @@ def node_run(row: models.NodeRun) -> xtypes.NodeRun:
         input_items=row.input_items,
         output_items=row.output_items,
         error=_error(row.error, xtypes.NodeError),
+        console=_console(row.console),
+    )
+
+
+def _console(stored: dict[str, Any] | None) -> xtypes.ConsoleOutput | None:
+    if stored is None:
+        return None
+    return xtypes.ConsoleOutput(
+        lines=list(stored.get("lines") or []), truncated=bool(stored.get("truncated"))
     )
 
 

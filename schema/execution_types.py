@@ -66,6 +66,17 @@ class NodeError:
     details: JSON = strawberry.field(description="Extra facts (expression, parameter, ...).")
 
 
+@strawberry.type(
+    description="What a node run printed (the Code node's console.log, console.warn, ...), "
+    "one entry per call, capped at 100 lines and 64 KB."
+)
+class ConsoleOutput:
+    lines: list[str] = strawberry.field(description="The printed lines, in order.")
+    truncated: bool = strawberry.field(
+        description="Whether lines or characters past the cap were left out."
+    )
+
+
 @strawberry.type(description="Why an execution failed or stopped.")
 class ExecutionError:
     type: str = strawberry.field(description="Stable error type, e.g. EXECUTION_TIMEOUT.")
@@ -130,6 +141,10 @@ class NodeRun:
     input_items: int | None = strawberry.field(description="Items it received.")
     output_items: int | None = strawberry.field(description="Items it produced, all ports.")
     error: NodeError | None = strawberry.field(description="Why it failed, if it did.")
+    console: ConsoleOutput | None = strawberry.field(
+        description="What the attempt printed (Code node), whether it succeeded or failed; "
+        "null for nodes that print nothing. Lost when the script is stopped by a limit."
+    )
     pages: strawberry.Private[
         dict[tuple[str | None, int, int, int], NodeRunOutput | None] | None
     ] = None

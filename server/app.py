@@ -214,7 +214,7 @@ def create_app(
                 await writer.stop()
                 resources = submitter.runner.resources
                 if resources is not None:
-                    await resources.http.close()
+                    await resources.close()
             elif isinstance(submitter, ArqSubmitter):
                 await submitter.close()
             if reading is not None and publisher is not None and events_redis is not None:

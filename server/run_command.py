@@ -464,6 +464,12 @@ class ConsoleRecorder:
             line.append(f"  attempt {event.attempt}", style="dim")
         line.append_text(self._details(event, node))
         self.console.print(line, highlight=False, soft_wrap=True)
+        printed = record.node_run.console if record.node_run is not None else None
+        if printed is not None and event.type in (EventType.NODE_SUCCEEDED, EventType.NODE_FAILED):
+            for text in printed.lines:
+                self.console.print(Text(f"    │ {text}", style="dim"), highlight=False)
+            if printed.truncated:
+                self.console.print(Text("    │ (more output was cut)", style="dim"))
         if event.error is not None:
             error_style = "yellow" if event.type is EventType.NODE_RETRYING else "red"
             self.console.print(

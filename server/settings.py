@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
 if TYPE_CHECKING:
+    from engine.code import CodeLimits
     from engine.nodes.base import NodeResources
     from storage.db import Database
     from storage.models import Execution
@@ -242,6 +243,46 @@ class Settings(BaseSettings):
         ge=0,
     )
 
+    # The Code node: JavaScript in V8 sandbox processes (engine/code, docs/code-node.md).
+    code_timeout_s: float = Field(
+        default=10.0,
+        description="How long a Code node's script may run when the node sets no timeout "
+        "(with one, the node's timeout is the limit); then V8 stops it (CODE_TIMEOUT).",
+        gt=0,
+        le=24 * 3600,
+    )
+    code_heap_mb: int = Field(
+        default=64,
+        description="JavaScript heap a Code node's script may use, its input items included "
+        "(CODE_MEMORY_LIMIT past it).",
+        ge=8,
+        le=8192,
+    )
+    code_result_mb: int = Field(
+        default=16,
+        description="Largest result of a Code node's script, as JSON (CODE_MEMORY_LIMIT past it).",
+        ge=1,
+        le=1024,
+    )
+    code_sandboxes: int = Field(
+        default=2,
+        description="Sandbox processes each Loom process keeps for Code nodes (about 80 MB "
+        "each): that many scripts run at once, others wait for one.",
+        ge=1,
+        le=64,
+    )
+
+    def code_limits(self) -> CodeLimits:
+        """The Code node's limits, as the sandbox takes them."""
+        from engine.code import CodeLimits
+
+        return CodeLimits(
+            timeout_s=self.code_timeout_s,
+            heap_bytes=self.code_heap_mb * 1024 * 1024,
+            result_bytes=self.code_result_mb * 1024 * 1024,
+            pool_size=self.code_sandboxes,
+        )
+
     def database(self) -> Database:
         """The database these settings point to, with their pool options."""
         from storage.db import Database  # imported late: the CLI starts without SQLAlchemy
@@ -258,8 +299,10 @@ class Settings(BaseSettings):
         box: SecretBox | None,
         submit: Callable[[Execution], Awaitable[None]] | None = None,
     ) -> NodeResources | None:
-        """The HTTP client, credentials and sub-workflow calls (which hand the executions
-        they create to `submit`) lent to nodes; None without a secret key."""
+        """The HTTP client, credentials, sub-workflow calls (which hand the executions they
+        create to `submit`) and the Code node's sandbox lent to nodes; None without a secret
+        key. The sandbox starts its processes on first use."""
+        from engine.code import CodeSandbox
         from engine.http_client import HttpClient, NetworkPolicy
         from engine.nodes.base import NodeResources
         from storage.credentials import DatabaseCredentials
@@ -272,6 +315,7 @@ class Settings(BaseSettings):
             HttpClient(policy),
             DatabaseCredentials(database, box),
             DatabaseWorkflowCaller(database, self.max_subworkflow_depth, submit),
+            CodeSandbox(self.code_limits()),
         )
 
     def secret_box(self) -> SecretBox | None:

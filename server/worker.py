@@ -174,7 +174,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         await writer.stop()
         await publisher.stop()
         if runner.resources is not None:
-            await runner.resources.http.close()
+            await runner.resources.close()
         keeper.stop()
         with contextlib.suppress(Exception):
             await redis.delete(worker.health_check_key)

@@ -280,6 +280,8 @@ class NodeRun(SQLModel, table=True):
     input_items: int | None = None
     output_items: int | None = None
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # What the attempt printed ({"lines": [...], "truncated": bool}); the Code node's.
+    console: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = _created_at()
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

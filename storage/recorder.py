@@ -66,6 +66,7 @@ _UPDATE_NODE_RUN = (
                 "input_items",
                 "output_items",
                 "error",
+                "console",
                 "started_at",
                 "finished_at",
             )
@@ -103,6 +104,7 @@ def _node_run_values(state: NodeRunState) -> dict[str, Any]:
         "input_items": state.input_items,
         "output_items": state.output_items,
         "error": None if state.error is None else state.error.to_json(),
+        "console": None if state.console is None else state.console.to_json(),
         "started_at": state.started_at,
         "finished_at": state.finished_at,
     }

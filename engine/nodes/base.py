@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from engine.code import CodeSandbox
+from engine.events import ConsoleOutput
 from engine.expressions import CompiledParameters, Scope, compile_parameters
 from engine.graph import Node
 from engine.http_client import HttpClient
@@ -137,11 +139,18 @@ class WorkflowCaller(Protocol):
 @dataclass(frozen=True, slots=True)
 class NodeResources:
     """What the process lends to behaviours that reach out: its HTTP client (with the SSRF
-    guard), its credentials and, for sub-workflow calls, its executions."""
+    guard), its credentials, for sub-workflow calls its executions, and for the Code node
+    its JavaScript sandbox (with the limits the settings give)."""
 
     http: HttpClient
     credentials: CredentialProvider
     workflows: WorkflowCaller | None = None
+    code: CodeSandbox | None = None
+
+    async def close(self) -> None:
+        await self.http.close()
+        if self.code is not None:
+            self.code.close()
 
 
 @dataclass(slots=True)
@@ -159,6 +168,12 @@ class NodeRunContext:
     resources: NodeResources | None = None
     # The attempt's node run id: stable while a parked attempt waits and resumes.
     run_id: str = ""
+    # Names of the nodes upstream of this one, for behaviours that enforce the ancestor rule
+    # at run time (the Code node); asked for, not given, since most nodes never need them.
+    # None when unknown (a context made for a one-off).
+    ancestor_names: Callable[[], frozenset[str]] | None = None
+    # What the attempt printed (the Code node's console.log): the executor records it.
+    console: ConsoleOutput | None = None
     _processed: int = 0
 
     @classmethod

@@ -21,6 +21,7 @@ Ports of each type (inputs -> outputs):
     stop_and_error  main -> (none)
     execute_workflow  main -> main
     execute_workflow_trigger, webhook, schedule  (none) -> main
+    code            main -> main (its descriptor lives beside its behaviour, in `code`)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from engine.credentials import KINDS
 from engine.node_types import NodeGroup, NodeType, Port
-from engine.nodes import flow, http, merge, subworkflow, transform, webhook
+from engine.nodes import code, flow, http, merge, subworkflow, transform, webhook
 from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
 from engine.nodes.flow import SWITCH_OUTPUTS
 from engine.schedule import schedule_problems
@@ -923,4 +924,5 @@ def node_types() -> list[NodeType]:
         _schedule(),
         _execute_workflow(),
         _execute_workflow_trigger(),
+        code.node_type(),
     ]

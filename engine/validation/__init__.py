@@ -19,7 +19,8 @@ The modules, in the order `validate_graph` uses them:
     scan         text the database cannot store; parameter depth and size
     edges        connections (cycles through `cycles`)
     parameters   parameters against the schema (`schemas`), worded by `findings`
-    expressions  `{{ }}` that do not compile, `$node["X"]` that is not an ancestor
+    expressions  `{{ }}` that do not compile, `$node["X"]` (in expressions or in code)
+                 that is not an ancestor
     text         how messages quote what the user wrote
 """
 
@@ -107,7 +108,8 @@ def validate_graph(
                 parameters.setdefault(node.id, []).extend(found)
     structural.extend(edge_problems(graph, nodes_by_id))
     if not structural:
-        for problem in expression_problems(graph):
+        node_types = {node_id: node_type for node_id, (_, node_type) in nodes_by_id.items()}
+        for problem in expression_problems(graph, node_types):
             assert problem.node_id is not None
             found = parameters.setdefault(problem.node_id, [])
             # One problem per field: a schema problem on it already says enough.

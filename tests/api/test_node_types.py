@@ -28,6 +28,7 @@ BUILTINS = {
     "schedule",
     "execute_workflow",
     "execute_workflow_trigger",
+    "code",
 }
 
 NODE_TYPE_FIELDS = """

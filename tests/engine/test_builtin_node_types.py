@@ -119,6 +119,11 @@ TYPICAL: list[tuple[str, dict[str, Any]]] = [
     ),
     ("execute_workflow_trigger", {}),
     (
+        "code",
+        # Taken literally: `{{ }}` in a script is JavaScript, not an expression.
+        {"mode": "each_item", "code": "const t = `{{ ${$json.name} }}`;\nreturn {json: {t}};"},
+    ),
+    (
         "respond_to_webhook",
         {
             "status": 201,
@@ -177,6 +182,10 @@ MISTAKES: list[tuple[str, dict[str, Any], str]] = [
     ("wait", {"resume": "at_time"}, "parameters.until"),
     ("wait", {"resume": "at_time", "until": "next tuesday"}, "parameters.until"),
     ("noop", {"anything": 1}, "parameters.anything"),
+    ("code", {}, "parameters.code"),
+    ("code", {"code": ""}, "parameters.code"),
+    ("code", {"code": "return []", "mode": "per_item"}, "parameters.mode"),
+    ("code", {"code": "return []", "language": "python"}, "parameters.language"),
 ]
 
 
@@ -219,6 +228,7 @@ def test_every_builtin_is_there_in_version_1() -> None:
         "schedule",
         "execute_workflow",
         "execute_workflow_trigger",
+        "code",
     }
     assert all(node_type.version == 1 for node_type in BUILTINS.values())
     assert len(node_types()) == len(BUILTINS)

@@ -62,5 +62,8 @@ async def test_example_runs_to_its_expected_result(workflow: Path) -> None:
         assert runs[name].status.value == node["status"], name
         if "attempt" in node:
             assert runs[name].attempt == node["attempt"], name
+        if "console" in node:
+            printed = runs[name].console
+            assert list(printed.lines if printed else ()) == node["console"], name
     for plan_node in loaded.plan.nodes.values():
         assert plan_node.node.name in progress.getvalue()

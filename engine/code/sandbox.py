@@ -1,0 +1,350 @@
+"""The parent side of the Code node sandbox: a bounded pool of host processes.
+
+Each host (`engine.code.host`) runs one V8 isolate and serves one call at a time; a call
+runs in a thread of this pool's own executor, so the event loop only awaits a future. The
+pool never holds more than `pool_size` hosts; further calls wait for one.
+
+A call ends in one of three ways besides its result:
+
+- its deadline passes: V8 terminates the script (the host answers CODE_TIMEOUT and exits);
+  a host that does not answer within `KILL_GRACE_S` more is killed;
+- it is cancelled (cancelExecution, an execution or node timeout): its host is killed at
+  once, which stops anything, even a V8 builtin that ignores termination;
+- its host dies (V8's fatal out-of-memory, the host's memory watchdog): CODE_MEMORY_LIMIT,
+  or CODE_ERROR for a crash that is not about memory.
+
+A host that ended is replaced in the background, so the next call finds a fresh isolate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
+from typing import Any
+
+import orjson
+
+from engine.code.frames import EXIT_MEMORY
+from engine.code.hosts import Host, HostDied, Reaper
+from engine.code.limits import MB, CodeLimits
+from engine.events import ConsoleOutput
+
+logger = logging.getLogger("loom.code")
+
+# How long a host may take to answer once the script's time is up, before it is killed.
+KILL_GRACE_S = 0.2
+# How deep a result may nest: orjson's limit, where it stops reading.
+MAX_RESULT_DEPTH = 1024
+# How often a call waiting for a free host checks whether it was cancelled.
+WAIT_POLL_S = 0.05
+_MEMORY_WORDS = ("out of memory", "heap limit", "allocation failed", "invalid size", "oom")
+
+
+class CodeFailure(Exception):
+    """A script that did not produce items: `error_type` is CODE_TIMEOUT, CODE_MEMORY_LIMIT
+    or CODE_ERROR; `line` and `column` point into the script when known."""
+
+    def __init__(
+        self,
+        error_type: str,
+        message: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        console: ConsoleOutput | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.line = line
+        self.column = column
+        self.console = console
+        self.details = dict(details or {})
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCall:
+    """One run of a script over a node's items."""
+
+    code: str
+    mode: str
+    items: Sequence[Mapping[str, Any]]
+    # Outputs of the upstream nodes the script may read with `$("Name")`, by name.
+    nodes: Mapping[str, Sequence[Mapping[str, Any]]]
+    # `$execution`, `$workflow`, `$now` and the names of every upstream node.
+    facts: Mapping[str, Any]
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CodeResult:
+    items: list[dict[str, Any]]
+    console: ConsoleOutput = field(default_factory=ConsoleOutput)
+
+
+class _Ticket:
+    """A call in flight: cancelling it kills the host it runs on."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.host: Host | None = None
+        self.lock = threading.Lock()
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.cancelled = True
+            if self.host is not None:
+                self.host.kill()
+
+    def attach(self, host: Host) -> bool:
+        with self.lock:
+            if self.cancelled:
+                return False
+            self.host = host
+            return True
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class CodeSandbox:
+    """Runs Code node scripts in a bounded pool of V8 sandbox processes."""
+
+    def __init__(self, limits: CodeLimits | None = None) -> None:
+        self.limits = limits or CodeLimits()
+        self._idle: SimpleQueue[Host] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._hosts = 0  # alive or starting
+        self._closed = False
+        self._live: set[Host] = set()
+        self._reaper = Reaper()
+        # What the harness enforces itself, in the script's own terms.
+        self._script_limits = {
+            "consoleLines": self.limits.console_lines,
+            "consoleBytes": self.limits.console_bytes,
+            "resultChars": self.limits.result_bytes,
+        }
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.limits.pool_size, thread_name_prefix="loom-code"
+        )
+        # A sandbox dropped without `close()` (an app whose lifespan never ran) still stops
+        # its hosts.
+        weakref.finalize(self, _stop_hosts, self._live, self._lock)
+
+    async def run(self, call: CodeCall) -> CodeResult:
+        """Run the script; raises `CodeFailure`. Cancelling the caller stops it at once."""
+        ticket = _Ticket()
+        future = self._executor.submit(self._serve, call, ticket)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            ticket.cancel()
+            raise
+
+    def close(self) -> None:
+        """Stop every host; calls in flight fail."""
+        with self._lock:
+            self._closed = True
+        _stop_hosts(self._live, self._lock)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # In the pool's threads
+
+    def _serve(self, call: CodeCall, ticket: _Ticket) -> CodeResult:
+        deadline = time.monotonic() + call.timeout_s
+        data = [orjson.dumps(call.items), orjson.dumps(call.nodes)]
+        host = self._take(ticket, deadline)
+        if not ticket.attach(host):
+            self._give_back(host)
+            raise _Cancelled
+        header = {
+            "code": call.code,
+            "mode": call.mode,
+            "facts": call.facts,
+            "limits": self._script_limits,
+            "timeout_s": max(0.001, deadline - time.monotonic()),
+        }
+        try:
+            reply = host.exchange(
+                [orjson.dumps(header), *data], deadline + KILL_GRACE_S, self._reaper
+            )
+        except HostDied:
+            failure = self._death(host, ticket)
+            self._give_back(host)
+            raise failure from None
+        except BaseException:
+            host.kill()  # a call cut short leaves the host mid-frame: it is not used again
+            self._give_back(host)
+            raise
+        try:
+            outcome = orjson.loads(reply)
+        except orjson.JSONDecodeError as exc:
+            self._give_back(host)
+            # What V8 wrote is JSON; orjson refuses it only past its nesting limit.
+            raise CodeFailure(
+                "CODE_ERROR",
+                f"the result nests deeper than {MAX_RESULT_DEPTH} levels of arrays and objects",
+                details={"limit": "depth"},
+            ) from exc
+        if outcome.get("discard"):
+            host.kill()  # it exits by itself; not a moment to wait for that
+        self._give_back(host)
+        return self._outcome(outcome)
+
+    def _take(self, ticket: _Ticket, deadline: float) -> Host:
+        while True:
+            if ticket.cancelled:
+                raise _Cancelled
+            try:
+                return self._idle.get_nowait()
+            except Empty:
+                pass
+            with self._lock:
+                if self._closed:
+                    raise CodeFailure("CODE_ERROR", "the code sandbox is shut down")
+                start = self._hosts < self.limits.pool_size
+                if start:
+                    self._hosts += 1
+            if start:
+                return self._start_host()
+            if time.monotonic() >= deadline:
+                raise self._timeout()
+            try:
+                return self._idle.get(timeout=WAIT_POLL_S)
+            except Empty:
+                continue
+
+    def _start_host(self) -> Host:
+        try:
+            host = Host(self.limits)
+        except (HostDied, OSError) as exc:
+            with self._lock:
+                self._hosts -= 1
+            logger.error("a Code node sandbox did not start: %s", exc)
+            raise CodeFailure("CODE_ERROR", f"the code sandbox did not start: {exc}") from exc
+        with self._lock:
+            self._live.add(host)
+        return host
+
+    def _give_back(self, host: Host) -> None:
+        if host.alive:
+            with self._lock:
+                closed = self._closed
+            if not closed:
+                self._idle.put(host)
+                return
+        with self._lock:
+            self._hosts -= 1
+            self._live.discard(host)
+            replace = not self._closed
+        host.close()
+        if replace:
+            threading.Thread(target=self._replace, name="loom-code-start", daemon=True).start()
+
+    def _replace(self) -> None:
+        """Start a host ahead of need, so the next call does not wait for V8 to load."""
+        with self._lock:
+            if self._closed or self._hosts >= self.limits.pool_size:
+                return
+            self._hosts += 1
+        try:
+            host = self._start_host()
+        except CodeFailure:
+            return
+        self._give_back(host)
+
+    def _death(self, host: Host, ticket: _Ticket) -> Exception:
+        host.kill()
+        try:
+            code = host.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        if ticket.cancelled:
+            return _Cancelled()
+        if code == EXIT_MEMORY:
+            return self._memory("memory")
+        if host.killed_at is not None:
+            return self._timeout()
+        tail = host.stderr_tail()
+        if any(word in tail.lower() for word in _MEMORY_WORDS):
+            return self._memory("heap")
+        logger.error("a Code node sandbox crashed (exit %s): %s", code, tail[-500:])
+        return CodeFailure("CODE_ERROR", f"the code's sandbox process crashed (exit code {code})")
+
+    def _outcome(self, outcome: dict[str, Any]) -> CodeResult:
+        console = outcome.get("console")
+        captured = None if console is None else ConsoleOutput.from_json(console)
+        if outcome.get("ok"):
+            return CodeResult(outcome["items"], captured or ConsoleOutput())
+        error = outcome["error"]
+        error_type = error["type"]
+        limit = error.get("limit")
+        if error_type == "CODE_TIMEOUT":
+            raise self._timeout()
+        if error_type == "CODE_MEMORY_LIMIT" and limit in ("heap", "memory"):
+            raise self._memory(limit)
+        if error_type == "CODE_MEMORY_LIMIT" and limit == "result":
+            raise self._result_too_large(captured)
+        raise CodeFailure(
+            error_type,
+            error["message"],
+            line=error.get("line"),
+            column=error.get("column"),
+            console=captured,
+        )
+
+    def _timeout(self) -> CodeFailure:
+        return CodeFailure(
+            "CODE_TIMEOUT",
+            "the code did not finish in time and was stopped",
+            details={"limit": "time"},
+        )
+
+    def _memory(self, limit: str) -> CodeFailure:
+        heap_mb = self.limits.heap_bytes / MB
+        return CodeFailure(
+            "CODE_MEMORY_LIMIT",
+            f"the code used more than its {heap_mb:g} MB of memory and was stopped",
+            details={"limit": limit, "heapMb": heap_mb},
+        )
+
+    def _result_too_large(self, console: ConsoleOutput | None) -> CodeFailure:
+        result_mb = self.limits.result_bytes / MB
+        return CodeFailure(
+            "CODE_MEMORY_LIMIT",
+            f"the code returned more than {result_mb:g} MB of JSON",
+            console=console,
+            details={"limit": "result", "resultMb": result_mb},
+        )
+
+
+def _stop_hosts(live: set[Host], lock: threading.Lock) -> None:
+    with lock:
+        hosts = list(live)
+        live.clear()
+    for host in hosts:
+        host.close()
+
+
+_shared: CodeSandbox | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_sandbox() -> CodeSandbox:
+    """The sandbox, with default limits, of runs that bring none (`loom run`, tests): its
+    hosts start on first use and end with this process (their stdin closes)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = CodeSandbox()
+        return _shared
