@@ -7,7 +7,9 @@ pages through them (docs/operations.md, "Output size limit").
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,9 @@ PREVIEW_MAX_BYTES = 2048
 # items past `_SPLIT_BYTES` is split, so that reading an item never decodes much else.
 CHUNK_BYTES = 64 * 1024
 _SPLIT_BYTES = 4 * CHUNK_BYTES
+# Items in a port's first chunk: most outputs are a few small items, one chunk; large first
+# items cost one encoding more (of at most this many).
+_FIRST_BATCH_ITEMS = 16
 
 
 def check_outputs(result: Any, ports: tuple[str, ...]) -> PortItems:
@@ -53,7 +58,7 @@ def check_outputs(result: Any, ports: tuple[str, ...]) -> PortItems:
     return result
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutputChunk:
     """Consecutive items of one port, encoded as a JSON array: the unit stored and read."""
 
@@ -89,20 +94,30 @@ def serialize_outputs(outputs: PortItems, max_bytes: int | None = None) -> Encod
     soon as the chunks encoded so far pass the limit (the rest is never encoded); a value
     that is not JSON, or an item nested past the JSON nesting limit, is a NodeError too
     (checked by the encoding itself: engine/json_depth.py). The executor names the node."""
+    limit = max_bytes if max_bytes is not None else sys.maxsize
     chunks: list[OutputChunk] = []
-    raw_bytes = 2  # the braces around the ports
-    for number, (port, items) in enumerate(outputs.items()):
-        # `"port":[` and `]`, and a comma before every port but the first.
-        raw_bytes += len(orjson.dumps(port)) + 3 + (number > 0)
+    counts: dict[str, int] = {}
+    raw_bytes = 1  # the braces around the ports, less the comma the first port does not have
+    for port, items in outputs.items():
+        # A comma, `"port":[` and `]`.
+        raw_bytes += _key_bytes(port) + 4
+        counts[port] = len(items)
         for chunk in _port_chunks(port, items):
             # A chunk's brackets are not stored in the document; a comma joins it to the last.
             raw_bytes += len(chunk.data) - 2 + (chunk.first > 0)
-            if max_bytes is not None and raw_bytes > max_bytes:
-                raise _too_large(raw_bytes, max_bytes, port, chunk)
+            if raw_bytes > limit:
+                raise _too_large(raw_bytes, limit, port, chunk)
             chunks.append(chunk)
-    if max_bytes is not None and raw_bytes > max_bytes:  # ports without items, past a tiny limit
-        raise _too_large(raw_bytes, max_bytes, None, None)
-    return EncodedOutputs({port: len(items) for port, items in outputs.items()}, chunks, raw_bytes)
+    raw_bytes += not counts  # `{}`: two braces and no port
+    if raw_bytes > limit:  # ports without items, past a tiny limit
+        raise _too_large(raw_bytes, limit, None, None)
+    return EncodedOutputs(counts, chunks, raw_bytes)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_bytes(port: str) -> int:
+    """The size of a port's name as a JSON string (ports are few: their names recur)."""
+    return len(orjson.dumps(port))
 
 
 def _too_large(
@@ -121,12 +136,21 @@ def _too_large(
     )
 
 
-def _port_chunks(port: str, items: list[Item]) -> Iterator[OutputChunk]:
+def _port_chunks(port: str, items: list[Item]) -> Iterable[OutputChunk]:
     """The port's items in chunks of about `CHUNK_BYTES`. Items are encoded a chunk at a
     time (encoding each alone costs several times more for small items); how many go in the
     next chunk follows the size of the last ones, and a chunk that turns out much larger
     (an item far larger than those before it) is encoded again item by item."""
-    start, count = 0, 1
+    if len(items) <= _FIRST_BATCH_ITEMS:  # most outputs: a few items, one chunk
+        data = _encode(port, 0, items)
+        if len(data) <= _SPLIT_BYTES or len(items) == 1:
+            return (OutputChunk(port, 0, len(items), data),)
+        return _regrouped(port, 0, items)
+    return _batches(port, items)
+
+
+def _batches(port: str, items: list[Item]) -> Iterator[OutputChunk]:
+    start, count = 0, _FIRST_BATCH_ITEMS
     while start < len(items):
         batch = items[start : start + count]
         data = _encode(port, start, batch)
@@ -140,12 +164,13 @@ def _port_chunks(port: str, items: list[Item]) -> Iterator[OutputChunk]:
 
 
 def _regrouped(port: str, start: int, batch: list[Item]) -> Iterator[OutputChunk]:
-    """The batch's items encoded one by one, the small ones joined again into chunks."""
+    """The batch's items encoded one by one, the small ones joined again into chunks. The
+    batch's encoding checked them already (JSON, nesting): plain encoding is enough."""
     group: list[bytes] = []
     group_bytes = 0
     group_start = start
     for offset, item in enumerate(batch):
-        data = _encode(port, start + offset, [item])[1:-1]
+        data = orjson.dumps(item, option=_ORJSON_OPTIONS)
         if group and group_bytes + len(data) > CHUNK_BYTES:
             yield OutputChunk(port, group_start, len(group), b"[" + b",".join(group) + b"]")
             group, group_bytes = [], 0
