@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -25,7 +26,7 @@ SHAPES: dict[str, PortItems] = {
     "nothing": {},
     "empty ports": {"main": [], "error": []},
     "one small item": {"main": [{"price": 4, "qty": 5}]},
-    "two ports": {"true": [{"a": 1}], "false": [{"b": "\u00e9\u0000\"\\"}, {"c": [1, 2.5]}]},
+    "two ports": {"true": [{"a": 1}], "false": [{"b": '\u00e9\u0000"\\'}, {"c": [1, 2.5]}]},
     "many small items": {"main": [{"n": n, "name": f"row {n}"} for n in range(20_000)]},
     "large items": {"main": [{"s": "x" * 300_000} for _ in range(20)]},
     "a large item among small ones": {
@@ -149,7 +150,7 @@ REGISTRY = NodeTypeRegistry(
 
 
 async def _run(nodes: list[Node], limit: int) -> tuple[Any, MemoryRecorder]:
-    edges = tuple(Edge(a.id, b.id) for a, b in zip(nodes, nodes[1:], strict=False))
+    edges = tuple(Edge(a.id, b.id) for a, b in itertools.pairwise(nodes))
     plan = compile_plan("v1", Graph(nodes=tuple(nodes), edges=edges), REGISTRY)
     recorder = MemoryRecorder()
     request = RunRequest(execution_id="e1", plan=plan, info=RunInfo(execution_id="e1"))
@@ -203,8 +204,7 @@ def test_pages_and_markers_never_exceed_the_cap() -> None:
     rng = random.Random(13)
     alphabet = 'ab"\\\u00e9\u4e2d\U0001f600\u0001'
     items = [
-        {"t": "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 3000)))}
-        for _ in range(60)
+        {"t": "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 3000)))} for _ in range(60)
     ]
     for _ in range(300):
         offset, max_bytes = rng.randint(0, 60), rng.randint(66, 20_000)

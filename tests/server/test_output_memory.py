@@ -24,7 +24,7 @@ CHARS = 1_000_000
 READS = 11
 TOKEN = "loom_output_memory_test_token_0123456789"
 
-PLUGIN = f'''
+PLUGIN = f"""
 from engine.node_types import NodeGroup, NodeType
 
 
@@ -44,7 +44,7 @@ def node_types():
             execute=_big,
         )
     ]
-'''
+"""
 
 
 def _plugin(root: Path) -> Path:
