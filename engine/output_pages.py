@@ -18,9 +18,9 @@ import orjson
 from engine.truncation import MIN_MARKER_BYTES, marker, truncated
 
 MAX_PAGE_ITEMS = 10_000
-# `maxBytes` bounds: room for the page's brackets and a marker; and an answer that a server
-# can build without holding much more than it in memory.
-MIN_PAGE_BYTES = 2 + MIN_MARKER_BYTES
+# `maxBytes` bounds: room for the page's brackets and a marker with some preview; and an
+# answer that a server can build without holding much more than it in memory.
+MIN_PAGE_BYTES = 2 * MIN_MARKER_BYTES
 MAX_PAGE_BYTES = 16 * 1024 * 1024
 
 

@@ -155,6 +155,10 @@ class _Pages:
 _max_bytes_argument = strawberry.argument(
     description=f"The cap, in bytes of JSON: from {MIN_PAGE_BYTES} to {MAX_PAGE_BYTES}."
 )
+_offset_argument = strawberry.argument(description="Index of the first item to return.")
+_limit_argument = strawberry.argument(
+    description=f"At most this many items (1 to {MAX_PAGE_ITEMS})."
+)
 
 
 @strawberry.type(description="One attempt of one node in an execution.")
@@ -200,8 +204,8 @@ class NodeRun:
         self,
         info: Info,
         port: str | None = None,
-        offset: int = 0,
-        limit: int = 100,
+        offset: Annotated[int, _offset_argument] = 0,
+        limit: Annotated[int, _limit_argument] = 100,
         max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES,
     ) -> NodeRunOutput | None:
         page = await self._page(info, port, offset, limit, max_bytes)
@@ -293,8 +297,8 @@ class Execution:
     async def output_page(
         self,
         info: Info,
-        offset: int = 0,
-        limit: int = 100,
+        offset: Annotated[int, _offset_argument] = 0,
+        limit: Annotated[int, _limit_argument] = 100,
         max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES,
     ) -> NodeRunOutput | None:
         page = await self._page(info, offset, limit, max_bytes)

@@ -206,7 +206,7 @@ async def test_a_page_ends_before_an_item_that_does_not_fit(app: Any, alice: Cal
     assert large["outputPage"]["nextOffset"] == 6
 
 
-@pytest.mark.parametrize("max_bytes", [0, 65, 16 * 1024 * 1024 + 1])
+@pytest.mark.parametrize("max_bytes", [0, 127, 16 * 1024 * 1024 + 1])
 async def test_a_cap_out_of_bounds_is_bad_user_input(
     app: Any, alice: Caller, max_bytes: int
 ) -> None:
@@ -228,7 +228,7 @@ async def test_a_cap_out_of_bounds_is_bad_user_input(
         (error,) = {e["message"]: e for e in response.json()["errors"]}.values()
         assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "maxBytes"}
         assert error["message"] == (
-            f"maxBytes must be between 66 and {16 * 1024 * 1024}, got {max_bytes}"
+            f"maxBytes must be between 128 and {16 * 1024 * 1024}, got {max_bytes}"
         )
 
 

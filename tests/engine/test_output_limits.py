@@ -16,6 +16,7 @@ from engine.memory_recorder import MemoryRecorder
 from engine.node_types import NodeGroup, NodeType, NodeTypeRegistry, Port
 from engine.nodes.base import NodeError, NodeRunContext, PortItems, RunInfo
 from engine.output_limit import MIN_MAX_NODE_OUTPUT_BYTES
+from engine.output_pages import MIN_PAGE_BYTES, page_of
 from engine.outputs import _SPLIT_BYTES, CHUNK_BYTES, PREVIEW_MAX_BYTES, preview, serialize_outputs
 from engine.plan import compile_plan
 from engine.states import ExecutionStatus, NodeRunStatus
@@ -199,15 +200,13 @@ async def test_error_items_are_bounded_and_obey_the_limit(on_error: OnError) -> 
 
 
 def test_pages_and_markers_never_exceed_the_cap() -> None:
-    from engine.output_pages import page_of
-
     rng = random.Random(13)
     alphabet = 'ab"\\\u00e9\u4e2d\U0001f600\u0001'
     items = [
         {"t": "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 3000)))} for _ in range(60)
     ]
     for _ in range(300):
-        offset, max_bytes = rng.randint(0, 60), rng.randint(66, 20_000)
+        offset, max_bytes = rng.randint(0, 60), rng.randint(MIN_PAGE_BYTES, 20_000)
         page = page_of("main", items, offset, rng.randint(1, 60), max_bytes)
         assert len(orjson.dumps(page.items)) <= max_bytes
         if offset < len(items):
