@@ -19,7 +19,7 @@ from engine.nodes.base import NodeError, NodeRunContext, PortItems
 from server.settings import Settings
 from storage import payloads
 from storage.db import Database
-from storage.models import ExecutionPayload, NodeRunPayload
+from storage.models import ExecutionEventRow, ExecutionPayload, NodeRunPayload
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller
 from tests.factories import edge, node
@@ -147,7 +147,9 @@ def _marker(value: dict[str, Any], size: int, starts: str, cap: int) -> None:
     assert len(orjson.dumps(value)) <= cap
 
 
-async def test_max_bytes_is_a_real_cap_on_every_field(app: Any, alice: Caller) -> None:
+async def test_max_bytes_is_a_real_cap_on_every_field(
+    app: Any, alice: Caller, database: Database
+) -> None:
     big_input = {"note": "n" * 5000}
     execution = await _run_sized(app, alice, [5000, 10, 10], input=big_input)
     assert execution["status"] == "SUCCEEDED"
@@ -184,6 +186,20 @@ async def test_max_bytes_is_a_real_cap_on_every_field(app: Any, alice: Caller) -
     assert runs["start"]["outputTruncated"] is True
     assert runs["start"]["outputPage"]["items"] == [start_marker]
     assert runs["start"]["outputPage"]["truncated"] is True
+
+    # Live events preview a first item of at most 2 KB: the report is too large for one.
+    async with database.session() as session:
+        previews = dict(
+            (
+                await session.exec(
+                    select(ExecutionEventRow.node_id, ExecutionEventRow.preview).where(
+                        ExecutionEventRow.execution_id == execution["id"],
+                        ExecutionEventRow.type == "NODE_SUCCEEDED",
+                    )
+                )
+            ).all()
+        )
+    assert previews == {"start": None, "big": None}
 
     # Under the default cap (1 MB) everything comes back whole.
     whole = (await alice.gql(CAPPED, {"id": execution["id"], "max": 1024 * 1024}))["execution"]
