@@ -28,9 +28,9 @@ _ORJSON_OPTIONS = (
 PREVIEW_MAX_BYTES = 2048
 
 # Chunks of about this many bytes of JSON are read a page at a time; a chunk of several
-# items past `_SPLIT_BYTES` is split, so that reading an item never decodes much else.
+# items past `SPLIT_BYTES` is split, so that reading an item never decodes much else.
 CHUNK_BYTES = 64 * 1024
-_SPLIT_BYTES = 4 * CHUNK_BYTES
+SPLIT_BYTES = 4 * CHUNK_BYTES
 # Items in a port's first chunk: most outputs are a few small items, one chunk; large first
 # items cost one encoding more (of at most this many).
 _FIRST_BATCH_ITEMS = 16
@@ -143,7 +143,7 @@ def _port_chunks(port: str, items: list[Item]) -> Iterable[OutputChunk]:
     (an item far larger than those before it) is encoded again item by item."""
     if len(items) <= _FIRST_BATCH_ITEMS:  # most outputs: a few items, one chunk
         data = _encode(port, 0, items)
-        if len(data) <= _SPLIT_BYTES or len(items) == 1:
+        if len(data) <= SPLIT_BYTES or len(items) == 1:
             return (OutputChunk(port, 0, len(items), data),)
         return _regrouped(port, 0, items)
     return _batches(port, items)
@@ -154,7 +154,7 @@ def _batches(port: str, items: list[Item]) -> Iterator[OutputChunk]:
     while start < len(items):
         batch = items[start : start + count]
         data = _encode(port, start, batch)
-        if len(data) > _SPLIT_BYTES and len(batch) > 1:
+        if len(data) > SPLIT_BYTES and len(batch) > 1:
             yield from _regrouped(port, start, batch)
         else:
             yield OutputChunk(port, start, len(batch), data)
@@ -245,6 +245,6 @@ def preview(items: list[Item], encoded: EncodedOutputs | None, input_bytes: int 
             return items[0]
         if exact:
             return None
-    # It shares its chunk (of at most `_SPLIT_BYTES`), or nothing says how large it is.
+    # It shares its chunk (of at most `SPLIT_BYTES`), or nothing says how large it is.
     encoded_item = orjson.dumps(items[0], option=_ORJSON_OPTIONS)
     return items[0] if len(encoded_item) <= PREVIEW_MAX_BYTES else None

@@ -17,7 +17,7 @@ from engine.node_types import NodeGroup, NodeType, NodeTypeRegistry, Port
 from engine.nodes.base import NodeError, NodeRunContext, PortItems, RunInfo
 from engine.output_limit import MIN_MAX_NODE_OUTPUT_BYTES
 from engine.output_pages import MIN_PAGE_BYTES, page_of
-from engine.outputs import _SPLIT_BYTES, CHUNK_BYTES, PREVIEW_MAX_BYTES, preview, serialize_outputs
+from engine.outputs import CHUNK_BYTES, PREVIEW_MAX_BYTES, SPLIT_BYTES, preview, serialize_outputs
 from engine.plan import compile_plan
 from engine.states import ExecutionStatus, NodeRunStatus
 from engine.truncation import MAX_ERROR_DETAILS_BYTES, MAX_ERROR_MESSAGE_CHARS, bounded_error
@@ -44,7 +44,7 @@ def test_chunks_hold_the_output_and_its_size_is_its_size_as_json(shape: str) -> 
     assert encoded.raw_bytes == len(orjson.dumps(outputs))
     assert decode_chunked(pack(encoded)) == outputs
     for chunk in encoded.chunks:  # a page reads a chunk whole: none is much larger than needed
-        assert chunk.count == 1 or len(chunk.data) <= _SPLIT_BYTES
+        assert chunk.count == 1 or len(chunk.data) <= SPLIT_BYTES
         items = outputs[chunk.port][chunk.first : chunk.first + chunk.count]
         assert orjson.loads(chunk.data) == items
     index = ChunkIndex.parse(pack(encoded))
