@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.states import ExecutionStatus, NodeRunStatus
+
+if TYPE_CHECKING:
+    from engine.outputs import EncodedOutputs
 
 
 class EventType(StrEnum):
@@ -110,6 +113,8 @@ class ExecutionUpdate:
     error: ErrorInfo | None = None
     output: Any = None
     has_output: bool = False
+    # The port of the leaf node whose items `output` is.
+    output_port: str | None = None
     # Where `output` is recorded already: the node run and port whose items it is. The
     # recorder then stores a reference instead of the items again.
     output_from: tuple[str, str] | None = None
@@ -178,8 +183,8 @@ class Record:
 
     event: Event
     node_run: NodeRunState | None = None
-    # Full output of a succeeded node run, already serialized as a JSON object of ports.
-    payload: bytes | None = None
+    # Full output of a node run (succeeded, or failed with an error item), encoded.
+    payload: EncodedOutputs | None = None
     execution: ExecutionUpdate | None = None
     # Instead of a payload: the node run's output is the execution input, as the one item on
     # this port (a trigger passing it on), stored as a reference to the input.

@@ -49,9 +49,11 @@ from engine.nodes.base import (
     RunInfo,
     Suspend,
 )
-from engine.outputs import check_outputs, preview, serialize_outputs
+from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTPUT_BYTES
+from engine.outputs import EncodedOutputs, check_outputs, preview, serialize_outputs
 from engine.plan import ERROR_PORT, Plan, PlanNode
 from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
+from engine.truncation import bounded_error
 
 ENGINE_VERSION = "1"
 # The cancellation message that means "this process is stopping", not "the user cancelled":
@@ -81,6 +83,17 @@ class RunOptions:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     execution_timeout_s: float | None = None
     resources: NodeResources | None = None
+    # Outputs (and error items) larger than this as JSON fail their node with
+    # NODE_OUTPUT_TOO_LARGE; None: no limit.
+    max_node_output_bytes: int | None = DEFAULT_MAX_NODE_OUTPUT_BYTES
+
+    def __post_init__(self) -> None:
+        limit = self.max_node_output_bytes
+        if limit is not None and limit < MIN_MAX_NODE_OUTPUT_BYTES:
+            raise ValueError(
+                f"max_node_output_bytes must be at least {MIN_MAX_NODE_OUTPUT_BYTES} (an "
+                f"error item must fit), got {limit}"
+            )
 
 
 @dataclass(slots=True)
@@ -223,7 +236,7 @@ class _Run:
         event_type: EventType,
         *,
         state: NodeRunState | None = None,
-        payload: bytes | None = None,
+        payload: EncodedOutputs | None = None,
         input_port: str | None = None,
         execution: ExecutionUpdate | None = None,
         event_preview: Any = None,
@@ -403,7 +416,7 @@ class _Run:
 
     def fail_state(self, state: NodeRunState, exc: Exception, plan_node: PlanNode) -> None:
         state.finished_at = self.clock()
-        state.error = error_info(exc, plan_node)
+        state.error = bounded_error(error_info(exc, plan_node))
         if state.status is NodeRunStatus.PENDING:  # failed before it started
             self.transition(state, NodeRunStatus.RUNNING)
         self.transition(state, NodeRunStatus.FAILED)
@@ -455,11 +468,9 @@ class _Run:
                 state.console = context.console  # what it printed, whether it failed or not
             outputs = check_outputs(result, plan_node.output_ports)
         input_port = self.input_port(plan_node, outputs)
-        payload: bytes | None = None
-        size = self.request.input_bytes  # a trigger passing the input on: referenced
-        if input_port is None:
-            payload = serialize_outputs(outputs)
-            size = len(payload)
+        payload: EncodedOutputs | None = None
+        if input_port is None:  # else a trigger passing the input on: referenced
+            payload = serialize_outputs(outputs, self.options.max_node_output_bytes)
         state.finished_at = self.clock()
         state.output_items = sum(map(len, outputs.values()))
         self.transition(state, NodeRunStatus.SUCCEEDED)
@@ -473,9 +484,9 @@ class _Run:
             state=state,
             payload=payload,
             input_port=input_port,
-            event_preview=preview(first, size),
+            event_preview=preview(first, payload, self.request.input_bytes),
         )
-        if payload is not None and len(payload) > THROTTLE_PAYLOAD_BYTES:
+        if payload is not None and payload.raw_bytes > THROTTLE_PAYLOAD_BYTES:
             await self.recorder.throttle()
         return outputs
 
@@ -502,7 +513,9 @@ class _Run:
         ports = plan_node.output_ports
         port = ERROR_PORT if on_error is OnError.ERROR_OUTPUT else (ports[0] if ports else "main")
         outputs: PortItems = {port: [error_item]}
-        payload = serialize_outputs(outputs)
+        # Errors are bounded (`bounded_error`), so their item fits under any limit the
+        # settings allow.
+        payload = serialize_outputs(outputs, self.options.max_node_output_bytes)
         state.output_items = 1
         self.emit(EventType.NODE_FAILED, state=state, payload=payload)
         return outputs
@@ -626,9 +639,9 @@ class _Run:
                 state = self.new_state(self.plan.nodes[node_id])
             self.cancel_state(state)
 
-    def output(self) -> tuple[list[Item], tuple[str, str] | None] | None:
-        """The items of the last leaf node, in topological order, that produced data, and
-        where this run recorded them (node run id and port), if it did."""
+    def output(self) -> tuple[list[Item], str, str | None] | None:
+        """The items of the last leaf node, in topological order, that produced data, their
+        port, and the node run that recorded them, if this run did."""
         for node_id in reversed(self.plan.topological):
             plan_node = self.plan.nodes[node_id]
             if plan_node.outgoing:
@@ -637,7 +650,7 @@ class _Run:
                 if items:
                     state = self.states.get(node_id)
                     recorded = state is not None and state.status in _WITH_PAYLOAD
-                    return items, (state.id, port) if recorded and state else None
+                    return items, port, state.id if recorded and state else None
         return None
 
     def wait_parked(self) -> Outcome:
@@ -669,14 +682,15 @@ class _Run:
 
     def finish(self, status: ExecutionStatus, error: ErrorInfo | None) -> Outcome:
         found = self.output() if status is ExecutionStatus.SUCCEEDED else None
-        output, output_from = found if found is not None else (None, None)
+        output, port, run_id = found if found is not None else (None, None, None)
         update = ExecutionUpdate(
             status=status,
             finished_at=self.clock(),
             error=error,
             output=output,
             has_output=output is not None,
-            output_from=output_from,
+            output_port=port,
+            output_from=(run_id, port) if run_id is not None and port is not None else None,
         )
         self.emit(EventType.EXECUTION_FINISHED, execution=update)
         return Outcome(

@@ -1,13 +1,23 @@
-"""Checking and serializing node outputs: JSON objects per port, stored in full."""
+"""Checking and serializing node outputs: JSON objects per port, stored in full, in chunks.
+
+An output is refused past a size limit (`NODE_OUTPUT_TOO_LARGE`, `LOOM_MAX_NODE_OUTPUT_BYTES`):
+every process that runs nodes holds outputs in memory and stores them, and every reader
+pages through them (docs/operations.md, "Output size limit").
+"""
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from engine.json_depth import ITEM_DEPTH, MAX_JSON_DEPTH, JsonTooDeep, encode, nests_deeper
 from engine.nodes.base import Item, NodeError, PortItems
+from engine.output_limit import MAX_OUTPUT_SETTING
 
 _ORJSON_OPTIONS = (
     # Anything orjson would quietly turn into JSON but is not JSON data is refused instead.
@@ -16,6 +26,14 @@ _ORJSON_OPTIONS = (
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
 PREVIEW_MAX_BYTES = 2048
+
+# Chunks of about this many bytes of JSON are read a page at a time; a chunk of several
+# items past `SPLIT_BYTES` is split, so that reading an item never decodes much else.
+CHUNK_BYTES = 64 * 1024
+SPLIT_BYTES = 4 * CHUNK_BYTES
+# Items in a port's first chunk: most outputs are a few small items, one chunk; large first
+# items cost one encoding more (of at most this many).
+_FIRST_BATCH_ITEMS = 16
 
 
 def check_outputs(result: Any, ports: tuple[str, ...]) -> PortItems:
@@ -40,18 +58,137 @@ def check_outputs(result: Any, ports: tuple[str, ...]) -> PortItems:
     return result
 
 
-def serialize_outputs(outputs: PortItems) -> bytes:
-    """The outputs as JSON bytes; a value that is not JSON, or an item nested past the JSON
-    nesting limit, is a NodeError (checked by the encoding itself: engine/json_depth.py)."""
+@dataclass(slots=True)
+class OutputChunk:
+    """Consecutive items of one port, encoded as a JSON array: the unit stored and read."""
+
+    port: str
+    first: int  # index of its first item in the port
+    count: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class EncodedOutputs:
+    """A node's outputs encoded for storage: its items in chunks of about `CHUNK_BYTES`
+    (an item larger than that alone in its chunk), so that a page of them can be read
+    without decoding the rest. `raw_bytes` is the size of the outputs as one JSON document
+    (`{"port": [items], ...}`), the size the output limit applies to."""
+
+    ports: dict[str, int]  # item count by port, in port order
+    chunks: list[OutputChunk]
+    raw_bytes: int
+
+    def first_item_bytes(self) -> tuple[int, bool] | None:
+        """The size of the first item of the first port with items, and whether it is exact
+        (an upper bound when it shares its chunk); None without items."""
+        if not self.chunks:
+            return None
+        first = self.chunks[0]
+        return len(first.data) - 2, first.count == 1
+
+
+def serialize_outputs(outputs: PortItems, max_bytes: int | None = None) -> EncodedOutputs:
+    """The outputs encoded for storage (`EncodedOutputs`), checked as they are encoded: an
+    output larger than `max_bytes` as JSON is a NodeError `NODE_OUTPUT_TOO_LARGE`, found as
+    soon as the chunks encoded so far pass the limit (the rest is never encoded); a value
+    that is not JSON, or an item nested past the JSON nesting limit, is a NodeError too
+    (checked by the encoding itself: engine/json_depth.py). The executor names the node."""
+    limit = max_bytes if max_bytes is not None else sys.maxsize
+    chunks: list[OutputChunk] = []
+    counts: dict[str, int] = {}
+    raw_bytes = 1  # the braces around the ports, less the comma the first port does not have
+    for port, items in outputs.items():
+        # A comma, `"port":[` and `]`.
+        raw_bytes += _key_bytes(port) + 4
+        counts[port] = len(items)
+        for chunk in _port_chunks(port, items):
+            # A chunk's brackets are not stored in the document; a comma joins it to the last.
+            raw_bytes += len(chunk.data) - 2 + (chunk.first > 0)
+            if raw_bytes > limit:
+                raise _too_large(raw_bytes, limit, port, chunk)
+            chunks.append(chunk)
+    raw_bytes += not counts  # `{}`: two braces and no port
+    if raw_bytes > limit:  # ports without items, past a tiny limit
+        raise _too_large(raw_bytes, limit, None, None)
+    return EncodedOutputs(counts, chunks, raw_bytes)
+
+
+@functools.lru_cache(maxsize=256)
+def _key_bytes(port: str) -> int:
+    """The size of a port's name as a JSON string (ports are few: their names recur)."""
+    return len(orjson.dumps(port))
+
+
+def _too_large(
+    raw_bytes: int, max_bytes: int, port: str | None, chunk: OutputChunk | None
+) -> NodeError:
+    where = ""
+    if port is not None and chunk is not None:
+        last = chunk.first + chunk.count - 1
+        items = f"item {last}" if chunk.count == 1 else f"items {chunk.first}-{last}"
+        where = f", past it with output {port!r} {items}"
+    return NodeError(
+        f"produced more output than the limit of {max_bytes:,} bytes of JSON "
+        f"({MAX_OUTPUT_SETTING}): at least {raw_bytes:,} bytes{where}",
+        error_type="NODE_OUTPUT_TOO_LARGE",
+        details={"bytes": raw_bytes, "maxBytes": max_bytes, "setting": MAX_OUTPUT_SETTING},
+    )
+
+
+def _port_chunks(port: str, items: list[Item]) -> Iterable[OutputChunk]:
+    """The port's items in chunks of about `CHUNK_BYTES`. Items are encoded a chunk at a
+    time (encoding each alone costs several times more for small items); how many go in the
+    next chunk follows the size of the last ones, and a chunk that turns out much larger
+    (an item far larger than those before it) is encoded again item by item."""
+    if len(items) <= _FIRST_BATCH_ITEMS:  # most outputs: a few items, one chunk
+        data = _encode(port, 0, items)
+        if len(data) <= SPLIT_BYTES or len(items) == 1:
+            return (OutputChunk(port, 0, len(items), data),)
+        return _regrouped(port, 0, items)
+    return _batches(port, items)
+
+
+def _batches(port: str, items: list[Item]) -> Iterator[OutputChunk]:
+    start, count = 0, _FIRST_BATCH_ITEMS
+    while start < len(items):
+        batch = items[start : start + count]
+        data = _encode(port, start, batch)
+        if len(data) > SPLIT_BYTES and len(batch) > 1:
+            yield from _regrouped(port, start, batch)
+        else:
+            yield OutputChunk(port, start, len(batch), data)
+        start += len(batch)
+        per_item = max(len(data) // len(batch), 1)
+        count = max(1, min(2 * len(batch), CHUNK_BYTES // per_item))
+
+
+def _regrouped(port: str, start: int, batch: list[Item]) -> Iterator[OutputChunk]:
+    """The batch's items encoded one by one, the small ones joined again into chunks. The
+    batch's encoding checked them already (JSON, nesting): plain encoding is enough."""
+    group: list[bytes] = []
+    group_bytes = 0
+    group_start = start
+    for offset, item in enumerate(batch):
+        data = orjson.dumps(item, option=_ORJSON_OPTIONS)
+        if group and group_bytes + len(data) > CHUNK_BYTES:
+            yield OutputChunk(port, group_start, len(group), b"[" + b",".join(group) + b"]")
+            group, group_bytes = [], 0
+        if not group:
+            group_start = start + offset
+        group.append(data)
+        group_bytes += len(data) + 1
+    if group:
+        yield OutputChunk(port, group_start, len(group), b"[" + b",".join(group) + b"]")
+
+
+def _encode(port: str, start: int, batch: list[Item]) -> bytes:
     try:
-        # The ports' object and lists hold the items: two levels above an item's own.
-        return encode(outputs, ITEM_DEPTH + 2, _ORJSON_OPTIONS)
+        # The batch's list holds the items: one level above an item's own.
+        return encode(batch, ITEM_DEPTH + 1, _ORJSON_OPTIONS)
     except JsonTooDeep:
-        port, index = next(
-            (port, index)
-            for port, items in outputs.items()
-            for index, item in enumerate(items)
-            if nests_deeper(item, ITEM_DEPTH)
+        index = next(
+            start + offset for offset, item in enumerate(batch) if nests_deeper(item, ITEM_DEPTH)
         )
         raise NodeError(
             f"output {port!r} item {index} holds JSON nested more than {MAX_JSON_DEPTH} "
@@ -93,19 +230,21 @@ def not_json_reason(exc: Exception) -> str:
     return "a value JSON cannot represent"
 
 
-def deserialize_outputs(payload: bytes) -> PortItems:
-    outputs: PortItems = orjson.loads(payload)
-    return outputs
-
-
-def preview(items: list[Item], payload_bytes: int | None = None) -> Any:
-    """The first item if it is small, for live events; None otherwise.
-
-    When the whole output is small, so is its first item, and nothing needs encoding.
-    """
+def preview(items: list[Item], encoded: EncodedOutputs | None, input_bytes: int | None) -> Any:
+    """The first item if it is small, for live events; None otherwise. Its size comes from
+    its encoding (or, for the execution input passed on, from the input's): a large first
+    item is not encoded again just to find that it is large."""
     if not items:
         return None
-    if payload_bytes is not None and payload_bytes <= PREVIEW_MAX_BYTES:
-        return items[0]
-    encoded = orjson.dumps(items[0], option=_ORJSON_OPTIONS)
-    return items[0] if len(encoded) <= PREVIEW_MAX_BYTES else None
+    size = encoded.first_item_bytes() if encoded is not None else None
+    if size is None and input_bytes is not None:
+        size = (input_bytes, True)
+    if size is not None:
+        item_bytes, exact = size
+        if item_bytes <= PREVIEW_MAX_BYTES:
+            return items[0]
+        if exact:
+            return None
+    # It shares its chunk (of at most `SPLIT_BYTES`), or nothing says how large it is.
+    encoded_item = orjson.dumps(items[0], option=_ORJSON_OPTIONS)
+    return items[0] if len(encoded_item) <= PREVIEW_MAX_BYTES else None

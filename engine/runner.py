@@ -35,6 +35,7 @@ from engine.executor import (
 from engine.graph import Graph
 from engine.node_types import NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
+from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
 from engine.plan import PlanCache, PlanError, compile_plan
 from engine.states import ExecutionStatus, NodeRunStatus
 
@@ -152,6 +153,7 @@ class ExecutionRunner:
         on_finished: Callable[[LoadedExecution, Outcome], Awaitable[None]] | None = None,
         durable_wait_s: float | None = None,
         resources: NodeResources | None = None,
+        max_node_output_bytes: int | None = DEFAULT_MAX_NODE_OUTPUT_BYTES,
     ) -> None:
         self.source = source
         self.recorder = recorder
@@ -163,6 +165,7 @@ class ExecutionRunner:
         # Waits longer than this park the execution (WAITING) and free this process.
         self.durable_wait_s = durable_wait_s
         self.resources = resources
+        self.max_node_output_bytes = max_node_output_bytes
         self.executor = Executor(recorder)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
@@ -278,6 +281,7 @@ class ExecutionRunner:
             max_concurrency=self.max_concurrency,
             execution_timeout_s=float(timeout) if timeout else None,
             resources=self.resources,
+            max_node_output_bytes=self.max_node_output_bytes,
         )
         request = RunRequest(
             execution_id=loaded.execution_id,

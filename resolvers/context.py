@@ -14,7 +14,6 @@ from strawberry.dataloader import DataLoader
 
 from engine.bus import EventFanout, EventPublisher
 from engine.node_types import NodeTypeRegistry
-from engine.nodes.base import PortItems
 from engine.plan import PlanCache
 from engine.submitter import Submitter
 from engine.validation import GraphLimits
@@ -24,9 +23,10 @@ from resolvers.caches import Lru
 from resolvers.errors import UNAUTHENTICATED, RequestError
 from schema import execution_types as xtypes
 from schema import types
-from storage import accounts, executions, workflows
+from storage import accounts, executions, output_reads, workflows
 from storage.accounts import Principal
 from storage.db import Database
+from storage.output_reads import StoredOutput, StoredValue
 from storage.secrets import SecretBox
 from storage.webhooks import RouteCache
 
@@ -78,13 +78,13 @@ class RequestLoaders:
         self.node_runs: DataLoader[str, list[xtypes.NodeRun]] = DataLoader(
             load_fn=self._load_node_runs, cache=cache
         )
-        self.node_run_outputs: DataLoader[str, PortItems | None] = DataLoader(
+        self.node_run_outputs: DataLoader[str, StoredOutput | None] = DataLoader(
             load_fn=self._load_node_run_outputs, cache=cache
         )
-        self.execution_inputs: DataLoader[str, object] = DataLoader(
+        self.execution_inputs: DataLoader[str, StoredValue | None] = DataLoader(
             load_fn=self._load_execution_inputs, cache=cache
         )
-        self.execution_outputs: DataLoader[str, object] = DataLoader(
+        self.execution_outputs: DataLoader[str, StoredOutput | None] = DataLoader(
             load_fn=self._load_execution_outputs, cache=cache
         )
         self.sub_executions: DataLoader[str, list[xtypes.Execution]] = DataLoader(
@@ -98,14 +98,18 @@ class RequestLoaders:
             grouped = await executions.children_by_parent(session, execution_ids)
         return [[mapping.execution(row) for row in grouped[i]] for i in execution_ids]
 
-    async def _load_execution_inputs(self, execution_ids: Sequence[str]) -> list[object]:
-        async with self._database.session() as session:
-            found = await executions.execution_payloads(session, execution_ids, executions.INPUT)
+    # Stored inputs and outputs are read a page at a time (storage/output_reads.py): these
+    # load where each is and its start, not the whole.
+    async def _load_execution_inputs(
+        self, execution_ids: Sequence[str]
+    ) -> list[StoredValue | None]:
+        found = await output_reads.execution_inputs(self._database, execution_ids)
         return [found.get(i) for i in execution_ids]
 
-    async def _load_execution_outputs(self, execution_ids: Sequence[str]) -> list[object]:
-        async with self._database.session() as session:
-            found = await executions.execution_payloads(session, execution_ids, executions.OUTPUT)
+    async def _load_execution_outputs(
+        self, execution_ids: Sequence[str]
+    ) -> list[StoredOutput | None]:
+        found = await output_reads.execution_outputs(self._database, execution_ids)
         return [found.get(i) for i in execution_ids]
 
     async def _load_node_runs(self, execution_ids: Sequence[str]) -> list[list[xtypes.NodeRun]]:
@@ -113,9 +117,8 @@ class RequestLoaders:
             grouped = await executions.node_runs(session, execution_ids)
         return [[mapping.node_run(row) for row in grouped[i]] for i in execution_ids]
 
-    async def _load_node_run_outputs(self, run_ids: Sequence[str]) -> list[PortItems | None]:
-        async with self._database.session() as session:
-            found = await executions.payloads_by_run(session, run_ids)
+    async def _load_node_run_outputs(self, run_ids: Sequence[str]) -> list[StoredOutput | None]:
+        found = await output_reads.node_run_outputs(self._database, run_ids)
         return [found.get(i) for i in run_ids]
 
     async def _load_users(self, user_ids: Sequence[str]) -> list[types.User | None]:

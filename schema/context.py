@@ -6,13 +6,28 @@ they never import the resolvers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from strawberry.dataloader import DataLoader
 
 if TYPE_CHECKING:
+    from engine.output_pages import Page
     from schema.execution_types import Execution, NodeRun
     from schema.types import User, WorkflowVersion, Workspace
+
+
+class StoredOutput(Protocol):
+    """Stored output items by port, read a page at a time (storage/output_reads.py)."""
+
+    def ports(self) -> list[tuple[str, int]]: ...
+
+    async def page(self, port: str | None, offset: int, limit: int, max_bytes: int) -> Page: ...
+
+
+class StoredValue(Protocol):
+    """One stored JSON value (an execution input), decoded only when it fits."""
+
+    async def read(self, max_bytes: int) -> tuple[Any, bool]: ...
 
 
 class Loaders(Protocol):
@@ -31,16 +46,16 @@ class Loaders(Protocol):
     def node_runs(self) -> DataLoader[str, list[NodeRun]]: ...
 
     @property
-    def execution_inputs(self) -> DataLoader[str, object]: ...
+    def execution_inputs(self) -> DataLoader[str, StoredValue | None]: ...
 
     @property
-    def execution_outputs(self) -> DataLoader[str, object]: ...
+    def execution_outputs(self) -> DataLoader[str, StoredOutput | None]: ...
 
     @property
     def sub_executions(self) -> DataLoader[str, list[Execution]]: ...
 
     @property
-    def node_run_outputs(self) -> DataLoader[str, dict[str, list[dict[str, object]]] | None]: ...
+    def node_run_outputs(self) -> DataLoader[str, StoredOutput | None]: ...
 
 
 class SchemaContext(Protocol):

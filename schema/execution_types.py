@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import cast
+from typing import Annotated, cast
 
-import orjson
 import strawberry
 from graphql import GraphQLError
 from strawberry.scalars import JSON
 
-from schema.context import SchemaContext
+from engine.output_pages import (
+    MAX_PAGE_BYTES,
+    MAX_PAGE_ITEMS,
+    MIN_PAGE_BYTES,
+    MemoryOutput,
+    MemoryValue,
+    Page,
+)
+from schema.context import SchemaContext, StoredOutput, StoredValue
 from schema.types import PageInfo
 
 Info = strawberry.Info[SchemaContext, None]
 
 PREVIEW_BYTES = 1024 * 1024
-MAX_PAGE_ITEMS = 10_000
 
 
 @strawberry.enum(description="Where an execution is in its life.")
@@ -90,42 +96,80 @@ class ExecutionError:
     )
 
 
-@strawberry.type(description="A page of one node run's output items on one port.")
+@strawberry.type(
+    description="A page of output items on one port: at most `limit` items and `maxBytes` of "
+    "JSON. An item larger than `maxBytes` that would come first is replaced by its "
+    'truncation marker, `{"$truncated": true, "bytes": N, "preview": "..."}` (N: its size as '
+    "JSON; preview: the start of its JSON text), and the page ends after it."
+)
 class NodeRunOutput:
     port: str = strawberry.field(description="The output port.")
     items: JSON = strawberry.field(description="The items of this page.")
     offset: int = strawberry.field(description="Index of the first item of this page.")
     total: int = strawberry.field(description="How many items the port has in all.")
     truncated: bool = strawberry.field(
-        description="Whether items were left out to stay under the size cap."
+        description="Whether items were left out to stay under the size cap or the limit, or "
+        "the page's one item is a truncation marker."
     )
     next_offset: int | None = strawberry.field(description="Offset of the next page, if any.")
 
 
-def page_of(
-    port: str, items: list[dict[str, object]], offset: int, limit: int, max_bytes: int
-) -> NodeRunOutput:
-    """Items from `offset`, at most `limit` of them and `max_bytes` of JSON (at least one)."""
-    offset = max(offset, 0)
-    limit = min(max(limit, 1), MAX_PAGE_ITEMS)
-    page: list[dict[str, object]] = []
-    size = 0
-    truncated = False
-    for item in items[offset : offset + limit]:
-        size += len(orjson.dumps(item))
-        if page and size > max_bytes:
-            truncated = True
-            break
-        page.append(item)
-    end = offset + len(page)
+def _output_page(page: Page) -> NodeRunOutput:
     return NodeRunOutput(
-        port=port,
-        items=cast(JSON, page),
-        offset=offset,
-        total=len(items),
-        truncated=truncated or end < len(items),
-        next_offset=end if end < len(items) else None,
+        port=page.port,
+        items=cast(JSON, page.items),
+        offset=page.offset,
+        total=page.total,
+        truncated=page.truncated,
+        next_offset=page.next_offset,
     )
+
+
+def checked_max_bytes(max_bytes: int) -> int:
+    """`maxBytes` as asked, or a BAD_USER_INPUT error naming the bounds."""
+    if not MIN_PAGE_BYTES <= max_bytes <= MAX_PAGE_BYTES:
+        # The code of resolvers.errors.BAD_USER_INPUT (types never import resolvers).
+        raise GraphQLError(
+            f"maxBytes must be between {MIN_PAGE_BYTES} and {MAX_PAGE_BYTES}, got {max_bytes}",
+            extensions={"code": "BAD_USER_INPUT", "field": "maxBytes"},
+        )
+    return max_bytes
+
+
+class _Pages:
+    """Pages of one stored output, each read once per object: `output` and
+    `outputTruncated` ask for the same page."""
+
+    def __init__(self) -> None:
+        self.pages: dict[tuple[str | None, int, int, int], Page | None] = {}
+
+    async def page(
+        self,
+        output: StoredOutput | None,
+        port: str | None,
+        offset: int,
+        limit: int,
+        max_bytes: int,
+    ) -> Page | None:
+        key = (port, offset, limit, checked_max_bytes(max_bytes))
+        if key not in self.pages:
+            ports = output.ports() if output is not None else []
+            has_items = any(count for _, count in ports)
+            self.pages[key] = (
+                await output.page(port, offset, limit, max_bytes)
+                if output is not None and ports and (has_items or port is not None)
+                else None
+            )
+        return self.pages[key]
+
+
+_max_bytes_argument = strawberry.argument(
+    description=f"The cap, in bytes of JSON: from {MIN_PAGE_BYTES} to {MAX_PAGE_BYTES}."
+)
+_offset_argument = strawberry.argument(description="Index of the first item to return.")
+_limit_argument = strawberry.argument(
+    description=f"At most this many items (1 to {MAX_PAGE_ITEMS})."
+)
 
 
 @strawberry.type(description="One attempt of one node in an execution.")
@@ -145,61 +189,50 @@ class NodeRun:
         description="What the attempt printed (Code node), whether it succeeded or failed; "
         "null for nodes that print nothing. Lost when the script is stopped by a limit."
     )
-    pages: strawberry.Private[
-        dict[tuple[str | None, int, int, int], NodeRunOutput | None] | None
-    ] = None
+    pages: strawberry.Private[_Pages | None] = None
 
     @strawberry.field(
         description="Preview of the output: the items of the first port with data, capped at "
-        "`maxBytes` of JSON (1 MB by default); see `outputTruncated` and `outputPage`."
+        "`maxBytes` of JSON (1 MB by default; a first item larger than that is replaced by its "
+        "truncation marker, see `NodeRunOutput`); see `outputTruncated` and `outputPage`."
     )
-    async def output(self, info: Info, max_bytes: int = PREVIEW_BYTES) -> JSON | None:
+    async def output(
+        self, info: Info, max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES
+    ) -> JSON | None:
         page = await self._page(info, None, 0, MAX_PAGE_ITEMS, max_bytes)
-        return None if page is None else page.items
+        return None if page is None else cast(JSON, page.items)
 
     @strawberry.field(description="Whether `output` (with the same maxBytes) was cut short.")
-    async def output_truncated(self, info: Info, max_bytes: int = PREVIEW_BYTES) -> bool:
+    async def output_truncated(
+        self, info: Info, max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES
+    ) -> bool:
         page = await self._page(info, None, 0, MAX_PAGE_ITEMS, max_bytes)
         return page is not None and page.truncated
 
     @strawberry.field(description="Output ports that carry items, in port order.")
     async def output_ports(self, info: Info) -> list[str]:
-        outputs = await info.context.loaders.node_run_outputs.load(str(self.id))
-        return [port for port, items in (outputs or {}).items() if items]
+        output = await info.context.loaders.node_run_outputs.load(str(self.id))
+        return [port for port, count in (output.ports() if output else []) if count]
 
     @strawberry.field(description="A page of the full output of one port (default: the first).")
     async def output_page(
         self,
         info: Info,
         port: str | None = None,
-        offset: int = 0,
-        limit: int = 100,
-        max_bytes: int = PREVIEW_BYTES,
+        offset: Annotated[int, _offset_argument] = 0,
+        limit: Annotated[int, _limit_argument] = 100,
+        max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES,
     ) -> NodeRunOutput | None:
-        return await self._page(info, port, offset, limit, max_bytes)
+        page = await self._page(info, port, offset, limit, max_bytes)
+        return None if page is None else _output_page(page)
 
     async def _page(
         self, info: Info, port: str | None, offset: int, limit: int, max_bytes: int
-    ) -> NodeRunOutput | None:
-        # `output` and `outputTruncated` ask for the same page: encode it once.
-        key = (port, offset, limit, max_bytes)
+    ) -> Page | None:
         if self.pages is None:
-            self.pages = {}
-        if key not in self.pages:
-            self.pages[key] = await self._build_page(info, port, offset, limit, max_bytes)
-        return self.pages[key]
-
-    async def _build_page(
-        self, info: Info, port: str | None, offset: int, limit: int, max_bytes: int
-    ) -> NodeRunOutput | None:
-        outputs = await info.context.loaders.node_run_outputs.load(str(self.id))
-        if not outputs:
-            return None
-        if port is None:
-            port = next((name for name, items in outputs.items() if items), None)
-            if port is None:
-                return None
-        return page_of(port, outputs.get(port, []), offset, limit, max_bytes)
+            self.pages = _Pages()
+        output = await info.context.loaders.node_run_outputs.load(str(self.id))
+        return await self.pages.page(output, port, offset, limit, max_bytes)
 
 
 @strawberry.type(description="One run of a workflow version.")
@@ -230,17 +263,69 @@ class Execution:
     legacy_input: strawberry.Private[object] = None
     legacy_output: strawberry.Private[object] = None
 
-    @strawberry.field(description="The input item it started with.")
-    async def input(self, info: Info) -> JSON | None:
-        found = await info.context.loaders.execution_inputs.load(str(self.id))
-        return cast(JSON, found if found is not None else self.legacy_input)
+    pages: strawberry.Private[_Pages | None] = None
 
     @strawberry.field(
-        description="Items of the last leaf node (topological order) that produced data."
+        description="The input item it started with, capped at `maxBytes` of JSON (1 MB by "
+        "default): a larger input is replaced by its truncation marker (see `NodeRunOutput`) "
+        "and `inputTruncated` is true."
     )
-    async def output(self, info: Info) -> JSON | None:
-        found = await info.context.loaders.execution_outputs.load(str(self.id))
-        return cast(JSON, found if found is not None else self.legacy_output)
+    async def input(
+        self, info: Info, max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES
+    ) -> JSON | None:
+        value, _ = await self._input(info, max_bytes)
+        return cast(JSON, value)
+
+    @strawberry.field(description="Whether `input` (with the same maxBytes) was truncated.")
+    async def input_truncated(
+        self, info: Info, max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES
+    ) -> bool:
+        _, cut = await self._input(info, max_bytes)
+        return cut
+
+    async def _input(self, info: Info, max_bytes: int) -> tuple[object, bool]:
+        found: StoredValue | None = await info.context.loaders.execution_inputs.load(str(self.id))
+        if found is None:
+            found = MemoryValue(self.legacy_input)
+        return await found.read(checked_max_bytes(max_bytes))
+
+    @strawberry.field(
+        description="Items of the last leaf node (topological order) that produced data, "
+        "capped at `maxBytes` of JSON (1 MB by default; a first item larger than that is "
+        "replaced by its truncation marker, see `NodeRunOutput`); see `outputTruncated` and "
+        "`outputPage`."
+    )
+    async def output(
+        self, info: Info, max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES
+    ) -> JSON | None:
+        page = await self._page(info, 0, MAX_PAGE_ITEMS, max_bytes)
+        return None if page is None else cast(JSON, page.items)
+
+    @strawberry.field(description="Whether `output` (with the same maxBytes) was cut short.")
+    async def output_truncated(
+        self, info: Info, max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES
+    ) -> bool:
+        page = await self._page(info, 0, MAX_PAGE_ITEMS, max_bytes)
+        return page is not None and page.truncated
+
+    @strawberry.field(description="A page of the output's items.")
+    async def output_page(
+        self,
+        info: Info,
+        offset: Annotated[int, _offset_argument] = 0,
+        limit: Annotated[int, _limit_argument] = 100,
+        max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_BYTES,
+    ) -> NodeRunOutput | None:
+        page = await self._page(info, offset, limit, max_bytes)
+        return None if page is None else _output_page(page)
+
+    async def _page(self, info: Info, offset: int, limit: int, max_bytes: int) -> Page | None:
+        if self.pages is None:
+            self.pages = _Pages()
+        output = await info.context.loaders.execution_outputs.load(str(self.id))
+        if output is None and isinstance(self.legacy_output, list):
+            output = MemoryOutput({"main": self.legacy_output})
+        return await self.pages.page(output, None, offset, limit, max_bytes)
 
     @strawberry.field(
         description="The sub-workflow executions its Execute Workflow nodes started, oldest first."

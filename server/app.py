@@ -83,6 +83,7 @@ def build_services(
             plan_cache=plan_cache,
             max_concurrency=settings.max_node_concurrency,
             durable_wait_s=settings.durable_wait_s,
+            max_node_output_bytes=settings.max_node_output_bytes,
             resources=settings.node_resources(
                 database,
                 secret_box,

@@ -40,6 +40,7 @@ from engine.executor import DEFAULT_MAX_CONCURRENCY, Executor, Outcome, RunOptio
 from engine.graph import Edge, Graph, Node, OnError, Position, RetryPolicy
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.nodes.base import Item, NodeResources, RunInfo
+from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
 from engine.plan import Plan, PlanError, compile_plan
 from engine.settings import settings_problems
 from engine.states import ExecutionStatus
@@ -385,6 +386,7 @@ async def execute(
     executor: Executor,
     resources: NodeResources | None = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    max_node_output_bytes: int | None = DEFAULT_MAX_NODE_OUTPUT_BYTES,
 ) -> Outcome:
     """Run the workflow once, in this process, honouring `settings.executionTimeoutSeconds`;
     nodes that reach out (HTTP Request) use `resources`."""
@@ -407,6 +409,7 @@ async def execute(
         max_concurrency=max_concurrency,
         execution_timeout_s=float(timeout_s) if timeout_s else None,
         resources=resources,
+        max_node_output_bytes=max_node_output_bytes,
     )
     return await executor.run(request, options)
 
@@ -416,7 +419,13 @@ async def _execute_with_resources(
 ) -> Outcome:
     resources = file_run_resources(settings)
     try:
-        return await execute(workflow, executor, resources, settings.max_node_concurrency)
+        return await execute(
+            workflow,
+            executor,
+            resources,
+            settings.max_node_concurrency,
+            settings.max_node_output_bytes,
+        )
     finally:
         await resources.http.close()
 

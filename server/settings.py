@@ -13,6 +13,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, Validati
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
+from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTPUT_BYTES
+
 if TYPE_CHECKING:
     from engine.code import CodeLimits
     from engine.nodes.base import NodeResources
@@ -185,6 +187,12 @@ class Settings(BaseSettings):
     )
     max_node_concurrency: int = Field(
         default=16, description="Nodes of one execution that may run at the same time.", ge=1
+    )
+    max_node_output_bytes: int = Field(
+        default=DEFAULT_MAX_NODE_OUTPUT_BYTES,
+        description="Largest output of one node, as JSON (all its ports and items): a larger "
+        "one fails the node with NODE_OUTPUT_TOO_LARGE and nothing of it is stored.",
+        ge=MIN_MAX_NODE_OUTPUT_BYTES,
     )
     lease_seconds: float = Field(
         default=30.0,

@@ -131,6 +131,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         leases=keeper,
         on_finished=after_run(database, submitter),
         durable_wait_s=settings.durable_wait_s,
+        max_node_output_bytes=settings.max_node_output_bytes,
         resources=settings.node_resources(database, settings.secret_box(), submit_new),
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))

@@ -15,7 +15,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.bus import EventPublisher
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
-from engine.nodes.base import PortItems
+from engine.nodes.base import Item, PortItems
+from engine.outputs import serialize_outputs
 from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus, NodeRunStatus
 from storage import payloads
@@ -160,6 +161,13 @@ def encode_payload(value: Any) -> tuple[bytes, int]:
     return payloads.compress(raw), len(raw)
 
 
+def encode_output(port: str, items: list[Item]) -> tuple[bytes, int]:
+    """An execution output stored by value (`payloads.CHUNKED`, as the items of its port),
+    and its size as JSON."""
+    encoded = serialize_outputs({port: items})
+    return payloads.pack(encoded), encoded.raw_bytes
+
+
 async def store_execution_payload(
     session: AsyncSession,
     execution_id: str,
@@ -212,8 +220,10 @@ async def execution_payloads(
         if row.encoding == payloads.RUN_REFERENCE:
             reference = orjson.loads(row.data)
             references[row.execution_id] = (reference["nodeRunId"], reference["port"])
+        elif row.encoding == payloads.CHUNKED:  # an output by value: its one port's items
+            found[row.execution_id] = next(iter(payloads.decode_chunked(row.data).values()))
         else:
-            found[row.execution_id] = orjson.loads(payloads.decompress(row.data, row.encoding))
+            found[row.execution_id] = payloads.decode(row.data, row.encoding)
     if references:
         runs = await payloads_by_run(session, [run_id for run_id, _ in references.values()])
         for execution_id, (run_id, port) in references.items():
@@ -241,7 +251,7 @@ async def _decode_run_payloads(
         if encoding == payloads.INPUT_REFERENCE:
             inputs_wanted[key] = (execution_id, data.decode())
         else:
-            decoded[key] = orjson.loads(payloads.decompress(data, encoding))
+            decoded[key] = payloads.decode(data, encoding)
     if inputs_wanted:
         ids = {execution_id for execution_id, _ in inputs_wanted.values()}
         inputs = await execution_payloads(session, ids, INPUT)

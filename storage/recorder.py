@@ -21,6 +21,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
+from engine.outputs import EncodedOutputs
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from storage import executions, payloads
 from storage.db import Database, run_core
@@ -112,10 +113,10 @@ def _node_run_values(state: NodeRunState) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Payload:
-    """A record's payload while it waits to be stored: raw JSON, then compressed."""
+    """A record's payload while it waits to be stored: encoded, then compressed."""
 
     raw_size: int
-    raw: bytes | None
+    raw: EncodedOutputs | None
     compressed: bytes | None = None
     compressing: asyncio.Future[bytes] | None = None
 
@@ -186,11 +187,11 @@ class GroupCommitWriter:
         self._emitted += 1
         if record.payload is not None:
             raw, record.payload = record.payload, None
-            held = self._payloads[id(record)] = _Payload(len(raw), raw)
+            held = self._payloads[id(record)] = _Payload(raw.raw_bytes, raw)
             self._pending_payload_bytes += held.raw_size
             if held.raw_size > _THREAD_COMPRESS_BYTES:
                 loop = asyncio.get_running_loop()
-                held.compressing = loop.run_in_executor(None, payloads.compress, raw)
+                held.compressing = loop.run_in_executor(None, payloads.pack, raw)
                 held.compressing.add_done_callback(lambda _: self._compressed(held))
         self._wake.set()
 
@@ -279,8 +280,11 @@ class GroupCommitWriter:
                 reference = executions.output_reference(*change.output_from)
                 outputs[id(record)] = (reference, 0, payloads.RUN_REFERENCE)
             else:
-                data, raw_bytes = await asyncio.to_thread(executions.encode_payload, change.output)
-                outputs[id(record)] = (data, raw_bytes, payloads.ENCODING)
+                # Items of an earlier execution's node run (reused by a retry): stored again.
+                data, raw_bytes = await asyncio.to_thread(
+                    executions.encode_output, change.output_port or "main", change.output
+                )
+                outputs[id(record)] = (data, raw_bytes, payloads.CHUNKED)
         async with self._database.transaction() as session:
             new_run_ids, written = await self._write(session, batch, compressed, outputs)
         # Only after the commit are these runs known to exist.
@@ -363,7 +367,7 @@ class GroupCommitWriter:
                 compressed[id(record)] = held.compressed
             else:
                 assert held.raw is not None
-                compressed[id(record)] = held.compressed = payloads.compress(held.raw)
+                compressed[id(record)] = held.compressed = payloads.pack(held.raw)
         return compressed
 
     async def _write(
@@ -408,7 +412,7 @@ class GroupCommitWriter:
             {
                 "node_run_id": record.node_run.id,
                 "execution_id": record.event.execution_id,
-                "encoding": payloads.ENCODING,
+                "encoding": payloads.CHUNKED,
                 "raw_bytes": self._payloads[id(record)].raw_size,
                 "data": compressed[id(record)],
             }

@@ -137,7 +137,7 @@ async def test_outputs_stored_once_are_referenced_not_stored_again(
             )
         ).one()
     assert encodings["start"] == payloads.INPUT_REFERENCE
-    assert encodings["set"] == payloads.ENCODING
+    assert encodings["set"] == payloads.CHUNKED
     assert output_row.encoding == payloads.RUN_REFERENCE
     # A retry from the start reads the referenced trigger output of the first execution.
     data = await alice.gql(

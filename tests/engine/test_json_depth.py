@@ -20,6 +20,7 @@ from engine.json_depth import (
 )
 from engine.nodes.base import NodeError
 from engine.outputs import serialize_outputs
+from storage.payloads import decode_chunked, pack
 from tests.factories import nested
 
 
@@ -101,7 +102,9 @@ def test_loads_reads_what_json_reads() -> None:
 
 def test_node_outputs_hold_items_whose_fields_nest_at_most_64_levels() -> None:
     at_limit = {"main": [{"a": 1}], "other": [{"ok": 1}, {"deep": nested(MAX_JSON_DEPTH)}]}
-    assert serialize_outputs(at_limit) == orjson.dumps(at_limit)
+    encoded = serialize_outputs(at_limit)
+    assert decode_chunked(pack(encoded)) == at_limit
+    assert encoded.raw_bytes == len(orjson.dumps(at_limit))
     over = {"main": [{"a": 1}], "other": [{"ok": 1}, {"deep": nested(MAX_JSON_DEPTH + 1)}]}
     with pytest.raises(NodeError) as raised:
         serialize_outputs(over)

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from server.run_command import EXIT_FAILED, EXIT_INVALID, EXIT_SUCCEEDED, run_workflow_file
 from tests.factories import edge, nested, nested_text, node, workflow_input
+from tests.server.loom_process import run_loom
 
 LOOM = Path(sys.executable).parent / "loom"
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,3 +222,25 @@ def test_input_option_overrides_the_files_input_and_quiet_prints_only_the_output
     assert code == EXIT_SUCCEEDED, progress
     assert json.loads(output) == [{"quantity": 2, "accepted": True}]
     assert progress == ""
+
+
+def test_the_output_limit_setting_holds_in_loom_run(tmp_path: Path) -> None:
+    nodes = [
+        node("start", "Start", "manual_trigger"),
+        node(
+            "big",
+            "Big",
+            "set",
+            parameters={"fields": [{"name": "s", "value": "{{ 'x' * 70000 }}"}]},
+        ),
+    ]
+    path = _write(tmp_path, workflow_input(nodes=nodes, edges=[edge("start", "big")]))
+    refused = run_loom("run", str(path), cwd=tmp_path, LOOM_MAX_NODE_OUTPUT_BYTES="65536")
+    assert refused.code == EXIT_FAILED, refused.stderr
+    assert "NODE_OUTPUT_TOO_LARGE: node 'Big': produced more output than the limit of 65,536" in (
+        " ".join(refused.stderr.split())
+    )
+    assert refused.stdout == ""
+    allowed = run_loom("run", str(path), cwd=tmp_path, LOOM_MAX_NODE_OUTPUT_BYTES="100000")
+    assert allowed.code == EXIT_SUCCEEDED, allowed.stderr
+    assert json.loads(allowed.stdout) == [{"s": "x" * 70000}]

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import ENV_PREFIX, Settings, load_settings, setting_example
+from server.settings import (
+    ENV_PREFIX,
+    InvalidSettingsError,
+    Settings,
+    load_settings,
+    setting_example,
+)
 from tests.server.loom_process import run_loom, start_loom
 
 SECRETS = {"secret_key", "previous_secret_keys", "admin_token"}
@@ -104,3 +110,15 @@ def test_a_comma_separated_network_list_is_accepted_by_the_command(tmp_path: Pat
         "db", "upgrade", cwd=tmp_path, LOOM_HTTP_ALLOWED_NETWORKS="127.0.0.0/8, 10.1.0.0/16"
     )
     assert ran.code == 0, ran.stderr
+
+
+def test_an_output_limit_no_error_item_fits_under_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOOM_MAX_NODE_OUTPUT_BYTES", "1000")
+    with pytest.raises(InvalidSettingsError) as refused:
+        load_settings(_env_file=None)
+    assert str(refused.value) == (
+        "LOOM_MAX_NODE_OUTPUT_BYTES='1000': input should be greater than or equal to 65536 "
+        "(example: LOOM_MAX_NODE_OUTPUT_BYTES=134217728)"
+    )
