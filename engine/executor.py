@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -28,6 +29,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from engine import slices
 from engine.events import (
     ErrorInfo,
     Event,
@@ -37,7 +39,9 @@ from engine.events import (
     Record,
     Recorder,
 )
-from engine.expressions import ExpressionError
+from engine.expressions import ExpressionError, ExpressionLimitError
+from engine.expressions.budget import DEFAULT_LIMITS, SETTING, ExpressionLimits
+from engine.expressions.errors import DeadlineReached
 from engine.graph import OnError
 from engine.nodes.base import (
     Item,
@@ -66,6 +70,10 @@ DEFAULT_MAX_CONCURRENCY = 16
 # of payloads is small again: memory stays bounded however much data a run produces.
 THROTTLE_PAYLOAD_BYTES = 1024 * 1024
 
+# How long a node whose deadline passed inside synchronous work waits for the timeout that
+# is due to cancel it (it takes one turn of the event loop; this is a safety margin).
+DEADLINE_GRACE_S = 0.25
+
 NO_DATA: list[Item] = []  # identity marks an edge that resolved without data
 # Node runs whose outputs were recorded (FAILED ones when onError routed an error item).
 _WITH_PAYLOAD = (NodeRunStatus.SUCCEEDED, NodeRunStatus.FAILED)
@@ -80,6 +88,7 @@ class RunOptions:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     execution_timeout_s: float | None = None
     resources: NodeResources | None = None
+    expression_limits: ExpressionLimits = DEFAULT_LIMITS
 
 
 @dataclass(slots=True)
@@ -139,6 +148,19 @@ def error_info(exc: BaseException, plan_node: PlanNode) -> ErrorInfo:
     label = f"node {node.name!r}"
     if isinstance(exc, NodeError):
         return ErrorInfo(exc.error_type, f"{label}: {exc.message}", exc.details)
+    if isinstance(exc, ExpressionLimitError):
+        parameter = exc.parameter
+        where = f" in parameter '{parameter}'" if parameter else ""
+        return ErrorInfo(
+            "EXPRESSION_LIMIT",
+            f"{label}{where}: {exc}",
+            {
+                "expression": exc.expression,
+                "parameter": parameter,
+                "limit": exc.limit,
+                "setting": SETTING.get(exc.limit),
+            },
+        )
     if isinstance(exc, ExpressionError):
         parameter = getattr(exc, "parameter", None)
         where = f" in parameter '{parameter}'" if parameter else ""
@@ -156,6 +178,21 @@ def error_info(exc: BaseException, plan_node: PlanNode) -> ErrorInfo:
     if isinstance(exc, ConnectionError):
         return ErrorInfo("CONNECTION_ERROR", f"{label}: {exc}")
     return ErrorInfo("NODE_CRASHED", f"{label} raised {type(exc).__name__}: {exc}")
+
+
+async def _behave(behaviour: Any, context: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Run a behaviour; its deadline passing in synchronous work (an expression) ends it
+    the way a timeout ends any node: the timeout that is due cancels it at the next turn of
+    the event loop, which this gives. Whether the node's or the execution's time was up,
+    the error is then the usual one (NODE_TIMEOUT, EXECUTION_TIMEOUT)."""
+    try:
+        result: PortItems = await behaviour(context, inputs)
+    except DeadlineReached:
+        context.note_held()
+        await asyncio.sleep(DEADLINE_GRACE_S)
+        raise TimeoutError from None
+    context.note_held()
+    return result
 
 
 # What `run_node` returns for a node that parked (a durable wait): it resolves nothing.
@@ -214,6 +251,8 @@ class _Run:
         self.parked: dict[str, tuple[NodeRunState, datetime]] = {}
         # Parked nodes that wait for executions they started (sub-workflows).
         self.on_children: set[str] = set()
+        # When the execution's time is up, on the monotonic clock (set when it starts).
+        self.deadline: float | None = None
 
     # Recording
 
@@ -433,6 +472,10 @@ class _Run:
                     "it for the editor but gives it no behaviour",
                     error_type="NOT_RUNNABLE",
                 )
+            deadline = self.deadline
+            if node.timeout_s is not None:
+                node_deadline = time.monotonic() + node.timeout_s
+                deadline = node_deadline if deadline is None else min(deadline, node_deadline)
             context = NodeRunContext(
                 node,
                 plan_node.compiled,
@@ -442,12 +485,14 @@ class _Run:
                 resume_at,
                 self.options.resources,
                 state.id,
+                self.options.expression_limits,
+                deadline,
             )
             if node.timeout_s is not None:
                 async with asyncio.timeout(node.timeout_s):
-                    result = await behaviour(context, inputs)
+                    result = await _behave(behaviour, context, inputs)
             else:
-                result = await behaviour(context, inputs)
+                result = await _behave(behaviour, context, inputs)
             outputs = check_outputs(result, plan_node.output_ports, node.name)
         input_port = self.input_port(plan_node, outputs)
         payload: bytes | None = None
@@ -572,7 +617,10 @@ class _Run:
                         continue
                     if not self.running and not self.ready:
                         # The only runnable node: run it in this task. A chain of nodes
-                        # then costs no task creation and no asyncio.wait per node.
+                        # then costs no task creation and no asyncio.wait per node, and
+                        # gives the event loop a turn once a slice has passed.
+                        if slices.due():
+                            await slices.give_turn()
                         outputs = await self.run_node(plan_node, inputs)
                         if outputs is not PARKED:
                             self.resolve(plan_node, outputs)
@@ -705,6 +753,8 @@ class Executor:
         """
         options = options or RunOptions()
         run = _Run(request, self.recorder, options, self.clock)
+        if options.execution_timeout_s is not None:
+            run.deadline = time.monotonic() + options.execution_timeout_s
         run.start()
         self._runs.add(run)
         try:

@@ -32,6 +32,7 @@ from engine.executor import (
     RunRequest,
     StartNodeError,
 )
+from engine.expressions.budget import DEFAULT_LIMITS, ExpressionLimits
 from engine.graph import Graph
 from engine.node_types import NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
@@ -152,6 +153,7 @@ class ExecutionRunner:
         on_finished: Callable[[LoadedExecution, Outcome], Awaitable[None]] | None = None,
         durable_wait_s: float | None = None,
         resources: NodeResources | None = None,
+        expression_limits: ExpressionLimits = DEFAULT_LIMITS,
     ) -> None:
         self.source = source
         self.recorder = recorder
@@ -163,6 +165,7 @@ class ExecutionRunner:
         # Waits longer than this park the execution (WAITING) and free this process.
         self.durable_wait_s = durable_wait_s
         self.resources = resources
+        self.expression_limits = expression_limits
         self.executor = Executor(recorder)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
@@ -278,6 +281,7 @@ class ExecutionRunner:
             max_concurrency=self.max_concurrency,
             execution_timeout_s=float(timeout) if timeout else None,
             resources=self.resources,
+            expression_limits=self.expression_limits,
         )
         request = RunRequest(
             execution_id=loaded.execution_id,

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from engine.bus import EventFanout, EventPublisher, LocalPublisher
+from engine.loop_monitor import monitoring
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.nodes.webhook import METHODS
 from engine.plan import PlanCache
@@ -82,6 +83,7 @@ def build_services(
             plan_cache=plan_cache,
             max_concurrency=settings.max_node_concurrency,
             durable_wait_s=settings.durable_wait_s,
+            expression_limits=settings.expression_limits(),
             resources=settings.node_resources(
                 database,
                 secret_box,
@@ -175,6 +177,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with monitoring(settings.loop_stall_s) as monitor:
+            app.state.loop_monitor = monitor
+            async with serving():
+                yield
+
+    @asynccontextmanager
+    async def serving() -> AsyncIterator[None]:
         nonlocal reading, scheduling
         if reader is not None and publisher is not None:
             publisher.start()

@@ -36,6 +36,7 @@ from rich.text import Text
 
 from engine.events import ErrorInfo, Event, EventType, Record
 from engine.executor import DEFAULT_MAX_CONCURRENCY, Executor, Outcome, RunOptions, RunRequest
+from engine.expressions.budget import DEFAULT_LIMITS, ExpressionLimits
 from engine.graph import Edge, Graph, Node, OnError, Position, RetryPolicy
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.nodes.base import Item, NodeResources, RunInfo
@@ -377,6 +378,7 @@ async def execute(
     executor: Executor,
     resources: NodeResources | None = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    expression_limits: ExpressionLimits = DEFAULT_LIMITS,
 ) -> Outcome:
     """Run the workflow once, in this process, honouring `settings.executionTimeoutSeconds`;
     nodes that reach out (HTTP Request) use `resources`."""
@@ -399,6 +401,7 @@ async def execute(
         max_concurrency=max_concurrency,
         execution_timeout_s=float(timeout_s) if timeout_s else None,
         resources=resources,
+        expression_limits=expression_limits,
     )
     return await executor.run(request, options)
 
@@ -408,7 +411,13 @@ async def _execute_with_resources(
 ) -> Outcome:
     resources = file_run_resources(settings)
     try:
-        return await execute(workflow, executor, resources, settings.max_node_concurrency)
+        return await execute(
+            workflow,
+            executor,
+            resources,
+            settings.max_node_concurrency,
+            settings.expression_limits(),
+        )
     finally:
         await resources.http.close()
 
