@@ -52,13 +52,24 @@ SETTING = {
 }
 
 _CONTAINERS = (list, dict)
+# What evaluating an expression's own tree costs, charged as a rendering starts: each node
+# of the tree (an operation, a name, a constant), and each expression and text template
+# besides (calling it, turning its value into text).
+TREE_NODE_STEPS = 2
+EXPRESSION_STEPS = 8
+TEMPLATE_STEPS = 16
+# Measuring a container costs its elements and this many steps more.
+CONTAINER_STEPS = 4
+# Containers this large have their size remembered for the rest of the rendering, so that a
+# shared reference is not measured again each time it appears.
+REMEMBER_SIZE_FROM = 64
 
 
 @dataclass(frozen=True, slots=True)
 class ExpressionLimits:
     """The budget of one rendering; set per deployment (`LOOM_EXPRESSION_*`)."""
 
-    max_steps: int = 250_000
+    max_steps: int = 200_000
     max_value_size: int = 1_000_000
     # Total time of regular expressions per rendering (expressions' `matches`), and per item
     # for the regex conditions of IF, Filter and Switch.
@@ -91,9 +102,9 @@ class Budget:
         self.used = 0
         self.check_at = self._first_check
         self.regex_left_s = limits.regex_timeout_s
-        # Sizes of the containers measured in this rendering, by id, each with the container
-        # (kept alive, so that its id cannot be reused for another while remembered).
-        self._sizes: dict[int, tuple[int, Any]] | None = None
+        # Measures (size, containers) of large containers met in this rendering, by id, each
+        # with the container (kept alive, so that its id cannot be reused while remembered).
+        self._sizes: dict[int, tuple[int, int, Any]] | None = None
 
     def start(self, steps: int = 0) -> None:
         """Begin a rendering whose expressions' own operations cost `steps`: the rest of
@@ -142,66 +153,89 @@ class Budget:
                 f"{self.limits.max_value_size:,} (characters and elements, counted recursively)",
             )
 
-    def size(self, value: Any, allowed: int | None = None) -> int:
-        """The logical size of `value`, charging a step per element visited.
+    def measure(self, value: Any, allowed: int | None = None) -> tuple[int, int]:
+        """The logical size of `value` and how many lists and objects it holds (itself
+        included), charging a step per element looked at.
 
-        Stops as soon as the count passes `allowed` (the value size limit by default),
-        returning a number past it: the caller refuses the value, and no measurement costs
-        more than the limit it checks. A container met again (a shared reference) is not
-        visited again: its size is remembered for the rest of the rendering.
+        Stops as soon as the size passes `allowed` (the value size limit by default),
+        returning a size past it: the caller refuses the value, and no measurement costs
+        more than the limit it checks. A large container met again (a shared reference) is
+        not looked into again: its measure is remembered for the rest of the rendering.
         """
         kind = type(value)
         if kind is str:
-            return len(value)
+            return len(value), 0
         if kind is not list and kind is not dict:
-            return 1
+            return 1, 0
         allowed = self.limits.max_value_size if allowed is None else allowed
         if self._sizes is None:
             self._sizes = {}
         walk = _Walk(self._sizes, allowed, self.steps_left())
         try:
-            return walk.measure(value)
+            return walk.measure(value), walk.containers
         except _TooLarge:
-            return allowed + 1
+            return allowed + 1, walk.containers
         finally:
             self.charge(walk.visited)
+
+    def size(self, value: Any, allowed: int | None = None) -> int:
+        """The logical size of `value` (see `measure`)."""
+        return self.measure(value, allowed)[0]
+
+    def work(self, value: Any, allowed: int | None = None) -> int:
+        """Steps one pass over `value` takes (encoding it, comparing it, keying it): its
+        size, and more for each list or object (Python's code pays for each container)."""
+        allowed = self.steps_left() if allowed is None else allowed
+        size, containers = self.measure(value, allowed)
+        return size + CONTAINER_STEPS * containers
 
     def check_value(self, value: Any, what: str) -> None:
         """Refuse a value about to be built from `value`'s parts when it is too large."""
         self.check_size(self.size(value), what)
 
-    def check_repeat(self, sequence: Any, count: int) -> None:
-        """`sequence * count`: refuse before building what would be too large."""
+    def check_repeat(self, sequence: Any, count: int) -> tuple[int, int]:
+        """`sequence * count`: refuse before building what would be too large; the measure
+        (size, containers) of what may then be built."""
         if count <= 0:
-            return
+            return 1, 1
         limit = self.limits.max_value_size
-        size = self.size(sequence, limit // count + 1)
+        size, containers = self.measure(sequence, limit // count + 1)
         self.check_size(size * count, f"repeating a value {_count(count)} times")
         if isinstance(sequence, str):
             self.charge_chars(len(sequence) * count)
-        else:
-            self.charge_elements(len(sequence) * count)
+            return size * count, 0
+        self.charge_elements(len(sequence) * count)
+        # One list holding `count` times the elements (each list's own count once).
+        return 1 + count * (size - 1), 1 + count * (containers - 1)
+
+    def remember(self, container: Any, measured: tuple[int, int]) -> None:
+        """The measure of a container just built, known without looking into it: measuring
+        it later (to compare it, or build from it) costs nothing."""
+        if len(container) >= REMEMBER_SIZE_FROM:
+            if self._sizes is None:
+                self._sizes = {}
+            self._sizes[id(container)] = (*measured, container)
 
     def comparison(self, left: Any, right: Any) -> None:
-        """Charge what comparing (`==`, `<`, `in`) two values costs, before it is done.
+        """Charge what comparing (`==`, `<`) two values costs, before it is done.
 
         Scalars compare in one step (already charged as the operation); strings by their
         characters; a list or object with a scalar at once (they differ by type); two
-        containers element by element, so by the smaller one's size.
+        containers element by element, so by the smaller one's work.
         """
         left_kind, right_kind = type(left), type(right)
         if left_kind is str and right_kind is str:
             self.charge_chars(min(len(left), len(right)))
         elif left_kind in _CONTAINERS and right_kind in _CONTAINERS:
-            work = self.size(left, self._elements_left())
-            work = min(work, self.size(right, work))
+            work = self.work(left, self._elements_left())
+            work = min(work, self.work(right, work))
             self.charge_elements(work)
 
     def membership(self, container: list[Any], element: Any) -> None:
         """Charge `element in container` for a list: one comparison per element, each as
         costly as the element (a string or container compared with one of its kind)."""
         if type(element) in _CONTAINERS or (type(element) is str and len(element) > 64):
-            self.charge_elements(self.size(container, self._elements_left()))
+            self.charge_elements(self.work(container, self._elements_left()))
         else:
             self.charge_elements(len(container))
 
@@ -224,23 +258,33 @@ class _TooLarge(Exception):
 
 
 class _Walk:
-    """One measurement: counts elements recursively, remembering each container's size."""
+    """One measurement: counts elements and containers recursively, remembering large
+    containers' measures."""
 
-    __slots__ = ("allowed", "sizes", "visited", "visits_left")
+    __slots__ = ("allowed", "containers", "sizes", "visited", "visits_left")
 
-    def __init__(self, sizes: dict[int, tuple[int, Any]], allowed: int, visits_left: int) -> None:
+    def __init__(
+        self, sizes: dict[int, tuple[int, int, Any]], allowed: int, visits_left: int
+    ) -> None:
         self.sizes = sizes
         self.allowed = allowed
         self.visits_left = visits_left
         self.visited = 0
+        self.containers = 0
 
     def measure(self, container: Any) -> int:
-        known = self.sizes.get(id(container))
-        if known is not None:
-            return known[0]
         count = len(container)
+        remembered = count >= REMEMBER_SIZE_FROM
+        if remembered:
+            known = self.sizes.get(id(container))
+            if known is not None:
+                self.containers += known[1]
+                return known[0]
+        containers_before = self.containers
+        self.containers += 1
         total = 1 + count
-        self.visited += count
+        # Looking into a container costs about as much as looking at a few elements.
+        self.visited += count + CONTAINER_STEPS
         if total > self.allowed or self.visited > self.visits_left:
             raise _TooLarge
         if type(container) is dict:
@@ -250,10 +294,13 @@ class _Walk:
             elements: Any = container.values()
         else:
             elements = container
-        # Python's C code sorts out the common case (no strings or containers inside).
-        kinds = set(map(type, elements))
-        if str in kinds or list in kinds or dict in kinds:
-            total -= count  # each counted below by its own size
+        # Python's C code sorts out a long list of scalars at once.
+        nested = True
+        if count >= 16:
+            kinds = set(map(type, elements))
+            nested = str in kinds or list in kinds or dict in kinds
+        if nested:
+            total -= count  # each element counted below by its own size
             for element in elements:
                 kind = type(element)
                 if kind is str:
@@ -262,9 +309,10 @@ class _Walk:
                     total += self.measure(element)
                 else:
                     total += 1
-                if total > self.allowed:
-                    raise _TooLarge
-        self.sizes[id(container)] = (total, container)
+            if total > self.allowed:
+                raise _TooLarge
+        if remembered:
+            self.sizes[id(container)] = (total, self.containers - containers_before, container)
         return total
 
 

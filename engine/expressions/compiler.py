@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.expressions.budget import (
+    EXPRESSION_STEPS,
     MAX_INT_BITS,
     MAX_POWER_EXPONENT,
     NUMBER_SIZE,
+    TREE_NODE_STEPS,
     Budget,
     exceeded,
 )
@@ -153,7 +155,12 @@ def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Scope, 
         if symbol == "*":
             # Repeating a string or list: check the size before building it.
             for sequence, count in ((left, right), (right, left)):
-                if isinstance(sequence, str | list) and isinstance(count, int):
+                if isinstance(sequence, list) and isinstance(count, int):
+                    measured = scope.budget.check_repeat(sequence, count)
+                    repeated = sequence * count
+                    scope.budget.remember(repeated, measured)
+                    return repeated
+                if isinstance(sequence, str) and isinstance(count, int):
                     scope.budget.check_repeat(sequence, count)
         if symbol == "+":
             joined = _concatenate(scope.budget, left, right)
@@ -574,8 +581,8 @@ def compile_counted(source: str) -> tuple[Compiled, int]:
         except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
             raise ExpressionEvaluationError(_unexpected(exc), source) from exc
 
-    # Every operation of the tree counts a step, whichever branches run.
-    return evaluate, compiler.nodes_seen
+    # Every operation of the tree counts, whichever branches run.
+    return evaluate, EXPRESSION_STEPS + TREE_NODE_STEPS * compiler.nodes_seen
 
 
 _UNCLOSED = re.compile(r"closing parenthesis '\)' does not match opening parenthesis '(.)'.*")

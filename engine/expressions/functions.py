@@ -19,6 +19,7 @@ from typing import Any
 import regex
 
 from engine.expressions.budget import (
+    CONTAINER_STEPS,
     ELEMENTS_PER_STEP,
     MAX_PATTERN_CHARS,
     MAX_ROUND_DIGITS,
@@ -30,6 +31,12 @@ from engine.expressions.budget import (
 from engine.expressions.errors import EvalError
 
 __all__ = ["EvalError", "to_text"]
+
+# Steps per element where Python code handles each element (not C code on all at once).
+JOIN_STEPS = 8
+NUMBER_STEPS = 3
+UNIQUE_STEPS = 4
+_PLAIN_NUMBERS = {int, float}
 
 
 def type_name(value: Any) -> str:
@@ -68,9 +75,9 @@ def text_of(budget: Budget, value: Any, allowed: int | None = None) -> str:
     if isinstance(value, int | float):
         return str(value)
     allowed = budget.limits.max_value_size if allowed is None else allowed
-    size = budget.size(value, allowed)
+    size, containers = budget.measure(value, allowed)
     budget.check_size(size, "the text of this value")
-    budget.charge(size)  # JSON encoding takes about as long per element as a step
+    budget.charge(size + CONTAINER_STEPS * containers)  # encoding it: one pass
     try:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -173,7 +180,7 @@ def _split(budget: Budget, text: Any, separator: Any = None, limit: Any = -1) ->
     if separator == "":
         parts = len(source) if max_parts < 0 else min(len(source), max_parts)
         budget.check_size(1 + 2 * parts, "the parts of this text")
-        budget.charge_elements(parts)
+        budget.charge(parts)
         return list(source[:parts])
     if separator is None:
         # Whitespace runs: at most one part per two characters.
@@ -184,7 +191,7 @@ def _split(budget: Budget, text: Any, separator: Any = None, limit: Any = -1) ->
         bound = len(source) - separators * len(separator) + separators + 2
     budget.check_size(bound, "the parts of this text")
     parts_list = source.split(separator, maxsplit)
-    budget.charge_elements(len(parts_list))
+    budget.charge(len(parts_list))  # a new string each
     return parts_list if max_parts < 0 else parts_list[:max_parts]
 
 
@@ -193,10 +200,16 @@ def _join(budget: Budget, items: Any, separator: Any = ",") -> str:
         raise EvalError(f"join expects an array, got {type_name(items)}")
     glue = _text(separator, "join")
     limit = budget.limits.max_value_size
-    budget.check_size(len(glue) * max(len(items) - 1, 0), "the joined text")
-    budget.charge(len(items))
-    pieces: list[str] = []
     total = len(glue) * max(len(items) - 1, 0)
+    budget.check_size(total, "the joined text")
+    if set(map(type, items)) <= {str}:  # Python's C code joins strings at once
+        budget.charge(len(items))
+        budget.check_size(total + sum(map(len, items)), "the joined text")
+        budget.charge_chars(total)
+        return glue.join(items)
+    # Each element turned into text one by one: a few steps each.
+    budget.charge(JOIN_STEPS * len(items))
+    pieces: list[str] = []
     for item in items:
         piece = text_of(budget, item, limit - total)
         total += len(piece)
@@ -276,15 +289,19 @@ def _numbers(budget: Budget, args: tuple[Any, ...], what: str) -> list[float | i
     values = args[0] if len(args) == 1 and isinstance(args[0], list) else list(args)
     if not values:
         raise EvalError(f"{what} of nothing")
-    budget.charge(len(values))
+    if set(map(type, values)) <= _PLAIN_NUMBERS:  # numbers already: nothing to convert
+        budget.charge(len(values))
+        return values
+    budget.charge(NUMBER_STEPS * len(values))
     return [_number(budget, value) for value in values]
 
 
 def _sum(budget: Budget, values: Any) -> float | int:
     if not isinstance(values, list):
         raise EvalError(f"sum expects an array, got {type_name(values)}")
-    budget.charge(len(values))
-    return sum(_number(budget, value) for value in values)
+    if not values:
+        return 0
+    return sum(_numbers(budget, (values,), "sum"))
 
 
 def _parse_json(budget: Budget, text: Any) -> Any:
@@ -319,9 +336,9 @@ def _sorted(budget: Budget, values: Any) -> list[Any]:
     if not isinstance(values, list):
         raise EvalError(f"sort expects an array, got {type_name(values)}")
     # About n log n comparisons, each as costly as the elements compared.
-    size = budget.size(values, budget.limits.max_steps * ELEMENTS_PER_STEP)
-    budget.charge_elements(size * _log2(len(values)))
-    budget.check_size(size, "the sorted list")
+    work = budget.work(values, budget.limits.max_steps * ELEMENTS_PER_STEP)
+    budget.charge_elements(work * _log2(len(values)))
+    budget.check_value(values, "the sorted list")
     try:
         return sorted(values)
     except TypeError as exc:
@@ -338,10 +355,9 @@ def _unique_key(value: Any) -> Any:
 def _unique(budget: Budget, values: Any) -> list[Any]:
     if not isinstance(values, list):
         raise EvalError(f"unique expects an array, got {type_name(values)}")
-    # Containers are keyed by their JSON text: as costly as encoding them.
-    size = budget.size(values, budget.steps_left())
-    budget.charge(size)
-    budget.check_size(size, "the list of unique values")
+    # Each element is keyed (containers by their JSON text) and looked up: a few steps.
+    budget.charge(UNIQUE_STEPS * budget.work(values))
+    budget.check_value(values, "the list of unique values")
     first_seen: dict[Any, Any] = {}
     for value in values:
         first_seen.setdefault(_unique_key(value), value)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from engine.expressions.budget import TEMPLATE_STEPS
 from engine.expressions.compiler import Compiled, compile_counted
 from engine.expressions.errors import (
     EvalError,
@@ -48,7 +49,7 @@ def compile_template(source: str) -> Template:
         compiled, steps = compile_counted(expressions[0].text)
         return Template(source, compiled, steps)
     parts: list[str | Compiled] = []
-    steps = 0
+    steps = TEMPLATE_STEPS
     for segment in segments:
         if segment.is_expression:
             compiled, expression_steps = compile_counted(segment.text)
