@@ -170,13 +170,13 @@ class Budget:
         allowed = self.limits.max_value_size if allowed is None else allowed
         if self._sizes is None:
             self._sizes = {}
-        walk = _Walk(self._sizes, allowed, self.steps_left())
+        walk = _Walk(self, self._sizes, allowed)
         try:
             return walk.measure(value), walk.containers
         except _TooLarge:
             return allowed + 1, walk.containers
         finally:
-            self.charge(walk.visited)
+            self.charge(walk.visited - walk.charged)
 
     def size(self, value: Any, allowed: int | None = None) -> int:
         """The logical size of `value` (see `measure`)."""
@@ -200,21 +200,23 @@ class Budget:
             return 1, 1
         limit = self.limits.max_value_size
         size, containers = self.measure(sequence, limit // count + 1)
-        self.check_size(size * count, f"repeating a value {_count(count)} times")
+        what = f"repeating a value {_count(count)} times"
         if isinstance(sequence, str):
+            self.check_size(size * count, what)
             self.charge_chars(len(sequence) * count)
             return size * count, 0
+        # One list holding `count` times the elements (its own count once).
+        repeated = 1 + count * (size - 1), 1 + count * (containers - 1)
+        self.check_size(repeated[0], what)
         self.charge_elements(len(sequence) * count)
-        # One list holding `count` times the elements (each list's own count once).
-        return 1 + count * (size - 1), 1 + count * (containers - 1)
+        return repeated
 
     def remember(self, container: Any, measured: tuple[int, int]) -> None:
         """The measure of a container just built, known without looking into it: measuring
         it later (to compare it, or build from it) costs nothing."""
-        if len(container) >= REMEMBER_SIZE_FROM:
-            if self._sizes is None:
-                self._sizes = {}
-            self._sizes[id(container)] = (*measured, container)
+        if self._sizes is None:
+            self._sizes = {}
+        self._sizes[id(container)] = (*measured, container)
 
     def comparison(self, left: Any, right: Any) -> None:
         """Charge what comparing (`==`, `<`) two values costs, before it is done.
@@ -261,32 +263,39 @@ class _Walk:
     """One measurement: counts elements and containers recursively, remembering large
     containers' measures."""
 
-    __slots__ = ("allowed", "containers", "sizes", "visited", "visits_left")
+    __slots__ = ("allowed", "budget", "charged", "containers", "sizes", "visited", "visits_left")
 
     def __init__(
-        self, sizes: dict[int, tuple[int, int, Any]], allowed: int, visits_left: int
+        self, budget: Budget, sizes: dict[int, tuple[int, int, Any]], allowed: int
     ) -> None:
+        self.budget = budget
         self.sizes = sizes
         self.allowed = allowed
-        self.visits_left = visits_left
+        self.visits_left = budget.steps_left()
         self.visited = 0
+        # Visits charged to the budget so far: a long measurement charges as it goes, so
+        # that the budget's boundaries (and the deadline) are checked along the way.
+        self.charged = 0
         self.containers = 0
 
     def measure(self, container: Any) -> int:
+        known = self.sizes.get(id(container))
+        if known is not None:
+            self.containers += known[1]
+            return known[0]
         count = len(container)
-        remembered = count >= REMEMBER_SIZE_FROM
-        if remembered:
-            known = self.sizes.get(id(container))
-            if known is not None:
-                self.containers += known[1]
-                return known[0]
+        total = 1 + count
+        if total > self.allowed:
+            raise _TooLarge
         containers_before = self.containers
         self.containers += 1
-        total = 1 + count
         # Looking into a container costs about as much as looking at a few elements.
         self.visited += count + CONTAINER_STEPS
-        if total > self.allowed or self.visited > self.visits_left:
+        if self.visited > self.visits_left:
             raise _TooLarge
+        if self.visited - self.charged >= CHECK_EVERY_STEPS:
+            uncharged, self.charged = self.visited - self.charged, self.visited
+            self.budget.charge(uncharged)
         if type(container) is dict:
             total += sum(map(len, container))  # keys are strings
             if total > self.allowed:
@@ -311,7 +320,7 @@ class _Walk:
                     total += 1
             if total > self.allowed:
                 raise _TooLarge
-        if remembered:
+        if count >= REMEMBER_SIZE_FROM:
             self.sizes[id(container)] = (total, self.containers - containers_before, container)
         return total
 
