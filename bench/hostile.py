@@ -61,10 +61,10 @@ def _workflow(*nodes: dict[str, Any]) -> dict[str, Any]:
 
 
 # Per item: a comparison of two lists of 100,000 small numbers (about 1 ms), and an
-# expression that uses nearly all of the default budget (191,000 of 200,000 steps) on the
-# costliest kind of work per step (encoding 12,500 small objects: 10 to 20 ms here).
+# expression that uses nearly all of the default budget (95,000 of 100,000 steps) on the
+# costliest kind of work per step (encoding 6,200 small objects: 5 to 15 ms here).
 COMPARE = "{{ [[$json.n] * 20000] * 5 == [[$json.n] * 20000] * 5 }}"
-BUDGET = "{{ len(json([{'a': $json.n, 'b': [1, 2]}] * 12500)) }}"
+BUDGET = "{{ len(json([{'a': $json.n, 'b': [1, 2]}] * 6200)) }}"
 
 
 def _per_item(items: int, expression: str = COMPARE) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -252,6 +252,22 @@ async def run_case(
     )
 
 
+async def run_concurrent(
+    client: Client, sampler: Sampler, workflow_id: str, executions: int
+) -> None:
+    """`executions` runs of the `budget` workflow at once."""
+    _, input = _per_item(BUDGET_ITEMS, BUDGET)
+    started = time.monotonic()
+    ids = [await client.execute(workflow_id, input) for _ in range(executions)]
+    for execution_id in ids:
+        await client.finished(execution_id)
+    ended = time.monotonic()
+    print(
+        f"  {executions} x budget at once in {ended - started:.2f} s; "
+        f"/healthz {latency_summary(sampler.between(started, ended))}"
+    )
+
+
 async def run_cancel(client: Client, sampler: Sampler, workflow_id: str, items: int) -> None:
     _, input = _per_item(items, BUDGET)
     started = time.monotonic()
@@ -290,8 +306,11 @@ async def main_async(args: argparse.Namespace, server: Server) -> None:
             print(f"hostile: embedded loom serve, /healthz every {1000 / args.rate_hz:.0f} ms")
             idle = sampler.between(idle_start, time.monotonic())
             print(f"  idle      /healthz {latency_summary(idle)}")
-            names = args.only.split(",") if args.only else [*CASES, "cancel"]
+            names = args.only.split(",") if args.only else [*CASES, "concurrent", "cancel"]
             for name in names:
+                if name == "concurrent":
+                    await run_concurrent(client, sampler, workflows["budget"], 3)
+                    continue
                 if name == "cancel":
                     await run_cancel(client, sampler, workflows["budget"], BUDGET_ITEMS * 10)
                     continue
@@ -319,7 +338,9 @@ async def until_ready(session: aiohttp.ClientSession, server: Server) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", help="comma-separated cases: " + ", ".join([*CASES, "cancel"]))
+    parser.add_argument(
+        "--only", help="comma-separated cases: " + ", ".join([*CASES, "concurrent", "cancel"])
+    )
     parser.add_argument("--rate-hz", type=float, default=50.0)
     parser.add_argument("--idle-s", type=float, default=3.0)
     parser.add_argument("--code", help="run the server from this checkout of Loom")

@@ -18,6 +18,7 @@ Node work notes how long it held the loop (`note_held`), so that the loop monito
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass
 from time import perf_counter
 
@@ -56,12 +57,29 @@ async def give_turn() -> None:
 
     One turn of the loop moves a request on by one step (read, run the handler, write);
     a request needs a few. Yielding once per slice would make it wait a slice per step, so
-    the loop gets `TURNS` turns: cheap when nothing else is ready, and what is ready (a
-    request, another execution's node) gets through.
+    the loop gets `TURNS` turns: cheap when nothing else is ready. While one node gives its
+    turns, other nodes that end their slice wait for them to be given (they do not run
+    their next items in those turns): however many executions run, a request waits for one
+    slice at most, not one per execution.
     """
-    for _ in range(TURNS):
-        await asyncio.sleep(0)
+    async with _pacing():
+        for _ in range(TURNS):
+            await asyncio.sleep(0)
     restart()
+
+
+_pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _pacing() -> asyncio.Lock:
+    """The running loop's lock over giving turns (an asyncio lock belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    lock = _pacers.get(loop)
+    if lock is None:
+        lock = _pacers[loop] = asyncio.Lock()
+    return lock
 
 
 def restart() -> None:

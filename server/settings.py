@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     # Bounded user work (docs/expressions.md, "Limits"): what rendering one node's
     # parameters for one item may cost, and when a held event loop is reported.
     expression_max_steps: int = Field(
-        default=200_000,  # as engine.expressions.budget.ExpressionLimits
+        default=100_000,  # as engine.expressions.budget.ExpressionLimits
         description="Steps (operations, and elements visited) one rendering of a node's "
         "parameters for one item may take; past it the node fails with EXPRESSION_LIMIT. "
         "About 0.1 µs each: the default holds the event loop for tens of milliseconds at most.",

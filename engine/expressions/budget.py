@@ -31,7 +31,7 @@ from typing import Any
 from engine.expressions.errors import DeadlineReached, LimitExceeded
 
 ELEMENTS_PER_STEP = 4
-CHARS_PER_STEP = 16
+CHARS_PER_STEP = 64
 CHECK_EVERY_STEPS = 10_000
 MAX_INT_BITS = 4_096
 MAX_POWER_EXPONENT = 1_000
@@ -56,7 +56,7 @@ _CONTAINERS = (list, dict)
 # of the tree (an operation, a name, a constant), and each expression and text template
 # besides (calling it, turning its value into text).
 TREE_NODE_STEPS = 2
-EXPRESSION_STEPS = 8
+EXPRESSION_STEPS = 16
 TEMPLATE_STEPS = 16
 # Measuring a container costs its elements and this many steps more.
 CONTAINER_STEPS = 4
@@ -69,7 +69,7 @@ REMEMBER_SIZE_FROM = 64
 class ExpressionLimits:
     """The budget of one rendering; set per deployment (`LOOM_EXPRESSION_*`)."""
 
-    max_steps: int = 200_000
+    max_steps: int = 100_000
     max_value_size: int = 1_000_000
     # Total time of regular expressions per rendering (expressions' `matches`), and per item
     # for the regex conditions of IF, Filter and Switch.

@@ -121,6 +121,7 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
     steps = 0
 
     def build(value: Any, path: str) -> tuple[Callable[[Scope], Any], bool]:
+        nonlocal steps
         if isinstance(value, str):
             if not has_expression(value):
                 return (lambda scope: value), True
@@ -130,7 +131,6 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
                 exc.parameter = path
                 errors.append(ParameterError(path, exc))
                 return (lambda scope: value), True
-            nonlocal steps
             steps += template.steps
             return _naming_parameter(template.render, path), False
         if isinstance(value, list):
@@ -138,6 +138,7 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
             if all(constant for _, constant in built):
                 return (lambda scope: value), True
             renders = [render for render, _ in built]
+            steps += len(renders)  # each entry is rendered anew for every item
             return (lambda scope: [render(scope) for render in renders]), False
         if isinstance(value, dict):
             entries = [
@@ -146,6 +147,7 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
             if all(constant for _, (_, constant) in entries):
                 return (lambda scope: value), True
             pairs = [(key, render) for key, (render, _) in entries]
+            steps += len(pairs)
             return (lambda scope: {key: render(scope) for key, render in pairs}), False
         return (lambda scope: value), True
 
