@@ -242,8 +242,8 @@ class Budget:
             self.charge_elements(len(container))
 
     def _elements_left(self) -> int:
-        """How many elements C code may still compare: more would pass the steps limit."""
-        return self.steps_left() * ELEMENTS_PER_STEP
+        """How many elements C code may still compare: more pass the steps limit."""
+        return (self.steps_left() + 1) * ELEMENTS_PER_STEP
 
     def regex_timeout_s(self) -> float:
         """How long the next regular expression may take: what is left of the budget."""

@@ -203,13 +203,13 @@ def _join(budget: Budget, items: Any, separator: Any = ",") -> str:
     limit = budget.limits.max_value_size
     total = len(glue) * max(len(items) - 1, 0)
     budget.check_size(total, "the joined text")
+    budget.charge(len(items))  # before looking at the elements, however many
     if set(map(type, items)) <= {str}:  # Python's C code joins strings at once
-        budget.charge(len(items))
         budget.check_size(total + sum(map(len, items)), "the joined text")
         budget.charge_chars(total)
         return glue.join(items)
     # Each element turned into text one by one: a few steps each.
-    budget.charge(JOIN_STEPS * len(items))
+    budget.charge((JOIN_STEPS - 1) * len(items))
     pieces: list[str] = []
     for item in items:
         piece = text_of(budget, item, limit - total)
@@ -291,10 +291,10 @@ def _numbers(budget: Budget, args: tuple[Any, ...], what: str) -> list[float | i
     values = args[0] if len(args) == 1 and isinstance(args[0], list) else list(args)
     if not values:
         raise EvalError(f"{what} of nothing")
+    budget.charge(len(values))  # before looking at the elements, however many
     if set(map(type, values)) <= _PLAIN_NUMBERS:  # numbers already: nothing to convert
-        budget.charge(len(values))
         return values
-    budget.charge(NUMBER_STEPS * len(values))
+    budget.charge((NUMBER_STEPS - 1) * len(values))
     return [_number(budget, value) for value in values]
 
 

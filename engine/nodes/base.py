@@ -190,7 +190,7 @@ class NodeRunContext:
                 "version": info.workflow_version,
             },
             now=info.now,
-            budget=Budget(self.limits, self.deadline),
+            budget=self.budget(),
         )
 
     def parameters(self, item: Item | None = None, index: int = 0) -> dict[str, Any]:
@@ -204,6 +204,11 @@ class NodeRunContext:
         else:
             rendered = self.compiled.render(self.scope(item, index))
         return rendered if isinstance(rendered, dict) else {}
+
+    def budget(self) -> Budget:
+        """A budget under this node's limits and deadline, for work a behaviour meters
+        itself (conditions tested on rendered values)."""
+        return Budget(self.limits, self.deadline)
 
     def due(self) -> bool:
         """Whether the event loop's slice is over: ask after each item, then `pause()`."""

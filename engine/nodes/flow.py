@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.expressions.budget import DEFAULT_LIMITS
+from engine.expressions.budget import Budget
 from engine.expressions.functions import to_text
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems, Suspend
 from engine.nodes.conditions import matches
@@ -45,9 +45,7 @@ async def noop(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     return {"main": list(inputs.get("main", []))}
 
 
-def _conditions_hold(
-    parameters: dict[str, Any], regex_timeout_s: float = DEFAULT_LIMITS.regex_timeout_s
-) -> bool:
+def _conditions_hold(parameters: dict[str, Any], budget: Budget) -> bool:
     combine = parameters.get("combine", "all")
     if combine != "all" and combine != "any":
         combine = choice(parameters, "combine", ("all", "any"), default="all")
@@ -59,21 +57,22 @@ def _conditions_hold(
         combine=combine,
         ignore_case=ignore_case,
         where="conditions",
-        regex_timeout_s=regex_timeout_s,
+        budget=budget,
     )
 
 
 async def _partition(ctx: NodeRunContext, items: list[Item]) -> tuple[list[Item], list[Item]]:
     """The items that match the node's conditions, and the others."""
+    budget = ctx.budget()
     if ctx.compiled.is_constant:
-        holds = _conditions_hold(ctx.parameters(), ctx.limits.regex_timeout_s)
+        holds = _conditions_hold(ctx.parameters(), budget)
         return (items, []) if holds else ([], items)
     matching: list[Item] = []
     others: list[Item] = []
     parameters = per_item(ctx)
-    regex_timeout_s = ctx.limits.regex_timeout_s
     for index, item in enumerate(items):
-        if _conditions_hold(parameters(item, index), regex_timeout_s):
+        budget.start()  # testing one item's conditions: a budget of their own
+        if _conditions_hold(parameters(item, index), budget):
             matching.append(item)
         else:
             others.append(item)
@@ -94,9 +93,7 @@ async def filter_(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     return {"main": matching, "discarded": others}
 
 
-def _routes(
-    parameters: dict[str, Any], regex_timeout_s: float = DEFAULT_LIMITS.regex_timeout_s
-) -> list[str]:
+def _routes(parameters: dict[str, Any], budget: Budget) -> list[str]:
     """The output ports one item goes to: the first matching rule's, or every matching one's."""
     rules = parameters.get("rules")
     if not isinstance(rules, list) or not 1 <= len(rules) <= SWITCH_OUTPUTS:
@@ -117,7 +114,7 @@ def _routes(
             combine=combine,
             ignore_case=ignore_case,
             where=at,
-            regex_timeout_s=regex_timeout_s,
+            budget=budget,
         ):
             routes.append(SWITCH_PORTS[index])
             if not all_matching:
@@ -129,14 +126,15 @@ async def switch(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     """Routes each item by ordered rules to `output0`..`output3`, else to `fallback`."""
     items = inputs.get("main", [])
     outputs: PortItems = {port: [] for port in (*SWITCH_PORTS, FALLBACK_PORT)}
+    budget = ctx.budget()
     if ctx.compiled.is_constant:
-        for port in _routes(ctx.parameters(), ctx.limits.regex_timeout_s):
+        for port in _routes(ctx.parameters(), budget):
             outputs[port] = list(items)
         return outputs
     parameters = per_item(ctx)
-    regex_timeout_s = ctx.limits.regex_timeout_s
     for index, item in enumerate(items):
-        for port in _routes(parameters(item, index), regex_timeout_s):
+        budget.start()  # testing one item's rules: a budget of their own
+        for port in _routes(parameters(item, index), budget):
             outputs[port].append(item)
         if ctx.due():
             await ctx.pause()
