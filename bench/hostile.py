@@ -7,11 +7,15 @@ sent open-loop every 1/`--rate-hz` s from this process (a request does not wait 
 one before it), and its latency recorded; first for `--idle-s` seconds with nothing running
 (the floor), then while each hostile workflow runs, one after the other, until it ends. For
 each: how it ended (status, error type), how long it took, `/healthz` p50 / p99 / max while
-it ran, and the server's RSS before and at its peak (`/proc`). The `cancel` case starts the
-`budget` workflow on ten times the items, sends `cancelExecution` after 1 s and reports how long the
-mutation took to answer and how long until the execution was CANCELLED. The per-item cases
-(`items`, `budget`) stay within the default limits: `budget` spends nearly the whole budget
-on every item, on the work that costs the most time per step.
+it ran, and the server's RSS before and at its peak (`/proc`).
+
+The cases: the four attacks of issue 13 (`equality`, `round`, `repeat`, `template`) once
+each, then `attacks`, the four ten times each back to back; `items` and `budget`, a
+`split_out` into many items and a `set` node whose expression stays within the default
+limits, `budget` spending nearly the whole budget on every item on the work that costs the
+most time per step; `concurrent`, three `budget` runs at once; `cancel`, the `budget`
+workflow on ten times the items, `cancelExecution` sent after 1 s: how long the mutation took
+to answer and how long until the execution was CANCELLED.
 
 `--code DIR` runs the server from another checkout of Loom (a copy of main's code, to
 measure before and after a change in the same session).
@@ -78,14 +82,14 @@ def _per_item(items: int, expression: str = COMPARE) -> tuple[dict[str, Any], di
     return _workflow(split, _set(expression)), {"rows": [{"n": index} for index in range(items)]}
 
 
+ATTACKS = {
+    "equality": "{{ ([[0]*100000]*100000 == [[0]*100000]*100000) }}",
+    "round": "{{ round(5, -10000000) }}",
+    "repeat": "{{ ['x'*1000000]*200 }}",
+    "template": "{{ 'x'*1000000 }}" * 1000,
+}
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "equality": (
-        _workflow(_set("{{ ([[0]*100000]*100000 == [[0]*100000]*100000) }}")),
-        {},
-    ),
-    "round": (_workflow(_set("{{ round(5, -10000000) }}")), {}),
-    "repeat": (_workflow(_set("{{ ['x'*1000000]*200 }}")), {}),
-    "template": (_workflow(_set("{{ 'x'*1000000 }}" * 1000)), {}),
+    **{name: (_workflow(_set(value)), {}) for name, value in ATTACKS.items()},
     "items": _per_item(ITEMS),
     "budget": _per_item(BUDGET_ITEMS, BUDGET),
 }
@@ -268,6 +272,24 @@ async def run_concurrent(
     )
 
 
+async def run_attacks(
+    client: Client, sampler: Sampler, workflows: dict[str, str], times: int
+) -> None:
+    """The four attacks of the issue, each `times` times, one after the other."""
+    started = time.monotonic()
+    ends: dict[str, int] = {}
+    for name in ATTACKS:
+        for _ in range(times):
+            execution = await client.finished(await client.execute(workflows[name], {}))
+            outcome = execution["error"]["type"] if execution["error"] else execution["status"]
+            ends[outcome] = ends.get(outcome, 0) + 1
+    ended = time.monotonic()
+    print(
+        f"  attacks   {times} x {len(ATTACKS)} runs ({ends}) in {ended - started:.2f} s; "
+        f"/healthz {latency_summary(sampler.between(started, ended))}"
+    )
+
+
 async def run_cancel(client: Client, sampler: Sampler, workflow_id: str, items: int) -> None:
     _, input = _per_item(items, BUDGET)
     started = time.monotonic()
@@ -306,8 +328,12 @@ async def main_async(args: argparse.Namespace, server: Server) -> None:
             print(f"hostile: embedded loom serve, /healthz every {1000 / args.rate_hz:.0f} ms")
             idle = sampler.between(idle_start, time.monotonic())
             print(f"  idle      /healthz {latency_summary(idle)}")
-            names = args.only.split(",") if args.only else [*CASES, "concurrent", "cancel"]
+            every = [*CASES, "attacks", "concurrent", "cancel"]
+            names = args.only.split(",") if args.only else every
             for name in names:
+                if name == "attacks":
+                    await run_attacks(client, sampler, workflows, 10)
+                    continue
                 if name == "concurrent":
                     await run_concurrent(client, sampler, workflows["budget"], 3)
                     continue
@@ -339,7 +365,8 @@ async def until_ready(session: aiohttp.ClientSession, server: Server) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--only", help="comma-separated cases: " + ", ".join([*CASES, "concurrent", "cancel"])
+        "--only",
+        help="comma-separated cases: " + ", ".join([*CASES, "attacks", "concurrent", "cancel"]),
     )
     parser.add_argument("--rate-hz", type=float, default=50.0)
     parser.add_argument("--idle-s", type=float, default=3.0)
