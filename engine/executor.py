@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -180,19 +180,15 @@ def error_info(exc: BaseException, plan_node: PlanNode) -> ErrorInfo:
     return ErrorInfo("NODE_CRASHED", f"{label} raised {type(exc).__name__}: {exc}")
 
 
-async def _behave(behaviour: Any, context: NodeRunContext, inputs: PortItems) -> PortItems:
-    """Run a behaviour; its deadline passing in synchronous work (an expression) ends it
-    the way a timeout ends any node: the timeout that is due cancels it at the next turn of
-    the event loop, which this gives. Whether the node's or the execution's time was up,
-    the error is then the usual one (NODE_TIMEOUT, EXECUTION_TIMEOUT)."""
-    try:
-        result: PortItems = await behaviour(context, inputs)
-    except DeadlineReached:
-        context.note_held()
-        await asyncio.sleep(DEADLINE_GRACE_S)
-        raise TimeoutError from None
-    context.note_held()
-    return result
+async def _deadline_reached(node_deadline: float | None) -> NoReturn:
+    """A behaviour stopped in synchronous work (an expression) because its deadline passed:
+    end it as the timeout that is due would. The node's own: NODE_TIMEOUT at once. The
+    execution's: its timeout cancels the run at the next turn of the event loop, which
+    waiting here gives (EXECUTION_TIMEOUT)."""
+    if node_deadline is not None and time.monotonic() >= node_deadline:
+        raise TimeoutError
+    await asyncio.sleep(DEADLINE_GRACE_S)
+    raise TimeoutError
 
 
 # What `run_node` returns for a node that parked (a durable wait): it resolves nothing.
@@ -472,7 +468,7 @@ class _Run:
                     "it for the editor but gives it no behaviour",
                     error_type="NOT_RUNNABLE",
                 )
-            deadline = self.deadline
+            deadline = node_deadline = self.deadline
             if node.timeout_s is not None:
                 node_deadline = time.monotonic() + node.timeout_s
                 deadline = node_deadline if deadline is None else min(deadline, node_deadline)
@@ -488,11 +484,16 @@ class _Run:
                 self.options.expression_limits,
                 deadline,
             )
-            if node.timeout_s is not None:
-                async with asyncio.timeout(node.timeout_s):
-                    result = await _behave(behaviour, context, inputs)
-            else:
-                result = await _behave(behaviour, context, inputs)
+            try:
+                if node.timeout_s is not None:
+                    async with asyncio.timeout(node.timeout_s):
+                        result = await behaviour(context, inputs)
+                else:
+                    result = await behaviour(context, inputs)
+            except DeadlineReached:
+                context.note_held()
+                await _deadline_reached(node_deadline if node.timeout_s is not None else None)
+            context.note_held()
             outputs = check_outputs(result, plan_node.output_ports, node.name)
         input_port = self.input_port(plan_node, outputs)
         payload: bytes | None = None

@@ -98,7 +98,9 @@ class Budget:
     ) -> None:
         self.limits = limits
         self.deadline = deadline
-        self._first_check = min(CHECK_EVERY_STEPS, limits.max_steps)
+        self._first_check = (
+            CHECK_EVERY_STEPS if limits.max_steps > CHECK_EVERY_STEPS else limits.max_steps
+        )
         self.used = 0
         self.check_at = self._first_check
         self.regex_left_s = limits.regex_timeout_s
