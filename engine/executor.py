@@ -70,8 +70,8 @@ DEFAULT_MAX_CONCURRENCY = 16
 # of payloads is small again: memory stays bounded however much data a run produces.
 THROTTLE_PAYLOAD_BYTES = 1024 * 1024
 
-# How long a node whose deadline passed inside synchronous work waits for the timeout that
-# is due to cancel it (it takes one turn of the event loop; this is a safety margin).
+# How long a node that reached the execution's deadline inside synchronous work waits for
+# the execution's timeout to cancel the run (it takes one turn of the loop; a safety margin).
 DEADLINE_GRACE_S = 0.25
 
 NO_DATA: list[Item] = []  # identity marks an edge that resolved without data

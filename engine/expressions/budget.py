@@ -6,9 +6,10 @@ One `Budget` covers one rendering: all the expressions of one node's parameters 
 - **steps**: every operation of an expression, and the work an operation does on data:
   every element a size check, a comparison, `in`, `sorted`, `unique`, `join` or `json()`
   visits; elements copied or compared by Python's C code count a step per
-  `ELEMENTS_PER_STEP`, characters a step per `CHARS_PER_STEP`. A step is roughly the time
-  Python takes to look at one element (0.05 to 0.1 µs), so the default budget holds the
-  event loop for about 10 to 30 ms at most;
+  `ELEMENTS_PER_STEP`, characters a step per `CHARS_PER_STEP`, each list or object looked
+  into `CONTAINER_STEPS` more. A step is roughly the time Python takes to look at one element
+  (0.05 to 0.15 µs on a busy 2-core machine, calibrated per operation), so the default budget
+  holds the event loop for 5 to 15 ms at most;
 - **value size**: every value an expression builds is at most `max_value_size`, counted
   recursively (a string counts its characters, any other scalar 1, a list or object 1 plus
   its elements and keys) with a shared reference counted each time it appears. Sizes are
