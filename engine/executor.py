@@ -86,9 +86,10 @@ def utcnow() -> datetime:
 @dataclass(slots=True)
 class RunOptions:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    # What rendering a node's parameters for one item may cost (`LOOM_EXPRESSION_*`).
+    expression_limits: ExpressionLimits = DEFAULT_LIMITS
     execution_timeout_s: float | None = None
     resources: NodeResources | None = None
-    expression_limits: ExpressionLimits = DEFAULT_LIMITS
 
 
 @dataclass(slots=True)
@@ -481,8 +482,8 @@ class _Run:
                 resume_at,
                 self.options.resources,
                 state.id,
-                self.options.expression_limits,
-                deadline,
+                limits=self.options.expression_limits,
+                deadline=deadline,
             )
             try:
                 if node.timeout_s is not None:

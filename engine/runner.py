@@ -149,23 +149,23 @@ class ExecutionRunner:
         *,
         plan_cache: PlanCache | None = None,
         max_concurrency: int = 16,
+        expression_limits: ExpressionLimits = DEFAULT_LIMITS,
         leases: Leases | None = None,
         on_finished: Callable[[LoadedExecution, Outcome], Awaitable[None]] | None = None,
         durable_wait_s: float | None = None,
         resources: NodeResources | None = None,
-        expression_limits: ExpressionLimits = DEFAULT_LIMITS,
     ) -> None:
         self.source = source
         self.recorder = recorder
         self.registry = registry
         self.plan_cache = plan_cache or PlanCache()
         self.max_concurrency = max_concurrency
+        self.expression_limits = expression_limits
         self.leases = leases
         self.on_finished = on_finished
         # Waits longer than this park the execution (WAITING) and free this process.
         self.durable_wait_s = durable_wait_s
         self.resources = resources
-        self.expression_limits = expression_limits
         self.executor = Executor(recorder)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
@@ -279,9 +279,9 @@ class ExecutionRunner:
         timeout = loaded.settings.get("executionTimeoutSeconds")
         options = RunOptions(
             max_concurrency=self.max_concurrency,
+            expression_limits=self.expression_limits,
             execution_timeout_s=float(timeout) if timeout else None,
             resources=self.resources,
-            expression_limits=self.expression_limits,
         )
         request = RunRequest(
             execution_id=loaded.execution_id,

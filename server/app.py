@@ -83,12 +83,12 @@ def build_services(
             plan_cache=plan_cache,
             max_concurrency=settings.max_node_concurrency,
             durable_wait_s=settings.durable_wait_s,
-            expression_limits=settings.expression_limits(),
             resources=settings.node_resources(
                 database,
                 secret_box,
                 lambda execution: submit_to(database, submitter, publisher, execution),
             ),
+            expression_limits=settings.expression_limits(),
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)

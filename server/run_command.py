@@ -378,6 +378,7 @@ async def execute(
     executor: Executor,
     resources: NodeResources | None = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    *,
     expression_limits: ExpressionLimits = DEFAULT_LIMITS,
 ) -> Outcome:
     """Run the workflow once, in this process, honouring `settings.executionTimeoutSeconds`;
@@ -416,7 +417,7 @@ async def _execute_with_resources(
             executor,
             resources,
             settings.max_node_concurrency,
-            settings.expression_limits(),
+            expression_limits=settings.expression_limits(),
         )
     finally:
         await resources.http.close()

@@ -119,35 +119,6 @@ class Settings(BaseSettings):
     max_node_concurrency: int = Field(
         default=16, description="Nodes of one execution that may run at the same time."
     )
-    # Bounded user work (docs/expressions.md, "Limits"): what rendering one node's
-    # parameters for one item may cost, and when a held event loop is reported.
-    expression_max_steps: int = Field(
-        default=100_000,  # as engine.expressions.budget.ExpressionLimits
-        description="Steps (operations, and elements visited) one rendering of a node's "
-        "parameters for one item may take; past it the node fails with EXPRESSION_LIMIT. "
-        "About 0.1 µs each: the default holds the event loop for tens of milliseconds at most.",
-        ge=1_000,
-    )
-    expression_max_value_size: int = Field(
-        default=1_000_000,
-        description="Largest value an expression may build (a template's text included), in "
-        "characters and elements counted recursively.",
-        ge=1_000,
-    )
-    regex_timeout_s: float = Field(
-        default=0.02,
-        description="Time regular expressions may take: in all per rendering of a node's "
-        "parameters (matches()), and per item for the regex conditions of IF, Filter and "
-        "Switch. It holds the event loop while it runs.",
-        gt=0,
-        le=10,
-    )
-    loop_stall_s: float = Field(
-        default=0.1,
-        description="An event loop held longer than this is logged as a stall, naming the "
-        "execution whose node held it.",
-        gt=0,
-    )
     lease_seconds: float = Field(
         default=30.0,
         description="Distributed mode: how long a worker's claim on an execution lasts without "
@@ -173,6 +144,35 @@ class Settings(BaseSettings):
         description="On SIGTERM a worker lets running nodes finish for this long, then "
         "interrupts them (they run again elsewhere).",
         ge=0,
+    )
+    # Bounded user work (docs/expressions.md, "Limits"): what rendering one node's
+    # parameters for one item may cost, and when a held event loop is reported.
+    expression_max_steps: int = Field(
+        default=100_000,  # as engine.expressions.budget.ExpressionLimits
+        description="Steps (operations, and elements visited) one rendering of a node's "
+        "parameters for one item may take; past it the node fails with EXPRESSION_LIMIT. "
+        "About 0.1 µs each: the default holds the event loop for 5 to 15 ms at most.",
+        ge=1_000,
+    )
+    expression_max_value_size: int = Field(
+        default=1_000_000,
+        description="Largest value an expression may build (a template's text included), in "
+        "characters and elements counted recursively.",
+        ge=1_000,
+    )
+    regex_timeout_s: float = Field(
+        default=0.02,
+        description="Time regular expressions may take: in all per rendering of a node's "
+        "parameters (matches()), and per item for the regex conditions of IF, Filter and "
+        "Switch. It holds the event loop while it runs.",
+        gt=0,
+        le=10,
+    )
+    loop_stall_s: float = Field(
+        default=0.1,
+        description="An event loop held longer than this is logged as a stall, naming the "
+        "execution whose node held it.",
+        gt=0,
     )
     durable_wait_s: float = Field(
         default=30.0,
@@ -201,16 +201,6 @@ class Settings(BaseSettings):
     token_cache_s: float = Field(
         default=5.0, description="How long a verified API token is trusted without the database."
     )
-
-    def expression_limits(self) -> ExpressionLimits:
-        """The budget of expression rendering these settings give every node."""
-        from engine.expressions.budget import ExpressionLimits
-
-        return ExpressionLimits(
-            max_steps=self.expression_max_steps,
-            max_value_size=self.expression_max_value_size,
-            regex_timeout_s=self.regex_timeout_s,
-        )
 
     def database(self) -> Database:
         """The database these settings point to, with their pool options."""
@@ -267,6 +257,16 @@ class Settings(BaseSettings):
             return None  # distributed mode refuses to start without a key
         data_dir = self.data_dir
         return SecretBox(lambda: embedded_key(data_dir), previous)
+
+    def expression_limits(self) -> ExpressionLimits:
+        """The budget of expression rendering these settings give every node."""
+        from engine.expressions.budget import ExpressionLimits
+
+        return ExpressionLimits(
+            max_steps=self.expression_max_steps,
+            max_value_size=self.expression_max_value_size,
+            regex_timeout_s=self.regex_timeout_s,
+        )
 
     def resolved_database_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from engine.expressions.budget import DEFAULT_LIMITS
 from server.settings import Settings
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller
@@ -42,6 +43,10 @@ async def test_a_value_past_the_limit_fails_the_node_with_expression_limit(
     }
     (set_run,) = [run for run in execution["nodeRuns"] if run["nodeId"] == "s"]
     assert set_run["status"] == "FAILED" and set_run["error"]["type"] == "EXPRESSION_LIMIT"
+
+
+def test_the_settings_default_to_the_engines_limits() -> None:
+    assert Settings(_env_file=None).expression_limits() == DEFAULT_LIMITS  # type: ignore[call-arg]
 
 
 class TestLimitsSetByTheDeployment:
