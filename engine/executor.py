@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from engine import slices
 from engine.events import (
     ErrorInfo,
     Event,
@@ -38,7 +40,9 @@ from engine.events import (
     Record,
     Recorder,
 )
-from engine.expressions import ExpressionError
+from engine.expressions import ExpressionError, ExpressionLimitError
+from engine.expressions.budget import DEFAULT_LIMITS, SETTING, ExpressionLimits
+from engine.expressions.errors import DeadlineReached
 from engine.graph import OnError
 from engine.nodes.base import (
     Item,
@@ -69,6 +73,10 @@ DEFAULT_MAX_CONCURRENCY = 16
 # of payloads is small again: memory stays bounded however much data a run produces.
 THROTTLE_PAYLOAD_BYTES = 1024 * 1024
 
+# How long a node that reached the execution's deadline inside synchronous work waits for
+# the execution's timeout to cancel the run (it takes one turn of the loop; a safety margin).
+DEADLINE_GRACE_S = 0.25
+
 NO_DATA: list[Item] = []  # identity marks an edge that resolved without data
 # Node runs whose outputs were recorded (FAILED ones when onError routed an error item).
 _WITH_PAYLOAD = (NodeRunStatus.SUCCEEDED, NodeRunStatus.FAILED)
@@ -81,6 +89,8 @@ def utcnow() -> datetime:
 @dataclass(slots=True)
 class RunOptions:
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    # What rendering a node's parameters for one item may cost (`LOOM_EXPRESSION_*`).
+    expression_limits: ExpressionLimits = DEFAULT_LIMITS
     execution_timeout_s: float | None = None
     resources: NodeResources | None = None
     # Outputs (and error items) larger than this as JSON fail their node with
@@ -153,6 +163,19 @@ def error_info(exc: BaseException, plan_node: PlanNode) -> ErrorInfo:
     label = f"node {node.name!r}"
     if isinstance(exc, NodeError):
         return ErrorInfo(exc.error_type, f"{label}: {exc.message}", exc.details)
+    if isinstance(exc, ExpressionLimitError):
+        parameter = exc.parameter
+        where = f" in parameter '{parameter}'" if parameter else ""
+        return ErrorInfo(
+            "EXPRESSION_LIMIT",
+            f"{label}{where}: {exc}",
+            {
+                "expression": exc.expression,
+                "parameter": parameter,
+                "limit": exc.limit,
+                "setting": SETTING.get(exc.limit),
+            },
+        )
     if isinstance(exc, ExpressionError):
         parameter = getattr(exc, "parameter", None)
         where = f" in parameter '{parameter}'" if parameter else ""
@@ -170,6 +193,17 @@ def error_info(exc: BaseException, plan_node: PlanNode) -> ErrorInfo:
     if isinstance(exc, ConnectionError):
         return ErrorInfo("CONNECTION_ERROR", f"{label}: {exc}")
     return ErrorInfo("NODE_CRASHED", f"{label} raised {type(exc).__name__}: {exc}")
+
+
+async def _deadline_reached(node_deadline: float | None) -> NoReturn:
+    """A behaviour stopped in synchronous work (an expression) because its deadline passed:
+    end it as the timeout that is due would. The node's own: NODE_TIMEOUT at once. The
+    execution's: its timeout cancels the run at the next turn of the event loop, which
+    waiting here gives (EXECUTION_TIMEOUT)."""
+    if node_deadline is not None and time.monotonic() >= node_deadline:
+        raise TimeoutError
+    await asyncio.sleep(DEADLINE_GRACE_S)
+    raise TimeoutError
 
 
 # What `run_node` returns for a node that parked (a durable wait): it resolves nothing.
@@ -228,6 +262,8 @@ class _Run:
         self.parked: dict[str, tuple[NodeRunState, datetime]] = {}
         # Parked nodes that wait for executions they started (sub-workflows).
         self.on_children: set[str] = set()
+        # When the execution's time is up, on the monotonic clock (set when it starts).
+        self.deadline: float | None = None
 
     # Recording
 
@@ -447,6 +483,10 @@ class _Run:
                     "it for the editor but gives it no behaviour",
                     error_type="NOT_RUNNABLE",
                 )
+            deadline = node_deadline = self.deadline
+            if node.timeout_s is not None:
+                node_deadline = time.monotonic() + node.timeout_s
+                deadline = node_deadline if deadline is None else min(deadline, node_deadline)
             context = NodeRunContext(
                 node,
                 plan_node.compiled,
@@ -457,6 +497,8 @@ class _Run:
                 self.options.resources,
                 state.id,
                 partial(self.plan.ancestor_names, plan_node.id),
+                limits=self.options.expression_limits,
+                deadline=deadline,
             )
             try:
                 if node.timeout_s is not None:
@@ -464,8 +506,12 @@ class _Run:
                         result = await behaviour(context, inputs)
                 else:
                     result = await behaviour(context, inputs)
+            except DeadlineReached:
+                context.note_held()
+                await _deadline_reached(node_deadline if node.timeout_s is not None else None)
             finally:
                 state.console = context.console  # what it printed, whether it failed or not
+            context.note_held()
             outputs = check_outputs(result, plan_node.output_ports)
         input_port = self.input_port(plan_node, outputs)
         payload: EncodedOutputs | None = None
@@ -590,7 +636,10 @@ class _Run:
                         continue
                     if not self.running and not self.ready:
                         # The only runnable node: run it in this task. A chain of nodes
-                        # then costs no task creation and no asyncio.wait per node.
+                        # then costs no task creation and no asyncio.wait per node, and
+                        # gives the event loop a turn once a slice has passed.
+                        if slices.due():
+                            await slices.give_turn()
                         outputs = await self.run_node(plan_node, inputs)
                         if outputs is not PARKED:
                             self.resolve(plan_node, outputs)
@@ -724,6 +773,8 @@ class Executor:
         """
         options = options or RunOptions()
         run = _Run(request, self.recorder, options, self.clock)
+        if options.execution_timeout_s is not None:
+            run.deadline = time.monotonic() + options.execution_timeout_s
         run.start()
         self._runs.add(run)
         try:

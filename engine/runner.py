@@ -32,6 +32,7 @@ from engine.executor import (
     RunRequest,
     StartNodeError,
 )
+from engine.expressions.budget import DEFAULT_LIMITS, ExpressionLimits
 from engine.graph import Graph
 from engine.node_types import NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
@@ -149,6 +150,7 @@ class ExecutionRunner:
         *,
         plan_cache: PlanCache | None = None,
         max_concurrency: int = 16,
+        expression_limits: ExpressionLimits = DEFAULT_LIMITS,
         leases: Leases | None = None,
         on_finished: Callable[[LoadedExecution, Outcome], Awaitable[None]] | None = None,
         durable_wait_s: float | None = None,
@@ -160,6 +162,7 @@ class ExecutionRunner:
         self.registry = registry
         self.plan_cache = plan_cache or PlanCache()
         self.max_concurrency = max_concurrency
+        self.expression_limits = expression_limits
         self.leases = leases
         self.on_finished = on_finished
         # Waits longer than this park the execution (WAITING) and free this process.
@@ -279,6 +282,7 @@ class ExecutionRunner:
         timeout = loaded.settings.get("executionTimeoutSeconds")
         options = RunOptions(
             max_concurrency=self.max_concurrency,
+            expression_limits=self.expression_limits,
             execution_timeout_s=float(timeout) if timeout else None,
             resources=self.resources,
             max_node_output_bytes=self.max_node_output_bytes,

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from engine.bus import EventFanout, EventPublisher, LocalPublisher
+from engine.loop_monitor import monitoring
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.nodes.webhook import METHODS
 from engine.plan import PlanCache
@@ -89,6 +90,7 @@ def build_services(
                 secret_box,
                 lambda execution: submit_to(database, submitter, publisher, execution),
             ),
+            expression_limits=settings.expression_limits(),
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)
@@ -177,6 +179,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with monitoring(settings.loop_stall_s) as monitor:
+            app.state.loop_monitor = monitor
+            async with serving():
+                yield
+
+    @asynccontextmanager
+    async def serving() -> AsyncIterator[None]:
         nonlocal reading, scheduling
         if reader is not None and publisher is not None:
             publisher.start()

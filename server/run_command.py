@@ -37,6 +37,7 @@ from rich.text import Text
 from engine import json_depth
 from engine.events import ErrorInfo, Event, EventType, Record
 from engine.executor import DEFAULT_MAX_CONCURRENCY, Executor, Outcome, RunOptions, RunRequest
+from engine.expressions.budget import DEFAULT_LIMITS, ExpressionLimits
 from engine.graph import Edge, Graph, Node, OnError, Position, RetryPolicy
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.nodes.base import Item, NodeResources, RunInfo
@@ -387,6 +388,8 @@ async def execute(
     resources: NodeResources | None = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     max_node_output_bytes: int | None = DEFAULT_MAX_NODE_OUTPUT_BYTES,
+    *,
+    expression_limits: ExpressionLimits = DEFAULT_LIMITS,
 ) -> Outcome:
     """Run the workflow once, in this process, honouring `settings.executionTimeoutSeconds`;
     nodes that reach out (HTTP Request) use `resources`."""
@@ -410,6 +413,7 @@ async def execute(
         execution_timeout_s=float(timeout_s) if timeout_s else None,
         resources=resources,
         max_node_output_bytes=max_node_output_bytes,
+        expression_limits=expression_limits,
     )
     return await executor.run(request, options)
 
@@ -425,6 +429,7 @@ async def _execute_with_resources(
             resources,
             settings.max_node_concurrency,
             settings.max_node_output_bytes,
+            expression_limits=settings.expression_limits(),
         )
     finally:
         await resources.http.close()

@@ -17,6 +17,7 @@ from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTP
 
 if TYPE_CHECKING:
     from engine.code import CodeLimits
+    from engine.expressions.budget import ExpressionLimits
     from engine.nodes.base import NodeResources
     from storage.db import Database
     from storage.models import Execution
@@ -220,6 +221,35 @@ class Settings(BaseSettings):
         "interrupts them (they run again elsewhere).",
         ge=0,
     )
+    # Bounded user work (docs/expressions.md, "Limits"): what rendering one node's
+    # parameters for one item may cost, and when a held event loop is reported.
+    expression_max_steps: int = Field(
+        default=100_000,  # as engine.expressions.budget.ExpressionLimits
+        description="Steps (operations, and elements visited) one rendering of a node's "
+        "parameters for one item may take; past it the node fails with EXPRESSION_LIMIT. "
+        "About 0.1 µs each: the default holds the event loop for 5 to 15 ms at most.",
+        ge=1_000,
+    )
+    expression_max_value_size: int = Field(
+        default=1_000_000,
+        description="Largest value an expression may build (a template's text included), in "
+        "characters and elements counted recursively.",
+        ge=1_000,
+    )
+    regex_timeout_s: float = Field(
+        default=0.02,
+        description="Time regular expressions may take: in all per rendering of a node's "
+        "parameters (matches()), and per item for the regex conditions of IF, Filter and "
+        "Switch. It holds the event loop while it runs.",
+        gt=0,
+        le=10,
+    )
+    loop_stall_s: float = Field(
+        default=0.1,
+        description="An event loop held longer than this is logged as a stall, naming the "
+        "execution whose node held it.",
+        gt=0,
+    )
     durable_wait_s: float = Field(
         default=30.0,
         description="A `wait` node waiting longer than this parks its execution (WAITING) "
@@ -340,6 +370,16 @@ class Settings(BaseSettings):
             return None  # distributed mode refuses to start without a key
         data_dir = self.data_dir
         return SecretBox(lambda: embedded_key(data_dir), previous)
+
+    def expression_limits(self) -> ExpressionLimits:
+        """The budget of expression rendering these settings give every node."""
+        from engine.expressions.budget import ExpressionLimits
+
+        return ExpressionLimits(
+            max_steps=self.expression_max_steps,
+            max_value_size=self.expression_max_value_size,
+            regex_timeout_s=self.regex_timeout_s,
+        )
 
     def resolved_database_url(self) -> str:
         """The async SQLAlchemy URL to connect to."""

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from engine.executor import LEASE_LOST, SHUTDOWN, Outcome
+from engine.loop_monitor import LoopMonitor
 from engine.node_types import load_registry
 from engine.plan import PlanCache
 from engine.queue import (
@@ -133,6 +134,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         durable_wait_s=settings.durable_wait_s,
         max_node_output_bytes=settings.max_node_output_bytes,
         resources=settings.node_resources(database, settings.secret_box(), submit_new),
+        expression_limits=settings.expression_limits(),
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
     sweeper = Sweeper(
@@ -149,7 +151,9 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    monitor = LoopMonitor(settings.loop_stall_s)
     background = [
+        asyncio.create_task(monitor.run(), name="loop monitor"),
         asyncio.create_task(worker.main(), name="arq worker"),
         asyncio.create_task(sweeper.run_forever(), name="sweeper"),
         asyncio.create_task(listen_for_cancels(redis, runner), name="cancel listener"),

@@ -4,13 +4,16 @@
     compiled, problems = compile_parameters({"total": "{{ $json.price * $json.qty }}"})
     compiled.render(Scope(json={"price": 2, "qty": 3}))   # {"total": 6}
 
-See `compiler` for the sandbox and `docs/expressions.md` for the language.
+See `compiler` for the sandbox, `budget` for what an evaluation may cost, and
+`docs/expressions.md` for the language.
 """
 
+from engine.expressions.budget import Budget, ExpressionLimits
 from engine.expressions.compiler import compile_expression
 from engine.expressions.errors import (
     ExpressionError,
     ExpressionEvaluationError,
+    ExpressionLimitError,
     ExpressionSyntaxError,
 )
 from engine.expressions.scope import NodeItems, Scope
@@ -25,9 +28,12 @@ from engine.expressions.template import (
 )
 
 __all__ = [
+    "Budget",
     "CompiledParameters",
     "ExpressionError",
     "ExpressionEvaluationError",
+    "ExpressionLimitError",
+    "ExpressionLimits",
     "ExpressionSyntaxError",
     "NodeItems",
     "ParameterError",

@@ -8,9 +8,13 @@ item costs a few function calls and no parsing.
 
 Why Python's parser rather than a grammar library: it is fast, exhaustively tested, and gives
 precise syntax errors; the whitelist makes the accepted language small and the compiler
-(not `eval`) gives it meaning. There are no loops, comprehensions, lambdas or assignments, so
-evaluation time is bounded by the tree's size times the data's size; the size guards in
-`functions` bound memory.
+(not `eval`) gives it meaning. There are no loops, comprehensions, lambdas or assignments.
+
+Evaluation is metered (`budget`): a rendering charges the size of its expressions' trees
+when it starts (`compile_counted`), and every operation whose work grows with the data
+(repetition, comparisons of containers, `in`, slices, the functions) charges that work and
+checks the size of what it builds before it builds it. The hot path (`$json.price *
+$json.qty`) pays nothing for it.
 """
 
 from __future__ import annotations
@@ -23,15 +27,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.expressions.errors import ExpressionEvaluationError, ExpressionSyntaxError
+from engine.expressions.budget import (
+    EXPRESSION_STEPS,
+    MAX_INT_BITS,
+    MAX_POWER_EXPONENT,
+    NUMBER_SIZE,
+    TREE_NODE_STEPS,
+    Budget,
+    exceeded,
+)
+from engine.expressions.errors import (
+    EvalError,
+    ExpressionEvaluationError,
+    ExpressionLimitError,
+    ExpressionSyntaxError,
+    LimitExceeded,
+)
 from engine.expressions.functions import (
     FUNCTIONS,
-    MAX_STRING_CHARS,
-    EvalError,
     arity_problem,
-    check_size,
     method,
-    to_text,
+    sliced,
+    text_of,
     type_name,
 )
 from engine.expressions.lexer import DOLLAR_PREFIX, as_written, to_python
@@ -40,8 +57,6 @@ from engine.expressions.scope import NodeItems, NodeOutputs, Scope, plain
 MAX_EXPRESSION_CHARS = 10_000
 MAX_TREE_DEPTH = 64
 MAX_TREE_NODES = 2_000
-MAX_POWER_EXPONENT = 1_000
-MAX_INT_BITS = 4_096
 
 Compiled = Callable[[Scope], Any]
 
@@ -66,31 +81,39 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Mod: operator.mod,
 }
 
-_COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda left, right: _contains(right, left),
-    ast.NotIn: lambda left, right: not _contains(right, left),
+# Comparisons take the budget first: `==` and `<` on containers and `in` charge their work.
+_COMPARE: dict[type[ast.cmpop], Callable[[Budget, Any, Any], Any]] = {
+    ast.Eq: lambda budget, left, right: left == right,
+    ast.NotEq: lambda budget, left, right: left != right,
+    ast.Lt: lambda budget, left, right: left < right,
+    ast.LtE: lambda budget, left, right: left <= right,
+    ast.Gt: lambda budget, left, right: left > right,
+    ast.GtE: lambda budget, left, right: left >= right,
+    ast.In: lambda budget, left, right: _contains(budget, right, left),
+    ast.NotIn: lambda budget, left, right: not _contains(budget, right, left),
 }
+_ORDERED = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+# Types whose comparison costs one step whatever their value.
+_SCALARS = frozenset((int, float, bool, type(None)))
 
 
-def _contains(container: Any, element: Any) -> bool:
+def _contains(budget: Budget, container: Any, element: Any) -> bool:
     if isinstance(container, str):
         if not isinstance(element, str):
             raise EvalError(f"'in' a string needs a string, got {type_name(element)}")
+        budget.charge_chars(len(container))
         return element in container
-    if isinstance(container, list | dict):
+    if isinstance(container, list):
+        budget.membership(container, element)
+        return element in container
+    if isinstance(container, dict):
         return element in container
     raise EvalError(f"'in' needs a string, array or object, got {type_name(container)}")
 
 
 def _checked_number(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
-        raise EvalError(f"number larger than {MAX_INT_BITS} bits")
+        raise exceeded(NUMBER_SIZE, f"a number larger than {MAX_INT_BITS:,} bits")
     return value
 
 
@@ -99,10 +122,10 @@ def _power(base: Any, exponent: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise EvalError(f"'**' needs numbers, got {type_name(value)}")
     if abs(exponent) > MAX_POWER_EXPONENT:
-        raise EvalError(f"exponent larger than {MAX_POWER_EXPONENT}")
+        raise exceeded(NUMBER_SIZE, f"an exponent larger than {MAX_POWER_EXPONENT:,}")
     big = isinstance(base, int) and isinstance(exponent, int) and exponent > 0
     if big and abs(base).bit_length() * exponent > MAX_INT_BITS:
-        raise EvalError(f"number larger than {MAX_INT_BITS} bits")
+        raise exceeded(NUMBER_SIZE, f"a number larger than {MAX_INT_BITS:,} bits")
     try:
         return base**exponent
     except OverflowError as exc:
@@ -111,8 +134,8 @@ def _power(base: Any, exponent: Any) -> Any:
         raise EvalError("zero cannot be raised to a negative power") from exc
 
 
-def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, Any], Any]:
-    def apply(left: Any, right: Any) -> Any:
+def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Scope, Any, Any], Any]:
+    def apply(scope: Scope, left: Any, right: Any) -> Any:
         if (type(left) is float and type(right) in _NUMBERS) or (
             type(right) is float and type(left) is int
         ):
@@ -132,16 +155,21 @@ def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, An
         if symbol == "*":
             # Repeating a string or list: check the size before building it.
             for sequence, count in ((left, right), (right, left)):
-                repeats = isinstance(sequence, str | list) and isinstance(count, int)
-                if repeats and len(sequence) * max(count, 0) > MAX_STRING_CHARS:
-                    raise EvalError("repeated value would be too large")
-        if symbol == "+" and isinstance(left, str) != isinstance(right, str):
-            # `"total: " + 3` reads naturally in expressions; join as text, like JavaScript.
-            return check_size(to_text(left) + to_text(right))
+                if isinstance(sequence, list) and isinstance(count, int):
+                    measured = scope.budget.check_repeat(sequence, count)
+                    repeated = sequence * count
+                    scope.budget.remember(repeated, measured)
+                    return repeated
+                if isinstance(sequence, str) and isinstance(count, int):
+                    scope.budget.check_repeat(sequence, count)
+        if symbol == "+":
+            joined = _concatenate(scope.budget, left, right)
+            if joined is not None:
+                return joined
         if isinstance(left, dict) or isinstance(right, dict):
             raise EvalError(f"'{symbol}' cannot apply to an object")
         try:
-            return check_size(_checked_number(op(left, right)))
+            return _checked_number(op(left, right))
         except ZeroDivisionError as exc:
             raise EvalError("division by zero") from exc
         except OverflowError as exc:
@@ -155,6 +183,25 @@ def _arithmetic(op: Callable[[Any, Any], Any], symbol: str) -> Callable[[Any, An
 
 
 _NUMBERS = (int, float)
+
+
+def _concatenate(budget: Budget, left: Any, right: Any) -> Any:
+    """`a + b` with a string or list on either side; None when neither is (numbers)."""
+    left_is_text, right_is_text = isinstance(left, str), isinstance(right, str)
+    if left_is_text or right_is_text:
+        # `"total: " + 3` reads naturally in expressions; join as text, like JavaScript.
+        left_text = left if left_is_text else text_of(budget, left)
+        right_text = right if right_is_text else text_of(budget, right)
+        budget.check_size(len(left_text) + len(right_text), "the joined text")
+        budget.charge_chars(len(left_text) + len(right_text))
+        return left_text + right_text
+    if isinstance(left, list) and isinstance(right, list):
+        size = budget.size(left)
+        budget.check_size(size + budget.size(right), "the joined list")
+        budget.charge_elements(len(left) + len(right))
+        return left + right
+    return None
+
 
 _SYMBOLS: dict[type[ast.AST], str] = {
     ast.Add: "+",
@@ -273,7 +320,13 @@ class _Compiler:
 
     def _List(self, node: ast.List, depth: int) -> Compiled:
         items = [self.compile(element, depth) for element in node.elts]
-        return lambda scope: [plain(item(scope)) for item in items]
+
+        def build_list(scope: Scope) -> list[Any]:
+            result = [plain(item(scope)) for item in items]
+            scope.budget.check_value(result, "this list")
+            return result
+
+        return build_list
 
     _Tuple = _List
 
@@ -290,6 +343,7 @@ class _Compiler:
                 if not isinstance(key_value, str):
                     raise EvalError(f"object keys must be strings, got {type_name(key_value)}")
                 result[key_value] = plain(value(scope))
+            scope.budget.check_value(result, "this object")
             return result
 
         return build
@@ -302,7 +356,7 @@ class _Compiler:
         if op is None:
             raise self.fail(f"operator {_SYMBOLS.get(type(node.op), '?')!r} is not allowed")
         apply = _arithmetic(op, _SYMBOLS[type(node.op)])
-        return lambda scope: apply(left(scope), right(scope))
+        return lambda scope: apply(scope, left(scope), right(scope))
 
     def _UnaryOp(self, node: ast.UnaryOp, depth: int) -> Compiled:
         operand = self.compile(node.operand, depth)
@@ -352,14 +406,17 @@ class _Compiler:
             if compare is None:
                 raise self.fail(f"comparison {_SYMBOLS.get(type(op), '?')!r} is not allowed")
             ops.append(compare)
+        orders = [isinstance(op, _ORDERED) for op in node.ops]
         rights = [self.compile(comparator, depth) for comparator in node.comparators]
 
         def compare_all(scope: Scope) -> bool:
             current = plain(left(scope))
-            for compare, right in zip(ops, rights, strict=True):
+            for compare, ordered, right in zip(ops, orders, rights, strict=True):
                 other = plain(right(scope))
+                if ordered and not (type(current) in _SCALARS and type(other) in _SCALARS):
+                    scope.budget.comparison(current, other)
                 try:
-                    if not compare(current, other):
+                    if not compare(scope.budget, current, other):
                         return False
                 except TypeError as exc:
                     raise EvalError(
@@ -390,7 +447,7 @@ class _Compiler:
             lower = self.compile(node.slice.lower, depth) if node.slice.lower else None
             upper = self.compile(node.slice.upper, depth) if node.slice.upper else None
 
-            def sliced(scope: Scope) -> Any:
+            def slice_of(scope: Scope) -> Any:
                 value = target(scope)
                 if not isinstance(value, str | list):
                     raise EvalError(f"cannot slice a {type_name(value)}")
@@ -401,9 +458,9 @@ class _Compiler:
                         isinstance(bound, bool) or not isinstance(bound, int)
                     ):
                         raise EvalError("slice bounds must be integers")
-                return value[start:end]
+                return sliced(scope.budget, value, start, end)
 
-            return sliced
+            return slice_of
         key = self.compile(node.slice, depth)
         return lambda scope: _get_key(target(scope), key(scope))
 
@@ -430,7 +487,7 @@ class _Compiler:
                 raise self.fail(f"unknown function {func.id!r}")
             if problem := arity_problem(func.id, function, len(args)):
                 raise self.fail(problem)
-            return lambda scope: check_size(function(*[plain(arg(scope)) for arg in args]))
+            return lambda scope: function(scope.budget, *[plain(arg(scope)) for arg in args])
         if isinstance(func, ast.Attribute):
             name = func.attr
             if name.startswith("_"):
@@ -447,7 +504,7 @@ class _Compiler:
                     raise EvalError(f"a {type_name(target)} has no method {name!r}")
                 if problem := arity_problem(name, implementation, len(values), receiver=True):
                     raise EvalError(problem)
-                return check_size(implementation(target, *values))
+                return implementation(scope.budget, target, *values)
 
             return call_method
         raise self.fail("only functions and methods can be called")
@@ -478,13 +535,20 @@ def _describe(node: ast.AST) -> str:
     return names.get(type(node).__name__, "")
 
 
-@functools.lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Compiled:
     """Compile the text inside `{{ }}` into a function of the scope.
 
     Compiled expressions are pure functions of their source, so they are cached by it and
     shared by every node and version that uses the same text.
     """
+    return compile_counted(source)[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_counted(source: str) -> tuple[Compiled, int]:
+    """`compile_expression`, and the steps one evaluation of the expression's own
+    operations costs (its tree's size): a rendering charges them when it starts
+    (`Budget.start`), so that evaluating costs nothing extra on the hot path."""
     if len(source) > MAX_EXPRESSION_CHARS:
         raise ExpressionSyntaxError(
             f"expression longer than {MAX_EXPRESSION_CHARS} characters", source
@@ -510,12 +574,15 @@ def compile_expression(source: str) -> Compiled:
     def evaluate(scope: Scope) -> Any:
         try:
             return plain(body(scope))
+        except LimitExceeded as exc:
+            raise ExpressionLimitError(str(exc), source, exc.limit) from exc
         except EvalError as exc:
             raise ExpressionEvaluationError(str(exc), source) from exc
         except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
             raise ExpressionEvaluationError(_unexpected(exc), source) from exc
 
-    return evaluate
+    # Every operation of the tree counts, whichever branches run.
+    return evaluate, EXPRESSION_STEPS + TREE_NODE_STEPS * compiler.nodes_seen
 
 
 _UNCLOSED = re.compile(r"closing parenthesis '\)' does not match opening parenthesis '(.)'.*")

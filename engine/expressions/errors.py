@@ -3,6 +3,12 @@
 ExpressionError
  +-- ExpressionSyntaxError       the text is not an expression Loom accepts (compile time)
  +-- ExpressionEvaluationError   evaluating it failed for this item (run time)
+      +-- ExpressionLimitError   it ran out of its budget: steps, value size, number size or
+                                 regex time (`budget.ExpressionLimits`)
+
+Inside evaluation, code raises `EvalError` (or `LimitExceeded`) without the expression's text;
+the compiler turns it into the public error with the text added. `DeadlineReached` is not an
+error of the expression: the node's or the execution's time ran out while it was evaluated.
 """
 
 from __future__ import annotations
@@ -26,3 +32,32 @@ class ExpressionSyntaxError(ExpressionError):
 
 class ExpressionEvaluationError(ExpressionError):
     """The expression compiled but failed on the data it was given."""
+
+
+class ExpressionLimitError(ExpressionEvaluationError):
+    """The expression needed more than its budget allows; `limit` names which one."""
+
+    def __init__(self, message: str, expression: str, limit: str) -> None:
+        super().__init__(message, expression)
+        self.limit = limit
+
+
+class EvalError(Exception):
+    """Raised inside evaluation; the compiler adds the expression text."""
+
+
+class LimitExceeded(EvalError):
+    """Raised inside evaluation when a budget runs out; `limit` names which one."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class DeadlineReached(BaseException):
+    """The node's or the execution's deadline passed during synchronous work.
+
+    A BaseException, like cancellation: no error handler of a behaviour or retry policy
+    takes it for a failure of its own. The executor answers it by giving the event loop a
+    turn, so that the timeout that is due ends the node or the run as it always does.
+    """

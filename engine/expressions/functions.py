@@ -1,7 +1,9 @@
 """The functions and methods an expression may call. Nothing else is reachable.
 
-Every function takes and returns JSON values (dict, list, str, int, float, bool, None). Methods
-are looked up in per-type tables by name; no Python attribute is ever read from a value.
+Every function takes the rendering's `Budget` first, then JSON values (dict, list, str, int,
+float, bool, None), and returns a JSON value. Each one charges the budget for the work it does
+and checks the size of what it builds *before* building it (see `budget`). Methods are looked
+up in per-type tables by name; no Python attribute is ever read from a value.
 """
 
 from __future__ import annotations
@@ -10,33 +12,33 @@ import functools
 import inspect
 import json
 import math
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import regex
 
-from engine.expressions.errors import ExpressionEvaluationError
+from engine.expressions.budget import (
+    CONTAINER_STEPS,
+    ELEMENTS_PER_STEP,
+    MAX_PATTERN_CHARS,
+    MAX_ROUND_DIGITS,
+    NUMBER_SIZE,
+    Budget,
+    exceeded,
+    regex_exceeded,
+)
+from engine.expressions.errors import EvalError
 from engine.json_depth import JsonTooDeep, nests_deeper
 
-T = TypeVar("T")
+__all__ = ["EvalError", "to_text"]
 
-MAX_STRING_CHARS = 1_000_000
-MAX_LIST_ITEMS = 100_000
-REGEX_TIMEOUT_S = 0.1
-MAX_PARSE_JSON_CHARS = 1_000_000
-
-
-class EvalError(Exception):
-    """Raised inside evaluation; the compiler adds the expression text."""
-
-
-def check_size(value: T) -> T:
-    """Refuse strings and lists past the evaluation limits."""
-    if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
-        raise EvalError(f"string result longer than {MAX_STRING_CHARS} characters")
-    if isinstance(value, list | dict) and len(value) > MAX_LIST_ITEMS:
-        raise EvalError(f"result with more than {MAX_LIST_ITEMS} elements")
-    return value
+# Steps per element where Python code handles each element (not C code on all at once).
+JOIN_STEPS = 8
+NUMBER_STEPS = 3
+UNIQUE_STEPS = 4
+REPLACE_STEPS = 4
+_PLAIN_NUMBERS = {int, float}
 
 
 def type_name(value: Any) -> str:
@@ -55,8 +57,13 @@ def type_name(value: Any) -> str:
     return "reference"
 
 
-def to_text(value: Any) -> str:
-    """How a value reads inside a string: JSON for structures, JavaScript-like for scalars."""
+def text_of(budget: Budget, value: Any, allowed: int | None = None) -> str:
+    """How a value reads inside a string: JSON for structures, JavaScript-like for scalars.
+
+    A list or object is measured first and refused when its text could not fit `allowed`
+    characters (the value size limit by default); its text is then checked again, since
+    JSON spells a number in more than one character.
+    """
     if value is None:
         return ""
     if isinstance(value, str):
@@ -69,10 +76,21 @@ def to_text(value: Any) -> str:
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, int | float):
         return str(value)
+    allowed = budget.limits.max_value_size if allowed is None else allowed
+    size, containers = budget.measure(value, allowed)
+    budget.check_size(size, "the text of this value")
+    budget.charge(size + CONTAINER_STEPS * containers)  # encoding it: one pass
     try:
-        return check_size(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise EvalError(f"cannot turn a {type_name(value)} into text") from exc
+    budget.check_size(len(text), "the text of this value")
+    return text
+
+
+def to_text(value: Any, budget: Budget | None = None) -> str:
+    """`text_of` for callers outside an evaluation (node behaviours): default limits."""
+    return text_of(budget or Budget(), value)
 
 
 def _text(value: Any, what: str) -> str:
@@ -81,12 +99,13 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
-def _number(value: Any) -> float | int:
+def _number(budget: Budget, value: Any) -> float | int:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int | float):
         return value
     if isinstance(value, str):
+        budget.charge_chars(len(value))
         try:
             number = float(value.strip())
         except ValueError as exc:
@@ -95,121 +114,204 @@ def _number(value: Any) -> float | int:
     raise EvalError(f"cannot turn a {type_name(value)} into a number")
 
 
-def _int(value: Any) -> int:
-    number = _number(value)
+def _int(budget: Budget, value: Any) -> int:
+    number = _number(budget, value)
     if isinstance(number, float) and not math.isfinite(number):
         raise EvalError("cannot turn an infinite number into an integer")
     return int(number)
 
 
-def _round(value: Any, digits: Any = 0) -> float | int:
-    result = round(_number(value), _int(digits))
-    return result
-
-
-def _matches(text: Any, pattern: Any) -> bool:
-    try:
-        return (
-            regex.search(_text(pattern, "matches"), _text(text, "matches"), timeout=REGEX_TIMEOUT_S)
-            is not None
+def _round(budget: Budget, value: Any, digits: Any = 0) -> float | int:
+    places = _int(budget, digits)
+    if not -MAX_ROUND_DIGITS <= places <= MAX_ROUND_DIGITS:
+        # Python would compute 10**places: round(5, -10000000) took seconds.
+        raise exceeded(
+            NUMBER_SIZE,
+            f"round() to {places:,} digits; digits must be between "
+            f"-{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}",
         )
-    except TimeoutError as exc:
-        raise EvalError(f"regular expression took longer than {REGEX_TIMEOUT_S} s") from exc
+    return round(_number(budget, value), places)
+
+
+def _matches(budget: Budget, text: Any, pattern: Any) -> bool:
+    subject, source = _text(text, "matches"), _text(pattern, "matches")
+    if len(source) > MAX_PATTERN_CHARS:
+        raise EvalError(f"regular expression longer than {MAX_PATTERN_CHARS:,} characters")
+    budget.charge_chars(len(subject))
+    timeout_s = budget.regex_timeout_s()
+    started = time.perf_counter()
+    try:
+        return regex.search(source, subject, timeout=timeout_s) is not None
+    except TimeoutError:
+        raise regex_exceeded(budget.limits.regex_timeout_s) from None
     except regex.error as exc:
         raise EvalError(f"invalid regular expression: {exc}") from exc
+    finally:
+        budget.spent_on_regex(time.perf_counter() - started)
 
 
-def _contains(container: Any, element: Any) -> bool:
+def _contains(budget: Budget, container: Any, element: Any) -> bool:
     if isinstance(container, str):
+        budget.charge_chars(len(container))
         return _text(element, "contains") in container
     if isinstance(container, list):
+        budget.membership(container, element)
         return element in container
     if isinstance(container, dict):
         return isinstance(element, str) and element in container  # keys are strings
     raise EvalError(f"contains expects a string, array or object, got {type_name(container)}")
 
 
-def _is_empty(value: Any) -> bool:
+def _is_empty(budget: Budget, value: Any) -> bool:
     return value is None or (isinstance(value, str | list | dict) and len(value) == 0)
 
 
-def _length(value: Any) -> int:
+def _length(budget: Budget, value: Any) -> int:
     if isinstance(value, str | list | dict):
         return len(value)
     raise EvalError(f"a {type_name(value)} has no length")
 
 
-def _split(text: Any, separator: Any = None, limit: Any = -1) -> list[str]:
+def _split(budget: Budget, text: Any, separator: Any = None, limit: Any = -1) -> list[str]:
     source = _text(text, "split")
+    max_parts = _int(budget, limit)
+    # JavaScript's limit keeps the first parts (Python's maxsplit would keep the rest
+    # joined in the last one): split at most that often, then drop the remainder.
+    maxsplit = max_parts if max_parts >= 0 else -1
+    budget.charge_chars(len(source))
     if separator == "":
-        parts = list(source)
+        parts = len(source) if max_parts < 0 else min(len(source), max_parts)
+        budget.check_size(1 + 2 * parts, "the parts of this text")
+        budget.charge(parts)
+        return list(source[:parts])
+    if separator is None:
+        # Whitespace runs: at most one part per two characters.
+        bound = len(source) + (len(source) + 1) // 2 + 1
     else:
-        parts = source.split(None if separator is None else _text(separator, "split"))
-    max_parts = _int(limit)
-    return check_size(parts if max_parts < 0 else parts[:max_parts])
+        separator = _text(separator, "split")
+        separators = source.count(separator)
+        bound = len(source) - separators * len(separator) + separators + 2
+    budget.check_size(bound, "the parts of this text")
+    parts_list = source.split(separator, maxsplit)
+    budget.charge(len(parts_list))  # a new string each
+    return parts_list if max_parts < 0 else parts_list[:max_parts]
 
 
-def _join(items: Any, separator: Any = ",") -> str:
+def _join(budget: Budget, items: Any, separator: Any = ",") -> str:
     if not isinstance(items, list):
         raise EvalError(f"join expects an array, got {type_name(items)}")
-    return check_size(_text(separator, "join").join(to_text(item) for item in items))
+    glue = _text(separator, "join")
+    limit = budget.limits.max_value_size
+    total = len(glue) * max(len(items) - 1, 0)
+    budget.check_size(total, "the joined text")
+    budget.charge(len(items))  # before looking at the elements, however many
+    if set(map(type, items)) <= {str}:  # Python's C code joins strings at once
+        budget.check_size(total + sum(map(len, items)), "the joined text")
+        budget.charge_chars(total)
+        return glue.join(items)
+    # Each element turned into text one by one: a few steps each.
+    budget.charge((JOIN_STEPS - 1) * len(items))
+    pieces: list[str] = []
+    for item in items:
+        piece = text_of(budget, item, limit - total)
+        total += len(piece)
+        budget.check_size(total, "the joined text")
+        pieces.append(piece)
+    budget.charge_chars(total)
+    return glue.join(pieces)
 
 
-def _replace(text: Any, old: Any, new: Any) -> str:
+def _replace(budget: Budget, text: Any, old: Any, new: Any) -> str:
     source, old_text, new_text = (
         _text(text, "replace"),
         _text(old, "replace"),
         _text(new, "replace"),
     )
+    budget.charge_chars(len(source))
     occurrences = source.count(old_text) if old_text else len(source) + 1
-    if len(source) + occurrences * (len(new_text) - len(old_text)) > MAX_STRING_CHARS:
-        raise EvalError(f"string result longer than {MAX_STRING_CHARS} characters")
+    size = len(source) + occurrences * (len(new_text) - len(old_text))
+    budget.check_size(size, "the replaced text")
+    # Replacing copies piece by piece: several times as slow per character as a scan.
+    budget.charge_chars(REPLACE_STEPS * size)
     return source.replace(old_text, new_text)
 
 
-def _slice(value: Any, start: Any = None, end: Any = None) -> Any:
+def _slice(budget: Budget, value: Any, start: Any = None, end: Any = None) -> Any:
     if not isinstance(value, str | list):
         raise EvalError(f"slice expects a string or array, got {type_name(value)}")
-    return value[None if start is None else _int(start) : None if end is None else _int(end)]
+    first = None if start is None else _int(budget, start)
+    last = None if end is None else _int(budget, end)
+    return sliced(budget, value, first, last)
 
 
-def _index_of(value: Any, element: Any) -> int:
+def sliced(budget: Budget, value: str | list[Any], start: int | None, end: int | None) -> Any:
+    """`value[start:end]`, charged by what it copies."""
+    first, last, _ = slice(start, end).indices(len(value))
+    copied = max(0, last - first)
     if isinstance(value, str):
+        budget.check_size(copied, "the slice")
+        budget.charge_chars(copied)
+        return value[start:end]
+    budget.charge_elements(copied)
+    part = value[start:end]
+    budget.check_value(part, "the slice")
+    return part
+
+
+def _index_of(budget: Budget, value: Any, element: Any) -> int:
+    if isinstance(value, str):
+        budget.charge_chars(len(value))
         return value.find(_text(element, "indexOf"))
     if isinstance(value, list):
-        return value.index(element) if element in value else -1
+        budget.membership(value, element)
+        try:
+            return value.index(element)
+        except ValueError:
+            return -1
     raise EvalError(f"indexOf expects a string or array, got {type_name(value)}")
 
 
-def _keys(value: Any) -> list[str]:
+def _keys(budget: Budget, value: Any) -> list[str]:
     if not isinstance(value, dict):
         raise EvalError(f"keys expects an object, got {type_name(value)}")
+    budget.charge_elements(len(value))
+    budget.check_size(len(value) + 1 + sum(map(len, value)), "the list of keys")
     return list(value)
 
 
-def _values(value: Any) -> list[Any]:
+def _values(budget: Budget, value: Any) -> list[Any]:
     if not isinstance(value, dict):
         raise EvalError(f"values expects an object, got {type_name(value)}")
-    return list(value.values())
+    budget.charge_elements(len(value))
+    values = list(value.values())
+    budget.check_value(values, "the list of values")
+    return values
 
 
-def _numbers(args: tuple[Any, ...], what: str) -> list[float | int]:
+def _numbers(budget: Budget, args: tuple[Any, ...], what: str) -> list[float | int]:
     values = args[0] if len(args) == 1 and isinstance(args[0], list) else list(args)
     if not values:
         raise EvalError(f"{what} of nothing")
-    return [_number(value) for value in values]
+    budget.charge(len(values))  # before looking at the elements, however many
+    if set(map(type, values)) <= _PLAIN_NUMBERS:  # numbers already: nothing to convert
+        return values
+    budget.charge((NUMBER_STEPS - 1) * len(values))
+    return [_number(budget, value) for value in values]
 
 
-def _sum(values: Any) -> float | int:
+def _sum(budget: Budget, values: Any) -> float | int:
     if not isinstance(values, list):
         raise EvalError(f"sum expects an array, got {type_name(values)}")
-    return sum(_number(value) for value in values)
+    if not values:
+        return 0
+    return sum(_numbers(budget, (values,), "sum"))
 
 
-def _parse_json(text: Any) -> Any:
+def _parse_json(budget: Budget, text: Any) -> Any:
     source = _text(text, "parseJson")
-    if len(source) > MAX_PARSE_JSON_CHARS:
-        raise EvalError("text too long to parse as JSON")
+    budget.check_size(len(source), "the text to parse")
+    # Parsing costs about a step per 4 characters (one element per few characters).
+    budget.charge(len(source) // 4)
     try:
         return json.loads(source)
     except ValueError as exc:
@@ -218,42 +320,109 @@ def _parse_json(text: Any) -> Any:
         raise EvalError("not valid JSON: nested too deeply") from exc
 
 
-def _to_fixed(value: Any, digits: Any = 0) -> str:
-    places = _int(digits)
+def _to_fixed(budget: Budget, value: Any, digits: Any = 0) -> str:
+    places = _int(budget, digits)
     if not 0 <= places <= 20:
         raise EvalError("toFixed digits must be between 0 and 20")
-    return f"{_number(value):.{places}f}"
+    return f"{_number(budget, value):.{places}f}"
 
 
-def _default(value: Any, fallback: Any) -> Any:
-    return fallback if _is_empty(value) else value
+def _default(budget: Budget, value: Any, fallback: Any) -> Any:
+    return fallback if _is_empty(budget, value) else value
 
 
-def _sorted(values: Any) -> list[Any]:
+def _log2(count: int) -> int:
+    return max(1, count.bit_length())
+
+
+def _sorted(budget: Budget, values: Any) -> list[Any]:
     if not isinstance(values, list):
         raise EvalError(f"sort expects an array, got {type_name(values)}")
+    # About n log n comparisons, each as costly as the elements compared.
+    work = budget.work(values, budget.limits.max_steps * ELEMENTS_PER_STEP)
+    budget.charge_elements(work * _log2(len(values)))
+    budget.check_value(values, "the sorted list")
     try:
         return sorted(values)
     except TypeError as exc:
         raise EvalError("cannot sort values of different types") from exc
 
 
-def _unique(values: Any) -> list[Any]:
+def _unique_key(value: Any) -> Any:
+    """A hashable key under which equal JSON values meet (1 and 1.0 do, as `==` says)."""
+    if isinstance(value, list | dict):
+        return ("json", json.dumps(value, sort_keys=True, separators=(",", ":")))
+    return value
+
+
+def _unique(budget: Budget, values: Any) -> list[Any]:
     if not isinstance(values, list):
         raise EvalError(f"unique expects an array, got {type_name(values)}")
-    seen: list[Any] = []
+    # Each element is keyed (containers by their JSON text) and looked up: a few steps.
+    budget.charge(UNIQUE_STEPS * budget.work(values))
+    budget.check_value(values, "the list of unique values")
+    first_seen: dict[Any, Any] = {}
     for value in values:
-        if value not in seen:
-            seen.append(value)
-    return seen
+        first_seen.setdefault(_unique_key(value), value)
+    return list(first_seen.values())
+
+
+def _lower(budget: Budget, text: Any) -> str:
+    return _cased(budget, _text(text, "lower"), str.lower)
+
+
+def _upper(budget: Budget, text: Any) -> str:
+    return _cased(budget, _text(text, "upper"), str.upper)
+
+
+def _cased(budget: Budget, text: str, change: Callable[[str], str]) -> str:
+    budget.check_size(len(text), "the text")
+    budget.charge_chars(len(text))
+    result = change(text)  # 'ß'.upper() is 'SS': at most three times as long
+    budget.check_size(len(result), "the text")
+    return result
+
+
+def _trim(budget: Budget, text: Any) -> str:
+    source = _text(text, "trim")
+    budget.charge_chars(len(source))
+    return source.strip()
+
+
+def _starts_with(budget: Budget, text: Any, prefix: Any) -> bool:
+    start = _text(prefix, "startsWith")
+    budget.charge_chars(len(start))
+    return _text(text, "startsWith").startswith(start)
+
+
+def _ends_with(budget: Budget, text: Any, suffix: Any) -> bool:
+    end = _text(suffix, "endsWith")
+    budget.charge_chars(len(end))
+    return _text(text, "endsWith").endswith(end)
+
+
+def _boolean(budget: Budget, value: Any) -> bool:
+    return not _is_empty(budget, value) and value is not False and value != 0
+
+
+def _minimum(budget: Budget, *args: Any) -> float | int:
+    return min(_numbers(budget, args, "min"))
+
+
+def _maximum(budget: Budget, *args: Any) -> float | int:
+    return max(_numbers(budget, args, "max"))
+
+
+def _get(budget: Budget, obj: dict[str, Any], key: Any, fallback: Any = None) -> Any:
+    return obj.get(_text(key, "get"), fallback)
 
 
 Function = Callable[..., Any]
 
 
-def _parse_json_within_limit(text: Any) -> Any:
+def _parse_json_within_limit(budget: Budget, text: Any) -> Any:
     """`parseJson`, refusing JSON nested past the nesting limit (engine/json_depth.py)."""
-    value = _parse_json(text)
+    value = _parse_json(budget, text)
     if nests_deeper(value):
         raise EvalError(f"parseJson: the text is {JsonTooDeep()}")
     return value
@@ -262,55 +431,53 @@ def _parse_json_within_limit(text: Any) -> Any:
 FUNCTIONS: dict[str, Function] = {
     "len": _length,
     "length": _length,
-    "str": to_text,
-    "string": to_text,
+    "str": text_of,
+    "string": text_of,
     "number": _number,
     "float": _number,
     "int": _int,
-    "bool": lambda value: not _is_empty(value) and value is not False and value != 0,
+    "bool": _boolean,
     "round": _round,
-    "floor": lambda value: math.floor(_number(value)),
-    "ceil": lambda value: math.ceil(_number(value)),
-    "abs": lambda value: abs(_number(value)),
-    "min": lambda *args: min(_numbers(args, "min")),
-    "max": lambda *args: max(_numbers(args, "max")),
+    "floor": lambda budget, value: math.floor(_number(budget, value)),
+    "ceil": lambda budget, value: math.ceil(_number(budget, value)),
+    "abs": lambda budget, value: abs(_number(budget, value)),
+    "min": _minimum,
+    "max": _maximum,
     "sum": _sum,
-    "lower": lambda text: _text(text, "lower").lower(),
-    "upper": lambda text: _text(text, "upper").upper(),
-    "trim": lambda text: _text(text, "trim").strip(),
+    "lower": _lower,
+    "upper": _upper,
+    "trim": _trim,
     "split": _split,
     "join": _join,
     "replace": _replace,
     "contains": _contains,
-    "startsWith": lambda text, prefix: _text(text, "startsWith").startswith(
-        _text(prefix, "startsWith")
-    ),
-    "endsWith": lambda text, suffix: _text(text, "endsWith").endswith(_text(suffix, "endsWith")),
+    "startsWith": _starts_with,
+    "endsWith": _ends_with,
     "matches": _matches,
     "isEmpty": _is_empty,
-    "exists": lambda value: value is not None,
+    "exists": lambda budget, value: value is not None,
     "keys": _keys,
     "values": _values,
-    "json": to_text,
+    "json": text_of,
     "parseJson": _parse_json_within_limit,
     "default": _default,
-    "typeOf": type_name,
+    "typeOf": lambda budget, value: type_name(value),
     "sorted": _sorted,
     "unique": _unique,
 }
 
 STRING_METHODS: dict[str, Function] = {
-    "toLowerCase": FUNCTIONS["lower"],
-    "lower": FUNCTIONS["lower"],
-    "toUpperCase": FUNCTIONS["upper"],
-    "upper": FUNCTIONS["upper"],
-    "trim": FUNCTIONS["trim"],
-    "strip": FUNCTIONS["trim"],
+    "toLowerCase": _lower,
+    "lower": _lower,
+    "toUpperCase": _upper,
+    "upper": _upper,
+    "trim": _trim,
+    "strip": _trim,
     "split": _split,
-    "startsWith": FUNCTIONS["startsWith"],
-    "startswith": FUNCTIONS["startsWith"],
-    "endsWith": FUNCTIONS["endsWith"],
-    "endswith": FUNCTIONS["endsWith"],
+    "startsWith": _starts_with,
+    "startswith": _starts_with,
+    "endsWith": _ends_with,
+    "endswith": _ends_with,
     "includes": _contains,
     "contains": _contains,
     "replace": _replace,
@@ -319,7 +486,7 @@ STRING_METHODS: dict[str, Function] = {
     "substring": _slice,
     "indexOf": _index_of,
     "matches": _matches,
-    "toString": to_text,
+    "toString": text_of,
     "toNumber": _number,
     "isEmpty": _is_empty,
 }
@@ -330,38 +497,43 @@ LIST_METHODS: dict[str, Function] = {
     "join": _join,
     "slice": _slice,
     "indexOf": _index_of,
-    "first": lambda items: items[0] if items else None,
-    "last": lambda items: items[-1] if items else None,
+    "first": lambda budget, items: items[0] if items else None,
+    "last": lambda budget, items: items[-1] if items else None,
     "sum": _sum,
-    "min": lambda items: min(_numbers((items,), "min")),
-    "max": lambda items: max(_numbers((items,), "max")),
+    "min": lambda budget, items: min(_numbers(budget, (items,), "min")),
+    "max": lambda budget, items: max(_numbers(budget, (items,), "max")),
     "sort": _sorted,
     "unique": _unique,
     "isEmpty": _is_empty,
-    "toString": to_text,
+    "toString": text_of,
 }
 
 OBJECT_METHODS: dict[str, Function] = {
     "keys": _keys,
     "values": _values,
-    "get": lambda obj, key, fallback=None: obj.get(_text(key, "get"), fallback),
+    "get": _get,
     "has": _contains,
     "isEmpty": _is_empty,
-    "toString": to_text,
+    "toString": text_of,
 }
 
 NUMBER_METHODS: dict[str, Function] = {
     "toFixed": _to_fixed,
     "round": _round,
-    "toString": to_text,
+    "toString": text_of,
 }
+
+# `text_of`'s own third parameter is not the user's: `str(x, 5)` is one argument too many.
+_HIDDEN_PARAMETERS = {text_of: 1}
 
 
 @functools.cache
 def _arity(function: Function) -> tuple[int, int | None]:
-    """How many arguments a function takes: at least, and at most (None: any number)."""
+    """How many arguments a function takes, after the budget: at least, and at most (None:
+    any number)."""
     required, most = 0, 0
-    for parameter in inspect.signature(function).parameters.values():
+    parameters = list(inspect.signature(function).parameters.values())[1:]
+    for parameter in parameters[: len(parameters) - _HIDDEN_PARAMETERS.get(function, 0)]:
         if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
             return required, None
         most += 1
@@ -399,7 +571,3 @@ def method(receiver: Any, name: str) -> Function | None:
     if isinstance(receiver, int | float) and not isinstance(receiver, bool):
         return NUMBER_METHODS.get(name)
     return None
-
-
-def raise_evaluation(exc: Exception, expression: str) -> ExpressionEvaluationError:
-    return ExpressionEvaluationError(str(exc), expression)

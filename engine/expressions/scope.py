@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.expressions.functions import EvalError, type_name
+from engine.expressions.budget import Budget
+from engine.expressions.errors import EvalError
+from engine.expressions.functions import type_name
 
 
 class NodeItems:
@@ -39,19 +41,25 @@ class NodeItems:
         if name in ("length", "count"):
             return len(self._items)
         if name == "items":
-            return list(self._items)
+            return self.items()
         raise EvalError(f"{self._label} has no field {name!r} (use .all(), .first(), .item)")
 
     def call(self, name: str, args: list[Any]) -> Any:
         if args:
             raise EvalError(f"{self._label}.{name}() takes no arguments")
         if name == "all":
-            return list(self._items)
+            return self.items()
         if name == "first":
             return self._items[0] if self._items else None
         if name == "last":
             return self._items[-1] if self._items else None
         raise EvalError(f"{self._label} has no method {name!r} (use .all(), .first(), .last())")
+
+    def items(self) -> list[Any]:
+        """The items as a list: the node's own list, not a copy (nothing an expression can
+        do changes a list, and behaviours never change the items they are given), so that
+        `$input.all()` costs nothing however many items there are."""
+        return self._items if isinstance(self._items, list) else list(self._items)
 
     def _no(self, key: Any) -> Any:
         raise EvalError(f"{self._label} cannot be indexed by a {type_name(key)}")
@@ -96,6 +104,8 @@ class Scope:
     execution: Mapping[str, Any] = field(default_factory=dict)
     workflow: Mapping[str, Any] = field(default_factory=dict)
     now: str = ""
+    # The meter of the rendering in progress; `CompiledParameters.render` starts it afresh.
+    budget: Budget = field(default_factory=Budget)
 
     @property
     def input_items(self) -> NodeItems:

@@ -7,13 +7,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.expressions.compiler import Compiled, compile_expression
-from engine.expressions.errors import ExpressionError, ExpressionEvaluationError
-from engine.expressions.functions import EvalError, check_size, to_text
+from engine.expressions.budget import TEMPLATE_STEPS
+from engine.expressions.compiler import Compiled, compile_counted
+from engine.expressions.errors import (
+    EvalError,
+    ExpressionError,
+    ExpressionEvaluationError,
+    ExpressionLimitError,
+    LimitExceeded,
+)
+from engine.expressions.functions import text_of
 from engine.expressions.lexer import has_expression, split_template
 from engine.expressions.scope import Scope
 
 Renderer = Callable[[Scope], Any]
+# What an error names as its expression when all of a node's expressions together fail.
+ALL_EXPRESSIONS = "every expression of the node's parameters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +31,8 @@ class Template:
 
     source: str
     render: Renderer
+    # What one rendering's evaluation of its expressions' own operations costs.
+    steps: int = 0
 
 
 def compile_template(source: str) -> Template:
@@ -35,21 +46,42 @@ def compile_template(source: str) -> Template:
         and all(segment.is_expression or not segment.text.strip() for segment in segments)
     )
     if only:
-        compiled = compile_expression(expressions[0].text)
-        return Template(source, compiled)
-    parts: list[str | Compiled] = [
-        compile_expression(segment.text) if segment.is_expression else segment.text
-        for segment in segments
-    ]
+        compiled, steps = compile_counted(expressions[0].text)
+        return Template(source, compiled, steps)
+    parts: list[str | Compiled] = []
+    steps = TEMPLATE_STEPS
+    for segment in segments:
+        if segment.is_expression:
+            compiled, expression_steps = compile_counted(segment.text)
+            parts.append(compiled)
+            steps += expression_steps
+        else:
+            parts.append(segment.text)
 
     def render(scope: Scope) -> str:
-        pieces = [part if isinstance(part, str) else to_text(part(scope)) for part in parts]
+        # The text is one value: its size is checked piece by piece, so that a template of
+        # many large pieces fails at the first piece past the limit, not once all are built.
+        budget = scope.budget
+        limit = budget.limits.max_value_size
+        pieces: list[str] = []
+        total = 0
         try:
-            return check_size("".join(pieces))
+            for part in parts:
+                if isinstance(part, str):
+                    piece = part
+                else:
+                    piece = text_of(budget, part(scope), limit - total)
+                total += len(piece)
+                budget.check_size(total, "the text of this parameter")
+                pieces.append(piece)
+            budget.charge_chars(total)
+        except LimitExceeded as exc:
+            raise ExpressionLimitError(str(exc), source, exc.limit) from exc
         except EvalError as exc:
             raise ExpressionEvaluationError(str(exc), source) from exc
+        return "".join(pieces)
 
-    return Template(source, render)
+    return Template(source, render, steps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,22 +95,33 @@ class ParameterError:
 class CompiledParameters:
     """A node's parameters with every expression compiled; `render` gives plain JSON."""
 
-    __slots__ = ("_render", "is_constant", "source")
+    __slots__ = ("_render", "is_constant", "source", "steps")
 
-    def __init__(self, source: Any, render: Callable[[Scope], Any], is_constant: bool) -> None:
+    def __init__(
+        self, source: Any, render: Callable[[Scope], Any], is_constant: bool, steps: int = 0
+    ) -> None:
         self.source = source
         self._render = render
         self.is_constant = is_constant
+        # The expressions' own operations, charged as each rendering starts.
+        self.steps = steps
 
     def render(self, scope: Scope) -> Any:
+        """The parameters for one item: one budget for all their expressions."""
+        try:
+            scope.budget.start(self.steps)
+        except LimitExceeded as exc:  # the expressions' operations alone are too many
+            raise ExpressionLimitError(str(exc), ALL_EXPRESSIONS, exc.limit) from exc
         return self._render(scope)
 
 
 def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[ParameterError]]:
     """Compile every string with `{{ }}` in a JSON value; returns problems by field path."""
     errors: list[ParameterError] = []
+    steps = 0
 
     def build(value: Any, path: str) -> tuple[Callable[[Scope], Any], bool]:
+        nonlocal steps
         if isinstance(value, str):
             if not has_expression(value):
                 return (lambda scope: value), True
@@ -88,12 +131,14 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
                 exc.parameter = path
                 errors.append(ParameterError(path, exc))
                 return (lambda scope: value), True
+            steps += template.steps
             return _naming_parameter(template.render, path), False
         if isinstance(value, list):
             built = [build(item, f"{path}[{index}]") for index, item in enumerate(value)]
             if all(constant for _, constant in built):
                 return (lambda scope: value), True
             renders = [render for render, _ in built]
+            steps += len(renders)  # each entry is rendered anew for every item
             return (lambda scope: [render(scope) for render in renders]), False
         if isinstance(value, dict):
             entries = [
@@ -102,11 +147,12 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
             if all(constant for _, (_, constant) in entries):
                 return (lambda scope: value), True
             pairs = [(key, render) for key, (render, _) in entries]
+            steps += len(pairs)
             return (lambda scope: {key: render(scope) for key, render in pairs}), False
         return (lambda scope: value), True
 
     render, constant = build(parameters, "")
-    return CompiledParameters(parameters, render, constant), errors
+    return CompiledParameters(parameters, render, constant, steps), errors
 
 
 def _naming_parameter(render: Renderer, path: str) -> Renderer:

@@ -16,19 +16,22 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from time import perf_counter
 from typing import Any, Protocol
 
+from engine import slices
 from engine.code import CodeSandbox
 from engine.events import ConsoleOutput
 from engine.expressions import CompiledParameters, Scope, compile_parameters
+from engine.expressions.budget import DEFAULT_LIMITS, Budget, ExpressionLimits
 from engine.graph import Node
 from engine.http_client import HttpClient
 
 Item = dict[str, Any]
 PortItems = dict[str, list[Item]]
 
-# CPU-bound behaviours call `checkpoint()` every this many items, so that a big sort or
-# transform cannot hold the event loop (and with it the API in embedded mode) for long.
+# Loops whose work per item is small and fixed (no expressions) handle this many items
+# between two `checkpoint()`s; loops that render expressions ask `due()` after every item.
 CHECKPOINT_EVERY = 500
 
 
@@ -174,7 +177,13 @@ class NodeRunContext:
     ancestor_names: Callable[[], frozenset[str]] | None = None
     # What the attempt printed (the Code node's console.log): the executor records it.
     console: ConsoleOutput | None = None
-    _processed: int = 0
+    # What rendering the parameters for one item may cost (`LOOM_EXPRESSION_*`).
+    limits: ExpressionLimits = DEFAULT_LIMITS
+    # When the node's time is up (its timeout, or the execution's, whichever is first), on
+    # the monotonic clock: long expressions stop there (see `Budget.boundary`).
+    deadline: float | None = None
+    # When this node's code last took the event loop (started, or resumed after a pause).
+    _running_since: float = field(default_factory=perf_counter)
 
     @classmethod
     def for_node(cls, node: Node, **fields: Any) -> NodeRunContext:
@@ -196,6 +205,7 @@ class NodeRunContext:
                 "version": info.workflow_version,
             },
             now=info.now,
+            budget=self.budget(),
         )
 
     def parameters(self, item: Item | None = None, index: int = 0) -> dict[str, Any]:
@@ -210,12 +220,31 @@ class NodeRunContext:
             rendered = self.compiled.render(self.scope(item, index))
         return rendered if isinstance(rendered, dict) else {}
 
-    async def checkpoint(self, items: int = 1) -> None:
-        """Count processed items and yield to the event loop every `CHECKPOINT_EVERY`."""
-        self._processed += items
-        if self._processed >= CHECKPOINT_EVERY:
-            self._processed = 0
-            await asyncio.sleep(0)
+    def budget(self) -> Budget:
+        """A budget under this node's limits and deadline, for work a behaviour meters
+        itself (conditions tested on rendered values)."""
+        return Budget(self.limits, self.deadline)
+
+    def due(self) -> bool:
+        """Whether the event loop's slice is over: ask after each item, then `pause()`."""
+        return slices.due()
+
+    async def pause(self) -> None:
+        """Give the event loop a turn. A timeout or cancellation that fell due is raised
+        here, so a long loop over items stops within a slice (`engine.slices`)."""
+        self.note_held()
+        await slices.give_turn()
+        self._running_since = perf_counter()
+
+    async def checkpoint(self) -> None:
+        """`pause()` when the slice is over: call between chunks of work."""
+        if slices.due():
+            await self.pause()
+
+    def note_held(self) -> None:
+        """Note how long this node has held the loop, for the loop monitor's reports."""
+        held_s = perf_counter() - self._running_since
+        slices.note_held(self.info.execution_id, self.node.name, held_s)
 
     async def sleep(self, seconds: float) -> None:
         """Wait without blocking; cancellation interrupts it at once."""

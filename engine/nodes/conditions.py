@@ -10,8 +10,9 @@ using an operator. Values are JSON, so the rules say what happens across types:
   ISO dates order correctly); any other pair does not match.
 - contains, not_contains: text within text, an element within a list (compared as by
   equals), a key within an object. starts_with, ends_with: text; numbers read as text.
-- regex: searched for in the value's text, bounded by `REGEX_TIMEOUT_S` per item, so a
-  catastrophically backtracking pattern fails with `REGEX_TIMEOUT` instead of stalling.
+- regex: searched for in the value's text, bounded per item and condition by the regex
+  time of the expression limits (`LOOM_REGEX_TIMEOUT_S`), so a catastrophically
+  backtracking pattern fails with `REGEX_TIMEOUT` instead of stalling.
 - exists, not_exists: whether the value is there and not null. is_empty, is_not_empty:
   null, "", [] and {} are empty; numbers and booleans never are.
 
@@ -26,12 +27,15 @@ from typing import Any
 
 import regex
 
+from engine.expressions.budget import DEFAULT_LIMITS, Budget
+from engine.expressions.errors import LimitExceeded
 from engine.expressions.functions import to_text
 from engine.nodes.base import NodeError
 from engine.nodes.parameters import INVALID_PARAMETER, as_number, invalid_parameter, shown
 
-REGEX_TIMEOUT_S = 0.1
 REGEX_TIMEOUT = "REGEX_TIMEOUT"
+# Steps per element of a list or object that `contains` looks through in Python code.
+CONDITION_STEPS = 4
 
 
 class _RightValueError(Exception):
@@ -121,7 +125,9 @@ def _pattern(source: str, ignore_case: bool) -> regex.Pattern[str]:
     return regex.compile(source, regex.IGNORECASE if ignore_case else 0)
 
 
-def _regex(left: Any, right: Any, ignore_case: bool) -> bool:
+def _regex(
+    left: Any, right: Any, ignore_case: bool, timeout_s: float = DEFAULT_LIMITS.regex_timeout_s
+) -> bool:
     if not isinstance(right, str):
         raise _RightValueError(
             f"must be a regular expression (text), got {shown(right)}", INVALID_PARAMETER
@@ -136,10 +142,10 @@ def _regex(left: Any, right: Any, ignore_case: bool) -> bool:
     if subject is None:
         return False
     try:
-        return pattern.search(subject, timeout=REGEX_TIMEOUT_S) is not None
+        return pattern.search(subject, timeout=timeout_s) is not None
     except TimeoutError:
         raise _RightValueError(
-            f"holds a regular expression that took longer than {REGEX_TIMEOUT_S:g} s on one "
+            f"holds a regular expression that took longer than {timeout_s:g} s on one "
             f"item; nested repeats such as (a+)+ backtrack catastrophically, simplify it",
             REGEX_TIMEOUT,
         ) from None
@@ -177,22 +183,38 @@ OPERATORS = tuple(_TESTS)
 UNARY_OPERATORS = ("is_empty", "is_not_empty", "exists", "not_exists")
 
 
-def matches(conditions: Any, *, combine: str, ignore_case: bool, where: str) -> bool:
+def matches(
+    conditions: Any, *, combine: str, ignore_case: bool, where: str, budget: Budget | None = None
+) -> bool:
     """Whether rendered `conditions` hold: every one (`combine="all"`) or at least one.
 
     `where` is the parameter path of the list (`conditions`, `rules[1].conditions`), used to
-    name the failing field in errors.
+    name the failing field in errors. `budget` (the item's) is charged for what testing
+    costs, before each test: a condition on large data fails with EXPRESSION_LIMIT instead
+    of holding the event loop.
     """
     if not isinstance(conditions, list):
         raise invalid_parameter(where, f"must be a list of conditions, got {shown(conditions)}")
+    budget = budget or Budget()
     want_all = combine == "all"
     for index, condition in enumerate(conditions):
-        if _holds(condition, ignore_case, where, index) is not want_all:
+        if _holds(condition, ignore_case, where, index, budget) is not want_all:
             return not want_all
     return want_all
 
 
-def _holds(condition: Any, ignore_case: bool, where: str, index: int) -> bool:
+def _charge(budget: Budget, operator: str, left: Any, right: Any) -> None:
+    """What testing a condition costs: looking through a list or object element by element
+    (`contains`), comparing containers or long texts."""
+    if operator in ("contains", "not_contains") and isinstance(left, list | dict):
+        budget.charge(CONDITION_STEPS * len(left))
+        if isinstance(right, list | dict):
+            budget.charge_elements(budget.work(left))
+        return
+    budget.comparison(left, right)
+
+
+def _holds(condition: Any, ignore_case: bool, where: str, index: int, budget: Budget) -> bool:
     # Runs per item and condition: field paths are only built for an error.
     if type(condition) is not dict:
         raise invalid_parameter(
@@ -205,8 +227,20 @@ def _holds(condition: Any, ignore_case: bool, where: str, index: int) -> bool:
             f"{where}[{index}].operator",
             f"must be one of {', '.join(OPERATORS)}; got {shown(operator)}",
         )
+    left, right = condition.get("left"), condition.get("right")
     try:
-        return test(condition.get("left"), condition.get("right"), ignore_case)
+        _charge(budget, operator, left, right)
+    except LimitExceeded as exc:
+        field = f"{where}[{index}]"
+        raise NodeError(
+            f"Condition '{field}' needs too much work: {exc}",
+            error_type="EXPRESSION_LIMIT",
+            details={"parameter": field, "limit": exc.limit},
+        ) from None
+    try:
+        if test is _regex:  # the one test bounded in time
+            return _regex(left, right, ignore_case, budget.limits.regex_timeout_s)
+        return test(left, right, ignore_case)
     except _RightValueError as exc:
         field = f"{where}[{index}].right"
         raise NodeError(

@@ -10,12 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from engine.expressions.budget import Budget
 from engine.expressions.functions import to_text
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems, Suspend
 from engine.nodes.conditions import matches
 from engine.nodes.parameters import (
     choice,
-    chunks,
     flag,
     invalid_parameter,
     number,
@@ -45,7 +45,7 @@ async def noop(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     return {"main": list(inputs.get("main", []))}
 
 
-def _conditions_hold(parameters: dict[str, Any]) -> bool:
+def _conditions_hold(parameters: dict[str, Any], budget: Budget) -> bool:
     combine = parameters.get("combine", "all")
     if combine != "all" and combine != "any":
         combine = choice(parameters, "combine", ("all", "any"), default="all")
@@ -53,24 +53,31 @@ def _conditions_hold(parameters: dict[str, Any]) -> bool:
     if type(ignore_case) is not bool:
         ignore_case = flag(parameters, "ignoreCase", default=False)
     return matches(
-        parameters.get("conditions"), combine=combine, ignore_case=ignore_case, where="conditions"
+        parameters.get("conditions"),
+        combine=combine,
+        ignore_case=ignore_case,
+        where="conditions",
+        budget=budget,
     )
 
 
 async def _partition(ctx: NodeRunContext, items: list[Item]) -> tuple[list[Item], list[Item]]:
     """The items that match the node's conditions, and the others."""
+    budget = ctx.budget()
     if ctx.compiled.is_constant:
-        return (items, []) if _conditions_hold(ctx.parameters()) else ([], items)
+        holds = _conditions_hold(ctx.parameters(), budget)
+        return (items, []) if holds else ([], items)
     matching: list[Item] = []
     others: list[Item] = []
     parameters = per_item(ctx)
-    for start, chunk in chunks(items):
-        for index, item in enumerate(chunk, start):
-            if _conditions_hold(parameters(item, index)):
-                matching.append(item)
-            else:
-                others.append(item)
-        await ctx.checkpoint(len(chunk))
+    for index, item in enumerate(items):
+        budget.start()  # testing one item's conditions: a budget of their own
+        if _conditions_hold(parameters(item, index), budget):
+            matching.append(item)
+        else:
+            others.append(item)
+        if ctx.due():
+            await ctx.pause()
     return matching, others
 
 
@@ -86,7 +93,7 @@ async def filter_(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     return {"main": matching, "discarded": others}
 
 
-def _routes(parameters: dict[str, Any]) -> list[str]:
+def _routes(parameters: dict[str, Any], budget: Budget) -> list[str]:
     """The output ports one item goes to: the first matching rule's, or every matching one's."""
     rules = parameters.get("rules")
     if not isinstance(rules, list) or not 1 <= len(rules) <= SWITCH_OUTPUTS:
@@ -102,7 +109,13 @@ def _routes(parameters: dict[str, Any]) -> list[str]:
             raise invalid_parameter(where, f"must be a rule object, got {shown(rule)}")
         combine = choice(rule, "combine", ("all", "any"), default="all", prefix=f"{where}.")
         conditions, at = rule.get("conditions"), f"{where}.conditions"
-        if matches(conditions, combine=combine, ignore_case=ignore_case, where=at):
+        if matches(
+            conditions,
+            combine=combine,
+            ignore_case=ignore_case,
+            where=at,
+            budget=budget,
+        ):
             routes.append(SWITCH_PORTS[index])
             if not all_matching:
                 break
@@ -113,16 +126,18 @@ async def switch(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     """Routes each item by ordered rules to `output0`..`output3`, else to `fallback`."""
     items = inputs.get("main", [])
     outputs: PortItems = {port: [] for port in (*SWITCH_PORTS, FALLBACK_PORT)}
+    budget = ctx.budget()
     if ctx.compiled.is_constant:
-        for port in _routes(ctx.parameters()):
+        for port in _routes(ctx.parameters(), budget):
             outputs[port] = list(items)
         return outputs
     parameters = per_item(ctx)
-    for start, chunk in chunks(items):
-        for index, item in enumerate(chunk, start):
-            for port in _routes(parameters(item, index)):
-                outputs[port].append(item)
-        await ctx.checkpoint(len(chunk))
+    for index, item in enumerate(items):
+        budget.start()  # testing one item's rules: a budget of their own
+        for port in _routes(parameters(item, index), budget):
+            outputs[port].append(item)
+        if ctx.due():
+            await ctx.pause()
     return outputs
 
 

@@ -52,7 +52,7 @@ async def _by_position(
     merged: list[Item] = []
     for start, chunk in chunks(first[:paired]):
         merged.extend({**item, **second[index]} for index, item in enumerate(chunk, start))
-        await ctx.checkpoint(len(chunk))
+        await ctx.checkpoint()
     if include_unpaired:
         merged.extend(first[paired:] or second[paired:])
     return merged
@@ -89,7 +89,7 @@ async def _by_key(
             key = _join_key(read_second(item))
             if key is not None:
                 index.setdefault(key, []).append(position)
-        await ctx.checkpoint(len(chunk))
+        await ctx.checkpoint()
     matched = bytearray(len(second))
     merged: list[Item] = []
     for _, chunk in chunks(first):
@@ -101,7 +101,7 @@ async def _by_key(
                 matched[position] = 1
             if not positions and join != "inner":
                 merged.append(item)
-        await ctx.checkpoint(len(chunk))
+        await ctx.checkpoint()
     if join == "outer":
         merged.extend(item for position, item in enumerate(second) if not matched[position])
     return merged

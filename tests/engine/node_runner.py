@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from typing import Any
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from engine.graph import Node
 from engine.nodes.base import Item, NodeRunContext, PortItems
 from engine.nodes.builtin import node_types
 
 BUILTINS = {node_type.name: node_type for node_type in node_types()}
+
+T = TypeVar("T")
 
 
 class RecordingContext(NodeRunContext):
@@ -55,3 +60,28 @@ async def run_node(
 
 def main(outputs: PortItems) -> list[Item]:
     return outputs.get("main", [])
+
+
+async def longest_hold_s(operation: Awaitable[T]) -> tuple[T, float]:
+    """Await `operation` while a ticker task measures the event loop: its result, and the
+    longest time the loop went without running the ticker (held by the operation)."""
+    longest = 0.0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal longest
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            longest = max(longest, now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    try:
+        result = await operation
+    finally:
+        stop.set()
+        await task
+    return result, longest

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from engine.expressions import ExpressionEvaluationError
+from engine.expressions.budget import DEFAULT_LIMITS
 from engine.nodes.base import NodeError
-from engine.nodes.conditions import OPERATORS, REGEX_TIMEOUT_S
+from engine.nodes.conditions import OPERATORS
 from tests.engine.node_runner import BUILTINS, context, main, run_node
 
 PEOPLE = [
@@ -185,10 +186,41 @@ async def test_catastrophic_regex_fails_fast() -> None:
     started = time.perf_counter()
     with pytest.raises(NodeError) as caught:
         await run_node("filter", parameters, [{"text": "a" * 5_000 + "!"}])
-    assert time.perf_counter() - started < REGEX_TIMEOUT_S + 1.0
+    assert time.perf_counter() - started < DEFAULT_LIMITS.regex_timeout_s + 1.0
     assert caught.value.error_type == "REGEX_TIMEOUT"
     assert "conditions[0].right" in caught.value.message
     assert caught.value.details == {"parameter": "conditions[0].right"}
+
+
+# A million numbers and a twin: a condition on them is millions of comparisons per item.
+MANY = list(range(1_000_000))
+MANY_TWIN = list(range(1_000_000))
+
+
+@pytest.mark.parametrize(
+    ("type_name", "parameters"),
+    [
+        ("filter", {"conditions": [condition("{{ $json.many }}", "contains", -1)]}),
+        ("if", {"conditions": [condition("{{ $json.many }}", "equals", "{{ $json.twin }}")]}),
+        ("if", {"conditions": [condition("{{ $json.many }}", "contains", [1, 2])]}),
+        (
+            "switch",
+            {"rules": [{"conditions": [condition("{{ $json.many }}", "not_contains", 5)]}]},
+        ),
+    ],
+)
+async def test_conditions_on_large_data_fail_with_expression_limit(
+    type_name: str, parameters: dict[str, Any]
+) -> None:
+    item = {"many": MANY, "twin": MANY_TWIN}
+    inputs = {"main": [item]}
+    started = time.perf_counter()
+    with pytest.raises(NodeError) as caught:  # the behaviour alone: no deep copy of the items
+        await BUILTINS[type_name].execute(context(type_name, parameters, inputs), inputs)
+    assert time.perf_counter() - started < 0.25
+    assert caught.value.error_type == "EXPRESSION_LIMIT"
+    assert caught.value.details["limit"] == "steps"
+    assert caught.value.details["parameter"].endswith("conditions[0]")
 
 
 @pytest.mark.parametrize(

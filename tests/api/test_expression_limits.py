@@ -1,0 +1,75 @@
+"""Expression limits as the API shows them, and as the deployment's settings set them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from engine.expressions.budget import DEFAULT_LIMITS
+from server.settings import Settings
+from tests.api.test_executions import create, execute, finished
+from tests.conftest import Caller
+from tests.factories import edge, node
+
+
+async def _run_set(app: Any, caller: Caller, value: str) -> dict[str, Any]:
+    workflow_id = await create(
+        caller,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("s", "Set", "set", parameters={"fields": [{"name": "v", "value": value}]}),
+        ],
+        [edge("start", "s")],
+    )
+    started = await execute(caller, workflow_id)
+    return await finished(app, caller, started["id"])
+
+
+async def test_a_value_past_the_limit_fails_the_node_with_expression_limit(
+    app: Any, alice: Caller
+) -> None:
+    execution = await _run_set(app, alice, "{{ ['x'*1000000]*200 }}")
+    assert execution["status"] == "FAILED"
+    error = execution["error"]
+    assert error["type"] == "EXPRESSION_LIMIT"
+    assert "node 'Set' in parameter 'fields[0].value'" in error["message"]
+    assert "expression limit 'value size' exceeded" in error["message"]
+    assert error["details"] == {
+        "expression": "['x'*1000000]*200",
+        "parameter": "fields[0].value",
+        "limit": "value size",
+        "setting": "LOOM_EXPRESSION_MAX_VALUE_SIZE",
+    }
+    (set_run,) = [run for run in execution["nodeRuns"] if run["nodeId"] == "s"]
+    assert set_run["status"] == "FAILED" and set_run["error"]["type"] == "EXPRESSION_LIMIT"
+
+
+def test_the_settings_default_to_the_engines_limits() -> None:
+    assert Settings(_env_file=None).expression_limits() == DEFAULT_LIMITS  # type: ignore[call-arg]
+
+
+class TestLimitsSetByTheDeployment:
+    """A deployment with smaller limits than the defaults (`LOOM_EXPRESSION_*`)."""
+
+    @pytest.fixture
+    def settings(self) -> Settings:
+        return Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            token_cache_s=0.0,
+            secret_key="test-secret-key-for-credentials",
+            expression_max_steps=5_000,
+            expression_max_value_size=10_000,
+        )
+
+    @pytest.mark.parametrize(
+        ("value", "limit"),
+        [("{{ 'x' * 20000 }}", "value size"), ("{{ len(sorted([3, 1, 2] * 3000)) }}", "steps")],
+    )
+    async def test_expressions_within_the_defaults_fail_past_its_limits(
+        self, app: Any, alice: Caller, value: str, limit: str
+    ) -> None:
+        # Both run with the default limits (tests/engine/test_expression_limits.py).
+        execution = await _run_set(app, alice, value)
+        assert execution["error"]["type"] == "EXPRESSION_LIMIT", execution["error"]
+        assert execution["error"]["details"]["limit"] == limit
