@@ -121,7 +121,7 @@ async def execution_events(
                 # Another subscriber here already resolved this event for the same selection:
                 # send that, past Strawberry's per-result work (most of the cost of a live
                 # event with many subscribers).
-                data = None if send is None else shared_data(event, *selection)
+                data = None if send is None else await shared_data(event, *selection)
                 if data is not None:
                     assert send is not None
                     if not await send(data):
