@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -22,6 +24,8 @@ from resolvers import mapping
 from resolvers.auth import Authenticator
 from resolvers.caches import Lru
 from resolvers.errors import UNAUTHENTICATED, RequestError
+from resolvers.live_reads import LiveReads
+from resolvers.updates_feed import UpdatesFeed
 from schema import execution_types as xtypes
 from schema import types
 from storage import accounts, executions, workflows
@@ -40,6 +44,8 @@ class Services:
     database: Database
     registry: NodeTypeRegistry
     authenticator: Authenticator
+    # The database reads of subscriptions: bounded, shared, retried.
+    live_reads: LiveReads
     graph_limits: GraphLimits = field(default_factory=GraphLimits)
     max_page_size: int = 100
     submitter: Submitter | None = None
@@ -53,16 +59,25 @@ class Services:
     # Live events: this process's subscribers, and where committed events are announced.
     fanout: EventFanout | None = None
     publisher: EventPublisher | None = None
+    # The one reader of status changes that serves every `executionUpdates` subscriber.
+    updates_feed: UpdatesFeed | None = None
     # Encrypts credential secrets (None: no key configured).
     secret_box: SecretBox | None = None
     # Webhook routes looked up recently; cleared when this process changes routes.
     webhook_routes: RouteCache = field(default_factory=lambda: RouteCache(ttl_s=1.0))
 
 
+class Sessions(Protocol):
+    """Where DataLoaders get their sessions: the database, or (for a websocket connection)
+    the bounded reads of subscriptions."""
+
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]: ...
+
+
 class RequestLoaders:
     """DataLoaders of one request: a batch of lookups of one kind costs one query."""
 
-    def __init__(self, database: Database, *, cache: bool = True) -> None:
+    def __init__(self, database: Sessions, *, cache: bool = True) -> None:
         """`cache=False` for a websocket connection: it lives long, and what it loads changes
         (a subscription sends an execution again when its status changed)."""
         self._database = database

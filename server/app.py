@@ -28,6 +28,8 @@ from resolvers import mapping
 from resolvers.auth import Authenticator
 from resolvers.context import Services
 from resolvers.executions import submit, submit_to
+from resolvers.live_reads import LiveReads
+from resolvers.updates_feed import UpdatesFeed
 from schema.root import build_schema
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
@@ -90,10 +92,17 @@ def build_services(
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)
+    live_reads = LiveReads(
+        database,
+        max_connections=settings.subscription_db_connections,
+        retry_s=settings.subscription_retry_s,
+    )
     return Services(
         database=database,
         registry=registry,
         authenticator=Authenticator(database, cache_s=settings.token_cache_s),
+        live_reads=live_reads,
+        updates_feed=UpdatesFeed(fanout, live_reads),
         graph_limits=GraphLimits(max_nodes=settings.max_graph_nodes),
         max_page_size=settings.max_page_size,
         submitter=submitter,

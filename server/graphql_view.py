@@ -205,9 +205,10 @@ class LoomGraphQL(GraphQL[Context, None]):
             services=self.services,
             request=request,
             response=response,
-            loaders=RequestLoaders(
-                self.services.database, cache=not isinstance(request, WebSocket)
-            ),
+            # Over a websocket, within the subscriptions' budget of connections.
+            loaders=RequestLoaders(self.services.live_reads, cache=False)
+            if isinstance(request, WebSocket)
+            else RequestLoaders(self.services.database),
         )
 
     async def execute_operation(

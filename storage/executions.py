@@ -287,6 +287,21 @@ async def executions_by_ids(
     return rows
 
 
+async def executions_with_ids(
+    session: AsyncSession, execution_ids: Collection[str]
+) -> Sequence[Execution]:
+    """The executions with these ids, whatever their workspace (a reader serving many
+    viewers filters them per viewer)."""
+    query = (
+        select(Execution)
+        .where(col(Execution.id).in_(execution_ids))
+        .order_by(col(Execution.created_at), col(Execution.id))
+        .execution_options(populate_existing=True)
+    )
+    rows: Sequence[Execution] = (await session.exec(query)).all()
+    return rows
+
+
 async def children_by_parent(
     session: AsyncSession, parent_ids: Sequence[str]
 ) -> dict[str, list[Execution]]:

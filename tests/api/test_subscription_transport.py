@@ -207,13 +207,12 @@ async def test_execution_updates_stream_the_viewers_status_changes_only(
 async def test_execution_updates_recover_changes_the_bus_lost(
     database, settings, registry, alice, monkeypatch
 ) -> None:
-    from resolvers import subscriptions
     from storage import executions, workflows
     from storage.models import Workflow
 
-    monkeypatch.setattr(subscriptions, "IDLE_CHECK_S", 0.2)
     async with served(database, settings, registry, alice) as (url, alice):
         services = alice.http._transport.app.state.services  # type: ignore[attr-defined]
+        monkeypatch.setattr(services.updates_feed, "idle_check_s", 0.2)
         workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
         seen: list[dict[str, Any]] = []
         listener = asyncio.create_task(_updates(url, alice.token, seen))

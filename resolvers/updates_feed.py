@@ -1,0 +1,253 @@
+"""`executionUpdates` for a whole process: one reader of status changes, shared by every
+subscriber, so that a subscriber costs a websocket write per change and nothing more.
+
+```
+EventFanout --ids whose status may have changed--> UpdatesFeed (one task per process)
+  one read per round, whatever the number of subscribers --> one SharedExecution per row
+  --> each Watcher keeps those of its workspaces (and workflow) not yet sent at that status
+  --> its subscription sends them; the selection's result and JSON are computed once for
+      all subscribers with the same selection (schema/sharing.py)
+```
+
+A round reads what changed since the last one, at most one round per `round_s`, so that
+changes arriving together are read together. With nothing for `idle_check_s`, it reads
+again what the watchers show as unfinished (a lost message costs at most that delay). After
+a loss (the bus lost messages, or a watcher's own backlog overflowed) it also reads the
+unfinished executions of the watchers concerned. Reads go through `LiveReads`: bounded, and
+retried while the database is unavailable; when it stays unavailable, every watcher ends
+with UNAVAILABLE (a typed error the client answers by subscribing again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.bus import EventFanout, UpdateStream
+from resolvers import mapping
+from resolvers.live_reads import LiveReads, LiveUnavailableError
+from schema import execution_types as xtypes
+from storage import executions
+from storage.models import Execution
+
+logger = logging.getLogger("loom.subscriptions")
+
+_TERMINAL = frozenset(("SUCCEEDED", "FAILED", "CANCELLED"))
+# Ids per `IN (...)` list.
+_READ_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """An execution as read in one round, shared by the watchers that may see it."""
+
+    workspace_id: str
+    workflow_id: str
+    execution_id: str
+    status: str
+    execution: xtypes.Execution
+
+    @classmethod
+    def of(cls, row: Execution) -> Change:
+        return cls(
+            row.workspace_id, row.workflow_id, row.id, row.status, mapping.shared_execution(row)
+        )
+
+
+class Watcher:
+    """One `executionUpdates` subscriber: what it may see, what it was sent, what waits."""
+
+    def __init__(
+        self, workspace_ids: Iterable[str], workflow_id: str | None, *, remember: int, backlog: int
+    ) -> None:
+        self.workspace_ids = frozenset(workspace_ids)
+        self.workflow_id = workflow_id
+        self._remember = remember
+        self._backlog = backlog
+        # The last status sent, by execution id (the newest `remember`).
+        self.sent: OrderedDict[str, str] = OrderedDict()
+        self._pending: dict[str, Change] = {}
+        # Its backlog overflowed: the feed reads what it shows (and its unfinished) again.
+        self.lost = False
+        self._failure: BaseException | None = None
+        self._ready = asyncio.Event()
+
+    @property
+    def scope(self) -> tuple[frozenset[str], str | None]:
+        return self.workspace_ids, self.workflow_id
+
+    def offer(self, changes: Iterable[Change]) -> None:
+        offered = False
+        for change in changes:
+            if change.workspace_id not in self.workspace_ids or (
+                self.workflow_id is not None and change.workflow_id != self.workflow_id
+            ):
+                continue
+            if self.sent.get(change.execution_id) == change.status:
+                continue
+            if len(self._pending) >= self._backlog and change.execution_id not in self._pending:
+                self._pending.clear()
+                self.lost = True
+            self._pending[change.execution_id] = change
+            offered = True
+        if offered:
+            self._ready.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._failure = error
+        self._ready.set()
+
+    def unfinished(self) -> Iterator[str]:
+        """Executions it shows as not finished."""
+        return (i for i, status in self.sent.items() if status not in _TERMINAL)
+
+    async def take(self) -> list[Change]:
+        """What to send next (waiting for it); each execution at a status it was not sent."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            if self._failure is not None:
+                raise self._failure
+            pending, self._pending = self._pending, {}
+            taken = []
+            for change in pending.values():
+                if self.sent.get(change.execution_id) == change.status:
+                    continue
+                self.sent[change.execution_id] = change.status
+                self.sent.move_to_end(change.execution_id)
+                taken.append(change)
+            while len(self.sent) > self._remember:
+                self.sent.popitem(last=False)
+            if taken:
+                return taken
+
+
+class UpdatesFeed:
+    """The process's one reader of status changes (see the module docstring)."""
+
+    def __init__(
+        self,
+        fanout: EventFanout,
+        reads: LiveReads,
+        *,
+        idle_check_s: float = 10.0,
+        round_s: float = 0.05,
+        remember: int = 1000,
+        backlog: int = 1000,
+    ) -> None:
+        self.fanout = fanout
+        self.reads = reads
+        self.idle_check_s = idle_check_s
+        self.round_s = round_s
+        self.remember = remember
+        self.backlog = backlog
+        self.watchers: set[Watcher] = set()
+        self.rounds = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, workspace_ids: Iterable[str], workflow_id: str | None) -> Watcher:
+        """A new watcher, counted as a subscription (`SubscriptionLimitError` past the limit)."""
+        self.fanout.admit()
+        watcher = Watcher(workspace_ids, workflow_id, remember=self.remember, backlog=self.backlog)
+        self.watchers.add(watcher)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="loom-execution-updates")
+        return watcher
+
+    async def stop_watching(self, watcher: Watcher) -> None:
+        if watcher not in self.watchers:
+            return
+        self.watchers.discard(watcher)
+        self.fanout.release()
+        if not self.watchers and self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        stream = self.fanout.open_updates()
+        try:
+            while True:
+                await self._round(stream)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            logger.exception("the executionUpdates reader failed")
+            for watcher in self.watchers:
+                watcher.fail(exc)
+            raise
+        finally:
+            self.fanout.close(stream)
+
+    async def _round(self, stream: UpdateStream) -> None:
+        started = asyncio.get_running_loop().time()
+        changed, resync = await stream.take(self.idle_check_s)
+        watchers = list(self.watchers)
+        lost = watchers if resync else [watcher for watcher in watchers if watcher.lost]
+        check = set(changed)
+        # Nothing came for a while, or something was lost: look again at what is shown.
+        for watcher in watchers if not changed else lost:
+            check.update(watcher.unfinished())
+        if not check and not lost:
+            return
+        for watcher in lost:
+            watcher.lost = False
+        try:
+            rows, resynced = await self.reads.retrying(lambda: self._read(check, lost))
+        except Exception as exc:
+            # Unavailable for too long, or a fault: every watcher ends, with a typed error
+            # or a masked one; what they missed, a new subscription shows.
+            for watcher in watchers:
+                watcher.fail(exc)
+            if not isinstance(exc, LiveUnavailableError):
+                logger.exception("reading execution updates failed")
+            return
+        self.rounds += 1
+        changes = [Change.of(row) for row in rows]
+        for watcher in watchers:
+            watcher.offer(changes)
+        for scope, scope_rows in resynced.items():
+            scope_changes = [Change.of(row) for row in scope_rows]
+            for watcher in lost:
+                if watcher.scope == scope:
+                    watcher.offer(scope_changes)
+        # Changes that arrive while this round's are sent are read together in the next.
+        rest_s = self.round_s - (asyncio.get_running_loop().time() - started)
+        if rest_s > 0:
+            await asyncio.sleep(rest_s)
+
+    async def _read(
+        self, execution_ids: set[str], lost: Sequence[Watcher]
+    ) -> tuple[list[Execution], dict[tuple[frozenset[str], str | None], Sequence[Execution]]]:
+        async with self.reads.session() as session:
+            return await _statuses(session, execution_ids), await _unfinished(session, lost)
+
+
+async def _statuses(session: AsyncSession, execution_ids: set[str]) -> list[Execution]:
+    ordered = sorted(execution_ids)
+    rows: list[Execution] = []
+    for start in range(0, len(ordered), _READ_CHUNK):
+        chunk = ordered[start : start + _READ_CHUNK]
+        rows += await executions.executions_with_ids(session, chunk)
+    return rows
+
+
+async def _unfinished(
+    session: AsyncSession, lost: Sequence[Watcher]
+) -> dict[tuple[frozenset[str], str | None], Sequence[Execution]]:
+    """The unfinished executions of each scope (workspaces and workflow) of the watchers."""
+    found: dict[tuple[frozenset[str], str | None], Sequence[Execution]] = {}
+    for watcher in lost:
+        if watcher.scope not in found:
+            workspace_ids, workflow_id = watcher.scope
+            found[watcher.scope] = await executions.unfinished_executions(
+                session, sorted(workspace_ids), workflow_id
+            )
+    return found
