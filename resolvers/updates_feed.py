@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,11 +35,13 @@ from schema import execution_types as xtypes
 from storage import executions
 from storage.models import Execution
 
-logger = logging.getLogger("loom.subscriptions")
-
 _TERMINAL = frozenset(("SUCCEEDED", "FAILED", "CANCELLED"))
 # Ids per `IN (...)` list.
 _READ_CHUNK = 500
+
+
+class UpdatesFailedError(Exception):
+    """The reader met a fault; the watchers of that moment end (their cause is logged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +113,10 @@ class Watcher:
         while True:
             await self._ready.wait()
             self._ready.clear()
+            if isinstance(self._failure, LiveUnavailableError):
+                raise LiveUnavailableError(str(self._failure))
             if self._failure is not None:
-                raise self._failure
+                raise UpdatesFailedError("reading execution updates failed") from self._failure
             pending, self._pending = self._pending, {}
             taken = []
             for change in pending.values():
@@ -175,14 +178,14 @@ class UpdatesFeed:
         stream = self.fanout.open_updates()
         try:
             while True:
-                await self._round(stream)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            logger.exception("the executionUpdates reader failed")
-            for watcher in self.watchers:
-                watcher.fail(exc)
-            raise
+                try:
+                    await self._round(stream)
+                except Exception as exc:
+                    # The database unavailable for longer than watchers wait, or a fault:
+                    # the watchers end (with UNAVAILABLE, or a masked error logged with each
+                    # one's request id); the reader goes on for those that subscribe again.
+                    for watcher in self.watchers:
+                        watcher.fail(exc)
         finally:
             self.fanout.close(stream)
 
@@ -199,16 +202,7 @@ class UpdatesFeed:
             return
         for watcher in lost:
             watcher.lost = False
-        try:
-            rows, resynced = await self.reads.retrying(lambda: self._read(check, lost))
-        except Exception as exc:
-            # Unavailable for too long, or a fault: every watcher ends, with a typed error
-            # or a masked one; what they missed, a new subscription shows.
-            for watcher in watchers:
-                watcher.fail(exc)
-            if not isinstance(exc, LiveUnavailableError):
-                logger.exception("reading execution updates failed")
-            return
+        rows, resynced = await self.reads.retrying(lambda: self._read(check, lost))
         self.rounds += 1
         changes = [Change.of(row) for row in rows]
         for watcher in watchers:

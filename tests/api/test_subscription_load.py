@@ -14,7 +14,12 @@ from schema.sharing import SharedEventResults
 from server.app import create_app
 from storage.db import Database
 from tests.api.test_executions import create, execute
-from tests.api.test_subscriptions import long_wait_workflow, served, stored, until
+from tests.api.test_subscriptions import (
+    history_while_waiting,
+    long_wait_workflow,
+    served,
+    until,
+)
 from tests.conftest import Caller
 from tests.factories import edge, node
 from tests.live import RawSubscription, raw_subscription
@@ -146,7 +151,7 @@ async def test_a_wake_storm_of_many_subscribers_holds_no_more_than_their_share_o
         services = app.state.services
         workflow_id = await create(alice, *long_wait_workflow())
         execution_id = str((await execute(alice, workflow_id))["id"])
-        history = len(await stored(database, execution_id))
+        history = await history_while_waiting(database, execution_id)
         variables = {"id": execution_id}
         async with subscribers(url, alice.token, count, EVENTS, variables) as watching:
             await until(lambda: all(one.received >= history for one in watching), within_s=30)

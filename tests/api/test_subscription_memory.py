@@ -9,7 +9,12 @@ from datetime import UTC, datetime
 from engine.events import Event, EventType
 from server.app import create_app
 from tests.api.test_executions import create, execute
-from tests.api.test_subscriptions import long_wait_workflow, served, stored, until
+from tests.api.test_subscriptions import (
+    history_while_waiting,
+    long_wait_workflow,
+    served,
+    until,
+)
 from tests.conftest import Caller
 from tests.live import raw_subscription
 
@@ -29,7 +34,7 @@ async def test_memory_stays_flat_over_thousands_of_events_of_one_subscription(
         workflow_id = await create(alice, *long_wait_workflow())
         execution_id = str((await execute(alice, workflow_id))["id"])
         await until(lambda: fanout.subscriptions == 0)
-        history = len(await stored(database, execution_id))
+        history = await history_while_waiting(database, execution_id)
         async with raw_subscription(url, alice.token, EVENTS, {"id": execution_id}) as stream:
             # The history the execution has so far (it waits 30 s now), then live events
             # delivered as if a worker had committed them.
