@@ -28,13 +28,16 @@ from resolvers.live_reads import LiveReads
 from resolvers.updates_feed import UpdatesFeed
 from schema import execution_types as xtypes
 from schema import types
+from schema.sharing import SharedResult
 from storage import accounts, executions, workflows
 from storage.accounts import Principal
 from storage.db import Database
 from storage.secrets import SecretBox
 from storage.webhooks import RouteCache
 
-DirectSender = Callable[[Any], Awaitable[bool]]
+# Sends `next` messages of shared results, in order, straight to a subscription's websocket;
+# False when the operation is over.
+DirectSender = Callable[[Sequence[SharedResult]], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +166,7 @@ class Context:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     # Set by Strawberry from the websocket `connection_init` payload.
     connection_params: dict[str, Any] | None = None
-    # Websocket subscriptions, by the task that runs each: sends a `next` message with the
-    # given data straight to the client (see resolvers/subscriptions.py); False when the
-    # operation is over.
+    # Websocket subscriptions, by the task that runs each (see resolvers/subscriptions.py).
     direct_senders: dict[Any, DirectSender] = field(default_factory=dict)
 
     @property

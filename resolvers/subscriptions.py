@@ -31,7 +31,7 @@ from resolvers.errors import BAD_USER_INPUT, UNAUTHENTICATED, RequestError
 from resolvers.live_reads import LiveReads, LiveUnavailableError
 from resolvers.updates_feed import UpdatesFeed
 from schema import execution_types as xtypes
-from schema.sharing import shared_data
+from schema.sharing import Selection, SharedResult
 from storage import executions
 from storage.accounts import Principal
 
@@ -102,31 +102,36 @@ def _feed(info: Info) -> UpdatesFeed:
 
 class _Sender:
     """Sends shared results past Strawberry when another subscriber of this process has
-    computed them; the first subscriber yields them to Strawberry instead."""
+    computed them, several at a time; the first subscriber yields them to Strawberry."""
 
     def __init__(self, info: Info) -> None:
         self._send: DirectSender | None = info.context.direct_senders.get(asyncio.current_task())
         raw = info._raw_info
-        values: Any = raw.variable_values  # graphql-core's coerced values (a dict, or in
-        # newer releases a VariableValues with `.coerced`)
-        self._selection: tuple[Any, dict[str, Any], dict[str, Any]] = (
-            raw.operation,
-            raw.fragments,
-            getattr(values, "coerced", values),
-        )
+        # graphql-core's coerced values: a dict, or in newer releases a VariableValues.
+        values: Any = raw.variable_values
+        values = getattr(values, "coerced", values)
+        self._selection = Selection(raw.operation, raw.fragments, values)
+        self._batch: list[SharedResult] = []
+        # The client is gone: the caller stops.
         self.closed = False
 
-    async def sent(self, payload: Any) -> bool:
-        """True when `payload` went out directly (or the client is gone: `closed`); False
-        when the caller must yield it."""
+    async def add(self, payload: Any) -> bool:
+        """Queue `payload` to be sent directly, when its result is shared; False when the
+        caller must `flush` and then yield it."""
         if self._send is None:
             return False
-        data = await shared_data(payload, *self._selection)
-        if data is None:
+        shared = await self._selection.shared(payload)
+        if shared is None:
             return False
-        if not await self._send(data):
-            self.closed = True
+        self._batch.append(shared)
         return True
+
+    async def flush(self) -> None:
+        """Send what `add` queued."""
+        if self._batch and self._send is not None:
+            batch, self._batch = self._batch, []
+            if not await self._send(batch):
+                self.closed = True
 
 
 async def execution_events(
@@ -170,25 +175,36 @@ async def execution_events(
                 if not stored and finished:
                     return
                 for event in stored:
-                    if not await sender.sent(event):
+                    if not await sender.add(event):
+                        await sender.flush()
                         yield event
-                    if sender.closed:
-                        return
                     last = event.sequence
                     if event.type is _FINISHED:
-                        return
+                        break
+                await sender.flush()
+                if sender.closed or last == _finished_at(stored):
+                    return
                 if len(stored) < HISTORY_PAGE:
                     break
             async for event in _live_tail(stream, last):
-                if not await sender.sent(event):
+                if not await sender.add(event):
+                    await sender.flush()
                     yield event
-                if sender.closed:
-                    return
                 last = event.sequence
-                if event.type is _FINISHED:
+                if event.type is _FINISHED or not stream.items:
+                    await sender.flush()  # what is ready now goes out together
+                if sender.closed or event.type is _FINISHED:
                     return
+            await sender.flush()
+            if sender.closed:
+                return
     finally:
         fanout.close(stream)
+
+
+def _finished_at(events: list[xtypes.ExecutionEvent]) -> int | None:
+    """The sequence of EXECUTION_FINISHED among `events`, if there."""
+    return next((event.sequence for event in events if event.type is _FINISHED), None)
 
 
 def _stored_events(
@@ -249,9 +265,11 @@ async def execution_updates(
             for change in changes:
                 if change.workspace_id not in watcher.workspace_ids:
                     continue
-                if not await sender.sent(change.execution):
+                if not await sender.add(change.execution):
+                    await sender.flush()
                     yield change.execution
-                if sender.closed:
-                    return
+            await sender.flush()
+            if sender.closed:
+                return
     finally:
         await feed.stop_watching(watcher)

@@ -61,11 +61,35 @@ class Change:
         )
 
 
+class InHand:
+    """How many watchers have changes they have not sent yet; `drained` is set when none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    def add(self) -> None:
+        self.count += 1
+        self.drained.clear()
+
+    def remove(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.drained.set()
+
+
 class Watcher:
     """One `executionUpdates` subscriber: what it may see, what it was sent, what waits."""
 
     def __init__(
-        self, workspace_ids: Iterable[str], workflow_id: str | None, *, remember: int, backlog: int
+        self,
+        workspace_ids: Iterable[str],
+        workflow_id: str | None,
+        *,
+        remember: int,
+        backlog: int,
+        in_hand: InHand,
     ) -> None:
         self.workspace_ids = frozenset(workspace_ids)
         self.workflow_id = workflow_id
@@ -78,6 +102,10 @@ class Watcher:
         self.lost = False
         self._failure: BaseException | None = None
         self._ready = asyncio.Event()
+        # From changes offered until it asks for more with nothing left: its subscription
+        # is sending them.
+        self.busy = False
+        self._in_hand = in_hand
 
     @property
     def scope(self) -> tuple[frozenset[str], str | None]:
@@ -99,6 +127,15 @@ class Watcher:
             offered = True
         if offered:
             self._ready.set()
+            if not self.busy:
+                self.busy = True
+                self._in_hand.add()
+
+    def done(self) -> None:
+        """It has sent what it took (or its subscription ended)."""
+        if self.busy:
+            self.busy = False
+            self._in_hand.remove()
 
     def fail(self, error: BaseException) -> None:
         self._failure = error
@@ -111,6 +148,8 @@ class Watcher:
     async def take(self) -> list[Change]:
         """What to send next (waiting for it); each execution at a status it was not sent."""
         while True:
+            if not self._pending:
+                self.done()
             await self._ready.wait()
             self._ready.clear()
             if isinstance(self._failure, LiveUnavailableError):
@@ -141,6 +180,7 @@ class UpdatesFeed:
         *,
         idle_check_s: float = 10.0,
         round_s: float = 0.05,
+        max_round_s: float = 0.25,
         remember: int = 1000,
         backlog: int = 1000,
     ) -> None:
@@ -151,13 +191,21 @@ class UpdatesFeed:
         self.remember = remember
         self.backlog = backlog
         self.watchers: set[Watcher] = set()
+        self.max_round_s = max_round_s
         self.rounds = 0
+        self._in_hand = InHand()
         self._task: asyncio.Task[None] | None = None
 
     def watch(self, workspace_ids: Iterable[str], workflow_id: str | None) -> Watcher:
         """A new watcher, counted as a subscription (`SubscriptionLimitError` past the limit)."""
         self.fanout.admit()
-        watcher = Watcher(workspace_ids, workflow_id, remember=self.remember, backlog=self.backlog)
+        watcher = Watcher(
+            workspace_ids,
+            workflow_id,
+            remember=self.remember,
+            backlog=self.backlog,
+            in_hand=self._in_hand,
+        )
         self.watchers.add(watcher)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="loom-execution-updates")
@@ -167,6 +215,7 @@ class UpdatesFeed:
         if watcher not in self.watchers:
             return
         self.watchers.discard(watcher)
+        watcher.done()
         self.fanout.release()
         if not self.watchers and self._task is not None:
             task, self._task = self._task, None
@@ -190,8 +239,8 @@ class UpdatesFeed:
             self.fanout.close(stream)
 
     async def _round(self, stream: UpdateStream) -> None:
-        started = asyncio.get_running_loop().time()
         changed, resync = await stream.take(self.idle_check_s)
+        started = asyncio.get_running_loop().time()
         watchers = list(self.watchers)
         lost = watchers if resync else [watcher for watcher in watchers if watcher.lost]
         check = set(changed)
@@ -212,8 +261,15 @@ class UpdatesFeed:
             for watcher in lost:
                 if watcher.scope == scope:
                     watcher.offer(scope_changes)
-        # Changes that arrive while this round's are sent are read together in the next.
-        rest_s = self.round_s - (asyncio.get_running_loop().time() - started)
+        # Changes that arrive while this round's are being sent are read together in the
+        # next round: under load, rounds grow and each subscriber sends fewer, fuller
+        # updates (an execution that went from QUEUED to SUCCEEDED meanwhile, once). A slow
+        # client delays the others' next round by `max_round_s` at most.
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.max_round_s - (loop.time() - started)):
+                await self._in_hand.drained.wait()
+        rest_s = self.round_s - (loop.time() - started)
         if rest_s > 0:
             await asyncio.sleep(rest_s)
 

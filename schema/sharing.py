@@ -18,6 +18,7 @@ import asyncio
 import json
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
@@ -41,13 +42,14 @@ class SharedResult:
     """One operation's result on one shared payload: pending until its first subscriber
     has computed it, then the data every other subscriber sends."""
 
-    __slots__ = ("__weakref__", "_done", "_encoded", "operation", "result")
+    __slots__ = ("__weakref__", "_done", "_encoded", "_framed", "operation", "result")
 
     def __init__(self, operation: OperationDefinitionNode) -> None:
         self.operation = operation  # kept: its id stays its own while this lives
         self.result: ExecutionResult | None = None
         self._done = asyncio.Event()
         self._encoded: str | None = None
+        self._framed: dict[str, bytes] | None = None
 
     @property
     def pending(self) -> bool:
@@ -70,6 +72,18 @@ class SharedResult:
             assert self.result is not None
             self._encoded = encode_json(self.result.data)
         return self._encoded
+
+    def framed(self, head: str, frame: Callable[[str], bytes]) -> bytes:
+        """The `next` message of this result after `head` (see `next_frame_head`), as
+        `frame` puts it on the wire: built once per operation id, whatever the number of
+        subscribers (clients mostly number their first operation alike)."""
+        framed = self._framed
+        if framed is None:
+            framed = self._framed = {}
+        found = framed.get(head)
+        if found is None:
+            found = framed[head] = frame(head + self.json() + "}}")
+        return found
 
 
 # Shared results by the id of their data, for `next_frame`; an entry goes with its payload.
@@ -130,26 +144,36 @@ def _find(payload: Any, key: tuple[Any, ...], operation: Any) -> SharedResult | 
     return found if found is not None and found.operation is operation else None
 
 
-async def shared_data(
-    payload: Any,
-    operation: OperationDefinitionNode,
-    fragments: dict[str, Any],
-    values: dict[str, Any],
-) -> Any:
-    """The data of this operation on this shared payload, once another subscriber of this
-    process has computed it (waiting for it when under way); None when no other subscriber
-    has (this one computes it) or theirs had errors."""
-    if not isinstance(payload, Shareable):
-        return None
-    key = (id(operation), variables_key(operation, fragments, values))
-    found = _find(payload, key, operation)
-    if found is None:
-        return None
-    result = await found.wait() if found.pending else found.result
-    if result is None:
-        return None
-    SharedEventResults.hits += 1
-    return result.data
+class Selection:
+    """One subscription's operation and the values of the variables its selection reads:
+    what tells which shared results are its own (computed once per subscription)."""
+
+    __slots__ = ("key", "operation")
+
+    def __init__(
+        self,
+        operation: OperationDefinitionNode,
+        fragments: dict[str, Any],
+        values: dict[str, Any],
+    ) -> None:
+        self.operation = operation
+        self.key = (id(operation), variables_key(operation, fragments, values))
+
+    async def shared(self, payload: Any) -> SharedResult | None:
+        """The result of this selection on this shared payload, once another subscriber of
+        this process has computed it (waiting for it when under way); None when none has
+        (this one computes it) or theirs had errors."""
+        if not isinstance(payload, Shareable):
+            return None
+        found = _find(payload, self.key, self.operation)
+        if found is None:
+            return None
+        if found.pending:
+            await found.wait()
+        if found.result is None:
+            return None
+        SharedEventResults.hits += 1
+        return found
 
 
 def encode_json(data: object) -> str:
@@ -160,6 +184,12 @@ def encode_json(data: object) -> str:
         return json.dumps(data, separators=(",", ":"))
 
 
+def next_frame_head(operation_id: str) -> str:
+    """The start of a graphql-transport-ws `next` message of this operation, up to its data;
+    the data's JSON and `}}` complete it."""
+    return '{"id":' + encode_json(operation_id) + ',"type":"next","payload":{"data":'
+
+
 def next_frame(operation_id: str, data: object) -> str:
     """A graphql-transport-ws `next` message. The data of a shared result is encoded once
     for all of its subscribers."""
@@ -168,9 +198,7 @@ def next_frame(operation_id: str, data: object) -> str:
         encoded = shared.json()
     else:
         encoded = encode_json(data)
-    return (
-        '{"id":' + encode_json(operation_id) + ',"type":"next","payload":{"data":' + encoded + "}}"
-    )
+    return next_frame_head(operation_id) + encoded + "}}"
 
 
 class _Done:

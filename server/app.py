@@ -36,6 +36,7 @@ from server.middleware import BodySizeLimit
 from server.scheduler import run_scheduler
 from server.settings import Settings
 from server.webhooks import WebhookEndpoint
+from server.websocket_writes import FrameWriters
 from server.worker import after_run, require_distributed_settings
 from storage import executions, queueing
 from storage.credentials import DatabaseCredentials
@@ -252,7 +253,10 @@ def create_app(
             ),
             Route("/readyz", readyz),
         ],
-        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(FrameWriters),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        ],
         lifespan=lifespan,
     )
     app.state.services = services

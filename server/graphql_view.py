@@ -25,10 +25,11 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from resolvers.auth import token_from_header
-from resolvers.context import Context, DirectSender, RequestLoaders, Services
+from resolvers.context import Context, RequestLoaders, Services
 from resolvers.errors import UNAUTHENTICATED
 from schema.extensions import REQUEST_ERROR_CODES
 from schema.sharing import encode_json, next_frame
+from server.websocket_writes import direct_sender
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -49,21 +50,6 @@ def error_response(status_code: int, message: str) -> JSONResponse:
         status_code=status_code,
         headers=headers,
     )
-
-
-def _direct_sender(operation: Any, socket: WebSocket) -> DirectSender:
-    """Sends `next` messages of one operation without Strawberry's per-result machinery."""
-
-    async def send(data: Any) -> bool:
-        if operation.completed:
-            return False
-        try:
-            await socket.send_text(next_frame(operation.id, data))
-        except (WebSocketDisconnect, OSError, RuntimeError):
-            return False  # the connection is going; its handler cancels the operation
-        return True
-
-    return send
 
 
 class KeepAliveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -94,7 +80,7 @@ class KeepAliveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if operation is None or operation.task is None or socket is None:
             return
         senders = self.context.direct_senders
-        senders[operation.task] = _direct_sender(operation, socket)
+        senders[operation.task] = direct_sender(operation, socket)
         operation.task.add_done_callback(lambda task: senders.pop(task, None))
 
     async def _send_result_stream(self, operation: Any, result_source: Any) -> None:

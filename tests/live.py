@@ -119,7 +119,13 @@ async def raw_subscription(
 
     stream = RawSubscription()
     stream.keep_payloads = keep_payloads
-    async with connect(url, subprotocols=["graphql-transport-ws"]) as websocket:  # type: ignore[list-item]
+    # Without compression, as Loom serves by default (LOOM_WS_COMPRESSION): shared messages
+    # then go out framed once (server/websocket_writes.py).
+    async with connect(
+        url,
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        compression=None,
+    ) as websocket:
         init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
         await websocket.send(json.dumps(init))
         assert json.loads(await asyncio.wait_for(websocket.recv(), 10))["type"] == "connection_ack"

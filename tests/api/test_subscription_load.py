@@ -126,10 +126,12 @@ async def test_execution_updates_read_each_change_once_whatever_the_number_of_su
                     lambda: all("SUCCEEDED" in statuses(one, execution_id) for one in watching)
                 )
             rounds = feed.rounds
+        first = statuses(watching[0], execution_id)
         for one in watching:
             assert one.errors == []
             seen = statuses(one, execution_id)
             assert len(seen) == len(set(seen)), "each status once"
+            assert seen == first, "every subscriber is sent the same rounds"
     # Each round of changes: one read of the executions table for all 30 subscribers (and a
     # few reads by the mutation and the run itself), not one per subscriber.
     assert statements.reading("executions") <= rounds + 6, statements.texts
