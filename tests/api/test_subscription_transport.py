@@ -248,3 +248,47 @@ async def test_execution_updates_recover_changes_the_bus_lost(
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_execution_updates_of_a_subscriber_that_falls_behind_are_read_again(
+    database, settings, registry, alice, monkeypatch
+) -> None:
+    """A subscriber with more changes waiting than it may hold (a slow client) lets them go
+    and is shown its unfinished executions again, as after a loss on the bus."""
+    from storage import executions, workflows
+    from storage.models import Workflow
+
+    async with served(database, settings, registry, alice) as (url, alice):
+        services = alice.http._transport.app.state.services  # type: ignore[attr-defined]
+        feed = services.updates_feed
+        monkeypatch.setattr(feed, "backlog", 2)
+        workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+        seen: list[dict[str, Any]] = []
+        listener = asyncio.create_task(_updates(url, alice.token, seen))
+        try:
+            await until(lambda: len(feed.watchers) == 1)
+            # Three executions in one round, one of them already cancelled: more than the
+            # subscriber may hold.
+            async with database.transaction() as session:
+                workflow = await session.get(Workflow, workflow_id)
+                snapshot = await workflows.ensure_snapshot(session, workflow, alice.user_id)
+                created = [
+                    await executions.create_execution(
+                        session,
+                        workflow=workflow,
+                        snapshot=snapshot,
+                        mode="manual",
+                        input={},
+                        created_by=alice.user_id,
+                    )
+                    for _ in range(3)
+                ]
+                assert await executions.cancel_queued(session, created[0].id)
+            services.fanout.wake([execution.id for execution in created])
+            # What it let go of is read again: its unfinished executions (one that ended
+            # meanwhile is not among them, as after a loss on the bus).
+            unfinished = {(execution.id, "QUEUED") for execution in created[1:]}
+            await until(lambda: {(u["id"], u["status"]) for u in seen} >= unfinished)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
