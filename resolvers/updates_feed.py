@@ -1,5 +1,5 @@
 """`executionUpdates` for a whole process: one reader of status changes, shared by every
-subscriber, so that a subscriber costs a websocket write per change and nothing more.
+subscriber, so that a subscriber costs about one websocket write per round and nothing more.
 
 ```
 EventFanout --ids whose status may have changed--> UpdatesFeed (one task per process)
@@ -9,8 +9,9 @@ EventFanout --ids whose status may have changed--> UpdatesFeed (one task per pro
       all subscribers with the same selection (schema/sharing.py)
 ```
 
-A round reads what changed since the last one, at most one round per `round_s`, so that
-changes arriving together are read together. With nothing for `idle_check_s`, it reads
+A round reads what changed since the last one, at most one round per `round_s`, and not
+before the watchers have sent the previous one (for `max_round_s` at most), so that changes
+arriving together are read, and sent, together. With nothing for `idle_check_s`, it reads
 again what the watchers show as unfinished (a lost message costs at most that delay). After
 a loss (the bus lost messages, or a watcher's own backlog overflowed) it also reads the
 unfinished executions of the watchers concerned. Reads go through `LiveReads`: bounded, and
@@ -179,7 +180,7 @@ class UpdatesFeed:
         reads: LiveReads,
         *,
         idle_check_s: float = 10.0,
-        round_s: float = 0.05,
+        round_s: float = 0.1,
         max_round_s: float = 0.25,
         remember: int = 1000,
         backlog: int = 1000,
