@@ -31,7 +31,7 @@ from resolvers.errors import BAD_USER_INPUT, UNAUTHENTICATED, RequestError
 from resolvers.live_reads import LiveReads, LiveUnavailableError
 from resolvers.updates_feed import UpdatesFeed
 from schema import execution_types as xtypes
-from schema.sharing import Selection, SharedResult
+from schema.sharing import Selection, SharedEventResults, SharedResult
 from storage import executions
 from storage.accounts import Principal
 
@@ -46,6 +46,8 @@ HISTORY_PAGE = 500
 # With nothing live for this long, check the database anyway (a lost message costs at most
 # this much delay; a WAITING execution costs one small query per subscriber this often).
 IDLE_CHECK_S = 10.0
+# A streaming subscription checks its token again at most this often.
+RECHECK_S = 1.0
 _FINISHED = xtypes.ExecutionEventType.EXECUTION_FINISHED
 
 
@@ -63,10 +65,24 @@ async def _subscriber(info: Info) -> Principal:
     return principal
 
 
-async def _still_allowed(info: Info) -> Principal:
-    """The caller again, mid-stream (a token revoked meanwhile ends the stream); waits
-    while the database is unavailable, as reads do."""
-    return await _live(info, _reads(info).retrying(lambda: _subscriber(info)))
+class _Viewer:
+    """The subscriber, checked again mid-stream at most every `RECHECK_S`: a token revoked
+    meanwhile ends the stream, an ended membership takes its workspace away."""
+
+    def __init__(self, info: Info, principal: Principal) -> None:
+        self._info = info
+        self.principal = principal
+        self._checked_at = asyncio.get_running_loop().time()
+
+    async def still_allowed(self) -> Principal:
+        """The principal, checked again when due; waits while the database is unavailable,
+        as reads do."""
+        now = asyncio.get_running_loop().time()
+        if now - self._checked_at >= RECHECK_S:
+            info = self._info
+            self.principal = await _live(info, _reads(info).retrying(lambda: _subscriber(info)))
+            self._checked_at = now
+        return self.principal
 
 
 async def _live(info: Info, pending: Awaitable[T]) -> T:
@@ -116,13 +132,19 @@ class _Sender:
         self.closed = False
 
     async def add(self, payload: Any) -> bool:
-        """Queue `payload` to be sent directly, when its result is shared; False when the
-        caller must `flush` and then yield it."""
+        """Queue `payload` to be sent directly, when its result is shared (waiting for it
+        when another subscriber is computing it); False when the caller must `flush` and
+        then yield it (it had no result to share, or one with errors)."""
         if self._send is None:
             return False
-        shared = await self._selection.shared(payload)
+        shared = self._selection.find(payload)
         if shared is None:
             return False
+        if shared.pending:
+            await shared.wait()
+        if shared.result is None:
+            return False
+        SharedEventResults.hits += 1
         self._batch.append(shared)
         return True
 
@@ -140,6 +162,7 @@ async def execution_events(
     after_sequence: int | None = None,
 ) -> AsyncGenerator[xtypes.ExecutionEvent, None]:
     viewer = await _subscriber(info)
+    allowed = _Viewer(info, viewer)
     if after_sequence is not None and after_sequence < 0:
         raise RequestError("afterSequence must be 0 or more", BAD_USER_INPUT, field="afterSequence")
     identifier = str(execution_id)
@@ -167,7 +190,7 @@ async def execution_events(
             # What is stored (first the history, later a catch-up). Live events arriving
             # meanwhile stay buffered; those already read are dropped by sequence below.
             if caught_up:
-                await _still_allowed(info)  # a token revoked meanwhile ends the stream
+                await allowed.still_allowed()
             caught_up = True
             stream.reset()
             while True:
@@ -248,6 +271,7 @@ async def execution_updates(
     info: Info, workflow_id: strawberry.ID | None = None
 ) -> AsyncGenerator[xtypes.Execution, None]:
     viewer = await _subscriber(info)
+    allowed = _Viewer(info, viewer)
     feed = _feed(info)
     try:
         watcher = feed.watch(
@@ -260,7 +284,7 @@ async def execution_updates(
         while True:
             changes = await _live(info, watcher.take())
             # Still allowed, and to which workspaces (a membership may have ended).
-            viewer = await _still_allowed(info)
+            viewer = await allowed.still_allowed()
             watcher.workspace_ids = frozenset(viewer.workspace_ids)
             for change in changes:
                 if change.workspace_id not in watcher.workspace_ids:

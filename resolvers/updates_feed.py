@@ -112,13 +112,15 @@ class Watcher:
     def scope(self) -> tuple[frozenset[str], str | None]:
         return self.workspace_ids, self.workflow_id
 
+    def sees(self, change: Change) -> bool:
+        return change.workspace_id in self.workspace_ids and (
+            self.workflow_id is None or change.workflow_id == self.workflow_id
+        )
+
     def offer(self, changes: Iterable[Change]) -> None:
+        """Changes it `sees` (the feed filters them once per scope)."""
         offered = False
         for change in changes:
-            if change.workspace_id not in self.workspace_ids or (
-                self.workflow_id is not None and change.workflow_id != self.workflow_id
-            ):
-                continue
             if self.sent.get(change.execution_id) == change.status:
                 continue
             if len(self._pending) >= self._backlog and change.execution_id not in self._pending:
@@ -257,8 +259,14 @@ class UpdatesFeed:
         rows, resynced = await self.reads.retrying(lambda: self._read(check, lost))
         self.rounds += 1
         changes = [Change.of(row) for row in rows]
+        # Watchers mostly share a few scopes (the same user, the same workflow): each
+        # scope's changes are picked once.
+        by_scope: dict[tuple[frozenset[str], str | None], list[Change]] = {}
         for watcher in watchers:
-            watcher.offer(changes)
+            seen = by_scope.get(watcher.scope)
+            if seen is None:
+                seen = by_scope[watcher.scope] = [c for c in changes if watcher.sees(c)]
+            watcher.offer(seen)
         for scope, scope_rows in resynced.items():
             scope_changes = [Change.of(row) for row in scope_rows]
             for watcher in lost:

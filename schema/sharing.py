@@ -159,21 +159,15 @@ class Selection:
         self.operation = operation
         self.key = (id(operation), variables_key(operation, fragments, values))
 
-    async def shared(self, payload: Any) -> SharedResult | None:
-        """The result of this selection on this shared payload, once another subscriber of
-        this process has computed it (waiting for it when under way); None when none has
-        (this one computes it) or theirs had errors."""
+    def find(self, payload: Any) -> SharedResult | None:
+        """The result of this selection on this shared payload if another subscriber of
+        this process computes it or has (see `SharedResult.pending`); None when none does
+        (this one computes it). Called for every message a subscriber sends: kept lean."""
         if not isinstance(payload, Shareable):
             return None
-        found = _find(payload, self.key, self.operation)
-        if found is None:
-            return None
-        if found.pending:
-            await found.wait()
-        if found.result is None:
-            return None
-        SharedEventResults.hits += 1
-        return found
+        results = vars(payload).get(_RESULTS)
+        found = None if results is None else results.get(self.key)
+        return found if found is not None and found.operation is self.operation else None
 
 
 def encode_json(data: object) -> str:
