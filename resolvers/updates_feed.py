@@ -38,6 +38,8 @@ from storage.models import Execution
 _TERMINAL = frozenset(("SUCCEEDED", "FAILED", "CANCELLED"))
 # Ids per `IN (...)` list.
 _READ_CHUNK = 500
+# Watchers woken at a time in a round.
+WAKE_SLICE = 16
 
 
 class UpdatesFailedError(Exception):
@@ -262,11 +264,15 @@ class UpdatesFeed:
         # Watchers mostly share a few scopes (the same user, the same workflow): each
         # scope's changes are picked once.
         by_scope: dict[tuple[frozenset[str], str | None], list[Change]] = {}
-        for watcher in watchers:
+        for index, watcher in enumerate(watchers, 1):
             seen = by_scope.get(watcher.scope)
             if seen is None:
                 seen = by_scope[watcher.scope] = [c for c in changes if watcher.sees(c)]
             watcher.offer(seen)
+            if index % WAKE_SLICE == 0:
+                # The woken subscriptions send before the next ones are woken: requests
+                # waiting for the event loop wait for a slice, not for the whole round.
+                await asyncio.sleep(0)
         for scope, scope_rows in resynced.items():
             scope_changes = [Change.of(row) for row in scope_rows]
             for watcher in lost:
