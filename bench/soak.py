@@ -441,13 +441,20 @@ async def drained(cluster: Any, ids: list[str], within_s: float) -> bool:
 
 
 def logged_problems(processes: list[Any]) -> list[str]:
-    """Errors and tracebacks in the processes' logs (they log warnings and worse)."""
-    return [
-        f"{process.name}: {line}"
-        for process in processes
-        for line in process.output().splitlines()
-        if line.startswith(("ERROR", "CRITICAL", "Traceback"))
-    ]
+    """Errors in the processes' logs (they log warnings and worse), each with the exception
+    that ends its traceback, if any."""
+    problems = []
+    for process in processes:
+        lines = process.output().splitlines()
+        for index, line in enumerate(lines):
+            if not line.startswith(("ERROR", "CRITICAL")):
+                continue
+            rest = lines[index + 1 :]
+            cause = ""
+            if rest and rest[0].startswith("Traceback"):
+                cause = next((text for text in rest[1:] if text and not text[0].isspace()), "")
+            problems.append(f"{process.name}: {line} [{cause}]")
+    return problems
 
 
 async def status_changes(cluster: Any, ids: list[str]) -> int:
