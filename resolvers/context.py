@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -31,7 +29,7 @@ from schema import types
 from schema.sharing import SharedResult
 from storage import accounts, executions, workflows
 from storage.accounts import Principal
-from storage.db import Database
+from storage.db import Database, Sessions
 from storage.secrets import SecretBox
 from storage.webhooks import RouteCache
 
@@ -70,19 +68,13 @@ class Services:
     webhook_routes: RouteCache = field(default_factory=lambda: RouteCache(ttl_s=1.0))
 
 
-class Sessions(Protocol):
-    """Where DataLoaders get their sessions: the database, or (for a websocket connection)
-    the bounded reads of subscriptions."""
-
-    def session(self) -> AbstractAsyncContextManager[AsyncSession]: ...
-
-
 class RequestLoaders:
     """DataLoaders of one request: a batch of lookups of one kind costs one query."""
 
     def __init__(self, database: Sessions, *, cache: bool = True) -> None:
-        """`cache=False` for a websocket connection: it lives long, and what it loads changes
-        (a subscription sends an execution again when its status changed)."""
+        """`database` is the process's, or for a websocket connection the bounded reads of
+        subscriptions; `cache=False` for a websocket connection: it lives long, and what it
+        loads changes (a subscription sends an execution again when its status changed)."""
         self._database = database
         self.users: DataLoader[str, types.User | None] = DataLoader(
             load_fn=self._load_users, cache=cache
