@@ -44,7 +44,7 @@ UNAVAILABLE = "UNAVAILABLE"
 # Stored events read per query.
 HISTORY_PAGE = 500
 # With nothing live for this long, check the database anyway (a lost message costs at most
-# this much delay; a WAITING execution costs one small query per subscriber this often).
+# this much delay; a WAITING execution costs one small query this often), and the token.
 IDLE_CHECK_S = 10.0
 # A streaming subscription checks its token again at most this often.
 RECHECK_S = 1.0
@@ -282,7 +282,7 @@ async def execution_updates(
     sender = _Sender(info)
     try:
         while True:
-            changes = await _live(info, watcher.take())
+            changes = await _live(info, watcher.take(IDLE_CHECK_S))
             # Still allowed, and to which workspaces (a membership may have ended).
             viewer = await allowed.still_allowed()
             watcher.workspace_ids = frozenset(viewer.workspace_ids)

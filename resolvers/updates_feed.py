@@ -150,12 +150,17 @@ class Watcher:
         """Executions it shows as not finished."""
         return (i for i, status in self.sent.items() if status not in _TERMINAL)
 
-    async def take(self) -> list[Change]:
-        """What to send next (waiting for it); each execution at a status it was not sent."""
+    async def take(self, timeout_s: float) -> list[Change]:
+        """What to send next, each execution at a status it was not sent; waits for it up
+        to `timeout_s` (then nothing: the subscription checks its token meanwhile)."""
         while True:
             if not self._pending:
                 self.done()
-            await self._ready.wait()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._ready.wait()
+            except TimeoutError:
+                return []
             self._ready.clear()
             if isinstance(self._failure, LiveUnavailableError):
                 raise LiveUnavailableError(str(self._failure))
@@ -193,10 +198,10 @@ class UpdatesFeed:
         self.reads = reads
         self.idle_check_s = idle_check_s
         self.round_s = round_s
+        self.max_round_s = max_round_s
         self.remember = remember
         self.backlog = backlog
         self.watchers: set[Watcher] = set()
-        self.max_round_s = max_round_s
         self.rounds = 0
         self._in_hand = InHand()
         self._task: asyncio.Task[None] | None = None

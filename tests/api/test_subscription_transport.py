@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from gql import gql
+from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -292,3 +293,33 @@ async def test_execution_updates_of_a_subscriber_that_falls_behind_are_read_agai
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_execution_updates_end_when_the_token_is_revoked_even_with_nothing_to_send(
+    database, settings, registry, alice, monkeypatch
+) -> None:
+    from resolvers import subscriptions
+
+    monkeypatch.setattr(subscriptions, "IDLE_CHECK_S", 0.2)
+    monkeypatch.setattr(subscriptions, "RECHECK_S", 0.2)
+    async with served(database, settings, registry, alice) as (url, alice):
+        feed = alice.http._transport.app.state.services.updates_feed  # type: ignore[attr-defined]
+        request = gql(UPDATES)
+        request.variable_values = {}
+        async with client(url, alice.token) as session:
+
+            async def stream() -> None:
+                async for _ in session.subscribe(request):
+                    pass
+
+            listening = asyncio.create_task(stream())
+            await until(lambda: len(feed.watchers) == 1)
+            tokens = await alice.gql("{ apiTokens { id } }")
+            await alice.gql(
+                "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }",
+                {"id": tokens["apiTokens"][0]["id"]},
+            )
+            with pytest.raises(TransportQueryError) as failure:
+                await asyncio.wait_for(listening, 10)
+    assert failure.value.errors is not None
+    assert failure.value.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
