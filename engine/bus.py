@@ -8,7 +8,7 @@ claim, cancel  --> EventPublisher.wake(ids) --------+    embedded: directly
                                                          (engine/redis_bus.py), so every
                                                          API process sees every worker's
 EventFanout --> ExecutionStream (one per subscriber) --> resolvers/subscriptions.py
-            --> UpdateStream (executionUpdates)
+            --> UpdateStream (one per process) --> resolvers/updates_feed.py (executionUpdates)
 ```
 
 The database holds the history; the bus only carries what was committed, as a hint. A
@@ -104,10 +104,10 @@ class ExecutionStream:
 
 
 class UpdateStream:
-    """Ids of executions whose status may have changed, for one `executionUpdates`
-    subscriber; each id once until read, at most `capacity` ids. `resync` says that some
-    were lost (the buffer overflowed, or the bus lost messages): the subscriber checks
-    everything it shows."""
+    """Ids of executions whose status may have changed, for the reader that serves this
+    process's `executionUpdates` subscribers; each id once until read, at most `capacity`
+    ids. `resync` says that some were lost (the buffer overflowed, or the bus lost
+    messages): the reader checks everything its subscribers show."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -168,36 +168,39 @@ class EventFanout:
     # Subscribers
 
     def open(self, execution_id: str) -> ExecutionStream:
-        self._admit()
+        self.admit()
         stream = ExecutionStream(execution_id, self.capacity)
         self._streams.setdefault(execution_id, set()).add(stream)
         return stream
 
-    def open_updates(self) -> UpdateStream:
-        self._admit()
-        stream = UpdateStream(max(self.capacity, 1000))
+    def open_updates(self, capacity: int = 10_000) -> UpdateStream:
+        """Status changes, for the one reader that serves every `executionUpdates`
+        subscriber of this process (which `admit` counts one by one)."""
+        stream = UpdateStream(capacity)
         self._updates.add(stream)
         return stream
 
     def close(self, stream: ExecutionStream | UpdateStream) -> None:
         if isinstance(stream, UpdateStream):
-            if stream in self._updates:
-                self._updates.discard(stream)
-                self.subscriptions -= 1
+            self._updates.discard(stream)
             return
         streams = self._streams.get(stream.execution_id)
         if streams is not None and stream in streams:
             streams.discard(stream)
-            self.subscriptions -= 1
+            self.release()
             if not streams:
                 del self._streams[stream.execution_id]
 
-    def _admit(self) -> None:
+    def admit(self) -> None:
+        """Count one more subscription, or refuse it past `max_subscriptions`."""
         if self.subscriptions >= self.max_subscriptions:
             raise SubscriptionLimitError(
                 f"this server already serves {self.max_subscriptions} subscriptions"
             )
         self.subscriptions += 1
+
+    def release(self) -> None:
+        self.subscriptions -= 1
 
     # The bus side
 

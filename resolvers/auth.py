@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 
@@ -34,6 +35,9 @@ class Authenticator:
         self._cache_s = cache_s
         self._max_entries = max_entries
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._under_way: dict[str, tuple[int, asyncio.Task[Principal | None]]] = {}
+        # How many times cached principals were forgotten (revocations, role changes).
+        self._forgotten = 0
 
     async def authenticate(self, token: str | None) -> Principal | None:
         if token is None:
@@ -43,12 +47,34 @@ class Authenticator:
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
+        # One lookup per token at a time: when a token's entry expires, every subscription
+        # and request that holds it asks at once, and each would take a pooled connection.
+        # A lookup that began before a revocation is not joined, and its answer not kept.
+        under_way = self._under_way.get(key)
+        if under_way is None or under_way[0] != self._forgotten:
+            lookup = asyncio.create_task(self._look_up(token, key, self._forgotten))
+            self._under_way[key] = (self._forgotten, lookup)
+            lookup.add_done_callback(lambda done: self._looked_up(key, done))
+        else:
+            lookup = under_way[1]
+        return await asyncio.shield(lookup)
+
+    def _looked_up(self, key: str, lookup: asyncio.Task[Principal | None]) -> None:
+        under_way = self._under_way.get(key)
+        if under_way is not None and under_way[1] is lookup:
+            del self._under_way[key]
+        if not lookup.cancelled():
+            lookup.exception()  # retrieved: every caller may have gone
+
+    async def _look_up(self, token: str, key: str, forgotten: int) -> Principal | None:
         async with self._database.session() as session:
             principal = await principal_for_token(session, token)
+        if forgotten != self._forgotten:
+            return principal
         if principal is None:
             self._cache.pop(key, None)
             return None
-        self._cache[key] = (now + self._cache_s, principal)
+        self._cache[key] = (time.monotonic() + self._cache_s, principal)
         self._cache.move_to_end(key)
         while len(self._cache) > self._max_entries:
             self._cache.popitem(last=False)
@@ -56,8 +82,10 @@ class Authenticator:
 
     def forget_user(self, user_id: str) -> None:
         """Drop cached principals of a user (after a revocation or a change of role)."""
+        self._forgotten += 1
         for key in [k for k, (_, p) in self._cache.items() if p.user_id == user_id]:
             del self._cache[key]
 
     def forget_all(self) -> None:
+        self._forgotten += 1
         self._cache.clear()

@@ -21,16 +21,21 @@ from resolvers import mapping
 from resolvers.auth import Authenticator
 from resolvers.caches import Lru
 from resolvers.errors import UNAUTHENTICATED, RequestError
+from resolvers.live_reads import LiveReads
+from resolvers.updates_feed import UpdatesFeed
 from schema import execution_types as xtypes
 from schema import types
+from schema.sharing import SharedResult
 from storage import accounts, executions, output_reads, workflows
 from storage.accounts import Principal
-from storage.db import Database
+from storage.db import Database, Sessions
 from storage.output_reads import StoredOutput, StoredValue
 from storage.secrets import SecretBox
 from storage.webhooks import RouteCache
 
-DirectSender = Callable[[Any], Awaitable[bool]]
+# Sends `next` messages of shared results, in order, straight to a subscription's websocket;
+# False when the operation is over.
+DirectSender = Callable[[Sequence[SharedResult]], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,8 @@ class Services:
     database: Database
     registry: NodeTypeRegistry
     authenticator: Authenticator
+    # The database reads of subscriptions: bounded, shared, retried.
+    live_reads: LiveReads
     graph_limits: GraphLimits = field(default_factory=GraphLimits)
     max_page_size: int = 100
     submitter: Submitter | None = None
@@ -53,6 +60,8 @@ class Services:
     # Live events: this process's subscribers, and where committed events are announced.
     fanout: EventFanout | None = None
     publisher: EventPublisher | None = None
+    # The one reader of status changes that serves every `executionUpdates` subscriber.
+    updates_feed: UpdatesFeed | None = None
     # Encrypts credential secrets (None: no key configured).
     secret_box: SecretBox | None = None
     # Webhook routes looked up recently; cleared when this process changes routes.
@@ -62,9 +71,10 @@ class Services:
 class RequestLoaders:
     """DataLoaders of one request: a batch of lookups of one kind costs one query."""
 
-    def __init__(self, database: Database, *, cache: bool = True) -> None:
-        """`cache=False` for a websocket connection: it lives long, and what it loads changes
-        (a subscription sends an execution again when its status changed)."""
+    def __init__(self, database: Sessions, *, cache: bool = True) -> None:
+        """`database` is the process's, or for a websocket connection the bounded reads of
+        subscriptions; `cache=False` for a websocket connection: it lives long, and what it
+        loads changes (a subscription sends an execution again when its status changed)."""
         self._database = database
         self.users: DataLoader[str, types.User | None] = DataLoader(
             load_fn=self._load_users, cache=cache
@@ -151,9 +161,7 @@ class Context:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
     # Set by Strawberry from the websocket `connection_init` payload.
     connection_params: dict[str, Any] | None = None
-    # Websocket subscriptions, by the task that runs each: sends a `next` message with the
-    # given data straight to the client (see resolvers/subscriptions.py); False when the
-    # operation is over.
+    # Websocket subscriptions, by the task that runs each (see resolvers/subscriptions.py).
     direct_senders: dict[Any, DirectSender] = field(default_factory=dict)
 
     @property

@@ -192,9 +192,21 @@ def _duration_ms(started_at: datetime | None, finished_at: datetime | None) -> f
     return (finished_at - started_at).total_seconds() * 1000
 
 
-def execution(row: models.Execution) -> xtypes.Execution:
+class SharedExecution(xtypes.Execution, Shareable):
+    """An execution whose status changed: one object for every `executionUpdates`
+    subscriber of this process (see schema.sharing)."""
+
+
+def shared_execution(row: models.Execution) -> xtypes.Execution:
+    """An execution as `executionUpdates` sends it (built once per change, shared by all)."""
+    return execution(row, SharedExecution)
+
+
+def execution(
+    row: models.Execution, kind: type[xtypes.Execution] = xtypes.Execution
+) -> xtypes.Execution:
     duration = _duration_ms(row.started_at, row.finished_at)
-    return xtypes.Execution(
+    return kind(
         id=strawberry.ID(row.id),
         workflow_id=strawberry.ID(row.workflow_id),
         workflow_version=row.workflow_version,
@@ -243,19 +255,21 @@ def _console(stored: dict[str, Any] | None) -> xtypes.ConsoleOutput | None:
     )
 
 
-class LiveExecutionEvent(xtypes.ExecutionEvent, Shareable):
-    """A live event: one object for every subscriber of this process (see schema.sharing)."""
+class SharedExecutionEvent(xtypes.ExecutionEvent, Shareable):
+    """An event as `executionEvents` sends it: one object for every subscriber of this
+    process that it goes to (see schema.sharing)."""
 
 
 def event(value: Event) -> xtypes.ExecutionEvent:
     """A live event, as subscribers receive it (built once per event, shared by all)."""
     error = None if value.error is None else value.error.to_json()
-    return _event(value, LiveExecutionEvent, error)
+    return _event(value, SharedExecutionEvent, error)
 
 
 def event_row(row: models.ExecutionEventRow) -> xtypes.ExecutionEvent:
-    """A stored event."""
-    return _event(row, xtypes.ExecutionEvent, row.error)
+    """A stored event, as subscribers catching up receive it (shared by those that read it
+    together)."""
+    return _event(row, SharedExecutionEvent, row.error)
 
 
 def _event(

@@ -42,11 +42,20 @@ class ErrorPolicy(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
-        if result is None or not result.errors:
+        self._code(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        """Each result of a subscription, before it is sent: a stream's results reach the
+        client long before its operation ends."""
+        self._code(result)
+        yield
+
+    def _code(self, result: Any) -> None:
+        errors = getattr(result, "errors", None)
+        if not errors:
             return
         request_id = request_id_of(self.execution_context.context)
-        result.errors = [self._coded(error, request_id) for error in result.errors]
+        result.errors = [self._coded(error, request_id) for error in errors]
 
     def _coded(self, error: GraphQLError, request_id: str) -> GraphQLError:
         if is_unexpected(error):

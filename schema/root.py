@@ -175,14 +175,17 @@ class Subscription:
             description="The events of one execution, in order, without gaps or duplicates: what "
             "is stored first (all, or those after `afterSequence`: pass the last sequence you "
             "received to continue after a reconnection), then live ones; completes after "
-            "EXECUTION_FINISHED. Another user's execution gives an error, not events.",
+            "EXECUTION_FINISHED. Another user's execution gives an error, not events; a "
+            "database unavailable for too long ends the stream with UNAVAILABLE (subscribe "
+            "again with afterSequence).",
         )
     )
     execution_updates: AsyncGenerator[execution_types.Execution, None] = strawberry.subscription(
         resolver=subscription_resolvers.execution_updates,
         description="Your executions (of one workflow, with `workflowId`) each time their "
         "status changes, for live execution lists. Sends the state as it is when sent: a "
-        "quick run may go from QUEUED to SUCCEEDED in one update. Never completes.",
+        "quick run may go from QUEUED to SUCCEEDED in one update. Never completes; a database "
+        "unavailable for too long ends it with UNAVAILABLE (subscribe again).",
     )
 
 

@@ -1,17 +1,25 @@
-"""One execution of a subscription's selection per live event, shared by its subscribers.
+"""One execution of a subscription's selection per live payload, shared by its subscribers.
 
 graphql-core runs a subscription's selection set once per event and subscriber; with a
 hundred subscribers on one execution that is most of an API process's time (about 150 us
-each). A live event reaches every subscriber of this process as the same object (the
-fanout builds it once), so the result of the same operation on it is the same whenever the
-variables the selection reads are the same: it is computed once and shared.
+each). A live payload (an event, an execution whose status changed) reaches every
+subscriber of this process as the same object, built once, so the result of the same
+operation on it is the same whenever the variables the selection reads are the same: the
+first subscriber computes it, the others send it, and its JSON is encoded once.
+
+What is shared lives on the payload itself (`SharedResult`s in its `__dict__`): it goes
+away with the payload, once every subscriber's buffer has let go of it, so a long-lived
+subscription keeps nothing per event it sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections import OrderedDict
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, cast
 
 import orjson
 from graphql import ExecutionResult, Visitor, visit
@@ -19,15 +27,67 @@ from graphql.language import OperationDefinitionNode, VariableNode
 from graphql.pyutils import is_awaitable
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-# Results kept: a few per event and selection in flight; events stop being looked up once
-# every subscriber has sent them, within milliseconds.
-_MAX_SHARED = 4096
+# Operations whose selection variables are remembered (the parser cache holds fewer).
+_MAX_OPERATIONS = 4096
+_RESULTS = "_loom_shared_results"
 
 
 class Shareable:
     """Marks a subscription payload that is one object for all of its subscribers."""
 
     __slots__ = ()
+
+
+class SharedResult:
+    """One operation's result on one shared payload: pending until its first subscriber
+    has computed it, then the data every other subscriber sends."""
+
+    __slots__ = ("__weakref__", "_done", "_encoded", "_framed", "operation", "result")
+
+    def __init__(self, operation: OperationDefinitionNode) -> None:
+        self.operation = operation  # kept: its id stays its own while this lives
+        self.result: ExecutionResult | None = None
+        self._done = asyncio.Event()
+        self._encoded: str | None = None
+        self._framed: dict[str, bytes] | None = None
+
+    @property
+    def pending(self) -> bool:
+        return not self._done.is_set()
+
+    def settle(self, result: ExecutionResult | None) -> None:
+        """The first subscriber's result, or None (it failed, was cancelled, or has errors,
+        which are logged per subscriber): the others then compute their own."""
+        if result is not None and not result.errors:
+            self.result = result
+            _BY_DATA[id(result.data)] = self
+        self._done.set()
+
+    async def wait(self) -> ExecutionResult | None:
+        await self._done.wait()
+        return self.result
+
+    def json(self) -> str:
+        if self._encoded is None:
+            assert self.result is not None
+            self._encoded = encode_json(self.result.data)
+        return self._encoded
+
+    def framed(self, head: str, frame: Callable[[str], bytes]) -> bytes:
+        """The `next` message of this result after `head` (see `next_frame_head`), as
+        `frame` puts it on the wire: built once per operation id, whatever the number of
+        subscribers (clients mostly number their first operation alike)."""
+        framed = self._framed
+        if framed is None:
+            framed = self._framed = {}
+        found = framed.get(head)
+        if found is None:
+            found = framed[head] = frame(head + self.json() + "}}")
+        return found
+
+
+# Shared results by the id of their data, for `next_frame`; an entry goes with its payload.
+_BY_DATA: weakref.WeakValueDictionary[int, SharedResult] = weakref.WeakValueDictionary()
 
 
 class _Variables(Visitor):
@@ -43,7 +103,7 @@ def _selection_variables(
     operation: OperationDefinitionNode, fragments: dict[str, Any]
 ) -> list[str]:
     """Variables the selection below the root field can read (the root field's arguments,
-    such as `executionId` or `afterSequence`, do not change how an event is resolved)."""
+    such as `executionId` or `afterSequence`, do not change how a payload is resolved)."""
     collector = _Variables()
     for selection in operation.selection_set.selections:
         inner = getattr(selection, "selection_set", None)
@@ -66,7 +126,7 @@ def variables_key(
     if known is None or known[0] is not operation:
         used = _selection_variables(operation, fragments)
         _VARIABLES[id(operation)] = (operation, used)
-        while len(_VARIABLES) > _MAX_SHARED:
+        while len(_VARIABLES) > _MAX_OPERATIONS:
             _VARIABLES.popitem(last=False)
     else:
         used = known[1]
@@ -74,25 +134,40 @@ def variables_key(
     return tuple((name in values, repr(values.get(name))) for name in used)
 
 
-def shared_data(
-    payload: Any,
-    operation: OperationDefinitionNode,
-    fragments: dict[str, Any],
-    values: dict[str, Any],
-) -> Any:
-    """The data of this operation on this live event, if another subscriber of this process
-    computed it already (without errors); None otherwise."""
-    key = (id(payload), id(operation), variables_key(operation, fragments, values))
-    found = SharedEventResults._shared.get(key)
-    if found is None or found[0] is not payload:
-        return None
-    SharedEventResults.hits += 1
-    return found[1].data
+def _shared_on(payload: Any) -> dict[tuple[Any, ...], SharedResult]:
+    found: dict[tuple[Any, ...], SharedResult] = vars(payload).setdefault(_RESULTS, {})
+    return found
 
 
-_ENCODED: OrderedDict[int, tuple[object, str]] = OrderedDict()
-# Ids of the data of the results shared now (kept alive by `SharedEventResults._shared`).
-_SHARED_DATA: set[int] = set()
+def _find(payload: Any, key: tuple[Any, ...], operation: Any) -> SharedResult | None:
+    found = _shared_on(payload).get(key)
+    return found if found is not None and found.operation is operation else None
+
+
+class Selection:
+    """One subscription's operation and the values of the variables its selection reads:
+    what tells which shared results are its own (computed once per subscription)."""
+
+    __slots__ = ("key", "operation")
+
+    def __init__(
+        self,
+        operation: OperationDefinitionNode,
+        fragments: dict[str, Any],
+        values: dict[str, Any],
+    ) -> None:
+        self.operation = operation
+        self.key = (id(operation), variables_key(operation, fragments, values))
+
+    def find(self, payload: Any) -> SharedResult | None:
+        """The result of this selection on this shared payload if another subscriber of
+        this process computes it or has (see `SharedResult.pending`); None when none does
+        (this one computes it). Called for every message a subscriber sends: kept lean."""
+        if not isinstance(payload, Shareable):
+            return None
+        results = vars(payload).get(_RESULTS)
+        found = None if results is None else results.get(self.key)
+        return found if found is not None and found.operation is self.operation else None
 
 
 def encode_json(data: object) -> str:
@@ -103,21 +178,21 @@ def encode_json(data: object) -> str:
         return json.dumps(data, separators=(",", ":"))
 
 
+def next_frame_head(operation_id: str) -> str:
+    """The start of a graphql-transport-ws `next` message of this operation, up to its data;
+    the data's JSON and `}}` complete it."""
+    return '{"id":' + encode_json(operation_id) + ',"type":"next","payload":{"data":'
+
+
 def next_frame(operation_id: str, data: object) -> str:
-    """A graphql-transport-ws `next` message. The JSON of data shared by subscribers (a live
-    event's shared result) is kept while it goes to the others."""
-    found = _ENCODED.get(id(data))
-    if found is not None and found[0] is data:
-        encoded = found[1]
+    """A graphql-transport-ws `next` message. The data of a shared result is encoded once
+    for all of its subscribers."""
+    shared = _BY_DATA.get(id(data))
+    if shared is not None and shared.result is not None and shared.result.data is data:
+        encoded = shared.json()
     else:
         encoded = encode_json(data)
-        if id(data) in _SHARED_DATA:
-            _ENCODED[id(data)] = (data, encoded)
-            while len(_ENCODED) > _MAX_SHARED:
-                _ENCODED.popitem(last=False)
-    return (
-        '{"id":' + encode_json(operation_id) + ',"type":"next","payload":{"data":' + encoded + "}}"
-    )
+    return next_frame_head(operation_id) + encoded + "}}"
 
 
 class _Done:
@@ -135,24 +210,31 @@ class _Done:
 class SharedEventResults(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor, sharing per-event results of shareable payloads."""
 
-    _shared: ClassVar[OrderedDict[tuple[int, int, tuple[Any, ...]], tuple[Any, Any]]] = (
-        OrderedDict()
-    )
-    # Set on a per-event executor whose result is to be shared: its cache key.
-    _share_as: tuple[Any, ...] | None = None
+    # Set on a per-event executor: the shared result it computes, or waits for first.
+    _computes: SharedResult | None = None
+    _waits_for: SharedResult | None = None
     hits = 0
 
     def build_per_event_executor(self, payload: Any) -> Any:
-        if not isinstance(payload, Shareable):
-            return super().build_per_event_executor(payload)
-        key = (id(payload), id(self.operation), self._variables_key())
-        found = self._shared.get(key)
-        if found is not None and found[0] is payload:
-            # Computed for another subscriber: no executor to build, nothing to execute.
-            SharedEventResults.hits += 1
-            return _Done(found[1])
-        executor = super().build_per_event_executor(payload)
-        executor._share_as = key  # type: ignore[attr-defined]
+        key: tuple[Any, ...] | None = None
+        if isinstance(payload, Shareable):
+            key = (id(self.operation), self._variables_key())
+            found = _find(payload, key, self.operation)
+            if found is not None and not found.pending and found.result is not None:
+                # Computed for another subscriber: no executor to build, nothing to execute.
+                SharedEventResults.hits += 1
+                return _Done(found.result)
+        executor = cast(SharedEventResults, super().build_per_event_executor(payload))
+        # graphql-core shares this memo of collected fields between the executors of all
+        # events of a subscription, keyed by objects built anew for each event: it never
+        # hits across events and grew by about 1 KB per event, for the life of the stream.
+        executor._relevant_sub_fields = {}
+        if key is not None:
+            found = _find(payload, key, self.operation)
+            if found is None:
+                executor._computes = _shared_on(payload)[key] = SharedResult(self.operation)
+            elif found.pending:
+                executor._waits_for = found
         return executor
 
     def _variables_key(self) -> tuple[Any, ...]:
@@ -161,26 +243,33 @@ class SharedEventResults(StrawberryGraphQLCoreExecutionContext):
         )
 
     def execute_operation(self, serially: bool | None = None) -> Any:
-        key = self._share_as
-        result = super().execute_operation(serially)
-        if key is None:
-            return result
+        if self._waits_for is not None:
+            return self._after_first(self._waits_for, serially)
+        shared = self._computes
+        if shared is None:
+            return super().execute_operation(serially)
+        try:
+            result = super().execute_operation(serially)
+        except BaseException:
+            shared.settle(None)
+            raise
         if is_awaitable(result):
-            return self._remember_when_done(key, self.root_value, result)
-        self._remember(key, self.root_value, result)
+            return self._settle_when_done(shared, result)
+        shared.settle(cast(ExecutionResult, result))
         return result
 
-    async def _remember_when_done(self, key: Any, payload: Any, pending: Any) -> ExecutionResult:
-        result: ExecutionResult = await pending
-        self._remember(key, payload, result)
-        return result
+    async def _after_first(self, shared: SharedResult, serially: bool | None) -> Any:
+        found = await shared.wait()
+        if found is not None:
+            SharedEventResults.hits += 1
+            return found
+        result = super().execute_operation(serially)
+        return await result if is_awaitable(result) else result
 
-    def _remember(self, key: Any, payload: Any, result: Any) -> None:
-        if result.errors:
-            return  # errors are logged per subscriber: not shared
-        shared = self._shared
-        shared[key] = (payload, result)  # the payload kept alive: its id stays its own
-        _SHARED_DATA.add(id(result.data))
-        while len(shared) > _MAX_SHARED:
-            _, (_, evicted) = shared.popitem(last=False)
-            _SHARED_DATA.discard(id(evicted.data))
+    async def _settle_when_done(self, shared: SharedResult, pending: Any) -> ExecutionResult:
+        result: ExecutionResult | None = None
+        try:
+            result = await pending
+            return result
+        finally:
+            shared.settle(result)

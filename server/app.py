@@ -29,6 +29,8 @@ from resolvers import mapping
 from resolvers.auth import Authenticator
 from resolvers.context import Services
 from resolvers.executions import submit, submit_to
+from resolvers.live_reads import LiveReads
+from resolvers.updates_feed import UpdatesFeed
 from schema.root import build_schema
 from server import graphiql
 from server.graphql_view import LoomGraphQL
@@ -36,6 +38,7 @@ from server.middleware import BodySizeLimit
 from server.scheduler import run_scheduler
 from server.settings import Settings
 from server.webhooks import WebhookEndpoint
+from server.websocket_writes import FrameWriters
 from server.worker import after_run, require_distributed_settings
 from storage import executions, queueing
 from storage.credentials import DatabaseCredentials
@@ -94,10 +97,17 @@ def build_services(
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)
+    live_reads = LiveReads(
+        database,
+        max_connections=settings.subscription_db_connections,
+        retry_s=settings.subscription_retry_s,
+    )
     return Services(
         database=database,
         registry=registry,
         authenticator=Authenticator(database, cache_s=settings.token_cache_s),
+        live_reads=live_reads,
+        updates_feed=UpdatesFeed(fanout, live_reads),
         graph_limits=GraphLimits(max_nodes=settings.max_graph_nodes),
         max_page_size=settings.max_page_size,
         submitter=submitter,
@@ -255,7 +265,10 @@ def create_app(
             Route("/readyz", readyz),
             *([graphiql.assets_route()] if settings.graphiql else []),
         ],
-        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(FrameWriters),
+            Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+        ],
         lifespan=lifespan,
     )
     app.state.services = services

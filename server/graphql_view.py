@@ -26,7 +26,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from resolvers.auth import token_from_header
-from resolvers.context import Context, DirectSender, RequestLoaders, Services
+from resolvers.context import Context, RequestLoaders, Services
 from resolvers.errors import UNAUTHENTICATED
 from schema.sharing import encode_json, next_frame
 from server import graphiql
@@ -39,6 +39,7 @@ from server.graphql_http import (
     response_media_type,
     status_code,
 )
+from server.websocket_writes import direct_sender
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -71,21 +72,6 @@ def error_response(
     )
 
 
-def _direct_sender(operation: Any, socket: WebSocket) -> DirectSender:
-    """Sends `next` messages of one operation without Strawberry's per-result machinery."""
-
-    async def send(data: Any) -> bool:
-        if operation.completed:
-            return False
-        try:
-            await socket.send_text(next_frame(operation.id, data))
-        except (WebSocketDisconnect, OSError, RuntimeError):
-            return False  # the connection is going; its handler cancels the operation
-        return True
-
-    return send
-
-
 class KeepAliveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with a `ping` from the server every `keepalive_s` once the
     connection is acknowledged: proxies keep an idle subscription open, and clients (the
@@ -114,7 +100,7 @@ class KeepAliveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if operation is None or operation.task is None or socket is None:
             return
         senders = self.context.direct_senders
-        senders[operation.task] = _direct_sender(operation, socket)
+        senders[operation.task] = direct_sender(operation, socket)
         operation.task.add_done_callback(lambda task: senders.pop(task, None))
 
     async def _send_result_stream(self, operation: Any, result_source: Any) -> None:
@@ -270,9 +256,10 @@ class LoomGraphQL(GraphQL[Context, None]):
             services=self.services,
             request=request,
             response=response,
-            loaders=RequestLoaders(
-                self.services.database, cache=not isinstance(request, WebSocket)
-            ),
+            # Over a websocket, within the subscriptions' budget of connections.
+            loaders=RequestLoaders(self.services.live_reads, cache=False)
+            if isinstance(request, WebSocket)
+            else RequestLoaders(self.services.database),
         )
 
     async def execute_operation(

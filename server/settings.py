@@ -183,6 +183,18 @@ class Settings(BaseSettings):
         "catches up from the database.",
         ge=1,
     )
+    subscription_db_connections: int = Field(
+        default=4,
+        description="Pooled database connections the subscriptions of one API process may "
+        "use at once (of the pool's 30); the rest stay for queries and mutations.",
+        ge=1,
+    )
+    subscription_retry_s: float = Field(
+        default=60.0,
+        description="How long subscriptions wait for an unavailable database, retrying, "
+        "before they end with the UNAVAILABLE error.",
+        gt=0,
+    )
     plan_cache_size: int = Field(
         default=256, description="Compiled workflow versions kept per process (LRU).", ge=1
     )

@@ -10,9 +10,9 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import event, text
@@ -65,6 +65,13 @@ async def run_core(session: AsyncSession, statement: Any, params: Any = None) ->
     """
     connection = await session.connection()
     return await connection.execute(statement, params)
+
+
+class Sessions(Protocol):
+    """Where reads get their sessions: a `Database`, or something that rations its sessions
+    (the subscriptions' reads, resolvers/live_reads.py)."""
+
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]: ...
 
 
 class Database:

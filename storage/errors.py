@@ -5,9 +5,13 @@ typed GraphQL results in the resolvers.
      +-- NotFoundError          the row does not exist or is not the caller's
      +-- VersionConflictError   the draft moved on since the caller read it
      +-- DuplicateNameError     a unique name is taken
+
+`is_unavailable` tells a database that cannot be reached for now from a failing statement.
 """
 
 from __future__ import annotations
+
+from sqlalchemy import exc as sa_exc
 
 
 class StorageError(Exception):
@@ -37,3 +41,19 @@ class DuplicateNameError(StorageError):
         super().__init__(f"{kind} named {name!r} already exists")
         self.kind = kind
         self.name = name
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database could not be reached or used for a while (a
+    connection lost or refused, the pool exhausted), so that the same read may succeed
+    when tried again; not a fault of the statement itself."""
+    if isinstance(error, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        # A statement of None: the error came while connecting.
+        return (
+            error.connection_invalidated
+            or error.statement is None
+            or isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+        )
+    return isinstance(error, OSError | TimeoutError)

@@ -278,20 +278,16 @@ async def get_execution(
     return (await session.exec(query)).first()
 
 
-async def executions_by_ids(
-    session: AsyncSession,
-    execution_ids: Collection[str],
-    workspace_ids: Sequence[str],
-    workflow_id: str | None = None,
+async def executions_with_ids(
+    session: AsyncSession, execution_ids: Collection[str]
 ) -> Sequence[Execution]:
-    """Those of the executions that belong to the workspaces (and the workflow), oldest first."""
-    query = select(Execution).where(
-        col(Execution.id).in_(execution_ids), col(Execution.workspace_id).in_(workspace_ids)
-    )
-    if workflow_id is not None:
-        query = query.where(Execution.workflow_id == workflow_id)
-    query = query.order_by(col(Execution.created_at), col(Execution.id)).execution_options(
-        populate_existing=True
+    """The executions with these ids, whatever their workspace (a reader serving many
+    viewers filters them per viewer)."""
+    query = (
+        select(Execution)
+        .where(col(Execution.id).in_(execution_ids))
+        .order_by(col(Execution.created_at), col(Execution.id))
+        .execution_options(populate_existing=True)
     )
     rows: Sequence[Execution] = (await session.exec(query)).all()
     return rows

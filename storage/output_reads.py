@@ -21,7 +21,7 @@ from sqlmodel import col, select
 from engine.output_pages import MemoryOutput, Page, PageBuilder, page_bounds
 from engine.truncation import marker
 from storage import payloads
-from storage.db import Database, run_core
+from storage.db import Sessions, run_core
 from storage.errors import NotFoundError
 from storage.executions import INPUT, OUTPUT
 from storage.models import ExecutionPayload, NodeRunPayload
@@ -206,7 +206,7 @@ def _head_columns(model: Any) -> tuple[Any, ...]:
     )
 
 
-def _fetcher(database: Database, model: Any, label: str, *where: Any) -> Fetch:
+def _fetcher(database: Sessions, model: Any, label: str, *where: Any) -> Fetch:
     async def fetch(start: int, length: int) -> bytes:
         query = select(func.substr(model.data, start + 1, length, type_=LargeBinary)).where(*where)
         async with database.session() as session:
@@ -226,7 +226,7 @@ async def _output(stored: _Stored) -> StoredOutput:
     return MemoryOutput(payloads.decode(await stored.whole(), stored.encoding))
 
 
-async def node_run_outputs(database: Database, run_ids: Collection[str]) -> dict[str, StoredOutput]:
+async def node_run_outputs(database: Sessions, run_ids: Collection[str]) -> dict[str, StoredOutput]:
     """The stored outputs of these node runs, by run id (runs without one left out)."""
     model = NodeRunPayload
     query = select(model.node_run_id, model.execution_id, *_head_columns(model)).where(
@@ -250,7 +250,7 @@ async def node_run_outputs(database: Database, run_ids: Collection[str]) -> dict
 
 
 async def _execution_rows(
-    database: Database, execution_ids: Collection[str], kind: str
+    database: Sessions, execution_ids: Collection[str], kind: str
 ) -> list[tuple[str, _Stored, int]]:
     model = ExecutionPayload
     query = select(model.execution_id, *_head_columns(model)).where(
@@ -280,7 +280,7 @@ async def _execution_rows(
 
 
 async def execution_inputs(
-    database: Database, execution_ids: Collection[str]
+    database: Sessions, execution_ids: Collection[str]
 ) -> dict[str, StoredValue]:
     """The stored inputs of these executions, by execution id."""
     return {
@@ -290,7 +290,7 @@ async def execution_inputs(
 
 
 async def execution_outputs(
-    database: Database, execution_ids: Collection[str]
+    database: Sessions, execution_ids: Collection[str]
 ) -> dict[str, StoredOutput]:
     """The stored outputs of these executions (the items of one port), by execution id."""
     found: dict[str, StoredOutput] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import socket
 from collections.abc import AsyncIterator
@@ -98,3 +99,80 @@ async def collect(
                 if limit is not None and len(events) >= limit:
                     break
     return events
+
+
+class RawSubscription:
+    """One graphql-transport-ws subscription read by a background task that keeps counts, not
+    payloads (cheap enough for thousands of events)."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.payloads: list[dict[str, Any]] = []
+        # `error` messages, `next` payloads with errors, an early `complete`, a close.
+        self.errors: list[Any] = []
+        self.keep_payloads = False
+
+    def on_message(self, message: dict[str, Any]) -> bool:
+        """Count one server message; False when the subscription is over."""
+        kind = message.get("type")
+        if kind == "next":
+            payload = message["payload"]
+            if payload.get("errors"):
+                self.errors.append(payload["errors"])
+            self.received += 1
+            if self.keep_payloads:
+                self.payloads.append(payload)
+            return True
+        if kind in ("error", "complete"):
+            self.errors.append(message)
+            return False
+        return True
+
+
+@contextlib.asynccontextmanager
+async def raw_subscription(
+    url: str,
+    token: str,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    keep_payloads: bool = False,
+) -> AsyncIterator[RawSubscription]:
+    """Subscribe over a real websocket; the stream's counts fill in as messages arrive."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    stream = RawSubscription()
+    stream.keep_payloads = keep_payloads
+    # Without compression, as Loom serves by default (LOOM_WS_COMPRESSION): shared messages
+    # then go out framed once (server/websocket_writes.py).
+    async with connect(
+        url,
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        compression=None,
+    ) as websocket:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        await websocket.send(json.dumps(init))
+        assert json.loads(await asyncio.wait_for(websocket.recv(), 10))["type"] == "connection_ack"
+        subscribe = {"id": "1", "type": "subscribe", "payload": {"query": query}}
+        subscribe["payload"]["variables"] = variables or {}
+        await websocket.send(json.dumps(subscribe))
+
+        async def read() -> None:
+            try:
+                async for raw in websocket:
+                    message = json.loads(raw)
+                    if message.get("type") == "ping":
+                        await websocket.send('{"type":"pong"}')
+                    elif not stream.on_message(message):
+                        return
+            except ConnectionClosed as closed:
+                stream.errors.append(f"closed: {closed}")
+
+        reader = asyncio.create_task(read())
+        try:
+            yield stream
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from gql import gql
+from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -207,13 +208,12 @@ async def test_execution_updates_stream_the_viewers_status_changes_only(
 async def test_execution_updates_recover_changes_the_bus_lost(
     database, settings, registry, alice, monkeypatch
 ) -> None:
-    from resolvers import subscriptions
     from storage import executions, workflows
     from storage.models import Workflow
 
-    monkeypatch.setattr(subscriptions, "IDLE_CHECK_S", 0.2)
     async with served(database, settings, registry, alice) as (url, alice):
         services = alice.http._transport.app.state.services  # type: ignore[attr-defined]
+        monkeypatch.setattr(services.updates_feed, "idle_check_s", 0.2)
         workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
         seen: list[dict[str, Any]] = []
         listener = asyncio.create_task(_updates(url, alice.token, seen))
@@ -251,3 +251,77 @@ async def test_execution_updates_recover_changes_the_bus_lost(
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_execution_updates_of_a_subscriber_that_falls_behind_are_read_again(
+    database, settings, registry, alice, monkeypatch
+) -> None:
+    """A subscriber with more changes waiting than it may hold (a slow client) lets them go
+    and is shown its unfinished executions again, as after a loss on the bus."""
+    from storage import executions, workflows
+    from storage.models import Workflow
+
+    async with served(database, settings, registry, alice) as (url, alice):
+        services = alice.http._transport.app.state.services  # type: ignore[attr-defined]
+        feed = services.updates_feed
+        monkeypatch.setattr(feed, "backlog", 2)
+        workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+        seen: list[dict[str, Any]] = []
+        listener = asyncio.create_task(_updates(url, alice.token, seen))
+        try:
+            await until(lambda: len(feed.watchers) == 1)
+            # Three executions in one round, one of them already cancelled: more than the
+            # subscriber may hold.
+            async with database.transaction() as session:
+                workflow = await session.get(Workflow, workflow_id)
+                snapshot = await workflows.ensure_snapshot(session, workflow, alice.user_id)
+                created = [
+                    await executions.create_execution(
+                        session,
+                        workflow=workflow,
+                        snapshot=snapshot,
+                        mode="manual",
+                        input={},
+                        created_by=alice.user_id,
+                    )
+                    for _ in range(3)
+                ]
+                assert await executions.cancel_queued(session, created[0].id)
+            services.fanout.wake([execution.id for execution in created])
+            # What it let go of is read again: its unfinished executions (one that ended
+            # meanwhile is not among them, as after a loss on the bus).
+            unfinished = {(execution.id, "QUEUED") for execution in created[1:]}
+            await until(lambda: {(u["id"], u["status"]) for u in seen} >= unfinished)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+
+async def test_execution_updates_end_when_the_token_is_revoked_even_with_nothing_to_send(
+    database, settings, registry, alice, monkeypatch
+) -> None:
+    from resolvers import subscriptions
+
+    monkeypatch.setattr(subscriptions, "IDLE_CHECK_S", 0.2)
+    monkeypatch.setattr(subscriptions, "RECHECK_S", 0.2)
+    async with served(database, settings, registry, alice) as (url, alice):
+        feed = alice.http._transport.app.state.services.updates_feed  # type: ignore[attr-defined]
+        request = gql(UPDATES)
+        request.variable_values = {}
+        async with client(url, alice.token) as session:
+
+            async def stream() -> None:
+                async for _ in session.subscribe(request):
+                    pass
+
+            listening = asyncio.create_task(stream())
+            await until(lambda: len(feed.watchers) == 1)
+            tokens = await alice.gql("{ apiTokens { id } }")
+            await alice.gql(
+                "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }",
+                {"id": tokens["apiTokens"][0]["id"]},
+            )
+            with pytest.raises(TransportQueryError) as failure:
+                await asyncio.wait_for(listening, 10)
+    assert failure.value.errors is not None
+    assert failure.value.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"

@@ -255,6 +255,18 @@ def long_wait_workflow() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     )
 
 
+async def history_while_waiting(database: Database, execution_id: str) -> int:
+    """How many events an execution of `long_wait_workflow` has stored once it waits: no
+    more come until it is cancelled."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        events = await stored(database, execution_id)
+        if any(event["type"] == "NODE_STARTED" and event["nodeId"] == "wait" for event in events):
+            return len(events)
+        assert asyncio.get_running_loop().time() < deadline, "not waiting"
+        await asyncio.sleep(0.02)
+
+
 async def until(condition: Any, within_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + within_s
     while not condition():
