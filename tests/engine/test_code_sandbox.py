@@ -5,6 +5,7 @@ of it (one host, so every call after a script that survived runs where it ran)."
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -504,11 +505,25 @@ async def test_upstream_nodes_are_offered_and_others_refused(sandbox: CodeSandbo
     assert "does not name it literally" in failure.value.message
 
 
+async def _until_a_host_spins() -> None:
+    """Until one of this process's sandbox hosts is using CPU: the script is running."""
+    from tests.server.test_code_node_serve import sandbox_hosts
+
+    before = sandbox_hosts(os.getpid())
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        now = sandbox_hosts(os.getpid())
+        if any(cpu_s - before.get(pid, cpu_s) >= 0.05 for pid, cpu_s in now.items()):
+            return
+        before = now
+    raise AssertionError("no sandbox host started running the script")
+
+
 async def test_cancelling_a_call_kills_its_host_at_once(sandbox: CodeSandbox) -> None:
     task = asyncio.create_task(
         sandbox.run(CodeCall("while (true) {}", "all_items", [{}], {}, FACTS, 30))
     )
-    await asyncio.sleep(0.3)
+    await _until_a_host_spins()
     started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -163,6 +163,8 @@ async def test_the_api_keeps_answering_while_hostile_workflows_run(tmp_path: Pat
             # Cancelled through the API while it spends the budget on every item.
             long_run = await api.execute(budget, {"rows": [{"n": n} for n in range(5000)]})
             await api.until(long_run, {"RUNNING"})
+            # Not a wait for a condition: the cancel is meant to arrive well into the run,
+            # half a second of budget-heavy items in (the run lasts several seconds).
             await asyncio.sleep(0.5)
             sent = time.perf_counter()
             data = await api.gql(
