@@ -212,8 +212,13 @@ class HttpClient:
                         resolver=GuardedResolver(self.policy, self._resolver),
                         limit=self._connections,
                     )
+                    # No cookie jar: the session serves every workspace, and a cookie one
+                    # workspace's request received must never ride on another's.
                     self._session = aiohttp.ClientSession(
-                        connector=connector, auto_decompress=True, trust_env=False
+                        connector=connector,
+                        auto_decompress=True,
+                        trust_env=False,
+                        cookie_jar=aiohttp.DummyCookieJar(),
                     )
         return self._session
 

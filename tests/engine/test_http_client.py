@@ -185,6 +185,25 @@ async def test_a_resolved_name_in_an_allowed_network_is_reached(serve) -> None:
     assert len(server.seen) == 1
 
 
+async def test_a_cookie_one_request_received_never_rides_on_another(serve) -> None:
+    """One client serves every workspace: a Set-Cookie is not remembered for anyone."""
+
+    async def sets_cookie(request: web.Request) -> web.Response:
+        response = web.json_response({})
+        response.set_cookie("session", "WORKSPACE_A_SECRET", domain="api.test")
+        return response
+
+    server = await serve({"/login": sets_cookie, "/ok": ok})
+    http = HttpClient(LOOPBACK, resolver=StaticResolver({"api.test": "127.0.0.1"}))
+    try:
+        await http.request("GET", f"http://api.test:{server.port}/login")
+        await http.request("GET", f"http://api.test:{server.port}/ok")
+    finally:
+        await http.close()
+    assert [request.path for request in server.seen] == ["/login", "/ok"]
+    assert "Cookie" not in server.seen[1].headers
+
+
 async def test_an_allowed_network_is_reachable(serve, client: HttpClient) -> None:
     server = await serve({"/ok": ok})
     response = await client.request("GET", f"{server.base}/ok", query=[("a", "1")])
