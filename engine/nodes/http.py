@@ -181,8 +181,9 @@ def _pairs(entries: Any, parameter: str) -> list[tuple[str, str]]:
 
 
 def _where(url: str) -> str:
-    """The URL without its query string (which may hold a key), for messages."""
-    return str(URL(url).with_query(None).with_fragment(None))
+    """The URL without what may hold a secret (a password, a key in the query), for
+    messages."""
+    return str(URL(url).with_user(None).with_query(None).with_fragment(None))
 
 
 def _decode(response: HttpResponse, response_format: str) -> Any:

@@ -349,13 +349,15 @@ async def test_bodies_formats_and_splitting(app, alice: Caller, api: MockApi) ->
     assert call_run(text)["output"] == [{"body": '[{"id": 1}, {"id": 2}, {"id": 3}]'}]
 
 
-async def test_a_4xx_fails_the_node_naming_the_url_without_its_query(
+async def test_a_4xx_fails_the_node_naming_the_url_without_its_secrets(
     app, alice: Caller, api: MockApi
 ) -> None:
-    execution = await run(app, alice, {"url": f"{api.base}/missing?key=abc123"})
+    with_password = api.base.replace("http://", "http://user:hunter2@")
+    execution = await run(app, alice, {"url": f"{with_password}/missing?key=abc123"})
     error = call_run(execution)["error"]
     assert error["type"] == "HTTP_STATUS" and error["details"] == {"status": 404}
-    assert "/missing" in error["message"] and "abc123" not in error["message"]
+    assert "/missing" in error["message"]
+    assert "abc123" not in error["message"] and "hunter2" not in error["message"]
 
 
 @pytest.mark.parametrize(
