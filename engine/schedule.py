@@ -16,6 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, croniter
 
 MIN_INTERVAL_S = 1.0
+# A year and a day: a longer interval is not a schedule (and past about 3e11 s the next
+# time would not fit a datetime).
+MAX_INTERVAL_S = 366 * 24 * 3600.0
 MISSED_POLICIES = ("skip", "run_once")
 MODES = ("cron", "interval")
 # Five fields (minute hour day-of-month month day-of-week), or one of these. croniter also
@@ -63,11 +66,14 @@ def schedule_problems(parameters: dict[str, Any]) -> list[tuple[str, str]]:
         if (
             isinstance(interval, bool)
             or not isinstance(interval, int | float)
-            or not interval >= MIN_INTERVAL_S
-            or interval == float("inf")
+            or not MIN_INTERVAL_S <= interval <= MAX_INTERVAL_S
         ):
             problems.append(
-                ("intervalSeconds", f"must be a number of seconds, {MIN_INTERVAL_S:g} or more")
+                (
+                    "intervalSeconds",
+                    f"must be a number of seconds from {MIN_INTERVAL_S:g} to "
+                    f"{MAX_INTERVAL_S:.0f} (366 days)",
+                )
             )
     else:
         problem = cron_problem(parameters.get("cron"))

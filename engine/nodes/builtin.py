@@ -34,7 +34,7 @@ from engine.node_types import NodeGroup, NodeType, Port
 from engine.nodes import code, flow, http, merge, subworkflow, transform, webhook
 from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
 from engine.nodes.flow import SWITCH_OUTPUTS
-from engine.schedule import schedule_problems
+from engine.schedule import MAX_INTERVAL_S, schedule_problems
 
 JSONSchema = dict[str, Any]
 
@@ -796,6 +796,7 @@ def _schedule() -> NodeType:
                 "intervalSeconds": {
                     "type": "number",
                     "minimum": 1,
+                    "maximum": MAX_INTERVAL_S,
                     "title": "Every (seconds)",
                     "description": "For interval mode: seconds between runs.",
                 },

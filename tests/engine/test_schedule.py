@@ -73,6 +73,8 @@ def test_intervals_and_the_latest_missed_tick() -> None:
         ({"cron": "0 9 * * *", "timezone": "../../etc/passwd"}, "timezone"),
         ({"mode": "interval", "intervalSeconds": 0.5}, "intervalSeconds"),
         ({"mode": "interval", "intervalSeconds": True}, "intervalSeconds"),
+        ({"mode": "interval", "intervalSeconds": 1e15}, "intervalSeconds"),
+        ({"mode": "interval", "intervalSeconds": float("inf")}, "intervalSeconds"),
         ({"mode": "interval"}, "intervalSeconds"),
         ({"mode": "hourly"}, "mode"),
         ({"cron": "0 9 * * *", "missed": "later"}, "missed"),
