@@ -179,21 +179,27 @@ async def execution_events(
         raise RequestError(f"execution {identifier!r} not found", NOT_FOUND, id=identifier)
     fanout = _fanout(info)
     sender = _Sender(info)
+    workspace_id = found.workspace_id
+
+    async def still_allowed() -> None:
+        """Ends the stream when the token was revoked (UNAUTHENTICATED) or the viewer left
+        the execution's workspace (NOT_FOUND); checked at most every `RECHECK_S`."""
+        principal = await allowed.still_allowed()
+        if workspace_id not in principal.workspace_ids:
+            raise RequestError(f"execution {identifier!r} not found", NOT_FOUND, id=identifier)
+
     try:
         stream = fanout.open(identifier)
     except SubscriptionLimitError as exc:
         raise RequestError(str(exc), SUBSCRIPTION_LIMIT) from exc
     try:
         last = after_sequence or 0
-        caught_up = False
         while True:
             # What is stored (first the history, later a catch-up). Live events arriving
             # meanwhile stay buffered; those already read are dropped by sequence below.
-            if caught_up:
-                await allowed.still_allowed()
-            caught_up = True
             stream.reset()
             while True:
+                await still_allowed()
                 finished, stored = await _live(info, _stored_events(reads, identifier, last))
                 if not stored and finished:
                     return
@@ -210,6 +216,7 @@ async def execution_events(
                 if len(stored) < HISTORY_PAGE:
                     break
             async for event in _live_tail(stream, last):
+                await still_allowed()
                 if not await sender.add(event):
                     await sender.flush()
                     yield event

@@ -388,6 +388,39 @@ async def test_subscribers_of_one_execution_share_each_live_result(
     assert SharedEventResults.hits - hits >= 4 * 3
 
 
+async def test_a_busy_stream_ends_soon_after_its_token_is_revoked(
+    app, ws_url: str, alice: Caller
+) -> None:
+    """Events keep coming (so no idle check happens): the token is checked between them."""
+    steps = 40
+    nodes = [node("start", "Start", "manual_trigger")]
+    nodes += [node(f"w{i}", f"W{i}", "wait", parameters=waits(0.1)) for i in range(steps)]
+    edges = [edge("start", "w0")] + [edge(f"w{i}", f"w{i + 1}") for i in range(steps - 1)]
+    workflow_id = await create(alice, nodes, edges)
+    execution_id = str((await execute(alice, workflow_id))["id"])
+    received: list[dict[str, Any]] = []
+    revoked_at = None
+    request = gql(EXECUTION_EVENTS)
+    request.variable_values = {"id": execution_id}
+    async with client(ws_url, alice.token) as session:
+        with pytest.raises(TransportQueryError) as failure:
+            async for result in session.subscribe(request):
+                received.append(result["executionEvents"])
+                if len(received) == 3:
+                    tokens = await alice.gql("{ apiTokens { id } }")
+                    await alice.gql(
+                        "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }",
+                        {"id": tokens["apiTokens"][0]["id"]},
+                    )
+                    revoked_at = asyncio.get_running_loop().time()
+    ended_after_s = asyncio.get_running_loop().time() - (revoked_at or 0)
+    assert failure.value.errors is not None
+    assert failure.value.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert all(event["type"] != "EXECUTION_FINISHED" for event in received)
+    assert ended_after_s < 2.5, ended_after_s  # checked at most a second apart
+    await app.state.services.submitter.cancel(execution_id)
+
+
 async def test_a_stream_ends_when_its_token_is_revoked(
     app, ws_url: str, alice: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
