@@ -58,9 +58,14 @@ def _url_schemes(*schemes: str) -> Callable[[str | None], str | None]:
     def check(value: str | None) -> str | None:
         if value is None:
             return None
-        scheme = urlsplit(value).scheme.split("+")[0].lower()
+        parts = urlsplit(value)
+        scheme = parts.scheme.split("+")[0].lower()
         if scheme not in schemes or "://" not in value:
             raise ValueError(f"not a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        try:
+            parts.port  # noqa: B018 (parsing it is the check)
+        except ValueError:
+            raise ValueError("its port is not a number from 0 to 65535") from None
         return value
 
     return check

@@ -67,6 +67,11 @@ BAD = {
     ),
     "enum": ("LOOM_LOG_LEVEL", "loud", ["LOOM_LOG_LEVEL='loud'", "'debug'", "LOOM_LOG_LEVEL=info"]),
     "url": ("LOOM_REDIS_URL", "localhost:6379", ["LOOM_REDIS_URL:", "redis://"]),
+    "url port": (
+        "LOOM_DATABASE_URL",
+        "postgresql://u:hunter2@h:notaport/db",
+        ["LOOM_DATABASE_URL:", "port is not a number"],
+    ),
     "bound": ("LOOM_WORKER_CONCURRENCY", "0", ["LOOM_WORKER_CONCURRENCY='0'", "greater than"]),
 }
 COMMANDS = [
@@ -101,6 +106,7 @@ def test_a_bad_setting_stops_every_command_with_one_line(tmp_path: Path) -> None
         assert ran.stdout == "", context
         for expected in BAD[kind][2]:
             assert expected in ran.stderr, (expected, context)
+        assert "hunter2" not in ran.stderr, context
         assert list(workdir.iterdir()) == [], "nothing is created"
 
 
