@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 
 from storage.accounts import Principal, hash_token, principal_for_token
-from storage.db import Database
+from storage.db import Database, Sessions
 
 BEARER = "bearer "
 MAX_TOKEN_LENGTH = 512
@@ -39,7 +39,12 @@ class Authenticator:
         # How many times cached principals were forgotten (revocations, role changes).
         self._forgotten = 0
 
-    async def authenticate(self, token: str | None) -> Principal | None:
+    async def authenticate(
+        self, token: str | None, sessions: Sessions | None = None
+    ) -> Principal | None:
+        """The token's principal, or None. A lookup reads through `sessions` when given
+        (subscriptions pass their rationed reads, so re-checks never take the pool that
+        requests need), else through the database."""
         if token is None:
             return None
         key = hash_token(token)
@@ -52,7 +57,9 @@ class Authenticator:
         # A lookup that began before a revocation is not joined, and its answer not kept.
         under_way = self._under_way.get(key)
         if under_way is None or under_way[0] != self._forgotten:
-            lookup = asyncio.create_task(self._look_up(token, key, self._forgotten))
+            lookup = asyncio.create_task(
+                self._look_up(token, key, self._forgotten, sessions or self._database)
+            )
             self._under_way[key] = (self._forgotten, lookup)
             lookup.add_done_callback(lambda done: self._looked_up(key, done))
         else:
@@ -66,8 +73,10 @@ class Authenticator:
         if not lookup.cancelled():
             lookup.exception()  # retrieved: every caller may have gone
 
-    async def _look_up(self, token: str, key: str, forgotten: int) -> Principal | None:
-        async with self._database.session() as session:
+    async def _look_up(
+        self, token: str, key: str, forgotten: int, sessions: Sessions
+    ) -> Principal | None:
+        async with sessions.session() as session:
             principal = await principal_for_token(session, token)
         if forgotten != self._forgotten:
             return principal

@@ -58,7 +58,9 @@ async def _subscriber(info: Info) -> Principal:
     params = context.connection_params or {}
     header = params.get("Authorization")
     token = token_from_header(header) if isinstance(header, str) else None
-    principal = await context.services.authenticator.authenticate(token)
+    principal = await context.services.authenticator.authenticate(
+        token, context.services.live_reads
+    )
     if principal is None:
         raise RequestError("authentication required: invalid or revoked token", UNAUTHENTICATED)
     context.principal = principal

@@ -182,3 +182,35 @@ async def test_a_wake_storm_of_many_subscribers_holds_no_more_than_their_share_o
     # at once used to take 60 connections, or as many as the pool had.
     assert pool.peak <= budget + 1, pool.peak
     assert services.live_reads.joined - joined >= count, "catch-ups shared their reads"
+
+
+async def test_token_checks_of_many_subscribers_stay_within_the_subscriptions_budget(
+    database: Database, settings, registry, alice: Caller, make_caller, monkeypatch
+) -> None:
+    """Subscribers of many users check their tokens again (here: at every idle check): each
+    check is a read of the database, made within the subscriptions' budget of connections,
+    not from the pool that requests need."""
+    from resolvers import subscriptions
+
+    monkeypatch.setattr(subscriptions, "IDLE_CHECK_S", 0.1)
+    monkeypatch.setattr(subscriptions, "RECHECK_S", 0.0)
+    budget = 2
+    app = create_app(
+        settings.model_copy(update={"subscription_db_connections": budget}),
+        database=database,
+        registry=registry,
+    )
+    users = [await make_caller() for _ in range(24)]
+    async with served(app, alice) as (url, _), contextlib.AsyncExitStack() as stack:
+        watching = [
+            await stack.enter_async_context(raw_subscription(url, user.token, UPDATES, {}))
+            for user in users
+        ]
+        feed = app.state.services.updates_feed
+        await until(lambda: len(feed.watchers) == len(users), within_s=10)
+        with checkouts(database) as pool:
+            await asyncio.sleep(1.0)  # ten idle checks of every subscriber: what is measured
+        assert all(one.errors == [] for one in watching)
+    # The subscriptions' budget, and the embedded scheduler's read once a second beside it
+    # (24 lookups from the pool reached 5 to 8 at once).
+    assert pool.peak <= budget + 1, pool.peak
