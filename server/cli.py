@@ -237,9 +237,21 @@ def token_create(
     """Print a new API token for USER (shown once)."""
     from storage import accounts
     from storage.errors import DuplicateNameError
-    from storage.migrate import upgrade
+    from storage.migrate import current_revision, upgrade
+
+    if settings.sqlite_path() is None and settings.resolved_database_url().startswith("sqlite"):
+        raise CommandError(
+            "the database is in memory: a token made there would be gone when this command "
+            "ends; set LOOM_DATA_DIR or LOOM_DATABASE_URL to the server's database"
+        )
 
     async def work(database: Database) -> str:
+        if not create_database and await current_revision(database) is None:
+            raise CommandError(
+                f"the database {settings.database_label()} holds no Loom schema: point "
+                "LOOM_DATABASE_URL at the server's database, or pass --create-database to "
+                "start a new one"
+            )
         await upgrade(database)
         role = accounts.ROLE_ADMIN if admin else accounts.ROLE_MEMBER
         return await accounts.create_user_with_token(database, user, role, name)

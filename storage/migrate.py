@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 
 from storage.db import Database
@@ -59,3 +60,11 @@ async def upgrade(database: Database, revision: str = "head") -> None:
             if database.is_sqlite:
                 await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
                 await connection.commit()
+
+
+async def current_revision(database: Database) -> str | None:
+    """The schema's migration revision; None for a database Loom never migrated."""
+    async with database.engine.connect() as connection:
+        return await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )

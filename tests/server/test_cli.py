@@ -120,3 +120,51 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert ran.stderr.splitlines()[0] == "database: postgresql://loom:***@127.0.0.1:1/loom"
     assert "cannot use the database" in _one_error_line(ran.stderr)
     assert "pw" not in ran.stderr
+
+
+def test_token_create_refuses_an_in_memory_database(tmp_path: Path) -> None:
+    ran = run_loom("token", "create", "--user", "erin", cwd=tmp_path, LOOM_DATABASE_URL="sqlite://")
+    assert ran.code == 1 and ran.stdout == ""
+    assert "in memory" in _one_error_line(ran.stderr)
+
+
+@pytest.mark.postgres
+async def test_token_create_refuses_a_database_without_loom_schema(tmp_path: Path) -> None:
+    """A PostgreSQL database with no Loom schema is the wrong one, unless told otherwise."""
+    import uuid
+
+    from sqlalchemy import text
+
+    from storage.db import Database
+    from tests.conftest import PG_URL, require_postgres
+
+    await require_postgres()
+    name = f"loom_cli_{uuid.uuid4().hex[:10]}"
+    admin = Database(PG_URL)
+    async with admin.engine.connect() as connection:
+        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        refused = run_loom(
+            "token", "create", "--user", "frank", cwd=tmp_path, LOOM_DATABASE_URL=url
+        )
+        assert refused.code == 1 and refused.stdout == ""
+        error = _one_error_line(refused.stderr)
+        assert "holds no Loom schema" in error and "--create-database" in error
+        created = run_loom(
+            "token",
+            "create",
+            "--user",
+            "frank",
+            "--create-database",
+            cwd=tmp_path,
+            LOOM_DATABASE_URL=url,
+        )
+        assert created.code == 0, created.stderr
+        assert created.stdout.startswith("loom_")
+    finally:
+        async with admin.engine.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        await admin.dispose()
