@@ -10,7 +10,9 @@ Error messages never contain headers, bodies or the query string (a key may be t
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -82,7 +84,11 @@ class _OAuthToken:
     expires_at: float
 
 
-_TOKENS: dict[tuple[str, bytes], _OAuthToken] = {}
+# Client-credentials tokens by credential id and a digest of its fields (a changed secret
+# fetches a new token; the fields themselves are not kept), the most recently used first out
+# of mind last.
+_TOKENS: OrderedDict[tuple[str, bytes], _OAuthToken] = OrderedDict()
+MAX_CACHED_TOKENS = 1000
 
 
 async def _auth(context: NodeRunContext, http: HttpClient) -> Auth:
@@ -129,9 +135,11 @@ async def _auth(context: NodeRunContext, http: HttpClient) -> Auth:
 async def _oauth_token(http: HttpClient, credential_id: str, fields: Mapping[str, Any]) -> str:
     """A client-credentials token, cached until shortly before it expires (per credential
     and fields: a changed secret fetches a new one)."""
-    key = (credential_id, orjson.dumps(fields, option=orjson.OPT_SORT_KEYS))
+    digest = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)).digest()
+    key = (credential_id, digest)
     cached = _TOKENS.get(key)
     if cached is not None and cached.expires_at > time.monotonic():
+        _TOKENS.move_to_end(key)
         return cached.token
     form = {"grant_type": "client_credentials"}
     for name, field in (("scope", "scope"), ("audience", "audience")):
@@ -163,6 +171,9 @@ async def _oauth_token(http: HttpClient, credential_id: str, fields: Mapping[str
             f"the token URL answered {response.status}", error_type="OAUTH2_TOKEN_FAILED"
         )
     _TOKENS[key] = _OAuthToken(token, time.monotonic() + max(0.0, lifetime - 30))
+    _TOKENS.move_to_end(key)
+    while len(_TOKENS) > MAX_CACHED_TOKENS:
+        _TOKENS.popitem(last=False)
     return token
 
 

@@ -170,6 +170,11 @@ async def test_oauth2_client_credentials_fetch_and_cache_a_token(
         (item,) = call_run(execution)["output"]
         assert item["authorization"] == "Bearer issued-1"
     assert api.tokens_issued == 1
+    # The cache knows the credential by a digest of its fields, not by its secret.
+    from engine.nodes import http
+
+    assert http._TOKENS
+    assert all(SECRET.encode() not in digest for _, digest in http._TOKENS)
 
 
 @dataclass
