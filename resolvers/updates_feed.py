@@ -14,7 +14,9 @@ before the watchers have sent the previous one (for `max_round_s` at most), so t
 arriving together are read, and sent, together. With nothing for `idle_check_s`, it reads
 again what the watchers show as unfinished (a lost message costs at most that delay). After
 a loss (the bus lost messages, or a watcher's own backlog overflowed) it also reads the
-unfinished executions of the watchers concerned. Reads go through `LiveReads`: bounded, and
+unfinished executions of the watchers concerned, and those that ended since the watcher
+was last caught up (an execution that began and ended in the gap, never shown, is shown
+then). Reads go through `LiveReads`: bounded, and
 retried while the database is unavailable; when it stays unavailable, every watcher ends
 with UNAVAILABLE (a typed error the client answers by subscribing again).
 """
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -34,12 +37,16 @@ from resolvers.live_reads import LiveReads, LiveUnavailableError
 from schema import execution_types as xtypes
 from storage import executions
 from storage.models import Execution
+from storage.types import utcnow
 
 _TERMINAL = frozenset(("SUCCEEDED", "FAILED", "CANCELLED"))
 # Ids per `IN (...)` list.
 _READ_CHUNK = 500
 # Watchers woken at a time in a round.
 WAKE_SLICE = 16
+# After a loss, executions created this long before a watcher was last caught up are read
+# too: one created just before then may have reached the watcher's backlog only after.
+CAUGHT_UP_MARGIN = timedelta(seconds=10)
 
 
 class UpdatesFailedError(Exception):
@@ -103,6 +110,8 @@ class Watcher:
         self._pending: dict[str, Change] = {}
         # Its backlog overflowed: the feed reads what it shows (and its unfinished) again.
         self.lost = False
+        # When it last took everything it had been offered.
+        self.caught_up_at = utcnow()
         self._failure: BaseException | None = None
         self._ready = asyncio.Event()
         # From changes offered until it asks for more with nothing left: its subscription
@@ -119,13 +128,18 @@ class Watcher:
             self.workflow_id is None or change.workflow_id == self.workflow_id
         )
 
-    def offer(self, changes: Iterable[Change]) -> None:
-        """Changes it `sees` (the feed filters them once per scope)."""
+    def offer(self, changes: Iterable[Change], *, resync: bool = False) -> None:
+        """Changes it `sees` (the feed filters them once per scope). What a resync read is
+        taken whole (its reads are bounded): letting it go would lose it again."""
         offered = False
         for change in changes:
             if self.sent.get(change.execution_id) == change.status:
                 continue
-            if len(self._pending) >= self._backlog and change.execution_id not in self._pending:
+            if (
+                not resync
+                and len(self._pending) >= self._backlog
+                and change.execution_id not in self._pending
+            ):
                 self._pending.clear()
                 self.lost = True
             self._pending[change.execution_id] = change
@@ -167,6 +181,8 @@ class Watcher:
             if self._failure is not None:
                 raise UpdatesFailedError("reading execution updates failed") from self._failure
             pending, self._pending = self._pending, {}
+            if not self.lost:
+                self.caught_up_at = utcnow()
             taken = []
             for change in pending.values():
                 if self.sent.get(change.execution_id) == change.status:
@@ -282,7 +298,7 @@ class UpdatesFeed:
             scope_changes = [Change.of(row) for row in scope_rows]
             for watcher in lost:
                 if watcher.scope == scope:
-                    watcher.offer(scope_changes)
+                    watcher.offer(scope_changes, resync=True)
         # Changes that arrive while this round's are being sent are read together in the
         # next round: under load, rounds grow and each subscriber sends fewer, fuller
         # updates (an execution that went from QUEUED to SUCCEEDED meanwhile, once). A slow
@@ -299,7 +315,7 @@ class UpdatesFeed:
         self, execution_ids: set[str], lost: Sequence[Watcher]
     ) -> tuple[list[Execution], dict[tuple[frozenset[str], str | None], Sequence[Execution]]]:
         async with self.reads.session() as session:
-            return await _statuses(session, execution_ids), await _unfinished(session, lost)
+            return await _statuses(session, execution_ids), await _resync(session, lost)
 
 
 async def _statuses(session: AsyncSession, execution_ids: set[str]) -> list[Execution]:
@@ -311,15 +327,26 @@ async def _statuses(session: AsyncSession, execution_ids: set[str]) -> list[Exec
     return rows
 
 
-async def _unfinished(
+async def _resync(
     session: AsyncSession, lost: Sequence[Watcher]
 ) -> dict[tuple[frozenset[str], str | None], Sequence[Execution]]:
-    """The unfinished executions of each scope (workspaces and workflow) of the watchers."""
-    found: dict[tuple[frozenset[str], str | None], Sequence[Execution]] = {}
+    """For each scope (workspaces and workflow) of the watchers that lost changes: its
+    unfinished executions, and those that ended since the earliest of those watchers was
+    last caught up."""
+    since: dict[tuple[frozenset[str], str | None], datetime] = {}
     for watcher in lost:
-        if watcher.scope not in found:
-            workspace_ids, workflow_id = watcher.scope
-            found[watcher.scope] = await executions.unfinished_executions(
-                session, sorted(workspace_ids), workflow_id
-            )
+        known = since.get(watcher.scope)
+        if known is None or watcher.caught_up_at < known:
+            since[watcher.scope] = watcher.caught_up_at
+    found: dict[tuple[frozenset[str], str | None], Sequence[Execution]] = {}
+    for scope, caught_up_at in since.items():
+        workspace_ids, workflow_id = scope
+        unfinished = await executions.unfinished_executions(
+            session, sorted(workspace_ids), workflow_id
+        )
+        ended = await executions.ended_since(
+            session, sorted(workspace_ids), workflow_id, caught_up_at - CAUGHT_UP_MARGIN
+        )
+        # Oldest first, as they happened.
+        found[scope] = sorted([*unfinished, *ended], key=lambda row: row.created_at)
     return found

@@ -351,6 +351,28 @@ async def unfinished_executions(
     return rows
 
 
+async def ended_since(
+    session: AsyncSession,
+    workspace_ids: Sequence[str],
+    workflow_id: str | None,
+    since: datetime,
+    limit: int = 500,
+) -> Sequence[Execution]:
+    """The newest executions of the workspaces (and the workflow) created since `since` that
+    have ended: what a watcher that lost changes may never have been shown."""
+    terminal = [status.value for status in ExecutionStatus if status.is_terminal]
+    query = select(Execution).where(
+        col(Execution.workspace_id).in_(workspace_ids),
+        col(Execution.created_at) >= since,
+        col(Execution.status).in_(terminal),
+    )
+    if workflow_id is not None:
+        query = query.where(Execution.workflow_id == workflow_id)
+    query = query.order_by(col(Execution.created_at).desc()).limit(limit)
+    rows: Sequence[Execution] = (await session.exec(query)).all()
+    return rows
+
+
 async def is_finished(session: AsyncSession, execution_id: str) -> bool:
     """Whether the execution ended (or no longer exists)."""
     status = (
