@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.schedule import Schedule, ScheduleError, cron_problem
-from storage import executions
+from storage import executions, webhooks
 from storage.db import Database
 from storage.errors import StorageError
 from storage.models import Execution, ScheduleRow, ScheduleTick, Workflow, WorkflowVersion
@@ -103,11 +103,21 @@ async def _fire(
     problem = None if schedule.cron is None else cron_problem(schedule.cron)
     if problem is not None:
         # Registered by an older Loom that took six fields (seconds: it fired every second)
-        # or seven: stopped, not run, until the workflow is fixed and activated again.
+        # or seven. The workflow is deactivated, as activation would refuse it now, so that
+        # it does not show as active while its schedule never fires.
         logger.warning(
-            "schedule of workflow %s, node %s, stopped: cron %s", workflow_id, node_id, problem
+            "workflow %s deactivated: its schedule (node %s) cannot run: cron %s; fix it and "
+            "activate the workflow again",
+            workflow_id,
+            node_id,
+            problem,
         )
-        await session.delete(row)
+        await unregister(session, workflow_id)
+        await webhooks.unregister(session, workflow_id)
+        workflow = await session.get(Workflow, workflow_id)
+        if workflow is not None:
+            workflow.active = False
+            session.add(workflow)
         return None
     instant = row.next_at
     if now - instant > MISSED_AFTER:

@@ -140,7 +140,7 @@ async def test_a_schedule_that_cannot_run_is_refused_at_activation(
     assert await db_state() == before
 
 
-async def test_a_stored_six_field_schedule_is_stopped_not_fired_every_second(
+async def test_a_stored_six_field_schedule_deactivates_its_workflow_not_fired_every_second(
     alice: Caller, database: Database
 ) -> None:
     workflow_id = await scheduled(alice, {"cron": "*/5 * * * *"})
@@ -155,6 +155,9 @@ async def test_a_stored_six_field_schedule_is_stopped_not_fired_every_second(
     assert await schedule_row(database, workflow_id) is None
     async with database.session() as session:
         assert (await session.exec(select(ScheduleTick))).all() == []
+    # It no longer shows as active; activating it again says why it cannot be.
+    shown = await alice.gql("query($id: ID!) { workflow(id: $id) { active } }", {"id": workflow_id})
+    assert shown["workflow"]["active"] is False
 
 
 async def test_the_running_server_fires_schedules_from_activation_on(
