@@ -35,9 +35,11 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.utils import timestamp_ms, to_unix_ms
 from arq.worker import func
+from redis.exceptions import RedisError
 
 from engine.executor import SHUTDOWN
 from engine.runner import ExecutionRunner
+from engine.submitter import QueueUnavailable
 
 logger = logging.getLogger("loom.queue")
 
@@ -109,24 +111,30 @@ class ArqSubmitter:
         stays, brought forward when this asks for it earlier (a waiting execution woken
         before its resume time)."""
         defer_until = run_at if run_at is not None and run_at > datetime.now(UTC) else None
-        redis = self._redis or await self.connect()
         identifier = job_id(execution_id, generation)
-        job = await redis.enqueue_job(
-            JOB_FUNCTION,
-            execution_id,
-            generation,
-            _job_id=identifier,
-            _defer_until=defer_until,
-        )
-        if job is None:
-            due = defer_until if defer_until is not None else datetime.now(UTC)
-            await redis.zadd(QUEUE_NAME, {identifier: to_unix_ms(due)}, xx=True, lt=True)
+        try:
+            redis = self._redis or await self.connect()
+            job = await redis.enqueue_job(
+                JOB_FUNCTION,
+                execution_id,
+                generation,
+                _job_id=identifier,
+                _defer_until=defer_until,
+            )
+            if job is None:
+                due = defer_until if defer_until is not None else datetime.now(UTC)
+                await redis.zadd(QUEUE_NAME, {identifier: to_unix_ms(due)}, xx=True, lt=True)
+        except RedisError as exc:
+            raise QueueUnavailable(f"the queue did not take {identifier}: {exc}") from exc
 
     async def cancel(self, execution_id: str) -> bool:
         """Tell whichever worker runs it to stop; False: not stopped here (the caller also
         cancels it in the database if it was never claimed)."""
-        redis = self._redis or await self.connect()
-        await redis.publish(CANCEL_CHANNEL, execution_id)
+        try:
+            redis = self._redis or await self.connect()
+            await redis.publish(CANCEL_CHANNEL, execution_id)
+        except RedisError as exc:
+            raise QueueUnavailable(f"the cancel of {execution_id} was not sent: {exc}") from exc
         return False
 
 

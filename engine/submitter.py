@@ -15,6 +15,10 @@ from engine.runner import ExecutionRunner
 logger = logging.getLogger("loom.submitter")
 
 
+class QueueUnavailable(ConnectionError):
+    """The queue could not take a submission or a cancel (Redis unreachable or failing)."""
+
+
 class Submitter(Protocol):
     async def submit(
         self, execution_id: str, generation: int = 0, run_at: datetime | None = None

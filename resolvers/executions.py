@@ -8,7 +8,6 @@ import time
 
 import orjson
 import strawberry
-from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from strawberry.scalars import JSON
 
@@ -118,7 +117,7 @@ async def submit_to(
             return
         for due in await queueing.admit(database, execution.workflow_id):
             await submitter.submit(due.execution_id, due.generation)
-    except (ConnectionError, OSError, RedisError):
+    except (ConnectionError, OSError):  # QueueUnavailable is a ConnectionError
         logger.exception("execution %s: queue unreachable; the sweeper enqueues it", execution.id)
 
 
@@ -131,7 +130,7 @@ async def wake_caller(
         generation = await subworkflows.wake_caller(database, parent_id, run_id)
         if generation is not None:
             await submitter.submit(parent_id, generation)
-    except (ConnectionError, OSError, RedisError):
+    except (ConnectionError, OSError):  # QueueUnavailable is a ConnectionError
         logger.exception("execution %s: queue unreachable; it resumes at its next check", parent_id)
 
 
@@ -328,7 +327,7 @@ async def _admit_next(info: Info, workflow_id: str) -> None:
     try:
         for due in await queueing.admit(info.context.database, workflow_id):
             await submitter.submit(due.execution_id, due.generation)
-    except (ConnectionError, OSError, RedisError):
+    except (ConnectionError, OSError):  # QueueUnavailable is a ConnectionError
         logger.exception("workflow %s: queue unreachable; the sweeper admits", workflow_id)
 
 

@@ -7,8 +7,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -20,8 +20,6 @@ from engine.loop_monitor import monitoring
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.nodes.webhook import METHODS
 from engine.plan import PlanCache
-from engine.queue import ArqSubmitter
-from engine.redis_bus import RedisEventPublisher, RedisEventReader
 from engine.runner import ExecutionRunner
 from engine.submitter import InProcessSubmitter, Submitter
 from engine.validation import GraphLimits
@@ -35,17 +33,22 @@ from schema.root import build_schema
 from server import graphiql
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
+from server.running import after_run, require_distributed_settings
 from server.scheduler import run_scheduler
 from server.settings import Settings
 from server.webhooks import WebhookEndpoint
 from server.websocket_writes import FrameWriters
-from server.worker import after_run, require_distributed_settings
 from storage import executions, queueing
 from storage.credentials import DatabaseCredentials
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.recorder import GroupCommitWriter
 from storage.webhooks import RouteCache
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from engine.redis_bus import RedisEventPublisher
 
 logger = logging.getLogger("loom.server")
 # Embedded mode has one process: its claims never need to expire while it lives (a restart
@@ -73,6 +76,8 @@ def build_services(
     secret_box = settings.secret_box()
     submitter: Submitter
     if settings.redis_url:
+        from engine.queue import ArqSubmitter  # arq and Redis: distributed mode only
+
         submitter = ArqSubmitter(url=settings.redis_url)
     else:
         writer = writer or GroupCommitWriter(database)
@@ -139,6 +144,10 @@ def create_app(
         # Live events: this process reads every worker's from Redis, and announces the
         # events it commits itself (a cancellation of a queued execution).
         # Timeouts above the reader's 5 s block, so a half-open connection cannot hang it.
+        from redis.asyncio import Redis
+
+        from engine.redis_bus import RedisEventPublisher
+
         events_redis = Redis.from_url(
             settings.redis_url,
             socket_timeout=15,
@@ -148,7 +157,11 @@ def create_app(
         publisher = RedisEventPublisher(events_redis)
     services = build_services(settings, database, registry, writer, publisher)
     assert services.fanout is not None
-    reader = None if events_redis is None else RedisEventReader(events_redis, services.fanout)
+    reader = None
+    if events_redis is not None:
+        from engine.redis_bus import RedisEventReader
+
+        reader = RedisEventReader(events_redis, services.fanout)
     reading: asyncio.Task[None] | None = None
     submitter = services.submitter
     schema = build_schema(
@@ -235,7 +248,10 @@ def create_app(
                 resources = submitter.runner.resources
                 if resources is not None:
                     await resources.close()
-            elif isinstance(submitter, ArqSubmitter):
+            elif settings.redis_url:
+                from engine.queue import ArqSubmitter
+
+                assert isinstance(submitter, ArqSubmitter)
                 await submitter.close()
             if reading is not None and publisher is not None and events_redis is not None:
                 reading.cancel()

@@ -65,7 +65,7 @@ def _configure_logging(settings: Settings) -> None:
 
 
 def _require_distributed(settings: Settings) -> None:
-    from server.worker import DistributedModeError, require_distributed_settings
+    from server.running import DistributedModeError, require_distributed_settings
 
     try:
         require_distributed_settings(settings)

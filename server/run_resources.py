@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.http_client import HttpClient, NetworkPolicy
+from engine.network_policy import NetworkPolicy
 from engine.nodes.base import (
     CallRefused,
     ChildResult,
@@ -54,4 +54,4 @@ def file_run_resources(settings: Settings) -> NodeResources:
     """An HTTP client guarded by `LOOM_HTTP_ALLOWED_NETWORKS` exactly as the server's, and
     stand-ins that refuse what only the server has. The caller closes `http`."""
     policy = NetworkPolicy.from_strings(settings.http_allowed_networks)
-    return NodeResources(HttpClient(policy), NoCredentials(), NoWorkflows())
+    return NodeResources(policy, NoCredentials(), NoWorkflows())

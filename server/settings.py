@@ -358,7 +358,7 @@ class Settings(BaseSettings):
         create to `submit`) and the Code node's sandbox lent to nodes; None without a secret
         key. The sandbox starts its processes on first use."""
         from engine.code import CodeSandbox
-        from engine.http_client import HttpClient, NetworkPolicy
+        from engine.network_policy import NetworkPolicy
         from engine.nodes.base import NodeResources
         from storage.credentials import DatabaseCredentials
         from storage.subworkflows import DatabaseWorkflowCaller
@@ -367,7 +367,7 @@ class Settings(BaseSettings):
             return None
         policy = NetworkPolicy.from_strings(self.http_allowed_networks)
         return NodeResources(
-            HttpClient(policy),
+            policy,
             DatabaseCredentials(database, box),
             DatabaseWorkflowCaller(database, self.max_subworkflow_depth, submit),
             CodeSandbox(self.code_limits()),

@@ -11,10 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine.executor import LEASE_LOST, SHUTDOWN, Outcome
+from engine.executor import LEASE_LOST, SHUTDOWN
 from engine.loop_monitor import LoopMonitor
 from engine.node_types import load_registry
 from engine.plan import PlanCache
@@ -27,10 +26,9 @@ from engine.queue import (
     process_owner,
 )
 from engine.redis_bus import RedisEventPublisher
-from engine.runner import ExecutionRunner, LoadedExecution
-from engine.states import ExecutionStatus
-from engine.submitter import Submitter
-from resolvers.executions import submit_to, wake_caller
+from engine.runner import ExecutionRunner
+from resolvers.executions import submit_to
+from server.running import after_run, require_distributed_settings
 from server.scheduler import run_scheduler
 from server.settings import Settings
 from storage import queueing
@@ -43,21 +41,6 @@ from storage.queueing import Due
 from storage.recorder import GroupCommitWriter
 
 logger = logging.getLogger("loom.worker")
-
-
-class DistributedModeError(Exception):
-    """Distributed mode is misconfigured (a missing shared setting)."""
-
-
-def require_distributed_settings(settings: Settings) -> str:
-    """The Redis URL; refuses distributed mode without a shared secret key."""
-    if not settings.redis_url:
-        raise DistributedModeError("LOOM_REDIS_URL is not set: workers need Redis")
-    if settings.secret_key is None or not settings.secret_key.get_secret_value():
-        raise DistributedModeError(
-            "LOOM_SECRET_KEY is not set: in distributed mode every process must share it"
-        )
-    return settings.redis_url
 
 
 class _DatabaseDue:
@@ -75,30 +58,6 @@ class _DatabaseDue:
         for workflow_id in await queueing.workflows_waiting_for_slots(self.database):
             admitted += await queueing.admit(self.database, workflow_id)
         return admitted
-
-
-def after_run(
-    database: Database, submitter: Submitter
-) -> Callable[[LoadedExecution, Outcome], Awaitable[None]]:
-    """What follows an execution's run: a WAITING one is handed to the queue for its resume
-    time; one that ended gives its slot of `maxConcurrentExecutions` to the next."""
-
-    async def on_finished(loaded: LoadedExecution, outcome: Outcome) -> None:
-        if outcome.status is ExecutionStatus.WAITING:
-            await submitter.submit(loaded.execution_id, loaded.generation, outcome.resume_at)
-            # The sub-workflows it waits for may have ended before it was WAITING, when
-            # their wake-up found it still running.
-            for run_id in outcome.waiting_on_children:
-                await wake_caller(database, submitter, loaded.execution_id, run_id)
-            return
-        if loaded.parent_waits and loaded.parent_execution_id and loaded.parent_run_id:
-            await wake_caller(database, submitter, loaded.parent_execution_id, loaded.parent_run_id)
-        if not loaded.settings.get("maxConcurrentExecutions"):
-            return
-        for due in await queueing.admit(database, loaded.workflow_id):
-            await submitter.submit(due.execution_id, due.generation)
-
-    return on_finished
 
 
 async def run_worker(settings: Settings, concurrency: int) -> None:

@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError
 
 from storage.db import Database
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# Migrations are numbered: each file's name starts with its revision ("0009_...").
+_REVISION_FILE = re.compile(r"(\d{4})_\w+\.py")
+
+
+def head_revision() -> str:
+    """The newest migration's revision, read from the files' names: a process whose
+    database is already there starts without importing Alembic (tests hold this to
+    Alembic's own head)."""
+    revisions = [
+        match.group(1)
+        for path in (MIGRATIONS_DIR / "versions").iterdir()
+        if (match := _REVISION_FILE.fullmatch(path.name))
+    ]
+    return max(revisions)
 
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic configuration pointing at Loom's migrations, without any ini file."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url is not None:
@@ -24,6 +44,8 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
@@ -40,6 +62,9 @@ async def upgrade(database: Database, revision: str = "head") -> None:
     rebuilds a table by copying it and dropping the old one, and with foreign keys on, that
     drop deletes (ON DELETE CASCADE) or clears (SET NULL) every row that refers to it. The
     references are checked before the migration commits."""
+    wanted = head_revision() if revision == "head" else revision
+    if await current_revision(database) == wanted:
+        return  # the common start: nothing to migrate, and Alembic stays unimported
     async with database.engine.connect() as connection:
         if database.is_sqlite:
             # Outside any transaction (the pragma does nothing inside one).
@@ -64,7 +89,11 @@ async def upgrade(database: Database, revision: str = "head") -> None:
 
 async def current_revision(database: Database) -> str | None:
     """The schema's migration revision; None for a database Loom never migrated."""
-    async with database.engine.connect() as connection:
-        return await connection.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
-        )
+    try:
+        async with database.engine.connect() as connection:
+            rows = (
+                await connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+            ).all()
+    except DBAPIError:  # no such table
+        return None
+    return rows[0][0] if len(rows) == 1 else None

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from time import perf_counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine import slices
 from engine.code import CodeSandbox
@@ -25,7 +25,10 @@ from engine.events import ConsoleOutput
 from engine.expressions import CompiledParameters, Scope, compile_parameters
 from engine.expressions.budget import DEFAULT_LIMITS, Budget, ExpressionLimits
 from engine.graph import Node
-from engine.http_client import HttpClient
+
+if TYPE_CHECKING:
+    from engine.http_client import HttpClient
+    from engine.network_policy import NetworkPolicy
 
 Item = dict[str, Any]
 PortItems = dict[str, list[Item]]
@@ -139,19 +142,31 @@ class WorkflowCaller(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeResources:
     """What the process lends to behaviours that reach out: its HTTP client (with the SSRF
-    guard), its credentials, for sub-workflow calls its executions, and for the Code node
-    its JavaScript sandbox (with the limits the settings give)."""
+    guard of `network`), its credentials, for sub-workflow calls its executions, and for the
+    Code node its JavaScript sandbox (with the limits the settings give)."""
 
-    http: HttpClient
+    network: NetworkPolicy
     credentials: CredentialProvider
     workflows: WorkflowCaller | None = None
     code: CodeSandbox | None = None
+    _http: HttpClient | None = field(default=None, init=False, repr=False)
+
+    @property
+    def http(self) -> HttpClient:
+        """The HTTP client, made on first use: a process that sends no request never
+        imports aiohttp."""
+        if self._http is None:
+            from engine.http_client import HttpClient
+
+            self._http = HttpClient(self.network)
+        return self._http
 
     async def close(self) -> None:
-        await self.http.close()
+        if self._http is not None:
+            await self._http.close()
         if self.code is not None:
             self.code.close()
 

@@ -31,7 +31,8 @@ from typing import Any
 
 from engine.credentials import KINDS
 from engine.node_types import NodeGroup, NodeType, Port
-from engine.nodes import code, flow, http, merge, subworkflow, transform, webhook
+from engine.nodes import code, flow, merge, subworkflow, transform, webhook
+from engine.nodes.base import NodeRunContext, PortItems
 from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
 from engine.nodes.flow import SWITCH_OUTPUTS
 from engine.schedule import MAX_INTERVAL_S, schedule_problems
@@ -607,6 +608,13 @@ def _wait() -> NodeType:
     )
 
 
+async def _send_http_request(context: NodeRunContext, inputs: PortItems) -> PortItems:
+    """The HTTP Request node's behaviour, imported with aiohttp when a node first runs."""
+    from engine.nodes.http import http_request
+
+    return await http_request(context, inputs)
+
+
 def _http_request() -> NodeType:
     pair = _object(
         {
@@ -709,7 +717,7 @@ def _http_request() -> NodeType:
             },
             required=("url",),
         ),
-        execute=http.http_request,
+        execute=_send_http_request,
     )
 
 

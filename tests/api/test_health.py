@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from server.app import create_app
+from server.running import DistributedModeError
 from server.settings import Settings
-from server.worker import DistributedModeError
 from storage.db import Database
 from tests.conftest import REDIS_URL
 

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, Column, Connection, Integer, MetaData, String, Tabl
 from sqlmodel import SQLModel
 
 from storage.db import Database
-from storage.migrate import alembic_config, upgrade
+from storage.migrate import alembic_config, current_revision, head_revision, upgrade
 
 # Every table the models declare, and Alembic's bookkeeping.
 TABLES = {table.name for table in SQLModel.metadata.sorted_tables} | {"alembic_version"}
@@ -155,4 +155,20 @@ async def test_the_sub_workflow_migration_keeps_every_execution(empty_database):
         ).scalar_one()
     assert before == after == {"executions": 2, "node_runs": 1, "execution_events": 1}
     assert retry_of == "e1"
+    assert await _model_diff(empty_database) == []
+
+
+def test_head_revision_read_from_the_files_is_alembics():
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def test_current_revision_without_alembic(empty_database):
+    assert await current_revision(empty_database) is None  # no alembic_version table
+    await upgrade(empty_database)
+    assert await current_revision(empty_database) == head_revision()
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(_downgrade, "0007")
+    assert await current_revision(empty_database) == "0007"
+    await upgrade(empty_database)  # behind the head: migrated, not taken as up to date
+    assert await _revision(empty_database) == head_revision()
     assert await _model_diff(empty_database) == []
