@@ -46,6 +46,7 @@ from engine.expressions.errors import (
 from engine.expressions.functions import (
     FUNCTIONS,
     arity_problem,
+    contains,
     method,
     sliced,
     text_of,
@@ -89,26 +90,12 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Budget, Any, Any], Any]] = {
     ast.LtE: lambda budget, left, right: left <= right,
     ast.Gt: lambda budget, left, right: left > right,
     ast.GtE: lambda budget, left, right: left >= right,
-    ast.In: lambda budget, left, right: _contains(budget, right, left),
-    ast.NotIn: lambda budget, left, right: not _contains(budget, right, left),
+    ast.In: lambda budget, left, right: contains(budget, right, left, "'in'"),
+    ast.NotIn: lambda budget, left, right: not contains(budget, right, left, "'not in'"),
 }
 _ORDERED = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 # Types whose comparison costs one step whatever their value.
 _SCALARS = frozenset((int, float, bool, type(None)))
-
-
-def _contains(budget: Budget, container: Any, element: Any) -> bool:
-    if isinstance(container, str):
-        if not isinstance(element, str):
-            raise EvalError(f"'in' a string needs a string, got {type_name(element)}")
-        budget.charge_chars(len(container))
-        return element in container
-    if isinstance(container, list):
-        budget.membership(container, element)
-        return element in container
-    if isinstance(container, dict):
-        return element in container
-    raise EvalError(f"'in' needs a string, array or object, got {type_name(container)}")
 
 
 def _checked_number(value: Any) -> Any:
