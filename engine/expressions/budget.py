@@ -17,7 +17,9 @@ One `Budget` covers one rendering: all the expressions of one node's parameters 
   without building anything. A template's whole text counts as one value;
 - **number size**: integers up to `MAX_INT_BITS` bits, exponents up to
   `MAX_POWER_EXPONENT`, rounding to at most `MAX_ROUND_DIGITS` digits;
-- **regex time**: the total time regular expressions may take in one rendering.
+- **regex time**: the total time regular expressions may take in one rendering; compiling
+  each distinct pattern of a rendering costs steps besides (`patterns`), and a pattern too
+  costly to compile at all is refused (**regex size**).
 
 Every `CHECK_EVERY_STEPS` steps the budget also checks the node's deadline (its timeout or
 the execution's, whichever is first), so that raised limits still cannot outlast a timeout.
@@ -37,13 +39,13 @@ CHECK_EVERY_STEPS = 10_000
 MAX_INT_BITS = 4_096
 MAX_POWER_EXPONENT = 1_000
 MAX_ROUND_DIGITS = 400
-MAX_PATTERN_CHARS = 10_000
 
 # The names a limit goes by in errors (`details.limit`) and in the docs.
 STEPS = "steps"
 VALUE_SIZE = "value size"
 NUMBER_SIZE = "number size"
 REGEX_TIME = "regex time"
+REGEX_SIZE = "regex size"
 
 # Where each limit is set, for messages that tell an operator what to change.
 SETTING = {
@@ -86,6 +88,7 @@ class Budget:
 
     __slots__ = (
         "_first_check",
+        "_patterns",
         "_sizes",
         "check_at",
         "deadline",
@@ -108,6 +111,8 @@ class Budget:
         # Measures (size, containers) of large containers met in this rendering, by id, each
         # with the container (kept alive, so that its id cannot be reused while remembered).
         self._sizes: dict[int, tuple[int, int, Any]] | None = None
+        # Regular expressions used in this rendering, charged for compiling once each.
+        self._patterns: set[str] | None = None
 
     def start(self, steps: int = 0) -> None:
         """Begin a rendering whose expressions' own operations cost `steps`: the rest of
@@ -116,6 +121,7 @@ class Budget:
         self.check_at = self._first_check
         self.regex_left_s = self.limits.regex_timeout_s
         self._sizes = None
+        self._patterns = None
         if steps > self._first_check:
             self.boundary()
 
@@ -256,6 +262,15 @@ class Budget:
 
     def spent_on_regex(self, elapsed_s: float) -> None:
         self.regex_left_s -= elapsed_s
+
+    def compiling(self, source: str, steps: int) -> None:
+        """Charge compiling the pattern `source`: once per rendering, whether or not it was
+        compiled before (so that what passes the limits does not depend on a cache)."""
+        if self._patterns is None:
+            self._patterns = set()
+        if source not in self._patterns:
+            self._patterns.add(source)
+            self.charge(steps)
 
 
 class _TooLarge(Exception):

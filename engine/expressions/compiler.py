@@ -53,6 +53,7 @@ from engine.expressions.functions import (
     type_name,
 )
 from engine.expressions.lexer import DOLLAR_PREFIX, as_written, to_python
+from engine.expressions.patterns import pattern_problem
 from engine.expressions.scope import NodeItems, NodeOutputs, Scope, plain
 
 MAX_EXPRESSION_CHARS = 10_000
@@ -458,6 +459,7 @@ class _Compiler:
             raise self.fail("'*' arguments are not allowed")
         args = [self.compile(arg, depth) for arg in node.args]
         func = node.func
+        self.check_pattern(node)
         if isinstance(func, ast.Name):
             if func.id == DOLLAR_PREFIX:  # $("Node name")
                 if len(args) != 1:
@@ -495,6 +497,21 @@ class _Compiler:
 
             return call_method
         raise self.fail("only functions and methods can be called")
+
+    def check_pattern(self, node: ast.Call) -> None:
+        """A regular expression written literally (`matches(x, '...')`, `x.matches('...')`)
+        is checked now, so that a bad one is a problem of the workflow when it is saved."""
+        func, args = node.func, node.args
+        if isinstance(func, ast.Name) and func.id == "matches" and len(args) == 2:
+            pattern = args[1]
+        elif isinstance(func, ast.Attribute) and func.attr == "matches" and len(args) == 1:
+            pattern = args[0]
+        else:
+            return
+        if isinstance(pattern, ast.Constant) and isinstance(pattern.value, str):
+            problem = pattern_problem(pattern.value)
+            if problem is not None:
+                raise self.fail(problem)
 
 
 def _truthy(value: Any) -> bool:

@@ -16,12 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import regex
-
 from engine.expressions.budget import (
     CONTAINER_STEPS,
     ELEMENTS_PER_STEP,
-    MAX_PATTERN_CHARS,
     MAX_ROUND_DIGITS,
     NUMBER_SIZE,
     Budget,
@@ -29,6 +26,7 @@ from engine.expressions.budget import (
     regex_exceeded,
 )
 from engine.expressions.errors import EvalError
+from engine.expressions.patterns import Pattern, compile_pattern
 from engine.json_depth import JsonTooDeep, nests_deeper
 
 __all__ = ["EvalError", "to_text"]
@@ -135,17 +133,19 @@ def _round(budget: Budget, value: Any, digits: Any = 0) -> float | int:
 
 def _matches(budget: Budget, text: Any, pattern: Any) -> bool:
     subject, source = _text(text, "matches"), _text(pattern, "matches")
-    if len(source) > MAX_PATTERN_CHARS:
-        raise EvalError(f"regular expression longer than {MAX_PATTERN_CHARS:,} characters")
+    return search(budget, compile_pattern(source), subject)
+
+
+def search(budget: Budget, pattern: Pattern, subject: str) -> bool:
+    """Whether `pattern` is found in `subject`, within what is left of the regex time."""
+    budget.compiling(pattern.compiled.pattern, pattern.steps)
     budget.charge_chars(len(subject))
     timeout_s = budget.regex_timeout_s()
     started = time.perf_counter()
     try:
-        return regex.search(source, subject, timeout=timeout_s) is not None
+        return pattern.compiled.search(subject, timeout=timeout_s) is not None
     except TimeoutError:
         raise regex_exceeded(budget.limits.regex_timeout_s) from None
-    except regex.error as exc:
-        raise EvalError(f"invalid regular expression: {exc}") from exc
     finally:
         budget.spent_on_regex(time.perf_counter() - started)
 

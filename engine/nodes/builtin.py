@@ -32,7 +32,7 @@ from typing import Any
 from engine.credentials import KINDS
 from engine.node_types import NodeGroup, NodeType, Port
 from engine.nodes import code, flow, http, merge, subworkflow, transform, webhook
-from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
+from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS, pattern_problems
 from engine.nodes.flow import SWITCH_OUTPUTS
 from engine.schedule import MAX_INTERVAL_S, schedule_problems
 
@@ -256,6 +256,7 @@ def _if() -> NodeType:
             required=("conditions",),
         ),
         execute=flow.if_,
+        check_parameters=pattern_problems,
     )
 
 
@@ -302,6 +303,7 @@ def _switch() -> NodeType:
             required=("rules",),
         ),
         execute=flow.switch,
+        check_parameters=pattern_problems,
     )
 
 
@@ -383,6 +385,7 @@ def _filter() -> NodeType:
             required=("conditions",),
         ),
         execute=flow.filter_,
+        check_parameters=pattern_problems,
     )
 
 

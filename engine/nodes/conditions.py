@@ -21,30 +21,46 @@ using an operator. Values are JSON, so the rules say what happens across types:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
-
-import regex
 
 from engine.expressions.budget import DEFAULT_LIMITS, Budget
 from engine.expressions.errors import LimitExceeded
 from engine.expressions.functions import to_text
+from engine.expressions.lexer import has_expression
+from engine.expressions.patterns import InvalidPattern, Pattern, compile_pattern
 from engine.nodes.base import NodeError
 from engine.nodes.parameters import INVALID_PARAMETER, as_number, invalid_parameter, shown
 
 REGEX_TIMEOUT = "REGEX_TIMEOUT"
+EXPRESSION_LIMIT = "EXPRESSION_LIMIT"
 # Steps per element of a list or object that `contains` looks through in Python code.
 CONDITION_STEPS = 4
 
 
 class _RightValueError(Exception):
-    """The `right` value cannot be used (a bad or too slow regex); names no field yet."""
+    """The `right` value cannot be used (a bad, too costly or too slow regex); names no
+    field yet. `limit` names the expression limit it passed, if one."""
 
-    def __init__(self, problem: str, error_type: str) -> None:
+    def __init__(self, problem: str, error_type: str, limit: str | None = None) -> None:
         super().__init__(problem)
         self.problem = problem
         self.error_type = error_type
+        self.limit = limit
+
+    def node_error(self, field: str) -> NodeError:
+        """The error naming the field (`conditions[0].right`)."""
+        if self.limit is not None:
+            return NodeError(
+                f"Condition '{field}': {self.problem}",
+                error_type=self.error_type,
+                details={"parameter": field, "limit": self.limit},
+            )
+        return NodeError(
+            f"Parameter '{field}' {self.problem}",
+            error_type=self.error_type,
+            details={"parameter": field},
+        )
 
 
 def _text(value: Any) -> str | None:
@@ -120,24 +136,54 @@ def _text_test(left: Any, right: Any, ignore_case: bool, test: Callable[[str, st
     return test(left_text, right_text)
 
 
-@functools.lru_cache(maxsize=256)
-def _pattern(source: str, ignore_case: bool) -> regex.Pattern[str]:
-    return regex.compile(source, regex.IGNORECASE if ignore_case else 0)
-
-
-def _regex(
-    left: Any, right: Any, ignore_case: bool, timeout_s: float = DEFAULT_LIMITS.regex_timeout_s
-) -> bool:
+def _pattern(right: Any, ignore_case: bool) -> Pattern:
     if not isinstance(right, str):
         raise _RightValueError(
             f"must be a regular expression (text), got {shown(right)}", INVALID_PARAMETER
         )
     try:
-        pattern = _pattern(right, ignore_case)
-    except regex.error as exc:
+        return compile_pattern(right, ignore_case)
+    except InvalidPattern as exc:
         raise _RightValueError(
-            f"is not a valid regular expression: {exc}", INVALID_PARAMETER
+            f"is not a valid regular expression: {exc.reason}", INVALID_PARAMETER
         ) from None
+    except LimitExceeded as exc:
+        raise _RightValueError(str(exc), EXPRESSION_LIMIT, exc.limit) from None
+
+
+def pattern_problems(parameters: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Literal patterns of `regex` conditions that cannot be used, for the node's issues on
+    save: (code, parameter path, message). Patterns that are expressions are checked when
+    they are rendered."""
+    ignore_case = parameters.get("ignoreCase") is True
+    lists: list[tuple[str, Any]] = [("conditions", parameters.get("conditions"))]
+    rules = parameters.get("rules")
+    if isinstance(rules, list):
+        lists += [
+            (f"rules[{index}].conditions", rule.get("conditions"))
+            for index, rule in enumerate(rules)
+            if isinstance(rule, dict)
+        ]
+    problems = []
+    for where, conditions in lists:
+        for index, condition in enumerate(conditions if isinstance(conditions, list) else ()):
+            if not isinstance(condition, dict) or condition.get("operator") != "regex":
+                continue
+            right = condition.get("right")
+            if not isinstance(right, str) or has_expression(right):
+                continue
+            try:
+                _pattern(right, ignore_case)
+            except _RightValueError as exc:
+                error = exc.node_error(f"{where}[{index}].right")
+                problems.append(("INVALID_REGEX", error.details["parameter"], error.message))
+    return problems
+
+
+def _regex(
+    left: Any, right: Any, ignore_case: bool, timeout_s: float = DEFAULT_LIMITS.regex_timeout_s
+) -> bool:
+    pattern = _pattern(right, ignore_case).compiled
     subject = _text(left)
     if subject is None:
         return False
@@ -234,7 +280,7 @@ def _holds(condition: Any, ignore_case: bool, where: str, index: int, budget: Bu
         field = f"{where}[{index}]"
         raise NodeError(
             f"Condition '{field}' needs too much work: {exc}",
-            error_type="EXPRESSION_LIMIT",
+            error_type=EXPRESSION_LIMIT,
             details={"parameter": field, "limit": exc.limit},
         ) from None
     try:
@@ -242,9 +288,4 @@ def _holds(condition: Any, ignore_case: bool, where: str, index: int, budget: Bu
             return _regex(left, right, ignore_case, budget.limits.regex_timeout_s)
         return test(left, right, ignore_case)
     except _RightValueError as exc:
-        field = f"{where}[{index}].right"
-        raise NodeError(
-            f"Parameter '{field}' {exc.problem}",
-            error_type=exc.error_type,
-            details={"parameter": field},
-        ) from None
+        raise exc.node_error(f"{where}[{index}].right") from None

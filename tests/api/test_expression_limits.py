@@ -10,7 +10,7 @@ from engine.expressions.budget import DEFAULT_LIMITS
 from server.settings import Settings
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller
-from tests.factories import edge, node
+from tests.factories import CREATE, edge, node
 
 
 async def _run_set(app: Any, caller: Caller, value: str) -> dict[str, Any]:
@@ -73,3 +73,50 @@ class TestLimitsSetByTheDeployment:
         execution = await _run_set(app, alice, value)
         assert execution["error"]["type"] == "EXPRESSION_LIMIT", execution["error"]
         assert execution["error"]["details"]["limit"] == limit
+
+
+COSTLY_PATTERN = "(?:(?:a{1000}){1000}){1000}"
+
+
+async def test_a_costly_literal_pattern_is_a_node_issue_on_save(alice: Caller) -> None:
+    condition = {"left": "{{ $json.a }}", "operator": "regex", "right": COSTLY_PATTERN}
+    data = await alice.gql(
+        CREATE,
+        {
+            "input": {
+                "name": "Costly pattern",
+                "nodes": [
+                    node("start", "Start", "manual_trigger"),
+                    node("if", "If", "if", parameters={"conditions": [condition]}),
+                ],
+                "edges": [edge("start", "if")],
+            }
+        },
+    )
+    workflow = data["createWorkflow"]
+    assert workflow["__typename"] == "Workflow", workflow
+    (issue,) = workflow["nodes"][1]["issues"]
+    assert issue["code"] == "INVALID_REGEX"
+    assert issue["field"] == "parameters.conditions[0].right"
+    assert "expression limit 'regex size' exceeded" in issue["message"]
+
+
+async def test_a_costly_pattern_from_data_fails_the_node_with_expression_limit(
+    app: Any, alice: Caller
+) -> None:
+    condition = {"left": "{{ $json.a }}", "operator": "regex", "right": "{{ $json.p }}"}
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("if", "If", "if", parameters={"conditions": [condition]}),
+        ],
+        [edge("start", "if")],
+    )
+    started = await execute(alice, workflow_id, input={"a": "aaa", "p": COSTLY_PATTERN})
+    execution = await finished(app, alice, started["id"])
+    error = execution["error"]
+    assert error["type"] == "EXPRESSION_LIMIT", error
+    assert error["message"].startswith("node 'If': Condition 'conditions[0].right': ")
+    assert "expression limit 'regex size' exceeded" in error["message"]
+    assert error["details"] == {"parameter": "conditions[0].right", "limit": "regex size"}

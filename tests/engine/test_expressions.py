@@ -147,6 +147,7 @@ def test_compile_problems_name_the_parameter_path() -> None:
         ("{{ foo }}", "unknown name 'foo'"),
         ("{{ foo(1) }}", "unknown function 'foo'"),
         ("{{ $json.a ? 1 : 2 }}", "if condition else"),
+        ("{{ matches('a', '(') }}", "invalid regular expression"),
     ],
 )
 def test_syntax_errors_are_clear(source: str, message: str) -> None:
@@ -166,7 +167,7 @@ def test_syntax_errors_are_clear(source: str, message: str) -> None:
         ("{{ $json.qty.upper() }}", "no method 'upper'"),
         ("{{ int('abc') }}", "not a number"),
         ("{{ $json.tags < 3 }}", "cannot compare"),
-        ("{{ matches('a', '(') }}", "invalid regular expression"),
+        ("{{ matches('a', $json.name + '(') }}", "invalid regular expression"),
     ],
 )
 def test_evaluation_errors_are_typed(source: str, message: str) -> None:
