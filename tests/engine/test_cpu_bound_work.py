@@ -176,3 +176,38 @@ async def test_a_stall_is_logged_with_the_execution_id(caplog: pytest.LogCapture
     messages = [record.getMessage() for record in caplog.records]
     stalls = [message for message in messages if "stalled" in message]
     assert any("execution stalling-run, node 'Work'" in message for message in stalls), stalls
+
+
+async def test_a_stall_is_blamed_on_the_execution_that_held_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One execution waits 10 ms (awaiting, holding nothing) while the other's `set` node
+    # holds the loop for 0.2 to 1 s: the waiting one resumes after the stall, before the
+    # monitor's tick, having been in its node longer than the stall lasted.
+    stalling = _request(
+        _workflow("{{ len(str($('Start').first().data)) }}"),
+        {"rows": [{"n": 1}], "data": LONG_TO_MEASURE[:400_000]},
+        "stalling-run",
+    )
+    waiting_graph = Graph(
+        nodes=(
+            Node("start", "Start", "manual_trigger"),
+            Node("wait", "Wait", "wait", parameters={"amount": 0.01, "unit": "seconds"}),
+        ),
+        edges=(Edge("start", "wait"),),
+    )
+    waiting = _request(waiting_graph, {}, "waiting-run")
+    options = RunOptions(expression_limits=UNLIMITED)
+    with caplog.at_level(logging.WARNING, logger="loom.loop"):
+        async with monitoring(stall_s=0.1) as monitor:
+            outcomes = await asyncio.gather(
+                Executor(MemoryRecorder()).run(waiting, options),
+                Executor(MemoryRecorder()).run(stalling, options),
+            )
+            await asyncio.sleep(monitor.interval_s * 3)  # a tick after the stall
+    assert [outcome.status for outcome in outcomes] == [ExecutionStatus.SUCCEEDED] * 2
+    stalls = [record for record in caplog.records if "stalled" in record.getMessage()]
+    assert stalls, "no stall logged"
+    blamed = [getattr(record, "execution_id", None) for record in stalls]
+    assert blamed[0] == "stalling-run", [record.getMessage() for record in stalls]
+    assert "waiting-run" not in blamed, [record.getMessage() for record in stalls]
