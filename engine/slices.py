@@ -146,3 +146,29 @@ def take_longest() -> Held | None:
     """The longest stretch noted since the last call (the loop monitor's previous tick)."""
     longest, _slices.longest = _slices.longest, None
     return longest
+
+
+# Synchronous work that may pause: a generator that yields (None) wherever pausing is
+# safe, and returns its result. `finish` runs it straight through; `finish_in_slices` gives
+# the loop a turn at those points once a slice has passed.
+Work = Generator[None, None, T]
+
+
+def finish(work: Work[T]) -> T:
+    """Run `work` to its end without pausing (tests, the CLI, code without a loop)."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+async def finish_in_slices(work: Work[T]) -> T:
+    """Run `work` to its end on the event loop, a slice at a time."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if due():
+            await give_turn()

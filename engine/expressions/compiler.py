@@ -20,7 +20,6 @@ $json.qty`) pays nothing for it.
 from __future__ import annotations
 
 import ast
-import functools
 import operator
 import re
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from engine.expressions.budget import (
     Budget,
     exceeded,
 )
+from engine.expressions.cache import WeightedCache
 from engine.expressions.errors import (
     EvalError,
     ExpressionEvaluationError,
@@ -548,15 +548,57 @@ def compile_expression(source: str) -> Compiled:
     return compile_counted(source)[0]
 
 
-@functools.lru_cache(maxsize=4096)
 def compile_counted(source: str) -> tuple[Compiled, int]:
     """`compile_expression`, and the steps one evaluation of the expression's own
     operations costs (its tree's size): a rendering charges them when it starts
-    (`Budget.start`), so that evaluating costs nothing extra on the hot path."""
+    (`Budget.start`), so that evaluating costs nothing extra on the hot path.
+
+    Compiled expressions and the reasons of those refused are cached by their text (a
+    workflow is validated again on every save, and its expressions compiled again for its
+    plan): up to `CACHE_EXPRESSIONS` texts and about `CACHE_BYTES` of memory, a compiled
+    expression taking about 150 bytes a node of its tree besides its text. That holds the
+    expressions of the largest workflow the API accepts (4 MB), however they are written:
+    an LRU smaller than what is validated again and again would miss every time.
+    """
     if len(source) > MAX_EXPRESSION_CHARS:
         raise ExpressionSyntaxError(
             f"expression longer than {MAX_EXPRESSION_CHARS} characters", source
         )
+    compiled = _compiled.get(source)
+    if compiled is None:
+        try:
+            compiled = _compile(source)
+        except ExpressionSyntaxError as exc:
+            compiled = exc.reason
+        _compiled.put(source, compiled)
+    if isinstance(compiled, str):
+        raise ExpressionSyntaxError(compiled, source)
+    return compiled
+
+
+CACHE_EXPRESSIONS = 16_384
+CACHE_BYTES = 64 * 1024 * 1024
+_BYTES_PER_TREE_NODE = 150
+
+
+def _weight(source: str, compiled: tuple[Compiled, int] | str) -> int:
+    """Bytes an entry holds, about: its text, and for a compiled one its closures."""
+    if isinstance(compiled, str):
+        return len(source) + len(compiled)
+    return len(source) + _BYTES_PER_TREE_NODE * compiled[1] // TREE_NODE_STEPS
+
+
+_compiled: WeightedCache[str, tuple[Compiled, int] | str] = WeightedCache(
+    CACHE_EXPRESSIONS, CACHE_BYTES, _weight
+)
+
+
+def cache_counts() -> tuple[int, int]:
+    """(hits, misses) of the compile cache since the process started."""
+    return _compiled.hits, _compiled.misses
+
+
+def _compile(source: str) -> tuple[Compiled, int]:
     python = to_python(source)
     # Parenthesised, so that an expression may span lines and start with whitespace.
     parsed = "(" + python + "\n)"

@@ -17,8 +17,9 @@ billion items (gigabytes, minutes), `a{4294967294}` fails with MemoryError after
   spaced out in verbose mode, is read as the C code would read it).
 
 Within these, compiling takes at most about 20 ms and 1.5 MB. Compiled patterns are kept in an
-LRU bounded by count and by their sizes; refusals and errors too, so that a bad pattern tested
-on every item is looked at once. The package's own cache, bounded by count only, is not used.
+LRU bounded by count and by their sizes (`cache`); refusals and errors too, so that a bad
+pattern tested on every item is looked at once. The package's own cache, bounded by count
+only, is not used.
 
 The parse is the package's internal one (`regex._regex_core`, the same for a decade);
 `tests/engine/test_regex_patterns.py` fails if it changes shape.
@@ -27,7 +28,6 @@ The parse is the package's internal one (`regex._regex_core`, the same for a dec
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ import regex
 from regex import _regex_core as _typed_core
 
 from engine.expressions.budget import REGEX_SIZE, exceeded
+from engine.expressions.cache import WeightedCache
 from engine.expressions.errors import EvalError, LimitExceeded
 
 MAX_PATTERN_CHARS = 1_000
@@ -206,37 +207,13 @@ def _count(number: int) -> str:
     return f"{number:,}" if number < 10**9 else f"about 10^{len(str(number)) - 1}"
 
 
-class _Cache:
-    """The least recently used patterns and refusals, bounded by count and by size."""
-
-    def __init__(self) -> None:
-        self._entries: OrderedDict[tuple[str, bool], Pattern | _Refusal] = OrderedDict()
-        self._items = 0
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, key: tuple[str, bool]) -> Pattern | _Refusal | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._entries.move_to_end(key)
-        return entry
-
-    def put(self, key: tuple[str, bool], entry: Pattern | _Refusal) -> None:
-        self._entries[key] = entry
-        self._items += _weight(entry)
-        while len(self._entries) > CACHE_PATTERNS or self._items > CACHE_ITEMS:
-            _, evicted = self._entries.popitem(last=False)
-            self._items -= _weight(evicted)
-
-
-def _weight(entry: Pattern | _Refusal) -> int:
+def _weight(key: tuple[str, bool], entry: Pattern | _Refusal) -> int:
     return entry.items if isinstance(entry, Pattern) else 1
 
 
-_cache = _Cache()
+_cache: WeightedCache[tuple[str, bool], Pattern | _Refusal] = WeightedCache(
+    CACHE_PATTERNS, CACHE_ITEMS, _weight
+)
 
 
 def cache_counts() -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from engine.expressions.budget import DEFAULT_LIMITS
 from server.settings import Settings
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller
+from tests.event_loop import longest_hold
 from tests.factories import CREATE, edge, node
 
 
@@ -120,3 +122,35 @@ async def test_a_costly_pattern_from_data_fails_the_node_with_expression_limit(
     assert error["message"].startswith("node 'If': Condition 'conditions[0].right': ")
     assert "expression limit 'regex size' exceeded" in error["message"]
     assert error["details"] == {"parameter": "conditions[0].right", "limit": "regex size"}
+
+
+def _long_expressions(count: int) -> list[str]:
+    """`count` distinct expressions of about 10,000 characters (the most an expression may
+    have), each costing milliseconds to compile: valid ones, ones refused once parsed, and
+    ones nested too deeply."""
+    token = time.perf_counter_ns()  # new to this process's compile cache
+    shapes = [
+        lambda index: "[" + ",".join(f"'{token}-{index}-{n}'" for n in range(9000 // 30)) + "]",
+        lambda index: "<".join([str(index)] + ["1"] * 4990),
+        lambda index: "-" * 9980 + str(index),
+    ]
+    return ["{{ " + shapes[index % 3](index)[:9990] + " }}" for index in range(count)]
+
+
+async def test_saving_many_long_expressions_holds_the_event_loop_briefly(alice: Caller) -> None:
+    # 300 nodes of one long expression each: 3 MB, seconds of compiling in all (it held the
+    # loop for 5.7 s in one stretch).
+    nodes = [node("start", "Start", "manual_trigger")]
+    nodes += [
+        node(f"s{index}", f"Set {index}", "set", parameters={"fields": [{"name": "v", "value": v}]})
+        for index, v in enumerate(_long_expressions(300))
+    ]
+    async with longest_hold(without_old_garbage=True) as hold:
+        data = await alice.gql(CREATE, {"input": {"name": "Long", "nodes": nodes, "edges": []}})
+    workflow = data["createWorkflow"]
+    assert workflow["__typename"] == "Workflow", workflow
+    issues = [issue["code"] for saved in workflow["nodes"] for issue in saved["issues"]]
+    assert issues.count("EXPRESSION_SYNTAX") == 200  # two shapes of three are refused
+    # One expression's compiling, a slice, and the request's own work (decoding 3 MB of
+    # JSON, storing it) at most; a loaded 2-core machine slows each.
+    assert hold.longest_s < 0.25, f"held the loop {hold.longest_s * 1000:.0f} ms"

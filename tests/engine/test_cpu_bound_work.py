@@ -23,6 +23,7 @@ from engine.node_types import load_registry
 from engine.nodes.base import RunInfo
 from engine.plan import compile_plan
 from engine.states import ExecutionStatus
+from tests.event_loop import longest_hold
 
 REGISTRY = load_registry()
 # About 5 to 20 ms of expression work per item: 10,000 items are minutes of work.
@@ -125,25 +126,11 @@ async def test_cancelling_a_cpu_heavy_run_stops_it_within_a_quarter_second() -> 
 
 
 async def test_the_event_loop_is_held_a_few_milliseconds_at_a_time() -> None:
-    longest_s = 0.0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal longest_s
-        last = time.perf_counter()
-        while not stop.is_set():
-            await asyncio.sleep(0)
-            now = time.perf_counter()
-            longest_s = max(longest_s, now - last)
-            last = now
-
-    ticking = asyncio.create_task(ticker())
-    outcome, _ = await _run(_workflow(HEAVY, timeout_s=1.0), ROWS, RunOptions())
-    stop.set()
-    await ticking
+    async with longest_hold() as hold:
+        outcome, _ = await _run(_workflow(HEAVY, timeout_s=1.0), ROWS, RunOptions())
     assert outcome.error is not None and outcome.error.type == "NODE_TIMEOUT"
     # One item's rendering (within the default budget) and a slice, at most.
-    assert longest_s < 0.05, f"{longest_s * 1000:.0f} ms"
+    assert hold.longest_s < 0.05, f"{hold.longest_s * 1000:.0f} ms"
 
 
 async def test_an_expression_limit_fails_the_node_naming_node_parameter_and_limit() -> None:
