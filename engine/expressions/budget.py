@@ -74,8 +74,8 @@ class ExpressionLimits:
 
     max_steps: int = 100_000
     max_value_size: int = 1_000_000
-    # Total time of regular expressions per rendering (expressions' `matches`), and per item
-    # for the regex conditions of IF, Filter and Switch.
+    # Total time of regular expressions per rendering (expressions' `matches`), and in all
+    # per item for the regex conditions of IF, Filter and Switch.
     regex_timeout_s: float = 0.02
 
 
