@@ -26,7 +26,7 @@ fails with EXPRESSION_LIMIT, and a raised limit still stops at the node's deadli
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.expressions.budget import REGEX_TIME, Budget
@@ -165,10 +165,11 @@ def _pattern(right: Any, ignore_case: bool) -> Pattern:
         raise _RightValueError(str(exc), EXPRESSION_LIMIT, exc.limit) from None
 
 
-def pattern_problems(parameters: dict[str, Any]) -> list[tuple[str, str, str]]:
+def pattern_problems(parameters: dict[str, Any]) -> Iterator[tuple[str, str, str] | None]:
     """Literal patterns of `regex` conditions that cannot be used, for the node's issues on
-    save: (code, parameter path, message). Patterns that are expressions are checked when
-    they are rendered."""
+    save: (code, parameter path, message), and None after each pattern compiled (a place to
+    pause: a node may hold hundreds). Patterns that are expressions are checked when they
+    are rendered."""
     ignore_case = parameters.get("ignoreCase") is True
     lists: list[tuple[str, Any]] = [("conditions", parameters.get("conditions"))]
     rules = parameters.get("rules")
@@ -178,7 +179,6 @@ def pattern_problems(parameters: dict[str, Any]) -> list[tuple[str, str, str]]:
             for index, rule in enumerate(rules)
             if isinstance(rule, dict)
         ]
-    problems = []
     for where, conditions in lists:
         for index, condition in enumerate(conditions if isinstance(conditions, list) else ()):
             if not isinstance(condition, dict) or condition.get("operator") != "regex":
@@ -190,8 +190,8 @@ def pattern_problems(parameters: dict[str, Any]) -> list[tuple[str, str, str]]:
                 _pattern(right, ignore_case)
             except _RightValueError as exc:
                 error = exc.node_error(f"{where}[{index}].right")
-                problems.append(("INVALID_REGEX", error.details["parameter"], error.message))
-    return problems
+                yield ("INVALID_REGEX", error.details["parameter"], error.message)
+            yield None
 
 
 def _regex(budget: Budget, left: Any, right: Any, ignore_case: bool) -> bool:
@@ -264,8 +264,10 @@ def _charge(budget: Budget, operator: str, left: Any, right: Any, ignore_case: b
     folds = 2 if ignore_case else 1
     if operator in ("contains", "not_contains") and isinstance(left, list | dict):
         budget.charge(CONDITION_STEPS * len(left))
-        texts = left if isinstance(left, dict) else (e for e in left if type(e) is str)
-        budget.charge_chars(folds * sum(map(len, texts)))
+        if isinstance(left, list):  # each element compared with `right`
+            budget.charge_chars(folds * sum(len(e) for e in left if type(e) is str))
+        elif ignore_case:  # each key folded; otherwise one lookup
+            budget.charge_chars(2 * sum(map(len, left)))
         if isinstance(right, list | dict):
             budget.charge_elements(budget.work(left))
         elif type(right) is str:

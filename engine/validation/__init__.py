@@ -40,7 +40,7 @@ from engine.node_types import NodeType, NodeTypeRegistry
 from engine.validation.cycles import find_cycles
 from engine.validation.edges import edge_problems
 from engine.validation.expressions import expression_problems
-from engine.validation.parameters import parameter_problems
+from engine.validation.parameters import checked_problems, parameter_problems
 from engine.validation.report import (
     DEFAULT_LIMITS,
     GraphLimits,
@@ -127,6 +127,11 @@ def validating(
         structural.extend(scan.problems)
         if node_type is not None and scan.checkable:
             found = parameter_problems(node, node_type, scan.encoded)
+            for problem in checked_problems(node, node_type, list(found)):
+                if problem is None:
+                    yield
+                else:
+                    found.append(problem)
             if found:
                 parameters.setdefault(node.id, []).extend(found)
         yield
