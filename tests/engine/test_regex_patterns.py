@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from engine.executor import Executor, RunOptions, RunRequest
 from engine.expressions import (
     Budget,
     ExpressionEvaluationError,
@@ -19,9 +20,11 @@ from engine.expressions import (
     Scope,
     compile_parameters,
 )
-from engine.graph import Graph, Node
+from engine.graph import Edge, Graph, Node
+from engine.memory_recorder import MemoryRecorder
 from engine.node_types import load_registry
-from engine.nodes.base import NodeError
+from engine.nodes.base import NodeError, RunInfo
+from engine.plan import compile_plan
 from engine.validation import validate_graph
 from tests.engine.node_runner import run_node
 
@@ -194,3 +197,25 @@ def test_compiling_each_distinct_pattern_of_a_rendering_costs_steps() -> None:
     # The same pattern ten times is compiled, and charged, once.
     same = {f"p{index}": long_pattern for index in range(10)}
     assert compiled.render(Scope(json={"text": "y", **same}, budget=Budget())) == {"value": False}
+
+
+async def test_a_refused_pattern_fails_the_node_naming_node_parameter_and_limit() -> None:
+    parameters = {"fields": [{"name": "ok", "value": "{{ matches($json.a, $json.p) }}"}]}
+    nodes = (
+        Node("start", "Start", "manual_trigger"),
+        Node("set", "Set", "set", parameters=parameters),
+    )
+    graph = Graph(nodes=nodes, edges=(Edge("start", "set"),))
+    request = RunRequest(
+        execution_id="patterns",
+        plan=compile_plan("patterns", graph, REGISTRY),
+        info=RunInfo(execution_id="patterns"),
+        input={"a": "aaa", "p": "a{4294967294}"},
+    )
+    outcome = await Executor(MemoryRecorder()).run(request, RunOptions())
+    error = outcome.error
+    assert error is not None and error.type == "EXPRESSION_LIMIT", error
+    assert error.message.startswith("node 'Set' in parameter 'fields[0].value': ")
+    assert "expression limit 'regex size' exceeded" in error.message
+    assert error.details["limit"] == REGEX_SIZE
+    assert error.details["parameter"] == "fields[0].value"
