@@ -88,8 +88,7 @@ class Budget:
 
     __slots__ = (
         "_first_check",
-        "_patterns",
-        "_sizes",
+        "_memo",
         "check_at",
         "deadline",
         "limits",
@@ -108,11 +107,11 @@ class Budget:
         self.used = 0
         self.check_at = self._first_check
         self.regex_left_s = limits.regex_timeout_s
-        # Measures (size, containers) of large containers met in this rendering, by id, each
-        # with the container (kept alive, so that its id cannot be reused while remembered).
-        self._sizes: dict[int, tuple[int, int, Any]] | None = None
-        # Regular expressions used in this rendering, charged for compiling once each.
-        self._patterns: set[str] | None = None
+        # What this rendering remembers: by id, the measures (size, containers) of large
+        # containers met, each with the container (kept alive, so that its id cannot be
+        # reused while remembered); by their text, the regular expressions it has been
+        # charged for compiling. One dict, so that starting a rendering resets one field.
+        self._memo: dict[int | str, tuple[int, int, Any]] | None = None
 
     def start(self, steps: int = 0) -> None:
         """Begin a rendering whose expressions' own operations cost `steps`: the rest of
@@ -120,8 +119,7 @@ class Budget:
         self.used = steps
         self.check_at = self._first_check
         self.regex_left_s = self.limits.regex_timeout_s
-        self._sizes = None
-        self._patterns = None
+        self._memo = None
         if steps > self._first_check:
             self.boundary()
 
@@ -177,9 +175,9 @@ class Budget:
         if kind is not list and kind is not dict:
             return 1, 0
         allowed = self.limits.max_value_size if allowed is None else allowed
-        if self._sizes is None:
-            self._sizes = {}
-        walk = _Walk(self, self._sizes, allowed)
+        if self._memo is None:
+            self._memo = {}
+        walk = _Walk(self, self._memo, allowed)
         try:
             return walk.measure(value), walk.containers
         except _TooLarge:
@@ -223,9 +221,9 @@ class Budget:
     def remember(self, container: Any, measured: tuple[int, int]) -> None:
         """The measure of a container just built, known without looking into it: measuring
         it later (to compare it, or build from it) costs nothing."""
-        if self._sizes is None:
-            self._sizes = {}
-        self._sizes[id(container)] = (*measured, container)
+        if self._memo is None:
+            self._memo = {}
+        self._memo[id(container)] = (*measured, container)
 
     def comparison(self, left: Any, right: Any) -> None:
         """Charge what comparing (`==`, `<`) two values costs, before it is done.
@@ -266,10 +264,10 @@ class Budget:
     def compiling(self, source: str, steps: int) -> None:
         """Charge compiling the pattern `source`: once per rendering, whether or not it was
         compiled before (so that what passes the limits does not depend on a cache)."""
-        if self._patterns is None:
-            self._patterns = set()
-        if source not in self._patterns:
-            self._patterns.add(source)
+        if self._memo is None:
+            self._memo = {}
+        if source not in self._memo:
+            self._memo[source] = (0, 0, None)
             self.charge(steps)
 
 
@@ -284,7 +282,7 @@ class _Walk:
     __slots__ = ("allowed", "budget", "charged", "containers", "sizes", "visited", "visits_left")
 
     def __init__(
-        self, budget: Budget, sizes: dict[int, tuple[int, int, Any]], allowed: int
+        self, budget: Budget, sizes: dict[int | str, tuple[int, int, Any]], allowed: int
     ) -> None:
         self.budget = budget
         self.sizes = sizes
