@@ -392,7 +392,11 @@ class _Run:
             # The common case, without retries: `guarded_attempt` inlined, one coroutine less
             # per node.
             try:
-                return await self.attempt(plan_node, inputs, state, resume_at)
+                return await slices.timed(
+                    self.attempt(plan_node, inputs, state, resume_at),
+                    self.request.execution_id,
+                    plan_node.node.name,
+                )
             except asyncio.CancelledError as exc:
                 self.note_cancellation(exc, state)
                 raise
@@ -436,7 +440,11 @@ class _Run:
     ) -> PortItems:
         """One attempt; its node run ends FAILED or CANCELLED if it does not succeed."""
         try:
-            return await self.attempt(plan_node, inputs, state)
+            return await slices.timed(
+                self.attempt(plan_node, inputs, state),
+                self.request.execution_id,
+                plan_node.node.name,
+            )
         except asyncio.CancelledError as exc:
             self.note_cancellation(exc, state)
             raise
@@ -507,11 +515,9 @@ class _Run:
                 else:
                     result = await behaviour(context, inputs)
             except DeadlineReached:
-                context.note_held()
                 await _deadline_reached(node_deadline if node.timeout_s is not None else None)
             finally:
                 state.console = context.console  # what it printed, whether it failed or not
-            context.note_held()
             outputs = check_outputs(result, plan_node.output_ports)
         input_port = self.input_port(plan_node, outputs)
         payload: EncodedOutputs | None = None

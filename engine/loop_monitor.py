@@ -2,9 +2,11 @@
 
 A small task sleeps `interval_s` at a time and measures how late it wakes: that lateness is
 how long the loop was held by something that did not yield. Over `stall_s` it is a stall,
-logged as a warning with the longest stretch of node work noted since the previous tick
-(`engine.slices.note_held`): the execution and node that held the loop, if one did. `loom
-serve` and `loom worker` each run one.
+logged as a warning with the longest step of node work measured since the previous tick
+(`engine.slices.timed`): the execution and node whose step held the loop, if one did. Only
+time a node's code ran without yielding counts, so a node that was awaiting meanwhile (a
+wait, a request) is never blamed, whenever it happens to resume. `loom serve` and `loom
+worker` each run one.
 """
 
 from __future__ import annotations

@@ -69,7 +69,9 @@ class NodeType:
     execute: Any = field(default=None, compare=False, repr=False)
     # Checks the schema cannot express (a cron expression that parses, a timezone that
     # exists): parameters -> (code, parameter path, message) for every problem. Shown as
-    # node issues on save, like schema problems.
+    # node issues on save, like schema problems. A check that takes time (compiling
+    # patterns) may be a generator that yields None between its steps: validation gives the
+    # event loop a turn there when a slice has passed.
     check_parameters: Any = field(default=None, compare=False, repr=False)
     # Parameters that hold source code (the Code node's script): taken literally, never as
     # `{{ }}` templates; the nodes they name as `$("X")` must be upstream, as in expressions.

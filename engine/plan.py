@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from engine import slices
 from engine.expressions import CompiledParameters, compile_parameters
 from engine.graph import DEFAULT_PORT, ERROR_PORT, Edge, Graph, Node, OnError
 from engine.node_types import NodeType, NodeTypeRegistry
-from engine.validation import GraphLimits, Problem, validate_graph
+from engine.validation import GraphLimits, Problem, validating
 
 
 class PlanError(Exception):
@@ -110,7 +111,28 @@ def compile_plan(
     limits: GraphLimits | None = None,
 ) -> Plan:
     """Validate and compile a graph; raises `PlanError` listing every problem."""
-    report = validate_graph(graph, registry, limits or GraphLimits())
+    return slices.finish(planning(version_id, graph, registry, limits))
+
+
+async def prepare_plan(
+    version_id: str,
+    graph: Graph,
+    registry: NodeTypeRegistry,
+    limits: GraphLimits | None = None,
+) -> Plan:
+    """`compile_plan` on the event loop, a slice at a time: a graph's expressions may take
+    seconds to compile when they are not in the compile cache."""
+    return await slices.finish_in_slices(planning(version_id, graph, registry, limits))
+
+
+def planning(
+    version_id: str,
+    graph: Graph,
+    registry: NodeTypeRegistry,
+    limits: GraphLimits | None = None,
+) -> slices.Work[Plan]:
+    """`compile_plan` as work that pauses between nodes and between expressions."""
+    report = yield from validating(graph, registry, limits or GraphLimits())
     problems = report.all_problems()
     if problems:
         raise PlanError(problems)
@@ -138,6 +160,7 @@ def compile_plan(
             output_ports=ports,
             id=node.id,
         )
+        yield
     return Plan(
         version_id=version_id,
         nodes=nodes,
@@ -157,17 +180,33 @@ class PlanCache:
         self.misses = 0
 
     def get(self, version_id: str, build: Callable[[], Plan]) -> Plan:
+        plan = self._cached(version_id)
+        if plan is None:
+            plan = build()
+            self._keep(version_id, plan)
+        return plan
+
+    async def prepare(self, version_id: str, build: Callable[[], Awaitable[Plan]]) -> Plan:
+        """`get`, building the plan with `await build()` (`prepare_plan`)."""
+        plan = self._cached(version_id)
+        if plan is None:
+            plan = await build()
+            self._keep(version_id, plan)
+        return plan
+
+    def _cached(self, version_id: str) -> Plan | None:
         plan = self._plans.get(version_id)
-        if plan is not None:
-            self.hits += 1
-            self._plans.move_to_end(version_id)
-            return plan
-        self.misses += 1
-        plan = build()
+        if plan is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._plans.move_to_end(version_id)
+        return plan
+
+    def _keep(self, version_id: str, plan: Plan) -> None:
         self._plans[version_id] = plan
         while len(self._plans) > self._max_entries:
             self._plans.popitem(last=False)
-        return plan
 
     def clear(self) -> None:
         self._plans.clear()
@@ -181,4 +220,6 @@ __all__ = [
     "PlanError",
     "PlanNode",
     "compile_plan",
+    "planning",
+    "prepare_plan",
 ]

@@ -37,7 +37,7 @@ from engine.graph import Graph
 from engine.node_types import NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
-from engine.plan import PlanCache, PlanError, compile_plan
+from engine.plan import PlanCache, PlanError, prepare_plan
 from engine.states import ExecutionStatus, NodeRunStatus
 
 logger = logging.getLogger("loom.runner")
@@ -266,9 +266,9 @@ class ExecutionRunner:
             error = ErrorInfo("CANCELLED", "the execution was cancelled")
             return await self._refuse(loaded, error, ExecutionStatus.CANCELLED)
         try:
-            plan = self.plan_cache.get(
+            plan = await self.plan_cache.prepare(
                 loaded.version_id,
-                lambda: compile_plan(
+                lambda: prepare_plan(
                     loaded.version_id,
                     Graph.from_json(loaded.nodes, loaded.edges),
                     self.registry,

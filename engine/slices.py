@@ -11,16 +11,23 @@ The slice is the process's, not a node's: it restarts whenever the loop is known
 a turn (a pause here, a tick of the loop monitor). A chain of nodes that each stay under
 `SLICE_S` still pauses once the chain has.
 
-Node work notes how long it held the loop (`note_held`), so that the loop monitor
-(`engine.loop_monitor`) can name the execution behind a stall it measures.
+The executor runs each node's work under `timed`, which measures every step the work takes
+on the event loop (from when the loop resumes it to when it awaits again), so that the loop
+monitor (`engine.loop_monitor`) can name the execution behind a stall it measures: the one
+whose step held the loop, never one that was merely awaiting meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import types
 import weakref
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SLICE_S = 0.005
 TURNS = 8
@@ -92,6 +99,42 @@ def restart() -> None:
     _slices.started = perf_counter()
 
 
+# Steps shorter than this are not noted: too short to be part of a stall worth reporting.
+NOTE_FROM_S = 0.001
+
+
+@types.coroutine
+def timed(
+    coroutine: Coroutine[Any, Any, T], execution_id: str, node_name: str
+) -> Generator[Any, Any, T]:
+    """Await `coroutine`, a node's work, noting how long each of its steps holds the event
+    loop (`await timed(...)`).
+
+    A step is what the coroutine runs between two awaits that suspend it (one `send()` into
+    it): only then does it hold the loop. Costs two clock reads a step.
+    """
+    sent: Any = None
+    thrown: BaseException | None = None
+    while True:
+        started = perf_counter()
+        try:
+            yielded = coroutine.send(sent) if thrown is None else coroutine.throw(thrown)
+        except BaseException as exc:  # the coroutine ended: returned, raised, cancelled
+            held_s = perf_counter() - started
+            if held_s >= NOTE_FROM_S:
+                note_held(execution_id, node_name, held_s)
+            if isinstance(exc, StopIteration):
+                return exc.value  # type: ignore[no-any-return]
+            raise
+        held_s = perf_counter() - started
+        if held_s >= NOTE_FROM_S:
+            note_held(execution_id, node_name, held_s)
+        try:
+            sent, thrown = (yield yielded), None
+        except BaseException as exc:  # thrown in by the task: cancellation
+            sent, thrown = None, exc
+
+
 def note_held(execution_id: str, node_name: str, held_s: float) -> None:
     """Note that a node's work held the loop for `held_s` without a break."""
     longest = _slices.longest
@@ -103,3 +146,29 @@ def take_longest() -> Held | None:
     """The longest stretch noted since the last call (the loop monitor's previous tick)."""
     longest, _slices.longest = _slices.longest, None
     return longest
+
+
+# Synchronous work that may pause: a generator that yields (None) wherever pausing is
+# safe, and returns its result. `finish` runs it straight through; `finish_in_slices` gives
+# the loop a turn at those points once a slice has passed.
+Work = Generator[None, None, T]
+
+
+def finish(work: Work[T]) -> T:
+    """Run `work` to its end without pausing (tests, the CLI, code without a loop)."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+async def finish_in_slices(work: Work[T]) -> T:
+    """Run `work` to its end on the event loop, a slice at a time."""
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if due():
+            await give_turn()

@@ -15,7 +15,7 @@ from engine.bus import EventPublisher
 from engine.events import Event, EventType
 from engine.graph import Graph
 from engine.outputs import not_json_reason
-from engine.plan import PlanError, compile_plan
+from engine.plan import PlanError, prepare_plan
 from engine.states import ExecutionStatus
 from engine.submitter import Submitter
 from engine.validation import Problem
@@ -47,11 +47,11 @@ def _problem(code: str, message: str, field: str) -> Problem:
     return Problem(code=code, message=message, field=field)
 
 
-def _runnable_problems(info: Info, workflow: Workflow | WorkflowVersion) -> list[Problem]:
+async def _runnable_problems(info: Info, workflow: Workflow | WorkflowVersion) -> list[Problem]:
     """Every reason the graph cannot run (structure, parameters, expressions); compiles
     the plan, which the cache keeps for the runner when the snapshot id is known."""
     try:
-        compile_plan(
+        await prepare_plan(
             "check",
             Graph.from_json(workflow.nodes, workflow.edges),
             info.context.services.registry,
@@ -192,7 +192,7 @@ async def execute_workflow(
                 workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
                 if workflow is None:
                     return _not_found("workflow", workflow_id)
-                problems = _runnable_problems(info, workflow)
+                problems = await _runnable_problems(info, workflow)
                 if start_node_id is not None:
                     problems += _start_node_problems(workflow, str(start_node_id))
                 if problems:
@@ -358,7 +358,7 @@ async def retry_execution(
         if workflow is None:
             return _not_found("workflow", original.workflow_id)
         if use_latest_version:
-            problems = _runnable_problems(info, workflow)
+            problems = await _runnable_problems(info, workflow)
             if problems:
                 return validation_error(problems)
             snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)

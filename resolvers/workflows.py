@@ -11,7 +11,7 @@ from engine import editing
 from engine.credentials import KINDS
 from engine.graph import Graph
 from engine.nodes.subworkflow import EXECUTE_WORKFLOW
-from engine.validation import Problem, Severity, validate_graph
+from engine.validation import Problem, Severity, check_graph
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.graph_input import (
@@ -55,11 +55,11 @@ def _conflict(exc: errors.VersionConflictError) -> results.VersionConflictError:
     )
 
 
-def _checked_graph(
+async def _checked_graph(
     info: Info, graph: Graph, collected: Collected
 ) -> tuple[dict[str, list[dict[str, object]]], list[Problem]]:
     """Node issues to store, and the problems that refuse the change."""
-    report = validate_graph(
+    report = await check_graph(
         graph, info.context.services.registry, info.context.services.graph_limits
     )
     refusing = [*collected.problems, *report.structural]
@@ -198,7 +198,7 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     viewer = info.context.viewer()
     collected = Collected()
     fields = workflow_from_input(input, collected)
-    node_issues, refusing = _checked_graph(info, fields.graph, collected)
+    node_issues, refusing = await _checked_graph(info, fields.graph, collected)
     if refusing:
         return validation_error(refusing)
     async with info.context.database.session() as session:
@@ -237,7 +237,7 @@ async def update_workflow(
             )
         # A node renamed in this update keeps the expressions that refer to it working.
         graph = editing.carry_renames(Graph.from_json(current.nodes, current.edges), fields.graph)
-        node_issues, refusing = _checked_graph(info, graph, collected)
+        node_issues, refusing = await _checked_graph(info, graph, collected)
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
@@ -326,7 +326,7 @@ async def _edit_graph(
         except editing.EditError as exc:
             collected.add(exc.code, exc.message, exc.field, exc.node_id)
             return validation_error(collected.problems)
-        node_issues, refusing = _checked_graph(info, graph, collected)
+        node_issues, refusing = await _checked_graph(info, graph, collected)
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
@@ -432,7 +432,7 @@ async def publish_workflow(
                 )
             # Validate again: an installed plugin may have changed since the draft was saved.
             graph = Graph.from_json(current.nodes, current.edges)
-            report = validate_graph(
+            report = await check_graph(
                 graph, info.context.services.registry, info.context.services.graph_limits
             )
             if report.all_problems():

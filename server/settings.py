@@ -256,8 +256,8 @@ class Settings(BaseSettings):
     regex_timeout_s: float = Field(
         default=0.02,
         description="Time regular expressions may take: in all per rendering of a node's "
-        "parameters (matches()), and per item for the regex conditions of IF, Filter and "
-        "Switch. It holds the event loop while it runs.",
+        "parameters (matches()), and in all per item for the regex conditions of IF, Filter "
+        "and Switch. It holds the event loop while it runs.",
         gt=0,
         le=10,
     )

@@ -17,7 +17,9 @@ One `Budget` covers one rendering: all the expressions of one node's parameters 
   without building anything. A template's whole text counts as one value;
 - **number size**: integers up to `MAX_INT_BITS` bits, exponents up to
   `MAX_POWER_EXPONENT`, rounding to at most `MAX_ROUND_DIGITS` digits;
-- **regex time**: the total time regular expressions may take in one rendering.
+- **regex time**: the total time regular expressions may take in one rendering; compiling
+  each distinct pattern of a rendering costs steps besides (`patterns`), and a pattern too
+  costly to compile at all is refused (**regex size**).
 
 Every `CHECK_EVERY_STEPS` steps the budget also checks the node's deadline (its timeout or
 the execution's, whichever is first), so that raised limits still cannot outlast a timeout.
@@ -37,13 +39,13 @@ CHECK_EVERY_STEPS = 10_000
 MAX_INT_BITS = 4_096
 MAX_POWER_EXPONENT = 1_000
 MAX_ROUND_DIGITS = 400
-MAX_PATTERN_CHARS = 10_000
 
 # The names a limit goes by in errors (`details.limit`) and in the docs.
 STEPS = "steps"
 VALUE_SIZE = "value size"
 NUMBER_SIZE = "number size"
 REGEX_TIME = "regex time"
+REGEX_SIZE = "regex size"
 
 # Where each limit is set, for messages that tell an operator what to change.
 SETTING = {
@@ -72,8 +74,8 @@ class ExpressionLimits:
 
     max_steps: int = 100_000
     max_value_size: int = 1_000_000
-    # Total time of regular expressions per rendering (expressions' `matches`), and per item
-    # for the regex conditions of IF, Filter and Switch.
+    # Total time of regular expressions per rendering (expressions' `matches`), and in all
+    # per item for the regex conditions of IF, Filter and Switch.
     regex_timeout_s: float = 0.02
 
 
@@ -86,7 +88,7 @@ class Budget:
 
     __slots__ = (
         "_first_check",
-        "_sizes",
+        "_memo",
         "check_at",
         "deadline",
         "limits",
@@ -105,9 +107,11 @@ class Budget:
         self.used = 0
         self.check_at = self._first_check
         self.regex_left_s = limits.regex_timeout_s
-        # Measures (size, containers) of large containers met in this rendering, by id, each
-        # with the container (kept alive, so that its id cannot be reused while remembered).
-        self._sizes: dict[int, tuple[int, int, Any]] | None = None
+        # What this rendering remembers: by id, the measures (size, containers) of large
+        # containers met, each with the container (kept alive, so that its id cannot be
+        # reused while remembered); by their text, the regular expressions it has been
+        # charged for compiling. One dict, so that starting a rendering resets one field.
+        self._memo: dict[int | str, tuple[int, int, Any]] | None = None
 
     def start(self, steps: int = 0) -> None:
         """Begin a rendering whose expressions' own operations cost `steps`: the rest of
@@ -115,7 +119,7 @@ class Budget:
         self.used = steps
         self.check_at = self._first_check
         self.regex_left_s = self.limits.regex_timeout_s
-        self._sizes = None
+        self._memo = None
         if steps > self._first_check:
             self.boundary()
 
@@ -171,9 +175,9 @@ class Budget:
         if kind is not list and kind is not dict:
             return 1, 0
         allowed = self.limits.max_value_size if allowed is None else allowed
-        if self._sizes is None:
-            self._sizes = {}
-        walk = _Walk(self, self._sizes, allowed)
+        if self._memo is None:
+            self._memo = {}
+        walk = _Walk(self, self._memo, allowed)
         try:
             return walk.measure(value), walk.containers
         except _TooLarge:
@@ -217,9 +221,9 @@ class Budget:
     def remember(self, container: Any, measured: tuple[int, int]) -> None:
         """The measure of a container just built, known without looking into it: measuring
         it later (to compare it, or build from it) costs nothing."""
-        if self._sizes is None:
-            self._sizes = {}
-        self._sizes[id(container)] = (*measured, container)
+        if self._memo is None:
+            self._memo = {}
+        self._memo[id(container)] = (*measured, container)
 
     def comparison(self, left: Any, right: Any) -> None:
         """Charge what comparing (`==`, `<`) two values costs, before it is done.
@@ -257,6 +261,15 @@ class Budget:
     def spent_on_regex(self, elapsed_s: float) -> None:
         self.regex_left_s -= elapsed_s
 
+    def compiling(self, source: str, steps: int) -> None:
+        """Charge compiling the pattern `source`: once per rendering, whether or not it was
+        compiled before (so that what passes the limits does not depend on a cache)."""
+        if self._memo is None:
+            self._memo = {}
+        if source not in self._memo:
+            self._memo[source] = (0, 0, None)
+            self.charge(steps)
+
 
 class _TooLarge(Exception):
     """A measurement passed what it was allowed to count."""
@@ -269,7 +282,7 @@ class _Walk:
     __slots__ = ("allowed", "budget", "charged", "containers", "sizes", "visited", "visits_left")
 
     def __init__(
-        self, budget: Budget, sizes: dict[int, tuple[int, int, Any]], allowed: int
+        self, budget: Budget, sizes: dict[int | str, tuple[int, int, Any]], allowed: int
     ) -> None:
         self.budget = budget
         self.sizes = sizes

@@ -20,7 +20,6 @@ $json.qty`) pays nothing for it.
 from __future__ import annotations
 
 import ast
-import functools
 import operator
 import re
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from engine.expressions.budget import (
     Budget,
     exceeded,
 )
+from engine.expressions.cache import WeightedCache
 from engine.expressions.errors import (
     EvalError,
     ExpressionEvaluationError,
@@ -46,12 +46,14 @@ from engine.expressions.errors import (
 from engine.expressions.functions import (
     FUNCTIONS,
     arity_problem,
+    contains,
     method,
     sliced,
     text_of,
     type_name,
 )
 from engine.expressions.lexer import DOLLAR_PREFIX, as_written, to_python
+from engine.expressions.patterns import pattern_problem
 from engine.expressions.scope import NodeItems, NodeOutputs, Scope, plain
 
 MAX_EXPRESSION_CHARS = 10_000
@@ -89,26 +91,12 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Budget, Any, Any], Any]] = {
     ast.LtE: lambda budget, left, right: left <= right,
     ast.Gt: lambda budget, left, right: left > right,
     ast.GtE: lambda budget, left, right: left >= right,
-    ast.In: lambda budget, left, right: _contains(budget, right, left),
-    ast.NotIn: lambda budget, left, right: not _contains(budget, right, left),
+    ast.In: lambda budget, left, right: contains(budget, right, left, "'in'"),
+    ast.NotIn: lambda budget, left, right: not contains(budget, right, left, "'not in'"),
 }
 _ORDERED = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 # Types whose comparison costs one step whatever their value.
 _SCALARS = frozenset((int, float, bool, type(None)))
-
-
-def _contains(budget: Budget, container: Any, element: Any) -> bool:
-    if isinstance(container, str):
-        if not isinstance(element, str):
-            raise EvalError(f"'in' a string needs a string, got {type_name(element)}")
-        budget.charge_chars(len(container))
-        return element in container
-    if isinstance(container, list):
-        budget.membership(container, element)
-        return element in container
-    if isinstance(container, dict):
-        return element in container
-    raise EvalError(f"'in' needs a string, array or object, got {type_name(container)}")
 
 
 def _checked_number(value: Any) -> Any:
@@ -471,6 +459,7 @@ class _Compiler:
             raise self.fail("'*' arguments are not allowed")
         args = [self.compile(arg, depth) for arg in node.args]
         func = node.func
+        self.check_pattern(node)
         if isinstance(func, ast.Name):
             if func.id == DOLLAR_PREFIX:  # $("Node name")
                 if len(args) != 1:
@@ -509,6 +498,21 @@ class _Compiler:
             return call_method
         raise self.fail("only functions and methods can be called")
 
+    def check_pattern(self, node: ast.Call) -> None:
+        """A regular expression written literally (`matches(x, '...')`, `x.matches('...')`)
+        is checked now, so that a bad one is a problem of the workflow when it is saved."""
+        func, args = node.func, node.args
+        if isinstance(func, ast.Name) and func.id == "matches" and len(args) == 2:
+            pattern = args[1]
+        elif isinstance(func, ast.Attribute) and func.attr == "matches" and len(args) == 1:
+            pattern = args[0]
+        else:
+            return
+        if isinstance(pattern, ast.Constant) and isinstance(pattern.value, str):
+            problem = pattern_problem(pattern.value)
+            if problem is not None:
+                raise self.fail(problem)
+
 
 def _truthy(value: Any) -> bool:
     if isinstance(value, NodeItems | NodeOutputs):
@@ -544,15 +548,57 @@ def compile_expression(source: str) -> Compiled:
     return compile_counted(source)[0]
 
 
-@functools.lru_cache(maxsize=4096)
 def compile_counted(source: str) -> tuple[Compiled, int]:
     """`compile_expression`, and the steps one evaluation of the expression's own
     operations costs (its tree's size): a rendering charges them when it starts
-    (`Budget.start`), so that evaluating costs nothing extra on the hot path."""
+    (`Budget.start`), so that evaluating costs nothing extra on the hot path.
+
+    Compiled expressions and the reasons of those refused are cached by their text (a
+    workflow is validated again on every save, and its expressions compiled again for its
+    plan): up to `CACHE_EXPRESSIONS` texts and about `CACHE_BYTES` of memory, a compiled
+    expression taking about 150 bytes a node of its tree besides its text. That holds the
+    expressions of the largest workflow the API accepts (4 MB), however they are written:
+    an LRU smaller than what is validated again and again would miss every time.
+    """
     if len(source) > MAX_EXPRESSION_CHARS:
         raise ExpressionSyntaxError(
             f"expression longer than {MAX_EXPRESSION_CHARS} characters", source
         )
+    compiled = _compiled.get(source)
+    if compiled is None:
+        try:
+            compiled = _compile(source)
+        except ExpressionSyntaxError as exc:
+            compiled = exc.reason
+        _compiled.put(source, compiled)
+    if isinstance(compiled, str):
+        raise ExpressionSyntaxError(compiled, source)
+    return compiled
+
+
+CACHE_EXPRESSIONS = 16_384
+CACHE_BYTES = 64 * 1024 * 1024
+_BYTES_PER_TREE_NODE = 150
+
+
+def _weight(source: str, compiled: tuple[Compiled, int] | str) -> int:
+    """Bytes an entry holds, about: its text, and for a compiled one its closures."""
+    if isinstance(compiled, str):
+        return len(source) + len(compiled)
+    return len(source) + _BYTES_PER_TREE_NODE * compiled[1] // TREE_NODE_STEPS
+
+
+_compiled: WeightedCache[str, tuple[Compiled, int] | str] = WeightedCache(
+    CACHE_EXPRESSIONS, CACHE_BYTES, _weight
+)
+
+
+def cache_counts() -> tuple[int, int]:
+    """(hits, misses) of the compile cache since the process started."""
+    return _compiled.hits, _compiled.misses
+
+
+def _compile(source: str) -> tuple[Compiled, int]:
     python = to_python(source)
     # Parenthesised, so that an expression may span lines and start with whitespace.
     parsed = "(" + python + "\n)"

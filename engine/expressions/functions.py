@@ -16,12 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import regex
-
 from engine.expressions.budget import (
     CONTAINER_STEPS,
     ELEMENTS_PER_STEP,
-    MAX_PATTERN_CHARS,
     MAX_ROUND_DIGITS,
     NUMBER_SIZE,
     Budget,
@@ -29,6 +26,7 @@ from engine.expressions.budget import (
     regex_exceeded,
 )
 from engine.expressions.errors import EvalError
+from engine.expressions.patterns import Pattern, compile_pattern
 from engine.json_depth import JsonTooDeep, nests_deeper
 
 __all__ = ["EvalError", "to_text"]
@@ -135,31 +133,36 @@ def _round(budget: Budget, value: Any, digits: Any = 0) -> float | int:
 
 def _matches(budget: Budget, text: Any, pattern: Any) -> bool:
     subject, source = _text(text, "matches"), _text(pattern, "matches")
-    if len(source) > MAX_PATTERN_CHARS:
-        raise EvalError(f"regular expression longer than {MAX_PATTERN_CHARS:,} characters")
+    return search(budget, compile_pattern(source), subject)
+
+
+def search(budget: Budget, pattern: Pattern, subject: str) -> bool:
+    """Whether `pattern` is found in `subject`, within what is left of the regex time."""
+    budget.compiling(pattern.compiled.pattern, pattern.steps)
     budget.charge_chars(len(subject))
     timeout_s = budget.regex_timeout_s()
     started = time.perf_counter()
     try:
-        return regex.search(source, subject, timeout=timeout_s) is not None
+        return pattern.compiled.search(subject, timeout=timeout_s) is not None
     except TimeoutError:
         raise regex_exceeded(budget.limits.regex_timeout_s) from None
-    except regex.error as exc:
-        raise EvalError(f"invalid regular expression: {exc}") from exc
     finally:
         budget.spent_on_regex(time.perf_counter() - started)
 
 
-def _contains(budget: Budget, container: Any, element: Any) -> bool:
+def contains(budget: Budget, container: Any, element: Any, what: str = "contains") -> bool:
+    """`contains(container, element)`, `.includes()`, `.has()` and `element in container`
+    (`what` names the operation in errors): text in text, an element in a list, a key in
+    an object."""
     if isinstance(container, str):
         budget.charge_chars(len(container))
-        return _text(element, "contains") in container
+        return _text(element, what) in container
     if isinstance(container, list):
         budget.membership(container, element)
         return element in container
     if isinstance(container, dict):
         return isinstance(element, str) and element in container  # keys are strings
-    raise EvalError(f"contains expects a string, array or object, got {type_name(container)}")
+    raise EvalError(f"{what} expects a string, array or object, got {type_name(container)}")
 
 
 def _is_empty(budget: Budget, value: Any) -> bool:
@@ -450,7 +453,7 @@ FUNCTIONS: dict[str, Function] = {
     "split": _split,
     "join": _join,
     "replace": _replace,
-    "contains": _contains,
+    "contains": contains,
     "startsWith": _starts_with,
     "endsWith": _ends_with,
     "matches": _matches,
@@ -478,8 +481,8 @@ STRING_METHODS: dict[str, Function] = {
     "startswith": _starts_with,
     "endsWith": _ends_with,
     "endswith": _ends_with,
-    "includes": _contains,
-    "contains": _contains,
+    "includes": contains,
+    "contains": contains,
     "replace": _replace,
     "replaceAll": _replace,
     "slice": _slice,
@@ -492,8 +495,8 @@ STRING_METHODS: dict[str, Function] = {
 }
 
 LIST_METHODS: dict[str, Function] = {
-    "includes": _contains,
-    "contains": _contains,
+    "includes": contains,
+    "contains": contains,
     "join": _join,
     "slice": _slice,
     "indexOf": _index_of,
@@ -512,7 +515,7 @@ OBJECT_METHODS: dict[str, Function] = {
     "keys": _keys,
     "values": _values,
     "get": _get,
-    "has": _contains,
+    "has": contains,
     "isEmpty": _is_empty,
     "toString": text_of,
 }
@@ -523,8 +526,8 @@ NUMBER_METHODS: dict[str, Function] = {
     "toString": text_of,
 }
 
-# `text_of`'s own third parameter is not the user's: `str(x, 5)` is one argument too many.
-_HIDDEN_PARAMETERS = {text_of: 1}
+# The last parameters of these are not the user's: `str(x, 5)` is one argument too many.
+_HIDDEN_PARAMETERS = {text_of: 1, contains: 1}
 
 
 @functools.cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,16 +134,14 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
             steps += template.steps
             return _naming_parameter(template.render, path), False
         if isinstance(value, list):
-            built = [build(item, f"{path}[{index}]") for index, item in enumerate(value)]
+            built = [build(item, _item_path(path, index)) for index, item in enumerate(value)]
             if all(constant for _, constant in built):
                 return (lambda scope: value), True
             renders = [render for render, _ in built]
             steps += len(renders)  # each entry is rendered anew for every item
             return (lambda scope: [render(scope) for render in renders]), False
         if isinstance(value, dict):
-            entries = [
-                (key, build(item, f"{path}.{key}" if path else key)) for key, item in value.items()
-            ]
+            entries = [(key, build(item, _key_path(path, key))) for key, item in value.items()]
             if all(constant for _, (_, constant) in entries):
                 return (lambda scope: value), True
             pairs = [(key, render) for key, (render, _) in entries]
@@ -153,6 +151,28 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
 
     render, constant = build(parameters, "")
     return CompiledParameters(parameters, render, constant, steps), errors
+
+
+def expression_texts(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, text) of every string holding `{{ }}` in a parameter value, with the paths
+    `compile_parameters` gives its problems."""
+    if isinstance(value, str):
+        if has_expression(value):
+            yield path, value
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from expression_texts(item, _item_path(path, index))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from expression_texts(item, _key_path(path, key))
+
+
+def _item_path(path: str, index: int) -> str:
+    return f"{path}[{index}]"
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _naming_parameter(render: Renderer, path: str) -> Renderer:

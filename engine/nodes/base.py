@@ -16,7 +16,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine import slices
@@ -197,8 +196,6 @@ class NodeRunContext:
     # When the node's time is up (its timeout, or the execution's, whichever is first), on
     # the monotonic clock: long expressions stop there (see `Budget.boundary`).
     deadline: float | None = None
-    # When this node's code last took the event loop (started, or resumed after a pause).
-    _running_since: float = field(default_factory=perf_counter)
 
     @classmethod
     def for_node(cls, node: Node, **fields: Any) -> NodeRunContext:
@@ -247,19 +244,12 @@ class NodeRunContext:
     async def pause(self) -> None:
         """Give the event loop a turn. A timeout or cancellation that fell due is raised
         here, so a long loop over items stops within a slice (`engine.slices`)."""
-        self.note_held()
         await slices.give_turn()
-        self._running_since = perf_counter()
 
     async def checkpoint(self) -> None:
         """`pause()` when the slice is over: call between chunks of work."""
         if slices.due():
             await self.pause()
-
-    def note_held(self) -> None:
-        """Note how long this node has held the loop, for the loop monitor's reports."""
-        held_s = perf_counter() - self._running_since
-        slices.note_held(self.info.execution_id, self.node.name, held_s)
 
     async def sleep(self, seconds: float) -> None:
         """Wait without blocking; cancellation interrupts it at once."""

@@ -33,7 +33,7 @@ from engine.credentials import KINDS
 from engine.node_types import NodeGroup, NodeType, Port
 from engine.nodes import code, flow, merge, subworkflow, transform, webhook
 from engine.nodes.base import NodeRunContext, PortItems
-from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS
+from engine.nodes.conditions import OPERATORS, UNARY_OPERATORS, pattern_problems
 from engine.nodes.flow import SWITCH_OUTPUTS
 from engine.schedule import MAX_INTERVAL_S, schedule_problems
 
@@ -257,6 +257,7 @@ def _if() -> NodeType:
             required=("conditions",),
         ),
         execute=flow.if_,
+        check_parameters=pattern_problems,
     )
 
 
@@ -303,6 +304,7 @@ def _switch() -> NodeType:
             required=("rules",),
         ),
         execute=flow.switch,
+        check_parameters=pattern_problems,
     )
 
 
@@ -384,6 +386,7 @@ def _filter() -> NodeType:
             required=("conditions",),
         ),
         execute=flow.filter_,
+        check_parameters=pattern_problems,
     )
 
 

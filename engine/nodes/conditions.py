@@ -10,41 +10,63 @@ using an operator. Values are JSON, so the rules say what happens across types:
   ISO dates order correctly); any other pair does not match.
 - contains, not_contains: text within text, an element within a list (compared as by
   equals), a key within an object. starts_with, ends_with: text; numbers read as text.
-- regex: searched for in the value's text, bounded per item and condition by the regex
-  time of the expression limits (`LOOM_REGEX_TIMEOUT_S`), so a catastrophically
-  backtracking pattern fails with `REGEX_TIMEOUT` instead of stalling.
+- regex: searched for in the value's text. The pattern is checked before it is compiled
+  (`engine.expressions.patterns`); the searches of one item's regex conditions share the
+  regex time of the expression limits (`LOOM_REGEX_TIMEOUT_S`), so that a catastrophically
+  backtracking pattern, or many slow ones, fail with `REGEX_TIMEOUT` instead of stalling.
 - exists, not_exists: whether the value is there and not null. is_empty, is_not_empty:
   null, "", [] and {} are empty; numbers and booleans never are.
 
 `ignoreCase` applies to every comparison of text, the regex included.
+
+Testing is metered as expressions are: each item's tests charge a budget of their own
+(`Budget`, the expression limits) before the work is done, so a condition on large data
+fails with EXPRESSION_LIMIT, and a raised limit still stops at the node's deadline.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import regex
-
-from engine.expressions.budget import DEFAULT_LIMITS, Budget
+from engine.expressions.budget import REGEX_TIME, Budget
 from engine.expressions.errors import LimitExceeded
-from engine.expressions.functions import to_text
+from engine.expressions.functions import search, to_text
+from engine.expressions.lexer import has_expression
+from engine.expressions.patterns import InvalidPattern, Pattern, compile_pattern
 from engine.nodes.base import NodeError
 from engine.nodes.parameters import INVALID_PARAMETER, as_number, invalid_parameter, shown
 
 REGEX_TIMEOUT = "REGEX_TIMEOUT"
-# Steps per element of a list or object that `contains` looks through in Python code.
+EXPRESSION_LIMIT = "EXPRESSION_LIMIT"
+# Steps per condition tested, and per element of a list or object that `contains` looks
+# through in Python code.
 CONDITION_STEPS = 4
 
 
 class _RightValueError(Exception):
-    """The `right` value cannot be used (a bad or too slow regex); names no field yet."""
+    """The `right` value cannot be used (a bad, too costly or too slow regex); names no
+    field yet. `limit` names the expression limit it passed, if one."""
 
-    def __init__(self, problem: str, error_type: str) -> None:
+    def __init__(self, problem: str, error_type: str, limit: str | None = None) -> None:
         super().__init__(problem)
         self.problem = problem
         self.error_type = error_type
+        self.limit = limit
+
+    def node_error(self, field: str) -> NodeError:
+        """The error naming the field (`conditions[0].right`)."""
+        if self.limit is not None:
+            return NodeError(
+                f"Condition '{field}': {self.problem}",
+                error_type=self.error_type,
+                details={"parameter": field, "limit": self.limit},
+            )
+        return NodeError(
+            f"Parameter '{field}' {self.problem}",
+            error_type=self.error_type,
+            details={"parameter": field},
+        )
 
 
 def _text(value: Any) -> str | None:
@@ -100,6 +122,14 @@ def _ordered(accept: Callable[[int], bool]) -> Callable[[Any, Any, bool], bool]:
 
 def _contains(left: Any, right: Any, ignore_case: bool) -> bool:
     if isinstance(left, list):
+        if ignore_case and isinstance(right, str):
+            wanted = right.casefold()  # once, not once per element
+            return any(
+                element.casefold() == wanted
+                if isinstance(element, str)
+                else _equals(element, right, False)
+                for element in left
+            )
         return any(_equals(element, right, ignore_case) for element in left)
     if isinstance(left, dict):
         if not isinstance(right, str):
@@ -120,35 +150,56 @@ def _text_test(left: Any, right: Any, ignore_case: bool, test: Callable[[str, st
     return test(left_text, right_text)
 
 
-@functools.lru_cache(maxsize=256)
-def _pattern(source: str, ignore_case: bool) -> regex.Pattern[str]:
-    return regex.compile(source, regex.IGNORECASE if ignore_case else 0)
-
-
-def _regex(
-    left: Any, right: Any, ignore_case: bool, timeout_s: float = DEFAULT_LIMITS.regex_timeout_s
-) -> bool:
+def _pattern(right: Any, ignore_case: bool) -> Pattern:
     if not isinstance(right, str):
         raise _RightValueError(
             f"must be a regular expression (text), got {shown(right)}", INVALID_PARAMETER
         )
     try:
-        pattern = _pattern(right, ignore_case)
-    except regex.error as exc:
+        return compile_pattern(right, ignore_case)
+    except InvalidPattern as exc:
         raise _RightValueError(
-            f"is not a valid regular expression: {exc}", INVALID_PARAMETER
+            f"is not a valid regular expression: {exc.reason}", INVALID_PARAMETER
         ) from None
+    except LimitExceeded as exc:
+        raise _RightValueError(str(exc), EXPRESSION_LIMIT, exc.limit) from None
+
+
+def pattern_problems(parameters: dict[str, Any]) -> Iterator[tuple[str, str, str] | None]:
+    """Literal patterns of `regex` conditions that cannot be used, for the node's issues on
+    save: (code, parameter path, message), and None after each pattern compiled (a place to
+    pause: a node may hold hundreds). Patterns that are expressions are checked when they
+    are rendered."""
+    ignore_case = parameters.get("ignoreCase") is True
+    lists: list[tuple[str, Any]] = [("conditions", parameters.get("conditions"))]
+    rules = parameters.get("rules")
+    if isinstance(rules, list):
+        lists += [
+            (f"rules[{index}].conditions", rule.get("conditions"))
+            for index, rule in enumerate(rules)
+            if isinstance(rule, dict)
+        ]
+    for where, conditions in lists:
+        for index, condition in enumerate(conditions if isinstance(conditions, list) else ()):
+            if not isinstance(condition, dict) or condition.get("operator") != "regex":
+                continue
+            right = condition.get("right")
+            if not isinstance(right, str) or has_expression(right):
+                continue
+            try:
+                _pattern(right, ignore_case)
+            except _RightValueError as exc:
+                error = exc.node_error(f"{where}[{index}].right")
+                yield ("INVALID_REGEX", error.details["parameter"], error.message)
+            yield None
+
+
+def _regex(budget: Budget, left: Any, right: Any, ignore_case: bool) -> bool:
+    pattern = _pattern(right, ignore_case)
     subject = _text(left)
     if subject is None:
         return False
-    try:
-        return pattern.search(subject, timeout=timeout_s) is not None
-    except TimeoutError:
-        raise _RightValueError(
-            f"holds a regular expression that took longer than {timeout_s:g} s on one "
-            f"item; nested repeats such as (a+)+ backtrack catastrophically, simplify it",
-            REGEX_TIMEOUT,
-        ) from None
+    return search(budget, pattern, subject)
 
 
 def _is_empty(value: Any) -> bool:
@@ -157,7 +208,7 @@ def _is_empty(value: Any) -> bool:
 
 Test = Callable[[Any, Any, bool], bool]
 
-_TESTS: dict[str, Test] = {
+_TESTS: dict[str, Test | None] = {
     "equals": _equals,
     "not_equals": lambda left, right, ignore_case: not _equals(left, right, ignore_case),
     "gt": _ordered(lambda order: order > 0),
@@ -174,7 +225,7 @@ _TESTS: dict[str, Test] = {
     ),
     "is_empty": lambda left, right, ignore_case: _is_empty(left),
     "is_not_empty": lambda left, right, ignore_case: not _is_empty(left),
-    "regex": _regex,
+    "regex": None,  # `_regex`, which charges the item's budget as `matches()` does
     "exists": lambda left, right, ignore_case: left is not None,
     "not_exists": lambda left, right, ignore_case: left is None,
 }
@@ -203,14 +254,27 @@ def matches(
     return want_all
 
 
-def _charge(budget: Budget, operator: str, left: Any, right: Any) -> None:
-    """What testing a condition costs: looking through a list or object element by element
-    (`contains`), comparing containers or long texts."""
+def _charge(budget: Budget, operator: str, left: Any, right: Any, ignore_case: bool) -> None:
+    """What testing a condition costs, charged before it is done: texts by their characters
+    (scanned, compared, read as numbers, and folded again when ignoring case), lists and
+    objects by the elements `contains` looks through, containers compared by their size."""
+    budget.charge(CONDITION_STEPS)
+    if operator in UNARY_OPERATORS:
+        return
+    folds = 2 if ignore_case else 1
     if operator in ("contains", "not_contains") and isinstance(left, list | dict):
         budget.charge(CONDITION_STEPS * len(left))
+        if isinstance(left, list):  # each element compared with `right`
+            budget.charge_chars(folds * sum(len(e) for e in left if type(e) is str))
+        elif ignore_case:  # each key folded; otherwise one lookup
+            budget.charge_chars(2 * sum(map(len, left)))
         if isinstance(right, list | dict):
             budget.charge_elements(budget.work(left))
+        elif type(right) is str:
+            budget.charge_chars(folds * len(right))
         return
+    chars = (len(left) if type(left) is str else 0) + (len(right) if type(right) is str else 0)
+    budget.charge_chars(folds * chars)
     budget.comparison(left, right)
 
 
@@ -221,30 +285,35 @@ def _holds(condition: Any, ignore_case: bool, where: str, index: int, budget: Bu
             f"{where}[{index}]", f"must be a condition object, got {shown(condition)}"
         )
     operator = condition.get("operator", "equals")
-    test = _TESTS.get(operator) if type(operator) is str else None
-    if test is None:
+    if type(operator) is not str or operator not in _TESTS:
         raise invalid_parameter(
             f"{where}[{index}].operator",
             f"must be one of {', '.join(OPERATORS)}; got {shown(operator)}",
         )
     left, right = condition.get("left"), condition.get("right")
+    test = _TESTS[operator]
     try:
-        _charge(budget, operator, left, right)
-    except LimitExceeded as exc:
-        field = f"{where}[{index}]"
-        raise NodeError(
-            f"Condition '{field}' needs too much work: {exc}",
-            error_type="EXPRESSION_LIMIT",
-            details={"parameter": field, "limit": exc.limit},
-        ) from None
-    try:
-        if test is _regex:  # the one test bounded in time
-            return _regex(left, right, ignore_case, budget.limits.regex_timeout_s)
+        if test is None:
+            budget.charge(CONDITION_STEPS)
+            return _regex(budget, left, right, ignore_case)
+        _charge(budget, operator, left, right, ignore_case)
         return test(left, right, ignore_case)
     except _RightValueError as exc:
-        field = f"{where}[{index}].right"
-        raise NodeError(
-            f"Parameter '{field}' {exc.problem}",
-            error_type=exc.error_type,
-            details={"parameter": field},
-        ) from None
+        raise exc.node_error(f"{where}[{index}].right") from None
+    except LimitExceeded as exc:
+        raise _limit_error(exc, f"{where}[{index}]") from None
+
+
+def _limit_error(exc: LimitExceeded, field: str) -> NodeError:
+    if exc.limit == REGEX_TIME:  # the pattern's fault, named as such
+        field += ".right"
+        return NodeError(
+            f"Condition '{field}': {exc}",
+            error_type=REGEX_TIMEOUT,
+            details={"parameter": field, "limit": exc.limit},
+        )
+    return NodeError(
+        f"Condition '{field}' needs too much work: {exc}",
+        error_type=EXPRESSION_LIMIT,
+        details={"parameter": field, "limit": exc.limit},
+    )

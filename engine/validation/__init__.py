@@ -12,7 +12,13 @@ Parameter schemas are JSON Schema Draft 2020-12 with one addition: a property li
 `required` whose value is a blank string counts as missing. A schema may word its errors with
 `errorMessage`, a string or a mapping from keyword to string (the ajv-errors convention).
 
-The modules, in the order `validate_graph` uses them:
+Compiling a graph's expressions can take seconds (a workflow may hold hundreds of
+expressions of 10,000 characters), so the checks are written as `validating`, work that
+pauses between nodes and between expressions: `validate_graph` runs it straight through,
+`check_graph` (the API's) gives the event loop a turn whenever a slice has passed
+(`engine.slices`).
+
+The modules, in the order `validating` uses them:
 
     report       Problem, Severity, GraphLimits, ValidationReport
     structure    graph size; each node's id, name, type, retry and timeout
@@ -28,12 +34,13 @@ from __future__ import annotations
 
 import unicodedata
 
+from engine import slices
 from engine.graph import Graph, Node
 from engine.node_types import NodeType, NodeTypeRegistry
 from engine.validation.cycles import find_cycles
 from engine.validation.edges import edge_problems
 from engine.validation.expressions import expression_problems
-from engine.validation.parameters import parameter_problems
+from engine.validation.parameters import checked_problems, parameter_problems
 from engine.validation.report import (
     DEFAULT_LIMITS,
     GraphLimits,
@@ -51,15 +58,31 @@ __all__ = [
     "Problem",
     "Severity",
     "ValidationReport",
+    "check_graph",
     "find_cycles",
     "validate_graph",
+    "validating",
 ]
 
 
 def validate_graph(
     graph: Graph, registry: NodeTypeRegistry, limits: GraphLimits = DEFAULT_LIMITS
 ) -> ValidationReport:
-    """Check a graph against the registry and the limits, reporting every problem found.
+    """Check a graph against the registry and the limits, reporting every problem found."""
+    return slices.finish(validating(graph, registry, limits))
+
+
+async def check_graph(
+    graph: Graph, registry: NodeTypeRegistry, limits: GraphLimits = DEFAULT_LIMITS
+) -> ValidationReport:
+    """`validate_graph` on the event loop, a slice at a time."""
+    return await slices.finish_in_slices(validating(graph, registry, limits))
+
+
+def validating(
+    graph: Graph, registry: NodeTypeRegistry, limits: GraphLimits = DEFAULT_LIMITS
+) -> slices.Work[ValidationReport]:
+    """The checks of `validate_graph`, pausing between nodes and between expressions.
 
     A graph with more nodes or edges than the limits allow is refused with only that problem:
     checking it further would spend the time the limits exist to bound.
@@ -104,12 +127,21 @@ def validate_graph(
         structural.extend(scan.problems)
         if node_type is not None and scan.checkable:
             found = parameter_problems(node, node_type, scan.encoded)
+            for problem in checked_problems(node, node_type, list(found)):
+                if problem is None:
+                    yield
+                else:
+                    found.append(problem)
             if found:
                 parameters.setdefault(node.id, []).extend(found)
+        yield
     structural.extend(edge_problems(graph, nodes_by_id))
     if not structural:
         node_types = {node_id: node_type for node_id, (_, node_type) in nodes_by_id.items()}
         for problem in expression_problems(graph, node_types):
+            if problem is None:  # between two expressions
+                yield
+                continue
             assert problem.node_id is not None
             found = parameters.setdefault(problem.node_id, [])
             # One problem per field: a schema problem on it already says enough.

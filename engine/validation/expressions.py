@@ -11,7 +11,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from engine.code.references import script_references
-from engine.expressions import compile_parameters, referenced_nodes
+from engine.expressions import ExpressionError, compile_template, referenced_nodes
+from engine.expressions.template import expression_texts
 from engine.graph import Graph, Node
 from engine.node_types import NodeType
 from engine.validation.report import Problem, Severity
@@ -46,8 +47,9 @@ class _Ancestry:
 
 def expression_problems(
     graph: Graph, node_types: Mapping[str, NodeType | None]
-) -> Iterator[Problem]:
-    """Problems of the expressions (and code) of every node; `node_types` by node id."""
+) -> Iterator[Problem | None]:
+    """Problems of the expressions (and code) of every node; `node_types` by node id. None
+    comes between two expressions compiled: where the caller may pause."""
     ancestry = _Ancestry(graph)
     ids_by_name = {node.name: node.id for node in graph.nodes}
     for node in graph.nodes:
@@ -90,13 +92,16 @@ def _reference_problems(
         yield Problem("INVALID_NODE_REFERENCE", message, node.id, field, Severity.PARAMETER)
 
 
-def _syntax_problems(node: Node, templates: Any) -> Iterator[Problem]:
-    _, errors = compile_parameters(templates)
-    for error in errors:
-        yield Problem(
-            "EXPRESSION_SYNTAX",
-            f"Parameter '{error.path}': {error.error}",
-            node.id,
-            f"parameters.{error.path}" if error.path else "parameters",
-            Severity.PARAMETER,
-        )
+def _syntax_problems(node: Node, templates: Any) -> Iterator[Problem | None]:
+    for path, text in expression_texts(templates):
+        try:
+            compile_template(text)
+        except ExpressionError as error:
+            yield Problem(
+                "EXPRESSION_SYNTAX",
+                f"Parameter '{path}': {error}",
+                node.id,
+                f"parameters.{path}" if path else "parameters",
+                Severity.PARAMETER,
+            )
+        yield None

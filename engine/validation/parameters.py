@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterator
 
 from engine.graph import Node
 from engine.node_types import NodeType
@@ -79,7 +80,8 @@ def _schema_for(node_type: NodeType) -> _ParameterSchema:
 
 
 def parameter_problems(node: Node, node_type: NodeType, encoded: str | None) -> list[Problem]:
-    """Problems of a node's parameters against its type's schema (severity PARAMETER).
+    """Problems of a node's parameters against its type's schema (severity PARAMETER); its
+    type's own check is `checked_problems`.
 
     `encoded` is the parameters as JSON text when they are plain JSON, which allows the memo.
     """
@@ -92,15 +94,26 @@ def parameter_problems(node: Node, node_type: NodeType, encoded: str | None) -> 
         findings = ()
     else:
         findings = compiled.check(node.parameters)
-    problems = [
+    return [
         Problem(finding.code, finding.message, node.id, finding.field, Severity.PARAMETER)
         for finding in findings
     ]
-    if node_type.check_parameters is not None and isinstance(node.parameters, dict):
-        # One problem per field: a schema problem on it says enough.
-        taken = {problem.field for problem in problems}
-        for code, path, message in node_type.check_parameters(node.parameters):
-            field = f"parameters.{path}"
-            if field not in taken:
-                problems.append(Problem(code, message, node.id, field, Severity.PARAMETER))
-    return problems
+
+
+def checked_problems(
+    node: Node, node_type: NodeType, found: list[Problem]
+) -> Iterator[Problem | None]:
+    """Problems the node type's own check finds (`NodeType.check_parameters`), on fields
+    without a problem in `found` (one problem per field: a schema problem says enough).
+    None comes where the check paused: where the caller may too."""
+    if node_type.check_parameters is None or not isinstance(node.parameters, dict):
+        return
+    taken = {problem.field for problem in found}
+    for checked in node_type.check_parameters(node.parameters):
+        if checked is None:
+            yield None
+            continue
+        code, path, message = checked
+        field = f"parameters.{path}"
+        if field not in taken:
+            yield Problem(code, message, node.id, field, Severity.PARAMETER)

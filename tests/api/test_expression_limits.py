@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -10,7 +11,8 @@ from engine.expressions.budget import DEFAULT_LIMITS
 from server.settings import Settings
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller
-from tests.factories import edge, node
+from tests.event_loop import longest_hold
+from tests.factories import CREATE, edge, node
 
 
 async def _run_set(app: Any, caller: Caller, value: str) -> dict[str, Any]:
@@ -73,3 +75,82 @@ class TestLimitsSetByTheDeployment:
         execution = await _run_set(app, alice, value)
         assert execution["error"]["type"] == "EXPRESSION_LIMIT", execution["error"]
         assert execution["error"]["details"]["limit"] == limit
+
+
+COSTLY_PATTERN = "(?:(?:a{1000}){1000}){1000}"
+
+
+async def test_a_costly_literal_pattern_is_a_node_issue_on_save(alice: Caller) -> None:
+    condition = {"left": "{{ $json.a }}", "operator": "regex", "right": COSTLY_PATTERN}
+    data = await alice.gql(
+        CREATE,
+        {
+            "input": {
+                "name": "Costly pattern",
+                "nodes": [
+                    node("start", "Start", "manual_trigger"),
+                    node("if", "If", "if", parameters={"conditions": [condition]}),
+                ],
+                "edges": [edge("start", "if")],
+            }
+        },
+    )
+    workflow = data["createWorkflow"]
+    assert workflow["__typename"] == "Workflow", workflow
+    (issue,) = workflow["nodes"][1]["issues"]
+    assert issue["code"] == "INVALID_REGEX"
+    assert issue["field"] == "parameters.conditions[0].right"
+    assert "expression limit 'regex size' exceeded" in issue["message"]
+
+
+async def test_a_costly_pattern_from_data_fails_the_node_with_expression_limit(
+    app: Any, alice: Caller
+) -> None:
+    condition = {"left": "{{ $json.a }}", "operator": "regex", "right": "{{ $json.p }}"}
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("if", "If", "if", parameters={"conditions": [condition]}),
+        ],
+        [edge("start", "if")],
+    )
+    started = await execute(alice, workflow_id, input={"a": "aaa", "p": COSTLY_PATTERN})
+    execution = await finished(app, alice, started["id"])
+    error = execution["error"]
+    assert error["type"] == "EXPRESSION_LIMIT", error
+    assert error["message"].startswith("node 'If': Condition 'conditions[0].right': ")
+    assert "expression limit 'regex size' exceeded" in error["message"]
+    assert error["details"] == {"parameter": "conditions[0].right", "limit": "regex size"}
+
+
+def _long_expressions(count: int) -> list[str]:
+    """`count` distinct expressions of about 10,000 characters (the most an expression may
+    have), each costing milliseconds to compile: valid ones, ones refused once parsed, and
+    ones nested too deeply."""
+    token = time.perf_counter_ns()  # new to this process's compile cache
+    shapes = [
+        lambda index: "[" + ",".join(f"'{token}-{index}-{n}'" for n in range(9000 // 30)) + "]",
+        lambda index: "<".join([str(index)] + ["1"] * 4990),
+        lambda index: "-" * 9980 + str(index),
+    ]
+    return ["{{ " + shapes[index % 3](index)[:9990] + " }}" for index in range(count)]
+
+
+async def test_saving_many_long_expressions_holds_the_event_loop_briefly(alice: Caller) -> None:
+    # 300 nodes of one long expression each: 3 MB, seconds of compiling in all (it held the
+    # loop for 5.7 s in one stretch).
+    nodes = [node("start", "Start", "manual_trigger")]
+    nodes += [
+        node(f"s{index}", f"Set {index}", "set", parameters={"fields": [{"name": "v", "value": v}]})
+        for index, v in enumerate(_long_expressions(300))
+    ]
+    async with longest_hold(without_old_garbage=True) as hold:
+        data = await alice.gql(CREATE, {"input": {"name": "Long", "nodes": nodes, "edges": []}})
+    workflow = data["createWorkflow"]
+    assert workflow["__typename"] == "Workflow", workflow
+    issues = [issue["code"] for saved in workflow["nodes"] for issue in saved["issues"]]
+    assert issues.count("EXPRESSION_SYNTAX") == 200  # two shapes of three are refused
+    # One expression's compiling, a slice, and the request's own work (decoding 3 MB of
+    # JSON, storing it) at most; a loaded 2-core machine slows each.
+    assert hold.longest_s < 0.25, f"held the loop {hold.longest_s * 1000:.0f} ms"

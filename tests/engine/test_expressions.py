@@ -17,6 +17,7 @@ from engine.expressions import (
     referenced_nodes,
     rename_references,
 )
+from engine.expressions.lexer import split_template, to_python
 
 
 def render(source: str, **scope: object) -> object:
@@ -147,6 +148,7 @@ def test_compile_problems_name_the_parameter_path() -> None:
         ("{{ foo }}", "unknown name 'foo'"),
         ("{{ foo(1) }}", "unknown function 'foo'"),
         ("{{ $json.a ? 1 : 2 }}", "if condition else"),
+        ("{{ matches('a', '(') }}", "invalid regular expression"),
     ],
 )
 def test_syntax_errors_are_clear(source: str, message: str) -> None:
@@ -166,7 +168,7 @@ def test_syntax_errors_are_clear(source: str, message: str) -> None:
         ("{{ $json.qty.upper() }}", "no method 'upper'"),
         ("{{ int('abc') }}", "not a number"),
         ("{{ $json.tags < 3 }}", "cannot compare"),
-        ("{{ matches('a', '(') }}", "invalid regular expression"),
+        ("{{ matches('a', $json.name + '(') }}", "invalid regular expression"),
     ],
 )
 def test_evaluation_errors_are_typed(source: str, message: str) -> None:
@@ -400,3 +402,37 @@ def test_compiled_evaluation_is_fast() -> None:
         template.render(scope)
     per_evaluation_us = (time.perf_counter() - start) / runs * 1e6
     assert per_evaluation_us < 20, per_evaluation_us
+
+
+@pytest.mark.parametrize(
+    ("source", "python"),
+    [
+        ("$json.null && !$json.true", "_S_json.null  and   not _S_json.true"),
+        ("a === null || b !== undefined", "a == None  or  b != None"),
+        ("'$json && true' + \"it's\"", "'$json && true' + \"it's\""),
+        ("1true + xtrue + étrue + _true", "1true + xtrue + étrue + _true"),
+        ("$ + $('A') != !x", "_S_ + _S_('A') !=  not x"),
+        ("'unclosed \\' true", "'unclosed \\' true"),
+        ('"ends with a backslash\\', '"ends with a backslash\\'),
+    ],
+)
+def test_rewriting_touches_names_and_operators_outside_strings(source: str, python: str) -> None:
+    assert to_python(source) == python
+
+
+@pytest.mark.parametrize(
+    ("template", "expressions"),
+    [
+        ("a {{ x }} b {{ '}}' }}", ["x", "'}}'"]),
+        ("{{ {'a': {'b': 1}} }}", ["{'a': {'b': 1"]),  # the first `}}` outside a string
+        ('{{ "\\"}}" }}', ['"\\"}}"']),
+    ],
+)
+def test_templates_split_where_expressions_close(template: str, expressions: list[str]) -> None:
+    segments = split_template(template)
+    assert [segment.text for segment in segments if segment.is_expression] == expressions
+
+
+def test_an_unclosed_string_leaves_the_expression_unclosed() -> None:
+    with pytest.raises(ExpressionSyntaxError, match="unclosed"):
+        split_template("{{ 'a }}\\")

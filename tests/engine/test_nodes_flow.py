@@ -189,7 +189,7 @@ async def test_catastrophic_regex_fails_fast() -> None:
     assert time.perf_counter() - started < DEFAULT_LIMITS.regex_timeout_s + 1.0
     assert caught.value.error_type == "REGEX_TIMEOUT"
     assert "conditions[0].right" in caught.value.message
-    assert caught.value.details == {"parameter": "conditions[0].right"}
+    assert caught.value.details == {"parameter": "conditions[0].right", "limit": "regex time"}
 
 
 # A million numbers and a twin: a condition on them is millions of comparisons per item.
