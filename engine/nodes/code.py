@@ -6,8 +6,10 @@
 Items go in as `{json: item}` (n8n's shape) and come out as `{json: {...}}` or plain objects.
 The script's source is taken literally: it is never a `{{ }}` template (`code_parameters`).
 Its `$("Name")` references must name upstream nodes: checked on save when the name is
-literal, and at run time otherwise. Limits (time, heap, result size) end the script with
-CODE_TIMEOUT, CODE_MEMORY_LIMIT or CODE_ERROR; what it printed is kept on the node run.
+literal, and at run time otherwise. A call is given the items of the upstream nodes the
+script names, or of all of them when its source does not tell (`engine.code.references`).
+Limits (time, heap, result size) end the script with CODE_TIMEOUT, CODE_MEMORY_LIMIT or
+CODE_ERROR; what it printed is kept on the node run.
 """
 
 from __future__ import annotations

@@ -205,3 +205,47 @@ async def test_without_a_node_timeout_the_settings_timeout_stops_the_script(
     assert failed["error"]["type"] == "CODE_TIMEOUT"
     assert failed["error"]["message"] == "node 'Spin': the code ran longer than 1 s and was stopped"
     assert failed["error"]["details"]["timeoutSeconds"] == 1.0
+
+async def test_a_reference_the_source_does_not_spell_out_reaches_upstream_nodes(
+    app: Any, alice: Caller
+) -> None:
+    script = (
+        "const name = ['Si', 'de'].join('');\n"
+        "return [{json: {side: $(name).first().json.a, start: $($json.source).first().json.from,"
+        " escaped: $('\\u0053ide').first().json.a, member: $node.S\\u0069de.json.a}}]"
+    )
+    execution = await run(
+        app,
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            code("a", "Side", "return [{json: {a: 1, source: 'Start'}}]"),
+            code("b", "Reader", script),
+        ],
+        [edge("start", "a"), edge("a", "b")],
+        **{"from": "Start"},
+    )
+    assert execution["status"] == "SUCCEEDED", runs(execution)["Reader"]["error"]
+    assert execution["output"] == [{"side": 1, "start": "Start", "escaped": 1, "member": 1}]
+
+
+async def test_an_escaped_name_is_checked_on_save_as_javascript_reads_it(alice: Caller) -> None:
+    nodes = [
+        node("start", "Start", "manual_trigger"),
+        code("a", "Side", "return [{json: {a: 1}}]"),
+        code("b", "Reader", "return $('\\u0053ide').all()"),
+    ]
+    data = await alice.gql(
+        CREATE,
+        {
+            "input": {
+                "name": "refs",
+                "nodes": nodes,
+                "edges": [edge("start", "a"), edge("start", "b")],
+            }
+        },
+    )
+    (issue,) = {n["id"]: n["issues"] for n in data["createWorkflow"]["nodes"]}["b"]
+    assert issue["code"] == "INVALID_NODE_REFERENCE"
+    assert "'Side', which does not run before this node" in issue["message"]
+
