@@ -19,12 +19,14 @@ class FrameTooLarge(ValueError):
     """A payload over `MAX_FRAME_BYTES`."""
 
 
-def write_frame(stream: IO[bytes], payload: bytes) -> None:
-    """Write one frame (the caller flushes)."""
-    if len(payload) > MAX_FRAME_BYTES:
-        raise FrameTooLarge(f"a frame of {len(payload)} bytes is over {MAX_FRAME_BYTES}")
-    stream.write(_LENGTH.pack(len(payload)))
-    stream.write(payload)
+def write_frame(stream: IO[bytes], *pieces: bytes | memoryview) -> None:
+    """Write one frame, its payload given in pieces (the caller flushes)."""
+    size = sum(len(piece) for piece in pieces)
+    if size > MAX_FRAME_BYTES:
+        raise FrameTooLarge(f"a frame of {size} bytes is over {MAX_FRAME_BYTES}")
+    stream.write(_LENGTH.pack(size))
+    for piece in pieces:
+        stream.write(piece)
 
 
 def read_frame(stream: IO[bytes]) -> bytes | None:

@@ -5,11 +5,17 @@
 
     parent -> host   config (JSON), once
     host -> parent   {"ready": true, ...}, once the isolate is set up
-    parent -> host   per call: header (JSON), items (JSON), upstream outputs (JSON)
-    host -> parent   per call: the outcome (JSON): {"ok": true, "items": [...], "console": ...}
-                     or {"ok": false, "error": {...}, "console": ...}
+    parent -> host   per call: header (JSON: code, mode, facts, limits, timeout, seed),
+                     items (a JSON array), upstream outputs (per node, its name and its items
+                     as JSON, each on a line of its own)
+    host -> parent   per call: the outcome: {"ok": true, "console": ...} followed by the items
+                     in pieces, one JSON array per line; or {"ok": false, "error": {...},
+                     "console": ...}
 
 The isolate loads SES and locks down its intrinsics, then the harness (`js/harness.js`).
+A call ends only once the microtask queue is empty: jobs a script left queued (a `then`
+callback, an async function still awaiting) run within its time, never in a later call's;
+a host whose jobs outlive the call's deadline is killed.
 A call that hits a limit (time, heap) is answered, then the host exits: its isolate is not
 trusted again, and V8 may still be busy in a builtin that ignores termination. A watchdog
 thread ends the process (`EXIT_MEMORY`) when its resident memory passes the limit, which
@@ -131,7 +137,6 @@ class Isolate:
         )
         self.racer.eval((JS / "harness.js").read_text(encoding="utf-8"))
         self.run = cast(JSFunction, self.racer.eval("__loom.run")).cancelable()
-        self.settle = cast(JSFunction, self.racer.eval("__loom.settle")).cancelable()
         used = int(self.racer.heap_stats()["used_heap_size"])
         # Scripts get the configured heap on top of what SES and the harness use.
         self.racer.set_hard_memory_limit(used + heap_bytes)
@@ -141,9 +146,16 @@ class Isolate:
         """The outcome of one call, and whether the isolate must be discarded after it."""
         try:
             async with asyncio.timeout(timeout_s):
-                outcome = await self.run(request.decode())
-                if outcome is None:
-                    outcome = await self.settle()
+                # The request goes in as `this` (a string): no arguments array to build.
+                outcome = await self.run(this=cast(Any, request.decode()))
+            # mini-racer empties the microtask queue after each task and before the next
+            # one: this task starts only once every job the script left queued has run (a
+            # `then` callback, an async function still awaiting), and for code that awaits
+            # it collects the outcome. It blocks, which spares a wake-up of this loop: jobs
+            # that never end are ended with this process by the parent at the deadline.
+            settled = self.racer.eval("__loom.settle()")
+            if outcome is None:
+                outcome = settled
         except TimeoutError:
             return _limit("CODE_TIMEOUT", "time"), True
         except JSEvalException as exc:

@@ -102,7 +102,6 @@ async def run_code(context: NodeRunContext, inputs: PortItems) -> PortItems:
                 "version": info.workflow_version,
             },
             "now": info.now,
-            "ancestors": sorted(upstream),
         },
         timeout_s=_timeout_s(context, sandbox),
     )
@@ -116,6 +115,12 @@ async def run_code(context: NodeRunContext, inputs: PortItems) -> PortItems:
             limit_s = context.node.timeout_s or sandbox.limits.timeout_s
             details["timeoutSeconds"] = limit_s
             message = f"the code ran longer than {limit_s:g} s and was stopped"
+            if "sandboxes" in failure.details:
+                message = (
+                    f"the code did not start within {limit_s:g} s: all "
+                    f"{failure.details['sandboxes']} code sandboxes were busy "
+                    "(LOOM_CODE_SANDBOXES)"
+                )
         raise NodeError(message, error_type=failure.error_type, details=details) from None
     if result.console.lines or result.console.truncated:
         context.console = result.console

@@ -206,6 +206,7 @@ async def test_without_a_node_timeout_the_settings_timeout_stops_the_script(
     assert failed["error"]["message"] == "node 'Spin': the code ran longer than 1 s and was stopped"
     assert failed["error"]["details"]["timeoutSeconds"] == 1.0
 
+
 async def test_a_reference_the_source_does_not_spell_out_reaches_upstream_nodes(
     app: Any, alice: Caller
 ) -> None:
@@ -249,3 +250,47 @@ async def test_an_escaped_name_is_checked_on_save_as_javascript_reads_it(alice: 
     assert issue["code"] == "INVALID_NODE_REFERENCE"
     assert "'Side', which does not run before this node" in issue["message"]
 
+
+async def test_text_that_is_not_unicode_fails_the_node_and_prints_well_formed(
+    app: Any, alice: Caller
+) -> None:
+    script = "console.log('half a pair: \\ud83d');\nreturn [{json: {text: 'x\\ud800'}}]"
+    execution = await run(
+        app,
+        alice,
+        [node("start", "Start", "manual_trigger"), code("c", "Halves", script)],
+        [edge("start", "c")],
+    )
+    failed = runs(execution)["Halves"]
+    assert failed["status"] == "FAILED"
+    assert failed["error"]["type"] == "CODE_ERROR"
+    assert failed["error"]["message"] == (
+        "node 'Halves': item 0 of the result holds text with a lone UTF-16 surrogate "
+        "(\\ud800), which is not valid Unicode (text.toWellFormed() replaces each with U+FFFD)"
+    )
+    assert failed["console"] == {"lines": ["half a pair: \ufffd"], "truncated": False}
+
+
+async def test_a_script_that_waits_for_a_sandbox_past_its_timeout_fails_without_running(
+    app: Any, alice: Caller
+) -> None:
+    # Both sandboxes spin; the third script's 0.5 s pass while it waits for one.
+    spin = "while (true) {}"
+    execution = await run(
+        app,
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            code("a", "Spin A", spin, timeoutSeconds=2),
+            code("b", "Spin B", spin, timeoutSeconds=2),
+            code("late", "Late", "return [{json: {ran: true}}]", timeoutSeconds=0.5),
+        ],
+        [edge("start", "a"), edge("start", "b"), edge("start", "late")],
+    )
+    late = runs(execution)["Late"]
+    assert late["error"]["type"] == "CODE_TIMEOUT"
+    assert late["error"]["message"] == (
+        "node 'Late': the code did not start within 0.5 s: all 2 code sandboxes were busy "
+        "(LOOM_CODE_SANDBOXES)"
+    )
+    assert late["error"]["details"]["sandboxes"] == 2
