@@ -11,6 +11,8 @@ _LENGTH = struct.Struct(">I")
 EXIT_DISCARD = 3
 # The host's watchdog ended it: its resident memory passed the limit.
 EXIT_MEMORY = 4
+# The host's watchdog ended it: a call was still running past its deadline.
+EXIT_TIMEOUT = 5
 # A frame is at most this large: a request or reply past it is refused before it is sent.
 MAX_FRAME_BYTES = 1024 * 1024 * 1024
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from engine.code.frames import EXIT_MEMORY
+from engine.code.frames import EXIT_MEMORY, EXIT_TIMEOUT
 from engine.code.hosts import Host, HostDied, Reaper
 from engine.code.limits import MB, CodeLimits
 from engine.events import ConsoleOutput
@@ -330,7 +330,7 @@ class CodeSandbox:
             return _Cancelled()
         if code == EXIT_MEMORY:
             return self._memory("memory")
-        if host.killed_at is not None:
+        if code == EXIT_TIMEOUT or host.killed_at is not None:
             return self._timeout()
         tail = host.stderr_tail()
         if any(word in tail.lower() for word in _MEMORY_WORDS):
