@@ -20,11 +20,15 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-# A name where an identifier may start (not inside one, not after `\`) that begins with `$`,
-# is `arguments`, or is spelled with `\u` escapes (`\u0024` is `$`); decoded before it is
-# judged. The lookahead only scans a word from its first character: linear.
+# A name that may be `$`, `$node` or `arguments`: one of them as written, or one spelled with
+# `\u` escapes (`\u0024` is `$`), which is decoded before it is judged. Each alternative
+# starts with its own character (the engine skips to the next `$`, `\` or `a` at C speed)
+# and then looks back one character: it must start a word, not sit inside one or after `\`.
 _WORD = re.compile(
-    r"(?<![\w$\\])(?=\$|arguments|[\w$]*\\u)(?:[\w$]|\\u[0-9A-Fa-f]{4}|\\u\{[0-9A-Fa-f]+\})+"
+    r"(?:\$(?<![\w$\\]\$)(?=(?:node)?(?![\w$\\])|[\w$]*\\u)"
+    r"|\\(?<![\w$\\]\\)u(?:[0-9A-Fa-f]{4}|\{[0-9A-Fa-f]+\})"
+    r"|a(?<![\w$\\]a)(?=rguments(?![\w$\\])|[\w$]*\\u))"
+    r"(?:[\w$]|\\u[0-9A-Fa-f]{4}|\\u\{[0-9A-Fa-f]+\})*"
 )
 # Quoted text: '...', "..." or `...` without `${`. The alternatives inside never overlap, so
 # an unclosed quote costs one pass to the end of the line (or of the text, for `).
@@ -112,15 +116,13 @@ def scan(code: str) -> ScriptReferences:
 
 
 def _name(reference: re.Match[str]) -> str:
-    member = reference.groupdict().get("member")
-    if member is not None:
-        return _decoded(member)
-    template = reference["template"]
-    if template is not None:
+    # One named group matched: the quoted text or the member's name.
+    kind = reference.lastgroup
+    written = reference[kind] if kind is not None else ""
+    if kind == "template":
         # A template's raw line breaks are read as \n.
-        return _decoded(template.replace("\r\n", "\n").replace("\r", "\n"))
-    quoted = reference["double"]
-    return _decoded(quoted if quoted is not None else reference["single"])
+        written = written.replace("\r\n", "\n").replace("\r", "\n")
+    return _decoded(written)
 
 
 def _decoded(text: str) -> str:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from engine.code.references import offered_nodes, script_references
+from engine.code.references import offered_nodes, scan, script_references
 
 UPSTREAM = frozenset({"Orders", "Customers", "Config", 'Say "hi"', "Back`tick", "Café", ""})
 
@@ -133,6 +133,22 @@ def test_scanning_the_largest_script_stays_fast(code: str) -> None:
     script_references(code)
     offered_nodes(code, upstream)
     assert time.perf_counter() - started < 0.25
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "x = 1;\n" * 40_000,
+        "const y = $json.a + $('Orders').first().json.b + $node['Customers'].json.c;\n" * 3_000,
+        "return $input.all().map((i) => ({json: {t: `${i.json.a} ${arguments.length}`}}));\n"
+        * 3_000,
+    ],
+    ids=["no-references", "6000-references", "templates"],
+)
+def test_a_256_kb_script_is_read_in_milliseconds(code: str) -> None:
+    started = time.perf_counter()
+    scan.__wrapped__(code)  # not the kept result
+    assert time.perf_counter() - started < 0.05
 
 
 def test_a_large_script_is_scanned_once_per_call_at_most_in_microseconds() -> None:
