@@ -246,6 +246,23 @@ CORPUS: list[tuple[str, str, Ok | Fails]] = [
         "}); const kept = []; (function () { kept.push(1); return [{json: {n: kept.length}}]",
         Fails("CODE_ERROR", "closes the function"),
     ),
+    # Other nodes: only those passed in can be read, however the name is reached.
+    (
+        "reference-through-arguments",
+        "return arguments[2]('Nowhere').all()",
+        Fails("CODE_ERROR", "no node named 'Nowhere' runs before this node"),
+    ),
+    (
+        "reference-by-escaped-name",
+        "return $node['\\u004Eowhere'].all()",
+        Fails("CODE_ERROR", "no node named 'Nowhere' runs before this node"),
+    ),
+    ("node-name-not-a-string", "return $(42)", Fails("CODE_ERROR", "node names are strings")),
+    (
+        "enumerate-nodes",
+        "return [{json: {keys: Object.keys($node), has: 'Upstream' in $node}}]",
+        Ok([{"keys": [], "has": False}]),
+    ),
     # Promises
     (
         "never-resolved",
