@@ -3,10 +3,10 @@
 The file is a JSON object shaped like GraphQL's `WorkflowInput` (`name`, `nodes`, `edges`,
 optional `description`, `tags` and `settings`) plus an optional `input` object, the run's
 input when `--input` is not given. HTTP Request nodes send their requests through the same
-guarded client as the server, under the same settings (`server.run_resources`); a node that
-needs what only the server has (credentials, other workflows) fails saying so. The run shows
-node-by-node progress on the console, prints the final output as JSON on stdout, and ends
-with an exit code:
+guarded client as the server, and Code nodes run in a sandbox with the same limits, under
+the same settings (`server.run_resources`); a node that needs what only the server has
+(credentials, other workflows) fails saying so. The run shows node-by-node progress on the
+console, prints the final output as JSON on stdout, and ends with an exit code:
 
     0  the execution SUCCEEDED
     1  it FAILED or was CANCELLED
@@ -432,7 +432,7 @@ async def _execute_with_resources(
             expression_limits=settings.expression_limits(),
         )
     finally:
-        await resources.http.close()
+        await resources.close()
 
 
 # How each node event is shown: status word, colour, mark.
@@ -558,7 +558,7 @@ def run_workflow_file(
     Progress and errors go to `console`; the final output goes to `output` (stdout) as JSON.
     With `quiet`, node-by-node progress is left out. `settings` (read from the environment
     when not given) are the server's: HTTP Request nodes are guarded by the same
-    `LOOM_HTTP_ALLOWED_NETWORKS`.
+    `LOOM_HTTP_ALLOWED_NETWORKS`, Code nodes run under the same `LOOM_CODE_*` limits.
     """
     settings = settings or Settings()
     try:

@@ -1,4 +1,5 @@
-"""What `loom run` lends to nodes: the server's guarded HTTP client, under the same settings.
+"""What `loom run` lends to nodes: the server's guarded HTTP client and a Code node sandbox,
+under the same settings (`LOOM_HTTP_ALLOWED_NETWORKS`, `LOOM_CODE_*`).
 
 A file run has no database, so what lives there is out of reach, and the nodes that need it
 fail saying so (named by the executor, with the reason below): credentials, which the server
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.code import CodeSandbox
 from engine.network_policy import NetworkPolicy
 from engine.nodes.base import (
     CallRefused,
@@ -51,7 +53,10 @@ class NoWorkflows:
 
 
 def file_run_resources(settings: Settings) -> NodeResources:
-    """An HTTP client guarded by `LOOM_HTTP_ALLOWED_NETWORKS` exactly as the server's, and
-    stand-ins that refuse what only the server has. The caller closes `http`."""
+    """An HTTP client guarded by `LOOM_HTTP_ALLOWED_NETWORKS` exactly as the server's, a Code
+    node sandbox with the server's limits (its processes start on first use), and stand-ins
+    that refuse what only the server has. The caller closes them (`close()`)."""
     policy = NetworkPolicy.from_strings(settings.http_allowed_networks)
-    return NodeResources(policy, NoCredentials(), NoWorkflows())
+    return NodeResources(
+        policy, NoCredentials(), NoWorkflows(), CodeSandbox(settings.code_limits())
+    )

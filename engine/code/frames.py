@@ -11,6 +11,8 @@ _LENGTH = struct.Struct(">I")
 EXIT_DISCARD = 3
 # The host's watchdog ended it: its resident memory passed the limit.
 EXIT_MEMORY = 4
+# The host's watchdog ended it: a call was still running past its deadline.
+EXIT_TIMEOUT = 5
 # A frame is at most this large: a request or reply past it is refused before it is sent.
 MAX_FRAME_BYTES = 1024 * 1024 * 1024
 
@@ -19,12 +21,14 @@ class FrameTooLarge(ValueError):
     """A payload over `MAX_FRAME_BYTES`."""
 
 
-def write_frame(stream: IO[bytes], payload: bytes) -> None:
-    """Write one frame (the caller flushes)."""
-    if len(payload) > MAX_FRAME_BYTES:
-        raise FrameTooLarge(f"a frame of {len(payload)} bytes is over {MAX_FRAME_BYTES}")
-    stream.write(_LENGTH.pack(len(payload)))
-    stream.write(payload)
+def write_frame(stream: IO[bytes], *pieces: bytes | memoryview) -> None:
+    """Write one frame, its payload given in pieces (the caller flushes)."""
+    size = sum(len(piece) for piece in pieces)
+    if size > MAX_FRAME_BYTES:
+        raise FrameTooLarge(f"a frame of {size} bytes is over {MAX_FRAME_BYTES}")
+    stream.write(_LENGTH.pack(size))
+    for piece in pieces:
+        stream.write(piece)
 
 
 def read_frame(stream: IO[bytes]) -> bytes | None:

@@ -5,16 +5,23 @@
 
     parent -> host   config (JSON), once
     host -> parent   {"ready": true, ...}, once the isolate is set up
-    parent -> host   per call: header (JSON), items (JSON), upstream outputs (JSON)
-    host -> parent   per call: the outcome (JSON): {"ok": true, "items": [...], "console": ...}
-                     or {"ok": false, "error": {...}, "console": ...}
+    parent -> host   per call: header (JSON: code, mode, facts, limits, timeout, seed),
+                     items (a JSON array), upstream outputs (per node, its name and its items
+                     as JSON, each on a line of its own)
+    host -> parent   per call: the outcome: {"ok": true, "console": ...} followed by the items
+                     in pieces, one JSON array per line; or {"ok": false, "error": {...},
+                     "console": ...}
 
 The isolate loads SES and locks down its intrinsics, then the harness (`js/harness.js`).
+A call ends only once the microtask queue is empty: jobs a script left queued (a `then`
+callback, an async function still awaiting) run within its time, never in a later call's.
 A call that hits a limit (time, heap) is answered, then the host exits: its isolate is not
 trusted again, and V8 may still be busy in a builtin that ignores termination. A watchdog
-thread ends the process (`EXIT_MEMORY`) when its resident memory passes the limit, which
-catches what V8's heap limit cannot see (array buffers). V8's own fatal errors end it too;
-the parent reports each of these as the call's failure and starts another host.
+thread ends the process when its resident memory passes the limit (`EXIT_MEMORY`), which
+catches what V8's heap limit cannot see (array buffers), and when a call is still running
+a moment past its deadline (`EXIT_TIMEOUT`): promise jobs that never end, which nothing
+interrupts. V8's own fatal errors end it too; the parent reports each of these as the
+call's failure and starts another host.
 
 The host has no credentials, no database and a scrubbed environment; scripts reach none of
 it anyway (there is no I/O in the isolate), this is a second wall.
@@ -40,12 +47,16 @@ from py_mini_racer import (
     init_mini_racer,
 )
 
-from engine.code.frames import EXIT_DISCARD, EXIT_MEMORY, read_frame, write_frame
+from engine.code.frames import EXIT_DISCARD, EXIT_MEMORY, EXIT_TIMEOUT, read_frame, write_frame
 
 JS = Path(__file__).parent / "js"
 WATCHDOG_INTERVAL_S = 0.02
+# How long past its deadline a call may take to answer (V8 stops a script at once) before
+# the watchdog ends the process.
+DEADLINE_GRACE_S = 0.01
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _SYNTAX_POSITION = "code.js"
+_SETTLE = "__loom.settle()"
 
 
 def resident_bytes() -> int:
@@ -55,17 +66,26 @@ def resident_bytes() -> int:
 
 class _Watchdog:
     """Ends the process when its resident memory passes `limit_bytes` (set per call: the
-    request itself is held three times, as bytes, text and V8 string)."""
+    request itself is held three times, as bytes, text and V8 string), or when the call in
+    progress is still running `DEADLINE_GRACE_S` past its `deadline` (monotonic time)."""
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit_bytes = limit_bytes
-        threading.Thread(target=self._watch, name="memory watchdog", daemon=True).start()
+        self.deadline: float | None = None
+        threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
 
     def _watch(self) -> None:
         while True:
             if resident_bytes() > self.limit_bytes:
                 os._exit(EXIT_MEMORY)
-            time.sleep(WATCHDOG_INTERVAL_S)
+            pause_s = WATCHDOG_INTERVAL_S
+            deadline = self.deadline
+            if deadline is not None:
+                left_s = deadline + DEADLINE_GRACE_S - time.monotonic()
+                if left_s <= 0:
+                    os._exit(EXIT_TIMEOUT)
+                pause_s = min(pause_s, left_s)
+            time.sleep(pause_s)
 
 
 def _failure(error_type: str, message: str, **fields: Any) -> dict[str, Any]:
@@ -131,7 +151,6 @@ class Isolate:
         )
         self.racer.eval((JS / "harness.js").read_text(encoding="utf-8"))
         self.run = cast(JSFunction, self.racer.eval("__loom.run")).cancelable()
-        self.settle = cast(JSFunction, self.racer.eval("__loom.settle")).cancelable()
         used = int(self.racer.heap_stats()["used_heap_size"])
         # Scripts get the configured heap on top of what SES and the harness use.
         self.racer.set_hard_memory_limit(used + heap_bytes)
@@ -139,11 +158,21 @@ class Isolate:
 
     async def call(self, request: bytes, code: str, timeout_s: float) -> tuple[bytes, bool]:
         """The outcome of one call, and whether the isolate must be discarded after it."""
+        # mini-racer empties the microtask queue after each task and before the next one:
+        # a `settle` task starts only once every promise job the script left has run.
         try:
             async with asyncio.timeout(timeout_s):
-                outcome = await self.run(request.decode())
+                # The request goes in as `this` (a string): no arguments array to build.
+                outcome = await self.run(this=cast(Any, request.decode()))
                 if outcome is None:
-                    outcome = await self.settle()
+                    # Code that awaits: its outcome comes once its jobs have run.
+                    outcome = await self.racer.eval_cancelable(_SETTLE)
+                else:
+                    # Code that returned: jobs it may have left (a `then` callback, an async
+                    # function it did not await) run now. The call blocks, which spares a
+                    # wake-up of this loop on every call: jobs that never end are ended with
+                    # this process, by the watchdog.
+                    self.racer.eval(_SETTLE)
         except TimeoutError:
             return _limit("CODE_TIMEOUT", "time"), True
         except JSEvalException as exc:
@@ -209,7 +238,10 @@ async def serve() -> int:
         watchdog.limit_bytes = baseline + 3 * (len(header) + len(items) + len(nodes))
         facts = orjson.loads(header)
         request = b"\n".join((header, items, nodes))
-        reply, discard = await isolate.call(request, facts["code"], float(facts["timeout_s"]))
+        timeout_s = float(facts["timeout_s"])
+        watchdog.deadline = time.monotonic() + timeout_s
+        reply, discard = await isolate.call(request, facts["code"], timeout_s)
+        watchdog.deadline = None
         write_frame(stdout, reply)
         stdout.flush()
         if discard:

@@ -93,7 +93,7 @@ class Host:
         timer = threading.Timer(START_TIMEOUT_S, self.kill)
         timer.start()
         try:
-            self._send([orjson.dumps(config)])
+            self._send([[orjson.dumps(config)]])
             ready = self._receive()
         finally:
             timer.cancel()
@@ -111,7 +111,9 @@ class Host:
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
 
-    def exchange(self, frames: list[bytes], deadline: float, reaper: Reaper) -> bytes:
+    def exchange(
+        self, frames: list[list[bytes | memoryview]], deadline: float, reaper: Reaper
+    ) -> bytes:
         """Send one call and wait for its outcome; the host is killed at `deadline`."""
         serial = reaper.watch(self, deadline)
         try:
@@ -139,12 +141,13 @@ class Host:
         except (OSError, ValueError):
             return ""
 
-    def _send(self, frames: list[bytes]) -> None:
+    def _send(self, frames: list[list[bytes | memoryview]]) -> None:
+        """Write frames, each given as the pieces of its payload."""
         stdin = self.process.stdin
         assert stdin is not None
         try:
             for frame in frames:
-                write_frame(stdin, frame)
+                write_frame(stdin, *frame)
             stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise HostDied(str(exc)) from exc

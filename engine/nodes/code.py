@@ -6,8 +6,10 @@
 Items go in as `{json: item}` (n8n's shape) and come out as `{json: {...}}` or plain objects.
 The script's source is taken literally: it is never a `{{ }}` template (`code_parameters`).
 Its `$("Name")` references must name upstream nodes: checked on save when the name is
-literal, and at run time otherwise. Limits (time, heap, result size) end the script with
-CODE_TIMEOUT, CODE_MEMORY_LIMIT or CODE_ERROR; what it printed is kept on the node run.
+literal, and at run time otherwise. A call is given the items of the upstream nodes the
+script names, or of all of them when its source does not tell (`engine.code.references`).
+Limits (time, heap, result size) end the script with CODE_TIMEOUT, CODE_MEMORY_LIMIT or
+CODE_ERROR; what it printed is kept on the node run.
 """
 
 from __future__ import annotations
@@ -100,7 +102,6 @@ async def run_code(context: NodeRunContext, inputs: PortItems) -> PortItems:
                 "version": info.workflow_version,
             },
             "now": info.now,
-            "ancestors": sorted(upstream),
         },
         timeout_s=_timeout_s(context, sandbox),
     )
@@ -114,6 +115,12 @@ async def run_code(context: NodeRunContext, inputs: PortItems) -> PortItems:
             limit_s = context.node.timeout_s or sandbox.limits.timeout_s
             details["timeoutSeconds"] = limit_s
             message = f"the code ran longer than {limit_s:g} s and was stopped"
+            if "sandboxes" in failure.details:
+                message = (
+                    f"the code did not start within {limit_s:g} s: all "
+                    f"{failure.details['sandboxes']} code sandboxes were busy "
+                    "(LOOM_CODE_SANDBOXES)"
+                )
         raise NodeError(message, error_type=failure.error_type, details=details) from None
     if result.console.lines or result.console.truncated:
         context.console = result.console

@@ -58,6 +58,13 @@ def runs(execution: dict) -> dict[str, dict]:
     return {run["nodeName"]: run for run in execution["nodeRuns"]}
 
 
+async def warm(app: Any, caller: Caller) -> None:
+    """Start a sandbox host: a node's time counts from when it asks for one, so a host that
+    starts within it (a second or more on a loaded machine) takes from a short timeout."""
+    nodes = [node("start", "Start", "manual_trigger"), code("c", "Warm", "return []")]
+    assert (await run(app, caller, nodes, [edge("start", "c")]))["status"] == "SUCCEEDED"
+
+
 async def test_a_script_maps_items_and_its_console_output_is_kept(app: Any, alice: Caller) -> None:
     script = (
         "console.log('items:', $input.all().length);\n"
@@ -120,13 +127,25 @@ async def test_a_thrown_error_fails_the_node_with_its_line_and_console(
     assert execution["error"]["nodeId"] == "c"
 
 
-async def test_the_nodes_timeout_stops_the_script_as_code_timeout(app: Any, alice: Caller) -> None:
+@pytest.mark.parametrize(
+    "spin",
+    [
+        "while (true) {}",
+        "await null; while (true) {}",
+        "Promise.resolve().then(() => { for (;;) {} })",
+    ],
+    ids=["returns", "awaits", "leaves-a-job"],
+)
+async def test_the_nodes_timeout_stops_the_script_as_code_timeout(
+    app: Any, alice: Caller, spin: str
+) -> None:
+    await warm(app, alice)
     execution = await run(
         app,
         alice,
         [
             node("start", "Start", "manual_trigger"),
-            code("c", "Spin", "while (true) {}", timeoutSeconds=0.5),
+            code("c", "Spin", spin, timeoutSeconds=0.5),
         ],
         [edge("start", "c")],
     )
@@ -195,6 +214,7 @@ async def test_a_reference_built_at_run_time_to_a_node_not_upstream_fails(
 async def test_without_a_node_timeout_the_settings_timeout_stops_the_script(
     app: Any, alice: Caller
 ) -> None:
+    await warm(app, alice)
     execution = await run(
         app,
         alice,
@@ -205,3 +225,92 @@ async def test_without_a_node_timeout_the_settings_timeout_stops_the_script(
     assert failed["error"]["type"] == "CODE_TIMEOUT"
     assert failed["error"]["message"] == "node 'Spin': the code ran longer than 1 s and was stopped"
     assert failed["error"]["details"]["timeoutSeconds"] == 1.0
+
+
+async def test_a_reference_the_source_does_not_spell_out_reaches_upstream_nodes(
+    app: Any, alice: Caller
+) -> None:
+    script = (
+        "const name = ['Si', 'de'].join('');\n"
+        "return [{json: {side: $(name).first().json.a, start: $($json.source).first().json.from,"
+        " escaped: $('\\u0053ide').first().json.a, member: $node.S\\u0069de.json.a}}]"
+    )
+    execution = await run(
+        app,
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            code("a", "Side", "return [{json: {a: 1, source: 'Start'}}]"),
+            code("b", "Reader", script),
+        ],
+        [edge("start", "a"), edge("a", "b")],
+        **{"from": "Start"},
+    )
+    assert execution["status"] == "SUCCEEDED", runs(execution)["Reader"]["error"]
+    assert execution["output"] == [{"side": 1, "start": "Start", "escaped": 1, "member": 1}]
+
+
+async def test_an_escaped_name_is_checked_on_save_as_javascript_reads_it(alice: Caller) -> None:
+    nodes = [
+        node("start", "Start", "manual_trigger"),
+        code("a", "Side", "return [{json: {a: 1}}]"),
+        code("b", "Reader", "return $('\\u0053ide').all()"),
+    ]
+    data = await alice.gql(
+        CREATE,
+        {
+            "input": {
+                "name": "refs",
+                "nodes": nodes,
+                "edges": [edge("start", "a"), edge("start", "b")],
+            }
+        },
+    )
+    (issue,) = {n["id"]: n["issues"] for n in data["createWorkflow"]["nodes"]}["b"]
+    assert issue["code"] == "INVALID_NODE_REFERENCE"
+    assert "'Side', which does not run before this node" in issue["message"]
+
+
+async def test_text_that_is_not_unicode_fails_the_node_and_prints_well_formed(
+    app: Any, alice: Caller
+) -> None:
+    script = "console.log('half a pair: \\ud83d');\nreturn [{json: {text: 'x\\ud800'}}]"
+    execution = await run(
+        app,
+        alice,
+        [node("start", "Start", "manual_trigger"), code("c", "Halves", script)],
+        [edge("start", "c")],
+    )
+    failed = runs(execution)["Halves"]
+    assert failed["status"] == "FAILED"
+    assert failed["error"]["type"] == "CODE_ERROR"
+    assert failed["error"]["message"] == (
+        "node 'Halves': item 0 of the result holds text with a lone UTF-16 surrogate "
+        "(\\ud800), which is not valid Unicode (text.toWellFormed() replaces each with U+FFFD)"
+    )
+    assert failed["console"] == {"lines": ["half a pair: \ufffd"], "truncated": False}
+
+
+async def test_a_script_that_waits_for_a_sandbox_past_its_timeout_fails_without_running(
+    app: Any, alice: Caller
+) -> None:
+    # Both sandboxes spin; the third script's 0.5 s pass while it waits for one.
+    spin = "while (true) {}"
+    execution = await run(
+        app,
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            code("a", "Spin A", spin, timeoutSeconds=2),
+            code("b", "Spin B", spin, timeoutSeconds=2),
+            code("late", "Late", "return [{json: {ran: true}}]", timeoutSeconds=0.5),
+        ],
+        [edge("start", "a"), edge("start", "b"), edge("start", "late")],
+    )
+    late = runs(execution)["Late"]
+    assert late["error"]["type"] == "CODE_TIMEOUT"
+    assert late["error"]["message"] == (
+        "node 'Late': the code did not start within 0.5 s: all 2 code sandboxes were busy "
+        "(LOOM_CODE_SANDBOXES)"
+    )
+    assert late["error"]["details"]["sandboxes"] == 2

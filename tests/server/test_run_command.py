@@ -244,3 +244,16 @@ def test_the_output_limit_setting_holds_in_loom_run(tmp_path: Path) -> None:
     allowed = run_loom("run", str(path), cwd=tmp_path, LOOM_MAX_NODE_OUTPUT_BYTES="100000")
     assert allowed.code == EXIT_SUCCEEDED, allowed.stderr
     assert json.loads(allowed.stdout) == [{"s": "x" * 70000}]
+
+
+def test_the_code_settings_hold_in_loom_run(tmp_path: Path) -> None:
+    nodes = [
+        node("start", "Start", "manual_trigger"),
+        node("spin", "Spin", "code", parameters={"code": "for (;;) {}"}),
+    ]
+    path = _write(tmp_path, workflow_input(nodes=nodes, edges=[edge("start", "spin")]))
+    ran = run_loom("run", str(path), cwd=tmp_path, LOOM_CODE_TIMEOUT_S="0.5")
+    assert ran.code == EXIT_FAILED, ran.stderr
+    assert "CODE_TIMEOUT: node 'Spin': the code ran longer than 0.5 s and was stopped" in (
+        " ".join(ran.stderr.split())
+    )

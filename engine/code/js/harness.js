@@ -5,9 +5,49 @@
 (() => {
   'use strict';
 
-  // Date and Math of the start compartment: hardened by lockdown, and unlike the tamed
-  // versions a compartment gets by default, `Date.now()` and `Math.random()` work.
-  const compartment = new Compartment({ globals: { Date, Math }, __options__: true });
+  // Math.random: xoshiro128** (public domain, Blackman and Vigna), seeded for each call with
+  // 128 bits the parent draws from the operating system's CSPRNG. V8's own generator is one
+  // per isolate, shared by every call the isolate serves: a call could read its state from
+  // the values it draws and predict the next call's, or leave it where another call finds
+  // it. This one starts afresh for each call and says nothing about any other.
+  let s0 = 1;
+  let s1 = 0;
+  let s2 = 0;
+  let s3 = 0;
+  const rotl = (x, k) => (x << k) | (x >>> (32 - k));
+  const next = () => {
+    const result = Math.imul(rotl(Math.imul(s1, 5), 7), 9) >>> 0;
+    const t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = rotl(s3, 11);
+    return result;
+  };
+  const seed = (words) => {
+    [s0, s1, s2, s3] = words;
+    if ((s0 | s1 | s2 | s3) === 0) s0 = 1; // the one state it never leaves
+  };
+  const mathProperties = Object.getOwnPropertyDescriptors(Math);
+  mathProperties.random = {
+    ...mathProperties.random,
+    // 53 random bits, as V8's own: 27 from one draw, 26 from the next.
+    value: {
+      random() {
+        return ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992;
+      },
+    }.random,
+  };
+  const seededMath = Object.create(Object.getPrototypeOf(Math), mathProperties);
+
+  // Date of the start compartment: hardened by lockdown, and unlike the tamed version a
+  // compartment gets by default, `Date.now()` works (the real time, to the millisecond).
+  const compartment = new Compartment({
+    globals: { Date, Math: harden(seededMath) },
+    __options__: true,
+  });
   harden(compartment.globalThis);
 
   // Captured before any script runs (and frozen by lockdown anyway).
@@ -80,6 +120,16 @@
     return bytes;
   };
 
+  // JSON.stringify writes a lone surrogate as an escape (`\ud800`), a pair as itself.
+  const LONE_SURROGATE = /(?<!\\)(?:\\\\)*\\u(d[89a-f][0-9a-f]{2})/;
+  const holdsLoneSurrogate = (value) => {
+    try {
+      return LONE_SURROGATE.test(JSON.stringify(value) ?? '');
+    } catch (_) {
+      return false; // a toJSON that throws this time: the item is not the one named
+    }
+  };
+
   const formatted = (value) => {
     if (typeof value === 'string') return value;
     if (value === undefined || typeof value === 'function' || typeof value === 'symbol') {
@@ -99,7 +149,8 @@
     const captured = { lines: [], bytes: 0, truncated: false };
     const write = (args) => {
       if (captured.truncated) return;
-      let line = args.map(formatted).join(' ');
+      // A lone surrogate is not text: it becomes U+FFFD, as toWellFormed() makes it.
+      let line = args.map(formatted).join(' ').toWellFormed();
       const room = limits.consoleBytes - captured.bytes;
       if (captured.lines.length >= limits.consoleLines || room <= 0) {
         captured.truncated = true;
@@ -107,9 +158,11 @@
       }
       let size = utf8Length(line);
       if (size > room) {
-        // Cut by characters until it fits: rare, and bounded by the line's length.
+        // Cut by characters until it fits: rare, and bounded by the line's length. A cut
+        // through a surrogate pair leaves half of it, which becomes U+FFFD (fewer bytes).
         line = line.slice(0, room);
         while (utf8Length(line) > room) line = line.slice(0, Math.floor(line.length * 0.9));
+        line = line.toWellFormed();
         size = utf8Length(line);
         captured.truncated = true;
       }
@@ -124,19 +177,15 @@
   const wrap = (json) => ({ json });
 
   // `$("Name")` and `$node["Name"]` of the item at `index`: the items of an upstream node.
-  const makeNodes = (outputs, facts, index) => {
+  // Loom passes in every upstream node the script can reach (`engine/code/references.py`):
+  // a name it did not pass is not upstream.
+  const makeNodes = (outputs, index) => {
     const lookup = (name) => {
       if (typeof name !== 'string') {
         throw new TypeError(`node names are strings, not ${typeOf(name)}`);
       }
       const items = outputs.get(name);
       if (items !== undefined) return view(items, index);
-      if (facts.ancestors.includes(name)) {
-        throw new ReferenceError(
-          `node '${name}' is upstream, but the code does not name it literally: ` +
-            `write $('${name}') so that Loom passes its items in`,
-        );
-      }
       throw new ReferenceError(
         `no node named '${name}' runs before this node (only upstream nodes can be referenced)`,
       );
@@ -165,13 +214,31 @@
     },
   });
 
-  // Upstream outputs, parsed on first use: most scripts never look.
-  const lazyOutputs = (nodesJson) => {
-    let parsed;
+  // Upstream outputs, two lines per node (its name, its items, as JSON), each node's items
+  // parsed when the script first reads them: most scripts never look, and a script that
+  // builds names at run time is given every upstream node but may read one.
+  const lazyOutputs = (text) => {
+    let spans;
+    const parsed = new Map();
+    const index = () => {
+      spans = new Map();
+      for (let at = 0; at < text.length; ) {
+        const nameEnd = text.indexOf('\n', at);
+        let end = text.indexOf('\n', nameEnd + 1);
+        if (end === -1) end = text.length;
+        spans.set(JSON.parse(text.slice(at, nameEnd)), [nameEnd + 1, end]);
+        at = end + 1;
+      }
+    };
     return {
       get: (name) => {
-        if (parsed === undefined) parsed = new Map(Object.entries(JSON.parse(nodesJson)));
-        return parsed.get(name);
+        if (parsed.has(name)) return parsed.get(name);
+        if (spans === undefined) index();
+        const span = spans.get(name);
+        if (span === undefined) return undefined;
+        const items = JSON.parse(text.slice(span[0], span[1]));
+        parsed.set(name, items);
+        return items;
       },
     };
   };
@@ -225,6 +292,7 @@
     if (!isError) {
       failure.name = '';
       failure.message = `the code threw ${typeOf(error)}, not an Error: ${text(error)}`;
+      failure.message = failure.message.toWellFormed();
       return failure;
     }
     let name = '';
@@ -237,8 +305,8 @@
     } catch (_) {
       message = message || 'the code threw an Error whose fields cannot be read';
     }
-    failure.name = name;
-    failure.message = name ? `${name}: ${message}` : message;
+    failure.name = name.toWellFormed();
+    failure.message = (name ? `${name}: ${message}` : message).toWellFormed();
     try {
       if (error.invalidResult === true) failure.phase = 'result';
     } catch (_) {
@@ -266,34 +334,60 @@
 
   let outcome = null;
 
+  const resultError = (message, captured) => {
+    outcome = JSON.stringify({
+      ok: false,
+      error: { type: 'CODE_ERROR', phase: 'result', name: 'TypeError', message, line: null, column: null },
+      console: captured,
+    });
+  };
+
+  // The items as JSON in pieces of about PIECE_CHARS, one piece (an array) per line: Loom
+  // decodes them one at a time, so that a large result never holds its event loop for long.
+  const PIECE_CHARS = 256 * 1024;
+
   const finish = (items, captured, limits) => {
-    let json;
-    try {
-      json = JSON.stringify(items);
-    } catch (error) {
-      outcome = JSON.stringify({
-        ok: false,
-        error: {
-          type: 'CODE_ERROR',
-          phase: 'result',
-          name: 'TypeError',
-          message: `the result cannot be converted to JSON: ${text(error && error.message)}`,
-          line: null,
-          column: null,
-        },
-        console: captured,
-      });
-      return;
+    const pieces = [];
+    let total = 0;
+    let count = 64;
+    for (let start = 0; start < items.length; ) {
+      const end = Math.min(items.length, start + count);
+      let json;
+      try {
+        json = JSON.stringify(items.slice(start, end));
+      } catch (error) {
+        resultError(`the result cannot be converted to JSON: ${text(error && error.message)}`, captured);
+        return;
+      }
+      total += json.length;
+      if (total > limits.resultChars) {
+        outcome = JSON.stringify({
+          ok: false,
+          error: { type: 'CODE_MEMORY_LIMIT', limit: 'result', phase: 'result', message: '' },
+          console: captured,
+        });
+        return;
+      }
+      const lone = json.includes('\\ud') ? LONE_SURROGATE.exec(json) : null;
+      if (lone !== null) {
+        // Which item: found again one by one (a toJSON may answer differently: the last).
+        let at = start;
+        while (at < end - 1 && !holdsLoneSurrogate(items[at])) at += 1;
+        const unit = lone[1];
+        resultError(
+          `item ${at} of the result holds text with a lone UTF-16 surrogate (\\u${unit}), ` +
+            'which is not valid Unicode (text.toWellFormed() replaces each with U+FFFD)',
+          captured,
+        );
+        return;
+      }
+      pieces.push(json);
+      start = end;
+      if (json.length < PIECE_CHARS / 2) count *= 2;
+      else if (json.length > PIECE_CHARS * 2) count = Math.max(1, count >> 1);
     }
-    if (json.length > limits.resultChars) {
-      outcome = JSON.stringify({
-        ok: false,
-        error: { type: 'CODE_MEMORY_LIMIT', limit: 'result', phase: 'result', message: '' },
-        console: captured,
-      });
-      return;
-    }
-    outcome = `{"ok":true,"console":${JSON.stringify(captured)},"items":${json}}`;
+    const head = `{"ok":true,"console":${JSON.stringify(captured)}}`;
+    outcome = pieces.length ? `${head}\n${pieces.join('\n')}` : head;
   };
 
   const fail = (error, phase, code, captured) => {
@@ -305,16 +399,17 @@
     (typeof value === 'object' || typeof value === 'function') &&
     typeof value.then === 'function';
 
-  // One call. `request` is three JSON texts, one per line: the header (code, mode, facts,
-  // limits), the items, the upstream outputs. Returns the outcome, or null while a promise
-  // the code returned is pending: V8 runs the microtasks that settle it right after this
-  // call returns, and `settle` hands the outcome over then.
+  // One call. `request` is the header (code, mode, facts, limits, seed), the items and the
+  // upstream outputs, each on a line of its own (the outputs on two lines per node). Returns
+  // the outcome, or null while a promise the code returned is pending: V8 runs the microtasks
+  // that settle it right after this call returns, and `settle` hands the outcome over then.
   const run = (request) => {
     outcome = null;
     const first = request.indexOf('\n');
     const second = request.indexOf('\n', first + 1);
     const header = JSON.parse(request.slice(0, first));
     const { code, mode, facts, limits } = header;
+    seed(header.seed);
     const { console, captured } = makeConsole(limits);
     let fn;
     try {
@@ -326,7 +421,7 @@
     const items = JSON.parse(request.slice(first + 1, second));
     const outputs = lazyOutputs(request.slice(second + 1));
     const call = (json, index) => {
-      const { $, $node } = makeNodes(outputs, facts, index);
+      const { $, $node } = makeNodes(outputs, index);
       return fn(view(items, index), json, $, $node, facts.execution, facts.workflow, facts.now, index, console);
     };
     const collect = (values) => {
@@ -376,5 +471,11 @@
     return result;
   };
 
-  Object.defineProperty(globalThis, '__loom', { value: harden({ run, settle }) });
+  // Called with the request as `this`: mini-racer then needs no arguments array, one round
+  // trip to V8's thread less.
+  const runRequest = function () {
+    return run(this);
+  };
+
+  Object.defineProperty(globalThis, '__loom', { value: harden({ run: runRequest, settle }) });
 })();
