@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from time import perf_counter
+from typing import TypeVar
 
 SLICE_S = 0.005
 TURNS = 8
@@ -85,6 +87,32 @@ def _pacing() -> asyncio.Lock:
     if lock is None:
         lock = _pacers[loop] = asyncio.Lock()
     return lock
+
+
+T = TypeVar("T")
+
+
+async def paced(work: Generator[None, None, T], pause: Callable[[], Awaitable[None]]) -> T:
+    """Run `work` to its end: it yields where it may stop for a moment, and `pause` is
+    awaited there once the slice is over (counting and encoding outputs)."""
+    try:
+        while True:
+            next(work)
+            if due():
+                await pause()
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+def at_once(work: Generator[None, None, T]) -> T:
+    """Run `work` to its end without giving the event loop a turn (small work, tests)."""
+    try:
+        while True:
+            next(work)
+    except StopIteration as done:
+        result: T = done.value
+        return result
 
 
 def restart() -> None:

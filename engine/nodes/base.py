@@ -26,6 +26,7 @@ from engine.expressions import CompiledParameters, Scope, compile_parameters
 from engine.expressions.budget import DEFAULT_LIMITS, Budget, ExpressionLimits
 from engine.graph import Node
 from engine.http_client import HttpClient
+from engine.output_size import OutputSizes
 
 Item = dict[str, Any]
 PortItems = dict[str, list[Item]]
@@ -182,6 +183,11 @@ class NodeRunContext:
     # When the node's time is up (its timeout, or the execution's, whichever is first), on
     # the monotonic clock: long expressions stop there (see `Budget.boundary`).
     deadline: float | None = None
+    # Output sizes counted in this execution, the output limit (None: none), and what the
+    # behaviour's meters counted so far (engine/output_meter.py).
+    output_sizes: OutputSizes = field(default_factory=OutputSizes)
+    max_output_bytes: int | None = None
+    output_counted: int = 0
     # When this node's code last took the event loop (started, or resumed after a pause).
     _running_since: float = field(default_factory=perf_counter)
 

@@ -1,0 +1,175 @@
+"""Counting a node's output before it is encoded: how large its JSON will be, built from nothing.
+
+An output's JSON can be far larger than the memory it takes: a value that appears many times
+(a Set node writing `{{ $json.big }}` into many fields, Split Out giving every item the same
+object, a cross join in Merge) is one object in memory and is encoded every time it appears.
+Encoding first and measuring the bytes after would build the whole amplified text before
+finding it too large. So an output is *counted* first, and refused past the limit before any
+of it is encoded (`NODE_OUTPUT_TOO_LARGE`, docs/operations.md "Output size limit").
+
+The count is a lower bound of the size as compact JSON, in bytes, with a shared reference
+counted each time it appears:
+
+- text: its characters and two quotes (escapes and multi-byte characters only add);
+- a number, `true`, `false`, `null`: 1;
+- an array: its brackets, its commas and its elements;
+- an object: its braces and commas, each key with its quotes and colon, and the values.
+
+It is exact for ASCII text without escapes and one-digit numbers, and never more than the
+encoding, so a count past the limit is an output past it. The encoding is at most
+`MAX_EXPANSION` times the count (a number counted 1 may take 24 characters; a character of
+text at most 6, as `\\u0001`): the encoder (engine/outputs.py) uses that to keep each piece it
+encodes small, whatever it holds.
+
+Counting is a walk over lists and objects with an explicit stack (no recursion), a generator
+that yields every `VISITS_PER_YIELD` elements so that its caller can give the event loop a
+turn. It checks the nesting limit on the way (engine/json_depth.py), so the encoder need not.
+Lists and objects that are items, or large, have their count remembered by identity for the
+rest of the execution (`OutputSizes`): an item passed on by Filter, Sort or Merge is not walked
+again, and a value met again (a shared reference) costs one look-up, not a walk. That is sound
+because outputs are never changed once output (behaviours copy what they change:
+engine/nodes/base.py), and because everything counted is kept alive, so an identity is never
+reused while remembered.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Generator, Iterator
+from itertools import chain
+from typing import Any
+
+from engine.json_depth import ITEM_DEPTH, JsonTooDeep
+
+# An encoding is at most this many times its count: `-1.7976931348623157e+308` is counted 1.
+MAX_EXPANSION = 24
+VISITS_PER_YIELD = 16_384
+# Lists and objects this long, or counted this large, are remembered; items always are.
+_REMEMBER_LENGTH = 64
+REMEMBER_BYTES = 1024
+# Remembered counts are packed with the height of the value (how many lists and objects
+# nest in it, itself included), so that a value met again deeper down still obeys the
+# nesting limit: `count * _HEIGHTS + height`.
+_HEIGHTS = 128
+
+Counting = Generator[None, None, int]
+
+
+class OutputSizes:
+    """Counts remembered in one execution, by identity (see the module docstring)."""
+
+    __slots__ = ("_counts", "_kept")
+
+    def __init__(self) -> None:
+        self._counts: dict[int, int] = {}  # id -> count * _HEIGHTS + height
+        self._kept: list[Any] = []
+
+    def known(self, value: Any) -> int | None:
+        """The remembered count of `value`, if it has one."""
+        packed = self._counts.get(id(value))
+        return None if packed is None else packed // _HEIGHTS
+
+    def sizes(self, items: list[Any]) -> list[int]:
+        """The counts of items all counted already (`count_items` ran over them)."""
+        counts = self._counts
+        return [counts[id(item)] // _HEIGHTS for item in items]
+
+    def count_items(self, items: list[Any], allowed: int | None = None) -> Counting:
+        """Count a list of items as JSON (remembering the items); stops as soon as the count
+        passes `allowed`, with a count past it. Raises `JsonTooDeep` for an item nested past
+        the limit, `KeyNotText` for an object key that is not text."""
+        return self._count(items, 0, sys.maxsize if allowed is None else allowed)
+
+    def _count(self, root: list[Any], level: int, allowed: int) -> Counting:
+        counts = self._counts
+        keep = self._kept.append
+        stack: list[tuple[Any, Iterator[Any], int, int, int]] = []
+        container: Any = root
+        values = _marked(root) if len(root) > VISITS_PER_YIELD else iter(root)
+        length = len(root)
+        total = 1 + length + (length == 0)
+        outer = 0  # the counts of the containers on the stack, which `total` adds to
+        depth = level
+        tallest = 0  # the height of the tallest list or object in `container` so far
+        visits = length
+        while True:
+            for value in values:
+                kind = type(value)
+                if kind is str:
+                    total += len(value) + 2
+                elif kind is dict or kind is list or kind is tuple:
+                    packed = counts.get(id(value))
+                    if packed is not None:
+                        count, height = divmod(packed, _HEIGHTS)
+                        if depth + height > ITEM_DEPTH:
+                            raise JsonTooDeep
+                        total += count
+                        if height > tallest:
+                            tallest = height
+                        continue
+                    if depth >= ITEM_DEPTH:
+                        raise JsonTooDeep
+                    if outer + total > allowed:
+                        return outer + total
+                    stack.append((container, values, total, depth, tallest))
+                    outer += total
+                    container, depth, tallest = value, depth + 1, 0
+                    length = len(value)
+                    if kind is dict:
+                        total = 1 + 4 * length + (length == 0) + _key_chars(value)
+                        elements: Any = value.values()
+                    else:
+                        total = 1 + length + (length == 0)
+                        elements = value
+                    values = _marked(elements) if length > VISITS_PER_YIELD else iter(elements)
+                    visits += length
+                    if visits >= VISITS_PER_YIELD:
+                        visits = 0
+                        yield
+                    break
+                elif value is _MARK:  # a long list or object: another stretch of it
+                    if outer + total > allowed:
+                        return outer + total
+                    yield
+                else:
+                    total += 1
+            else:
+                if not stack:
+                    return total
+                height = tallest + 1
+                if depth == 1 or total >= REMEMBER_BYTES or len(container) >= _REMEMBER_LENGTH:
+                    counts[id(container)] = total * _HEIGHTS + height
+                    keep(container)
+                count = total
+                container, values, total, depth, tallest = stack.pop()
+                outer -= total
+                total += count
+                if height > tallest:
+                    tallest = height
+
+
+class _Mark:
+    """Between stretches of a long list or object (`_marked`): the count may yield there."""
+
+
+_MARK = _Mark()
+
+
+def _marked(elements: Any) -> Iterator[Any]:
+    """The elements with `_MARK` after every `VISITS_PER_YIELD` of them."""
+    listed = list(elements)
+    return chain.from_iterable(
+        (*listed[start : start + VISITS_PER_YIELD], _MARK)
+        for start in range(0, len(listed), VISITS_PER_YIELD)
+    )
+
+
+class KeyNotText(TypeError):
+    """An object key that is not text (which orjson refuses too)."""
+
+
+def _key_chars(value: dict[Any, Any]) -> int:
+    try:
+        return sum(map(len, value))
+    except TypeError:
+        raise KeyNotText from None
