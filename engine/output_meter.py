@@ -50,18 +50,14 @@ def deepest_item(items: list[Item]) -> int:
     return 0
 
 
-def passing_item(sizes: OutputSizes, items: list[Item], allowed: int) -> int:
-    """The index of the item with which a count of `items` passed `allowed` (the first not
-    counted, when the count stopped inside it)."""
+def passing_item(item_counts: list[int], allowed: int) -> int:
+    """The index of the item with which counts of items (as a list) pass `allowed`."""
     total = 1  # the list's opening bracket
-    for index, item in enumerate(items):
-        known = sizes.known(item)
-        if known is None:
-            return index
-        total += known + 1
+    for index, count in enumerate(item_counts):
+        total += count + 1
         if total > allowed:
             return index
-    return max(len(items) - 1, 0)
+    return max(len(item_counts) - 1, 0)
 
 
 def not_text_key() -> NodeError:
@@ -101,7 +97,9 @@ class OutputMeter:
         limit = ctx.max_output_bytes
         allowed = None if limit is None else limit - ctx.output_counted
         try:
-            count = await paced(ctx.output_sizes.count_items(added, allowed), ctx.pause)
+            count, item_counts = await paced(
+                ctx.output_sizes.count_items(added, allowed), ctx.pause
+            )
         except JsonTooDeep:
             raise too_deep(self._port, start + deepest_item(added)) from None
         except KeyNotText:
@@ -109,5 +107,5 @@ class OutputMeter:
         self._counted = start + len(added)
         ctx.output_counted += count
         if limit is not None and allowed is not None and count > allowed:
-            index = start + passing_item(ctx.output_sizes, added, allowed)
+            index = start + passing_item(item_counts, allowed)
             raise too_large(ctx.output_counted, limit, self._port, f"item {index}")

@@ -44,6 +44,9 @@ from engine.json_depth import ITEM_DEPTH, JsonTooDeep
 # An encoding is at most this many times its count: `-1.7976931348623157e+308` is counted 1.
 MAX_EXPANSION = 24
 VISITS_PER_YIELD = 16_384
+# An item is first counted by a plain recursive walk, which gives up past this many elements
+# (a millisecond or two) for the one that can pause.
+QUICK_VISITS = 16_384
 # Lists and objects this long, or counted this large, are remembered; items always are.
 _REMEMBER_LENGTH = 64
 REMEMBER_BYTES = 1024
@@ -58,27 +61,110 @@ Counting = Generator[None, None, int]
 class OutputSizes:
     """Counts remembered in one execution, by identity (see the module docstring)."""
 
-    __slots__ = ("_counts", "_kept")
+    __slots__ = ("_counts", "_kept", "_visits_left")
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}  # id -> count * _HEIGHTS + height
         self._kept: list[Any] = []
+        self._visits_left = 0
 
     def known(self, value: Any) -> int | None:
         """The remembered count of `value`, if it has one."""
         packed = self._counts.get(id(value))
         return None if packed is None else packed // _HEIGHTS
 
-    def sizes(self, items: list[Any]) -> list[int]:
-        """The counts of items all counted already (`count_items` ran over them)."""
+    def count_items(
+        self, items: list[Any], allowed: int | None = None
+    ) -> Generator[None, None, tuple[int, list[int]]]:
+        """Count a list of items (objects) as JSON, remembering them: the count of the list,
+        and of each item. Stops as soon as the count passes `allowed` (with a count past it,
+        and the items counted so far). Raises `JsonTooDeep` for an item nested past the
+        limit, `KeyNotText` for an object key that is not text."""
+        allowed = sys.maxsize if allowed is None else allowed
         counts = self._counts
-        return [counts[id(item)] // _HEIGHTS for item in items]
+        known = counts.get
+        keep = self._kept.append
+        item_counts: list[int] = []
+        add = item_counts.append
+        total = 1 + len(items) + (not items)  # the brackets and commas
+        visits = 0
+        for item in items:
+            packed = known(id(item))
+            if packed is not None:
+                count = packed // _HEIGHTS
+            else:
+                # Most items hold no list or object: counted here, without a walk.
+                length = len(item)
+                try:
+                    count = 1 + 4 * length + (length == 0) + sum(map(len, item))
+                except TypeError:
+                    raise KeyNotText from None
+                for value in item.values():
+                    kind = type(value)
+                    if kind is str:
+                        count += len(value) + 2
+                    elif kind is dict or kind is list or kind is tuple:
+                        self._visits_left = QUICK_VISITS
+                        try:
+                            count = self._quick(item, 1) // _HEIGHTS
+                        except _TooLong:  # a large item: the walk that can pause
+                            count = (yield from self._count([item], 0, allowed - total)) - 2
+                        visits += QUICK_VISITS - self._visits_left
+                        break
+                    else:
+                        count += 1
+                else:
+                    counts[id(item)] = count * _HEIGHTS + 1
+                    keep(item)
+                visits += length
+            add(count)
+            total += count
+            if total > allowed:
+                break
+            if visits >= VISITS_PER_YIELD:
+                visits = 0
+                yield
+        return total, item_counts
 
-    def count_items(self, items: list[Any], allowed: int | None = None) -> Counting:
-        """Count a list of items as JSON (remembering the items); stops as soon as the count
-        passes `allowed`, with a count past it. Raises `JsonTooDeep` for an item nested past
-        the limit, `KeyNotText` for an object key that is not text."""
-        return self._count(items, 0, sys.maxsize if allowed is None else allowed)
+    def _quick(self, container: Any, depth: int) -> int:
+        """The packed count of a list or object at `depth`, walked recursively: quick for
+        the few small values most items hold. `_TooLong` once it has looked at more than
+        `QUICK_VISITS` elements in all (then `_count`, which can pause, takes over)."""
+        length = len(container)
+        self._visits_left -= length
+        if self._visits_left < 0:
+            raise _TooLong
+        if type(container) is dict:
+            total = 1 + 4 * length + (length == 0) + _key_chars(container)
+            values = container.values()
+        else:
+            total = 1 + length + (length == 0)
+            values = container
+        counts = self._counts
+        tallest = 0
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                total += len(value) + 2
+            elif kind is dict or kind is list or kind is tuple:
+                packed = counts.get(id(value))
+                if packed is None:
+                    if depth >= ITEM_DEPTH:
+                        raise JsonTooDeep
+                    packed = self._quick(value, depth + 1)
+                count, height = divmod(packed, _HEIGHTS)
+                if depth + height > ITEM_DEPTH:
+                    raise JsonTooDeep
+                total += count
+                if height > tallest:
+                    tallest = height
+            else:
+                total += 1
+        packed = total * _HEIGHTS + tallest + 1
+        if depth == 1 or total >= REMEMBER_BYTES or length >= _REMEMBER_LENGTH:
+            counts[id(container)] = packed
+            self._kept.append(container)
+        return packed
 
     def _count(self, root: list[Any], level: int, allowed: int) -> Counting:
         counts = self._counts
@@ -146,6 +232,10 @@ class OutputSizes:
                 total += count
                 if height > tallest:
                     tallest = height
+
+
+class _TooLong(Exception):
+    """A quick count looked at too many elements."""
 
 
 class _Mark:

@@ -178,20 +178,20 @@ def encode_outputs(
     limit = max_bytes if max_bytes is not None else sys.maxsize
     # The braces around the ports and the commas between them.
     counted_bytes = 1 + len(outputs) + (not outputs)
-    port_counts: dict[str, int] = {}
+    port_counts: dict[str, tuple[int, list[int]]] = {}
     for port, items in outputs.items():
         counted_bytes += _key_bytes(port) + 1
         try:
-            count = yield from sizes.count_items(items, limit - counted_bytes)
+            count, item_counts = yield from sizes.count_items(items, limit - counted_bytes)
         except JsonTooDeep:
             raise too_deep(port, deepest_item(items)) from None
         except KeyNotText:
             raise not_text_key() from None
         counted_bytes += count
         if counted_bytes > limit:
-            index = passing_item(sizes, items, limit - (counted_bytes - count))
+            index = passing_item(item_counts, limit - (counted_bytes - count))
             raise too_large(counted_bytes, limit, port, f"item {index}")
-        port_counts[port] = count
+        port_counts[port] = count, item_counts
     chunks: list[OutputChunk] = []
     ports: dict[str, int] = {}
     raw_bytes = 1  # the braces around the ports, less the comma the first port does not have
@@ -200,7 +200,9 @@ def encode_outputs(
         raw_bytes += _key_bytes(port) + 4
         ports[port] = len(items)
         try:
-            for chunk in _port_chunks(port, items, port_counts[port], sizes, limit - raw_bytes):
+            count, item_counts = port_counts[port]
+            room = limit - raw_bytes
+            for chunk in _port_chunks(port, items, count, item_counts, sizes, room):
                 if chunk is None:
                     yield
                     continue
@@ -232,7 +234,12 @@ def _too_large(raw_bytes: int, max_bytes: int, port: str, chunk: OutputChunk) ->
 
 
 def _port_chunks(
-    port: str, items: list[Item], count: int, sizes: OutputSizes, room: int
+    port: str,
+    items: list[Item],
+    count: int,
+    item_sizes: list[int],
+    sizes: OutputSizes,
+    room: int,
 ) -> Generator[OutputChunk | None, None, None]:
     """The port's items in chunks of about `CHUNK_BYTES`, and None where the event loop may
     get a turn. Batches of items are chosen by their counts, so that none encodes to more than
@@ -243,7 +250,6 @@ def _port_chunks(
         if items:
             yield from _batch(port, 0, items)
         return
-    item_sizes = sizes.sizes(items)
     # Each item's count with the comma after it, added up: where batches end.
     ends = list(itertools.accumulate(size + 1 for size in item_sizes))
     start = 0
