@@ -40,6 +40,7 @@ from itertools import chain
 from typing import Any
 
 from engine.json_depth import ITEM_DEPTH, JsonTooDeep
+from engine.slices import at_once
 
 # An encoding is at most this many times its count: `-1.7976931348623157e+308` is counted 1.
 MAX_EXPANSION = 24
@@ -125,6 +126,13 @@ class OutputSizes:
                 visits = 0
                 yield
         return total, item_counts
+
+    def count_value(self, value: Any, allowed: int) -> int:
+        """The count of any JSON value, or a count past `allowed` as soon as it passes it
+        (without giving the event loop a turn: for small `allowed`)."""
+        if type(value) is str:
+            return len(value) + 2
+        return at_once(self._count([value], 0, allowed + 2)) - 2
 
     def _quick(self, container: Any, depth: int) -> int:
         """The packed count of a list or object at `depth`, walked recursively: quick for

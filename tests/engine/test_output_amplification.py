@@ -28,7 +28,7 @@ from engine.outputs import serialize_outputs
 from engine.plan import compile_plan
 from engine.states import ExecutionStatus
 from storage.payloads import decode_chunked, pack
-from tests.engine.node_runner import BUILTINS, context, longest_hold_s
+from tests.engine.node_runner import BUILTINS, context, longest_hold_s, run_node
 
 MB = 1024 * 1024
 
@@ -213,3 +213,15 @@ async def test_behaviours_building_many_items_fail_once_past_the_limit(case: str
     # Named where it passed the limit: a few dozen items of 100 to 200 KB in.
     found = re.search(r"past it with output 'main' item (\d+)$", error.message)
     assert found is not None and 15 < int(found[1]) < 45, error.message
+
+
+async def test_a_parameter_holding_a_large_value_is_described_in_its_error() -> None:
+    # 100 MB of JSON, 100 KB of memory: its error says what it is, and builds none of it.
+    item = {"big": ["s" * 100_000] * 1000}
+    with peak_mb() as peak, pytest.raises(NodeError) as caught:
+        await run_node("limit", {"maxItems": "{{ $json.big }}"}, [item])
+    assert peak[0] < 2, f"{peak[0]:.0f} MB"
+    assert caught.value.error_type == "INVALID_PARAMETER"
+    assert caught.value.message == (
+        "Parameter 'maxItems' must be a whole number of at least 1, got a list of 1,000 elements"
+    )
