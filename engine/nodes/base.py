@@ -135,8 +135,12 @@ class WorkflowCaller(Protocol):
         `parent_run_id` returns those it made); raises `CallRefused`."""
         ...
 
-    async def results(self, parent_run_id: str) -> list[ChildResult] | None:
-        """The ends of the attempt's executions in batch order; None while any still runs."""
+    async def results(
+        self, parent_run_id: str, max_bytes: int | None = None
+    ) -> list[ChildResult] | None:
+        """The ends of the attempt's executions in batch order; None while any still runs.
+        Their outputs together larger than `max_bytes` as JSON: NodeError
+        `NODE_OUTPUT_TOO_LARGE`, raised before they are read."""
         ...
 
 
