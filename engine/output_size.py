@@ -1,4 +1,4 @@
-"""Counting a node's output before it is encoded: how large its JSON will be, built from nothing.
+"""Counting a node's output before it is encoded: how large its JSON will be, without building it.
 
 An output's JSON can be far larger than the memory it takes: a value that appears many times
 (a Set node writing `{{ $json.big }}` into many fields, Split Out giving every item the same
@@ -21,9 +21,13 @@ encoding, so a count past the limit is an output past it. The encoding is at mos
 text at most 6, as `\\u0001`): the encoder (engine/outputs.py) uses that to keep each piece it
 encodes small, whatever it holds.
 
-Counting is a walk over lists and objects with an explicit stack (no recursion), a generator
-that yields every `VISITS_PER_YIELD` elements so that its caller can give the event loop a
-turn. It checks the nesting limit on the way (engine/json_depth.py), so the encoder need not.
+Counting walks lists and objects. An item without any is counted on the spot; another by a
+plain recursive walk, quick for the small values most items hold, which gives up past
+`QUICK_VISITS` elements for a walk with an explicit stack: a generator that yields every
+`VISITS_PER_YIELD` elements so that its caller can give the event loop a turn. Both check the
+nesting limit on the way (engine/json_depth.py), so the encoder need not; neither recurses
+deeper than that limit. Counting costs Python's time per element, several times what
+encoding costs (docs/benchmarks.md): the price of knowing before building.
 Lists and objects that are items, or large, have their count remembered by identity for the
 rest of the execution (`OutputSizes`): an item passed on by Filter, Sort or Merge is not walked
 again, and a value met again (a shared reference) costs one look-up, not a walk. That is sound
@@ -48,9 +52,11 @@ VISITS_PER_YIELD = 16_384
 # An item is first counted by a plain recursive walk, which gives up past this many elements
 # (a millisecond or two) for the one that can pause.
 QUICK_VISITS = 16_384
-# Lists and objects this long, or counted this large, are remembered; items always are.
+# Lists and objects this long, or counted this large, are remembered, and so are items and
+# the lists and objects directly in them (a node that copies items, such as Set, shares them).
 _REMEMBER_LENGTH = 64
 REMEMBER_BYTES = 1024
+_REMEMBER_DEPTH = 2
 # Remembered counts are packed with the height of the value (how many lists and objects
 # nest in it, itself included), so that a value met again deeper down still obeys the
 # nesting limit: `count * _HEIGHTS + height`.
@@ -169,7 +175,7 @@ class OutputSizes:
             else:
                 total += 1
         packed = total * _HEIGHTS + tallest + 1
-        if depth == 1 or total >= REMEMBER_BYTES or length >= _REMEMBER_LENGTH:
+        if depth <= _REMEMBER_DEPTH or total >= REMEMBER_BYTES or length >= _REMEMBER_LENGTH:
             counts[id(container)] = packed
             self._kept.append(container)
         return packed
@@ -231,7 +237,11 @@ class OutputSizes:
                 if not stack:
                     return total
                 height = tallest + 1
-                if depth == 1 or total >= REMEMBER_BYTES or len(container) >= _REMEMBER_LENGTH:
+                if (
+                    depth <= _REMEMBER_DEPTH
+                    or total >= REMEMBER_BYTES
+                    or len(container) >= _REMEMBER_LENGTH
+                ):
                     counts[id(container)] = total * _HEIGHTS + height
                     keep(container)
                 count = total
