@@ -96,10 +96,11 @@ class OutputMeter:
         ctx = self._ctx
         limit = ctx.max_output_bytes
         allowed = None if limit is None else limit - ctx.output_counted
+        sizes = ctx.output_sizes
+        if sizes is None:  # a context made for a one-off
+            sizes = ctx.output_sizes = OutputSizes()
         try:
-            count, item_counts = await paced(
-                ctx.output_sizes.count_items(added, allowed), ctx.pause
-            )
+            count, item_counts = await paced(sizes.count_items(added, allowed), ctx.pause)
         except JsonTooDeep:
             raise too_deep(self._port, start + deepest_item(added)) from None
         except KeyNotText:

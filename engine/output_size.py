@@ -101,15 +101,13 @@ class OutputSizes:
                 count = packed // _HEIGHTS
             else:
                 # Most items hold no list or object: counted here, without a walk.
-                length = len(item)
-                try:
-                    count = 1 + 4 * length + (length == 0) + sum(map(len, item))
-                except TypeError:
-                    raise KeyNotText from None
-                for value in item.values():
+                count = 1 + (not item)  # the braces and commas
+                for key, value in item.items():
+                    if type(key) is not str:
+                        raise KeyNotText
                     kind = type(value)
                     if kind is str:
-                        count += len(value) + 2
+                        count += len(key) + len(value) + 6  # `"key":"value",`
                     elif kind is dict or kind is list or kind is tuple:
                         self._visits_left = QUICK_VISITS
                         try:
@@ -119,11 +117,11 @@ class OutputSizes:
                         visits += QUICK_VISITS - self._visits_left
                         break
                     else:
-                        count += 1
+                        count += len(key) + 5  # `"key":1,`
                 else:
                     counts[id(item)] = count * _HEIGHTS + 1
                     keep(item)
-                visits += length
+                visits += len(item)
             add(count)
             total += count
             if total > allowed:

@@ -114,10 +114,10 @@ SMALL_ITEMS = 16
 def encode_small(outputs: PortItems, max_bytes: int | None) -> EncodedOutputs | None:
     """What `encode_outputs` gives, found without its machinery for an output of a few flat
     items (whose count is quick and whose encoding is small); None for any other output."""
-    if sum(map(len, outputs.values())) > SMALL_ITEMS:
-        return None
     counted_bytes = 0
     for items in outputs.values():
+        if len(items) > SMALL_ITEMS:
+            return None
         for item in items:
             count = _flat_count(item)
             if count is None:
@@ -125,39 +125,40 @@ def encode_small(outputs: PortItems, max_bytes: int | None) -> EncodedOutputs | 
             counted_bytes += count
     if counted_bytes > CHUNK_BYTES:
         return None
-    limit = max_bytes if max_bytes is not None else sys.maxsize
     chunks: list[OutputChunk] = []
     ports: dict[str, int] = {}
-    raw_bytes = 1 + (not outputs)
+    raw_bytes = 1 + (not outputs)  # braces, less the comma the first port does not have
     for port, items in outputs.items():
-        raw_bytes += _key_bytes(port) + 4
         ports[port] = len(items)
+        raw_bytes += _key_bytes(port) + 4  # a comma, `"port":[` and `]`
         if items:
-            for chunk in _batch(port, 0, items):
-                raw_bytes += len(chunk.data) - 2 + (chunk.first > 0)
-                if raw_bytes > limit:
-                    raise _too_large(raw_bytes, limit, port, chunk)
-                chunks.append(chunk)
-    if raw_bytes > limit:
-        raise too_large(raw_bytes, limit)
+            data = _encode(items)
+            if len(data) <= SPLIT_BYTES or len(items) == 1:
+                chunks.append(OutputChunk(port, 0, len(items), data))
+                raw_bytes += len(data) - 2
+            else:
+                for chunk in _regrouped(port, 0, items):
+                    chunks.append(chunk)
+                    raw_bytes += len(chunk.data) - 2 + (chunk.first > 0)
+    if max_bytes is not None and raw_bytes > max_bytes:
+        raise too_large(raw_bytes, max_bytes, next(iter(ports), None), "items" if chunks else None)
     return EncodedOutputs(ports, chunks, raw_bytes)
 
 
 def _flat_count(item: Item) -> int | None:
     """An item's count (engine/output_size.py), if no list or object is in it."""
-    length = len(item)
+    count: int = 1 + (not item)  # the braces and commas
     try:
-        count: int = 1 + 4 * length + (length == 0) + sum(map(len, item))
+        for key, value in item.items():
+            kind = type(value)
+            if kind is str:
+                count += len(key) + len(value) + 6  # `"key":"value",`
+            elif kind is dict or kind is list or kind is tuple:
+                return None
+            else:
+                count += len(key) + 5  # `"key":1,`
     except TypeError:  # a key that is not text: `encode_outputs` says so
         return None
-    for value in item.values():
-        kind = type(value)
-        if kind is str:
-            count += len(value) + 2
-        elif kind is dict or kind is list or kind is tuple:
-            return None
-        else:
-            count += 1
     return count
 
 

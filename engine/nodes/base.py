@@ -189,7 +189,7 @@ class NodeRunContext:
     deadline: float | None = None
     # Output sizes counted in this execution, the output limit (None: none), and what the
     # behaviour's meters counted so far (engine/output_meter.py).
-    output_sizes: OutputSizes = field(default_factory=OutputSizes)
+    output_sizes: OutputSizes | None = None
     max_output_bytes: int | None = None
     output_counted: int = 0
     # When this node's code last took the event loop (started, or resumed after a pause).

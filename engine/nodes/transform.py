@@ -97,20 +97,23 @@ async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     """Writes each field on a copy of every item; `keepOnlySet` drops the other fields."""
     items = inputs.get("main", [])
     results: list[Item] = []
-    # Fields may repeat a large value in every item: counted as they are built.
-    meter = OutputMeter(ctx, results)
+    # Fields may repeat a large value in every item: counted as they are built, at each
+    # pause (the meter is made at the first: most runs never pause, and pay nothing).
+    meter: OutputMeter | None = None
     paths: dict[str, tuple[str, ...]] = {}
     if ctx.compiled.is_constant:
         assignments, keep_only_set = _checked_assignments(ctx.parameters(), paths)
         for _, chunk in chunks(items):
             results.extend(_assign(item, assignments, keep_only_set) for item in chunk)
             if ctx.due():
+                meter = meter or OutputMeter(ctx, results)
                 await meter.pause()
         return {"main": results}
     parameters = per_item(ctx)
     for index, item in enumerate(items):
         results.append(_set_rendered(item, parameters(item, index), paths))
         if ctx.due():
+            meter = meter or OutputMeter(ctx, results)
             await meter.pause()
     return {"main": results}
 

@@ -10,6 +10,7 @@ event loop.
 from __future__ import annotations
 
 import itertools
+import random
 import re
 import tracemalloc
 from collections.abc import Iterator
@@ -24,8 +25,10 @@ from engine.graph import Edge, Graph, Node
 from engine.memory_recorder import MemoryRecorder
 from engine.node_types import NodeGroup, NodeType, NodeTypeRegistry, Port
 from engine.nodes.base import NodeError, NodeRunContext, PortItems, RunInfo
+from engine.output_size import QUICK_VISITS, OutputSizes
 from engine.outputs import serialize_outputs
 from engine.plan import compile_plan
+from engine.slices import at_once
 from engine.states import ExecutionStatus
 from storage.payloads import decode_chunked, pack
 from tests.engine.node_runner import BUILTINS, context, longest_hold_s, run_node
@@ -225,3 +228,35 @@ async def test_a_parameter_holding_a_large_value_is_described_in_its_error() -> 
     assert caught.value.message == (
         "Parameter 'maxItems' must be a whole number of at least 1, got a list of 1,000 elements"
     )
+
+
+def _value(rng: random.Random, depth: int, exact: bool) -> Any:
+    """A random JSON value; with `exact`, one whose count is its size (ASCII text without
+    escapes, one-digit numbers)."""
+    kind = rng.randrange(6 if depth < 6 else 3)
+    if kind == 0:
+        return rng.randrange(10) if exact else rng.choice([-1.5e300, 12345678901, True, None])
+    if kind in (1, 2):
+        alphabet = "abc xyz" if exact else 'a"\\\u00e9\u0001\U0001f600'
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(30)))
+    if kind == 3:
+        return [_value(rng, depth + 1, exact) for _ in range(rng.randrange(6))]
+    return {f"k{n}": _value(rng, depth + 1, exact) for n in range(rng.randrange(6))}
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_counts_are_sizes_for_plain_data_and_never_more_than_sizes(exact: bool) -> None:
+    rng = random.Random(13)
+    shared = {"list": list(range(10)), "text": "t" * 50}
+    for _ in range(300):
+        items = [
+            {f"f{n}": _value(rng, 1, exact) for n in range(rng.randrange(4))}
+            for _ in range(rng.randrange(1, 5))
+        ]
+        items.append({"a": shared, "b": [shared, shared]})  # counted each time it appears
+        if rng.random() < 0.1:  # long enough for the walk that can pause
+            items.append({"long": [shared["list"]] * (QUICK_VISITS + 10)})
+        size = len(orjson.dumps(items))
+        count, item_counts = at_once(OutputSizes().count_items(items))
+        assert count == size if exact else count <= size
+        assert len(item_counts) == len(items)
