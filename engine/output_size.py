@@ -38,6 +38,7 @@ reused while remembered.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Generator, Iterator
 from itertools import chain
@@ -198,6 +199,12 @@ class OutputSizes:
                     total += len(value) + 2
                 elif kind is dict or kind is list or kind is tuple:
                     packed = counts.get(id(value))
+                    if packed is None and depth < ITEM_DEPTH:
+                        # A value of a long list (items aggregated, say): quick if small.
+                        self._visits_left = QUICK_VISITS
+                        with contextlib.suppress(_TooLong):  # large: walked below
+                            packed = self._quick(value, depth + 1)
+                        visits += QUICK_VISITS - self._visits_left
                     if packed is not None:
                         count, height = divmod(packed, _HEIGHTS)
                         if depth + height > ITEM_DEPTH:
@@ -205,6 +212,11 @@ class OutputSizes:
                         total += count
                         if height > tallest:
                             tallest = height
+                        if visits >= VISITS_PER_YIELD:
+                            visits = 0
+                            if outer + total > allowed:
+                                return outer + total
+                            yield
                         continue
                     if depth >= ITEM_DEPTH:
                         raise JsonTooDeep
