@@ -11,7 +11,7 @@ import bisect
 import functools
 import itertools
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,14 +134,16 @@ def encode_small(outputs: PortItems, max_bytes: int | None) -> EncodedOutputs | 
         if items:
             data = _encode(items)
             if len(data) <= SPLIT_BYTES or len(items) == 1:
-                chunks.append(OutputChunk(port, 0, len(items), data))
-                raw_bytes += len(data) - 2
+                port_chunks: Iterable[OutputChunk] = (OutputChunk(port, 0, len(items), data),)
             else:
-                for chunk in _regrouped(port, 0, items):
-                    chunks.append(chunk)
-                    raw_bytes += len(chunk.data) - 2 + (chunk.first > 0)
-    if max_bytes is not None and raw_bytes > max_bytes:
-        raise too_large(raw_bytes, max_bytes, next(iter(ports), None), "items" if chunks else None)
+                port_chunks = _regrouped(port, 0, items)
+            for chunk in port_chunks:
+                raw_bytes += len(chunk.data) - 2 + (chunk.first > 0)
+                if max_bytes is not None and raw_bytes > max_bytes:
+                    raise _too_large(raw_bytes, max_bytes, port, chunk)
+                chunks.append(chunk)
+    if max_bytes is not None and raw_bytes > max_bytes:  # ports without items, past it
+        raise too_large(raw_bytes, max_bytes)
     return EncodedOutputs(ports, chunks, raw_bytes)
 
 
