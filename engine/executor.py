@@ -22,13 +22,12 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
 
-import orjson
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from engine import slices
@@ -55,16 +54,7 @@ from engine.nodes.base import (
     Suspend,
 )
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTPUT_BYTES
-from engine.output_meter import too_large
-from engine.output_size import OutputSizes
-from engine.outputs import (
-    EncodedOutputs,
-    check_outputs,
-    encode_outputs,
-    encode_small,
-    preview,
-    serialize_outputs,
-)
+from engine.outputs import EncodedOutputs, check_outputs, preview, serialize_outputs
 from engine.plan import ERROR_PORT, Plan, PlanNode
 from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
 from engine.truncation import bounded_error
@@ -274,8 +264,6 @@ class _Run:
         self.on_children: set[str] = set()
         # When the execution's time is up, on the monotonic clock (set when it starts).
         self.deadline: float | None = None
-        # Sizes of the outputs counted so far: an item passed on is not counted again.
-        self.sizes = OutputSizes()
 
     # Recording
 
@@ -491,12 +479,10 @@ class _Run:
             state.input_items = sum(map(len, inputs.values()))
             self.transition(state, NodeRunStatus.RUNNING)
             self.emit(EventType.NODE_STARTED, state=state)
-        payload: EncodedOutputs | None
         if node.disabled:
             outputs: PortItems = (
                 {plan_node.output_ports[0]: list(main_input)} if plan_node.output_ports else {}
             )
-            payload = await self.encoded(plan_node, outputs, slices.give_turn)
         else:
             behaviour = plan_node.node_type.execute
             if behaviour is None:
@@ -521,26 +507,22 @@ class _Run:
                 partial(self.plan.ancestor_names, plan_node.id),
                 limits=self.options.expression_limits,
                 deadline=deadline,
-                output_sizes=self.sizes,
-                max_output_bytes=self.options.max_node_output_bytes,
             )
-            # Counting and encoding the output is the node's work too: within its timeout.
             try:
                 if node.timeout_s is not None:
                     async with asyncio.timeout(node.timeout_s):
                         result = await behaviour(context, inputs)
-                        outputs = check_outputs(result, plan_node.output_ports)
-                        payload = await self.encoded(plan_node, outputs, context.pause)
                 else:
                     result = await behaviour(context, inputs)
-                    outputs = check_outputs(result, plan_node.output_ports)
-                    payload = await self.encoded(plan_node, outputs, context.pause)
             except DeadlineReached:
                 await _deadline_reached(node_deadline if node.timeout_s is not None else None)
             finally:
                 state.console = context.console  # what it printed, whether it failed or not
-        # A trigger passing the input on: referenced, not stored again.
-        input_port = self.input_port(plan_node, outputs) if payload is None else None
+            outputs = check_outputs(result, plan_node.output_ports)
+        input_port = self.input_port(plan_node, outputs)
+        payload: EncodedOutputs | None = None
+        if input_port is None:  # else a trigger passing the input on: referenced
+            payload = serialize_outputs(outputs, self.options.max_node_output_bytes)
         state.finished_at = self.clock()
         state.output_items = sum(map(len, outputs.values()))
         self.transition(state, NodeRunStatus.SUCCEEDED)
@@ -559,28 +541,6 @@ class _Run:
         if payload is not None and payload.raw_bytes > THROTTLE_PAYLOAD_BYTES:
             await self.recorder.throttle()
         return outputs
-
-    async def encoded(
-        self, plan_node: PlanNode, outputs: PortItems, pause: Callable[[], Awaitable[None]]
-    ) -> EncodedOutputs | None:
-        """The node's output encoded for storage: counted first and refused past the output
-        limit, then encoded a piece at a time, `pause` awaited between pieces when the slice
-        is over (engine/outputs.py). None for a trigger's output that is the execution input
-        (of a known size, under the limit too), which is recorded by reference."""
-        limit = self.options.max_node_output_bytes
-        input_bytes = self.request.input_bytes
-        if input_bytes is not None:
-            port = self.input_port(plan_node, outputs)
-            if port is not None:
-                if limit is not None and input_bytes > limit:
-                    # `{"port":[input]}`: a webhook's request obeys the limit as any output.
-                    document_bytes = input_bytes + len(orjson.dumps(port)) + 5
-                    raise too_large(document_bytes, limit, port, "item 0")
-                return None
-        small = encode_small(outputs, limit)
-        if small is not None:
-            return small
-        return await slices.paced(encode_outputs(outputs, limit, self.sizes), pause)
 
     def input_port(self, plan_node: PlanNode, outputs: PortItems) -> str | None:
         """The port, if the node's whole output is the execution input as its one item."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import types
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, TypeVar
@@ -92,29 +92,6 @@ def _pacing() -> asyncio.Lock:
     if lock is None:
         lock = _pacers[loop] = asyncio.Lock()
     return lock
-
-
-async def paced(work: Generator[None, None, T], pause: Callable[[], Awaitable[None]]) -> T:
-    """Run `work` to its end: it yields where it may stop for a moment, and `pause` is
-    awaited there once the slice is over (counting and encoding outputs)."""
-    try:
-        while True:
-            next(work)
-            if due():
-                await pause()
-    except StopIteration as done:
-        result: T = done.value
-        return result
-
-
-def at_once(work: Generator[None, None, T]) -> T:
-    """Run `work` to its end without giving the event loop a turn (small work, tests)."""
-    try:
-        while True:
-            next(work)
-    except StopIteration as done:
-        result: T = done.value
-        return result
 
 
 def restart() -> None:

@@ -24,7 +24,6 @@ from engine.events import ConsoleOutput
 from engine.expressions import CompiledParameters, Scope, compile_parameters
 from engine.expressions.budget import DEFAULT_LIMITS, Budget, ExpressionLimits
 from engine.graph import Node
-from engine.output_size import OutputSizes
 
 if TYPE_CHECKING:
     from engine.http_client import HttpClient
@@ -137,12 +136,8 @@ class WorkflowCaller(Protocol):
         `parent_run_id` returns those it made); raises `CallRefused`."""
         ...
 
-    async def results(
-        self, parent_run_id: str, max_bytes: int | None = None
-    ) -> list[ChildResult] | None:
-        """The ends of the attempt's executions in batch order; None while any still runs.
-        Their outputs together larger than `max_bytes` as JSON: NodeError
-        `NODE_OUTPUT_TOO_LARGE`, raised before they are read."""
+    async def results(self, parent_run_id: str) -> list[ChildResult] | None:
+        """The ends of the attempt's executions in batch order; None while any still runs."""
         ...
 
 
@@ -201,11 +196,6 @@ class NodeRunContext:
     # When the node's time is up (its timeout, or the execution's, whichever is first), on
     # the monotonic clock: long expressions stop there (see `Budget.boundary`).
     deadline: float | None = None
-    # Output sizes counted in this execution, the output limit (None: none), and what the
-    # behaviour's meters counted so far (engine/output_meter.py).
-    output_sizes: OutputSizes | None = None
-    max_output_bytes: int | None = None
-    output_counted: int = 0
 
     @classmethod
     def for_node(cls, node: Node, **fields: Any) -> NodeRunContext:

@@ -11,16 +11,13 @@ Combined items are `{**item1, **item2}`: on a clash of field names, input 2 wins
 
 from __future__ import annotations
 
-import itertools
 import json
-import operator
 from collections.abc import Hashable
 from typing import Any
 
 from engine.nodes.base import Item, NodeRunContext, PortItems
-from engine.nodes.parameters import choice, flag, settings, text
+from engine.nodes.parameters import choice, chunks, flag, settings, text
 from engine.nodes.paths import MISSING, getter
-from engine.output_meter import OutputMeter
 
 MODES = ("append", "combine_by_position", "combine_by_key", "choose_branch")
 JOINS = ("inner", "left", "outer")
@@ -53,11 +50,9 @@ async def _by_position(
 ) -> list[Item]:
     paired = min(len(first), len(second))
     merged: list[Item] = []
-    meter = OutputMeter(ctx, merged)
-    for index in range(paired):
-        merged.append({**first[index], **second[index]})
-        if ctx.due():  # items with many fields take long to combine
-            await meter.pause()
+    for start, chunk in chunks(first[:paired]):
+        merged.extend({**item, **second[index]} for index, item in enumerate(chunk, start))
+        await ctx.checkpoint()
     if include_unpaired:
         merged.extend(first[paired:] or second[paired:])
     return merged
@@ -89,28 +84,24 @@ async def _by_key(
 ) -> list[Item]:
     read_first, read_second = getter(keys[0]), getter(keys[1])
     index: dict[Hashable, list[int]] = {}
-    for position, item in enumerate(second):
-        key = _join_key(read_second(item))
-        if key is not None:
-            index.setdefault(key, []).append(position)
-        if ctx.due():  # a key that is a list or object is keyed by its JSON text
-            await ctx.pause()
+    for start, chunk in chunks(second):
+        for position, item in enumerate(chunk, start):
+            key = _join_key(read_second(item))
+            if key is not None:
+                index.setdefault(key, []).append(position)
+        await ctx.checkpoint()
     matched = bytearray(len(second))
     merged: list[Item] = []
-    # A key many items share multiplies them (a cross join): counted as they are built.
-    meter = OutputMeter(ctx, merged)
-    for item in first:
-        key = _join_key(read_first(item))
-        positions = index.get(key, ()) if key is not None else ()
-        for position in positions:
-            merged.append({**item, **second[position]})
-            matched[position] = 1
-            if ctx.due():
-                await meter.pause()
-        if not positions and join != "inner":
-            merged.append(item)
-        if ctx.due():
-            await meter.pause()
+    for _, chunk in chunks(first):
+        for item in chunk:
+            key = _join_key(read_first(item))
+            positions = index.get(key, ()) if key is not None else ()
+            for position in positions:
+                merged.append({**item, **second[position]})
+                matched[position] = 1
+            if not positions and join != "inner":
+                merged.append(item)
+        await ctx.checkpoint()
     if join == "outer":
-        merged.extend(itertools.compress(second, map(operator.not_, matched)))
+        merged.extend(item for position, item in enumerate(second) if not matched[position])
     return merged

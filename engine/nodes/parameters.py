@@ -14,9 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from engine.expressions.functions import type_name
-from engine.json_depth import JsonTooDeep
 from engine.nodes.base import CHECKPOINT_EVERY, Item, NodeError, NodeRunContext
-from engine.output_size import KeyNotText, OutputSizes
 
 INVALID_PARAMETER = "INVALID_PARAMETER"
 
@@ -32,29 +30,12 @@ def invalid_parameter(name: str, problem: str) -> NodeError:
 
 
 def shown(value: Any) -> str:
-    """A short rendering of a value for an error message: its JSON, cut to 60 characters;
-    a large value is described (what it is and how large), never encoded: it may repeat a
-    large part many times (engine/output_size.py)."""
-    kind = type(value)
-    if kind is str:
-        value = value[:61]  # all that can be shown
-    elif kind is list or kind is tuple or kind is dict:
-        try:
-            large = OutputSizes().count_value(value, _SHOWN_COUNT) > _SHOWN_COUNT
-        except (JsonTooDeep, KeyNotText):
-            large = True
-        if large:
-            what = "an object of {:,} fields" if kind is dict else "a list of {:,} elements"
-            return what.format(len(value))
+    """A short rendering of a value for an error message."""
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         text = type_name(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# Values counted past this (engine/output_size.py) are described, not shown.
-_SHOWN_COUNT = 256
 
 
 def settings(ctx: NodeRunContext, items: Sequence[Item]) -> dict[str, Any]:

@@ -76,8 +76,7 @@ async def execute_workflow(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         if not wait:
             return {"main": items}
         raise Suspend(_recheck_at(), on_children=True)
-    # Their outputs are this node's: too large together, refused before they are read.
-    results = await caller.results(ctx.run_id, ctx.max_output_bytes)
+    results = await caller.results(ctx.run_id)
     if results is None:
         raise Suspend(_recheck_at(), on_children=True)
     output: list[Item] = []

@@ -26,7 +26,6 @@ from engine.nodes.parameters import (
     whole_number,
 )
 from engine.nodes.paths import MISSING, getter, set_path, split_path
-from engine.output_meter import OutputMeter
 
 FIELD_NOT_FOUND = "FIELD_NOT_FOUND"
 # Items sorted by one `list.sort` call: about 10 ms of the event loop at most.
@@ -97,24 +96,18 @@ async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     """Writes each field on a copy of every item; `keepOnlySet` drops the other fields."""
     items = inputs.get("main", [])
     results: list[Item] = []
-    # Fields may repeat a large value in every item: counted as they are built, at each
-    # pause (the meter is made at the first: most runs never pause, and pay nothing).
-    meter: OutputMeter | None = None
     paths: dict[str, tuple[str, ...]] = {}
     if ctx.compiled.is_constant:
         assignments, keep_only_set = _checked_assignments(ctx.parameters(), paths)
         for _, chunk in chunks(items):
             results.extend(_assign(item, assignments, keep_only_set) for item in chunk)
-            if ctx.due():
-                meter = meter or OutputMeter(ctx, results)
-                await meter.pause()
+            await ctx.checkpoint()
         return {"main": results}
     parameters = per_item(ctx)
     for index, item in enumerate(items):
         results.append(_set_rendered(item, parameters(item, index), paths))
         if ctx.due():
-            meter = meter or OutputMeter(ctx, results)
-            await meter.pause()
+            await ctx.pause()
     return {"main": results}
 
 
@@ -154,10 +147,9 @@ async def sort(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     # One stable pass per field, least significant first (a reversed sort stays stable).
     for read, descending in reversed(keys):
         ranks: list[tuple[int, Any]] = []
-        for item in items:
-            ranks.append(_sort_rank(read(item), descending))
-            if ctx.due():  # a list or object is ranked by its JSON text
-                await ctx.pause()
+        for _, chunk in chunks(items):
+            ranks.extend(_sort_rank(read(item), descending) for item in chunk)
+            await ctx.checkpoint()
         order = await _sorted_in_slices(ctx, order, ranks, descending)
     result: list[Item] = []
     for start in range(0, len(order), SORT_RUN_ITEMS):
@@ -262,8 +254,6 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     keep_other_fields = flag(parameters, "keepOtherFields", default=False)
     path, read = split_path(field), getter(field)
     results: list[Item] = []
-    # Every new item may hold the same large value: counted as they are built.
-    meter = OutputMeter(ctx, results)
     found = False
     for item in items:
         value = read(item)
@@ -280,7 +270,7 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
                 result = dict(element)
             results.append(result)
             if ctx.due():  # one item's list may hold a million elements
-                await meter.pause()
+                await ctx.pause()
     if items and not found:
         raise NodeError(
             f"The field '{field}' to split out was not found in any input item",
