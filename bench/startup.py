@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.soak import rss_mb
 from tests.distributed.cluster import free_port
 
 TARGET_READY_S = 1.0
@@ -54,9 +55,7 @@ def start_once(code: Path | None, data_dir: Path) -> tuple[float, float]:
                 time.sleep(0.005)
         ready_s = time.perf_counter() - started
         time.sleep(1)
-        status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
-        rss_mb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
-        return ready_s, rss_mb
+        return ready_s, rss_mb(process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)

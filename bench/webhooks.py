@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 from aiohttp import web
 
+from bench.soak import cpu_s, rss_mb
 from tests.distributed.cluster import free_port
 
 TOKEN = "bench-webhooks-admin-token-0123456789"
@@ -151,14 +152,10 @@ class Process:
         log.close()
 
     def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_s(self.popen.pid)
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return rss_mb(self.popen.pid)
 
     async def until_ready(self, url: str) -> None:
         deadline = time.monotonic() + 60

@@ -58,6 +58,19 @@ def runs(execution: dict) -> dict[str, dict]:
     return {run["nodeName"]: run for run in execution["nodeRuns"]}
 
 
+async def issues_on_save(
+    caller: Caller, a: dict[str, Any], b: dict[str, Any]
+) -> dict[str, list[dict[str, Any]]]:
+    """The node issues of a saved workflow where `a` and `b` both follow a manual trigger
+    (neither runs before the other)."""
+    nodes = [node("start", "Start", "manual_trigger"), a, b]
+    edges = [edge("start", a["id"]), edge("start", b["id"])]
+    data = await caller.gql(CREATE, {"input": {"name": "refs", "nodes": nodes, "edges": edges}})
+    workflow = data["createWorkflow"]
+    assert workflow["__typename"] == "Workflow"
+    return {n["id"]: n["issues"] for n in workflow["nodes"]}
+
+
 async def warm(app: Any, caller: Caller) -> None:
     """Start a sandbox host: a node's time counts from when it asks for one, so a host that
     starts within it (a second or more on a loaded machine) takes from a short timeout."""
@@ -168,24 +181,11 @@ async def test_a_script_is_not_a_template(app: Any, alice: Caller) -> None:
 
 
 async def test_a_literal_reference_to_a_node_not_upstream_is_a_node_issue(alice: Caller) -> None:
-    nodes = [
-        node("start", "Start", "manual_trigger"),
+    issues = await issues_on_save(
+        alice,
         code("a", "Branch A", "return [{json: {a: 1}}]"),
         code("b", "Branch B", "return $('Branch A').all().concat($node['Nowhere'].all())"),
-    ]
-    data = await alice.gql(
-        CREATE,
-        {
-            "input": {
-                "name": "refs",
-                "nodes": nodes,
-                "edges": [edge("start", "a"), edge("start", "b")],
-            }
-        },
     )
-    workflow = data["createWorkflow"]
-    assert workflow["__typename"] == "Workflow"
-    issues = {n["id"]: n["issues"] for n in workflow["nodes"]}
     assert issues["a"] == []
     (issue,) = issues["b"]  # one problem per field; the first name, alphabetically
     assert issue["code"] == "INVALID_NODE_REFERENCE"
@@ -251,22 +251,12 @@ async def test_a_reference_the_source_does_not_spell_out_reaches_upstream_nodes(
 
 
 async def test_an_escaped_name_is_checked_on_save_as_javascript_reads_it(alice: Caller) -> None:
-    nodes = [
-        node("start", "Start", "manual_trigger"),
+    issues = await issues_on_save(
+        alice,
         code("a", "Side", "return [{json: {a: 1}}]"),
         code("b", "Reader", "return $('\\u0053ide').all()"),
-    ]
-    data = await alice.gql(
-        CREATE,
-        {
-            "input": {
-                "name": "refs",
-                "nodes": nodes,
-                "edges": [edge("start", "a"), edge("start", "b")],
-            }
-        },
     )
-    (issue,) = {n["id"]: n["issues"] for n in data["createWorkflow"]["nodes"]}["b"]
+    (issue,) = issues["b"]
     assert issue["code"] == "INVALID_NODE_REFERENCE"
     assert "'Side', which does not run before this node" in issue["message"]
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from engine.graph import Node
 from engine.nodes.base import Item, NodeRunContext, PortItems
 from engine.nodes.builtin import node_types
+from tests.event_loop import longest_hold
 
 BUILTINS = {node_type.name: node_type for node_type in node_types()}
 
@@ -63,25 +62,8 @@ def main(outputs: PortItems) -> list[Item]:
 
 
 async def longest_hold_s(operation: Awaitable[T]) -> tuple[T, float]:
-    """Await `operation` while a ticker task measures the event loop: its result, and the
-    longest time the loop went without running the ticker (held by the operation)."""
-    longest = 0.0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal longest
-        last = time.perf_counter()
-        while not stop.is_set():
-            await asyncio.sleep(0)
-            now = time.perf_counter()
-            longest = max(longest, now - last)
-            last = now
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    try:
+    """Await `operation` while the event loop is measured: its result, and the longest time
+    the loop went without giving a ready task its turn (held by the operation)."""
+    async with longest_hold() as hold:
         result = await operation
-    finally:
-        stop.set()
-        await task
-    return result, longest
+    return result, hold.longest_s

@@ -3,12 +3,10 @@ encoded for the isolate, and its result decoded, in pieces with turns of the loo
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable
 from typing import TypeVar
 
 from engine.code import CodeCall, CodeLimits, CodeSandbox
+from tests.engine.node_runner import longest_hold_s
 
 T = TypeVar("T")
 FACTS = {
@@ -17,30 +15,6 @@ FACTS = {
     "now": "2026-01-01T00:00:00+00:00",
 }
 MAX_STALL_S = 0.05
-
-
-async def worst_stall(work: Awaitable[T]) -> tuple[float, T]:
-    """The longest the loop went without a turn while `work` ran, and its result."""
-    worst = 0.0
-    finished = False
-
-    async def tick() -> None:
-        nonlocal worst
-        last = time.perf_counter()
-        while not finished:
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            worst = max(worst, now - last)
-            last = now
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0)
-    try:
-        result = await work
-    finally:
-        finished = True
-        await ticker
-    return worst, result
 
 
 async def test_a_call_over_100000_items_never_holds_the_loop_for_long() -> None:
@@ -60,7 +34,7 @@ async def test_a_call_over_100000_items_never_holds_the_loop_for_long() -> None:
         # Best of three: a loaded machine may stall the loop now and then by itself.
         for _ in range(3):
             call = CodeCall(code, "all_items", items, {"Upstream": items}, FACTS, 60)
-            stall, result = await worst_stall(sandbox.run(call))
+            result, stall = await longest_hold_s(sandbox.run(call))
             assert len(result.items) == 100_000
             assert result.items[-1] == {**items[-1], "n": 100_000}
             stalls.append(stall)
