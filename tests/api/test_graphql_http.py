@@ -152,7 +152,10 @@ async def test_a_subscription_over_http_names_the_websocket_endpoint(
     assert error["extensions"]["code"] == "WEBSOCKET_REQUIRED"
     assert "ws://loom.test/graphql" in error["message"]
     assert "graphql-transport-ws" in error["message"]
-    assert not caplog.records  # refused, not failed
+    # Refused, not failed: nothing logged by the request. (asyncio's "Task was destroyed"
+    # records come from earlier tests' apps, whose writer tasks the garbage collector may
+    # meet during this one: the `app` fixture runs no lifespan to stop them.)
+    assert not [record for record in caplog.records if record.name != "asyncio"]
 
 
 async def test_over_https_the_websocket_endpoint_is_wss(alice: Caller) -> None:
