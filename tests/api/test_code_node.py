@@ -71,11 +71,16 @@ async def issues_on_save(
     return {n["id"]: n["issues"] for n in workflow["nodes"]}
 
 
+async def run_one(app: Any, caller: Caller, name: str, script: str, **input: Any) -> dict:
+    """Run a workflow of a manual trigger and one Code node `name` (id `c`) on `input`."""
+    nodes = [node("start", "Start", "manual_trigger"), code("c", name, script)]
+    return await run(app, caller, nodes, [edge("start", "c")], **input)
+
+
 async def warm(app: Any, caller: Caller) -> None:
     """Start a sandbox host: a node's time counts from when it asks for one, so a host that
     starts within it (a second or more on a loaded machine) takes from a short timeout."""
-    nodes = [node("start", "Start", "manual_trigger"), code("c", "Warm", "return []")]
-    assert (await run(app, caller, nodes, [edge("start", "c")]))["status"] == "SUCCEEDED"
+    assert (await run_one(app, caller, "Warm", "return []"))["status"] == "SUCCEEDED"
 
 
 async def test_a_script_maps_items_and_its_console_output_is_kept(app: Any, alice: Caller) -> None:
@@ -83,14 +88,7 @@ async def test_a_script_maps_items_and_its_console_output_is_kept(app: Any, alic
         "console.log('items:', $input.all().length);\n"
         "return $input.all().map((i) => ({json: {...i.json, total: i.json.price * i.json.qty}}));"
     )
-    execution = await run(
-        app,
-        alice,
-        [node("start", "Start", "manual_trigger"), code("c", "Totals", script)],
-        [edge("start", "c")],
-        price=3,
-        qty=4,
-    )
+    execution = await run_one(app, alice, "Totals", script, price=3, qty=4)
     assert execution["status"] == "SUCCEEDED"
     assert execution["output"] == [{"price": 3, "qty": 4, "total": 12}]
     assert runs(execution)["Totals"]["console"] == {"lines": ["items: 1"], "truncated": False}
@@ -124,12 +122,7 @@ async def test_a_thrown_error_fails_the_node_with_its_line_and_console(
     app: Any, alice: Caller
 ) -> None:
     script = "console.log('checking');\nif (!$json.id) {\n  throw new Error('no id');\n}\nreturn []"
-    execution = await run(
-        app,
-        alice,
-        [node("start", "Start", "manual_trigger"), code("c", "Check", script)],
-        [edge("start", "c")],
-    )
+    execution = await run_one(app, alice, "Check", script)
     assert execution["status"] == "FAILED"
     failed = runs(execution)["Check"]
     assert failed["status"] == "FAILED"
@@ -171,12 +164,7 @@ async def test_the_nodes_timeout_stops_the_script_as_code_timeout(
 
 async def test_a_script_is_not_a_template(app: Any, alice: Caller) -> None:
     script = "const name = 'Ada';\nreturn [{json: {text: `{{ ${name} }}`}}]"
-    execution = await run(
-        app,
-        alice,
-        [node("start", "Start", "manual_trigger"), code("c", "Text", script)],
-        [edge("start", "c")],
-    )
+    execution = await run_one(app, alice, "Text", script)
     assert execution["output"] == [{"text": "{{ Ada }}"}]
 
 
@@ -215,12 +203,7 @@ async def test_without_a_node_timeout_the_settings_timeout_stops_the_script(
     app: Any, alice: Caller
 ) -> None:
     await warm(app, alice)
-    execution = await run(
-        app,
-        alice,
-        [node("start", "Start", "manual_trigger"), code("c", "Spin", "for (;;) {}")],
-        [edge("start", "c")],
-    )
+    execution = await run_one(app, alice, "Spin", "for (;;) {}")
     failed = runs(execution)["Spin"]
     assert failed["error"]["type"] == "CODE_TIMEOUT"
     assert failed["error"]["message"] == "node 'Spin': the code ran longer than 1 s and was stopped"
@@ -265,12 +248,7 @@ async def test_text_that_is_not_unicode_fails_the_node_and_prints_well_formed(
     app: Any, alice: Caller
 ) -> None:
     script = "console.log('half a pair: \\ud83d');\nreturn [{json: {text: 'x\\ud800'}}]"
-    execution = await run(
-        app,
-        alice,
-        [node("start", "Start", "manual_trigger"), code("c", "Halves", script)],
-        [edge("start", "c")],
-    )
+    execution = await run_one(app, alice, "Halves", script)
     failed = runs(execution)["Halves"]
     assert failed["status"] == "FAILED"
     assert failed["error"]["type"] == "CODE_ERROR"

@@ -225,17 +225,22 @@ async def test_a_negative_after_sequence_is_refused(app, ws_url: str, alice: Cal
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "afterSequence"}
 
 
+async def revoke_own_token(caller: Caller) -> None:
+    """Revoke the (first) API token of `caller`, the one its requests send."""
+    tokens = await caller.gql("{ apiTokens { id } }")
+    await caller.gql(
+        "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }",
+        {"id": tokens["apiTokens"][0]["id"]},
+    )
+
+
 async def test_a_token_revoked_after_connecting_cannot_start_a_subscription(
     app, ws_url: str, alice: Caller
 ) -> None:
     workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
     execution_id = await run_to_end(app, alice, workflow_id)
     async with client(ws_url, alice.token) as session:
-        tokens = await alice.gql("{ apiTokens { id } }")
-        token_id = tokens["apiTokens"][0]["id"]
-        await alice.gql(
-            "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }", {"id": token_id}
-        )
+        await revoke_own_token(alice)
         request = gql(EXECUTION_EVENTS)
         request.variable_values = {"id": execution_id}
         with pytest.raises(TransportQueryError) as failure:
@@ -407,11 +412,7 @@ async def test_a_busy_stream_ends_soon_after_its_token_is_revoked(
             async for result in session.subscribe(request):
                 received.append(result["executionEvents"])
                 if len(received) == 3:
-                    tokens = await alice.gql("{ apiTokens { id } }")
-                    await alice.gql(
-                        "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }",
-                        {"id": tokens["apiTokens"][0]["id"]},
-                    )
+                    await revoke_own_token(alice)
                     revoked_at = asyncio.get_running_loop().time()
     ended_after_s = asyncio.get_running_loop().time() - (revoked_at or 0)
     assert failure.value.errors is not None
@@ -437,11 +438,7 @@ async def test_a_stream_ends_when_its_token_is_revoked(
             async for result in session.subscribe(request):
                 received.append(result["executionEvents"])
                 if len(received) == 3:
-                    tokens = await alice.gql("{ apiTokens { id } }")
-                    await alice.gql(
-                        "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }",
-                        {"id": tokens["apiTokens"][0]["id"]},
-                    )
+                    await revoke_own_token(alice)
     assert failure.value.errors is not None
     assert failure.value.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
     await app.state.services.submitter.cancel(execution_id)
