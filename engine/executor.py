@@ -44,6 +44,7 @@ from engine.expressions import ExpressionError, ExpressionLimitError
 from engine.expressions.budget import DEFAULT_LIMITS, SETTING, ExpressionLimits
 from engine.expressions.errors import DeadlineReached
 from engine.graph import OnError
+from engine.handover import RunHandover
 from engine.nodes.base import (
     Item,
     NodeError,
@@ -132,6 +133,8 @@ class RunRequest:
     # True when whoever claimed the execution already recorded its start (the runner does,
     # in the same transaction as the claim); the run then begins at `next_sequence`.
     announced: bool = False
+    # A caller in this process waiting for the run's answer (a webhook): handed it in memory.
+    handover: RunHandover | None = None
 
 
 @dataclass(slots=True)
@@ -531,6 +534,8 @@ class _Run:
             if items:
                 first = items
                 break
+        if self.request.handover is not None:
+            self.request.handover.succeeded(plan_node.id, outputs)
         self.emit(
             EventType.NODE_SUCCEEDED,
             state=state,
@@ -726,6 +731,8 @@ class _Run:
                 for node_id, (state, due) in self.parked.items()
             },
         )
+        if self.request.handover is not None:
+            self.request.handover.ended(ExecutionStatus.WAITING)
         self.emit(EventType.EXECUTION_WAITING, execution=update)
         return Outcome(
             status=ExecutionStatus.WAITING,
@@ -747,6 +754,8 @@ class _Run:
             output_port=port,
             output_from=(run_id, port) if run_id is not None and port is not None else None,
         )
+        if self.request.handover is not None:
+            self.request.handover.ended(status, error, output)
         self.emit(EventType.EXECUTION_FINISHED, execution=update)
         return Outcome(
             status=status,

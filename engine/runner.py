@@ -34,6 +34,7 @@ from engine.executor import (
 )
 from engine.expressions.budget import DEFAULT_LIMITS, ExpressionLimits
 from engine.graph import Graph
+from engine.handover import RunHandover
 from engine.node_types import NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
@@ -225,6 +226,20 @@ class ExecutionRunner:
             if not claimed and not interrupted:
                 await asyncio.shield(self.source.cancel_queued(execution_id))
             raise
+        return await self._run_held(loaded)
+
+    async def run_started(
+        self, loaded: LoadedExecution, handover: RunHandover | None = None
+    ) -> Outcome | None:
+        """Run an execution this process inserted already claimed (embedded mode's one-write
+        start, see `storage.starts`): nothing is read back; `handover`, if given, receives
+        the run's answer in memory."""
+        return await self._run_held(loaded, handover)
+
+    async def _run_held(
+        self, loaded: LoadedExecution, handover: RunHandover | None = None
+    ) -> Outcome | None:
+        execution_id = loaded.execution_id
         task = asyncio.current_task()
         assert task is not None
         self._tasks[execution_id] = task
@@ -237,7 +252,7 @@ class ExecutionRunner:
             )
         outcome: Outcome | None = None
         try:
-            outcome = await self._run_claimed(loaded)
+            outcome = await self._run_claimed(loaded, handover)
         except asyncio.CancelledError as exc:
             reason = exc.args[0] if exc.args else None
             if reason in INTERRUPTIONS:
@@ -261,10 +276,12 @@ class ExecutionRunner:
                     logger.exception("after execution %s", execution_id)
         return outcome
 
-    async def _run_claimed(self, loaded: LoadedExecution) -> Outcome:
+    async def _run_claimed(
+        self, loaded: LoadedExecution, handover: RunHandover | None = None
+    ) -> Outcome:
         if loaded.cancel_requested:
             error = ErrorInfo("CANCELLED", "the execution was cancelled")
-            return await self._refuse(loaded, error, ExecutionStatus.CANCELLED)
+            return await self._refuse(loaded, error, ExecutionStatus.CANCELLED, handover)
         try:
             plan = await self.plan_cache.prepare(
                 loaded.version_id,
@@ -277,7 +294,9 @@ class ExecutionRunner:
         except PlanError as exc:
             problems = [problem.to_json() for problem in exc.problems]
             return await self._refuse(
-                loaded, ErrorInfo("VALIDATION_FAILED", str(exc), {"problems": problems})
+                loaded,
+                ErrorInfo("VALIDATION_FAILED", str(exc), {"problems": problems}),
+                handover=handover,
             )
         timeout = loaded.settings.get("executionTimeoutSeconds")
         options = RunOptions(
@@ -310,19 +329,25 @@ class ExecutionRunner:
             attempts_used=loaded.attempts_used,
             resumed=loaded.resumed,
             announced=True,
+            handover=handover,
         )
         try:
             return await self.executor.run(request, options)
         except StartNodeError as exc:
-            return await self._refuse(loaded, ErrorInfo("INVALID_START_NODE", str(exc)))
+            return await self._refuse(
+                loaded, ErrorInfo("INVALID_START_NODE", str(exc)), handover=handover
+            )
 
     async def _refuse(
         self,
         loaded: LoadedExecution,
         error: ErrorInfo,
         status: ExecutionStatus = ExecutionStatus.FAILED,
+        handover: RunHandover | None = None,
     ) -> Outcome:
         """Record that a claimed execution could not run: it ends at once."""
+        if handover is not None:
+            handover.ended(status, error)
         now = datetime.now(UTC)
         update = ExecutionUpdate(status=status, finished_at=now, error=error)
         event = Event(

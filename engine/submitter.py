@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from engine.executor import SHUTDOWN
-from engine.runner import ExecutionRunner
+from engine.handover import RunHandover
+from engine.runner import ExecutionRunner, LoadedExecution
 
 logger = logging.getLogger("loom.submitter")
 
@@ -43,6 +44,10 @@ class InProcessSubmitter:
         self._sleeping: dict[str, datetime] = {}
         # Executions whose task has begun (a task cancelled before that never claims).
         self._started: set[str] = set()
+        # Executions inserted already claimed (`start`) whose task has not begun: a cancel
+        # must reach them through the execution, since cancelling a task before it begins
+        # runs none of it, and nothing would record the end of a RUNNING execution.
+        self._handed: dict[str, LoadedExecution] = {}
 
     async def submit(
         self, execution_id: str, generation: int | None = None, run_at: datetime | None = None
@@ -71,6 +76,37 @@ class InProcessSubmitter:
 
         task.add_done_callback(forget)
 
+    def start(self, loaded: LoadedExecution, handover: RunHandover | None = None) -> None:
+        """Run an execution this process inserted already claimed (embedded mode's one-write
+        start): the runner takes it from memory, with `handover` for a waiting caller."""
+        execution_id = loaded.execution_id
+        self._handed[execution_id] = loaded
+        task = asyncio.create_task(
+            self._run_started(loaded, handover), name=f"execution {execution_id}"
+        )
+        self._tasks[execution_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(execution_id) is done:
+                del self._tasks[execution_id]
+            if self._handed.get(execution_id) is loaded:
+                del self._handed[execution_id]
+
+        task.add_done_callback(forget)
+
+    async def _run_started(self, loaded: LoadedExecution, handover: RunHandover | None) -> None:
+        execution_id = loaded.execution_id
+        self._handed.pop(execution_id, None)
+        self._started.add(execution_id)
+        try:
+            await self.runner.run_started(loaded, handover)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("execution %s crashed", execution_id)
+        finally:
+            self._started.discard(execution_id)
+
     async def _run(
         self, execution_id: str, generation: int | None, run_at: datetime | None
     ) -> None:
@@ -94,13 +130,19 @@ class InProcessSubmitter:
         task = self._tasks.get(execution_id)
         if task is None:
             return False
-        if execution_id in self._sleeping or execution_id not in self._started:
+        handed = self._handed.get(execution_id)
+        if handed is not None:
+            # Claimed already, its task not begun: cancelling the task would run none of it;
+            # the run sees the request first thing and records the cancellation.
+            handed.cancel_requested = True
+        elif execution_id in self._sleeping or execution_id not in self._started:
             # Nothing runs it (it waits for its time, or its task has not begun and will
             # not): the caller cancels it in storage.
             self._sleeping.pop(execution_id, None)
             task.cancel()
             return False
-        task.cancel()
+        else:
+            task.cancel()
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), timeout=5)
         return True

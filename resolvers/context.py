@@ -31,6 +31,7 @@ from storage.accounts import Principal
 from storage.db import Database, Sessions
 from storage.output_reads import StoredOutput, StoredValue
 from storage.secrets import SecretBox
+from storage.starts import EmbeddedStarts
 from storage.webhooks import RouteCache
 
 # Sends `next` messages of shared results, in order, straight to a subscription's websocket;
@@ -66,6 +67,8 @@ class Services:
     secret_box: SecretBox | None = None
     # Webhook routes looked up recently; cleared when this process changes routes.
     webhook_routes: RouteCache = field(default_factory=lambda: RouteCache(ttl_s=1.0))
+    # Embedded mode: starts of executions this process runs at once, in one write.
+    starts: EmbeddedStarts | None = None
 
 
 class RequestLoaders:

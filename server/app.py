@@ -43,6 +43,7 @@ from storage.credentials import DatabaseCredentials
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.recorder import GroupCommitWriter
+from storage.starts import EmbeddedStarts
 from storage.webhooks import RouteCache
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def build_services(
     )
     secret_box = settings.secret_box()
     submitter: Submitter
+    starts: EmbeddedStarts | None = None
     if settings.redis_url:
         from engine.queue import ArqSubmitter  # arq and Redis: distributed mode only
 
@@ -83,10 +85,11 @@ def build_services(
         writer = writer or GroupCommitWriter(database)
         publisher = publisher or LocalPublisher(fanout)
         writer.on_commit(publisher.publish)
+        source = DatabaseExecutionSource(
+            database, writer=writer, lease_s=EMBEDDED_LEASE_S, publisher=publisher
+        )
         runner = ExecutionRunner(
-            DatabaseExecutionSource(
-                database, writer=writer, lease_s=EMBEDDED_LEASE_S, publisher=publisher
-            ),
+            source,
             writer,
             registry,
             plan_cache=plan_cache,
@@ -102,6 +105,7 @@ def build_services(
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)
+        starts = EmbeddedStarts(source, submitter, publisher)
     live_reads = LiveReads(
         database,
         max_connections=settings.subscription_db_connections,
@@ -121,6 +125,7 @@ def build_services(
         publisher=publisher,
         secret_box=secret_box,
         webhook_routes=RouteCache(ttl_s=settings.webhook_route_cache_s),
+        starts=starts,
     )
 
 

@@ -26,13 +26,15 @@ from starlette.responses import JSONResponse, Response
 
 from engine import json_depth
 from engine.bus import ExecutionStream
+from engine.handover import RunHandover
 from engine.json_depth import JsonTooDeep
-from engine.nodes.base import CredentialProvider
+from engine.nodes.base import CredentialProvider, PortItems
 from engine.states import ExecutionStatus
 from resolvers.context import Services
 from resolvers.executions import submit
 from storage import executions, webhooks
 from storage.models import Execution, NodeRun
+from storage.starts import Started
 from storage.webhooks import Route
 
 logger = logging.getLogger("loom.webhooks")
@@ -108,25 +110,36 @@ class WebhookEndpoint:
         found = await self._create(route, item, None if key is None else f"webhook:{key}")
         if found is None:
             return _error(404, f"no active webhook for {request.method} /webhook/{path}")
-        execution, created = found
+        execution_id, new = found
         mode = route.parameters.get("responseMode", "immediately")
         if mode != "last_node" and mode != "respond_node":
-            if created:
-                await submit(self.services, execution)
-            return JSONResponse({"executionId": execution.id}, status_code=202)
+            await self._start(new)
+            return JSONResponse({"executionId": execution_id}, status_code=202)
         fanout = self.services.fanout
         assert fanout is not None
         # Listening before the run is submitted: every event of a new run then comes to the
-        # stream, and the database is read only when one says there is an answer.
-        stream = fanout.open(execution.id)
+        # stream, and the answer is looked for only when one says it is there.
+        stream = fanout.open(execution_id)
+        # A run this process starts from memory hands its answer over in memory too.
+        handover = RunHandover(route.respond_node_ids) if isinstance(new, Started) else None
         try:
-            if created:
-                await submit(self.services, execution)
+            await self._start(new, handover)
             if mode == "last_node":
-                return await self._when_finished(execution.id, stream, not created)
-            return await self._when_responded(execution.id, route, stream, not created)
+                return await self._when_finished(execution_id, stream, new is None, handover)
+            return await self._when_responded(execution_id, route, stream, new is None, handover)
         finally:
             fanout.close(stream)
+
+    async def _start(
+        self, new: Started | Execution | None, handover: RunHandover | None = None
+    ) -> None:
+        """Run a new execution: from memory when this process created it claimed, else
+        through the submitter (or the queue of its concurrency limit)."""
+        if isinstance(new, Started):
+            assert self.services.starts is not None
+            self.services.starts.run(new, handover)
+        elif new is not None:
+            await submit(self.services, new)
 
     async def _authenticate(
         self, request: Request, route: Route
@@ -168,9 +181,10 @@ class WebhookEndpoint:
 
     async def _create(
         self, route: Route, item: dict[str, Any], key: str | None
-    ) -> tuple[Execution, bool] | None:
-        """The new execution (True), or the one started earlier with the idempotency key
-        (False); None when the workflow is gone."""
+    ) -> tuple[str, Started | Execution | None] | None:
+        """The new execution's id and what starts it (`Started`: inserted claimed, to run
+        from memory; an `Execution`: QUEUED, for the submitter), or the id of the one started
+        earlier with the idempotency key and None; None when the workflow is gone."""
         database = self.services.database
         # Read before the transaction, which then only writes (on SQLite the writers of a
         # process take turns); a key used concurrently meets the unique index below.
@@ -178,19 +192,33 @@ class WebhookEndpoint:
             async with database.session() as session:
                 existing = await executions.find_by_idempotency_key(session, route.workflow_id, key)
             if existing is not None:
-                return existing, False
+                return existing.id, None
+        starts = self.services.starts
+        new: Started | Execution
         try:
-            async with database.transaction() as session:
-                execution = await executions.create_execution(
-                    session,
-                    workflow=route,
-                    snapshot=executions.Snapshot(route.workflow_version_id, route.workflow_version),
+            if starts is not None and executions.concurrency_limit(route) is None:
+                # Embedded mode, nothing to queue for: one write, and the run starts here.
+                new = await starts.create(
+                    route,
                     mode="webhook",
                     input=item,
-                    created_by=None,
                     idempotency_key=key,
                     start_node_id=route.node_id,
                 )
+            else:
+                async with database.transaction() as session:
+                    new = await executions.create_execution(
+                        session,
+                        workflow=route,
+                        snapshot=executions.Snapshot(
+                            route.workflow_version_id, route.workflow_version
+                        ),
+                        mode="webhook",
+                        input=item,
+                        created_by=None,
+                        idempotency_key=key,
+                        start_node_id=route.node_id,
+                    )
         except IntegrityError:
             # The same key, committed concurrently; or the workflow is gone (deleted since
             # its route was read).
@@ -198,11 +226,15 @@ class WebhookEndpoint:
                 first = await executions.find_by_idempotency_key(
                     session, route.workflow_id, key or ""
                 )
-            return None if first is None else (first, False)
-        return execution, True
+            return None if first is None else (first.id, None)
+        return (new.execution_id if isinstance(new, Started) else new.id), new
 
     async def _when_finished(
-        self, execution_id: str, stream: ExecutionStream, check_first: bool
+        self,
+        execution_id: str,
+        stream: ExecutionStream,
+        check_first: bool,
+        handover: RunHandover | None,
     ) -> Response:
         async def finished(session: AsyncSession) -> Response | None:
             status, error, legacy_output = await executions.outcome(session, execution_id)
@@ -213,10 +245,27 @@ class WebhookEndpoint:
             found = await executions.execution_payloads(session, [execution_id], executions.OUTPUT)
             return JSONResponse(found.get(execution_id, legacy_output) or [])
 
-        return await self._wait(execution_id, finished, stream, check_first, _finishing)
+        def handed() -> Response | None:
+            assert handover is not None
+            status = handover.status
+            if status is None or not status.is_terminal:
+                return None
+            if status is not ExecutionStatus.SUCCEEDED:
+                error = None if handover.error is None else handover.error.to_json()
+                return _run_failed(execution_id, status.value, error)
+            return JSONResponse(handover.output or [])
+
+        return await self._wait(
+            execution_id, finished, stream, check_first, _finishing, handed if handover else None
+        )
 
     async def _when_responded(
-        self, execution_id: str, route: Route, stream: ExecutionStream, check_first: bool
+        self,
+        execution_id: str,
+        route: Route,
+        stream: ExecutionStream,
+        check_first: bool,
+        handover: RunHandover | None,
     ) -> Response:
         async def responded(session: AsyncSession) -> Response | None:
             runs = (await executions.node_runs(session, [execution_id])).get(execution_id, [])
@@ -232,19 +281,28 @@ class WebhookEndpoint:
                 return None
             if row.status != ExecutionStatus.SUCCEEDED.value:
                 return _run_failed(execution_id, row.status, row.error)
-            return _error(
-                500,
-                "the run succeeded without a Respond to Webhook node answering",
-                executionId=execution_id,
-                status=row.status,
-            )
+            return _succeeded_silently(execution_id)
+
+        def handed() -> Response | None:
+            assert handover is not None
+            if handover.answered is not None:
+                return _answer(handover.answered[1])
+            status = handover.status
+            if status is None or not status.is_terminal:
+                return None
+            if status is not ExecutionStatus.SUCCEEDED:
+                error = None if handover.error is None else handover.error.to_json()
+                return _run_failed(execution_id, status.value, error)
+            return _succeeded_silently(execution_id)
 
         def answering(item: Any) -> bool:
             if _event_type(item) == "NODE_SUCCEEDED":
                 return getattr(item, "node_id", None) in route.respond_node_ids
             return _finishing(item)
 
-        return await self._wait(execution_id, responded, stream, check_first, answering)
+        return await self._wait(
+            execution_id, responded, stream, check_first, answering, handed if handover else None
+        )
 
     async def _wait(
         self,
@@ -253,17 +311,23 @@ class WebhookEndpoint:
         stream: ExecutionStream,
         check_first: bool,
         answering: Callable[[Any], bool],
+        handed: Callable[[], T | None] | None = None,
     ) -> T | Response:
         """`check` the database when a live event of the execution may bring the answer
         (`answering` tells those events), when the stream cannot be trusted (woken,
         overflowed), and after a second without events, until it answers or the webhook
-        times out."""
+        times out. A run of this process hands its answer over in memory (`handed`): it is
+        taken once an answering event, published only after its commit, says it is there."""
         loop_time = asyncio.get_running_loop().time
         deadline = loop_time() + self.timeout_s
         due = check_first
+        announced = False
         while True:
             if due:
                 stream.reset()
+                answer = handed() if handed is not None and announced else None
+                if answer is not None:
+                    return answer
                 async with self.services.database.session() as session:
                     answer = await check(session)
                 if answer is not None:
@@ -278,7 +342,8 @@ class WebhookEndpoint:
             if not await stream.wait(min(remaining, 1.0)):
                 due = True  # a second without events: look anyway
                 continue
-            due = stream.woken or stream.overflowed or any(map(answering, stream.items))
+            announced = any(map(answering, stream.items))
+            due = stream.woken or stream.overflowed or announced
             if not due:
                 stream.items.clear()
 
@@ -308,9 +373,23 @@ def _finishing(item: Any) -> bool:
     return _event_type(item) == "EXECUTION_FINISHED"
 
 
+def _succeeded_silently(execution_id: str) -> JSONResponse:
+    return _error(
+        500,
+        "the run succeeded without a Respond to Webhook node answering",
+        executionId=execution_id,
+        status=ExecutionStatus.SUCCEEDED.value,
+    )
+
+
 async def _respond_with(session: AsyncSession, run: NodeRun) -> Response:
     outputs = await executions.payloads_by_run(session, [run.id])
-    items = (outputs.get(run.id) or {}).get("main") or []
+    return _answer(outputs.get(run.id) or {})
+
+
+def _answer(outputs: PortItems) -> Response:
+    """The answer a Respond to Webhook node's outputs say (its first item of `main`)."""
+    items = outputs.get("main") or []
     answer = items[0] if items else {}
     status = answer.get("status", 200)
     headers = {str(k): str(v) for k, v in (answer.get("headers") or {}).items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete
@@ -38,6 +38,12 @@ class Route:
     credentials: dict[str, str]
     # The version's Respond to Webhook nodes.
     respond_node_ids: frozenset[str]
+    # What a run of the version needs (`storage.starts.RunnableVersion`): embedded mode
+    # starts it from here without reading the snapshot again.
+    workflow_name: str = ""
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    version_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -117,6 +123,9 @@ async def lookup(session: AsyncSession, method: str, path: str) -> Route | None:
             Workflow.settings,
             WorkflowVersion.version,
             WorkflowVersion.nodes,
+            Workflow.name,
+            WorkflowVersion.edges,
+            WorkflowVersion.settings,
         )
         .join(Workflow, col(Workflow.id) == col(WebhookRoute.workflow_id))
         .join(WorkflowVersion, col(WorkflowVersion.id) == col(WebhookRoute.workflow_version_id))
@@ -129,7 +138,7 @@ async def lookup(session: AsyncSession, method: str, path: str) -> Route | None:
     found = (await session.exec(query)).first()
     if found is None:
         return None
-    route, workspace_id, settings, version, nodes = found
+    route, workspace_id, settings, version, nodes, name, edges, version_settings = found
     node: dict[str, Any] = next((n for n in nodes if n.get("id") == route.node_id), {})
     return Route(
         workflow_id=route.workflow_id,
@@ -141,4 +150,8 @@ async def lookup(session: AsyncSession, method: str, path: str) -> Route | None:
         parameters=dict(node.get("parameters") or {}),
         credentials=dict(node.get("credentials") or {}),
         respond_node_ids=frozenset(n["id"] for n in nodes if n.get("type") == RESPOND),
+        workflow_name=name,
+        nodes=nodes,
+        edges=edges,
+        version_settings=dict(version_settings or {}),
     )
