@@ -105,7 +105,7 @@ def build_services(
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)
-        starts = EmbeddedStarts(source, submitter, publisher)
+        starts = EmbeddedStarts(source, submitter, writer)
     live_reads = LiveReads(
         database,
         max_connections=settings.subscription_db_connections,

@@ -16,6 +16,7 @@ import binascii
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import orjson
@@ -33,8 +34,7 @@ from engine.states import ExecutionStatus
 from resolvers.context import Services
 from resolvers.executions import submit
 from storage import executions, webhooks
-from storage.models import Execution, NodeRun
-from storage.starts import Started
+from storage.models import NodeRun
 from storage.webhooks import Route
 
 logger = logging.getLogger("loom.webhooks")
@@ -107,39 +107,103 @@ class WebhookEndpoint:
         key = request.headers.get("idempotency-key")
         if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
             return _error(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-        found = await self._create(route, item, None if key is None else f"webhook:{key}")
-        if found is None:
-            return _error(404, f"no active webhook for {request.method} /webhook/{path}")
-        execution_id, new = found
         mode = route.parameters.get("responseMode", "immediately")
-        if mode != "last_node" and mode != "respond_node":
-            await self._start(new)
-            return JSONResponse({"executionId": execution_id}, status_code=202)
+        waits = mode == "last_node" or mode == "respond_node"
+        key = None if key is None else f"webhook:{key}"
+        gone = partial(_error, 404, f"no active webhook for {request.method} /webhook/{path}")
+        database = self.services.database
+        # Read before the transaction, which then only writes (on SQLite the writers of a
+        # process take turns); a key used concurrently meets the unique index below.
+        if key is not None:
+            async with database.session() as session:
+                existing = await executions.find_by_idempotency_key(session, route.workflow_id, key)
+            if existing is not None:
+                return await self._answer_earlier(existing.id, route, mode)
         fanout = self.services.fanout
         assert fanout is not None
-        # Listening before the run is submitted: every event of a new run then comes to the
-        # stream, and the answer is looked for only when one says it is there.
-        stream = fanout.open(execution_id)
-        # A run this process starts from memory hands its answer over in memory too.
-        handover = RunHandover(route.respond_node_ids) if isinstance(new, Started) else None
+        starts = self.services.starts
+        if starts is not None and executions.concurrency_limit(route) is None:
+            # Embedded mode, nothing to queue for: one write, the run starts here, and the
+            # answer is handed over in memory.
+            started = starts.prepare(
+                route, mode="webhook", input=item, idempotency_key=key, start_node_id=route.node_id
+            )
+            execution_id = started.loaded.execution_id
+            handover = RunHandover(route.respond_node_ids) if waits else None
+            # Listening before the run starts: every event of it then comes to the stream.
+            stream = fanout.open(execution_id) if waits else None
+            try:
+                try:
+                    await starts.start(started, handover)
+                except IntegrityError:
+                    return await self._started_meanwhile(route, key, mode, gone)
+                if stream is None:
+                    return JSONResponse({"executionId": execution_id}, status_code=202)
+                return await self._answer(execution_id, route, mode, stream, False, handover)
+            finally:
+                if stream is not None:
+                    fanout.close(stream)
         try:
-            await self._start(new, handover)
-            if mode == "last_node":
-                return await self._when_finished(execution_id, stream, new is None, handover)
-            return await self._when_responded(execution_id, route, stream, new is None, handover)
+            async with database.transaction() as session:
+                execution = await executions.create_execution(
+                    session,
+                    workflow=route,
+                    snapshot=executions.Snapshot(route.workflow_version_id, route.workflow_version),
+                    mode="webhook",
+                    input=item,
+                    created_by=None,
+                    idempotency_key=key,
+                    start_node_id=route.node_id,
+                )
+        except IntegrityError:
+            return await self._started_meanwhile(route, key, mode, gone)
+        if not waits:
+            await submit(self.services, execution)
+            return JSONResponse({"executionId": execution.id}, status_code=202)
+        # Listening before the run is submitted: every event of a new run then comes to the
+        # stream, and the database is read only when one says there is an answer.
+        stream = fanout.open(execution.id)
+        try:
+            await submit(self.services, execution)
+            return await self._answer(execution.id, route, mode, stream, False, None)
         finally:
             fanout.close(stream)
 
-    async def _start(
-        self, new: Started | Execution | None, handover: RunHandover | None = None
-    ) -> None:
-        """Run a new execution: from memory when this process created it claimed, else
-        through the submitter (or the queue of its concurrency limit)."""
-        if isinstance(new, Started):
-            assert self.services.starts is not None
-            self.services.starts.run(new, handover)
-        elif new is not None:
-            await submit(self.services, new)
+    async def _started_meanwhile(
+        self, route: Route, key: str | None, mode: str, gone: Callable[[], Response]
+    ) -> Response:
+        """The creation was refused: the same key, committed concurrently (answered with
+        that run), or the workflow is gone (deleted since its route was read)."""
+        async with self.services.database.session() as session:
+            first = await executions.find_by_idempotency_key(session, route.workflow_id, key or "")
+        if first is None:
+            return gone()
+        return await self._answer_earlier(first.id, route, mode)
+
+    async def _answer_earlier(self, execution_id: str, route: Route, mode: str) -> Response:
+        """The answer for a run started earlier with the same idempotency key."""
+        if mode != "last_node" and mode != "respond_node":
+            return JSONResponse({"executionId": execution_id}, status_code=202)
+        fanout = self.services.fanout
+        assert fanout is not None
+        stream = fanout.open(execution_id)
+        try:
+            return await self._answer(execution_id, route, mode, stream, True, None)
+        finally:
+            fanout.close(stream)
+
+    async def _answer(
+        self,
+        execution_id: str,
+        route: Route,
+        mode: str,
+        stream: ExecutionStream,
+        check_first: bool,
+        handover: RunHandover | None,
+    ) -> Response:
+        if mode == "last_node":
+            return await self._when_finished(execution_id, stream, check_first, handover)
+        return await self._when_responded(execution_id, route, stream, check_first, handover)
 
     async def _authenticate(
         self, request: Request, route: Route
@@ -178,56 +242,6 @@ class WebhookEndpoint:
             )
             return refused, "authorization"
         return _error(500, f"credential kind {kind!r} cannot guard a webhook"), None
-
-    async def _create(
-        self, route: Route, item: dict[str, Any], key: str | None
-    ) -> tuple[str, Started | Execution | None] | None:
-        """The new execution's id and what starts it (`Started`: inserted claimed, to run
-        from memory; an `Execution`: QUEUED, for the submitter), or the id of the one started
-        earlier with the idempotency key and None; None when the workflow is gone."""
-        database = self.services.database
-        # Read before the transaction, which then only writes (on SQLite the writers of a
-        # process take turns); a key used concurrently meets the unique index below.
-        if key is not None:
-            async with database.session() as session:
-                existing = await executions.find_by_idempotency_key(session, route.workflow_id, key)
-            if existing is not None:
-                return existing.id, None
-        starts = self.services.starts
-        new: Started | Execution
-        try:
-            if starts is not None and executions.concurrency_limit(route) is None:
-                # Embedded mode, nothing to queue for: one write, and the run starts here.
-                new = await starts.create(
-                    route,
-                    mode="webhook",
-                    input=item,
-                    idempotency_key=key,
-                    start_node_id=route.node_id,
-                )
-            else:
-                async with database.transaction() as session:
-                    new = await executions.create_execution(
-                        session,
-                        workflow=route,
-                        snapshot=executions.Snapshot(
-                            route.workflow_version_id, route.workflow_version
-                        ),
-                        mode="webhook",
-                        input=item,
-                        created_by=None,
-                        idempotency_key=key,
-                        start_node_id=route.node_id,
-                    )
-        except IntegrityError:
-            # The same key, committed concurrently; or the workflow is gone (deleted since
-            # its route was read).
-            async with database.session() as session:
-                first = await executions.find_by_idempotency_key(
-                    session, route.workflow_id, key or ""
-                )
-            return None if first is None else (first.id, None)
-        return (new.execution_id if isinstance(new, Started) else new.id), new
 
     async def _when_finished(
         self,

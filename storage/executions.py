@@ -127,7 +127,7 @@ async def create_execution(
     # Core inserts: the ORM's unit of work costs more than the statements themselves here.
     await run_core(
         session,
-        _INSERT_EXECUTION,
+        INSERT_EXECUTION,
         [{column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}],
     )
     await store_execution_payload(session, execution.id, INPUT, input)
@@ -725,7 +725,7 @@ _LOAD = (
 _INSERT_EXECUTION_PAYLOAD = insert(_EXECUTION_PAYLOADS).values(
     {name: bindparam(name) for name in ("execution_id", "kind", "encoding", "raw_bytes", "data")}
 )
-_INSERT_EXECUTION = insert(_EXECUTIONS)
+INSERT_EXECUTION = insert(_EXECUTIONS)
 _INSERT_RUN_EVENT = insert(ExecutionEventRow.__table__).values(  # type: ignore[attr-defined]
     {name: bindparam(name) for name in ("execution_id", "sequence", "type", "at", "status")}
 )

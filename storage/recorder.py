@@ -112,6 +112,19 @@ def _node_run_values(state: NodeRunState) -> dict[str, Any]:
 
 
 @dataclass(slots=True)
+class NewExecution:
+    """An execution to insert with the next round (embedded mode's one-write start, see
+    storage/starts.py): its row, its input's payload row, its first events (rows, and as
+    published once committed), and what to do once committed (start its run)."""
+
+    row: dict[str, Any]
+    input_row: dict[str, Any]
+    events: list[Event]
+    on_commit: Callable[[], None]
+    done: asyncio.Future[None] | None = None
+
+
+@dataclass(slots=True)
 class _Payload:
     """A record's payload while it waits to be stored: encoded, then compressed."""
 
@@ -148,6 +161,7 @@ class GroupCommitWriter:
         # only while the database still shows that generation (see `fence`).
         self._fences: dict[str, int] = {}
         self._fence_listeners: list[FenceListener] = []
+        self._creations: list[NewExecution] = []
         self._lost: set[str] = set()  # executions whose fence refused records (reported)
         self.fenced_out = 0
         self.rounds = 0
@@ -181,6 +195,21 @@ class GroupCommitWriter:
         self._wake.set()
         await self._task
         self._task = None
+
+    async def create(self, execution: NewExecution) -> None:
+        """Insert a new execution with the next round: its transaction then carries the
+        starts of every request that came meanwhile, and the records of running executions.
+        Returns once committed (its events published, `on_commit` called); raises what the
+        database refused it with (`IntegrityError`: an idempotency key used already, or
+        the workflow deleted meanwhile), or any error of its round: a creation is not
+        retried, its caller answers."""
+        if self._task is None:
+            await self.start()
+        execution.done = asyncio.get_running_loop().create_future()
+        self._creations.append(execution)
+        self._wake.set()
+        # Shielded: the round goes on whatever happens to the caller, and so does the run.
+        await asyncio.shield(execution.done)
 
     def emit(self, record: Record) -> None:
         self._pending.append(record)
@@ -232,21 +261,32 @@ class GroupCommitWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._pending:
+            if not self._pending and not self._creations:
                 if self._stopping:
                     return
                 continue
             batch, self._pending = self._pending, []
+            creations, self._creations = self._creations, []
             while True:
                 try:
-                    written = await self._store(batch)
+                    written = await self._store(batch, creations)
+                    self._created(creations)
                     break
                 except (IntegrityError, DataError):
+                    if creations:
+                        # Most likely a key used twice: each creation alone finds out which,
+                        # then the records again.
+                        await self._create_one_by_one(creations)
+                        creations = []
+                        continue
                     # Not transient: store what can be stored, one record at a time.
                     logger.exception("a batch of %d records was refused", len(batch))
                     written = await self._store_one_by_one(batch)
                     break
-                except Exception:
+                except Exception as exc:
+                    for creation in creations:
+                        _settle(creation, exc)
+                    creations = []
                     logger.exception("storing %d execution records failed; retrying", len(batch))
                     await asyncio.sleep(_RETRY_DELAY_S)
             for record in batch:
@@ -266,9 +306,34 @@ class GroupCommitWriter:
                 except Exception:
                     logger.exception("commit listener failed")
 
-    async def _store(self, batch: list[Record]) -> list[Record]:
-        """Stores the batch in one transaction; returns the records committed (those of
-        executions whose lease moved on are left out)."""
+    def _created(self, creations: list[NewExecution]) -> None:
+        """Committed: announce the new executions, start their runs, answer their callers."""
+        if not creations:
+            return
+        events = [event for creation in creations for event in creation.events]
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:
+                logger.exception("commit listener failed")
+        for creation in creations:
+            _settle(creation, None)
+
+    async def _create_one_by_one(self, creations: list[NewExecution]) -> None:
+        for creation in creations:
+            try:
+                async with self._database.transaction() as session:
+                    await _insert_creations(session, [creation])
+            except Exception as exc:
+                _settle(creation, exc)
+            else:
+                self._created([creation])
+
+    async def _store(
+        self, batch: list[Record], creations: Sequence[NewExecution] = ()
+    ) -> list[Record]:
+        """Stores the batch (after the new executions) in one transaction; returns the
+        records committed (those of executions whose lease moved on are left out)."""
         compressed = await self._compress(batch)
         outputs: dict[int, tuple[bytes, int, str]] = {}
         for record in batch:
@@ -286,6 +351,8 @@ class GroupCommitWriter:
                 )
                 outputs[id(record)] = (data, raw_bytes, payloads.CHUNKED)
         async with self._database.transaction() as session:
+            if creations:
+                await _insert_creations(session, creations)
             new_run_ids, written = await self._write(session, batch, compressed, outputs)
         # Only after the commit are these runs known to exist.
         self._known_runs.update(new_run_ids)
@@ -455,6 +522,32 @@ class GroupCommitWriter:
         if output_rows:
             await executions.insert_execution_payloads(session, output_rows)
         return [row["id"] for row in new_runs], batch
+
+
+def _settle(creation: NewExecution, error: BaseException | None) -> None:
+    """Tell the creator how its creation went; a committed one's run starts first."""
+    if error is None:
+        try:
+            creation.on_commit()
+        except Exception:
+            logger.exception("starting execution %s failed", creation.row["id"])
+    done = creation.done
+    if done is None or done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+async def _insert_creations(session: AsyncSession, creations: Sequence[NewExecution]) -> None:
+    await run_core(session, executions.INSERT_EXECUTION, [c.row for c in creations])
+    await executions.insert_execution_payloads(session, [c.input_row for c in creations])
+    await run_core(
+        session,
+        _INSERT_EVENTS,
+        [_event_row(event) for creation in creations for event in creation.events],
+    )
 
 
 def record_time(batch: list[Record]) -> Any:

@@ -5,9 +5,11 @@ its EXECUTION_QUEUED event; the runner's task then loads it back (snapshot, grap
 decoded again) and claims it (RUNNING, lease generation 1, EXECUTION_STARTED). When the
 process that creates the execution also runs it at once (embedded mode, a workflow without
 `maxConcurrentExecutions`), everything that claim would write is known at creation: the
-execution is inserted already claimed, with both events and its input, in one transaction,
-and the runner is handed the `LoadedExecution` it would have read. The rows, events and
-sequence numbers are those of the general path; only the number of round trips differs.
+execution is inserted already claimed, with both events and its input, by the group-commit
+writer (storage/recorder.py) in its next round, one transaction shared with every other start
+and record of that round; once committed, the runner is handed the `LoadedExecution` it would
+have read. The rows, events and sequence numbers are those of the general path; only the
+number of transactions and round trips differs.
 Anything that must queue (a concurrency limit), and every start in distributed mode, keeps
 the general path.
 """
@@ -15,10 +17,9 @@ the general path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
-from engine.bus import EventPublisher
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
 from engine.handover import RunHandover
@@ -26,19 +27,12 @@ from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus
 from engine.submitter import InProcessSubmitter
 from storage import payloads
-from storage.db import run_core
-from storage.executions import (
-    _EXECUTIONS,
-    _INSERT_EXECUTION,
-    _INSERT_RUN_EVENT,
-    INPUT,
-    DatabaseExecutionSource,
-    encode_payload,
-    insert_execution_payloads,
-)
+from storage.executions import _EXECUTIONS, INPUT, DatabaseExecutionSource, encode_payload
 from storage.models import new_id
+from storage.recorder import GroupCommitWriter, NewExecution
 from storage.types import utcnow
 
+_QUEUED = ExecutionStatus.QUEUED.value
 _RUNNING = ExecutionStatus.RUNNING.value
 # Every column of an execution row as a new one holds it, before the values of a start.
 _NEW_ROW: dict[str, Any] = {column.name: None for column in _EXECUTIONS.c} | {
@@ -51,10 +45,10 @@ _NEW_ROW: dict[str, Any] = {column.name: None for column in _EXECUTIONS.c} | {
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """An execution inserted claimed (committed), not yet running: what `run` needs."""
+    """A new execution, claimed by this process: what it stores and what it runs."""
 
     loaded: LoadedExecution
-    at: datetime
+    new: NewExecution
 
     @property
     def execution_id(self) -> str:
@@ -97,13 +91,13 @@ class EmbeddedStarts:
         self,
         source: DatabaseExecutionSource,
         submitter: InProcessSubmitter,
-        publisher: EventPublisher | None,
+        writer: GroupCommitWriter,
     ) -> None:
         self.source = source
         self.submitter = submitter
-        self.publisher = publisher
+        self.writer = writer
 
-    async def create(
+    def prepare(
         self,
         version: RunnableVersion,
         *,
@@ -113,10 +107,9 @@ class EmbeddedStarts:
         start_node_id: str | None = None,
         created_by: str | None = None,
     ) -> Started:
-        """Insert the execution RUNNING under this process's lease (generation 1), with its
-        input and its EXECUTION_QUEUED and EXECUTION_STARTED events, in one transaction;
-        the `LoadedExecution` the claim would have read. Raises `IntegrityError` for an
-        idempotency key used already (or a workflow deleted meanwhile); `run` starts it."""
+        """A new execution of `version` as the claim of this process leaves it (RUNNING,
+        lease generation 1, its first two events), not yet stored: `start` stores and runs
+        it. Its id is known from here on (a caller may listen to its events first)."""
         now = utcnow()
         execution_id = new_id()
         row = _NEW_ROW | {
@@ -138,27 +131,13 @@ class EmbeddedStarts:
             "started_at": now,
         }
         data, raw_bytes = encode_payload(input)
-        events = [
-            {"execution_id": execution_id, "sequence": 1, "type": "EXECUTION_QUEUED"}
-            | {"at": now, "status": ExecutionStatus.QUEUED.value},
-            {"execution_id": execution_id, "sequence": 2, "type": "EXECUTION_STARTED"}
-            | {"at": now, "status": _RUNNING},
-        ]
-        async with self.source.database.transaction() as session:
-            await run_core(session, _INSERT_EXECUTION, [row])
-            await insert_execution_payloads(
-                session,
-                [
-                    {
-                        "execution_id": execution_id,
-                        "kind": INPUT,
-                        "encoding": payloads.ENCODING,
-                        "raw_bytes": raw_bytes,
-                        "data": data,
-                    }
-                ],
-            )
-            await run_core(session, _INSERT_RUN_EVENT, events)
+        input_row = {
+            "execution_id": execution_id,
+            "kind": INPUT,
+            "encoding": payloads.ENCODING,
+            "raw_bytes": raw_bytes,
+            "data": data,
+        }
         loaded = LoadedExecution(
             execution_id=execution_id,
             workspace_id=version.workspace_id,
@@ -177,19 +156,22 @@ class EmbeddedStarts:
             start_node_id=start_node_id,
             next_sequence=3,
         )
-        return Started(loaded, now)
+        events = [
+            Event(execution_id, 1, EventType.EXECUTION_QUEUED, now, status=_QUEUED),
+            Event(execution_id, 2, EventType.EXECUTION_STARTED, now, status=_RUNNING),
+        ]
+        return Started(loaded, NewExecution(row, input_row, events, lambda: None))
 
-    def run(self, started: Started, handover: RunHandover | None = None) -> None:
-        """Announce the committed start (EXECUTION_QUEUED and EXECUTION_STARTED, as the
-        general path publishes them), fence the run's records by its generation, and run
-        it in this process."""
-        loaded, at = started.loaded, started.at
-        if self.publisher is not None:
-            queued = Event(loaded.execution_id, 1, EventType.EXECUTION_QUEUED, at, status="QUEUED")
-            running = Event(
-                loaded.execution_id, 2, EventType.EXECUTION_STARTED, at, status=_RUNNING
-            )
-            self.publisher.publish([queued, running])
-        if self.source.writer is not None:
-            self.source.writer.fence(loaded.execution_id, loaded.generation)
-        self.submitter.start(loaded, handover)
+    async def start(self, started: Started, handover: RunHandover | None = None) -> None:
+        """Store the execution with the writer's next round (one transaction for every start
+        and record of that round) and, once committed, run it here: its records fenced by
+        its generation, `handover` given its answer. Raises `IntegrityError` for an
+        idempotency key used already (or a workflow deleted meanwhile)."""
+        loaded = started.loaded
+
+        def run() -> None:
+            self.writer.fence(loaded.execution_id, loaded.generation)
+            self.submitter.start(loaded, handover)
+
+        started.new.on_commit = run
+        await self.writer.create(started.new)

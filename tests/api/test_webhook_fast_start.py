@@ -212,25 +212,29 @@ async def test_concurrent_requests_with_one_idempotency_key_start_one_run(
     assert len(rows) == 1
 
 
-async def _started(app: Any, database: Any, path: str) -> Any:
-    """An execution of the route at `path` created claimed by this process, not running."""
+async def _stored(app: Any, database: Any, path: str) -> Any:
+    """An execution of the route at `path` stored claimed by this process, but not run (as
+    if the process stopped right after the commit)."""
     async with database.session() as session:
         route = await webhooks.lookup(session, "POST", path)
     assert route is not None
     starts = app.state.services.starts
     item = {"body": {"price": 4}, "query": {}, "headers": {}, "method": "POST", "path": path}
-    return await starts.create(route, mode="webhook", input=item, start_node_id=route.node_id)
+    started = starts.prepare(route, mode="webhook", input=item, start_node_id=route.node_id)
+    await starts.writer.create(started.new)
+    return started
 
 
 async def test_a_cancel_before_the_run_begins_is_recorded(
     app: Any, http: httpx.AsyncClient, alice: Caller, database: Any
 ) -> None:
     await hook_workflow(alice, {"path": "cancel-early"}, [SET])
-    started = await _started(app, database, "cancel-early")
-    app.state.services.starts.run(started)
+    started = await _stored(app, database, "cancel-early")
+    submitter = app.state.services.submitter
+    submitter.start(started.loaded)
     # Its task has not begun: the cancel reaches the run through the execution.
-    assert await app.state.services.submitter.cancel(started.execution_id)
-    columns, events = await _record(database, started.execution_id)
+    assert await submitter.cancel(started.loaded.execution_id)
+    columns, events = await _record(database, started.loaded.execution_id)
     assert columns["status"] == "CANCELLED"
     assert [(sequence, kind, status) for sequence, kind, _, status, *_ in events] == [
         (1, "EXECUTION_QUEUED", "QUEUED"),
@@ -245,12 +249,12 @@ async def test_a_start_interrupted_before_its_run_resumes_on_the_next_start(
     first = create_app(settings, database=database, registry=registry)
     async with serve(first):
         await hook_workflow(alice, {"path": "crash"}, [SET])
-        started = await _started(first, database, "crash")
+        started = await _stored(first, database, "crash")
         # The process stops before the run's task begins (as if it died after the commit).
     second = create_app(settings, database=database, registry=registry)
     async with serve(second):
         for _ in range(200):
-            columns, events = await _record(database, started.execution_id)
+            columns, events = await _record(database, started.loaded.execution_id)
             if columns["status"] == "SUCCEEDED":
                 break
             await asyncio.sleep(0.05)

@@ -1,0 +1,101 @@
+"""New executions stored by the group-commit writer (embedded mode's one-write start): in
+the writer's round, published once committed, and a creation the database refuses is
+refused to its caller alone, whatever else its round carried."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from engine.events import Event
+from storage import workflows
+from storage.db import Database
+from storage.executions import DatabaseExecutionSource
+from storage.models import Execution, ExecutionEventRow
+from storage.recorder import GroupCommitWriter
+from storage.starts import EmbeddedStarts
+from tests.storage.conftest import StoredWorkflow
+
+
+@dataclass(frozen=True)
+class Version:
+    """A `RunnableVersion` as a webhook route gives it."""
+
+    workflow_id: str
+    workspace_id: str
+    workflow_version_id: str
+    workflow_version: int
+    workflow_name: str = "wf"
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    version_settings: dict[str, Any] = field(default_factory=dict)
+
+
+async def _version(database: Database, stored_workflow: StoredWorkflow) -> Version:
+    workflow, _ = await stored_workflow()
+    async with database.transaction() as session:
+        snapshot = await workflows.ensure_snapshot(session, workflow, workflow.created_by)
+    return Version(workflow.id, workflow.workspace_id, snapshot.id, snapshot.version)
+
+
+async def test_a_refused_creation_fails_alone(
+    database: Database, stored_workflow: StoredWorkflow
+) -> None:
+    writer = GroupCommitWriter(database)
+    published: list[Event] = []
+
+    def listen(events: Sequence[Event]) -> None:
+        published.extend(events)
+
+    writer.on_commit(listen)
+    # Nothing runs what the writer stores here: the submitter is never asked.
+    starts = EmbeddedStarts(DatabaseExecutionSource(database), None, writer)  # type: ignore[arg-type]
+    version = await _version(database, stored_workflow)
+    good = starts.prepare(version, mode="webhook", input={"n": 1}, idempotency_key="k")
+    twin = starts.prepare(version, mode="webhook", input={"n": 2}, idempotency_key="k")
+    other = starts.prepare(version, mode="webhook", input={"n": 3})
+    # In one round: the second use of the key is refused; the others are stored.
+    results = await asyncio.gather(
+        writer.create(good.new),
+        writer.create(twin.new),
+        writer.create(other.new),
+        return_exceptions=True,
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], IntegrityError)
+    stored = {good.loaded.execution_id, other.loaded.execution_id}
+    async with database.session() as session:
+        rows = (await session.exec(select(Execution.id, Execution.status))).all()
+        events = (
+            await session.exec(
+                select(ExecutionEventRow.execution_id, ExecutionEventRow.sequence).order_by(
+                    ExecutionEventRow.execution_id, ExecutionEventRow.sequence
+                )
+            )
+        ).all()
+    assert {row[0] for row in rows} == stored
+    assert {row[1] for row in rows} == {"RUNNING"}
+    assert sorted(events) == sorted((e, s) for e in stored for s in (1, 2))
+    # Only what was committed went live, each execution's events in order.
+    assert sorted((e.execution_id, e.sequence) for e in published) == sorted(events)
+    await writer.stop()
+
+
+async def test_a_creation_is_stored_with_the_records_of_its_round(
+    database: Database, stored_workflow: StoredWorkflow
+) -> None:
+    """Several starts at once cost one transaction (a round), not one each."""
+    writer = GroupCommitWriter(database)
+    starts = EmbeddedStarts(DatabaseExecutionSource(database), None, writer)  # type: ignore[arg-type]
+    version = await _version(database, stored_workflow)
+    await writer.start()
+    rounds = writer.rounds
+    news = [starts.prepare(version, mode="webhook", input={"n": n}) for n in range(5)]
+    await asyncio.gather(*(writer.create(started.new) for started in news))
+    assert writer.rounds - rounds == 1
+    await writer.stop()
