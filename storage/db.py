@@ -51,6 +51,9 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     # With WAL, NORMAL is durable against application crashes and much faster than FULL.
     cursor.execute("PRAGMA synchronous=NORMAL")
+    if inline:
+        # A `Checkpointer` thread checkpoints; this connection only when it falls behind.
+        cursor.execute(f"PRAGMA wal_autocheckpoint={sqlite_inline.INLINE_AUTOCHECKPOINT_PAGES}")
     cursor.close()
     # SQLite's own lower() folds ASCII letters only, so case-insensitive filters would miss
     # "Ü" for "ü"; Python's folds all of Unicode, as PostgreSQL's does.
@@ -88,6 +91,9 @@ class Database:
     ) -> None:
         self.url = make_url(url)
         self.dialect = self.url.get_backend_name()
+        # A SQLite file written inline: its checkpoints run on a thread, from the first write.
+        self._sqlite_file: str | None = None
+        self._checkpointer: sqlite_inline.Checkpointer | None = None
         self._echo = echo
         self._pg_search_path = pg_search_path
         self._pre_ping = pre_ping
@@ -109,6 +115,7 @@ class Database:
                 engine_options.update(
                     async_creator=sqlite_inline.connector(database), pool_size=32, max_overflow=64
                 )
+                self._sqlite_file = database
         else:
             # No ping before each checkout by default: it is a round trip per transaction
             # (about 15% of the throughput of small executions). A connection that a database
@@ -165,6 +172,8 @@ class Database:
         with it, 0.55 s with the lock). A task already holding the lock (a nested
         transaction) goes on.
         """
+        if self._sqlite_file is not None and self._checkpointer is None:
+            self._checkpointer = sqlite_inline.Checkpointer(self._sqlite_file)
         task = asyncio.current_task()
         if self.dialect != "sqlite" or (task is not None and task is self._writer):
             async with self.sessions() as session, session.begin():
@@ -202,4 +211,7 @@ class Database:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         await self.engine.dispose()
