@@ -51,9 +51,7 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
     # With WAL, NORMAL is durable against application crashes and much faster than FULL.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    if inline:
-        # A `Checkpointer` thread checkpoints; this connection only when it falls behind.
-        cursor.execute(f"PRAGMA wal_autocheckpoint={sqlite_inline.INLINE_AUTOCHECKPOINT_PAGES}")
+
     cursor.close()
     # SQLite's own lower() folds ASCII letters only, so case-insensitive filters would miss
     # "Ü" for "ü"; Python's folds all of Unicode, as PostgreSQL's does.
