@@ -76,7 +76,9 @@ class InProcessSubmitter:
 
         task.add_done_callback(forget)
 
-    def start(self, loaded: LoadedExecution, handover: RunHandover | None = None) -> None:
+    def start(
+        self, loaded: LoadedExecution, handover: RunHandover | None = None
+    ) -> asyncio.Task[None]:
         """Run an execution this process inserted already claimed (embedded mode's one-write
         start): the runner takes it from memory, with `handover` for a waiting caller."""
         execution_id = loaded.execution_id
@@ -93,6 +95,7 @@ class InProcessSubmitter:
                 del self._handed[execution_id]
 
         task.add_done_callback(forget)
+        return task
 
     async def _run_started(self, loaded: LoadedExecution, handover: RunHandover | None) -> None:
         execution_id = loaded.execution_id

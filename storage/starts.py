@@ -16,6 +16,7 @@ the general path.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -83,6 +84,13 @@ class RunnableVersion(Protocol):
     def version_settings(self) -> dict[str, Any]: ...
 
 
+# Runs started here at most at once. A start that answers at once costs far less than its
+# run: without a bound, a burst of such requests is accepted faster than its runs complete,
+# and the runs pile up in memory (hundreds of MB, every later request waiting behind them).
+# Past it a start waits for a run to end: the caller is slowed down, nothing is refused.
+MAX_RUNNING_STARTS = 256
+
+
 class EmbeddedStarts:
     """Creates executions claimed by this process and runs them from memory (see the module
     docstring)."""
@@ -92,10 +100,12 @@ class EmbeddedStarts:
         source: DatabaseExecutionSource,
         submitter: InProcessSubmitter,
         writer: GroupCommitWriter,
+        max_running: int = MAX_RUNNING_STARTS,
     ) -> None:
         self.source = source
         self.submitter = submitter
         self.writer = writer
+        self._slots = asyncio.Semaphore(max_running)
 
     def prepare(
         self,
@@ -168,10 +178,25 @@ class EmbeddedStarts:
         its generation, `handover` given its answer. Raises `IntegrityError` for an
         idempotency key used already (or a workflow deleted meanwhile)."""
         loaded = started.loaded
+        slots = self._slots
+        held = True
+
+        def release(_: object = None) -> None:
+            nonlocal held
+            if held:
+                held = False
+                slots.release()
 
         def run() -> None:
             self.writer.fence(loaded.execution_id, loaded.generation)
-            self.submitter.start(loaded, handover)
+            self.submitter.start(loaded, handover).add_done_callback(release)
 
         started.new.on_commit = run
-        await self.writer.create(started.new)
+        await slots.acquire()
+        try:
+            await self.writer.create(started.new)
+        except BaseException:
+            # Refused; or the caller went away, and the run (if it is committed) keeps the
+            # slot no longer.
+            release()
+            raise

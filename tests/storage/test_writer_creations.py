@@ -99,3 +99,36 @@ async def test_a_creation_is_stored_with_the_records_of_its_round(
     await asyncio.gather(*(writer.create(started.new) for started in news))
     assert writer.rounds - rounds == 1
     await writer.stop()
+
+
+class HeldRuns:
+    """A submitter whose runs last until the test lets them end."""
+
+    def __init__(self) -> None:
+        self.end = asyncio.Event()
+        self.started: list[str] = []
+
+    def start(self, loaded: Any, handover: Any = None) -> asyncio.Task[None]:
+        self.started.append(loaded.execution_id)
+        return asyncio.create_task(self.end.wait())  # type: ignore[arg-type]
+
+
+async def test_starts_wait_while_too_many_runs_go_on(
+    database: Database, stored_workflow: StoredWorkflow
+) -> None:
+    writer = GroupCommitWriter(database)
+    runs = HeldRuns()
+    starts = EmbeddedStarts(DatabaseExecutionSource(database), runs, writer, max_running=1)  # type: ignore[arg-type]
+    version = await _version(database, stored_workflow)
+    first = starts.prepare(version, mode="webhook", input={})
+    second = starts.prepare(version, mode="webhook", input={})
+    await starts.start(first)
+    waiting = asyncio.create_task(starts.start(second))
+    await asyncio.sleep(0.2)
+    # Not refused, not stored: it waits for the first run to end.
+    assert not waiting.done()
+    assert runs.started == [first.loaded.execution_id]
+    runs.end.set()
+    await asyncio.wait_for(waiting, 5)
+    assert runs.started == [first.loaded.execution_id, second.loaded.execution_id]
+    await writer.stop()
