@@ -136,8 +136,12 @@ class WorkflowCaller(Protocol):
         `parent_run_id` returns those it made); raises `CallRefused`."""
         ...
 
-    async def results(self, parent_run_id: str) -> list[ChildResult] | None:
-        """The ends of the attempt's executions in batch order; None while any still runs."""
+    async def results(
+        self, parent_run_id: str, max_bytes: int | None = None
+    ) -> list[ChildResult] | None:
+        """The ends of the attempt's executions in batch order; None while any still runs.
+        Their outputs together larger than `max_bytes` as JSON: NodeError
+        `NODE_OUTPUT_TOO_LARGE`, raised before they are read."""
         ...
 
 
@@ -196,6 +200,9 @@ class NodeRunContext:
     # When the node's time is up (its timeout, or the execution's, whichever is first), on
     # the monotonic clock: long expressions stop there (see `Budget.boundary`).
     deadline: float | None = None
+    # The output size limit in bytes of JSON (None: none), for behaviours that count what
+    # they write as they build it (engine/nodes/growth.py).
+    max_output_bytes: int | None = None
 
     @classmethod
     def for_node(cls, node: Node, **fields: Any) -> NodeRunContext:

@@ -76,7 +76,8 @@ async def execute_workflow(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         if not wait:
             return {"main": items}
         raise Suspend(_recheck_at(), on_children=True)
-    results = await caller.results(ctx.run_id)
+    # Their outputs are this node's: too large together, refused before they are read.
+    results = await caller.results(ctx.run_id, ctx.max_output_bytes)
     if results is None:
         raise Suspend(_recheck_at(), on_children=True)
     output: list[Item] = []

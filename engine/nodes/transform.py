@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from engine.nodes.base import CHECKPOINT_EVERY, Item, NodeError, NodeRunContext, PortItems
+from engine.nodes.growth import Growth, KeyTexts, json_bytes
 from engine.nodes.parameters import (
     choice,
     chunks,
@@ -93,25 +93,83 @@ def _set_rendered(
 
 
 async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
-    """Writes each field on a copy of every item; `keepOnlySet` drops the other fields."""
+    """Writes each field on a copy of every item; `keepOnlySet` drops the other fields.
+
+    The values written are counted against the output limit as items are built (a value can
+    be written into every item, or into many fields, by reference: engine/nodes/growth.py).
+    """
     items = inputs.get("main", [])
     results: list[Item] = []
+    growth = Growth(ctx)
     paths: dict[str, tuple[str, ...]] = {}
     if ctx.compiled.is_constant:
         assignments, keep_only_set = _checked_assignments(ctx.parameters(), paths)
+        if growth.active:
+            written = sum(map(growth.size, _last_writes(assignments)))
+            growth.repeat(written, len(items))
         for _, chunk in chunks(items):
             results.extend(_assign(item, assignments, keep_only_set) for item in chunk)
             await ctx.checkpoint()
         return {"main": results}
     parameters = per_item(ctx)
+    distinct = _distinct_names(ctx.compiled.source)
+    room = growth.room()
+    written = 0
     for index, item in enumerate(items):
-        results.append(_set_rendered(item, parameters(item, index), paths))
+        rendered = parameters(item, index)
+        results.append(_set_rendered(item, rendered, paths))
+        if room is not None:
+            written += _written_bytes(growth, rendered, paths, distinct)
+            if written > room:
+                growth.add(written, index)  # past the limit: raises
         if ctx.due():
             await ctx.pause()
     return {"main": results}
 
 
-def _sort_rank(value: Any, descending: bool) -> tuple[int, Any]:
+def _written_bytes(
+    growth: Growth, rendered: dict[str, Any], paths: dict[str, tuple[str, ...]], distinct: bool
+) -> int:
+    """What the rendered `fields` write (after `_set_rendered` checked them), as counted by
+    `growth`; `distinct`: no two fields write under the same top-level field."""
+    fields = rendered["fields"]
+    size = growth.size
+    if distinct:
+        total = 0
+        for field in fields:
+            total += size(field.get("value"))
+        return total
+    return sum(map(size, _last_writes((paths[f["name"]], f.get("value")) for f in fields)))
+
+
+def _distinct_names(source: Any) -> bool:
+    """Whether the Set node's field names are fixed (no expression) and write under
+    different top-level fields, so that every value written stays in the item."""
+    fields = source.get("fields") if isinstance(source, dict) else None
+    if not isinstance(fields, list):
+        return False
+    tops = set()
+    for field in fields:
+        name = field.get("name") if isinstance(field, dict) else None
+        if not isinstance(name, str) or "{{" in name:
+            return False
+        tops.add(split_path(name)[0])
+    return len(tops) == len(fields)
+
+
+def _last_writes(assignments: Iterable[Assignment]) -> list[Any]:
+    """The values of the last assignment to each top-level field: the ones sure to be in the
+    item (an earlier one may be overwritten), so that their sizes add up to a lower bound."""
+    seen: set[str] = set()
+    values = []
+    for path, value in reversed(list(assignments)):
+        if path[0] not in seen:
+            seen.add(path[0])
+            values.append(value)
+    return values
+
+
+def _sort_rank(value: Any, descending: bool, texts: KeyTexts) -> tuple[int, Any]:
     """A key under which any two JSON values compare, never raising TypeError.
 
     Numbers come first, then text, booleans, lists and objects (the last two by their JSON
@@ -126,8 +184,7 @@ def _sort_rank(value: Any, descending: bool) -> tuple[int, Any]:
     elif kind is bool:
         return (2, value)
     elif kind is list or kind is dict:
-        text_form = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-        return (3 if kind is list else 4, text_form)
+        return (3 if kind is list else 4, texts(value))
     return (-1, 0) if descending else (5, 0)
 
 
@@ -147,9 +204,11 @@ async def sort(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     # One stable pass per field, least significant first (a reversed sort stays stable).
     for read, descending in reversed(keys):
         ranks: list[tuple[int, Any]] = []
-        for _, chunk in chunks(items):
-            ranks.extend(_sort_rank(read(item), descending) for item in chunk)
-            await ctx.checkpoint()
+        texts = KeyTexts()
+        for item in items:
+            ranks.append(_sort_rank(read(item), descending, texts))
+            if ctx.due():  # a list or object is ranked by its JSON text: any length
+                await ctx.pause()
         order = await _sorted_in_slices(ctx, order, ranks, descending)
     result: list[Item] = []
     for start in range(0, len(order), SORT_RUN_ITEMS):
@@ -254,6 +313,8 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     keep_other_fields = flag(parameters, "keepOtherFields", default=False)
     path, read = split_path(field), getter(field)
     results: list[Item] = []
+    # The other fields of an item are copied into the item of each of its elements.
+    growth = Growth(ctx) if keep_other_fields else None
     found = False
     for item in items:
         value = read(item)
@@ -262,7 +323,11 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         found = True
         if value is None:
             continue
-        for element in _elements(value):
+        elements = _elements(value)
+        if growth is not None and growth.active and len(elements) > 1:
+            others = json_bytes(item) - json_bytes(value)
+            growth.repeat(others, len(elements), len(results))
+        for element in elements:
             if keep_other_fields or not isinstance(element, dict):
                 result = dict(item) if keep_other_fields else {}
                 set_path(result, path, element)
