@@ -13,8 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.graph import Graph
 from engine.nodes.base import CallRefused, ChildResult, SubworkflowCall
-from engine.nodes.subworkflow import SUBWORKFLOW_MODE, TRIGGER
 from engine.nodes.growth import too_large
+from engine.nodes.subworkflow import SUBWORKFLOW_MODE, TRIGGER
 from engine.states import ExecutionStatus
 from storage import executions, output_reads, workflows
 from storage.db import Database
