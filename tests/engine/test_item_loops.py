@@ -27,6 +27,7 @@ LARGE_VALUES = list(range(3000))
 def large_key(index: int) -> dict[str, Any]:
     return {"values": LARGE_VALUES, "i": index % 7}
 
+
 # Inputs are built when a test runs: a module holding them all would make every collection
 # of the garbage collector walk them, which holds the loop in any test.
 CASES: dict[str, Callable[[], tuple[str, dict[str, Any], PortItems]]] = {
