@@ -16,6 +16,8 @@ import operator
 from collections.abc import Hashable
 from typing import Any
 
+from engine.node_types import NodeGroup, NodeType, Port
+from engine.nodes import schema
 from engine.nodes.base import Item, NodeRunContext, PortItems
 from engine.nodes.growth import Growth, KeyTexts, json_bytes
 from engine.nodes.parameters import choice, chunks, flag, settings, text
@@ -126,3 +128,65 @@ async def _by_key(
     if join == "outer":
         merged.extend(itertools.compress(second, map(operator.not_, matched)))
     return merged
+
+
+def merge_type() -> NodeType:
+    return NodeType(
+        name="merge",
+        version=1,
+        display_name="Merge",
+        description="Waits for both inputs and combines their items into one list.",
+        group=NodeGroup.FLOW,
+        inputs=(
+            Port("input1", "Input 1", accepts_many=False),
+            Port("input2", "Input 2", accepts_many=False),
+        ),
+        parameters_schema=schema.parameters(
+            {
+                "mode": schema.choice(
+                    "Mode",
+                    "append: items of input 1, then items of input 2. combine_by_position: "
+                    "the first items of both inputs become one item, then the second ones, and "
+                    "so on. combine_by_key: items whose key fields hold the same value become "
+                    "one item; Join says what happens to items without a match. choose_branch: "
+                    "pass on the items of one input once both have arrived. Combined items "
+                    "take input 2's value where both inputs have a field.",
+                    ("append", "combine_by_position", "combine_by_key", "choose_branch"),
+                    default="append",
+                ),
+                "key": schema.text(
+                    "Key field",
+                    "For combine_by_key: the field whose value must match on both inputs, "
+                    "for example 'id' or 'customer.email'. Values match only if equal as JSON "
+                    '(1 matches 1.0 but not "1"); items without a value never match.',
+                ),
+                "input2Key": schema.text(
+                    "Key field on input 2",
+                    "For combine_by_key: the key field of input 2's items when it is named "
+                    "differently from input 1's; left out, Key field is used on both.",
+                ),
+                "join": schema.choice(
+                    "Join",
+                    "For combine_by_key: inner keeps only items that found a match; left also "
+                    "passes on input 1 items without a match, unchanged; outer passes on the "
+                    "unmatched items of both inputs, input 2's after all others.",
+                    ("inner", "left", "outer"),
+                    default="inner",
+                ),
+                "includeUnpaired": schema.flag(
+                    "Include unpaired items",
+                    "For combine_by_position: when one input has more items, pass the extra "
+                    "ones on unchanged instead of dropping them.",
+                    default=False,
+                ),
+                "branch": schema.choice(
+                    "Branch",
+                    "For choose_branch: the input whose items are passed on.",
+                    ("input1", "input2"),
+                    default="input1",
+                ),
+            },
+            **schema.when("mode", "combine_by_key", ("key",)),
+        ),
+        execute=merge,
+    )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from engine.node_types import NodeGroup, NodeType, Port
+from engine.nodes import schema
 from engine.nodes.base import (
     CallRefused,
     Item,
@@ -101,3 +103,57 @@ async def execute_workflow(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
 
 def _recheck_at() -> datetime:
     return datetime.now(UTC) + timedelta(seconds=RECHECK_S)
+
+
+def execute_workflow_type() -> NodeType:
+    return NodeType(
+        name=EXECUTE_WORKFLOW,
+        version=1,
+        display_name="Execute Workflow",
+        description="Runs another workflow of this workspace with the items (it starts at its "
+        "'When Called by Another Workflow' trigger) and, when waiting, outputs what it returns.",
+        group=NodeGroup.FLOW,
+        parameters_schema=schema.parameters(
+            {
+                "workflowId": schema.text(
+                    "Workflow", "The id of the workflow to run.", minLength=1, maxLength=255
+                ),
+                "source": schema.choice(
+                    "Version",
+                    "published: the workflow's published version. draft: its current draft.",
+                    ("published", "draft"),
+                    default="published",
+                ),
+                "mode": schema.choice(
+                    "Mode",
+                    "all_items: one execution with all the items. each_item: one execution per "
+                    "item, outputs concatenated in item order.",
+                    ("all_items", "each_item"),
+                    default="all_items",
+                ),
+                "waitForCompletion": schema.flag(
+                    "Wait for completion",
+                    "Wait for the called executions and output the items they return (their "
+                    "last node's); otherwise start them and pass the items on.",
+                    default=True,
+                ),
+            },
+            required=("workflowId",),
+        ),
+        execute=execute_workflow,
+    )
+
+
+def execute_workflow_trigger_type() -> NodeType:
+    return NodeType(
+        name=TRIGGER,
+        version=1,
+        display_name="When Called by Another Workflow",
+        description="Starts the workflow when an Execute Workflow node calls it; outputs the "
+        "items it was sent (run by hand: the run's input as its item).",
+        group=NodeGroup.TRIGGER,
+        inputs=(),
+        outputs=(Port(),),
+        parameters_schema=schema.parameters({}),
+        execute=execute_workflow_trigger,
+    )

@@ -12,6 +12,8 @@ import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from engine.node_types import NodeGroup, NodeType
+from engine.nodes import schema
 from engine.nodes.base import CHECKPOINT_EVERY, Item, NodeError, NodeRunContext, PortItems
 from engine.nodes.growth import Growth, KeyTexts, json_bytes
 from engine.nodes.parameters import (
@@ -343,3 +345,181 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
             details={"parameter": "field", "field": field},
         )
     return {"main": results}
+
+
+def set_type() -> NodeType:
+    field = schema.object_of(
+        {
+            "name": schema.text(
+                "Name",
+                "The field to write on each item; a dotted name such as 'customer.address.city' "
+                "writes into nested objects, creating them as needed.",
+            ),
+            "value": schema.any_value(
+                "Value",
+                "What to write: fixed text, a number, or an expression such as "
+                "{{ $json.price * 2 }}. Left out, the field is set to null.",
+            ),
+        },
+        required=("name",),
+    )
+    return NodeType(
+        name="set",
+        version=1,
+        display_name="Edit Fields (Set)",
+        description="Adds or changes fields on every item.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "fields": schema.list_of(
+                    "Fields to set", "The fields to add or change.", field, min_items=1
+                ),
+                "keepOnlySet": schema.flag(
+                    "Keep only these fields",
+                    "Drop every other field from the items, keeping only the ones set here.",
+                    default=False,
+                ),
+            },
+            required=("fields",),
+        ),
+        execute=set_fields,
+    )
+
+
+def sort_type() -> NodeType:
+    sort_key = schema.object_of(
+        {
+            "field": schema.text("Field", "The field to sort by, for example 'createdAt'."),
+            "order": schema.choice(
+                "Order",
+                "asc: smallest or earliest first; desc: largest or latest first.",
+                ("asc", "desc"),
+                default="asc",
+            ),
+        },
+        required=("field",),
+    )
+    return NodeType(
+        name="sort",
+        version=1,
+        display_name="Sort",
+        description="Puts the items in order by one or more fields.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "fields": schema.list_of(
+                    "Sort by",
+                    "The fields to sort by; later fields break ties of earlier ones.",
+                    sort_key,
+                    min_items=1,
+                ),
+            },
+            required=("fields",),
+        ),
+        execute=sort,
+    )
+
+
+def limit_type() -> NodeType:
+    return NodeType(
+        name="limit",
+        version=1,
+        display_name="Limit",
+        description="Passes on at most a given number of items and drops the rest.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "maxItems": schema.number_or_expression(
+                    "Max items", "How many items to keep, at least 1.", integer=True, minimum=1
+                ),
+                "keep": schema.choice(
+                    "Keep",
+                    "first: keep the first items; last: keep the last ones.",
+                    ("first", "last"),
+                    default="first",
+                ),
+            },
+            required=("maxItems",),
+        ),
+        execute=limit,
+    )
+
+
+def aggregate_type() -> NodeType:
+    collected = schema.object_of(
+        {
+            "field": schema.text("Field", "The field whose values are collected from every item."),
+            "renameTo": schema.text(
+                "Output field",
+                "The name of the list in the result; left out, the field's own name (its last "
+                "part, for a nested field such as 'customer.email') is used.",
+            ),
+        },
+        required=("field",),
+    )
+    return NodeType(
+        name="aggregate",
+        version=1,
+        display_name="Aggregate",
+        description="Combines all items into a single item holding lists.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "mode": schema.choice(
+                    "Aggregate",
+                    "all_items: put every item, whole, into one list. fields: collect the "
+                    "values of chosen fields into one list per field.",
+                    ("all_items", "fields"),
+                    default="all_items",
+                ),
+                "fields": schema.list_of(
+                    "Fields to collect",
+                    "For the fields mode: the fields whose values are gathered.",
+                    collected,
+                    min_items=1,
+                ),
+                "destinationField": schema.text(
+                    "Output field",
+                    "For the all_items mode: the name of the list holding the items.",
+                    default="data",
+                ),
+                "keepMissing": schema.flag(
+                    "Keep missing values",
+                    "For the fields mode: put null in a list for items that lack the field or "
+                    "hold null there, so that the lists of several fields stay aligned; "
+                    "otherwise such items are skipped.",
+                    default=False,
+                ),
+            },
+            **schema.when("mode", "fields", ("fields",)),
+        ),
+        execute=aggregate,
+    )
+
+
+def split_out_type() -> NodeType:
+    return NodeType(
+        name="split_out",
+        version=1,
+        display_name="Split Out",
+        description="Turns a list inside an item into separate items, one per entry.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "field": schema.text(
+                    "Field to split",
+                    "The field holding the list, e.g. 'orders'. An object element becomes the "
+                    "new item; any other element is put under this field's name. Items "
+                    "without the field give no items; a field found in no item is an error.",
+                ),
+                "keepOtherFields": schema.flag(
+                    "Keep other fields",
+                    "Copy the item's other fields onto each new item, with the element in "
+                    "place of the list.",
+                    default=False,
+                ),
+            },
+            required=("field",),
+        ),
+        execute=split_out,
+    )
