@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from engine.errors import WorkflowError
 from engine.expressions import rename_references
 from engine.graph import Edge, Graph, Node
 
 
-class EditError(Exception):
+class EditError(WorkflowError):
     """An edit refers to something the graph does not have."""
 
     def __init__(self, code: str, message: str, node_id: str | None, field: str) -> None:

@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from engine import slices
+from engine.errors import WorkflowError
 from engine.events import (
     ErrorInfo,
     Event,
@@ -148,7 +149,7 @@ class Outcome:
     waiting_on_children: list[str] = field(default_factory=list)
 
 
-class StartNodeError(Exception):
+class StartNodeError(WorkflowError):
     """The requested start node does not exist or cannot start a run."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from engine.errors import EngineError
 from engine.graph import DEFAULT_PORT
 
 ENTRY_POINT_GROUP = "loom.node_types"
@@ -96,7 +97,7 @@ class NodeType:
         return next((port for port in self.outputs if port.name == name), None)
 
 
-class NodeTypeRegistryError(Exception):
+class NodeTypeRegistryError(EngineError):
     """A node type could not be registered (bad name, invalid schema, duplicate version)."""
 
 

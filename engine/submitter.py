@@ -9,13 +9,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Protocol
 
+from engine.errors import EngineError
 from engine.executor import SHUTDOWN
 from engine.runner import ExecutionRunner
 
 logger = logging.getLogger("loom.submitter")
 
 
-class QueueUnavailable(ConnectionError):
+class QueueUnavailable(EngineError, ConnectionError):
     """The queue could not take a submission or a cancel (Redis unreachable or failing)."""
 
 

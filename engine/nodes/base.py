@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from engine import slices
 from engine.code import CodeSandbox
+from engine.errors import EngineError
 from engine.events import ConsoleOutput
 from engine.expressions import CompiledParameters, Scope, compile_parameters
 from engine.expressions.budget import DEFAULT_LIMITS, Budget, ExpressionLimits
@@ -51,7 +52,7 @@ class Suspend(BaseException):
         self.on_children = on_children
 
 
-class NodeError(Exception):
+class NodeError(EngineError):
     """An expected failure of a node, shown to the user as its error."""
 
     def __init__(
@@ -95,7 +96,7 @@ class CredentialProvider(Protocol):
         ...
 
 
-class CallRefused(Exception):
+class CallRefused(EngineError):
     """A sub-workflow call that cannot be made: `code` and a message that names the cause."""
 
     def __init__(self, code: str, message: str) -> None:
