@@ -2,7 +2,7 @@
 
 They reach the registry through the `loom.node_types` entry point declared in `pyproject.toml`,
 the same way a plugin's types do. Each descriptor lives beside its behaviour (`flow`,
-`transform`, `merge`, `webhook`, `subworkflow`, `code`; the HTTP Request node's in
+`transform`, `sort`, `merge`, `webhook`, `subworkflow`, `code`; the HTTP Request node's in
 `http_type`, so that its behaviour and aiohttp load only when needed); their parameters'
 JSON Schemas are built with `engine.nodes.schema`.
 
@@ -24,7 +24,7 @@ Ports of each type (inputs -> outputs):
 from __future__ import annotations
 
 from engine.node_types import NodeType
-from engine.nodes import code, flow, http_type, merge, subworkflow, transform, webhook
+from engine.nodes import code, flow, http_type, merge, sort, subworkflow, transform, webhook
 
 
 def node_types() -> list[NodeType]:
@@ -36,7 +36,7 @@ def node_types() -> list[NodeType]:
         flow.switch_type(),
         merge.merge_type(),
         flow.filter_type(),
-        transform.sort_type(),
+        sort.sort_type(),
         transform.limit_type(),
         transform.aggregate_type(),
         transform.split_out_type(),

@@ -1,4 +1,5 @@
-"""Behaviours of the transform node types: set, sort, limit, aggregate, split_out.
+"""Behaviours and descriptors of the transform node types: set, limit, aggregate, split_out
+(Sort has its own module, `sort`).
 
 `set` renders its parameters per item (values usually read the item); the others read
 node-level settings, rendered once with the first item as `$json`. Field names are dotted
@@ -7,15 +8,13 @@ paths (`customer.email`), see `engine.nodes.paths`.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from engine.node_types import NodeGroup, NodeType
 from engine.nodes import schema
-from engine.nodes.base import CHECKPOINT_EVERY, Item, NodeError, NodeRunContext, PortItems
-from engine.nodes.growth import Growth, KeyTexts, json_bytes
+from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
+from engine.nodes.growth import Growth, json_bytes
 from engine.nodes.parameters import (
     choice,
     chunks,
@@ -30,13 +29,11 @@ from engine.nodes.parameters import (
 from engine.nodes.paths import MISSING, getter, set_path, split_path
 
 FIELD_NOT_FOUND = "FIELD_NOT_FOUND"
-# Items sorted by one `list.sort` call: about 10 ms of the event loop at most.
-SORT_RUN_ITEMS = 10_000
 
 Assignment = tuple[tuple[str, ...], Any]
 
 
-def _objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
+def objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
     """A required, non-empty list parameter whose entries are objects."""
     entries = parameters.get(name)
     if not isinstance(entries, list) or not entries:
@@ -51,7 +48,7 @@ def _checked_assignments(
     parameters: dict[str, Any], paths: dict[str, tuple[str, ...]]
 ) -> tuple[list[Assignment], bool]:
     assignments: list[Assignment] = []
-    for index, field in enumerate(_objects(parameters, "fields")):
+    for index, field in enumerate(objects(parameters, "fields")):
         name = text(field, "name", prefix=f"fields[{index}].")
         path = paths[name] = split_path(name)
         assignments.append((path, field.get("value")))
@@ -171,79 +168,6 @@ def _last_writes(assignments: Iterable[Assignment]) -> list[Any]:
     return values
 
 
-def _sort_rank(value: Any, descending: bool, texts: KeyTexts) -> tuple[int, Any]:
-    """A key under which any two JSON values compare, never raising TypeError.
-
-    Numbers come first, then text, booleans, lists and objects (the last two by their JSON
-    text); null, a missing field and NaN come last in either direction.
-    """
-    kind = type(value)
-    if kind is int or kind is float:
-        if value == value:
-            return (0, value)
-    elif kind is str:
-        return (1, value)
-    elif kind is bool:
-        return (2, value)
-    elif kind is list or kind is dict:
-        return (3 if kind is list else 4, texts(value))
-    return (-1, 0) if descending else (5, 0)
-
-
-async def sort(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
-    """Orders items by one or more fields, each ascending or descending; stable."""
-    items = inputs.get("main", [])
-    parameters = settings(ctx, items)
-    keys = [
-        (
-            getter(text(entry, "field", prefix=f"fields[{index}].")),
-            choice(entry, "order", ("asc", "desc"), default="asc", prefix=f"fields[{index}].")
-            == "desc",
-        )
-        for index, entry in enumerate(_objects(parameters, "fields"))
-    ]
-    order: Sequence[int] = range(len(items))
-    # One stable pass per field, least significant first (a reversed sort stays stable).
-    for read, descending in reversed(keys):
-        ranks: list[tuple[int, Any]] = []
-        texts = KeyTexts()
-        for item in items:
-            ranks.append(_sort_rank(read(item), descending, texts))
-            if ctx.due():  # a list or object is ranked by its JSON text: any length
-                await ctx.pause()
-        order = await _sorted_in_slices(ctx, order, ranks, descending)
-    result: list[Item] = []
-    for start in range(0, len(order), SORT_RUN_ITEMS):
-        result.extend(map(items.__getitem__, order[start : start + SORT_RUN_ITEMS]))
-        await ctx.checkpoint()
-    return {"main": result}
-
-
-async def _sorted_in_slices(
-    ctx: NodeRunContext, order: Sequence[int], ranks: list[tuple[int, Any]], descending: bool
-) -> list[int]:
-    """`order` sorted (stably) by `ranks`, giving the event loop turns in between.
-
-    One `list.sort` of a million items holds the loop for most of a second and cannot be
-    interrupted: runs of `SORT_RUN_ITEMS` are sorted one at a time, then merged lazily
-    (`heapq.merge` is stable: on ties, the earlier run's item comes first).
-    """
-    if len(order) <= SORT_RUN_ITEMS:
-        return sorted(order, key=ranks.__getitem__, reverse=descending)
-    runs = []
-    for start in range(0, len(order), SORT_RUN_ITEMS):
-        runs.append(
-            sorted(order[start : start + SORT_RUN_ITEMS], key=ranks.__getitem__, reverse=descending)
-        )
-        await ctx.checkpoint()
-    merged: list[int] = []
-    pending = heapq.merge(*runs, key=ranks.__getitem__, reverse=descending)
-    while chunk := list(itertools.islice(pending, CHECKPOINT_EVERY)):
-        merged.extend(chunk)
-        await ctx.checkpoint()
-    return merged
-
-
 async def limit(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     """Keeps the first or the last `maxItems` items."""
     items = inputs.get("main", [])
@@ -266,7 +190,7 @@ async def aggregate(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         return {"main": [result]}
     keep_missing = flag(parameters, "keepMissing", default=False)
     outputs: set[str] = set()
-    for index, entry in enumerate(_objects(parameters, "fields")):
+    for index, entry in enumerate(objects(parameters, "fields")):
         prefix = f"fields[{index}]."
         path = text(entry, "field", prefix=prefix)
         output = text(entry, "renameTo", prefix=prefix) if entry.get("renameTo") else None
@@ -383,40 +307,6 @@ def set_type() -> NodeType:
             required=("fields",),
         ),
         execute=set_fields,
-    )
-
-
-def sort_type() -> NodeType:
-    sort_key = schema.object_of(
-        {
-            "field": schema.text("Field", "The field to sort by, for example 'createdAt'."),
-            "order": schema.choice(
-                "Order",
-                "asc: smallest or earliest first; desc: largest or latest first.",
-                ("asc", "desc"),
-                default="asc",
-            ),
-        },
-        required=("field",),
-    )
-    return NodeType(
-        name="sort",
-        version=1,
-        display_name="Sort",
-        description="Puts the items in order by one or more fields.",
-        group=NodeGroup.TRANSFORM,
-        parameters_schema=schema.parameters(
-            {
-                "fields": schema.list_of(
-                    "Sort by",
-                    "The fields to sort by; later fields break ties of earlier ones.",
-                    sort_key,
-                    min_items=1,
-                ),
-            },
-            required=("fields",),
-        ),
-        execute=sort,
     )
 
 
