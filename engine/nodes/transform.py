@@ -9,8 +9,10 @@ paths (`customer.email`), see `engine.nodes.paths`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
+from engine.expressions import CompiledParameters
 from engine.node_types import NodeGroup, NodeType
 from engine.nodes import schema
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
@@ -100,9 +102,15 @@ async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     items = inputs.get("main", [])
     results: list[Item] = []
     growth = Growth(ctx)
-    paths: dict[str, tuple[str, ...]] = {}
+    names = _field_names(ctx.compiled)
+    # Field names checked already: those of the source when fixed, else found as rendered.
+    paths = names.paths if names.paths is not None else {}
     if ctx.compiled.is_constant:
-        assignments, keep_only_set = _checked_assignments(ctx.parameters(), paths)
+        derived = ctx.compiled.derived
+        checked = derived.get("set.constant")
+        if checked is None:  # checked once per plan (a bad one is refused on every run)
+            checked = derived["set.constant"] = _checked_assignments(ctx.parameters(), paths)
+        assignments, keep_only_set = checked
         if growth.active:
             written = sum(map(growth.size, _last_writes(assignments)))
             growth.repeat(written, len(items))
@@ -111,7 +119,7 @@ async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
             await ctx.checkpoint()
         return {"main": results}
     parameters = per_item(ctx)
-    distinct = _distinct_names(ctx.compiled.source)
+    distinct = names.distinct
     room = growth.room()
     written = 0
     for index, item in enumerate(items):
@@ -141,19 +149,40 @@ def _written_bytes(
     return sum(map(size, _last_writes((paths[f["name"]], f.get("value")) for f in fields)))
 
 
-def _distinct_names(source: Any) -> bool:
-    """Whether the Set node's field names are fixed (no expression) and write under
-    different top-level fields, so that every value written stays in the item."""
+@dataclass(frozen=True, slots=True)
+class _FieldNames:
+    """What a Set node's source says of its field names, worked out once per plan."""
+
+    # Each name's path, when every name is fixed text (no expression): shared by all runs.
+    paths: dict[str, tuple[str, ...]] | None
+    # The names are fixed and write under different top-level fields, so that every value
+    # written stays in the item.
+    distinct: bool
+
+
+_NO_FIXED_NAMES = _FieldNames(None, distinct=False)
+
+
+def _field_names(compiled: CompiledParameters) -> _FieldNames:
+    known = compiled.derived.get("set.names")
+    if known is None:
+        known = compiled.derived["set.names"] = _fixed_names(compiled.source)
+    return cast(_FieldNames, known)
+
+
+def _fixed_names(source: Any) -> _FieldNames:
     fields = source.get("fields") if isinstance(source, dict) else None
-    if not isinstance(fields, list):
-        return False
-    tops = set()
+    if not isinstance(fields, list) or not fields:
+        return _NO_FIXED_NAMES
+    paths: dict[str, tuple[str, ...]] = {}
     for field in fields:
         name = field.get("name") if isinstance(field, dict) else None
-        if not isinstance(name, str) or "{{" in name:
-            return False
-        tops.add(split_path(name)[0])
-    return len(tops) == len(fields)
+        # Names `text` would refuse are left to it: refused when the node runs.
+        if not isinstance(name, str) or "{{" in name or not name.strip():
+            return _NO_FIXED_NAMES
+        paths[name] = split_path(name)
+    tops = {path[0] for path in paths.values()}
+    return _FieldNames(paths, distinct=len(tops) == len(fields))
 
 
 def _last_writes(assignments: Iterable[Assignment]) -> list[Any]:
