@@ -20,6 +20,7 @@ from jsonschema.exceptions import SchemaError
 
 from engine.errors import EngineError
 from engine.graph import DEFAULT_PORT
+from engine.node_catalog import Catalog, catalog_problems, default_parameters
 
 ENTRY_POINT_GROUP = "loom.node_types"
 
@@ -77,6 +78,8 @@ class NodeType:
     # Parameters that hold source code (the Code node's script): taken literally, never as
     # `{{ }}` templates; the nodes they name as `$("X")` must be upstream, as in expressions.
     code_parameters: tuple[str, ...] = ()
+    # How the editor presents it: palette place, icon, form hints, new-node parameters.
+    catalog: Catalog = field(default_factory=Catalog, compare=False)
 
     def template_parameters(self, parameters: Any) -> Any:
         """The parameters that may hold `{{ }}` expressions: all but the code parameters."""
@@ -85,6 +88,10 @@ class NodeType:
         return {
             name: value for name, value in parameters.items() if name not in self.code_parameters
         }
+
+    def default_parameters(self) -> dict[str, Any]:
+        """A new node's parameters (the schema's top-level defaults, then the catalog's)."""
+        return default_parameters(self.parameters_schema, self.catalog)
 
     @property
     def is_trigger(self) -> bool:
@@ -106,6 +113,9 @@ class NodeTypeRegistry:
 
     def __init__(self, node_types: Iterable[NodeType] = ()) -> None:
         self._by_name: dict[str, dict[int, NodeType]] = {}
+        # Counts the changes: what is built from the registry (the API's catalog) is built
+        # again only when it moves.
+        self.revision = 0
         for node_type in node_types:
             self.register(node_type)
 
@@ -114,12 +124,19 @@ class NodeTypeRegistry:
         if not NODE_TYPE_NAME.match(node_type.name):
             raise NodeTypeRegistryError(f"invalid node type name {node_type.name!r}")
         check_parameters_schema(node_type)
+        problems = catalog_problems(node_type.parameters_schema, node_type.catalog)
+        if problems:
+            raise NodeTypeRegistryError(
+                f"node type {node_type.name!r} version {node_type.version} has a catalog that "
+                f"does not fit its parameters: {'; '.join(problems)}"
+            )
         versions = self._by_name.setdefault(node_type.name, {})
         if node_type.version in versions:
             raise NodeTypeRegistryError(
                 f"node type {node_type.name!r} version {node_type.version} registered twice"
             )
         versions[node_type.version] = node_type
+        self.revision += 1
 
     def get(self, name: str, version: int | None = None) -> NodeType | None:
         """The given version of a type, or its latest version when `version` is None."""

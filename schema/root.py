@@ -51,7 +51,10 @@ class Query:
     )
     node_types: list[types.NodeType] = strawberry.field(
         resolver=node_type_resolvers.node_types,
-        description="Every installed node type, latest version of each, sorted by name.",
+        description="Every installed node type, latest version of each, sorted by name; "
+        "`search` keeps those whose name, display name, description, category or subcategory "
+        "hold every word of it (any case), `group` and `category` those of that palette group "
+        "or category.",
     )
     node_type: types.NodeType | None = strawberry.field(
         resolver=node_type_resolvers.node_type,

@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.expressions.budget import Budget
 from engine.expressions.functions import to_text
+from engine.node_catalog import CORE, Catalog, ParameterHint, Widget
 from engine.node_types import NodeGroup, NodeType, Port
 from engine.nodes import schema
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems, Suspend
@@ -206,6 +207,12 @@ def manual_trigger_type() -> NodeType:
         inputs=(),
         outputs=(Port(),),
         parameters_schema=schema.parameters({}),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Triggers",
+            icon="fa:mouse-pointer",
+            documentation_url="docs/api.md#node-types",
+        ),
         execute=manual_trigger,
     )
 
@@ -225,6 +232,17 @@ def if_type() -> NodeType:
                 "ignoreCase": ignore_case_parameter(),
             },
             required=("conditions",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:map-signs",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("conditions[].left", placeholder="{{ $json.status }}"),
+                ParameterHint("combine"),
+                ParameterHint("ignoreCase"),
+            ),
         ),
         execute=if_,
         check_parameters=pattern_problems,
@@ -273,6 +291,17 @@ def switch_type() -> NodeType:
             },
             required=("rules",),
         ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:random",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("rules[].conditions[].left", placeholder="{{ $json.kind }}"),
+                ParameterHint("sendToAllMatching"),
+                ParameterHint("ignoreCase"),
+            ),
+        ),
         execute=switch,
         check_parameters=pattern_problems,
     )
@@ -297,6 +326,17 @@ def filter_type() -> NodeType:
             },
             required=("conditions",),
         ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:filter",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("conditions[].left", placeholder="{{ $json.total }}"),
+                ParameterHint("combine"),
+                ParameterHint("ignoreCase"),
+            ),
+        ),
         execute=filter_,
         check_parameters=pattern_problems,
     )
@@ -310,6 +350,12 @@ def noop_type() -> NodeType:
         description="Passes items on unchanged; useful as a placeholder or a junction.",
         group=NodeGroup.FLOW,
         parameters_schema=schema.parameters({}),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Helpers",
+            icon="fa:arrow-right",
+            documentation_url="docs/api.md#node-types",
+        ),
         execute=noop,
     )
 
@@ -331,6 +377,13 @@ def stop_and_error_type() -> NodeType:
                 ),
             },
             required=("message",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:exclamation-triangle",
+            documentation_url="docs/api.md#node-types",
+            hints=(ParameterHint("message", widget=Widget.MULTILINE),),
         ),
         execute=stop_and_error,
     )
@@ -379,6 +432,20 @@ def wait_type() -> NodeType:
             },
             # Without `resume`, the node waits for an interval, as the default says.
             **schema.when("resume", "at_time", ("until",), otherwise=("amount",)),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:pause-circle",
+            documentation_url="docs/api.md#executions",
+            hints=(
+                ParameterHint("resume"),
+                ParameterHint("amount", show_when={"resume": ("after_interval",)}),
+                ParameterHint("unit", show_when={"resume": ("after_interval",)}),
+                ParameterHint(
+                    "until", placeholder="2025-01-31T09:00:00Z", show_when={"resume": ("at_time",)}
+                ),
+            ),
         ),
         execute=wait,
     )
@@ -432,6 +499,19 @@ def schedule_type() -> NodeType:
                 ),
             },
             **schema.when("mode", "interval", ("intervalSeconds",), otherwise=("cron",)),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Triggers",
+            icon="fa:clock",
+            documentation_url="docs/api.md#schedules",
+            subtitle="{cron}",
+            hints=(
+                ParameterHint("mode"),
+                ParameterHint("cron", placeholder="0 9 * * 1-5", show_when={"mode": ("cron",)}),
+                ParameterHint("timezone", placeholder="Europe/Paris"),
+                ParameterHint("intervalSeconds", show_when={"mode": ("interval",)}),
+            ),
         ),
         execute=manual_trigger,
         check_parameters=_schedule_problems,

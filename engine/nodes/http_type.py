@@ -4,6 +4,7 @@ with aiohttp when such a node first runs: a process that sends no request never 
 from __future__ import annotations
 
 from engine.credentials import KINDS
+from engine.node_catalog import CORE, Catalog, ParameterHint, Widget
 from engine.node_types import NodeGroup, NodeType
 from engine.nodes import schema
 from engine.nodes.base import NodeRunContext, PortItems
@@ -119,6 +120,25 @@ def http_request_type() -> NodeType:
                 ),
             },
             required=("url",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Helpers",
+            icon="fa:globe",
+            documentation_url="docs/api.md#the-http-request-node",
+            subtitle="{method} {url}",
+            hints=(
+                ParameterHint("method"),
+                ParameterHint("url", placeholder="https://api.example.com/items"),
+                ParameterHint("query"),
+                ParameterHint("headers"),
+                ParameterHint("bodyType"),
+                ParameterHint("jsonBody", widget=Widget.JSON, show_when={"bodyType": ("json",)}),
+                ParameterHint("formBody", show_when={"bodyType": ("form",)}),
+                ParameterHint(
+                    "textBody", widget=Widget.MULTILINE, show_when={"bodyType": ("text",)}
+                ),
+            ),
         ),
         execute=_send_http_request,
     )

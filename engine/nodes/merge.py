@@ -16,6 +16,7 @@ import operator
 from collections.abc import Hashable
 from typing import Any
 
+from engine.node_catalog import CORE, Catalog, ParameterHint
 from engine.node_types import NodeGroup, NodeType, Port
 from engine.nodes import schema
 from engine.nodes.base import Item, NodeRunContext, PortItems
@@ -187,6 +188,21 @@ def merge_type() -> NodeType:
                 ),
             },
             **schema.when("mode", "combine_by_key", ("key",)),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:code-branch",
+            documentation_url="docs/api.md#node-types",
+            subtitle="{mode}",
+            hints=(
+                ParameterHint("mode"),
+                ParameterHint("key", placeholder="id", show_when={"mode": ("combine_by_key",)}),
+                ParameterHint("input2Key", show_when={"mode": ("combine_by_key",)}),
+                ParameterHint("join", show_when={"mode": ("combine_by_key",)}),
+                ParameterHint("includeUnpaired", show_when={"mode": ("combine_by_position",)}),
+                ParameterHint("branch", show_when={"mode": ("choose_branch",)}),
+            ),
         ),
         execute=merge,
     )

@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from engine.node_catalog import CORE, Catalog, ParameterHint
 from engine.node_types import NodeGroup, NodeType
 from engine.nodes import schema
 from engine.nodes.base import CHECKPOINT_EVERY, Item, NodeRunContext, PortItems
@@ -126,6 +127,13 @@ def sort_type() -> NodeType:
                 ),
             },
             required=("fields",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:sort-amount-down",
+            documentation_url="docs/api.md#node-types",
+            hints=(ParameterHint("fields[].field", placeholder="createdAt"),),
         ),
         execute=sort,
     )

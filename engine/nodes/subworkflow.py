@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from engine.node_catalog import CORE, Catalog, ParameterHint
 from engine.node_types import NodeGroup, NodeType, Port
 from engine.nodes import schema
 from engine.nodes.base import (
@@ -140,6 +141,13 @@ def execute_workflow_type() -> NodeType:
             },
             required=("workflowId",),
         ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Helpers",
+            icon="fa:sign-in-alt",
+            documentation_url="docs/api.md#sub-workflows",
+            hints=(ParameterHint("workflowId", placeholder="wf_..."),),
+        ),
         execute=execute_workflow,
     )
 
@@ -155,5 +163,11 @@ def execute_workflow_trigger_type() -> NodeType:
         inputs=(),
         outputs=(Port(),),
         parameters_schema=schema.parameters({}),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Triggers",
+            icon="fa:sign-out-alt",
+            documentation_url="docs/api.md#sub-workflows",
+        ),
         execute=execute_workflow_trigger,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from engine.expressions import CompiledParameters
+from engine.node_catalog import CORE, Catalog, ParameterHint
 from engine.node_types import NodeGroup, NodeType
 from engine.nodes import schema
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
@@ -335,6 +336,18 @@ def set_type() -> NodeType:
             },
             required=("fields",),
         ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:pen",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("fields[].name", placeholder="customer.email"),
+                ParameterHint("fields[].value", placeholder="{{ $json.email }}"),
+                ParameterHint("keepOnlySet"),
+            ),
+            defaults={"fields": [{"name": "", "value": ""}]},
+        ),
         execute=set_fields,
     )
 
@@ -359,6 +372,13 @@ def limit_type() -> NodeType:
                 ),
             },
             required=("maxItems",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:hand-paper",
+            documentation_url="docs/api.md#node-types",
+            subtitle="{keep} {maxItems}",
         ),
         execute=limit,
     )
@@ -412,6 +432,18 @@ def aggregate_type() -> NodeType:
             },
             **schema.when("mode", "fields", ("fields",)),
         ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:object-group",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("mode"),
+                ParameterHint("fields", show_when={"mode": ("fields",)}),
+                ParameterHint("keepMissing", show_when={"mode": ("fields",)}),
+                ParameterHint("destinationField", show_when={"mode": ("all_items",)}),
+            ),
+        ),
         execute=aggregate,
     )
 
@@ -439,6 +471,14 @@ def split_out_type() -> NodeType:
                 ),
             },
             required=("field",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:sign-out-alt",
+            documentation_url="docs/api.md#node-types",
+            subtitle="{field}",
+            hints=(ParameterHint("field", placeholder="orders"),),
         ),
         execute=split_out,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from engine.node_catalog import CORE, Catalog, ParameterHint, Widget
 from engine.node_types import NodeGroup, NodeType
 from engine.nodes import schema
 from engine.nodes.base import NodeError, NodeRunContext, PortItems
@@ -101,6 +102,18 @@ def webhook_type() -> NodeType:
                 },
             }
         ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Triggers",
+            icon="fa:bolt",
+            documentation_url="docs/api.md#webhooks",
+            subtitle="{path}",
+            hints=(
+                ParameterHint("path", placeholder="orders/new"),
+                ParameterHint("methods"),
+                ParameterHint("responseMode"),
+            ),
+        ),
         execute=webhook,
     )
 
@@ -130,6 +143,17 @@ def respond_to_webhook_type() -> NodeType:
                     "Body", "What to send as JSON; the incoming items when left out."
                 ),
             }
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:reply",
+            documentation_url="docs/api.md#webhooks",
+            hints=(
+                ParameterHint("status"),
+                ParameterHint("headers"),
+                ParameterHint("body", widget=Widget.JSON),
+            ),
         ),
         execute=respond_to_webhook,
     )

@@ -133,3 +133,75 @@ async def test_plugin_nodes_are_validated_against_their_schema(alice):
         await alice.gql(CREATE, {"input": workflow_input(nodes=nodes, edges=[edge("t", "g")])})
     )
     assert [i["code"] for i in with_extra["nodes"][1]["issues"]] == ["INVALID_PARAMETER"]
+
+
+CATALOG_FIELDS = """
+  name group category subcategory icon documentationUrl subtitle defaultParameters
+  parameterHints { parameter placeholder widget showWhen }
+"""
+
+
+async def test_the_catalog_gives_what_a_palette_and_a_form_need(alice):
+    types = {
+        t["name"]: t
+        for t in (await alice.gql(f"{{ nodeTypes {{ {CATALOG_FIELDS} }} }}"))["nodeTypes"]
+    }
+    http = types["http_request"]
+    assert http["category"] == "Core" and http["subcategory"] == "Helpers"
+    assert http["icon"] == "fa:globe"
+    assert http["documentationUrl"] == "docs/api.md#the-http-request-node"
+    assert http["subtitle"] == "{method} {url}"
+    hints = {hint["parameter"]: hint for hint in http["parameterHints"]}
+    assert hints["jsonBody"] == {
+        "parameter": "jsonBody",
+        "placeholder": None,
+        "widget": "JSON",
+        "showWhen": {"bodyType": ["json"]},
+    }
+    assert hints["url"]["placeholder"] == "https://api.example.com/items"
+    assert http["defaultParameters"]["method"] == "GET"
+    assert types["code"]["parameterHints"][1]["widget"] == "CODE"
+    assert types["set"]["defaultParameters"] == {
+        "keepOnlySet": False,
+        "fields": [{"name": "", "value": ""}],
+    }
+    # A plugin that says nothing of its palette place is in Community, with no hints.
+    greet = types["acme.greet"]
+    assert greet["category"] == "Community" and greet["parameterHints"] == []
+    assert greet["icon"] is None and greet["subcategory"] is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('search: "http"', {"http_request"}),
+        ('search: "WEBHOOK respond"', {"respond_to_webhook"}),
+        ('search: "no such type"', set()),
+        ("group: TRIGGER", {"manual_trigger", "webhook", "schedule", "execute_workflow_trigger"}),
+        ('category: "community"', {"acme.greet"}),
+        ('category: "Core", search: "split"', {"split_out"}),
+    ],
+)
+async def test_the_catalog_is_filtered(alice, arguments, expected):
+    found = (await alice.gql(f"{{ nodeTypes({arguments}) {{ name }} }}"))["nodeTypes"]
+    assert {t["name"] for t in found} == expected
+
+
+def test_the_catalog_is_built_once_per_change_of_the_registry():
+    from engine.node_types import NodeGroup, NodeType, load_registry
+    from resolvers.node_types import _catalog
+
+    registry = load_registry()  # its own: the tests' registry is shared
+    first = _catalog(registry)
+    assert _catalog(registry) is first  # requests reuse it
+    later = NodeType(
+        name="acme.later",
+        version=1,
+        display_name="Later",
+        description="Later.",
+        group=NodeGroup.ACTION,
+    )
+    registry.register(later)
+    rebuilt = _catalog(registry)
+    assert rebuilt is not first
+    assert "acme.later" in [node_type.name for node_type, _ in rebuilt]
