@@ -6,10 +6,16 @@ not per request: `nodeTypes` filters a list made already.
 
 from __future__ import annotations
 
+import json
 import weakref
-from typing import Annotated
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Annotated, Any
 
 import strawberry
+from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from engine.node_types import NodeTypeRegistry
 from resolvers import mapping
@@ -76,3 +82,74 @@ def node_type(info: Info, name: str, version: int | None = None) -> types.NodeTy
     registry = info.context.services.registry
     descriptor = registry.get(name, version)
     return None if descriptor is None else mapping.node_type(descriptor, registry)
+
+
+# Root fields whose results depend on the registry alone: an operation made of nothing else
+# is answered from the last identical one while the registry is unchanged.
+_REGISTRY_FIELDS = frozenset({"nodeTypes", "nodeType", "__typename"})
+_RESULTS_KEPT = 64
+_QUERY_CHARS_KEPT = 20_000
+_results: OrderedDict[tuple[Any, ...], ExecutionResult] = OrderedDict()
+
+
+class NodeTypeResults(SchemaExtension):
+    """Answers a repeated catalog query without executing it again.
+
+    Resolving 500 node types with every field costs graphql-core about 90 ms (bench/
+    node_catalog.py) for an answer that changes only when the registry does, and editors ask
+    it on every load. An authenticated query whose root fields are only `nodeTypes`,
+    `nodeType` and `__typename` takes the result of the last execution of the same document,
+    operation and variables under the same registry revision (an unauthenticated one is
+    executed, and refused, as always). When node types come to depend on the caller
+    (workspace types, policies), the key must carry what they depend on.
+    """
+
+    def on_execute(self) -> Iterator[None]:
+        key = self._key()
+        if key is None:
+            yield
+            return
+        cached = _results.get(key)
+        if cached is not None:
+            _results.move_to_end(key)
+            self.execution_context.result = cached
+        yield
+        result = self.execution_context.result
+        if cached is None and isinstance(result, ExecutionResult) and not result.errors:
+            _results[key] = result
+            while len(_results) > _RESULTS_KEPT:
+                _results.popitem(last=False)
+
+    def _key(self) -> tuple[Any, ...] | None:
+        execution = self.execution_context
+        context = execution.context
+        query = execution.query
+        if getattr(context, "principal", None) is None or not query:
+            return None
+        if len(query) > _QUERY_CHARS_KEPT or execution.operation_type is not OperationType.QUERY:
+            return None
+        operation = _operation(execution.graphql_document, execution.operation_name)
+        if operation is None or not all(
+            isinstance(selection, FieldNode) and selection.name.value in _REGISTRY_FIELDS
+            for selection in operation.selection_set.selections
+        ):
+            return None
+        try:
+            variables = json.dumps(execution.variables or {}, sort_keys=True)
+        except (TypeError, ValueError):
+            return None
+        registry = context.services.registry
+        return (id(registry), registry.revision, query, execution.operation_name, variables)
+
+
+def _operation(document: DocumentNode | None, name: str | None) -> OperationDefinitionNode | None:
+    if document is None:
+        return None
+    operations = [
+        definition
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    ]
+    if name is None:
+        return operations[0] if len(operations) == 1 else None
+    return next((op for op in operations if op.name is not None and op.name.value == name), None)

@@ -273,6 +273,7 @@ def build_schema(
         lambda: CachedParse(maxsize=1000),
         lambda: AddValidationRules(limit_rules),
         lambda: ValidationCache(maxsize=1000),
+        node_type_resolvers.NodeTypeResults,
     ]
     schema = LoomSchema(
         query=Query,
