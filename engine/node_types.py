@@ -7,6 +7,7 @@ of them. Loom's own types are declared in its `pyproject.toml` exactly like a pl
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Iterable
@@ -108,14 +109,17 @@ class NodeTypeRegistryError(EngineError):
     """A node type could not be registered (bad name, invalid schema, duplicate version)."""
 
 
+_REVISIONS = itertools.count(1)
+
+
 class NodeTypeRegistry:
     """All known node types, by name and version."""
 
     def __init__(self, node_types: Iterable[NodeType] = ()) -> None:
         self._by_name: dict[str, dict[int, NodeType]] = {}
-        # Counts the changes: what is built from the registry (the API's catalog) is built
-        # again only when it moves.
-        self.revision = 0
+        # Moves on every change, and is never the same for two registries of the process:
+        # what is built from a registry (the API's catalog) is built again only when it moves.
+        self.revision = next(_REVISIONS)
         for node_type in node_types:
             self.register(node_type)
 
@@ -136,7 +140,7 @@ class NodeTypeRegistry:
                 f"node type {node_type.name!r} version {node_type.version} registered twice"
             )
         versions[node_type.version] = node_type
-        self.revision += 1
+        self.revision = next(_REVISIONS)
 
     def get(self, name: str, version: int | None = None) -> NodeType | None:
         """The given version of a type, or its latest version when `version` is None."""

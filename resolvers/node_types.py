@@ -139,7 +139,7 @@ class NodeTypeResults(SchemaExtension):
         except (TypeError, ValueError):
             return None
         registry = context.services.registry
-        return (id(registry), registry.revision, query, execution.operation_name, variables)
+        return (registry.revision, query, execution.operation_name, variables)
 
 
 def _operation(document: DocumentNode | None, name: str | None) -> OperationDefinitionNode | None:
