@@ -77,6 +77,26 @@ def node_types(
     ]
 
 
+def node_type_packages(info: Info) -> list[types.NodeTypePackage]:
+    """The entry points the registry was loaded from; an admin's to see (their errors name
+    modules and paths of the server)."""
+    if not info.context.viewer().is_admin:
+        return []
+    return [
+        types.NodeTypePackage(
+            entry_point=package.entry_point,
+            distribution=package.distribution,
+            version=package.version,
+            node_types=[
+                types.NodeTypeVersionRef(name=name, version=version)
+                for name, version in package.node_types
+            ],
+            error=package.error,
+        )
+        for package in info.context.services.registry.packages
+    ]
+
+
 def node_type(info: Info, name: str, version: int | None = None) -> types.NodeType | None:
     info.context.viewer()
     registry = info.context.services.registry

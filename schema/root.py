@@ -56,6 +56,12 @@ class Query:
         "hold every word of it (any case), `group` and `category` those of that palette group "
         "or category.",
     )
+    node_type_packages: list[types.NodeTypePackage] = strawberry.field(
+        resolver=node_type_resolvers.node_type_packages,
+        description="The installed packages that provide node types (entry points of "
+        "`loom.node_types`), with the types each gave or why it was skipped; empty unless "
+        "the viewer is an admin.",
+    )
     node_type: types.NodeType | None = strawberry.field(
         resolver=node_type_resolvers.node_type,
         description="One node type by name (and version; the latest when omitted).",

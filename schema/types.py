@@ -213,6 +213,31 @@ class ParameterHint:
     )
 
 
+@strawberry.type(description="One version of a node type, by name and version.")
+class NodeTypeVersionRef:
+    name: str = strawberry.field(description="The type's name.")
+    version: int = strawberry.field(description="The version.")
+
+
+@strawberry.type(
+    description="A `loom.node_types` entry point as the server loaded it: the package that "
+    "declares it, and the node types it gave or why it gave none."
+)
+class NodeTypePackage:
+    entry_point: str = strawberry.field(description="`name = module:attribute`.")
+    distribution: str | None = strawberry.field(
+        description="The installed distribution that declares it (null when unknown)."
+    )
+    version: str | None = strawberry.field(description="That distribution's version.")
+    node_types: list[NodeTypeVersionRef] = strawberry.field(
+        description="The node types it gave; empty when it was skipped."
+    )
+    error: str | None = strawberry.field(
+        description="Why it was skipped (it failed to import, or gave an invalid type); "
+        "null when it loaded."
+    )
+
+
 @strawberry.type(description="A named input or output of a node type.")
 class Port:
     name: str = strawberry.field(description="Port name; `main` unless the type says otherwise.")

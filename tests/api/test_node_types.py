@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +209,51 @@ def test_the_catalog_is_built_once_per_change_of_the_registry():
     rebuilt = _catalog(registry)
     assert rebuilt is not first
     assert "acme.later" in [node_type.name for node_type, _ in rebuilt]
+
+
+PACKAGES = (
+    "{ nodeTypePackages { entryPoint distribution version error nodeTypes { name version } } }"
+)
+
+
+async def test_an_admin_sees_the_packages_that_provide_node_types(make_caller):
+    admin = await make_caller("root", admin=True)
+    packages = {p["entryPoint"]: p for p in (await admin.gql(PACKAGES))["nodeTypePackages"]}
+    acme = packages["acme = loom_test_plugin:node_types"]
+    assert acme["distribution"] == "loom-test-plugin" and acme["version"] == "0.1.0"
+    assert acme["nodeTypes"] == [{"name": "acme.greet", "version": 1}] and acme["error"] is None
+    builtin = packages["builtin = engine.nodes.builtin:node_types"]
+    assert len(builtin["nodeTypes"]) == len(BUILTINS)
+
+
+async def test_a_member_sees_no_packages(alice):
+    assert (await alice.gql(PACKAGES))["nodeTypePackages"] == []
+
+
+async def _loom(*arguments: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        Path(sys.executable).with_name("loom"),
+        "node-types",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_the_command_line_lists_and_shows_node_types():
+    code, listed, _ = await _loom("list")
+    assert code == 0
+    assert any(line.split()[:2] == ["http_request", "v1"] for line in listed.splitlines())
+    assert "acme = loom_test_plugin:node_types  (loom-test-plugin 0.1.0): 1 type(s)" in listed
+    code, shown, _ = await _loom("show", "merge")
+    assert code == 0
+    described = json.loads(shown)
+    assert described["name"] == "merge" and described["subcategory"] == "Flow"
+    assert described["parametersSchema"]["properties"]["mode"]["default"] == "append"
+    code, _, error = await _loom("show", "merge", "--version", "7")
+    assert code == 1 and "node type 'merge' has no version 7 (it has [1])" in error
+    code, _, error = await _loom("show", "nope")
+    assert code == 1 and "no node type 'nope'" in error
