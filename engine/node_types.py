@@ -157,6 +157,11 @@ class NodeTypeRegistry:
             return versions[max(versions)]
         return versions.get(version)
 
+    def latest_version(self, name: str) -> int | None:
+        """The newest version of a type, None when there is no such type."""
+        versions = self._by_name.get(name)
+        return max(versions) if versions else None
+
     def has_name(self, name: str) -> bool:
         return name in self._by_name
 

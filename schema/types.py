@@ -81,7 +81,9 @@ class Node:
     )
     type: str = strawberry.field(description="Node type name, e.g. `http_request`.")
     type_version: int | None = strawberry.field(
-        description="Node type version; null means the latest."
+        description="Node type version the node runs, written down when it was saved (a "
+        "newer version of the type never changes it); null only for a type not installed "
+        "when it was saved."
     )
     parameters: JSON = strawberry.field(description="Parameter values; strings may hold {{ }}.")
     position: Position = strawberry.field(description="Where the node sits on the canvas.")
