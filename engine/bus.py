@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from engine.errors import EngineError
 from engine.events import Event, EventType
 
 logger = logging.getLogger("loom.bus")
@@ -140,7 +141,7 @@ class UpdateStream:
         return taken, resync
 
 
-class SubscriptionLimitError(Exception):
+class SubscriptionLimitError(EngineError):
     """This process serves as many subscriptions as it is allowed to."""
 
 

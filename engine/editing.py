@@ -6,13 +6,15 @@ successful edit is validated as a whole by the caller, like any other graph.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
+from engine.errors import WorkflowError
 from engine.expressions import rename_references
 from engine.graph import Edge, Graph, Node
 
 
-class EditError(Exception):
+class EditError(WorkflowError):
     """An edit refers to something the graph does not have."""
 
     def __init__(self, code: str, message: str, node_id: str | None, field: str) -> None:
@@ -91,3 +93,30 @@ def remove_edge(graph: Graph, edge: Edge) -> Graph:
             "edge",
         )
     return replace(graph, edges=tuple(e for e in graph.edges if e != edge))
+
+
+def pin_type_versions(
+    graph: Graph, latest: Callable[[str], int | None], previous: Graph | None = None
+) -> Graph:
+    """Every node with its type's version written down, so that a newer version of the type
+    never changes how it runs: a node that gives none keeps the version it had in `previous`
+    (the graph it replaces: an editor may send nodes back without it), else takes its type's
+    latest (`latest(name)`; None for an unknown type, whose node is left as it is and
+    reported by validation)."""
+    kept: dict[tuple[str, str], int] = {}
+    if previous is not None:
+        for node in previous.nodes:
+            if node.type_version is not None:
+                kept[(node.id, node.type)] = node.type_version
+    pinned = []
+    changed = False
+    for node in graph.nodes:
+        if node.type_version is None:
+            version = kept.get((node.id, node.type))
+            if version is None:
+                version = latest(node.type)
+            if version is not None:
+                node = replace(node, type_version=version)
+                changed = True
+        pinned.append(node)
+    return replace(graph, nodes=tuple(pinned)) if changed else graph

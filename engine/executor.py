@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from engine import slices
+from engine.errors import WorkflowError
 from engine.events import (
     ErrorInfo,
     Event,
@@ -54,6 +55,7 @@ from engine.nodes.base import (
     RunInfo,
     Suspend,
 )
+from engine.nodes.growth import too_large
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTPUT_BYTES
 from engine.outputs import EncodedOutputs, check_outputs, preview, serialize_outputs
 from engine.plan import ERROR_PORT, Plan, PlanNode
@@ -150,7 +152,7 @@ class Outcome:
     waiting_on_children: list[str] = field(default_factory=list)
 
 
-class StartNodeError(Exception):
+class StartNodeError(WorkflowError):
     """The requested start node does not exist or cannot start a run."""
 
 
@@ -510,6 +512,7 @@ class _Run:
                 partial(self.plan.ancestor_names, plan_node.id),
                 limits=self.options.expression_limits,
                 deadline=deadline,
+                max_output_bytes=self.options.max_node_output_bytes,
             )
             try:
                 if node.timeout_s is not None:
@@ -524,8 +527,13 @@ class _Run:
             outputs = check_outputs(result, plan_node.output_ports)
         input_port = self.input_port(plan_node, outputs)
         payload: EncodedOutputs | None = None
+        limit = self.options.max_node_output_bytes
         if input_port is None:  # else a trigger passing the input on: referenced
-            payload = serialize_outputs(outputs, self.options.max_node_output_bytes)
+            payload = serialize_outputs(outputs, limit)
+        elif limit is not None and (self.request.input_bytes or 0) + 2 > limit:
+            # Its output is the input as one item (`[input]`), under the same limit.
+            assert self.request.input_bytes is not None
+            raise too_large(self.request.input_bytes + 2, limit, input_port, "item 0")
         state.finished_at = self.clock()
         state.output_items = sum(map(len, outputs.values()))
         self.transition(state, NodeRunStatus.SUCCEEDED)

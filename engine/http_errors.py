@@ -14,10 +14,11 @@ from __future__ import annotations
 import aiohttp
 from yarl import URL
 
+from engine.errors import EngineError
 from engine.network_policy import ALLOWED_NETWORKS_SETTING
 
 
-class HttpError(Exception):
+class HttpError(EngineError):
     """A request that could not be made or completed."""
 
     def __init__(self, message: str, *, error_type: str = "HTTP_ERROR", retryable: bool = False):

@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from engine.errors import EngineError
+
 MAX_JSON_DEPTH = 64
 ITEM_DEPTH = MAX_JSON_DEPTH + 1
 
@@ -41,7 +43,7 @@ _COUNTED_BYTES = 1024
 _PROBE_DEPTH = 1024
 
 
-class JsonTooDeep(ValueError):
+class JsonTooDeep(EngineError, ValueError):
     """A JSON value nests arrays and objects deeper than the limit."""
 
     def __init__(self, limit: int = MAX_JSON_DEPTH) -> None:

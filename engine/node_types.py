@@ -7,6 +7,7 @@ of them. Loom's own types are declared in its `pyproject.toml` exactly like a pl
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 from collections.abc import Iterable
@@ -18,7 +19,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from engine.errors import EngineError
 from engine.graph import DEFAULT_PORT
+from engine.node_catalog import Catalog, catalog_problems, default_parameters
 
 ENTRY_POINT_GROUP = "loom.node_types"
 
@@ -76,6 +79,8 @@ class NodeType:
     # Parameters that hold source code (the Code node's script): taken literally, never as
     # `{{ }}` templates; the nodes they name as `$("X")` must be upstream, as in expressions.
     code_parameters: tuple[str, ...] = ()
+    # How the editor presents it: palette place, icon, form hints, new-node parameters.
+    catalog: Catalog = field(default_factory=Catalog, compare=False)
 
     def template_parameters(self, parameters: Any) -> Any:
         """The parameters that may hold `{{ }}` expressions: all but the code parameters."""
@@ -84,6 +89,10 @@ class NodeType:
         return {
             name: value for name, value in parameters.items() if name not in self.code_parameters
         }
+
+    def default_parameters(self) -> dict[str, Any]:
+        """A new node's parameters (the schema's top-level defaults, then the catalog's)."""
+        return default_parameters(self.parameters_schema, self.catalog)
 
     @property
     def is_trigger(self) -> bool:
@@ -96,8 +105,23 @@ class NodeType:
         return next((port for port in self.outputs if port.name == name), None)
 
 
-class NodeTypeRegistryError(Exception):
+@dataclass(frozen=True, slots=True)
+class NodeTypePackage:
+    """One `loom.node_types` entry point as it was loaded: the distribution that declares
+    it, the types it gave, or why it gave none."""
+
+    entry_point: str  # `name = module:attribute`
+    distribution: str | None  # None when the metadata does not say (a path entry)
+    version: str | None
+    node_types: tuple[tuple[str, int], ...] = ()  # (name, version) of each type it gave
+    error: str | None = None  # why it was skipped
+
+
+class NodeTypeRegistryError(EngineError):
     """A node type could not be registered (bad name, invalid schema, duplicate version)."""
+
+
+_REVISIONS = itertools.count(1)
 
 
 class NodeTypeRegistry:
@@ -105,20 +129,24 @@ class NodeTypeRegistry:
 
     def __init__(self, node_types: Iterable[NodeType] = ()) -> None:
         self._by_name: dict[str, dict[int, NodeType]] = {}
+        # Moves on every change, and is never the same for two registries of the process:
+        # what is built from a registry (the API's catalog) is built again only when it moves.
+        self.revision = next(_REVISIONS)
+        # The entry points it was loaded from (`load_registry`), in load order.
+        self.packages: tuple[NodeTypePackage, ...] = ()
         for node_type in node_types:
             self.register(node_type)
 
     def register(self, node_type: NodeType) -> None:
         """Add one version of a type; a bad name, a bad schema or a duplicate is refused."""
-        if not NODE_TYPE_NAME.match(node_type.name):
-            raise NodeTypeRegistryError(f"invalid node type name {node_type.name!r}")
-        check_parameters_schema(node_type)
+        check_node_type(node_type)
         versions = self._by_name.setdefault(node_type.name, {})
         if node_type.version in versions:
             raise NodeTypeRegistryError(
                 f"node type {node_type.name!r} version {node_type.version} registered twice"
             )
         versions[node_type.version] = node_type
+        self.revision = next(_REVISIONS)
 
     def get(self, name: str, version: int | None = None) -> NodeType | None:
         """The given version of a type, or its latest version when `version` is None."""
@@ -128,6 +156,11 @@ class NodeTypeRegistry:
         if version is None:
             return versions[max(versions)]
         return versions.get(version)
+
+    def latest_version(self, name: str) -> int | None:
+        """The newest version of a type, None when there is no such type."""
+        versions = self._by_name.get(name)
+        return max(versions) if versions else None
 
     def has_name(self, name: str) -> bool:
         return name in self._by_name
@@ -151,6 +184,21 @@ class NodeTypeRegistry:
 
 # Loom's own node types, as pyproject.toml declares them.
 BUILTIN_ENTRY_POINT = "engine.nodes.builtin:node_types"
+
+
+def check_node_type(node_type: NodeType, *, schema: bool = True) -> None:
+    """Refuse a type whose name, parameters schema (unless `schema` is False: trusted) or
+    catalog is invalid (`NodeTypeRegistryError`, saying what is wrong)."""
+    if not NODE_TYPE_NAME.match(node_type.name):
+        raise NodeTypeRegistryError(f"invalid node type name {node_type.name!r}")
+    if schema:
+        check_parameters_schema(node_type)
+    problems = catalog_problems(node_type.parameters_schema, node_type.catalog)
+    if problems:
+        raise NodeTypeRegistryError(
+            f"node type {node_type.name!r} version {node_type.version} has a catalog that "
+            f"does not fit its parameters: {'; '.join(problems)}"
+        )
 
 
 def check_parameters_schema(node_type: NodeType) -> None:
@@ -185,11 +233,13 @@ def _as_node_types(loaded: object, source: str) -> list[NodeType]:
 def load_registry() -> NodeTypeRegistry:
     """Build the registry from every installed `loom.node_types` entry point.
 
-    A plugin that fails to load is logged and left out, so one broken package cannot keep the
-    server from starting; a name clash between two packages is an error, never a silent
-    override.
+    A plugin that fails to import, or gives a type with a bad name, schema or catalog, is
+    logged and left out, with the reason kept in `registry.packages`, so that one broken
+    package cannot keep the server from starting; a name clash between two packages is an
+    error, never a silent override.
     """
     registry = NodeTypeRegistry()
+    packages: list[NodeTypePackage] = []
     loaded_values: set[str] = set()
     for entry_point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
         # Stale metadata (an old egg-info beside a new install) can list one entry point
@@ -198,17 +248,35 @@ def load_registry() -> NodeTypeRegistry:
             continue
         loaded_values.add(entry_point.value)
         source = f"{entry_point.name} = {entry_point.value}"
+        distribution, version = _distribution(entry_point)
         try:
             node_types = _as_node_types(entry_point.load(), source)
-            # A broken schema is a broken plugin: skipped like one, not fatal like a clash.
-            # Loom's own types are held valid by their tests (tests/engine/
+            # Loom's own schemas are held valid by their tests (tests/engine/
             # test_builtin_node_types.py): checking them here cost a start 130 ms.
-            if entry_point.value != BUILTIN_ENTRY_POINT:
-                for node_type in node_types:
-                    check_parameters_schema(node_type)
-        except Exception:
+            trusted = entry_point.value == BUILTIN_ENTRY_POINT
+            for node_type in node_types:
+                check_node_type(node_type, schema=not trusted)
+        except Exception as exc:
             logger.exception("node type plugin %s failed to load; skipped", source)
+            packages.append(NodeTypePackage(source, distribution, version, error=_reason(exc)))
             continue
         for node_type in node_types:
             registry.register(node_type)
+        given = tuple((node_type.name, node_type.version) for node_type in node_types)
+        packages.append(NodeTypePackage(source, distribution, version, given))
+    registry.packages = tuple(packages)
     return registry
+
+
+def _distribution(entry_point: Any) -> tuple[str | None, str | None]:
+    """The name and version of the distribution that declares the entry point, if known."""
+    distribution = getattr(entry_point, "dist", None)
+    if distribution is None:
+        return None, None
+    return distribution.metadata["Name"], distribution.version
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a plugin was skipped, in one line (the log has the traceback)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 2000 else text[:1997] + "..."

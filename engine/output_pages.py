@@ -112,6 +112,11 @@ class MemoryOutput:
     def ports(self) -> list[tuple[str, int]]:
         return [(port, len(items)) for port, items in self._outputs.items()]
 
+    def items_bytes(self, port: str | None = None) -> int:
+        if port is None:
+            port = next((name for name, items in self._outputs.items() if items), "main")
+        return len(orjson.dumps(self._outputs.get(port, [])))
+
     async def page(self, port: str | None, offset: int, limit: int, max_bytes: int) -> Page:
         if port is None:
             port = next((name for name, items in self._outputs.items() if items), "main")

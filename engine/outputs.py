@@ -17,7 +17,7 @@ import orjson
 
 from engine.json_depth import ITEM_DEPTH, MAX_JSON_DEPTH, JsonTooDeep, encode, nests_deeper
 from engine.nodes.base import Item, NodeError, PortItems
-from engine.output_limit import MAX_OUTPUT_SETTING
+from engine.nodes.growth import too_large
 
 _ORJSON_OPTIONS = (
     # Anything orjson would quietly turn into JSON but is not JSON data is refused instead.
@@ -123,17 +123,11 @@ def _key_bytes(port: str) -> int:
 def _too_large(
     raw_bytes: int, max_bytes: int, port: str | None, chunk: OutputChunk | None
 ) -> NodeError:
-    where = ""
-    if port is not None and chunk is not None:
-        last = chunk.first + chunk.count - 1
-        items = f"item {last}" if chunk.count == 1 else f"items {chunk.first}-{last}"
-        where = f", past it with output {port!r} {items}"
-    return NodeError(
-        f"produced more output than the limit of {max_bytes:,} bytes of JSON "
-        f"({MAX_OUTPUT_SETTING}): at least {raw_bytes:,} bytes{where}",
-        error_type="NODE_OUTPUT_TOO_LARGE",
-        details={"bytes": raw_bytes, "maxBytes": max_bytes, "setting": MAX_OUTPUT_SETTING},
-    )
+    if port is None or chunk is None:
+        return too_large(raw_bytes, max_bytes)
+    last = chunk.first + chunk.count - 1
+    items = f"item {last}" if chunk.count == 1 else f"items {chunk.first}-{last}"
+    return too_large(raw_bytes, max_bytes, port, items)
 
 
 def _port_chunks(port: str, items: list[Item]) -> Iterable[OutputChunk]:

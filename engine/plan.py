@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from engine import slices
+from engine.errors import WorkflowError
 from engine.expressions import CompiledParameters, compile_parameters
 from engine.graph import DEFAULT_PORT, ERROR_PORT, Edge, Graph, Node, OnError
 from engine.node_types import NodeType, NodeTypeRegistry
 from engine.validation import GraphLimits, Problem, validating
 
 
-class PlanError(Exception):
+class PlanError(WorkflowError):
     """The version cannot run; `problems` says every reason, with node and field."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, croniter
 
+from engine.errors import EngineError
+
 MIN_INTERVAL_S = 1.0
 # A year and a day: a longer interval is not a schedule (and past about 3e11 s the next
 # time would not fit a datetime).
@@ -32,7 +34,7 @@ CRON_EXAMPLE = "'0 9 * * 1-5' (09:00 on weekdays)"
 _PROBE = datetime(2026, 1, 1)
 
 
-class ScheduleError(ValueError):
+class ScheduleError(EngineError, ValueError):
     """A schedule that cannot run: every problem, each naming its parameter."""
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from engine.errors import WorkflowError
+
 
 class ExecutionStatus(StrEnum):
     QUEUED = "QUEUED"
@@ -74,7 +76,7 @@ NODE_TRANSITIONS: dict[NodeRunStatus, frozenset[NodeRunStatus]] = {
 }
 
 
-class IllegalTransitionError(Exception):
+class IllegalTransitionError(WorkflowError):
     """A status change the state machine does not allow; a bug, never a silent write."""
 
     def __init__(self, kind: str, current: str, target: str) -> None:

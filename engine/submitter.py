@@ -9,6 +9,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Protocol
 
+from engine.errors import EngineError
 from engine.executor import SHUTDOWN
 from engine.handover import RunHandover
 from engine.runner import ExecutionRunner, LoadedExecution
@@ -16,7 +17,7 @@ from engine.runner import ExecutionRunner, LoadedExecution
 logger = logging.getLogger("loom.submitter")
 
 
-class QueueUnavailable(ConnectionError):
+class QueueUnavailable(EngineError, ConnectionError):
     """The queue could not take a submission or a cancel (Redis unreachable or failing)."""
 
 

@@ -143,6 +143,7 @@ def api_token(row: models.ApiToken) -> types.ApiToken:
 
 
 def node_type(descriptor: EngineNodeType, registry: NodeTypeRegistry) -> types.NodeType:
+    catalog = descriptor.catalog
     return types.NodeType(
         name=descriptor.name,
         version=descriptor.version,
@@ -162,6 +163,25 @@ def node_type(descriptor: EngineNodeType, registry: NodeTypeRegistry) -> types.N
         ],
         parameters_schema=_json(descriptor.parameters_schema),
         credential_kinds=list(descriptor.credential_kinds),
+        category=catalog.category,
+        subcategory=catalog.subcategory or None,
+        icon=catalog.icon or None,
+        documentation_url=catalog.documentation_url or None,
+        subtitle=catalog.subtitle or None,
+        parameter_hints=[
+            types.ParameterHint(
+                parameter=hint.parameter,
+                placeholder=hint.placeholder or None,
+                widget=types.ParameterWidget(hint.widget.value) if hint.widget else None,
+                show_when=(
+                    _json({name: list(values) for name, values in hint.show_when.items()})
+                    if hint.show_when
+                    else None
+                ),
+            )
+            for hint in catalog.hints
+        ],
+        default_parameters=_json(descriptor.default_parameters()),
     )
 
 

@@ -1,20 +1,100 @@
-"""Node type queries: what the editor's palette shows."""
+"""Node type queries: what the editor's palette and forms show.
+
+The catalog (every type mapped to its GraphQL form) is built once per change of the registry,
+not per request: `nodeTypes` filters a list made already.
+"""
 
 from __future__ import annotations
 
-import strawberry
+import json
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Annotated, Any
 
+import strawberry
+from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from engine.node_types import NodeTypeRegistry
 from resolvers import mapping
 from resolvers.context import Context
 from schema import types
 
 Info = strawberry.Info[Context, None]
 
+_catalogs: weakref.WeakKeyDictionary[
+    NodeTypeRegistry, tuple[int, list[tuple[types.NodeType, str]]]
+] = weakref.WeakKeyDictionary()
 
-def node_types(info: Info) -> list[types.NodeType]:
+
+def _catalog(registry: NodeTypeRegistry) -> list[tuple[types.NodeType, str]]:
+    """The latest version of every type, sorted by name, each with the text a search looks
+    in (lower case): built again only when the registry changed."""
+    known = _catalogs.get(registry)
+    if known is not None and known[0] == registry.revision:
+        return known[1]
+    catalog = []
+    for descriptor in registry.latest():
+        mapped = mapping.node_type(descriptor, registry)
+        searched = " ".join(
+            (
+                descriptor.name,
+                descriptor.display_name,
+                descriptor.description,
+                descriptor.catalog.category,
+                descriptor.catalog.subcategory,
+            )
+        ).casefold()
+        catalog.append((mapped, searched))
+    _catalogs[registry] = (registry.revision, catalog)
+    return catalog
+
+
+def node_types(
+    info: Info,
+    search: Annotated[
+        str | None,
+        strawberry.argument(description="Words the type's texts must all hold (any case)."),
+    ] = None,
+    group: Annotated[
+        types.NodeGroup | None, strawberry.argument(description="Only this palette group.")
+    ] = None,
+    category: Annotated[
+        str | None, strawberry.argument(description="Only this category (any case).")
+    ] = None,
+) -> list[types.NodeType]:
     info.context.viewer()
-    registry = info.context.services.registry
-    return [mapping.node_type(descriptor, registry) for descriptor in registry.latest()]
+    words = search.casefold().split() if search else []
+    wanted_category = category.casefold() if category else None
+    return [
+        node_type
+        for node_type, searched in _catalog(info.context.services.registry)
+        if (group is None or node_type.group is group)
+        and (wanted_category is None or node_type.category.casefold() == wanted_category)
+        and all(word in searched for word in words)
+    ]
+
+
+def node_type_packages(info: Info) -> list[types.NodeTypePackage]:
+    """The entry points the registry was loaded from; an admin's to see (their errors name
+    modules and paths of the server)."""
+    if not info.context.viewer().is_admin:
+        return []
+    return [
+        types.NodeTypePackage(
+            entry_point=package.entry_point,
+            distribution=package.distribution,
+            version=package.version,
+            node_types=[
+                types.NodeTypeVersionRef(name=name, version=version)
+                for name, version in package.node_types
+            ],
+            error=package.error,
+        )
+        for package in info.context.services.registry.packages
+    ]
 
 
 def node_type(info: Info, name: str, version: int | None = None) -> types.NodeType | None:
@@ -22,3 +102,74 @@ def node_type(info: Info, name: str, version: int | None = None) -> types.NodeTy
     registry = info.context.services.registry
     descriptor = registry.get(name, version)
     return None if descriptor is None else mapping.node_type(descriptor, registry)
+
+
+# Root fields whose results depend on the registry alone: an operation made of nothing else
+# is answered from the last identical one while the registry is unchanged.
+_REGISTRY_FIELDS = frozenset({"nodeTypes", "nodeType", "__typename"})
+_RESULTS_KEPT = 64
+_QUERY_CHARS_KEPT = 20_000
+_results: OrderedDict[tuple[Any, ...], ExecutionResult] = OrderedDict()
+
+
+class NodeTypeResults(SchemaExtension):
+    """Answers a repeated catalog query without executing it again.
+
+    Resolving 500 node types with every field costs graphql-core about 90 ms (bench/
+    node_catalog.py) for an answer that changes only when the registry does, and editors ask
+    it on every load. An authenticated query whose root fields are only `nodeTypes`,
+    `nodeType` and `__typename` takes the result of the last execution of the same document,
+    operation and variables under the same registry revision (an unauthenticated one is
+    executed, and refused, as always). When node types come to depend on the caller
+    (workspace types, policies), the key must carry what they depend on.
+    """
+
+    def on_execute(self) -> Iterator[None]:
+        key = self._key()
+        if key is None:
+            yield
+            return
+        cached = _results.get(key)
+        if cached is not None:
+            _results.move_to_end(key)
+            self.execution_context.result = cached
+        yield
+        result = self.execution_context.result
+        if cached is None and isinstance(result, ExecutionResult) and not result.errors:
+            _results[key] = result
+            while len(_results) > _RESULTS_KEPT:
+                _results.popitem(last=False)
+
+    def _key(self) -> tuple[Any, ...] | None:
+        execution = self.execution_context
+        context = execution.context
+        query = execution.query
+        if getattr(context, "principal", None) is None or not query:
+            return None
+        if len(query) > _QUERY_CHARS_KEPT or execution.operation_type is not OperationType.QUERY:
+            return None
+        operation = _operation(execution.graphql_document, execution.operation_name)
+        if operation is None or not all(
+            isinstance(selection, FieldNode) and selection.name.value in _REGISTRY_FIELDS
+            for selection in operation.selection_set.selections
+        ):
+            return None
+        try:
+            variables = json.dumps(execution.variables or {}, sort_keys=True)
+        except (TypeError, ValueError):
+            return None
+        registry = context.services.registry
+        return (registry.revision, query, execution.operation_name, variables)
+
+
+def _operation(document: DocumentNode | None, name: str | None) -> OperationDefinitionNode | None:
+    if document is None:
+        return None
+    operations = [
+        definition
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    ]
+    if name is None:
+        return operations[0] if len(operations) == 1 else None
+    return next((op for op in operations if op.name is not None and op.name.value == name), None)

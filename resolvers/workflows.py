@@ -56,19 +56,20 @@ def _conflict(exc: errors.VersionConflictError) -> results.VersionConflictError:
 
 
 async def _checked_graph(
-    info: Info, graph: Graph, collected: Collected
-) -> tuple[dict[str, list[dict[str, object]]], list[Problem]]:
-    """Node issues to store, and the problems that refuse the change."""
-    report = await check_graph(
-        graph, info.context.services.registry, info.context.services.graph_limits
-    )
+    info: Info, graph: Graph, collected: Collected, previous: Graph | None = None
+) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
+    """The graph to store (each node's type version written down: `editing.pin_type_versions`,
+    `previous` the graph it replaces), its node issues, and the problems that refuse it."""
+    registry = info.context.services.registry
+    graph = editing.pin_type_versions(graph, registry.latest_version, previous)
+    report = await check_graph(graph, registry, info.context.services.graph_limits)
     refusing = [*collected.problems, *report.structural]
     node_issues = {
         node_id: [problem.to_json() for problem in problems]
         for node_id, problems in report.parameters.items()
         if problems
     }
-    return node_issues, refusing
+    return graph, node_issues, refusing
 
 
 async def _reference_problems(
@@ -198,11 +199,11 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     viewer = info.context.viewer()
     collected = Collected()
     fields = workflow_from_input(input, collected)
-    node_issues, refusing = await _checked_graph(info, fields.graph, collected)
+    graph, node_issues, refusing = await _checked_graph(info, fields.graph, collected)
     if refusing:
         return validation_error(refusing)
     async with info.context.database.session() as session:
-        refusing = await _reference_problems(session, fields.graph, viewer.personal_workspace_id)
+        refusing = await _reference_problems(session, graph, viewer.personal_workspace_id)
     if refusing:
         return validation_error(refusing)
     row = Workflow(
@@ -210,8 +211,8 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
         name=fields.name,
         description=fields.description,
         tags=fields.tags,
-        nodes=fields.graph.nodes_to_json(),
-        edges=fields.graph.edges_to_json(),
+        nodes=graph.nodes_to_json(),
+        edges=graph.edges_to_json(),
         node_issues=node_issues,
         settings=fields.settings,
         created_by=viewer.user_id,
@@ -236,8 +237,9 @@ async def update_workflow(
                 errors.VersionConflictError(str(id), expected_version, current.version)
             )
         # A node renamed in this update keeps the expressions that refer to it working.
-        graph = editing.carry_renames(Graph.from_json(current.nodes, current.edges), fields.graph)
-        node_issues, refusing = await _checked_graph(info, graph, collected)
+        previous = Graph.from_json(current.nodes, current.edges)
+        graph = editing.carry_renames(previous, fields.graph)
+        graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
@@ -321,12 +323,13 @@ async def _edit_graph(
             return _conflict(
                 errors.VersionConflictError(workflow_id, expected_version, current.version)
             )
+        previous = Graph.from_json(current.nodes, current.edges)
         try:
-            graph = edit(Graph.from_json(current.nodes, current.edges))
+            graph = edit(previous)
         except editing.EditError as exc:
             collected.add(exc.code, exc.message, exc.field, exc.node_id)
             return validation_error(collected.problems)
-        node_issues, refusing = await _checked_graph(info, graph, collected)
+        graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)

@@ -28,7 +28,9 @@ class NodeInput:
     name: str = strawberry.field(description="Unique name in the workflow (1-128 characters).")
     type: str = strawberry.field(description="Node type name.")
     type_version: int | None = strawberry.field(
-        default=None, description="Node type version; null: the latest."
+        default=None,
+        description="Node type version; null: the version the node had, or for a new node "
+        "the type's latest, written down when saved.",
     )
     parameters: JSON | None = strawberry.field(
         default=None, description="Parameter values, a JSON object."

@@ -51,7 +51,16 @@ class Query:
     )
     node_types: list[types.NodeType] = strawberry.field(
         resolver=node_type_resolvers.node_types,
-        description="Every installed node type, latest version of each, sorted by name.",
+        description="Every installed node type, latest version of each, sorted by name; "
+        "`search` keeps those whose name, display name, description, category or subcategory "
+        "hold every word of it (any case), `group` and `category` those of that palette group "
+        "or category.",
+    )
+    node_type_packages: list[types.NodeTypePackage] = strawberry.field(
+        resolver=node_type_resolvers.node_type_packages,
+        description="The installed packages that provide node types (entry points of "
+        "`loom.node_types`), with the types each gave or why it was skipped; empty unless "
+        "the viewer is an admin.",
     )
     node_type: types.NodeType | None = strawberry.field(
         resolver=node_type_resolvers.node_type,
@@ -270,6 +279,7 @@ def build_schema(
         lambda: CachedParse(maxsize=1000),
         lambda: AddValidationRules(limit_rules),
         lambda: ValidationCache(maxsize=1000),
+        node_type_resolvers.NodeTypeResults,
     ]
     schema = LoomSchema(
         query=Query,

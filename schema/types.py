@@ -81,7 +81,9 @@ class Node:
     )
     type: str = strawberry.field(description="Node type name, e.g. `http_request`.")
     type_version: int | None = strawberry.field(
-        description="Node type version; null means the latest."
+        description="Node type version the node runs, written down when it was saved (a "
+        "newer version of the type never changes it); null only for a type not installed "
+        "when it was saved."
     )
     parameters: JSON = strawberry.field(description="Parameter values; strings may hold {{ }}.")
     position: Position = strawberry.field(description="Where the node sits on the canvas.")
@@ -188,6 +190,56 @@ class Workflow:
         return await info.context.loaders.workflow_versions.load(self.id)
 
 
+@strawberry.enum(description="How the editor renders a text or JSON parameter.")
+class ParameterWidget(Enum):
+    TEXT = strawberry.enum_value("text", description="One line of text.")
+    MULTILINE = strawberry.enum_value("multiline", description="Several lines of text.")
+    CODE = strawberry.enum_value("code", description="A code editor (the Code node's script).")
+    PASSWORD = strawberry.enum_value("password", description="Text masked as it is typed.")
+    JSON = strawberry.enum_value("json", description="A JSON editor.")
+
+
+@strawberry.type(description="How the editor renders one parameter of a node type.")
+class ParameterHint:
+    parameter: str = strawberry.field(
+        description="The parameter: `url` at the top level, `fields[].value` for the `value` "
+        "of each entry of the list `fields`."
+    )
+    placeholder: str | None = strawberry.field(description="Example text shown while empty.")
+    widget: ParameterWidget | None = strawberry.field(
+        description="The editor to use; null: the one its schema type suggests."
+    )
+    show_when: JSON | None = strawberry.field(
+        description="Shown only while each named parameter holds one of the listed values "
+        '(`{"mode": ["combine_by_key"]}`), like n8n\'s displayOptions; null: always shown.'
+    )
+
+
+@strawberry.type(description="One version of a node type, by name and version.")
+class NodeTypeVersionRef:
+    name: str = strawberry.field(description="The type's name.")
+    version: int = strawberry.field(description="The version.")
+
+
+@strawberry.type(
+    description="A `loom.node_types` entry point as the server loaded it: the package that "
+    "declares it, and the node types it gave or why it gave none."
+)
+class NodeTypePackage:
+    entry_point: str = strawberry.field(description="`name = module:attribute`.")
+    distribution: str | None = strawberry.field(
+        description="The installed distribution that declares it (null when unknown)."
+    )
+    version: str | None = strawberry.field(description="That distribution's version.")
+    node_types: list[NodeTypeVersionRef] = strawberry.field(
+        description="The node types it gave; empty when it was skipped."
+    )
+    error: str | None = strawberry.field(
+        description="Why it was skipped (it failed to import, or gave an invalid type); "
+        "null when it loaded."
+    )
+
+
 @strawberry.type(description="A named input or output of a node type.")
 class Port:
     name: str = strawberry.field(description="Port name; `main` unless the type says otherwise.")
@@ -210,6 +262,31 @@ class NodeType:
     outputs: list[Port] = strawberry.field(description="Output ports.")
     parameters_schema: JSON = strawberry.field(description="JSON Schema of the parameters.")
     credential_kinds: list[str] = strawberry.field(description="Credential kinds it can use.")
+    category: str = strawberry.field(
+        description="Palette category (`Core` for Loom's own types, `Community` for plugins "
+        "that name none)."
+    )
+    subcategory: str | None = strawberry.field(
+        description="Palette section within the category (`Flow`, `Data transformation`, ...)."
+    )
+    icon: str | None = strawberry.field(
+        description="An icon name (`fa:globe`: Font Awesome's names) or a `data:image/...` URI."
+    )
+    documentation_url: str | None = strawberry.field(
+        description="Where the type is documented: an http(s) URL, or a page of Loom's docs "
+        "(`docs/api.md#webhooks`)."
+    )
+    subtitle: str | None = strawberry.field(
+        description="Shown under a node's name on the canvas: each `{name}` is replaced with "
+        "the node's parameter `name` (left out when not set)."
+    )
+    parameter_hints: list[ParameterHint] = strawberry.field(
+        description="How the form renders the parameters, in the order it shows them; "
+        "parameters without a hint follow in the schema's order."
+    )
+    default_parameters: JSON = strawberry.field(
+        description="The parameters a new node of this type starts with."
+    )
 
 
 @strawberry.type(description="Relay page information.")

@@ -302,6 +302,79 @@ def secrets_rotate(settings: Settings) -> None:
     click.echo(f"re-encrypted {count} credential(s) under the current key")
 
 
+@cli.group("node-types")
+def node_types_group() -> None:
+    """Installed node types and the packages that provide them."""
+
+
+@node_types_group.command("list")
+def node_types_list() -> None:
+    """Every node type (latest version; all versions in brackets), then the packages that
+    provide them, with the reason any was skipped."""
+    from engine.node_types import load_registry
+
+    registry = load_registry()
+    for node_type in registry.latest():
+        versions = ",".join(map(str, registry.versions(node_type.name)))
+        catalog = node_type.catalog
+        place = " / ".join(filter(None, (catalog.category, catalog.subcategory)))
+        click.echo(f"{node_type.name:<28} v{node_type.version} [{versions}]  {place}")
+    click.echo("")
+    for package in registry.packages:
+        origin = f"{package.distribution} {package.version}" if package.distribution else "?"
+        if package.error is None:
+            click.echo(f"{package.entry_point}  ({origin}): {len(package.node_types)} type(s)")
+        else:
+            click.echo(f"{package.entry_point}  ({origin}): SKIPPED: {package.error}")
+
+
+@node_types_group.command("show")
+@click.argument("name")
+@click.option("--version", "version", type=int, default=None, help="Default: the latest.")
+def node_types_show(name: str, version: int | None) -> None:
+    """One node type as JSON: its ports, parameters schema and catalog."""
+    import json
+
+    from engine.node_types import load_registry
+
+    registry = load_registry()
+    node_type = registry.get(name, version)
+    if node_type is None:
+        known = registry.versions(name)
+        if not known:
+            raise CommandError(f"no node type {name!r} (see: loom node-types list)")
+        raise CommandError(f"node type {name!r} has no version {version} (it has {known})")
+    catalog = node_type.catalog
+    described = {
+        "name": node_type.name,
+        "version": node_type.version,
+        "versions": registry.versions(name),
+        "displayName": node_type.display_name,
+        "description": node_type.description,
+        "group": node_type.group.value,
+        "category": catalog.category,
+        "subcategory": catalog.subcategory or None,
+        "icon": catalog.icon or None,
+        "documentationUrl": catalog.documentation_url or None,
+        "subtitle": catalog.subtitle or None,
+        "inputs": [port.name for port in node_type.inputs],
+        "outputs": [port.name for port in node_type.outputs],
+        "credentialKinds": list(node_type.credential_kinds),
+        "parametersSchema": node_type.parameters_schema,
+        "parameterHints": [
+            {
+                "parameter": hint.parameter,
+                "placeholder": hint.placeholder or None,
+                "widget": hint.widget.value if hint.widget else None,
+                "showWhen": {key: list(values) for key, values in hint.show_when.items()} or None,
+            }
+            for hint in catalog.hints
+        ],
+        "defaultParameters": node_type.default_parameters(),
+    }
+    click.echo(json.dumps(described, indent=2, ensure_ascii=False))
+
+
 @cli.command("export-schema")
 @click.option(
     "-o",

@@ -48,7 +48,9 @@ class NoWorkflows:
             f"{call.workflow_id!r} needs the server (run this workflow there)",
         )
 
-    async def results(self, parent_run_id: str) -> list[ChildResult] | None:
+    async def results(
+        self, parent_run_id: str, max_bytes: int | None = None
+    ) -> list[ChildResult] | None:
         return None  # nothing was started
 
 

@@ -45,6 +45,11 @@ class StoredOutput(Protocol):
         """A page of the port's items (None: the first port with items)."""
         ...
 
+    def items_bytes(self, port: str | None = None) -> int:
+        """The size of the port's items as a JSON array (None: the first port with items),
+        known without decoding them."""
+        ...
+
 
 @dataclass(slots=True)
 class _Stored:
@@ -103,6 +108,11 @@ class _ChunkedOutput:
 
     def ports(self) -> list[tuple[str, int]]:
         return self._index.ports
+
+    def items_bytes(self, port: str | None = None) -> int:
+        chunks = self._index.chunks.get(_first_port(self._index.ports, port), [])
+        # Each chunk is an array: its items, without brackets, joined by commas.
+        return 2 + sum(chunk.raw_bytes - 2 for chunk in chunks) + max(len(chunks) - 1, 0)
 
     async def page(self, port: str | None, offset: int, limit: int, max_bytes: int) -> Page:
         port = _first_port(self._index.ports, port)
@@ -167,6 +177,11 @@ class _InputOutput:
     def ports(self) -> list[tuple[str, int]]:
         return [(self._port, 1)]
 
+    def items_bytes(self, port: str | None = None) -> int:
+        if (port or self._port) != self._port:
+            return 2
+        return 2 + (self._value.raw_bytes if self._value is not None else 2)
+
     async def page(self, port: str | None, offset: int, limit: int, max_bytes: int) -> Page:
         port = port or self._port
         offset, limit = page_bounds(offset, limit)
@@ -192,6 +207,9 @@ class _PortOutput:
 
     def ports(self) -> list[tuple[str, int]]:
         return [(self._port, dict(self._output.ports()).get(self._port, 0))]
+
+    def items_bytes(self, port: str | None = None) -> int:
+        return self._output.items_bytes(self._port)
 
     async def page(self, port: str | None, offset: int, limit: int, max_bytes: int) -> Page:
         return await self._output.page(self._port, offset, limit, max_bytes)

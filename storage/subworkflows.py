@@ -13,9 +13,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.graph import Graph
 from engine.nodes.base import CallRefused, ChildResult, SubworkflowCall
+from engine.nodes.growth import too_large
 from engine.nodes.subworkflow import SUBWORKFLOW_MODE, TRIGGER
 from engine.states import ExecutionStatus
-from storage import executions, workflows
+from storage import executions, output_reads, workflows
 from storage.db import Database
 from storage.executions import UNFINISHED
 from storage.models import Execution, Workflow, WorkflowVersion
@@ -98,7 +99,9 @@ class DatabaseWorkflowCaller:
                 await self.submit(execution)
         return [execution.id for execution in created]
 
-    async def results(self, parent_run_id: str) -> list[ChildResult] | None:
+    async def results(
+        self, parent_run_id: str, max_bytes: int | None = None
+    ) -> list[ChildResult] | None:
         async with self.database.session() as session:
             rows = (
                 await session.exec(
@@ -110,6 +113,8 @@ class DatabaseWorkflowCaller:
             if any(status in UNFINISHED for _, status, _ in rows):
                 return None
             succeeded = [row[0] for row in rows if row[1] == ExecutionStatus.SUCCEEDED.value]
+            if max_bytes is not None:
+                await _refuse_past(self.database, succeeded, max_bytes)
             outputs = await executions.execution_payloads(session, succeeded, executions.OUTPUT)
         return [
             ChildResult(
@@ -120,6 +125,19 @@ class DatabaseWorkflowCaller:
             )
             for execution_id, status, error in rows
         ]
+
+
+async def _refuse_past(database: Database, execution_ids: list[str], max_bytes: int) -> None:
+    """NODE_OUTPUT_TOO_LARGE, before any is decoded, when the outputs of these executions
+    together (the calling node's output) are larger than `max_bytes` as JSON."""
+    stored = await output_reads.execution_outputs(database, execution_ids)
+    total = 1 + max(len(execution_ids) - 1, 0)  # `{"main":` and `}` are left out: a lower bound
+    for execution_id in execution_ids:
+        output = stored.get(execution_id)
+        if output is not None:
+            total += output.items_bytes() - 2 + 1
+        if total > max_bytes:
+            raise too_large(total, max_bytes, "main", f"items of called execution {execution_id}")
 
 
 async def _published(session: AsyncSession, workflow: Workflow) -> WorkflowVersion:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import struct
 from typing import IO
 
+from engine.errors import EngineError
+
 _LENGTH = struct.Struct(">I")
 # The host answered a call that hit a limit and ended: its isolate is not used again.
 EXIT_DISCARD = 3
@@ -17,7 +19,7 @@ EXIT_TIMEOUT = 5
 MAX_FRAME_BYTES = 1024 * 1024 * 1024
 
 
-class FrameTooLarge(ValueError):
+class FrameTooLarge(EngineError, ValueError):
     """A payload over `MAX_FRAME_BYTES`."""
 
 

@@ -18,6 +18,7 @@ import orjson
 
 from engine.code.frames import read_frame, write_frame
 from engine.code.limits import CodeLimits
+from engine.errors import EngineError
 
 # How long a new host may take to load V8, SES and the harness.
 START_TIMEOUT_S = 30.0
@@ -25,7 +26,7 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _STDERR_TAIL_BYTES = 4096
 
 
-class HostDied(Exception):
+class HostDied(EngineError):
     """The host's pipe closed: it exited, crashed or was killed."""
 
 

@@ -44,6 +44,7 @@ import orjson
 from engine.code.frames import EXIT_MEMORY, EXIT_TIMEOUT
 from engine.code.hosts import Host, HostDied, Reaper
 from engine.code.limits import MB, CodeLimits
+from engine.errors import EngineError
 from engine.events import ConsoleOutput
 from engine.slices import due, give_turn, restart
 
@@ -68,7 +69,7 @@ _SEED = struct.Struct("<4I")
 Piece = bytes | memoryview
 
 
-class CodeFailure(Exception):
+class CodeFailure(EngineError):
     """A script that did not produce items: `error_type` is CODE_TIMEOUT, CODE_MEMORY_LIMIT
     or CODE_ERROR; `line` and `column` point into the script when known."""
 

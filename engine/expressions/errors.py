@@ -13,8 +13,10 @@ error of the expression: the node's or the execution's time ran out while it was
 
 from __future__ import annotations
 
+from engine.errors import EngineError
 
-class ExpressionError(Exception):
+
+class ExpressionError(EngineError):
     """An expression was refused or failed; says which expression and why."""
 
     def __init__(self, message: str, expression: str) -> None:
@@ -42,7 +44,7 @@ class ExpressionLimitError(ExpressionEvaluationError):
         self.limit = limit
 
 
-class EvalError(Exception):
+class EvalError(EngineError):
     """Raised inside evaluation; the compiler adds the expression text."""
 
 

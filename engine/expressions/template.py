@@ -95,7 +95,7 @@ class ParameterError:
 class CompiledParameters:
     """A node's parameters with every expression compiled; `render` gives plain JSON."""
 
-    __slots__ = ("_render", "is_constant", "source", "steps")
+    __slots__ = ("_render", "derived", "is_constant", "source", "steps")
 
     def __init__(
         self, source: Any, render: Callable[[Scope], Any], is_constant: bool, steps: int = 0
@@ -105,6 +105,10 @@ class CompiledParameters:
         self.is_constant = is_constant
         # The expressions' own operations, charged as each rendering starts.
         self.steps = steps
+        # What a behaviour works out from the parameters' source once, not on every run
+        # (compiled parameters live as long as the plan, which is cached): by the
+        # behaviour's own key. Only what depends on the source alone belongs here.
+        self.derived: dict[str, Any] = {}
 
     def render(self, scope: Scope) -> Any:
         """The parameters for one item: one budget for all their expressions."""

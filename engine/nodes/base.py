@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from engine import slices
 from engine.code import CodeSandbox
+from engine.errors import EngineError
 from engine.events import ConsoleOutput
 from engine.expressions import CompiledParameters, Scope, compile_parameters
 from engine.expressions.budget import DEFAULT_LIMITS, Budget, ExpressionLimits
@@ -51,7 +52,7 @@ class Suspend(BaseException):
         self.on_children = on_children
 
 
-class NodeError(Exception):
+class NodeError(EngineError):
     """An expected failure of a node, shown to the user as its error."""
 
     def __init__(
@@ -95,7 +96,7 @@ class CredentialProvider(Protocol):
         ...
 
 
-class CallRefused(Exception):
+class CallRefused(EngineError):
     """A sub-workflow call that cannot be made: `code` and a message that names the cause."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -136,8 +137,12 @@ class WorkflowCaller(Protocol):
         `parent_run_id` returns those it made); raises `CallRefused`."""
         ...
 
-    async def results(self, parent_run_id: str) -> list[ChildResult] | None:
-        """The ends of the attempt's executions in batch order; None while any still runs."""
+    async def results(
+        self, parent_run_id: str, max_bytes: int | None = None
+    ) -> list[ChildResult] | None:
+        """The ends of the attempt's executions in batch order; None while any still runs.
+        Their outputs together larger than `max_bytes` as JSON: NodeError
+        `NODE_OUTPUT_TOO_LARGE`, raised before they are read."""
         ...
 
 
@@ -196,6 +201,9 @@ class NodeRunContext:
     # When the node's time is up (its timeout, or the execution's, whichever is first), on
     # the monotonic clock: long expressions stop there (see `Budget.boundary`).
     deadline: float | None = None
+    # The output size limit in bytes of JSON (None: none), for behaviours that count what
+    # they write as they build it (engine/nodes/growth.py).
+    max_output_bytes: int | None = None
 
     @classmethod
     def for_node(cls, node: Node, **fields: Any) -> NodeRunContext:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from engine.code import CodeCall, CodeFailure, CodeSandbox
 from engine.code.references import offered_nodes
 from engine.code.sandbox import shared_sandbox
+from engine.node_catalog import CORE, Catalog, ParameterHint, Widget
 from engine.node_types import NodeGroup, NodeType
 from engine.nodes.base import NodeError, NodeRunContext, PortItems
 
@@ -70,6 +71,16 @@ def node_type() -> NodeType:
             "required": ["code"],
             "additionalProperties": False,
         },
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Helpers",
+            icon="fa:code",
+            documentation_url="docs/code-node.md",
+            hints=(
+                ParameterHint("mode"),
+                ParameterHint("code", widget=Widget.CODE),
+            ),
+        ),
         execute=run_code,
         code_parameters=(CODE,),
     )

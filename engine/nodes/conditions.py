@@ -34,6 +34,7 @@ from engine.expressions.errors import LimitExceeded
 from engine.expressions.functions import search, to_text
 from engine.expressions.lexer import has_expression
 from engine.expressions.patterns import InvalidPattern, Pattern, compile_pattern
+from engine.nodes import schema
 from engine.nodes.base import NodeError
 from engine.nodes.parameters import INVALID_PARAMETER, as_number, invalid_parameter, shown
 
@@ -316,4 +317,58 @@ def _limit_error(exc: LimitExceeded, field: str) -> NodeError:
         f"Condition '{field}' needs too much work: {exc}",
         error_type=EXPRESSION_LIMIT,
         details={"parameter": field, "limit": exc.limit},
+    )
+
+
+def conditions_parameter() -> schema.JSONSchema:
+    # Every operator but the emptiness and existence tests needs something to compare with.
+    needs_right: schema.JSONSchema = {
+        "if": {
+            "properties": {"operator": {"not": {"enum": list(UNARY_OPERATORS)}}},
+            "required": ["operator"],
+        },
+        "then": {"required": ["right"]},
+    }
+    condition = schema.object_of(
+        {
+            "left": schema.any_value(
+                "Value", "The value to test, usually an expression such as {{ $json.status }}."
+            ),
+            "operator": schema.choice(
+                "Comparison",
+                "How to compare the value: equals, not_equals, gt (greater than), gte (greater "
+                "than or equal), lt (less than), lte (less than or equal), contains (text in "
+                "text, an element in a list, a key in an object), not_contains, starts_with, "
+                "ends_with, is_empty (null, empty text, list or object), is_not_empty, regex "
+                "(matches a regular expression), exists (present and not null) or not_exists. "
+                "A number and numeric text compare as numbers; text orders alphabetically.",
+                OPERATORS,
+                default="equals",
+            ),
+            "right": schema.any_value(
+                "Compare with",
+                "The value to compare against, or the regular expression for 'regex'. Not used "
+                "by is_empty, is_not_empty, exists and not_exists.",
+            ),
+        },
+        required=("left", "operator"),
+        **needs_right,
+    )
+    return schema.list_of(
+        "Conditions", "The tests each item is checked against.", condition, min_items=1
+    )
+
+
+def combine_parameter() -> schema.JSONSchema:
+    return schema.choice(
+        "Combine conditions",
+        "all: an item matches when every condition holds; any: when at least one holds.",
+        ("all", "any"),
+        default="all",
+    )
+
+
+def ignore_case_parameter() -> schema.JSONSchema:
+    return schema.flag(
+        "Ignore case", "Compare text without regard to upper and lower case.", default=False
     )

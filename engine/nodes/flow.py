@@ -12,8 +12,17 @@ from typing import Any
 
 from engine.expressions.budget import Budget
 from engine.expressions.functions import to_text
+from engine.node_catalog import CORE, Catalog, ParameterHint, Widget
+from engine.node_types import NodeGroup, NodeType, Port
+from engine.nodes import schema
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems, Suspend
-from engine.nodes.conditions import matches
+from engine.nodes.conditions import (
+    combine_parameter,
+    conditions_parameter,
+    ignore_case_parameter,
+    matches,
+    pattern_problems,
+)
 from engine.nodes.parameters import (
     choice,
     flag,
@@ -24,6 +33,7 @@ from engine.nodes.parameters import (
     shown,
     text,
 )
+from engine.schedule import MAX_INTERVAL_S, schedule_problems
 
 SWITCH_OUTPUTS = 4
 SWITCH_PORTS = tuple(f"output{index}" for index in range(SWITCH_OUTPUTS))
@@ -185,3 +195,331 @@ async def wait(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     if delay_s > 0:
         await ctx.sleep(delay_s)
     return {"main": list(items)}
+
+
+def manual_trigger_type() -> NodeType:
+    return NodeType(
+        name="manual_trigger",
+        version=1,
+        display_name="Manual Trigger",
+        description="Starts the workflow when you click Execute; the run's input is its item.",
+        group=NodeGroup.TRIGGER,
+        inputs=(),
+        outputs=(Port(),),
+        parameters_schema=schema.parameters({}),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Triggers",
+            icon="fa:mouse-pointer",
+            documentation_url="docs/api.md#node-types",
+        ),
+        execute=manual_trigger,
+    )
+
+
+def if_type() -> NodeType:
+    return NodeType(
+        name="if",
+        version=1,
+        display_name="If",
+        description="Sends each item to True or False depending on conditions.",
+        group=NodeGroup.FLOW,
+        outputs=(Port("true", "True"), Port("false", "False")),
+        parameters_schema=schema.parameters(
+            {
+                "conditions": conditions_parameter(),
+                "combine": combine_parameter(),
+                "ignoreCase": ignore_case_parameter(),
+            },
+            required=("conditions",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:map-signs",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("conditions[].left", placeholder="{{ $json.status }}"),
+                ParameterHint("combine"),
+                ParameterHint("ignoreCase"),
+            ),
+        ),
+        execute=if_,
+        check_parameters=pattern_problems,
+    )
+
+
+def switch_type() -> NodeType:
+    rule = schema.object_of(
+        {
+            "conditions": conditions_parameter(),
+            "combine": combine_parameter(),
+            "label": schema.text("Label", "A name for this route, shown on the canvas."),
+        },
+        required=("conditions",),
+    )
+    return NodeType(
+        name="switch",
+        version=1,
+        display_name="Switch",
+        description=(
+            "Routes each item by rules: the first rule sends to Output 0, the second to "
+            f"Output 1, and so on, up to {SWITCH_OUTPUTS} rules. Items that match no rule go "
+            "to Fallback."
+        ),
+        group=NodeGroup.FLOW,
+        outputs=(
+            *(Port(f"output{index}", f"Output {index}") for index in range(SWITCH_OUTPUTS)),
+            Port("fallback", "Fallback"),
+        ),
+        parameters_schema=schema.parameters(
+            {
+                "rules": schema.list_of(
+                    "Routing rules",
+                    "Checked in order; the first rule routes to Output 0, the second to "
+                    f"Output 1, and so on (at most {SWITCH_OUTPUTS} rules).",
+                    rule,
+                    min_items=1,
+                    maxItems=SWITCH_OUTPUTS,
+                ),
+                "sendToAllMatching": schema.flag(
+                    "Send to all matching outputs",
+                    "Send an item to every rule it matches instead of only the first one.",
+                    default=False,
+                ),
+                "ignoreCase": ignore_case_parameter(),
+            },
+            required=("rules",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:random",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("rules[].conditions[].left", placeholder="{{ $json.kind }}"),
+                ParameterHint("sendToAllMatching"),
+                ParameterHint("ignoreCase"),
+            ),
+        ),
+        execute=switch,
+        check_parameters=pattern_problems,
+    )
+
+
+def filter_type() -> NodeType:
+    return NodeType(
+        name="filter",
+        version=1,
+        display_name="Filter",
+        description=(
+            "Keeps the items that match the conditions. Items that do not match go to "
+            "Discarded, if you connect it."
+        ),
+        group=NodeGroup.FLOW,
+        outputs=(Port("main", "Kept"), Port("discarded", "Discarded")),
+        parameters_schema=schema.parameters(
+            {
+                "conditions": conditions_parameter(),
+                "combine": combine_parameter(),
+                "ignoreCase": ignore_case_parameter(),
+            },
+            required=("conditions",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:filter",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("conditions[].left", placeholder="{{ $json.total }}"),
+                ParameterHint("combine"),
+                ParameterHint("ignoreCase"),
+            ),
+        ),
+        execute=filter_,
+        check_parameters=pattern_problems,
+    )
+
+
+def noop_type() -> NodeType:
+    return NodeType(
+        name="noop",
+        version=1,
+        display_name="No Operation",
+        description="Passes items on unchanged; useful as a placeholder or a junction.",
+        group=NodeGroup.FLOW,
+        parameters_schema=schema.parameters({}),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Helpers",
+            icon="fa:arrow-right",
+            documentation_url="docs/api.md#node-types",
+        ),
+        execute=noop,
+    )
+
+
+def stop_and_error_type() -> NodeType:
+    return NodeType(
+        name="stop_and_error",
+        version=1,
+        display_name="Stop and Error",
+        description="Stops the workflow and marks the run as failed with your message.",
+        group=NodeGroup.FLOW,
+        outputs=(),
+        parameters_schema=schema.parameters(
+            {
+                "message": schema.text(
+                    "Error message",
+                    "Why the run failed, shown in the execution log; may use expressions "
+                    "such as {{ $json.error }}.",
+                ),
+            },
+            required=("message",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:exclamation-triangle",
+            documentation_url="docs/api.md#node-types",
+            hints=(ParameterHint("message", widget=Widget.MULTILINE),),
+        ),
+        execute=stop_and_error,
+    )
+
+
+def wait_type() -> NodeType:
+    return NodeType(
+        name="wait",
+        version=1,
+        display_name="Wait",
+        description="Pauses the run for a while or until a given time, then continues.",
+        group=NodeGroup.FLOW,
+        parameters_schema=schema.parameters(
+            {
+                "resume": schema.choice(
+                    "Resume",
+                    "after_interval: wait for an amount of time. at_time: wait until a date "
+                    "and time.",
+                    ("after_interval", "at_time"),
+                    default="after_interval",
+                ),
+                "amount": schema.number_or_expression(
+                    "Wait amount",
+                    "How long to wait, in the chosen unit; 0 or more.",
+                    integer=False,
+                    minimum=0,
+                    default=1,
+                ),
+                "unit": schema.choice(
+                    "Unit",
+                    "The unit of the wait amount.",
+                    ("seconds", "minutes", "hours", "days"),
+                    default="seconds",
+                ),
+                "until": schema.text(
+                    "Resume at",
+                    "For at_time: when to continue, as an ISO 8601 date and time such as "
+                    "2025-01-31T09:00:00Z (without an offset, the workflow's timezone is used), "
+                    "or an expression.",
+                    pattern=schema.DATE_TIME_OR_EXPRESSION_PATTERN,
+                    errorMessage={
+                        "pattern": "must be a date and time such as 2025-01-31T09:00:00Z "
+                        "or an expression"
+                    },
+                ),
+            },
+            # Without `resume`, the node waits for an interval, as the default says.
+            **schema.when("resume", "at_time", ("until",), otherwise=("amount",)),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:pause-circle",
+            documentation_url="docs/api.md#executions",
+            hints=(
+                ParameterHint("resume"),
+                ParameterHint("amount", show_when={"resume": ("after_interval",)}),
+                ParameterHint("unit", show_when={"resume": ("after_interval",)}),
+                ParameterHint(
+                    "until", placeholder="2025-01-31T09:00:00Z", show_when={"resume": ("at_time",)}
+                ),
+            ),
+        ),
+        execute=wait,
+    )
+
+
+def schedule_type() -> NodeType:
+    return NodeType(
+        name="schedule",
+        version=1,
+        display_name="Schedule",
+        description="Starts the workflow (its published version, while active) on a cron "
+        "schedule in a timezone, or every so many seconds. Each tick runs once, however many "
+        "processes run; the item is {scheduledAt, timezone}.",
+        group=NodeGroup.TRIGGER,
+        inputs=(),
+        parameters_schema=schema.parameters(
+            {
+                "mode": schema.choice(
+                    "Mode",
+                    "cron: a cron expression. interval: every so many seconds.",
+                    ("cron", "interval"),
+                    default="cron",
+                ),
+                "cron": schema.text(
+                    "Cron",
+                    "Five fields: minute hour day-of-month month day-of-week, e.g. "
+                    "'0 9 * * 1-5' for 09:00 on weekdays.",
+                    maxLength=200,
+                ),
+                "timezone": schema.text(
+                    "Timezone",
+                    "IANA name such as Europe/Paris; UTC by default. Daylight "
+                    "saving: a skipped local time runs right after the jump, a repeated one "
+                    "runs once.",
+                    maxLength=64,
+                    default="UTC",
+                ),
+                "intervalSeconds": {
+                    "type": "number",
+                    "minimum": 1,
+                    "maximum": MAX_INTERVAL_S,
+                    "title": "Every (seconds)",
+                    "description": "For interval mode: seconds between runs.",
+                },
+                "missed": schema.choice(
+                    "After downtime",
+                    "skip: ticks missed while no process ran are skipped. run_once: the "
+                    "latest missed tick runs once.",
+                    ("skip", "run_once"),
+                    default="skip",
+                ),
+            },
+            **schema.when("mode", "interval", ("intervalSeconds",), otherwise=("cron",)),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Triggers",
+            icon="fa:clock",
+            documentation_url="docs/api.md#schedules",
+            subtitle="{cron}",
+            hints=(
+                ParameterHint("mode"),
+                ParameterHint("cron", placeholder="0 9 * * 1-5", show_when={"mode": ("cron",)}),
+                ParameterHint("timezone", placeholder="Europe/Paris"),
+                ParameterHint("intervalSeconds", show_when={"mode": ("interval",)}),
+            ),
+        ),
+        execute=manual_trigger,
+        check_parameters=_schedule_problems,
+    )
+
+
+def _schedule_problems(parameters: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        ("INVALID_SCHEDULE", parameter, message)
+        for parameter, message in schedule_problems(parameters)
+    ]

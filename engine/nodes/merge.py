@@ -11,11 +11,16 @@ Combined items are `{**item1, **item2}`: on a clash of field names, input 2 wins
 
 from __future__ import annotations
 
-import json
+import itertools
+import operator
 from collections.abc import Hashable
 from typing import Any
 
+from engine.node_catalog import CORE, Catalog, ParameterHint
+from engine.node_types import NodeGroup, NodeType, Port
+from engine.nodes import schema
 from engine.nodes.base import Item, NodeRunContext, PortItems
+from engine.nodes.growth import Growth, KeyTexts, json_bytes
 from engine.nodes.parameters import choice, chunks, flag, settings, text
 from engine.nodes.paths import MISSING, getter
 
@@ -58,7 +63,7 @@ async def _by_position(
     return merged
 
 
-def _join_key(value: Any) -> Hashable | None:
+def _join_key(value: Any, texts: KeyTexts) -> Hashable | None:
     """A hashable form of a key value in which only equal JSON values meet.
 
     1 and 1.0 match; true and 1, or 1 and "1", do not. Null, a missing field and NaN
@@ -72,7 +77,7 @@ def _join_key(value: Any) -> Hashable | None:
         return None if value != value else ("number", value)
     if isinstance(value, str):
         return ("text", value)
-    return ("json", json.dumps(value, sort_keys=True, separators=(",", ":"), default=str))
+    return ("json", texts(value))
 
 
 async def _by_key(
@@ -84,24 +89,120 @@ async def _by_key(
 ) -> list[Item]:
     read_first, read_second = getter(keys[0]), getter(keys[1])
     index: dict[Hashable, list[int]] = {}
-    for start, chunk in chunks(second):
-        for position, item in enumerate(chunk, start):
-            key = _join_key(read_second(item))
-            if key is not None:
-                index.setdefault(key, []).append(position)
-        await ctx.checkpoint()
+    texts = KeyTexts()
+    for position, item in enumerate(second):
+        key = _join_key(read_second(item), texts)
+        if key is not None:
+            index.setdefault(key, []).append(position)
+        if ctx.due():  # a key that is a list or object is keyed by its JSON text
+            await ctx.pause()
     matched = bytearray(len(second))
     merged: list[Item] = []
-    for _, chunk in chunks(first):
-        for item in chunk:
-            key = _join_key(read_first(item))
-            positions = index.get(key, ()) if key is not None else ()
-            for position in positions:
-                merged.append({**item, **second[position]})
-                matched[position] = 1
-            if not positions and join != "inner":
-                merged.append(item)
-        await ctx.checkpoint()
+    # An item joined to several, or joined again, is written once more each time: counted
+    # (as the larger of the two: on fields they share, one overwrites the other).
+    growth = Growth(ctx)
+    sizes: dict[int, int] = {}  # of the second input's items, by position
+
+    def second_size(position: int) -> int:
+        size = sizes.get(position)
+        if size is None:
+            size = sizes[position] = json_bytes(second[position])
+        return size
+
+    for item in first:
+        key = _join_key(read_first(item), texts)
+        positions = index.get(key, ()) if key is not None else ()
+        first_size = -1
+        for count, position in enumerate(positions):
+            if growth.active and (count or matched[position]):
+                if first_size < 0:
+                    first_size = json_bytes(item)
+                growth.add(max(first_size, second_size(position)), len(merged))
+            merged.append({**item, **second[position]})
+            matched[position] = 1
+            if ctx.due():  # one key may join an item to a million others
+                await ctx.pause()
+        if not positions and join != "inner":
+            merged.append(item)
+        if ctx.due():
+            await ctx.pause()
     if join == "outer":
-        merged.extend(item for position, item in enumerate(second) if not matched[position])
+        merged.extend(itertools.compress(second, map(operator.not_, matched)))
     return merged
+
+
+def merge_type() -> NodeType:
+    return NodeType(
+        name="merge",
+        version=1,
+        display_name="Merge",
+        description="Waits for both inputs and combines their items into one list.",
+        group=NodeGroup.FLOW,
+        inputs=(
+            Port("input1", "Input 1", accepts_many=False),
+            Port("input2", "Input 2", accepts_many=False),
+        ),
+        parameters_schema=schema.parameters(
+            {
+                "mode": schema.choice(
+                    "Mode",
+                    "append: items of input 1, then items of input 2. combine_by_position: "
+                    "the first items of both inputs become one item, then the second ones, and "
+                    "so on. combine_by_key: items whose key fields hold the same value become "
+                    "one item; Join says what happens to items without a match. choose_branch: "
+                    "pass on the items of one input once both have arrived. Combined items "
+                    "take input 2's value where both inputs have a field.",
+                    ("append", "combine_by_position", "combine_by_key", "choose_branch"),
+                    default="append",
+                ),
+                "key": schema.text(
+                    "Key field",
+                    "For combine_by_key: the field whose value must match on both inputs, "
+                    "for example 'id' or 'customer.email'. Values match only if equal as JSON "
+                    '(1 matches 1.0 but not "1"); items without a value never match.',
+                ),
+                "input2Key": schema.text(
+                    "Key field on input 2",
+                    "For combine_by_key: the key field of input 2's items when it is named "
+                    "differently from input 1's; left out, Key field is used on both.",
+                ),
+                "join": schema.choice(
+                    "Join",
+                    "For combine_by_key: inner keeps only items that found a match; left also "
+                    "passes on input 1 items without a match, unchanged; outer passes on the "
+                    "unmatched items of both inputs, input 2's after all others.",
+                    ("inner", "left", "outer"),
+                    default="inner",
+                ),
+                "includeUnpaired": schema.flag(
+                    "Include unpaired items",
+                    "For combine_by_position: when one input has more items, pass the extra "
+                    "ones on unchanged instead of dropping them.",
+                    default=False,
+                ),
+                "branch": schema.choice(
+                    "Branch",
+                    "For choose_branch: the input whose items are passed on.",
+                    ("input1", "input2"),
+                    default="input1",
+                ),
+            },
+            **schema.when("mode", "combine_by_key", ("key",)),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:code-branch",
+            documentation_url="docs/api.md#node-types",
+            subtitle="{mode}",
+            hints=(
+                ParameterHint("mode"),
+                ParameterHint("key", placeholder="id", show_when={"mode": ("combine_by_key",)}),
+                ParameterHint("input2Key", show_when={"mode": ("combine_by_key",)}),
+                ParameterHint("join", show_when={"mode": ("combine_by_key",)}),
+                ParameterHint("includeUnpaired", show_when={"mode": ("combine_by_position",)}),
+                ParameterHint("branch", show_when={"mode": ("choose_branch",)}),
+            ),
+        ),
+        execute=merge,
+    )

@@ -30,12 +30,40 @@ def invalid_parameter(name: str, problem: str) -> NodeError:
 
 
 def shown(value: Any) -> str:
-    """A short rendering of a value for an error message."""
+    """A short rendering of a value for an error message: its JSON, cut to 60 characters. A
+    large list or object is described (what it is and how large), never encoded: it may
+    hold a large value many times by reference, megabytes of JSON to show 60 characters."""
+    kind = type(value)
+    if kind is str:
+        value = value[:61]  # all that can be shown
+    elif (kind is list or kind is tuple or kind is dict) and not _small(value):
+        what = "an object of {:,} fields" if kind is dict else "a list of {:,} elements"
+        return what.format(len(value))
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         text = type_name(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _small(value: Any, budget: int = 256) -> bool:
+    """Whether `value` holds at most `budget` values and characters in all (looked at until
+    it passes)."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        kind = type(current)
+        budget -= 1
+        if kind is str:
+            budget -= len(current)
+        elif kind is list or kind is tuple or kind is dict:
+            budget -= len(current)
+            if budget < 0:
+                return False
+            pending.extend(current.values() if kind is dict else current)
+        if budget < 0:
+            return False
+    return True
 
 
 def settings(ctx: NodeRunContext, items: Sequence[Item]) -> dict[str, Any]:

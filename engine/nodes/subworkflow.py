@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from engine.node_catalog import CORE, Catalog, ParameterHint
+from engine.node_types import NodeGroup, NodeType, Port
+from engine.nodes import schema
 from engine.nodes.base import (
     CallRefused,
     Item,
@@ -76,7 +79,8 @@ async def execute_workflow(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         if not wait:
             return {"main": items}
         raise Suspend(_recheck_at(), on_children=True)
-    results = await caller.results(ctx.run_id)
+    # Their outputs are this node's: too large together, refused before they are read.
+    results = await caller.results(ctx.run_id, ctx.max_output_bytes)
     if results is None:
         raise Suspend(_recheck_at(), on_children=True)
     output: list[Item] = []
@@ -100,3 +104,70 @@ async def execute_workflow(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
 
 def _recheck_at() -> datetime:
     return datetime.now(UTC) + timedelta(seconds=RECHECK_S)
+
+
+def execute_workflow_type() -> NodeType:
+    return NodeType(
+        name=EXECUTE_WORKFLOW,
+        version=1,
+        display_name="Execute Workflow",
+        description="Runs another workflow of this workspace with the items (it starts at its "
+        "'When Called by Another Workflow' trigger) and, when waiting, outputs what it returns.",
+        group=NodeGroup.FLOW,
+        parameters_schema=schema.parameters(
+            {
+                "workflowId": schema.text(
+                    "Workflow", "The id of the workflow to run.", minLength=1, maxLength=255
+                ),
+                "source": schema.choice(
+                    "Version",
+                    "published: the workflow's published version. draft: its current draft.",
+                    ("published", "draft"),
+                    default="published",
+                ),
+                "mode": schema.choice(
+                    "Mode",
+                    "all_items: one execution with all the items. each_item: one execution per "
+                    "item, outputs concatenated in item order.",
+                    ("all_items", "each_item"),
+                    default="all_items",
+                ),
+                "waitForCompletion": schema.flag(
+                    "Wait for completion",
+                    "Wait for the called executions and output the items they return (their "
+                    "last node's); otherwise start them and pass the items on.",
+                    default=True,
+                ),
+            },
+            required=("workflowId",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Helpers",
+            icon="fa:sign-in-alt",
+            documentation_url="docs/api.md#sub-workflows",
+            hints=(ParameterHint("workflowId", placeholder="wf_..."),),
+        ),
+        execute=execute_workflow,
+    )
+
+
+def execute_workflow_trigger_type() -> NodeType:
+    return NodeType(
+        name=TRIGGER,
+        version=1,
+        display_name="When Called by Another Workflow",
+        description="Starts the workflow when an Execute Workflow node calls it; outputs the "
+        "items it was sent (run by hand: the run's input as its item).",
+        group=NodeGroup.TRIGGER,
+        inputs=(),
+        outputs=(Port(),),
+        parameters_schema=schema.parameters({}),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Triggers",
+            icon="fa:sign-out-alt",
+            documentation_url="docs/api.md#sub-workflows",
+        ),
+        execute=execute_workflow_trigger,
+    )

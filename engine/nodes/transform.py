@@ -1,4 +1,5 @@
-"""Behaviours of the transform node types: set, sort, limit, aggregate, split_out.
+"""Behaviours and descriptors of the transform node types: set, limit, aggregate, split_out
+(Sort has its own module, `sort`).
 
 `set` renders its parameters per item (values usually read the item); the others read
 node-level settings, rendered once with the first item as `$json`. Field names are dotted
@@ -7,13 +8,16 @@ paths (`customer.email`), see `engine.nodes.paths`.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, cast
 
-from engine.nodes.base import CHECKPOINT_EVERY, Item, NodeError, NodeRunContext, PortItems
+from engine.expressions import CompiledParameters
+from engine.node_catalog import CORE, Catalog, ParameterHint
+from engine.node_types import NodeGroup, NodeType
+from engine.nodes import schema
+from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
+from engine.nodes.growth import Growth, json_bytes
 from engine.nodes.parameters import (
     choice,
     chunks,
@@ -28,13 +32,11 @@ from engine.nodes.parameters import (
 from engine.nodes.paths import MISSING, getter, set_path, split_path
 
 FIELD_NOT_FOUND = "FIELD_NOT_FOUND"
-# Items sorted by one `list.sort` call: about 10 ms of the event loop at most.
-SORT_RUN_ITEMS = 10_000
 
 Assignment = tuple[tuple[str, ...], Any]
 
 
-def _objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
+def objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
     """A required, non-empty list parameter whose entries are objects."""
     entries = parameters.get(name)
     if not isinstance(entries, list) or not entries:
@@ -49,7 +51,7 @@ def _checked_assignments(
     parameters: dict[str, Any], paths: dict[str, tuple[str, ...]]
 ) -> tuple[list[Assignment], bool]:
     assignments: list[Assignment] = []
-    for index, field in enumerate(_objects(parameters, "fields")):
+    for index, field in enumerate(objects(parameters, "fields")):
         name = text(field, "name", prefix=f"fields[{index}].")
         path = paths[name] = split_path(name)
         assignments.append((path, field.get("value")))
@@ -93,94 +95,107 @@ def _set_rendered(
 
 
 async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
-    """Writes each field on a copy of every item; `keepOnlySet` drops the other fields."""
+    """Writes each field on a copy of every item; `keepOnlySet` drops the other fields.
+
+    The values written are counted against the output limit as items are built (a value can
+    be written into every item, or into many fields, by reference: engine/nodes/growth.py).
+    """
     items = inputs.get("main", [])
     results: list[Item] = []
-    paths: dict[str, tuple[str, ...]] = {}
+    growth = Growth(ctx)
+    names = _field_names(ctx.compiled)
+    # Field names checked already: those of the source when fixed, else found as rendered.
+    paths = names.paths if names.paths is not None else {}
     if ctx.compiled.is_constant:
-        assignments, keep_only_set = _checked_assignments(ctx.parameters(), paths)
+        derived = ctx.compiled.derived
+        checked = derived.get("set.constant")
+        if checked is None:  # checked once per plan (a bad one is refused on every run)
+            checked = derived["set.constant"] = _checked_assignments(ctx.parameters(), paths)
+        assignments, keep_only_set = checked
+        if growth.active:
+            written = sum(map(growth.size, _last_writes(assignments)))
+            growth.repeat(written, len(items))
         for _, chunk in chunks(items):
             results.extend(_assign(item, assignments, keep_only_set) for item in chunk)
             await ctx.checkpoint()
         return {"main": results}
     parameters = per_item(ctx)
+    distinct = names.distinct
+    room = growth.room()
+    written = 0
     for index, item in enumerate(items):
-        results.append(_set_rendered(item, parameters(item, index), paths))
+        rendered = parameters(item, index)
+        results.append(_set_rendered(item, rendered, paths))
+        if room is not None:
+            written += _written_bytes(growth, rendered, paths, distinct)
+            if written > room:
+                growth.add(written, index)  # past the limit: raises
         if ctx.due():
             await ctx.pause()
     return {"main": results}
 
 
-def _sort_rank(value: Any, descending: bool) -> tuple[int, Any]:
-    """A key under which any two JSON values compare, never raising TypeError.
-
-    Numbers come first, then text, booleans, lists and objects (the last two by their JSON
-    text); null, a missing field and NaN come last in either direction.
-    """
-    kind = type(value)
-    if kind is int or kind is float:
-        if value == value:
-            return (0, value)
-    elif kind is str:
-        return (1, value)
-    elif kind is bool:
-        return (2, value)
-    elif kind is list or kind is dict:
-        text_form = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-        return (3 if kind is list else 4, text_form)
-    return (-1, 0) if descending else (5, 0)
+def _written_bytes(
+    growth: Growth, rendered: dict[str, Any], paths: dict[str, tuple[str, ...]], distinct: bool
+) -> int:
+    """What the rendered `fields` write (after `_set_rendered` checked them), as counted by
+    `growth`; `distinct`: no two fields write under the same top-level field."""
+    fields = rendered["fields"]
+    size = growth.size
+    if distinct:
+        total = 0
+        for field in fields:
+            total += size(field.get("value"))
+        return total
+    return sum(map(size, _last_writes((paths[f["name"]], f.get("value")) for f in fields)))
 
 
-async def sort(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
-    """Orders items by one or more fields, each ascending or descending; stable."""
-    items = inputs.get("main", [])
-    parameters = settings(ctx, items)
-    keys = [
-        (
-            getter(text(entry, "field", prefix=f"fields[{index}].")),
-            choice(entry, "order", ("asc", "desc"), default="asc", prefix=f"fields[{index}].")
-            == "desc",
-        )
-        for index, entry in enumerate(_objects(parameters, "fields"))
-    ]
-    order: Sequence[int] = range(len(items))
-    # One stable pass per field, least significant first (a reversed sort stays stable).
-    for read, descending in reversed(keys):
-        ranks: list[tuple[int, Any]] = []
-        for _, chunk in chunks(items):
-            ranks.extend(_sort_rank(read(item), descending) for item in chunk)
-            await ctx.checkpoint()
-        order = await _sorted_in_slices(ctx, order, ranks, descending)
-    result: list[Item] = []
-    for start in range(0, len(order), SORT_RUN_ITEMS):
-        result.extend(map(items.__getitem__, order[start : start + SORT_RUN_ITEMS]))
-        await ctx.checkpoint()
-    return {"main": result}
+@dataclass(frozen=True, slots=True)
+class _FieldNames:
+    """What a Set node's source says of its field names, worked out once per plan."""
+
+    # Each name's path, when every name is fixed text (no expression): shared by all runs.
+    paths: dict[str, tuple[str, ...]] | None
+    # The names are fixed and write under different top-level fields, so that every value
+    # written stays in the item.
+    distinct: bool
 
 
-async def _sorted_in_slices(
-    ctx: NodeRunContext, order: Sequence[int], ranks: list[tuple[int, Any]], descending: bool
-) -> list[int]:
-    """`order` sorted (stably) by `ranks`, giving the event loop turns in between.
+_NO_FIXED_NAMES = _FieldNames(None, distinct=False)
 
-    One `list.sort` of a million items holds the loop for most of a second and cannot be
-    interrupted: runs of `SORT_RUN_ITEMS` are sorted one at a time, then merged lazily
-    (`heapq.merge` is stable: on ties, the earlier run's item comes first).
-    """
-    if len(order) <= SORT_RUN_ITEMS:
-        return sorted(order, key=ranks.__getitem__, reverse=descending)
-    runs = []
-    for start in range(0, len(order), SORT_RUN_ITEMS):
-        runs.append(
-            sorted(order[start : start + SORT_RUN_ITEMS], key=ranks.__getitem__, reverse=descending)
-        )
-        await ctx.checkpoint()
-    merged: list[int] = []
-    pending = heapq.merge(*runs, key=ranks.__getitem__, reverse=descending)
-    while chunk := list(itertools.islice(pending, CHECKPOINT_EVERY)):
-        merged.extend(chunk)
-        await ctx.checkpoint()
-    return merged
+
+def _field_names(compiled: CompiledParameters) -> _FieldNames:
+    known = compiled.derived.get("set.names")
+    if known is None:
+        known = compiled.derived["set.names"] = _fixed_names(compiled.source)
+    return cast(_FieldNames, known)
+
+
+def _fixed_names(source: Any) -> _FieldNames:
+    fields = source.get("fields") if isinstance(source, dict) else None
+    if not isinstance(fields, list) or not fields:
+        return _NO_FIXED_NAMES
+    paths: dict[str, tuple[str, ...]] = {}
+    for field in fields:
+        name = field.get("name") if isinstance(field, dict) else None
+        # Names `text` would refuse are left to it: refused when the node runs.
+        if not isinstance(name, str) or "{{" in name or not name.strip():
+            return _NO_FIXED_NAMES
+        paths[name] = split_path(name)
+    tops = {path[0] for path in paths.values()}
+    return _FieldNames(paths, distinct=len(tops) == len(fields))
+
+
+def _last_writes(assignments: Iterable[Assignment]) -> list[Any]:
+    """The values of the last assignment to each top-level field: the ones sure to be in the
+    item (an earlier one may be overwritten), so that their sizes add up to a lower bound."""
+    seen: set[str] = set()
+    values = []
+    for path, value in reversed(list(assignments)):
+        if path[0] not in seen:
+            seen.add(path[0])
+            values.append(value)
+    return values
 
 
 async def limit(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
@@ -205,7 +220,7 @@ async def aggregate(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         return {"main": [result]}
     keep_missing = flag(parameters, "keepMissing", default=False)
     outputs: set[str] = set()
-    for index, entry in enumerate(_objects(parameters, "fields")):
+    for index, entry in enumerate(objects(parameters, "fields")):
         prefix = f"fields[{index}]."
         path = text(entry, "field", prefix=prefix)
         output = text(entry, "renameTo", prefix=prefix) if entry.get("renameTo") else None
@@ -254,6 +269,8 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     keep_other_fields = flag(parameters, "keepOtherFields", default=False)
     path, read = split_path(field), getter(field)
     results: list[Item] = []
+    # The other fields of an item are copied into the item of each of its elements.
+    growth = Growth(ctx) if keep_other_fields else None
     found = False
     for item in items:
         value = read(item)
@@ -262,7 +279,11 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         found = True
         if value is None:
             continue
-        for element in _elements(value):
+        elements = _elements(value)
+        if growth is not None and growth.active and len(elements) > 1:
+            others = json_bytes(item) - json_bytes(value)
+            growth.repeat(others, len(elements), len(results))
+        for element in elements:
             if keep_other_fields or not isinstance(element, dict):
                 result = dict(item) if keep_other_fields else {}
                 set_path(result, path, element)
@@ -278,3 +299,186 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
             details={"parameter": "field", "field": field},
         )
     return {"main": results}
+
+
+def set_type() -> NodeType:
+    field = schema.object_of(
+        {
+            "name": schema.text(
+                "Name",
+                "The field to write on each item; a dotted name such as 'customer.address.city' "
+                "writes into nested objects, creating them as needed.",
+            ),
+            "value": schema.any_value(
+                "Value",
+                "What to write: fixed text, a number, or an expression such as "
+                "{{ $json.price * 2 }}. Left out, the field is set to null.",
+            ),
+        },
+        required=("name",),
+    )
+    return NodeType(
+        name="set",
+        version=1,
+        display_name="Edit Fields (Set)",
+        description="Adds or changes fields on every item.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "fields": schema.list_of(
+                    "Fields to set", "The fields to add or change.", field, min_items=1
+                ),
+                "keepOnlySet": schema.flag(
+                    "Keep only these fields",
+                    "Drop every other field from the items, keeping only the ones set here.",
+                    default=False,
+                ),
+            },
+            required=("fields",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:pen",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("fields[].name", placeholder="customer.email"),
+                ParameterHint("fields[].value", placeholder="{{ $json.email }}"),
+                ParameterHint("keepOnlySet"),
+            ),
+            defaults={"fields": [{"name": "", "value": ""}]},
+        ),
+        execute=set_fields,
+    )
+
+
+def limit_type() -> NodeType:
+    return NodeType(
+        name="limit",
+        version=1,
+        display_name="Limit",
+        description="Passes on at most a given number of items and drops the rest.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "maxItems": schema.number_or_expression(
+                    "Max items", "How many items to keep, at least 1.", integer=True, minimum=1
+                ),
+                "keep": schema.choice(
+                    "Keep",
+                    "first: keep the first items; last: keep the last ones.",
+                    ("first", "last"),
+                    default="first",
+                ),
+            },
+            required=("maxItems",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:hand-paper",
+            documentation_url="docs/api.md#node-types",
+            subtitle="{keep} {maxItems}",
+        ),
+        execute=limit,
+    )
+
+
+def aggregate_type() -> NodeType:
+    collected = schema.object_of(
+        {
+            "field": schema.text("Field", "The field whose values are collected from every item."),
+            "renameTo": schema.text(
+                "Output field",
+                "The name of the list in the result; left out, the field's own name (its last "
+                "part, for a nested field such as 'customer.email') is used.",
+            ),
+        },
+        required=("field",),
+    )
+    return NodeType(
+        name="aggregate",
+        version=1,
+        display_name="Aggregate",
+        description="Combines all items into a single item holding lists.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "mode": schema.choice(
+                    "Aggregate",
+                    "all_items: put every item, whole, into one list. fields: collect the "
+                    "values of chosen fields into one list per field.",
+                    ("all_items", "fields"),
+                    default="all_items",
+                ),
+                "fields": schema.list_of(
+                    "Fields to collect",
+                    "For the fields mode: the fields whose values are gathered.",
+                    collected,
+                    min_items=1,
+                ),
+                "destinationField": schema.text(
+                    "Output field",
+                    "For the all_items mode: the name of the list holding the items.",
+                    default="data",
+                ),
+                "keepMissing": schema.flag(
+                    "Keep missing values",
+                    "For the fields mode: put null in a list for items that lack the field or "
+                    "hold null there, so that the lists of several fields stay aligned; "
+                    "otherwise such items are skipped.",
+                    default=False,
+                ),
+            },
+            **schema.when("mode", "fields", ("fields",)),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:object-group",
+            documentation_url="docs/api.md#node-types",
+            hints=(
+                ParameterHint("mode"),
+                ParameterHint("fields", show_when={"mode": ("fields",)}),
+                ParameterHint("keepMissing", show_when={"mode": ("fields",)}),
+                ParameterHint("destinationField", show_when={"mode": ("all_items",)}),
+            ),
+        ),
+        execute=aggregate,
+    )
+
+
+def split_out_type() -> NodeType:
+    return NodeType(
+        name="split_out",
+        version=1,
+        display_name="Split Out",
+        description="Turns a list inside an item into separate items, one per entry.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "field": schema.text(
+                    "Field to split",
+                    "The field holding the list, e.g. 'orders'. An object element becomes the "
+                    "new item; any other element is put under this field's name. Items "
+                    "without the field give no items; a field found in no item is an error.",
+                ),
+                "keepOtherFields": schema.flag(
+                    "Keep other fields",
+                    "Copy the item's other fields onto each new item, with the element in "
+                    "place of the list.",
+                    default=False,
+                ),
+            },
+            required=("field",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:sign-out-alt",
+            documentation_url="docs/api.md#node-types",
+            subtitle="{field}",
+            hints=(ParameterHint("field", placeholder="orders"),),
+        ),
+        execute=split_out,
+    )

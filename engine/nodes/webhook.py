@@ -10,6 +10,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from engine.node_catalog import CORE, Catalog, ParameterHint, Widget
+from engine.node_types import NodeGroup, NodeType
+from engine.nodes import schema
 from engine.nodes.base import NodeError, NodeRunContext, PortItems
 
 WEBHOOK = "webhook"
@@ -53,3 +56,104 @@ async def respond_to_webhook(ctx: NodeRunContext, inputs: PortItems) -> PortItem
     }
     body = parameters.get("body", items)
     return {"main": [{"status": status, "headers": headers, "body": body}]}
+
+
+def webhook_type() -> NodeType:
+    return NodeType(
+        name=WEBHOOK,
+        version=1,
+        display_name="Webhook",
+        description="Starts the workflow (its published version, while active) when a request "
+        "comes to /webhook/{path}; the request is the item: body, query, headers, method, path.",
+        group=NodeGroup.TRIGGER,
+        inputs=(),
+        credential_kinds=("api_key_header", "basic_auth"),
+        parameters_schema=schema.parameters(
+            {
+                "path": schema.text(
+                    "Path",
+                    "The path after /webhook/; a UUID of this node's own when left empty.",
+                    pattern=r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$",
+                    maxLength=200,
+                ),
+                "methods": schema.list_of(
+                    "Methods",
+                    "The HTTP methods it answers.",
+                    {"type": "string", "enum": list(METHODS)},
+                    min_items=1,
+                    uniqueItems=True,
+                    default=["POST"],
+                ),
+                "responseMode": schema.choice(
+                    "Respond",
+                    "immediately: 202 with the execution id. last_node: when the run ends, with "
+                    "the items of the last node that produced data. respond_node: with what a "
+                    "Respond to Webhook node says.",
+                    RESPONSE_MODES,
+                    default="immediately",
+                ),
+                "maxBodyBytes": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 16 * 1024 * 1024,
+                    "default": 1024 * 1024,
+                    "title": "Largest body",
+                    "description": "Bytes; a larger request gets 413.",
+                },
+            }
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Triggers",
+            icon="fa:bolt",
+            documentation_url="docs/api.md#webhooks",
+            subtitle="{path}",
+            hints=(
+                ParameterHint("path", placeholder="orders/new"),
+                ParameterHint("methods"),
+                ParameterHint("responseMode"),
+            ),
+        ),
+        execute=webhook,
+    )
+
+
+def respond_to_webhook_type() -> NodeType:
+    pair = schema.object_of(
+        {
+            "name": schema.text("Name", "Header name."),
+            "value": schema.any_value("Value", "Header value."),
+        },
+        required=("name",),
+    )
+    return NodeType(
+        name=RESPOND,
+        version=1,
+        display_name="Respond to Webhook",
+        description="Answers the request that started the run (Webhook trigger in "
+        "respond_node mode).",
+        group=NodeGroup.FLOW,
+        parameters_schema=schema.parameters(
+            {
+                "status": schema.number_or_expression(
+                    "Status", "HTTP status, 100-599.", integer=True, minimum=100, default=200
+                ),
+                "headers": schema.list_of("Headers", "Response headers.", pair, maxItems=50),
+                "body": schema.any_value(
+                    "Body", "What to send as JSON; the incoming items when left out."
+                ),
+            }
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Flow",
+            icon="fa:reply",
+            documentation_url="docs/api.md#webhooks",
+            hints=(
+                ParameterHint("status"),
+                ParameterHint("headers"),
+                ParameterHint("body", widget=Widget.JSON),
+            ),
+        ),
+        execute=respond_to_webhook,
+    )

@@ -133,6 +133,8 @@ QUERIES_CHECKED = {
     "workflowVersion": "test_bob_reads_nothing_of_alices",
     "nodeTypes": "test_bob_reads_nothing_of_alices",
     "nodeType": "test_bob_reads_nothing_of_alices",
+    # Admins only; a member gets none (tests/api/test_node_types.py).
+    "nodeTypePackages": "test_a_member_sees_no_packages",
     "users": "test_bob_reads_nothing_of_alices",
     "apiTokens": "test_bob_reads_nothing_of_alices",
     "executions": EXECUTIONS_TEST,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +137,123 @@ async def test_plugin_nodes_are_validated_against_their_schema(alice):
         await alice.gql(CREATE, {"input": workflow_input(nodes=nodes, edges=[edge("t", "g")])})
     )
     assert [i["code"] for i in with_extra["nodes"][1]["issues"]] == ["INVALID_PARAMETER"]
+
+
+CATALOG_FIELDS = """
+  name group category subcategory icon documentationUrl subtitle defaultParameters
+  parameterHints { parameter placeholder widget showWhen }
+"""
+
+
+async def test_the_catalog_gives_what_a_palette_and_a_form_need(alice):
+    types = {
+        t["name"]: t
+        for t in (await alice.gql(f"{{ nodeTypes {{ {CATALOG_FIELDS} }} }}"))["nodeTypes"]
+    }
+    http = types["http_request"]
+    assert http["category"] == "Core" and http["subcategory"] == "Helpers"
+    assert http["icon"] == "fa:globe"
+    assert http["documentationUrl"] == "docs/api.md#the-http-request-node"
+    assert http["subtitle"] == "{method} {url}"
+    hints = {hint["parameter"]: hint for hint in http["parameterHints"]}
+    assert hints["jsonBody"] == {
+        "parameter": "jsonBody",
+        "placeholder": None,
+        "widget": "JSON",
+        "showWhen": {"bodyType": ["json"]},
+    }
+    assert hints["url"]["placeholder"] == "https://api.example.com/items"
+    assert http["defaultParameters"]["method"] == "GET"
+    assert types["code"]["parameterHints"][1]["widget"] == "CODE"
+    assert types["set"]["defaultParameters"] == {
+        "keepOnlySet": False,
+        "fields": [{"name": "", "value": ""}],
+    }
+    # A plugin that says nothing of its palette place is in Community, with no hints.
+    greet = types["acme.greet"]
+    assert greet["category"] == "Community" and greet["parameterHints"] == []
+    assert greet["icon"] is None and greet["subcategory"] is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('search: "http"', {"http_request"}),
+        ('search: "WEBHOOK respond"', {"respond_to_webhook"}),
+        ('search: "no such type"', set()),
+        ("group: TRIGGER", {"manual_trigger", "webhook", "schedule", "execute_workflow_trigger"}),
+        ('category: "community"', {"acme.greet"}),
+        ('category: "Core", search: "split"', {"split_out"}),
+    ],
+)
+async def test_the_catalog_is_filtered(alice, arguments, expected):
+    found = (await alice.gql(f"{{ nodeTypes({arguments}) {{ name }} }}"))["nodeTypes"]
+    assert {t["name"] for t in found} == expected
+
+
+def test_the_catalog_is_built_once_per_change_of_the_registry():
+    from engine.node_types import NodeGroup, NodeType, load_registry
+    from resolvers.node_types import _catalog
+
+    registry = load_registry()  # its own: the tests' registry is shared
+    first = _catalog(registry)
+    assert _catalog(registry) is first  # requests reuse it
+    later = NodeType(
+        name="acme.later",
+        version=1,
+        display_name="Later",
+        description="Later.",
+        group=NodeGroup.ACTION,
+    )
+    registry.register(later)
+    rebuilt = _catalog(registry)
+    assert rebuilt is not first
+    assert "acme.later" in [node_type.name for node_type, _ in rebuilt]
+
+
+PACKAGES = (
+    "{ nodeTypePackages { entryPoint distribution version error nodeTypes { name version } } }"
+)
+
+
+async def test_an_admin_sees_the_packages_that_provide_node_types(make_caller):
+    admin = await make_caller("root", admin=True)
+    packages = {p["entryPoint"]: p for p in (await admin.gql(PACKAGES))["nodeTypePackages"]}
+    acme = packages["acme = loom_test_plugin:node_types"]
+    assert acme["distribution"] == "loom-test-plugin" and acme["version"] == "0.1.0"
+    assert acme["nodeTypes"] == [{"name": "acme.greet", "version": 1}] and acme["error"] is None
+    builtin = packages["builtin = engine.nodes.builtin:node_types"]
+    assert len(builtin["nodeTypes"]) == len(BUILTINS)
+
+
+async def test_a_member_sees_no_packages(alice):
+    assert (await alice.gql(PACKAGES))["nodeTypePackages"] == []
+
+
+async def _loom(*arguments: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        Path(sys.executable).with_name("loom"),
+        "node-types",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_the_command_line_lists_and_shows_node_types():
+    code, listed, _ = await _loom("list")
+    assert code == 0
+    assert any(line.split()[:2] == ["http_request", "v1"] for line in listed.splitlines())
+    assert "acme = loom_test_plugin:node_types  (loom-test-plugin 0.1.0): 1 type(s)" in listed
+    code, shown, _ = await _loom("show", "merge")
+    assert code == 0
+    described = json.loads(shown)
+    assert described["name"] == "merge" and described["subcategory"] == "Flow"
+    assert described["parametersSchema"]["properties"]["mode"]["default"] == "append"
+    code, _, error = await _loom("show", "merge", "--version", "7")
+    assert code == 1 and "node type 'merge' has no version 7 (it has [1])" in error
+    code, _, error = await _loom("show", "nope")
+    assert code == 1 and "no node type 'nope'" in error

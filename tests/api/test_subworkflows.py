@@ -44,7 +44,12 @@ def settings() -> Settings:
         token_cache_s=0.0,
         secret_key="test-secret-key-for-credentials",
         max_subworkflow_depth=3,
+        max_node_output_bytes=OUTPUT_LIMIT,
     )
+
+
+# The smallest output limit: calls whose outputs add up past it are refused.
+OUTPUT_LIMIT = 64 * 1024
 
 
 def caller_nodes(workflow_id: str, **parameters: Any) -> list[dict[str, Any]]:
@@ -154,6 +159,42 @@ async def test_each_item_runs_its_own_execution_and_outputs_keep_item_order(
     assert done["output"] == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert len(done["subExecutions"]) == 3
     assert sorted(child["input"]["items"][0]["n"] for child in done["subExecutions"]) == [1, 2, 3]
+
+
+async def test_calls_whose_outputs_add_up_past_the_output_limit_fail_before_they_are_read(
+    app: Any, alice: Caller
+) -> None:
+    # Each call returns 30 KB, under the limit; four of them are the calling node's output.
+    large = [
+        node("called", "Called", "execute_workflow_trigger"),
+        node(
+            "grow",
+            "Grow",
+            "set",
+            parameters={"fields": [{"name": "s", "value": "{{ 'x' * 30000 }}"}]},
+        ),
+    ]
+    called = await create(alice, large, [edge("called", "grow")])
+    fan_out = [
+        node("start", "Start", "manual_trigger"),
+        node("split", "Split", "split_out", parameters={"field": "ns"}),
+        node(
+            "call",
+            "Call",
+            "execute_workflow",
+            parameters={"workflowId": called, "source": "draft", "mode": "each_item"},
+        ),
+    ]
+    calling = await create(alice, fan_out, [edge("start", "split"), edge("split", "call")])
+    done = await run(alice, calling, {"ns": [{"n": n} for n in range(4)]})
+    assert done["status"] == "FAILED"
+    assert all(child["status"] == "SUCCEEDED" for child in done["subExecutions"])
+    error = done["error"]
+    assert error["type"] == "NODE_OUTPUT_TOO_LARGE"
+    assert error["details"]["maxBytes"] == OUTPUT_LIMIT
+    # Refused on the outputs' stored sizes: the third call's passes the limit.
+    third = sorted(done["subExecutions"], key=lambda child: child["input"]["items"][0]["n"])[2]
+    assert error["message"].endswith(f"items of called execution {third['id']}"), error
 
 
 async def test_fire_and_forget_passes_the_items_on_and_the_call_still_runs(

@@ -94,7 +94,7 @@ async def test_node_defaults_are_filled_in(alice):
         "id": "a",
         "name": "A",
         "type": "manual_trigger",
-        "typeVersion": None,
+        "typeVersion": 1,  # the type's latest, written down (docs/node-types.md, Versions)
         "parameters": {},
         "position": {"x": 0.0, "y": 0.0},
         "disabled": False,

@@ -182,3 +182,42 @@ def test_one_entry_point_listed_twice_by_stale_metadata_loads_once(
 ) -> None:
     use_entry_points(monkeypatch, BUILTIN, BUILTIN)
     assert load_registry().get("manual_trigger") is not None
+
+
+def test_packages_say_what_each_entry_point_gave_or_why_it_gave_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def explode() -> object:
+        raise RuntimeError("plugin bug")
+
+    def bad_catalog() -> object:
+        from engine.node_catalog import Catalog, ParameterHint
+
+        return make_type("acme.hinted", catalog=Catalog(hints=(ParameterHint("nope"),)))
+
+    use_entry_points(
+        monkeypatch,
+        FakeEntryPoint("exploding", "acme_exploding:node_types", explode),
+        FakeEntryPoint("hinted", "acme_hinted:node_types", bad_catalog),
+        FakeEntryPoint("single", "acme:single", lambda: make_type("acme.single", version=2)),
+        BUILTIN,
+    )
+    registry = load_registry()  # an invalid type does not stop the start
+    packages = {package.entry_point.split(" = ")[0]: package for package in registry.packages}
+    assert packages["exploding"].error == "RuntimeError: plugin bug"
+    assert packages["exploding"].node_types == ()
+    hinted = packages["hinted"].error
+    assert hinted is not None and "names a parameter the schema does not have" in hinted
+    assert registry.get("acme.hinted") is None
+    assert packages["single"].node_types == (("acme.single", 2),) and not packages["single"].error
+    assert len(packages["builtin"].node_types) == len(node_types())
+    assert packages["builtin"].distribution is None  # a bare EntryPoint carries no metadata
+
+
+def test_the_installed_packages_are_named_by_their_distribution() -> None:
+    packages = {
+        package.entry_point.split(" = ")[0]: package for package in load_registry().packages
+    }
+    assert packages["builtin"].distribution == "loom-server"
+    assert packages["acme"].distribution == "loom-test-plugin"
+    assert packages["acme"].node_types == (("acme.greet", 1),)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from alembic import command
@@ -172,3 +173,37 @@ async def test_current_revision_without_alembic(empty_database):
     await upgrade(empty_database)  # behind the head: migrated, not taken as up to date
     assert await _revision(empty_database) == head_revision()
     assert await _model_diff(empty_database) == []
+
+
+async def test_nodes_saved_before_versions_were_written_get_their_types_latest(empty_database):
+    """0010: a node without `typeVersion` ran its type's latest; that version is written down
+    in drafts and published snapshots, and a node of a type not installed is left alone."""
+    await upgrade(empty_database, "0009")
+    nodes = [
+        {"id": "a", "name": "A", "type": "manual_trigger"},
+        {"id": "b", "name": "B", "type": "set", "typeVersion": None},
+        {"id": "c", "name": "C", "type": "no_such.type"},
+        {"id": "d", "name": "D", "type": "limit", "typeVersion": 1},
+    ]
+
+    def populate(connection: Connection) -> None:
+        _fill(connection, "workspaces", id="ws")
+        _fill(connection, "workflows", id="wf", workspace_id="ws", created_by=None, nodes=nodes)
+        _fill(
+            connection,
+            "workflow_versions",
+            id="v1",
+            workflow_id="wf",
+            created_by=None,
+            nodes=nodes,
+        )
+
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(populate)
+    await upgrade(empty_database)
+    async with empty_database.engine.connect() as connection:
+        for table in ("workflows", "workflow_versions"):
+            stored = (await connection.execute(text(f"SELECT nodes FROM {table}"))).scalar_one()
+            if isinstance(stored, str):  # SQLite hands JSON back as text here
+                stored = json.loads(stored)
+            assert [node.get("typeVersion") for node in stored] == [1, 1, None, 1], table
