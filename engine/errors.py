@@ -6,6 +6,7 @@
      |    +-- EditError                   an edit that does not apply (editing)
      |    +-- StartNodeError              a start node the run cannot start at (executor)
      |    +-- IllegalTransitionError      a state change the state machine forbids (states)
+     |    +-- ParameterMigrationError     parameters a newer type version cannot take (node_types)
      +-- NodeTypeRegistryError         a node type or plugin that cannot be registered
      +-- ExpressionError               an expression refused or failed (expressions.errors)
      |    +-- ExpressionSyntaxError

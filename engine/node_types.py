@@ -19,7 +19,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from engine.errors import EngineError
+from engine.errors import EngineError, WorkflowError
 from engine.graph import DEFAULT_PORT
 from engine.node_catalog import Catalog, catalog_problems, default_parameters
 
@@ -79,6 +79,10 @@ class NodeType:
     # Parameters that hold source code (the Code node's script): taken literally, never as
     # `{{ }}` templates; the nodes they name as `$("X")` must be upstream, as in expressions.
     code_parameters: tuple[str, ...] = ()
+    # How the parameters of the previous version become this version's (`upgradeNode`):
+    # parameters -> parameters, raising `ParameterMigrationError` with what it cannot carry
+    # over. None: a node cannot be upgraded to this version.
+    migrate: Any = field(default=None, compare=False, repr=False)
     # How the editor presents it: palette place, icon, form hints, new-node parameters.
     catalog: Catalog = field(default_factory=Catalog, compare=False)
 
@@ -115,6 +119,16 @@ class NodeTypePackage:
     version: str | None
     node_types: tuple[tuple[str, int], ...] = ()  # (name, version) of each type it gave
     error: str | None = None  # why it was skipped
+
+
+class ParameterMigrationError(WorkflowError):
+    """Parameters a type's `migrate` cannot carry over to its version: each problem is
+    (parameter path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+        self.problems = problems
+        self.node_id: str | None = None  # the node being upgraded, once known
 
 
 class NodeTypeRegistryError(EngineError):

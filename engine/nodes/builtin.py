@@ -32,6 +32,7 @@ def node_types() -> list[NodeType]:
     return [
         flow.manual_trigger_type(),
         transform.set_type(),
+        transform.set_type_v2(),
         flow.if_type(),
         flow.switch_type(),
         merge.merge_type(),

@@ -8,17 +8,21 @@ paths (`customer.email`), see `engine.nodes.paths`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from engine.expressions import CompiledParameters
+from engine.expressions.functions import to_text
 from engine.node_catalog import CORE, Catalog, ParameterHint
-from engine.node_types import NodeGroup, NodeType
+from engine.node_types import NodeGroup, NodeType, ParameterMigrationError
 from engine.nodes import schema
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
 from engine.nodes.growth import Growth, json_bytes
 from engine.nodes.parameters import (
+    as_number,
     choice,
     chunks,
     flag,
@@ -95,11 +99,26 @@ def _set_rendered(
 
 
 async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
-    """Writes each field on a copy of every item; `keepOnlySet` drops the other fields.
+    """Set version 1: writes each field on a copy of every item; `keepOnlySet` drops the
+    other fields.
 
     The values written are counted against the output limit as items are built (a value can
     be written into every item, or into many fields, by reference: engine/nodes/growth.py).
     """
+    return await _set(ctx, inputs, None)
+
+
+async def set_fields_v2(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    """Set version 2: as version 1, with `include` (`all_fields`, `only_set`) in place of
+    `keepOnlySet`, and each field's value converted to its `type` (`auto`: as it is)."""
+    return await _set(ctx, inputs, _as_version_1)
+
+
+async def _set(
+    ctx: NodeRunContext,
+    inputs: PortItems,
+    as_version_1: Callable[[dict[str, Any]], dict[str, Any]] | None,
+) -> PortItems:
     items = inputs.get("main", [])
     results: list[Item] = []
     growth = Growth(ctx)
@@ -110,7 +129,10 @@ async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         derived = ctx.compiled.derived
         checked = derived.get("set.constant")
         if checked is None:  # checked once per plan (a bad one is refused on every run)
-            checked = derived["set.constant"] = _checked_assignments(ctx.parameters(), paths)
+            constant = ctx.parameters()
+            if as_version_1 is not None:
+                constant = as_version_1(constant)
+            checked = derived["set.constant"] = _checked_assignments(constant, paths)
         assignments, keep_only_set = checked
         if growth.active:
             written = sum(map(growth.size, _last_writes(assignments)))
@@ -125,6 +147,8 @@ async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     written = 0
     for index, item in enumerate(items):
         rendered = parameters(item, index)
+        if as_version_1 is not None:
+            rendered = as_version_1(rendered)
         results.append(_set_rendered(item, rendered, paths))
         if room is not None:
             written += _written_bytes(growth, rendered, paths, distinct)
@@ -133,6 +157,93 @@ async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         if ctx.due():
             await ctx.pause()
     return {"main": results}
+
+
+INCLUDES = ("all_fields", "only_set")
+FIELD_TYPES = ("auto", "string", "number", "boolean", "object", "array")
+
+
+def _as_version_1(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Set version 2's rendered parameters in version 1's form: `include` read into
+    `keepOnlySet`, each field's value converted to its type."""
+    include = choice(parameters, "include", INCLUDES, default="all_fields")
+    converted = {name: value for name, value in parameters.items() if name != "include"}
+    converted["keepOnlySet"] = include == "only_set"
+    fields = parameters.get("fields")
+    if isinstance(fields, list):
+        converted["fields"] = [
+            _typed(field, index) if isinstance(field, dict) else field
+            for index, field in enumerate(fields)
+        ]
+    return converted
+
+
+def _typed(field: dict[str, Any], index: int) -> dict[str, Any]:
+    prefix = f"fields[{index}]."
+    kind = choice(field, "type", FIELD_TYPES, default="auto", prefix=prefix)
+    if kind == "auto":
+        return field
+    value = field.get("value")
+    return {**field, "value": _converted(value, kind, f"{prefix}value")}
+
+
+def _converted(value: Any, kind: str, where: str) -> Any:
+    """`value` as a JSON value of `kind`, or INVALID_PARAMETER naming `where`."""
+    if kind == "string":
+        return value if isinstance(value, str) else to_text(value)
+    if kind == "number":
+        number = as_number(value)
+        if number is None or (isinstance(number, float) and not math.isfinite(number)):
+            raise invalid_parameter(where, f"must be a number, got {shown(value)}")
+        return number
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise invalid_parameter(where, f"must be true or false, got {shown(value)}")
+    wanted = dict if kind == "object" else list
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise invalid_parameter(
+                where, f"must be JSON of an {kind}, got {shown(value)}"
+            ) from None
+    if not isinstance(value, wanted):
+        article = "an" if kind == "object" else "a"
+        raise invalid_parameter(where, f"must be {article} {kind}, got {shown(value)}")
+    return value
+
+
+def migrate_set_to_version_2(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Set version 1's parameters as version 2's: `keepOnlySet` becomes `include`, each field
+    gets type `auto` (its value as it is, as version 1 wrote it)."""
+    problems: list[tuple[str, str]] = []
+    migrated = {name: value for name, value in parameters.items() if name != "keepOnlySet"}
+    keep_only_set = parameters.get("keepOnlySet", False)
+    if isinstance(keep_only_set, bool):
+        migrated["include"] = "only_set" if keep_only_set else "all_fields"
+    else:
+        problems.append(
+            (
+                "keepOnlySet",
+                f"is {shown(keep_only_set)}, not true or false: version 2's Include is a "
+                "fixed choice, set it by hand",
+            )
+        )
+    fields = parameters.get("fields")
+    if isinstance(fields, list):
+        typed = []
+        for index, field in enumerate(fields):
+            if isinstance(field, dict):
+                typed.append({**field, "type": "auto"})
+            else:
+                problems.append((f"fields[{index}]", f"is {shown(field)}, not a field"))
+        migrated["fields"] = typed
+    if problems:
+        raise ParameterMigrationError(problems)
+    return migrated
 
 
 def _written_bytes(
@@ -349,6 +460,71 @@ def set_type() -> NodeType:
             defaults={"fields": [{"name": "", "value": ""}]},
         ),
         execute=set_fields,
+    )
+
+
+def set_type_v2() -> NodeType:
+    """Set version 2: `include` in place of `keepOnlySet`, and a type per field."""
+    field = schema.object_of(
+        {
+            "name": schema.text(
+                "Name",
+                "The field to write on each item; a dotted name such as 'customer.address.city' "
+                "writes into nested objects, creating them as needed.",
+            ),
+            "value": schema.any_value(
+                "Value",
+                "What to write: fixed text, a number, or an expression such as "
+                "{{ $json.price * 2 }}. Left out, the field is set to null.",
+            ),
+            "type": schema.choice(
+                "Type",
+                "What the value must be: auto (as it is), string (text; anything else as "
+                "its text), number (numeric text read as a number), boolean (true/false, or "
+                "that text), object or array (JSON text parsed). A value that cannot be "
+                "converted fails the node, naming the field.",
+                FIELD_TYPES,
+                default="auto",
+            ),
+        },
+        required=("name",),
+    )
+    return NodeType(
+        name="set",
+        version=2,
+        display_name="Edit Fields (Set)",
+        description="Adds or changes fields on every item, each converted to its type.",
+        group=NodeGroup.TRANSFORM,
+        parameters_schema=schema.parameters(
+            {
+                "fields": schema.list_of(
+                    "Fields to set", "The fields to add or change.", field, min_items=1
+                ),
+                "include": schema.choice(
+                    "Include",
+                    "all_fields: the item's other fields stay; only_set: the item holds only "
+                    "the fields set here.",
+                    INCLUDES,
+                    default="all_fields",
+                ),
+            },
+            required=("fields",),
+        ),
+        catalog=Catalog(
+            category=CORE,
+            subcategory="Data transformation",
+            icon="fa:pen",
+            documentation_url="docs/node-types.md#versions",
+            hints=(
+                ParameterHint("fields[].name", placeholder="customer.email"),
+                ParameterHint("fields[].value", placeholder="{{ $json.email }}"),
+                ParameterHint("fields[].type"),
+                ParameterHint("include"),
+            ),
+            defaults={"fields": [{"name": "", "value": "", "type": "auto"}]},
+        ),
+        execute=set_fields_v2,
+        migrate=migrate_set_to_version_2,
     )
 
 

@@ -165,9 +165,9 @@ async def test_the_catalog_gives_what_a_palette_and_a_form_need(alice):
     assert hints["url"]["placeholder"] == "https://api.example.com/items"
     assert http["defaultParameters"]["method"] == "GET"
     assert types["code"]["parameterHints"][1]["widget"] == "CODE"
-    assert types["set"]["defaultParameters"] == {
-        "keepOnlySet": False,
-        "fields": [{"name": "", "value": ""}],
+    assert types["set"]["defaultParameters"] == {  # version 2, the latest
+        "include": "all_fields",
+        "fields": [{"name": "", "value": "", "type": "auto"}],
     }
     # A plugin that says nothing of its palette place is in Community, with no hints.
     greet = types["acme.greet"]
