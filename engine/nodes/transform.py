@@ -142,12 +142,17 @@ async def _set(
             await ctx.checkpoint()
         return {"main": results}
     parameters = per_item(ctx)
+    # Version 2 with a fixed `include` and every field of type auto (the common case) reads
+    # as version 1 without converting anything: only `keepOnlySet` needs writing in.
+    plain = _plain_version_2(ctx.compiled) if as_version_1 is not None else None
     distinct = names.distinct
     room = growth.room()
     written = 0
     for index, item in enumerate(items):
         rendered = parameters(item, index)
-        if as_version_1 is not None:
+        if plain is not None:  # a fresh dict each rendering: version 1's key written in
+            rendered["keepOnlySet"] = plain
+        elif as_version_1 is not None:
             rendered = as_version_1(rendered)
         results.append(_set_rendered(item, rendered, paths))
         if room is not None:
@@ -176,6 +181,27 @@ def _as_version_1(parameters: dict[str, Any]) -> dict[str, Any]:
             for index, field in enumerate(fields)
         ]
     return converted
+
+
+def _plain_version_2(compiled: CompiledParameters) -> bool | None:
+    """`keepOnlySet` for a Set version 2 source whose `include` is fixed and whose fields
+    are all of type auto (so that nothing is converted), worked out once per plan; None
+    when its parameters must be read item by item."""
+    derived = compiled.derived
+    if "set.plain" not in derived:
+        source = compiled.source
+        plain: bool | None = None
+        if isinstance(source, dict):
+            include = source.get("include", "all_fields")
+            fields = source.get("fields")
+            if (
+                include in INCLUDES
+                and isinstance(fields, list)
+                and all(isinstance(f, dict) and f.get("type", "auto") == "auto" for f in fields)
+            ):
+                plain = include == "only_set"
+        derived["set.plain"] = plain
+    return cast(bool | None, derived["set.plain"])
 
 
 def _typed(field: dict[str, Any], index: int) -> dict[str, Any]:

@@ -166,3 +166,11 @@ def test_a_failed_migration_names_the_node() -> None:
     with pytest.raises(ParameterMigrationError) as caught:
         upgrade_node(_graph(node), "s", 2, REGISTRY)
     assert caught.value.node_id == "s"
+
+
+@pytest.mark.parametrize("include", ["only_set", "all_fields"])
+async def test_rendered_fields_of_type_auto_follow_include(include: str) -> None:
+    # Fixed include, every field auto: read as version 1 without converting anything.
+    parameters = {"fields": [{"name": "a", "value": "{{ $json.b * 2 }}"}], "include": include}
+    expected = {"a": 4} if include == "only_set" else {"b": 2, "a": 4}
+    assert await run_v2(parameters, [{"b": 2}]) == [expected]
