@@ -15,9 +15,6 @@ from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from engine.graph import DEFAULT_PORT
 
 ENTRY_POINT_GROUP = "loom.node_types"
@@ -108,11 +105,15 @@ class NodeTypeRegistry:
         for node_type in node_types:
             self.register(node_type)
 
-    def register(self, node_type: NodeType) -> None:
-        """Add one version of a type; a bad name, a bad schema or a duplicate is refused."""
+    def register(self, node_type: NodeType, *, schema_checked: bool = False) -> None:
+        """Add one version of a type; a bad name, a bad schema or a duplicate is refused.
+
+        `schema_checked`: the caller has checked the parameters schema already, or trusts it.
+        """
         if not NODE_TYPE_NAME.match(node_type.name):
             raise NodeTypeRegistryError(f"invalid node type name {node_type.name!r}")
-        check_parameters_schema(node_type)
+        if not schema_checked:
+            check_parameters_schema(node_type)
         versions = self._by_name.setdefault(node_type.name, {})
         if node_type.version in versions:
             raise NodeTypeRegistryError(
@@ -158,6 +159,10 @@ def check_parameters_schema(node_type: NodeType) -> None:
 
     Checked once here so that validating workflows can trust every registered schema.
     """
+    # jsonschema (9 MB, 50 ms) loads with the first schema to check, not with every start.
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(node_type.parameters_schema)
     except SchemaError as exc:
@@ -210,5 +215,5 @@ def load_registry() -> NodeTypeRegistry:
             logger.exception("node type plugin %s failed to load; skipped", source)
             continue
         for node_type in node_types:
-            registry.register(node_type)
+            registry.register(node_type, schema_checked=True)
     return registry
