@@ -2,7 +2,7 @@
 no Alembic when the database is already migrated, no aiohttp until an HTTP Request node
 runs, no cryptography until a credential is used, no jsonschema or jsonschema-rs until a
 workflow, a setting, a credential or a plugin's schema is checked, no croniter until a
-schedule is read, no rich (the CLI's `loom run` output)."""
+schedule is read, no tenacity until a node retries, no rich (the CLI's `loom run` output)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ LAZY = (
     "jsonschema",
     "jsonschema_rs",
     "croniter",
+    "tenacity",
     "rich",
     "py_mini_racer",
 )
