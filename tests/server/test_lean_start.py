@@ -2,7 +2,8 @@
 no Alembic when the database is already migrated, no aiohttp until an HTTP Request node
 runs, no cryptography until a credential is used, no jsonschema or jsonschema-rs until a
 workflow, a setting, a credential or a plugin's schema is checked, no croniter until a
-schedule is read, no tenacity until a node retries, no rich (the CLI's `loom run` output)."""
+schedule is read, no tenacity until a node retries, no regex until a pattern is compiled, no
+rich (the CLI's `loom run` output)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ LAZY = (
     "jsonschema_rs",
     "croniter",
     "tenacity",
+    "regex",
     "rich",
     "py_mini_racer",
 )
