@@ -20,6 +20,8 @@ import click
 from server.settings import InvalidSettingsError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from storage.db import Database
 
 # Commands import what they use when they run: `loom run` needs no database or web server,
@@ -160,9 +162,15 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.process import freeze_startup_objects
+
+    def built_app() -> Starlette:
+        app = create_app(settings)
+        freeze_startup_objects()
+        return app
 
     uvicorn.run(
-        lambda: create_app(settings),
+        built_app,
         factory=True,
         host=host,
         port=port,
@@ -187,12 +195,11 @@ def worker(settings: Settings, concurrency: int | None) -> None:
     finish within LOOM_SHUTDOWN_GRACE_S.
     """
     from server.process import tune_gc
-
-    tune_gc(settings.gc_threshold)  # before the imports, as in `serve`
     from server.worker import run_worker
 
     _require_distributed(settings)
     _configure_logging(settings)
+    tune_gc(settings.gc_threshold)
     _announce_database(settings, create=False, refusal=" (`loom db upgrade` creates it)")
     _run(settings, run_worker(settings, concurrency or settings.worker_concurrency))
 
