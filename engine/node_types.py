@@ -16,9 +16,6 @@ from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from engine.errors import EngineError, WorkflowError
 from engine.graph import DEFAULT_PORT
 from engine.node_catalog import Catalog, catalog_problems, default_parameters
@@ -151,9 +148,11 @@ class NodeTypeRegistry:
         for node_type in node_types:
             self.register(node_type)
 
-    def register(self, node_type: NodeType) -> None:
-        """Add one version of a type; a bad name, a bad schema or a duplicate is refused."""
-        check_node_type(node_type)
+    def register(self, node_type: NodeType, *, schema_checked: bool = False) -> None:
+        """Add one version of a type; a bad name, a bad schema or catalog, or a duplicate is
+        refused. `schema_checked`: the caller has checked the parameters schema already, or
+        trusts it."""
+        check_node_type(node_type, schema=not schema_checked)
         versions = self._by_name.setdefault(node_type.name, {})
         if node_type.version in versions:
             raise NodeTypeRegistryError(
@@ -220,6 +219,10 @@ def check_parameters_schema(node_type: NodeType) -> None:
 
     Checked once here so that validating workflows can trust every registered schema.
     """
+    # jsonschema (9 MB, 50 ms) loads with the first schema to check, not with every start.
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(node_type.parameters_schema)
     except SchemaError as exc:
@@ -275,7 +278,7 @@ def load_registry() -> NodeTypeRegistry:
             packages.append(NodeTypePackage(source, distribution, version, error=_reason(exc)))
             continue
         for node_type in node_types:
-            registry.register(node_type)
+            registry.register(node_type, schema_checked=True)  # checked just above
         given = tuple((node_type.name, node_type.version) for node_type in node_types)
         packages.append(NodeTypePackage(source, distribution, version, given))
     registry.packages = tuple(packages)

@@ -223,7 +223,8 @@ async def test_an_admin_sees_the_packages_that_provide_node_types(make_caller):
     assert acme["distribution"] == "loom-test-plugin" and acme["version"] == "0.1.0"
     assert acme["nodeTypes"] == [{"name": "acme.greet", "version": 1}] and acme["error"] is None
     builtin = packages["builtin = engine.nodes.builtin:node_types"]
-    assert len(builtin["nodeTypes"]) == len(BUILTINS)
+    assert len(builtin["nodeTypes"]) == len(BUILTINS) + 1  # Set has two versions
+    assert {"name": "set", "version": 2} in builtin["nodeTypes"]
 
 
 async def test_a_member_sees_no_packages(alice):
