@@ -76,6 +76,9 @@ class NodeType:
     # Parameters that hold source code (the Code node's script): taken literally, never as
     # `{{ }}` templates; the nodes they name as `$("X")` must be upstream, as in expressions.
     code_parameters: tuple[str, ...] = ()
+    # Why this version should no longer be used, and what to use instead (None: it is
+    # current). Its nodes still run; they get a NODE_TYPE_DEPRECATED hint.
+    deprecated: str | None = None
     # How the parameters of the previous version become this version's (`upgradeNode`):
     # parameters -> parameters, raising `ParameterMigrationError` with what it cannot carry
     # over. None: a node cannot be upgraded to this version.

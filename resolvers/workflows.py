@@ -460,8 +460,8 @@ async def publish_workflow(
             report = await check_graph(
                 graph, info.context.services.registry, info.context.services.graph_limits
             )
-            if report.all_problems():
-                return validation_error(report.all_problems())
+            if blocking := report.blocking_problems():
+                return validation_error(blocking)
             try:
                 row = await workflows.publish(
                     session, str(id), viewer.workspace_ids, expected_version, viewer.user_id

@@ -486,6 +486,8 @@ def set_type() -> NodeType:
             defaults={"fields": [{"name": "", "value": ""}]},
         ),
         execute=set_fields,
+        deprecated="version 2 converts each field to its type and names what the item keeps "
+        "with include",
     )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.factories import UPGRADE_NODE, create_workflow, edge, node, only
+from tests.api.test_executions import execute, finished
+from tests.factories import UPGRADE_NODE, create_workflow, edge, node, only, publish_workflow
 
 
 def _set_v1(**parameters: Any) -> dict[str, Any]:
@@ -70,3 +71,24 @@ async def test_a_stale_version_is_a_conflict(alice):
     workflow = await _workflow(alice)
     stale = {**workflow, "version": workflow["version"] + 5}
     assert (await upgrade(alice, stale, "s", 2))["__typename"] == "VersionConflictError"
+
+
+async def test_a_deprecated_version_is_a_hint_and_still_publishes_and_runs(app, alice):
+    workflow = await _workflow(alice)
+    runnable = await alice.gql(
+        "query($id: ID!) { workflow(id: $id) { runnable } }", {"id": workflow["id"]}
+    )
+    assert runnable["workflow"]["runnable"] is True  # a hint does not stop it
+    (set_node,) = [n for n in workflow["nodes"] if n["id"] == "s"]
+    (hint,) = set_node["issues"]
+    assert hint["code"] == "NODE_TYPE_DEPRECATED" and hint["severity"] == "HINT"
+    assert hint["field"] == "typeVersion"
+    assert "version 2 is the newest (upgradeNode moves it there)" in hint["message"]
+    await publish_workflow(alice, workflow)  # asserts it was published
+    started = await execute(alice, workflow["id"], input={"price": 3})
+    done = await finished(app, alice, started["id"])
+    assert done["status"] == "SUCCEEDED"
+    listed = (await alice.gql('{ nodeType(name: "set", version: 1) { deprecated } }'))["nodeType"]
+    assert listed["deprecated"].startswith("version 2 converts each field")
+    latest = (await alice.gql('{ nodeType(name: "set") { version deprecated } }'))["nodeType"]
+    assert latest == {"version": 2, "deprecated": None}
