@@ -150,7 +150,9 @@ def upgrade_node(graph: Graph, node_id: str, to_version: int, registry: NodeType
             "toVersion",
         )
     parameters = node.parameters
-    for version in range(current + 1, to_version + 1):
+    # Through each installed version on the way (a version never installed is skipped: the
+    # next one's migration starts from the last one installed).
+    for version in (v for v in versions if current < v <= to_version):
         step = registry.get(node.type, version)
         if step is None or step.migrate is None:
             raise EditError(
@@ -163,8 +165,11 @@ def upgrade_node(graph: Graph, node_id: str, to_version: int, registry: NodeType
         try:
             parameters = step.migrate(parameters)
         except ParameterMigrationError as exc:
-            exc.node_id = node_id
-            raise
+            problems = exc.problems or [("", f"version {version}'s migration refused them")]
+            raise ParameterMigrationError(problems, node_id=node_id) from exc
+        except Exception as exc:  # a plugin's migration that broke: the user is told so
+            problem = f"version {version}'s migration failed: {type(exc).__name__}: {exc}"
+            raise ParameterMigrationError([("", problem[:500])], node_id=node_id) from exc
     return update_node(
         graph, node_id, replace(node, type_version=to_version, parameters=parameters)
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -82,7 +82,9 @@ class NodeType:
     # How the parameters of the previous version become this version's (`upgradeNode`):
     # parameters -> parameters, raising `ParameterMigrationError` with what it cannot carry
     # over. None: a node cannot be upgraded to this version.
-    migrate: Any = field(default=None, compare=False, repr=False)
+    migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = field(
+        default=None, compare=False, repr=False
+    )
     # How the editor presents it: palette place, icon, form hints, new-node parameters.
     catalog: Catalog = field(default_factory=Catalog, compare=False)
 
@@ -125,10 +127,10 @@ class ParameterMigrationError(WorkflowError):
     """Parameters a type's `migrate` cannot carry over to its version: each problem is
     (parameter path, message)."""
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, problems: list[tuple[str, str]], node_id: str | None = None) -> None:
         super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
         self.problems = problems
-        self.node_id: str | None = None  # the node being upgraded, once known
+        self.node_id = node_id  # the node being upgraded, once known
 
 
 class NodeTypeRegistryError(EngineError):
@@ -268,8 +270,9 @@ def load_registry() -> NodeTypeRegistry:
             continue
         loaded_values.add(entry_point.value)
         source = f"{entry_point.name} = {entry_point.value}"
-        distribution, version = _distribution(entry_point)
+        distribution, version = None, None
         try:
+            distribution, version = _distribution(entry_point)
             node_types = _as_node_types(entry_point.load(), source)
             # Loom's own schemas are held valid by their tests (tests/engine/
             # test_builtin_node_types.py): checking them here cost a start 130 ms.
@@ -293,7 +296,7 @@ def _distribution(entry_point: Any) -> tuple[str | None, str | None]:
     distribution = getattr(entry_point, "dist", None)
     if distribution is None:
         return None, None
-    return distribution.metadata["Name"], distribution.version
+    return distribution.metadata.get("Name"), distribution.version
 
 
 def _reason(exc: BaseException) -> str:

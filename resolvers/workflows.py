@@ -332,7 +332,8 @@ async def _edit_graph(
             return validation_error(collected.problems)
         except ParameterMigrationError as exc:  # an upgrade that cannot carry them over
             for path, message in exc.problems:
-                collected.add("MIGRATION_FAILED", message, f"parameters.{path}", exc.node_id)
+                field = f"parameters.{path}" if path else "parameters"
+                collected.add("MIGRATION_FAILED", message, field, exc.node_id)
             return validation_error(collected.problems)
         graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)

@@ -101,7 +101,8 @@ class Node:
         description="Credential references by kind: `{kind: credentialId}`."
     )
     issues: list[Problem] = strawberry.field(
-        description="Parameter problems that block running and publishing."
+        description="Parameter problems, which block running and publishing, and hints "
+        "(severity HINT), which block nothing."
     )
 
 

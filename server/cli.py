@@ -328,7 +328,8 @@ def node_types_list() -> None:
         versions = ",".join(map(str, registry.versions(node_type.name)))
         catalog = node_type.catalog
         place = " / ".join(filter(None, (catalog.category, catalog.subcategory)))
-        click.echo(f"{node_type.name:<28} v{node_type.version} [{versions}]  {place}")
+        old = "  (deprecated)" if node_type.deprecated else ""
+        click.echo(f"{node_type.name:<28} v{node_type.version} [{versions}]  {place}{old}")
     click.echo("")
     for package in registry.packages:
         origin = f"{package.distribution} {package.version}" if package.distribution else "?"
@@ -362,6 +363,7 @@ def node_types_show(name: str, version: int | None) -> None:
         "displayName": node_type.display_name,
         "description": node_type.description,
         "group": node_type.group.value,
+        "deprecated": node_type.deprecated,
         "category": catalog.category,
         "subcategory": catalog.subcategory or None,
         "icon": catalog.icon or None,

@@ -16,9 +16,8 @@ Ports of each type (inputs -> outputs):
     merge           input1, input2 (one connection each) -> main
     filter          main -> main (kept items), discarded
     stop_and_error  main -> (none)
-    execute_workflow  main -> main
+    execute_workflow, http_request, respond_to_webhook, code  main -> main
     execute_workflow_trigger, webhook, schedule  (none) -> main
-    code            main -> main
 """
 
 from __future__ import annotations

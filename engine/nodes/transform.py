@@ -8,12 +8,12 @@ paths (`customer.email`), see `engine.nodes.paths`.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from engine import json_depth
 from engine.expressions import CompiledParameters
 from engine.expressions.functions import to_text
 from engine.node_catalog import CORE, Catalog, ParameterHint
@@ -230,15 +230,13 @@ def _converted(value: Any, kind: str, where: str) -> Any:
         raise invalid_parameter(where, f"must be true or false, got {shown(value)}")
     wanted = dict if kind == "object" else list
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise invalid_parameter(
-                where, f"must be JSON of an {kind}, got {shown(value)}"
-            ) from None
+        try:  # orjson: no NaN or Infinity; json_depth: no nesting past the limit
+            value = json_depth.loads(value)
+        except (ValueError, json_depth.JsonTooDeep):
+            problem = f"must be JSON of an {kind}, got {shown(value)}"
+            raise invalid_parameter(where, problem) from None
     if not isinstance(value, wanted):
-        article = "an" if kind == "object" else "a"
-        raise invalid_parameter(where, f"must be {article} {kind}, got {shown(value)}")
+        raise invalid_parameter(where, f"must be an {kind}, got {shown(value)}")
     return value
 
 
@@ -276,7 +274,7 @@ def _written_bytes(
     growth: Growth, rendered: dict[str, Any], paths: dict[str, tuple[str, ...]], distinct: bool
 ) -> int:
     """What the rendered `fields` write (after `_set_rendered` checked them), as counted by
-    `growth`; `distinct`: no two fields write under the same top-level field."""
+    `growth`; `distinct`: every write stays whole in the item (`_kept_writes`)."""
     fields = rendered["fields"]
     size = growth.size
     if distinct:
@@ -293,8 +291,8 @@ class _FieldNames:
 
     # Each name's path, when every name is fixed text (no expression): shared by all runs.
     paths: dict[str, tuple[str, ...]] | None
-    # The names are fixed and write under different top-level fields, so that every value
-    # written stays in the item.
+    # The names are fixed and no write replaces or writes into another, so that every value
+    # written stays whole in the item (`_kept_writes`).
     distinct: bool
 
 
@@ -319,20 +317,33 @@ def _fixed_names(source: Any) -> _FieldNames:
         if not isinstance(name, str) or "{{" in name or not name.strip():
             return _NO_FIXED_NAMES
         paths[name] = split_path(name)
-    tops = {path[0] for path in paths.values()}
-    return _FieldNames(paths, distinct=len(tops) == len(fields))
+    ordered = [paths[field["name"]] for field in fields]
+    return _FieldNames(paths, distinct=len(_kept_writes(ordered)) == len(ordered))
 
 
 def _last_writes(assignments: Iterable[Assignment]) -> list[Any]:
-    """The values of the last assignment to each top-level field: the ones sure to be in the
-    item (an earlier one may be overwritten), so that their sizes add up to a lower bound."""
-    seen: set[str] = set()
-    values = []
-    for path, value in reversed(list(assignments)):
-        if path[0] not in seen:
-            seen.add(path[0])
-            values.append(value)
-    return values
+    """The values of the writes sure to be in the item whole, so that their sizes add up to
+    a lower bound: `_kept_writes` of the assignments' paths."""
+    listed = list(assignments)
+    return [listed[index][1] for index in _kept_writes([path for path, _ in listed])]
+
+
+def _kept_writes(paths: list[tuple[str, ...]]) -> list[int]:
+    """The indexes of the writes that no later write replaces (a later write to the same
+    path or to one of its prefixes) or writes into (a later write under its path): the
+    values left whole in the item. They sit in separate subtrees, so their sizes add up."""
+    later: set[tuple[str, ...]] = set()  # paths written later
+    under_later: set[tuple[str, ...]] = set()  # strict prefixes of paths written later
+    kept = []
+    for index in range(len(paths) - 1, -1, -1):
+        path = paths[index]
+        replaced = any(path[:length] in later for length in range(1, len(path) + 1))
+        if not replaced and path not in under_later:
+            kept.append(index)
+        later.add(path)
+        under_later.update(path[:length] for length in range(1, len(path)))
+    kept.reverse()
+    return kept
 
 
 async def limit(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
@@ -357,6 +368,9 @@ async def aggregate(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         return {"main": [result]}
     keep_missing = flag(parameters, "keepMissing", default=False)
     outputs: set[str] = set()
+    # A field collected under several names is written again each time: counted.
+    growth = Growth(ctx)
+    collected: set[str] = set()
     for index, entry in enumerate(objects(parameters, "fields")):
         prefix = f"fields[{index}]."
         path = text(entry, "field", prefix=prefix)
@@ -378,8 +392,20 @@ async def aggregate(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
                     value = None
                 values.append(value)
             await ctx.checkpoint()
+        if path in collected and growth.active:
+            growth.add(json_bytes(values), 0)
+        collected.add(path)
         set_path(result, output, values)
     return {"main": [result]}
+
+
+def _other_fields_bytes(item: Item, path: tuple[str, ...], value: Any) -> int:
+    """A lower bound of the JSON of `item` without the split field: the part each element's
+    item repeats. A top-level field is left out before encoding (no second encoding of a
+    large list); a nested one is subtracted."""
+    if len(path) == 1:
+        return json_bytes({key: entry for key, entry in item.items() if key != path[0]})
+    return json_bytes(item) - json_bytes(value)
 
 
 def _elements(value: Any) -> list[Any]:
@@ -418,8 +444,7 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
             continue
         elements = _elements(value)
         if growth is not None and growth.active and len(elements) > 1:
-            others = json_bytes(item) - json_bytes(value)
-            growth.repeat(others, len(elements), len(results))
+            growth.repeat(_other_fields_bytes(item, path, value), len(elements), len(results))
         for element in elements:
             if keep_other_fields or not isinstance(element, dict):
                 result = dict(item) if keep_other_fields else {}

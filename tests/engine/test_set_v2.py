@@ -53,7 +53,9 @@ async def test_each_field_is_converted_to_its_type(kind: str, value: Any, expect
         ("boolean", "yes", 'must be true or false, got "yes"'),
         ("object", "[1]", "must be an object, got [1]"),
         ("object", "{not json", "must be JSON of an object"),
-        ("array", {"a": 1}, 'must be a array, got {"a": 1}'),
+        ("array", {"a": 1}, 'must be an array, got {"a": 1}'),
+        ("array", "[" * 100_000, "must be JSON of an array"),
+        ("object", '{"a": NaN}', "must be JSON of an object"),
         ("colour", "red", None),
     ],
 )
@@ -174,3 +176,44 @@ async def test_rendered_fields_of_type_auto_follow_include(include: str) -> None
     parameters = {"fields": [{"name": "a", "value": "{{ $json.b * 2 }}"}], "include": include}
     expected = {"a": 4} if include == "only_set" else {"b": 2, "a": 4}
     assert await run_v2(parameters, [{"b": 2}]) == [expected]
+
+
+def _refuses_without_saying_why(parameters: dict[str, Any]) -> dict[str, Any]:
+    raise ParameterMigrationError([])
+
+
+def _version(number: int, migrate: Any = None) -> NodeType:
+    return NodeType(
+        name="acme.steps",
+        version=number,
+        display_name="Steps",
+        description="Steps.",
+        group=NodeGroup.ACTION,
+        migrate=migrate,
+    )
+
+
+def test_an_upgrade_steps_over_versions_never_installed() -> None:
+    registry = NodeTypeRegistry([_version(1), _version(3, lambda p: {**p, "to": 3})])
+    node = Node(id="x", name="X", type="acme.steps", type_version=1, parameters={"a": 1})
+    upgraded = upgrade_node(_graph(node), "x", 3, registry).node("x")
+    assert upgraded is not None and upgraded.parameters == {"a": 1, "to": 3}
+
+
+@pytest.mark.parametrize(
+    ("migrate", "message"),
+    [
+        (lambda p: p["missing"], "version 2's migration failed: KeyError: 'missing'"),
+        (
+            lambda p: (_ for _ in ()).throw(ParameterMigrationError([])),
+            "version 2's migration refused them",
+        ),
+    ],
+)
+def test_a_migration_that_breaks_is_a_problem_of_the_node(migrate: Any, message: str) -> None:
+    registry = NodeTypeRegistry([_version(1), _version(2, migrate)])
+    node = Node(id="x", name="X", type="acme.steps", type_version=1)
+    with pytest.raises(ParameterMigrationError) as caught:
+        upgrade_node(_graph(node), "x", 2, registry)
+    assert caught.value.node_id == "x"
+    assert caught.value.problems == [("", message)]
