@@ -11,7 +11,7 @@ from engine.graph import Graph, Node
 from engine.node_types import NodeGroup, NodeType, NodeTypeRegistry, ParameterMigrationError
 from engine.nodes.base import NodeError
 from engine.nodes.builtin import node_types
-from engine.nodes.transform import migrate_set_to_version_2
+from engine.nodes.edit_fields import migrate_set_to_version_2
 from tests.engine.node_runner import context
 
 SET_V2 = next(t for t in node_types() if t.name == "set" and t.version == 2)
