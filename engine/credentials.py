@@ -7,12 +7,14 @@ logged or put into an error message. Problems name the field, never its value.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from engine.validation import Problem
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 _NAME = {
     "type": "string",
@@ -51,7 +53,7 @@ def _kind(name: str, display: str, description: str, properties: dict[str, Any])
         "required": required,
         "additionalProperties": False,
     }
-    Draft202012Validator.check_schema(schema)
+    # Valid Draft 2020-12, as tests/engine/test_credential_kinds.py holds.
     return CredentialKind(name, display, description, schema)
 
 
@@ -149,7 +151,13 @@ KINDS: dict[str, CredentialKind] = {
     )
 }
 
-_VALIDATORS = {name: Draft202012Validator(kind.schema) for name, kind in KINDS.items()}
+
+@functools.cache
+def _validator(kind_name: str) -> Draft202012Validator:
+    # jsonschema (9 MB, 50 ms) loads with the first credential to check, not at start.
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(KINDS[kind_name].schema)
 
 
 def check_data(kind_name: str, data: Any, field: str = "data") -> list[Problem]:
@@ -161,7 +169,7 @@ def check_data(kind_name: str, data: Any, field: str = "data") -> list[Problem]:
     if not isinstance(data, dict):
         return [Problem("INVALID_CREDENTIAL", "must be a JSON object", None, field)]
     problems = []
-    for error in sorted(_VALIDATORS[kind_name].iter_errors(data), key=lambda e: list(e.path)):
+    for error in sorted(_validator(kind_name).iter_errors(data), key=lambda e: list(e.path)):
         path = ".".join(str(part) for part in error.absolute_path)
         where = f"{field}.{path}" if path else field
         problems.append(Problem("INVALID_CREDENTIAL", _describe(error), None, where))

@@ -12,6 +12,7 @@ from dataclasses import replace
 from engine.errors import WorkflowError
 from engine.expressions import rename_references
 from engine.graph import Edge, Graph, Node
+from engine.node_types import NodeTypeRegistry, ParameterMigrationError
 
 
 class EditError(WorkflowError):
@@ -120,3 +121,55 @@ def pin_type_versions(
                 changed = True
         pinned.append(node)
     return replace(graph, nodes=tuple(pinned)) if changed else graph
+
+
+def upgrade_node(graph: Graph, node_id: str, to_version: int, registry: NodeTypeRegistry) -> Graph:
+    """The node `node_id` moved to version `to_version` of its type, its parameters carried
+    over by each version's `migrate` in turn. Refused with an `EditError` when the node or
+    the version does not exist, the version is not newer, or a version on the way has no
+    migration; a migration's own problems come as `ParameterMigrationError`."""
+    node = graph.node(node_id)
+    if node is None:
+        raise EditError("NODE_NOT_FOUND", f"no node with id {node_id!r}", node_id, "nodeId")
+    versions = registry.versions(node.type)
+    if to_version not in versions:
+        raise EditError(
+            "UNKNOWN_TYPE_VERSION",
+            f"node type {node.type!r} has no version {to_version} (installed: "
+            f"{', '.join(map(str, versions)) or 'none'})",
+            node_id,
+            "toVersion",
+        )
+    current = node.type_version if node.type_version is not None else max(versions)
+    if to_version <= current:
+        raise EditError(
+            "NOT_NEWER",
+            f"the node is on version {current} of {node.type!r}; an upgrade goes to a newer "
+            f"version, not {to_version}",
+            node_id,
+            "toVersion",
+        )
+    parameters = node.parameters
+    # Through each installed version on the way (a version never installed is skipped: the
+    # next one's migration starts from the last one installed).
+    for version in (v for v in versions if current < v <= to_version):
+        step = registry.get(node.type, version)
+        if step is None or step.migrate is None:
+            raise EditError(
+                "NO_MIGRATION",
+                f"node type {node.type!r} gives no way to carry parameters over to version "
+                f"{version}",
+                node_id,
+                "toVersion",
+            )
+        try:
+            parameters = step.migrate(parameters)
+        except ParameterMigrationError as exc:
+            problems = exc.problems or [("", f"version {version}'s migration refused them")]
+            raise ParameterMigrationError(problems, node_id=node_id) from exc
+        except Exception as exc:  # a plugin's migration that broke: the user is told so
+            problem = f"version {version}'s migration failed: {type(exc).__name__}: {exc}"
+            raise ParameterMigrationError([("", problem[:500])], node_id=node_id) from exc
+    return update_node(
+        graph, node_id, replace(node, type_version=to_version, parameters=parameters)
+    )

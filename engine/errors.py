@@ -5,7 +5,7 @@
      |    +-- PlanError                   no plan: unknown types, cycles, bad ports (plan)
      |    +-- EditError                   an edit that does not apply (editing)
      |    +-- StartNodeError              a start node the run cannot start at (executor)
-     |    +-- IllegalTransitionError      a state change the state machine forbids (states)
+     |    +-- ParameterMigrationError     parameters a newer type version cannot take (node_types)
      +-- NodeTypeRegistryError         a node type or plugin that cannot be registered
      +-- ExpressionError               an expression refused or failed (expressions.errors)
      |    +-- ExpressionSyntaxError
@@ -27,6 +27,8 @@
      +-- ScheduleError (ValueError)    a schedule that cannot run (schedule)
      +-- QueueUnavailable (ConnectionError)  the queue refused a submission (submitter)
      +-- SubscriptionLimitError        too many live subscriptions (bus)
+     +-- IllegalTransitionError        a state change the state machine forbids: a bug of the
+                                       engine, not of the workflow (states)
 
 Errors that are also a `ValueError` or a `ConnectionError` stay so, for callers that catch
 those. Not errors, and so outside the tree: `Suspend` (a node parks its run) and
@@ -42,5 +44,4 @@ class EngineError(Exception):
 
 
 class WorkflowError(EngineError):
-    """A workflow the engine cannot take as it is: its graph, an edit, a start or a state
-    change."""
+    """A workflow the engine cannot take as it is: its graph, an edit, a start, an upgrade."""

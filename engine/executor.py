@@ -28,8 +28,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-
 from engine import slices
 from engine.errors import WorkflowError
 from engine.events import (
@@ -410,6 +408,14 @@ class _Run:
                 return self.handle_failure(plan_node, state)
             except Suspend as suspend:
                 return self.park(plan_node, suspend)
+        # tenacity is loaded by the first node that retries, not by every process start.
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_exponential_jitter,
+        )
+
         latest: list[NodeRunState] = []
 
         def before_sleep(_: Any) -> None:

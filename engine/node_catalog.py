@@ -108,6 +108,29 @@ def catalog_problems(schema: Mapping[str, Any], catalog: Catalog) -> list[str]:
     return list(_problems(schema, catalog))
 
 
+_COMPOSITION = ("$ref", "allOf", "anyOf", "oneOf")
+
+
+def _composed(schema: Any) -> bool:
+    """Whether the schema builds parameters by reference or composition anywhere, which
+    `parameter_schema` does not follow."""
+    pending = [schema]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, Mapping):
+            if any(keyword in current for keyword in _COMPOSITION):
+                return True
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+    return False
+
+
+def _allows(allowed: list[Any], value: Any) -> bool:
+    """`value in allowed` as JSON sees it: `true` is not `1`."""
+    return any(type(option) is type(value) and option == value for option in allowed)
+
+
 def _problems(schema: Mapping[str, Any], catalog: Catalog) -> Iterator[str]:
     if not catalog.category.strip():
         yield "the category is empty"
@@ -119,20 +142,24 @@ def _problems(schema: Mapping[str, Any], catalog: Catalog) -> Iterator[str]:
             "URL nor a docs/ page"
         )
     for name in _SUBTITLE_FIELD.findall(catalog.subtitle):
-        if parameter_schema(schema, name) is None:
+        if parameter_schema(schema, name) is None and not _composed(schema):
             yield f"the subtitle names {name!r}, which is not a parameter"
+    # Paths into a schema built by $ref or composition cannot be followed here: hints on
+    # them are trusted rather than refused.
+    unresolvable = _composed(schema)
     seen: set[str] = set()
     for hint in catalog.hints:
         where = f"the hint for {hint.parameter!r}"
         if hint.parameter in seen:
             yield f"{where} is given twice"
         seen.add(hint.parameter)
-        if parameter_schema(schema, hint.parameter) is None:
+        if parameter_schema(schema, hint.parameter) is None and not unresolvable:
             yield f"{where} names a parameter the schema does not have"
         for other, values in hint.show_when.items():
             other_schema = parameter_schema(schema, other)
             if other_schema is None:
-                yield f"{where} shows it depending on {other!r}, which is not a parameter"
+                if not unresolvable:
+                    yield f"{where} shows it depending on {other!r}, which is not a parameter"
                 continue
             if other == hint.parameter:
                 yield f"{where} shows it depending on itself"
@@ -141,7 +168,7 @@ def _problems(schema: Mapping[str, Any], catalog: Catalog) -> Iterator[str]:
             allowed = other_schema.get("enum")
             if isinstance(allowed, list):
                 for value in values:
-                    if value not in allowed:
+                    if not _allows(allowed, value):
                         yield f"{where} depends on {other!r} being {value!r}, which it cannot be"
     properties = schema.get("properties")
     names = set(properties) if isinstance(properties, Mapping) else set()

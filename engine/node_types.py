@@ -10,16 +10,13 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
-from engine.errors import EngineError
+from engine.errors import EngineError, WorkflowError
 from engine.graph import DEFAULT_PORT
 from engine.node_catalog import Catalog, catalog_problems, default_parameters
 
@@ -79,6 +76,15 @@ class NodeType:
     # Parameters that hold source code (the Code node's script): taken literally, never as
     # `{{ }}` templates; the nodes they name as `$("X")` must be upstream, as in expressions.
     code_parameters: tuple[str, ...] = ()
+    # Why this version should no longer be used, and what to use instead (None: it is
+    # current). Its nodes still run; they get a NODE_TYPE_DEPRECATED hint.
+    deprecated: str | None = None
+    # How the parameters of the previous version become this version's (`upgradeNode`):
+    # parameters -> parameters, raising `ParameterMigrationError` with what it cannot carry
+    # over. None: a node cannot be upgraded to this version.
+    migrate: Callable[[dict[str, Any]], dict[str, Any]] | None = field(
+        default=None, compare=False, repr=False
+    )
     # How the editor presents it: palette place, icon, form hints, new-node parameters.
     catalog: Catalog = field(default_factory=Catalog, compare=False)
 
@@ -117,6 +123,16 @@ class NodeTypePackage:
     error: str | None = None  # why it was skipped
 
 
+class ParameterMigrationError(WorkflowError):
+    """Parameters a type's `migrate` cannot carry over to its version: each problem is
+    (parameter path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]], node_id: str | None = None) -> None:
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+        self.problems = problems
+        self.node_id = node_id  # the node being upgraded, once known
+
+
 class NodeTypeRegistryError(EngineError):
     """A node type could not be registered (bad name, invalid schema, duplicate version)."""
 
@@ -137,9 +153,11 @@ class NodeTypeRegistry:
         for node_type in node_types:
             self.register(node_type)
 
-    def register(self, node_type: NodeType) -> None:
-        """Add one version of a type; a bad name, a bad schema or a duplicate is refused."""
-        check_node_type(node_type)
+    def register(self, node_type: NodeType, *, schema_checked: bool = False) -> None:
+        """Add one version of a type; a bad name, a bad schema or catalog, or a duplicate is
+        refused. `schema_checked`: the caller has checked the parameters schema already, or
+        trusts it."""
+        check_node_type(node_type, schema=not schema_checked)
         versions = self._by_name.setdefault(node_type.name, {})
         if node_type.version in versions:
             raise NodeTypeRegistryError(
@@ -206,6 +224,10 @@ def check_parameters_schema(node_type: NodeType) -> None:
 
     Checked once here so that validating workflows can trust every registered schema.
     """
+    # jsonschema (9 MB, 50 ms) loads with the first schema to check, not with every start.
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(node_type.parameters_schema)
     except SchemaError as exc:
@@ -248,8 +270,9 @@ def load_registry() -> NodeTypeRegistry:
             continue
         loaded_values.add(entry_point.value)
         source = f"{entry_point.name} = {entry_point.value}"
-        distribution, version = _distribution(entry_point)
+        distribution, version = None, None
         try:
+            distribution, version = _distribution(entry_point)
             node_types = _as_node_types(entry_point.load(), source)
             # Loom's own schemas are held valid by their tests (tests/engine/
             # test_builtin_node_types.py): checking them here cost a start 130 ms.
@@ -261,7 +284,7 @@ def load_registry() -> NodeTypeRegistry:
             packages.append(NodeTypePackage(source, distribution, version, error=_reason(exc)))
             continue
         for node_type in node_types:
-            registry.register(node_type)
+            registry.register(node_type, schema_checked=True)  # checked just above
         given = tuple((node_type.name, node_type.version) for node_type in node_types)
         packages.append(NodeTypePackage(source, distribution, version, given))
     registry.packages = tuple(packages)
@@ -273,7 +296,7 @@ def _distribution(entry_point: Any) -> tuple[str | None, str | None]:
     distribution = getattr(entry_point, "dist", None)
     if distribution is None:
         return None, None
-    return distribution.metadata["Name"], distribution.version
+    return distribution.metadata.get("Name"), distribution.version
 
 
 def _reason(exc: BaseException) -> str:

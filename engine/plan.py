@@ -134,7 +134,7 @@ def planning(
 ) -> slices.Work[Plan]:
     """`compile_plan` as work that pauses between nodes and between expressions."""
     report = yield from validating(graph, registry, limits or GraphLimits())
-    problems = report.all_problems()
+    problems = report.blocking_problems()
     if problems:
         raise PlanError(problems)
     incoming: dict[str, dict[str, list[int]]] = {node.id: {} for node in graph.nodes}

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadDateError, croniter
-
+# croniter is imported where a cron expression is read: a process without schedules never
+# loads it (nor its dateutil parts).
 from engine.errors import EngineError
 
 MIN_INTERVAL_S = 1.0
@@ -99,6 +99,8 @@ def cron_problem(cron: object) -> str | None:
             f"must have five fields (minute hour day-of-month month day-of-week), not "
             f"{len(fields)}; for example {CRON_EXAMPLE}"
         )
+    from croniter import CroniterBadDateError, croniter
+
     if not croniter.is_valid(text):
         return f"{text[:200]!r} is not a valid cron expression; for example {CRON_EXAMPLE}"
     try:
@@ -148,6 +150,8 @@ class Schedule:
         if self.interval_s is not None:
             return moment + timedelta(seconds=self.interval_s)
         assert self.cron is not None
+        from croniter import croniter
+
         zone = ZoneInfo(self.timezone)
         local = moment.astimezone(zone)
         ticks = croniter(self.cron, local)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jsonschema import Draft202012Validator
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 MAX_EXECUTION_TIMEOUT_S = 7 * 24 * 3600
 
@@ -37,7 +39,13 @@ SETTINGS_SCHEMA: dict[str, Any] = {
     },
 }
 
-_validator = Draft202012Validator(SETTINGS_SCHEMA)
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    # jsonschema (9 MB, 50 ms) loads with the first settings to check, not at start.
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(SETTINGS_SCHEMA)
 
 
 def settings_problems(settings: Any) -> list[tuple[str, str]]:
@@ -45,7 +53,7 @@ def settings_problems(settings: Any) -> list[tuple[str, str]]:
     if not isinstance(settings, dict):
         return [("settings", "settings must be a JSON object")]
     problems = []
-    for error in sorted(_validator.iter_errors(settings), key=lambda e: list(e.absolute_path)):
+    for error in sorted(_validator().iter_errors(settings), key=lambda e: list(e.absolute_path)):
         path = ".".join(str(part) for part in error.absolute_path)
         problems.append((f"settings.{path}" if path else "settings", error.message))
     timezone = settings.get("timezone")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from engine.errors import WorkflowError
+from engine.errors import EngineError
 
 
 class ExecutionStatus(StrEnum):
@@ -76,7 +76,7 @@ NODE_TRANSITIONS: dict[NodeRunStatus, frozenset[NodeRunStatus]] = {
 }
 
 
-class IllegalTransitionError(WorkflowError):
+class IllegalTransitionError(EngineError):
     """A status change the state machine does not allow; a bug, never a silent write."""
 
     def __init__(self, kind: str, current: str, target: str) -> None:

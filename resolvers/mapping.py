@@ -182,6 +182,7 @@ def node_type(descriptor: EngineNodeType, registry: NodeTypeRegistry) -> types.N
             for hint in catalog.hints
         ],
         default_parameters=_json(descriptor.default_parameters()),
+        deprecated=descriptor.deprecated,
     )
 
 

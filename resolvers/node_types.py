@@ -20,9 +20,13 @@ from strawberry.types.graphql import OperationType
 from engine.node_types import NodeTypeRegistry
 from resolvers import mapping
 from resolvers.context import Context
+from resolvers.errors import RequestError
 from schema import types
 
 Info = strawberry.Info[Context, None]
+
+# Longer searches are refused: each word is looked for in every type's texts.
+MAX_SEARCH_CHARS = 200
 
 _catalogs: weakref.WeakKeyDictionary[
     NodeTypeRegistry, tuple[int, list[tuple[types.NodeType, str]]]
@@ -66,7 +70,12 @@ def node_types(
     ] = None,
 ) -> list[types.NodeType]:
     info.context.viewer()
-    words = search.casefold().split() if search else []
+    if search is not None and len(search) > MAX_SEARCH_CHARS:
+        raise RequestError(
+            f"search is {len(search):,} characters long; at most {MAX_SEARCH_CHARS} are looked for",
+            field="search",
+        )
+    words = sorted(set(search.casefold().split())) if search else []
     wanted_category = category.casefold() if category else None
     return [
         node_type
@@ -107,8 +116,13 @@ def node_type(info: Info, name: str, version: int | None = None) -> types.NodeTy
 # Root fields whose results depend on the registry alone: an operation made of nothing else
 # is answered from the last identical one while the registry is unchanged.
 _REGISTRY_FIELDS = frozenset({"nodeTypes", "nodeType", "__typename"})
-_RESULTS_KEPT = 64
-_QUERY_CHARS_KEPT = 20_000
+_RESULTS_KEPT = 32
+# Operations kept are small and plain: a query of at most this many characters, variables of
+# at most this many once encoded, and at most this many root fields (aliases would multiply
+# the catalog kept per entry).
+_QUERY_CHARS_KEPT = 10_000
+_VARIABLES_CHARS_KEPT = 1_000
+_ROOT_FIELDS_KEPT = 3
 _results: OrderedDict[tuple[Any, ...], ExecutionResult] = OrderedDict()
 
 
@@ -149,7 +163,9 @@ class NodeTypeResults(SchemaExtension):
         if len(query) > _QUERY_CHARS_KEPT or execution.operation_type is not OperationType.QUERY:
             return None
         operation = _operation(execution.graphql_document, execution.operation_name)
-        if operation is None or not all(
+        if operation is None or len(operation.selection_set.selections) > _ROOT_FIELDS_KEPT:
+            return None
+        if not all(
             isinstance(selection, FieldNode) and selection.name.value in _REGISTRY_FIELDS
             for selection in operation.selection_set.selections
         ):
@@ -157,6 +173,8 @@ class NodeTypeResults(SchemaExtension):
         try:
             variables = json.dumps(execution.variables or {}, sort_keys=True)
         except (TypeError, ValueError):
+            return None
+        if len(variables) > _VARIABLES_CHARS_KEPT:
             return None
         registry = context.services.registry
         return (registry.revision, query, execution.operation_name, variables)

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine import editing
 from engine.credentials import KINDS
 from engine.graph import Graph
+from engine.node_types import ParameterMigrationError
 from engine.nodes.subworkflow import EXECUTE_WORKFLOW
 from engine.validation import Problem, Severity, check_graph
 from resolvers import mapping
@@ -329,6 +330,11 @@ async def _edit_graph(
         except editing.EditError as exc:
             collected.add(exc.code, exc.message, exc.field, exc.node_id)
             return validation_error(collected.problems)
+        except ParameterMigrationError as exc:  # an upgrade that cannot carry them over
+            for path, message in exc.problems:
+                field = f"parameters.{path}" if path else "parameters"
+                collected.add("MIGRATION_FAILED", message, field, exc.node_id)
+            return validation_error(collected.problems)
         graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
@@ -376,6 +382,23 @@ async def update_node(
         expected_version,
         lambda graph: editing.update_node(graph, str(node_id), new_node),
         collected,
+    )
+
+
+async def upgrade_node(
+    info: Info,
+    workflow_id: strawberry.ID,
+    node_id: strawberry.ID,
+    to_version: int,
+    expected_version: int,
+) -> results.WorkflowResult:
+    registry = info.context.services.registry
+    return await _edit_graph(
+        info,
+        str(workflow_id),
+        expected_version,
+        lambda graph: editing.upgrade_node(graph, str(node_id), to_version, registry),
+        Collected(),
     )
 
 
@@ -438,8 +461,8 @@ async def publish_workflow(
             report = await check_graph(
                 graph, info.context.services.registry, info.context.services.graph_limits
             )
-            if report.all_problems():
-                return validation_error(report.all_problems())
+            if blocking := report.blocking_problems():
+                return validation_error(blocking)
             try:
                 row = await workflows.publish(
                     session, str(id), viewer.workspace_ids, expected_version, viewer.user_id

@@ -114,6 +114,12 @@ class Mutation:
     update_node: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.update_node, description="Replace one node of the draft."
     )
+    upgrade_node: results.WorkflowResult = strawberry.mutation(
+        resolver=workflow_resolvers.upgrade_node,
+        description="Move one node of the draft to a newer version of its type, its "
+        "parameters carried over by the type's migrations; every parameter they cannot carry "
+        "over comes back as a MIGRATION_FAILED problem and nothing is saved.",
+    )
     remove_node: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.remove_node, description="Remove a node and its edges."
     )

@@ -42,6 +42,11 @@ class ProblemSeverity(Enum):
         description="A parameter is missing or invalid; the draft is saved, but cannot run "
         "or be published until it is fixed.",
     )
+    HINT = strawberry.enum_value(
+        "HINT",
+        description="Nothing is wrong: advice shown with the node (a deprecated node type "
+        "version); the draft runs and publishes.",
+    )
 
 
 @strawberry.type(description="One problem found in a workflow, with where it is.")
@@ -96,7 +101,8 @@ class Node:
         description="Credential references by kind: `{kind: credentialId}`."
     )
     issues: list[Problem] = strawberry.field(
-        description="Parameter problems that block running and publishing."
+        description="Parameter problems, which block running and publishing, and hints "
+        "(severity HINT), which block nothing."
     )
 
 
@@ -167,13 +173,20 @@ class Workflow:
     workspace_id: strawberry.Private[str]
     created_by_id: strawberry.Private[str | None]
 
-    @strawberry.field(description="Every parameter problem of the draft, over all nodes.")
+    @strawberry.field(description="Every parameter problem and hint of the draft, over all nodes.")
     def issues(self) -> list[Problem]:
         return [issue for node in self.nodes for issue in node.issues]
 
-    @strawberry.field(description="Whether the draft can be executed and published as it is.")
+    @strawberry.field(
+        description="Whether the draft can be executed and published as it is (hints do not "
+        "stop it)."
+    )
     def runnable(self) -> bool:
-        return not any(node.issues for node in self.nodes)
+        return not any(
+            issue.severity is not ProblemSeverity.HINT
+            for node in self.nodes
+            for issue in node.issues
+        )
 
     @strawberry.field(description="The workspace that owns the workflow.")
     async def workspace(self, info: Info) -> Workspace | None:
@@ -286,6 +299,10 @@ class NodeType:
     )
     default_parameters: JSON = strawberry.field(
         description="The parameters a new node of this type starts with."
+    )
+    deprecated: str | None = strawberry.field(
+        description="Why this version should no longer be used and what to use instead; "
+        "null when it is current. Its nodes still run, with a NODE_TYPE_DEPRECATED hint."
     )
 
 

@@ -20,6 +20,8 @@ import click
 from server.settings import InvalidSettingsError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from storage.db import Database
 
 # Commands import what they use when they run: `loom run` needs no database or web server,
@@ -128,6 +130,11 @@ def _on_database(
 @pass_settings
 def serve(settings: Settings, host: str | None, port: int | None) -> None:
     """Migrate the database, make sure an admin exists, and serve the API."""
+    from server.process import tune_gc
+
+    # Before the imports: with Python's default, collecting the young objects that importing
+    # the storage layer and the app creates cost a start about 100 ms.
+    tune_gc(settings.gc_threshold)
     from storage import accounts
     from storage.migrate import upgrade
 
@@ -155,12 +162,15 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from server.app import create_app
-    from server.process import tune_gc
+    from server.process import freeze_startup_objects
 
-    tune_gc(settings.gc_threshold)
+    def built_app() -> Starlette:
+        app = create_app(settings)
+        freeze_startup_objects()
+        return app
 
     uvicorn.run(
-        lambda: create_app(settings),
+        built_app,
         factory=True,
         host=host,
         port=port,
@@ -318,7 +328,8 @@ def node_types_list() -> None:
         versions = ",".join(map(str, registry.versions(node_type.name)))
         catalog = node_type.catalog
         place = " / ".join(filter(None, (catalog.category, catalog.subcategory)))
-        click.echo(f"{node_type.name:<28} v{node_type.version} [{versions}]  {place}")
+        old = "  (deprecated)" if node_type.deprecated else ""
+        click.echo(f"{node_type.name:<28} v{node_type.version} [{versions}]  {place}{old}")
     click.echo("")
     for package in registry.packages:
         origin = f"{package.distribution} {package.version}" if package.distribution else "?"
@@ -352,6 +363,7 @@ def node_types_show(name: str, version: int | None) -> None:
         "displayName": node_type.display_name,
         "description": node_type.description,
         "group": node_type.group.value,
+        "deprecated": node_type.deprecated,
         "category": catalog.category,
         "subcategory": catalog.subcategory or None,
         "icon": catalog.icon or None,

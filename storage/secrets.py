@@ -17,12 +17,15 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet, MultiFernet
+
+# cryptography (8 MB, 80 ms) is imported where a key is first used: a process that touches no
+# credential never loads it.
 
 KEY_FILE = "secret.key"
 
@@ -42,6 +45,9 @@ def _fernet_key(secret: str) -> bytes:
             return secret.encode()
     except (ValueError, TypeError):
         pass
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     derived = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=b"loom-credentials", info=b"fernet key"
     ).derive(secret.encode())
@@ -58,6 +64,8 @@ def embedded_key(data_dir: Path) -> str:
         except FileExistsError:
             pass  # another process created it meanwhile
         else:
+            from cryptography.fernet import Fernet
+
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(Fernet.generate_key())
     mode = path.stat().st_mode
@@ -80,6 +88,8 @@ class SecretBox:
 
     def _ready(self) -> tuple[MultiFernet, Fernet]:
         if self._keys is None:
+            from cryptography.fernet import Fernet, MultiFernet
+
             current = self._key() if callable(self._key) else self._key
             keys = [current, *self._previous]
             self._keys = (
@@ -101,6 +111,8 @@ class SecretBox:
         return self._current.encrypt(orjson.dumps(payload))
 
     def open(self, token: bytes, credential_id: str, workspace_id: str) -> dict[str, Any]:
+        from cryptography.fernet import InvalidToken
+
         try:
             payload = orjson.loads(self._fernet.decrypt(token))
         except (InvalidToken, orjson.JSONDecodeError) as exc:
@@ -116,6 +128,8 @@ class SecretBox:
 
     def rotate(self, token: bytes) -> bytes:
         """The same secret, encrypted under the current key."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.rotate(token)
         except InvalidToken as exc:

@@ -112,9 +112,11 @@ class DatabaseWorkflowCaller:
             ).all()
             if any(status in UNFINISHED for _, status, _ in rows):
                 return None
-            succeeded = [row[0] for row in rows if row[1] == ExecutionStatus.SUCCEEDED.value]
-            if max_bytes is not None:
-                await _refuse_past(self.database, succeeded, max_bytes)
+        succeeded = [row[0] for row in rows if row[1] == ExecutionStatus.SUCCEEDED.value]
+        # One connection at a time: the sizes are read, then (under the limit) the outputs.
+        if max_bytes is not None:
+            await _refuse_past(self.database, succeeded, max_bytes)
+        async with self.database.session() as session:
             outputs = await executions.execution_payloads(session, succeeded, executions.OUTPUT)
         return [
             ChildResult(
@@ -131,11 +133,18 @@ async def _refuse_past(database: Database, execution_ids: list[str], max_bytes: 
     """NODE_OUTPUT_TOO_LARGE, before any is decoded, when the outputs of these executions
     together (the calling node's output) are larger than `max_bytes` as JSON."""
     stored = await output_reads.execution_outputs(database, execution_ids)
-    total = 1 + max(len(execution_ids) - 1, 0)  # `{"main":` and `}` are left out: a lower bound
+    # The node's items as one list: `[` and `]`, each call's items without their brackets,
+    # and a comma between calls that gave any (`{"main":` and `}` left out: a lower bound).
+    total = 2
+    calls_with_items = 0
     for execution_id in execution_ids:
         output = stored.get(execution_id)
-        if output is not None:
-            total += output.items_bytes() - 2 + 1
+        if output is None:
+            continue
+        inner = output.items_bytes() - 2
+        if inner > 0:
+            total += inner + (calls_with_items > 0)
+            calls_with_items += 1
         if total > max_bytes:
             raise too_large(total, max_bytes, "main", f"items of called execution {execution_id}")
 

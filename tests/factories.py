@@ -83,6 +83,13 @@ mutation($wf: ID!, $nodeId: ID!, $v: Int!) {{
   removeNode(workflowId: $wf, nodeId: $nodeId, expectedVersion: $v) {{ {RESULT_FIELDS} }}
 }}
 """
+UPGRADE_NODE = f"""
+mutation($wf: ID!, $nodeId: ID!, $to: Int!, $v: Int!) {{
+  upgradeNode(workflowId: $wf, nodeId: $nodeId, toVersion: $to, expectedVersion: $v) {{
+    {RESULT_FIELDS}
+  }}
+}}
+"""
 ADD_EDGE = f"""
 mutation($wf: ID!, $edge: EdgeInput!, $v: Int!) {{
   addEdge(workflowId: $wf, edge: $edge, expectedVersion: $v) {{ {RESULT_FIELDS} }}

@@ -2,9 +2,9 @@
 
 They reach the registry through the `loom.node_types` entry point declared in `pyproject.toml`,
 the same way a plugin's types do. Each descriptor lives beside its behaviour (`flow`,
-`transform`, `sort`, `merge`, `webhook`, `subworkflow`, `code`; the HTTP Request node's in
-`http_type`, so that its behaviour and aiohttp load only when needed); their parameters'
-JSON Schemas are built with `engine.nodes.schema`.
+`edit_fields`, `transform`, `sort`, `merge`, `webhook`, `subworkflow`, `code`; the HTTP
+Request node's in `http_type`, so that its behaviour and aiohttp load only when needed);
+their parameters' JSON Schemas are built with `engine.nodes.schema`.
 
 Ports of each type (inputs -> outputs):
 
@@ -16,22 +16,32 @@ Ports of each type (inputs -> outputs):
     merge           input1, input2 (one connection each) -> main
     filter          main -> main (kept items), discarded
     stop_and_error  main -> (none)
-    execute_workflow  main -> main
+    execute_workflow, http_request, respond_to_webhook, code  main -> main
     execute_workflow_trigger, webhook, schedule  (none) -> main
-    code            main -> main
 """
 
 from __future__ import annotations
 
 from engine.node_types import NodeType
-from engine.nodes import code, flow, http_type, merge, sort, subworkflow, transform, webhook
+from engine.nodes import (
+    code,
+    edit_fields,
+    flow,
+    http_type,
+    merge,
+    sort,
+    subworkflow,
+    transform,
+    webhook,
+)
 
 
 def node_types() -> list[NodeType]:
     """Every built-in node type (the `builtin` entry point of `loom.node_types`)."""
     return [
         flow.manual_trigger_type(),
-        transform.set_type(),
+        edit_fields.set_type(),
+        edit_fields.set_type_v2(),
         flow.if_type(),
         flow.switch_type(),
         merge.merge_type(),

@@ -15,6 +15,10 @@ object its encoding, any other value a byte), so that an output refused here is 
 encoding would refuse too. What no behaviour writes twice (an item passed on, the elements
 of a split list) is not counted: its size is its input's, which the limit held already.
 Nothing is counted without a limit.
+
+Not counted: Python objects that hold no repeated JSON, such as Split Out's one small item
+per element of a long list; their JSON is no larger than the input's, and the encoder stops at
+the limit a batch at a time. Plugins' behaviours (the operator's code) are trusted likewise.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ import orjson
 
 from engine.nodes.base import NodeError, NodeRunContext
 from engine.output_limit import MAX_OUTPUT_SETTING
+
+# Sizes and texts remembered per node run, at most: enough for values shared by many items
+# (there are few of them), bounded when every item brings its own.
+_SIZES_KEPT = 256
 
 
 def too_large(counted: int, max_bytes: int, port: str | None = None, items: str = "") -> NodeError:
@@ -64,8 +72,9 @@ class Growth:
         self._limit = ctx.max_output_bytes
         self.active = self._limit is not None
         self._total = 0
-        # The sizes of lists and objects written already, by identity (with the value, so
+        # The sizes of the last lists and objects written, by identity (with the value, so
         # that the identity stays theirs): a value written into every item is encoded once.
+        # Bounded: values written once each (one per item) must not pile up.
         self._sizes: dict[int, tuple[Any, int]] = {}
 
     def size(self, value: Any) -> int:
@@ -79,6 +88,8 @@ class Growth:
         if known is not None:
             return known[1]
         size = json_bytes(value)
+        if len(self._sizes) >= _SIZES_KEPT:
+            self._sizes.clear()
         self._sizes[id(value)] = (value, size)
         return size
 
@@ -120,5 +131,7 @@ class KeyTexts:
         known = self._texts.get(id(value))
         if known is None:
             text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+            if len(self._texts) >= _SIZES_KEPT:  # keys met once each must not pile up
+                self._texts.clear()
             known = self._texts[id(value)] = (value, text)
         return known[1]

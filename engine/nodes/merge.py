@@ -16,6 +16,8 @@ import operator
 from collections.abc import Hashable
 from typing import Any
 
+import orjson
+
 from engine.node_catalog import CORE, Catalog, ParameterHint
 from engine.node_types import NodeGroup, NodeType, Port
 from engine.nodes import schema
@@ -99,7 +101,7 @@ async def _by_key(
     matched = bytearray(len(second))
     merged: list[Item] = []
     # An item joined to several, or joined again, is written once more each time: counted
-    # (as the larger of the two: on fields they share, one overwrites the other).
+    # (`_merged_bytes`, a lower bound of the combined item).
     growth = Growth(ctx)
     sizes: dict[int, int] = {}  # of the second input's items, by position
 
@@ -117,7 +119,10 @@ async def _by_key(
             if growth.active and (count or matched[position]):
                 if first_size < 0:
                     first_size = json_bytes(item)
-                growth.add(max(first_size, second_size(position)), len(merged))
+                other = second[position]
+                growth.add(
+                    _merged_bytes(item, first_size, other, second_size(position)), len(merged)
+                )
             merged.append({**item, **second[position]})
             matched[position] = 1
             if ctx.due():  # one key may join an item to a million others
@@ -206,3 +211,14 @@ def merge_type() -> NodeType:
         ),
         execute=merge,
     )
+
+
+def _merged_bytes(first: Item, first_size: int, second: Item, second_size: int) -> int:
+    """A lower bound of the JSON size of `{**first, **second}`, given each one's size: both
+    whole when they share no field; else the larger of `second` and `first` less its entries
+    that `second` replaces."""
+    shared = first.keys() & second.keys()
+    if not shared:
+        return first_size + second_size - 1  # `}{` becomes `,`
+    replaced = sum(len(orjson.dumps({key: first[key]})) - 1 for key in shared)  # with a comma
+    return max(second_size, first_size - replaced)

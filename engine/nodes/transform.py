@@ -1,18 +1,14 @@
-"""Behaviours and descriptors of the transform node types: set, limit, aggregate, split_out
-(Sort has its own module, `sort`).
+"""Behaviours and descriptors of the transform node types: limit, aggregate, split_out
+(Set has its module, `edit_fields`, and Sort its own, `sort`).
 
-`set` renders its parameters per item (values usually read the item); the others read
-node-level settings, rendered once with the first item as `$json`. Field names are dotted
-paths (`customer.email`), see `engine.nodes.paths`.
+They read node-level settings, rendered once with the first item as `$json`. Field names are
+dotted paths (`customer.email`), see `engine.nodes.paths`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from engine.expressions import CompiledParameters
 from engine.node_catalog import CORE, Catalog, ParameterHint
 from engine.node_types import NodeGroup, NodeType
 from engine.nodes import schema
@@ -23,7 +19,6 @@ from engine.nodes.parameters import (
     chunks,
     flag,
     invalid_parameter,
-    per_item,
     settings,
     shown,
     text,
@@ -32,8 +27,6 @@ from engine.nodes.parameters import (
 from engine.nodes.paths import MISSING, getter, set_path, split_path
 
 FIELD_NOT_FOUND = "FIELD_NOT_FOUND"
-
-Assignment = tuple[tuple[str, ...], Any]
 
 
 def objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -45,157 +38,6 @@ def objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
         if not isinstance(entry, dict):
             raise invalid_parameter(f"{name}[{index}]", f"must be an object, got {shown(entry)}")
     return entries
-
-
-def _checked_assignments(
-    parameters: dict[str, Any], paths: dict[str, tuple[str, ...]]
-) -> tuple[list[Assignment], bool]:
-    assignments: list[Assignment] = []
-    for index, field in enumerate(objects(parameters, "fields")):
-        name = text(field, "name", prefix=f"fields[{index}].")
-        path = paths[name] = split_path(name)
-        assignments.append((path, field.get("value")))
-    return assignments, flag(parameters, "keepOnlySet", default=False)
-
-
-def _assign(item: Item, assignments: list[Assignment], keep_only_set: bool) -> Item:
-    result: Item = {} if keep_only_set else dict(item)
-    for path, value in assignments:
-        if len(path) == 1:
-            result[path[0]] = value
-        else:
-            set_path(result, path, value)
-    return result
-
-
-def _set_rendered(
-    item: Item, parameters: dict[str, Any], paths: dict[str, tuple[str, ...]]
-) -> Item:
-    """A copy of `item` with the fields of per-item rendered parameters written.
-
-    `paths` holds the field names already checked: names rarely change from item to item,
-    so the common case writes straight away and only a new name is checked.
-    """
-    fields = parameters.get("fields")
-    keep_only_set = parameters.get("keepOnlySet", False)
-    if type(fields) is list and fields and type(keep_only_set) is bool:
-        result: Item = {} if keep_only_set else dict(item)
-        try:
-            for field in fields:
-                path = paths[field["name"]]
-                if len(path) == 1:
-                    result[path[0]] = field.get("value")
-                else:
-                    set_path(result, path, field.get("value"))
-        except (KeyError, TypeError, AttributeError):
-            pass  # a name not seen yet, or a malformed entry: check them all below
-        else:
-            return result
-    return _assign(item, *_checked_assignments(parameters, paths))
-
-
-async def set_fields(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
-    """Writes each field on a copy of every item; `keepOnlySet` drops the other fields.
-
-    The values written are counted against the output limit as items are built (a value can
-    be written into every item, or into many fields, by reference: engine/nodes/growth.py).
-    """
-    items = inputs.get("main", [])
-    results: list[Item] = []
-    growth = Growth(ctx)
-    names = _field_names(ctx.compiled)
-    # Field names checked already: those of the source when fixed, else found as rendered.
-    paths = names.paths if names.paths is not None else {}
-    if ctx.compiled.is_constant:
-        derived = ctx.compiled.derived
-        checked = derived.get("set.constant")
-        if checked is None:  # checked once per plan (a bad one is refused on every run)
-            checked = derived["set.constant"] = _checked_assignments(ctx.parameters(), paths)
-        assignments, keep_only_set = checked
-        if growth.active:
-            written = sum(map(growth.size, _last_writes(assignments)))
-            growth.repeat(written, len(items))
-        for _, chunk in chunks(items):
-            results.extend(_assign(item, assignments, keep_only_set) for item in chunk)
-            await ctx.checkpoint()
-        return {"main": results}
-    parameters = per_item(ctx)
-    distinct = names.distinct
-    room = growth.room()
-    written = 0
-    for index, item in enumerate(items):
-        rendered = parameters(item, index)
-        results.append(_set_rendered(item, rendered, paths))
-        if room is not None:
-            written += _written_bytes(growth, rendered, paths, distinct)
-            if written > room:
-                growth.add(written, index)  # past the limit: raises
-        if ctx.due():
-            await ctx.pause()
-    return {"main": results}
-
-
-def _written_bytes(
-    growth: Growth, rendered: dict[str, Any], paths: dict[str, tuple[str, ...]], distinct: bool
-) -> int:
-    """What the rendered `fields` write (after `_set_rendered` checked them), as counted by
-    `growth`; `distinct`: no two fields write under the same top-level field."""
-    fields = rendered["fields"]
-    size = growth.size
-    if distinct:
-        total = 0
-        for field in fields:
-            total += size(field.get("value"))
-        return total
-    return sum(map(size, _last_writes((paths[f["name"]], f.get("value")) for f in fields)))
-
-
-@dataclass(frozen=True, slots=True)
-class _FieldNames:
-    """What a Set node's source says of its field names, worked out once per plan."""
-
-    # Each name's path, when every name is fixed text (no expression): shared by all runs.
-    paths: dict[str, tuple[str, ...]] | None
-    # The names are fixed and write under different top-level fields, so that every value
-    # written stays in the item.
-    distinct: bool
-
-
-_NO_FIXED_NAMES = _FieldNames(None, distinct=False)
-
-
-def _field_names(compiled: CompiledParameters) -> _FieldNames:
-    known = compiled.derived.get("set.names")
-    if known is None:
-        known = compiled.derived["set.names"] = _fixed_names(compiled.source)
-    return cast(_FieldNames, known)
-
-
-def _fixed_names(source: Any) -> _FieldNames:
-    fields = source.get("fields") if isinstance(source, dict) else None
-    if not isinstance(fields, list) or not fields:
-        return _NO_FIXED_NAMES
-    paths: dict[str, tuple[str, ...]] = {}
-    for field in fields:
-        name = field.get("name") if isinstance(field, dict) else None
-        # Names `text` would refuse are left to it: refused when the node runs.
-        if not isinstance(name, str) or "{{" in name or not name.strip():
-            return _NO_FIXED_NAMES
-        paths[name] = split_path(name)
-    tops = {path[0] for path in paths.values()}
-    return _FieldNames(paths, distinct=len(tops) == len(fields))
-
-
-def _last_writes(assignments: Iterable[Assignment]) -> list[Any]:
-    """The values of the last assignment to each top-level field: the ones sure to be in the
-    item (an earlier one may be overwritten), so that their sizes add up to a lower bound."""
-    seen: set[str] = set()
-    values = []
-    for path, value in reversed(list(assignments)):
-        if path[0] not in seen:
-            seen.add(path[0])
-            values.append(value)
-    return values
 
 
 async def limit(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
@@ -220,6 +62,9 @@ async def aggregate(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
         return {"main": [result]}
     keep_missing = flag(parameters, "keepMissing", default=False)
     outputs: set[str] = set()
+    # A field collected under several names is written again each time: counted.
+    growth = Growth(ctx)
+    collected: set[str] = set()
     for index, entry in enumerate(objects(parameters, "fields")):
         prefix = f"fields[{index}]."
         path = text(entry, "field", prefix=prefix)
@@ -241,8 +86,20 @@ async def aggregate(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
                     value = None
                 values.append(value)
             await ctx.checkpoint()
+        if path in collected and growth.active:
+            growth.add(json_bytes(values), 0)
+        collected.add(path)
         set_path(result, output, values)
     return {"main": [result]}
+
+
+def _other_fields_bytes(item: Item, path: tuple[str, ...], value: Any) -> int:
+    """A lower bound of the JSON of `item` without the split field: the part each element's
+    item repeats. A top-level field is left out before encoding (no second encoding of a
+    large list); a nested one is subtracted."""
+    if len(path) == 1:
+        return json_bytes({key: entry for key, entry in item.items() if key != path[0]})
+    return json_bytes(item) - json_bytes(value)
 
 
 def _elements(value: Any) -> list[Any]:
@@ -281,8 +138,7 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
             continue
         elements = _elements(value)
         if growth is not None and growth.active and len(elements) > 1:
-            others = json_bytes(item) - json_bytes(value)
-            growth.repeat(others, len(elements), len(results))
+            growth.repeat(_other_fields_bytes(item, path, value), len(elements), len(results))
         for element in elements:
             if keep_other_fields or not isinstance(element, dict):
                 result = dict(item) if keep_other_fields else {}
@@ -299,57 +155,6 @@ async def split_out(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
             details={"parameter": "field", "field": field},
         )
     return {"main": results}
-
-
-def set_type() -> NodeType:
-    field = schema.object_of(
-        {
-            "name": schema.text(
-                "Name",
-                "The field to write on each item; a dotted name such as 'customer.address.city' "
-                "writes into nested objects, creating them as needed.",
-            ),
-            "value": schema.any_value(
-                "Value",
-                "What to write: fixed text, a number, or an expression such as "
-                "{{ $json.price * 2 }}. Left out, the field is set to null.",
-            ),
-        },
-        required=("name",),
-    )
-    return NodeType(
-        name="set",
-        version=1,
-        display_name="Edit Fields (Set)",
-        description="Adds or changes fields on every item.",
-        group=NodeGroup.TRANSFORM,
-        parameters_schema=schema.parameters(
-            {
-                "fields": schema.list_of(
-                    "Fields to set", "The fields to add or change.", field, min_items=1
-                ),
-                "keepOnlySet": schema.flag(
-                    "Keep only these fields",
-                    "Drop every other field from the items, keeping only the ones set here.",
-                    default=False,
-                ),
-            },
-            required=("fields",),
-        ),
-        catalog=Catalog(
-            category=CORE,
-            subcategory="Data transformation",
-            icon="fa:pen",
-            documentation_url="docs/api.md#node-types",
-            hints=(
-                ParameterHint("fields[].name", placeholder="customer.email"),
-                ParameterHint("fields[].value", placeholder="{{ $json.email }}"),
-                ParameterHint("keepOnlySet"),
-            ),
-            defaults={"fields": [{"name": "", "value": ""}]},
-        ),
-        execute=set_fields,
-    )
 
 
 def limit_type() -> NodeType:

@@ -134,6 +134,9 @@ def validating(
                     found.append(problem)
             if found:
                 parameters.setdefault(node.id, []).extend(found)
+        if node_type is not None and node_type.deprecated:
+            newest = registry.latest_version(node.type)
+            parameters.setdefault(node.id, []).append(deprecated(node, node_type, newest))
         yield
     structural.extend(edge_problems(graph, nodes_by_id))
     if not structural:
@@ -150,4 +153,19 @@ def validating(
     return ValidationReport(
         structural=tuple(structural),
         parameters={node_id: tuple(found) for node_id, found in parameters.items()},
+    )
+
+
+def deprecated(node: Node, node_type: NodeType, newest_version: int | None) -> Problem:
+    """The hint a node of a deprecated type version gets: it still runs."""
+    newest = ""
+    if newest_version is not None and newest_version > node_type.version:
+        newest = f"; version {newest_version} is the newest (upgradeNode moves it there)"
+    return Problem(
+        "NODE_TYPE_DEPRECATED",
+        f"Version {node_type.version} of {quote(node.type)} is deprecated: "
+        f"{node_type.deprecated}{newest} (the node still runs)",
+        node.id,
+        "typeVersion",
+        severity=Severity.HINT,
     )

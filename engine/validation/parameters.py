@@ -4,51 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from engine.graph import Node
 from engine.node_types import NodeType
-from engine.validation.findings import Finding, findings_from_error, one_per_field
 from engine.validation.report import Problem, Severity
-from engine.validation.schemas import ParameterValidator, fast_validator, without_annotations
 
-# What jsonschema-rs reads unlike jsonschema: it takes NaN and the infinities for no number at
-# all, and Rust strings cannot hold lone surrogates. Parameters with either are left to jsonschema.
-_NOT_FOR_RUST = re.compile(r"NaN|Infinity|[\ud800-\udfff]")
-
-
-class _ParameterSchema:
-    """One node type's schema, compiled once."""
-
-    def __init__(self, node_type: NodeType) -> None:
-        self.node_type = node_type
-        schema = without_annotations(node_type.parameters_schema)
-        self._validator = ParameterValidator(schema)
-        self._fast = fast_validator(schema)
-
-    def check(self, parameters: object) -> tuple[Finding, ...]:
-        """Every problem of these parameters, at most one per field."""
-        return one_per_field(
-            [
-                finding
-                for error in self._validator.iter_errors(parameters)
-                for finding in findings_from_error(error)
-            ]
-        )
-
-    def vouches_for(self, encoded: str, parameters: object) -> bool:
-        """True when the fast validator finds `parameters`, decoded from `encoded`, valid.
-
-        False proves nothing: `check` decides then.
-        """
-        if self._fast is None or _NOT_FOR_RUST.search(encoded):
-            return False
-        try:
-            return self._fast.is_valid(parameters)
-        except ValueError:  # a value jsonschema-rs cannot convert
-            return False
-
+if TYPE_CHECKING:
+    from engine.validation.findings import Finding
+    from engine.validation.schemas import CompiledSchema
 
 # The editor re-validates the whole graph on every change, so most nodes arrive unchanged, and
 # a check costs microseconds per node (tens when jsonschema must word problems), which 2000
@@ -59,7 +24,7 @@ _MEMO_ENTRIES = 8192
 
 
 @functools.lru_cache(maxsize=_MEMO_ENTRIES)
-def _check_json(schema: _ParameterSchema, encoded: str) -> tuple[Finding, ...]:
+def _check_json(schema: CompiledSchema, encoded: str) -> tuple[Finding, ...]:
     # Decoding the key itself guarantees that an entry matches the text it is filed under.
     parameters = json.loads(encoded)
     return () if schema.vouches_for(encoded, parameters) else schema.check(parameters)
@@ -68,14 +33,18 @@ def _check_json(schema: _ParameterSchema, encoded: str) -> tuple[Finding, ...]:
 # (name, version) -> compiled schema. The entry holds its node type, and is used only for that
 # very descriptor: a registry with another descriptor under the same name and version (tests,
 # reloaded plugins) replaces it.
-_schemas: dict[tuple[str, int], _ParameterSchema] = {}
+_schemas: dict[tuple[str, int], CompiledSchema] = {}
 
 
-def _schema_for(node_type: NodeType) -> _ParameterSchema:
+def _schema_for(node_type: NodeType) -> CompiledSchema:
     key = (node_type.name, node_type.version)
     compiled = _schemas.get(key)
     if compiled is None or compiled.node_type is not node_type:
-        compiled = _schemas[key] = _ParameterSchema(node_type)
+        # jsonschema and jsonschema-rs (9 MB, 55 ms) load with the first parameters to
+        # check, not with every process start.
+        from engine.validation.schemas import CompiledSchema
+
+        compiled = _schemas[key] = CompiledSchema(node_type)
     return compiled
 
 

@@ -11,10 +11,12 @@ from engine.json_depth import MAX_JSON_DEPTH
 
 
 class Severity(StrEnum):
-    """Whether a problem blocks saving (STRUCTURAL) or only running and publishing."""
+    """Whether a problem blocks saving (STRUCTURAL), only running and publishing
+    (PARAMETER), or nothing: advice shown with the node (HINT, a deprecated type version)."""
 
     STRUCTURAL = "STRUCTURAL"
     PARAMETER = "PARAMETER"
+    HINT = "HINT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class ValidationReport:
     """Everything wrong with one graph."""
 
     structural: tuple[Problem, ...]
-    # Node id -> problems with that node's parameters (severity PARAMETER).
+    # Node id -> problems with that node's parameters (severity PARAMETER), and hints.
     parameters: dict[str, tuple[Problem, ...]]
 
     @property
@@ -84,12 +86,16 @@ class ValidationReport:
 
     @property
     def runnable(self) -> bool:
-        """True when the graph may be run or published: no problem at all."""
-        return not self.structural and not any(self.parameters.values())
+        """True when the graph may be run or published: no problem but hints."""
+        return not self.blocking_problems()
 
     def all_problems(self) -> list[Problem]:
-        """Structural problems first, then parameter problems in node order."""
+        """Structural problems first, then the nodes' problems (hints too) in node order."""
         problems = list(self.structural)
         for node_problems in self.parameters.values():
             problems.extend(node_problems)
         return problems
+
+    def blocking_problems(self) -> list[Problem]:
+        """What keeps the graph from running or being published: all but hints."""
+        return [p for p in self.all_problems() if p.severity is not Severity.HINT]

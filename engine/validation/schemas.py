@@ -5,10 +5,14 @@ Each schema is compiled twice. jsonschema is the reference: its verdict is the o
 and it words the errors. jsonschema-rs answers only "valid or not", but five to twenty times
 faster on Loom's schemas, so it goes first and jsonschema runs only on the parameters it does
 not vouch for.
+
+Imported on first use (engine/validation/parameters.py): a process that checks no parameters
+does not load either library.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +20,12 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.validators import create
 
+from engine.validation.findings import Finding, findings_from_error, one_per_field
+
 if TYPE_CHECKING:
     from jsonschema_rs import KeywordValidator
+
+    from engine.node_types import NodeType
 
 
 def _required_not_blank(
@@ -142,3 +150,40 @@ def _mirrorable(schema: Any) -> bool:
         elif isinstance(value, list):
             stack.extend(value)
     return True
+
+
+# What jsonschema-rs reads unlike jsonschema: it takes NaN and the infinities for no number at
+# all, and Rust strings cannot hold lone surrogates. Parameters with either are left to jsonschema.
+_NOT_FOR_RUST = re.compile(r"NaN|Infinity|[\ud800-\udfff]")
+
+
+class CompiledSchema:
+    """One node type's schema, compiled once."""
+
+    def __init__(self, node_type: NodeType) -> None:
+        self.node_type = node_type
+        schema = without_annotations(node_type.parameters_schema)
+        self._validator = ParameterValidator(schema)
+        self._fast = fast_validator(schema)
+
+    def check(self, parameters: object) -> tuple[Finding, ...]:
+        """Every problem of these parameters, at most one per field."""
+        return one_per_field(
+            [
+                finding
+                for error in self._validator.iter_errors(parameters)
+                for finding in findings_from_error(error)
+            ]
+        )
+
+    def vouches_for(self, encoded: str, parameters: object) -> bool:
+        """True when the fast validator finds `parameters`, decoded from `encoded`, valid.
+
+        False proves nothing: `check` decides then.
+        """
+        if self._fast is None or _NOT_FOR_RUST.search(encoded):
+            return False
+        try:
+            return self._fast.is_valid(parameters)
+        except ValueError:  # a value jsonschema-rs cannot convert
+            return False

@@ -27,6 +27,7 @@ from tests.factories import (
     SET_ACTIVE,
     UPDATE,
     UPDATE_NODE,
+    UPGRADE_NODE,
     create_workflow,
     edge,
     node,
@@ -73,6 +74,11 @@ MUTATION_CASES: dict[str, tuple[str, Any, str]] = {
     "updateNode": (
         UPDATE_NODE,
         lambda w: {"wf": w.workflow["id"], "nodeId": "n1", "node": node("n1", "X"), "v": 1},
+        "NotFoundError",
+    ),
+    "upgradeNode": (
+        UPGRADE_NODE,
+        lambda w: {"wf": w.workflow["id"], "nodeId": "n1", "to": 2, "v": 1},
         "NotFoundError",
     ),
     "removeNode": (

@@ -61,4 +61,18 @@ async def test_only_catalog_queries_of_an_authenticated_caller_are_kept(alice, h
 async def test_kept_results_are_bounded(alice):
     for number in range(80):
         await alice.gql(NAMES, {"search": f"word{number}"})
-    assert len(_results) == 64
+    assert len(_results) == 32
+
+
+async def test_large_or_aliased_operations_are_not_kept(alice):
+    aliased = "{ " + " ".join(f"a{n}: nodeTypes {{ name }}" for n in range(4)) + " }"
+    await alice.gql(aliased)
+    await alice.gql(NAMES, {"search": "x", "unused": "u" * 2000})
+    assert not _results
+
+
+async def test_a_long_search_is_refused(alice):
+    body = (await alice.post(NAMES, {"search": "e " * 101})).json()
+    (error,) = body["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": "search"}
+    assert error["message"] == "search is 202 characters long; at most 200 are looked for"

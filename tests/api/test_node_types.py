@@ -165,9 +165,9 @@ async def test_the_catalog_gives_what_a_palette_and_a_form_need(alice):
     assert hints["url"]["placeholder"] == "https://api.example.com/items"
     assert http["defaultParameters"]["method"] == "GET"
     assert types["code"]["parameterHints"][1]["widget"] == "CODE"
-    assert types["set"]["defaultParameters"] == {
-        "keepOnlySet": False,
-        "fields": [{"name": "", "value": ""}],
+    assert types["set"]["defaultParameters"] == {  # version 2, the latest
+        "include": "all_fields",
+        "fields": [{"name": "", "value": "", "type": "auto"}],
     }
     # A plugin that says nothing of its palette place is in Community, with no hints.
     greet = types["acme.greet"]
@@ -223,7 +223,8 @@ async def test_an_admin_sees_the_packages_that_provide_node_types(make_caller):
     assert acme["distribution"] == "loom-test-plugin" and acme["version"] == "0.1.0"
     assert acme["nodeTypes"] == [{"name": "acme.greet", "version": 1}] and acme["error"] is None
     builtin = packages["builtin = engine.nodes.builtin:node_types"]
-    assert len(builtin["nodeTypes"]) == len(BUILTINS)
+    assert len(builtin["nodeTypes"]) == len(BUILTINS) + 1  # Set has two versions
+    assert {"name": "set", "version": 2} in builtin["nodeTypes"]
 
 
 async def test_a_member_sees_no_packages(alice):

@@ -73,7 +73,7 @@ DOUBLER_NODES = [
         "double",
         "Double",
         "set",
-        parameters={"fields": [{"name": "n", "value": "{{ $json.n * 2 }}"}], "keepOnlySet": True},
+        parameters={"fields": [{"name": "n", "value": "{{ $json.n * 2 }}"}], "include": "only_set"},
     ),
 ]
 DOUBLER_EDGES = [edge("called", "double")]

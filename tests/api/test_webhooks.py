@@ -114,7 +114,7 @@ async def test_last_node_answers_with_the_runs_result(
         "set",
         parameters={
             "fields": [{"name": "total", "value": "{{ $json.body.price * $json.body.qty }}"}],
-            "keepOnlySet": True,
+            "include": "only_set",
         },
     )
     await hook_workflow(alice, {"path": "price", "responseMode": "last_node"}, [total])

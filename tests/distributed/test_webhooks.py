@@ -26,7 +26,7 @@ async def test_a_webhook_answers_with_the_result_a_worker_computed(cluster: Clus
         "type": "set",
         "parameters": {
             "fields": [{"name": "total", "value": "{{ $json.body.price * $json.body.qty }}"}],
-            "keepOnlySet": True,
+            "include": "only_set",
         },
     }
     workflow_id = await cluster.create_workflow(

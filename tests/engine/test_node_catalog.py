@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,31 @@ def test_every_builtin_is_described_for_the_palette(node_type: NodeType) -> None
 def test_the_builtins_catalogs_fit_their_parameters() -> None:
     # Registering checks every catalog (hints, conditions, subtitles, defaults).
     NodeTypeRegistry(node_types())
+
+
+def test_hints_into_a_composed_schema_are_trusted() -> None:
+    composed = {
+        "type": "object",
+        "$defs": {"mode": {"type": "string", "enum": ["a", "b"]}},
+        "properties": {"mode": {"$ref": "#/$defs/mode"}},
+        "allOf": [{"properties": {"extra": {"type": "string"}}}],
+    }
+    node_type = NodeType(
+        name="acme.composed",
+        version=1,
+        display_name="Composed",
+        description="Composed.",
+        group=NodeGroup.ACTION,
+        parameters_schema=composed,
+        catalog=Catalog(hints=(ParameterHint("extra", show_when={"mode": ("a",)}),)),
+    )
+    assert NodeTypeRegistry([node_type]).get("acme.composed") is node_type
+
+
+def test_a_condition_on_true_is_not_a_condition_on_1() -> None:
+    schema = {"type": "object", "properties": {"n": {"enum": [1, 2]}, "s": {"type": "string"}}}
+    catalog = Catalog(hints=(ParameterHint("s", show_when={"n": (True,)}),))
+    with pytest.raises(NodeTypeRegistryError, match="depends on 'n' being True"):
+        NodeTypeRegistry(
+            [dataclasses.replace(_type(Catalog()), parameters_schema=schema, catalog=catalog)]
+        )

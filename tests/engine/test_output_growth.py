@@ -201,3 +201,49 @@ async def test_items_sharing_a_large_key_share_its_text(
         outputs = await BUILTINS[type_name].execute(ctx, inputs)
     assert len(outputs["main"]) == 2000
     assert peak[0] < 8, f"{peak[0]:.1f} MB"
+
+
+async def test_a_value_written_under_many_nested_fields_counts_each_time() -> None:
+    # `a.f0` ... `a.f99` sit side by side under `a`: each holds the whole value.
+    fields = [{"name": f"a.f{n}", "value": "{{ $json.big }}"} for n in range(100)]
+    item = {"big": "x" * 10_000}
+    error = await refused("set", {"fields": fields}, {"main": [item]}, 64 * 1024)
+    assert error.message.endswith("past it with output 'main' item 0")
+
+
+async def test_writes_replaced_or_written_into_later_are_not_counted() -> None:
+    big = "b" * 50_000
+    fields = [
+        {"name": "a", "value": big},
+        {"name": "a", "value": "small"},  # replaces it
+        {"name": "c", "value": {"inner": big}},
+        {"name": "c.inner", "value": "small"},  # writes into it
+        {"name": "d.e", "value": big},
+        {"name": "d", "value": 1},  # replaces its parent
+    ]
+    ctx = context("set", {"fields": fields}, {"main": [{}]})
+    ctx.max_output_bytes = 64 * 1024
+    outputs = await BUILTINS["set"].execute(ctx, {"main": [{"n": 1}]})
+    assert outputs["main"] == [{"n": 1, "a": "small", "c": {"inner": "small"}, "d": 1}]
+
+
+async def test_a_join_whose_second_items_replace_a_large_field_is_not_refused() -> None:
+    # Input 2 overwrites the large field: the joined items are small.
+    first = [{"id": 1, "payload": "x" * 2000}]
+    second = [{"id": 1, "payload": ""} for _ in range(100)]
+    parameters = {"mode": "combine_by_key", "key": "id"}
+    ctx = context("merge", parameters, {"input1": first, "input2": second})
+    ctx.max_output_bytes = 64 * 1024
+    outputs = await BUILTINS["merge"].execute(ctx, {"input1": first, "input2": second})
+    assert outputs["main"] == [{"id": 1, "payload": ""}] * 100
+
+
+async def test_a_field_aggregated_under_many_names_is_refused() -> None:
+    items = [{"big": "g" * 4000} for _ in range(10)]  # 40 KB collected each time
+    fields = [{"field": "big", "renameTo": f"copy{n}"} for n in range(30)]
+    with peak_mb() as peak:
+        error = await refused(
+            "aggregate", {"mode": "fields", "fields": fields}, {"main": items}, MB
+        )
+    assert peak[0] < 4, f"{peak[0]:.1f} MB"
+    assert error.message.endswith("past it with output 'main' item 0")

@@ -680,7 +680,7 @@ def _set_nodes(count: int, salt: str) -> Graph:
                     {"name": "total", "value": f"{{{{ $json.price * {i} }}}} {salt}"},
                     {"name": "index", "value": i},
                 ],
-                "keepOnlySet": i % 2 == 0,
+                "include": "only_set" if i % 2 == 0 else "all_fields",
             },
         )
         for i in range(count)

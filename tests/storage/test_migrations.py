@@ -176,12 +176,13 @@ async def test_current_revision_without_alembic(empty_database):
 
 
 async def test_nodes_saved_before_versions_were_written_get_their_types_latest(empty_database):
-    """0010: a node without `typeVersion` ran its type's latest; that version is written down
-    in drafts and published snapshots, and a node of a type not installed is left alone."""
+    """0010: a node without `typeVersion` ran its type's latest at the time, version 1 for
+    every built-in (Set's version 2 came with 0010); that version is written down in drafts
+    and published snapshots, and a node of a type not installed is left alone."""
     await upgrade(empty_database, "0009")
     nodes = [
         {"id": "a", "name": "A", "type": "manual_trigger"},
-        {"id": "b", "name": "B", "type": "set", "typeVersion": None},
+        {"id": "b", "name": "B", "type": "set", "typeVersion": None},  # 1, not 2
         {"id": "c", "name": "C", "type": "no_such.type"},
         {"id": "d", "name": "D", "type": "limit", "typeVersion": 1},
     ]
