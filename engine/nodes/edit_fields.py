@@ -147,6 +147,7 @@ async def _set(
     plain = _plain_version_2(ctx.compiled) if as_version_1 is not None else None
     distinct = names.distinct
     room = growth.room()
+    size = growth.size
     written = 0
     for index, item in enumerate(items):
         rendered = parameters(item, index)
@@ -156,7 +157,16 @@ async def _set(
             rendered = as_version_1(rendered)
         results.append(_set_rendered(item, rendered, paths))
         if room is not None:
-            written += _written_bytes(growth, rendered, paths, distinct)
+            if distinct:  # inline: this runs for every item of every Set node
+                for field in rendered["fields"]:
+                    value = field.get("value")
+                    kind = type(value)
+                    if kind is str:
+                        written += len(value)
+                    elif kind is list or kind is dict:
+                        written += size(value)
+            else:
+                written += _written_bytes(growth, rendered, paths, distinct)
             if written > room:
                 growth.add(written, index)  # past the limit: raises
         if ctx.due():
