@@ -166,7 +166,7 @@ async def _set(
                     elif kind is list or kind is dict:
                         written += size(value)
             else:
-                written += _written_bytes(growth, rendered, paths, distinct)
+                written += _written_bytes(growth, rendered, paths)
             if written > room:
                 growth.add(written, index)  # past the limit: raises
         if ctx.due():
@@ -283,18 +283,13 @@ def migrate_set_to_version_2(parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 def _written_bytes(
-    growth: Growth, rendered: dict[str, Any], paths: dict[str, tuple[str, ...]], distinct: bool
+    growth: Growth, rendered: dict[str, Any], paths: dict[str, tuple[str, ...]]
 ) -> int:
     """What the rendered `fields` write (after `_set_rendered` checked them), as counted by
-    `growth`; `distinct`: every write stays whole in the item (`_kept_writes`)."""
+    `growth`, when some writes replace or write into others (`_kept_writes`; `_set` counts
+    the other case inline)."""
     fields = rendered["fields"]
-    size = growth.size
-    if distinct:
-        total = 0
-        for field in fields:
-            total += size(field.get("value"))
-        return total
-    return sum(map(size, _last_writes((paths[f["name"]], f.get("value")) for f in fields)))
+    return sum(map(growth.size, _last_writes((paths[f["name"]], f.get("value")) for f in fields)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,19 +353,32 @@ def _kept_writes(paths: list[tuple[str, ...]]) -> list[int]:
     return kept
 
 
+def _name_and_value() -> dict[str, schema.JSONSchema]:
+    """The `name` and `value` of a field to set, in both versions."""
+    return {
+        "name": schema.text(
+            "Name",
+            "The field to write on each item; a dotted name such as 'customer.address.city' "
+            "writes into nested objects, creating them as needed.",
+        ),
+        "value": schema.any_value(
+            "Value",
+            "What to write: fixed text, a number, or an expression such as "
+            "{{ $json.price * 2 }}. Left out, the field is set to null.",
+        ),
+    }
+
+
+_NAME_AND_VALUE_HINTS = (
+    ParameterHint("fields[].name", placeholder="customer.email"),
+    ParameterHint("fields[].value", placeholder="{{ $json.email }}"),
+)
+
+
 def set_type() -> NodeType:
     field = schema.object_of(
         {
-            "name": schema.text(
-                "Name",
-                "The field to write on each item; a dotted name such as 'customer.address.city' "
-                "writes into nested objects, creating them as needed.",
-            ),
-            "value": schema.any_value(
-                "Value",
-                "What to write: fixed text, a number, or an expression such as "
-                "{{ $json.price * 2 }}. Left out, the field is set to null.",
-            ),
+            **_name_and_value(),
         },
         required=("name",),
     )
@@ -399,8 +407,7 @@ def set_type() -> NodeType:
             icon="fa:pen",
             documentation_url="docs/api.md#node-types",
             hints=(
-                ParameterHint("fields[].name", placeholder="customer.email"),
-                ParameterHint("fields[].value", placeholder="{{ $json.email }}"),
+                *_NAME_AND_VALUE_HINTS,
                 ParameterHint("keepOnlySet"),
             ),
             defaults={"fields": [{"name": "", "value": ""}]},
@@ -415,16 +422,7 @@ def set_type_v2() -> NodeType:
     """Set version 2: `include` in place of `keepOnlySet`, and a type per field."""
     field = schema.object_of(
         {
-            "name": schema.text(
-                "Name",
-                "The field to write on each item; a dotted name such as 'customer.address.city' "
-                "writes into nested objects, creating them as needed.",
-            ),
-            "value": schema.any_value(
-                "Value",
-                "What to write: fixed text, a number, or an expression such as "
-                "{{ $json.price * 2 }}. Left out, the field is set to null.",
-            ),
+            **_name_and_value(),
             "type": schema.choice(
                 "Type",
                 "What the value must be: auto (as it is), string (text; anything else as "
@@ -464,8 +462,7 @@ def set_type_v2() -> NodeType:
             icon="fa:pen",
             documentation_url="docs/node-types.md#versions",
             hints=(
-                ParameterHint("fields[].name", placeholder="customer.email"),
-                ParameterHint("fields[].value", placeholder="{{ $json.email }}"),
+                *_NAME_AND_VALUE_HINTS,
                 ParameterHint("fields[].type"),
                 ParameterHint("include"),
             ),

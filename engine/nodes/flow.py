@@ -217,6 +217,32 @@ def manual_trigger_type() -> NodeType:
     )
 
 
+def _tested_parameters() -> schema.JSONSchema:
+    """The parameters of If and Filter: conditions every item is tested against."""
+    return schema.parameters(
+        {
+            "conditions": conditions_parameter(),
+            "combine": combine_parameter(),
+            "ignoreCase": ignore_case_parameter(),
+        },
+        required=("conditions",),
+    )
+
+
+def _tested_catalog(icon: str, placeholder: str) -> Catalog:
+    return Catalog(
+        category=CORE,
+        subcategory="Flow",
+        icon=icon,
+        documentation_url="docs/api.md#node-types",
+        hints=(
+            ParameterHint("conditions[].left", placeholder=placeholder),
+            ParameterHint("combine"),
+            ParameterHint("ignoreCase"),
+        ),
+    )
+
+
 def if_type() -> NodeType:
     return NodeType(
         name="if",
@@ -225,25 +251,8 @@ def if_type() -> NodeType:
         description="Sends each item to True or False depending on conditions.",
         group=NodeGroup.FLOW,
         outputs=(Port("true", "True"), Port("false", "False")),
-        parameters_schema=schema.parameters(
-            {
-                "conditions": conditions_parameter(),
-                "combine": combine_parameter(),
-                "ignoreCase": ignore_case_parameter(),
-            },
-            required=("conditions",),
-        ),
-        catalog=Catalog(
-            category=CORE,
-            subcategory="Flow",
-            icon="fa:map-signs",
-            documentation_url="docs/api.md#node-types",
-            hints=(
-                ParameterHint("conditions[].left", placeholder="{{ $json.status }}"),
-                ParameterHint("combine"),
-                ParameterHint("ignoreCase"),
-            ),
-        ),
+        parameters_schema=_tested_parameters(),
+        catalog=_tested_catalog("fa:map-signs", "{{ $json.status }}"),
         execute=if_,
         check_parameters=pattern_problems,
     )
@@ -318,25 +327,8 @@ def filter_type() -> NodeType:
         ),
         group=NodeGroup.FLOW,
         outputs=(Port("main", "Kept"), Port("discarded", "Discarded")),
-        parameters_schema=schema.parameters(
-            {
-                "conditions": conditions_parameter(),
-                "combine": combine_parameter(),
-                "ignoreCase": ignore_case_parameter(),
-            },
-            required=("conditions",),
-        ),
-        catalog=Catalog(
-            category=CORE,
-            subcategory="Flow",
-            icon="fa:filter",
-            documentation_url="docs/api.md#node-types",
-            hints=(
-                ParameterHint("conditions[].left", placeholder="{{ $json.total }}"),
-                ParameterHint("combine"),
-                ParameterHint("ignoreCase"),
-            ),
-        ),
+        parameters_schema=_tested_parameters(),
+        catalog=_tested_catalog("fa:filter", "{{ $json.total }}"),
         execute=filter_,
         check_parameters=pattern_problems,
     )
