@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
 from engine.bus import EventFanout, EventPublisher
+from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.node_types import NodeTypeRegistry
 from engine.plan import PlanCache
 from engine.submitter import Submitter
@@ -29,6 +30,7 @@ from schema.sharing import SharedResult
 from storage import accounts, executions, output_reads, workflows
 from storage.accounts import Principal
 from storage.db import Database, Sessions
+from storage.node_type_policies import NodeTypePolicies
 from storage.output_reads import StoredOutput, StoredValue
 from storage.secrets import SecretBox
 from storage.starts import EmbeddedStarts
@@ -69,6 +71,13 @@ class Services:
     webhook_routes: RouteCache = field(default_factory=lambda: RouteCache(ttl_s=1.0))
     # Embedded mode: starts of executions this process runs at once, in one write.
     starts: EmbeddedStarts | None = None
+    # Which node types are disabled where (None: the app was built without policies, as
+    # some tests build it: nothing is disabled, and setNodeTypeEnabled is refused).
+    policies: NodeTypePolicies | None = None
+
+    async def node_type_policy(self) -> PolicySnapshot:
+        """The node type policies in force (read again at most every refresh interval)."""
+        return EMPTY if self.policies is None else await self.policies.fresh()
 
 
 class RequestLoaders:

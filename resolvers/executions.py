@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import orjson
 import strawberry
@@ -47,9 +48,22 @@ def _problem(code: str, message: str, field: str) -> Problem:
     return Problem(code=code, message=message, field=field)
 
 
-async def _runnable_problems(info: Info, workflow: Workflow | WorkflowVersion) -> list[Problem]:
-    """Every reason the graph cannot run (structure, parameters, expressions); compiles
-    the plan, which the cache keeps for the runner when the snapshot id is known."""
+async def _disabled_problems(
+    info: Info, nodes: list[dict[str, Any]], workspace_id: str
+) -> list[Problem]:
+    """NODE_TYPE_DISABLED for every node whose type is disabled in the workspace: no new
+    execution starts while one is (those running finish)."""
+    policy = await info.context.services.node_type_policy()
+    return policy.problems(nodes, workspace_id)
+
+
+async def _runnable_problems(info: Info, workflow: Workflow) -> list[Problem]:
+    """Every reason the graph cannot run (structure, parameters, expressions, node types
+    disabled); compiles the plan, which the cache keeps for the runner when the snapshot id
+    is known."""
+    disabled = await _disabled_problems(info, workflow.nodes, workflow.workspace_id)
+    if disabled:
+        return disabled
     try:
         await prepare_plan(
             "check",
@@ -182,10 +196,12 @@ async def execute_workflow(
             services = info.context.services
             revision = (head.id, head.version)
             snapshot = services.snapshots.get(revision)
+            policy = await services.node_type_policy()
             if (
                 start_node_id is not None
                 or snapshot is None
                 or not services.runnable_drafts.get(revision)
+                or policy.affects(head.workspace_id)  # the draft's node types are checked
             ):
                 # Not run before at this revision (or from a chosen node): check and
                 # snapshot the whole draft.
@@ -366,6 +382,9 @@ async def retry_execution(
             pinned = await session.get(WorkflowVersion, original.workflow_version_id)
             if pinned is None:
                 return _not_found("workflow version", original.workflow_version_id)
+            problems = await _disabled_problems(info, pinned.nodes, workflow.workspace_id)
+            if problems:
+                return validation_error(problems)
             snapshot = pinned
         execution = await executions.create_execution(
             session,

@@ -9,6 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from engine.events import Event
+from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.node_types import NodeType as EngineNodeType
 from engine.node_types import NodeTypeRegistry
 from engine.nodes.webhook import WEBHOOK, webhook_methods, webhook_path
@@ -74,8 +75,15 @@ def edge(data: dict[str, Any]) -> types.Edge:
     )
 
 
-def workflow(row: models.Workflow) -> types.Workflow:
+def workflow(row: models.Workflow, policy: PolicySnapshot = EMPTY) -> types.Workflow:
+    """The draft with its stored node issues, and NODE_TYPE_DISABLED where `policy` (as it
+    is now, not when the draft was saved) disables a node's type."""
     issues = row.node_issues
+    disabled = policy.problems(row.nodes, row.workspace_id)
+    if disabled:
+        issues = {node_id: list(found) for node_id, found in issues.items()}
+        for problem in disabled:
+            issues.setdefault(problem.node_id or "", []).insert(0, problem.to_json())
     return types.Workflow(
         id=strawberry.ID(row.id),
         name=row.name,

@@ -6,10 +6,11 @@ not per request: `nodeTypes` filters a list made already.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import strawberry
@@ -17,11 +18,19 @@ from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitio
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from engine.node_type_policy import PolicySnapshot
 from engine.node_types import NodeTypeRegistry
+from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.errors import RequestError
-from schema import types
+from resolvers.workflows import validation_error
+from schema import results, types
+from storage import accounts
+from storage import node_type_policies as policies_store
+from storage.accounts import WORKSPACE_ROLE_OWNER, Principal
+from storage.models import SERVER_SCOPE
+from storage.types import storable
 
 Info = strawberry.Info[Context, None]
 
@@ -56,7 +65,7 @@ def _catalog(registry: NodeTypeRegistry) -> list[tuple[types.NodeType, str]]:
     return catalog
 
 
-def node_types(
+async def node_types(
     info: Info,
     search: Annotated[
         str | None,
@@ -68,22 +77,66 @@ def node_types(
     category: Annotated[
         str | None, strawberry.argument(description="Only this category (any case).")
     ] = None,
+    include_disabled: Annotated[
+        bool,
+        strawberry.argument(
+            description="Also the types disabled by policy (`enabled: false`, with why): an "
+            "editor showing existing nodes wants them, a palette does not."
+        ),
+    ] = False,
+    workspace_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="Whether each type is enabled in this workspace of yours (its own "
+            "policies besides the server's); without it, server-wide."
+        ),
+    ] = None,
 ) -> list[types.NodeType]:
-    info.context.viewer()
+    viewer = info.context.viewer()
     if search is not None and len(search) > MAX_SEARCH_CHARS:
         raise RequestError(
             f"search is {len(search):,} characters long; at most {MAX_SEARCH_CHARS} are looked for",
             field="search",
         )
+    workspace = _viewed_workspace(viewer, workspace_id)
+    policy = await info.context.services.node_type_policy()
     words = sorted(set(search.casefold().split())) if search else []
     wanted_category = category.casefold() if category else None
-    return [
-        node_type
-        for node_type, searched in _catalog(info.context.services.registry)
-        if (group is None or node_type.group is group)
-        and (wanted_category is None or node_type.category.casefold() == wanted_category)
-        and all(word in searched for word in words)
-    ]
+    found = []
+    for node_type, searched in _catalog(info.context.services.registry):
+        if (
+            (group is None or node_type.group is group)
+            and (wanted_category is None or node_type.category.casefold() == wanted_category)
+            and all(word in searched for word in words)
+        ):
+            seen = _as_seen(node_type, policy, workspace)
+            if seen.enabled or include_disabled:
+                found.append(seen)
+    return found
+
+
+def _viewed_workspace(viewer: Principal, workspace_id: strawberry.ID | None) -> str | None:
+    """The workspace whose policies apply, which must be the viewer's."""
+    if workspace_id is None:
+        return None
+    if str(workspace_id) not in viewer.workspace_ids:
+        raise RequestError(
+            f"workspace {str(workspace_id)[:64]!r} not found among yours", field="workspaceId"
+        )
+    return str(workspace_id)
+
+
+def _as_seen(
+    node_type: types.NodeType, policy: PolicySnapshot, workspace_id: str | None
+) -> types.NodeType:
+    """The catalog entry with `enabled` as `policy` has it for the workspace (a copy when
+    disabled: the catalog's entries are shared)."""
+    if policy.empty:
+        return node_type
+    why = policy.disabled(node_type.name, workspace_id)
+    if why is None:
+        return node_type
+    return dataclasses.replace(node_type, enabled=False, disabled_reason=why.describe())
 
 
 def node_type_packages(info: Info) -> list[types.NodeTypePackage]:
@@ -106,11 +159,179 @@ def node_type_packages(info: Info) -> list[types.NodeTypePackage]:
     ]
 
 
-def node_type(info: Info, name: str, version: int | None = None) -> types.NodeType | None:
-    info.context.viewer()
+async def node_type(
+    info: Info,
+    name: str,
+    version: int | None = None,
+    workspace_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="Whether it is enabled in this workspace of yours; without it, server-wide."
+        ),
+    ] = None,
+) -> types.NodeType | None:
+    viewer = info.context.viewer()
+    workspace = _viewed_workspace(viewer, workspace_id)
     registry = info.context.services.registry
     descriptor = registry.get(name, version)
-    return None if descriptor is None else mapping.node_type(descriptor, registry)
+    if descriptor is None:
+        return None
+    policy = await info.context.services.node_type_policy()
+    return _as_seen(mapping.node_type(descriptor, registry), policy, workspace)
+
+
+# Policies
+
+
+async def set_node_type_enabled(
+    info: Info,
+    name: Annotated[str, strawberry.argument(description="The node type's name.")],
+    enabled: Annotated[bool, strawberry.argument(description="Enable (true) or disable it.")],
+    workspace_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="Only in this workspace (its owner or an admin may); without it, "
+            "server-wide (admins only)."
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None,
+        strawberry.argument(
+            description=f"Why, shown with the type and the issue of every node using it (at "
+            f"most {policies_store.MAX_REASON_CHARS} characters)."
+        ),
+    ] = None,
+) -> results.NodeTypeResult:
+    viewer = info.context.viewer()
+    services = info.context.services
+    problems = []
+    descriptor = services.registry.get(name) if len(name) <= 128 else None
+    if descriptor is None:
+        problems.append(
+            Problem("UNKNOWN_NODE_TYPE", f"no node type is named {name[:128]!r}", field="name")
+        )
+    if reason is not None:
+        reason = reason.strip() or None
+    if reason is not None and (
+        len(reason) > policies_store.MAX_REASON_CHARS or not storable(reason)
+    ):
+        problems.append(
+            Problem(
+                "INVALID_REASON",
+                f"reason must be at most {policies_store.MAX_REASON_CHARS} printable "
+                f"characters (it has {len(reason):,})",
+                field="reason",
+            )
+        )
+    setting = services.policies.setting if services.policies is not None else frozenset()
+    if workspace_id is None and enabled and name in setting:
+        problems.append(
+            Problem(
+                "DISABLED_BY_SETTING",
+                f"{name!r} is disabled by the setting LOOM_DISABLED_NODE_TYPES, which only "
+                "the server's operator can change",
+                field="enabled",
+            )
+        )
+    if services.policies is None:
+        problems.append(Problem("POLICIES_UNAVAILABLE", "this server keeps no node type policies"))
+    if problems:
+        return validation_error(problems)
+    assert descriptor is not None and services.policies is not None
+    async with info.context.database.transaction() as session:
+        if workspace_id is None:
+            if not viewer.is_admin:
+                return results.ForbiddenError(
+                    message="only an admin may enable or disable node types server-wide; a "
+                    "workspace's owner may in their workspace (workspaceId)"
+                )
+            scope = SERVER_SCOPE
+        else:
+            scope = str(workspace_id)
+            refused = await _may_set_in_workspace(session, viewer, scope)
+            if refused is not None:
+                return refused
+        changed = await policies_store.set_enabled(
+            session,
+            scope=scope,
+            node_type=name,
+            enabled=enabled,
+            reason=reason,
+            user_id=viewer.user_id,
+            user_name=viewer.user_name,
+        )
+    if changed:
+        services.policies.forget()
+    policy = await services.node_type_policy()
+    workspace = None if workspace_id is None else str(workspace_id)
+    return _as_seen(mapping.node_type(descriptor, services.registry), policy, workspace)
+
+
+async def _may_set_in_workspace(
+    session: Any, viewer: Principal, workspace_id: str
+) -> results.NotFoundError | results.ForbiddenError | None:
+    """Why the viewer may not change the workspace's policies, if they may not."""
+    not_found = results.NotFoundError(
+        message=f"workspace {workspace_id[:64]!r} not found", id=strawberry.ID(workspace_id[:64])
+    )
+    if viewer.is_admin:
+        found = await accounts.workspaces_by_ids(session, [workspace_id])
+        return None if found else not_found
+    if workspace_id not in viewer.workspace_ids:
+        return not_found
+    role = await accounts.workspace_role(session, workspace_id, viewer.user_id)
+    if role != WORKSPACE_ROLE_OWNER:
+        return results.ForbiddenError(
+            message="only the workspace's owner or an admin may enable or disable node types in it"
+        )
+    return None
+
+
+MAX_CHANGES = 500
+
+
+async def node_type_policy_changes(
+    info: Info,
+    workspace_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="This workspace's changes (yours to see); without it, the server-wide "
+            "ones (admins only: empty for others)."
+        ),
+    ] = None,
+    first: Annotated[
+        int, strawberry.argument(description=f"How many, newest first (at most {MAX_CHANGES}).")
+    ] = 50,
+) -> list[types.NodeTypePolicyChange]:
+    viewer = info.context.viewer()
+    if not 0 < first <= MAX_CHANGES:
+        raise RequestError(f"first must be 1 to {MAX_CHANGES}", field="first")
+    if workspace_id is None:
+        if not viewer.is_admin:
+            return []
+        scope = SERVER_SCOPE
+    else:
+        scope = str(workspace_id)
+        _viewed_workspace(viewer, workspace_id)
+    async with info.context.database.session() as session:
+        rows = await policies_store.changes(session, [scope], first)
+    return [
+        types.NodeTypePolicyChange(
+            id=strawberry.ID(str(row.id)),
+            node_type=row.node_type,
+            scope=(
+                types.NodeTypePolicyScope.SERVER
+                if row.scope == SERVER_SCOPE
+                else types.NodeTypePolicyScope.WORKSPACE
+            ),
+            workspace_id=None if row.scope == SERVER_SCOPE else strawberry.ID(row.scope),
+            enabled=row.enabled,
+            reason=row.reason,
+            changed_by=row.changed_by,
+            changed_at=row.changed_at,
+        )
+        for row in rows
+    ]
 
 
 # Root fields whose results depend on the registry alone: an operation made of nothing else
@@ -134,12 +355,14 @@ class NodeTypeResults(SchemaExtension):
     it on every load. An authenticated query whose root fields are only `nodeTypes`,
     `nodeType` and `__typename` takes the result of the last execution of the same document,
     operation and variables under the same registry revision (an unauthenticated one is
-    executed, and refused, as always). When node types come to depend on the caller
-    (workspace types, policies), the key must carry what they depend on.
+    executed, and refused, as always). What else the answer depends on is in the key: the
+    node type policies' revision (read again first when they may have changed), and, for a
+    query naming a workspace (`workspaceId`), the workspaces the caller may see (a cached
+    answer is never given to a caller the resolver would have refused).
     """
 
-    def on_execute(self) -> Iterator[None]:
-        key = self._key()
+    async def on_execute(self) -> AsyncIterator[None]:
+        key = await self._key()
         if key is None:
             yield
             return
@@ -154,7 +377,7 @@ class NodeTypeResults(SchemaExtension):
             while len(_results) > _RESULTS_KEPT:
                 _results.popitem(last=False)
 
-    def _key(self) -> tuple[Any, ...] | None:
+    async def _key(self) -> tuple[Any, ...] | None:
         execution = self.execution_context
         context = execution.context
         query = execution.query
@@ -176,8 +399,17 @@ class NodeTypeResults(SchemaExtension):
             return None
         if len(variables) > _VARIABLES_CHARS_KEPT:
             return None
-        registry = context.services.registry
-        return (registry.revision, query, execution.operation_name, variables)
+        services = context.services
+        policy = await services.node_type_policy()
+        viewer = context.principal.workspace_ids if "workspaceId" in query else None
+        return (
+            services.registry.revision,
+            policy.revision,
+            viewer,
+            query,
+            execution.operation_name,
+            variables,
+        )
 
 
 def _operation(document: DocumentNode | None, name: str | None) -> OperationDefinitionNode | None:

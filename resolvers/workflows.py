@@ -56,6 +56,11 @@ def _conflict(exc: errors.VersionConflictError) -> results.VersionConflictError:
     )
 
 
+async def _mapped(info: Info, row: Workflow) -> types.Workflow:
+    """The draft as the API shows it, with the node types disabled now."""
+    return mapping.workflow(row, await info.context.services.node_type_policy())
+
+
 async def _checked_graph(
     info: Info, graph: Graph, collected: Collected, previous: Graph | None = None
 ) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
@@ -139,7 +144,7 @@ async def workflow(info: Info, id: strawberry.ID) -> types.Workflow | None:
     viewer = info.context.viewer()
     async with info.context.database.session() as session:
         row = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
-    return None if row is None else mapping.workflow(row)
+    return None if row is None else await _mapped(info, row)
 
 
 async def workflows_page(
@@ -171,9 +176,10 @@ async def workflows_page(
             else None
         )
     page = rows[:limit]
+    policy = await info.context.services.node_type_policy()
     edges = [
         types.WorkflowConnectionEdge(
-            cursor=encode_cursor(row.created_at, row.id), node=mapping.workflow(row)
+            cursor=encode_cursor(row.created_at, row.id), node=mapping.workflow(row, policy)
         )
         for row in page
     ]
@@ -220,7 +226,7 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     )
     async with info.context.database.transaction() as session:
         await workflows.create_workflow(session, row)
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 async def update_workflow(
@@ -263,7 +269,7 @@ async def update_workflow(
             return _not_found(str(id))
     # Webhook routes carry the workflow's settings (its concurrency limit).
     info.context.services.webhook_routes.clear()
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 async def delete_workflow(info: Info, id: strawberry.ID) -> results.DeleteResult:
@@ -302,7 +308,7 @@ async def duplicate_workflow(
             created_by=viewer.user_id,
         )
         await workflows.create_workflow(session, row)
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 # Single-step graph edits
@@ -350,7 +356,7 @@ async def _edit_graph(
             return _conflict(exc)
         except errors.NotFoundError:  # deleted concurrently
             return _not_found(workflow_id)
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 async def add_node(
@@ -461,7 +467,10 @@ async def publish_workflow(
             report = await check_graph(
                 graph, info.context.services.registry, info.context.services.graph_limits
             )
-            if blocking := report.blocking_problems():
+            blocking = list(report.blocking_problems())
+            policy = await info.context.services.node_type_policy()
+            blocking += policy.problems(current.nodes, current.workspace_id)
+            if blocking:
                 return validation_error(blocking)
             try:
                 row = await workflows.publish(
@@ -478,7 +487,7 @@ async def publish_workflow(
     except schedules.InvalidScheduleError as exc:
         return _invalid_schedule(exc)
     info.context.services.webhook_routes.clear()
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 async def set_workflow_active(
@@ -502,6 +511,8 @@ async def set_workflow_active(
                         )
                     ]
                 )
+            if active and (disabled := await _published_disabled(info, session, current)):
+                return validation_error(disabled)
             try:
                 row = await workflows.set_active(session, str(id), viewer.workspace_ids, active)
             except errors.NotFoundError:  # deleted concurrently
@@ -512,7 +523,21 @@ async def set_workflow_active(
     except schedules.InvalidScheduleError as exc:
         return _invalid_schedule(exc)
     info.context.services.webhook_routes.clear()
-    return mapping.workflow(row)
+    return await _mapped(info, row)
+
+
+async def _published_disabled(
+    info: Info, session: AsyncSession, workflow: Workflow
+) -> list[Problem]:
+    """NODE_TYPE_DISABLED for the published version's nodes whose type is disabled: it
+    cannot be activated (its triggers would start executions that are refused)."""
+    policy = await info.context.services.node_type_policy()
+    if not policy.affects(workflow.workspace_id) or workflow.published_version is None:
+        return []
+    version = await workflows.get_version(
+        session, workflow.id, workflow.published_version, [workflow.workspace_id]
+    )
+    return [] if version is None else policy.problems(version.nodes, workflow.workspace_id)
 
 
 async def _route_triggers(session: AsyncSession, workflow: Workflow) -> None:

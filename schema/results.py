@@ -7,7 +7,15 @@ from typing import Annotated
 import strawberry
 
 from schema.execution_types import Execution
-from schema.types import ApiToken, Credential, Problem, User, Workflow, WorkflowReference
+from schema.types import (
+    ApiToken,
+    Credential,
+    NodeType,
+    Problem,
+    User,
+    Workflow,
+    WorkflowReference,
+)
 
 
 @strawberry.type(description="The input is invalid; `problems` lists every problem found.")
@@ -29,7 +37,7 @@ class VersionConflictError:
     current_version: int = strawberry.field(description="The version stored now.")
 
 
-@strawberry.type(description="Only an admin may do this.")
+@strawberry.type(description="Only an admin (or, where it says so, an owner) may do this.")
 class ForbiddenError:
     message: str = strawberry.field(description="What was refused.")
 
@@ -75,4 +83,10 @@ ExecutionResult = Annotated[
 CredentialResult = Annotated[
     Credential | ValidationError | NotFoundError,
     strawberry.union("CredentialResult", description="A credential, or why the change failed."),
+]
+NodeTypeResult = Annotated[
+    NodeType | ValidationError | NotFoundError | ForbiddenError,
+    strawberry.union(
+        "NodeTypeResult", description="The node type as the change left it, or why not."
+    ),
 ]

@@ -54,7 +54,8 @@ class Query:
         description="Every installed node type, latest version of each, sorted by name; "
         "`search` keeps those whose name, display name, description, category or subcategory "
         "hold every word of it (any case), `group` and `category` those of that palette group "
-        "or category.",
+        "or category. Types disabled by policy (server-wide, or in `workspaceId`) are left "
+        "out unless `includeDisabled`.",
     )
     node_type_packages: list[types.NodeTypePackage] = strawberry.field(
         resolver=node_type_resolvers.node_type_packages,
@@ -64,7 +65,11 @@ class Query:
     )
     node_type: types.NodeType | None = strawberry.field(
         resolver=node_type_resolvers.node_type,
-        description="One node type by name (and version; the latest when omitted).",
+        description="One node type by name (and version; the latest when omitted), enabled or not.",
+    )
+    node_type_policy_changes: list[types.NodeTypePolicyChange] = strawberry.field(
+        resolver=node_type_resolvers.node_type_policy_changes,
+        description="Who enabled or disabled which node type when, and why, newest first.",
     )
     executions: execution_types.ExecutionConnection = strawberry.field(
         resolver=execution_resolvers.executions_page,
@@ -136,6 +141,14 @@ class Mutation:
     set_workflow_active: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.set_workflow_active,
         description="Switch the published version's triggers on or off; no version changes.",
+    )
+    set_node_type_enabled: results.NodeTypeResult = strawberry.mutation(
+        resolver=node_type_resolvers.set_node_type_enabled,
+        description="Enable or disable a node type server-wide (admins) or in one workspace "
+        "(its owner, or an admin). Workflows using a disabled type cannot be published, "
+        "activated or started (NODE_TYPE_DISABLED); executions already running finish; "
+        "schedules pass their ticks until it is enabled again. Every change is recorded "
+        "(nodeTypePolicyChanges).",
     )
     execute_workflow: results.ExecutionResult = strawberry.mutation(
         resolver=execution_resolvers.execute_workflow,

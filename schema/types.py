@@ -304,6 +304,39 @@ class NodeType:
         description="Why this version should no longer be used and what to use instead; "
         "null when it is current. Its nodes still run, with a NODE_TYPE_DEPRECATED hint."
     )
+    enabled: bool = strawberry.field(
+        default=True,
+        description="Whether workflows may run it, server-wide or, when a workspace was "
+        "asked for, in that workspace. A disabled type stays in the catalog; workflows using "
+        "it get a NODE_TYPE_DISABLED issue and cannot be published, activated or started.",
+    )
+    disabled_reason: str | None = strawberry.field(
+        default=None,
+        description="Why it is disabled (what disabled it, who, when, and their reason); "
+        "null when it is enabled.",
+    )
+
+
+@strawberry.enum(description="What a node type policy holds for.")
+class NodeTypePolicyScope(Enum):
+    SERVER = strawberry.enum_value("SERVER", description="Every workspace of the server.")
+    WORKSPACE = strawberry.enum_value("WORKSPACE", description="One workspace.")
+
+
+@strawberry.type(description="One change of a node type policy: the audit trail.")
+class NodeTypePolicyChange:
+    id: strawberry.ID = strawberry.field(description="Ids grow with time.")
+    node_type: str = strawberry.field(description="The node type's name.")
+    scope: NodeTypePolicyScope = strawberry.field(description="Where the change holds.")
+    workspace_id: strawberry.ID | None = strawberry.field(
+        description="The workspace, for a WORKSPACE change."
+    )
+    enabled: bool = strawberry.field(description="Whether the type was enabled or disabled.")
+    reason: str | None = strawberry.field(description="Why, as the person who changed it said.")
+    changed_by: str | None = strawberry.field(
+        description="Who changed it (the user's name at the time)."
+    )
+    changed_at: datetime = strawberry.field(description="When.")
 
 
 @strawberry.type(description="Relay page information.")

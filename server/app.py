@@ -68,6 +68,7 @@ def build_services(
     """The per-process dependencies of the resolvers. Embedded mode runs executions here;
     distributed mode (`LOOM_REDIS_URL`) hands them to the queue."""
     registry = registry if registry is not None else load_registry()
+    policies = settings.node_type_policies(database, registry)
     plan_cache = PlanCache(max_entries=settings.plan_cache_size)
     fanout = fanout or EventFanout(
         capacity=settings.subscription_buffer,
@@ -100,6 +101,7 @@ def build_services(
                 database,
                 secret_box,
                 lambda execution: submit_to(database, submitter, publisher, execution),
+                policies,
             ),
             expression_limits=settings.expression_limits(),
         )
@@ -126,6 +128,7 @@ def build_services(
         secret_box=secret_box,
         webhook_routes=RouteCache(ttl_s=settings.webhook_route_cache_s),
         starts=starts,
+        policies=policies,
     )
 
 
@@ -237,7 +240,11 @@ def create_app(
                 logger.info("resuming %d interrupted executions", len(interrupted))
             # Schedules fire here in embedded mode (in the workers in distributed mode).
             scheduling = asyncio.create_task(
-                run_scheduler(database, lambda execution: submit(services, execution)),
+                run_scheduler(
+                    database,
+                    lambda execution: submit(services, execution),
+                    policies=services.policies,
+                ),
                 name="scheduler",
             )
         try:

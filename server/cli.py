@@ -94,6 +94,8 @@ def _run(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
 
     try:
         return asyncio.run(work)
+    except InvalidSettingsError as exc:  # a setting checked against what is installed
+        raise CommandError(str(exc)) from exc
     except (DBAPIError, OSError) as exc:
         cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
         detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
@@ -161,11 +163,20 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     )
     import uvicorn
 
+    from engine.node_types import load_registry
     from server.app import create_app
     from server.process import freeze_startup_objects
 
+    # Loaded here, not in the app factory, so that a setting naming node types that are not
+    # installed is a one-line error, not uvicorn's traceback.
+    registry = load_registry()
+    try:
+        settings.check_disabled_node_types(registry)
+    except InvalidSettingsError as exc:
+        raise CommandError(str(exc)) from exc
+
     def built_app() -> Starlette:
-        app = create_app(settings)
+        app = create_app(settings, registry=registry)
         freeze_startup_objects()
         return app
 

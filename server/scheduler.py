@@ -7,9 +7,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from engine.node_type_policy import EMPTY
 from storage import schedules
 from storage.db import Database
 from storage.models import Execution
+from storage.node_type_policies import NodeTypePolicies
 from storage.types import utcnow
 
 logger = logging.getLogger("loom.scheduler")
@@ -21,10 +23,14 @@ async def run_scheduler(
     database: Database,
     submit: Callable[[Execution], Awaitable[None]],
     tick_s: float = TICK_S,
+    policies: NodeTypePolicies | None = None,
 ) -> None:
+    """Fire due schedules every `tick_s`; a workflow using a node type `policies` disable
+    is not started (its ticks pass) until the type is enabled again."""
     while True:
         try:
-            for execution in await schedules.fire_due(database, utcnow()):
+            policy = EMPTY if policies is None else await policies.fresh()
+            for execution in await schedules.fire_due(database, utcnow(), policy=policy):
                 await submit(execution)
         except asyncio.CancelledError:
             raise

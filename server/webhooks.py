@@ -82,6 +82,16 @@ class WebhookEndpoint:
         refused, secret_header = await self._authenticate(request, route)
         if refused is not None:
             return refused
+        policy = await self.services.node_type_policy()
+        if not policy.empty and (disabled := policy.problems(route.nodes, route.workspace_id)):
+            # No new execution while a node type of the workflow is disabled; 503, as the
+            # endpoint answers again once it is enabled (senders retry a 5xx).
+            return _error(
+                503,
+                disabled[0].message,
+                code=disabled[0].code,
+                nodeId=disabled[0].node_id,
+            )
         limit = int(route.parameters.get("maxBodyBytes") or 1024 * 1024)
         try:
             raw = await _read(request, limit)

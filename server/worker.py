@@ -76,6 +76,9 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     publisher.start()
     writer.on_commit(publisher.publish)
 
+    registry = load_registry()
+    policies = settings.node_type_policies(database, registry)
+
     async def submit_new(execution: Execution) -> None:
         """Executions this worker creates: fired schedules, sub-workflow calls."""
         await submit_to(database, submitter, publisher, execution)
@@ -85,14 +88,14 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
             database, owner, settings.lease_seconds, writer, publisher=publisher
         ),
         writer,
-        load_registry(),
+        registry,
         plan_cache=PlanCache(max_entries=settings.plan_cache_size),
         max_concurrency=settings.max_node_concurrency,
         leases=keeper,
         on_finished=after_run(database, submitter),
         durable_wait_s=settings.durable_wait_s,
         max_node_output_bytes=settings.max_node_output_bytes,
-        resources=settings.node_resources(database, settings.secret_box(), submit_new),
+        resources=settings.node_resources(database, settings.secret_box(), submit_new, policies),
         expression_limits=settings.expression_limits(),
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
@@ -117,10 +120,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         asyncio.create_task(sweeper.run_forever(), name="sweeper"),
         asyncio.create_task(listen_for_cancels(redis, runner), name="cancel listener"),
         asyncio.create_task(
-            run_scheduler(
-                database,
-                submit_new,
-            ),
+            run_scheduler(database, submit_new, policies=policies),
             name="scheduler",
         ),
     ]

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.schedule import Schedule, ScheduleError, cron_problem
 from storage import executions, webhooks
 from storage.db import Database
@@ -70,8 +71,12 @@ async def unregister(session: AsyncSession, workflow_id: str) -> None:
     await session.exec(delete(ScheduleRow).where(col(ScheduleRow.workflow_id) == workflow_id))
 
 
-async def fire_due(database: Database, now: datetime, limit: int = 100) -> list[Execution]:
-    """Fire the schedules due at `now`; returns the executions created (to be submitted)."""
+async def fire_due(
+    database: Database, now: datetime, limit: int = 100, policy: PolicySnapshot = EMPTY
+) -> list[Execution]:
+    """Fire the schedules due at `now`; returns the executions created (to be submitted).
+    A tick of a workflow using a node type `policy` disables passes without an execution:
+    the schedule fires again once the type is enabled."""
     async with database.session() as session:
         due = (
             await session.exec(
@@ -85,7 +90,9 @@ async def fire_due(database: Database, now: datetime, limit: int = 100) -> list[
     for row in due:
         try:
             async with database.transaction() as session:
-                execution = await _fire(session, row.workflow_id, row.node_id, row.next_at, now)
+                execution = await _fire(
+                    session, row.workflow_id, row.node_id, row.next_at, now, policy
+                )
         except IntegrityError:
             continue  # another process fired this tick
         if execution is not None:
@@ -94,7 +101,12 @@ async def fire_due(database: Database, now: datetime, limit: int = 100) -> list[
 
 
 async def _fire(
-    session: AsyncSession, workflow_id: str, node_id: str, seen_at: datetime, now: datetime
+    session: AsyncSession,
+    workflow_id: str,
+    node_id: str,
+    seen_at: datetime,
+    now: datetime,
+    policy: PolicySnapshot,
 ) -> Execution | None:
     row = await session.get(ScheduleRow, (workflow_id, node_id))
     if row is None or row.next_at != seen_at:
@@ -136,6 +148,18 @@ async def _fire(
     workflow = await session.get(Workflow, workflow_id)
     if workflow is None or not workflow.active:
         return None
+    if not policy.empty:
+        version = await session.get(WorkflowVersion, row.workflow_version_id)
+        disabled = policy.problems(version.nodes if version else [], workflow.workspace_id)
+        if disabled:
+            logger.warning(
+                "workflow %s: schedule tick %s passed without an execution: node %s: %s",
+                workflow_id,
+                instant.isoformat(),
+                disabled[0].node_id,
+                disabled[0].message,
+            )
+            return None
     item: dict[str, Any] = {"scheduledAt": instant.isoformat(), "timezone": schedule.timezone}
     execution = await executions.create_execution(
         session,

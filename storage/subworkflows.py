@@ -12,6 +12,7 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.graph import Graph
+from engine.node_type_policy import EMPTY, NODE_TYPE_DISABLED
 from engine.nodes.base import CallRefused, ChildResult, SubworkflowCall
 from engine.nodes.growth import too_large
 from engine.nodes.subworkflow import SUBWORKFLOW_MODE, TRIGGER
@@ -20,6 +21,7 @@ from storage import executions, output_reads, workflows
 from storage.db import Database
 from storage.executions import UNFINISHED
 from storage.models import Execution, Workflow, WorkflowVersion
+from storage.node_type_policies import NodeTypePolicies
 from storage.types import utcnow
 
 Submit = Callable[[Execution], Awaitable[None]]
@@ -29,12 +31,21 @@ class DatabaseWorkflowCaller:
     """`engine.nodes.base.WorkflowCaller`: executions created in the database and handed to
     `submit` (the process's submitter, set once it exists)."""
 
-    def __init__(self, database: Database, max_depth: int, submit: Submit | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        max_depth: int,
+        submit: Submit | None = None,
+        policies: NodeTypePolicies | None = None,
+    ) -> None:
         self.database = database
         self.max_depth = max_depth
         self.submit = submit
+        # Node types disabled where the called workflow lives refuse the call.
+        self.policies = policies
 
     async def start(self, call: SubworkflowCall) -> list[str]:
+        policy = EMPTY if self.policies is None else await self.policies.fresh()
         if call.depth > self.max_depth:
             raise CallRefused(
                 "SUBWORKFLOW_DEPTH_EXCEEDED",
@@ -66,6 +77,13 @@ class DatabaseWorkflowCaller:
                         "call its draft (source: draft)",
                     )
                 snapshot = await _published(session, workflow)
+            disabled = policy.problems(snapshot.nodes, workflow.workspace_id)
+            if disabled:
+                raise CallRefused(
+                    NODE_TYPE_DISABLED,
+                    f"workflow {workflow.name!r} cannot start: node {disabled[0].node_id!r}: "
+                    f"{disabled[0].message}",
+                )
             trigger = _trigger_node(snapshot.nodes, snapshot.edges)
             if trigger is None:
                 raise CallRefused(

@@ -168,3 +168,14 @@ async def test_token_create_refuses_a_database_without_loom_schema(tmp_path: Pat
             connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
             await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+def test_serve_refuses_to_disable_a_node_type_that_is_not_installed(tmp_path: Path) -> None:
+    ran = run_loom(
+        "serve", "--port", "1", cwd=tmp_path, LOOM_DISABLED_NODE_TYPES="code,htp_request"
+    )
+    assert ran.code == 1, ran.stderr
+    assert _one_error_line(ran.stderr) == (
+        "Error: LOOM_DISABLED_NODE_TYPES: 'htp_request' is not among the installed node types "
+        "(`loom node-types list` lists them)"
+    )
