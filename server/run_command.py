@@ -25,7 +25,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from engine.events import ErrorInfo, Event, EventType, Record
 from engine.executor import DEFAULT_MAX_CONCURRENCY, Executor, Outcome, RunOptions, RunRequest
 from engine.expressions.budget import DEFAULT_LIMITS, ExpressionLimits
 from engine.graph import Edge, Graph, Node, OnError, Position, RetryPolicy
+from engine.node_type_policy import PolicySnapshot
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.nodes.base import Item, NodeResources, RunInfo
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
@@ -335,12 +336,16 @@ def _input_object(text: str) -> Item:
 
 
 def load_workflow_file(
-    path: str | Path, input_json: str | None = None, registry: NodeTypeRegistry | None = None
+    path: str | Path,
+    input_json: str | None = None,
+    registry: NodeTypeRegistry | None = None,
+    disabled_node_types: Iterable[str] = (),
 ) -> WorkflowFile:
     """Read, validate and compile a workflow file; `WorkflowFileError` says what is wrong.
 
     `input_json` (the `--input` option) overrides the file's `input`; with neither, the run's
-    input is an empty object.
+    input is an empty object. A node of a type in `disabled_node_types` (the server's
+    `LOOM_DISABLED_NODE_TYPES`) is a problem, as on the server.
     """
     path = Path(path)
     run_input = _input_object(input_json) if input_json is not None else None
@@ -366,6 +371,8 @@ def load_workflow_file(
             file_input = {}
         run_input = file_input
     problems = reader.problems
+    policy = PolicySnapshot(setting=frozenset(disabled_node_types))
+    problems += [reader.in_file(p) for p in policy.problems(graph.nodes_to_json(), None)]
     try:
         plan = compile_plan(f"file:{path}", graph, registry or load_registry())
     except PlanError as exc:
@@ -558,11 +565,14 @@ def run_workflow_file(
     Progress and errors go to `console`; the final output goes to `output` (stdout) as JSON.
     With `quiet`, node-by-node progress is left out. `settings` (read from the environment
     when not given) are the server's: HTTP Request nodes are guarded by the same
-    `LOOM_HTTP_ALLOWED_NETWORKS`, Code nodes run under the same `LOOM_CODE_*` limits.
+    `LOOM_HTTP_ALLOWED_NETWORKS`, Code nodes run under the same `LOOM_CODE_*` limits, and
+    the types of `LOOM_DISABLED_NODE_TYPES` do not run.
     """
     settings = settings or Settings()
     try:
-        workflow = load_workflow_file(path, input_json)
+        workflow = load_workflow_file(
+            path, input_json, disabled_node_types=settings.disabled_node_types
+        )
     except WorkflowFileError as exc:
         _print_problems(console, exc)
         return EXIT_INVALID
