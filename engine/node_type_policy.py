@@ -16,6 +16,7 @@ refused.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,6 +62,9 @@ class Disabled:
         return f"{where}: {self.reason}" if self.reason else where
 
 
+_KEYS = itertools.count(1)
+
+
 @dataclass(frozen=True, slots=True)
 class PolicySnapshot:
     """Every policy in force at one moment: `revision` moves with every change."""
@@ -70,6 +74,9 @@ class PolicySnapshot:
     server: Mapping[str, Disabled] = field(default_factory=dict)
     # Workspace id -> node type name -> why.
     workspaces: Mapping[str, Mapping[str, Disabled]] = field(default_factory=dict)
+    # Never the same for two snapshots made in the process: what is built from one (the
+    # API's catalog answers) is built again for another.
+    key: int = field(default_factory=lambda: next(_KEYS), compare=False)
 
     @property
     def empty(self) -> bool:

@@ -75,9 +75,9 @@ class Services:
     # some tests build it: nothing is disabled, and setNodeTypeEnabled is refused).
     policies: NodeTypePolicies | None = None
 
-    async def node_type_policy(self) -> PolicySnapshot:
-        """The node type policies in force (read again at most every refresh interval)."""
-        return EMPTY if self.policies is None else await self.policies.fresh()
+    def node_type_policy(self) -> PolicySnapshot:
+        """The node type policies in force, as this process knows them (no I/O)."""
+        return EMPTY if self.policies is None else self.policies.current
 
 
 class RequestLoaders:

@@ -53,7 +53,7 @@ async def _disabled_problems(
 ) -> list[Problem]:
     """NODE_TYPE_DISABLED for every node whose type is disabled in the workspace: no new
     execution starts while one is (those running finish)."""
-    policy = await info.context.services.node_type_policy()
+    policy = info.context.services.node_type_policy()
     return policy.problems(nodes, workspace_id)
 
 
@@ -196,7 +196,7 @@ async def execute_workflow(
             services = info.context.services
             revision = (head.id, head.version)
             snapshot = services.snapshots.get(revision)
-            policy = await services.node_type_policy()
+            policy = services.node_type_policy()
             if (
                 start_node_id is not None
                 or snapshot is None

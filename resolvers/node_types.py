@@ -10,7 +10,7 @@ import dataclasses
 import json
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import strawberry
@@ -99,7 +99,7 @@ async def node_types(
             field="search",
         )
     workspace = _viewed_workspace(viewer, workspace_id)
-    policy = await info.context.services.node_type_policy()
+    policy = info.context.services.node_type_policy()
     words = sorted(set(search.casefold().split())) if search else []
     wanted_category = category.casefold() if category else None
     found = []
@@ -176,7 +176,7 @@ async def node_type(
     descriptor = registry.get(name, version)
     if descriptor is None:
         return None
-    policy = await info.context.services.node_type_policy()
+    policy = info.context.services.node_type_policy()
     return _as_seen(mapping.node_type(descriptor, registry), policy, workspace)
 
 
@@ -261,8 +261,8 @@ async def set_node_type_enabled(
             user_name=viewer.user_name,
         )
     if changed:
-        services.policies.forget()
-    policy = await services.node_type_policy()
+        await services.policies.reload()
+    policy = services.node_type_policy()
     workspace = None if workspace_id is None else str(workspace_id)
     return _as_seen(mapping.node_type(descriptor, services.registry), policy, workspace)
 
@@ -356,13 +356,13 @@ class NodeTypeResults(SchemaExtension):
     `nodeType` and `__typename` takes the result of the last execution of the same document,
     operation and variables under the same registry revision (an unauthenticated one is
     executed, and refused, as always). What else the answer depends on is in the key: the
-    node type policies' revision (read again first when they may have changed), and, for a
+    node type policies (the snapshot in force), and, for a
     query naming a workspace (`workspaceId`), the workspaces the caller may see (a cached
     answer is never given to a caller the resolver would have refused).
     """
 
-    async def on_execute(self) -> AsyncIterator[None]:
-        key = await self._key()
+    def on_execute(self) -> Iterator[None]:
+        key = self._key()
         if key is None:
             yield
             return
@@ -377,7 +377,7 @@ class NodeTypeResults(SchemaExtension):
             while len(_results) > _RESULTS_KEPT:
                 _results.popitem(last=False)
 
-    async def _key(self) -> tuple[Any, ...] | None:
+    def _key(self) -> tuple[Any, ...] | None:
         execution = self.execution_context
         context = execution.context
         query = execution.query
@@ -400,11 +400,11 @@ class NodeTypeResults(SchemaExtension):
         if len(variables) > _VARIABLES_CHARS_KEPT:
             return None
         services = context.services
-        policy = await services.node_type_policy()
+        policy = services.node_type_policy()
         viewer = context.principal.workspace_ids if "workspaceId" in query else None
         return (
             services.registry.revision,
-            policy.revision,
+            policy.key,
             viewer,
             query,
             execution.operation_name,

@@ -58,7 +58,7 @@ def _conflict(exc: errors.VersionConflictError) -> results.VersionConflictError:
 
 async def _mapped(info: Info, row: Workflow) -> types.Workflow:
     """The draft as the API shows it, with the node types disabled now."""
-    return mapping.workflow(row, await info.context.services.node_type_policy())
+    return mapping.workflow(row, info.context.services.node_type_policy())
 
 
 async def _checked_graph(
@@ -176,7 +176,7 @@ async def workflows_page(
             else None
         )
     page = rows[:limit]
-    policy = await info.context.services.node_type_policy()
+    policy = info.context.services.node_type_policy()
     edges = [
         types.WorkflowConnectionEdge(
             cursor=encode_cursor(row.created_at, row.id), node=mapping.workflow(row, policy)
@@ -468,7 +468,7 @@ async def publish_workflow(
                 graph, info.context.services.registry, info.context.services.graph_limits
             )
             blocking = list(report.blocking_problems())
-            policy = await info.context.services.node_type_policy()
+            policy = info.context.services.node_type_policy()
             blocking += policy.problems(current.nodes, current.workspace_id)
             if blocking:
                 return validation_error(blocking)
@@ -531,7 +531,7 @@ async def _published_disabled(
 ) -> list[Problem]:
     """NODE_TYPE_DISABLED for the published version's nodes whose type is disabled: it
     cannot be activated (its triggers would start executions that are refused)."""
-    policy = await info.context.services.node_type_policy()
+    policy = info.context.services.node_type_policy()
     if not policy.affects(workflow.workspace_id) or workflow.published_version is None:
         return []
     version = await workflows.get_version(

@@ -207,6 +207,7 @@ def create_app(
         )
 
     scheduling: asyncio.Task[None] | None = None
+    refreshing: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -217,7 +218,12 @@ def create_app(
 
     @asynccontextmanager
     async def serving() -> AsyncIterator[None]:
-        nonlocal reading, scheduling
+        nonlocal reading, scheduling, refreshing
+        if services.policies is not None:
+            await services.policies.reload()
+            refreshing = asyncio.create_task(
+                services.policies.keep_fresh(), name="node type policies"
+            )
         if reader is not None and publisher is not None:
             publisher.start()
             reading = asyncio.create_task(reader.run_forever(), name="live event reader")
@@ -250,10 +256,11 @@ def create_app(
         try:
             yield
         finally:
-            if scheduling is not None:
-                scheduling.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await scheduling
+            for task in (scheduling, refreshing):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if isinstance(submitter, InProcessSubmitter) and writer is not None:
                 await submitter.close()
                 await writer.stop()

@@ -29,7 +29,7 @@ async def run_scheduler(
     is not started (its ticks pass) until the type is enabled again."""
     while True:
         try:
-            policy = EMPTY if policies is None else await policies.fresh()
+            policy = EMPTY if policies is None else policies.current
             for execution in await schedules.fire_due(database, utcnow(), policy=policy):
                 await submit(execution)
         except asyncio.CancelledError:

@@ -82,7 +82,7 @@ class WebhookEndpoint:
         refused, secret_header = await self._authenticate(request, route)
         if refused is not None:
             return refused
-        policy = await self.services.node_type_policy()
+        policy = self.services.node_type_policy()
         if not policy.empty and (disabled := policy.problems(route.nodes, route.workspace_id)):
             # No new execution while a node type of the workflow is disabled; 503, as the
             # endpoint answers again once it is enabled (senders retry a 5xx).

@@ -78,6 +78,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
 
     registry = load_registry()
     policies = settings.node_type_policies(database, registry)
+    await policies.reload()
 
     async def submit_new(execution: Execution) -> None:
         """Executions this worker creates: fired schedules, sub-workflow calls."""
@@ -119,6 +120,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         asyncio.create_task(worker.main(), name="arq worker"),
         asyncio.create_task(sweeper.run_forever(), name="sweeper"),
         asyncio.create_task(listen_for_cancels(redis, runner), name="cancel listener"),
+        asyncio.create_task(policies.keep_fresh(), name="node type policies"),
         asyncio.create_task(
             run_scheduler(database, submit_new, policies=policies),
             name="scheduler",

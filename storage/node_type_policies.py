@@ -1,15 +1,15 @@
 """Node type policies in the database, and each process's copy of them.
 
 Policies are few and read on every start of an execution, so every process keeps them in
-memory (`NodeTypePolicies`) and asks the database at most once a `refresh_s` whether they
-changed (one count of the changes, which are few); the process that makes a change sees
-it at once, the others within `refresh_s`.
+memory (`NodeTypePolicies`) and asks the database every `refresh_s`, in the background,
+whether they changed (one count of the changes, which are few); the process that makes a
+change sees it at once, the others within `refresh_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import logging
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import func
@@ -20,6 +20,8 @@ from engine.node_type_policy import Disabled, PolicyScope, PolicySnapshot
 from storage.db import Database
 from storage.models import SERVER_SCOPE, NodeTypePolicy, NodeTypePolicyChange
 from storage.types import utcnow
+
+logger = logging.getLogger(__name__)
 
 # Longest reason kept with a change (a sentence or two for the catalog and the node issue).
 MAX_REASON_CHARS = 500
@@ -109,8 +111,13 @@ async def snapshot(session: AsyncSession, setting: Iterable[str]) -> PolicySnaps
 
 
 class NodeTypePolicies:
-    """The policies as this process knows them: `current` at once, `fresh()` no older than
-    `refresh_s`."""
+    """The policies as this process knows them: `current`, read without I/O.
+
+    Loaded when the process starts (`reload`), then kept fresh by `keep_fresh`, a task that
+    asks the database every `refresh_s` whether they changed; the process that makes a change
+    reloads at once. Requests never wait on the database for them, so what a request costs in
+    queries does not depend on when it comes.
+    """
 
     def __init__(
         self, database: Database, setting: Iterable[str] = (), refresh_s: float = 1.0
@@ -119,28 +126,29 @@ class NodeTypePolicies:
         self.setting = frozenset(setting)
         self.refresh_s = refresh_s
         self.current = PolicySnapshot(setting=self.setting)
-        self._checked_at: float | None = None
         self._lock = asyncio.Lock()
 
-    async def fresh(self) -> PolicySnapshot:
-        """The policies, read again when they may have changed since `refresh_s` ago."""
-        checked = self._checked_at
-        if checked is not None and time.monotonic() - checked < self.refresh_s:
-            return self.current
-        async with self._lock:  # one reader at a time; the others take what it read
-            if self._checked_at != checked:
-                return self.current
-            await self._reload(check_first=checked is not None)
+    async def reload(self) -> PolicySnapshot:
+        """Read every policy now (at start, and after this process changed one)."""
+        async with self._lock, self.database.session() as session:
+            self.current = await snapshot(session, self.setting)
         return self.current
 
-    def forget(self) -> None:
-        """Read them again at the next `fresh()` (after this process changed them)."""
-        self._checked_at = None
-
-    async def _reload(self, *, check_first: bool) -> None:
+    async def refresh(self) -> None:
+        """Reload when another process changed the policies (one count when it did not)."""
         async with self.database.session() as session:
-            if check_first and await revision(session) == self.current.revision:
-                self._checked_at = time.monotonic()
-                return
-            self.current = await snapshot(session, self.setting)
-        self._checked_at = time.monotonic()
+            changed = await revision(session) != self.current.revision
+        if changed:
+            await self.reload()
+
+    async def keep_fresh(self) -> None:
+        """`refresh` every `refresh_s`, for as long as the process runs; a database that
+        cannot be reached keeps the policies as they were, and is tried again."""
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("reading node type policies failed; trying again", exc_info=True)

@@ -45,7 +45,7 @@ class DatabaseWorkflowCaller:
         self.policies = policies
 
     async def start(self, call: SubworkflowCall) -> list[str]:
-        policy = EMPTY if self.policies is None else await self.policies.fresh()
+        policy = EMPTY if self.policies is None else self.policies.current
         if call.depth > self.max_depth:
             raise CallRefused(
                 "SUBWORKFLOW_DEPTH_EXCEEDED",

@@ -4,9 +4,11 @@ executions of the workflows that use them, recorded with who and when."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlmodel import select
 
@@ -21,6 +23,7 @@ from tests.api.test_schedules import schedule_row, scheduled
 from tests.api.test_webhooks import ACTIVATE, PUBLISH, hook_workflow
 from tests.conftest import Caller, MakeCaller
 from tests.factories import edge, node
+from tests.live import serve
 from tests.polling import until
 
 SET_ENABLED = """
@@ -235,7 +238,7 @@ async def test_a_schedule_stops_firing_and_resumes_when_enabled_again(
     assert row is not None
     due = row.next_at
     # The tick passes without an execution, and the schedule moves on.
-    assert await schedules.fire_due(database, due, policy=await policies.fresh()) == []
+    assert await schedules.fire_due(database, due, policy=policies.current) == []
     async with database.session() as session:
         ticks = (await session.exec(select(ScheduleTick))).all()
         runs = (await session.exec(select(Execution))).all()
@@ -246,7 +249,7 @@ async def test_a_schedule_stops_firing_and_resumes_when_enabled_again(
     # Enabled again: the next tick fires.
     await set_enabled(alice, "noop", True, ws=await workspace_of(alice))
     following = due + timedelta(minutes=5)
-    fired = await schedules.fire_due(database, following, policy=await policies.fresh())
+    fired = await schedules.fire_due(database, following, policy=policies.current)
     assert [execution.workflow_id for execution in fired] == [workflow_id]
 
 
@@ -354,8 +357,6 @@ async def test_the_setting_disables_types_server_wide(
         _env_file=None, token_cache_s=0.0, secret_key="k", disabled_node_types=["noop"]
     )
     app = create_app(settings, database=database, registry=registry)
-    import httpx
-
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://loom.test"
     ) as client:
@@ -399,14 +400,17 @@ async def test_a_change_reaches_another_process_within_the_refresh(
     )
     other = create_app(settings, database=database, registry=registry)
     policies = other.state.services.policies
-    assert (await policies.fresh()).disabled("noop", None) is None
-    await set_enabled(admin, "noop", False, reason="elsewhere")
-    why = await until(lambda: _disabled(policies), what="the change in the other process")
-    assert why.reason == "elsewhere"
-
-
-async def _disabled(policies: Any) -> Any:
-    return (await policies.fresh()).disabled("noop", None)
+    await policies.reload()
+    refreshing = asyncio.create_task(policies.keep_fresh())
+    try:
+        assert policies.current.disabled("noop", None) is None
+        await set_enabled(admin, "noop", False, reason="elsewhere")
+        why = await until(
+            lambda: policies.current.disabled("noop", None), what="the change in the other process"
+        )
+        assert why.reason == "elsewhere"
+    finally:
+        refreshing.cancel()
 
 
 async def test_the_audit_keeps_the_name_of_a_deleted_user(
@@ -420,3 +424,22 @@ async def test_the_audit_keeps_the_name_of_a_deleted_user(
     async with database.session() as session:
         (row,) = (await session.exec(select(NodeTypePolicyChange))).all()
     assert (row.changed_by, row.changed_by_id) == ("root", None)
+
+
+async def test_a_starting_server_reads_the_policies_in_force(
+    database: Database, registry: Any, settings: Settings, admin: Caller
+) -> None:
+    await set_enabled(admin, "noop", False, reason="from before the start")
+    starting = create_app(settings, database=database, registry=registry)
+    assert starting.state.services.policies.current.disabled("noop", None) is None
+    async with serve(starting) as url:
+        base = url.replace("ws://", "http://").removesuffix("/graphql")
+        async with httpx.AsyncClient(base_url=base) as client:
+            response = await client.post(
+                "/graphql",
+                json={"query": '{ nodeType(name: "noop") { enabled disabledReason } }'},
+                headers={"Authorization": f"Bearer {admin.token}"},
+            )
+    entry = response.json()["data"]["nodeType"]
+    assert entry["enabled"] is False
+    assert entry["disabledReason"].endswith(": from before the start")
