@@ -123,6 +123,7 @@ MUTATION_CASES: dict[str, tuple[str, Any, str]] = {
 EXECUTIONS_TEST = "test_executions.py::test_other_users_cannot_see_run_or_cancel_executions"
 CREDENTIALS_TEST = "test_credentials.py::test_nobody_sees_or_changes_anothers_credentials"
 KINDS_TEST = "test_credentials.py::test_kinds_describe_their_fields_with_secrets_write_only"
+POLICY_READS_TEST = "test_node_type_policies.py::test_another_workspace_cannot_be_looked_at"
 POLICIES_TEST = "test_node_type_policies.py::test_bad_changes_are_refused_and_record_nothing"
 MUTATIONS_CHECKED_ELSEWHERE = {
     "createWorkflow": "test_bob_creates_in_his_own_workspace",
@@ -149,7 +150,7 @@ QUERIES_CHECKED = {
     "execution": EXECUTIONS_TEST,
     "credentials": CREDENTIALS_TEST,
     "credentialKinds": KINDS_TEST,
-    "nodeTypePolicyChanges": "test_node_type_policies.py::test_another_workspace_cannot_be_looked_at",
+    "nodeTypePolicyChanges": POLICY_READS_TEST,
 }
 
 
