@@ -7,7 +7,15 @@ from typing import Annotated
 import strawberry
 
 from schema.execution_types import Execution
-from schema.types import ApiToken, Credential, Problem, User, Workflow, WorkflowReference
+from schema.types import (
+    ApiToken,
+    Credential,
+    Problem,
+    User,
+    Workflow,
+    WorkflowDocument,
+    WorkflowReference,
+)
 
 
 @strawberry.type(description="The input is invalid; `problems` lists every problem found.")
@@ -75,4 +83,20 @@ ExecutionResult = Annotated[
 CredentialResult = Annotated[
     Credential | ValidationError | NotFoundError,
     strawberry.union("CredentialResult", description="A credential, or why the change failed."),
+]
+ExportWorkflowResult = Annotated[
+    WorkflowDocument | NotFoundError,
+    strawberry.union(
+        "ExportWorkflowResult",
+        description="The workflow's document, or NotFoundError: no such workflow (or not "
+        "yours), or no such version of it.",
+    ),
+]
+ImportWorkflowResult = Annotated[
+    Workflow | ValidationError | NotFoundError,
+    strawberry.union(
+        "ImportWorkflowResult",
+        description="The new workflow; ValidationError listing every problem of the "
+        "document (nothing is stored); or NotFoundError for a workspace that is not yours.",
+    ),
 ]
