@@ -113,8 +113,7 @@ async def import_document(
     ]
     async with database.transaction() as session:
         graph = await _linked_credentials(session, read, graph, workspace_id, node_issues)
-        if not refusing:
-            refusing = await reference_problems(session, graph, workspace_id)
+        refusing += await reference_problems(session, graph, workspace_id)
         if refusing:
             return refusing
         row = Workflow(

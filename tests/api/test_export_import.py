@@ -403,3 +403,23 @@ async def test_pinned_data_is_refused_until_pins_exist(alice, db_state):
     assert (problem["code"], problem["field"]) == ("PINS_NOT_SUPPORTED", "pinData")
     accepted = await import_(alice, document(pinData={}))
     assert accepted["__typename"] == "Workflow"
+
+
+async def test_a_sub_workflow_that_is_not_in_the_workspace_is_refused_with_the_rest(
+    alice, db_state
+):
+    nodes = [
+        {"id": "t", "name": "Start", "type": "manual_trigger"},
+        {
+            "id": "c",
+            "name": "Call",
+            "type": "execute_workflow",
+            "parameters": {"workflowId": "w-1"},
+        },
+        {"id": "c", "name": "Again", "type": "noop"},
+    ]
+    problems = await _refused(alice, db_state, document(nodes=nodes, edges=[]))
+    assert {(p["code"], p["field"]) for p in problems} == {
+        ("DUPLICATE_NODE_ID", "id"),
+        ("UNKNOWN_WORKFLOW", "parameters.workflowId"),
+    }
