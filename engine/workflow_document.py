@@ -83,11 +83,10 @@ class DocumentRead:
     description: str = ""
     tags: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
-    # Nodes without credentials: those are in `credential_names`, to be found by name in
-    # the workspace the document is imported into.
+    # Each node's `credentials` hold credential *names* by kind, not ids, until the importer
+    # links them to credentials of its workspace (validation checks them as text all the
+    # same: what the database cannot store is refused).
     graph: Graph = field(default_factory=Graph)
-    # Node id -> credential kind -> credential name.
-    credential_names: dict[str, dict[str, str]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     reader: DocumentReader | None = None
 
@@ -105,12 +104,8 @@ class DocumentReader(WorkflowReader):
     whole = "the document"
     nodes_required = False
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.credential_names: dict[str, dict[str, str]] = {}
-
     def credentials(self, data: Any, node_id: str) -> dict[str, str]:
-        """Reads `{kind: {"name": N}}` into `credential_names`; the node gets none yet."""
+        """Reads `{kind: {"name": N}}` as `{kind: N}`."""
         if data is None:
             return {}
         named = isinstance(data, dict) and all(
@@ -128,11 +123,7 @@ class DocumentReader(WorkflowReader):
                 node_id,
             )
             return {}
-        if data:
-            self.credential_names[node_id] = {
-                kind: reference["name"] for kind, reference in data.items()
-            }
-        return {}
+        return {kind: reference["name"] for kind, reference in data.items()}
 
 
 def read_document(data: Any) -> DocumentRead:
@@ -149,7 +140,6 @@ def read_document(data: Any) -> DocumentRead:
         name=name,
         settings=settings,
         graph=graph,
-        credential_names=reader.credential_names,
         problems=reader.problems,
         reader=reader,
     )

@@ -28,7 +28,8 @@ from engine.credentials import KINDS
 from engine.graph import Graph, Node
 from engine.node_types import NodeTypeRegistry
 from engine.validation import GraphLimits, Problem, Severity
-from engine.workflow_document import DocumentRead, export_document, read_document
+from engine.validation.text import escape, quote
+from engine.workflow_document import export_document, read_document
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.graph_input import Collected, checked_texts
@@ -112,7 +113,7 @@ async def import_document(
         if (problem.node_id, problem.field) not in reported
     ]
     async with database.transaction() as session:
-        graph = await _linked_credentials(session, read, graph, workspace_id, node_issues)
+        graph = await _linked_credentials(session, graph, workspace_id, node_issues)
         refusing += await reference_problems(session, graph, workspace_id)
         if refusing:
             return refusing
@@ -133,42 +134,42 @@ async def import_document(
 
 async def _linked_credentials(
     session: AsyncSession,
-    read: DocumentRead,
     graph: Graph,
     workspace_id: str,
     node_issues: dict[str, list[dict[str, object]]],
 ) -> Graph:
-    """The graph with each credential the document names linked to the workspace's
-    credential of that name and kind; a reference that cannot be linked is left out and
-    becomes a node issue in `node_issues`."""
-    if not read.credential_names:
+    """The graph with each credential its nodes name (`DocumentRead.graph`) linked to the
+    workspace's credential of that name and kind; a reference that cannot be linked is left
+    out and becomes a node issue in `node_issues`."""
+    wanted = {name for node in graph.nodes for name in node.credentials.values()}
+    if not wanted:
         return graph
-    wanted = {name for named in read.credential_names.values() for name in named.values()}
     found = await credentials.find_by_names(session, wanted, workspace_id)
     nodes: list[Node] = []
     for node in graph.nodes:
         linked: dict[str, str] = {}
-        for kind, name in read.credential_names.get(node.id, {}).items():
-            field = f"credentials.{kind}"
+        for kind, name in node.credentials.items():
             if kind not in KINDS:
-                code, message = "UNKNOWN_CREDENTIAL_KIND", f"unknown credential kind {kind!r}"
+                code, message = "UNKNOWN_CREDENTIAL_KIND", f"unknown credential kind {quote(kind)}"
             elif name not in found:
                 code = "UNKNOWN_CREDENTIAL"
                 message = (
-                    f"no credential named {name!r} in this workspace: create a {kind} "
-                    f"credential and choose it for this node"
+                    f"no credential named {quote(name)} in this workspace: create a {kind} "
+                    "credential and choose it for this node"
                 )
             elif found[name][1] != kind:
                 code = "CREDENTIAL_KIND_MISMATCH"
                 message = (
-                    f"credential {name!r} of this workspace is a {found[name][1]}, not a {kind}"
+                    f"credential {quote(name)} of this workspace is a {found[name][1]}, "
+                    f"not a {kind}"
                 )
             else:
                 linked[kind] = found[name][0]
                 continue
+            field = f"credentials.{escape(kind)}"
             issue = Problem(code, message, node.id, field, severity=Severity.PARAMETER)
             node_issues.setdefault(node.id, []).append(issue.to_json())
-        nodes.append(replace(node, credentials=linked) if linked else node)
+        nodes.append(replace(node, credentials=linked))
     return replace(graph, nodes=tuple(nodes))
 
 

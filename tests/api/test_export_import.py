@@ -423,3 +423,16 @@ async def test_a_sub_workflow_that_is_not_in_the_workspace_is_refused_with_the_r
         ("DUPLICATE_NODE_ID", "id"),
         ("UNKNOWN_WORKFLOW", "parameters.workflowId"),
     }
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{"bearer_token": {"name": "Git\x00Hub"}}, {"bearer\x00token": {"name": "GitHub"}}],
+    ids=["NUL in the name", "NUL in the kind"],
+)
+async def test_a_credential_reference_that_cannot_be_stored_is_refused(
+    alice, db_state, credentials
+):
+    nodes = [{"id": "a", "name": "A", "type": "noop", "credentials": credentials}]
+    problems = await _refused(alice, db_state, document(nodes=nodes, edges=[]))
+    assert [(p["code"], p["nodeId"]) for p in problems] == [("INVALID_CHARACTER", "a")]
