@@ -160,7 +160,8 @@ async def test_credentials_are_named_by_kind_and_name_and_secrets_never_exported
 async def test_import_links_credentials_by_name_in_the_target_workspace(alice, bob):
     exported = (await export(alice, (await _rich_workflow(alice))["id"]))["document"]
     bobs = await credential(bob, "GitHub")
-    imported = await import_(bob, exported)
+    viewer = await bob.gql("{ viewer { personalWorkspace { id } } }")
+    imported = await import_(bob, exported, viewer["viewer"]["personalWorkspace"]["id"])
     assert imported["__typename"] == "Workflow", imported
     assert imported["nodes"][1]["credentials"] == {"bearer_token": bobs}
     assert imported["runnable"] is True
