@@ -410,7 +410,11 @@ def _problem_line(problem: Problem) -> str:
 
 @cli.command("export", short_help="Write a workflow as a JSON document.")
 @click.argument("workflow_id")
-@click.option("--user", required=True, metavar="NAME", help="Export as this user.")
+@click.option(
+    "--user",
+    metavar="NAME",
+    help="Export as this user: one of their workflows (default: any workflow).",
+)
 @click.option(
     "--version",
     "version",
@@ -428,27 +432,31 @@ def _problem_line(problem: Problem) -> str:
 )
 @pass_settings
 def export_workflow(
-    settings: Settings, workflow_id: str, user: str, version: int | None, output: str
+    settings: Settings, workflow_id: str, user: str | None, version: int | None, output: str
 ) -> None:
-    """Write the workflow WORKFLOW_ID of USER (its draft, or a version) as the JSON document
-    that `loom import` and the API's importWorkflow read. Credentials are named, never
+    """Write the workflow WORKFLOW_ID (its draft, or a version) as the JSON document that
+    `loom import` and the API's importWorkflow read. Credentials are named, never
     exported."""
     import json
 
     from resolvers.workflow_documents import export_document_of
+    from storage import workflows
     from storage.errors import NotFoundError
 
     async def work(database: Database) -> dict[str, Any]:
-        principal = await _principal(database, user)
-        document, _ = await export_document_of(
-            database, workflow_id, version, principal.workspace_ids
-        )
+        if user is not None:
+            workspace_ids = (await _principal(database, user)).workspace_ids
+        else:
+            async with database.session() as session:
+                workspace = await workflows.workspace_of(session, workflow_id)
+            workspace_ids = () if workspace is None else (workspace,)
+        document, _ = await export_document_of(database, workflow_id, version, workspace_ids)
         return document
 
     try:
         document = _on_database(settings, work, create=False)
     except NotFoundError as exc:
-        raise CommandError(f"{exc} (for user {user!r})") from exc
+        raise CommandError(str(exc) + ("" if user is None else f" (for user {user!r})")) from exc
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     if output == "-":
         click.echo(text, nl=False)
@@ -463,19 +471,20 @@ def export_workflow(
 
 @cli.command("import", short_help="Create a workflow from a JSON document.")
 @click.argument("document_file", metavar="FILE")
-@click.option("--user", required=True, metavar="NAME", help="Import as this user.")
 @click.option(
-    "--workspace",
-    "workspace_id",
-    metavar="ID",
-    help="Workspace to create it in, one of USER's (default: USER's personal workspace).",
+    "--user",
+    metavar="NAME",
+    help="Import as this user, into their personal workspace unless --workspace says another "
+    "of theirs.",
 )
+@click.option("--workspace", "workspace_id", metavar="ID", help="Workspace to create it in.")
 @pass_settings
 def import_workflow(
-    settings: Settings, document_file: str, user: str, workspace_id: str | None
+    settings: Settings, document_file: str, user: str | None, workspace_id: str | None
 ) -> None:
     """Create a workflow (an unpublished draft) from the document in FILE, as written by
-    `loom export` or the API's exportWorkflow, and print its id.
+    `loom export` or the API's exportWorkflow, and print its id. Give --user, --workspace
+    or both.
 
     Every problem that refuses the document is listed (exit status 2, nothing stored). Node
     types not installed and credentials the workspace has none of that name and kind of
@@ -487,8 +496,12 @@ def import_workflow(
     from engine.node_types import load_registry
     from engine.validation import GraphLimits, Problem
     from resolvers.workflow_documents import import_document
+    from storage import accounts
     from storage.models import Workflow
+    from storage.types import storable
 
+    if user is None and workspace_id is None:
+        raise CommandError("give --user NAME, --workspace ID or both: where to create it")
     path = Path(document_file)
     try:
         data = json_depth.loads(path.read_bytes())
@@ -500,17 +513,24 @@ def import_workflow(
         raise CommandError(f"{path} is not valid JSON: {exc}") from exc
 
     async def work(database: Database) -> Workflow | list[Problem]:
-        principal = await _principal(database, user)
-        target = workspace_id or principal.personal_workspace_id
-        if target not in principal.workspace_ids:
-            raise CommandError(f"workspace {target!r} not found (for user {user!r})")
+        principal = None if user is None else await _principal(database, user)
+        if principal is None:
+            target = str(workspace_id)
+            async with database.session() as session:
+                found = storable(target) and await accounts.workspaces_by_ids(session, [target])
+            if not found:
+                raise CommandError(f"workspace {target!r} not found")
+        else:
+            target = workspace_id or principal.personal_workspace_id
+            if target not in principal.workspace_ids:
+                raise CommandError(f"workspace {target!r} not found (for user {user!r})")
         return await import_document(
             database,
             load_registry(),
             GraphLimits(max_nodes=settings.max_graph_nodes),
             data,
             workspace_id=target,
-            created_by=principal.user_id,
+            created_by=None if principal is None else principal.user_id,
         )
 
     imported = _on_database(settings, work, create=False)

@@ -277,3 +277,29 @@ def test_import_lists_every_problem_and_stores_nothing(tmp_path: Path) -> None:
     assert missing.code == 1 and "cannot read missing.json" in _one_error_line(missing.stderr)
     with sqlite3.connect(data / "loom.db") as connection:
         assert connection.execute("SELECT count(*) FROM workflows").fetchone() == (0,)
+
+
+def test_without_a_user_export_reads_any_workflow_and_import_needs_a_workspace(
+    tmp_path: Path,
+) -> None:
+    import json
+    import sqlite3
+
+    data = _loom_with_users(tmp_path, "alice")
+    with sqlite3.connect(data / "loom.db") as connection:
+        (workspace_id,) = connection.execute("SELECT personal_workspace_id FROM users").fetchone()
+    (tmp_path / "in.json").write_text(json.dumps(DOCUMENT))
+    started = [
+        start_loom("import", "in.json", "--workspace", workspace_id, cwd=tmp_path),
+        start_loom("import", "in.json", cwd=tmp_path),
+        start_loom("import", "in.json", "--workspace", "nope", cwd=tmp_path),
+    ]
+    imported, nowhere, unknown = (process.wait() for process in started)
+    assert imported.code == 0, imported.stderr
+    assert nowhere.code == 1 and "--user NAME, --workspace ID" in _one_error_line(nowhere.stderr)
+    assert unknown.code == 1 and "workspace 'nope' not found" in _one_error_line(unknown.stderr)
+    exported = run_loom("export", imported.stdout.strip(), cwd=tmp_path)
+    assert exported.code == 0, exported.stderr
+    assert json.loads(exported.stdout)["name"] == "Sync issues"
+    with sqlite3.connect(data / "loom.db") as connection:
+        assert connection.execute("SELECT created_by FROM workflows").fetchall() == [(None,)]
