@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -10,9 +11,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine import editing
 from engine.credentials import KINDS
 from engine.graph import Graph
-from engine.node_types import ParameterMigrationError
+from engine.node_types import NodeTypeRegistry, ParameterMigrationError
 from engine.nodes.subworkflow import EXECUTE_WORKFLOW
-from engine.validation import Problem, Severity, check_graph
+from engine.validation import GraphLimits, Problem, Severity, check_graph
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.graph_input import (
@@ -61,24 +62,58 @@ async def _mapped(info: Info, row: Workflow) -> types.Workflow:
     return mapping.workflow(row, info.context.services.node_type_policy())
 
 
-async def _checked_graph(
-    info: Info, graph: Graph, collected: Collected, previous: Graph | None = None
+# Problems of a node whose type, or type version, is not installed. A node that arrives with
+# the workflow (from an imported document, or kept as it was in the stored draft: a plugin
+# uninstalled since) is saved with them as node issues: the draft cannot run or be published
+# until the type is installed or the node changed, and the rest of it can still be edited.
+# A node added with such a type, or changed to one, is refused as before.
+_ABSENT_TYPE = frozenset({"UNKNOWN_NODE_TYPE", "UNKNOWN_TYPE_VERSION"})
+
+
+async def checked_graph(
+    registry: NodeTypeRegistry,
+    limits: GraphLimits,
+    graph: Graph,
+    collected: Collected,
+    previous: Graph | None = None,
+    *,
+    imported: bool = False,
 ) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
     """The graph to store (each node's type version written down: `editing.pin_type_versions`,
-    `previous` the graph it replaces), its node issues, and the problems that refuse it."""
-    registry = info.context.services.registry
+    `previous` the graph it replaces), its node issues, and the problems that refuse it.
+    `imported`: every node arrives with the workflow (see `_ABSENT_TYPE`)."""
     graph = editing.pin_type_versions(graph, registry.latest_version, previous)
-    report = await check_graph(graph, registry, info.context.services.graph_limits)
-    refusing = [*collected.problems, *report.structural]
-    node_issues = {
-        node_id: [problem.to_json() for problem in problems]
-        for node_id, problems in report.parameters.items()
-        if problems
-    }
+    report = await check_graph(graph, registry, limits)
+    if imported:
+        arrived = {node.id for node in graph.nodes}
+    else:
+        before = {node.id: (node.type, node.type_version) for node in (previous or Graph()).nodes}
+        arrived = {
+            node.id for node in graph.nodes if before.get(node.id) == (node.type, node.type_version)
+        }
+    node_issues: dict[str, list[dict[str, object]]] = {}
+    refusing = list(collected.problems)
+    for problem in report.structural:
+        if problem.code in _ABSENT_TYPE and problem.node_id in arrived:
+            kept = replace(problem, severity=Severity.PARAMETER)
+            node_issues.setdefault(problem.node_id, []).append(kept.to_json())
+        else:
+            refusing.append(problem)
+    for node_id, problems in report.parameters.items():
+        if problems:
+            node_issues.setdefault(node_id, []).extend(problem.to_json() for problem in problems)
     return graph, node_issues, refusing
 
 
-async def _reference_problems(
+async def _checked_graph(
+    info: Info, graph: Graph, collected: Collected, previous: Graph | None = None
+) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
+    """`checked_graph` with this server's node types and limits."""
+    services = info.context.services
+    return await checked_graph(services.registry, services.graph_limits, graph, collected, previous)
+
+
+async def reference_problems(
     session: AsyncSession, graph: Graph, workspace_id: str
 ) -> list[Problem]:
     """Every credential reference (`credentials: {kind: id}` of a node) must name a
@@ -210,7 +245,7 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     if refusing:
         return validation_error(refusing)
     async with info.context.database.session() as session:
-        refusing = await _reference_problems(session, graph, viewer.personal_workspace_id)
+        refusing = await reference_problems(session, graph, viewer.personal_workspace_id)
     if refusing:
         return validation_error(refusing)
     row = Workflow(
@@ -247,7 +282,7 @@ async def update_workflow(
         previous = Graph.from_json(current.nodes, current.edges)
         graph = editing.carry_renames(previous, fields.graph)
         graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
-        refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
+        refusing = refusing or await reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(
@@ -342,7 +377,7 @@ async def _edit_graph(
                 collected.add("MIGRATION_FAILED", message, field, exc.node_id)
             return validation_error(collected.problems)
         graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
-        refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
+        refusing = refusing or await reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(

@@ -14,6 +14,7 @@ from schema.types import (
     Problem,
     User,
     Workflow,
+    WorkflowDocument,
     WorkflowReference,
 )
 
@@ -88,5 +89,21 @@ NodeTypeResult = Annotated[
     NodeType | ValidationError | NotFoundError | ForbiddenError,
     strawberry.union(
         "NodeTypeResult", description="The node type as the change left it, or why not."
+    ),
+]
+ExportWorkflowResult = Annotated[
+    WorkflowDocument | NotFoundError,
+    strawberry.union(
+        "ExportWorkflowResult",
+        description="The workflow's document, or NotFoundError: no such workflow (or not "
+        "yours), or no such version of it.",
+    ),
+]
+ImportWorkflowResult = Annotated[
+    Workflow | ValidationError | NotFoundError,
+    strawberry.union(
+        "ImportWorkflowResult",
+        description="The new workflow; ValidationError listing every problem of the "
+        "document (nothing is stored); or NotFoundError for a workspace that is not yours.",
     ),
 ]

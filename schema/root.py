@@ -25,6 +25,7 @@ from resolvers import credentials as credential_resolvers
 from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
 from resolvers import subscriptions as subscription_resolvers
+from resolvers import workflow_documents as document_resolvers
 from resolvers import workflows as workflow_resolvers
 from schema import execution_types, json_scalar, results, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
@@ -48,6 +49,12 @@ class Query:
     workflow_version: types.WorkflowVersion | None = strawberry.field(
         resolver=workflow_resolvers.workflow_version,
         description="One immutable snapshot of a workflow; null if missing or not yours.",
+    )
+    export_workflow: results.ExportWorkflowResult = strawberry.field(
+        resolver=document_resolvers.export_workflow,
+        description="A workflow as one JSON document, to import elsewhere with "
+        "`importWorkflow`: its draft, or with `version` that snapshot. Credentials are named "
+        "by kind and name, never by id, and never with their secrets.",
     )
     node_types: list[types.NodeType] = strawberry.field(
         resolver=node_type_resolvers.node_types,
@@ -104,6 +111,14 @@ class Mutation:
     update_workflow: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.update_workflow,
         description="Replace a workflow's draft; `expectedVersion` must be the current version.",
+    )
+    import_workflow: results.ImportWorkflowResult = strawberry.mutation(
+        resolver=document_resolvers.import_workflow,
+        description="Create a workflow (an unpublished draft, version 1) from a document of "
+        "`exportWorkflow`, in `workspaceId` (default: your personal workspace). A malformed "
+        "document, a graph that cannot be saved or a newer format version is refused with "
+        "every problem at once; node types not installed and credentials the workspace has "
+        "no credential of that name and kind for become node issues of the new draft.",
     )
     delete_workflow: results.DeleteResult = strawberry.mutation(
         resolver=workflow_resolvers.delete_workflow,

@@ -148,6 +148,23 @@ class WorkflowVersion:
     created_at: datetime = strawberry.field(description="When the snapshot was written.")
 
 
+@strawberry.type(
+    description='A workflow as one portable JSON document (docs/api.md, "Export and '
+    'import"): what `importWorkflow` reads.'
+)
+class WorkflowDocument:
+    workflow_id: strawberry.ID = strawberry.field(description="The workflow exported.")
+    version: int = strawberry.field(
+        description="The version the document holds: the draft's current version, or the "
+        "snapshot asked for."
+    )
+    document: JSON = strawberry.field(
+        description="The document: `formatVersion`, name, description, tags, settings, nodes "
+        "(credentials by kind and name, never ids or secrets), edges and `pinData` (reserved, "
+        "empty). No workflow id: importing it and exporting again gives the same document."
+    )
+
+
 @strawberry.type(description="A workflow: a graph of nodes, its draft version and its state.")
 class Workflow:
     id: strawberry.ID = strawberry.field(description="Workflow id.")
