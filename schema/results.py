@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 
 from schema.execution_types import Execution
+from schema.preview_types import ExpressionError, ExpressionValue, NoDataError
 from schema.types import ApiToken, Credential, Problem, User, Workflow, WorkflowReference
 
 
@@ -75,4 +76,12 @@ ExecutionResult = Annotated[
 CredentialResult = Annotated[
     Credential | ValidationError | NotFoundError,
     strawberry.union("CredentialResult", description="A credential, or why the change failed."),
+]
+ExpressionPreviewResult = Annotated[
+    ExpressionValue | ExpressionError | NoDataError | NotFoundError | ValidationError,
+    strawberry.union(
+        "ExpressionPreviewResult",
+        description="The value, or why there is none: the expression's error, no data yet, "
+        "a workflow, node or execution not found, or a bad argument.",
+    ),
 ]

@@ -126,6 +126,7 @@ def build_services(
         secret_box=secret_box,
         webhook_routes=RouteCache(ttl_s=settings.webhook_route_cache_s),
         starts=starts,
+        expression_limits=settings.expression_limits(),
     )
 
 
