@@ -25,12 +25,13 @@ from engine.expressions.cache import WeightedCache
 from engine.nodes.base import Item, PortItems
 from engine.output_pages import MAX_PAGE_BYTES
 from engine.output_schema import MAX_SAMPLED_ITEMS, Shape, infer_shape
-from engine.states import NodeRunStatus
+from engine.states import ExecutionStatus, NodeRunStatus
 from schema.preview_types import OutputSchema, output_schema
 from storage import previews
 from storage.db import Sessions
-from storage.models import Execution, NodeRun, Workflow
+from storage.models import Execution, Workflow
 from storage.output_reads import StoredOutput, node_run_outputs
+from storage.previews import RunRef
 
 SUCCEEDED = NodeRunStatus.SUCCEEDED.value
 SKIPPED = NodeRunStatus.SKIPPED.value
@@ -64,6 +65,19 @@ class PreviewOutputs:
             self._cache.put(run_id, (items, raw_bytes))
             found[run_id] = items
         return found
+
+    async def final_runs(self, session: AsyncSession, execution: Execution) -> dict[str, RunRef]:
+        """The execution's node runs that count (`previews.final_runs`); kept once it has
+        finished, when they can no longer change."""
+        key = f"runs:{execution.id}"
+        cached = self._cache.get(key)
+        if cached is not None:
+            runs: dict[str, RunRef] = cached[0]
+            return runs
+        runs = await previews.final_runs(session, execution.id)
+        if ExecutionStatus(execution.status).is_terminal:
+            self._cache.put(key, (runs, 100 * len(runs)))
+        return runs
 
     async def execution_input(self, session: AsyncSession, execution: Execution) -> Any:
         key = f"input:{execution.id}"
@@ -109,7 +123,7 @@ def no_execution(workflow: Workflow, node: dict[str, Any]) -> NoData:
 
 
 def input_sources(
-    workflow: Workflow, node: dict[str, Any], execution: Execution, runs: dict[str, NodeRun]
+    workflow: Workflow, node: dict[str, Any], execution: Execution, runs: dict[str, RunRef]
 ) -> Sources | NoData:
     """Where the node's main input (port `main`, else its first input port) comes from in
     this execution, or why it has none."""
@@ -165,7 +179,7 @@ async def input_items(
 
 
 async def node_outputs(
-    session: AsyncSession, cache: PreviewOutputs, runs: dict[str, NodeRun], by_name: dict[str, str]
+    session: AsyncSession, cache: PreviewOutputs, runs: dict[str, RunRef], by_name: dict[str, str]
 ) -> dict[str, list[Item]]:
     """The main-output items of the named nodes (`$("Name")`), as at run time: the first
     port of a node that succeeded, nothing for a skipped one; nodes without a run left out."""

@@ -147,7 +147,7 @@ async def _find(
             )
             if execution is None:
                 return _no_data(no_execution(workflow, node))
-        runs = await previews.final_runs(session, execution.id)
+        runs = await services.preview_outputs.final_runs(session, execution)
         sources = input_sources(workflow, node, execution, runs)
         if isinstance(sources, NoData):
             return _no_data(sources)

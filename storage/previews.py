@@ -8,6 +8,7 @@ caller's workspaces.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import col, select
@@ -51,14 +52,26 @@ async def execution_of_workflow(
     return row if row is not None and row.workflow_id == workflow_id else None
 
 
-async def final_runs(session: AsyncSession, execution_id: str) -> dict[str, NodeRun]:
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """A node run, as previews need it."""
+
+    id: str
+    status: str
+
+
+async def final_runs(session: AsyncSession, execution_id: str) -> dict[str, RunRef]:
     """Each node's run that counts, by node id: its successful one, else its latest."""
-    runs = (await executions.node_runs(session, [execution_id]))[execution_id]
-    final: dict[str, NodeRun] = {}
-    for run in runs:
-        kept = final.get(run.node_id)
+    query = (
+        select(NodeRun.id, NodeRun.node_id, NodeRun.status)
+        .where(NodeRun.execution_id == execution_id)
+        .order_by(col(NodeRun.created_at), col(NodeRun.attempt))
+    )
+    final: dict[str, RunRef] = {}
+    for run_id, node_id, status in await session.exec(query):
+        kept = final.get(node_id)
         if kept is None or kept.status != NodeRunStatus.SUCCEEDED.value:
-            final[run.node_id] = run
+            final[node_id] = RunRef(run_id, status)
     return final
 
 
