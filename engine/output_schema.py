@@ -1,8 +1,9 @@
 """The shape of a list of items: which fields they have, of which JSON types, how often.
 
 The editor offers it for autocomplete and drag-and-drop mapping. It is inferred from a
-bounded sample (the first `MAX_SAMPLED_ITEMS` items: a run's output is read no further,
-however many items it has) and bounded itself: at most `MAX_PATHS` paths, `MAX_DEPTH` levels,
+bounded sample (the first `MAX_SAMPLED_ITEMS` items, within `MAX_SAMPLED_BYTES` of JSON: a
+run's output is read no further, however many items it has, and an item larger than that is
+not looked into) and bounded itself: at most `MAX_PATHS` paths, `MAX_DEPTH` levels,
 the first `MAX_ARRAY_ELEMENTS` elements of each array, examples of `MAX_EXAMPLE_CHARS`. Past
 any bound, what is left out is left out and `truncated` says so.
 
@@ -15,11 +16,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
+from engine.output_pages import MIN_PAGE_BYTES, Page
+from engine.truncation import TRUNCATED_KEY
+
 MAX_SAMPLED_ITEMS = 1_000
+MAX_SAMPLED_BYTES = 4 * 1024 * 1024
 MAX_PATHS = 500
 MAX_DEPTH = 12
 MAX_ARRAY_ELEMENTS = 20
@@ -52,15 +57,41 @@ class Shape:
     truncated: bool
 
 
+class PagedOutput(Protocol):
+    """Stored output items, read a page at a time (storage/output_reads.py)."""
+
+    def items_bytes(self, port: str | None = None) -> int: ...
+
+    async def page(self, port: str | None, offset: int, limit: int, max_bytes: int) -> Page: ...
+
+
+async def sample_items(
+    output: PagedOutput, port: str, count: int, max_items: int, max_bytes: int
+) -> list[Any]:
+    """The first items of a port with `count` items, at most `max_items` and `max_bytes` of
+    JSON: one page. A port whose one item is larger than that is not read at all (a page
+    would return its truncation marker, with a preview as large as the room)."""
+    if count <= 0 or max_items <= 0 or max_bytes < MIN_PAGE_BYTES:
+        return []
+    if count == 1 and output.items_bytes(port) - 2 > max_bytes:
+        return [{TRUNCATED_KEY: True}]
+    page = await output.page(port, 0, max_items, max_bytes)
+    return page.items
+
+
 def infer_shape(items: Iterable[Any], max_items: int = MAX_SAMPLED_ITEMS) -> Shape:
     """The shape of the first `max_items` of `items` (JSON objects; other values are
-    counted as items with no fields)."""
+    counted as items with no fields). A truncation marker (an item too large for the
+    sample, `engine.truncation`) is left out, and the shape is `truncated`."""
     walker = _Walker()
     sampled = 0
     for item in items:
         if sampled >= max_items:
             walker.truncated = True
             break
+        if isinstance(item, dict) and item.get(TRUNCATED_KEY) is True:
+            walker.truncated = True
+            continue
         if isinstance(item, dict):
             walker.walk_object(item, "", 0, sampled)
         sampled += 1

@@ -23,14 +23,20 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.expressions.cache import WeightedCache
 from engine.nodes.base import Item, PortItems
-from engine.output_pages import MAX_PAGE_BYTES
-from engine.output_schema import MAX_SAMPLED_ITEMS, Shape, infer_shape
+from engine.output_schema import (
+    MAX_SAMPLED_BYTES,
+    MAX_SAMPLED_ITEMS,
+    Shape,
+    infer_shape,
+    sample_items,
+)
 from engine.states import ExecutionStatus, NodeRunStatus
+from engine.truncation import TRUNCATED_KEY
 from schema.preview_types import OutputSchema, output_schema
 from storage import previews
 from storage.db import Sessions
 from storage.models import Execution, Workflow
-from storage.output_reads import StoredOutput, node_run_outputs
+from storage.output_reads import StoredOutput, execution_inputs, node_run_outputs
 from storage.previews import RunRef
 
 SUCCEEDED = NodeRunStatus.SUCCEEDED.value
@@ -196,28 +202,34 @@ async def node_outputs(
     return found
 
 
-async def input_shape(
-    database: Sessions, sources: Sources, execution_input: Any
-) -> tuple[Shape, int]:
+async def input_shape(database: Sessions, sources: Sources, execution_id: str) -> tuple[Shape, int]:
     """The shape of the node's input and how many items it has, from the first
-    `MAX_SAMPLED_ITEMS` items only: each upstream output is read a page at a time."""
+    `MAX_SAMPLED_ITEMS` items (within `MAX_SAMPLED_BYTES`) only: each upstream output is
+    read a page at a time."""
     if sources.from_input:
-        return infer_shape([execution_input if isinstance(execution_input, dict) else {}]), 1
+        stored_input = (await execution_inputs(database, [execution_id])).get(execution_id)
+        if stored_input is None:
+            value: Any = {}
+        elif stored_input.raw_bytes > MAX_SAMPLED_BYTES:  # not read: see `sample_items`
+            value = {TRUNCATED_KEY: True}
+        else:
+            value = await stored_input.value()
+        return infer_shape([value]), 1
     stored: dict[str, StoredOutput] = await node_run_outputs(
         database, [run_id for run_id, _ in sources.runs]
     )
     sample: list[Any] = []
     total = 0
+    room_bytes = MAX_SAMPLED_BYTES
     for run_id, port in sources.runs:
         output = stored.get(run_id)
         if output is None:
             continue
         count = dict(output.ports()).get(port, 0)
         total += count
-        room = MAX_SAMPLED_ITEMS - len(sample)
-        if room > 0 and count:
-            page = await output.page(port, 0, room, MAX_PAGE_BYTES)
-            sample.extend(page.items)
+        items = await sample_items(output, port, count, MAX_SAMPLED_ITEMS - len(sample), room_bytes)
+        sample.extend(items)
+        room_bytes -= len(orjson.dumps(items))
     return infer_shape(sample), total
 
 
@@ -240,17 +252,11 @@ async def input_schemas(
             if execution is None:
                 found.append(None)
                 continue
-            sources = input_sources(
-                workflow, node, execution, await previews.final_runs(session, execution.id)
-            )
-            value = (
-                await previews.execution_input(session, execution)
-                if isinstance(sources, Sources) and sources.from_input
-                else None
-            )
+            runs = await previews.final_runs(session, execution.id)
+            sources = input_sources(workflow, node, execution, runs)
         if isinstance(sources, NoData):
             found.append(None)
             continue
-        shape, total = await input_shape(database, sources, value)
+        shape, total = await input_shape(database, sources, execution.id)
         found.append(output_schema(shape, sources.port, total, execution.id) if total else None)
     return found

@@ -24,6 +24,8 @@ class StoredOutput(Protocol):
 
     async def page(self, port: str | None, offset: int, limit: int, max_bytes: int) -> Page: ...
 
+    def items_bytes(self, port: str | None = None) -> int: ...
+
 
 class StoredValue(Protocol):
     """One stored JSON value (an execution input), decoded only when it fits."""

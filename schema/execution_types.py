@@ -18,7 +18,7 @@ from engine.output_pages import (
     MemoryValue,
     Page,
 )
-from engine.output_schema import MAX_SAMPLED_ITEMS, infer_shape
+from engine.output_schema import MAX_SAMPLED_BYTES, MAX_SAMPLED_ITEMS, infer_shape, sample_items
 from schema.context import SchemaContext, StoredOutput, StoredValue
 from schema.preview_types import OutputSchema, output_schema
 from schema.types import PageInfo
@@ -230,7 +230,8 @@ class NodeRun:
 
     @strawberry.field(
         description="The shape of one port's items (default: the first port with items), "
-        f"inferred from its first {MAX_SAMPLED_ITEMS:,} items without sending them: for "
+        f"inferred from its first {MAX_SAMPLED_ITEMS:,} items (within "
+        f"{MAX_SAMPLED_BYTES // (1024 * 1024)} MB of JSON) without sending them: for "
         "autocomplete and drag-and-drop mapping. Null when the run has no output or no such "
         "port."
     )
@@ -246,8 +247,9 @@ class NodeRun:
         cached = info.context.output_shapes.get(key)
         if cached is not None:
             return cached
-        page = await output.page(chosen, 0, MAX_SAMPLED_ITEMS, MAX_PAGE_BYTES)
-        shape = output_schema(infer_shape(page.items), chosen, page.total)
+        total = dict(ports)[chosen]
+        sample = await sample_items(output, chosen, total, MAX_SAMPLED_ITEMS, MAX_SAMPLED_BYTES)
+        shape = output_schema(infer_shape(sample), chosen, total)
         if self.status is NodeRunStatus.SUCCEEDED:  # its output is final
             info.context.output_shapes.put(key, shape)
         return shape

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from engine.expressions import ExpressionError, ExpressionLimits, Scope, compile_template
-from engine.output_schema import MAX_PATHS, infer_shape, ordered_types
+from engine.output_pages import MemoryOutput
+from engine.output_schema import MAX_PATHS, infer_shape, ordered_types, sample_items
 from engine.preview import Failed, PreviewData, Rendered, preview_expression, preview_parameters
 
 DATA = PreviewData(
@@ -155,3 +156,13 @@ def test_a_shape_is_bounded() -> None:
     assert sampled.fields[0].items == 100
     long_text = infer_shape([{"t": "x" * 10_000}])
     assert len(long_text.fields[0].example) <= 201
+
+
+async def test_a_sample_reads_one_bounded_page_and_never_a_too_large_item() -> None:
+    items = [{"i": i, "text": "x" * 100} for i in range(5_000)]
+    sample = await sample_items(MemoryOutput({"main": items}), "main", 5_000, 1_000, 64 * 1024)
+    assert 0 < len(sample) < 1_000 and sample[0] == items[0]
+    huge = MemoryOutput({"main": [{"blob": "y" * 200_000}]})
+    left_out = await sample_items(huge, "main", 1, 1_000, 64 * 1024)
+    shape = infer_shape(left_out)
+    assert shape.fields == [] and shape.truncated and shape.sampled_items == 0
