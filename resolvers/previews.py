@@ -33,6 +33,7 @@ from resolvers.preview_data import (
     node_outputs,
 )
 from schema import preview_types, results
+from schema.execution_types import checked_max_bytes
 from schema.types import Problem
 from storage import previews, workflows
 from storage.models import Execution, Workflow
@@ -51,7 +52,8 @@ _execution_argument = strawberry.argument(
     "workflow's latest manual execution."
 )
 _max_bytes_argument = strawberry.argument(
-    description=f"Cap on the value's JSON, from {MIN_PAGE_BYTES} to {MAX_PAGE_BYTES} bytes."
+    description=f"Cap on the value's JSON, from {MIN_PAGE_BYTES} to {MAX_PAGE_BYTES} bytes "
+    "(64 KB by default); anything else is a field error with code BAD_USER_INPUT."
 )
 
 
@@ -85,8 +87,7 @@ async def evaluate_expression(
             f"the expression is longer than {MAX_PREVIEW_TEXT_CHARS:,} characters",
             "expression",
         )
-    if bad := _bad_max_bytes(max_bytes):
-        return bad
+    checked_max_bytes(max_bytes)
     found = await _find(info, str(workflow_id), str(node_id), item_index, execution_id, expression)
     if not isinstance(found, _Found):
         return found
@@ -103,8 +104,7 @@ async def evaluate_parameters(
     execution_id: Annotated[strawberry.ID | None, _execution_argument] = None,
     max_bytes: Annotated[int, _max_bytes_argument] = PREVIEW_VALUE_BYTES,
 ) -> results.ExpressionPreviewResult:
-    if bad := _bad_max_bytes(max_bytes):
-        return bad
+    checked_max_bytes(max_bytes)
     found = await _find(info, str(workflow_id), str(node_id), item_index, execution_id, None)
     if not isinstance(found, _Found):
         return found
@@ -222,16 +222,6 @@ def _result(
         execution_id=execution_id,
         item_index=item_index,
         item_count=len(found.data.input_items),
-    )
-
-
-def _bad_max_bytes(max_bytes: int) -> results.ValidationError | None:
-    if MIN_PAGE_BYTES <= max_bytes <= MAX_PAGE_BYTES:
-        return None
-    return _invalid(
-        "BAD_MAX_BYTES",
-        f"maxBytes must be between {MIN_PAGE_BYTES} and {MAX_PAGE_BYTES}, got {max_bytes}",
-        "maxBytes",
     )
 
 
