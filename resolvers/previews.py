@@ -24,6 +24,8 @@ from engine.preview import Failed, PreviewData, Rendered, preview_expression, pr
 from engine.truncation import marker
 from resolvers.context import Context
 from resolvers.preview_data import (
+    SKIPPED,
+    SUCCEEDED,
     NoData,
     input_items,
     input_sources,
@@ -164,12 +166,16 @@ async def _find(
                 node_id,
             )
         referenced = _referenced(workflow, node, text)
-        missing = [name for name, ref_id in referenced.items() if ref_id not in runs]
+        missing = [
+            name
+            for name, ref_id in referenced.items()
+            if ref_id not in runs or runs[ref_id].status not in (SUCCEEDED, SKIPPED)
+        ]
         if missing:
             return _no_data(
                 NoData(
-                    f"node {missing[0]!r} has no data in execution {execution.id!r}: run the "
-                    "workflow (or that node) first",
+                    f"node {missing[0]!r} has no data in execution {execution.id!r} (it did "
+                    "not run successfully there): run the workflow (or that node) first",
                     node_id,
                     execution.id,
                 )

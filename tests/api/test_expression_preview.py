@@ -203,6 +203,10 @@ async def test_a_node_with_no_data_yet_says_what_to_run(app: Any, alice: Caller)
     assert "'Split' did not run successfully" in upstream_failed["message"]
     assert "run the workflow" in upstream_failed["message"]
     assert upstream_failed["executionId"] == stopped["id"]
+    # A node the expression names that did not run successfully: no data either.
+    named = await _evaluate(alice, workflow_id, "{{ $('Split').first() }}", node="split")
+    assert named["__typename"] == "NoDataError"
+    assert named["message"].startswith(f"node 'Split' has no data in execution '{stopped['id']}'")
 
 
 async def test_bad_input_is_a_typed_result(app: Any, alice: Caller, bob: Caller) -> None:
@@ -226,6 +230,10 @@ async def test_bad_input_is_a_typed_result(app: Any, alice: Caller, bob: Caller)
     assert borrowed["__typename"] == "NotFoundError" and borrowed["id"] == execution_id
     missing_workflow = await _evaluate(alice, "no-such-workflow", "{{ 1 }}")
     assert missing_workflow["__typename"] == "NotFoundError"
+    too_long = await _evaluate(alice, workflow_id, "x" * 100_001)
+    assert too_long["problems"] == [
+        {"code": "TEXT_TOO_LONG", "field": "expression", "nodeId": None}
+    ]
 
 
 async def test_node_runs_expose_the_shape_of_their_output(app: Any, alice: Caller) -> None:
