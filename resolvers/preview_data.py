@@ -41,10 +41,10 @@ from storage.previews import RunRef
 
 SUCCEEDED = NodeRunStatus.SUCCEEDED.value
 SKIPPED = NodeRunStatus.SKIPPED.value
-# The cache of decoded outputs: 32 outputs, 128 MB of JSON in all (a decoded item takes a
-# few times its JSON in memory). An output larger than that is read again each time.
+# The cache of decoded outputs: 32 outputs, 64 MB of JSON in all (decoded, a few times that
+# in memory). An output larger than that is decoded again for each preview.
 CACHED_OUTPUTS = 32
-CACHED_OUTPUT_BYTES = 128 * 1024 * 1024
+CACHED_OUTPUT_BYTES = 64 * 1024 * 1024
 
 
 class PreviewOutputs:
@@ -237,23 +237,33 @@ async def input_schemas(
     database: Sessions, keys: Sequence[tuple[str, str]]
 ) -> list[OutputSchema | None]:
     """`Node.inputSchema` by (workflow id, node id), for a DataLoader: the shape of the
-    node's main input in the workflow's latest manual execution (None: there is none)."""
+    node's main input in the workflow's latest manual execution (None: there is none).
+    The workflow, its execution and its runs are read once for all its nodes asked."""
+    contexts: dict[str, tuple[Workflow, Execution, dict[str, RunRef]] | None] = {}
+    async with database.session() as session:
+        for workflow_id in dict.fromkeys(workflow_id for workflow_id, _ in keys):
+            workflow = await previews.workflow_by_id(session, workflow_id)
+            execution = (
+                None
+                if workflow is None
+                else await previews.latest_manual_execution(
+                    session, workflow_id, [workflow.workspace_id]
+                )
+            )
+            if workflow is None or execution is None:
+                contexts[workflow_id] = None
+            else:
+                runs = await previews.final_runs(session, execution.id)
+                contexts[workflow_id] = (workflow, execution, runs)
     found: list[OutputSchema | None] = []
     for workflow_id, node_id in keys:
-        async with database.session() as session:
-            workflow = await previews.workflow_by_id(session, workflow_id)
-            node = None if workflow is None else node_named(workflow, node_id)
-            if workflow is None or node is None:
-                found.append(None)
-                continue
-            execution = await previews.latest_manual_execution(
-                session, workflow_id, [workflow.workspace_id]
-            )
-            if execution is None:
-                found.append(None)
-                continue
-            runs = await previews.final_runs(session, execution.id)
-            sources = input_sources(workflow, node, execution, runs)
+        context = contexts[workflow_id]
+        node = None if context is None else node_named(context[0], node_id)
+        if context is None or node is None:
+            found.append(None)
+            continue
+        workflow, execution, runs = context
+        sources = input_sources(workflow, node, execution, runs)
         if isinstance(sources, NoData):
             found.append(None)
             continue

@@ -300,3 +300,12 @@ async def test_a_nodes_input_schema_comes_from_the_latest_manual_run(
     assert paths[:3] == ["rows", "rows[]", "rows[].name"]
     nothing = await alice.gql(INPUT_SHAPE, {"w": workflow_id, "n": "missing"})
     assert nothing["workflow"]["node"] is None
+    every = await alice.gql(
+        "query($w: ID!) { workflow(id: $w) { nodes { id inputSchema { totalItems } } } }",
+        {"w": workflow_id},
+    )
+    assert every["workflow"]["nodes"] == [
+        {"id": "start", "inputSchema": {"totalItems": 1}},
+        {"id": "split", "inputSchema": {"totalItems": 1}},
+        {"id": "target", "inputSchema": {"totalItems": 3}},
+    ]
