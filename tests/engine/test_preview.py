@@ -38,6 +38,10 @@ def _error_at(text: str, json: object) -> tuple[str, str]:
         ("{{ $json.a * 'x' }}", "$json.a * 'x'"),
         ("{{ $('Nope').item }}", "$('Nope')"),
         ("{{ 1 }} and {{\n  $json.a.b\n}}", "$json.a.b"),
+        # Rewritten spellings change the text's length before the error: still mapped back.
+        ("{{ $json.x === null && $json.a.b }}", "$json.a.b"),
+        ("{{ $json.x || $json.a.b }}", "$json.a.b"),
+        ("{{ !$json.x\n  && true && $json.a.b }}", "$json.a.b"),
     ],
 )
 def test_an_evaluation_error_covers_the_operation_that_failed(text: str, covered: str) -> None:
