@@ -31,6 +31,7 @@ query($w: ID!, $n: ID!, $i: Int! = 0) {
     ... on ExpressionValue { value type }
     ... on ExpressionError { code parameter position { start end } }
     ... on NoDataError { message }
+    ... on NotFoundError { id }
   }
 }
 """
@@ -228,6 +229,8 @@ async def test_bad_input_is_a_typed_result(app: Any, alice: Caller, bob: Caller)
     bob_workflow, _ = await _ran(app, bob)
     borrowed = await _evaluate(bob, bob_workflow, "{{ 1 }}", x=execution_id)
     assert borrowed["__typename"] == "NotFoundError" and borrowed["id"] == execution_id
+    parameters = await bob.gql(EVALUATE_PARAMETERS, {"w": workflow_id, "n": "target"})
+    assert parameters["evaluateParameters"]["__typename"] == "NotFoundError"
     missing_workflow = await _evaluate(alice, "no-such-workflow", "{{ 1 }}")
     assert missing_workflow["__typename"] == "NotFoundError"
     too_long = await _evaluate(alice, workflow_id, "x" * 100_001)

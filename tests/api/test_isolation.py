@@ -123,6 +123,7 @@ MUTATION_CASES: dict[str, tuple[str, Any, str]] = {
 EXECUTIONS_TEST = "test_executions.py::test_other_users_cannot_see_run_or_cancel_executions"
 CREDENTIALS_TEST = "test_credentials.py::test_nobody_sees_or_changes_anothers_credentials"
 KINDS_TEST = "test_credentials.py::test_kinds_describe_their_fields_with_secrets_write_only"
+PREVIEWS_TEST = "test_expression_preview.py::test_bad_input_is_a_typed_result"
 MUTATIONS_CHECKED_ELSEWHERE = {
     "createWorkflow": "test_bob_creates_in_his_own_workspace",
     "executeWorkflow": EXECUTIONS_TEST,
@@ -147,6 +148,8 @@ QUERIES_CHECKED = {
     "execution": EXECUTIONS_TEST,
     "credentials": CREDENTIALS_TEST,
     "credentialKinds": KINDS_TEST,
+    "evaluateExpression": PREVIEWS_TEST,
+    "evaluateParameters": PREVIEWS_TEST,
 }
 
 
