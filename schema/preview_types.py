@@ -54,7 +54,7 @@ class ExpressionError:
     )
     limit: str | None = strawberry.field(
         description="For EXPRESSION_LIMIT: which limit (steps, value size, number size, regex "
-        "time, regex size)."
+        "time, regex size; or time: a preview stops after 1 s whatever the limits)."
     )
     setting: str | None = strawberry.field(
         description="For EXPRESSION_LIMIT: the setting that raises that limit, if one does."
