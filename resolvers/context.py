@@ -13,19 +13,23 @@ from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
 from engine.bus import EventFanout, EventPublisher
+from engine.expressions import ExpressionLimits
+from engine.expressions.budget import DEFAULT_LIMITS
 from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.node_types import NodeTypeRegistry
 from engine.plan import PlanCache
 from engine.submitter import Submitter
 from engine.validation import GraphLimits
-from resolvers import mapping
+from resolvers import mapping, preview_data
 from resolvers.auth import Authenticator
 from resolvers.caches import Lru
 from resolvers.errors import UNAUTHENTICATED, RequestError
 from resolvers.live_reads import LiveReads
+from resolvers.preview_data import PreviewOutputs
 from resolvers.updates_feed import UpdatesFeed
 from schema import execution_types as xtypes
 from schema import types
+from schema.preview_types import OutputSchema
 from schema.sharing import SharedResult
 from storage import accounts, executions, output_reads, workflows
 from storage.accounts import Principal
@@ -79,6 +83,14 @@ class Services:
         """The node type policies in force, as this process knows them (no I/O)."""
         return EMPTY if self.policies is None else self.policies.current
 
+    # What rendering a node's parameters for one item may cost (`LOOM_EXPRESSION_*`): the
+    # run's limits, which previews use too.
+    expression_limits: ExpressionLimits = DEFAULT_LIMITS
+    # Expression previews: decoded outputs of node runs, read again on every keystroke.
+    preview_outputs: PreviewOutputs = field(default_factory=PreviewOutputs)
+    # Output shapes of finished node runs, by (node run id, port): they never change.
+    output_shapes: Lru[tuple[str, str], OutputSchema] = field(default_factory=Lru)
+
 
 class RequestLoaders:
     """DataLoaders of one request: a batch of lookups of one kind costs one query."""
@@ -112,6 +124,14 @@ class RequestLoaders:
         self.sub_executions: DataLoader[str, list[xtypes.Execution]] = DataLoader(
             load_fn=self._load_sub_executions, cache=cache
         )
+        self.input_shapes: DataLoader[tuple[str, str], OutputSchema | None] = DataLoader(
+            load_fn=self._load_input_shapes, cache=cache
+        )
+
+    async def _load_input_shapes(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> list[OutputSchema | None]:
+        return await preview_data.input_schemas(self._database, keys)
 
     async def _load_sub_executions(
         self, execution_ids: Sequence[str]
@@ -179,6 +199,10 @@ class Context:
     @property
     def database(self) -> Database:
         return self.services.database
+
+    @property
+    def output_shapes(self) -> Lru[tuple[str, str], OutputSchema]:
+        return self.services.output_shapes
 
     def viewer(self) -> Principal:
         """The authenticated caller; every operation requires one."""

@@ -36,7 +36,9 @@ def problem(data: dict[str, Any]) -> types.Problem:
     )
 
 
-def node(data: dict[str, Any], issues: list[dict[str, Any]] | None) -> types.Node:
+def node(
+    data: dict[str, Any], issues: list[dict[str, Any]] | None, workflow_id: str = ""
+) -> types.Node:
     position = data.get("position") or _EMPTY
     retry = data.get("retry")
     return types.Node(
@@ -60,6 +62,7 @@ def node(data: dict[str, Any], issues: list[dict[str, Any]] | None) -> types.Nod
         on_error=types.OnError(data.get("onError", "STOP")),
         credentials=_json(data.get("credentials") or {}),
         issues=[problem(issue) for issue in issues] if issues else [],
+        workflow_id=workflow_id,
     )
 
 
@@ -92,7 +95,7 @@ def workflow(row: models.Workflow, policy: PolicySnapshot = EMPTY) -> types.Work
         version=row.version,
         published_version=row.published_version,
         active=row.active,
-        nodes=[node(data, issues.get(data["id"])) for data in row.nodes],
+        nodes=[node(data, issues.get(data["id"]), row.id) for data in row.nodes],
         edges=[edge(data) for data in row.edges],
         settings=_json(row.settings),
         created_at=row.created_at,
@@ -120,7 +123,7 @@ def workflow_version(row: models.WorkflowVersion) -> types.WorkflowVersion:
         workflow_id=strawberry.ID(row.workflow_id),
         version=row.version,
         name=row.name,
-        nodes=[node(data, None) for data in row.nodes],
+        nodes=[node(data, None, row.workflow_id) for data in row.nodes],
         edges=[edge(data) for data in row.edges],
         settings=_json(row.settings),
         created_at=row.created_at,

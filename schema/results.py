@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 
 from schema.execution_types import Execution
+from schema.preview_types import ExpressionError, ExpressionValue, NoDataError
 from schema.types import (
     ApiToken,
     Credential,
@@ -105,5 +106,13 @@ ImportWorkflowResult = Annotated[
         "ImportWorkflowResult",
         description="The new workflow; ValidationError listing every problem of the "
         "document (nothing is stored); or NotFoundError for a workspace that is not yours.",
+    ),
+]
+ExpressionPreviewResult = Annotated[
+    ExpressionValue | ExpressionError | NoDataError | NotFoundError | ValidationError,
+    strawberry.union(
+        "ExpressionPreviewResult",
+        description="The value, or why there is none: the expression's error, no data yet, "
+        "a workflow, node or execution not found, or a bad argument.",
     ),
 ]

@@ -24,6 +24,7 @@ from resolvers import accounts as account_resolvers
 from resolvers import credentials as credential_resolvers
 from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
+from resolvers import previews as preview_resolvers
 from resolvers import subscriptions as subscription_resolvers
 from resolvers import workflow_documents as document_resolvers
 from resolvers import workflows as workflow_resolvers
@@ -86,6 +87,19 @@ class Query:
     execution: execution_types.Execution | None = strawberry.field(
         resolver=execution_resolvers.execution,
         description="One execution; null if missing or not yours.",
+    )
+    evaluate_expression: results.ExpressionPreviewResult = strawberry.field(
+        resolver=preview_resolvers.evaluate_expression,
+        description="The value a parameter's text would have for one input item of a node, "
+        "evaluated as the run would (same sandbox, same limits) against the data of a manual "
+        'execution (`executionId`, default the latest): `$json`, `$input`, `$("Node")`, '
+        "`$execution`, `$workflow`. A failure is an ExpressionError with the run's error "
+        "code and its position in the text; NoDataError when there is no data to use yet.",
+    )
+    evaluate_parameters: results.ExpressionPreviewResult = strawberry.field(
+        resolver=preview_resolvers.evaluate_parameters,
+        description="A node's whole parameters as the run would render them for one input "
+        "item (see `evaluateExpression`); a failure names the parameter.",
     )
     credentials: list[types.Credential] = strawberry.field(
         resolver=credential_resolvers.credentials_list,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.scalars import JSON
 
 from schema.context import SchemaContext
+
+if TYPE_CHECKING:
+    from schema.preview_types import OutputSchema
 
 Info = strawberry.Info[SchemaContext, None]
 
@@ -104,6 +108,19 @@ class Node:
         description="Parameter problems, which block running and publishing, and hints "
         "(severity HINT), which block nothing."
     )
+    # The workflow the node belongs to (its draft or a version of it): reached only through
+    # a workflow the viewer may read.
+    workflow_id: strawberry.Private[str] = ""
+
+    @strawberry.field(
+        description="The shape of the items that flow into the node (its main input) in the "
+        "workflow's latest manual execution, found through the draft's edges; null when "
+        "there is none or the node received nothing in it. See `OutputSchema`."
+    )
+    async def input_schema(
+        self, info: Info
+    ) -> Annotated[OutputSchema, strawberry.lazy("schema.preview_types")] | None:
+        return await info.context.loaders.input_shapes.load((self.workflow_id, str(self.id)))
 
 
 @strawberry.type(description="A connection from an output port to an input port.")
@@ -189,6 +206,10 @@ class Workflow:
     )
     workspace_id: strawberry.Private[str]
     created_by_id: strawberry.Private[str | None]
+
+    @strawberry.field(description="One node of the draft by id; null if there is none.")
+    def node(self, id: strawberry.ID) -> Node | None:
+        return next((node for node in self.nodes if node.id == id), None)
 
     @strawberry.field(description="Every parameter problem and hint of the draft, over all nodes.")
     def issues(self) -> list[Problem]:

@@ -129,6 +129,7 @@ def build_services(
         webhook_routes=RouteCache(ttl_s=settings.webhook_route_cache_s),
         starts=starts,
         policies=policies,
+        expression_limits=settings.expression_limits(),
     )
 
 

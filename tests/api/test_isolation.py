@@ -127,6 +127,7 @@ EXPORTS_TEST = "test_export_import.py::"
 EXPORT_TEST = EXPORTS_TEST + "test_another_users_workflow_and_a_missing_version_are_not_found"
 POLICY_READS_TEST = "test_node_type_policies.py::test_another_workspace_cannot_be_looked_at"
 POLICIES_TEST = "test_node_type_policies.py::test_bad_changes_are_refused_and_record_nothing"
+PREVIEWS_TEST = "test_expression_preview.py::test_bad_input_is_a_typed_result"
 MUTATIONS_CHECKED_ELSEWHERE = {
     "createWorkflow": "test_bob_creates_in_his_own_workspace",
     "executeWorkflow": EXECUTIONS_TEST,
@@ -155,6 +156,8 @@ QUERIES_CHECKED = {
     "credentialKinds": KINDS_TEST,
     "nodeTypePolicyChanges": POLICY_READS_TEST,
     "exportWorkflow": EXPORT_TEST,
+    "evaluateExpression": PREVIEWS_TEST,
+    "evaluateParameters": PREVIEWS_TEST,
 }
 
 
