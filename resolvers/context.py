@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
 from engine.bus import EventFanout, EventPublisher
+from engine.lifecycle import ExecutionLifecycle
 from engine.node_types import NodeTypeRegistry
 from engine.plan import PlanCache
 from engine.submitter import Submitter
@@ -69,6 +70,8 @@ class Services:
     webhook_routes: RouteCache = field(default_factory=lambda: RouteCache(ttl_s=1.0))
     # Embedded mode: starts of executions this process runs at once, in one write.
     starts: EmbeddedStarts | None = None
+    # Every transition of an execution outside its run: start, cancel, after a run.
+    lifecycle: ExecutionLifecycle | None = None
 
 
 class RequestLoaders:
