@@ -212,6 +212,11 @@ class ExecutionLifecycle:
             admitted += await self.store.admit(workflow_id)
         return admitted
 
+    async def to_sweep(self, queued_grace_s: float) -> list[Runnable]:
+        """What the sweeper hands to the queue (again): what free slots admit now, and what
+        the queue may have lost (see `ExecutionStore.lost`)."""
+        return [*await self.admit_waiting(), *await self.store.lost(queued_grace_s)]
+
     # -- cancel --------------------------------------------------------------------------
 
     async def cancel(self, execution: ExecutionState) -> ExecutionState:

@@ -167,6 +167,12 @@ class ExecutionStore(Protocol):
         """Workflows with queued executions never admitted."""
         ...
 
+    async def lost(self, queued_grace_s: float) -> Sequence[Runnable]:
+        """What the queue must hold and may have lost (`storage.queueing.due`): admitted
+        QUEUED executions older than `queued_grace_s`, RUNNING ones whose lease expired,
+        WAITING ones (with their resume time)."""
+        ...
+
     async def wake_caller(self, parent_id: str, run_id: str) -> int | None:
         """Make the WAITING caller claimable now if every execution its attempt `run_id`
         started has ended: its lease generation then, else None."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from functools import partial
 from typing import Any
 
 from engine.executor import LEASE_LOST, SHUTDOWN
@@ -18,7 +19,6 @@ from engine.lifecycle import ExecutionLifecycle
 from engine.loop_monitor import LoopMonitor
 from engine.node_types import load_registry
 from engine.plan import PlanCache
-from engine.ports import Runnable
 from engine.queue import (
     ArqSubmitter,
     Sweeper,
@@ -32,34 +32,13 @@ from engine.runner import ExecutionRunner
 from server.running import require_distributed_settings
 from server.scheduler import run_scheduler
 from server.settings import Settings
-from storage import queueing
-from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.leases import LeaseKeeper
 from storage.lifecycle_store import DatabaseExecutionStore
 from storage.migrate import upgrade
-from storage.queueing import Due
 from storage.recorder import GroupCommitWriter
 
 logger = logging.getLogger("loom.worker")
-
-
-class _DatabaseDue:
-    """The sweeper's view of the database: what the queue may have lost, and what free
-    slots admit (the lifecycle's)."""
-
-    def __init__(
-        self, database: Database, lifecycle: ExecutionLifecycle, queued_grace_s: float
-    ) -> None:
-        self.database = database
-        self.lifecycle = lifecycle
-        self.queued_grace_s = queued_grace_s
-
-    async def due(self) -> list[Due]:
-        return await queueing.due(self.database, self.queued_grace_s)
-
-    async def admit_waiting(self) -> list[Runnable]:
-        return await self.lifecycle.admit_waiting()
 
 
 async def run_worker(settings: Settings, concurrency: int) -> None:
@@ -99,7 +78,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     sweeper = Sweeper(
         redis,
         submitter,
-        _DatabaseDue(database, lifecycle, queued_grace_s=max(2.0, settings.sweep_interval_s)),
+        partial(lifecycle.to_sweep, max(2.0, settings.sweep_interval_s)),
         owner,
         settings.sweep_interval_s,
     )

@@ -60,6 +60,9 @@ class DatabaseExecutionStore:
     async def workflows_waiting_for_slots(self) -> list[str]:
         return await queueing.workflows_waiting_for_slots(self.database)
 
+    async def lost(self, queued_grace_s: float) -> list[Due]:
+        return await queueing.due(self.database, queued_grace_s)
+
     async def wake_caller(self, parent_id: str, run_id: str) -> int | None:
         return await subworkflows.wake_caller(self.database, parent_id, run_id)
 
