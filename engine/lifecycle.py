@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from engine.bus import EventPublisher
 from engine.events import Event, EventType
@@ -92,37 +93,32 @@ class ExecutionLifecycle:
         handover: RunHandover | None = None,
         listen: Callable[[str], None] | None = None,
     ) -> StartResult:
-        """Start an execution, once per `idempotency_key` (a workflow id and a key).
+        """Start an execution (executeWorkflow, retryExecution, a webhook), once per
+        `idempotency_key` (a workflow id and a key).
 
-        The execution of the workflow started earlier with the key, if any, is the answer. Otherwise
-        `prepare` describes the new execution (or raises why there is none: the caller's
-        own refusal, passed on as it is); it is created, announced, and admitted
-        or queued. `listen` is told its id before it can run (to follow its events from the
-        first); `handover` receives its answer in memory when embedded mode runs it here
-        from memory. A concurrent start with the same key wins over this one: its execution
-        is the answer. `StartConflict` when the workflow is gone."""
+        The execution of the workflow started earlier with the key, if any, is the answer.
+        Otherwise `prepare` describes the new execution (or raises why there is none: the
+        caller's own refusal, passed on as it is); it is admitted or queued, created,
+        announced and submitted. `listen` is told its id before it can run (to follow its
+        events from the first); `handover` receives its answer in memory when embedded mode
+        runs it here from memory. A concurrent start with the same key wins over this one:
+        its execution is the answer. `StartConflict` when the workflow is gone."""
         if idempotency_key is not None:
             earlier = await self.store.find_started(*idempotency_key)
             if earlier is not None:
                 return StartResult(earlier.id, earlier, created=False)
         request = await prepare()
-        # Every new execution of every mode started here passes this point before it is
-        # created, with its workspace and version (`request.runnable`: its graph, when the
-        # caller had it).
+        admitted = self.admission(request)
         try:
             starts = self.starts
-            if (
-                starts is not None
-                and request.runnable is not None
-                and request.concurrency_limit is None
-            ):
+            if starts is not None and request.runnable is not None and admitted:
                 # Embedded mode, nothing to queue for: one write, the run starts here.
                 prepared = starts.prepare_start(request, request.runnable)
                 if listen is not None:
                     listen(prepared.execution_id)
                 await starts.store_and_run(prepared, handover)
                 return StartResult(prepared.execution_id, None, True, handover)
-            execution = await self.store.create(request)
+            (execution,) = await self.store.create([request], [admitted])
         except StartConflict:
             if idempotency_key is None:
                 raise
@@ -134,6 +130,35 @@ class ExecutionLifecycle:
             listen(execution.id)
         await self.submit(execution)
         return StartResult(execution.id, execution, True)
+
+    async def start_calls(self, requests: Sequence[StartRequest]) -> list[CreatedExecution]:
+        """Start the executions of a sub-workflow call (created together, in one
+        transaction), and submit each."""
+        admitted = [self.admission(request) for request in requests]
+        created = list(await self.store.create(requests, admitted))
+        for execution in created:
+            await self.submit(execution)
+        return created
+
+    async def fire_schedules(self, now: datetime) -> int:
+        """Fire the schedules due at `now` (each tick once across processes) and submit the
+        executions they start; returns how many."""
+        created = await self.store.fire_schedules(now, self.admission)
+        for execution in created:
+            await self.submit(execution)
+        return len(created)
+
+    def admission(self, request: StartRequest) -> bool:
+        """Whether a new execution may run at once (True) or waits for a slot of its
+        workflow's `maxConcurrentExecutions` (False).
+
+        Every new execution of every mode passes here before it is created (`start`,
+        `start_calls`, `fire_schedules`), with its workspace, workflow and version
+        (`request.runnable`: with its graph, when the caller had it at hand). A sub-workflow
+        execution (`request.parent`) is admitted at once, whatever its workflow's limit (as in
+        n8n, the limit is for executions that triggers and users start): a caller holding a
+        slot while it waits for a call of its own workflow would otherwise wait forever."""
+        return request.parent is not None or request.concurrency_limit is None
 
     async def submit(self, execution: CreatedExecution) -> None:
         """Announce a committed new execution and hand it to the submitter, or, when its

@@ -7,7 +7,7 @@ creation that storage refuses comes back as `StartConflict`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -97,6 +97,18 @@ class RunnableVersion(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ParentLink:
+    """Where a sub-workflow execution was called from (see `Execution.parent_*`)."""
+
+    execution_id: str
+    node_id: str
+    run_id: str
+    batch: int
+    waits: bool
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
 class StartRequest:
     """A new execution, as every way of starting one describes it to the lifecycle."""
 
@@ -113,6 +125,8 @@ class StartRequest:
     start_node_id: str | None = None
     retry_of: str | None = None
     reuse_outputs: bool = False
+    # A sub-workflow call: the calling node's attempt.
+    parent: ParentLink | None = None
     # The version with its graph, when the caller has it (a webhook's route): lets embedded
     # mode start the run in one write.
     runnable: RunnableVersion | None = field(default=None, compare=False)
@@ -153,9 +167,20 @@ class ExecutionStore(Protocol):
         """The execution started earlier for the workflow with this idempotency key."""
         ...
 
-    async def create(self, request: StartRequest) -> CreatedExecution:
-        """Store a QUEUED execution and its first event; `StartConflict` when refused (the
+    async def create(
+        self, requests: Sequence[StartRequest], admitted: Sequence[bool]
+    ) -> Sequence[CreatedExecution]:
+        """Store QUEUED executions (admitted to run at once, or waiting for a slot), each
+        with its first event, in one transaction; `StartConflict` when refused (an
         idempotency key used meanwhile, the workflow gone)."""
+        ...
+
+    async def fire_schedules(
+        self, now: datetime, admission: Callable[[StartRequest], bool]
+    ) -> Sequence[CreatedExecution]:
+        """Fire the schedules due at `now`, each tick once across processes: each new
+        execution is created in the transaction that records its tick, `admission` asked
+        first (see `ExecutionLifecycle.admission`)."""
         ...
 
     async def admit(self, workflow_id: str) -> Sequence[Runnable]:

@@ -98,7 +98,7 @@ def build_services(
             max_node_output_bytes=settings.max_node_output_bytes,
             # Sub-workflow calls start through the lifecycle (made below).
             resources=settings.node_resources(
-                database, secret_box, lambda execution: lifecycle.submit(execution)
+                database, secret_box, lambda requests: lifecycle.start_calls(requests)
             ),
             expression_limits=settings.expression_limits(),
         )
@@ -229,7 +229,7 @@ def create_app(
             await lifecycle.resume_on_start()
             # Schedules fire here in embedded mode (in the workers in distributed mode).
             scheduling = asyncio.create_task(
-                run_scheduler(database, lifecycle.submit), name="scheduler"
+                run_scheduler(lifecycle.fire_schedules), name="scheduler"
             )
         try:
             yield

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from engine.expressions.budget import ExpressionLimits
     from engine.nodes.base import NodeResources
     from storage.db import Database
-    from storage.models import Execution
     from storage.secrets import SecretBox
+    from storage.subworkflows import StartCalls
 
 
 ENV_PREFIX = "LOOM_"
@@ -352,11 +352,11 @@ class Settings(BaseSettings):
         self,
         database: Database,
         box: SecretBox | None,
-        submit: Callable[[Execution], Awaitable[None]] | None = None,
+        start_calls: StartCalls,
     ) -> NodeResources | None:
-        """The HTTP client, credentials, sub-workflow calls (which hand the executions they
-        create to `submit`) and the Code node's sandbox lent to nodes; None without a secret
-        key. The sandbox starts its processes on first use."""
+        """The HTTP client, credentials, sub-workflow calls (whose executions `start_calls`
+        starts: `ExecutionLifecycle.start_calls`) and the Code node's sandbox lent to nodes;
+        None without a secret key. The sandbox starts its processes on first use."""
         from engine.code import CodeSandbox
         from engine.network_policy import NetworkPolicy
         from engine.nodes.base import NodeResources
@@ -369,7 +369,7 @@ class Settings(BaseSettings):
         return NodeResources(
             policy,
             DatabaseCredentials(database, box),
-            DatabaseWorkflowCaller(database, self.max_subworkflow_depth, submit),
+            DatabaseWorkflowCaller(database, self.max_subworkflow_depth, start_calls),
             CodeSandbox(self.code_limits()),
         )
 

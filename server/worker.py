@@ -71,7 +71,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         on_finished=lifecycle.after_run,
         durable_wait_s=settings.durable_wait_s,
         max_node_output_bytes=settings.max_node_output_bytes,
-        resources=settings.node_resources(database, settings.secret_box(), lifecycle.submit),
+        resources=settings.node_resources(database, settings.secret_box(), lifecycle.start_calls),
         expression_limits=settings.expression_limits(),
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
@@ -95,7 +95,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         asyncio.create_task(worker.main(), name="arq worker"),
         asyncio.create_task(sweeper.run_forever(), name="sweeper"),
         asyncio.create_task(listen_for_cancels(redis, runner), name="cancel listener"),
-        asyncio.create_task(run_scheduler(database, lifecycle.submit), name="scheduler"),
+        asyncio.create_task(run_scheduler(lifecycle.fire_schedules), name="scheduler"),
     ]
     logger.info(
         "worker %s: concurrency %d, lease %.0f s", owner, concurrency, settings.lease_seconds

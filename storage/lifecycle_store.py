@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
 from engine.ports import Resumable, StartConflict, StartRequest
-from storage import executions, queueing, subworkflows
+from storage import executions, queueing, schedules, subworkflows
 from storage.db import Database
 from storage.models import Execution
 from storage.queueing import Due
-
-
-@dataclass(frozen=True, slots=True)
-class _Workflow:
-    """A start's workflow as `executions.create_execution` takes it (a `WorkflowRef`)."""
-
-    id: str
-    workspace_id: str
-    settings: dict[str, Any]
 
 
 class DatabaseExecutionStore:
@@ -34,25 +24,22 @@ class DatabaseExecutionStore:
         async with self.database.session() as session:
             return await executions.find_by_idempotency_key(session, workflow_id, idempotency_key)
 
-    async def create(self, request: StartRequest) -> Execution:
+    async def create(
+        self, requests: Sequence[StartRequest], admitted: Sequence[bool]
+    ) -> list[Execution]:
         try:
             async with self.database.transaction() as session:
-                return await executions.create_execution(
-                    session,
-                    workflow=_Workflow(
-                        request.workflow_id, request.workspace_id, request.workflow_settings
-                    ),
-                    snapshot=executions.Snapshot(request.version_id, request.version),
-                    mode=request.mode,
-                    input=request.input,
-                    created_by=request.created_by,
-                    idempotency_key=request.idempotency_key,
-                    start_node_id=request.start_node_id,
-                    retry_of=request.retry_of,
-                    reuse_outputs=request.reuse_outputs,
-                )
+                return [
+                    await executions.create_started(session, request, admit_now)
+                    for request, admit_now in zip(requests, admitted, strict=True)
+                ]
         except IntegrityError as exc:
             raise StartConflict(str(exc.orig)) from exc
+
+    async def fire_schedules(
+        self, now: datetime, admission: Callable[[StartRequest], bool]
+    ) -> list[Execution]:
+        return await schedules.fire_due(self.database, now, admission=admission)
 
     async def admit(self, workflow_id: str) -> list[Due]:
         return await queueing.admit(self.database, workflow_id)
