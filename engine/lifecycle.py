@@ -176,12 +176,11 @@ class ExecutionLifecycle:
                 status=ExecutionStatus.QUEUED.value,
             )
             self.publisher.publish([queued])
+        if execution.admitted_at is None:
+            await self.admit(execution.workflow_id)
+            return
         try:
-            if execution.admitted_at is not None:
-                await submitter.submit(execution.id, execution.lease_generation)
-                return
-            for due in await self.store.admit(execution.workflow_id):
-                await submitter.submit(due.execution_id, due.generation)
+            await submitter.submit(execution.id, execution.lease_generation)
         except (ConnectionError, OSError):  # QueueUnavailable is a ConnectionError
             logger.exception(
                 "execution %s: queue unreachable; the sweeper enqueues it", execution.id
