@@ -15,6 +15,7 @@ from strawberry.dataloader import DataLoader
 from engine.bus import EventFanout, EventPublisher
 from engine.expressions import ExpressionLimits
 from engine.expressions.budget import DEFAULT_LIMITS
+from engine.lifecycle import ExecutionLifecycle
 from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.node_types import NodeTypeRegistry
 from engine.plan import PlanCache
@@ -90,6 +91,8 @@ class Services:
     preview_outputs: PreviewOutputs = field(default_factory=PreviewOutputs)
     # Output shapes of finished node runs, by (node run id, port): they never change.
     output_shapes: Lru[tuple[str, str], OutputSchema] = field(default_factory=Lru)
+    # Every transition of an execution outside its run: start, cancel, after a run.
+    lifecycle: ExecutionLifecycle | None = None
 
 
 class RequestLoaders:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from engine.node_types import NodeTypeRegistry
     from engine.nodes.base import NodeResources
     from storage.db import Database
-    from storage.models import Execution
     from storage.node_type_policies import NodeTypePolicies
     from storage.secrets import SecretBox
+    from storage.subworkflows import StartCalls
 
 
 ENV_PREFIX = "LOOM_"
@@ -403,12 +403,12 @@ class Settings(BaseSettings):
         self,
         database: Database,
         box: SecretBox | None,
-        submit: Callable[[Execution], Awaitable[None]] | None = None,
+        start_calls: StartCalls,
         policies: NodeTypePolicies | None = None,
     ) -> NodeResources | None:
-        """The HTTP client, credentials, sub-workflow calls (which hand the executions they
-        create to `submit`) and the Code node's sandbox lent to nodes; None without a secret
-        key. The sandbox starts its processes on first use."""
+        """The HTTP client, credentials, sub-workflow calls (whose executions `start_calls`
+        starts: `ExecutionLifecycle.start_calls`) and the Code node's sandbox lent to nodes;
+        None without a secret key. The sandbox starts its processes on first use."""
         from engine.code import CodeSandbox
         from engine.network_policy import NetworkPolicy
         from engine.nodes.base import NodeResources
@@ -421,7 +421,7 @@ class Settings(BaseSettings):
         return NodeResources(
             policy,
             DatabaseCredentials(database, box),
-            DatabaseWorkflowCaller(database, self.max_subworkflow_depth, submit, policies),
+            DatabaseWorkflowCaller(database, self.max_subworkflow_depth, start_calls, policies),
             CodeSandbox(self.code_limits()),
         )
 
