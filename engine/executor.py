@@ -56,6 +56,7 @@ from engine.nodes.base import (
 from engine.nodes.growth import too_large
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTPUT_BYTES
 from engine.outputs import EncodedOutputs, check_outputs, preview, serialize_outputs
+from engine.pins import PINNED
 from engine.plan import ERROR_PORT, Plan, PlanNode
 from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
 from engine.truncation import bounded_error
@@ -124,6 +125,9 @@ class RunRequest:
     # Outputs of nodes that already SUCCEEDED (retry from the failed node, resume): they are
     # not run again.
     reuse: dict[str, PortItems] = field(default_factory=dict)
+    # Items pinned as nodes' outputs (a manual execution's, engine/pins.py), by node id: a
+    # pinned node is not run, its run records these items with `source` PINNED.
+    pinned: dict[str, list[Item]] = field(default_factory=dict)
     # Attempts already used per node (resume), so attempt numbers keep counting.
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
@@ -375,6 +379,32 @@ class _Run:
         self.emit(EventType.NODE_SKIPPED, state=state)
 
     # Running nodes
+
+    def give_pinned(self, plan_node: PlanNode, inputs: PortItems) -> PortItems:
+        """The node's pinned items as its output, recorded as a run that succeeded at once
+        with `source` PINNED; the node does not run."""
+        items = self.request.pinned[plan_node.id]
+        outputs: PortItems = {
+            plan_node.output_ports[0] if plan_node.output_ports else "main": items
+        }
+        state = self.new_state(plan_node)
+        state.started_at = state.finished_at = self.clock()
+        state.input_items = sum(map(len, inputs.values()))
+        state.output_items = len(items)
+        state.source = PINNED
+        self.transition(state, NodeRunStatus.RUNNING)
+        self.transition(state, NodeRunStatus.SUCCEEDED)
+        # Pins were checked and bounded when pinned: no output limit applies to them.
+        payload = serialize_outputs(outputs)
+        if self.request.handover is not None:
+            self.request.handover.succeeded(plan_node.id, outputs)
+        self.emit(
+            EventType.NODE_SUCCEEDED,
+            state=state,
+            payload=payload,
+            event_preview=preview(items, payload, None),
+        )
+        return outputs
 
     def park(self, plan_node: PlanNode, suspend: Suspend) -> PortItems:
         """The node's attempt waits for a later time (a durable wait): it resolves nothing."""
@@ -658,6 +688,9 @@ class _Run:
                     plan_node, inputs = self.ready.popleft()
                     if plan_node.id in self.request.reuse:
                         self.resolve(plan_node, self.request.reuse[plan_node.id])
+                        continue
+                    if plan_node.id in self.request.pinned:
+                        self.resolve(plan_node, self.give_pinned(plan_node, inputs))
                         continue
                     if not self.running and not self.ready:
                         # The only runnable node: run it in this task. A chain of nodes

@@ -68,6 +68,8 @@ class LoadedExecution:
     # A WAITING execution's parked attempts by node id, as stored (see `Executor` park).
     parked: dict[str, dict[str, Any]] = field(default_factory=dict)
     reuse: dict[str, PortItems] = field(default_factory=dict)
+    # The snapshot's pinned items by node id, for a manual execution (others ignore pins).
+    pinned: dict[str, list[Item]] = field(default_factory=dict)
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     workspace_id: str = ""
@@ -326,6 +328,7 @@ class ExecutionRunner:
             start_node_id=loaded.start_node_id,
             next_sequence=loaded.next_sequence,
             reuse=loaded.reuse,
+            pinned=loaded.pinned,
             attempts_used=loaded.attempts_used,
             resumed=loaded.resumed,
             announced=True,

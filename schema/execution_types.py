@@ -48,6 +48,16 @@ class NodeRunStatus(Enum):
     CANCELLED = strawberry.enum_value("CANCELLED", description="Stopped before finishing.")
 
 
+@strawberry.enum(description="Where a node run's output came from.")
+class NodeRunSource(Enum):
+    RAN = strawberry.enum_value("RAN", description="The node ran and produced it.")
+    PINNED = strawberry.enum_value(
+        "PINNED",
+        description="The node's pinned items (`pinNodeData`), given as its output without "
+        "running it: a manual execution of a draft that pins them.",
+    )
+
+
 @strawberry.enum(description="What happened to an execution.")
 class ExecutionEventType(Enum):
     EXECUTION_QUEUED = strawberry.enum_value("EXECUTION_QUEUED", description="Queued.")
@@ -190,6 +200,11 @@ class NodeRun:
     console: ConsoleOutput | None = strawberry.field(
         description="What the attempt printed (Code node), whether it succeeded or failed; "
         "null for nodes that print nothing. Lost when the script is stopped by a limit."
+    )
+    source: NodeRunSource = strawberry.field(
+        default=NodeRunSource.RAN,
+        description="Where its output came from: RAN when the node ran, PINNED for its "
+        "pinned items (it did not run).",
     )
     pages: strawberry.Private[_Pages | None] = None
 

@@ -163,6 +163,21 @@ class Mutation:
     remove_edge: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.remove_edge, description="Remove one connection."
     )
+    pin_node_data: results.WorkflowResult = strawberry.mutation(
+        resolver=workflow_resolvers.pin_node_data,
+        description="Pin `items` (a list of JSON objects) as the node's output on the draft at "
+        "`expectedVersion`, replacing what it pinned: manual executions give them as its "
+        "output without running it (its node run's `source` is PINNED); webhook, schedule, "
+        "retry and sub-workflow executions ignore pins. A draft change like any other: the "
+        "version moves on. Refused: a node that does not exist (NODE_NOT_FOUND), items that "
+        "are not JSON objects (INVALID_ITEMS), pins of the workflow over the size limit "
+        "(PINS_TOO_LARGE).",
+    )
+    unpin_node_data: results.WorkflowResult = strawberry.mutation(
+        resolver=workflow_resolvers.unpin_node_data,
+        description="Remove the node's pinned items from the draft at `expectedVersion`: "
+        "manual executions run it again. NOT_PINNED when it pins nothing.",
+    )
     publish_workflow: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.publish_workflow,
         description="Snapshot the draft at `expectedVersion` and make it what triggers run.",

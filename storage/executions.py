@@ -727,6 +727,7 @@ _LOAD = (
         _VERSIONS.c.nodes,
         _VERSIONS.c.edges,
         _VERSIONS.c.settings,
+        _VERSIONS.c.pinned_data,
         _WORKFLOWS.c.name.label("workflow_name"),
         _EXECUTION_PAYLOADS.c.encoding.label("input_encoding"),
         _EXECUTION_PAYLOADS.c.data.label("input_data"),
@@ -920,6 +921,9 @@ class DatabaseExecutionSource:
             start_node_id=row.start_node_id,
             next_sequence=next_sequence,
             reuse=reuse,
+            # Only manual executions use pins: triggers, retries and sub-workflow calls run
+            # every node.
+            pinned=dict(row.pinned_data or {}) if row.mode == "manual" else {},
             attempts_used=attempts_used,
             resumed=resumed,
             parent_execution_id=row.parent_execution_id,
