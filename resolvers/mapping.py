@@ -258,6 +258,11 @@ def execution(
         error=_execution_error(row.error),
         engine_version=row.engine_version,
         retry_of=None if row.retry_of is None else strawberry.ID(row.retry_of),
+        destination_node_id=None
+        if row.destination_node_id is None
+        else strawberry.ID(row.destination_node_id),
+        node_only=row.node_only,
+        reused_from=None if row.reuse_from is None else strawberry.ID(row.reuse_from),
         parent_execution_id=(
             None if row.parent_execution_id is None else strawberry.ID(row.parent_execution_id)
         ),

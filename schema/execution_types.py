@@ -56,6 +56,11 @@ class NodeRunSource(Enum):
         description="The node's pinned items (`pinNodeData`), given as its output without "
         "running it: a manual execution of a draft that pins them.",
     )
+    REUSED = strawberry.enum_value(
+        "REUSED",
+        description="The output of the same node in an earlier execution (`reusedFrom`), "
+        "given without running it: nothing that makes it changed since.",
+    )
 
 
 @strawberry.enum(description="What happened to an execution.")
@@ -204,7 +209,7 @@ class NodeRun:
     source: NodeRunSource = strawberry.field(
         default=NodeRunSource.RAN,
         description="Where its output came from: RAN when the node ran, PINNED for its "
-        "pinned items (it did not run).",
+        "pinned items, REUSED for an earlier execution's output (it did not run then).",
     )
     pages: strawberry.Private[_Pages | None] = None
 
@@ -288,6 +293,21 @@ class Execution:
     error: ExecutionError | None = strawberry.field(description="Why it failed, if it did.")
     engine_version: str = strawberry.field(description="Version of the engine that ran it.")
     retry_of: strawberry.ID | None = strawberry.field(description="The execution it retries.")
+    destination_node_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="A run to a node (`executeWorkflow(destinationNodeId)`, `executeNode`): "
+        "the node; only it and what it needs ran. Null for a whole run.",
+    )
+    node_only: bool = strawberry.field(
+        default=False,
+        description="True for `executeNode`: only the destination ran, on the items given "
+        "(the execution's input is `{items}`).",
+    )
+    reused_from: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The earlier execution whose still-valid outputs a run to a node reused "
+        "(its node runs with `source` REUSED); null when there was none.",
+    )
     parent_execution_id: strawberry.ID | None = strawberry.field(
         description="For a sub-workflow execution: the execution whose Execute Workflow node "
         "started it."

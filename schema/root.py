@@ -198,7 +198,16 @@ class Mutation:
         resolver=execution_resolvers.execute_workflow,
         description="Run the workflow's current draft now (it is snapshotted and pinned); "
         "returns the QUEUED or RUNNING execution at once. The same `idempotencyKey` returns "
-        "the same execution.",
+        "the same execution. `destinationNodeId` runs only that node and what it needs (its "
+        "ancestors), reusing the outputs of `reuseFrom` (an execution of this workflow; "
+        "default: its latest manual execution) for every ancestor unchanged since then (its "
+        "node runs' `source` is REUSED).",
+    )
+    execute_node: results.ExecutionResult = strawberry.mutation(
+        resolver=execution_resolvers.execute_node,
+        description="Run one node of the draft on the given `items` (a list of JSON "
+        'objects): the editor\'s "test step". Recorded as a manual execution whose input is '
+        "`{items}`, with `nodeOnly` true; nothing else runs and pins are not used.",
     )
     cancel_execution: results.ExecutionResult = strawberry.mutation(
         resolver=execution_resolvers.cancel_execution,

@@ -221,6 +221,17 @@ class Execution(SQLModel, table=True):
         ),
     )
     reuse_outputs: bool = False
+    # A run to a node (`executeWorkflow(destinationNodeId)`): only it and its ancestors run;
+    # with `node_only`, only it, on the input's items (`executeNode`). `reuse_from`: the
+    # earlier execution whose still-valid outputs it reuses (engine/partial.py).
+    destination_node_id: str | None = Field(default=None, max_length=255)
+    node_only: bool = False
+    reuse_from: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(36), ForeignKey("executions.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
     created_by: str | None = Field(
         default=None,
         sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),

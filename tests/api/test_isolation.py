@@ -108,6 +108,15 @@ MUTATION_CASES: dict[str, tuple[str, Any, str]] = {
         lambda w: {"wf": w.workflow["id"], "nodeId": "n1", "v": 1},
         "NotFoundError",
     ),
+    "executeNode": (
+        """mutation($wf: ID!, $nodeId: ID!, $items: JSON!) {
+          executeNode(workflowId: $wf, nodeId: $nodeId, items: $items) {
+            __typename ... on NotFoundError { id }
+          }
+        }""",
+        lambda w: {"wf": w.workflow["id"], "nodeId": "n1", "items": [{"x": 1}]},
+        "NotFoundError",
+    ),
     "publishWorkflow": (PUBLISH, lambda w: {"id": w.workflow["id"], "v": 1}, "NotFoundError"),
     "setWorkflowActive": (
         SET_ACTIVE,
