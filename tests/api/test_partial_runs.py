@@ -256,3 +256,12 @@ async def test_a_disabled_node_type_refuses_execute_node_and_runs_to_a_node(
         result = await _refused(alice, db_state, query, variables)
         assert result["__typename"] == "ValidationError", result
         assert {p["code"] for p in result["problems"]} == {"NODE_TYPE_DISABLED"}
+
+
+async def test_a_failure_on_the_way_cancels_only_what_the_node_needs(app, alice: Caller) -> None:
+    nodes = [NODES[0], _set("a", "a", "{{ $json.x.y }}"), *NODES[2:]]
+    workflow_id = await create(alice, nodes, EDGES)
+    execution = await runs_of(app, alice, (await run_to(alice, workflow_id, to="c"))["id"])
+    assert execution["status"] == "FAILED"
+    statuses = {run["nodeId"]: run["status"] for run in execution["nodeRuns"]}
+    assert statuses == {"start": "SUCCEEDED", "a": "FAILED", "b": "CANCELLED", "c": "CANCELLED"}
