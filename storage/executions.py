@@ -486,8 +486,11 @@ async def payload(session: AsyncSession, node_run_id: str) -> PortItems | None:
     return (await payloads_by_run(session, [node_run_id])).get(node_run_id)
 
 
-async def succeeded_outputs(session: AsyncSession, execution_id: str) -> dict[str, PortItems]:
-    """Outputs of every node that SUCCEEDED in the execution, by node id."""
+async def succeeded_outputs(
+    session: AsyncSession, execution_id: str, node_ids: Collection[str] | None = None
+) -> dict[str, PortItems]:
+    """Outputs of every node that SUCCEEDED in the execution (of those of `node_ids`, when
+    given), by node id."""
     query = (
         select(
             NodeRun.node_id,
@@ -501,6 +504,8 @@ async def succeeded_outputs(session: AsyncSession, execution_id: str) -> dict[st
             NodeRun.status == NodeRunStatus.SUCCEEDED.value,
         )
     )
+    if node_ids is not None:
+        query = query.where(col(NodeRun.node_id).in_(list(node_ids)))
     return await _decode_run_payloads(
         session, ((a, b, c, d) for a, b, c, d in await session.exec(query))
     )
@@ -1014,7 +1019,9 @@ async def _still_valid_outputs(
     )
     now = partial.node_hashes(graph, pinned, input_value)
     keep = partial.ancestors(graph, destination_node_id)
-    succeeded = await succeeded_outputs(session, earlier_id)
+    unchanged = {node_id for node_id in keep if now.get(node_id) == then.get(node_id)}
+    # Only the outputs that may be reused are read (and decoded).
+    succeeded = await succeeded_outputs(session, earlier_id, unchanged) if unchanged else {}
     return {node_id: succeeded[node_id] for node_id in partial.reusable(now, then, succeeded, keep)}
 
 
