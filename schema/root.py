@@ -200,8 +200,8 @@ class Mutation:
         "returns the QUEUED or RUNNING execution at once. The same `idempotencyKey` returns "
         "the same execution. `destinationNodeId` runs only that node and what it needs (its "
         "ancestors), reusing the outputs of `reuseFrom` (an execution of this workflow; "
-        "default: its latest manual execution) for every ancestor unchanged since then (its "
-        "node runs' `source` is REUSED).",
+        "default: its latest manual execution, those of `executeNode` aside) for every "
+        "ancestor unchanged since then (its node runs' `source` is REUSED).",
     )
     execute_node: results.ExecutionResult = strawberry.mutation(
         resolver=execution_resolvers.execute_node,
