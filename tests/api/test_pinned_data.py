@@ -18,7 +18,7 @@ from storage.executions import DatabaseExecutionSource
 from storage.models import Workflow, WorkflowVersion
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller, DbState
-from tests.factories import REMOVE_NODE, RESULT_FIELDS, edge, node, only
+from tests.factories import DUPLICATE, REMOVE_NODE, RESULT_FIELDS, UPDATE, edge, node, only
 
 PIN = f"""
 mutation($wf: ID!, $nodeId: ID!, $items: JSON!, $v: Int!) {{
@@ -36,6 +36,7 @@ mutation($wf: ID!, $nodeId: ID!, $v: Int!) {{
   }}
 }}
 """
+PINS = "query($id: ID!) { workflow(id: $id) { nodes { id pinnedData } } }"
 RUNS = """
 query($id: ID!) {
   execution(id: $id) {
@@ -250,3 +251,26 @@ async def test_another_users_workflow_cannot_be_pinned(
     assert (await pin(bob, workflow_id, "fetch", ITEMS, 1))["__typename"] == "NotFoundError"
     assert (await unpin(bob, workflow_id, "fetch", 1))["__typename"] == "NotFoundError"
     assert await db_state() == before
+
+
+async def test_a_duplicate_keeps_the_pins_and_a_whole_update_keeps_those_of_kept_nodes(
+    alice: Caller,
+) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    await pin(alice, workflow_id, "fetch", ITEMS, 1)
+    await pin(alice, workflow_id, "total", [{"total": 1}], 2)
+    copy = only(await alice.gql(DUPLICATE, {"id": workflow_id}))
+    shown = only(await alice.gql(PINS, {"id": copy["id"]}))
+    assert pins_of(shown) == {"fetch": ITEMS, "total": [{"total": 1}]}
+    updated = only(
+        await alice.gql(
+            UPDATE,
+            {
+                "id": workflow_id,
+                "input": {"name": "Without total", "nodes": NODES[:2], "edges": EDGES[:1]},
+                "v": 3,
+            },
+        )
+    )
+    assert updated["__typename"] == "Workflow", updated
+    assert pins_of(only(await alice.gql(PINS, {"id": workflow_id}))) == {"fetch": ITEMS}
