@@ -140,13 +140,14 @@ async def execute_workflow(
         services = info.context.services
         revision = (head.id, head.version)
         snapshot = services.snapshots.get(revision)
-        if (
-            start_node_id is not None
-            or snapshot is None
-            or not services.runnable_drafts.get(revision)
-            # The draft's node types are checked against the policies in force.
-            or services.node_type_policy().affects(head.workspace_id)
-        ):
+        runnable = services.runnable_drafts.get(revision)
+        if runnable is not None and start_node_id is None:
+            # Checked before at this revision; the node types against the policies now.
+            nodes = [{"id": node_id, "type": type_name} for node_id, type_name in runnable]
+            disabled = _disabled_problems(nodes, head.workspace_id, info)
+            if disabled:
+                raise _Refused(validation_error(disabled))
+        if start_node_id is not None or snapshot is None or runnable is None:
             # Not run before at this revision (or from a chosen node): check and snapshot
             # the whole draft.
             async with info.context.database.transaction() as session:
@@ -162,7 +163,12 @@ async def execute_workflow(
                 snapshot = (version.id, version.version)
             # Remembered only once committed: a concurrent request must not use a snapshot
             # that may still be rolled back.
-            services.runnable_drafts.put((workflow.id, workflow.version), True)
+            running = tuple(
+                (str(node["id"]), str(node["type"]))
+                for node in workflow.nodes
+                if not node.get("disabled")
+            )
+            services.runnable_drafts.put((workflow.id, workflow.version), running)
             services.snapshots.put((workflow.id, workflow.version), snapshot)
         return StartRequest(
             workspace_id=head.workspace_id,

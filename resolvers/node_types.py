@@ -274,6 +274,8 @@ async def _may_set_in_workspace(
     not_found = results.NotFoundError(
         message=f"workspace {workspace_id[:64]!r} not found", id=strawberry.ID(workspace_id[:64])
     )
+    if not storable(workspace_id) or len(workspace_id) > 36:
+        return not_found
     if viewer.is_admin:
         found = await accounts.workspaces_by_ids(session, [workspace_id])
         return None if found else not_found
