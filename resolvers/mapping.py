@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 
 from engine.events import Event
 from engine.node_types import NodeType as EngineNodeType
-from engine.node_types import NodeTypeRegistry
+from engine.node_types import NodeTypeLookup
 from engine.nodes.webhook import WEBHOOK, webhook_methods, webhook_path
 from schema import execution_types as xtypes
 from schema import types
@@ -142,7 +142,7 @@ def api_token(row: models.ApiToken) -> types.ApiToken:
     )
 
 
-def node_type(descriptor: EngineNodeType, registry: NodeTypeRegistry) -> types.NodeType:
+def node_type(descriptor: EngineNodeType, registry: NodeTypeLookup) -> types.NodeType:
     catalog = descriptor.catalog
     return types.NodeType(
         name=descriptor.name,

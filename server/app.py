@@ -42,6 +42,7 @@ from storage import executions, queueing
 from storage.credentials import DatabaseCredentials
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
+from storage.node_type_definitions import DeclaredNodeTypes
 from storage.recorder import GroupCommitWriter
 from storage.starts import EmbeddedStarts
 from storage.webhooks import RouteCache
@@ -102,6 +103,7 @@ def build_services(
                 lambda execution: submit_to(database, submitter, publisher, execution),
             ),
             expression_limits=settings.expression_limits(),
+            workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,
         )
         submitter = InProcessSubmitter(runner)
         runner.on_finished = after_run(database, submitter)

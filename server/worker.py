@@ -37,6 +37,7 @@ from storage.executions import DatabaseExecutionSource
 from storage.leases import LeaseKeeper
 from storage.migrate import upgrade
 from storage.models import Execution
+from storage.node_type_definitions import DeclaredNodeTypes
 from storage.queueing import Due
 from storage.recorder import GroupCommitWriter
 
@@ -80,12 +81,13 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         """Executions this worker creates: fired schedules, sub-workflow calls."""
         await submit_to(database, submitter, publisher, execution)
 
+    registry = load_registry()
     runner = ExecutionRunner(
         DatabaseExecutionSource(
             database, owner, settings.lease_seconds, writer, publisher=publisher
         ),
         writer,
-        load_registry(),
+        registry,
         plan_cache=PlanCache(max_entries=settings.plan_cache_size),
         max_concurrency=settings.max_node_concurrency,
         leases=keeper,
@@ -94,6 +96,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         max_node_output_bytes=settings.max_node_output_bytes,
         resources=settings.node_resources(database, settings.secret_box(), submit_new),
         expression_limits=settings.expression_limits(),
+        workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
     sweeper = Sweeper(
