@@ -122,7 +122,7 @@ def _problems(definition: Any) -> Iterator[Problem]:
         yield from _catalog_problems(schema, definition.get("catalog") or {})
     template = definition["requestTemplate"]
     for error in compile_request(template)[1]:
-        yield _problem("INVALID_EXPRESSION", f"requestTemplate.{error.path}", error.error.message)
+        yield _problem("EXPRESSION_SYNTAX", f"requestTemplate.{error.path}", str(error.error))
     yield from _url_problems(template["url"])
     pagination = definition.get("pagination")
     if pagination is not None:
@@ -239,6 +239,7 @@ def build_node_type(name: str, version: int, definition: Mapping[str, Any]) -> N
     compiled, errors = compile_request(template)
     assert not errors  # checked when the definition was stored
     behaviour = _Behaviour(
+        definition,
         compiled,
         method=template.get("method", "GET"),
         settings={
@@ -249,7 +250,7 @@ def build_node_type(name: str, version: int, definition: Mapping[str, Any]) -> N
         mapping=definition.get("responseMapping") or {},
         pagination=definition.get("pagination"),
     )
-    return NodeType(
+    node_type = NodeType(
         name=name,
         version=version,
         display_name=definition["displayName"],
@@ -259,7 +260,18 @@ def build_node_type(name: str, version: int, definition: Mapping[str, Any]) -> N
         credential_kinds=tuple(definition.get("credentialKinds", ())),
         catalog=catalog_of(definition.get("catalog") or {}),
         execute=behaviour,
+        # `upgradeNode` carries a node's parameters over as they are: the new version's
+        # schema then judges them, and what no longer fits shows as node issues.
+        migrate=dict if version > 1 else None,
     )
+    behaviour.defaults = node_type.default_parameters()
+    return node_type
+
+
+def definition_of(node_type: NodeType) -> Mapping[str, Any] | None:
+    """The definition a declarative type was made from; None for any other type."""
+    behaviour = node_type.execute
+    return behaviour.definition if isinstance(behaviour, _Behaviour) else None
 
 
 class _Behaviour:
@@ -268,6 +280,7 @@ class _Behaviour:
 
     def __init__(
         self,
+        definition: Mapping[str, Any],
         compiled: CompiledParameters,
         *,
         method: str,
@@ -275,6 +288,7 @@ class _Behaviour:
         mapping: Mapping[str, Any],
         pagination: Mapping[str, Any] | None,
     ) -> None:
+        self.definition = definition
         self.compiled = compiled
         self.method = method
         self.settings = settings
@@ -283,6 +297,8 @@ class _Behaviour:
         self.keep = tuple(mapping["keep"]) if "keep" in mapping else None
         self.drop = frozenset(mapping.get("drop", ()))
         self.pagination = pagination
+        # `$parameter` holds these where the node does not set a parameter.
+        self.defaults: dict[str, Any] = {}
 
     async def __call__(self, context: NodeRunContext, inputs: PortItems) -> PortItems:
         # aiohttp comes with the first request, as for the HTTP Request node.
@@ -299,7 +315,7 @@ class _Behaviour:
         output: list[Item] = []
         for index, item in enumerate(inputs.get("main") or [{}]):
             scope = context.scope(item, index)
-            scope.parameter = context.parameters(item, index)
+            scope.parameter = {**self.defaults, **context.parameters(item, index)}
             request = self.compiled.render(scope)
             parameters = self._parameters(request)
             origin = _origin(parameters["url"])

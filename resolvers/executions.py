@@ -21,6 +21,7 @@ from engine.submitter import Submitter
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context, Services
+from resolvers.node_types import node_types_for_graph
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from resolvers.workflows import validation_error
 from schema import execution_types as xtypes
@@ -47,16 +48,13 @@ def _problem(code: str, message: str, field: str) -> Problem:
     return Problem(code=code, message=message, field=field)
 
 
-async def _runnable_problems(info: Info, workflow: Workflow | WorkflowVersion) -> list[Problem]:
+async def _runnable_problems(info: Info, workflow: Workflow) -> list[Problem]:
     """Every reason the graph cannot run (structure, parameters, expressions); compiles
     the plan, which the cache keeps for the runner when the snapshot id is known."""
     try:
-        await prepare_plan(
-            "check",
-            Graph.from_json(workflow.nodes, workflow.edges),
-            info.context.services.registry,
-            info.context.services.graph_limits,
-        )
+        graph = Graph.from_json(workflow.nodes, workflow.edges)
+        node_types = await node_types_for_graph(info, workflow.workspace_id, graph)
+        await prepare_plan("check", graph, node_types, info.context.services.graph_limits)
     except PlanError as exc:
         return exc.problems
     return []

@@ -8,6 +8,7 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from engine.declarative import definition_of
 from engine.events import Event
 from engine.node_types import NodeType as EngineNodeType
 from engine.node_types import NodeTypeLookup
@@ -183,6 +184,7 @@ def node_type(descriptor: EngineNodeType, registry: NodeTypeLookup) -> types.Nod
         ],
         default_parameters=_json(descriptor.default_parameters()),
         deprecated=descriptor.deprecated,
+        definition=_json(definition) if (definition := definition_of(descriptor)) else None,
     )
 
 

@@ -7,9 +7,8 @@ not per request: `nodeTypes` filters a list made already.
 from __future__ import annotations
 
 import json
-import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Hashable
 from typing import Annotated, Any
 
 import strawberry
@@ -17,28 +16,34 @@ from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitio
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from engine.node_types import NodeTypeRegistry
+from engine.declarative import is_declarative
+from engine.graph import Graph
+from engine.node_types import NodeTypeLookup
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.errors import RequestError
 from schema import types
+from storage import node_type_definitions
+from storage.node_type_definitions import DeclaredNodeTypes
 
 Info = strawberry.Info[Context, None]
 
 # Longer searches are refused: each word is looked for in every type's texts.
 MAX_SEARCH_CHARS = 200
 
-_catalogs: weakref.WeakKeyDictionary[
-    NodeTypeRegistry, tuple[int, list[tuple[types.NodeType, str]]]
-] = weakref.WeakKeyDictionary()
+# Catalogs by the revision of what they were built from: a registry's (unique in the
+# process) or a workspace's view's (the registry's and the stored versions of its types).
+_catalogs: OrderedDict[Hashable, list[tuple[types.NodeType, str]]] = OrderedDict()
+_CATALOGS_KEPT = 64
 
 
-def _catalog(registry: NodeTypeRegistry) -> list[tuple[types.NodeType, str]]:
+def _catalog(registry: NodeTypeLookup) -> list[tuple[types.NodeType, str]]:
     """The latest version of every type, sorted by name, each with the text a search looks
-    in (lower case): built again only when the registry changed."""
-    known = _catalogs.get(registry)
-    if known is not None and known[0] == registry.revision:
-        return known[1]
+    in (lower case): built again only when the types changed."""
+    known = _catalogs.get(registry.revision)
+    if known is not None:
+        _catalogs.move_to_end(registry.revision)
+        return known
     catalog = []
     for descriptor in registry.latest():
         mapped = mapping.node_type(descriptor, registry)
@@ -52,11 +57,46 @@ def _catalog(registry: NodeTypeRegistry) -> list[tuple[types.NodeType, str]]:
             )
         ).casefold()
         catalog.append((mapped, searched))
-    _catalogs[registry] = (registry.revision, catalog)
+    _catalogs[registry.revision] = catalog
+    while len(_catalogs) > _CATALOGS_KEPT:
+        _catalogs.popitem(last=False)
     return catalog
 
 
-def node_types(
+async def workspace_node_types(info: Info, workspace_id: str) -> NodeTypeLookup:
+    """The node types a workspace sees: the registry plus its declarative types."""
+    services = info.context.services
+    return await DeclaredNodeTypes(services.database, services.registry).for_workspace(workspace_id)
+
+
+async def node_types_for_graph(info: Info, workspace_id: str, graph: Graph) -> NodeTypeLookup:
+    """What to check a workflow of the workspace with: its view when a node uses one of its
+    declarative types, else the registry alone (no query)."""
+    if any(is_declarative(node.type) for node in graph.nodes):
+        return await workspace_node_types(info, workspace_id)
+    return info.context.services.registry
+
+
+WorkspaceArgument = Annotated[
+    strawberry.ID | None,
+    strawberry.argument(
+        description="Also that workspace's declarative types (`ws.name`); without it, the "
+        "installed types only."
+    ),
+]
+
+
+async def _seen(info: Info, workspace_id: strawberry.ID | None) -> NodeTypeLookup:
+    """The registry, or with `workspace_id` the view of that workspace of the viewer's."""
+    viewer = info.context.viewer()
+    if workspace_id is None:
+        return info.context.services.registry
+    if str(workspace_id) not in viewer.workspace_ids:
+        raise RequestError(f"workspace {str(workspace_id)!r} not found", field="workspaceId")
+    return await workspace_node_types(info, str(workspace_id))
+
+
+async def node_types(
     info: Info,
     search: Annotated[
         str | None,
@@ -68,8 +108,9 @@ def node_types(
     category: Annotated[
         str | None, strawberry.argument(description="Only this category (any case).")
     ] = None,
+    workspace_id: WorkspaceArgument = None,
 ) -> list[types.NodeType]:
-    info.context.viewer()
+    seen = await _seen(info, workspace_id)
     if search is not None and len(search) > MAX_SEARCH_CHARS:
         raise RequestError(
             f"search is {len(search):,} characters long; at most {MAX_SEARCH_CHARS} are looked for",
@@ -79,7 +120,7 @@ def node_types(
     wanted_category = category.casefold() if category else None
     return [
         node_type
-        for node_type, searched in _catalog(info.context.services.registry)
+        for node_type, searched in _catalog(seen)
         if (group is None or node_type.group is group)
         and (wanted_category is None or node_type.category.casefold() == wanted_category)
         and all(word in searched for word in words)
@@ -106,11 +147,12 @@ def node_type_packages(info: Info) -> list[types.NodeTypePackage]:
     ]
 
 
-def node_type(info: Info, name: str, version: int | None = None) -> types.NodeType | None:
-    info.context.viewer()
-    registry = info.context.services.registry
-    descriptor = registry.get(name, version)
-    return None if descriptor is None else mapping.node_type(descriptor, registry)
+async def node_type(
+    info: Info, name: str, version: int | None = None, workspace_id: WorkspaceArgument = None
+) -> types.NodeType | None:
+    seen = await _seen(info, workspace_id)
+    descriptor = seen.get(name, version)
+    return None if descriptor is None else mapping.node_type(descriptor, seen)
 
 
 # Root fields whose results depend on the registry alone: an operation made of nothing else
@@ -134,12 +176,16 @@ class NodeTypeResults(SchemaExtension):
     it on every load. An authenticated query whose root fields are only `nodeTypes`,
     `nodeType` and `__typename` takes the result of the last execution of the same document,
     operation and variables under the same registry revision (an unauthenticated one is
-    executed, and refused, as always). When node types come to depend on the caller
-    (workspace types, policies), the key must carry what they depend on.
+    executed, and refused, as always). An operation that asks for a workspace's types
+    (a `workspaceId` argument) depends on the caller too: its key adds the caller's
+    workspaces and the stored versions of their declarative types (one indexed read), so a
+    type created, updated or deleted is seen by the next query, and a caller never gets
+    another's answer. Whatever else node types come to depend on (policies) must be in the
+    key as well.
     """
 
-    def on_execute(self) -> Iterator[None]:
-        key = self._key()
+    async def on_execute(self) -> AsyncIterator[None]:
+        key = await self._key()
         if key is None:
             yield
             return
@@ -154,7 +200,7 @@ class NodeTypeResults(SchemaExtension):
             while len(_results) > _RESULTS_KEPT:
                 _results.popitem(last=False)
 
-    def _key(self) -> tuple[Any, ...] | None:
+    async def _key(self) -> tuple[Any, ...] | None:
         execution = self.execution_context
         context = execution.context
         query = execution.query
@@ -177,7 +223,18 @@ class NodeTypeResults(SchemaExtension):
         if len(variables) > _VARIABLES_CHARS_KEPT:
             return None
         registry = context.services.registry
-        return (registry.revision, query, execution.operation_name, variables)
+        key: tuple[Any, ...] = (registry.revision, query, execution.operation_name, variables)
+        if any(
+            argument.name.value == "workspaceId"
+            for selection in operation.selection_set.selections
+            if isinstance(selection, FieldNode)
+            for argument in selection.arguments or ()
+        ):
+            workspace_ids = context.principal.workspace_ids
+            async with context.database.session() as session:
+                stored = await node_type_definitions.version_ids(session, workspace_ids)
+            key += (workspace_ids, tuple(stored))
+        return key
 
 
 def _operation(document: DocumentNode | None, name: str | None) -> OperationDefinitionNode | None:

@@ -10,7 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine import editing
 from engine.credentials import KINDS
 from engine.graph import Graph
-from engine.node_types import ParameterMigrationError
+from engine.node_types import NodeTypeLookup, ParameterMigrationError
 from engine.nodes.subworkflow import EXECUTE_WORKFLOW
 from engine.validation import Problem, Severity, check_graph
 from resolvers import mapping
@@ -24,6 +24,7 @@ from resolvers.graph_input import (
     node_from_input,
     workflow_from_input,
 )
+from resolvers.node_types import node_types_for_graph
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from schema import inputs, results, types
 from storage import credentials, errors, schedules, webhooks, workflows
@@ -57,11 +58,16 @@ def _conflict(exc: errors.VersionConflictError) -> results.VersionConflictError:
 
 
 async def _checked_graph(
-    info: Info, graph: Graph, collected: Collected, previous: Graph | None = None
+    info: Info,
+    graph: Graph,
+    collected: Collected,
+    workspace_id: str,
+    previous: Graph | None = None,
 ) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
     """The graph to store (each node's type version written down: `editing.pin_type_versions`,
-    `previous` the graph it replaces), its node issues, and the problems that refuse it."""
-    registry = info.context.services.registry
+    `previous` the graph it replaces), its node issues, and the problems that refuse it,
+    against the node types its workspace sees."""
+    registry = await node_types_for_graph(info, workspace_id, graph)
     graph = editing.pin_type_versions(graph, registry.latest_version, previous)
     report = await check_graph(graph, registry, info.context.services.graph_limits)
     refusing = [*collected.problems, *report.structural]
@@ -200,7 +206,9 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     viewer = info.context.viewer()
     collected = Collected()
     fields = workflow_from_input(input, collected)
-    graph, node_issues, refusing = await _checked_graph(info, fields.graph, collected)
+    graph, node_issues, refusing = await _checked_graph(
+        info, fields.graph, collected, viewer.personal_workspace_id
+    )
     if refusing:
         return validation_error(refusing)
     async with info.context.database.session() as session:
@@ -240,7 +248,9 @@ async def update_workflow(
         # A node renamed in this update keeps the expressions that refer to it working.
         previous = Graph.from_json(current.nodes, current.edges)
         graph = editing.carry_renames(previous, fields.graph)
-        graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
+        graph, node_issues, refusing = await _checked_graph(
+            info, graph, collected, current.workspace_id, previous
+        )
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
@@ -312,7 +322,7 @@ async def _edit_graph(
     info: Info,
     workflow_id: str,
     expected_version: int,
-    edit: Callable[[Graph], Graph],
+    edit: Callable[[Graph, NodeTypeLookup], Graph],
     collected: Collected,
 ) -> results.WorkflowResult:
     viewer = info.context.viewer()
@@ -325,8 +335,9 @@ async def _edit_graph(
                 errors.VersionConflictError(workflow_id, expected_version, current.version)
             )
         previous = Graph.from_json(current.nodes, current.edges)
+        node_types = await node_types_for_graph(info, current.workspace_id, previous)
         try:
-            graph = edit(previous)
+            graph = edit(previous, node_types)
         except editing.EditError as exc:
             collected.add(exc.code, exc.message, exc.field, exc.node_id)
             return validation_error(collected.problems)
@@ -335,7 +346,9 @@ async def _edit_graph(
                 field = f"parameters.{path}" if path else "parameters"
                 collected.add("MIGRATION_FAILED", message, field, exc.node_id)
             return validation_error(collected.problems)
-        graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
+        graph, node_issues, refusing = await _checked_graph(
+            info, graph, collected, current.workspace_id, previous
+        )
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
@@ -362,7 +375,7 @@ async def add_node(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.add_node(graph, new_node),
+        lambda graph, _: editing.add_node(graph, new_node),
         collected,
     )
 
@@ -380,7 +393,7 @@ async def update_node(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.update_node(graph, str(node_id), new_node),
+        lambda graph, _: editing.update_node(graph, str(node_id), new_node),
         collected,
     )
 
@@ -392,12 +405,11 @@ async def upgrade_node(
     to_version: int,
     expected_version: int,
 ) -> results.WorkflowResult:
-    registry = info.context.services.registry
     return await _edit_graph(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.upgrade_node(graph, str(node_id), to_version, registry),
+        lambda graph, node_types: editing.upgrade_node(graph, str(node_id), to_version, node_types),
         Collected(),
     )
 
@@ -409,7 +421,7 @@ async def remove_node(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.remove_node(graph, str(node_id)),
+        lambda graph, _: editing.remove_node(graph, str(node_id)),
         Collected(),
     )
 
@@ -422,7 +434,7 @@ async def add_edge(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.add_edge(graph, new_edge),
+        lambda graph, _: editing.add_edge(graph, new_edge),
         Collected(),
     )
 
@@ -435,7 +447,7 @@ async def remove_edge(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.remove_edge(graph, old_edge),
+        lambda graph, _: editing.remove_edge(graph, old_edge),
         Collected(),
     )
 
@@ -458,9 +470,8 @@ async def publish_workflow(
                 )
             # Validate again: an installed plugin may have changed since the draft was saved.
             graph = Graph.from_json(current.nodes, current.edges)
-            report = await check_graph(
-                graph, info.context.services.registry, info.context.services.graph_limits
-            )
+            node_types = await node_types_for_graph(info, current.workspace_id, graph)
+            report = await check_graph(graph, node_types, info.context.services.graph_limits)
             if blocking := report.blocking_problems():
                 return validation_error(blocking)
             try:

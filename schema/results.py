@@ -7,7 +7,15 @@ from typing import Annotated
 import strawberry
 
 from schema.execution_types import Execution
-from schema.types import ApiToken, Credential, Problem, User, Workflow, WorkflowReference
+from schema.types import (
+    ApiToken,
+    Credential,
+    NodeType,
+    Problem,
+    User,
+    Workflow,
+    WorkflowReference,
+)
 
 
 @strawberry.type(description="The input is invalid; `problems` lists every problem found.")
@@ -75,4 +83,10 @@ ExecutionResult = Annotated[
 CredentialResult = Annotated[
     Credential | ValidationError | NotFoundError,
     strawberry.union("CredentialResult", description="A credential, or why the change failed."),
+]
+NodeTypeResult = Annotated[
+    NodeType | ValidationError | NotFoundError,
+    strawberry.union(
+        "NodeTypeResult", description="The declarative node type's new version, or why not."
+    ),
 ]
