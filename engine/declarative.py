@@ -299,6 +299,7 @@ class _Behaviour:
         self.pagination = pagination
         # `$parameter` holds these where the node does not set a parameter.
         self.defaults: dict[str, Any] = {}
+        self.credential_kinds = tuple(definition.get("credentialKinds", ()))
 
     async def __call__(self, context: NodeRunContext, inputs: PortItems) -> PortItems:
         # aiohttp comes with the first request, as for the HTTP Request node.
@@ -309,6 +310,13 @@ class _Behaviour:
             raise NodeError(
                 "HTTP requests cannot be sent from this process (it has no HTTP client)",
                 error_type="NOT_RUNNABLE",
+            )
+        undeclared = sorted(set(context.node.credentials) - set(self.credential_kinds))
+        if undeclared:
+            raise NodeError(
+                f"this node type takes no {undeclared[0]} credential (it takes "
+                f"{', '.join(self.credential_kinds) or 'none'})",
+                error_type="INVALID_CREDENTIAL",
             )
         http = context.resources.http
         auth = await request_auth(context, http)

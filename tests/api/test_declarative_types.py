@@ -61,6 +61,8 @@ class Crm:
 
     base: str = ""
     seen: list[dict[str, Any]] = field(default_factory=list)
+    # What `/pages` answers as `elsewhere`: a next page on another origin.
+    elsewhere: str | None = None
 
 
 @pytest.fixture
@@ -95,7 +97,9 @@ async def crm() -> AsyncIterator[Crm]:
             }
         )
         following = f"/pages?page={page + 1}" if page < 5 else None
-        return web.json_response({"items": [{"page": page}], "next": following})
+        return web.json_response(
+            {"items": [{"page": page}], "next": following, "elsewhere": mock.elsewhere}
+        )
 
     async def cursors(request: web.Request) -> web.Response:
         cursor = int(request.query.get("cursor", "0"))
@@ -362,6 +366,63 @@ async def test_next_url_pagination_stops_at_the_page_cap(app, alice: Caller, crm
     await alice.gql(UPDATE_TYPE, {"name": "ws.pages", "input": definition})
     execution = await run_nodes(app, alice, [node("p", "Pages", "ws.pages", typeVersion=2)])
     assert [item["page"] for item in output_of(execution, "p")] == [1, 2, 3, 4, 5]
+
+
+async def test_a_next_page_on_another_origin_gets_no_credential(app, alice: Caller, crm: Crm):
+    """The credential goes to the first request's origin only, as on a redirect: a next-page
+    URL naming another origin (here: the same server by another name) is sent without it."""
+    port = crm.base.rsplit(":", 1)[1]
+    elsewhere = f"http://localhost:{port}"
+    definition = {
+        "displayName": "Pages",
+        "credentialKinds": ["bearer_token"],
+        "requestTemplate": {"url": f"{crm.base}/pages"},
+        "responseMapping": {"select": "items", "split": True},
+        "pagination": {"nextUrl": "next", "maxPages": 2},
+    }
+    await create_type(alice, "ws.pages", definition)
+    token = await create_credential(alice, name="crm", kind="bearer_token", data={"token": "t0k"})
+    # Relative next URLs stay on the origin: the credential goes along.
+    execution = await run_nodes(
+        app,
+        alice,
+        [node("p", "Pages", "ws.pages", credentials={"bearer_token": token["id"]})],
+    )
+    assert [item["page"] for item in output_of(execution, "p")] == [1, 2]
+    assert [seen["authorization"] for seen in crm.seen] == ["Bearer t0k", "Bearer t0k"]
+    crm.seen.clear()
+    definition["pagination"] = {"nextUrl": "elsewhere", "maxPages": 2}
+    await alice.gql(UPDATE_TYPE, {"name": "ws.pages", "input": definition})
+    crm.elsewhere = f"{elsewhere}/pages?page=2"
+    execution = await run_nodes(
+        app,
+        alice,
+        [
+            node(
+                "p",
+                "Pages",
+                "ws.pages",
+                typeVersion=2,
+                credentials={"bearer_token": token["id"]},
+            )
+        ],
+    )
+    assert execution["status"] == "SUCCEEDED", execution
+    assert [seen["authorization"] for seen in crm.seen] == ["Bearer t0k", None]
+
+
+async def test_a_credential_of_a_kind_the_type_does_not_take_fails_the_node(
+    app, alice: Caller, crm: Crm
+):
+    definition = {"displayName": "Open", "requestTemplate": {"url": f"{crm.base}/contacts"}}
+    await create_type(alice, "ws.open", definition)
+    token = await create_credential(alice, name="crm", kind="bearer_token", data={"token": "t0k"})
+    execution = await run_nodes(
+        app, alice, [node("o", "Open", "ws.open", credentials={"bearer_token": token["id"]})]
+    )
+    run = next(run for run in execution["nodeRuns"] if run["nodeId"] == "o")
+    assert run["error"]["type"] == "INVALID_CREDENTIAL"
+    assert crm.seen == []
 
 
 async def test_cursor_pagination_sends_the_cursor_back(app, alice: Caller, crm: Crm):
