@@ -9,6 +9,7 @@ import time
 import orjson
 import strawberry
 from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 
 from engine.bus import EventPublisher
@@ -48,12 +49,14 @@ def _problem(code: str, message: str, field: str) -> Problem:
     return Problem(code=code, message=message, field=field)
 
 
-async def _runnable_problems(info: Info, workflow: Workflow) -> list[Problem]:
+async def _runnable_problems(
+    info: Info, workflow: Workflow, session: AsyncSession | None = None
+) -> list[Problem]:
     """Every reason the graph cannot run (structure, parameters, expressions); compiles
     the plan, which the cache keeps for the runner when the snapshot id is known."""
     try:
         graph = Graph.from_json(workflow.nodes, workflow.edges)
-        node_types = await node_types_for_graph(info, workflow.workspace_id, graph)
+        node_types = await node_types_for_graph(info, workflow.workspace_id, graph, session)
         await prepare_plan("check", graph, node_types, info.context.services.graph_limits)
     except PlanError as exc:
         return exc.problems
@@ -190,7 +193,7 @@ async def execute_workflow(
                 workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
                 if workflow is None:
                     return _not_found("workflow", workflow_id)
-                problems = await _runnable_problems(info, workflow)
+                problems = await _runnable_problems(info, workflow, session)
                 if start_node_id is not None:
                     problems += _start_node_problems(workflow, str(start_node_id))
                 if problems:
@@ -356,7 +359,7 @@ async def retry_execution(
         if workflow is None:
             return _not_found("workflow", original.workflow_id)
         if use_latest_version:
-            problems = await _runnable_problems(info, workflow)
+            problems = await _runnable_problems(info, workflow, session)
             if problems:
                 return validation_error(problems)
             snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)

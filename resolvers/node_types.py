@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import strawberry
 from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
+from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -63,17 +64,23 @@ def _catalog(registry: NodeTypeLookup) -> list[tuple[types.NodeType, str]]:
     return catalog
 
 
-async def workspace_node_types(info: Info, workspace_id: str) -> NodeTypeLookup:
-    """The node types a workspace sees: the registry plus its declarative types."""
+async def workspace_node_types(
+    info: Info, workspace_id: str, session: AsyncSession | None = None
+) -> NodeTypeLookup:
+    """The node types a workspace sees: the registry plus its declarative types (read in
+    `session` when the caller holds one, so that a request never holds two connections)."""
     services = info.context.services
-    return await DeclaredNodeTypes(services.database, services.registry).for_workspace(workspace_id)
+    declared = DeclaredNodeTypes(services.database, services.registry)
+    return await declared.for_workspace(workspace_id, session)
 
 
-async def node_types_for_graph(info: Info, workspace_id: str, graph: Graph) -> NodeTypeLookup:
+async def node_types_for_graph(
+    info: Info, workspace_id: str, graph: Graph, session: AsyncSession | None = None
+) -> NodeTypeLookup:
     """What to check a workflow of the workspace with: its view when a node uses one of its
     declarative types, else the registry alone (no query)."""
     if any(is_declarative(node.type) for node in graph.nodes):
-        return await workspace_node_types(info, workspace_id)
+        return await workspace_node_types(info, workspace_id, session)
     return info.context.services.registry
 
 

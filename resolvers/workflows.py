@@ -63,11 +63,12 @@ async def _checked_graph(
     collected: Collected,
     workspace_id: str,
     previous: Graph | None = None,
+    session: AsyncSession | None = None,
 ) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
     """The graph to store (each node's type version written down: `editing.pin_type_versions`,
     `previous` the graph it replaces), its node issues, and the problems that refuse it,
     against the node types its workspace sees."""
-    registry = await node_types_for_graph(info, workspace_id, graph)
+    registry = await node_types_for_graph(info, workspace_id, graph, session)
     graph = editing.pin_type_versions(graph, registry.latest_version, previous)
     report = await check_graph(graph, registry, info.context.services.graph_limits)
     refusing = [*collected.problems, *report.structural]
@@ -249,7 +250,7 @@ async def update_workflow(
         previous = Graph.from_json(current.nodes, current.edges)
         graph = editing.carry_renames(previous, fields.graph)
         graph, node_issues, refusing = await _checked_graph(
-            info, graph, collected, current.workspace_id, previous
+            info, graph, collected, current.workspace_id, previous, session
         )
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
@@ -335,7 +336,7 @@ async def _edit_graph(
                 errors.VersionConflictError(workflow_id, expected_version, current.version)
             )
         previous = Graph.from_json(current.nodes, current.edges)
-        node_types = await node_types_for_graph(info, current.workspace_id, previous)
+        node_types = await node_types_for_graph(info, current.workspace_id, previous, session)
         try:
             graph = edit(previous, node_types)
         except editing.EditError as exc:
@@ -347,7 +348,7 @@ async def _edit_graph(
                 collected.add("MIGRATION_FAILED", message, field, exc.node_id)
             return validation_error(collected.problems)
         graph, node_issues, refusing = await _checked_graph(
-            info, graph, collected, current.workspace_id, previous
+            info, graph, collected, current.workspace_id, previous, session
         )
         refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
         if refusing:
@@ -470,7 +471,7 @@ async def publish_workflow(
                 )
             # Validate again: an installed plugin may have changed since the draft was saved.
             graph = Graph.from_json(current.nodes, current.edges)
-            node_types = await node_types_for_graph(info, current.workspace_id, graph)
+            node_types = await node_types_for_graph(info, current.workspace_id, graph, session)
             report = await check_graph(graph, node_types, info.context.services.graph_limits)
             if blocking := report.blocking_problems():
                 return validation_error(blocking)

@@ -180,8 +180,14 @@ class DeclaredNodeTypes:
         self.database = database
         self.registry = registry
 
-    async def for_workspace(self, workspace_id: str) -> NodeTypeLookup:
-        """The registry plus the workspace's types; the registry itself when it has none."""
-        async with self.database.session() as session:
+    async def for_workspace(
+        self, workspace_id: str, session: AsyncSession | None = None
+    ) -> NodeTypeLookup:
+        """The registry plus the workspace's types; the registry itself when it has none.
+        Read in `session` when given."""
+        if session is not None:
             rows = await current_versions(session, [workspace_id])
+        else:
+            async with self.database.session() as own:
+                rows = await current_versions(own, [workspace_id])
         return workspace_view(self.registry, rows) if rows else self.registry

@@ -19,6 +19,7 @@ from resolvers.node_types import _results
 from server.app import create_app
 from tests.api.test_credentials import create as create_credential
 from tests.api.test_executions import create, execute, finished
+from tests.api.test_webhooks import hook_workflow
 from tests.conftest import Caller
 from tests.factories import CREATE, UPGRADE_NODE, edge, node
 
@@ -461,6 +462,22 @@ async def test_a_node_keeps_its_version_until_upgraded(app, alice: Caller, crm: 
         UPGRADE_NODE, {"wf": workflow["id"], "nodeId": "c", "to": 2, "v": workflow["version"]}
     )
     assert upgraded["upgradeNode"]["nodes"][0]["typeVersion"] == 2, upgraded
+
+
+async def test_a_published_workflow_runs_a_declarative_type_from_its_webhook(
+    app, http: httpx.AsyncClient, alice: Caller, crm: Crm
+):
+    await create_type(alice, "ws.crm_create_contact", create_contact(crm.base))
+    contact = node(
+        "c",
+        "Contact",
+        "ws.crm_create_contact",
+        parameters={"email": "{{ $json.body.email }}"},
+    )
+    await hook_workflow(alice, {"path": "signup", "responseMode": "last_node"}, [contact])
+    response = await http.post("/webhook/signup", json={"email": "ada@example.com"})
+    assert response.status_code == 200, response.text
+    assert response.json() == [{"id": 7, "email": "ada@example.com", "name": None}]
 
 
 async def test_another_workspaces_type_is_an_unknown_node_type(alice: Caller, bob: Caller, crm):
