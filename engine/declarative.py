@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 from engine.credentials import KINDS
 from engine.declarative_schema import DEFINITION_SCHEMA
@@ -111,6 +112,9 @@ def _problems(definition: Any) -> Iterator[Problem]:
         yield _problem(
             "INVALID_PARAMETERS_SCHEMA", "parametersSchema.type", "parameters are an object"
         )
+    for where, message in _reference_problems(schema, schema, ["parametersSchema"]):
+        schema_valid = False
+        yield _problem("INVALID_PARAMETERS_SCHEMA", where, message)
     for index, kind in enumerate(definition.get("credentialKinds", ())):
         if kind not in KINDS:
             yield _problem(
@@ -138,6 +142,43 @@ def _problems(definition: Any) -> Iterator[Problem]:
     mapping = definition.get("responseMapping") or {}
     if "keep" in mapping and "drop" in mapping:
         yield _problem("INVALID_RESPONSE_MAPPING", "responseMapping", "give keep or drop, not both")
+
+
+def _reference_problems(root: Any, value: Any, path: list[str | int]) -> Iterator[tuple[str, str]]:
+    """`$ref`s that are not pointers into the schema itself, or point at nothing: a remote
+    reference is never fetched, so validating parameters against it would fail later."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(item, str):
+                if not _resolves(root, item):
+                    yield (
+                        _path([*path, key]),
+                        f"{item[:200]!r} is not a JSON pointer to a part of this schema "
+                        "(`#/$defs/name`)",
+                    )
+            else:
+                yield from _reference_problems(root, item, [*path, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _reference_problems(root, item, [*path, index])
+
+
+def _resolves(root: Any, reference: str) -> bool:
+    """Whether `reference` is `#` or a JSON pointer (`#/$defs/name`) to a part of `root`."""
+    if reference == "#":
+        return True
+    if not reference.startswith("#/"):
+        return False
+    current = root
+    for part in reference[2:].split("/"):
+        key = unquote(part).replace("~1", "/").replace("~0", "~")
+        if isinstance(current, dict) and key in current:
+            current = current[key]
+        elif isinstance(current, list) and key.isdigit() and int(key) < len(current):
+            current = current[int(key)]
+        else:
+            return False
+    return True
 
 
 def _catalog_problems(schema: Mapping[str, Any], given: Mapping[str, Any]) -> Iterator[Problem]:

@@ -117,6 +117,30 @@ def test_problems_name_their_place(change: dict[str, Any], problems: list[Any]) 
     assert _problems({**GOOD, **change}) == problems
 
 
+@pytest.mark.parametrize(
+    ("reference", "ok"),
+    [
+        ("#/$defs/email", True),
+        ("#", True),
+        ("#/$defs/missing", False),
+        ("http://10.0.0.1/schema.json", False),
+        ("other.json#/x", False),
+        ("#anchor", False),
+    ],
+)
+def test_references_point_into_the_schema(reference: str, ok: bool) -> None:
+    schema = {
+        "type": "object",
+        "$defs": {"email": {"type": "string"}},
+        "properties": {"email": {"$ref": reference}},
+    }
+    found = _problems({**GOOD, "parametersSchema": schema, "catalog": {}})
+    expected = (
+        [] if ok else [("INVALID_PARAMETERS_SCHEMA", "parametersSchema.properties.email.$ref")]
+    )
+    assert found == expected
+
+
 def test_a_definition_that_is_not_an_object() -> None:
     assert _problems([1], None) == [("INVALID_DEFINITION", "input")]
 
