@@ -112,7 +112,7 @@ def _problems(definition: Any) -> Iterator[Problem]:
         yield _problem(
             "INVALID_PARAMETERS_SCHEMA", "parametersSchema.type", "parameters are an object"
         )
-    for where, message in _reference_problems(schema, schema, ["parametersSchema"]):
+    for where, message in _unusable_schema_parts(schema, schema, ["parametersSchema"]):
         schema_valid = False
         yield _problem("INVALID_PARAMETERS_SCHEMA", where, message)
     for index, kind in enumerate(definition.get("credentialKinds", ())):
@@ -144,12 +144,24 @@ def _problems(definition: Any) -> Iterator[Problem]:
         yield _problem("INVALID_RESPONSE_MAPPING", "responseMapping", "give keep or drop, not both")
 
 
-def _reference_problems(root: Any, value: Any, path: list[str | int]) -> Iterator[tuple[str, str]]:
-    """`$ref`s that are not pointers into the schema itself, or point at nothing: a remote
-    reference is never fetched, so validating parameters against it would fail later."""
+# Keywords whose checking could take unbounded time on a crafted value (a pattern with
+# nested repeats): a workspace's schema, unlike a plugin's, is anyone's input.
+_UNBOUNDED_KEYWORDS = frozenset({"pattern", "patternProperties"})
+
+
+def _unusable_schema_parts(root: Any, value: Any, path: list[str | int]) -> Iterator[tuple[str, str]]:
+    """`$ref`s that are not pointers into the schema itself, or point at nothing (a remote
+    reference is never fetched, so validating parameters against it would fail later), and
+    keywords a workspace's schema may not use (`_UNBOUNDED_KEYWORDS`)."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if key in ("$ref", "$dynamicRef") and isinstance(item, str):
+            if key in _UNBOUNDED_KEYWORDS:
+                yield (
+                    _path([*path, key]),
+                    f"{key} is not allowed in a workspace's type: parameters are checked "
+                    "with Python's regular expressions, whose matching time has no bound",
+                )
+            elif key in ("$ref", "$dynamicRef") and isinstance(item, str):
                 if not _resolves(root, item):
                     yield (
                         _path([*path, key]),
@@ -157,10 +169,10 @@ def _reference_problems(root: Any, value: Any, path: list[str | int]) -> Iterato
                         "(`#/$defs/name`)",
                     )
             else:
-                yield from _reference_problems(root, item, [*path, key])
+                yield from _unusable_schema_parts(root, item, [*path, key])
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _reference_problems(root, item, [*path, index])
+            yield from _unusable_schema_parts(root, item, [*path, index])
 
 
 def _resolves(root: Any, reference: str) -> bool:

@@ -141,6 +141,18 @@ def test_references_point_into_the_schema(reference: str, ok: bool) -> None:
     assert found == expected
 
 
+def test_patterns_are_refused_in_a_parameters_schema() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}},
+        "patternProperties": {"^x": {"type": "string"}},
+    }
+    assert _problems({**GOOD, "parametersSchema": schema, "catalog": {}}) == [
+        ("INVALID_PARAMETERS_SCHEMA", "parametersSchema.properties.code.pattern"),
+        ("INVALID_PARAMETERS_SCHEMA", "parametersSchema.patternProperties"),
+    ]
+
+
 def test_a_definition_that_is_not_an_object() -> None:
     assert _problems([1], None) == [("INVALID_DEFINITION", "input")]
 
