@@ -149,7 +149,9 @@ def _problems(definition: Any) -> Iterator[Problem]:
 _UNBOUNDED_KEYWORDS = frozenset({"pattern", "patternProperties"})
 
 
-def _unusable_schema_parts(root: Any, value: Any, path: list[str | int]) -> Iterator[tuple[str, str]]:
+def _unusable_schema_parts(
+    root: Any, value: Any, path: list[str | int]
+) -> Iterator[tuple[str, str]]:
     """`$ref`s that are not pointers into the schema itself, or point at nothing (a remote
     reference is never fetched, so validating parameters against it would fail later), and
     keywords a workspace's schema may not use (`_UNBOUNDED_KEYWORDS`)."""
