@@ -260,6 +260,34 @@ async def test_a_cached_catalog_answer_is_never_another_callers(
     assert refused["errors"][0]["message"] == f"workspace {ws!r} not found"
 
 
+async def test_nobody_changes_another_workspaces_types(
+    alice: Caller, bob: Caller, crm: Crm, db_state
+):
+    ws = await workspace_of(alice)
+    await create_type(alice, "ws.crm_create_contact", create_contact(crm.base), ws)
+    before = await db_state()
+    name = "ws.crm_create_contact"
+    for operation, variables, field_name in (
+        (
+            CREATE_TYPE,
+            {"ws": ws, "name": "ws.other", "input": create_contact(crm.base)},
+            "createNodeType",
+        ),
+        (
+            UPDATE_TYPE,
+            {"ws": ws, "name": name, "input": create_contact(crm.base)},
+            "updateNodeType",
+        ),
+        (DELETE_TYPE, {"ws": ws, "name": name}, "deleteNodeType"),
+        # In his own workspace the name is nobody's type.
+        (UPDATE_TYPE, {"name": name, "input": create_contact(crm.base)}, "updateNodeType"),
+        (DELETE_TYPE, {"name": name}, "deleteNodeType"),
+    ):
+        result = (await bob.gql(operation, variables))[field_name]
+        assert result["__typename"] == "NotFoundError", (field_name, result)
+    assert await db_state() == before
+
+
 async def test_update_and_delete_of_a_missing_type_are_not_found(alice: Caller, crm: Crm):
     updated = await alice.gql(
         UPDATE_TYPE, {"name": "ws.nothing", "input": create_contact(crm.base)}

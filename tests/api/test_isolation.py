@@ -123,7 +123,11 @@ MUTATION_CASES: dict[str, tuple[str, Any, str]] = {
 EXECUTIONS_TEST = "test_executions.py::test_other_users_cannot_see_run_or_cancel_executions"
 CREDENTIALS_TEST = "test_credentials.py::test_nobody_sees_or_changes_anothers_credentials"
 KINDS_TEST = "test_credentials.py::test_kinds_describe_their_fields_with_secrets_write_only"
+DECLARATIVE_TEST = "test_declarative_types.py::test_nobody_changes_another_workspaces_types"
 MUTATIONS_CHECKED_ELSEWHERE = {
+    "createNodeType": DECLARATIVE_TEST,
+    "updateNodeType": DECLARATIVE_TEST,
+    "deleteNodeType": DECLARATIVE_TEST,
     "createWorkflow": "test_bob_creates_in_his_own_workspace",
     "executeWorkflow": EXECUTIONS_TEST,
     "cancelExecution": EXECUTIONS_TEST,
