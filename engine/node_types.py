@@ -245,6 +245,17 @@ class WorkspaceNodeTypes:
     def revision(self) -> Hashable:
         return (self._registry.revision, self.stamp)
 
+    @property
+    def registry(self) -> NodeTypeRegistry:
+        """The process's registry this view adds to."""
+        return self._registry
+
+    def declared_latest(self) -> list[NodeType]:
+        """The latest version of each of the workspace's own types, sorted by name."""
+        return [
+            versions[max(versions)] for _, versions in sorted(self._declared.items()) if versions
+        ]
+
     def get(self, name: str, version: int | None = None) -> NodeType | None:
         versions = self._declared.get(name)
         if versions is None:
@@ -263,8 +274,9 @@ class WorkspaceNodeTypes:
         return bool(self._declared.get(name)) or self._registry.has_name(name)
 
     def latest(self) -> list[NodeType]:
-        declared = [versions[max(versions)] for versions in self._declared.values() if versions]
-        return sorted([*self._registry.latest(), *declared], key=lambda known: known.name)
+        return sorted(
+            [*self._registry.latest(), *self.declared_latest()], key=lambda known: known.name
+        )
 
     def versions(self, name: str) -> list[int]:
         versions = self._declared.get(name)

@@ -19,7 +19,7 @@ from strawberry.types.graphql import OperationType
 
 from engine.declarative import is_declarative
 from engine.graph import Graph
-from engine.node_types import NodeTypeLookup
+from engine.node_types import NodeType, NodeTypeLookup, WorkspaceNodeTypes
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.errors import RequestError
@@ -33,35 +33,41 @@ Info = strawberry.Info[Context, None]
 MAX_SEARCH_CHARS = 200
 
 # Catalogs by the revision of what they were built from: a registry's (unique in the
-# process) or a workspace's view's (the registry's and the stored versions of its types).
+# process) or a workspace's view's (the registry's and the stored versions of its types). A
+# view's catalog shares the registry catalog's entries: only its own types are mapped anew.
 _catalogs: OrderedDict[Hashable, list[tuple[types.NodeType, str]]] = OrderedDict()
 _CATALOGS_KEPT = 64
 
 
-def _catalog(registry: NodeTypeLookup) -> list[tuple[types.NodeType, str]]:
+def _catalog(node_types: NodeTypeLookup) -> list[tuple[types.NodeType, str]]:
     """The latest version of every type, sorted by name, each with the text a search looks
     in (lower case): built again only when the types changed."""
-    known = _catalogs.get(registry.revision)
+    known = _catalogs.get(node_types.revision)
     if known is not None:
-        _catalogs.move_to_end(registry.revision)
+        _catalogs.move_to_end(node_types.revision)
         return known
-    catalog = []
-    for descriptor in registry.latest():
-        mapped = mapping.node_type(descriptor, registry)
-        searched = " ".join(
-            (
-                descriptor.name,
-                descriptor.display_name,
-                descriptor.description,
-                descriptor.catalog.category,
-                descriptor.catalog.subcategory,
-            )
-        ).casefold()
-        catalog.append((mapped, searched))
-    _catalogs[registry.revision] = catalog
+    if isinstance(node_types, WorkspaceNodeTypes):
+        own = [_entry(descriptor, node_types) for descriptor in node_types.declared_latest()]
+        catalog = sorted([*_catalog(node_types.registry), *own], key=lambda entry: entry[0].name)
+    else:
+        catalog = [_entry(descriptor, node_types) for descriptor in node_types.latest()]
+    _catalogs[node_types.revision] = catalog
     while len(_catalogs) > _CATALOGS_KEPT:
         _catalogs.popitem(last=False)
     return catalog
+
+
+def _entry(descriptor: NodeType, node_types: NodeTypeLookup) -> tuple[types.NodeType, str]:
+    searched = " ".join(
+        (
+            descriptor.name,
+            descriptor.display_name,
+            descriptor.description,
+            descriptor.catalog.category,
+            descriptor.catalog.subcategory,
+        )
+    ).casefold()
+    return mapping.node_type(descriptor, node_types), searched
 
 
 async def workspace_node_types(

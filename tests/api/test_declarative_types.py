@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from engine.node_types import NodeGroup, NodeType
-from resolvers.node_types import _results
+from resolvers.node_types import _catalogs, _results
 from server.app import create_app
 from tests.api.test_credentials import create as create_credential
 from tests.api.test_executions import create, execute, finished
@@ -134,6 +134,7 @@ async def app(database, settings, registry) -> AsyncIterator[Any]:
 @pytest.fixture(autouse=True)
 def no_results_kept() -> None:
     _results.clear()
+    _catalogs.clear()
 
 
 def create_contact(base: str, **extra: Any) -> dict[str, Any]:
@@ -245,6 +246,22 @@ async def test_creating_and_updating_show_in_the_next_catalog_query(alice: Calle
     assert updated["updateNodeType"]["versions"] == [1, 2]
     latest = {t["name"]: t["version"] for t in (await alice.gql(NAMES, {"ws": ws}))["nodeTypes"]}
     assert latest["ws.crm_create_contact"] == 2
+
+
+async def test_a_workspace_catalog_shares_the_installed_types_entries(app, alice: Caller, crm):
+    ws = await workspace_of(alice)
+    await create_type(alice, "ws.crm_create_contact", create_contact(crm.base), ws)
+    await alice.gql(NAMES)
+    await alice.gql(NAMES, {"ws": ws})
+    revision = app.state.services.registry.revision
+    installed = {mapped.name: mapped for mapped, _ in _catalogs[revision]}
+    ((_, view),) = [
+        (key, entries)
+        for key, entries in _catalogs.items()
+        if isinstance(key, tuple) and key[0] == revision
+    ]
+    assert [mapped.name for mapped, _ in view] == sorted([*installed, "ws.crm_create_contact"])
+    assert all(installed[m.name] is m for m, _ in view if m.name in installed)
 
 
 async def test_a_cached_catalog_answer_is_never_another_callers(
