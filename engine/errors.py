@@ -27,6 +27,8 @@
      +-- ScheduleError (ValueError)    a schedule that cannot run (schedule)
      +-- QueueUnavailable (ConnectionError)  the queue refused a submission (submitter)
      +-- SubscriptionLimitError        too many live subscriptions (bus)
+     +-- StartConflict                 a new execution storage refused: its idempotency key
+     |                                 used meanwhile, or its workflow gone (ports)
      +-- IllegalTransitionError        a state change the state machine forbids: a bug of the
                                        engine, not of the workflow (states)
 

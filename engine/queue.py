@@ -26,8 +26,9 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from arq import Worker
@@ -157,14 +158,6 @@ async def run_execution(ctx: dict[str, Any], execution_id: str, generation: int)
         logger.exception("execution %s crashed in its job", execution_id)
 
 
-class DueSource(Protocol):
-    """What the sweeper reads from the database."""
-
-    async def due(self) -> list[Any]: ...
-
-    async def admit_waiting(self) -> list[Any]: ...
-
-
 class Sweeper:
     """Re-enqueues what the queue may have lost. Runs in every worker; one at a time is
     active, through a Redis lock that expires if its holder dies."""
@@ -173,13 +166,14 @@ class Sweeper:
         self,
         redis: ArqRedis,
         submitter: ArqSubmitter,
-        source: DueSource,
+        due: Callable[[], Awaitable[Sequence[Any]]],
         owner: str,
         interval_s: float = 5.0,
     ) -> None:
         self.redis = redis
         self.submitter = submitter
-        self.source = source
+        # What to hand to the queue (`ExecutionLifecycle.to_sweep`): `storage.queueing.Due`s.
+        self.due = due
         self.owner = owner
         self.interval_s = interval_s
         self.sweeps = 0
@@ -228,7 +222,7 @@ class Sweeper:
     async def sweep(self) -> int:
         """One pass; returns how many executions were handed to the queue."""
         handed = 0
-        for due in [*await self.source.admit_waiting(), *await self.source.due()]:
+        for due in await self.due():
             if due.overdue:
                 await self._forget_abandoned_job(job_id(due.execution_id, due.generation))
             if due.dead_job_generation is not None:

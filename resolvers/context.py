@@ -13,22 +13,29 @@ from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
 from engine.bus import EventFanout, EventPublisher
+from engine.expressions import ExpressionLimits
+from engine.expressions.budget import DEFAULT_LIMITS
+from engine.lifecycle import ExecutionLifecycle
+from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.node_types import NodeTypeRegistry
 from engine.plan import PlanCache
 from engine.submitter import Submitter
 from engine.validation import GraphLimits
-from resolvers import mapping
+from resolvers import mapping, preview_data
 from resolvers.auth import Authenticator
 from resolvers.caches import Lru
 from resolvers.errors import UNAUTHENTICATED, RequestError
 from resolvers.live_reads import LiveReads
+from resolvers.preview_data import PreviewOutputs
 from resolvers.updates_feed import UpdatesFeed
 from schema import execution_types as xtypes
 from schema import types
+from schema.preview_types import OutputSchema
 from schema.sharing import SharedResult
 from storage import accounts, executions, output_reads, workflows
 from storage.accounts import Principal
 from storage.db import Database, Sessions
+from storage.node_type_policies import NodeTypePolicies
 from storage.output_reads import StoredOutput, StoredValue
 from storage.secrets import SecretBox
 from storage.starts import EmbeddedStarts
@@ -69,6 +76,23 @@ class Services:
     webhook_routes: RouteCache = field(default_factory=lambda: RouteCache(ttl_s=1.0))
     # Embedded mode: starts of executions this process runs at once, in one write.
     starts: EmbeddedStarts | None = None
+    # Which node types are disabled where (None: the app was built without policies, as
+    # some tests build it: nothing is disabled, and setNodeTypeEnabled is refused).
+    policies: NodeTypePolicies | None = None
+
+    def node_type_policy(self) -> PolicySnapshot:
+        """The node type policies in force, as this process knows them (no I/O)."""
+        return EMPTY if self.policies is None else self.policies.current
+
+    # What rendering a node's parameters for one item may cost (`LOOM_EXPRESSION_*`): the
+    # run's limits, which previews use too.
+    expression_limits: ExpressionLimits = DEFAULT_LIMITS
+    # Expression previews: decoded outputs of node runs, read again on every keystroke.
+    preview_outputs: PreviewOutputs = field(default_factory=PreviewOutputs)
+    # Output shapes of finished node runs, by (node run id, port): they never change.
+    output_shapes: Lru[tuple[str, str], OutputSchema] = field(default_factory=Lru)
+    # Every transition of an execution outside its run: start, cancel, after a run.
+    lifecycle: ExecutionLifecycle | None = None
 
 
 class RequestLoaders:
@@ -103,6 +127,14 @@ class RequestLoaders:
         self.sub_executions: DataLoader[str, list[xtypes.Execution]] = DataLoader(
             load_fn=self._load_sub_executions, cache=cache
         )
+        self.input_shapes: DataLoader[tuple[str, str], OutputSchema | None] = DataLoader(
+            load_fn=self._load_input_shapes, cache=cache
+        )
+
+    async def _load_input_shapes(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> list[OutputSchema | None]:
+        return await preview_data.input_schemas(self._database, keys)
 
     async def _load_sub_executions(
         self, execution_ids: Sequence[str]
@@ -170,6 +202,10 @@ class Context:
     @property
     def database(self) -> Database:
         return self.services.database
+
+    @property
+    def output_shapes(self) -> Lru[tuple[str, str], OutputSchema]:
+        return self.services.output_shapes
 
     def viewer(self) -> Principal:
         """The authenticated caller; every operation requires one."""

@@ -11,8 +11,8 @@ from engine.declarative import definition_problems
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.node_types import workspace_node_types
 from resolvers.workflows import validation_error
+from resolvers.workspace_types import workspace_node_types
 from schema import inputs, results, types
 from storage import node_type_definitions
 from storage.errors import DuplicateNameError, NotFoundError

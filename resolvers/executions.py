@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+from typing import Any
 
 import orjson
 import strawberry
-from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 
-from engine.bus import EventPublisher
-from engine.events import Event, EventType
 from engine.graph import Graph
+from engine.lifecycle import ExecutionLifecycle
 from engine.outputs import not_json_reason
 from engine.plan import PlanError, prepare_plan
-from engine.states import ExecutionStatus
-from engine.submitter import Submitter
+from engine.ports import StartRequest
 from engine.validation import Problem
 from resolvers import mapping
-from resolvers.context import Context, Services
-from resolvers.node_types import node_types_for_graph
+from resolvers.context import Context
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from resolvers.workflows import validation_error
+from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
-from storage import executions, queueing, subworkflows, workflows
-from storage.db import Database
+from storage import executions, workflows
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
 
@@ -49,11 +44,21 @@ def _problem(code: str, message: str, field: str) -> Problem:
     return Problem(code=code, message=message, field=field)
 
 
+def _disabled_problems(nodes: list[dict[str, Any]], workspace_id: str, info: Info) -> list[Problem]:
+    """NODE_TYPE_DISABLED for every node whose type is disabled in the workspace: no new
+    execution starts while one is (those running finish)."""
+    return info.context.services.node_type_policy().problems(nodes, workspace_id)
+
+
 async def _runnable_problems(
     info: Info, workflow: Workflow, session: AsyncSession | None = None
 ) -> list[Problem]:
-    """Every reason the graph cannot run (structure, parameters, expressions); compiles
-    the plan, which the cache keeps for the runner when the snapshot id is known."""
+    """Every reason the graph cannot run (structure, parameters, expressions, node types
+    disabled); compiles the plan, which the cache keeps for the runner when the snapshot id
+    is known."""
+    disabled = _disabled_problems(workflow.nodes, workflow.workspace_id, info)
+    if disabled:
+        return disabled
     try:
         graph = Graph.from_json(workflow.nodes, workflow.edges)
         node_types = await node_types_for_graph(info, workflow.workspace_id, graph, session)
@@ -78,61 +83,19 @@ def _start_node_problems(workflow: Workflow, start_node_id: str) -> list[Problem
     return []
 
 
-# How long cancelExecution waits for the process running the execution to record it.
-CANCEL_WAIT_S = 2.0
+class _Refused(Exception):
+    """Why a start's `prepare` creates nothing: the answer to give instead."""
+
+    def __init__(self, answer: results.ExecutionResult) -> None:
+        super().__init__()
+        self.answer = answer
 
 
-async def _submit(info: Info, execution: Execution) -> None:
-    await submit(info.context.services, execution)
-
-
-async def submit(services: Services, execution: Execution) -> None:
-    if services.submitter is None:
-        raise RuntimeError("no submitter configured: executions cannot run in this process")
-    await submit_to(services.database, services.submitter, services.publisher, execution)
-
-
-async def submit_to(
-    database: Database,
-    submitter: Submitter,
-    publisher: EventPublisher | None,
-    execution: Execution,
-) -> None:
-    """Hand the committed execution to the submitter, or, when its workflow limits concurrent
-    executions, whatever the limit admits now (FIFO). If the queue cannot be reached the
-    execution stays QUEUED in the database and the sweeper enqueues it later. `publisher`
-    is given the new execution's committed first event (for `executionUpdates`, and for
-    whoever already follows it)."""
-    if publisher is not None:
-        queued = Event(
-            execution.id,
-            1,
-            EventType.EXECUTION_QUEUED,
-            execution.created_at,
-            status=ExecutionStatus.QUEUED.value,
-        )
-        publisher.publish([queued])
-    try:
-        if execution.admitted_at is not None:
-            await submitter.submit(execution.id, execution.lease_generation)
-            return
-        for due in await queueing.admit(database, execution.workflow_id):
-            await submitter.submit(due.execution_id, due.generation)
-    except (ConnectionError, OSError):  # QueueUnavailable is a ConnectionError
-        logger.exception("execution %s: queue unreachable; the sweeper enqueues it", execution.id)
-
-
-async def wake_caller(
-    database: Database, submitter: Submitter, parent_id: str, run_id: str
-) -> None:
-    """Resume the execution whose attempt `run_id` waits for sub-workflow executions, if
-    they have all ended."""
-    try:
-        generation = await subworkflows.wake_caller(database, parent_id, run_id)
-        if generation is not None:
-            await submitter.submit(parent_id, generation)
-    except (ConnectionError, OSError):  # QueueUnavailable is a ConnectionError
-        logger.exception("execution %s: queue unreachable; it resumes at its next check", parent_id)
+def _lifecycle(info: Info) -> ExecutionLifecycle:
+    lifecycle = info.context.services.lifecycle
+    if lifecycle is None:
+        raise RuntimeError("no execution lifecycle configured: executions cannot run here")
+    return lifecycle
 
 
 async def execute_workflow(
@@ -168,66 +131,62 @@ async def execute_workflow(
     if problems:
         return validation_error(problems)
     workflow_id = str(id)
-    learned: tuple[tuple[str, int], tuple[str, int]] | None = None
-    try:
-        async with info.context.database.transaction() as session:
-            head = await workflows.get_workflow_head(session, workflow_id, viewer.workspace_ids)
-            if head is None:
-                return _not_found("workflow", workflow_id)
-            if idempotency_key is not None:
-                existing = await executions.find_by_idempotency_key(
-                    session, workflow_id, idempotency_key
-                )
-                if existing is not None:
-                    return mapping.execution(existing)
-            services = info.context.services
-            revision = (head.id, head.version)
-            snapshot = services.snapshots.get(revision)
-            if (
-                start_node_id is not None
-                or snapshot is None
-                or not services.runnable_drafts.get(revision)
-            ):
-                # Not run before at this revision (or from a chosen node): check and
-                # snapshot the whole draft.
+    async with info.context.database.session() as session:
+        head = await workflows.get_workflow_head(session, workflow_id, viewer.workspace_ids)
+    if head is None:
+        return _not_found("workflow", workflow_id)
+
+    async def prepare() -> StartRequest:
+        assert head is not None
+        services = info.context.services
+        revision = (head.id, head.version)
+        snapshot = services.snapshots.get(revision)
+        if (
+            start_node_id is not None
+            or snapshot is None
+            or not services.runnable_drafts.get(revision)
+            # The draft's node types are checked against the policies in force.
+            or services.node_type_policy().affects(head.workspace_id)
+        ):
+            # Not run before at this revision (or from a chosen node): check and snapshot
+            # the whole draft.
+            async with info.context.database.transaction() as session:
                 workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
                 if workflow is None:
-                    return _not_found("workflow", workflow_id)
+                    raise _Refused(_not_found("workflow", workflow_id))
                 problems = await _runnable_problems(info, workflow, session)
                 if start_node_id is not None:
                     problems += _start_node_problems(workflow, str(start_node_id))
                 if problems:
-                    return validation_error(problems)
+                    raise _Refused(validation_error(problems))
                 version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
                 snapshot = (version.id, version.version)
-                # Remembered only once committed (below): a concurrent request must not use
-                # a snapshot this transaction may still roll back.
-                learned = ((workflow.id, workflow.version), snapshot)
-            execution = await executions.create_execution(
-                session,
-                workflow=head,
-                snapshot=executions.Snapshot(*snapshot),
-                mode="manual",
-                input=input if input is not None else {},
-                created_by=viewer.user_id,
-                idempotency_key=idempotency_key,
-                start_node_id=None if start_node_id is None else str(start_node_id),
-            )
-    except IntegrityError:
-        # The same idempotency key, committed by a concurrent request: return that one.
-        async with info.context.database.session() as session:
-            existing = await executions.find_by_idempotency_key(
-                session, workflow_id, idempotency_key or ""
-            )
-        if existing is None:
-            raise
-        return mapping.execution(existing)
-    if learned is not None:
-        revision, snapshot = learned
-        info.context.services.runnable_drafts.put(revision, True)
-        info.context.services.snapshots.put(revision, snapshot)
-    await _submit(info, execution)
-    return mapping.execution(execution)
+            # Remembered only once committed: a concurrent request must not use a snapshot
+            # that may still be rolled back.
+            services.runnable_drafts.put((workflow.id, workflow.version), True)
+            services.snapshots.put((workflow.id, workflow.version), snapshot)
+        return StartRequest(
+            workspace_id=head.workspace_id,
+            workflow_id=head.id,
+            workflow_settings=head.settings,
+            version_id=snapshot[0],
+            version=snapshot[1],
+            mode="manual",
+            input=input if isinstance(input, dict) else {},
+            created_by=viewer.user_id,
+            idempotency_key=idempotency_key,
+            start_node_id=None if start_node_id is None else str(start_node_id),
+        )
+
+    try:
+        started = await _lifecycle(info).start(
+            prepare,
+            idempotency_key=None if idempotency_key is None else (workflow_id, idempotency_key),
+        )
+    except _Refused as refused:
+        return refused.answer
+    assert isinstance(started.execution, Execution)
+    return mapping.execution(started.execution)
 
 
 async def execution(info: Info, id: strawberry.ID) -> xtypes.Execution | None:
@@ -276,60 +235,9 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
         row = await executions.get_execution(session, execution_id, viewer.workspace_ids)
         if row is None:
             return _not_found("execution", execution_id)
-    await _cancel(info, row)
-    # The sub-workflow executions it waits for end with it (Temporal's default parent close
-    # policy); those started without waiting go on.
-    async with info.context.database.session() as session:
-        descendants = await executions.waited_descendants(session, execution_id)
-    for child in descendants:
-        await _cancel(info, child)
-    # Another process (a worker) records the cancellation: give it a moment to land.
-    deadline = time.monotonic() + CANCEL_WAIT_S
-    while True:
-        async with info.context.database.session() as session:
-            row = await executions.reload(session, execution_id)
-        if row.status not in ("RUNNING", "WAITING") or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(0.02)
-    if row.status == "CANCELLED":
-        await _admit_next(info, row.workflow_id)
-    return mapping.execution(row)
-
-
-async def _cancel(info: Info, row: Execution) -> None:
-    execution_id = row.id
-    if row.status in ("RUNNING", "WAITING"):
-        async with info.context.database.transaction() as session:
-            await executions.request_cancel(session, execution_id)
-    # The process running it records the cancellation (it owns the event sequence); one
-    # never claimed is cancelled here, conditionally, so a concurrent claim cannot also win.
-    submitter = info.context.services.submitter
-    if submitter is not None and await submitter.cancel(execution_id):
-        return
-    async with info.context.database.transaction() as session:
-        cancelled = await executions.cancel_queued(session, execution_id)
-    if not cancelled:
-        return
-    publisher = info.context.services.publisher
-    if publisher is not None:
-        publisher.wake([execution_id])
-    if submitter is not None and row.parent_waits and row.parent_execution_id and row.parent_run_id:
-        # Nothing ran it, so nothing else tells its caller that it ended.
-        await wake_caller(
-            info.context.database, submitter, row.parent_execution_id, row.parent_run_id
-        )
-
-
-async def _admit_next(info: Info, workflow_id: str) -> None:
-    """A cancelled execution may have held a slot of `maxConcurrentExecutions`."""
-    submitter = info.context.services.submitter
-    if submitter is None:
-        return
-    try:
-        for due in await queueing.admit(info.context.database, workflow_id):
-            await submitter.submit(due.execution_id, due.generation)
-    except (ConnectionError, OSError):  # QueueUnavailable is a ConnectionError
-        logger.exception("workflow %s: queue unreachable; the sweeper admits", workflow_id)
+    cancelled = await _lifecycle(info).cancel(row)
+    assert isinstance(cancelled, Execution)
+    return mapping.execution(cancelled)
 
 
 async def retry_execution(
@@ -340,44 +248,58 @@ async def retry_execution(
 ) -> results.ExecutionResult:
     viewer = info.context.viewer()
     execution_id = str(id)
-    async with info.context.database.transaction() as session:
-        original = await executions.get_execution(session, execution_id, viewer.workspace_ids)
-        if original is None:
-            return _not_found("execution", execution_id)
-        if original.status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            return validation_error(
-                [
-                    _problem(
-                        "EXECUTION_NOT_FINISHED",
-                        f"execution {execution_id!r} is {original.status}; retry it once it "
-                        "has finished",
-                        "id",
+
+    async def prepare() -> StartRequest:
+        async with info.context.database.transaction() as session:
+            original = await executions.get_execution(session, execution_id, viewer.workspace_ids)
+            if original is None:
+                raise _Refused(_not_found("execution", execution_id))
+            if original.status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                raise _Refused(
+                    validation_error(
+                        [
+                            _problem(
+                                "EXECUTION_NOT_FINISHED",
+                                f"execution {execution_id!r} is {original.status}; retry it once "
+                                "it has finished",
+                                "id",
+                            )
+                        ]
                     )
-                ]
+                )
+            workflow = await session.get(Workflow, original.workflow_id)
+            if workflow is None:
+                raise _Refused(_not_found("workflow", original.workflow_id))
+            snapshot: WorkflowVersion | None
+            if use_latest_version:
+                problems = await _runnable_problems(info, workflow, session)
+                if problems:
+                    raise _Refused(validation_error(problems))
+                snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+            else:
+                snapshot = await session.get(WorkflowVersion, original.workflow_version_id)
+                if snapshot is None:
+                    raise _Refused(_not_found("workflow version", original.workflow_version_id))
+                disabled = _disabled_problems(snapshot.nodes, workflow.workspace_id, info)
+                if disabled:
+                    raise _Refused(validation_error(disabled))
+            return StartRequest(
+                workspace_id=workflow.workspace_id,
+                workflow_id=workflow.id,
+                workflow_settings=workflow.settings,
+                version_id=snapshot.id,
+                version=snapshot.version,
+                mode="retry",
+                input=await executions.execution_input(session, original),
+                created_by=viewer.user_id,
+                start_node_id=original.start_node_id,
+                retry_of=original.id,
+                reuse_outputs=from_failed_node,
             )
-        workflow = await session.get(Workflow, original.workflow_id)
-        if workflow is None:
-            return _not_found("workflow", original.workflow_id)
-        if use_latest_version:
-            problems = await _runnable_problems(info, workflow, session)
-            if problems:
-                return validation_error(problems)
-            snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
-        else:
-            pinned = await session.get(WorkflowVersion, original.workflow_version_id)
-            if pinned is None:
-                return _not_found("workflow version", original.workflow_version_id)
-            snapshot = pinned
-        execution = await executions.create_execution(
-            session,
-            workflow=workflow,
-            snapshot=snapshot,
-            mode="retry",
-            input=await executions.execution_input(session, original),
-            created_by=viewer.user_id,
-            start_node_id=original.start_node_id,
-            retry_of=original.id,
-            reuse_outputs=from_failed_node,
-        )
-    await _submit(info, execution)
-    return mapping.execution(execution)
+
+    try:
+        started = await _lifecycle(info).start(prepare)
+    except _Refused as refused:
+        return refused.answer
+    assert isinstance(started.execution, Execution)
+    return mapping.execution(started.execution)

@@ -136,15 +136,22 @@ class WorkflowFields:
     graph: Graph
 
 
-def workflow_from_input(workflow_input: WorkflowInput, collected: Collected) -> WorkflowFields:
-    check_text(collected, workflow_input.name, "name", max_length=MAX_WORKFLOW_NAME, required=True)
-    description = workflow_input.description or ""
+def checked_texts(collected: Collected, name: str, description: str, tags: list[str]) -> list[str]:
+    """Check a workflow's name, description and tags; returns the tags as stored (stripped,
+    each once)."""
+    check_text(collected, name, "name", max_length=MAX_WORKFLOW_NAME, required=True)
     check_text(collected, description, "description", max_length=MAX_DESCRIPTION, required=False)
-    tags = list(dict.fromkeys(tag.strip() for tag in (workflow_input.tags or [])))
+    tags = list(dict.fromkeys(tag.strip() for tag in tags))
     if len(tags) > MAX_TAGS:
         collected.add("TOO_MANY_TAGS", f"at most {MAX_TAGS} tags are allowed", "tags")
     for index, tag in enumerate(tags):
         check_text(collected, tag, f"tags[{index}]", max_length=MAX_TAG_LENGTH, required=True)
+    return tags
+
+
+def workflow_from_input(workflow_input: WorkflowInput, collected: Collected) -> WorkflowFields:
+    description = workflow_input.description or ""
+    tags = checked_texts(collected, workflow_input.name, description, workflow_input.tags or [])
     settings: Any = workflow_input.settings if workflow_input.settings is not None else {}
     for field_path, message in settings_problems(settings):
         collected.add("INVALID_SETTINGS", message, field_path)

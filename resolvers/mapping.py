@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 
 from engine.declarative import definition_of
 from engine.events import Event
+from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.node_types import NodeType as EngineNodeType
 from engine.node_types import NodeTypeLookup
 from engine.nodes.webhook import WEBHOOK, webhook_methods, webhook_path
@@ -36,7 +37,9 @@ def problem(data: dict[str, Any]) -> types.Problem:
     )
 
 
-def node(data: dict[str, Any], issues: list[dict[str, Any]] | None) -> types.Node:
+def node(
+    data: dict[str, Any], issues: list[dict[str, Any]] | None, workflow_id: str = ""
+) -> types.Node:
     position = data.get("position") or _EMPTY
     retry = data.get("retry")
     return types.Node(
@@ -60,6 +63,7 @@ def node(data: dict[str, Any], issues: list[dict[str, Any]] | None) -> types.Nod
         on_error=types.OnError(data.get("onError", "STOP")),
         credentials=_json(data.get("credentials") or {}),
         issues=[problem(issue) for issue in issues] if issues else [],
+        workflow_id=workflow_id,
     )
 
 
@@ -75,8 +79,15 @@ def edge(data: dict[str, Any]) -> types.Edge:
     )
 
 
-def workflow(row: models.Workflow) -> types.Workflow:
+def workflow(row: models.Workflow, policy: PolicySnapshot = EMPTY) -> types.Workflow:
+    """The draft with its stored node issues, and NODE_TYPE_DISABLED where `policy` (as it
+    is now, not when the draft was saved) disables a node's type."""
     issues = row.node_issues
+    disabled = policy.problems(row.nodes, row.workspace_id)
+    if disabled:
+        issues = {node_id: list(found) for node_id, found in issues.items()}
+        for problem in disabled:
+            issues.setdefault(problem.node_id or "", []).insert(0, problem.to_json())
     return types.Workflow(
         id=strawberry.ID(row.id),
         name=row.name,
@@ -85,7 +96,7 @@ def workflow(row: models.Workflow) -> types.Workflow:
         version=row.version,
         published_version=row.published_version,
         active=row.active,
-        nodes=[node(data, issues.get(data["id"])) for data in row.nodes],
+        nodes=[node(data, issues.get(data["id"]), row.id) for data in row.nodes],
         edges=[edge(data) for data in row.edges],
         settings=_json(row.settings),
         created_at=row.created_at,
@@ -113,7 +124,7 @@ def workflow_version(row: models.WorkflowVersion) -> types.WorkflowVersion:
         workflow_id=strawberry.ID(row.workflow_id),
         version=row.version,
         name=row.name,
-        nodes=[node(data, None) for data in row.nodes],
+        nodes=[node(data, None, row.workflow_id) for data in row.nodes],
         edges=[edge(data) for data in row.edges],
         settings=_json(row.settings),
         created_at=row.created_at,

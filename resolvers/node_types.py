@@ -6,6 +6,7 @@ not per request: `nodeTypes` filters a list made already.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable
@@ -13,19 +14,23 @@ from typing import Annotated, Any
 
 import strawberry
 from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitionNode
-from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from engine.declarative import is_declarative
-from engine.graph import Graph
+from engine.node_type_policy import PolicySnapshot
 from engine.node_types import NodeType, NodeTypeLookup, WorkspaceNodeTypes
+from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.errors import RequestError
-from schema import types
-from storage import node_type_definitions
-from storage.node_type_definitions import DeclaredNodeTypes
+from resolvers.workflows import validation_error
+from resolvers.workspace_types import workspace_node_types
+from schema import results, types
+from storage import accounts, node_type_definitions
+from storage import node_type_policies as policies_store
+from storage.accounts import WORKSPACE_ROLE_OWNER, Principal
+from storage.models import SERVER_SCOPE
+from storage.types import storable
 
 Info = strawberry.Info[Context, None]
 
@@ -33,8 +38,9 @@ Info = strawberry.Info[Context, None]
 MAX_SEARCH_CHARS = 200
 
 # Catalogs by the revision of what they were built from: a registry's (unique in the
-# process) or a workspace's view's (the registry's and the stored versions of its types). A
-# view's catalog shares the registry catalog's entries: only its own types are mapped anew.
+# process) or a workspace's view's (the registry's and the stored versions of its
+# declarative types). A view's catalog shares the registry catalog's entries: only the
+# workspace's own types are mapped anew.
 _catalogs: OrderedDict[Hashable, list[tuple[types.NodeType, str]]] = OrderedDict()
 _CATALOGS_KEPT = 64
 
@@ -70,43 +76,11 @@ def _entry(descriptor: NodeType, node_types: NodeTypeLookup) -> tuple[types.Node
     return mapping.node_type(descriptor, node_types), searched
 
 
-async def workspace_node_types(
-    info: Info, workspace_id: str, session: AsyncSession | None = None
-) -> NodeTypeLookup:
-    """The node types a workspace sees: the registry plus its declarative types (read in
-    `session` when the caller holds one, so that a request never holds two connections)."""
-    services = info.context.services
-    declared = DeclaredNodeTypes(services.database, services.registry)
-    return await declared.for_workspace(workspace_id, session)
-
-
-async def node_types_for_graph(
-    info: Info, workspace_id: str, graph: Graph, session: AsyncSession | None = None
-) -> NodeTypeLookup:
-    """What to check a workflow of the workspace with: its view when a node uses one of its
-    declarative types, else the registry alone (no query)."""
-    if any(is_declarative(node.type) for node in graph.nodes):
-        return await workspace_node_types(info, workspace_id, session)
-    return info.context.services.registry
-
-
-WorkspaceArgument = Annotated[
-    strawberry.ID | None,
-    strawberry.argument(
-        description="Also that workspace's declarative types (`ws.name`); without it, the "
-        "installed types only."
-    ),
-]
-
-
-async def _seen(info: Info, workspace_id: strawberry.ID | None) -> NodeTypeLookup:
-    """The registry, or with `workspace_id` the view of that workspace of the viewer's."""
-    viewer = info.context.viewer()
-    if workspace_id is None:
+async def _seen(info: Info, workspace: str | None) -> NodeTypeLookup:
+    """The registry, or with a workspace (the viewer's) also its declarative types."""
+    if workspace is None:
         return info.context.services.registry
-    if str(workspace_id) not in viewer.workspace_ids:
-        raise RequestError(f"workspace {str(workspace_id)!r} not found", field="workspaceId")
-    return await workspace_node_types(info, str(workspace_id))
+    return await workspace_node_types(info, workspace)
 
 
 async def node_types(
@@ -121,23 +95,68 @@ async def node_types(
     category: Annotated[
         str | None, strawberry.argument(description="Only this category (any case).")
     ] = None,
-    workspace_id: WorkspaceArgument = None,
+    include_disabled: Annotated[
+        bool,
+        strawberry.argument(
+            description="Also the types disabled by policy (`enabled: false`, with why): an "
+            "editor showing existing nodes wants them, a palette does not."
+        ),
+    ] = False,
+    workspace_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="Whether each type is enabled in this workspace of yours (its own "
+            "policies besides the server's), and that workspace's declarative types "
+            "(`ws.name`) besides the installed ones; without it, server-wide, installed types "
+            "only."
+        ),
+    ] = None,
 ) -> list[types.NodeType]:
-    seen = await _seen(info, workspace_id)
+    viewer = info.context.viewer()
     if search is not None and len(search) > MAX_SEARCH_CHARS:
         raise RequestError(
             f"search is {len(search):,} characters long; at most {MAX_SEARCH_CHARS} are looked for",
             field="search",
         )
+    workspace = _viewed_workspace(viewer, workspace_id)
+    policy = info.context.services.node_type_policy()
     words = sorted(set(search.casefold().split())) if search else []
     wanted_category = category.casefold() if category else None
-    return [
-        node_type
-        for node_type, searched in _catalog(seen)
-        if (group is None or node_type.group is group)
-        and (wanted_category is None or node_type.category.casefold() == wanted_category)
-        and all(word in searched for word in words)
-    ]
+    found = []
+    for node_type, searched in _catalog(await _seen(info, workspace)):
+        if (
+            (group is None or node_type.group is group)
+            and (wanted_category is None or node_type.category.casefold() == wanted_category)
+            and all(word in searched for word in words)
+        ):
+            seen = _as_seen(node_type, policy, workspace)
+            if seen.enabled or include_disabled:
+                found.append(seen)
+    return found
+
+
+def _viewed_workspace(viewer: Principal, workspace_id: strawberry.ID | None) -> str | None:
+    """The workspace whose policies apply, which must be the viewer's."""
+    if workspace_id is None:
+        return None
+    if str(workspace_id) not in viewer.workspace_ids:
+        raise RequestError(
+            f"workspace {str(workspace_id)[:64]!r} not found among yours", field="workspaceId"
+        )
+    return str(workspace_id)
+
+
+def _as_seen(
+    node_type: types.NodeType, policy: PolicySnapshot, workspace_id: str | None
+) -> types.NodeType:
+    """The catalog entry with `enabled` as `policy` has it for the workspace (a copy when
+    disabled: the catalog's entries are shared)."""
+    if policy.empty:
+        return node_type
+    why = policy.disabled(node_type.name, workspace_id)
+    if why is None:
+        return node_type
+    return dataclasses.replace(node_type, enabled=False, disabled_reason=why.describe())
 
 
 def node_type_packages(info: Info) -> list[types.NodeTypePackage]:
@@ -161,11 +180,180 @@ def node_type_packages(info: Info) -> list[types.NodeTypePackage]:
 
 
 async def node_type(
-    info: Info, name: str, version: int | None = None, workspace_id: WorkspaceArgument = None
+    info: Info,
+    name: str,
+    version: int | None = None,
+    workspace_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="Whether it is enabled in this workspace of yours, and that "
+            "workspace's declarative types (`ws.name`) too; without it, server-wide, "
+            "installed types only."
+        ),
+    ] = None,
 ) -> types.NodeType | None:
-    seen = await _seen(info, workspace_id)
+    viewer = info.context.viewer()
+    workspace = _viewed_workspace(viewer, workspace_id)
+    seen = await _seen(info, workspace)
     descriptor = seen.get(name, version)
-    return None if descriptor is None else mapping.node_type(descriptor, seen)
+    if descriptor is None:
+        return None
+    policy = info.context.services.node_type_policy()
+    return _as_seen(mapping.node_type(descriptor, seen), policy, workspace)
+
+
+# Policies
+
+
+async def set_node_type_enabled(
+    info: Info,
+    name: Annotated[str, strawberry.argument(description="The node type's name.")],
+    enabled: Annotated[bool, strawberry.argument(description="Enable (true) or disable it.")],
+    workspace_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="Only in this workspace (its owner or an admin may); without it, "
+            "server-wide (admins only)."
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None,
+        strawberry.argument(
+            description=f"Why, shown with the type and the issue of every node using it (at "
+            f"most {policies_store.MAX_REASON_CHARS} characters)."
+        ),
+    ] = None,
+) -> results.NodeTypeResult:
+    viewer = info.context.viewer()
+    services = info.context.services
+    problems = []
+    descriptor = services.registry.get(name) if len(name) <= 128 else None
+    if descriptor is None:
+        problems.append(
+            Problem("UNKNOWN_NODE_TYPE", f"no node type is named {name[:128]!r}", field="name")
+        )
+    if reason is not None:
+        reason = reason.strip() or None
+    if reason is not None and (
+        len(reason) > policies_store.MAX_REASON_CHARS or not storable(reason)
+    ):
+        problems.append(
+            Problem(
+                "INVALID_REASON",
+                f"reason must be at most {policies_store.MAX_REASON_CHARS} printable "
+                f"characters (it has {len(reason):,})",
+                field="reason",
+            )
+        )
+    setting = services.policies.setting if services.policies is not None else frozenset()
+    if workspace_id is None and enabled and name in setting:
+        problems.append(
+            Problem(
+                "DISABLED_BY_SETTING",
+                f"{name!r} is disabled by the setting LOOM_DISABLED_NODE_TYPES, which only "
+                "the server's operator can change",
+                field="enabled",
+            )
+        )
+    if services.policies is None:
+        problems.append(Problem("POLICIES_UNAVAILABLE", "this server keeps no node type policies"))
+    if problems:
+        return validation_error(problems)
+    assert descriptor is not None and services.policies is not None
+    async with info.context.database.transaction() as session:
+        if workspace_id is None:
+            if not viewer.is_admin:
+                return results.ForbiddenError(
+                    message="only an admin may enable or disable node types server-wide; a "
+                    "workspace's owner may in their workspace (workspaceId)"
+                )
+            scope = SERVER_SCOPE
+        else:
+            scope = str(workspace_id)
+            refused = await _may_set_in_workspace(session, viewer, scope)
+            if refused is not None:
+                return refused
+        changed = await policies_store.set_enabled(
+            session,
+            scope=scope,
+            node_type=name,
+            enabled=enabled,
+            reason=reason,
+            user_id=viewer.user_id,
+            user_name=viewer.user_name,
+        )
+    if changed:
+        await services.policies.reload()
+    policy = services.node_type_policy()
+    workspace = None if workspace_id is None else str(workspace_id)
+    return _as_seen(mapping.node_type(descriptor, services.registry), policy, workspace)
+
+
+async def _may_set_in_workspace(
+    session: Any, viewer: Principal, workspace_id: str
+) -> results.NotFoundError | results.ForbiddenError | None:
+    """Why the viewer may not change the workspace's policies, if they may not."""
+    not_found = results.NotFoundError(
+        message=f"workspace {workspace_id[:64]!r} not found", id=strawberry.ID(workspace_id[:64])
+    )
+    if viewer.is_admin:
+        found = await accounts.workspaces_by_ids(session, [workspace_id])
+        return None if found else not_found
+    if workspace_id not in viewer.workspace_ids:
+        return not_found
+    role = await accounts.workspace_role(session, workspace_id, viewer.user_id)
+    if role != WORKSPACE_ROLE_OWNER:
+        return results.ForbiddenError(
+            message="only the workspace's owner or an admin may enable or disable node types in it"
+        )
+    return None
+
+
+MAX_CHANGES = 500
+
+
+async def node_type_policy_changes(
+    info: Info,
+    workspace_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(
+            description="This workspace's changes (yours to see); without it, the server-wide "
+            "ones (admins only: empty for others)."
+        ),
+    ] = None,
+    first: Annotated[
+        int, strawberry.argument(description=f"How many, newest first (at most {MAX_CHANGES}).")
+    ] = 50,
+) -> list[types.NodeTypePolicyChange]:
+    viewer = info.context.viewer()
+    if not 0 < first <= MAX_CHANGES:
+        raise RequestError(f"first must be 1 to {MAX_CHANGES}", field="first")
+    if workspace_id is None:
+        if not viewer.is_admin:
+            return []
+        scope = SERVER_SCOPE
+    else:
+        scope = str(workspace_id)
+        _viewed_workspace(viewer, workspace_id)
+    async with info.context.database.session() as session:
+        rows = await policies_store.changes(session, [scope], first)
+    return [
+        types.NodeTypePolicyChange(
+            id=strawberry.ID(str(row.id)),
+            node_type=row.node_type,
+            scope=(
+                types.NodeTypePolicyScope.SERVER
+                if row.scope == SERVER_SCOPE
+                else types.NodeTypePolicyScope.WORKSPACE
+            ),
+            workspace_id=None if row.scope == SERVER_SCOPE else strawberry.ID(row.scope),
+            enabled=row.enabled,
+            reason=row.reason,
+            changed_by=row.changed_by,
+            changed_at=row.changed_at,
+        )
+        for row in rows
+    ]
 
 
 # Root fields whose results depend on the registry alone: an operation made of nothing else
@@ -189,12 +377,12 @@ class NodeTypeResults(SchemaExtension):
     it on every load. An authenticated query whose root fields are only `nodeTypes`,
     `nodeType` and `__typename` takes the result of the last execution of the same document,
     operation and variables under the same registry revision (an unauthenticated one is
-    executed, and refused, as always). An operation that asks for a workspace's types
-    (a `workspaceId` argument) depends on the caller too: its key adds the caller's
-    workspaces and the stored versions of their declarative types (one indexed read), so a
-    type created, updated or deleted is seen by the next query, and a caller never gets
-    another's answer. Whatever else node types come to depend on (policies) must be in the
-    key as well.
+    executed, and refused, as always). What else the answer depends on is in the key: the
+    node type policies (the snapshot in force), and, for a
+    query naming a workspace (`workspaceId`), the workspaces the caller may see (a cached
+    answer is never given to a caller the resolver would have refused) and the stored
+    versions of their declarative types (one indexed read: a type created, updated or deleted
+    shows in the next query).
     """
 
     async def on_execute(self) -> AsyncIterator[None]:
@@ -235,19 +423,22 @@ class NodeTypeResults(SchemaExtension):
             return None
         if len(variables) > _VARIABLES_CHARS_KEPT:
             return None
-        registry = context.services.registry
-        key: tuple[Any, ...] = (registry.revision, query, execution.operation_name, variables)
-        if any(
-            argument.name.value == "workspaceId"
-            for selection in operation.selection_set.selections
-            if isinstance(selection, FieldNode)
-            for argument in selection.arguments or ()
-        ):
-            workspace_ids = context.principal.workspace_ids
+        services = context.services
+        policy = services.node_type_policy()
+        viewer = context.principal.workspace_ids if "workspaceId" in query else None
+        declared: tuple[str, ...] = ()
+        if viewer is not None:
             async with context.database.session() as session:
-                stored = await node_type_definitions.version_ids(session, workspace_ids)
-            key += (workspace_ids, tuple(stored))
-        return key
+                declared = tuple(await node_type_definitions.version_ids(session, viewer))
+        return (
+            services.registry.revision,
+            policy.key,
+            viewer,
+            declared,
+            query,
+            execution.operation_name,
+            variables,
+        )
 
 
 def _operation(document: DocumentNode | None, name: str | None) -> OperationDefinitionNode | None:

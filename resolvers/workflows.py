@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -12,7 +13,7 @@ from engine.credentials import KINDS
 from engine.graph import Graph
 from engine.node_types import NodeTypeLookup, ParameterMigrationError
 from engine.nodes.subworkflow import EXECUTE_WORKFLOW
-from engine.validation import Problem, Severity, check_graph
+from engine.validation import GraphLimits, Problem, Severity, check_graph
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.graph_input import (
@@ -24,8 +25,8 @@ from resolvers.graph_input import (
     node_from_input,
     workflow_from_input,
 )
-from resolvers.node_types import node_types_for_graph
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
+from resolvers.workspace_types import node_types_for_graph
 from schema import inputs, results, types
 from storage import credentials, errors, schedules, webhooks, workflows
 from storage.models import Workflow
@@ -57,6 +58,54 @@ def _conflict(exc: errors.VersionConflictError) -> results.VersionConflictError:
     )
 
 
+async def _mapped(info: Info, row: Workflow) -> types.Workflow:
+    """The draft as the API shows it, with the node types disabled now."""
+    return mapping.workflow(row, info.context.services.node_type_policy())
+
+
+# Problems of a node whose type, or type version, is not installed. A node that arrives with
+# the workflow (from an imported document, or kept as it was in the stored draft: a plugin
+# uninstalled since) is saved with them as node issues: the draft cannot run or be published
+# until the type is installed or the node changed, and the rest of it can still be edited.
+# A node added with such a type, or changed to one, is refused as before.
+_ABSENT_TYPE = frozenset({"UNKNOWN_NODE_TYPE", "UNKNOWN_TYPE_VERSION"})
+
+
+async def checked_graph(
+    registry: NodeTypeLookup,
+    limits: GraphLimits,
+    graph: Graph,
+    collected: Collected,
+    previous: Graph | None = None,
+    *,
+    imported: bool = False,
+) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
+    """The graph to store (each node's type version written down: `editing.pin_type_versions`,
+    `previous` the graph it replaces), its node issues, and the problems that refuse it.
+    `imported`: every node arrives with the workflow (see `_ABSENT_TYPE`)."""
+    graph = editing.pin_type_versions(graph, registry.latest_version, previous)
+    report = await check_graph(graph, registry, limits)
+    if imported:
+        arrived = {node.id for node in graph.nodes}
+    else:
+        before = {node.id: (node.type, node.type_version) for node in (previous or Graph()).nodes}
+        arrived = {
+            node.id for node in graph.nodes if before.get(node.id) == (node.type, node.type_version)
+        }
+    node_issues: dict[str, list[dict[str, object]]] = {}
+    refusing = list(collected.problems)
+    for problem in report.structural:
+        if problem.code in _ABSENT_TYPE and problem.node_id in arrived:
+            kept = replace(problem, severity=Severity.PARAMETER)
+            node_issues.setdefault(problem.node_id, []).append(kept.to_json())
+        else:
+            refusing.append(problem)
+    for node_id, problems in report.parameters.items():
+        if problems:
+            node_issues.setdefault(node_id, []).extend(problem.to_json() for problem in problems)
+    return graph, node_issues, refusing
+
+
 async def _checked_graph(
     info: Info,
     graph: Graph,
@@ -65,22 +114,13 @@ async def _checked_graph(
     previous: Graph | None = None,
     session: AsyncSession | None = None,
 ) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
-    """The graph to store (each node's type version written down: `editing.pin_type_versions`,
-    `previous` the graph it replaces), its node issues, and the problems that refuse it,
-    against the node types its workspace sees."""
-    registry = await node_types_for_graph(info, workspace_id, graph, session)
-    graph = editing.pin_type_versions(graph, registry.latest_version, previous)
-    report = await check_graph(graph, registry, info.context.services.graph_limits)
-    refusing = [*collected.problems, *report.structural]
-    node_issues = {
-        node_id: [problem.to_json() for problem in problems]
-        for node_id, problems in report.parameters.items()
-        if problems
-    }
-    return graph, node_issues, refusing
+    """`checked_graph` with this server's limits and the node types the workspace sees."""
+    node_types = await node_types_for_graph(info, workspace_id, graph, session)
+    limits = info.context.services.graph_limits
+    return await checked_graph(node_types, limits, graph, collected, previous)
 
 
-async def _reference_problems(
+async def reference_problems(
     session: AsyncSession, graph: Graph, workspace_id: str
 ) -> list[Problem]:
     """Every credential reference (`credentials: {kind: id}` of a node) must name a
@@ -146,7 +186,7 @@ async def workflow(info: Info, id: strawberry.ID) -> types.Workflow | None:
     viewer = info.context.viewer()
     async with info.context.database.session() as session:
         row = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
-    return None if row is None else mapping.workflow(row)
+    return None if row is None else await _mapped(info, row)
 
 
 async def workflows_page(
@@ -178,9 +218,10 @@ async def workflows_page(
             else None
         )
     page = rows[:limit]
+    policy = info.context.services.node_type_policy()
     edges = [
         types.WorkflowConnectionEdge(
-            cursor=encode_cursor(row.created_at, row.id), node=mapping.workflow(row)
+            cursor=encode_cursor(row.created_at, row.id), node=mapping.workflow(row, policy)
         )
         for row in page
     ]
@@ -213,7 +254,7 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     if refusing:
         return validation_error(refusing)
     async with info.context.database.session() as session:
-        refusing = await _reference_problems(session, graph, viewer.personal_workspace_id)
+        refusing = await reference_problems(session, graph, viewer.personal_workspace_id)
     if refusing:
         return validation_error(refusing)
     row = Workflow(
@@ -229,7 +270,7 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     )
     async with info.context.database.transaction() as session:
         await workflows.create_workflow(session, row)
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 async def update_workflow(
@@ -252,7 +293,7 @@ async def update_workflow(
         graph, node_issues, refusing = await _checked_graph(
             info, graph, collected, current.workspace_id, previous, session
         )
-        refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
+        refusing = refusing or await reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(
@@ -274,7 +315,7 @@ async def update_workflow(
             return _not_found(str(id))
     # Webhook routes carry the workflow's settings (its concurrency limit).
     info.context.services.webhook_routes.clear()
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 async def delete_workflow(info: Info, id: strawberry.ID) -> results.DeleteResult:
@@ -313,7 +354,7 @@ async def duplicate_workflow(
             created_by=viewer.user_id,
         )
         await workflows.create_workflow(session, row)
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 # Single-step graph edits
@@ -350,7 +391,7 @@ async def _edit_graph(
         graph, node_issues, refusing = await _checked_graph(
             info, graph, collected, current.workspace_id, previous, session
         )
-        refusing = refusing or await _reference_problems(session, graph, current.workspace_id)
+        refusing = refusing or await reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(
@@ -364,7 +405,7 @@ async def _edit_graph(
             return _conflict(exc)
         except errors.NotFoundError:  # deleted concurrently
             return _not_found(workflow_id)
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 async def add_node(
@@ -473,7 +514,10 @@ async def publish_workflow(
             graph = Graph.from_json(current.nodes, current.edges)
             node_types = await node_types_for_graph(info, current.workspace_id, graph, session)
             report = await check_graph(graph, node_types, info.context.services.graph_limits)
-            if blocking := report.blocking_problems():
+            blocking = list(report.blocking_problems())
+            policy = info.context.services.node_type_policy()
+            blocking += policy.problems(current.nodes, current.workspace_id)
+            if blocking:
                 return validation_error(blocking)
             try:
                 row = await workflows.publish(
@@ -490,7 +534,7 @@ async def publish_workflow(
     except schedules.InvalidScheduleError as exc:
         return _invalid_schedule(exc)
     info.context.services.webhook_routes.clear()
-    return mapping.workflow(row)
+    return await _mapped(info, row)
 
 
 async def set_workflow_active(
@@ -514,6 +558,8 @@ async def set_workflow_active(
                         )
                     ]
                 )
+            if active and (disabled := await _published_disabled(info, session, current)):
+                return validation_error(disabled)
             try:
                 row = await workflows.set_active(session, str(id), viewer.workspace_ids, active)
             except errors.NotFoundError:  # deleted concurrently
@@ -524,7 +570,21 @@ async def set_workflow_active(
     except schedules.InvalidScheduleError as exc:
         return _invalid_schedule(exc)
     info.context.services.webhook_routes.clear()
-    return mapping.workflow(row)
+    return await _mapped(info, row)
+
+
+async def _published_disabled(
+    info: Info, session: AsyncSession, workflow: Workflow
+) -> list[Problem]:
+    """NODE_TYPE_DISABLED for the published version's nodes whose type is disabled: it
+    cannot be activated (its triggers would start executions that are refused)."""
+    policy = info.context.services.node_type_policy()
+    if not policy.affects(workflow.workspace_id) or workflow.published_version is None:
+        return []
+    version = await workflows.get_version(
+        session, workflow.id, workflow.published_version, [workflow.workspace_id]
+    )
+    return [] if version is None else policy.problems(version.nodes, workflow.workspace_id)
 
 
 async def _route_triggers(session: AsyncSession, workflow: Workflow) -> None:

@@ -13,6 +13,7 @@ from strawberry.dataloader import DataLoader
 if TYPE_CHECKING:
     from engine.output_pages import Page
     from schema.execution_types import Execution, NodeRun
+    from schema.preview_types import OutputSchema
     from schema.types import User, WorkflowVersion, Workspace
 
 
@@ -22,6 +23,8 @@ class StoredOutput(Protocol):
     def ports(self) -> list[tuple[str, int]]: ...
 
     async def page(self, port: str | None, offset: int, limit: int, max_bytes: int) -> Page: ...
+
+    def items_bytes(self, port: str | None = None) -> int: ...
 
 
 class StoredValue(Protocol):
@@ -57,9 +60,26 @@ class Loaders(Protocol):
     @property
     def node_run_outputs(self) -> DataLoader[str, StoredOutput | None]: ...
 
+    @property
+    def input_shapes(self) -> DataLoader[tuple[str, str], OutputSchema | None]:
+        """By (workflow id, node id): what flows into the node in the workflow's latest
+        manual execution."""
+        ...
+
+
+class ShapeCache(Protocol):
+    """Output shapes of finished node runs, by (node run id, port): they never change."""
+
+    def get(self, key: tuple[str, str]) -> OutputSchema | None: ...
+
+    def put(self, key: tuple[str, str], value: OutputSchema) -> None: ...
+
 
 class SchemaContext(Protocol):
     """The part of the request context that schema types use."""
 
     @property
     def loaders(self) -> Loaders: ...
+
+    @property
+    def output_shapes(self) -> ShapeCache: ...

@@ -18,7 +18,9 @@ from engine.output_pages import (
     MemoryValue,
     Page,
 )
+from engine.output_schema import MAX_SAMPLED_BYTES, MAX_SAMPLED_ITEMS, infer_shape, sample_items
 from schema.context import SchemaContext, StoredOutput, StoredValue
+from schema.preview_types import OutputSchema, output_schema
 from schema.types import PageInfo
 
 Info = strawberry.Info[SchemaContext, None]
@@ -225,6 +227,32 @@ class NodeRun:
     ) -> NodeRunOutput | None:
         page = await self._page(info, port, offset, limit, max_bytes)
         return None if page is None else _output_page(page)
+
+    @strawberry.field(
+        description="The shape of one port's items (default: the first port with items), "
+        f"inferred from its first {MAX_SAMPLED_ITEMS:,} items (within "
+        f"{MAX_SAMPLED_BYTES // (1024 * 1024)} MB of JSON) without sending them: for "
+        "autocomplete and drag-and-drop mapping. Null when the run has no output or no such "
+        "port."
+    )
+    async def output_schema(self, info: Info, port: str | None = None) -> OutputSchema | None:
+        output = await info.context.loaders.node_run_outputs.load(str(self.id))
+        ports = output.ports() if output is not None else []
+        if output is None or not ports:
+            return None
+        chosen = port if port is not None else next((p for p, n in ports if n), ports[0][0])
+        if chosen not in dict(ports):
+            return None
+        key = (str(self.id), chosen)
+        cached = info.context.output_shapes.get(key)
+        if cached is not None:
+            return cached
+        total = dict(ports)[chosen]
+        sample = await sample_items(output, chosen, total, MAX_SAMPLED_ITEMS, MAX_SAMPLED_BYTES)
+        shape = output_schema(infer_shape(sample), chosen, total)
+        if self.status is NodeRunStatus.SUCCEEDED:  # its output is final
+            info.context.output_shapes.put(key, shape)
+        return shape
 
     async def _page(
         self, info: Info, port: str | None, offset: int, limit: int, max_bytes: int

@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 
 from schema.execution_types import Execution
+from schema.preview_types import ExpressionError, ExpressionValue, NoDataError
 from schema.types import (
     ApiToken,
     Credential,
@@ -14,6 +15,7 @@ from schema.types import (
     Problem,
     User,
     Workflow,
+    WorkflowDocument,
     WorkflowReference,
 )
 
@@ -37,7 +39,7 @@ class VersionConflictError:
     current_version: int = strawberry.field(description="The version stored now.")
 
 
-@strawberry.type(description="Only an admin may do this.")
+@strawberry.type(description="Only an admin (or, where it says so, an owner) may do this.")
 class ForbiddenError:
     message: str = strawberry.field(description="What was refused.")
 
@@ -85,8 +87,32 @@ CredentialResult = Annotated[
     strawberry.union("CredentialResult", description="A credential, or why the change failed."),
 ]
 NodeTypeResult = Annotated[
-    NodeType | ValidationError | NotFoundError,
+    NodeType | ValidationError | NotFoundError | ForbiddenError,
     strawberry.union(
-        "NodeTypeResult", description="The declarative node type's new version, or why not."
+        "NodeTypeResult", description="The node type as the change left it, or why not."
+    ),
+]
+ExportWorkflowResult = Annotated[
+    WorkflowDocument | NotFoundError,
+    strawberry.union(
+        "ExportWorkflowResult",
+        description="The workflow's document, or NotFoundError: no such workflow (or not "
+        "yours), or no such version of it.",
+    ),
+]
+ImportWorkflowResult = Annotated[
+    Workflow | ValidationError | NotFoundError,
+    strawberry.union(
+        "ImportWorkflowResult",
+        description="The new workflow; ValidationError listing every problem of the "
+        "document (nothing is stored); or NotFoundError for a workspace that is not yours.",
+    ),
+]
+ExpressionPreviewResult = Annotated[
+    ExpressionValue | ExpressionError | NoDataError | NotFoundError | ValidationError,
+    strawberry.union(
+        "ExpressionPreviewResult",
+        description="The value, or why there is none: the expression's error, no data yet, "
+        "a workflow, node or execution not found, or a bad argument.",
     ),
 ]

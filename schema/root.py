@@ -25,7 +25,9 @@ from resolvers import credentials as credential_resolvers
 from resolvers import declarative_types as declarative_type_resolvers
 from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
+from resolvers import previews as preview_resolvers
 from resolvers import subscriptions as subscription_resolvers
+from resolvers import workflow_documents as document_resolvers
 from resolvers import workflows as workflow_resolvers
 from schema import execution_types, json_scalar, results, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
@@ -50,13 +52,20 @@ class Query:
         resolver=workflow_resolvers.workflow_version,
         description="One immutable snapshot of a workflow; null if missing or not yours.",
     )
+    export_workflow: results.ExportWorkflowResult = strawberry.field(
+        resolver=document_resolvers.export_workflow,
+        description="A workflow as one JSON document, to import elsewhere with "
+        "`importWorkflow`: its draft, or with `version` that snapshot. Credentials are named "
+        "by kind and name, never by id, and never with their secrets.",
+    )
     node_types: list[types.NodeType] = strawberry.field(
         resolver=node_type_resolvers.node_types,
         description="Every installed node type (and with `workspaceId` that workspace's "
         "declarative types), latest version of each, sorted by name; "
         "`search` keeps those whose name, display name, description, category or subcategory "
         "hold every word of it (any case), `group` and `category` those of that palette group "
-        "or category.",
+        "or category. Types disabled by policy (server-wide, or in `workspaceId`) are left "
+        "out unless `includeDisabled`.",
     )
     node_type_packages: list[types.NodeTypePackage] = strawberry.field(
         resolver=node_type_resolvers.node_type_packages,
@@ -66,8 +75,12 @@ class Query:
     )
     node_type: types.NodeType | None = strawberry.field(
         resolver=node_type_resolvers.node_type,
-        description="One node type by name (and version; the latest when omitted); a "
-        "workspace's declarative type only with that `workspaceId`.",
+        description="One node type by name (and version; the latest when omitted), enabled or "
+        "not; a workspace's declarative type only with that `workspaceId`.",
+    )
+    node_type_policy_changes: list[types.NodeTypePolicyChange] = strawberry.field(
+        resolver=node_type_resolvers.node_type_policy_changes,
+        description="Who enabled or disabled which node type when, and why, newest first.",
     )
     executions: execution_types.ExecutionConnection = strawberry.field(
         resolver=execution_resolvers.executions_page,
@@ -77,6 +90,19 @@ class Query:
     execution: execution_types.Execution | None = strawberry.field(
         resolver=execution_resolvers.execution,
         description="One execution; null if missing or not yours.",
+    )
+    evaluate_expression: results.ExpressionPreviewResult = strawberry.field(
+        resolver=preview_resolvers.evaluate_expression,
+        description="The value a parameter's text would have for one input item of a node, "
+        "evaluated as the run would (same sandbox, same limits) against the data of a manual "
+        'execution (`executionId`, default the latest): `$json`, `$input`, `$("Node")`, '
+        "`$execution`, `$workflow`. A failure is an ExpressionError with the run's error "
+        "code and its position in the text; NoDataError when there is no data to use yet.",
+    )
+    evaluate_parameters: results.ExpressionPreviewResult = strawberry.field(
+        resolver=preview_resolvers.evaluate_parameters,
+        description="A node's whole parameters as the run would render them for one input "
+        "item (see `evaluateExpression`); a failure names the parameter.",
     )
     credentials: list[types.Credential] = strawberry.field(
         resolver=credential_resolvers.credentials_list,
@@ -102,6 +128,14 @@ class Mutation:
     update_workflow: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.update_workflow,
         description="Replace a workflow's draft; `expectedVersion` must be the current version.",
+    )
+    import_workflow: results.ImportWorkflowResult = strawberry.mutation(
+        resolver=document_resolvers.import_workflow,
+        description="Create a workflow (an unpublished draft, version 1) from a document of "
+        "`exportWorkflow`, in `workspaceId` (default: your personal workspace). A malformed "
+        "document, a graph that cannot be saved or a newer format version is refused with "
+        "every problem at once; node types not installed and credentials the workspace has "
+        "no credential of that name and kind for become node issues of the new draft.",
     )
     delete_workflow: results.DeleteResult = strawberry.mutation(
         resolver=workflow_resolvers.delete_workflow,
@@ -139,6 +173,14 @@ class Mutation:
     set_workflow_active: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.set_workflow_active,
         description="Switch the published version's triggers on or off; no version changes.",
+    )
+    set_node_type_enabled: results.NodeTypeResult = strawberry.mutation(
+        resolver=node_type_resolvers.set_node_type_enabled,
+        description="Enable or disable a node type server-wide (admins) or in one workspace "
+        "(its owner, or an admin). Workflows using a disabled type cannot be published, "
+        "activated or started (NODE_TYPE_DISABLED); executions already running finish; "
+        "schedules pass their ticks until it is enabled again. Every change is recorded "
+        "(nodeTypePolicyChanges).",
     )
     execute_workflow: results.ExecutionResult = strawberry.mutation(
         resolver=execution_resolvers.execute_workflow,

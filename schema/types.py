@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.scalars import JSON
 
 from schema.context import SchemaContext
+
+if TYPE_CHECKING:
+    from schema.preview_types import OutputSchema
 
 Info = strawberry.Info[SchemaContext, None]
 
@@ -104,6 +108,19 @@ class Node:
         description="Parameter problems, which block running and publishing, and hints "
         "(severity HINT), which block nothing."
     )
+    # The workflow the node belongs to (its draft or a version of it): reached only through
+    # a workflow the viewer may read.
+    workflow_id: strawberry.Private[str] = ""
+
+    @strawberry.field(
+        description="The shape of the items that flow into the node (its main input) in the "
+        "workflow's latest manual execution, found through the draft's edges; null when "
+        "there is none or the node received nothing in it. See `OutputSchema`."
+    )
+    async def input_schema(
+        self, info: Info
+    ) -> Annotated[OutputSchema, strawberry.lazy("schema.preview_types")] | None:
+        return await info.context.loaders.input_shapes.load((self.workflow_id, str(self.id)))
 
 
 @strawberry.type(description="A connection from an output port to an input port.")
@@ -148,6 +165,23 @@ class WorkflowVersion:
     created_at: datetime = strawberry.field(description="When the snapshot was written.")
 
 
+@strawberry.type(
+    description='A workflow as one portable JSON document (docs/api.md, "Export and '
+    'import"): what `importWorkflow` reads.'
+)
+class WorkflowDocument:
+    workflow_id: strawberry.ID = strawberry.field(description="The workflow exported.")
+    version: int = strawberry.field(
+        description="The version the document holds: the draft's current version, or the "
+        "snapshot asked for."
+    )
+    document: JSON = strawberry.field(
+        description="The document: `formatVersion`, name, description, tags, settings, nodes "
+        "(credentials by kind and name, never ids or secrets), edges and `pinData` (reserved, "
+        "empty). No workflow id: importing it and exporting again gives the same document."
+    )
+
+
 @strawberry.type(description="A workflow: a graph of nodes, its draft version and its state.")
 class Workflow:
     id: strawberry.ID = strawberry.field(description="Workflow id.")
@@ -172,6 +206,10 @@ class Workflow:
     )
     workspace_id: strawberry.Private[str]
     created_by_id: strawberry.Private[str | None]
+
+    @strawberry.field(description="One node of the draft by id; null if there is none.")
+    def node(self, id: strawberry.ID) -> Node | None:
+        return next((node for node in self.nodes if node.id == id), None)
 
     @strawberry.field(description="Every parameter problem and hint of the draft, over all nodes.")
     def issues(self) -> list[Problem]:
@@ -312,6 +350,39 @@ class NodeType:
         description="For a workspace's declarative type (`ws.name`): its definition as "
         "given to `createNodeType` or `updateNodeType`; null for installed types.",
     )
+    enabled: bool = strawberry.field(
+        default=True,
+        description="Whether workflows may run it, server-wide or, when a workspace was "
+        "asked for, in that workspace. A disabled type stays in the catalog; workflows using "
+        "it get a NODE_TYPE_DISABLED issue and cannot be published, activated or started.",
+    )
+    disabled_reason: str | None = strawberry.field(
+        default=None,
+        description="Why it is disabled (what disabled it, who, when, and their reason); "
+        "null when it is enabled.",
+    )
+
+
+@strawberry.enum(description="What a node type policy holds for.")
+class NodeTypePolicyScope(Enum):
+    SERVER = strawberry.enum_value("SERVER", description="Every workspace of the server.")
+    WORKSPACE = strawberry.enum_value("WORKSPACE", description="One workspace.")
+
+
+@strawberry.type(description="One change of a node type policy: the audit trail.")
+class NodeTypePolicyChange:
+    id: strawberry.ID = strawberry.field(description="Ids grow with time.")
+    node_type: str = strawberry.field(description="The node type's name.")
+    scope: NodeTypePolicyScope = strawberry.field(description="Where the change holds.")
+    workspace_id: strawberry.ID | None = strawberry.field(
+        description="The workspace, for a WORKSPACE change."
+    )
+    enabled: bool = strawberry.field(description="Whether the type was enabled or disabled.")
+    reason: str | None = strawberry.field(description="Why, as the person who changed it said.")
+    changed_by: str | None = strawberry.field(
+        description="Who changed it (the user's name at the time)."
+    )
+    changed_at: datetime = strawberry.field(description="When.")
 
 
 @strawberry.type(description="Relay page information.")

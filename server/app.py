@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from engine.bus import EventFanout, EventPublisher, LocalPublisher
+from engine.lifecycle import ExecutionLifecycle
 from engine.loop_monitor import monitoring
 from engine.node_types import NodeTypeRegistry, load_registry
 from engine.nodes.webhook import METHODS
@@ -26,22 +27,21 @@ from engine.validation import GraphLimits
 from resolvers import mapping
 from resolvers.auth import Authenticator
 from resolvers.context import Services
-from resolvers.executions import submit, submit_to
 from resolvers.live_reads import LiveReads
 from resolvers.updates_feed import UpdatesFeed
 from schema.root import build_schema
 from server import graphiql
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
-from server.running import after_run, require_distributed_settings
+from server.running import require_distributed_settings
 from server.scheduler import run_scheduler
 from server.settings import Settings
 from server.webhooks import WebhookEndpoint
 from server.websocket_writes import FrameWriters
-from storage import executions, queueing
 from storage.credentials import DatabaseCredentials
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
+from storage.lifecycle_store import DatabaseExecutionStore
 from storage.node_type_definitions import DeclaredNodeTypes
 from storage.recorder import GroupCommitWriter
 from storage.starts import EmbeddedStarts
@@ -69,6 +69,7 @@ def build_services(
     """The per-process dependencies of the resolvers. Embedded mode runs executions here;
     distributed mode (`LOOM_REDIS_URL`) hands them to the queue."""
     registry = registry if registry is not None else load_registry()
+    policies = settings.node_type_policies(database, registry)
     plan_cache = PlanCache(max_entries=settings.plan_cache_size)
     fanout = fanout or EventFanout(
         capacity=settings.subscription_buffer,
@@ -97,17 +98,20 @@ def build_services(
             max_concurrency=settings.max_node_concurrency,
             durable_wait_s=settings.durable_wait_s,
             max_node_output_bytes=settings.max_node_output_bytes,
+            # Sub-workflow calls start through the lifecycle (made below).
             resources=settings.node_resources(
-                database,
-                secret_box,
-                lambda execution: submit_to(database, submitter, publisher, execution),
+                database, secret_box, lambda requests: lifecycle.start_calls(requests), policies
             ),
             expression_limits=settings.expression_limits(),
             workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,
         )
         submitter = InProcessSubmitter(runner)
-        runner.on_finished = after_run(database, submitter)
         starts = EmbeddedStarts(source, submitter, writer)
+    lifecycle = ExecutionLifecycle(
+        DatabaseExecutionStore(database, policies), submitter, publisher, starts
+    )
+    if isinstance(submitter, InProcessSubmitter):
+        submitter.runner.on_finished = lifecycle.after_run
     live_reads = LiveReads(
         database,
         max_connections=settings.subscription_db_connections,
@@ -128,6 +132,9 @@ def build_services(
         secret_box=secret_box,
         webhook_routes=RouteCache(ttl_s=settings.webhook_route_cache_s),
         starts=starts,
+        policies=policies,
+        expression_limits=settings.expression_limits(),
+        lifecycle=lifecycle,
     )
 
 
@@ -171,6 +178,8 @@ def create_app(
         reader = RedisEventReader(events_redis, services.fanout)
     reading: asyncio.Task[None] | None = None
     submitter = services.submitter
+    lifecycle = services.lifecycle
+    assert lifecycle is not None
     schema = build_schema(
         max_depth=settings.max_query_depth,
         max_tokens=settings.max_query_tokens,
@@ -206,6 +215,7 @@ def create_app(
         )
 
     scheduling: asyncio.Task[None] | None = None
+    refreshing: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -216,7 +226,12 @@ def create_app(
 
     @asynccontextmanager
     async def serving() -> AsyncIterator[None]:
-        nonlocal reading, scheduling
+        nonlocal reading, scheduling, refreshing
+        if services.policies is not None:
+            await services.policies.reload()
+            refreshing = asyncio.create_task(
+                services.policies.keep_fresh(), name="node type policies"
+            )
         if reader is not None and publisher is not None:
             publisher.start()
             reading = asyncio.create_task(reader.run_forever(), name="live event reader")
@@ -224,31 +239,19 @@ def create_app(
             await writer.start()
             # Embedded mode: executions that were queued or running when the process stopped
             # run again; nodes that succeeded are not repeated.
-            async with database.transaction() as session:
-                await executions.expire_leases(session)
-                interrupted = await executions.active_executions(session)
-                waiting = await executions.waiting_executions(session)
-            for execution_id in interrupted:
-                await submitter.submit(execution_id)
-            for execution_id, generation, resume_at in waiting:
-                await submitter.submit(execution_id, generation, resume_at)
-            for workflow_id in await queueing.workflows_waiting_for_slots(database):
-                for due in await queueing.admit(database, workflow_id):
-                    await submitter.submit(due.execution_id, due.generation)
-            if interrupted:
-                logger.info("resuming %d interrupted executions", len(interrupted))
+            await lifecycle.resume_on_start()
             # Schedules fire here in embedded mode (in the workers in distributed mode).
             scheduling = asyncio.create_task(
-                run_scheduler(database, lambda execution: submit(services, execution)),
-                name="scheduler",
+                run_scheduler(lifecycle.fire_schedules), name="scheduler"
             )
         try:
             yield
         finally:
-            if scheduling is not None:
-                scheduling.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await scheduling
+            for task in (scheduling, refreshing):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if isinstance(submitter, InProcessSubmitter) and writer is not None:
                 await submitter.close()
                 await writer.stop()

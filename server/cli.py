@@ -1,5 +1,5 @@
 """The `loom` command line: serve, worker, run, db upgrade, token create, secrets rotate,
-export-schema.
+export, import, export-schema.
 
 Settings are read once as a command starts: a bad `LOOM_*` value stops every command with
 one line naming it. Every command that opens the database says which one on stderr;
@@ -22,6 +22,8 @@ from server.settings import InvalidSettingsError, Settings, load_settings
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from engine.validation import Problem
+    from storage.accounts import Principal
     from storage.db import Database
 
 # Commands import what they use when they run: `loom run` needs no database or web server,
@@ -94,6 +96,8 @@ def _run(settings: Settings, work: Coroutine[Any, Any, T]) -> T:
 
     try:
         return asyncio.run(work)
+    except InvalidSettingsError as exc:  # a setting checked against what is installed
+        raise CommandError(str(exc)) from exc
     except (DBAPIError, OSError) as exc:
         cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
         detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
@@ -161,11 +165,20 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     )
     import uvicorn
 
+    from engine.node_types import load_registry
     from server.app import create_app
     from server.process import freeze_startup_objects
 
+    # Loaded here, not in the app factory, so that a setting naming node types that are not
+    # installed is a one-line error, not uvicorn's traceback.
+    registry = load_registry()
+    try:
+        settings.check_disabled_node_types(registry)
+    except InvalidSettingsError as exc:
+        raise CommandError(str(exc)) from exc
+
     def built_app() -> Starlette:
-        app = create_app(settings)
+        app = create_app(settings, registry=registry)
         freeze_startup_objects()
         return app
 
@@ -385,6 +398,170 @@ def node_types_show(name: str, version: int | None) -> None:
         "defaultParameters": node_type.default_parameters(),
     }
     click.echo(json.dumps(described, indent=2, ensure_ascii=False))
+
+
+async def _principal(database: Database, user: str) -> Principal:
+    """The user `--user` names, as the API would see them."""
+    from storage import accounts
+
+    async with database.session() as session:
+        found = await accounts.get_user_by_name(session, user)
+        if found is None:
+            raise CommandError(f"no user named {user!r}")
+        return await accounts.principal_for_user(session, found)
+
+
+def _problem_line(problem: Problem) -> str:
+    """A problem as `loom run` lists it: where, what, and its code."""
+    where = f"node {problem.node_id!r}" if problem.node_id else (problem.field or "workflow")
+    if problem.node_id and problem.field:
+        where += f" {problem.field}"
+    return f"  - {where}: {problem.message} [{problem.code}]"
+
+
+@cli.command("export", short_help="Write a workflow as a JSON document.")
+@click.argument("workflow_id")
+@click.option(
+    "--user",
+    metavar="NAME",
+    help="Export as this user: one of their workflows (default: any workflow).",
+)
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="The snapshot of version N (default: the draft).",
+)
+@click.option(
+    "-o",
+    "--output",
+    default="-",
+    show_default=True,
+    metavar="FILE",
+    help="File to write; - for stdout.",
+)
+@pass_settings
+def export_workflow(
+    settings: Settings, workflow_id: str, user: str | None, version: int | None, output: str
+) -> None:
+    """Write the workflow WORKFLOW_ID (its draft, or a version) as the JSON document that
+    `loom import` and the API's importWorkflow read. Credentials are named, never
+    exported."""
+    import json
+
+    from resolvers.workflow_documents import export_document_of
+    from storage import workflows
+    from storage.errors import NotFoundError
+
+    async def work(database: Database) -> dict[str, Any]:
+        if user is not None:
+            workspace_ids = (await _principal(database, user)).workspace_ids
+        else:
+            async with database.session() as session:
+                workspace = await workflows.workspace_of(session, workflow_id)
+            workspace_ids = () if workspace is None else (workspace,)
+        document, _ = await export_document_of(database, workflow_id, version, workspace_ids)
+        return document
+
+    try:
+        document = _on_database(settings, work, create=False)
+    except NotFoundError as exc:
+        raise CommandError(str(exc) + ("" if user is None else f" (for user {user!r})")) from exc
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from exc
+    click.echo(f"wrote {output}", err=True)
+
+
+@cli.command("import", short_help="Create a workflow from a JSON document.")
+@click.argument("document_file", metavar="FILE")
+@click.option(
+    "--user",
+    metavar="NAME",
+    help="Import as this user, into their personal workspace unless --workspace says another "
+    "of theirs.",
+)
+@click.option("--workspace", "workspace_id", metavar="ID", help="Workspace to create it in.")
+@pass_settings
+def import_workflow(
+    settings: Settings, document_file: str, user: str | None, workspace_id: str | None
+) -> None:
+    """Create a workflow (an unpublished draft) from the document in FILE, as written by
+    `loom export` or the API's exportWorkflow, and print its id. Give --user, --workspace
+    or both.
+
+    Every problem that refuses the document is listed (exit status 2, nothing stored). Node
+    types not installed and credentials the workspace has none of that name and kind of
+    are listed as the new draft's node issues.
+    """
+    from pathlib import Path
+
+    from engine import json_depth
+    from engine.node_types import load_registry
+    from engine.validation import GraphLimits, Problem
+    from resolvers.workflow_documents import import_document
+    from storage import accounts
+    from storage.models import Workflow
+    from storage.types import storable
+
+    if user is None and workspace_id is None:
+        raise CommandError("give --user NAME, --workspace ID or both: where to create it")
+    path = Path(document_file)
+    try:
+        data = json_depth.loads(path.read_bytes())
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except json_depth.JsonTooDeep as exc:
+        raise CommandError(f"{path} is {exc}") from exc
+    except ValueError as exc:
+        raise CommandError(f"{path} is not valid JSON: {exc}") from exc
+
+    async def work(database: Database) -> Workflow | list[Problem]:
+        principal = None if user is None else await _principal(database, user)
+        if principal is None:
+            target = str(workspace_id)
+            async with database.session() as session:
+                found = storable(target) and await accounts.workspaces_by_ids(session, [target])
+            if not found:
+                raise CommandError(f"workspace {target!r} not found")
+        else:
+            target = workspace_id or principal.personal_workspace_id
+            if target not in principal.workspace_ids:
+                raise CommandError(f"workspace {target!r} not found (for user {user!r})")
+        return await import_document(
+            database,
+            load_registry(),
+            GraphLimits(max_nodes=settings.max_graph_nodes),
+            data,
+            workspace_id=target,
+            created_by=None if principal is None else principal.user_id,
+        )
+
+    imported = _on_database(settings, work, create=False)
+    if isinstance(imported, list):
+        count = f"{len(imported)} problem" + ("s" if len(imported) > 1 else "")
+        click.echo(f"Error: {path} cannot be imported ({count}); nothing was stored", err=True)
+        for problem in imported:
+            click.echo(_problem_line(problem), err=True)
+        raise SystemExit(2)
+    issues = [
+        Problem.from_json(issue)
+        for node in imported.nodes
+        for issue in imported.node_issues.get(node["id"], [])
+    ]
+    click.echo(f"imported {imported.name!r} as workflow {imported.id} (draft version 1)", err=True)
+    if issues:
+        click.echo(f"{len(issues)} node issue(s) to fix before it can run:", err=True)
+        for problem in issues:
+            click.echo(_problem_line(problem), err=True)
+    click.echo(imported.id)
 
 
 @cli.command("export-schema")

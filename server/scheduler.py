@@ -1,15 +1,14 @@
 """The loop that fires schedule triggers in this process (embedded `loom serve`, and every
-`loom worker`); `storage.schedules.fire_due` makes each tick run once across processes."""
+`loom worker`): `ExecutionLifecycle.fire_schedules`, where each tick runs once across
+processes (`storage.schedules.fire_due`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
-from storage import schedules
-from storage.db import Database
-from storage.models import Execution
 from storage.types import utcnow
 
 logger = logging.getLogger("loom.scheduler")
@@ -18,14 +17,12 @@ TICK_S = 1.0
 
 
 async def run_scheduler(
-    database: Database,
-    submit: Callable[[Execution], Awaitable[None]],
+    fire: Callable[[datetime], Awaitable[object]],
     tick_s: float = TICK_S,
 ) -> None:
     while True:
         try:
-            for execution in await schedules.fire_due(database, utcnow()):
-                await submit(execution)
+            await fire(utcnow())
         except asyncio.CancelledError:
             raise
         except Exception:

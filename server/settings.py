@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -18,10 +18,12 @@ from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTP
 if TYPE_CHECKING:
     from engine.code import CodeLimits
     from engine.expressions.budget import ExpressionLimits
+    from engine.node_types import NodeTypeRegistry
     from engine.nodes.base import NodeResources
     from storage.db import Database
-    from storage.models import Execution
+    from storage.node_type_policies import NodeTypePolicies
     from storage.secrets import SecretBox
+    from storage.subworkflows import StartCalls
 
 
 ENV_PREFIX = "LOOM_"
@@ -54,6 +56,14 @@ def _network(value: str) -> str:
     return value
 
 
+def _node_type_name(value: str) -> str:
+    from engine.node_types import NODE_TYPE_NAME
+
+    if not NODE_TYPE_NAME.match(value):
+        raise ValueError(f"{value!r} is not a node type name (like http_request or acme.greet)")
+    return value
+
+
 def _url_schemes(*schemes: str) -> Callable[[str | None], str | None]:
     def check(value: str | None) -> str | None:
         if value is None:
@@ -76,6 +86,9 @@ def _url_schemes(*schemes: str) -> Callable[[str | None], str | None]:
 StringList = Annotated[list[str], NoDecode, BeforeValidator(_string_list)]
 NetworkList = Annotated[
     list[Annotated[str, AfterValidator(_network)]], NoDecode, BeforeValidator(_string_list)
+]
+NodeTypeNameList = Annotated[
+    list[Annotated[str, AfterValidator(_node_type_name)]], NoDecode, BeforeValidator(_string_list)
 ]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
@@ -120,6 +133,21 @@ class Settings(BaseSettings):
         "local (comma-separated or a JSON list); everything not globally routable is refused "
         "otherwise.",
         examples=["10.1.0.0/16,192.168.5.0/24"],
+    )
+    disabled_node_types: NodeTypeNameList = Field(
+        default_factory=list,
+        description="Node types no workflow may run on this server (comma-separated or a JSON "
+        "list; every process must share it): they stay in the catalog, disabled, and workflows "
+        "using them cannot be published, activated or started. Admins disable more over the "
+        "API (setNodeTypeEnabled).",
+        examples=["code,http_request"],
+    )
+    node_type_policy_refresh_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often, at most, a process reads node type policies again (seconds): "
+        "a change made by one process holds in the others after at most this long.",
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -348,15 +376,39 @@ class Settings(BaseSettings):
             recycle_s=self.database_recycle_s,
         )
 
+    def check_disabled_node_types(self, registry: NodeTypeRegistry) -> None:
+        """Refuse (`InvalidSettingsError`) a name in `disabled_node_types` that is not an
+        installed node type: a misspelt name would leave the type enabled."""
+        unknown = [name for name in self.disabled_node_types if not registry.has_name(name)]
+        if unknown:
+            raise InvalidSettingsError(
+                f"{ENV_PREFIX}DISABLED_NODE_TYPES: {', '.join(map(repr, unknown))} "
+                f"{'is' if len(unknown) == 1 else 'are'} not among the installed node types "
+                "(`loom node-types list` lists them)"
+            )
+
+    def node_type_policies(
+        self, database: Database, registry: NodeTypeRegistry
+    ) -> NodeTypePolicies:
+        """What this process knows of which node types are disabled where
+        (`check_disabled_node_types` first)."""
+        from storage.node_type_policies import NodeTypePolicies
+
+        self.check_disabled_node_types(registry)
+        return NodeTypePolicies(
+            database, self.disabled_node_types, refresh_s=self.node_type_policy_refresh_s
+        )
+
     def node_resources(
         self,
         database: Database,
         box: SecretBox | None,
-        submit: Callable[[Execution], Awaitable[None]] | None = None,
+        start_calls: StartCalls,
+        policies: NodeTypePolicies | None = None,
     ) -> NodeResources | None:
-        """The HTTP client, credentials, sub-workflow calls (which hand the executions they
-        create to `submit`) and the Code node's sandbox lent to nodes; None without a secret
-        key. The sandbox starts its processes on first use."""
+        """The HTTP client, credentials, sub-workflow calls (whose executions `start_calls`
+        starts: `ExecutionLifecycle.start_calls`) and the Code node's sandbox lent to nodes;
+        None without a secret key. The sandbox starts its processes on first use."""
         from engine.code import CodeSandbox
         from engine.network_policy import NetworkPolicy
         from engine.nodes.base import NodeResources
@@ -369,7 +421,7 @@ class Settings(BaseSettings):
         return NodeResources(
             policy,
             DatabaseCredentials(database, box),
-            DatabaseWorkflowCaller(database, self.max_subworkflow_depth, submit),
+            DatabaseWorkflowCaller(database, self.max_subworkflow_depth, start_calls, policies),
             CodeSandbox(self.code_limits()),
         )
 

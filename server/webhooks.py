@@ -17,25 +17,26 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
-from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from engine import json_depth
-from engine.bus import ExecutionStream
+from engine.bus import EventFanout, ExecutionStream
 from engine.handover import RunHandover
 from engine.json_depth import JsonTooDeep
+from engine.lifecycle import ExecutionLifecycle
+from engine.node_type_policy import PolicySnapshot
 from engine.nodes.base import CredentialProvider, PortItems
+from engine.ports import StartConflict, StartRequest
 from engine.states import ExecutionStatus
-from resolvers.context import Services
-from resolvers.executions import submit
 from storage import executions, webhooks
+from storage.db import Database
 from storage.models import NodeRun
-from storage.webhooks import Route
+from storage.webhooks import Route, RouteCache
 
 logger = logging.getLogger("loom.webhooks")
 
@@ -51,11 +52,29 @@ def _error(http_status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=http_status)
 
 
+class WebhookServices(Protocol):
+    """What webhooks need of the process (the GraphQL layer's `Services` has it)."""
+
+    @property
+    def database(self) -> Database: ...
+
+    @property
+    def webhook_routes(self) -> RouteCache: ...
+
+    @property
+    def fanout(self) -> EventFanout | None: ...
+
+    @property
+    def lifecycle(self) -> ExecutionLifecycle | None: ...
+
+    def node_type_policy(self) -> PolicySnapshot: ...
+
+
 class WebhookEndpoint:
     """The ASGI endpoint for `/webhook/{path}`."""
 
     def __init__(
-        self, services: Services, credentials: CredentialProvider | None, timeout_s: float
+        self, services: WebhookServices, credentials: CredentialProvider | None, timeout_s: float
     ) -> None:
         self.services = services
         self.credentials = credentials
@@ -82,6 +101,16 @@ class WebhookEndpoint:
         refused, secret_header = await self._authenticate(request, route)
         if refused is not None:
             return refused
+        policy = self.services.node_type_policy()
+        if not policy.empty and (disabled := policy.problems(route.nodes, route.workspace_id)):
+            # No new execution while a node type of the workflow is disabled; 503, as the
+            # endpoint answers again once it is enabled (senders retry a 5xx).
+            return _error(
+                503,
+                disabled[0].message,
+                code=disabled[0].code,
+                nodeId=disabled[0].node_id,
+            )
         limit = int(route.parameters.get("maxBodyBytes") or 1024 * 1024)
         try:
             raw = await _read(request, limit)
@@ -111,74 +140,52 @@ class WebhookEndpoint:
         waits = mode == "last_node" or mode == "respond_node"
         key = None if key is None else f"webhook:{key}"
         gone = partial(_error, 404, f"no active webhook for {request.method} /webhook/{path}")
-        database = self.services.database
-        # Read before the transaction, which then only writes (on SQLite the writers of a
-        # process take turns); a key used concurrently meets the unique index below.
-        if key is not None:
-            async with database.session() as session:
-                existing = await executions.find_by_idempotency_key(session, route.workflow_id, key)
-            if existing is not None:
-                return await self._answer_earlier(existing.id, route, mode)
+        lifecycle = self.services.lifecycle
         fanout = self.services.fanout
-        assert fanout is not None
-        starts = self.services.starts
-        if starts is not None and executions.concurrency_limit(route) is None:
-            # Embedded mode, nothing to queue for: one write, the run starts here, and the
-            # answer is handed over in memory.
-            started = starts.prepare(
-                route, mode="webhook", input=item, idempotency_key=key, start_node_id=route.node_id
-            )
-            execution_id = started.loaded.execution_id
-            handover = RunHandover(route.respond_node_ids) if waits else None
-            # Listening before the run starts: every event of it then comes to the stream.
-            stream = fanout.open(execution_id) if waits else None
-            try:
-                try:
-                    await starts.start(started, handover)
-                except IntegrityError:
-                    return await self._started_meanwhile(route, key, mode, gone)
-                if stream is None:
-                    return JSONResponse({"executionId": execution_id}, status_code=202)
-                return await self._answer(execution_id, route, mode, stream, False, handover)
-            finally:
-                if stream is not None:
-                    fanout.close(stream)
-        try:
-            async with database.transaction() as session:
-                execution = await executions.create_execution(
-                    session,
-                    workflow=route,
-                    snapshot=executions.Snapshot(route.workflow_version_id, route.workflow_version),
-                    mode="webhook",
-                    input=item,
-                    created_by=None,
-                    idempotency_key=key,
-                    start_node_id=route.node_id,
-                )
-        except IntegrityError:
-            return await self._started_meanwhile(route, key, mode, gone)
-        if not waits:
-            await submit(self.services, execution)
-            return JSONResponse({"executionId": execution.id}, status_code=202)
-        # Listening before the run is submitted: every event of a new run then comes to the
-        # stream, and the database is read only when one says there is an answer.
-        stream = fanout.open(execution.id)
-        try:
-            await submit(self.services, execution)
-            return await self._answer(execution.id, route, mode, stream, False, None)
-        finally:
-            fanout.close(stream)
+        assert lifecycle is not None and fanout is not None
+        # The new run's events, when the answer waits for it.
+        streams: list[ExecutionStream] = []
 
-    async def _started_meanwhile(
-        self, route: Route, key: str | None, mode: str, gone: Callable[[], Response]
-    ) -> Response:
-        """The creation was refused: the same key, committed concurrently (answered with
-        that run), or the workflow is gone (deleted since its route was read)."""
-        async with self.services.database.session() as session:
-            first = await executions.find_by_idempotency_key(session, route.workflow_id, key or "")
-        if first is None:
-            return gone()
-        return await self._answer_earlier(first.id, route, mode)
+        def listen(execution_id: str) -> None:
+            # Listening before the run can start: every event of it then comes to the
+            # stream, and the database is read only when one says there is an answer.
+            streams.append(fanout.open(execution_id))
+
+        async def prepare() -> StartRequest:
+            return StartRequest(
+                workspace_id=route.workspace_id,
+                workflow_id=route.workflow_id,
+                workflow_settings=route.settings,
+                version_id=route.workflow_version_id,
+                version=route.workflow_version,
+                mode="webhook",
+                input=item,
+                idempotency_key=key,
+                start_node_id=route.node_id,
+                runnable=route,
+            )
+
+        try:
+            # In embedded mode without a concurrency limit the run starts here in one write
+            # and hands its answer over in memory (`started.handover`).
+            started = await lifecycle.start(
+                prepare,
+                idempotency_key=None if key is None else (route.workflow_id, key),
+                handover=RunHandover(route.respond_node_ids) if waits else None,
+                listen=listen if waits else None,
+            )
+            if not started.created:
+                return await self._answer_earlier(started.execution_id, route, mode)
+            if not waits:
+                return JSONResponse({"executionId": started.execution_id}, status_code=202)
+            return await self._answer(
+                started.execution_id, route, mode, streams[-1], False, started.handover
+            )
+        except StartConflict:
+            return gone()  # the workflow was deleted since its route was read
+        finally:
+            for stream in streams:
+                fanout.close(stream)
 
     async def _answer_earlier(self, execution_id: str, route: Route, mode: str) -> Response:
         """The answer for a run started earlier with the same idempotency key."""

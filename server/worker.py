@@ -11,9 +11,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+from functools import partial
 from typing import Any
 
 from engine.executor import LEASE_LOST, SHUTDOWN
+from engine.lifecycle import ExecutionLifecycle
 from engine.loop_monitor import LoopMonitor
 from engine.node_types import load_registry
 from engine.plan import PlanCache
@@ -27,38 +29,17 @@ from engine.queue import (
 )
 from engine.redis_bus import RedisEventPublisher
 from engine.runner import ExecutionRunner
-from resolvers.executions import submit_to
-from server.running import after_run, require_distributed_settings
+from server.running import require_distributed_settings
 from server.scheduler import run_scheduler
 from server.settings import Settings
-from storage import queueing
-from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.leases import LeaseKeeper
+from storage.lifecycle_store import DatabaseExecutionStore
 from storage.migrate import upgrade
-from storage.models import Execution
 from storage.node_type_definitions import DeclaredNodeTypes
-from storage.queueing import Due
 from storage.recorder import GroupCommitWriter
 
 logger = logging.getLogger("loom.worker")
-
-
-class _DatabaseDue:
-    """The sweeper's view of the database."""
-
-    def __init__(self, database: Database, queued_grace_s: float) -> None:
-        self.database = database
-        self.queued_grace_s = queued_grace_s
-
-    async def due(self) -> list[Due]:
-        return await queueing.due(self.database, self.queued_grace_s)
-
-    async def admit_waiting(self) -> list[Due]:
-        admitted: list[Due] = []
-        for workflow_id in await queueing.workflows_waiting_for_slots(self.database):
-            admitted += await queueing.admit(self.database, workflow_id)
-        return admitted
 
 
 async def run_worker(settings: Settings, concurrency: int) -> None:
@@ -77,11 +58,11 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     publisher.start()
     writer.on_commit(publisher.publish)
 
-    async def submit_new(execution: Execution) -> None:
-        """Executions this worker creates: fired schedules, sub-workflow calls."""
-        await submit_to(database, submitter, publisher, execution)
-
+    # Executions this worker creates (fired schedules, sub-workflow calls) start through it.
     registry = load_registry()
+    policies = settings.node_type_policies(database, registry)
+    await policies.reload()
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, policies), submitter, publisher)
     runner = ExecutionRunner(
         DatabaseExecutionSource(
             database, owner, settings.lease_seconds, writer, publisher=publisher
@@ -91,10 +72,12 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         plan_cache=PlanCache(max_entries=settings.plan_cache_size),
         max_concurrency=settings.max_node_concurrency,
         leases=keeper,
-        on_finished=after_run(database, submitter),
+        on_finished=lifecycle.after_run,
         durable_wait_s=settings.durable_wait_s,
         max_node_output_bytes=settings.max_node_output_bytes,
-        resources=settings.node_resources(database, settings.secret_box(), submit_new),
+        resources=settings.node_resources(
+            database, settings.secret_box(), lifecycle.start_calls, policies
+        ),
         expression_limits=settings.expression_limits(),
         workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,
     )
@@ -102,7 +85,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     sweeper = Sweeper(
         redis,
         submitter,
-        _DatabaseDue(database, queued_grace_s=max(2.0, settings.sweep_interval_s)),
+        partial(lifecycle.to_sweep, max(2.0, settings.sweep_interval_s)),
         owner,
         settings.sweep_interval_s,
     )
@@ -119,13 +102,8 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         asyncio.create_task(worker.main(), name="arq worker"),
         asyncio.create_task(sweeper.run_forever(), name="sweeper"),
         asyncio.create_task(listen_for_cancels(redis, runner), name="cancel listener"),
-        asyncio.create_task(
-            run_scheduler(
-                database,
-                submit_new,
-            ),
-            name="scheduler",
-        ),
+        asyncio.create_task(run_scheduler(lifecycle.fire_schedules), name="scheduler"),
+        asyncio.create_task(policies.keep_fresh(), name="node type policies"),
     ]
     logger.info(
         "worker %s: concurrency %d, lease %.0f s", owner, concurrency, settings.lease_seconds

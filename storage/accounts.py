@@ -84,6 +84,12 @@ async def workspaces_by_ids(
     return {workspace.id: workspace for workspace in rows}
 
 
+async def workspace_role(session: AsyncSession, workspace_id: str, user_id: str) -> str | None:
+    """The user's role in the workspace; None when they are not a member."""
+    membership = await session.get(Membership, (workspace_id, user_id))
+    return None if membership is None else membership.role
+
+
 async def create_token(
     session: AsyncSession, user_id: str, name: str, token: str | None = None
 ) -> tuple[ApiToken, str]:

@@ -14,7 +14,7 @@ from storage.db import Database
 from storage.errors import DuplicateNameError, StorageError
 from storage.models import Credential
 from storage.secrets import SecretBox
-from storage.types import utcnow
+from storage.types import storable, utcnow
 
 
 class CredentialInUseError(StorageError):
@@ -89,6 +89,33 @@ async def kinds_by_id(
         col(Credential.id).in_(credential_ids), Credential.workspace_id == workspace_id
     )
     return {credential_id: kind for credential_id, kind in (await session.exec(query)).all()}
+
+
+async def names_by_id(
+    session: AsyncSession, credential_ids: Collection[str], workspace_id: str
+) -> dict[str, str]:
+    """The name of each of these credentials that belongs to the workspace, by id."""
+    query = select(Credential.id, Credential.name).where(
+        col(Credential.id).in_(credential_ids), Credential.workspace_id == workspace_id
+    )
+    return {credential_id: name for credential_id, name in (await session.exec(query)).all()}
+
+
+async def find_by_names(
+    session: AsyncSession, names: Collection[str], workspace_id: str
+) -> dict[str, tuple[str, str]]:
+    """The id and kind of each credential of the workspace with one of these names, by name
+    (names are unique in a workspace)."""
+    wanted = [name for name in names if storable(name)]
+    if not wanted:
+        return {}
+    query = select(Credential.name, Credential.id, Credential.kind).where(
+        col(Credential.name).in_(wanted), Credential.workspace_id == workspace_id
+    )
+    return {
+        name: (credential_id, kind)
+        for name, credential_id, kind in (await session.exec(query)).all()
+    }
 
 
 def reveal(box: SecretBox, row: Credential) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
 from engine.nodes.base import Item, PortItems
 from engine.outputs import serialize_outputs
+from engine.ports import ParentLink, StartRequest
 from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus, NodeRunStatus
 from storage import payloads
@@ -60,18 +61,6 @@ class SnapshotRef(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class ParentLink:
-    """Where a sub-workflow execution was called from (see `Execution.parent_*`)."""
-
-    execution_id: str
-    node_id: str
-    run_id: str
-    batch: int
-    waits: bool
-    depth: int
-
-
-@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A snapshot by id and version number, when its row is not loaded."""
 
@@ -92,14 +81,15 @@ async def create_execution(
     retry_of: str | None = None,
     reuse_outputs: bool = False,
     parent: ParentLink | None = None,
+    admit_now: bool | None = None,
 ) -> Execution:
     """Insert a QUEUED execution and its first event (EXECUTION_QUEUED, sequence 1).
 
-    A sub-workflow execution (`parent` set) is admitted at once, whatever its workflow's
-    `maxConcurrentExecutions` (as in n8n, the limit is for executions that triggers and users
-    start): a caller holding a slot while it waits for a call of its own workflow would
-    otherwise wait forever."""
-    admit_now = parent is not None or not concurrency_limit(workflow)
+    `admit_now`: whether it may run at once or waits for a slot of its workflow's
+    `maxConcurrentExecutions`, as the execution lifecycle decided (`ExecutionLifecycle.
+    admission`); None (tests, benchmarks) decides the same way here."""
+    if admit_now is None:
+        admit_now = parent is not None or not concurrency_limit(workflow)
     execution = Execution(
         workspace_id=workflow.workspace_id,
         workflow_id=workflow.id,
@@ -143,6 +133,38 @@ async def create_execution(
         },
     )
     return execution
+
+
+@dataclass(frozen=True, slots=True)
+class _StartedWorkflow:
+    """A start's workflow as `create_execution` takes it (a `WorkflowRef`)."""
+
+    id: str
+    workspace_id: str
+    settings: dict[str, Any]
+
+
+async def create_started(
+    session: AsyncSession, request: StartRequest, admit_now: bool | None = None
+) -> Execution:
+    """Insert the QUEUED execution a start of the execution lifecycle describes, and its
+    first event (`admit_now` as for `create_execution`)."""
+    return await create_execution(
+        session,
+        workflow=_StartedWorkflow(
+            request.workflow_id, request.workspace_id, request.workflow_settings
+        ),
+        snapshot=Snapshot(request.version_id, request.version),
+        mode=request.mode,
+        input=request.input,
+        created_by=request.created_by,
+        idempotency_key=request.idempotency_key,
+        start_node_id=request.start_node_id,
+        retry_of=request.retry_of,
+        reuse_outputs=request.reuse_outputs,
+        parent=request.parent,
+        admit_now=admit_now,
+    )
 
 
 INPUT = "input"

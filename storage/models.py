@@ -499,3 +499,41 @@ class LockAnchor(SQLModel, table=True):
 
     id: int = Field(primary_key=True)
     touched: int = 0
+
+
+# `scope` of a node type policy that holds for every workspace.
+SERVER_SCOPE = "*"
+
+
+class NodeTypePolicy(SQLModel, table=True):
+    """A node type disabled server-wide (`scope` "*") or in one workspace (`scope` its id):
+    one row per disabled type and scope, removed when it is enabled again."""
+
+    __tablename__ = "node_type_policies"
+
+    scope: str = Field(sa_column=Column(String(36), primary_key=True))
+    node_type: str = Field(sa_column=Column(String(128), primary_key=True))
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    changed_by: str | None = Field(default=None, max_length=64)  # the user's name then
+    changed_at: datetime = _created_at()
+
+
+class NodeTypePolicyChange(SQLModel, table=True):
+    """Every change of a node type policy, with who and when: the audit trail. The newest
+    `id` is the revision every process compares to know its policies are current."""
+
+    __tablename__ = "node_type_policy_changes"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    scope: str = Field(sa_column=Column(String(36), nullable=False))
+    node_type: str = Field(sa_column=Column(String(128), nullable=False))
+    enabled: bool
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    changed_by_id: str | None = Field(
+        default=None,
+        sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    changed_by: str | None = Field(default=None, max_length=64)
+    changed_at: datetime = _created_at()
+
+    __table_args__ = (Index("ix_node_type_policy_changes_scope", "scope", "id"),)

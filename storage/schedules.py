@@ -9,6 +9,7 @@ succeed, in the same transaction as the execution it creates and the schedule's 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.node_type_policy import EMPTY, PolicySnapshot
+from engine.ports import StartRequest
 from engine.schedule import Schedule, ScheduleError, cron_problem
 from storage import executions, webhooks
 from storage.db import Database
@@ -70,8 +73,18 @@ async def unregister(session: AsyncSession, workflow_id: str) -> None:
     await session.exec(delete(ScheduleRow).where(col(ScheduleRow.workflow_id) == workflow_id))
 
 
-async def fire_due(database: Database, now: datetime, limit: int = 100) -> list[Execution]:
-    """Fire the schedules due at `now`; returns the executions created (to be submitted)."""
+async def fire_due(
+    database: Database,
+    now: datetime,
+    limit: int = 100,
+    admission: Callable[[StartRequest], bool] | None = None,
+    policy: PolicySnapshot = EMPTY,
+) -> list[Execution]:
+    """Fire the schedules due at `now`; returns the executions created (to be submitted).
+    `admission` (the execution lifecycle's) says of each whether it runs at once or waits
+    for a slot of `maxConcurrentExecutions`; None decides as `create_execution` does. A tick
+    of a workflow using a node type `policy` disables passes without an execution: the
+    schedule fires again once the type is enabled."""
     async with database.session() as session:
         due = (
             await session.exec(
@@ -85,7 +98,9 @@ async def fire_due(database: Database, now: datetime, limit: int = 100) -> list[
     for row in due:
         try:
             async with database.transaction() as session:
-                execution = await _fire(session, row.workflow_id, row.node_id, row.next_at, now)
+                execution = await _fire(
+                    session, row.workflow_id, row.node_id, row.next_at, now, admission, policy
+                )
         except IntegrityError:
             continue  # another process fired this tick
         if execution is not None:
@@ -94,7 +109,13 @@ async def fire_due(database: Database, now: datetime, limit: int = 100) -> list[
 
 
 async def _fire(
-    session: AsyncSession, workflow_id: str, node_id: str, seen_at: datetime, now: datetime
+    session: AsyncSession,
+    workflow_id: str,
+    node_id: str,
+    seen_at: datetime,
+    now: datetime,
+    admission: Callable[[StartRequest], bool] | None,
+    policy: PolicySnapshot,
 ) -> Execution | None:
     row = await session.get(ScheduleRow, (workflow_id, node_id))
     if row is None or row.next_at != seen_at:
@@ -136,16 +157,31 @@ async def _fire(
     workflow = await session.get(Workflow, workflow_id)
     if workflow is None or not workflow.active:
         return None
+    if policy.affects(workflow.workspace_id):
+        version = await session.get(WorkflowVersion, row.workflow_version_id)
+        disabled = policy.problems(version.nodes if version else [], workflow.workspace_id)
+        if disabled:
+            logger.warning(
+                "workflow %s: schedule tick %s passed without an execution: node %s: %s",
+                workflow_id,
+                instant.isoformat(),
+                disabled[0].node_id,
+                disabled[0].message,
+            )
+            return None
     item: dict[str, Any] = {"scheduledAt": instant.isoformat(), "timezone": schedule.timezone}
-    execution = await executions.create_execution(
-        session,
-        workflow=workflow,
-        snapshot=executions.Snapshot(row.workflow_version_id, row.workflow_version),
+    request = StartRequest(
+        workspace_id=workflow.workspace_id,
+        workflow_id=workflow.id,
+        workflow_settings=workflow.settings,
+        version_id=row.workflow_version_id,
+        version=row.workflow_version,
         mode="schedule",
         input=item,
-        created_by=None,
         start_node_id=node_id,
     )
+    admit_now = None if admission is None else admission(request)
+    execution = await executions.create_started(session, request, admit_now)
     tick.execution_id = execution.id
     session.add(tick)
     return execution

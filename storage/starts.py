@@ -19,11 +19,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
 from engine.handover import RunHandover
+from engine.ports import PreparedStart, RunnableVersion, StartConflict, StartRequest
 from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus
 from engine.submitter import InProcessSubmitter
@@ -56,34 +59,6 @@ class Started:
         return self.loaded.execution_id
 
 
-class RunnableVersion(Protocol):
-    """What a start needs of the workflow version it runs (a webhook `Route`)."""
-
-    @property
-    def workflow_id(self) -> str: ...
-
-    @property
-    def workspace_id(self) -> str: ...
-
-    @property
-    def workflow_name(self) -> str: ...
-
-    @property
-    def workflow_version_id(self) -> str: ...
-
-    @property
-    def workflow_version(self) -> int: ...
-
-    @property
-    def nodes(self) -> list[dict[str, Any]]: ...
-
-    @property
-    def edges(self) -> list[dict[str, Any]]: ...
-
-    @property
-    def version_settings(self) -> dict[str, Any]: ...
-
-
 # Runs started here at most at once. A start that answers at once costs far less than its
 # run: without a bound, a burst of such requests is accepted faster than its runs complete,
 # and the runs pile up in memory (hundreds of MB, every later request waiting behind them).
@@ -93,7 +68,7 @@ MAX_RUNNING_STARTS = 256
 
 class EmbeddedStarts:
     """Creates executions claimed by this process and runs them from memory (see the module
-    docstring)."""
+    docstring); `engine.ports.ClaimedStarts` for the execution lifecycle."""
 
     def __init__(
         self,
@@ -171,6 +146,27 @@ class EmbeddedStarts:
             Event(execution_id, 2, EventType.EXECUTION_STARTED, now, status=_RUNNING),
         ]
         return Started(loaded, NewExecution(row, input_row, events, lambda: None))
+
+    def prepare_start(self, request: StartRequest, version: RunnableVersion) -> Started:
+        """`prepare` for the lifecycle's start."""
+        return self.prepare(
+            version,
+            mode=request.mode,
+            input=request.input,
+            idempotency_key=request.idempotency_key,
+            start_node_id=request.start_node_id,
+            created_by=request.created_by,
+        )
+
+    async def store_and_run(
+        self, prepared: PreparedStart, handover: RunHandover | None = None
+    ) -> None:
+        """`start` for the lifecycle: a refused creation is its `StartConflict`."""
+        assert isinstance(prepared, Started)
+        try:
+            await self.start(prepared, handover)
+        except IntegrityError as exc:
+            raise StartConflict(str(exc.orig)) from exc
 
     async def start(self, started: Started, handover: RunHandover | None = None) -> None:
         """Store the execution with the writer's next round (one transaction for every start

@@ -3,7 +3,7 @@ ended, and waking the caller when the last of them ends (see engine/nodes/subwor
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy import exists
@@ -12,27 +12,39 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.graph import Graph
+from engine.node_type_policy import EMPTY, NODE_TYPE_DISABLED
 from engine.nodes.base import CallRefused, ChildResult, SubworkflowCall
 from engine.nodes.growth import too_large
 from engine.nodes.subworkflow import SUBWORKFLOW_MODE, TRIGGER
+from engine.ports import CreatedExecution, ParentLink, StartRequest
 from engine.states import ExecutionStatus
 from storage import executions, output_reads, workflows
 from storage.db import Database
 from storage.executions import UNFINISHED
 from storage.models import Execution, Workflow, WorkflowVersion
+from storage.node_type_policies import NodeTypePolicies
 from storage.types import utcnow
 
-Submit = Callable[[Execution], Awaitable[None]]
+# Starts the executions of a call (`ExecutionLifecycle.start_calls`).
+StartCalls = Callable[[Sequence[StartRequest]], Awaitable[Sequence[CreatedExecution]]]
 
 
 class DatabaseWorkflowCaller:
-    """`engine.nodes.base.WorkflowCaller`: executions created in the database and handed to
-    `submit` (the process's submitter, set once it exists)."""
+    """`engine.nodes.base.WorkflowCaller`: the called workflow's version read from the
+    database, its executions started by the execution lifecycle (`start_calls`)."""
 
-    def __init__(self, database: Database, max_depth: int, submit: Submit | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        max_depth: int,
+        start_calls: StartCalls,
+        policies: NodeTypePolicies | None = None,
+    ) -> None:
         self.database = database
         self.max_depth = max_depth
-        self.submit = submit
+        self.start_calls = start_calls
+        # Node types disabled where the called workflow lives refuse the call.
+        self.policies = policies
 
     async def start(self, call: SubworkflowCall) -> list[str]:
         if call.depth > self.max_depth:
@@ -41,7 +53,7 @@ class DatabaseWorkflowCaller:
                 f"sub-workflow calls are nested more than {self.max_depth} deep "
                 "(LOOM_MAX_SUBWORKFLOW_DEPTH); is a workflow calling itself without end?",
             )
-        async with self.database.transaction() as session:
+        async with self.database.session() as session:
             made = (
                 await session.exec(
                     select(Execution.id)
@@ -49,8 +61,9 @@ class DatabaseWorkflowCaller:
                     .order_by(col(Execution.parent_batch))
                 )
             ).all()
-            if made:  # this attempt started them already (it is being run again)
-                return [row[0] for row in made]
+        if made:  # this attempt started them already (it is being run again)
+            return [row[0] for row in made]
+        async with self.database.transaction() as session:
             workflow = await workflows.get_workflow(session, call.workflow_id, [call.workspace_id])
             if workflow is None:
                 raise CallRefused(
@@ -66,6 +79,14 @@ class DatabaseWorkflowCaller:
                         "call its draft (source: draft)",
                     )
                 snapshot = await _published(session, workflow)
+            policy = EMPTY if self.policies is None else self.policies.current
+            disabled = policy.problems(snapshot.nodes, workflow.workspace_id)
+            if disabled:
+                raise CallRefused(
+                    NODE_TYPE_DISABLED,
+                    f"workflow {workflow.name!r} cannot start: node {disabled[0].node_id!r}: "
+                    f"{disabled[0].message}",
+                )
             trigger = _trigger_node(snapshot.nodes, snapshot.edges)
             if trigger is None:
                 raise CallRefused(
@@ -73,31 +94,28 @@ class DatabaseWorkflowCaller:
                     f"workflow {workflow.name!r} has no 'When Called by Another Workflow' "
                     "trigger to start from",
                 )
-            created = []
-            for batch, items in enumerate(call.batches):
-                created.append(
-                    await executions.create_execution(
-                        session,
-                        workflow=workflow,
-                        snapshot=snapshot,
-                        mode=SUBWORKFLOW_MODE,
-                        input={"items": list(items)},
-                        created_by=None,
-                        start_node_id=trigger,
-                        parent=executions.ParentLink(
-                            execution_id=call.parent_execution_id,
-                            node_id=call.parent_node_id,
-                            run_id=call.parent_run_id,
-                            batch=batch,
-                            waits=call.wait,
-                            depth=call.depth,
-                        ),
-                    )
-                )
-        if self.submit is not None:
-            for execution in created:
-                await self.submit(execution)
-        return [execution.id for execution in created]
+        requests = [
+            StartRequest(
+                workspace_id=workflow.workspace_id,
+                workflow_id=workflow.id,
+                workflow_settings=workflow.settings,
+                version_id=snapshot.id,
+                version=snapshot.version,
+                mode=SUBWORKFLOW_MODE,
+                input={"items": list(items)},
+                start_node_id=trigger,
+                parent=ParentLink(
+                    execution_id=call.parent_execution_id,
+                    node_id=call.parent_node_id,
+                    run_id=call.parent_run_id,
+                    batch=batch,
+                    waits=call.wait,
+                    depth=call.depth,
+                ),
+            )
+            for batch, items in enumerate(call.batches)
+        ]
+        return [execution.id for execution in await self.start_calls(requests)]
 
     async def results(
         self, parent_run_id: str, max_bytes: int | None = None

@@ -38,7 +38,7 @@ class Route:
     credentials: dict[str, str]
     # The version's Respond to Webhook nodes.
     respond_node_ids: frozenset[str]
-    # What a run of the version needs (`storage.starts.RunnableVersion`): embedded mode
+    # What a run of the version needs (`engine.ports.RunnableVersion`): embedded mode
     # starts it from here without reading the snapshot again.
     workflow_name: str = ""
     nodes: list[dict[str, Any]] = field(default_factory=list)

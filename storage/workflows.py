@@ -136,6 +136,15 @@ async def existing_ids(
     return set((await session.exec(query)).all())
 
 
+async def workspace_of(session: AsyncSession, workflow_id: str) -> str | None:
+    """The workspace a workflow belongs to, whoever asks (for the command line, which works
+    on the whole database); None when there is no such workflow."""
+    if not storable(workflow_id):
+        return None
+    query = select(Workflow.workspace_id).where(Workflow.id == workflow_id)
+    return (await session.exec(query)).first()
+
+
 async def require_workflow(
     session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
 ) -> Workflow:

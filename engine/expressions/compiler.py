@@ -52,7 +52,7 @@ from engine.expressions.functions import (
     text_of,
     type_name,
 )
-from engine.expressions.lexer import DOLLAR_PREFIX, as_written, to_python
+from engine.expressions.lexer import DOLLAR_PREFIX, as_written, source_offset, to_python
 from engine.expressions.patterns import pattern_problem
 from engine.expressions.scope import NodeItems, NodeOutputs, Scope, plain
 
@@ -259,9 +259,54 @@ class _Compiler:
     # user's text of a refused construct.
     parsed: str = ""
     nodes_seen: int = 0
+    # Whether each operation's closure says where it failed (`EvalError.position`): a call
+    # more per operation, so only for previews, never at run time.
+    locate: bool = False
+    # Where each line of `parsed` starts, for positions (made on first use).
+    line_starts: list[int] | None = None
 
     def fail(self, message: str) -> ExpressionSyntaxError:
         return ExpressionSyntaxError(message, self.source)
+
+    def span(self, node: ast.AST) -> tuple[int, int]:
+        """Where `node` is in the user's text, [start, end) in characters."""
+        start = self.offset(getattr(node, "lineno", 1), getattr(node, "col_offset", 0))
+        end_line = getattr(node, "end_lineno", None)
+        end_col = getattr(node, "end_col_offset", None)
+        end = start if end_line is None or end_col is None else self.offset(end_line, end_col)
+        return start, max(start, end)
+
+    def offset(self, line: int, column_bytes: int) -> int:
+        """A position of the tree (a line, and a column in UTF-8 bytes of `parsed`) as an
+        offset in the user's text."""
+        if self.line_starts is None:
+            starts = [0]
+            for text in self.parsed.split("\n"):
+                starts.append(starts[-1] + len(text) + 1)
+            self.line_starts = starts
+        line_start = self.line_starts[min(max(line, 1), len(self.line_starts) - 1) - 1]
+        line_text = self.parsed[line_start:].split("\n", 1)[0]
+        column = len(line_text.encode()[:column_bytes].decode(errors="ignore"))
+        # `parsed` is the rewritten text in parentheses: one character before it.
+        return source_offset(self.source, line_start + column - 1)
+
+    def located(self, compiled: Compiled, node: ast.AST) -> Compiled:
+        """`compiled`, naming where it failed when an operation inside it names nothing."""
+        span = self.span(node)
+
+        def locating(scope: Scope) -> Any:
+            try:
+                return compiled(scope)
+            except EvalError as exc:
+                if exc.position is None:
+                    exc.position = span
+                raise
+            except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
+                error = EvalError(_unexpected(exc))
+                error.position = span
+                raise error from exc
+
+        return locating
 
     def written(self, node: ast.AST) -> str:
         """How the user wrote `node`, for a message (never the rewritten names)."""
@@ -278,10 +323,15 @@ class _Compiler:
         if self.nodes_seen > MAX_TREE_NODES:
             raise self.fail(f"expression larger than {MAX_TREE_NODES} elements")
         handler = getattr(self, f"_{type(node).__name__}", None)
-        if handler is None:
-            raise self.fail(f"{_describe(node) or self.written(node)} is not allowed")
-        compiled: Compiled = handler(node, depth + 1)
-        return compiled
+        try:
+            if handler is None:
+                raise self.fail(f"{_describe(node) or self.written(node)} is not allowed")
+            compiled: Compiled = handler(node, depth + 1)
+        except ExpressionSyntaxError as exc:
+            if exc.position is None:  # the innermost construct refused says where
+                exc.position = self.span(node)
+            raise
+        return self.located(compiled, node) if self.locate else compiled
 
     def _Constant(self, node: ast.Constant, depth: int) -> Compiled:
         value = node.value
@@ -549,7 +599,7 @@ def compile_expression(source: str) -> Compiled:
     return compile_counted(source)[0]
 
 
-def compile_counted(source: str) -> tuple[Compiled, int]:
+def compile_counted(source: str, locate: bool = False) -> tuple[Compiled, int]:
     """`compile_expression`, and the steps one evaluation of the expression's own
     operations costs (its tree's size): a rendering charges them when it starts
     (`Budget.start`), so that evaluating costs nothing extra on the hot path.
@@ -560,21 +610,38 @@ def compile_counted(source: str) -> tuple[Compiled, int]:
     expression taking about 150 bytes a node of its tree besides its text. That holds the
     expressions of the largest workflow the API accepts (4 MB), however they are written:
     an LRU smaller than what is validated again and again would miss every time.
+
+    `locate=True` compiles it so that an evaluation error says where in the text it
+    failed (`ExpressionError.position`): the same operations, each in a closure more, for
+    previews; those are cached apart.
     """
     if len(source) > MAX_EXPRESSION_CHARS:
-        raise ExpressionSyntaxError(
+        error = ExpressionSyntaxError(
             f"expression longer than {MAX_EXPRESSION_CHARS} characters", source
         )
-    compiled = _compiled.get(source)
+        error.position = (MAX_EXPRESSION_CHARS, len(source))
+        raise error
+    cache = _located if locate else _compiled
+    compiled = cache.get(source)
     if compiled is None:
         try:
-            compiled = _compile(source)
+            compiled = _compile(source, locate)
         except ExpressionSyntaxError as exc:
-            compiled = exc.reason
-        _compiled.put(source, compiled)
-    if isinstance(compiled, str):
-        raise ExpressionSyntaxError(compiled, source)
+            compiled = _Refusal(exc.reason, exc.position)
+        cache.put(source, compiled)
+    if isinstance(compiled, _Refusal):
+        error = ExpressionSyntaxError(compiled.reason, source)
+        error.position = compiled.position
+        raise error
     return compiled
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """Why a text was refused, cached like a compiled expression."""
+
+    reason: str
+    position: tuple[int, int] | None
 
 
 CACHE_EXPRESSIONS = 16_384
@@ -582,15 +649,20 @@ CACHE_BYTES = 64 * 1024 * 1024
 _BYTES_PER_TREE_NODE = 150
 
 
-def _weight(source: str, compiled: tuple[Compiled, int] | str) -> int:
+def _weight(source: str, compiled: tuple[Compiled, int] | _Refusal) -> int:
     """Bytes an entry holds, about: its text, and for a compiled one its closures."""
-    if isinstance(compiled, str):
-        return len(source) + len(compiled)
+    if isinstance(compiled, _Refusal):
+        return len(source) + len(compiled.reason)
     return len(source) + _BYTES_PER_TREE_NODE * compiled[1] // TREE_NODE_STEPS
 
 
-_compiled: WeightedCache[str, tuple[Compiled, int] | str] = WeightedCache(
+_compiled: WeightedCache[str, tuple[Compiled, int] | _Refusal] = WeightedCache(
     CACHE_EXPRESSIONS, CACHE_BYTES, _weight
+)
+# Expressions compiled to locate their errors, for previews: what one editor session types,
+# a far smaller set than the workflows a process runs.
+_located: WeightedCache[str, tuple[Compiled, int] | _Refusal] = WeightedCache(
+    1_024, CACHE_BYTES // 16, _weight
 )
 
 
@@ -599,20 +671,25 @@ def cache_counts() -> tuple[int, int]:
     return _compiled.hits, _compiled.misses
 
 
-def _compile(source: str) -> tuple[Compiled, int]:
+def _compile(source: str, locate: bool = False) -> tuple[Compiled, int]:
     python = to_python(source)
     # Parenthesised, so that an expression may span lines and start with whitespace.
     parsed = "(" + python + "\n)"
+    compiler = _Compiler(source, parsed, locate=locate)
     try:
         tree = ast.parse(parsed, mode="eval")
     except SyntaxError as exc:
         hint = " (use 'a if condition else b' instead of '?:')" if "?" in source else ""
-        raise ExpressionSyntaxError(_syntax_message(exc.msg, hint), source) from exc
+        error = ExpressionSyntaxError(_syntax_message(exc.msg, hint), source)
+        error.position = _syntax_position(compiler, exc)
+        raise error from exc
     except (RecursionError, MemoryError) as exc:
         raise ExpressionSyntaxError("expression too deeply nested", source) from exc
     except ValueError as exc:  # the parser refuses NUL characters
-        raise ExpressionSyntaxError("expression holds a NUL character", source) from exc
-    compiler = _Compiler(source, parsed)
+        error = ExpressionSyntaxError("expression holds a NUL character", source)
+        at = source.find("\0")
+        error.position = (at, at + 1)
+        raise error from exc
     try:
         body = compiler.compile(tree.body)
     except RecursionError as exc:
@@ -622,14 +699,36 @@ def _compile(source: str) -> tuple[Compiled, int]:
         try:
             return plain(body(scope))
         except LimitExceeded as exc:
-            raise ExpressionLimitError(str(exc), source, exc.limit) from exc
+            error: ExpressionEvaluationError = ExpressionLimitError(str(exc), source, exc.limit)
+            error.position = exc.position
+            raise error from exc
         except EvalError as exc:
-            raise ExpressionEvaluationError(str(exc), source) from exc
+            error = ExpressionEvaluationError(str(exc), source)
+            error.position = exc.position
+            raise error from exc
         except (TypeError, ValueError, OverflowError, RecursionError, MemoryError) as exc:
             raise ExpressionEvaluationError(_unexpected(exc), source) from exc
 
     # Every operation of the tree counts, whichever branches run.
     return evaluate, EXPRESSION_STEPS + TREE_NODE_STEPS * compiler.nodes_seen
+
+
+def _syntax_position(compiler: _Compiler, exc: SyntaxError) -> tuple[int, int]:
+    """Where Python's parser says the syntax error is, in the user's text."""
+    line, column = exc.lineno or 1, max((exc.offset or 1) - 1, 0)
+    end_line, end_column = exc.end_lineno or line, max((exc.end_offset or 0) - 1, column)
+    # The parser's columns count characters (1-based); `offset` takes UTF-8 bytes.
+    start = compiler.offset(line, _column_bytes(compiler.parsed, line, column))
+    end = compiler.offset(end_line, _column_bytes(compiler.parsed, end_line, end_column))
+    if end <= start:
+        end = min(start + 1, len(compiler.source))
+    return min(start, len(compiler.source)), max(end, start)
+
+
+def _column_bytes(parsed: str, line: int, column: int) -> int:
+    lines = parsed.split("\n")
+    text = lines[min(max(line, 1), len(lines)) - 1]
+    return len(text[:column].encode())
 
 
 _UNCLOSED = re.compile(r"closing parenthesis '\)' does not match opening parenthesis '(.)'.*")

@@ -26,6 +26,10 @@ class ExpressionError(EngineError):
         self.expression = expression
         # The parameter path (`fields[0].value`) once known; set by `compile_parameters`.
         self.parameter: str | None = None
+        # Where in the parameter's text it went wrong, [start, end) in characters, when
+        # known: syntax errors always; evaluation errors when compiled to locate them
+        # (`compile_counted(..., locate=True)`, what previews use).
+        self.position: tuple[int, int] | None = None
 
 
 class ExpressionSyntaxError(ExpressionError):
@@ -45,7 +49,10 @@ class ExpressionLimitError(ExpressionEvaluationError):
 
 
 class EvalError(EngineError):
-    """Raised inside evaluation; the compiler adds the expression text."""
+    """Raised inside evaluation; the compiler adds the expression text (and, compiled to
+    locate errors, the position of the innermost operation that failed)."""
+
+    position: tuple[int, int] | None = None
 
 
 class LimitExceeded(EvalError):

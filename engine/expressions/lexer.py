@@ -29,6 +29,8 @@ class Segment:
 
     text: str
     is_expression: bool
+    # Where `text` starts in the template (for an expression: its first non-blank character).
+    start: int = 0
 
 
 # A string literal, to its closing quote or, unclosed, to the end of the text (a backslash
@@ -61,19 +63,25 @@ def split_template(template: str) -> list[Segment]:
         start = template.find(OPEN, position)
         if start < 0:
             if position < len(template):
-                segments.append(Segment(template[position:], False))
+                segments.append(Segment(template[position:], False, position))
             return segments
         if start > position:
-            segments.append(Segment(template[position:start], False))
+            segments.append(Segment(template[position:start], False, position))
         body = _EXPRESSION.match(template, start + len(OPEN))
         assert body is not None  # it matches the empty string
         index = body.end()
         if not template.startswith(CLOSE, index):
-            raise ExpressionSyntaxError("unclosed '{{'", template[start + 2 :].strip())
-        source = template[start + len(OPEN) : index].strip()
+            error = ExpressionSyntaxError("unclosed '{{'", template[start + 2 :].strip())
+            error.position = (start, len(template))
+            raise error
+        raw = template[start + len(OPEN) : index]
+        source = raw.strip()
         if not source:
-            raise ExpressionSyntaxError("empty expression", "")
-        segments.append(Segment(source, True))
+            error = ExpressionSyntaxError("empty expression", "")
+            error.position = (start, index + len(CLOSE))
+            raise error
+        offset = start + len(OPEN) + len(raw) - len(raw.lstrip())
+        segments.append(Segment(source, True, offset))
         position = index + len(CLOSE)
 
 
@@ -96,6 +104,21 @@ def _rewrite(match: re.Match[str]) -> str:
     if kind == "operator":
         return _OPERATORS[match.group()]
     return DOLLAR_PREFIX + (match["name"] or "")  # `$name`, or `$` alone
+
+
+def source_offset(source: str, python_offset: int) -> int:
+    """Where in `source` the character at `python_offset` of `to_python(source)` came
+    from (a rewritten piece maps into the piece it replaced): for error positions."""
+    shift = 0  # how much longer the rewritten text is, up to the current piece
+    for match in _REWRITTEN.finditer(source):
+        start = match.start() + shift
+        if python_offset < start:
+            break
+        replaced = _rewrite(match)
+        if python_offset < start + len(replaced):
+            return min(match.start() + python_offset - start, match.end())
+        shift += len(replaced) - len(match.group())
+    return max(0, min(python_offset - shift, len(source)))
 
 
 def as_written(python: str) -> str:

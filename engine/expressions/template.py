@@ -17,7 +17,7 @@ from engine.expressions.errors import (
     LimitExceeded,
 )
 from engine.expressions.functions import text_of
-from engine.expressions.lexer import has_expression, split_template
+from engine.expressions.lexer import Segment, has_expression, split_template
 from engine.expressions.scope import Scope
 
 Renderer = Callable[[Scope], Any]
@@ -35,8 +35,12 @@ class Template:
     steps: int = 0
 
 
-def compile_template(source: str) -> Template:
-    """Compile a string that may hold `{{ }}` expressions."""
+def compile_template(source: str, locate: bool = False) -> Template:
+    """Compile a string that may hold `{{ }}` expressions.
+
+    Errors say where in `source` they are (`ExpressionError.position`): syntax errors
+    always, evaluation errors when `locate` (previews; see `compile_counted`).
+    """
     segments = split_template(source)
     expressions = [segment for segment in segments if segment.is_expression]
     if not expressions:
@@ -46,13 +50,13 @@ def compile_template(source: str) -> Template:
         and all(segment.is_expression or not segment.text.strip() for segment in segments)
     )
     if only:
-        compiled, steps = compile_counted(expressions[0].text)
+        compiled, steps = _compile_segment(expressions[0], locate)
         return Template(source, compiled, steps)
     parts: list[str | Compiled] = []
     steps = TEMPLATE_STEPS
     for segment in segments:
         if segment.is_expression:
-            compiled, expression_steps = compile_counted(segment.text)
+            compiled, expression_steps = _compile_segment(segment, locate)
             parts.append(compiled)
             steps += expression_steps
         else:
@@ -82,6 +86,32 @@ def compile_template(source: str) -> Template:
         return "".join(pieces)
 
     return Template(source, render, steps)
+
+
+def _compile_segment(segment: Segment, locate: bool) -> tuple[Compiled, int]:
+    """One expression of a template, its errors' positions made positions in the template."""
+    try:
+        compiled, steps = compile_counted(segment.text, locate)
+    except ExpressionError as exc:
+        _shift(exc, segment.start)
+        raise
+    if not locate or not segment.start:
+        return compiled, steps
+    start = segment.start
+
+    def shifting(scope: Scope) -> Any:
+        try:
+            return compiled(scope)
+        except ExpressionError as exc:
+            _shift(exc, start)
+            raise
+
+    return shifting, steps
+
+
+def _shift(error: ExpressionError, by: int) -> None:
+    if error.position is not None:
+        error.position = (error.position[0] + by, error.position[1] + by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +149,11 @@ class CompiledParameters:
         return self._render(scope)
 
 
-def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[ParameterError]]:
-    """Compile every string with `{{ }}` in a JSON value; returns problems by field path."""
+def compile_parameters(
+    parameters: Any, locate: bool = False
+) -> tuple[CompiledParameters, list[ParameterError]]:
+    """Compile every string with `{{ }}` in a JSON value; returns problems by field path.
+    `locate`: evaluation errors say where in their parameter's text they are (previews)."""
     errors: list[ParameterError] = []
     steps = 0
 
@@ -130,7 +163,7 @@ def compile_parameters(parameters: Any) -> tuple[CompiledParameters, list[Parame
             if not has_expression(value):
                 return (lambda scope: value), True
             try:
-                template = compile_template(value)
+                template = compile_template(value, locate)
             except ExpressionError as exc:
                 exc.parameter = path
                 errors.append(ParameterError(path, exc))

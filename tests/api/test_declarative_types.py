@@ -223,7 +223,7 @@ async def test_a_created_type_shows_in_its_workspace_only(alice: Caller, bob: Ca
     }
     assert (await bob.gql(ONE, {"ws": theirs, "name": "ws.crm_create_contact"}))["nodeType"] is None
     refused = (await bob.post(NAMES, {"ws": ws})).json()
-    assert refused["errors"][0]["message"] == f"workspace {ws!r} not found"
+    assert refused["errors"][0]["message"] == f"workspace {ws!r} not found among yours"
     # Creating in another's workspace is refused the same way.
     result = await create_type(bob, "ws.mine", create_contact(crm.base), ws)
     assert result["__typename"] == "NotFoundError"
@@ -274,7 +274,7 @@ async def test_a_cached_catalog_answer_is_never_another_callers(
     }
     # The same document and variables from Bob is not answered from Alice's result.
     refused = (await bob.post(NAMES, {"ws": ws})).json()
-    assert refused["errors"][0]["message"] == f"workspace {ws!r} not found"
+    assert refused["errors"][0]["message"] == f"workspace {ws!r} not found among yours"
 
 
 async def test_nobody_changes_another_workspaces_types(

@@ -168,3 +168,149 @@ async def test_token_create_refuses_a_database_without_loom_schema(tmp_path: Pat
             connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
             await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         await admin.dispose()
+
+
+def test_serve_refuses_to_disable_a_node_type_that_is_not_installed(tmp_path: Path) -> None:
+    ran = run_loom(
+        "serve", "--port", "1", cwd=tmp_path, LOOM_DISABLED_NODE_TYPES="code,htp_request"
+    )
+    assert ran.code == 1, ran.stderr
+    assert _one_error_line(ran.stderr) == (
+        "Error: LOOM_DISABLED_NODE_TYPES: 'htp_request' is not among the installed node types "
+        "(`loom node-types list` lists them)"
+    )
+
+
+def _loom_with_users(tmp_path: Path, *users: str) -> Path:
+    """A SQLite database in `tmp_path` with these users; returns the data directory."""
+    assert run_loom("db", "upgrade", cwd=tmp_path).code == 0
+    created = [start_loom("token", "create", "--user", user, cwd=tmp_path) for user in users]
+    for ran in (process.wait() for process in created):
+        assert ran.code == 0, ran.stderr
+    return tmp_path / "data"
+
+
+DOCUMENT = {
+    "formatVersion": 1,
+    "name": "Sync issues",
+    "tags": ["sync"],
+    "nodes": [
+        {"id": "t", "name": "Start", "type": "manual_trigger"},
+        {
+            "id": "h",
+            "name": "Fetch",
+            "type": "http_request",
+            "parameters": {"url": "https://example.com"},
+            "credentials": {"bearer_token": {"name": "GitHub"}},
+        },
+    ],
+    "edges": [{"source": "t", "target": "h"}],
+}
+
+
+def test_export_and_import_round_trip_as_real_processes(tmp_path: Path) -> None:
+    import json
+
+    _loom_with_users(tmp_path, "alice")
+    (tmp_path / "in.json").write_text(json.dumps(DOCUMENT))
+    first = run_loom("import", "in.json", "--user", "alice", cwd=tmp_path)
+    assert first.code == 0, first.stderr
+    workflow_id = first.stdout.strip()
+    assert f"imported 'Sync issues' as workflow {workflow_id}" in first.stderr
+    # The credential the workspace does not have is a node issue, listed as loom run lists.
+    assert (
+        "  - node 'h' credentials.bearer_token: no credential named 'GitHub' in this workspace"
+        in first.stderr
+    )
+    written = run_loom("export", workflow_id, "--user", "alice", "-o", "out.json", cwd=tmp_path)
+    assert written.code == 0 and written.stdout == "", written.stderr
+    exported = (tmp_path / "out.json").read_text(encoding="utf-8")
+    document = json.loads(exported)
+    # Left out on import: the workspace has no such credential (the node issue said so).
+    assert document["nodes"][1]["credentials"] == {}
+    assert document["nodes"][1]["typeVersion"] == 1
+    second = run_loom("import", "out.json", "--user", "alice", cwd=tmp_path)
+    assert second.code == 0, second.stderr
+    assert second.stdout.strip() != workflow_id
+    again = run_loom("export", second.stdout.strip(), "--user", "alice", cwd=tmp_path)
+    assert again.code == 0, again.stderr
+    assert again.stdout == exported
+
+
+def test_export_refuses_another_users_workflow_and_a_missing_version(tmp_path: Path) -> None:
+    import json
+
+    _loom_with_users(tmp_path, "alice", "bob")
+    (tmp_path / "in.json").write_text(json.dumps(DOCUMENT))
+    workflow_id = run_loom("import", "in.json", "--user", "alice", cwd=tmp_path).stdout.strip()
+    refused = [
+        start_loom("export", workflow_id, "--user", "bob", cwd=tmp_path),
+        start_loom("export", workflow_id, "--user", "alice", "--version", "5", cwd=tmp_path),
+        start_loom("export", workflow_id, "--user", "carol", cwd=tmp_path),
+    ]
+    theirs, missing, nobody = (process.wait() for process in refused)
+    for ran in (theirs, missing, nobody):
+        assert ran.code == 1 and ran.stdout == "", ran
+    assert f"workflow {workflow_id!r} not found" in _one_error_line(theirs.stderr)
+    assert f"version 5 of workflow {workflow_id!r} not found" in _one_error_line(missing.stderr)
+    assert "no user named 'carol'" in _one_error_line(nobody.stderr)
+
+
+def test_import_lists_every_problem_and_stores_nothing(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    data = _loom_with_users(tmp_path, "alice")
+    cyclic = {
+        **DOCUMENT,
+        "nodes": [
+            *DOCUMENT["nodes"],
+            {"id": "x", "name": 3, "type": "noop"},
+            {"id": "y", "name": "Y", "type": "noop"},
+        ],
+        "edges": [{"source": "x", "target": "y"}, {"source": "y", "target": "x"}],
+    }
+    (tmp_path / "cycle.json").write_text(json.dumps(cyclic))
+    (tmp_path / "newer.json").write_text(json.dumps({**DOCUMENT, "formatVersion": 2}))
+    (tmp_path / "broken.json").write_text('{"formatVersion": 1,')
+    started = [
+        start_loom("import", name, "--user", "alice", cwd=tmp_path)
+        for name in ("cycle.json", "newer.json", "broken.json", "missing.json")
+    ]
+    cycle, newer, broken, missing = (process.wait() for process in started)
+    assert cycle.code == 2 and cycle.stdout == "", cycle
+    assert "cycle.json cannot be imported (2 problems)" in _one_error_line(cycle.stderr)
+    assert "  - node 'x' name: name must be text, got 3 [INVALID_DOCUMENT]" in cycle.stderr
+    assert "[CYCLE]" in cycle.stderr
+    assert newer.code == 2
+    assert "format version 2" in newer.stderr and "[UNSUPPORTED_FORMAT_VERSION]" in newer.stderr
+    assert broken.code == 1 and "not valid JSON" in _one_error_line(broken.stderr)
+    assert missing.code == 1 and "cannot read missing.json" in _one_error_line(missing.stderr)
+    with sqlite3.connect(data / "loom.db") as connection:
+        assert connection.execute("SELECT count(*) FROM workflows").fetchone() == (0,)
+
+
+def test_without_a_user_export_reads_any_workflow_and_import_needs_a_workspace(
+    tmp_path: Path,
+) -> None:
+    import json
+    import sqlite3
+
+    data = _loom_with_users(tmp_path, "alice")
+    with sqlite3.connect(data / "loom.db") as connection:
+        (workspace_id,) = connection.execute("SELECT personal_workspace_id FROM users").fetchone()
+    (tmp_path / "in.json").write_text(json.dumps(DOCUMENT))
+    started = [
+        start_loom("import", "in.json", "--workspace", workspace_id, cwd=tmp_path),
+        start_loom("import", "in.json", cwd=tmp_path),
+        start_loom("import", "in.json", "--workspace", "nope", cwd=tmp_path),
+    ]
+    imported, nowhere, unknown = (process.wait() for process in started)
+    assert imported.code == 0, imported.stderr
+    assert nowhere.code == 1 and "--user NAME, --workspace ID" in _one_error_line(nowhere.stderr)
+    assert unknown.code == 1 and "workspace 'nope' not found" in _one_error_line(unknown.stderr)
+    exported = run_loom("export", imported.stdout.strip(), cwd=tmp_path)
+    assert exported.code == 0, exported.stderr
+    assert json.loads(exported.stdout)["name"] == "Sync issues"
+    with sqlite3.connect(data / "loom.db") as connection:
+        assert connection.execute("SELECT created_by FROM workflows").fetchall() == [(None,)]

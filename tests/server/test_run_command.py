@@ -257,3 +257,15 @@ def test_the_code_settings_hold_in_loom_run(tmp_path: Path) -> None:
     assert "CODE_TIMEOUT: node 'Spin': the code ran longer than 0.5 s and was stopped" in (
         " ".join(ran.stderr.split())
     )
+
+
+def test_loom_run_refuses_the_node_types_the_setting_disables(tmp_path: Path) -> None:
+    nodes = [node("start", "Start", "manual_trigger"), node("n", "Pass", "noop")]
+    path = _write(tmp_path, workflow_input(nodes=nodes, edges=[edge("start", "n")]))
+    refused = run_loom("run", str(path), cwd=tmp_path, LOOM_DISABLED_NODE_TYPES="code,noop")
+    assert refused.code == EXIT_INVALID, refused.stderr
+    assert "NODE_TYPE_DISABLED" in refused.stderr
+    assert "LOOM_DISABLED_NODE_TYPES" in " ".join(refused.stderr.split())
+    assert refused.stdout == ""
+    allowed = run_loom("run", str(path), cwd=tmp_path, LOOM_DISABLED_NODE_TYPES="code")
+    assert allowed.code == EXIT_SUCCEEDED, allowed.stderr
