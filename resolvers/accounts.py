@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import strawberry
 
+from engine.workflow_fields import Collected, check_text
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.graph_input import Collected, check_text
 from resolvers.workflows import validation_error
 from schema import results, types
 from storage import accounts, errors

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import editing
-from engine.credentials import KINDS
 from engine.graph import Graph
 from engine.node_types import NodeTypeLookup, ParameterMigrationError
-from engine.nodes.subworkflow import EXECUTE_WORKFLOW
-from engine.validation import GraphLimits, Problem, Severity, check_graph
+from engine.validation import Problem, Severity, check_graph
+from engine.workflow_fields import MAX_WORKFLOW_NAME, Collected, check_text
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.graph_input import (
-    MAX_WORKFLOW_NAME,
-    Collected,
     WorkflowFields,
-    check_text,
     edge_from_input,
     node_from_input,
     workflow_from_input,
@@ -28,9 +23,10 @@ from resolvers.graph_input import (
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from resolvers.workspace_types import node_types_for_graph
 from schema import inputs, results, types
-from storage import credentials, errors, schedules, webhooks, workflows
+from storage import errors, schedules, webhooks, workflows
 from storage.models import Workflow
 from storage.types import utcnow
+from storage.workflow_checks import checked_graph, reference_problems
 
 Info = strawberry.Info[Context, None]
 
@@ -63,49 +59,6 @@ async def _mapped(info: Info, row: Workflow) -> types.Workflow:
     return mapping.workflow(row, info.context.services.node_type_policy())
 
 
-# Problems of a node whose type, or type version, is not installed. A node that arrives with
-# the workflow (from an imported document, or kept as it was in the stored draft: a plugin
-# uninstalled since) is saved with them as node issues: the draft cannot run or be published
-# until the type is installed or the node changed, and the rest of it can still be edited.
-# A node added with such a type, or changed to one, is refused as before.
-_ABSENT_TYPE = frozenset({"UNKNOWN_NODE_TYPE", "UNKNOWN_TYPE_VERSION"})
-
-
-async def checked_graph(
-    registry: NodeTypeLookup,
-    limits: GraphLimits,
-    graph: Graph,
-    collected: Collected,
-    previous: Graph | None = None,
-    *,
-    imported: bool = False,
-) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
-    """The graph to store (each node's type version written down: `editing.pin_type_versions`,
-    `previous` the graph it replaces), its node issues, and the problems that refuse it.
-    `imported`: every node arrives with the workflow (see `_ABSENT_TYPE`)."""
-    graph = editing.pin_type_versions(graph, registry.latest_version, previous)
-    report = await check_graph(graph, registry, limits)
-    if imported:
-        arrived = {node.id for node in graph.nodes}
-    else:
-        before = {node.id: (node.type, node.type_version) for node in (previous or Graph()).nodes}
-        arrived = {
-            node.id for node in graph.nodes if before.get(node.id) == (node.type, node.type_version)
-        }
-    node_issues: dict[str, list[dict[str, object]]] = {}
-    refusing = list(collected.problems)
-    for problem in report.structural:
-        if problem.code in _ABSENT_TYPE and problem.node_id in arrived:
-            kept = replace(problem, severity=Severity.PARAMETER)
-            node_issues.setdefault(problem.node_id, []).append(kept.to_json())
-        else:
-            refusing.append(problem)
-    for node_id, problems in report.parameters.items():
-        if problems:
-            node_issues.setdefault(node_id, []).extend(problem.to_json() for problem in problems)
-    return graph, node_issues, refusing
-
-
 async def _checked_graph(
     info: Info,
     graph: Graph,
@@ -118,65 +71,6 @@ async def _checked_graph(
     node_types = await node_types_for_graph(info, workspace_id, graph, session)
     limits = info.context.services.graph_limits
     return await checked_graph(node_types, limits, graph, collected, previous)
-
-
-async def reference_problems(
-    session: AsyncSession, graph: Graph, workspace_id: str
-) -> list[Problem]:
-    """Every credential reference (`credentials: {kind: id}` of a node) must name a
-    credential of that kind in the workflow's own workspace, and every workflow an Execute
-    Workflow node names (when not an expression) a workflow of that workspace."""
-    problems = await _called_workflow_problems(session, graph, workspace_id)
-    references = [
-        (node.id, kind, credential_id)
-        for node in graph.nodes
-        for kind, credential_id in node.credentials.items()
-    ]
-    if not references:
-        return problems
-    found = await credentials.kinds_by_id(
-        session, {credential_id for _, _, credential_id in references}, workspace_id
-    )
-    for node_id, kind, credential_id in references:
-        field = f"credentials.{kind}"
-        if kind not in KINDS:
-            problems.append(
-                Problem(
-                    "UNKNOWN_CREDENTIAL_KIND", f"unknown credential kind {kind!r}", node_id, field
-                )
-            )
-        elif credential_id not in found:
-            message = f"credential {credential_id!r} not found in this workflow's workspace"
-            problems.append(Problem("UNKNOWN_CREDENTIAL", message, node_id, field))
-        elif found[credential_id] != kind:
-            message = f"credential {credential_id!r} is a {found[credential_id]}, not a {kind}"
-            problems.append(Problem("CREDENTIAL_KIND_MISMATCH", message, node_id, field))
-    return problems
-
-
-async def _called_workflow_problems(
-    session: AsyncSession, graph: Graph, workspace_id: str
-) -> list[Problem]:
-    calls = [
-        (node.id, node.parameters["workflowId"])
-        for node in graph.nodes
-        if node.type == EXECUTE_WORKFLOW
-        and isinstance(node.parameters.get("workflowId"), str)
-        and "{{" not in node.parameters["workflowId"]
-    ]
-    if not calls:
-        return []
-    found = await workflows.existing_ids(session, {called for _, called in calls}, workspace_id)
-    return [
-        Problem(
-            "UNKNOWN_WORKFLOW",
-            f"workflow {called!r} not found in this workflow's workspace",
-            node_id,
-            "parameters.workflowId",
-        )
-        for node_id, called in calls
-        if called not in found
-    ]
 
 
 # Queries

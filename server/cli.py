@@ -450,9 +450,9 @@ def export_workflow(
     exported."""
     import json
 
-    from resolvers.workflow_documents import export_document_of
     from storage import workflows
     from storage.errors import NotFoundError
+    from storage.workflow_documents import export_document_of
 
     async def work(database: Database) -> dict[str, Any]:
         if user is not None:
@@ -506,10 +506,10 @@ def import_workflow(
     from engine import json_depth
     from engine.node_types import load_registry
     from engine.validation import GraphLimits, Problem
-    from resolvers.workflow_documents import import_document
     from storage import accounts
     from storage.models import Workflow
     from storage.types import storable
+    from storage.workflow_documents import import_document
 
     if user is None and workspace_id is None:
         raise CommandError("give --user NAME, --workspace ID or both: where to create it")
