@@ -19,6 +19,7 @@ from resolvers.node_types import _catalogs, _results
 from server.app import create_app
 from tests.api.test_credentials import create as create_credential
 from tests.api.test_executions import create, execute, finished
+from tests.api.test_export_import import EXPORT, IMPORT
 from tests.api.test_webhooks import hook_workflow
 from tests.conftest import Caller
 from tests.factories import CREATE, UPGRADE_NODE, edge, node
@@ -523,6 +524,24 @@ async def test_a_published_workflow_runs_a_declarative_type_from_its_webhook(
     response = await http.post("/webhook/signup", json={"email": "ada@example.com"})
     assert response.status_code == 200, response.text
     assert response.json() == [{"id": 7, "email": "ada@example.com", "name": None}]
+
+
+async def test_an_exported_workflow_imports_with_its_workspace_types(
+    alice: Caller, bob: Caller, crm: Crm
+):
+    await create_type(alice, "ws.crm_create_contact", create_contact(crm.base))
+    workflow_id = await create(
+        alice,
+        [node("c", "Contact", "ws.crm_create_contact", parameters={"email": "a@b.c"})],
+        [],
+    )
+    exported = (await alice.gql(EXPORT, {"id": workflow_id}))["exportWorkflow"]
+    mine = (await alice.gql(IMPORT, {"document": exported["document"]}))["importWorkflow"]
+    assert mine["__typename"] == "Workflow", mine
+    assert mine["nodes"][0]["issues"] == [] and mine["runnable"] is True
+    # In another workspace the type is not there: the node is kept with the issue.
+    theirs = (await bob.gql(IMPORT, {"document": exported["document"]}))["importWorkflow"]
+    assert [issue["code"] for issue in theirs["nodes"][0]["issues"]] == ["UNKNOWN_NODE_TYPE"]
 
 
 async def test_another_workspaces_type_is_an_unknown_node_type(alice: Caller, bob: Caller, crm):
