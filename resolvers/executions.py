@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import strawberry
+from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 
 from engine.graph import Graph
@@ -19,6 +20,7 @@ from resolvers import mapping
 from resolvers.context import Context
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from resolvers.workflows import validation_error
+from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
 from storage import executions, workflows
@@ -48,7 +50,9 @@ def _disabled_problems(nodes: list[dict[str, Any]], workspace_id: str, info: Inf
     return info.context.services.node_type_policy().problems(nodes, workspace_id)
 
 
-async def _runnable_problems(info: Info, workflow: Workflow) -> list[Problem]:
+async def _runnable_problems(
+    info: Info, workflow: Workflow, session: AsyncSession | None = None
+) -> list[Problem]:
     """Every reason the graph cannot run (structure, parameters, expressions, node types
     disabled); compiles the plan, which the cache keeps for the runner when the snapshot id
     is known."""
@@ -56,12 +60,9 @@ async def _runnable_problems(info: Info, workflow: Workflow) -> list[Problem]:
     if disabled:
         return disabled
     try:
-        await prepare_plan(
-            "check",
-            Graph.from_json(workflow.nodes, workflow.edges),
-            info.context.services.registry,
-            info.context.services.graph_limits,
-        )
+        graph = Graph.from_json(workflow.nodes, workflow.edges)
+        node_types = await node_types_for_graph(info, workflow.workspace_id, graph, session)
+        await prepare_plan("check", graph, node_types, info.context.services.graph_limits)
     except PlanError as exc:
         return exc.problems
     return []
@@ -154,7 +155,7 @@ async def execute_workflow(
                 workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
                 if workflow is None:
                     raise _Refused(_not_found("workflow", workflow_id))
-                problems = await _runnable_problems(info, workflow)
+                problems = await _runnable_problems(info, workflow, session)
                 if start_node_id is not None:
                     problems += _start_node_problems(workflow, str(start_node_id))
                 if problems:
@@ -277,7 +278,7 @@ async def retry_execution(
                 raise _Refused(_not_found("workflow", original.workflow_id))
             snapshot: WorkflowVersion | None
             if use_latest_version:
-                problems = await _runnable_problems(info, workflow)
+                problems = await _runnable_problems(info, workflow, session)
                 if problems:
                     raise _Refused(validation_error(problems))
                 snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
