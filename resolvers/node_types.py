@@ -17,6 +17,7 @@ from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitio
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from engine.declarative import is_declarative
 from engine.node_type_policy import PolicySnapshot
 from engine.node_types import NodeType, NodeTypeLookup, WorkspaceNodeTypes
 from engine.validation import Problem
@@ -227,7 +228,16 @@ async def set_node_type_enabled(
     viewer = info.context.viewer()
     services = info.context.services
     problems = []
-    descriptor = services.registry.get(name) if len(name) <= 128 else None
+    lookup: NodeTypeLookup = services.registry
+    if (
+        workspace_id is not None
+        and is_declarative(name)
+        and (viewer.is_admin or str(workspace_id) in viewer.workspace_ids)
+        and storable(str(workspace_id))
+    ):
+        # A workspace's own declarative type can be disabled in that workspace.
+        lookup = await workspace_node_types(info, str(workspace_id))
+    descriptor = lookup.get(name) if len(name) <= 128 else None
     if descriptor is None:
         problems.append(
             Problem("UNKNOWN_NODE_TYPE", f"no node type is named {name[:128]!r}", field="name")
@@ -286,7 +296,7 @@ async def set_node_type_enabled(
         await services.policies.reload()
     policy = services.node_type_policy()
     workspace = None if workspace_id is None else str(workspace_id)
-    return _as_seen(mapping.node_type(descriptor, services.registry), policy, workspace)
+    return _as_seen(mapping.node_type(descriptor, lookup), policy, workspace)
 
 
 async def _may_set_in_workspace(

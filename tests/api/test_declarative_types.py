@@ -708,3 +708,36 @@ async def test_saving_a_workflow_checks_parameters_against_the_types_schema(
     assert [(issue["code"], issue["severity"]) for issue in issues] == [
         ("MISSING_PARAMETER", "PARAMETER")
     ], issues
+
+
+async def test_a_workspace_disables_its_own_declarative_type(
+    app, alice: Caller, bob: Caller, crm: Crm
+):
+    ws = await workspace_of(alice)
+    await create_type(alice, "ws.crm_create_contact", create_contact(crm.base), ws)
+    mutation = """
+    mutation($ws: ID, $enabled: Boolean!) {
+      setNodeTypeEnabled(name: "ws.crm_create_contact", enabled: $enabled, workspaceId: $ws) {
+        __typename ... on NodeType { enabled disabledReason versions }
+        ... on ValidationError { problems { code field } }
+      }
+    }"""
+    disabled = (await alice.gql(mutation, {"ws": ws, "enabled": False}))["setNodeTypeEnabled"]
+    assert disabled["__typename"] == "NodeType", disabled
+    assert (disabled["enabled"], disabled["versions"]) == (False, [1])
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("c", "Create", "ws.crm_create_contact", parameters={"email": "a@b.c"}),
+        ],
+        [edge("start", "c")],
+    )
+    refused = await execute(alice, workflow_id)
+    assert [p["code"] for p in refused["problems"]] == ["NODE_TYPE_DISABLED"]
+    # Server-wide, or in another workspace, the name is not a type.
+    for variables in ({"ws": None}, {"ws": await workspace_of(bob)}):
+        caller = alice if variables["ws"] is None else bob
+        answer = (await caller.gql(mutation, {**variables, "enabled": False}))["setNodeTypeEnabled"]
+        assert answer["__typename"] == "ValidationError", answer
+        assert answer["problems"][0]["code"] == "UNKNOWN_NODE_TYPE"
