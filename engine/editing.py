@@ -12,7 +12,7 @@ from dataclasses import replace
 from engine.errors import WorkflowError
 from engine.expressions import rename_references
 from engine.graph import Edge, Graph, Node
-from engine.node_types import NodeTypeRegistry, ParameterMigrationError
+from engine.node_types import NodeTypeLookup, ParameterMigrationError
 
 
 class EditError(WorkflowError):
@@ -123,7 +123,7 @@ def pin_type_versions(
     return replace(graph, nodes=tuple(pinned)) if changed else graph
 
 
-def upgrade_node(graph: Graph, node_id: str, to_version: int, registry: NodeTypeRegistry) -> Graph:
+def upgrade_node(graph: Graph, node_id: str, to_version: int, registry: NodeTypeLookup) -> Graph:
     """The node `node_id` moved to version `to_version` of its type, its parameters carried
     over by each version's `migrate` in turn. Refused with an `EditError` when the node or
     the version does not exist, the version is not newer, or a version on the way has no

@@ -8,8 +8,9 @@ A node type is disabled by one of three things, checked in this order:
 
 A disabled type stays registered and in the catalog (with why); a workflow of a workspace
 where it is disabled gets the node issue NODE_TYPE_DISABLED, and publishing, activating and
-starting new executions of it are refused with that problem. Executions already running
-finish: the check is made when an execution is admitted, never while it runs. A disabled
+starting new executions of it are refused with that problem. Executions created before
+the change finish (running, waiting, or queued behind a concurrency limit): the check is made
+when an execution is created, never after. A disabled
 node (`disabled: true`, which passes its items through) does not run its type and is not
 refused.
 """

@@ -10,11 +10,11 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Protocol
 
 from engine.errors import EngineError, WorkflowError
 from engine.graph import DEFAULT_PORT
@@ -198,6 +198,101 @@ class NodeTypeRegistry:
             for _, versions in sorted(self._by_name.items())
             for version in sorted(versions)
         ]
+
+
+class NodeTypeLookup(Protocol):
+    """What validating, pinning, upgrading and planning read of the node types: the
+    registry, or a workspace's view of it (`WorkspaceNodeTypes`)."""
+
+    @property
+    def revision(self) -> Hashable:
+        """Changes whenever what the other methods answer changes."""
+        ...
+
+    def get(self, name: str, version: int | None = None) -> NodeType | None: ...
+
+    def latest_version(self, name: str) -> int | None: ...
+
+    def has_name(self, name: str) -> bool: ...
+
+    def latest(self) -> list[NodeType]: ...
+
+    def versions(self, name: str) -> list[int]: ...
+
+    def all(self) -> list[NodeType]: ...
+
+
+class WorkspaceNodeTypes:
+    """The node types one workspace sees: the process's registry, plus the workspace's own
+    declarative types (`ws.name`, engine/declarative.py). Read-only, made per use; the
+    declarative names never shadow the registry's (their creation refuses a taken name)."""
+
+    __slots__ = ("_declared", "_registry", "stamp")
+
+    def __init__(
+        self,
+        registry: NodeTypeRegistry,
+        declared: Mapping[str, Mapping[int, NodeType]],
+        stamp: Hashable = (),
+    ) -> None:
+        self._registry = registry
+        self._declared = declared
+        # What the declared types were made from (their stored versions' ids): with the
+        # registry's revision, the key of anything built from this view.
+        self.stamp = stamp
+
+    @property
+    def revision(self) -> Hashable:
+        return (self._registry.revision, self.stamp)
+
+    @property
+    def registry(self) -> NodeTypeRegistry:
+        """The process's registry this view adds to."""
+        return self._registry
+
+    def declared_latest(self) -> list[NodeType]:
+        """The latest version of each of the workspace's own types, sorted by name."""
+        return [
+            versions[max(versions)] for _, versions in sorted(self._declared.items()) if versions
+        ]
+
+    def get(self, name: str, version: int | None = None) -> NodeType | None:
+        versions = self._declared.get(name)
+        if versions is None:
+            return self._registry.get(name, version)
+        if version is None:
+            return versions[max(versions)] if versions else None
+        return versions.get(version)
+
+    def latest_version(self, name: str) -> int | None:
+        versions = self._declared.get(name)
+        if versions is None:
+            return self._registry.latest_version(name)
+        return max(versions) if versions else None
+
+    def has_name(self, name: str) -> bool:
+        return bool(self._declared.get(name)) or self._registry.has_name(name)
+
+    def latest(self) -> list[NodeType]:
+        return sorted(
+            [*self._registry.latest(), *self.declared_latest()], key=lambda known: known.name
+        )
+
+    def versions(self, name: str) -> list[int]:
+        versions = self._declared.get(name)
+        if versions is None:
+            return self._registry.versions(name)
+        return sorted(versions)
+
+    def all(self) -> list[NodeType]:
+        declared = [
+            versions[version]
+            for versions in self._declared.values()
+            for version in sorted(versions)
+        ]
+        return sorted(
+            [*self._registry.all(), *declared], key=lambda known: (known.name, known.version)
+        )
 
 
 # Loom's own node types, as pyproject.toml declares them.

@@ -12,7 +12,7 @@ from engine import slices
 from engine.errors import WorkflowError
 from engine.expressions import CompiledParameters, compile_parameters
 from engine.graph import DEFAULT_PORT, ERROR_PORT, Edge, Graph, Node, OnError
-from engine.node_types import NodeType, NodeTypeRegistry
+from engine.node_types import NodeType, NodeTypeLookup
 from engine.validation import GraphLimits, Problem, validating
 
 
@@ -112,7 +112,7 @@ def _topological(graph: Graph) -> tuple[str, ...]:
 def compile_plan(
     version_id: str,
     graph: Graph,
-    registry: NodeTypeRegistry,
+    registry: NodeTypeLookup,
     limits: GraphLimits | None = None,
 ) -> Plan:
     """Validate and compile a graph; raises `PlanError` listing every problem."""
@@ -122,7 +122,7 @@ def compile_plan(
 async def prepare_plan(
     version_id: str,
     graph: Graph,
-    registry: NodeTypeRegistry,
+    registry: NodeTypeLookup,
     limits: GraphLimits | None = None,
 ) -> Plan:
     """`compile_plan` on the event loop, a slice at a time: a graph's expressions may take
@@ -133,7 +133,7 @@ async def prepare_plan(
 def planning(
     version_id: str,
     graph: Graph,
-    registry: NodeTypeRegistry,
+    registry: NodeTypeLookup,
     limits: GraphLimits | None = None,
 ) -> slices.Work[Plan]:
     """`compile_plan` as work that pauses between nodes and between expressions."""

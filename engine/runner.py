@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from engine.declarative import is_declarative
 from engine.events import (
     ErrorInfo,
     Event,
@@ -35,10 +36,10 @@ from engine.executor import (
 from engine.expressions.budget import DEFAULT_LIMITS, ExpressionLimits
 from engine.graph import Graph
 from engine.handover import RunHandover
-from engine.node_types import NodeTypeRegistry
+from engine.node_types import NodeTypeLookup, NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
-from engine.plan import PlanCache, PlanError, prepare_plan
+from engine.plan import Plan, PlanCache, PlanError, prepare_plan
 from engine.states import ExecutionStatus, NodeRunStatus
 
 logger = logging.getLogger("loom.runner")
@@ -164,10 +165,14 @@ class ExecutionRunner:
         durable_wait_s: float | None = None,
         resources: NodeResources | None = None,
         max_node_output_bytes: int | None = DEFAULT_MAX_NODE_OUTPUT_BYTES,
+        workspace_node_types: Callable[[str], Awaitable[NodeTypeLookup]] | None = None,
     ) -> None:
         self.source = source
         self.recorder = recorder
         self.registry = registry
+        # The node types a workspace sees (the registry plus its declarative types,
+        # storage/node_type_definitions.py), asked for when a plan that uses one is made.
+        self.workspace_node_types = workspace_node_types
         self.plan_cache = plan_cache or PlanCache()
         self.max_concurrency = max_concurrency
         self.expression_limits = expression_limits
@@ -290,14 +295,7 @@ class ExecutionRunner:
             error = ErrorInfo("CANCELLED", "the execution was cancelled")
             return await self._refuse(loaded, error, ExecutionStatus.CANCELLED, handover)
         try:
-            plan = await self.plan_cache.prepare(
-                loaded.version_id,
-                lambda: prepare_plan(
-                    loaded.version_id,
-                    Graph.from_json(loaded.nodes, loaded.edges),
-                    self.registry,
-                ),
-            )
+            plan = await self.plan_cache.prepare(loaded.version_id, lambda: self._plan(loaded))
         except PlanError as exc:
             problems = [problem.to_json() for problem in exc.problems]
             return await self._refuse(
@@ -348,6 +346,19 @@ class ExecutionRunner:
             return await self._refuse(
                 loaded, ErrorInfo("INVALID_START_NODE", str(exc)), handover=handover
             )
+
+    async def _plan(self, loaded: LoadedExecution) -> Plan:
+        """The version's plan, made with the node types its workspace sees. The plan cache
+        may keep it by version id: a snapshot pins every node's type version, and a stored
+        version of a declarative type never changes."""
+        node_types: NodeTypeLookup = self.registry
+        if self.workspace_node_types is not None and any(
+            isinstance(node, dict) and is_declarative(str(node.get("type", "")))
+            for node in loaded.nodes
+        ):
+            node_types = await self.workspace_node_types(loaded.workspace_id)
+        graph = Graph.from_json(loaded.nodes, loaded.edges)
+        return await prepare_plan(loaded.version_id, graph, node_types)
 
     async def _refuse(
         self,

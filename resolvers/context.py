@@ -59,9 +59,10 @@ class Services:
     max_page_size: int = 100
     submitter: Submitter | None = None
     plan_cache: PlanCache = field(default_factory=PlanCache)
-    # Drafts found runnable, by (workflow id, revision): a revision never changes, so a
-    # draft checked once is not compiled again to run it.
-    runnable_drafts: Lru[tuple[str, int], bool] = field(default_factory=Lru)
+    # Drafts found runnable, by (workflow id, revision), with the (id, type) of each node
+    # that runs (not disabled): a revision never changes, so a draft checked once is not
+    # compiled again to run it, and the node type policies are checked on what is kept.
+    runnable_drafts: Lru[tuple[str, int], tuple[tuple[str, str], ...]] = field(default_factory=Lru)
     # Snapshot (id, version number) of a draft revision, once written (snapshots are
     # immutable and live as long as their workflow).
     snapshots: Lru[tuple[str, int], tuple[str, int]] = field(default_factory=Lru)

@@ -22,6 +22,7 @@ from resolvers import mapping
 from resolvers.context import Context
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
 from resolvers.workflows import validation_error
+from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
 from storage import executions, workflows
@@ -51,7 +52,9 @@ def _disabled_problems(nodes: list[dict[str, Any]], workspace_id: str, info: Inf
     return info.context.services.node_type_policy().problems(nodes, workspace_id)
 
 
-async def _runnable_problems(info: Info, workflow: Workflow) -> list[Problem]:
+async def _runnable_problems(
+    info: Info, workflow: Workflow, session: AsyncSession | None = None
+) -> list[Problem]:
     """Every reason the graph cannot run (structure, parameters, expressions, node types
     disabled); compiles the plan, which the cache keeps for the runner when the snapshot id
     is known."""
@@ -59,12 +62,9 @@ async def _runnable_problems(info: Info, workflow: Workflow) -> list[Problem]:
     if disabled:
         return disabled
     try:
-        await prepare_plan(
-            "check",
-            Graph.from_json(workflow.nodes, workflow.edges),
-            info.context.services.registry,
-            info.context.services.graph_limits,
-        )
+        graph = Graph.from_json(workflow.nodes, workflow.edges)
+        node_types = await node_types_for_graph(info, workflow.workspace_id, graph, session)
+        await prepare_plan("check", graph, node_types, info.context.services.graph_limits)
     except PlanError as exc:
         return exc.problems
     return []
@@ -231,21 +231,22 @@ async def execute_workflow(
         revision = (head.id, head.version)
         snapshot = services.snapshots.get(revision)
         reused: str | None = None
-        if (
-            start_node_id is not None
-            or destination_node_id is not None
-            or snapshot is None
-            or not services.runnable_drafts.get(revision)
-            # The draft's node types are checked against the policies in force.
-            or services.node_type_policy().affects(head.workspace_id)
-        ):
+        runnable = services.runnable_drafts.get(revision)
+        whole = start_node_id is None and destination_node_id is None
+        if runnable is not None and whole:
+            # Checked before at this revision; the node types against the policies now.
+            nodes = [{"id": node_id, "type": type_name} for node_id, type_name in runnable]
+            disabled = _disabled_problems(nodes, head.workspace_id, info)
+            if disabled:
+                raise _Refused(validation_error(disabled))
+        if not whole or snapshot is None or runnable is None:
             # Not run before at this revision (or from a chosen node): check and snapshot
             # the whole draft.
             async with info.context.database.transaction() as session:
                 workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
                 if workflow is None:
                     raise _Refused(_not_found("workflow", workflow_id))
-                problems = await _runnable_problems(info, workflow)
+                problems = await _runnable_problems(info, workflow, session)
                 if start_node_id is not None:
                     problems += _start_node_problems(workflow, str(start_node_id))
                 if destination_node_id is not None and not problems:
@@ -268,7 +269,12 @@ async def execute_workflow(
                 snapshot = (version.id, version.version)
             # Remembered only once committed: a concurrent request must not use a snapshot
             # that may still be rolled back.
-            services.runnable_drafts.put((workflow.id, workflow.version), True)
+            running = tuple(
+                (str(node["id"]), str(node["type"]))
+                for node in workflow.nodes
+                if not node.get("disabled")
+            )
+            services.runnable_drafts.put((workflow.id, workflow.version), running)
             services.snapshots.put((workflow.id, workflow.version), snapshot)
         return StartRequest(
             workspace_id=head.workspace_id,
@@ -419,7 +425,7 @@ async def retry_execution(
                 raise _Refused(_not_found("workflow", original.workflow_id))
             snapshot: WorkflowVersion | None
             if use_latest_version:
-                problems = await _runnable_problems(info, workflow)
+                problems = await _runnable_problems(info, workflow, session)
                 if problems:
                     raise _Refused(validation_error(problems))
                 snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)

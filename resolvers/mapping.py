@@ -8,10 +8,11 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from engine.declarative import definition_of
 from engine.events import Event
 from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.node_types import NodeType as EngineNodeType
-from engine.node_types import NodeTypeRegistry
+from engine.node_types import NodeTypeLookup
 from engine.nodes.webhook import WEBHOOK, webhook_methods, webhook_path
 from schema import execution_types as xtypes
 from schema import types
@@ -162,7 +163,7 @@ def api_token(row: models.ApiToken) -> types.ApiToken:
     )
 
 
-def node_type(descriptor: EngineNodeType, registry: NodeTypeRegistry) -> types.NodeType:
+def node_type(descriptor: EngineNodeType, registry: NodeTypeLookup) -> types.NodeType:
     catalog = descriptor.catalog
     return types.NodeType(
         name=descriptor.name,
@@ -203,6 +204,7 @@ def node_type(descriptor: EngineNodeType, registry: NodeTypeRegistry) -> types.N
         ],
         default_parameters=_json(descriptor.default_parameters()),
         deprecated=descriptor.deprecated,
+        definition=_json(definition) if (definition := definition_of(descriptor)) else None,
     )
 
 

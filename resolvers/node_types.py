@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Hashable
 from typing import Annotated, Any
 
 import strawberry
@@ -18,15 +17,17 @@ from graphql import DocumentNode, ExecutionResult, FieldNode, OperationDefinitio
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from engine.declarative import is_declarative
 from engine.node_type_policy import PolicySnapshot
-from engine.node_types import NodeTypeRegistry
+from engine.node_types import NodeType, NodeTypeLookup, WorkspaceNodeTypes
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.errors import RequestError
 from resolvers.workflows import validation_error
+from resolvers.workspace_types import workspace_node_types
 from schema import results, types
-from storage import accounts
+from storage import accounts, node_type_definitions
 from storage import node_type_policies as policies_store
 from storage.accounts import WORKSPACE_ROLE_OWNER, Principal
 from storage.models import SERVER_SCOPE
@@ -37,32 +38,50 @@ Info = strawberry.Info[Context, None]
 # Longer searches are refused: each word is looked for in every type's texts.
 MAX_SEARCH_CHARS = 200
 
-_catalogs: weakref.WeakKeyDictionary[
-    NodeTypeRegistry, tuple[int, list[tuple[types.NodeType, str]]]
-] = weakref.WeakKeyDictionary()
+# Catalogs by the revision of what they were built from: a registry's (unique in the
+# process) or a workspace's view's (the registry's and the stored versions of its
+# declarative types). A view's catalog shares the registry catalog's entries: only the
+# workspace's own types are mapped anew.
+_catalogs: OrderedDict[Hashable, list[tuple[types.NodeType, str]]] = OrderedDict()
+_CATALOGS_KEPT = 64
 
 
-def _catalog(registry: NodeTypeRegistry) -> list[tuple[types.NodeType, str]]:
+def _catalog(node_types: NodeTypeLookup) -> list[tuple[types.NodeType, str]]:
     """The latest version of every type, sorted by name, each with the text a search looks
-    in (lower case): built again only when the registry changed."""
-    known = _catalogs.get(registry)
-    if known is not None and known[0] == registry.revision:
-        return known[1]
-    catalog = []
-    for descriptor in registry.latest():
-        mapped = mapping.node_type(descriptor, registry)
-        searched = " ".join(
-            (
-                descriptor.name,
-                descriptor.display_name,
-                descriptor.description,
-                descriptor.catalog.category,
-                descriptor.catalog.subcategory,
-            )
-        ).casefold()
-        catalog.append((mapped, searched))
-    _catalogs[registry] = (registry.revision, catalog)
+    in (lower case): built again only when the types changed."""
+    known = _catalogs.get(node_types.revision)
+    if known is not None:
+        _catalogs.move_to_end(node_types.revision)
+        return known
+    if isinstance(node_types, WorkspaceNodeTypes):
+        own = [_entry(descriptor, node_types) for descriptor in node_types.declared_latest()]
+        catalog = sorted([*_catalog(node_types.registry), *own], key=lambda entry: entry[0].name)
+    else:
+        catalog = [_entry(descriptor, node_types) for descriptor in node_types.latest()]
+    _catalogs[node_types.revision] = catalog
+    while len(_catalogs) > _CATALOGS_KEPT:
+        _catalogs.popitem(last=False)
     return catalog
+
+
+def _entry(descriptor: NodeType, node_types: NodeTypeLookup) -> tuple[types.NodeType, str]:
+    searched = " ".join(
+        (
+            descriptor.name,
+            descriptor.display_name,
+            descriptor.description,
+            descriptor.catalog.category,
+            descriptor.catalog.subcategory,
+        )
+    ).casefold()
+    return mapping.node_type(descriptor, node_types), searched
+
+
+async def _seen(info: Info, workspace: str | None) -> NodeTypeLookup:
+    """The registry, or with a workspace (the viewer's) also its declarative types."""
+    if workspace is None:
+        return info.context.services.registry
+    return await workspace_node_types(info, workspace)
 
 
 async def node_types(
@@ -88,7 +107,9 @@ async def node_types(
         strawberry.ID | None,
         strawberry.argument(
             description="Whether each type is enabled in this workspace of yours (its own "
-            "policies besides the server's); without it, server-wide."
+            "policies besides the server's), and that workspace's declarative types "
+            "(`ws.name`) besides the installed ones; without it, server-wide, installed types "
+            "only."
         ),
     ] = None,
 ) -> list[types.NodeType]:
@@ -103,7 +124,7 @@ async def node_types(
     words = sorted(set(search.casefold().split())) if search else []
     wanted_category = category.casefold() if category else None
     found = []
-    for node_type, searched in _catalog(info.context.services.registry):
+    for node_type, searched in _catalog(await _seen(info, workspace)):
         if (
             (group is None or node_type.group is group)
             and (wanted_category is None or node_type.category.casefold() == wanted_category)
@@ -166,18 +187,20 @@ async def node_type(
     workspace_id: Annotated[
         strawberry.ID | None,
         strawberry.argument(
-            description="Whether it is enabled in this workspace of yours; without it, server-wide."
+            description="Whether it is enabled in this workspace of yours, and that "
+            "workspace's declarative types (`ws.name`) too; without it, server-wide, "
+            "installed types only."
         ),
     ] = None,
 ) -> types.NodeType | None:
     viewer = info.context.viewer()
     workspace = _viewed_workspace(viewer, workspace_id)
-    registry = info.context.services.registry
-    descriptor = registry.get(name, version)
+    seen = await _seen(info, workspace)
+    descriptor = seen.get(name, version)
     if descriptor is None:
         return None
     policy = info.context.services.node_type_policy()
-    return _as_seen(mapping.node_type(descriptor, registry), policy, workspace)
+    return _as_seen(mapping.node_type(descriptor, seen), policy, workspace)
 
 
 # Policies
@@ -205,7 +228,16 @@ async def set_node_type_enabled(
     viewer = info.context.viewer()
     services = info.context.services
     problems = []
-    descriptor = services.registry.get(name) if len(name) <= 128 else None
+    lookup: NodeTypeLookup = services.registry
+    if (
+        workspace_id is not None
+        and is_declarative(name)
+        and (viewer.is_admin or str(workspace_id) in viewer.workspace_ids)
+        and storable(str(workspace_id))
+    ):
+        # A workspace's own declarative type can be disabled in that workspace.
+        lookup = await workspace_node_types(info, str(workspace_id))
+    descriptor = lookup.get(name) if len(name) <= 128 else None
     if descriptor is None:
         problems.append(
             Problem("UNKNOWN_NODE_TYPE", f"no node type is named {name[:128]!r}", field="name")
@@ -264,7 +296,7 @@ async def set_node_type_enabled(
         await services.policies.reload()
     policy = services.node_type_policy()
     workspace = None if workspace_id is None else str(workspace_id)
-    return _as_seen(mapping.node_type(descriptor, services.registry), policy, workspace)
+    return _as_seen(mapping.node_type(descriptor, lookup), policy, workspace)
 
 
 async def _may_set_in_workspace(
@@ -274,6 +306,8 @@ async def _may_set_in_workspace(
     not_found = results.NotFoundError(
         message=f"workspace {workspace_id[:64]!r} not found", id=strawberry.ID(workspace_id[:64])
     )
+    if not storable(workspace_id) or len(workspace_id) > 36:
+        return not_found
     if viewer.is_admin:
         found = await accounts.workspaces_by_ids(session, [workspace_id])
         return None if found else not_found
@@ -358,11 +392,13 @@ class NodeTypeResults(SchemaExtension):
     executed, and refused, as always). What else the answer depends on is in the key: the
     node type policies (the snapshot in force), and, for a
     query naming a workspace (`workspaceId`), the workspaces the caller may see (a cached
-    answer is never given to a caller the resolver would have refused).
+    answer is never given to a caller the resolver would have refused) and the stored
+    versions of their declarative types (one indexed read: a type created, updated or deleted
+    shows in the next query).
     """
 
-    def on_execute(self) -> Iterator[None]:
-        key = self._key()
+    async def on_execute(self) -> AsyncIterator[None]:
+        key = await self._key()
         if key is None:
             yield
             return
@@ -377,7 +413,7 @@ class NodeTypeResults(SchemaExtension):
             while len(_results) > _RESULTS_KEPT:
                 _results.popitem(last=False)
 
-    def _key(self) -> tuple[Any, ...] | None:
+    async def _key(self) -> tuple[Any, ...] | None:
         execution = self.execution_context
         context = execution.context
         query = execution.query
@@ -402,10 +438,15 @@ class NodeTypeResults(SchemaExtension):
         services = context.services
         policy = services.node_type_policy()
         viewer = context.principal.workspace_ids if "workspaceId" in query else None
+        declared: tuple[str, ...] = ()
+        if viewer is not None:
+            async with context.database.session() as session:
+                declared = tuple(await node_type_definitions.version_ids(session, viewer))
         return (
             services.registry.revision,
             policy.key,
             viewer,
+            declared,
             query,
             execution.operation_name,
             variables,

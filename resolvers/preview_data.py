@@ -32,6 +32,7 @@ from engine.output_schema import (
 )
 from engine.states import ExecutionStatus, NodeRunStatus
 from engine.truncation import TRUNCATED_KEY
+from resolvers.caches import Lru
 from schema.preview_types import OutputSchema, output_schema
 from storage import previews
 from storage.db import Sessions
@@ -256,6 +257,8 @@ async def input_schemas(
                 runs = await previews.final_runs(session, execution.id)
                 contexts[workflow_id] = (workflow, execution, runs)
     found: list[OutputSchema | None] = []
+    # Nodes fed by the same outputs (a fan-out) share one shape: it is inferred once.
+    shapes: dict[tuple[Any, ...], OutputSchema | None] = {}
     for workflow_id, node_id in keys:
         context = contexts[workflow_id]
         node = None if context is None else node_named(context[0], node_id)
@@ -267,6 +270,23 @@ async def input_schemas(
         if isinstance(sources, NoData):
             found.append(None)
             continue
-        shape, total = await input_shape(database, sources, execution.id)
-        found.append(output_schema(shape, sources.port, total, execution.id) if total else None)
+        key = (execution.id, sources.from_input, tuple(sources.runs), sources.port)
+        if key not in shapes:
+            finished = execution.status in _FINISHED
+            kept = _input_shapes.get(key) if finished else None
+            if kept is None:
+                shape, total = await input_shape(database, sources, execution.id)
+                kept = (output_schema(shape, sources.port, total, execution.id) if total else None,)
+                if finished:
+                    _input_shapes.put(key, kept)
+            shapes[key] = kept[0]
+        found.append(shapes[key])
     return found
+
+
+# The input shapes of finished executions (their outputs never change), across requests:
+# an editor asks for every node's on each load.
+_FINISHED = frozenset(
+    {ExecutionStatus.SUCCEEDED.value, ExecutionStatus.FAILED.value, ExecutionStatus.CANCELLED.value}
+)
+_input_shapes: Lru[tuple[Any, ...], tuple[OutputSchema | None]] = Lru(max_entries=256)

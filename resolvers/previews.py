@@ -153,7 +153,10 @@ async def _find(
         sources = input_sources(workflow, node, execution, runs)
         if isinstance(sources, NoData):
             return _no_data(sources)
-        items = await input_items(session, services.preview_outputs, sources, execution)
+        try:
+            items = await input_items(session, services.preview_outputs, sources, execution)
+        except previews.OutputTooLarge as exc:
+            return _too_large(exc, runs, node_id, execution.id)
         if not items:
             return _no_data(no_items(node, execution))
         if not 0 <= item_index < len(items):
@@ -180,7 +183,10 @@ async def _find(
                     execution.id,
                 )
             )
-        outputs = await node_outputs(session, services.preview_outputs, runs, referenced)
+        try:
+            outputs = await node_outputs(session, services.preview_outputs, runs, referenced)
+        except previews.OutputTooLarge as exc:
+            return _too_large(exc, runs, node_id, execution.id)
     data = PreviewData(
         input_items=items,
         node_outputs=outputs,
@@ -233,6 +239,24 @@ def _result(
 
 def _not_found(message: str, identifier: str) -> results.NotFoundError:
     return results.NotFoundError(message=message, id=strawberry.ID(identifier))
+
+
+def _too_large(
+    exc: previews.OutputTooLarge, runs: dict[str, Any], node_id: str, execution_id: str
+) -> preview_types.NoDataError:
+    """A preview that would decode an output larger than previews read."""
+    names = {run.id: name for name, run in runs.items()}
+    of = names.get(exc.run_id, exc.run_id)
+    limit = previews.MAX_PREVIEW_OUTPUT_BYTES // (1024 * 1024)
+    return _no_data(
+        NoData(
+            f"the output of node {of!r} in execution {execution_id!r} is "
+            f"{exc.raw_bytes / (1024 * 1024):.0f} MB: too large to preview (at most {limit} MB "
+            "are read); run the workflow on less data to preview it",
+            node_id,
+            execution_id,
+        )
+    )
 
 
 def _no_data(missing: NoData) -> preview_types.NoDataError:

@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.workflows import validation_error
+from resolvers.workspace_types import workspace_node_types
 from schema import results, types
 from storage.errors import NotFoundError
 from storage.workflow_documents import export_document_of, import_document
@@ -46,7 +47,8 @@ async def import_workflow(
     services = info.context.services
     imported = await import_document(
         info.context.database,
-        services.registry,
+        # The workspace's declarative types are known types there.
+        await workspace_node_types(info, target),
         services.graph_limits,
         document,
         workspace_id=target,

@@ -11,7 +11,7 @@ from strawberry.scalars import JSON
 
 from engine import editing, pins
 from engine.graph import Graph
-from engine.node_types import ParameterMigrationError
+from engine.node_types import NodeTypeLookup, ParameterMigrationError
 from engine.validation import Problem, Severity, check_graph
 from engine.workflow_fields import MAX_WORKFLOW_NAME, Collected, check_text
 from resolvers import mapping
@@ -23,6 +23,7 @@ from resolvers.graph_input import (
     workflow_from_input,
 )
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
+from resolvers.workspace_types import node_types_for_graph
 from schema import inputs, results, types
 from storage import errors, schedules, webhooks, workflows
 from storage.models import Workflow
@@ -61,11 +62,17 @@ async def _mapped(info: Info, row: Workflow) -> types.Workflow:
 
 
 async def _checked_graph(
-    info: Info, graph: Graph, collected: Collected, previous: Graph | None = None
+    info: Info,
+    graph: Graph,
+    collected: Collected,
+    workspace_id: str,
+    previous: Graph | None = None,
+    session: AsyncSession | None = None,
 ) -> tuple[Graph, dict[str, list[dict[str, object]]], list[Problem]]:
-    """`checked_graph` with this server's node types and limits."""
-    services = info.context.services
-    return await checked_graph(services.registry, services.graph_limits, graph, collected, previous)
+    """`checked_graph` with this server's limits and the node types the workspace sees."""
+    node_types = await node_types_for_graph(info, workspace_id, graph, session)
+    limits = info.context.services.graph_limits
+    return await checked_graph(node_types, limits, graph, collected, previous)
 
 
 # Queries
@@ -137,7 +144,9 @@ async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.Wo
     viewer = info.context.viewer()
     collected = Collected()
     fields = workflow_from_input(input, collected)
-    graph, node_issues, refusing = await _checked_graph(info, fields.graph, collected)
+    graph, node_issues, refusing = await _checked_graph(
+        info, fields.graph, collected, viewer.personal_workspace_id
+    )
     if refusing:
         return validation_error(refusing)
     async with info.context.database.session() as session:
@@ -177,7 +186,9 @@ async def update_workflow(
         # A node renamed in this update keeps the expressions that refer to it working.
         previous = Graph.from_json(current.nodes, current.edges)
         graph = editing.carry_renames(previous, fields.graph)
-        graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
+        graph, node_issues, refusing = await _checked_graph(
+            info, graph, collected, current.workspace_id, previous, session
+        )
         refusing = refusing or await reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
@@ -251,7 +262,7 @@ async def _edit_graph(
     info: Info,
     workflow_id: str,
     expected_version: int,
-    edit: Callable[[Graph], Graph],
+    edit: Callable[[Graph, NodeTypeLookup], Graph],
     collected: Collected,
 ) -> results.WorkflowResult:
     viewer = info.context.viewer()
@@ -264,8 +275,9 @@ async def _edit_graph(
                 errors.VersionConflictError(workflow_id, expected_version, current.version)
             )
         previous = Graph.from_json(current.nodes, current.edges)
+        node_types = await node_types_for_graph(info, current.workspace_id, previous, session)
         try:
-            graph = edit(previous)
+            graph = edit(previous, node_types)
         except editing.EditError as exc:
             collected.add(exc.code, exc.message, exc.field, exc.node_id)
             return validation_error(collected.problems)
@@ -274,7 +286,9 @@ async def _edit_graph(
                 field = f"parameters.{path}" if path else "parameters"
                 collected.add("MIGRATION_FAILED", message, field, exc.node_id)
             return validation_error(collected.problems)
-        graph, node_issues, refusing = await _checked_graph(info, graph, collected, previous)
+        graph, node_issues, refusing = await _checked_graph(
+            info, graph, collected, current.workspace_id, previous, session
+        )
         refusing = refusing or await reference_problems(session, graph, current.workspace_id)
         if refusing:
             return validation_error(refusing)
@@ -304,7 +318,7 @@ async def add_node(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.add_node(graph, new_node),
+        lambda graph, _: editing.add_node(graph, new_node),
         collected,
     )
 
@@ -322,7 +336,7 @@ async def update_node(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.update_node(graph, str(node_id), new_node),
+        lambda graph, _: editing.update_node(graph, str(node_id), new_node),
         collected,
     )
 
@@ -334,12 +348,11 @@ async def upgrade_node(
     to_version: int,
     expected_version: int,
 ) -> results.WorkflowResult:
-    registry = info.context.services.registry
     return await _edit_graph(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.upgrade_node(graph, str(node_id), to_version, registry),
+        lambda graph, node_types: editing.upgrade_node(graph, str(node_id), to_version, node_types),
         Collected(),
     )
 
@@ -351,7 +364,7 @@ async def remove_node(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.remove_node(graph, str(node_id)),
+        lambda graph, _: editing.remove_node(graph, str(node_id)),
         Collected(),
     )
 
@@ -364,7 +377,7 @@ async def add_edge(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.add_edge(graph, new_edge),
+        lambda graph, _: editing.add_edge(graph, new_edge),
         Collected(),
     )
 
@@ -377,7 +390,7 @@ async def remove_edge(
         info,
         str(workflow_id),
         expected_version,
-        lambda graph: editing.remove_edge(graph, old_edge),
+        lambda graph, _: editing.remove_edge(graph, old_edge),
         Collected(),
     )
 
@@ -479,9 +492,8 @@ async def publish_workflow(
                 )
             # Validate again: an installed plugin may have changed since the draft was saved.
             graph = Graph.from_json(current.nodes, current.edges)
-            report = await check_graph(
-                graph, info.context.services.registry, info.context.services.graph_limits
-            )
+            node_types = await node_types_for_graph(info, current.workspace_id, graph, session)
+            report = await check_graph(graph, node_types, info.context.services.graph_limits)
             blocking = list(report.blocking_problems())
             policy = info.context.services.node_type_policy()
             blocking += policy.problems(current.nodes, current.workspace_id)

@@ -100,3 +100,45 @@ class CredentialInput:
 class CredentialUpdateInput:
     name: str | None = strawberry.field(default=None, description="A new name.")
     data: JSON | None = strawberry.field(default=None, description="Fields to change.")
+
+
+@strawberry.input(
+    description="A declarative node type's definition: data, not code (docs/node-types.md, "
+    '"Declarative node types"). Its request template\'s strings may hold `{{ }}` expressions '
+    "over `$parameter` (the node's parameters) and `$json` (the item)."
+)
+class DeclarativeNodeTypeInput:
+    display_name: str = strawberry.field(description="Label for the palette (1-100 characters).")
+    description: str | None = strawberry.field(default=None, description="What the node does.")
+    parameters_schema: JSON | None = strawberry.field(
+        default=None,
+        description="JSON Schema (Draft 2020-12) of the node's parameters, an object; none "
+        "when omitted.",
+    )
+    credential_kinds: list[str] | None = strawberry.field(
+        default=None,
+        description="Credential kinds a node may use (of `credentialKinds`); the node's "
+        "credential signs every request sent to the URL's origin.",
+    )
+    catalog: JSON | None = strawberry.field(
+        default=None,
+        description="How the editor presents it: `category`, `subcategory`, `icon`, "
+        "`documentationUrl`, `subtitle`, `parameterHints` (each `name`, `placeholder`, "
+        "`widget`, `showWhen`) and `defaults`.",
+    )
+    request_template: JSON = strawberry.field(
+        description="The request sent for each item: `method`, `url`, `query` and `headers` "
+        "(objects of name to value), `body` (JSON, sent as JSON), and optionally "
+        "`timeoutSeconds`, `maxResponseBytes`, `retry` (`maxAttempts`, `backoffSeconds`)."
+    )
+    response_mapping: JSON | None = strawberry.field(
+        default=None,
+        description="What becomes items: `select` (a dotted path in the answer), `split` (an "
+        "array into one item per element), `keep` or `drop` (field names).",
+    )
+    pagination: JSON | None = strawberry.field(
+        default=None,
+        description="More pages: `nextUrl` (the path of the next page's URL in the answer) or "
+        "`cursor` (the path of a cursor, sent back as the query parameter `cursorParameter`), "
+        "and `maxPages`, the most pages fetched per item.",
+    )

@@ -22,6 +22,7 @@ from strawberry.types.graphql import OperationType
 
 from resolvers import accounts as account_resolvers
 from resolvers import credentials as credential_resolvers
+from resolvers import declarative_types as declarative_type_resolvers
 from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
 from resolvers import previews as preview_resolvers
@@ -59,7 +60,8 @@ class Query:
     )
     node_types: list[types.NodeType] = strawberry.field(
         resolver=node_type_resolvers.node_types,
-        description="Every installed node type, latest version of each, sorted by name; "
+        description="Every installed node type (and with `workspaceId` that workspace's "
+        "declarative types), latest version of each, sorted by name; "
         "`search` keeps those whose name, display name, description, category or subcategory "
         "hold every word of it (any case), `group` and `category` those of that palette group "
         "or category. Types disabled by policy (server-wide, or in `workspaceId`) are left "
@@ -73,7 +75,8 @@ class Query:
     )
     node_type: types.NodeType | None = strawberry.field(
         resolver=node_type_resolvers.node_type,
-        description="One node type by name (and version; the latest when omitted), enabled or not.",
+        description="One node type by name (and version; the latest when omitted), enabled or "
+        "not; a workspace's declarative type only with that `workspaceId`.",
     )
     node_type_policy_changes: list[types.NodeTypePolicyChange] = strawberry.field(
         resolver=node_type_resolvers.node_type_policy_changes,
@@ -230,6 +233,21 @@ class Mutation:
     delete_credential: results.DeleteResult = strawberry.mutation(
         resolver=credential_resolvers.delete_credential,
         description="Delete a credential that no workflow uses (InUseError names those that do).",
+    )
+    create_node_type: results.NodeTypeResult = strawberry.mutation(
+        resolver=declarative_type_resolvers.create_node_type,
+        description="Create a declarative node type (`ws.name`, version 1) in a workspace of "
+        "yours; every problem of its definition is returned at once, with its path.",
+    )
+    update_node_type: results.NodeTypeResult = strawberry.mutation(
+        resolver=declarative_type_resolvers.update_node_type,
+        description="Give a declarative node type a new definition, as its next version: "
+        "nodes keep the version they use until upgraded (`upgradeNode`).",
+    )
+    delete_node_type: results.DeleteResult = strawberry.mutation(
+        resolver=declarative_type_resolvers.delete_node_type,
+        description="Delete a declarative node type, every version, once no draft or "
+        "published workflow uses it (InUseError names those that do).",
     )
     create_user: results.TokenResult = strawberry.mutation(
         resolver=account_resolvers.create_user,

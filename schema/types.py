@@ -309,7 +309,10 @@ class Port:
 
 @strawberry.type(description="A kind of node the editor can place, built in or from a plugin.")
 class NodeType:
-    name: str = strawberry.field(description="`http_request`, or `namespace.name` for plugins.")
+    name: str = strawberry.field(
+        description="`http_request`, `namespace.name` for plugins, `ws.name` for a "
+        "workspace's declarative types."
+    )
     version: int = strawberry.field(description="Type version (the latest in `nodeTypes`).")
     versions: list[int] = strawberry.field(description="Every version installed.")
     display_name: str = strawberry.field(description="Label for the palette.")
@@ -347,6 +350,11 @@ class NodeType:
     deprecated: str | None = strawberry.field(
         description="Why this version should no longer be used and what to use instead; "
         "null when it is current. Its nodes still run, with a NODE_TYPE_DEPRECATED hint."
+    )
+    definition: JSON | None = strawberry.field(
+        default=None,
+        description="For a workspace's declarative type (`ws.name`): its definition as "
+        "given to `createNodeType` or `updateNodeType`; null for installed types.",
     )
     enabled: bool = strawberry.field(
         default=True,

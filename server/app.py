@@ -42,6 +42,7 @@ from storage.credentials import DatabaseCredentials
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.lifecycle_store import DatabaseExecutionStore
+from storage.node_type_definitions import DeclaredNodeTypes
 from storage.recorder import GroupCommitWriter
 from storage.starts import EmbeddedStarts
 from storage.webhooks import RouteCache
@@ -102,6 +103,7 @@ def build_services(
                 database, secret_box, lambda requests: lifecycle.start_calls(requests), policies
             ),
             expression_limits=settings.expression_limits(),
+            workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,
         )
         submitter = InProcessSubmitter(runner)
         starts = EmbeddedStarts(source, submitter, writer)

@@ -33,6 +33,7 @@ from engine.node_type_policy import PolicySnapshot
 from engine.nodes.base import CredentialProvider, PortItems
 from engine.ports import StartConflict, StartRequest
 from engine.states import ExecutionStatus
+from engine.validation import Problem
 from storage import executions, webhooks
 from storage.db import Database
 from storage.models import NodeRun
@@ -46,6 +47,14 @@ MAX_IDEMPOTENCY_KEY = 200
 
 class _TooLarge(Exception):
     pass
+
+
+class _TypeDisabled(Exception):
+    """A start refused by the node type policies: the problem of the first node."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
 
 
 def _error(http_status: int, message: str, **extra: Any) -> JSONResponse:
@@ -101,16 +110,6 @@ class WebhookEndpoint:
         refused, secret_header = await self._authenticate(request, route)
         if refused is not None:
             return refused
-        policy = self.services.node_type_policy()
-        if not policy.empty and (disabled := policy.problems(route.nodes, route.workspace_id)):
-            # No new execution while a node type of the workflow is disabled; 503, as the
-            # endpoint answers again once it is enabled (senders retry a 5xx).
-            return _error(
-                503,
-                disabled[0].message,
-                code=disabled[0].code,
-                nodeId=disabled[0].node_id,
-            )
         limit = int(route.parameters.get("maxBodyBytes") or 1024 * 1024)
         try:
             raw = await _read(request, limit)
@@ -152,6 +151,11 @@ class WebhookEndpoint:
             streams.append(fanout.open(execution_id))
 
         async def prepare() -> StartRequest:
+            # No new execution while a node type of the workflow is disabled (a repeat of an
+            # earlier one, by its Idempotency-Key, still gets that one's answer).
+            policy = self.services.node_type_policy()
+            if not policy.empty and (disabled := policy.problems(route.nodes, route.workspace_id)):
+                raise _TypeDisabled(disabled[0])
             return StartRequest(
                 workspace_id=route.workspace_id,
                 workflow_id=route.workflow_id,
@@ -183,6 +187,21 @@ class WebhookEndpoint:
             )
         except StartConflict:
             return gone()  # the workflow was deleted since its route was read
+        except _TypeDisabled as policy_refusal:
+            # 503: the endpoint answers again once the type is enabled (senders retry a
+            # 5xx). Who disabled it and why is the workspace's to see, not the caller's.
+            logger.warning(
+                "webhook of workflow %s refused: node %s: %s",
+                route.workflow_id,
+                policy_refusal.problem.node_id,
+                policy_refusal.problem.message,
+            )
+            return _error(
+                503,
+                "a node type this workflow uses is disabled; it runs again once enabled",
+                code=policy_refusal.problem.code,
+                nodeId=policy_refusal.problem.node_id,
+            )
         finally:
             for stream in streams:
                 fanout.close(stream)

@@ -36,6 +36,7 @@ from storage.executions import DatabaseExecutionSource
 from storage.leases import LeaseKeeper
 from storage.lifecycle_store import DatabaseExecutionStore
 from storage.migrate import upgrade
+from storage.node_type_definitions import DeclaredNodeTypes
 from storage.recorder import GroupCommitWriter
 
 logger = logging.getLogger("loom.worker")
@@ -78,6 +79,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
             database, settings.secret_box(), lifecycle.start_calls, policies
         ),
         expression_limits=settings.expression_limits(),
+        workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,
     )
     writer.on_fence_lost(lambda execution_id: runner.interrupt(execution_id, LEASE_LOST))
     sweeper = Sweeper(

@@ -9,9 +9,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import workflows
 from storage.db import Database
 from storage.errors import DuplicateNameError, StorageError
-from storage.models import Credential, Workflow, WorkflowVersion
+from storage.models import Credential
 from storage.secrets import SecretBox
 from storage.types import storable, utcnow
 
@@ -166,27 +167,9 @@ async def delete_credential(session: AsyncSession, row: Credential) -> None:
 async def workflows_using(session: AsyncSession, row: Credential) -> list[tuple[str, str]]:
     """(id, name) of the workflows of the credential's workspace whose draft or published
     version refers to it."""
-    drafts = (
-        await session.exec(select(Workflow).where(Workflow.workspace_id == row.workspace_id))
-    ).all()
-    users: dict[str, str] = {}
-    for workflow in drafts:
-        if _refers(workflow.nodes, row.id):
-            users[workflow.id] = workflow.name
-    published = (
-        await session.exec(
-            select(WorkflowVersion, Workflow.name)
-            .join(Workflow, col(Workflow.id) == col(WorkflowVersion.workflow_id))
-            .where(
-                Workflow.workspace_id == row.workspace_id,
-                col(WorkflowVersion.version) == col(Workflow.published_version),
-            )
-        )
-    ).all()
-    for version, name in published:
-        if version.workflow_id not in users and _refers(version.nodes, row.id):
-            users[version.workflow_id] = name
-    return sorted(users.items(), key=lambda item: item[1])
+    return await workflows.workflows_using(
+        session, row.workspace_id, lambda nodes: _refers(nodes, row.id)
+    )
 
 
 def _refers(nodes: list[dict[str, Any]], credential_id: str) -> bool:

@@ -420,6 +420,38 @@ class Credential(SQLModel, table=True):
     )
 
 
+class NodeTypeDefinition(SQLModel, table=True):
+    """One version of a workspace's declarative node type (`ws.name`): its definition as
+    data (engine/declarative.py). A version is never changed: an update adds the next one.
+    Deleting the type marks its versions `deleted_at`, so that a type made again later under
+    the same name continues the numbering and a snapshot that pinned an old version can
+    never run a different definition under that number."""
+
+    __tablename__ = "node_type_definitions"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    workspace_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    name: str = Field(max_length=128)
+    version: int
+    definition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_by: str | None = Field(
+        default=None,
+        sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    created_at: datetime = _created_at()
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id", "name", "version", name="uq_node_type_definitions_version"
+        ),
+    )
+
+
 class WebhookRoute(SQLModel, table=True):
     """Where an active workflow's webhook trigger answers: one row per method and path,
     written when the workflow is activated (or published while active)."""

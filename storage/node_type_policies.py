@@ -13,6 +13,8 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -38,27 +40,32 @@ async def set_enabled(
     user_name: str | None,
 ) -> bool:
     """Enable or disable `node_type` in `scope` (`SERVER_SCOPE` or a workspace id), recording
-    the change; False, and nothing written, when it was so already."""
-    current = await session.get(NodeTypePolicy, (scope, node_type))
-    if enabled == (current is None):
-        return False
+    the change; False, and nothing written, when it was so already. Concurrent calls are
+    safe on both databases: the row is removed or inserted by one statement whose row count
+    says whether this call changed it (a concurrent one that did is not recorded twice)."""
     now = utcnow()
     if enabled:
-        await session.exec(
+        removed = await session.exec(
             delete(NodeTypePolicy).where(
                 col(NodeTypePolicy.scope) == scope, col(NodeTypePolicy.node_type) == node_type
             )
         )
+        changed = removed.rowcount > 0
     else:
-        session.add(
-            NodeTypePolicy(
+        dialect = session.get_bind().dialect.name
+        statement = (sqlite_insert if dialect == "sqlite" else pg_insert)(NodeTypePolicy)
+        inserted = await session.exec(
+            statement.values(
                 scope=scope,
                 node_type=node_type,
                 reason=reason,
                 changed_by=user_name,
                 changed_at=now,
-            )
+            ).on_conflict_do_nothing(index_elements=["scope", "node_type"])
         )
+        changed = inserted.rowcount > 0
+    if not changed:
+        return False
     session.add(
         NodeTypePolicyChange(
             scope=scope,

@@ -75,18 +75,36 @@ async def final_runs(session: AsyncSession, execution_id: str) -> dict[str, RunR
     return final
 
 
+# The largest node output a preview decodes (as JSON): a preview runs on every keystroke, and
+# decoding 100 MB takes the event loop most of a second.
+MAX_PREVIEW_OUTPUT_BYTES = 16 * 1024 * 1024
+
+
+class OutputTooLarge(Exception):
+    """A node run's output is larger than a preview decodes."""
+
+    def __init__(self, run_id: str, raw_bytes: int) -> None:
+        super().__init__(f"node run {run_id!r} output is {raw_bytes:,} bytes")
+        self.run_id = run_id
+        self.raw_bytes = raw_bytes
+
+
 async def whole_outputs(
     session: AsyncSession, run_ids: Sequence[str]
 ) -> dict[str, tuple[PortItems, int]]:
     """The outputs of these node runs, decoded whole, each with its size as JSON (runs
-    without an output left out)."""
+    without an output left out); `OutputTooLarge`, before anything is decoded, when one is
+    larger than `MAX_PREVIEW_OUTPUT_BYTES`."""
     if not run_ids:
         return {}
-    decoded = await executions.payloads_by_run(session, run_ids)
     query = select(NodeRunPayload.node_run_id, NodeRunPayload.raw_bytes).where(
         col(NodeRunPayload.node_run_id).in_(run_ids)
     )
     sizes = {run_id: raw_bytes for run_id, raw_bytes in await session.exec(query)}
+    for run_id, raw_bytes in sizes.items():
+        if raw_bytes > MAX_PREVIEW_OUTPUT_BYTES:
+            raise OutputTooLarge(run_id, raw_bytes)
+    decoded = await executions.payloads_by_run(session, run_ids)
     return {run_id: (items, sizes.get(run_id, 0)) for run_id, items in decoded.items()}
 
 

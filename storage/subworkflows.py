@@ -16,7 +16,7 @@ from engine.node_type_policy import EMPTY, NODE_TYPE_DISABLED
 from engine.nodes.base import CallRefused, ChildResult, SubworkflowCall
 from engine.nodes.growth import too_large
 from engine.nodes.subworkflow import SUBWORKFLOW_MODE, TRIGGER
-from engine.ports import CreatedExecution, ParentLink, StartRequest
+from engine.ports import CreatedExecution, ParentLink, StartConflict, StartRequest
 from engine.states import ExecutionStatus
 from storage import executions, output_reads, workflows
 from storage.db import Database
@@ -115,7 +115,13 @@ class DatabaseWorkflowCaller:
             )
             for batch, items in enumerate(call.batches)
         ]
-        return [execution.id for execution in await self.start_calls(requests)]
+        try:
+            started = await self.start_calls(requests)
+        except StartConflict as exc:  # the called workflow was deleted meanwhile
+            raise CallRefused(
+                "UNKNOWN_WORKFLOW", f"workflow {call.workflow_id!r} not found in this workspace"
+            ) from exc
+        return [execution.id for execution in started]
 
     async def results(
         self, parent_run_id: str, max_bytes: int | None = None

@@ -11,7 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine import editing
 from engine.credentials import KINDS
 from engine.graph import Graph
-from engine.node_types import NodeTypeRegistry
+from engine.node_types import NodeTypeLookup
 from engine.nodes.subworkflow import EXECUTE_WORKFLOW
 from engine.validation import GraphLimits, Problem, Severity, check_graph
 from engine.workflow_fields import Collected
@@ -26,7 +26,7 @@ _ABSENT_TYPE = frozenset({"UNKNOWN_NODE_TYPE", "UNKNOWN_TYPE_VERSION"})
 
 
 async def checked_graph(
-    registry: NodeTypeRegistry,
+    registry: NodeTypeLookup,
     limits: GraphLimits,
     graph: Graph,
     collected: Collected,

@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.credentials import KINDS
 from engine.graph import Graph, Node
-from engine.node_types import NodeTypeRegistry
+from engine.node_types import NodeTypeLookup
 from engine.pins import size_problems
 from engine.validation import GraphLimits, Problem, Severity
 from engine.validation.text import escape, quote
@@ -83,7 +83,7 @@ async def export_document_of(
 
 async def import_document(
     database: Database,
-    registry: NodeTypeRegistry,
+    registry: NodeTypeLookup,
     limits: GraphLimits,
     data: Any,
     *,

@@ -6,7 +6,7 @@ changes made from the same version exactly one matches, the other gets a conflic
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -356,3 +356,32 @@ async def versions_by_workflow(
     for snapshot in await session.exec(query):
         grouped[snapshot.workflow_id].append(snapshot)
     return grouped
+
+
+async def workflows_using(
+    session: AsyncSession, workspace_id: str, uses: Callable[[list[dict[str, Any]]], bool]
+) -> list[tuple[str, str]]:
+    """(id, name) of the workspace's workflows, by name, whose draft or published version
+    has nodes for which `uses(nodes)` holds: what must change before a thing they use (a
+    credential, a node type) may be deleted."""
+    drafts = (
+        await session.exec(select(Workflow).where(Workflow.workspace_id == workspace_id))
+    ).all()
+    users: dict[str, str] = {}
+    for workflow in drafts:
+        if uses(workflow.nodes):
+            users[workflow.id] = workflow.name
+    published = (
+        await session.exec(
+            select(WorkflowVersion, Workflow.name)
+            .join(Workflow, col(Workflow.id) == col(WorkflowVersion.workflow_id))
+            .where(
+                Workflow.workspace_id == workspace_id,
+                col(WorkflowVersion.version) == col(Workflow.published_version),
+            )
+        )
+    ).all()
+    for version, name in published:
+        if version.workflow_id not in users and uses(version.nodes):
+            users[version.workflow_id] = name
+    return sorted(users.items(), key=lambda item: item[1])

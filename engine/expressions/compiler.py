@@ -72,6 +72,7 @@ _VARIABLES: dict[str, Callable[[Scope], Any]] = {
     "today": lambda scope: scope.now[:10],
     "itemIndex": lambda scope: scope.item_index,
     "node": lambda scope: scope.nodes,
+    "parameter": lambda scope: scope.parameter,
 }
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {

@@ -104,6 +104,9 @@ class Scope:
     execution: Mapping[str, Any] = field(default_factory=dict)
     workflow: Mapping[str, Any] = field(default_factory=dict)
     now: str = ""
+    # `$parameter`: a declarative node type's node parameters, rendered for the item, as its
+    # request template sees them (engine/declarative.py); empty everywhere else.
+    parameter: Mapping[str, Any] = field(default_factory=dict)
     # The meter of the rendering in progress; `CompiledParameters.render` starts it afresh.
     budget: Budget = field(default_factory=Budget)
 

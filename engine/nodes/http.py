@@ -91,7 +91,8 @@ _TOKENS: OrderedDict[tuple[str, bytes], _OAuthToken] = OrderedDict()
 MAX_CACHED_TOKENS = 1000
 
 
-async def _auth(context: NodeRunContext, http: HttpClient) -> Auth:
+async def request_auth(context: NodeRunContext, http: HttpClient) -> Auth:
+    """What the node's one credential (`credentials: {kind: id}`) adds to its requests."""
     credentials = context.node.credentials
     if not credentials:
         return Auth()
@@ -191,13 +192,14 @@ def _pairs(entries: Any, parameter: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _where(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without what may hold a secret (a password, a key in the query), for
     messages."""
     return str(URL(url).with_user(None).with_query(None).with_fragment(None))
 
 
-def _decode(response: HttpResponse, response_format: str) -> Any:
+def decode(response: HttpResponse, response_format: str) -> Any:
+    """The body: JSON (`json`, or `auto` with a JSON content type) or text."""
     content_type = response.headers.get("Content-Type", "")
     as_json = response_format == "json" or (
         response_format == "auto" and "json" in content_type.lower()
@@ -207,13 +209,13 @@ def _decode(response: HttpResponse, response_format: str) -> Any:
             return json_depth.loads(response.body) if response.body else None
         except json_depth.JsonTooDeep as exc:
             raise NodeError(
-                f"the response of {_where(response.url)} is {exc}",
+                f"the response of {safe_url(response.url)} is {exc}",
                 error_type="HTTP_RESPONSE_TOO_DEEP",
                 details={"maxDepth": exc.limit},
             ) from exc
         except orjson.JSONDecodeError as exc:
             raise NodeError(
-                f"the response of {_where(response.url)} is not JSON",
+                f"the response of {safe_url(response.url)} is not JSON",
                 error_type="HTTP_INVALID_JSON",
             ) from exc
     return response.body.decode(errors="replace")
@@ -226,20 +228,14 @@ async def http_request(context: NodeRunContext, inputs: PortItems) -> PortItems:
             error_type="NOT_RUNNABLE",
         )
     http = context.resources.http
-    auth = await _auth(context, http)
+    auth = await request_auth(context, http)
     output: list[Item] = []
     items = list(inputs.get("main") or [{}])
     for index, item in enumerate(items):
         parameters = context.parameters(item, index)
-        response = await _send(http, parameters, auth)
-        if response.status >= 400:
-            raise NodeError(
-                f"{parameters.get('method', 'GET')} {_where(response.url)} answered "
-                f"{response.status}",
-                error_type="HTTP_STATUS",
-                details={"status": response.status},
-            )
-        body = _decode(response, parameters.get("responseFormat", "auto"))
+        response = await send(http, parameters, auth)
+        check_status(parameters.get("method", "GET"), response)
+        body = decode(response, parameters.get("responseFormat", "auto"))
         if parameters.get("fullResponse"):
             output.append(
                 {
@@ -255,6 +251,16 @@ async def http_request(context: NodeRunContext, inputs: PortItems) -> PortItems:
             output.append(body if isinstance(body, dict) else {"body": body})
         await context.checkpoint()
     return {"main": output}
+
+
+def check_status(method: str, response: HttpResponse) -> None:
+    """A 4xx or 5xx answer (once retries are used up) fails the node with its status."""
+    if response.status >= 400:
+        raise NodeError(
+            f"{method} {safe_url(response.url)} answered {response.status}",
+            error_type="HTTP_STATUS",
+            details={"status": response.status},
+        )
 
 
 def _url(parameters: Mapping[str, Any]) -> str:
@@ -275,7 +281,9 @@ def _timeout_s(parameters: Mapping[str, Any]) -> float:
     return number(parameters, "timeoutSeconds", minimum=0.1)
 
 
-async def _send(http: HttpClient, parameters: Mapping[str, Any], auth: Auth) -> HttpResponse:
+async def send(http: HttpClient, parameters: Mapping[str, Any], auth: Auth) -> HttpResponse:
+    """One request as the HTTP Request node's parameters describe it, retried on connection
+    errors, 429 and 5xx; the last answer once retries are used up."""
     url = _url(parameters)
     method = choice(parameters, "method", METHODS, default="GET")
     body_type = parameters.get("bodyType", "none")

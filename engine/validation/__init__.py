@@ -36,7 +36,7 @@ import unicodedata
 
 from engine import slices
 from engine.graph import Graph, Node
-from engine.node_types import NodeType, NodeTypeRegistry
+from engine.node_types import NodeType, NodeTypeLookup
 from engine.validation.cycles import find_cycles
 from engine.validation.edges import edge_problems
 from engine.validation.expressions import expression_problems
@@ -66,21 +66,21 @@ __all__ = [
 
 
 def validate_graph(
-    graph: Graph, registry: NodeTypeRegistry, limits: GraphLimits = DEFAULT_LIMITS
+    graph: Graph, registry: NodeTypeLookup, limits: GraphLimits = DEFAULT_LIMITS
 ) -> ValidationReport:
     """Check a graph against the registry and the limits, reporting every problem found."""
     return slices.finish(validating(graph, registry, limits))
 
 
 async def check_graph(
-    graph: Graph, registry: NodeTypeRegistry, limits: GraphLimits = DEFAULT_LIMITS
+    graph: Graph, registry: NodeTypeLookup, limits: GraphLimits = DEFAULT_LIMITS
 ) -> ValidationReport:
     """`validate_graph` on the event loop, a slice at a time."""
     return await slices.finish_in_slices(validating(graph, registry, limits))
 
 
 def validating(
-    graph: Graph, registry: NodeTypeRegistry, limits: GraphLimits = DEFAULT_LIMITS
+    graph: Graph, registry: NodeTypeLookup, limits: GraphLimits = DEFAULT_LIMITS
 ) -> slices.Work[ValidationReport]:
     """The checks of `validate_graph`, pausing between nodes and between expressions.
 

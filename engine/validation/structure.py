@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 
 from engine.graph import Graph, Node
-from engine.node_types import NodeType, NodeTypeRegistry
+from engine.node_types import NodeType, NodeTypeLookup
 from engine.validation.report import GraphLimits, Problem
 from engine.validation.text import BAD_IN_LABEL, codepoint, quote, show
 
@@ -36,7 +36,7 @@ def node_problems(
     index: int,
     node: Node,
     node_type: NodeType | None,
-    registry: NodeTypeRegistry,
+    registry: NodeTypeLookup,
     limits: GraphLimits,
 ) -> Iterator[Problem]:
     """Problems of one node taken alone: id, name, type, retry and timeout."""

@@ -312,3 +312,19 @@ async def test_a_nodes_input_schema_comes_from_the_latest_manual_run(
         {"id": "split", "inputSchema": {"totalItems": 1}},
         {"id": "target", "inputSchema": {"totalItems": 3}},
     ]
+
+
+async def test_an_output_larger_than_previews_read_is_not_decoded(
+    app: Any, alice: Caller, monkeypatch: Any
+) -> None:
+    from storage import previews
+
+    workflow_id, execution_id = await _ran(app, alice)
+    # Split's output (the target's input) is a few hundred bytes: over a limit of 100.
+    monkeypatch.setattr(previews, "MAX_PREVIEW_OUTPUT_BYTES", 100)
+    app.state.services.preview_outputs.__init__()  # nothing decoded kept from before
+    for text, node_id in (("{{ $json.name }}", "target"), ("{{ $('Split').first() }}", "split")):
+        result = await _evaluate(alice, workflow_id, text, node=node_id)
+        assert result["__typename"] == "NoDataError", result
+        assert "too large to preview" in result["message"], result
+        assert result["executionId"] == execution_id

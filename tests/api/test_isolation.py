@@ -144,12 +144,16 @@ MUTATION_CASES: dict[str, tuple[str, Any, str]] = {
 EXECUTIONS_TEST = "test_executions.py::test_other_users_cannot_see_run_or_cancel_executions"
 CREDENTIALS_TEST = "test_credentials.py::test_nobody_sees_or_changes_anothers_credentials"
 KINDS_TEST = "test_credentials.py::test_kinds_describe_their_fields_with_secrets_write_only"
+DECLARATIVE_TEST = "test_declarative_types.py::test_nobody_changes_another_workspaces_types"
 EXPORTS_TEST = "test_export_import.py::"
 EXPORT_TEST = EXPORTS_TEST + "test_another_users_workflow_and_a_missing_version_are_not_found"
 POLICY_READS_TEST = "test_node_type_policies.py::test_another_workspace_cannot_be_looked_at"
 POLICIES_TEST = "test_node_type_policies.py::test_bad_changes_are_refused_and_record_nothing"
 PREVIEWS_TEST = "test_expression_preview.py::test_bad_input_is_a_typed_result"
 MUTATIONS_CHECKED_ELSEWHERE = {
+    "createNodeType": DECLARATIVE_TEST,
+    "updateNodeType": DECLARATIVE_TEST,
+    "deleteNodeType": DECLARATIVE_TEST,
     "createWorkflow": "test_bob_creates_in_his_own_workspace",
     "executeWorkflow": EXECUTIONS_TEST,
     "cancelExecution": EXECUTIONS_TEST,

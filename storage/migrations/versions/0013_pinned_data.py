@@ -1,8 +1,8 @@
 """pinned data and runs to a node: items pinned as a node's output on the draft, copied into
 each snapshot; what a manual execution runs to and reuses; where a node run's output came from
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-08
 
 `pinned_data` maps node ids to the items pinned as that node's output (issue 16, "Pinned
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0012"
-down_revision: str | None = "0011"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
