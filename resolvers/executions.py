@@ -240,7 +240,7 @@ async def execute_workflow(
             if disabled:
                 raise _Refused(validation_error(disabled))
         if not whole or snapshot is None or runnable is None:
-            # Not run before at this revision (or from a chosen node): check and snapshot
+            # Not run before at this revision (or from or to a chosen node): check and snapshot
             # the whole draft.
             async with info.context.database.transaction() as session:
                 workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
@@ -317,7 +317,7 @@ async def execute_node(
                 raise _Refused(_not_found("workflow", str(workflow_id)))
             if not any(node.get("id") == str(node_id) for node in workflow.nodes):
                 raise _Refused(validation_error([pins.node_missing(str(node_id))]))
-            problems = await _runnable_problems(info, workflow)
+            problems = await _runnable_problems(info, workflow, session)
             if problems:
                 raise _Refused(validation_error(problems))
             version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
