@@ -93,6 +93,8 @@ class NodeRunState:
     error: ErrorInfo | None = None
     # What the attempt printed, for nodes that print (the Code node); None otherwise.
     console: ConsoleOutput | None = None
+    # Where its output came from when the node did not run (`PINNED`); None when it ran.
+    source: str | None = None
     # Already stored by an earlier run (a parked attempt that goes on): updated, not inserted.
     stored: bool = False
 

@@ -56,6 +56,8 @@ from engine.nodes.base import (
 from engine.nodes.growth import too_large
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTPUT_BYTES
 from engine.outputs import EncodedOutputs, check_outputs, preview, serialize_outputs
+from engine.partial import REUSED
+from engine.pins import PINNED
 from engine.plan import ERROR_PORT, Plan, PlanNode
 from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
 from engine.truncation import bounded_error
@@ -124,6 +126,15 @@ class RunRequest:
     # Outputs of nodes that already SUCCEEDED (retry from the failed node, resume): they are
     # not run again.
     reuse: dict[str, PortItems] = field(default_factory=dict)
+    # Items pinned as nodes' outputs (a manual execution's, engine/pins.py), by node id: a
+    # pinned node is not run, its run records these items with `source` PINNED.
+    pinned: dict[str, list[Item]] = field(default_factory=dict)
+    # A run to a node (engine/partial.py): only it and its ancestors run, nodes in `reused`
+    # give those outputs (of an earlier execution) recorded with `source` REUSED. With
+    # `node_items`, only the destination runs, on these items (`executeNode`).
+    destination_node_id: str | None = None
+    node_items: list[Item] | None = None
+    reused: dict[str, PortItems] = field(default_factory=dict)
     # Attempts already used per node (resume), so attempt numbers keep counting.
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
@@ -267,6 +278,15 @@ class _Run:
         self.on_children: set[str] = set()
         # When the execution's time is up, on the monotonic clock (set when it starts).
         self.deadline: float | None = None
+        # A run to a node: the nodes it needs (the others are left out, unrecorded).
+        self.needed: frozenset[str] | None = None
+        destination = request.destination_node_id
+        if destination is not None and destination in self.plan.nodes:
+            self.needed = frozenset(
+                {destination}
+                if request.node_items is not None
+                else {destination, *self.plan.ancestor_ids(destination)}
+            )
 
     # Recording
 
@@ -345,7 +365,10 @@ class _Run:
                 if self.remaining[edge.target] == 0:
                     target = self.plan.nodes[edge.target]
                     inputs = self.gather(target)
-                    if inputs is None:
+                    if self.needed is not None and target.id not in self.needed:
+                        self.leave_out(target)
+                        pending.append(target.id)
+                    elif inputs is None:
                         self.skip(target)
                         pending.append(target.id)
                     else:
@@ -364,6 +387,11 @@ class _Run:
                 inputs[port] = items
         return inputs or None
 
+    def leave_out(self, plan_node: PlanNode) -> None:
+        """A node a run to another node does not need: not run, not recorded."""
+        self.outputs[plan_node.id] = {}
+        self.finished.add(plan_node.id)
+
     def skip(self, plan_node: PlanNode) -> None:
         state = self.new_state(plan_node)
         now = self.clock()
@@ -375,6 +403,41 @@ class _Run:
         self.emit(EventType.NODE_SKIPPED, state=state)
 
     # Running nodes
+
+    def give_pinned(self, plan_node: PlanNode, inputs: PortItems) -> PortItems:
+        """The node's pinned items as its output; the node does not run."""
+        port = plan_node.output_ports[0] if plan_node.output_ports else "main"
+        return self.give(plan_node, inputs, {port: self.request.pinned[plan_node.id]}, PINNED)
+
+    def give(
+        self, plan_node: PlanNode, inputs: PortItems, outputs: PortItems, source: str
+    ) -> PortItems:
+        """`outputs` as the node's output, recorded as a run that succeeded at once with
+        `source` (PINNED, REUSED); the node does not run."""
+        first: list[Item] = NO_DATA
+        for items in outputs.values():
+            if items:
+                first = items
+                break
+        state = self.new_state(plan_node)
+        state.started_at = state.finished_at = self.clock()
+        state.input_items = sum(map(len, inputs.values()))
+        state.output_items = sum(map(len, outputs.values()))
+        state.source = source
+        self.transition(state, NodeRunStatus.RUNNING)
+        self.transition(state, NodeRunStatus.SUCCEEDED)
+        # Pins were checked and bounded when pinned, reused outputs when they were made: no
+        # output limit applies to them again.
+        payload = serialize_outputs(outputs)
+        if self.request.handover is not None:
+            self.request.handover.succeeded(plan_node.id, outputs)
+        self.emit(
+            EventType.NODE_SUCCEEDED,
+            state=state,
+            payload=payload,
+            event_preview=preview(first, payload, None),
+        )
+        return outputs
 
     def park(self, plan_node: PlanNode, suspend: Suspend) -> PortItems:
         """The node's attempt waits for a later time (a durable wait): it resolves nothing."""
@@ -618,10 +681,17 @@ class _Run:
                 EventType.EXECUTION_RESUMED if request.resumed else EventType.EXECUTION_STARTED,
                 execution=update,
             )
+        if request.node_items is not None:
+            # Only the destination runs, on the given items (`executeNode`).
+            self.ready.append((start, {"main": request.node_items}))
+            return
         for plan_node in self.plan.nodes.values():
             if plan_node.incoming or plan_node.id == start.id:
                 continue
-            if plan_node.id in request.reuse:
+            if self.needed is not None and plan_node.id not in self.needed:
+                self.leave_out(plan_node)
+                self.resolve(plan_node, {})
+            elif plan_node.id in request.reuse:
                 self.resolve(plan_node, request.reuse[plan_node.id])
             else:
                 self.skip(plan_node)
@@ -632,6 +702,20 @@ class _Run:
             self.ready.appendleft((start, {"main": [request.input]}))
 
     def start_node(self) -> PlanNode:
+        destination = self.request.destination_node_id
+        if destination is not None and destination not in self.plan.nodes:
+            raise StartNodeError(f"no node {destination!r} to run to")
+        if destination is not None and self.request.node_items is not None:
+            return self.plan.nodes[destination]
+        start = self._start_node()
+        if self.needed is not None and start.id not in self.needed:
+            raise StartNodeError(
+                f"node {self.plan.nodes[destination or ''].node.name!r} is not downstream of "
+                f"the trigger {start.node.name!r}"
+            )
+        return start
+
+    def _start_node(self) -> PlanNode:
         requested = self.request.start_node_id
         if requested is not None:
             plan_node = self.plan.nodes.get(requested)
@@ -658,6 +742,13 @@ class _Run:
                     plan_node, inputs = self.ready.popleft()
                     if plan_node.id in self.request.reuse:
                         self.resolve(plan_node, self.request.reuse[plan_node.id])
+                        continue
+                    if plan_node.id in self.request.pinned:
+                        self.resolve(plan_node, self.give_pinned(plan_node, inputs))
+                        continue
+                    if plan_node.id in self.request.reused:
+                        reused = self.request.reused[plan_node.id]
+                        self.resolve(plan_node, self.give(plan_node, inputs, reused, REUSED))
                         continue
                     if not self.running and not self.ready:
                         # The only runnable node: run it in this task. A chain of nodes
@@ -706,6 +797,8 @@ class _Run:
         for node_id in self.plan.topological:
             if node_id in self.finished or node_id in self.request.reuse:
                 continue
+            if self.needed is not None and node_id not in self.needed:
+                continue
             state = self.states.get(node_id)
             if state is not None and state.status is NodeRunStatus.CANCELLED:
                 continue  # its running attempt was cancelled already
@@ -715,10 +808,12 @@ class _Run:
 
     def output(self) -> tuple[list[Item], str, str | None] | None:
         """The items of the last leaf node, in topological order, that produced data, their
-        port, and the node run that recorded them, if this run did."""
+        port, and the node run that recorded them, if this run did. A run to a node: that
+        node's items."""
+        destination = self.request.destination_node_id
         for node_id in reversed(self.plan.topological):
             plan_node = self.plan.nodes[node_id]
-            if plan_node.outgoing:
+            if node_id != destination and (plan_node.outgoing or destination is not None):
                 continue
             for port, items in self.outputs.get(node_id, {}).items():
                 if items:

@@ -62,6 +62,12 @@ class Plan:
         known = self._ancestors.get(node_id)
         if known is not None:
             return known
+        names = frozenset(self.nodes[upstream].node.name for upstream in self.ancestor_ids(node_id))
+        self._ancestors[node_id] = names
+        return names
+
+    def ancestor_ids(self, node_id: str) -> set[str]:
+        """Ids of the nodes upstream of a node."""
         seen: set[str] = set()
         stack = [node_id]
         while stack:
@@ -72,9 +78,7 @@ class Plan:
                         seen.add(source)
                         stack.append(source)
         seen.discard(node_id)
-        names = frozenset(self.nodes[upstream].node.name for upstream in seen)
-        self._ancestors[node_id] = names
-        return names
+        return seen
 
     def triggers(self) -> list[PlanNode]:
         return [n for n in self.nodes.values() if n.node_type.is_trigger]

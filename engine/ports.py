@@ -125,6 +125,11 @@ class StartRequest:
     start_node_id: str | None = None
     retry_of: str | None = None
     reuse_outputs: bool = False
+    # A run to a node (engine/partial.py): the node, whether only it runs (on the input's
+    # `items`), and the earlier execution whose still-valid outputs it reuses.
+    destination_node_id: str | None = None
+    node_only: bool = False
+    reuse_from: str | None = None
     # A sub-workflow call: the calling node's attempt.
     parent: ParentLink | None = None
     # The version with its graph, when the caller has it (a webhook's route): lets embedded

@@ -69,6 +69,13 @@ class LoadedExecution:
     # A WAITING execution's parked attempts by node id, as stored (see `Executor` park).
     parked: dict[str, dict[str, Any]] = field(default_factory=dict)
     reuse: dict[str, PortItems] = field(default_factory=dict)
+    # The snapshot's pinned items by node id, for a manual execution (others ignore pins).
+    pinned: dict[str, list[Item]] = field(default_factory=dict)
+    # A run to a node (engine/partial.py): the node, whether only it runs, and the outputs
+    # of an earlier execution it reuses.
+    destination_node_id: str | None = None
+    node_only: bool = False
+    reused: dict[str, PortItems] = field(default_factory=dict)
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     workspace_id: str = ""
@@ -324,6 +331,10 @@ class ExecutionRunner:
             start_node_id=loaded.start_node_id,
             next_sequence=loaded.next_sequence,
             reuse=loaded.reuse,
+            pinned=loaded.pinned,
+            destination_node_id=loaded.destination_node_id,
+            node_items=loaded.input.get("items") if loaded.node_only else None,
+            reused=loaded.reused,
             attempts_used=loaded.attempts_used,
             resumed=loaded.resumed,
             announced=True,

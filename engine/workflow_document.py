@@ -14,9 +14,10 @@ Format version 1 has these members, written in this order:
                    named, never given by id (ids mean nothing in another workspace) and
                    never with its fields (secrets stay where they are).
     edges          each as the graph stores it (`Edge.to_json`)
-    pinData        reserved: node id -> pinned items. Pinned data does not exist yet, so an
-                   export writes `{}` and an import refuses a document that pins anything
-                   (PINS_NOT_SUPPORTED) rather than dropping the items unsaid.
+    pinData        node id -> the items pinned as that node's output (engine/pins.py), in
+                   the order of the nodes; `{}` when nothing is pinned. An import checks
+                   them as `pinNodeData` does: each a list of JSON objects, of a node of
+                   the document, all together within the size limit.
 
 The workflow's id is not in the document and node ids are the graph's own, so exporting
 a workflow, importing the document and exporting the new workflow gives the same document.
@@ -33,8 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.graph import Graph
+from engine.pins import item_problems
 from engine.validation import Problem
-from engine.validation.text import show
+from engine.validation.text import escape, quote, show
 from engine.workflow_reader import WorkflowReader
 
 FORMAT_VERSION = 1
@@ -51,6 +53,7 @@ def export_document(
     settings: Mapping[str, Any],
     graph: Graph,
     credential_names: Mapping[str, str],
+    pinned: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """The document of a workflow; `credential_names` gives the name of each credential id
     the nodes refer to (a reference to a credential not in it is left out)."""
@@ -71,7 +74,9 @@ def export_document(
         "settings": dict(settings),
         "nodes": nodes,
         "edges": graph.edges_to_json(),
-        "pinData": {},
+        "pinData": {node.id: pinned[node.id] for node in graph.nodes if node.id in pinned}
+        if pinned
+        else {},
     }
 
 
@@ -83,6 +88,8 @@ class DocumentRead:
     description: str = ""
     tags: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    # The pinned items by node id (those that are valid).
+    pinned: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     # Each node's `credentials` hold credential *names* by kind, not ids, until the importer
     # links them to credentials of its workspace (validation checks them as text all the
     # same: what the database cannot store is refused).
@@ -150,7 +157,8 @@ def read_document(data: Any) -> DocumentRead:
         read.description = description
     if isinstance(tags, list) and all(isinstance(tag, str) for tag in tags):
         read.tags = tags
-    read.problems.extend(_pin_problems(data.get("pinData")))
+    read.pinned, pin_problems = _read_pins(data.get("pinData"), graph)
+    read.problems.extend(pin_problems)
     return read
 
 
@@ -178,11 +186,12 @@ def _format_version_problem(data: Any) -> Problem | None:
     )
 
 
-def _pin_problems(pins: Any) -> list[Problem]:
-    if pins is None or pins == {}:
-        return []
+def _read_pins(pins: Any, graph: Graph) -> tuple[dict[str, list[dict[str, Any]]], list[Problem]]:
+    """The document's pinned items by node id, and what is wrong with them."""
+    if pins is None:
+        return {}, []
     if not isinstance(pins, dict):
-        return [
+        return {}, [
             Problem(
                 "INVALID_DOCUMENT",
                 f"pinData must be a JSON object (node id -> items), got {show(pins)}",
@@ -190,14 +199,25 @@ def _pin_problems(pins: Any) -> list[Problem]:
                 "pinData",
             )
         ]
-    nodes = ", ".join(show(node_id) for node_id in list(pins)[:10])
-    more = ", ..." if len(pins) > 10 else ""
-    return [
-        Problem(
-            "PINS_NOT_SUPPORTED",
-            f"pinned data is not supported by this Loom yet (the document pins items of "
-            f"{nodes}{more}): remove pinData to import the workflow without it",
-            None,
-            "pinData",
-        )
-    ]
+    node_ids = {node.id for node in graph.nodes}
+    read: dict[str, list[dict[str, Any]]] = {}
+    problems: list[Problem] = []
+    for node_id, items in pins.items():
+        field = f"pinData.{escape(node_id)}"
+        if node_id not in node_ids:
+            problems.append(
+                Problem(
+                    "INVALID_DOCUMENT",
+                    f"pinData pins items of node {quote(node_id)}, which the document does "
+                    "not have",
+                    None,
+                    field,
+                )
+            )
+            continue
+        found = item_problems(items, field)
+        if found:
+            problems += found
+        else:
+            read[node_id] = items
+    return read, problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 
+from engine import partial, pins
 from engine.graph import Graph
 from engine.lifecycle import ExecutionLifecycle
 from engine.outputs import not_json_reason
@@ -83,6 +85,83 @@ def _start_node_problems(workflow: Workflow, start_node_id: str) -> list[Problem
     return []
 
 
+def _destination_problems(
+    info: Info, workflow: Workflow, destination_id: str, start_node_id: str | None
+) -> list[Problem]:
+    """Why the workflow cannot run to the node: it does not exist, or no trigger (or the
+    chosen start node) is upstream of it."""
+    graph = Graph.from_json(workflow.nodes, workflow.edges)
+    destination = graph.node(destination_id)
+    if destination is None:
+        return [
+            _problem(
+                "INVALID_DESTINATION_NODE",
+                f"the workflow has no node with id {destination_id!r}",
+                "destinationNodeId",
+            )
+        ]
+    needed = partial.ancestors(graph, destination_id) | {destination_id}
+    if start_node_id is not None:
+        start = start_node_id
+    else:
+        # The node the run starts from, chosen as the executor chooses it
+        # (`_Run._start_node`): a manual trigger, else a trigger, else a node without inputs.
+        targets = {edge.target for edge in graph.edges}
+        roots = [node for node in graph.nodes if node.id not in targets]
+        registry = info.context.services.registry
+        triggers = [
+            node
+            for node in roots
+            if (node_type := registry.get(node.type, node.type_version)) is not None
+            and node_type.is_trigger
+        ]
+        manual = [node for node in triggers if node.type == "manual_trigger"]
+        candidates = manual or triggers or roots
+        start = candidates[0].id if candidates else ""
+    ok = start in needed
+    if ok:
+        return []
+    return [
+        _problem(
+            "DESTINATION_NOT_DOWNSTREAM",
+            f"node {destination.name!r} is not downstream of "
+            + ("the start node" if start_node_id is not None else "a trigger")
+            + ": nothing would run into it",
+            "destinationNodeId",
+        )
+    ]
+
+
+async def _reuse_source(
+    session: AsyncSession,
+    workflow_id: str,
+    reuse_from: str | None,
+    workspace_ids: Sequence[str],
+) -> str | None:
+    """The execution whose outputs a run to a node may reuse: `reuseFrom`, which must be an
+    execution of this workflow that the caller can see, or the latest manual one."""
+    if reuse_from is None:
+        latest = await executions.latest_reusable(session, workflow_id, workspace_ids)
+        return None if latest is None else latest.id
+    earlier = await executions.get_execution(session, reuse_from, workspace_ids)
+    if earlier is None:
+        raise _Refused(_not_found("execution", reuse_from))
+    if earlier.workflow_id != workflow_id:
+        raise _Refused(
+            validation_error(
+                [
+                    _problem(
+                        "REUSE_FROM_OTHER_WORKFLOW",
+                        f"execution {reuse_from!r} is of another workflow: only an "
+                        "execution of this workflow can be reused",
+                        "reuseFrom",
+                    )
+                ]
+            )
+        )
+    return earlier.id
+
+
 class _Refused(Exception):
     """Why a start's `prepare` creates nothing: the answer to give instead."""
 
@@ -104,9 +183,19 @@ async def execute_workflow(
     input: JSON | None = None,
     idempotency_key: str | None = None,
     start_node_id: strawberry.ID | None = None,
+    destination_node_id: strawberry.ID | None = None,
+    reuse_from: strawberry.ID | None = None,
 ) -> results.ExecutionResult:
     viewer = info.context.viewer()
     problems: list[Problem] = []
+    if reuse_from is not None and destination_node_id is None:
+        problems.append(
+            _problem(
+                "REUSE_WITHOUT_DESTINATION",
+                "reuseFrom is for a run to a node: give destinationNodeId too",
+                "reuseFrom",
+            )
+        )
     if input is not None and not isinstance(input, dict):
         problems.append(_problem("INVALID_INPUT", "input must be a JSON object", "input"))
     elif input is not None:
@@ -141,15 +230,17 @@ async def execute_workflow(
         services = info.context.services
         revision = (head.id, head.version)
         snapshot = services.snapshots.get(revision)
+        reused: str | None = None
         runnable = services.runnable_drafts.get(revision)
-        if runnable is not None and start_node_id is None:
+        whole = start_node_id is None and destination_node_id is None
+        if runnable is not None and whole:
             # Checked before at this revision; the node types against the policies now.
             nodes = [{"id": node_id, "type": type_name} for node_id, type_name in runnable]
             disabled = _disabled_problems(nodes, head.workspace_id, info)
             if disabled:
                 raise _Refused(validation_error(disabled))
-        if start_node_id is not None or snapshot is None or runnable is None:
-            # Not run before at this revision (or from a chosen node): check and snapshot
+        if not whole or snapshot is None or runnable is None:
+            # Not run before at this revision (or from or to a chosen node): check and snapshot
             # the whole draft.
             async with info.context.database.transaction() as session:
                 workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
@@ -158,8 +249,22 @@ async def execute_workflow(
                 problems = await _runnable_problems(info, workflow, session)
                 if start_node_id is not None:
                     problems += _start_node_problems(workflow, str(start_node_id))
+                if destination_node_id is not None and not problems:
+                    problems += _destination_problems(
+                        info,
+                        workflow,
+                        str(destination_node_id),
+                        None if start_node_id is None else str(start_node_id),
+                    )
                 if problems:
                     raise _Refused(validation_error(problems))
+                if destination_node_id is not None:
+                    reused = await _reuse_source(
+                        session,
+                        workflow.id,
+                        None if reuse_from is None else str(reuse_from),
+                        viewer.workspace_ids,
+                    )
                 version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
                 snapshot = (version.id, version.version)
             # Remembered only once committed: a concurrent request must not use a snapshot
@@ -182,6 +287,8 @@ async def execute_workflow(
             created_by=viewer.user_id,
             idempotency_key=idempotency_key,
             start_node_id=None if start_node_id is None else str(start_node_id),
+            destination_node_id=None if destination_node_id is None else str(destination_node_id),
+            reuse_from=reused,
         )
 
     try:
@@ -189,6 +296,46 @@ async def execute_workflow(
             prepare,
             idempotency_key=None if idempotency_key is None else (workflow_id, idempotency_key),
         )
+    except _Refused as refused:
+        return refused.answer
+    assert isinstance(started.execution, Execution)
+    return mapping.execution(started.execution)
+
+
+async def execute_node(
+    info: Info, workflow_id: strawberry.ID, node_id: strawberry.ID, items: JSON
+) -> results.ExecutionResult:
+    viewer = info.context.viewer()
+    problems = pins.item_problems(items)
+    if problems:
+        return validation_error(problems)
+
+    async def prepare() -> StartRequest:
+        async with info.context.database.transaction() as session:
+            workflow = await workflows.get_workflow(session, str(workflow_id), viewer.workspace_ids)
+            if workflow is None:
+                raise _Refused(_not_found("workflow", str(workflow_id)))
+            if not any(node.get("id") == str(node_id) for node in workflow.nodes):
+                raise _Refused(validation_error([pins.node_missing(str(node_id))]))
+            problems = await _runnable_problems(info, workflow, session)
+            if problems:
+                raise _Refused(validation_error(problems))
+            version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+        return StartRequest(
+            workspace_id=workflow.workspace_id,
+            workflow_id=workflow.id,
+            workflow_settings=workflow.settings,
+            version_id=version.id,
+            version=version.version,
+            mode="manual",
+            input={"items": items},
+            created_by=viewer.user_id,
+            destination_node_id=str(node_id),
+            node_only=True,
+        )
+
+    try:
+        started = await _lifecycle(info).start(prepare)
     except _Refused as refused:
         return refused.answer
     assert isinstance(started.execution, Execution)

@@ -38,7 +38,10 @@ def problem(data: dict[str, Any]) -> types.Problem:
 
 
 def node(
-    data: dict[str, Any], issues: list[dict[str, Any]] | None, workflow_id: str = ""
+    data: dict[str, Any],
+    issues: list[dict[str, Any]] | None,
+    workflow_id: str = "",
+    pinned: list[dict[str, Any]] | None = None,
 ) -> types.Node:
     position = data.get("position") or _EMPTY
     retry = data.get("retry")
@@ -63,6 +66,7 @@ def node(
         on_error=types.OnError(data.get("onError", "STOP")),
         credentials=_json(data.get("credentials") or {}),
         issues=[problem(issue) for issue in issues] if issues else [],
+        pinned_data=None if pinned is None else _json(pinned),
         workflow_id=workflow_id,
     )
 
@@ -96,7 +100,10 @@ def workflow(row: models.Workflow, policy: PolicySnapshot = EMPTY) -> types.Work
         version=row.version,
         published_version=row.published_version,
         active=row.active,
-        nodes=[node(data, issues.get(data["id"]), row.id) for data in row.nodes],
+        nodes=[
+            node(data, issues.get(data["id"]), row.id, row.pinned_data.get(data["id"]))
+            for data in row.nodes
+        ],
         edges=[edge(data) for data in row.edges],
         settings=_json(row.settings),
         created_at=row.created_at,
@@ -124,7 +131,9 @@ def workflow_version(row: models.WorkflowVersion) -> types.WorkflowVersion:
         workflow_id=strawberry.ID(row.workflow_id),
         version=row.version,
         name=row.name,
-        nodes=[node(data, None, row.workflow_id) for data in row.nodes],
+        nodes=[
+            node(data, None, row.workflow_id, row.pinned_data.get(data["id"])) for data in row.nodes
+        ],
         edges=[edge(data) for data in row.edges],
         settings=_json(row.settings),
         created_at=row.created_at,
@@ -251,6 +260,11 @@ def execution(
         error=_execution_error(row.error),
         engine_version=row.engine_version,
         retry_of=None if row.retry_of is None else strawberry.ID(row.retry_of),
+        destination_node_id=None
+        if row.destination_node_id is None
+        else strawberry.ID(row.destination_node_id),
+        node_only=row.node_only,
+        reused_from=None if row.reuse_from is None else strawberry.ID(row.reuse_from),
         parent_execution_id=(
             None if row.parent_execution_id is None else strawberry.ID(row.parent_execution_id)
         ),
@@ -278,6 +292,7 @@ def node_run(row: models.NodeRun) -> xtypes.NodeRun:
         output_items=row.output_items,
         error=_error(row.error, xtypes.NodeError),
         console=_console(row.console),
+        source=xtypes.NodeRunSource(row.source or "RAN"),
     )
 
 

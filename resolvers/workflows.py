@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
+from strawberry.scalars import JSON
 
-from engine import editing
+from engine import editing, pins
 from engine.graph import Graph
 from engine.node_types import NodeTypeLookup, ParameterMigrationError
 from engine.validation import Problem, Severity, check_graph
@@ -198,6 +200,7 @@ async def update_workflow(
             edges=graph.edges_to_json(),
             node_issues=node_issues,
             settings=fields.settings,
+            pinned_data=pins.kept(current.pinned_data, (node.id for node in graph.nodes)),
         )
         try:
             row = await workflows.update_draft(
@@ -245,6 +248,7 @@ async def duplicate_workflow(
             edges=source.edges,
             node_issues=source.node_issues,
             settings=source.settings,
+            pinned_data=source.pinned_data,
             created_by=viewer.user_id,
         )
         await workflows.create_workflow(session, row)
@@ -289,7 +293,10 @@ async def _edit_graph(
         if refusing:
             return validation_error(refusing)
         change = workflows.DraftChange(
-            nodes=graph.nodes_to_json(), edges=graph.edges_to_json(), node_issues=node_issues
+            nodes=graph.nodes_to_json(),
+            edges=graph.edges_to_json(),
+            node_issues=node_issues,
+            pinned_data=pins.kept(current.pinned_data, (node.id for node in graph.nodes)),
         )
         try:
             row = await workflows.update_draft(
@@ -386,6 +393,85 @@ async def remove_edge(
         lambda graph, _: editing.remove_edge(graph, old_edge),
         Collected(),
     )
+
+
+# Pinned data
+
+
+async def _change_pins(
+    info: Info,
+    workflow_id: str,
+    node_id: str,
+    expected_version: int,
+    change: Callable[[pins.Pins], list[Problem]],
+) -> results.WorkflowResult:
+    """Apply `change` to a copy of the draft's pins (it returns why it cannot) and save them
+    as a draft change at `expected_version`."""
+    viewer = info.context.viewer()
+    async with info.context.database.transaction() as session:
+        current = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
+        if current is None:
+            return _not_found(workflow_id)
+        if current.version != expected_version:
+            return _conflict(
+                errors.VersionConflictError(workflow_id, expected_version, current.version)
+            )
+        if not any(node.get("id") == node_id for node in current.nodes):
+            return validation_error([pins.node_missing(node_id)])
+        pinned = dict(current.pinned_data)
+        refusing = change(pinned)
+        if refusing:
+            return validation_error(refusing)
+        try:
+            row = await workflows.update_draft(
+                session,
+                workflow_id,
+                viewer.workspace_ids,
+                expected_version,
+                workflows.DraftChange(pinned_data=pinned),
+            )
+        except errors.VersionConflictError as exc:
+            return _conflict(exc)
+        except errors.NotFoundError:  # deleted concurrently
+            return _not_found(workflow_id)
+    return await _mapped(info, row)
+
+
+async def pin_node_data(
+    info: Info,
+    workflow_id: strawberry.ID,
+    node_id: strawberry.ID,
+    items: JSON,
+    expected_version: int,
+) -> results.WorkflowResult:
+    limits = info.context.services.graph_limits
+    problems = pins.item_problems(items, node_id=str(node_id))
+    if problems:
+        return validation_error(problems)
+
+    def pin(pinned: pins.Pins) -> list[Problem]:
+        pinned[str(node_id)] = cast(list[dict[str, Any]], items)  # checked above
+        return pins.size_problems(pinned, limits, str(node_id))
+
+    return await _change_pins(info, str(workflow_id), str(node_id), expected_version, pin)
+
+
+async def unpin_node_data(
+    info: Info, workflow_id: strawberry.ID, node_id: strawberry.ID, expected_version: int
+) -> results.WorkflowResult:
+    def unpin(pinned: pins.Pins) -> list[Problem]:
+        if pinned.pop(str(node_id), None) is None:
+            return [
+                Problem(
+                    "NOT_PINNED",
+                    f"node {str(node_id)!r} has no pinned data",
+                    str(node_id),
+                    "nodeId",
+                )
+            ]
+        return []
+
+    return await _change_pins(info, str(workflow_id), str(node_id), expected_version, unpin)
 
 
 # Publishing and activation

@@ -48,6 +48,21 @@ class NodeRunStatus(Enum):
     CANCELLED = strawberry.enum_value("CANCELLED", description="Stopped before finishing.")
 
 
+@strawberry.enum(description="Where a node run's output came from.")
+class NodeRunSource(Enum):
+    RAN = strawberry.enum_value("RAN", description="The node ran and produced it.")
+    PINNED = strawberry.enum_value(
+        "PINNED",
+        description="The node's pinned items (`pinNodeData`), given as its output without "
+        "running it: a manual execution of a draft that pins them.",
+    )
+    REUSED = strawberry.enum_value(
+        "REUSED",
+        description="The output of the same node in an earlier execution (`reusedFrom`), "
+        "given without running it: nothing that makes it changed since.",
+    )
+
+
 @strawberry.enum(description="What happened to an execution.")
 class ExecutionEventType(Enum):
     EXECUTION_QUEUED = strawberry.enum_value("EXECUTION_QUEUED", description="Queued.")
@@ -191,6 +206,11 @@ class NodeRun:
         description="What the attempt printed (Code node), whether it succeeded or failed; "
         "null for nodes that print nothing. Lost when the script is stopped by a limit."
     )
+    source: NodeRunSource = strawberry.field(
+        default=NodeRunSource.RAN,
+        description="Where its output came from: RAN when the node ran, PINNED for its "
+        "pinned items, REUSED for an earlier execution's output (it did not run then).",
+    )
     pages: strawberry.Private[_Pages | None] = None
 
     @strawberry.field(
@@ -273,6 +293,21 @@ class Execution:
     error: ExecutionError | None = strawberry.field(description="Why it failed, if it did.")
     engine_version: str = strawberry.field(description="Version of the engine that ran it.")
     retry_of: strawberry.ID | None = strawberry.field(description="The execution it retries.")
+    destination_node_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="A run to a node (`executeWorkflow(destinationNodeId)`, `executeNode`): "
+        "the node; only it and what it needs ran. Null for a whole run.",
+    )
+    node_only: bool = strawberry.field(
+        default=False,
+        description="True for `executeNode`: only the destination ran, on the items given "
+        "(the execution's input is `{items}`).",
+    )
+    reused_from: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The earlier execution whose still-valid outputs a run to a node reused "
+        "(its node runs with `source` REUSED); null when there was none.",
+    )
     parent_execution_id: strawberry.ID | None = strawberry.field(
         description="For a sub-workflow execution: the execution whose Execute Workflow node "
         "started it."

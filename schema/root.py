@@ -166,6 +166,21 @@ class Mutation:
     remove_edge: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.remove_edge, description="Remove one connection."
     )
+    pin_node_data: results.WorkflowResult = strawberry.mutation(
+        resolver=workflow_resolvers.pin_node_data,
+        description="Pin `items` (a list of JSON objects) as the node's output on the draft at "
+        "`expectedVersion`, replacing what it pinned: manual executions give them as its "
+        "output without running it (its node run's `source` is PINNED); webhook, schedule, "
+        "retry and sub-workflow executions ignore pins. A draft change like any other: the "
+        "version moves on. Refused: a node that does not exist (NODE_NOT_FOUND), items that "
+        "are not JSON objects (INVALID_ITEMS), pins of the workflow over the size limit "
+        "(PINS_TOO_LARGE).",
+    )
+    unpin_node_data: results.WorkflowResult = strawberry.mutation(
+        resolver=workflow_resolvers.unpin_node_data,
+        description="Remove the node's pinned items from the draft at `expectedVersion`: "
+        "manual executions run it again. NOT_PINNED when it pins nothing.",
+    )
     publish_workflow: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.publish_workflow,
         description="Snapshot the draft at `expectedVersion` and make it what triggers run.",
@@ -186,7 +201,16 @@ class Mutation:
         resolver=execution_resolvers.execute_workflow,
         description="Run the workflow's current draft now (it is snapshotted and pinned); "
         "returns the QUEUED or RUNNING execution at once. The same `idempotencyKey` returns "
-        "the same execution.",
+        "the same execution. `destinationNodeId` runs only that node and what it needs (its "
+        "ancestors), reusing the outputs of `reuseFrom` (an execution of this workflow; "
+        "default: its latest manual execution, those of `executeNode` aside) for every "
+        "ancestor unchanged since then (its node runs' `source` is REUSED).",
+    )
+    execute_node: results.ExecutionResult = strawberry.mutation(
+        resolver=execution_resolvers.execute_node,
+        description="Run one node of the draft on the given `items` (a list of JSON "
+        'objects): the editor\'s "test step". Recorded as a manual execution whose input is '
+        "`{items}`, with `nodeOnly` true; nothing else runs and pins are not used.",
     )
     cancel_execution: results.ExecutionResult = strawberry.mutation(
         resolver=execution_resolvers.cancel_execution,

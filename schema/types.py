@@ -108,6 +108,12 @@ class Node:
         description="Parameter problems, which block running and publishing, and hints "
         "(severity HINT), which block nothing."
     )
+    pinned_data: JSON | None = strawberry.field(
+        default=None,
+        description="The items pinned as the node's output (`pinNodeData`), a list of JSON "
+        "objects: manual executions give them as its output without running it; null when "
+        "nothing is pinned.",
+    )
     # The workflow the node belongs to (its draft or a version of it): reached only through
     # a workflow the viewer may read.
     workflow_id: strawberry.Private[str] = ""

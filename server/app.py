@@ -123,7 +123,9 @@ def build_services(
         authenticator=Authenticator(database, cache_s=settings.token_cache_s),
         live_reads=live_reads,
         updates_feed=UpdatesFeed(fanout, live_reads),
-        graph_limits=GraphLimits(max_nodes=settings.max_graph_nodes),
+        graph_limits=GraphLimits(
+            max_nodes=settings.max_graph_nodes, max_pinned_bytes=settings.max_pinned_bytes
+        ),
         max_page_size=settings.max_page_size,
         submitter=submitter,
         plan_cache=plan_cache,

@@ -538,7 +538,9 @@ def import_workflow(
         return await import_document(
             database,
             load_registry(),
-            GraphLimits(max_nodes=settings.max_graph_nodes),
+            GraphLimits(
+                max_nodes=settings.max_graph_nodes, max_pinned_bytes=settings.max_pinned_bytes
+            ),
             data,
             workspace_id=target,
             created_by=None if principal is None else principal.user_id,

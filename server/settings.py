@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         ge=1,
     )
     max_graph_nodes: int = Field(default=2000, description="Largest workflow, in nodes.", ge=1)
+    max_pinned_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        description="Largest size of all the items pinned on one workflow, as JSON.",
+        ge=2,
+    )
     max_query_depth: int = Field(default=12, ge=1)
     max_query_tokens: int = Field(default=5000, ge=1)
     max_query_aliases: int = Field(default=30, ge=0)

@@ -12,9 +12,11 @@ from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine import partial
 from engine.bus import EventPublisher
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
+from engine.graph import Graph
 from engine.nodes.base import Item, PortItems
 from engine.outputs import serialize_outputs
 from engine.ports import ParentLink, StartRequest
@@ -82,6 +84,9 @@ async def create_execution(
     reuse_outputs: bool = False,
     parent: ParentLink | None = None,
     admit_now: bool | None = None,
+    destination_node_id: str | None = None,
+    node_only: bool = False,
+    reuse_from: str | None = None,
 ) -> Execution:
     """Insert a QUEUED execution and its first event (EXECUTION_QUEUED, sequence 1).
 
@@ -101,6 +106,9 @@ async def create_execution(
         start_node_id=start_node_id,
         retry_of=retry_of,
         reuse_outputs=reuse_outputs,
+        destination_node_id=destination_node_id,
+        node_only=node_only,
+        reuse_from=reuse_from,
         created_by=created_by,
         engine_version=ENGINE_VERSION,
         # Without a concurrency limit it may run at once; otherwise `queueing.admit` gives it
@@ -164,6 +172,9 @@ async def create_started(
         reuse_outputs=request.reuse_outputs,
         parent=request.parent,
         admit_now=admit_now,
+        destination_node_id=request.destination_node_id,
+        node_only=request.node_only,
+        reuse_from=request.reuse_from,
     )
 
 
@@ -475,8 +486,11 @@ async def payload(session: AsyncSession, node_run_id: str) -> PortItems | None:
     return (await payloads_by_run(session, [node_run_id])).get(node_run_id)
 
 
-async def succeeded_outputs(session: AsyncSession, execution_id: str) -> dict[str, PortItems]:
-    """Outputs of every node that SUCCEEDED in the execution, by node id."""
+async def succeeded_outputs(
+    session: AsyncSession, execution_id: str, node_ids: Collection[str] | None = None
+) -> dict[str, PortItems]:
+    """Outputs of every node that SUCCEEDED in the execution (of those of `node_ids`, when
+    given), by node id."""
     query = (
         select(
             NodeRun.node_id,
@@ -490,6 +504,8 @@ async def succeeded_outputs(session: AsyncSession, execution_id: str) -> dict[st
             NodeRun.status == NodeRunStatus.SUCCEEDED.value,
         )
     )
+    if node_ids is not None:
+        query = query.where(col(NodeRun.node_id).in_(list(node_ids)))
     return await _decode_run_payloads(
         session, ((a, b, c, d) for a, b, c, d in await session.exec(query))
     )
@@ -716,6 +732,9 @@ _LOAD = (
         _EXECUTIONS.c.start_node_id,
         _EXECUTIONS.c.retry_of,
         _EXECUTIONS.c.reuse_outputs,
+        _EXECUTIONS.c.destination_node_id,
+        _EXECUTIONS.c.node_only,
+        _EXECUTIONS.c.reuse_from,
         _EXECUTIONS.c.lease_generation,
         _EXECUTIONS.c.cancel_requested_at,
         _EXECUTIONS.c.parked,
@@ -727,6 +746,7 @@ _LOAD = (
         _VERSIONS.c.nodes,
         _VERSIONS.c.edges,
         _VERSIONS.c.settings,
+        _VERSIONS.c.pinned_data,
         _WORKFLOWS.c.name.label("workflow_name"),
         _EXECUTION_PAYLOADS.c.encoding.label("input_encoding"),
         _EXECUTION_PAYLOADS.c.data.label("input_data"),
@@ -896,6 +916,16 @@ class DatabaseExecutionSource:
         reuse: dict[str, PortItems] = {}
         if row.retry_of is not None and row.reuse_outputs:
             reuse = await succeeded_outputs(session, row.retry_of)
+        reused: dict[str, PortItems] = {}
+        if row.reuse_from is not None and row.destination_node_id is not None:
+            reused = await _still_valid_outputs(
+                session,
+                row.reuse_from,
+                Graph.from_json(row.nodes, row.edges),
+                dict(row.pinned_data or {}),
+                execution_input_value,
+                row.destination_node_id,
+            )
         # A queued execution has exactly one event so far: EXECUTION_QUEUED. What a resumed
         # one did so far is read by the claim, after it holds the row (`_resume_state`).
         next_sequence = 2
@@ -920,6 +950,14 @@ class DatabaseExecutionSource:
             start_node_id=row.start_node_id,
             next_sequence=next_sequence,
             reuse=reuse,
+            # Only manual executions use pins: triggers, retries and sub-workflow calls run
+            # every node.
+            pinned=dict(row.pinned_data or {})
+            if row.mode == "manual" and not row.node_only
+            else {},
+            destination_node_id=row.destination_node_id,
+            node_only=bool(row.node_only),
+            reused=reused,
             attempts_used=attempts_used,
             resumed=resumed,
             parent_execution_id=row.parent_execution_id,
@@ -927,6 +965,64 @@ class DatabaseExecutionSource:
             parent_waits=bool(row.parent_waits),
             depth=row.call_depth or 0,
         )
+
+
+async def latest_reusable(
+    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
+) -> Execution | None:
+    """The workflow's newest manual execution that ran from its trigger (not `executeNode`,
+    whose node ran on items given to it): what a run to a node reuses by default."""
+    query = (
+        select(Execution)
+        .where(
+            Execution.workflow_id == workflow_id,
+            Execution.mode == "manual",
+            col(Execution.node_only).is_(False),
+            col(Execution.workspace_id).in_(workspace_ids),
+        )
+        .order_by(col(Execution.created_at).desc(), col(Execution.id).desc())
+        .limit(1)
+    )
+    return (await session.exec(query)).first()
+
+
+async def _still_valid_outputs(
+    session: AsyncSession,
+    earlier_id: str,
+    graph: Graph,
+    pinned: dict[str, Any],
+    input_value: Any,
+    destination_node_id: str,
+) -> dict[str, PortItems]:
+    """The outputs of the earlier execution that a run to `destination_node_id` can reuse:
+    of the destination's ancestors unchanged since (engine/partial.py) that succeeded then."""
+    query = (
+        select(
+            Execution.mode,
+            WorkflowVersion.nodes,
+            WorkflowVersion.edges,
+            WorkflowVersion.pinned_data,
+        )
+        .join(WorkflowVersion, col(WorkflowVersion.id) == col(Execution.workflow_version_id))
+        .where(Execution.id == earlier_id)
+    )
+    found = (await session.exec(query)).first()
+    earlier = await session.get(Execution, earlier_id)
+    if found is None or earlier is None or earlier.node_only:
+        # Deleted since, or a node run on given items: nothing to reuse.
+        return {}
+    mode, nodes, edges, earlier_pins = found
+    then = partial.node_hashes(
+        Graph.from_json(list(nodes), list(edges)),
+        dict(earlier_pins or {}) if mode == "manual" else {},
+        await execution_input(session, earlier),
+    )
+    now = partial.node_hashes(graph, pinned, input_value)
+    keep = partial.ancestors(graph, destination_node_id)
+    unchanged = {node_id for node_id in keep if now.get(node_id) == then.get(node_id)}
+    # Only the outputs that may be reused are read (and decoded).
+    succeeded = await succeeded_outputs(session, earlier_id, unchanged) if unchanged else {}
+    return {node_id: succeeded[node_id] for node_id in partial.reusable(now, then, succeeded, keep)}
 
 
 async def payloads_by_run(

@@ -120,6 +120,12 @@ class Workflow(SQLModel, table=True):
         default_factory=dict, sa_column=Column(JSON, nullable=False)
     )
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Node id -> items pinned as that node's output (manual executions use them, see
+    # engine/pins.py); copied into each snapshot.
+    pinned_data: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False, server_default=text("'{}'")),
+    )
     version: int = 1
     published_version: int | None = None
     active: bool = False
@@ -162,6 +168,11 @@ class WorkflowVersion(SQLModel, table=True):
     nodes: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     edges: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     settings: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # The draft's pinned data at this version (only manual executions use it).
+    pinned_data: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        sa_column=Column(JSON, nullable=False, server_default=text("'{}'")),
+    )
     created_by: str | None = Field(
         default=None,
         sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
@@ -210,6 +221,17 @@ class Execution(SQLModel, table=True):
         ),
     )
     reuse_outputs: bool = False
+    # A run to a node (`executeWorkflow(destinationNodeId)`): only it and its ancestors run;
+    # with `node_only`, only it, on the input's items (`executeNode`). `reuse_from`: the
+    # earlier execution whose still-valid outputs it reuses (engine/partial.py).
+    destination_node_id: str | None = Field(default=None, max_length=255)
+    node_only: bool = False
+    reuse_from: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(36), ForeignKey("executions.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
     created_by: str | None = Field(
         default=None,
         sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
@@ -282,6 +304,9 @@ class NodeRun(SQLModel, table=True):
     error: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     # What the attempt printed ({"lines": [...], "truncated": bool}); the Code node's.
     console: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Where its output came from when the node did not run: PINNED (the snapshot's pinned
+    # items); NULL when it ran.
+    source: str | None = Field(default=None, max_length=16)
     created_at: datetime = _created_at()
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

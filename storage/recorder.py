@@ -68,6 +68,7 @@ _UPDATE_NODE_RUN = (
                 "output_items",
                 "error",
                 "console",
+                "source",
                 "started_at",
                 "finished_at",
             )
@@ -106,6 +107,7 @@ def _node_run_values(state: NodeRunState) -> dict[str, Any]:
         "output_items": state.output_items,
         "error": None if state.error is None else state.error.to_json(),
         "console": None if state.console is None else state.console.to_json(),
+        "source": state.source,
         "started_at": state.started_at,
         "finished_at": state.finished_at,
     }

@@ -41,6 +41,7 @@ _RUNNING = ExecutionStatus.RUNNING.value
 # Every column of an execution row as a new one holds it, before the values of a start.
 _NEW_ROW: dict[str, Any] = {column.name: None for column in _EXECUTIONS.c} | {
     "reuse_outputs": False,
+    "node_only": False,
     "parent_waits": False,
     "call_depth": 0,
     "engine_version": ENGINE_VERSION,

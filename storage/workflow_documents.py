@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.credentials import KINDS
 from engine.graph import Graph, Node
 from engine.node_types import NodeTypeLookup
+from engine.pins import size_problems
 from engine.validation import GraphLimits, Problem, Severity
 from engine.validation.text import escape, quote
 from engine.workflow_document import export_document, read_document
@@ -45,21 +46,23 @@ async def export_document_of(
         workflow = await workflows.get_workflow(session, workflow_id, workspace_ids)
         if workflow is None:
             raise NotFoundError("workflow", workflow_id)
-        name, nodes, edges, settings = (
+        name, nodes, edges, settings, pinned = (
             workflow.name,
             workflow.nodes,
             workflow.edges,
             workflow.settings,
+            workflow.pinned_data,
         )
         if version is not None:
             snapshot = await workflows.get_version(session, workflow_id, version, workspace_ids)
             if snapshot is None:
                 raise NotFoundError(f"version {version} of workflow", workflow_id)
-            name, nodes, edges, settings = (
+            name, nodes, edges, settings, pinned = (
                 snapshot.name,
                 snapshot.nodes,
                 snapshot.edges,
                 snapshot.settings,
+                snapshot.pinned_data,
             )
         graph = Graph.from_json(nodes, edges)
         used = {
@@ -73,6 +76,7 @@ async def export_document_of(
         settings=settings,
         graph=graph,
         credential_names=names,
+        pinned=pinned,
     )
     return document, workflow.version if version is None else version
 
@@ -105,6 +109,7 @@ async def import_document(
         for problem in [*texts.problems, *map(read.in_document, found)]
         if (problem.node_id, problem.field) not in reported
     ]
+    refusing += size_problems(read.pinned, limits, field="pinData")
     async with database.transaction() as session:
         graph = await _linked_credentials(session, graph, workspace_id, node_issues)
         refusing += await reference_problems(session, graph, workspace_id)
@@ -119,6 +124,7 @@ async def import_document(
             edges=graph.edges_to_json(),
             node_issues=node_issues,
             settings=read.settings,
+            pinned_data=read.pinned,
             created_by=created_by,
         )
         await workflows.create_workflow(session, row)

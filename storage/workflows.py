@@ -44,6 +44,7 @@ class DraftChange:
     edges: list[dict[str, Any]] | None = None
     node_issues: dict[str, list[dict[str, Any]]] | None = None
     settings: dict[str, Any] | None = None
+    pinned_data: dict[str, list[dict[str, Any]]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def values(self) -> dict[str, Any]:
@@ -57,6 +58,7 @@ class DraftChange:
                 ("edges", self.edges),
                 ("node_issues", self.node_issues),
                 ("settings", self.settings),
+                ("pinned_data", self.pinned_data),
             )
             if value is not None
         }
@@ -273,6 +275,7 @@ async def ensure_snapshot(
         "nodes": workflow.nodes,
         "edges": workflow.edges,
         "settings": workflow.settings,
+        "pinned_data": workflow.pinned_data,
         "created_by": created_by,
         "created_at": utcnow(),
     }

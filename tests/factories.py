@@ -100,6 +100,18 @@ mutation($wf: ID!, $edge: EdgeInput!, $v: Int!) {{
   removeEdge(workflowId: $wf, edge: $edge, expectedVersion: $v) {{ {RESULT_FIELDS} }}
 }}
 """
+PIN_NODE_DATA = f"""
+mutation($wf: ID!, $nodeId: ID!, $items: JSON!, $v: Int!) {{
+  pinNodeData(workflowId: $wf, nodeId: $nodeId, items: $items, expectedVersion: $v) {{
+    {RESULT_FIELDS}
+  }}
+}}
+"""
+UNPIN_NODE_DATA = f"""
+mutation($wf: ID!, $nodeId: ID!, $v: Int!) {{
+  unpinNodeData(workflowId: $wf, nodeId: $nodeId, expectedVersion: $v) {{ {RESULT_FIELDS} }}
+}}
+"""
 PUBLISH = f"""
 mutation($id: ID!, $v: Int!) {{
   publishWorkflow(id: $id, expectedVersion: $v) {{ {RESULT_FIELDS} }}

@@ -66,6 +66,8 @@ class GraphLimits:
     max_parameters_depth: int = MAX_JSON_DEPTH
     max_retry_attempts: int = 10
     max_timeout_s: float = 86400.0
+    # Size of all the items pinned on one draft (engine/pins.py), JSON-encoded as UTF-8.
+    max_pinned_bytes: int = 4 * 1024 * 1024
 
 
 DEFAULT_LIMITS = GraphLimits()

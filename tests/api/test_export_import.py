@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from engine.validation import GraphLimits
+from storage.workflow_documents import import_document
 from tests.conftest import Caller
 from tests.factories import (
     UPDATE,
@@ -49,6 +51,13 @@ mutation($document: JSON!, $workspaceId: ID) {
 CREATE_CREDENTIAL = """
 mutation($input: CredentialInput!) {
   createCredential(input: $input) { __typename ... on Credential { id name kind } }
+}
+"""
+PIN = """
+mutation($wf: ID!, $node: ID!, $items: JSON!, $v: Int!) {
+  pinNodeData(workflowId: $wf, nodeId: $node, items: $items, expectedVersion: $v) {
+    __typename
+  }
 }
 """
 EXECUTE = """
@@ -399,11 +408,62 @@ async def test_a_malformed_node_names_the_node_and_field(alice, db_state, bad_no
     }, problems
 
 
-async def test_pinned_data_is_refused_until_pins_exist(alice, db_state):
-    (problem,) = await _refused(alice, db_state, document(pinData={"a": [{"x": 1}]}))
-    assert (problem["code"], problem["field"]) == ("PINS_NOT_SUPPORTED", "pinData")
-    accepted = await import_(alice, document(pinData={}))
-    assert accepted["__typename"] == "Workflow"
+async def test_pins_are_exported_and_imported_and_a_round_trip_keeps_them(alice):
+    workflow = await _rich_workflow(alice)
+    pinned = [{"issue": 1, "title": "first"}, {"issue": 2, "title": "second"}]
+    for node_id, items, version in (("s", [{"kept": True}], 1), ("h", pinned, 2)):
+        result = await alice.gql(
+            PIN, {"wf": workflow["id"], "node": node_id, "items": items, "v": version}
+        )
+        assert result["pinNodeData"]["__typename"] == "Workflow", result
+    first = (await export(alice, workflow["id"]))["document"]
+    # In the order of the nodes, whatever the order they were pinned in.
+    assert list(first["pinData"].items()) == [("h", pinned), ("s", [{"kept": True}])]
+    imported = await import_(alice, first)
+    assert imported["__typename"] == "Workflow", imported
+    second = (await export(alice, imported["id"]))["document"]
+    assert json.dumps(second) == json.dumps(first)
+    # The imported workflow's manual executions use them.
+    shown = await alice.gql(
+        "query($id: ID!) { workflow(id: $id) { nodes { id pinnedData } } }", {"id": imported["id"]}
+    )
+    assert {n["id"]: n["pinnedData"] for n in shown["workflow"]["nodes"]} == {
+        "t": None,
+        "h": pinned,
+        "s": [{"kept": True}],
+    }
+
+
+async def test_pins_of_a_document_over_the_size_limit_are_refused(
+    alice, database, registry, db_state
+):
+    before = await db_state()
+    viewer = await alice.gql("{ viewer { personalWorkspace { id } } }")
+    refused = await import_document(
+        database,
+        registry,
+        GraphLimits(max_pinned_bytes=100),
+        document(pinData={"a": [{"x": "y" * 100}]}),
+        workspace_id=viewer["viewer"]["personalWorkspace"]["id"],
+        created_by=None,
+    )
+    assert isinstance(refused, list)
+    assert [(p.code, p.field) for p in refused] == [("PINS_TOO_LARGE", "pinData")]
+    assert await db_state() == before
+
+
+@pytest.mark.parametrize(
+    ("pins", "code", "field"),
+    [
+        ({"ghost": [{"x": 1}]}, "INVALID_DOCUMENT", "pinData.ghost"),
+        ({"a": {"x": 1}}, "INVALID_ITEMS", "pinData.a"),
+        ({"a": [{"x": 1}, "text"]}, "INVALID_ITEMS", "pinData.a[1]"),
+    ],
+    ids=["unknown node", "not a list", "not an object"],
+)
+async def test_bad_pins_of_a_document_are_refused(alice, db_state, pins, code, field):
+    problems = await _refused(alice, db_state, document(pinData=pins))
+    assert [(p["code"], p["field"]) for p in problems] == [(code, field)], problems
 
 
 async def test_a_sub_workflow_that_is_not_in_the_workspace_is_refused_with_the_rest(

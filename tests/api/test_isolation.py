@@ -21,10 +21,12 @@ from tests.factories import (
     GET_VERSION,
     GET_WITH_VERSIONS,
     LIST,
+    PIN_NODE_DATA,
     PUBLISH,
     REMOVE_EDGE,
     REMOVE_NODE,
     SET_ACTIVE,
+    UNPIN_NODE_DATA,
     UPDATE,
     UPDATE_NODE,
     UPGRADE_NODE,
@@ -94,6 +96,25 @@ MUTATION_CASES: dict[str, tuple[str, Any, str]] = {
     "removeEdge": (
         REMOVE_EDGE,
         lambda w: {"wf": w.workflow["id"], "edge": edge("n0", "n1"), "v": 1},
+        "NotFoundError",
+    ),
+    "pinNodeData": (
+        PIN_NODE_DATA,
+        lambda w: {"wf": w.workflow["id"], "nodeId": "n1", "items": [{"x": 1}], "v": 1},
+        "NotFoundError",
+    ),
+    "unpinNodeData": (
+        UNPIN_NODE_DATA,
+        lambda w: {"wf": w.workflow["id"], "nodeId": "n1", "v": 1},
+        "NotFoundError",
+    ),
+    "executeNode": (
+        """mutation($wf: ID!, $nodeId: ID!, $items: JSON!) {
+          executeNode(workflowId: $wf, nodeId: $nodeId, items: $items) {
+            __typename ... on NotFoundError { id }
+          }
+        }""",
+        lambda w: {"wf": w.workflow["id"], "nodeId": "n1", "items": [{"x": 1}]},
         "NotFoundError",
     ),
     "publishWorkflow": (PUBLISH, lambda w: {"id": w.workflow["id"], "v": 1}, "NotFoundError"),

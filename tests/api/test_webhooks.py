@@ -343,3 +343,33 @@ def test_a_route_looked_up_before_a_change_is_not_cached() -> None:
     expired = RouteCache(ttl_s=1e-9)
     expired.put("POST", "p", route, expired.generation)
     assert expired.get("POST", "p") is None
+
+
+async def test_a_webhook_run_of_a_version_that_pins_items_ignores_them(
+    http: httpx.AsyncClient, alice: Caller
+) -> None:
+    total = node(
+        "total",
+        "Total",
+        "set",
+        parameters={"fields": [{"name": "total", "value": "{{ $json.body.qty * 2 }}"}]},
+    )
+    hook = node(
+        "hook", "Hook", "webhook", parameters={"path": "pinned", "responseMode": "last_node"}
+    )
+    workflow_id = await create(alice, [hook, total], [edge("hook", "total")])
+    pinned = await alice.gql(
+        """mutation($wf: ID!) { pinNodeData(workflowId: $wf, nodeId: "total",
+             items: [{total: "pinned"}], expectedVersion: 1) { __typename } }""",
+        {"wf": workflow_id},
+    )
+    assert pinned["pinNodeData"]["__typename"] == "Workflow", pinned
+    published = (await alice.gql(PUBLISH, {"id": workflow_id, "v": 2}))["publishWorkflow"]
+    assert published["__typename"] == "Workflow", published
+    activated = await alice.gql(ACTIVATE, {"id": workflow_id, "active": True})
+    assert activated["setWorkflowActive"] == {"__typename": "Workflow", "active": True}
+    response = await http.post("/webhook/pinned", json={"qty": 4})
+    assert response.status_code == 200, response.text
+    # The Set node ran on the request: the pinned items were not used.
+    ((item,),) = [response.json()]
+    assert (item["body"], item["total"]) == ({"qty": 4}, 8)

@@ -86,14 +86,15 @@ def test_problems_name_the_member_as_in_the_document() -> None:
             "name": "x",
             "nodes": ["no", {"id": "a", "name": "A", "type": "noop", "credentials": {"k": "id"}}],
             "edges": [7, {"source": "a", "target": "ghost"}],
-            "pinData": {"a": [{}]},
+            "pinData": {"a": [7], "ghost": [{}]},
         }
     )
     assert [(p.code, p.node_id, p.field) for p in read.problems] == [
         ("INVALID_DOCUMENT", None, "nodes[0]"),
         ("INVALID_DOCUMENT", "a", "credentials"),
         ("INVALID_DOCUMENT", None, "edges[0]"),
-        ("PINS_NOT_SUPPORTED", None, "pinData"),
+        ("INVALID_ITEMS", None, "pinData.a[0]"),
+        ("INVALID_DOCUMENT", None, "pinData.ghost"),
     ]
     # The graph leaves out what is not a node or an edge; validation's paths are mapped back.
     found = Problem("EDGE_TARGET_MISSING", "no node 'ghost'", None, "edges[0].target")

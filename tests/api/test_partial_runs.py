@@ -1,0 +1,267 @@
+"""Running to a node, reusing what is still valid, and running one node on given items
+(issue 16 point 2): what runs, what is reused and shown so, and every bad request refused
+with nothing stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.test_executions import create, execute, finished
+from tests.api.test_node_type_policies import set_enabled
+from tests.conftest import Caller, DbState, MakeCaller
+from tests.factories import UPDATE_NODE, edge, node, only
+
+RUN_TO = """
+mutation($id: ID!, $to: ID, $from: ID, $input: JSON, $start: ID) {
+  executeWorkflow(id: $id, destinationNodeId: $to, reuseFrom: $from, input: $input,
+                  startNodeId: $start) {
+    __typename
+    ... on Execution { id destinationNodeId reusedFrom nodeOnly mode }
+    ... on ValidationError { problems { code field nodeId message } }
+    ... on NotFoundError { id }
+  }
+}
+"""
+EXECUTE_NODE = """
+mutation($wf: ID!, $node: ID!, $items: JSON!) {
+  executeNode(workflowId: $wf, nodeId: $node, items: $items) {
+    __typename
+    ... on Execution { id destinationNodeId reusedFrom nodeOnly mode }
+    ... on ValidationError { problems { code field nodeId message } }
+    ... on NotFoundError { id }
+  }
+}
+"""
+RUNS = """
+query($id: ID!) {
+  execution(id: $id) {
+    status output destinationNodeId reusedFrom nodeOnly input
+    nodeRuns { nodeId status source output }
+  }
+}
+"""
+
+
+def _set(node_id: str, name: str, value: str) -> dict[str, Any]:
+    return node(
+        node_id, node_id.upper(), "set", parameters={"fields": [{"name": name, "value": value}]}
+    )
+
+
+NO_ID = "00000000-0000-0000-0000-000000000000"
+NODES = [
+    node("start", "Start", "manual_trigger"),
+    _set("a", "a", "{{ 1 }}"),
+    _set("b", "b", "{{ $json.a + 1 }}"),
+    _set("c", "c", "{{ $json.b * 10 }}"),
+    _set("side", "side", "{{ 'not needed' }}"),
+]
+EDGES = [edge("start", "a"), edge("a", "b"), edge("b", "c"), edge("start", "side")]
+
+
+async def run_to(caller: Caller, workflow_id: str, **variables: Any) -> Any:
+    return only(await caller.gql(RUN_TO, {"id": workflow_id, **variables}))
+
+
+async def runs_of(app: Any, caller: Caller, execution_id: str) -> dict[str, Any]:
+    await finished(app, caller, execution_id)
+    return dict((await caller.gql(RUNS, {"id": execution_id}))["execution"])
+
+
+def sources(execution: dict[str, Any]) -> dict[str, str]:
+    return {run["nodeId"]: run["source"] for run in execution["nodeRuns"]}
+
+
+async def change_node(caller: Caller, workflow_id: str, data: dict[str, Any], version: int) -> None:
+    result = only(
+        await caller.gql(
+            UPDATE_NODE, {"wf": workflow_id, "nodeId": data["id"], "node": data, "v": version}
+        )
+    )
+    assert result["__typename"] == "Workflow", result
+
+
+async def test_a_run_to_the_last_node_reuses_every_unchanged_ancestor(app, alice: Caller) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    first = await runs_of(app, alice, (await execute(alice, workflow_id))["id"])
+    assert first["status"] == "SUCCEEDED"
+    first_id = (await alice.gql("{ executions { edges { node { id } } } }"))["executions"]["edges"][
+        0
+    ]["node"]["id"]
+    await change_node(alice, workflow_id, _set("c", "c", "{{ $json.b * 100 }}"), 1)
+    started = await run_to(alice, workflow_id, to="c")
+    assert started["__typename"] == "Execution", started
+    assert (started["mode"], started["destinationNodeId"], started["reusedFrom"]) == (
+        "manual",
+        "c",
+        first_id,
+    )
+    execution = await runs_of(app, alice, started["id"])
+    assert execution["status"] == "SUCCEEDED", execution
+    # The side branch is not needed: not run, not recorded.
+    assert sources(execution) == {"start": "REUSED", "a": "REUSED", "b": "REUSED", "c": "RAN"}
+    runs = {run["nodeId"]: run for run in execution["nodeRuns"]}
+    assert runs["b"]["output"] == [{"a": 1, "b": 2}]
+    assert execution["output"] == [{"a": 1, "b": 2, "c": 200}]
+
+
+async def test_a_changed_node_runs_again_with_everything_after_it(app, alice: Caller) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    first = (await execute(alice, workflow_id))["id"]
+    await finished(app, alice, first)
+    await change_node(alice, workflow_id, _set("a", "a", "{{ 5 }}"), 1)
+    execution = await runs_of(app, alice, (await run_to(alice, workflow_id, to="c"))["id"])
+    assert sources(execution) == {"start": "REUSED", "a": "RAN", "b": "RAN", "c": "RAN"}
+    assert execution["output"] == [{"a": 5, "b": 6, "c": 60}]
+
+
+async def test_a_run_to_a_middle_node_stops_there(app, alice: Caller) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    execution = await runs_of(app, alice, (await run_to(alice, workflow_id, to="b"))["id"])
+    # Nothing to reuse yet: what the node needs runs, and nothing else.
+    assert execution["reusedFrom"] is None
+    assert sources(execution) == {"start": "RAN", "a": "RAN", "b": "RAN"}
+    assert execution["output"] == [{"a": 1, "b": 2}]
+
+
+async def test_another_input_reuses_nothing(app, alice: Caller) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    await finished(app, alice, (await execute(alice, workflow_id, input={"x": 1}))["id"])
+    execution = await runs_of(
+        app, alice, (await run_to(alice, workflow_id, to="c", input={"x": 2}))["id"]
+    )
+    assert set(sources(execution).values()) == {"RAN"}
+
+
+async def test_reuse_from_a_chosen_execution(app, alice: Caller) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    chosen = (await execute(alice, workflow_id))["id"]
+    await finished(app, alice, chosen)
+    await change_node(alice, workflow_id, _set("a", "a", "{{ 7 }}"), 1)
+    await finished(app, alice, (await execute(alice, workflow_id))["id"])
+    # The chosen (older) execution's `a` is not the draft's any more; `start` still is.
+    started = await run_to(alice, workflow_id, to="b", **{"from": chosen})
+    assert started["reusedFrom"] == chosen
+    execution = await runs_of(app, alice, started["id"])
+    assert sources(execution) == {"start": "REUSED", "a": "RAN", "b": "RAN"}
+
+
+async def test_execute_node_runs_one_node_on_given_items(app, alice: Caller) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    started = only(
+        await alice.gql(
+            EXECUTE_NODE, {"wf": workflow_id, "node": "c", "items": [{"b": 3}, {"b": 4}]}
+        )
+    )
+    assert started["__typename"] == "Execution", started
+    assert (started["mode"], started["nodeOnly"], started["destinationNodeId"]) == (
+        "manual",
+        True,
+        "c",
+    )
+    execution = await runs_of(app, alice, started["id"])
+    assert execution["status"] == "SUCCEEDED", execution
+    assert sources(execution) == {"c": "RAN"}
+    assert execution["output"] == [{"b": 3, "c": 30}, {"b": 4, "c": 40}]
+    assert execution["input"] == {"items": [{"b": 3}, {"b": 4}]}
+    # A node run on given items is never what a later run to a node reuses.
+    later = await run_to(alice, workflow_id, to="c")
+    assert later["reusedFrom"] is None
+
+
+async def _refused(caller: Caller, db_state: DbState, query: str, variables: Any) -> Any:
+    before = await db_state()
+    result = only(await caller.gql(query, variables))
+    assert await db_state() == before
+    return result
+
+
+@pytest.mark.parametrize(
+    ("variables", "code", "field"),
+    [
+        ({"to": "ghost"}, "INVALID_DESTINATION_NODE", "destinationNodeId"),
+        ({"to": "orphan"}, "DESTINATION_NOT_DOWNSTREAM", "destinationNodeId"),
+        ({"to": "c", "start": "orphan"}, "DESTINATION_NOT_DOWNSTREAM", "destinationNodeId"),
+        (
+            {"from": "00000000-0000-0000-0000-000000000000"},
+            "REUSE_WITHOUT_DESTINATION",
+            "reuseFrom",
+        ),
+    ],
+    ids=[
+        "no such node",
+        "not downstream of a trigger",
+        "not downstream of the start",
+        "no destination",
+    ],
+)
+async def test_bad_runs_to_a_node_are_refused(
+    alice: Caller, db_state: DbState, variables: dict[str, Any], code: str, field: str
+) -> None:
+    orphan = node("orphan", "Orphan", "noop")
+    workflow_id = await create(alice, [*NODES, orphan], EDGES)
+    result = await _refused(alice, db_state, RUN_TO, {"id": workflow_id, **variables})
+    assert result["__typename"] == "ValidationError", result
+    assert [(p["code"], p["field"]) for p in result["problems"]] == [(code, field)]
+
+
+async def test_reuse_from_another_workflow_or_another_user_is_refused(
+    app, alice: Caller, bob: Caller, db_state: DbState
+) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    other = await create(alice, NODES, EDGES)
+    others = (await execute(alice, other))["id"]
+    await finished(app, alice, others)
+    result = await _refused(alice, db_state, RUN_TO, {"id": workflow_id, "to": "c", "from": others})
+    assert [(p["code"], p["field"]) for p in result["problems"]] == [
+        ("REUSE_FROM_OTHER_WORKFLOW", "reuseFrom")
+    ]
+    bobs_workflow = await create(bob, NODES, EDGES)
+    bobs = (await execute(bob, bobs_workflow))["id"]
+    await finished(app, bob, bobs)
+    result = await _refused(alice, db_state, RUN_TO, {"id": workflow_id, "to": "c", "from": bobs})
+    assert (result["__typename"], result["id"]) == ("NotFoundError", bobs)
+
+
+@pytest.mark.parametrize(
+    ("node_id", "items", "code", "field"),
+    [
+        ("ghost", [{"b": 1}], "NODE_NOT_FOUND", "nodeId"),
+        ("c", [{"b": 1}, 2], "INVALID_ITEMS", "items[1]"),
+        ("c", {"b": 1}, "INVALID_ITEMS", "items"),
+    ],
+)
+async def test_bad_execute_node_requests_are_refused(
+    alice: Caller, db_state: DbState, node_id: str, items: Any, code: str, field: str
+) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    result = await _refused(
+        alice, db_state, EXECUTE_NODE, {"wf": workflow_id, "node": node_id, "items": items}
+    )
+    assert [(p["code"], p["field"]) for p in result["problems"]] == [(code, field)]
+
+
+async def test_a_disabled_node_type_refuses_execute_node_and_runs_to_a_node(
+    alice: Caller, make_caller: MakeCaller, db_state: DbState
+) -> None:
+    admin = await make_caller("root", admin=True)
+    workflow_id = await create(alice, NODES, EDGES)
+    assert (await set_enabled(admin, "set", False))["__typename"] == "NodeType"
+    for query, variables in (
+        (EXECUTE_NODE, {"wf": workflow_id, "node": "c", "items": [{"b": 1}]}),
+        (RUN_TO, {"id": workflow_id, "to": "c"}),
+    ):
+        result = await _refused(alice, db_state, query, variables)
+        assert result["__typename"] == "ValidationError", result
+        assert {p["code"] for p in result["problems"]} == {"NODE_TYPE_DISABLED"}
+
+
+async def test_a_failure_on_the_way_cancels_only_what_the_node_needs(app, alice: Caller) -> None:
+    nodes = [NODES[0], _set("a", "a", "{{ $json.x.y }}"), *NODES[2:]]
+    workflow_id = await create(alice, nodes, EDGES)
+    execution = await runs_of(app, alice, (await run_to(alice, workflow_id, to="c"))["id"])
+    assert execution["status"] == "FAILED"
+    statuses = {run["nodeId"]: run["status"] for run in execution["nodeRuns"]}
+    assert statuses == {"start": "SUCCEEDED", "a": "FAILED", "b": "CANCELLED", "c": "CANCELLED"}

@@ -1,0 +1,67 @@
+"""The content hash of a node and its ancestry (engine/partial.py): what changes it and what
+does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.graph import Graph
+from engine.partial import ancestors, node_hashes, reusable
+
+
+def graph(**changes: dict[str, Any]) -> Graph:
+    """Start -> A -> B -> C, and Start -> Side; `changes` replace members of a node."""
+    nodes: list[dict[str, Any]] = [
+        {"id": "start", "name": "Start", "type": "manual_trigger"},
+        {"id": "a", "name": "A", "type": "set", "parameters": {"fields": []}},
+        {"id": "b", "name": "B", "type": "noop"},
+        {"id": "c", "name": "C", "type": "noop"},
+        {"id": "side", "name": "Side", "type": "noop"},
+    ]
+    nodes = [{**node, **changes.get(node["id"], {})} for node in nodes]
+    edges = [
+        {"source": "start", "target": "a"},
+        {"source": "a", "target": "b"},
+        {"source": "b", "target": "c"},
+        {"source": "start", "target": "side"},
+    ]
+    return Graph.from_json(nodes, edges)
+
+
+def changed(then: dict[str, str], now: dict[str, str]) -> set[str]:
+    return {node_id for node_id in now if then.get(node_id) != now[node_id]}
+
+
+BASE = node_hashes(graph(), {}, {})
+
+
+def test_the_same_graph_and_input_hash_alike() -> None:
+    assert node_hashes(graph(), {}, {}) == BASE
+    assert len(set(BASE.values())) == len(BASE)
+
+
+def test_a_parameter_change_changes_the_node_and_everything_after_it() -> None:
+    now = node_hashes(graph(a={"parameters": {"fields": [{"name": "x", "value": 1}]}}), {}, {})
+    assert changed(BASE, now) == {"a", "b", "c"}
+
+
+def test_position_notes_and_name_do_not_count() -> None:
+    now = node_hashes(graph(b={"name": "Renamed", "notes": "n", "position": {"x": 5}}), {}, {})
+    assert changed(BASE, now) == set()
+
+
+def test_type_version_disabled_and_pins_count() -> None:
+    assert changed(BASE, node_hashes(graph(b={"typeVersion": 2}), {}, {})) == {"b", "c"}
+    assert changed(BASE, node_hashes(graph(b={"disabled": True}), {}, {})) == {"b", "c"}
+    assert changed(BASE, node_hashes(graph(), {"b": [{"x": 1}]}, {})) == {"b", "c"}
+
+
+def test_another_input_changes_every_node_it_reaches() -> None:
+    assert changed(BASE, node_hashes(graph(), {}, {"x": 1})) == set(BASE)
+
+
+def test_reusable_nodes_are_unchanged_ancestors_that_succeeded() -> None:
+    now = node_hashes(graph(c={"notes": "x", "parameters": {"p": 1}}), {}, {})
+    keep = ancestors(graph(), "c")
+    assert keep == {"start", "a", "b"}
+    assert reusable(now, BASE, {"start": 1, "a": 1, "side": 1}, keep) == {"start", "a"}
