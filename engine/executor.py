@@ -683,7 +683,9 @@ class _Run:
             )
         if request.node_items is not None:
             # Only the destination runs, on the given items (`executeNode`).
-            self.ready.append((start, {"main": request.node_items}))
+            inputs = start.node_type.inputs
+            port = inputs[0].name if inputs else "main"  # its one input (checked before)
+            self.ready.append((start, {port: request.node_items}))
             return
         for plan_node in self.plan.nodes.values():
             if plan_node.incoming or plan_node.id == start.id:

@@ -315,8 +315,30 @@ async def execute_node(
             workflow = await workflows.get_workflow(session, str(workflow_id), viewer.workspace_ids)
             if workflow is None:
                 raise _Refused(_not_found("workflow", str(workflow_id)))
-            if not any(node.get("id") == str(node_id) for node in workflow.nodes):
+            tested = next((n for n in workflow.nodes if n.get("id") == str(node_id)), None)
+            if tested is None:
                 raise _Refused(validation_error([pins.node_missing(str(node_id))]))
+            node_types = await node_types_for_graph(
+                info, workflow.workspace_id, Graph.from_json(workflow.nodes, []), session
+            )
+            tested_type = node_types.get(str(tested.get("type")), tested.get("typeVersion"))
+            if tested_type is not None and len(tested_type.inputs) > 1:
+                # The items go to the node's one input; which of several would be a guess.
+                raise _Refused(
+                    validation_error(
+                        [
+                            Problem(
+                                "NODE_HAS_SEVERAL_INPUTS",
+                                f"node {str(node_id)!r} has {len(tested_type.inputs)} inputs "
+                                f"({', '.join(port.name for port in tested_type.inputs)}): "
+                                "executeNode gives items to a node with one; run the workflow "
+                                "to it instead (executeWorkflow with destinationNodeId)",
+                                str(node_id),
+                                "nodeId",
+                            )
+                        ]
+                    )
+                )
             problems = await _runnable_problems(info, workflow, session)
             if problems:
                 raise _Refused(validation_error(problems))
@@ -415,6 +437,22 @@ async def retry_execution(
                                 "EXECUTION_NOT_FINISHED",
                                 f"execution {execution_id!r} is {original.status}; retry it once "
                                 "it has finished",
+                                "id",
+                            )
+                        ]
+                    )
+                )
+            if original.node_only or original.destination_node_id is not None:
+                # Retrying it as a whole run would run what the user chose not to (the
+                # nodes past the destination, the side branches, the pinned nodes).
+                what = "executeNode" if original.node_only else "a run to a node"
+                raise _Refused(
+                    validation_error(
+                        [
+                            _problem(
+                                "PARTIAL_RUN_NOT_RETRYABLE",
+                                f"execution {execution_id!r} was {what}: run it again the "
+                                "same way instead of retrying it",
                                 "id",
                             )
                         ]

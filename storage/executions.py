@@ -38,7 +38,7 @@ from storage.paging import newest_first
 
 if TYPE_CHECKING:
     from storage.recorder import GroupCommitWriter
-from storage.types import utcnow
+from storage.types import storable, utcnow
 
 
 class WorkflowRef(Protocol):
@@ -305,6 +305,10 @@ async def find_by_idempotency_key(
 async def get_execution(
     session: AsyncSession, execution_id: str, workspace_ids: Sequence[str]
 ) -> Execution | None:
+    """The execution if the caller may see it; None for an id no execution can have (a NUL
+    character, which PostgreSQL refuses to compare, or longer than an id)."""
+    if not storable(execution_id) or len(execution_id) > 36:
+        return None
     query = select(Execution).where(
         Execution.id == execution_id, col(Execution.workspace_id).in_(workspace_ids)
     )
@@ -925,6 +929,7 @@ class DatabaseExecutionSource:
                 dict(row.pinned_data or {}),
                 execution_input_value,
                 row.destination_node_id,
+                row.start_node_id,
             )
         # A queued execution has exactly one event so far: EXECUTION_QUEUED. What a resumed
         # one did so far is read by the claim, after it holds the row (`_resume_state`).
@@ -967,6 +972,13 @@ class DatabaseExecutionSource:
         )
 
 
+_FINISHED_STATUSES = (
+    ExecutionStatus.SUCCEEDED.value,
+    ExecutionStatus.FAILED.value,
+    ExecutionStatus.CANCELLED.value,
+)
+
+
 async def latest_reusable(
     session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
 ) -> Execution | None:
@@ -979,6 +991,9 @@ async def latest_reusable(
             Execution.mode == "manual",
             col(Execution.node_only).is_(False),
             col(Execution.workspace_id).in_(workspace_ids),
+            # A run still going has not produced what it will (a second click on "run to
+            # here" must not reuse the first, still queued).
+            col(Execution.status).in_(_FINISHED_STATUSES),
         )
         .order_by(col(Execution.created_at).desc(), col(Execution.id).desc())
         .limit(1)
@@ -993,9 +1008,12 @@ async def _still_valid_outputs(
     pinned: dict[str, Any],
     input_value: Any,
     destination_node_id: str,
+    start_node_id: str | None,
 ) -> dict[str, PortItems]:
     """The outputs of the earlier execution that a run to `destination_node_id` can reuse:
-    of the destination's ancestors unchanged since (engine/partial.py) that succeeded then."""
+    of the destination's ancestors unchanged since (engine/partial.py) that succeeded then.
+    Nothing when the earlier run started from another node: the input entered the graph
+    elsewhere, and the other roots did not run."""
     query = (
         select(
             Execution.mode,
@@ -1008,8 +1026,13 @@ async def _still_valid_outputs(
     )
     found = (await session.exec(query)).first()
     earlier = await session.get(Execution, earlier_id)
-    if found is None or earlier is None or earlier.node_only:
-        # Deleted since, or a node run on given items: nothing to reuse.
+    if (
+        found is None
+        or earlier is None
+        or earlier.node_only
+        or earlier.start_node_id != start_node_id
+    ):
+        # Deleted since, a node run on given items, or started elsewhere: nothing to reuse.
         return {}
     mode, nodes, edges, earlier_pins = found
     then = partial.node_hashes(

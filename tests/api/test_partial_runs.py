@@ -265,3 +265,68 @@ async def test_a_failure_on_the_way_cancels_only_what_the_node_needs(app, alice:
     assert execution["status"] == "FAILED"
     statuses = {run["nodeId"]: run["status"] for run in execution["nodeRuns"]}
     assert statuses == {"start": "SUCCEEDED", "a": "FAILED", "b": "CANCELLED", "c": "CANCELLED"}
+
+
+async def test_a_run_started_elsewhere_is_not_reused(app, alice: Caller) -> None:
+    # Two roots feed `m`: a run from the trigger and a run from `r2` give it different items.
+    nodes = [
+        node("start", "Start", "manual_trigger"),
+        _set("a", "a", "{{ 1 }}"),
+        _set("r2", "r", "{{ 'r2' }}"),
+        _set("m", "m", "{{ $json.a || $json.r }}"),
+        _set("c", "c", "{{ $json.m }}"),
+    ]
+    edges = [edge("start", "a"), edge("a", "m"), edge("r2", "m"), edge("m", "c")]
+    workflow_id = await create(alice, nodes, edges)
+    whole = (await execute(alice, workflow_id))["id"]
+    await runs_of(app, alice, whole)
+    from_r2 = await run_to(alice, workflow_id, to="c", start="r2")
+    execution = await runs_of(app, alice, from_r2["id"])
+    assert "REUSED" not in sources(execution).values(), execution
+    assert execution["output"] == [{"r": "r2", "m": "r2", "c": "r2"}]
+
+
+async def test_a_partial_run_is_not_retried_as_a_whole_run(app, alice: Caller) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    retry = "mutation($id: ID!) { retryExecution(id: $id) { __typename " + (
+        "... on ValidationError { problems { code field } } } }"
+    )
+    tested = only(
+        await alice.gql(EXECUTE_NODE, {"wf": workflow_id, "node": "c", "items": [{"b": 3}]})
+    )
+    partial = await run_to(alice, workflow_id, to="b")
+    for started in (tested, partial):
+        await runs_of(app, alice, started["id"])
+        result = only(await alice.gql(retry, {"id": started["id"]}))
+        assert [(p["code"], p["field"]) for p in result["problems"]] == [
+            ("PARTIAL_RUN_NOT_RETRYABLE", "id")
+        ]
+
+
+async def test_execute_node_of_a_node_with_several_inputs_is_refused(
+    alice: Caller, db_state: DbState
+) -> None:
+    nodes = [*NODES, node("merge", "Merge", "merge")]
+    edges = [
+        *EDGES,
+        edge("b", "merge", targetInput="input1"),
+        edge("c", "merge", targetInput="input2"),
+    ]
+    workflow_id = await create(alice, nodes, edges)
+    result = await _refused(
+        alice, db_state, EXECUTE_NODE, {"wf": workflow_id, "node": "merge", "items": [{"x": 1}]}
+    )
+    assert [(p["code"], p["field"]) for p in result["problems"]] == [
+        ("NODE_HAS_SEVERAL_INPUTS", "nodeId")
+    ]
+
+
+async def test_a_reuse_from_that_cannot_be_an_id_is_not_found(
+    alice: Caller, db_state: DbState
+) -> None:
+    workflow_id = await create(alice, NODES, EDGES)
+    for bad in ("ab\x00c", "x" * 100):
+        result = await _refused(
+            alice, db_state, RUN_TO, {"id": workflow_id, "to": "c", "from": bad}
+        )
+        assert result["__typename"] == "NotFoundError", result
