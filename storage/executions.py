@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_
+from sqlalchemy import Table, and_, bindparam, case, delete, func, insert, null, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -750,7 +750,10 @@ _LOAD = (
         _VERSIONS.c.nodes,
         _VERSIONS.c.edges,
         _VERSIONS.c.settings,
-        _VERSIONS.c.pinned_data,
+        # Only manual runs use pins: the others do not read (and decode) them.
+        case((_EXECUTIONS.c.mode == "manual", _VERSIONS.c.pinned_data), else_=null()).label(
+            "pinned_data"
+        ),
         _WORKFLOWS.c.name.label("workflow_name"),
         _EXECUTION_PAYLOADS.c.encoding.label("input_encoding"),
         _EXECUTION_PAYLOADS.c.data.label("input_data"),

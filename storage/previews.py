@@ -26,7 +26,8 @@ MANUAL = "manual"
 async def latest_manual_execution(
     session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
 ) -> Execution | None:
-    """The workflow's newest manual execution, if it is the caller's."""
+    """The workflow's newest manual execution, if it is the caller's; not an `executeNode`
+    run (one node on items given to it: the other nodes have no data there)."""
     if not storable(workflow_id) or not workspace_ids:
         return None
     query = (
@@ -34,6 +35,7 @@ async def latest_manual_execution(
         .where(
             Execution.workflow_id == workflow_id,
             Execution.mode == MANUAL,
+            col(Execution.node_only).is_(False),
             col(Execution.workspace_id).in_(workspace_ids),
         )
         .order_by(col(Execution.created_at).desc(), col(Execution.id).desc())

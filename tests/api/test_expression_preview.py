@@ -328,3 +328,15 @@ async def test_an_output_larger_than_previews_read_is_not_decoded(
         assert result["__typename"] == "NoDataError", result
         assert "too large to preview" in result["message"], result
         assert result["executionId"] == execution_id
+
+
+async def test_a_test_step_run_is_not_the_data_previews_read(app: Any, alice: Caller) -> None:
+    workflow_id, execution_id = await _ran(app, alice)
+    tested = await alice.gql(
+        'mutation($w: ID!, $items: JSON!) { executeNode(workflowId: $w, nodeId: "target", '
+        "items: $items) { ... on Execution { id } } }",
+        {"w": workflow_id, "items": [{"price": 1, "qty": 1}]},
+    )
+    await finished(app, alice, tested["executeNode"]["id"])
+    result = await _evaluate(alice, workflow_id, "{{ $json.name }}", i=1)
+    assert (result["value"], result["executionId"]) == ("Bob", execution_id), result
