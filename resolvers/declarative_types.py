@@ -74,18 +74,40 @@ async def create_node_type(
     input: inputs.DeclarativeNodeTypeInput,
     workspace_id: WorkspaceArgument = None,
 ) -> results.NodeTypeResult:
+    return await _save(info, name, input, workspace_id, new=True)
+
+
+async def update_node_type(
+    info: Info,
+    name: Annotated[str, strawberry.argument(description="The type to change.")],
+    input: inputs.DeclarativeNodeTypeInput,
+    workspace_id: WorkspaceArgument = None,
+) -> results.NodeTypeResult:
+    return await _save(info, name, input, workspace_id, new=False)
+
+
+async def _save(
+    info: Info,
+    name: str,
+    input: inputs.DeclarativeNodeTypeInput,
+    workspace_id: strawberry.ID | None,
+    *,
+    new: bool,
+) -> results.NodeTypeResult:
+    """Store a new type (`new`: its name is checked too) or a new version of one."""
     workspace = _workspace(info, workspace_id)
     if workspace is None:
         return _workspace_not_found(workspace_id)
     definition = _definition(input)
-    problems = definition_problems(name, definition, info.context.services.registry.has_name)
+    problems = definition_problems(
+        name if new else None, definition, info.context.services.registry.has_name
+    )
     if problems:
         return validation_error(problems)
+    write = node_type_definitions.create_type if new else node_type_definitions.update_type
     try:
         async with info.context.database.transaction() as session:
-            await node_type_definitions.create_type(
-                session, workspace, name, definition, info.context.viewer().user_id
-            )
+            await write(session, workspace, name, definition, info.context.viewer().user_id)
     except DuplicateNameError:
         return validation_error(
             [
@@ -97,29 +119,6 @@ async def create_node_type(
                 )
             ]
         )
-    except ConcurrentChangeError as exc:
-        return validation_error([Problem("CONCURRENT_CHANGE", str(exc), None, "name")])
-    return await _mapped(info, workspace, name)
-
-
-async def update_node_type(
-    info: Info,
-    name: Annotated[str, strawberry.argument(description="The type to change.")],
-    input: inputs.DeclarativeNodeTypeInput,
-    workspace_id: WorkspaceArgument = None,
-) -> results.NodeTypeResult:
-    workspace = _workspace(info, workspace_id)
-    if workspace is None:
-        return _workspace_not_found(workspace_id)
-    definition = _definition(input)
-    problems = definition_problems(None, definition, info.context.services.registry.has_name)
-    if problems:
-        return validation_error(problems)
-    try:
-        async with info.context.database.transaction() as session:
-            await node_type_definitions.update_type(
-                session, workspace, name, definition, info.context.viewer().user_id
-            )
     except NotFoundError:
         return _type_not_found(name)
     except ConcurrentChangeError as exc:

@@ -28,25 +28,12 @@ from engine.nodes.parameters import (
     chunks,
     flag,
     invalid_parameter,
+    objects,
     per_item,
     shown,
     text,
 )
 from engine.nodes.paths import set_path, split_path
-
-FIELD_NOT_FOUND = "FIELD_NOT_FOUND"
-
-
-def objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    """A required, non-empty list parameter whose entries are objects."""
-    entries = parameters.get(name)
-    if not isinstance(entries, list) or not entries:
-        raise invalid_parameter(name, f"must be a non-empty list, got {shown(entries)}")
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise invalid_parameter(f"{name}[{index}]", f"must be an object, got {shown(entry)}")
-    return entries
-
 
 Assignment = tuple[tuple[str, ...], Any]
 

@@ -46,6 +46,21 @@ def shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# A field an item does not have, named by a parameter (Set, Split Out, Aggregate, ...).
+FIELD_NOT_FOUND = "FIELD_NOT_FOUND"
+
+
+def objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """A required, non-empty list parameter whose entries are objects."""
+    entries = parameters.get(name)
+    if not isinstance(entries, list) or not entries:
+        raise invalid_parameter(name, f"must be a non-empty list, got {shown(entries)}")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise invalid_parameter(f"{name}[{index}]", f"must be an object, got {shown(entry)}")
+    return entries
+
+
 def _small(value: Any, budget: int = 256) -> bool:
     """Whether `value` holds at most `budget` values and characters in all (looked at until
     it passes)."""

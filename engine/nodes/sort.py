@@ -17,9 +17,8 @@ from engine.node_types import NodeGroup, NodeType
 from engine.nodes import schema
 from engine.nodes.base import CHECKPOINT_EVERY, Item, NodeRunContext, PortItems
 from engine.nodes.growth import KeyTexts
-from engine.nodes.parameters import choice, settings, text
+from engine.nodes.parameters import choice, objects, settings, text
 from engine.nodes.paths import getter
-from engine.nodes.transform import objects
 
 # Items sorted by one `list.sort` call: about 10 ms of the event loop at most.
 SORT_RUN_ITEMS = 10_000

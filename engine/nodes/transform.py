@@ -15,29 +15,17 @@ from engine.nodes import schema
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
 from engine.nodes.growth import Growth, json_bytes
 from engine.nodes.parameters import (
+    FIELD_NOT_FOUND,
     choice,
     chunks,
     flag,
     invalid_parameter,
+    objects,
     settings,
-    shown,
     text,
     whole_number,
 )
 from engine.nodes.paths import MISSING, getter, set_path, split_path
-
-FIELD_NOT_FOUND = "FIELD_NOT_FOUND"
-
-
-def objects(parameters: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    """A required, non-empty list parameter whose entries are objects."""
-    entries = parameters.get(name)
-    if not isinstance(entries, list) or not entries:
-        raise invalid_parameter(name, f"must be a non-empty list, got {shown(entries)}")
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise invalid_parameter(f"{name}[{index}]", f"must be an object, got {shown(entry)}")
-    return entries
 
 
 async def limit(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
