@@ -50,7 +50,7 @@ from engine.nodes.base import Item
 from engine.plan import Plan, PlanCache, compile_plan
 from engine.runner import ExecutionRunner
 from engine.states import ExecutionStatus
-from storage.executions import DatabaseExecutionSource
+from storage.execution_source import DatabaseExecutionSource
 from storage.models import NodeRun
 
 Result = dict[str, Any]

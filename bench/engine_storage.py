@@ -21,7 +21,7 @@ from engine.runner import ExecutionRunner, LoadedExecution
 from engine.states import ExecutionStatus
 from storage import accounts, executions, workflows
 from storage.db import Database
-from storage.executions import DatabaseExecutionSource
+from storage.execution_source import DatabaseExecutionSource
 from storage.migrate import upgrade
 from storage.models import ExecutionEventRow, NodeRun, NodeRunPayload, Workflow, WorkflowVersion
 from storage.recorder import GroupCommitWriter

@@ -14,6 +14,9 @@ Semantics (see docs/architecture.md, "How a run proceeds"):
   output; ERROR_OUTPUT emits it on the `error` port.
 
 The executor knows nothing of databases or queues: it sends `Record`s to a `Recorder`.
+
+Over 400 lines, but one cohesive thing: one run's scheduling,
+retries and recording, which share its state.
 """
 
 from __future__ import annotations

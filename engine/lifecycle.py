@@ -12,7 +12,7 @@ ports of engine/ports.py.
 An execution id from `executeWorkflow` to the worker and back to a subscription:
 resolvers/executions.py (checks, snapshot) -> engine/lifecycle.py (`start`: create through
 storage/lifecycle_store.py, announce, admit, submit) -> engine/queue.py or
-engine/submitter.py -> engine/runner.py (claim through storage/executions.py, run) ->
+engine/submitter.py -> engine/runner.py (claim through storage/execution_source.py, run) ->
 storage/recorder.py (commit, publish) -> engine/bus.py (fanout) -> the subscription; and after
 the run engine/lifecycle.py (`after_run`).
 """

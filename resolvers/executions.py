@@ -1,4 +1,7 @@
-"""Execution queries and mutations: run, inspect, list, cancel, retry."""
+"""Execution queries and mutations: run, inspect, list, cancel, retry.
+
+Over 400 lines, but one cohesive thing: the execution operations of the schema.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from resolvers.workflows import validation_error
 from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
-from storage import executions, workflows
+from storage import executions, partial_reuse, payload_store, workflows
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
 
@@ -141,7 +144,7 @@ async def _reuse_source(
     """The execution whose outputs a run to a node may reuse: `reuseFrom`, which must be an
     execution of this workflow that the caller can see, or the latest manual one."""
     if reuse_from is None:
-        latest = await executions.latest_reusable(session, workflow_id, workspace_ids)
+        latest = await partial_reuse.latest_reusable(session, workflow_id, workspace_ids)
         return None if latest is None else latest.id
     earlier = await executions.get_execution(session, reuse_from, workspace_ids)
     if earlier is None:
@@ -481,7 +484,7 @@ async def retry_execution(
                 version_id=snapshot.id,
                 version=snapshot.version,
                 mode="retry",
-                input=await executions.execution_input(session, original),
+                input=await payload_store.execution_input(session, original),
                 created_by=viewer.user_id,
                 start_node_id=original.start_node_id,
                 retry_of=original.id,

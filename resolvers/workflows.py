@@ -1,4 +1,7 @@
-"""Workflow queries and mutations: read, list, change the draft, publish, activate."""
+"""Workflow queries and mutations: read, list, change the draft, publish, activate.
+
+Over 400 lines, but one cohesive thing: the workflow operations of the schema.
+"""
 
 from __future__ import annotations
 

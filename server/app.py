@@ -40,7 +40,7 @@ from server.webhooks import WebhookEndpoint
 from server.websocket_writes import FrameWriters
 from storage.credentials import DatabaseCredentials
 from storage.db import Database
-from storage.executions import DatabaseExecutionSource
+from storage.execution_source import DatabaseExecutionSource
 from storage.lifecycle_store import DatabaseExecutionStore
 from storage.node_type_definitions import DeclaredNodeTypes
 from storage.recorder import GroupCommitWriter

@@ -5,6 +5,8 @@ Settings are read once as a command starts: a bad `LOOM_*` value stops every com
 one line naming it. Every command that opens the database says which one on stderr;
 only `serve` and `db upgrade` create a missing SQLite file unasked, because a token or a
 rotation written to a new, empty database is lost on the server that the user meant.
+
+Over 400 lines, but one cohesive thing: the `loom` command line, one small function per command.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Loom's configuration: one settings object, read once from `LOOM_*` variables and `.env`."""
+"""Loom's configuration: one settings object, read once from `LOOM_*` variables and `.env`.
+
+Over 400 lines, but one cohesive thing: one `Settings` class, a field per setting.
+"""
 
 from __future__ import annotations
 

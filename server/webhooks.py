@@ -6,6 +6,8 @@ run ends (the items of the last node that produced data), or what a Respond to W
 says. Waiting uses the process's live events (in distributed mode they come from the workers
 through Redis) and reads the result from the database. An `Idempotency-Key` header answers
 with the first run for that key instead of starting another.
+
+Over 400 lines, but one cohesive thing: the webhook route, from request to answer.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from engine.nodes.base import CredentialProvider, PortItems
 from engine.ports import StartConflict, StartRequest
 from engine.states import ExecutionStatus
 from engine.validation import Problem
-from storage import executions, webhooks
+from storage import executions, payload_store, payloads, webhooks
 from storage.db import Database
 from storage.models import NodeRun
 from storage.webhooks import Route, RouteCache
@@ -282,7 +284,7 @@ class WebhookEndpoint:
                 return None
             if status != ExecutionStatus.SUCCEEDED.value:
                 return _run_failed(execution_id, status, error)
-            found = await executions.execution_payloads(session, [execution_id], executions.OUTPUT)
+            found = await payload_store.execution_payloads(session, [execution_id], payloads.OUTPUT)
             return JSONResponse(found.get(execution_id, legacy_output) or [])
 
         def handed() -> Response | None:
@@ -423,7 +425,7 @@ def _succeeded_silently(execution_id: str) -> JSONResponse:
 
 
 async def _respond_with(session: AsyncSession, run: NodeRun) -> Response:
-    outputs = await executions.payloads_by_run(session, [run.id])
+    outputs = await payload_store.payloads_by_run(session, [run.id])
     return _answer(outputs.get(run.id) or {})
 
 

@@ -32,7 +32,7 @@ from engine.runner import ExecutionRunner
 from server.running import require_distributed_settings
 from server.scheduler import run_scheduler
 from server.settings import Settings
-from storage.executions import DatabaseExecutionSource
+from storage.execution_source import DatabaseExecutionSource
 from storage.leases import LeaseKeeper
 from storage.lifecycle_store import DatabaseExecutionStore
 from storage.migrate import upgrade

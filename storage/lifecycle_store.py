@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.node_type_policy import EMPTY
 from engine.ports import Resumable, StartConflict, StartRequest
-from storage import executions, queueing, schedules, subworkflows
+from storage import cancellation, executions, queueing, schedules, subworkflows
 from storage.db import Database
 from storage.models import Execution
 from storage.node_type_policies import NodeTypePolicies
@@ -61,11 +61,11 @@ class DatabaseExecutionStore:
 
     async def request_cancel(self, execution_id: str) -> None:
         async with self.database.transaction() as session:
-            await executions.request_cancel(session, execution_id)
+            await cancellation.request_cancel(session, execution_id)
 
     async def cancel_unheld(self, execution_id: str) -> bool:
         async with self.database.transaction() as session:
-            return await executions.cancel_queued(session, execution_id)
+            return await cancellation.cancel_queued(session, execution_id)
 
     async def waited_descendants(self, execution_id: str) -> Sequence[Execution]:
         async with self.database.session() as session:

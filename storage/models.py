@@ -1,6 +1,8 @@
 """SQLModel tables. The schema itself is owned by the Alembic migrations beside this module.
 
 Everything a user makes belongs to a workspace; users reach workspaces through memberships.
+
+Over 400 lines, but one cohesive thing: the table definitions, one class per table.
 """
 
 from __future__ import annotations

@@ -23,9 +23,8 @@ from engine.truncation import marker
 from storage import payloads
 from storage.db import Sessions, run_core
 from storage.errors import NotFoundError
-from storage.executions import INPUT, OUTPUT
 from storage.models import ExecutionPayload, NodeRunPayload
-from storage.payloads import Chunk, ChunkIndex
+from storage.payloads import INPUT, OUTPUT, Chunk, ChunkIndex
 
 # All of a small payload, and the index of a chunked output of about 100 MB.
 HEAD_BYTES = 64 * 1024

@@ -25,12 +25,16 @@ from typing import Any
 import orjson
 import zstandard
 
-from engine.nodes.base import PortItems
-from engine.outputs import EncodedOutputs
+from engine.nodes.base import Item, PortItems
+from engine.outputs import EncodedOutputs, serialize_outputs
+
+# What an execution's payload rows hold (`ExecutionPayload.kind`).
+INPUT = "input"
+OUTPUT = "output"
 
 ENCODING = "zstd+json"
 CHUNKED = "zstd+chunks"
-# Payloads stored by reference instead of again (see storage/executions.py): a node run's
+# Payloads stored by reference instead of again (see storage/payload_store.py): a node run's
 # output that is the execution input as the one item on a port (data: the port), and an
 # execution output that is the items of a node run's port (data: JSON, node run and port).
 INPUT_REFERENCE = "ref:input"
@@ -178,3 +182,21 @@ def decode_chunked(data: bytes) -> PortItems:
             frame = view[chunk.start : chunk.start + chunk.size]
             items.extend(orjson.loads(decompress_frame(frame)))
     return outputs
+
+
+def encode_payload(value: Any) -> tuple[bytes, int]:
+    """A JSON value compressed for storage, and its size before compression."""
+    raw = orjson.dumps(value)
+    return compress(raw), len(raw)
+
+
+def encode_output(port: str, items: list[Item]) -> tuple[bytes, int]:
+    """An execution output stored by value (`CHUNKED`, as the items of its port), and its
+    size as JSON."""
+    encoded = serialize_outputs({port: items})
+    return pack(encoded), encoded.raw_bytes
+
+
+def output_reference(node_run_id: str, port: str) -> bytes:
+    """An execution output that is the items of a node run's port, stored by reference."""
+    return orjson.dumps({"nodeRunId": node_run_id, "port": port})

@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.nodes.base import PortItems
 from engine.states import NodeRunStatus
-from storage import executions
+from storage import executions, payload_store
 from storage.models import Execution, NodeRun, NodeRunPayload, Workflow
 from storage.types import storable
 
@@ -106,13 +106,13 @@ async def whole_outputs(
     for run_id, raw_bytes in sizes.items():
         if raw_bytes > MAX_PREVIEW_OUTPUT_BYTES:
             raise OutputTooLarge(run_id, raw_bytes)
-    decoded = await executions.payloads_by_run(session, run_ids)
+    decoded = await payload_store.payloads_by_run(session, run_ids)
     return {run_id: (items, sizes.get(run_id, 0)) for run_id, items in decoded.items()}
 
 
 async def execution_input(session: AsyncSession, row: Execution) -> Any:
     """The item the execution started with."""
-    return await executions.execution_input(session, row)
+    return await payload_store.execution_input(session, row)
 
 
 async def workflow_by_id(session: AsyncSession, workflow_id: str) -> Workflow | None:

@@ -4,6 +4,8 @@ The executor emits records without waiting. This writer drains all that are pend
 stores them in one transaction per round: one commit when idle, large batches under load,
 and the single writer SQLite needs. Only after the commit are the events handed to the
 subscribers (`on_commit`), so what anyone sees always matches the database.
+
+Over 400 lines, but one cohesive thing: the group-commit writer and the statements it batches.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
 from engine.outputs import EncodedOutputs
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
-from storage import executions, payloads
+from storage import executions, payload_store, payloads
 from storage.db import Database, run_core
 from storage.models import Execution, ExecutionEventRow, NodeRun, NodeRunPayload
 
@@ -344,12 +346,12 @@ class GroupCommitWriter:
                 continue
             if change.output_from is not None:
                 # The items of a node run recorded already (in this batch or before).
-                reference = executions.output_reference(*change.output_from)
+                reference = payloads.output_reference(*change.output_from)
                 outputs[id(record)] = (reference, 0, payloads.RUN_REFERENCE)
             else:
                 # Items of an earlier execution's node run (reused by a retry): stored again.
                 data, raw_bytes = await asyncio.to_thread(
-                    executions.encode_output, change.output_port or "main", change.output
+                    payloads.encode_output, change.output_port or "main", change.output
                 )
                 outputs[id(record)] = (data, raw_bytes, payloads.CHUNKED)
         async with self._database.transaction() as session:
@@ -513,7 +515,7 @@ class GroupCommitWriter:
         output_rows = [
             {
                 "execution_id": record.event.execution_id,
-                "kind": executions.OUTPUT,
+                "kind": payloads.OUTPUT,
                 "encoding": outputs[id(record)][2],
                 "raw_bytes": outputs[id(record)][1],
                 "data": outputs[id(record)][0],
@@ -522,7 +524,7 @@ class GroupCommitWriter:
             if id(record) in outputs
         ]
         if output_rows:
-            await executions.insert_execution_payloads(session, output_rows)
+            await payload_store.insert_execution_payloads(session, output_rows)
         return [row["id"] for row in new_runs], batch
 
 
@@ -544,7 +546,7 @@ def _settle(creation: NewExecution, error: BaseException | None) -> None:
 
 async def _insert_creations(session: AsyncSession, creations: Sequence[NewExecution]) -> None:
     await run_core(session, executions.INSERT_EXECUTION, [c.row for c in creations])
-    await executions.insert_execution_payloads(session, [c.input_row for c in creations])
+    await payload_store.insert_execution_payloads(session, [c.input_row for c in creations])
     await run_core(
         session,
         _INSERT_EVENTS,

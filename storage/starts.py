@@ -31,8 +31,10 @@ from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus
 from engine.submitter import InProcessSubmitter
 from storage import payloads
-from storage.executions import _EXECUTIONS, INPUT, DatabaseExecutionSource, encode_payload
+from storage.execution_source import DatabaseExecutionSource
+from storage.executions import _EXECUTIONS
 from storage.models import new_id
+from storage.payloads import INPUT, encode_payload
 from storage.recorder import GroupCommitWriter, NewExecution
 from storage.types import utcnow
 

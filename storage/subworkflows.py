@@ -18,7 +18,7 @@ from engine.nodes.growth import too_large
 from engine.nodes.subworkflow import SUBWORKFLOW_MODE, TRIGGER
 from engine.ports import CreatedExecution, ParentLink, StartConflict, StartRequest
 from engine.states import ExecutionStatus
-from storage import executions, output_reads, workflows
+from storage import output_reads, payload_store, payloads, workflows
 from storage.db import Database
 from storage.executions import UNFINISHED
 from storage.models import Execution, Workflow, WorkflowVersion
@@ -141,7 +141,7 @@ class DatabaseWorkflowCaller:
         if max_bytes is not None:
             await _refuse_past(self.database, succeeded, max_bytes)
         async with self.database.session() as session:
-            outputs = await executions.execution_payloads(session, succeeded, executions.OUTPUT)
+            outputs = await payload_store.execution_payloads(session, succeeded, payloads.OUTPUT)
         return [
             ChildResult(
                 execution_id=execution_id,

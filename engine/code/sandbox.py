@@ -21,6 +21,8 @@ A call ends in one of three ways besides its result:
   or CODE_ERROR for a crash that is not about memory.
 
 A host that ended is replaced in the background, so the next call finds a fresh isolate.
+
+Over 400 lines, but one cohesive thing: the host pool and its calls.
 """
 
 from __future__ import annotations

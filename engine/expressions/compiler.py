@@ -15,6 +15,9 @@ when it starts (`compile_counted`), and every operation whose work grows with th
 (repetition, comparisons of containers, `in`, slices, the functions) charges that work and
 checks the size of what it builds before it builds it. The hot path (`$json.price *
 $json.qty`) pays nothing for it.
+
+Over 400 lines, but one cohesive thing: the checker and the
+closures it builds, one case per kind of syntax node.
 """
 
 from __future__ import annotations

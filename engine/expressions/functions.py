@@ -4,6 +4,8 @@ Every function takes the rendering's `Budget` first, then JSON values (dict, lis
 float, bool, None), and returns a JSON value. Each one charges the budget for the work it does
 and checks the size of what it builds *before* building it (see `budget`). Methods are looked
 up in per-type tables by name; no Python attribute is ever read from a value.
+
+Over 400 lines, but one cohesive thing: the table of what an expression may call, each entry small.
 """
 
 from __future__ import annotations

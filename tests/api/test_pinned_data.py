@@ -14,7 +14,7 @@ from server.app import create_app
 from server.settings import Settings
 from storage import executions, workflows
 from storage.db import Database
-from storage.executions import DatabaseExecutionSource
+from storage.execution_source import DatabaseExecutionSource
 from storage.models import Workflow, WorkflowVersion
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller, DbState

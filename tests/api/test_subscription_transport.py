@@ -208,7 +208,7 @@ async def test_execution_updates_stream_the_viewers_status_changes_only(
 async def test_execution_updates_recover_changes_the_bus_lost(
     database, settings, registry, alice, monkeypatch
 ) -> None:
-    from storage import executions, workflows
+    from storage import cancellation, executions, workflows
     from storage.models import Workflow
 
     async with served(database, settings, registry, alice) as (url, alice):
@@ -242,7 +242,7 @@ async def test_execution_updates_recover_changes_the_bus_lost(
             )
             # A change of it that is not announced either: the idle check finds it.
             async with database.transaction() as session:
-                assert await executions.cancel_queued(session, hidden.id)
+                assert await cancellation.cancel_queued(session, hidden.id)
             await until(
                 lambda: (
                     seen[-1] == {"id": hidden.id, "workflowId": workflow_id, "status": "CANCELLED"}
@@ -259,7 +259,7 @@ async def test_execution_updates_of_a_subscriber_that_falls_behind_are_read_agai
     """A subscriber with more changes waiting than it may hold (a slow client) lets them go
     and is shown again its unfinished executions and those that ended since it was last
     caught up (one that began and ended in the gap included)."""
-    from storage import executions, workflows
+    from storage import cancellation, executions, workflows
     from storage.models import Workflow
 
     async with served(database, settings, registry, alice) as (url, alice):
@@ -287,7 +287,7 @@ async def test_execution_updates_of_a_subscriber_that_falls_behind_are_read_agai
                     )
                     for _ in range(3)
                 ]
-                assert await executions.cancel_queued(session, created[0].id)
+                assert await cancellation.cancel_queued(session, created[0].id)
             services.fanout.wake([execution.id for execution in created])
             # What it let go of is read again: its unfinished executions, and the one that
             # began and ended in the gap.

@@ -15,7 +15,7 @@ from sqlmodel import select
 from engine.events import Event
 from storage import workflows
 from storage.db import Database
-from storage.executions import DatabaseExecutionSource
+from storage.execution_source import DatabaseExecutionSource
 from storage.models import Execution, ExecutionEventRow
 from storage.recorder import GroupCommitWriter
 from storage.starts import EmbeddedStarts

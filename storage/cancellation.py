@@ -1,0 +1,106 @@
+"""Cancelling an execution that no process holds (QUEUED, or WAITING after a durable wait),
+and asking the process that holds one to cancel it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.states import ExecutionStatus, NodeRunStatus
+from storage.executions import next_sequence
+from storage.models import (
+    Execution,
+    ExecutionEventRow,
+    NodeRun,
+)
+from storage.types import utcnow
+
+
+async def cancel_queued(session: AsyncSession, execution_id: str) -> bool:
+    """Cancel an execution no process holds: QUEUED (never started) or WAITING (parked by a
+    durable wait; its parked attempts end CANCELLED). False if it is in neither state.
+
+    The update is conditional on the status, so a concurrent claim cannot also win; the
+    claim is conditional on it too, and finds the execution CANCELLED.
+    """
+    now = utcnow()
+    row = await session.get(Execution, execution_id)
+    if row is None or row.status not in (
+        ExecutionStatus.QUEUED.value,
+        ExecutionStatus.WAITING.value,
+    ):
+        return False
+    was_waiting = row.status == ExecutionStatus.WAITING.value
+    error: dict[str, Any] = {
+        "type": "CANCELLED",
+        "message": "the execution was cancelled" if was_waiting else "cancelled before it started",
+        "details": {},
+    }
+    result = await session.exec(
+        update(Execution)
+        .where(col(Execution.id) == execution_id, col(Execution.status) == row.status)
+        .values(
+            status=ExecutionStatus.CANCELLED.value,
+            finished_at=now,
+            cancel_requested_at=now,
+            error=error,
+            lease_owner=None,
+            lease_expires_at=None,
+            resume_at=None,
+        )
+    )
+    if result.rowcount == 0:
+        return False
+    sequence = await next_sequence(session, execution_id)
+    events: list[dict[str, Any]] = []
+    if was_waiting:
+        parked = await session.exec(
+            select(NodeRun).where(
+                NodeRun.execution_id == execution_id,
+                col(NodeRun.status) == NodeRunStatus.RUNNING.value,
+            )
+        )
+        for run in parked.all():
+            run.status = NodeRunStatus.CANCELLED.value
+            run.finished_at = now
+            session.add(run)
+            events.append(
+                {
+                    "execution_id": execution_id,
+                    "sequence": sequence + len(events),
+                    "type": "NODE_CANCELLED",
+                    "at": now,
+                    "node_id": run.node_id,
+                    "node_name": run.node_name,
+                    "attempt": run.attempt,
+                    "status": NodeRunStatus.CANCELLED.value,
+                    "error": None,
+                }
+            )
+        await session.flush()
+    events.append(
+        {
+            "execution_id": execution_id,
+            "sequence": sequence + len(events),
+            "type": "EXECUTION_FINISHED",
+            "at": now,
+            "node_id": None,
+            "node_name": None,
+            "attempt": None,
+            "status": ExecutionStatus.CANCELLED.value,
+            "error": error,
+        }
+    )
+    await session.exec(insert(ExecutionEventRow), params=events)
+    return True
+
+
+async def request_cancel(session: AsyncSession, execution_id: str) -> None:
+    await session.exec(
+        update(Execution)
+        .where(col(Execution.id) == execution_id)
+        .values(cancel_requested_at=utcnow())
+    )

@@ -1,0 +1,392 @@
+"""The engine's `ExecutionSource` on the database: an execution loaded, claimed under a lease
+(and, when resumed, what its earlier runs did read and its interrupted attempts closed), and
+released."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import orjson
+from sqlalchemy import Table, and_, bindparam, case, func, insert, null, or_
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.bus import EventPublisher
+from engine.events import Event, EventType
+from engine.graph import Graph
+from engine.nodes.base import PortItems
+from engine.runner import LoadedExecution
+from engine.states import ExecutionStatus, NodeRunStatus
+from storage import payloads
+from storage.cancellation import cancel_queued
+from storage.db import Database, run_core
+from storage.errors import NotFoundError
+from storage.executions import _EXECUTIONS, INSERT_STATUS_EVENT, next_sequence
+from storage.models import (
+    Execution,
+    ExecutionEventRow,
+    ExecutionPayload,
+    NodeRun,
+    Workflow,
+    WorkflowVersion,
+)
+from storage.partial_reuse import still_valid_outputs
+from storage.payload_store import succeeded_outputs
+from storage.types import utcnow
+
+if TYPE_CHECKING:
+    from storage.recorder import GroupCommitWriter
+
+
+async def _resume_state(session: AsyncSession, loaded: LoadedExecution) -> None:
+    """What the earlier runs of a resumed execution did, read once the claim holds its row:
+    a previous holder whose lease ran out can no longer add to it (the writer's fence waits
+    for the row and then refuses)."""
+    execution_id = loaded.execution_id
+    loaded.next_sequence = await next_sequence(session, execution_id)
+    loaded.reuse.update(await succeeded_outputs(session, execution_id))
+    attempts = await session.exec(
+        select(NodeRun.node_id, func.max(NodeRun.attempt))
+        .where(NodeRun.execution_id == execution_id)
+        .group_by(col(NodeRun.node_id))
+    )
+    loaded.attempts_used = {node_id: int(attempt) for node_id, attempt in attempts}
+
+
+async def _close_interrupted_runs(
+    session: AsyncSession, loaded: LoadedExecution, now: datetime
+) -> int:
+    """Record attempts left RUNNING or PENDING by a process that died (but not those parked
+    by a durable wait, which go on) as FAILED with WORKER_LOST (they do not count against
+    the node's retries), one event each from `loaded.next_sequence`; return the next free
+    sequence."""
+    sequence = loaded.next_sequence
+    if not loaded.resumed:
+        return sequence
+    parked_runs = [entry["runId"] for entry in loaded.parked.values()]
+    query = (
+        select(NodeRun)
+        .where(
+            NodeRun.execution_id == loaded.execution_id,
+            col(NodeRun.status).in_([NodeRunStatus.RUNNING.value, NodeRunStatus.PENDING.value]),
+            col(NodeRun.id).not_in(parked_runs),
+        )
+        .order_by(col(NodeRun.created_at), col(NodeRun.id))
+    )
+    for run in (await session.exec(query)).all():
+        error = {
+            "type": "WORKER_LOST",
+            "message": WORKER_LOST_MESSAGE.format(name=run.node_name),
+            "details": {},
+        }
+        run.status = NodeRunStatus.FAILED.value
+        run.error = error
+        run.finished_at = now
+        session.add(run)
+        duration = (now - run.started_at).total_seconds() * 1000 if run.started_at else None
+        await session.exec(
+            insert(ExecutionEventRow),
+            params=[
+                {
+                    "execution_id": loaded.execution_id,
+                    "sequence": sequence,
+                    "type": "NODE_FAILED",
+                    "at": now,
+                    "node_id": run.node_id,
+                    "node_name": run.node_name,
+                    "attempt": run.attempt,
+                    "status": NodeRunStatus.FAILED.value,
+                    "duration_ms": duration,
+                    "input_items": run.input_items,
+                    "error": error,
+                }
+            ],
+        )
+        sequence += 1
+    await session.flush()
+    return sequence
+
+
+WORKER_LOST_MESSAGE = (
+    "node {name!r} was interrupted: the process running it stopped or lost its lease; "
+    "it runs again as a new attempt"
+)
+
+# Built once: building SQLAlchemy statements costs more than running them on the hot path.
+_CLAIM = (
+    update(_EXECUTIONS)
+    .where(
+        _EXECUTIONS.c.id == bindparam("execution_id"),
+        _EXECUTIONS.c.lease_generation == bindparam("generation"),
+        or_(
+            _EXECUTIONS.c.status == ExecutionStatus.QUEUED.value,
+            and_(
+                _EXECUTIONS.c.status == ExecutionStatus.RUNNING.value,
+                or_(
+                    _EXECUTIONS.c.lease_expires_at.is_(None),
+                    _EXECUTIONS.c.lease_expires_at <= bindparam("now"),
+                ),
+            ),
+            and_(
+                _EXECUTIONS.c.status == ExecutionStatus.WAITING.value,
+                _EXECUTIONS.c.resume_at <= bindparam("now"),
+            ),
+        ),
+    )
+    .values(
+        status=ExecutionStatus.RUNNING.value,
+        started_at=func.coalesce(_EXECUTIONS.c.started_at, bindparam("now")),
+        lease_generation=_EXECUTIONS.c.lease_generation + 1,
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("expires"),
+        resume_at=None,
+    )
+)
+_VERSIONS: Table = WorkflowVersion.__table__  # type: ignore[attr-defined]
+_WORKFLOWS: Table = Workflow.__table__  # type: ignore[attr-defined]
+_EXECUTION_PAYLOADS: Table = ExecutionPayload.__table__  # type: ignore[attr-defined]
+# What every run needs, in one query: the execution, its snapshot, the workflow's name and
+# the input. What only a resumed or retried run needs is read after it.
+_LOAD = (
+    select(  # type: ignore[call-overload]
+        _EXECUTIONS.c.id,
+        _EXECUTIONS.c.workspace_id,
+        _EXECUTIONS.c.workflow_id,
+        _EXECUTIONS.c.workflow_version_id,
+        _EXECUTIONS.c.status,
+        _EXECUTIONS.c.mode,
+        _EXECUTIONS.c.input,
+        _EXECUTIONS.c.start_node_id,
+        _EXECUTIONS.c.retry_of,
+        _EXECUTIONS.c.reuse_outputs,
+        _EXECUTIONS.c.destination_node_id,
+        _EXECUTIONS.c.node_only,
+        _EXECUTIONS.c.reuse_from,
+        _EXECUTIONS.c.lease_generation,
+        _EXECUTIONS.c.cancel_requested_at,
+        _EXECUTIONS.c.parked,
+        _EXECUTIONS.c.parent_execution_id,
+        _EXECUTIONS.c.parent_run_id,
+        _EXECUTIONS.c.parent_waits,
+        _EXECUTIONS.c.call_depth,
+        _VERSIONS.c.version,
+        _VERSIONS.c.nodes,
+        _VERSIONS.c.edges,
+        _VERSIONS.c.settings,
+        # Only manual runs use pins: the others do not read (and decode) them.
+        case((_EXECUTIONS.c.mode == "manual", _VERSIONS.c.pinned_data), else_=null()).label(
+            "pinned_data"
+        ),
+        _WORKFLOWS.c.name.label("workflow_name"),
+        _EXECUTION_PAYLOADS.c.encoding.label("input_encoding"),
+        _EXECUTION_PAYLOADS.c.data.label("input_data"),
+        _EXECUTION_PAYLOADS.c.raw_bytes.label("input_raw_bytes"),
+    )
+    .select_from(_EXECUTIONS)
+    .join(_VERSIONS, _VERSIONS.c.id == _EXECUTIONS.c.workflow_version_id)
+    .join(_WORKFLOWS, _WORKFLOWS.c.id == _EXECUTIONS.c.workflow_id)
+    .outerjoin(
+        _EXECUTION_PAYLOADS,
+        and_(
+            _EXECUTION_PAYLOADS.c.execution_id == _EXECUTIONS.c.id,
+            _EXECUTION_PAYLOADS.c.kind == payloads.INPUT,
+        ),
+    )
+    .where(_EXECUTIONS.c.id == bindparam("execution_id"))
+)
+
+
+class DatabaseExecutionSource:
+    """`engine.runner.ExecutionSource` on the database, with leases.
+
+    A claim is a compare-and-set on the execution's lease generation: it succeeds for an
+    execution that is QUEUED, RUNNING with an expired lease, or WAITING past its resume
+    time, and only if nobody claimed it since it was loaded. It increments the generation
+    and takes the lease for `owner` until `lease_s` from now (heartbeats renew it).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        owner: str = "embedded",
+        lease_s: float = 30.0,
+        writer: GroupCommitWriter | None = None,
+        publisher: EventPublisher | None = None,
+    ) -> None:
+        self.database = database
+        self.owner = owner
+        self.lease_s = lease_s
+        # Fenced by the generation claimed: records of a lease lost are refused.
+        self.writer = writer
+        # Told about the events a claim or a cancellation commits here (not via the writer).
+        self.publisher = publisher
+
+    async def claim(self, loaded: LoadedExecution) -> bool:
+        async with self.database.transaction() as session:
+            claimed_at = await self._claim_in(session, loaded)
+            if claimed_at is None:
+                return False
+        self._claimed(loaded, claimed_at)
+        return True
+
+    def _claimed(self, loaded: LoadedExecution, at: datetime) -> None:
+        if self.publisher is not None:
+            if loaded.resumed:  # it may also have closed interrupted runs: read them
+                self.publisher.wake([loaded.execution_id])
+            else:  # its one event, EXECUTION_STARTED, goes out as such
+                started = Event(
+                    loaded.execution_id,
+                    loaded.next_sequence - 1,
+                    EventType.EXECUTION_STARTED,
+                    at,
+                    status=ExecutionStatus.RUNNING.value,
+                )
+                self.publisher.publish([started])
+        if self.writer is not None:
+            self.writer.fence(loaded.execution_id, loaded.generation)
+
+    def _committed(self, execution_id: str) -> None:
+        if self.publisher is not None:
+            self.publisher.wake([execution_id])
+
+    async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
+        """`load` and `claim` in one transaction, for a job that knows the generation it
+        claims: one round of the database less on the way to the first node."""
+        async with self.database.transaction() as session:
+            loaded = await self._load_in(session, execution_id)
+            if loaded is None or loaded.status.is_terminal or loaded.generation != generation:
+                return None
+            claimed_at = await self._claim_in(session, loaded)
+            if claimed_at is None:
+                return None
+        self._claimed(loaded, claimed_at)
+        return loaded
+
+    async def _claim_in(self, session: AsyncSession, loaded: LoadedExecution) -> datetime | None:
+        """Claim the loaded execution; when it was claimed, or None if it was not."""
+        now = utcnow()
+        result = await run_core(
+            session,
+            _CLAIM,
+            {
+                "execution_id": loaded.execution_id,
+                "generation": loaded.generation,
+                "now": now,
+                "owner": self.owner,
+                "expires": now + timedelta(seconds=self.lease_s),
+            },
+        )
+        if result.rowcount == 0:
+            return None
+        loaded.generation += 1
+        if loaded.resumed:
+            await _resume_state(session, loaded)
+        sequence = await _close_interrupted_runs(session, loaded, now)
+        await run_core(
+            session,
+            INSERT_STATUS_EVENT,
+            {
+                "execution_id": loaded.execution_id,
+                "sequence": sequence,
+                "type": "EXECUTION_RESUMED" if loaded.resumed else "EXECUTION_STARTED",
+                "at": now,
+                "status": ExecutionStatus.RUNNING.value,
+            },
+        )
+        loaded.next_sequence = sequence + 1
+        return now
+
+    async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
+        """Give the lease up (the execution finished, waits, or this process stops); with
+        `resume_now` another process may claim the execution at once."""
+        async with self.database.transaction() as session:
+            await session.exec(
+                update(Execution)
+                .where(
+                    col(Execution.id) == loaded.execution_id,
+                    col(Execution.lease_generation) == loaded.generation,
+                )
+                .values(lease_owner=None, lease_expires_at=utcnow() if resume_now else None)
+            )
+
+    async def cancel_queued(self, execution_id: str) -> bool:
+        async with self.database.transaction() as session:
+            cancelled = await cancel_queued(session, execution_id)
+        if cancelled:
+            self._committed(execution_id)
+        return cancelled
+
+    async def load(self, execution_id: str) -> LoadedExecution | None:
+        async with self.database.session() as session:
+            return await self._load_in(session, execution_id)
+
+    async def _load_in(self, session: AsyncSession, execution_id: str) -> LoadedExecution | None:
+        found = (await run_core(session, _LOAD, {"execution_id": execution_id})).first()
+        if found is None:
+            row = await session.get(Execution, execution_id)
+            if row is None:
+                return None
+            raise NotFoundError("workflow version", row.workflow_version_id)
+        row = found
+        input_bytes: int | None = row.input_raw_bytes
+        if row.input_data is not None:
+            execution_input_value = orjson.loads(
+                payloads.decompress(row.input_data, row.input_encoding)
+            )
+        else:
+            execution_input_value = row.input  # recorded before migration 0003
+        resumed = row.status != ExecutionStatus.QUEUED.value
+        reuse: dict[str, PortItems] = {}
+        if row.retry_of is not None and row.reuse_outputs:
+            reuse = await succeeded_outputs(session, row.retry_of)
+        reused: dict[str, PortItems] = {}
+        if row.reuse_from is not None and row.destination_node_id is not None:
+            reused = await still_valid_outputs(
+                session,
+                row.reuse_from,
+                Graph.from_json(row.nodes, row.edges),
+                dict(row.pinned_data or {}),
+                execution_input_value,
+                row.destination_node_id,
+                row.start_node_id,
+            )
+        # A queued execution has exactly one event so far: EXECUTION_QUEUED. What a resumed
+        # one did so far is read by the claim, after it holds the row (`_resume_state`).
+        next_sequence = 2
+        attempts_used: dict[str, int] = {}
+        return LoadedExecution(
+            execution_id=row.id,
+            workspace_id=row.workspace_id,
+            workflow_id=row.workflow_id,
+            workflow_name=row.workflow_name,
+            version_id=row.workflow_version_id,
+            version=row.version,
+            nodes=row.nodes,
+            edges=row.edges,
+            settings=row.settings,
+            status=ExecutionStatus(row.status),
+            mode=row.mode,
+            input=execution_input_value if isinstance(execution_input_value, dict) else {},
+            input_bytes=input_bytes,
+            generation=row.lease_generation,
+            cancel_requested=row.cancel_requested_at is not None,
+            parked=dict(row.parked or {}) if row.status == ExecutionStatus.WAITING.value else {},
+            start_node_id=row.start_node_id,
+            next_sequence=next_sequence,
+            reuse=reuse,
+            # Only manual executions use pins: triggers, retries and sub-workflow calls run
+            # every node.
+            pinned=dict(row.pinned_data or {})
+            if row.mode == "manual" and not row.node_only
+            else {},
+            destination_node_id=row.destination_node_id,
+            node_only=bool(row.node_only),
+            reused=reused,
+            attempts_used=attempts_used,
+            resumed=resumed,
+            parent_execution_id=row.parent_execution_id,
+            parent_run_id=row.parent_run_id,
+            parent_waits=bool(row.parent_waits),
+            depth=row.call_depth or 0,
+        )
