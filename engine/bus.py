@@ -2,20 +2,24 @@
 subscribers of this process.
 
 ```
-writer commits --> EventPublisher.publish(events) --+--> EventFanout (this process)
-claim, cancel  --> EventPublisher.wake(ids) --------+    embedded: directly
-                                                         distributed: through Redis
-                                                         (engine/redis_bus.py), so every
-                                                         API process sees every worker's
+writer commits --> EventPublisher.publish(events) --> EventFanout (this process)
+(storage/recorder.py: records, creations,            embedded: directly
+ claims, cancellations)                              distributed: through Redis
+                                                     (engine/redis_bus.py), so every
+                                                     API process sees every worker's
 EventFanout --> ExecutionStream (one per subscriber) --> resolvers/subscriptions.py
             --> UpdateStream (one per process) --> resolvers/updates_feed.py (executionUpdates)
 ```
 
-The database holds the history; the bus only carries what was committed, as a hint. A
-subscriber reads the history first, then the live tail, and goes back to the database
-whenever the tail cannot be trusted: a gap in the sequence, its buffer overflowed, a wake-up
-(events committed outside the writer), or the bus lost messages. So a slow subscriber never
-slows the engine (its buffer is bounded) and never misses an event.
+Every event is committed by the group-commit writer and published by it, once committed,
+from one place. The database holds the history; the bus only carries what was committed, as
+a hint. A subscriber reads the history first, then the live tail, and goes back to the
+database whenever the tail cannot be trusted: a gap in the sequence, its buffer overflowed,
+or the bus lost messages. That last is the one use of a wake-up (`EventFanout.wake`,
+`wake_all`): in distributed mode, events the Redis publisher had to drop (Redis unreachable,
+or too many pending) are replaced by a wake-up of their executions' subscribers, and a
+reader that could not read for a while wakes them all. So a slow subscriber never slows the
+engine (its buffer is bounded) and never misses an event.
 """
 
 from __future__ import annotations
@@ -49,11 +53,6 @@ class EventPublisher(Protocol):
 
     def publish(self, events: Sequence[Event]) -> None:
         """Hand over committed events; never blocks."""
-        ...
-
-    def wake(self, execution_ids: Iterable[str]) -> None:
-        """Events of these executions were committed without passing through `publish`
-        (a claim, a cancellation): their subscribers read them from the database."""
         ...
 
 
@@ -218,6 +217,8 @@ class EventFanout:
                     updates.put(event.execution_id)
 
     def wake(self, execution_ids: Iterable[str]) -> None:
+        """Events of these executions may have been lost on the way (the Redis publisher
+        dropped them): their subscribers read the database."""
         for execution_id in execution_ids:
             for stream in self._streams.get(execution_id, ()):
                 stream.wake()
@@ -242,6 +243,3 @@ class LocalPublisher:
 
     def publish(self, events: Sequence[Event]) -> None:
         self.fanout.deliver(events)
-
-    def wake(self, execution_ids: Iterable[str]) -> None:
-        self.fanout.wake(execution_ids)

@@ -26,8 +26,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from engine.bus import EventPublisher
-from engine.events import Event, EventType
 from engine.executor import Outcome
 from engine.handover import RunHandover
 from engine.ports import (
@@ -67,20 +65,19 @@ class StartResult:
 class ExecutionLifecycle:
     """Starts, cancels, follows up and resumes executions (see the module docstring).
 
-    `submitter` runs them (in this process, or through the queue); `publisher` announces the
-    events committed outside a run (a new execution's first, a cancellation of one never
-    claimed); `starts`, in embedded mode, stores and runs a start in one write."""
+    `submitter` runs them (in this process, or through the queue); `starts`, in embedded
+    mode, stores and runs a start in one write. What `store` commits (a new execution's
+    first event, a cancellation of one never claimed) it also publishes: the writer of
+    storage/recorder.py does, once committed."""
 
     def __init__(
         self,
         store: ExecutionStore,
         submitter: Submitter | None = None,
-        publisher: EventPublisher | None = None,
         starts: ClaimedStarts | None = None,
     ) -> None:
         self.store = store
         self.submitter = submitter
-        self.publisher = publisher
         self.starts = starts
 
     # -- start -------------------------------------------------------------------------
@@ -161,21 +158,11 @@ class ExecutionLifecycle:
         return request.parent is not None or request.concurrency_limit is None
 
     async def submit(self, execution: CreatedExecution) -> None:
-        """Announce a committed new execution and hand it to the submitter, or, when its
-        workflow limits concurrent executions, whatever the limit admits now (FIFO). If the
-        queue cannot be reached it stays QUEUED in the database and the sweeper enqueues it
-        later. The announcement (its first event, EXECUTION_QUEUED) is for
-        `executionUpdates` and for whoever already follows it."""
+        """Hand a committed new execution to the submitter, or, when its workflow limits
+        concurrent executions, whatever the limit admits now (FIFO). If the queue cannot be
+        reached it stays QUEUED in the database and the sweeper enqueues it later. (Its first
+        event, EXECUTION_QUEUED, was published when the store committed it.)"""
         submitter = self._submitter()
-        if self.publisher is not None:
-            queued = Event(
-                execution.id,
-                1,
-                EventType.EXECUTION_QUEUED,
-                execution.created_at,
-                status=ExecutionStatus.QUEUED.value,
-            )
-            self.publisher.publish([queued])
         if execution.admitted_at is None:
             await self.admit(execution.workflow_id)
             return
@@ -273,8 +260,6 @@ class ExecutionLifecycle:
             return
         if not await self.store.cancel_unheld(execution_id):
             return
-        if self.publisher is not None:
-            self.publisher.wake([execution_id])
         if (
             submitter is not None
             and execution.parent_waits

@@ -176,16 +176,18 @@ class ExecutionStore(Protocol):
         self, requests: Sequence[StartRequest], admitted: Sequence[bool]
     ) -> Sequence[CreatedExecution]:
         """Store QUEUED executions (admitted to run at once, or waiting for a slot), each
-        with its first event, in one transaction; `StartConflict` when refused (an
-        idempotency key used meanwhile, the workflow gone)."""
+        with its first event, in one transaction, and publish those events once committed;
+        `StartConflict` when refused (an idempotency key used meanwhile, the workflow
+        gone)."""
         ...
 
     async def fire_schedules(
         self, now: datetime, admission: Callable[[StartRequest], bool]
     ) -> Sequence[CreatedExecution]:
         """Fire the schedules due at `now`, each tick once across processes: each new
-        execution is created in the transaction that records its tick, `admission` asked
-        first (see `ExecutionLifecycle.admission`)."""
+        execution is created in the transaction that records its tick (its first event
+        published once committed), `admission` asked first (see
+        `ExecutionLifecycle.admission`)."""
         ...
 
     async def admit(self, workflow_id: str) -> Sequence[Runnable]:
@@ -213,8 +215,9 @@ class ExecutionStore(Protocol):
         ...
 
     async def cancel_unheld(self, execution_id: str) -> bool:
-        """Cancel an execution no process holds (QUEUED or WAITING); False if it is in
-        neither state (conditional: a concurrent claim cannot also win)."""
+        """Cancel an execution no process holds (QUEUED or WAITING), its events published
+        once committed; False if it is in neither state (conditional: a concurrent claim
+        cannot also win)."""
         ...
 
     async def waited_descendants(self, execution_id: str) -> Sequence[ExecutionState]:

@@ -1,7 +1,8 @@
 """The event bus across processes (distributed mode): one capped Redis stream.
 
-Each process that commits events (workers; API processes for cancellations) appends one
-stream entry per commit round: the round's events and wake-ups, JSON. Each API process reads
+Each process that commits events (workers; API processes for creations and cancellations)
+appends one stream entry per commit: its events, and wake-ups for events it had to drop,
+JSON. Each API process reads
 the stream from where it joined and hands every entry to its own `EventFanout`, which keeps
 only what its subscribers want. One stream for all executions keeps the Redis work per
 event constant however many API processes and subscribers there are, and keeps each
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -73,10 +74,6 @@ class RedisEventPublisher:
         dropped, self._events = self._events[:count], self._events[count:]
         self.dropped += len(dropped)
         self._wakes.update(dict.fromkeys(event["executionId"] for event in dropped))
-
-    def wake(self, execution_ids: Iterable[str]) -> None:
-        self._wakes.update(dict.fromkeys(execution_ids))
-        self._ready.set()
 
     def start(self) -> None:
         if self._task is None:

@@ -79,17 +79,19 @@ def build_services(
     secret_box = settings.secret_box()
     submitter: Submitter
     starts: EmbeddedStarts | None = None
+    # Every event of this process is committed and published by its one writer: in
+    # distributed mode, the creations and cancellations the API makes.
+    writer = writer or GroupCommitWriter(database)
+    if publisher is None and not settings.redis_url:
+        publisher = LocalPublisher(fanout)
+    if publisher is not None:
+        writer.on_commit(publisher.publish)
     if settings.redis_url:
         from engine.queue import ArqSubmitter  # arq and Redis: distributed mode only
 
         submitter = ArqSubmitter(url=settings.redis_url)
     else:
-        writer = writer or GroupCommitWriter(database)
-        publisher = publisher or LocalPublisher(fanout)
-        writer.on_commit(publisher.publish)
-        source = DatabaseExecutionSource(
-            database, writer=writer, lease_s=EMBEDDED_LEASE_S, publisher=publisher
-        )
+        source = DatabaseExecutionSource(database, writer=writer, lease_s=EMBEDDED_LEASE_S)
         runner = ExecutionRunner(
             source,
             writer,
@@ -108,7 +110,7 @@ def build_services(
         submitter = InProcessSubmitter(runner)
         starts = EmbeddedStarts(source, submitter, writer)
     lifecycle = ExecutionLifecycle(
-        DatabaseExecutionStore(database, policies), submitter, publisher, starts
+        DatabaseExecutionStore(database, policies, writer), submitter, starts
     )
     if isinstance(submitter, InProcessSubmitter):
         submitter.runner.on_finished = lifecycle.after_run
@@ -153,7 +155,7 @@ def create_app(
         require_distributed_settings(settings)
     owns_database = database is None
     database = database or settings.database()
-    writer = None if settings.redis_url else GroupCommitWriter(database)
+    writer = GroupCommitWriter(database)
     events_redis: Redis | None = None
     publisher: RedisEventPublisher | None = None
     if settings.redis_url:

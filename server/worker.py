@@ -62,11 +62,9 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     registry = load_registry()
     policies = settings.node_type_policies(database, registry)
     await policies.reload()
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, policies), submitter, publisher)
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, policies, writer), submitter)
     runner = ExecutionRunner(
-        DatabaseExecutionSource(
-            database, owner, settings.lease_seconds, writer, publisher=publisher
-        ),
+        DatabaseExecutionSource(database, owner, settings.lease_seconds, writer),
         writer,
         registry,
         plan_cache=PlanCache(max_entries=settings.plan_cache_size),

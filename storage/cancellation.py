@@ -3,25 +3,24 @@ and asking the process that holds one to cancel it."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import insert
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.events import ErrorInfo, Event, EventType
 from engine.states import ExecutionStatus, NodeRunStatus
+from storage.event_rows import insert_events
 from storage.executions import next_sequence
 from storage.models import (
     Execution,
-    ExecutionEventRow,
     NodeRun,
 )
 from storage.types import utcnow
 
 
-async def cancel_queued(session: AsyncSession, execution_id: str) -> bool:
+async def cancel_queued(session: AsyncSession, execution_id: str) -> list[Event]:
     """Cancel an execution no process holds: QUEUED (never started) or WAITING (parked by a
-    durable wait; its parked attempts end CANCELLED). False if it is in neither state.
+    durable wait; its parked attempts end CANCELLED). Returns the events stored (for whoever
+    commits the transaction to announce); none if it is in neither state.
 
     The update is conditional on the status, so a concurrent claim cannot also win; the
     claim is conditional on it too, and finds the execution CANCELLED.
@@ -32,13 +31,12 @@ async def cancel_queued(session: AsyncSession, execution_id: str) -> bool:
         ExecutionStatus.QUEUED.value,
         ExecutionStatus.WAITING.value,
     ):
-        return False
+        return []
     was_waiting = row.status == ExecutionStatus.WAITING.value
-    error: dict[str, Any] = {
-        "type": "CANCELLED",
-        "message": "the execution was cancelled" if was_waiting else "cancelled before it started",
-        "details": {},
-    }
+    error = ErrorInfo(
+        "CANCELLED",
+        "the execution was cancelled" if was_waiting else "cancelled before it started",
+    )
     result = await session.exec(
         update(Execution)
         .where(col(Execution.id) == execution_id, col(Execution.status) == row.status)
@@ -46,16 +44,16 @@ async def cancel_queued(session: AsyncSession, execution_id: str) -> bool:
             status=ExecutionStatus.CANCELLED.value,
             finished_at=now,
             cancel_requested_at=now,
-            error=error,
+            error=error.to_json(),
             lease_owner=None,
             lease_expires_at=None,
             resume_at=None,
         )
     )
     if result.rowcount == 0:
-        return False
+        return []
     sequence = await next_sequence(session, execution_id)
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     if was_waiting:
         parked = await session.exec(
             select(NodeRun).where(
@@ -68,34 +66,30 @@ async def cancel_queued(session: AsyncSession, execution_id: str) -> bool:
             run.finished_at = now
             session.add(run)
             events.append(
-                {
-                    "execution_id": execution_id,
-                    "sequence": sequence + len(events),
-                    "type": "NODE_CANCELLED",
-                    "at": now,
-                    "node_id": run.node_id,
-                    "node_name": run.node_name,
-                    "attempt": run.attempt,
-                    "status": NodeRunStatus.CANCELLED.value,
-                    "error": None,
-                }
+                Event(
+                    execution_id,
+                    sequence + len(events),
+                    EventType.NODE_CANCELLED,
+                    now,
+                    node_id=run.node_id,
+                    node_name=run.node_name,
+                    attempt=run.attempt,
+                    status=NodeRunStatus.CANCELLED.value,
+                )
             )
         await session.flush()
     events.append(
-        {
-            "execution_id": execution_id,
-            "sequence": sequence + len(events),
-            "type": "EXECUTION_FINISHED",
-            "at": now,
-            "node_id": None,
-            "node_name": None,
-            "attempt": None,
-            "status": ExecutionStatus.CANCELLED.value,
-            "error": error,
-        }
+        Event(
+            execution_id,
+            sequence + len(events),
+            EventType.EXECUTION_FINISHED,
+            now,
+            status=ExecutionStatus.CANCELLED.value,
+            error=error,
+        )
     )
-    await session.exec(insert(ExecutionEventRow), params=events)
-    return True
+    await insert_events(session, events)
+    return events
 
 
 async def request_cancel(session: AsyncSession, execution_id: str) -> None:

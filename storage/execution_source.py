@@ -5,15 +5,13 @@ released."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 import orjson
-from sqlalchemy import Table, and_, bindparam, case, func, insert, null, or_
+from sqlalchemy import Table, and_, bindparam, case, func, null, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine.bus import EventPublisher
-from engine.events import Event, EventType
+from engine.events import ErrorInfo, Event, EventType
 from engine.graph import Graph
 from engine.nodes.base import PortItems
 from engine.runner import LoadedExecution
@@ -22,10 +20,10 @@ from storage import payloads
 from storage.cancellation import cancel_queued
 from storage.db import Database, run_core
 from storage.errors import NotFoundError
-from storage.executions import _EXECUTIONS, INSERT_STATUS_EVENT, next_sequence
+from storage.event_rows import insert_events
+from storage.executions import _EXECUTIONS, next_sequence
 from storage.models import (
     Execution,
-    ExecutionEventRow,
     ExecutionPayload,
     NodeRun,
     Workflow,
@@ -33,10 +31,8 @@ from storage.models import (
 )
 from storage.partial_reuse import still_valid_outputs
 from storage.payload_store import succeeded_outputs
+from storage.recorder import Commit, GroupCommitWriter
 from storage.types import utcnow
-
-if TYPE_CHECKING:
-    from storage.recorder import GroupCommitWriter
 
 
 async def _resume_state(session: AsyncSession, loaded: LoadedExecution) -> None:
@@ -56,14 +52,13 @@ async def _resume_state(session: AsyncSession, loaded: LoadedExecution) -> None:
 
 async def _close_interrupted_runs(
     session: AsyncSession, loaded: LoadedExecution, now: datetime
-) -> int:
+) -> list[Event]:
     """Record attempts left RUNNING or PENDING by a process that died (but not those parked
     by a durable wait, which go on) as FAILED with WORKER_LOST (they do not count against
-    the node's retries), one event each from `loaded.next_sequence`; return the next free
-    sequence."""
-    sequence = loaded.next_sequence
+    the node's retries), one event each from `loaded.next_sequence`; returns the events."""
     if not loaded.resumed:
-        return sequence
+        return []
+    sequence = loaded.next_sequence
     parked_runs = [entry["runId"] for entry in loaded.parked.values()]
     query = (
         select(NodeRun)
@@ -74,38 +69,31 @@ async def _close_interrupted_runs(
         )
         .order_by(col(NodeRun.created_at), col(NodeRun.id))
     )
+    events: list[Event] = []
     for run in (await session.exec(query)).all():
-        error = {
-            "type": "WORKER_LOST",
-            "message": WORKER_LOST_MESSAGE.format(name=run.node_name),
-            "details": {},
-        }
+        error = ErrorInfo("WORKER_LOST", WORKER_LOST_MESSAGE.format(name=run.node_name))
         run.status = NodeRunStatus.FAILED.value
-        run.error = error
+        run.error = error.to_json()
         run.finished_at = now
         session.add(run)
         duration = (now - run.started_at).total_seconds() * 1000 if run.started_at else None
-        await session.exec(
-            insert(ExecutionEventRow),
-            params=[
-                {
-                    "execution_id": loaded.execution_id,
-                    "sequence": sequence,
-                    "type": "NODE_FAILED",
-                    "at": now,
-                    "node_id": run.node_id,
-                    "node_name": run.node_name,
-                    "attempt": run.attempt,
-                    "status": NodeRunStatus.FAILED.value,
-                    "duration_ms": duration,
-                    "input_items": run.input_items,
-                    "error": error,
-                }
-            ],
+        events.append(
+            Event(
+                loaded.execution_id,
+                sequence + len(events),
+                EventType.NODE_FAILED,
+                now,
+                node_id=run.node_id,
+                node_name=run.node_name,
+                attempt=run.attempt,
+                status=NodeRunStatus.FAILED.value,
+                duration_ms=duration,
+                input_items=run.input_items,
+                error=error,
+            )
         )
-        sequence += 1
     await session.flush()
-    return sequence
+    return events
 
 
 WORKER_LOST_MESSAGE = (
@@ -212,59 +200,44 @@ class DatabaseExecutionSource:
         owner: str = "embedded",
         lease_s: float = 30.0,
         writer: GroupCommitWriter | None = None,
-        publisher: EventPublisher | None = None,
     ) -> None:
         self.database = database
         self.owner = owner
         self.lease_s = lease_s
         # Fenced by the generation claimed: records of a lease lost are refused.
         self.writer = writer
-        # Told about the events a claim or a cancellation commits here (not via the writer).
-        self.publisher = publisher
+        # Claims and cancellations are written (and their events published) by the writer;
+        # without one (tests, benchmarks), by a writer of their own, which publishes nothing.
+        self._commits = writer if writer is not None else GroupCommitWriter(database)
 
     async def claim(self, loaded: LoadedExecution) -> bool:
-        async with self.database.transaction() as session:
-            claimed_at = await self._claim_in(session, loaded)
-            if claimed_at is None:
-                return False
-        self._claimed(loaded, claimed_at)
-        return True
+        async with self._commits.transaction() as commit:
+            claimed = await self._claim_in(commit, loaded)
+        if claimed:
+            self._claimed(loaded)
+        return claimed
 
-    def _claimed(self, loaded: LoadedExecution, at: datetime) -> None:
-        if self.publisher is not None:
-            if loaded.resumed:  # it may also have closed interrupted runs: read them
-                self.publisher.wake([loaded.execution_id])
-            else:  # its one event, EXECUTION_STARTED, goes out as such
-                started = Event(
-                    loaded.execution_id,
-                    loaded.next_sequence - 1,
-                    EventType.EXECUTION_STARTED,
-                    at,
-                    status=ExecutionStatus.RUNNING.value,
-                )
-                self.publisher.publish([started])
+    def _claimed(self, loaded: LoadedExecution) -> None:
         if self.writer is not None:
             self.writer.fence(loaded.execution_id, loaded.generation)
-
-    def _committed(self, execution_id: str) -> None:
-        if self.publisher is not None:
-            self.publisher.wake([execution_id])
 
     async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
         """`load` and `claim` in one transaction, for a job that knows the generation it
         claims: one round of the database less on the way to the first node."""
-        async with self.database.transaction() as session:
-            loaded = await self._load_in(session, execution_id)
+        async with self._commits.transaction() as commit:
+            loaded = await self._load_in(commit.session, execution_id)
             if loaded is None or loaded.status.is_terminal or loaded.generation != generation:
                 return None
-            claimed_at = await self._claim_in(session, loaded)
-            if claimed_at is None:
+            if not await self._claim_in(commit, loaded):
                 return None
-        self._claimed(loaded, claimed_at)
+        self._claimed(loaded)
         return loaded
 
-    async def _claim_in(self, session: AsyncSession, loaded: LoadedExecution) -> datetime | None:
-        """Claim the loaded execution; when it was claimed, or None if it was not."""
+    async def _claim_in(self, commit: Commit, loaded: LoadedExecution) -> bool:
+        """Claim the loaded execution: its events (EXECUTION_STARTED, or for a resumed one
+        the attempts it closes as interrupted and EXECUTION_RESUMED) are stored and announced
+        in `commit`. False if another process holds it or claimed it since it was loaded."""
+        session = commit.session
         now = utcnow()
         result = await run_core(
             session,
@@ -278,24 +251,24 @@ class DatabaseExecutionSource:
             },
         )
         if result.rowcount == 0:
-            return None
+            return False
         loaded.generation += 1
         if loaded.resumed:
             await _resume_state(session, loaded)
-        sequence = await _close_interrupted_runs(session, loaded, now)
-        await run_core(
-            session,
-            INSERT_STATUS_EVENT,
-            {
-                "execution_id": loaded.execution_id,
-                "sequence": sequence,
-                "type": "EXECUTION_RESUMED" if loaded.resumed else "EXECUTION_STARTED",
-                "at": now,
-                "status": ExecutionStatus.RUNNING.value,
-            },
+        events = await _close_interrupted_runs(session, loaded, now)
+        events.append(
+            Event(
+                loaded.execution_id,
+                loaded.next_sequence + len(events),
+                EventType.EXECUTION_RESUMED if loaded.resumed else EventType.EXECUTION_STARTED,
+                now,
+                status=ExecutionStatus.RUNNING.value,
+            )
         )
-        loaded.next_sequence = sequence + 1
-        return now
+        await insert_events(session, events)
+        commit.announce(events)
+        loaded.next_sequence = events[-1].sequence + 1
+        return True
 
     async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
         """Give the lease up (the execution finished, waits, or this process stops); with
@@ -311,11 +284,10 @@ class DatabaseExecutionSource:
             )
 
     async def cancel_queued(self, execution_id: str) -> bool:
-        async with self.database.transaction() as session:
-            cancelled = await cancel_queued(session, execution_id)
-        if cancelled:
-            self._committed(execution_id)
-        return cancelled
+        async with self._commits.transaction() as commit:
+            events = await cancel_queued(commit.session, execution_id)
+            commit.announce(events)
+        return bool(events)
 
     async def load(self, execution_id: str) -> LoadedExecution | None:
         async with self.database.session() as session:

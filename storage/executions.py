@@ -18,11 +18,13 @@ from sqlalchemy import Table, bindparam, func, insert, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
 from engine.ports import ParentLink, StartRequest
 from engine.states import ExecutionStatus
 from storage import payloads
 from storage.db import run_core
+from storage.event_rows import insert_events
 from storage.models import (
     Execution,
     ExecutionEventRow,
@@ -121,18 +123,20 @@ async def create_execution(
         [{column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}],
     )
     await store_execution_payload(session, execution.id, payloads.INPUT, input)
-    await run_core(
-        session,
-        INSERT_STATUS_EVENT,
-        {
-            "execution_id": execution.id,
-            "sequence": 1,
-            "type": "EXECUTION_QUEUED",
-            "at": execution.created_at,
-            "status": ExecutionStatus.QUEUED.value,
-        },
-    )
+    await insert_events(session, [queued_event(execution)])
     return execution
+
+
+def queued_event(execution: Execution) -> Event:
+    """A new execution's first event (sequence 1), as `create_execution` stores it: what
+    whoever commits the creation announces."""
+    return Event(
+        execution.id,
+        1,
+        EventType.EXECUTION_QUEUED,
+        execution.created_at,
+        status=ExecutionStatus.QUEUED.value,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,10 +386,6 @@ _OUTCOME = select(_EXECUTIONS.c.status, _EXECUTIONS.c.error, _EXECUTIONS.c.outpu
     _EXECUTIONS.c.id == bindparam("execution_id")
 )
 INSERT_EXECUTION = insert(_EXECUTIONS)
-# An event with only a status (an execution queued, started or resumed).
-INSERT_STATUS_EVENT = insert(ExecutionEventRow.__table__).values(  # type: ignore[attr-defined]
-    {name: bindparam(name) for name in ("execution_id", "sequence", "type", "at", "status")}
-)
 
 
 async def expire_leases(session: AsyncSession) -> None:

@@ -14,13 +14,22 @@ from storage.db import Database
 from storage.models import Execution
 from storage.node_type_policies import NodeTypePolicies
 from storage.queueing import Due
+from storage.recorder import GroupCommitWriter
 
 
 class DatabaseExecutionStore:
     """Each operation is one transaction (or one read) of its own."""
 
-    def __init__(self, database: Database, policies: NodeTypePolicies | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        policies: NodeTypePolicies | None = None,
+        writer: GroupCommitWriter | None = None,
+    ) -> None:
         self.database = database
+        # Creations and cancellations are written (and their events published) by the
+        # process's writer; without one (tests), by a writer of their own.
+        self.writer = writer if writer is not None else GroupCommitWriter(database)
         # Node types disabled where a scheduled workflow lives: its ticks pass without an
         # execution.
         self.policies = policies
@@ -33,11 +42,13 @@ class DatabaseExecutionStore:
         self, requests: Sequence[StartRequest], admitted: Sequence[bool]
     ) -> list[Execution]:
         try:
-            async with self.database.transaction() as session:
-                return [
-                    await executions.create_started(session, request, admit_now)
+            async with self.writer.transaction() as commit:
+                created = [
+                    await executions.create_started(commit.session, request, admit_now)
                     for request, admit_now in zip(requests, admitted, strict=True)
                 ]
+                commit.announce([executions.queued_event(execution) for execution in created])
+            return created
         except IntegrityError as exc:
             raise StartConflict(str(exc.orig)) from exc
 
@@ -45,7 +56,9 @@ class DatabaseExecutionStore:
         self, now: datetime, admission: Callable[[StartRequest], bool]
     ) -> list[Execution]:
         policy = EMPTY if self.policies is None else self.policies.current
-        return await schedules.fire_due(self.database, now, admission=admission, policy=policy)
+        return await schedules.fire_due(
+            self.database, now, admission=admission, policy=policy, writer=self.writer
+        )
 
     async def admit(self, workflow_id: str) -> list[Due]:
         return await queueing.admit(self.database, workflow_id)
@@ -64,8 +77,10 @@ class DatabaseExecutionStore:
             await cancellation.request_cancel(session, execution_id)
 
     async def cancel_unheld(self, execution_id: str) -> bool:
-        async with self.database.transaction() as session:
-            return await cancellation.cancel_queued(session, execution_id)
+        async with self.writer.transaction() as commit:
+            events = await cancellation.cancel_queued(commit.session, execution_id)
+            commit.announce(events)
+        return bool(events)
 
     async def waited_descendants(self, execution_id: str) -> Sequence[Execution]:
         async with self.database.session() as session:

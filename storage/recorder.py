@@ -11,10 +11,11 @@ Over 400 lines, but one cohesive thing: the group-commit writer and the statemen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, or_, update
@@ -27,7 +28,8 @@ from engine.outputs import EncodedOutputs
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from storage import executions, payload_store, payloads
 from storage.db import Database, run_core
-from storage.models import Execution, ExecutionEventRow, NodeRun, NodeRunPayload
+from storage.event_rows import INSERT_EVENTS, event_row
+from storage.models import Execution, NodeRun, NodeRunPayload
 
 logger = logging.getLogger("loom.recorder")
 
@@ -45,7 +47,6 @@ FenceListener = Callable[[str], object]
 
 _NODE_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
 _PAYLOADS: Table = NodeRunPayload.__table__  # type: ignore[attr-defined]
-_EVENTS: Table = ExecutionEventRow.__table__  # type: ignore[attr-defined]
 # The lease generations of the executions a batch writes for, rows locked in id order (as the
 # lease keeper locks them: no deadlock) until the commit; SQLite has a single writer anyway.
 _GENERATIONS = (
@@ -56,7 +57,6 @@ _GENERATIONS = (
 _GENERATIONS_LOCKED = _GENERATIONS.with_for_update()
 _INSERT_NODE_RUNS = insert(_NODE_RUNS)
 _INSERT_PAYLOADS = insert(_PAYLOADS)
-_INSERT_EVENTS = insert(_EVENTS)
 _UPDATE_NODE_RUN = (
     update(_NODE_RUNS)
     .where(_NODE_RUNS.c.id == bindparam("run_id"))
@@ -81,24 +81,6 @@ _UPDATE_NODE_RUN = (
 
 def _allowed_sources(target: ExecutionStatus) -> list[str]:
     return [source.value for source, targets in EXECUTION_TRANSITIONS.items() if target in targets]
-
-
-def _event_row(event: Event) -> dict[str, Any]:
-    return {
-        "execution_id": event.execution_id,
-        "sequence": event.sequence,
-        "type": event.type.value,
-        "at": event.at,
-        "node_id": event.node_id,
-        "node_name": event.node_name,
-        "attempt": event.attempt,
-        "status": event.status,
-        "duration_ms": event.duration_ms,
-        "input_items": event.input_items,
-        "output_items": event.output_items,
-        "error": None if event.error is None else event.error.to_json(),
-        "preview": event.preview,
-    }
 
 
 def _node_run_values(state: NodeRunState) -> dict[str, Any]:
@@ -126,6 +108,18 @@ class NewExecution:
     events: list[Event]
     on_commit: Callable[[], None]
     done: asyncio.Future[None] | None = None
+
+
+@dataclass(slots=True)
+class Commit:
+    """A transaction of the writer's (`GroupCommitWriter.transaction`): its session, and the
+    events stored in it (storage/event_rows.py), published once it commits."""
+
+    session: AsyncSession
+    events: list[Event] = field(default_factory=list)
+
+    def announce(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
 
 
 @dataclass(slots=True)
@@ -301,25 +295,33 @@ class GroupCommitWriter:
             self._committed += len(batch)
             await self._notify()
             # Only what was committed: not the records a fence or the database refused.
-            events = [record.event for record in written]
-            if not events:
-                continue
-            for listener in self._listeners:
-                try:
-                    listener(events)
-                except Exception:
-                    logger.exception("commit listener failed")
+            self._publish([record.event for record in written])
 
-    def _created(self, creations: list[NewExecution]) -> None:
-        """Committed: announce the new executions, start their runs, answer their callers."""
-        if not creations:
+    def _publish(self, events: Sequence[Event]) -> None:
+        """Hand committed events to the listeners: the one place that publishes."""
+        if not events:
             return
-        events = [event for creation in creations for event in creation.events]
         for listener in self._listeners:
             try:
                 listener(events)
             except Exception:
                 logger.exception("commit listener failed")
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Commit]:
+        """A transaction of the writer's own, for a write that answers its caller at once
+        (see the module docstring); the events it `announce`s are published once it
+        commits, and not if it does not."""
+        async with self._database.transaction() as session:
+            commit = Commit(session)
+            yield commit
+        self._publish(commit.events)
+
+    def _created(self, creations: list[NewExecution]) -> None:
+        """Committed: announce the new executions, start their runs, answer their callers."""
+        if not creations:
+            return
+        self._publish([event for creation in creations for event in creation.events])
         for creation in creations:
             _settle(creation, None)
 
@@ -505,7 +507,7 @@ class GroupCommitWriter:
             await run_core(session, _INSERT_PAYLOADS, payload_rows)
         if not batch:
             return [], []
-        await run_core(session, _INSERT_EVENTS, [_event_row(record.event) for record in batch])
+        await run_core(session, INSERT_EVENTS, [event_row(record.event) for record in batch])
         changes = [
             (record.event.execution_id, record.execution)
             for record in batch
@@ -549,8 +551,8 @@ async def _insert_creations(session: AsyncSession, creations: Sequence[NewExecut
     await payload_store.insert_execution_payloads(session, [c.input_row for c in creations])
     await run_core(
         session,
-        _INSERT_EVENTS,
-        [_event_row(event) for creation in creations for event in creation.events],
+        INSERT_EVENTS,
+        [event_row(event) for creation in creations for event in creation.events],
     )
 
 

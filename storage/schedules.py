@@ -25,6 +25,7 @@ from storage import executions, webhooks
 from storage.db import Database
 from storage.errors import StorageError
 from storage.models import Execution, ScheduleRow, ScheduleTick, Workflow, WorkflowVersion
+from storage.recorder import GroupCommitWriter
 
 logger = logging.getLogger("loom.schedules")
 
@@ -79,12 +80,15 @@ async def fire_due(
     limit: int = 100,
     admission: Callable[[StartRequest], bool] | None = None,
     policy: PolicySnapshot = EMPTY,
+    writer: GroupCommitWriter | None = None,
 ) -> list[Execution]:
     """Fire the schedules due at `now`; returns the executions created (to be submitted).
     `admission` (the execution lifecycle's) says of each whether it runs at once or waits
     for a slot of `maxConcurrentExecutions`; None decides as `create_execution` does. A tick
     of a workflow using a node type `policy` disables passes without an execution: the
-    schedule fires again once the type is enabled."""
+    schedule fires again once the type is enabled. `writer` (the process's) writes each
+    tick's execution and publishes its first event."""
+    writer = writer if writer is not None else GroupCommitWriter(database)
     async with database.session() as session:
         due = (
             await session.exec(
@@ -97,10 +101,18 @@ async def fire_due(
     created = []
     for row in due:
         try:
-            async with database.transaction() as session:
+            async with writer.transaction() as commit:
                 execution = await _fire(
-                    session, row.workflow_id, row.node_id, row.next_at, now, admission, policy
+                    commit.session,
+                    row.workflow_id,
+                    row.node_id,
+                    row.next_at,
+                    now,
+                    admission,
+                    policy,
                 )
+                if execution is not None:
+                    commit.announce([executions.queued_event(execution)])
         except IntegrityError:
             continue  # another process fired this tick
         if execution is not None:
