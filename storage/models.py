@@ -280,7 +280,8 @@ class Execution(SQLModel, table=True):
         # Admission: the oldest QUEUED executions of a workflow that wait for a slot.
         Index("ix_executions_workflow_status", "workflow_id", "status", "created_at"),
         # A calling attempt's executions, and an execution's children.
-        Index("ix_executions_parent_run", "parent_run_id", "parent_batch"),
+        # One execution per sub-workflow call and batch (a second attempt reads the first's).
+        Index("uq_executions_parent_call", "parent_run_id", "parent_batch", unique=True),
         Index("ix_executions_parent", "parent_execution_id", "created_at"),
         UniqueConstraint("workflow_id", "idempotency_key", name="uq_executions_idempotency"),
     )

@@ -53,16 +53,9 @@ class DatabaseWorkflowCaller:
                 f"sub-workflow calls are nested more than {self.max_depth} deep "
                 "(LOOM_MAX_SUBWORKFLOW_DEPTH); is a workflow calling itself without end?",
             )
-        async with self.database.session() as session:
-            made = (
-                await session.exec(
-                    select(Execution.id)
-                    .where(col(Execution.parent_run_id) == call.parent_run_id)
-                    .order_by(col(Execution.parent_batch))
-                )
-            ).all()
+        made = await self._started(call.parent_run_id)
         if made:  # this attempt started them already (it is being run again)
-            return [row[0] for row in made]
+            return made
         async with self.database.transaction() as session:
             workflow = await workflows.get_workflow(session, call.workflow_id, [call.workspace_id])
             if workflow is None:
@@ -117,11 +110,28 @@ class DatabaseWorkflowCaller:
         ]
         try:
             started = await self.start_calls(requests)
-        except StartConflict as exc:  # the called workflow was deleted meanwhile
+        except StartConflict as exc:
+            # Another run of this attempt (by a process that took it over, or one that lost
+            # it) started them first: one execution per call and batch
+            # (`uq_executions_parent_call`), and theirs are the answer.
+            made = await self._started(call.parent_run_id)
+            if made:
+                return made
+            # Or the called workflow was deleted meanwhile.
             raise CallRefused(
                 "UNKNOWN_WORKFLOW", f"workflow {call.workflow_id!r} not found in this workspace"
             ) from exc
         return [execution.id for execution in started]
+
+    async def _started(self, parent_run_id: str) -> list[str]:
+        """The executions the attempt `parent_run_id` started, by batch."""
+        async with self.database.session() as session:
+            made = await session.exec(
+                select(Execution.id)
+                .where(col(Execution.parent_run_id) == parent_run_id)
+                .order_by(col(Execution.parent_batch))
+            )
+            return list(made.all())
 
     async def results(
         self, parent_run_id: str, max_bytes: int | None = None

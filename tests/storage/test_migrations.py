@@ -208,3 +208,62 @@ async def test_nodes_saved_before_versions_were_written_get_their_types_latest(e
             if isinstance(stored, str):  # SQLite hands JSON back as text here
                 stored = json.loads(stored)
             assert [node.get("typeVersion") for node in stored] == [1, 1, None, 1], table
+
+
+async def test_children_created_twice_keep_the_oldest_in_the_call(empty_database):
+    """0016 makes (parent_run_id, parent_batch) unique: of children created twice for one call
+    and batch before it, the oldest keeps its link to the attempt, the later one loses it and
+    stays a child of its parent; nothing is deleted."""
+    await upgrade(empty_database, "0013")
+
+    def populate(connection: Connection) -> dict[str, int]:
+        _fill(connection, "workspaces", id="ws")
+        _fill(connection, "workflows", id="wf", workspace_id="ws", created_by=None)
+        _fill(connection, "workflow_versions", id="v1", workflow_id="wf", created_by=None)
+        _fill(
+            connection,
+            "executions",
+            id="parent",
+            workspace_id="ws",
+            workflow_id="wf",
+            workflow_version_id="v1",
+            created_by=None,
+        )
+        for child, minute in (("c-late", 2), ("c-first", 1), ("c-other", 3)):
+            _fill(
+                connection,
+                "executions",
+                id=child,
+                workspace_id="ws",
+                workflow_id="wf",
+                workflow_version_id="v1",
+                created_by=None,
+                parent_execution_id="parent",
+                parent_run_id="run",
+                parent_batch=1 if child == "c-other" else 0,
+                created_at=datetime(2026, 1, 1, 0, minute, tzinfo=UTC),
+            )
+        _fill(connection, "execution_events", execution_id="c-late", sequence=1)
+        return _counts(connection)
+
+    async with empty_database.engine.begin() as connection:
+        before = await connection.run_sync(populate)
+    await upgrade(empty_database)
+    async with empty_database.engine.connect() as connection:
+        after = await connection.run_sync(_counts)
+        links = dict(
+            (
+                await connection.execute(
+                    text(
+                        "SELECT id, parent_run_id FROM executions "
+                        "WHERE parent_execution_id = 'parent'"
+                    )
+                )
+            ).all()
+        )
+    assert before == after == {"executions": 4, "node_runs": 0, "execution_events": 1}
+    assert links == {"c-first": "run", "c-late": None, "c-other": "run"}
+    assert await _model_diff(empty_database) == []
+    async with empty_database.engine.begin() as connection:
+        await connection.run_sync(_downgrade, "0013")
+    await upgrade(empty_database)

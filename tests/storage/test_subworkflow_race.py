@@ -1,0 +1,78 @@
+"""Two runs of the same sub-workflow call (the same attempt, run again by a process that took
+it over while the first still ran) start its executions once: the second finds the first's
+(unique on the call's attempt and batch) and answers with them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+from sqlmodel import col, select
+
+from engine.lifecycle import ExecutionLifecycle
+from engine.nodes.base import SubworkflowCall
+from engine.nodes.subworkflow import TRIGGER
+from engine.ports import CreatedExecution, StartRequest
+from storage import accounts, executions, workflows
+from storage.db import Database
+from storage.lifecycle_store import DatabaseExecutionStore
+from storage.models import Execution, Workflow
+from storage.subworkflows import DatabaseWorkflowCaller
+from tests.storage.test_lifecycle_starts import Submissions
+
+
+async def _workflows(database: Database) -> tuple[Workflow, Execution]:
+    """A workflow that can be called, and an execution of it that calls it."""
+    async with database.transaction() as session:
+        user = await accounts.create_user(session, f"owner-{uuid.uuid4().hex[:8]}")
+        called = Workflow(
+            workspace_id=user.personal_workspace_id,
+            name="called",
+            created_by=user.id,
+            nodes=[{"id": "t", "name": "T", "type": TRIGGER, "parameters": {}}],
+            edges=[],
+        )
+        await workflows.create_workflow(session, called)
+        snapshot = await workflows.ensure_snapshot(session, called, user.id)
+        parent = await executions.create_execution(
+            session, workflow=called, snapshot=snapshot, mode="manual", input={}, created_by=None
+        )
+    return called, parent
+
+
+async def test_two_runs_of_one_call_start_its_executions_once(database: Database) -> None:
+    called, parent = await _workflows(database)
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database), Submissions())
+    # Both runs have looked for the call's executions (none yet) before either starts them.
+    both_looked = asyncio.Barrier(2)
+
+    async def start_calls(requests: Sequence[StartRequest]) -> Sequence[CreatedExecution]:
+        await both_looked.wait()
+        return await lifecycle.start_calls(requests)
+
+    caller = DatabaseWorkflowCaller(database, max_depth=5, start_calls=start_calls)
+    call = SubworkflowCall(
+        workspace_id=called.workspace_id,
+        workflow_id=called.id,
+        use_draft=True,
+        batches=[[{"n": 1}], [{"n": 2}]],
+        wait=True,
+        parent_execution_id=parent.id,
+        parent_node_id="call",
+        parent_run_id=str(uuid.uuid4()),
+        depth=1,
+    )
+    first, second = await asyncio.gather(caller.start(call), caller.start(call))
+    async with database.session() as session:
+        children = (
+            await session.exec(
+                select(Execution)
+                .where(col(Execution.parent_run_id) == call.parent_run_id)
+                .order_by(col(Execution.parent_batch))
+            )
+        ).all()
+    assert [child.parent_batch for child in children] == [0, 1]
+    assert first == second == [child.id for child in children]
+    # Run again later (the attempt resumed), it finds them too.
+    assert await caller.start(call) == first
