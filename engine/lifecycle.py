@@ -10,11 +10,12 @@ resolvers, webhooks, schedules, sub-workflow calls and the worker all go through
 ports of engine/ports.py.
 
 An execution id from `executeWorkflow` to the worker and back to a subscription:
-resolvers/executions.py (checks, snapshot) -> engine/lifecycle.py (`start`: create through
-storage/lifecycle_store.py, announce, admit, submit) -> engine/queue.py or
-engine/submitter.py -> engine/runner.py (claim through storage/execution_source.py, run) ->
-storage/recorder.py (commit, publish) -> engine/bus.py (fanout) -> the subscription; and after
-the run engine/lifecycle.py (`after_run`).
+resolvers/executions.py (checks, snapshot) -> engine/lifecycle.py (`start`: admit, create
+through storage/lifecycle_store.py, submit) -> engine/queue.py or engine/submitter.py ->
+engine/runner.py (claim through storage/execution_source.py, run) -> engine/bus.py (fanout)
+-> the subscription; and after the run engine/lifecycle.py (`after_run`). Every write on the
+way (the creation, the claim, the run's records) is committed by storage/recorder.py, which
+alone publishes the events, once committed.
 """
 
 from __future__ import annotations
