@@ -17,7 +17,7 @@ from storage.db import Database
 from tests.api.test_executions import create, execute
 from tests.api.test_subworkflows import CALLER_EDGES, DOUBLER_EDGES, DOUBLER_NODES, caller_nodes
 from tests.api.test_subworkflows import run as run_to_end
-from tests.api.test_webhooks import app, hook_workflow, http  # noqa: F401 (fixtures)
+from tests.api.test_webhooks import hook_workflow, http  # noqa: F401 (a fixture: a live server)
 from tests.conftest import Caller
 from tests.factories import CREATE, edge, node
 from tests.polling import until
