@@ -384,12 +384,14 @@ class Settings(BaseSettings):
     executions_max_count: int | None = Field(
         default=None,
         description="Prune the oldest ended executions beyond this many. Empty: no limit.",
+        examples=[10000],
         ge=1,
     )
     failed_executions_max_age_hours: float | None = Field(
         default=None,
         description="Prune failed executions by this age only, not by the two above (keep "
         "them longer). Empty: they follow the two above.",
+        examples=[720],
         gt=0,
     )
     prune_interval_s: float = Field(

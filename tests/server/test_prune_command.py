@@ -1,12 +1,18 @@
-"""`loom executions prune [--dry-run] [--vacuum]` as a real process."""
+"""`loom executions prune [--dry-run] [--vacuum]` as a real process, and the pruning that
+every process that schedules does in the background."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+from server.app import create_app
+from server.settings import Settings
 from storage.db import Database
 from storage.migrate import upgrade
+from storage.retention import PruneRecord, last_prune
+from tests.polling import until
 from tests.server.loom_process import run_loom
 from tests.storage.execution_rows import PER_EXECUTION, insert_executions, make_workflow
 
@@ -40,3 +46,24 @@ def test_prune_refuses_a_bad_setting_naming_it(tmp_path: Path) -> None:
     ran = run_loom("executions", "prune", cwd=tmp_path, LOOM_EXECUTIONS_MAX_COUNT="0")
     assert ran.code == 1
     assert "LOOM_EXECUTIONS_MAX_COUNT" in ran.stderr and "Traceback" not in ran.stderr
+
+
+async def test_a_serving_process_prunes_in_the_background(
+    database: Database, registry: Any
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        secret_key="test-secret-key-for-credentials",
+        executions_max_count=3,
+        prune_interval_s=0.1,
+    )
+    await insert_executions(database, await make_workflow(database), 8)
+    app = create_app(settings, database=database, registry=registry)
+
+    async def pruned() -> PruneRecord | None:
+        async with database.session() as session:
+            return await last_prune(session)
+
+    async with app.router.lifespan_context(app):
+        record = await until(pruned, what="a prune in the background")
+    assert record.executions_deleted == 5
