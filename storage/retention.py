@@ -87,9 +87,9 @@ class RetentionPolicy:
     max_age_hours: float | None = None
     max_count: int | None = None
     failed_max_age_hours: float | None = None
-    batch_size: int = 500
-    # Between two batches: lets the other writers in (SQLite) and the API breathe.
-    pause_s: float = 0.0
+    batch_size: int = 200
+    # Between two batches: lets the other writers in and the API breathe.
+    pause_s: float = 0.05
 
     def with_workflow(self, settings: Mapping[str, Any]) -> RetentionPolicy:
         """This policy as a workflow's settings change it for its own executions."""
@@ -237,6 +237,39 @@ async def _delete_batch(session: AsyncSession, ids: list[str], tally: _Tally) ->
     tally.add("executions", result.rowcount)
 
 
+def _sqlite_file(database: Database) -> str | None:
+    path = database.url.database
+    return path if database.is_sqlite and path and path != ":memory:" else None
+
+
+def _delete_in_file(path: str, ids: list[str]) -> dict[str, int]:
+    """SQLite: delete a batch on a connection of its own, on a thread. SQLite calls of the
+    process's own connections run on the event loop (storage/sqlite_inline.py): a batch of
+    deletes there would stall every request meanwhile; here only writers wait for it, and
+    they wait with the loop running."""
+    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    marks = ",".join("?" * len(ids))
+    deleted: dict[str, int] = {}
+    try:
+        # Deleting an execution sets what names it to NULL (retry_of, schedule ticks, ...).
+        connection.execute("PRAGMA foreign_keys=ON")
+        with connection:
+            for child in _CHILD_TABLES:
+                cursor = connection.execute(
+                    f"DELETE FROM {child.name} WHERE execution_id IN ({marks})",  # noqa: S608
+                    ids,
+                )
+                deleted[child.name] = cursor.rowcount
+            cursor = connection.execute(
+                f"DELETE FROM executions WHERE id IN ({marks})",  # noqa: S608
+                ids,
+            )
+            deleted["executions"] = cursor.rowcount
+    finally:
+        connection.close()
+    return deleted
+
+
 async def _count_rows(database: Database, ids: list[str], tally: _Tally) -> None:
     async with database.engine.connect() as connection:
         for chunk in _chunks(ids):
@@ -314,6 +347,7 @@ async def prune(
         started_at = utcnow()
         tally = _Tally()
         conditions = await _conditions(database, policy, now or started_at)
+        sqlite_file = _sqlite_file(database)
         prunable = _prunable()
         if dry_run:
             found: set[str] = set()
@@ -331,10 +365,18 @@ async def prune(
                 .limit(policy.batch_size)
             )
             while True:
-                async with database.transaction() as session:
-                    ids = list((await run_core(session, query)).scalars())
+                if sqlite_file is not None:
+                    async with database.session() as session:
+                        ids = list((await run_core(session, query)).scalars())
                     if ids:
-                        await _delete_batch(session, ids, tally)
+                        deleted = await asyncio.to_thread(_delete_in_file, sqlite_file, ids)
+                        for table, count in deleted.items():
+                            tally.add(table, count)
+                else:
+                    async with database.transaction() as session:
+                        ids = list((await run_core(session, query)).scalars())
+                        if ids:
+                            await _delete_batch(session, ids, tally)
                 if len(ids) < policy.batch_size:
                     break
                 await asyncio.sleep(policy.pause_s)
@@ -405,10 +447,8 @@ async def ensure_incremental_vacuum(database: Database) -> bool:
 async def vacuum(database: Database) -> int:
     """SQLite: give the pages that pruning freed back to the file system, a few at a time
     (a no-op unless the file uses incremental auto-vacuum). Returns the pages freed."""
-    path = database.url.database
-    if not database.is_sqlite or not path or path == ":memory:":
-        return 0
-    return await asyncio.to_thread(_vacuum_file, path)
+    path = _sqlite_file(database)
+    return 0 if path is None else await asyncio.to_thread(_vacuum_file, path)
 
 
 def _vacuum_file(path: str) -> int:
