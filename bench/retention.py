@@ -143,7 +143,9 @@ def _percentiles(latencies: list[float]) -> str:
     return f"{len(latencies)} requests, p50 {cuts[49] * 1000:.1f} ms, p99 {cuts[98] * 1000:.1f} ms"
 
 
-async def prune_under_load(postgres: str | None, executions: int, idle_s: float) -> None:
+async def prune_under_load(
+    postgres: str | None, executions: int, idle_s: float, batch_size: int
+) -> None:
     async with _database(postgres) as database:
         owner = await make_workflow(database)
         started = time.perf_counter()
@@ -165,7 +167,7 @@ async def prune_under_load(postgres: str | None, executions: int, idle_s: float)
                 asyncio.create_task(_load(client, workflow_id, stop, busy)) for _ in range(CLIENTS)
             ]
             started = time.perf_counter()
-            record = await prune(database, RetentionPolicy(max_count=1000))
+            record = await prune(database, RetentionPolicy(max_count=1000, batch_size=batch_size))
             elapsed = time.perf_counter() - started
             stop.set()
             await asyncio.gather(*clients)
@@ -222,12 +224,13 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--idle-s", type=float, default=10.0)
     parser.add_argument("--postgres", help="a PostgreSQL URL (postgresql+asyncpg://...)")
+    parser.add_argument("--batch-size", type=int, default=RetentionPolicy().batch_size)
     parser.add_argument("--skip-size", action="store_true")
     parser.add_argument("--skip-prune", action="store_true")
     args = parser.parse_args()
     print("backend:", "postgresql" if args.postgres else "sqlite")
     if not args.skip_prune:
-        await prune_under_load(args.postgres, args.executions, args.idle_s)
+        await prune_under_load(args.postgres, args.executions, args.idle_s, args.batch_size)
     if not args.skip_size:
         for saved in ("all", "summary"):
             await size_after_runs(args.postgres, args.runs, saved)

@@ -400,7 +400,7 @@ class Settings(BaseSettings):
         gt=0,
     )
     prune_batch_size: int = Field(
-        default=200,
+        default=50,
         description="Executions deleted per transaction by a prune: small enough that "
         "writers never wait long for one.",
         ge=1,

@@ -87,7 +87,7 @@ class RetentionPolicy:
     max_age_hours: float | None = None
     max_count: int | None = None
     failed_max_age_hours: float | None = None
-    batch_size: int = 200
+    batch_size: int = 50
     # Between two batches: lets the other writers in and the API breathe.
     pause_s: float = 0.05
 
