@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.retention import SaveData
 from engine.states import ExecutionStatus, NodeRunStatus
 
 if TYPE_CHECKING:
@@ -123,6 +124,9 @@ class ExecutionUpdate:
     # When a WAITING execution is due to resume, and its parked attempts by node id.
     resume_at: datetime | None = None
     parked: dict[str, Any] | None = None
+    # What an ended execution keeps of its data (engine/retention.py): the recorder stores
+    # the end accordingly, in the same write.
+    saved_data: SaveData = SaveData.ALL
 
 
 @dataclass(slots=True)

@@ -62,6 +62,7 @@ from engine.outputs import EncodedOutputs, check_outputs, preview, serialize_out
 from engine.partial import REUSED
 from engine.pins import PINNED
 from engine.plan import ERROR_PORT, Plan, PlanNode
+from engine.retention import KEEP_ALL, SaveChoice
 from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
 from engine.truncation import bounded_error
 
@@ -149,6 +150,8 @@ class RunRequest:
     announced: bool = False
     # A caller in this process waiting for the run's answer (a webhook): handed it in memory.
     handover: RunHandover | None = None
+    # What the execution keeps of its data once it ends (engine/retention.py).
+    save: SaveChoice = KEEP_ALL
 
 
 @dataclass(slots=True)
@@ -867,6 +870,7 @@ class _Run:
             has_output=output is not None,
             output_port=port,
             output_from=(run_id, port) if run_id is not None and port is not None else None,
+            saved_data=self.request.save.for_status(status),
         )
         if self.request.handover is not None:
             self.request.handover.ended(status, error, output)

@@ -40,6 +40,7 @@ from engine.node_types import NodeTypeLookup, NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
 from engine.plan import Plan, PlanCache, PlanError, prepare_plan
+from engine.retention import SAVE_ALL, SaveChoice, SaveDefaults, save_choice
 from engine.states import ExecutionStatus, NodeRunStatus
 
 logger = logging.getLogger("loom.runner")
@@ -166,6 +167,7 @@ class ExecutionRunner:
         resources: NodeResources | None = None,
         max_node_output_bytes: int | None = DEFAULT_MAX_NODE_OUTPUT_BYTES,
         workspace_node_types: Callable[[str], Awaitable[NodeTypeLookup]] | None = None,
+        save_defaults: SaveDefaults = SAVE_ALL,
     ) -> None:
         self.source = source
         self.recorder = recorder
@@ -182,6 +184,8 @@ class ExecutionRunner:
         self.durable_wait_s = durable_wait_s
         self.resources = resources
         self.max_node_output_bytes = max_node_output_bytes
+        # What ended executions keep when their workflow does not say (engine/retention.py).
+        self.save_defaults = save_defaults
         self.executor = Executor(recorder)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
@@ -339,6 +343,7 @@ class ExecutionRunner:
             resumed=loaded.resumed,
             announced=True,
             handover=handover,
+            save=self._save_choice(loaded, handover),
         )
         try:
             return await self.executor.run(request, options)
@@ -346,6 +351,19 @@ class ExecutionRunner:
             return await self._refuse(
                 loaded, ErrorInfo("INVALID_START_NODE", str(exc)), handover=handover
             )
+
+    def _save_choice(self, loaded: LoadedExecution, handover: RunHandover | None) -> SaveChoice:
+        """What the execution keeps once it ends. Everything when its outcome is read back
+        from the database: by a caller that waits for it (a sub-workflow), or by a webhook
+        that answers with its data from another process (no handover in memory)."""
+        read_back = loaded.parent_waits or (
+            loaded.mode == "webhook"
+            and handover is None
+            and _webhook_waits(loaded.nodes, loaded.start_node_id)
+        )
+        return save_choice(
+            loaded.settings, loaded.mode, self.save_defaults, answer_read_back=read_back
+        )
 
     async def _plan(self, loaded: LoadedExecution) -> Plan:
         """The version's plan, made with the node types its workspace sees. The plan cache
@@ -371,7 +389,8 @@ class ExecutionRunner:
         if handover is not None:
             handover.ended(status, error)
         now = datetime.now(UTC)
-        update = ExecutionUpdate(status=status, finished_at=now, error=error)
+        saved_data = self._save_choice(loaded, handover).for_status(status)
+        update = ExecutionUpdate(status=status, finished_at=now, error=error, saved_data=saved_data)
         event = Event(
             execution_id=loaded.execution_id,
             sequence=loaded.next_sequence,
@@ -383,3 +402,13 @@ class ExecutionRunner:
         self.recorder.emit(Record(event=event, execution=update))
         await self.recorder.flush()
         return Outcome(status=status, error=error, last_sequence=loaded.next_sequence)
+
+
+def _webhook_waits(nodes: list[dict[str, Any]], start_node_id: str | None) -> bool:
+    """Whether the webhook that started a run answers with what the run produced."""
+    for node in nodes:
+        if isinstance(node, dict) and node.get("id") == start_node_id:
+            parameters = node.get("parameters") or {}
+            mode = parameters.get("responseMode") if isinstance(parameters, dict) else None
+            return mode in ("last_node", "respond_node")
+    return False

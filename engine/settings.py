@@ -6,6 +6,8 @@ import functools
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from engine import retention
+
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
 
@@ -36,6 +38,7 @@ SETTINGS_SCHEMA: dict[str, Any] = {
             "minimum": 1,
             "maximum": 10_000,
         },
+        **retention.settings_schema(),
     },
 }
 

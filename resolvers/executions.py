@@ -461,6 +461,21 @@ async def retry_execution(
                         ]
                     )
                 )
+            if original.saved_data is not None:
+                # Its input and outputs were not kept (its workflow's saveData settings).
+                raise _Refused(
+                    validation_error(
+                        [
+                            _problem(
+                                "EXECUTION_DATA_NOT_KEPT",
+                                f"execution {execution_id!r} kept only a {original.saved_data} "
+                                "of its data (its workflow's settings): there is no input or "
+                                "output to retry it with; run the workflow again instead",
+                                "id",
+                            )
+                        ]
+                    )
+                )
             workflow = await session.get(Workflow, original.workflow_id)
             if workflow is None:
                 raise _Refused(_not_found("workflow", original.workflow_id))

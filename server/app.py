@@ -34,7 +34,7 @@ from server import graphiql
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
 from server.running import require_distributed_settings
-from server.scheduler import run_scheduler
+from server.scheduler import run_scheduler, start_pruning
 from server.settings import Settings
 from server.webhooks import WebhookEndpoint
 from server.websocket_writes import FrameWriters
@@ -100,6 +100,7 @@ def build_services(
             max_concurrency=settings.max_node_concurrency,
             durable_wait_s=settings.durable_wait_s,
             max_node_output_bytes=settings.max_node_output_bytes,
+            save_defaults=settings.save_defaults(),
             # Sub-workflow calls start through the lifecycle (made below).
             resources=settings.node_resources(
                 database, secret_box, lambda requests: lifecycle.start_calls(requests), policies
@@ -220,6 +221,7 @@ def create_app(
 
     scheduling: asyncio.Task[None] | None = None
     refreshing: asyncio.Task[None] | None = None
+    pruning: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -230,7 +232,7 @@ def create_app(
 
     @asynccontextmanager
     async def serving() -> AsyncIterator[None]:
-        nonlocal reading, scheduling, refreshing
+        nonlocal reading, scheduling, refreshing, pruning
         if services.policies is not None:
             await services.policies.reload()
             refreshing = asyncio.create_task(
@@ -248,10 +250,11 @@ def create_app(
             scheduling = asyncio.create_task(
                 run_scheduler(lifecycle.fire_schedules), name="scheduler"
             )
+            pruning = start_pruning(database, settings)
         try:
             yield
         finally:
-            for task in (scheduling, refreshing):
+            for task in (scheduling, refreshing, pruning):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -1,5 +1,5 @@
-"""The `loom` command line: serve, worker, run, db upgrade, token create, secrets rotate,
-export, import, export-schema.
+"""The `loom` command line: serve, worker, run, db upgrade, executions prune, token create,
+secrets rotate, export, import, export-schema.
 
 Settings are read once as a command starts: a bad `LOOM_*` value stops every command with
 one line naming it. Every command that opens the database says which one on stderr;
@@ -237,6 +237,46 @@ def db_upgrade(settings: Settings, revision: str) -> None:
 
     _on_database(settings, work, create=True)
     click.echo(f"database at {revision}")
+
+
+@cli.group()
+def executions() -> None:
+    """Executions: pruning old ones."""
+
+
+@executions.command("prune")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="SQLite: first switch the file to incremental auto-vacuum if it is not (a full "
+    "VACUUM, once), so that what is pruned gives its space back.",
+)
+@pass_settings
+def executions_prune(settings: Settings, dry_run: bool, vacuum: bool) -> None:
+    """Delete the ended executions older than the retention settings allow (LOOM_EXECUTIONS_*
+    and each workflow's settings), with their node runs, payloads and events."""
+    from storage import retention
+    from storage.migrate import current_revision, head_revision
+
+    async def work(database: Database) -> retention.PruneRecord | None:
+        if await current_revision(database) != head_revision():
+            raise CommandError(
+                f"the database {settings.database_label()} is not at the latest schema: run "
+                "`loom db upgrade` first"
+            )
+        if vacuum and not dry_run and await retention.ensure_incremental_vacuum(database):
+            click.echo("switched the SQLite file to incremental auto-vacuum", err=True)
+        return await retention.prune(database, settings.retention_policy(), dry_run=dry_run)
+
+    record = _on_database(settings, work, create=False)
+    if record is None:
+        raise CommandError("another process is pruning now; try again later")
+    verb = "would delete" if dry_run else "deleted"
+    seconds = (record.finished_at - record.started_at).total_seconds()
+    click.echo(f"{verb} {record.executions_deleted} executions in {seconds:.1f} s")
+    for table, count in record.rows_deleted.items():
+        click.echo(f"  {table}: {count}")
 
 
 @cli.group()

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
     from engine.expressions.budget import ExpressionLimits
     from engine.node_types import NodeTypeRegistry
     from engine.nodes.base import NodeResources
+    from engine.retention import SaveDefaults
     from storage.db import Database
     from storage.node_type_policies import NodeTypePolicies
+    from storage.retention import RetentionPolicy
     from storage.secrets import SecretBox
     from storage.subworkflows import StartCalls
 
@@ -94,6 +96,7 @@ NodeTypeNameList = Annotated[
     list[Annotated[str, AfterValidator(_node_type_name)]], NoDecode, BeforeValidator(_string_list)
 ]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+SaveDataValue = Literal["all", "summary", "none"]
 
 
 class Settings(BaseSettings):
@@ -362,6 +365,71 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
     )
+    # What ended executions keep, unless their workflow's settings say (engine/retention.py).
+    save_data_on_success: SaveDataValue = Field(
+        default="all",
+        description="What successful executions keep: all, summary (statuses and timings, "
+        "no inputs or outputs) or none (deleted when they end).",
+    )
+    save_data_on_error: SaveDataValue = Field(
+        default="all", description="What failed and cancelled executions keep."
+    )
+    save_manual_executions: SaveDataValue = Field(
+        default="all", description="What manual executions keep, whatever their outcome."
+    )
+    # How long ended executions stay (storage/retention.py).
+    executions_max_age_hours: float | None = Field(
+        default=336.0,
+        description="Prune ended executions older than this (hours; 336 is 14 days). Empty: "
+        "no limit.",
+        gt=0,
+    )
+    executions_max_count: int | None = Field(
+        default=None,
+        description="Prune the oldest ended executions beyond this many. Empty: no limit.",
+        examples=[10000],
+        ge=1,
+    )
+    failed_executions_max_age_hours: float | None = Field(
+        default=None,
+        description="Prune failed executions by this age only, not by the two above (keep "
+        "them longer). Empty: they follow the two above.",
+        examples=[720],
+        gt=0,
+    )
+    prune_interval_s: float = Field(
+        default=600.0,
+        description="How often a process that schedules prunes old executions (seconds).",
+        gt=0,
+    )
+    prune_batch_size: int = Field(
+        default=50,
+        description="Executions deleted per transaction by a prune: small enough that "
+        "writers never wait long for one.",
+        ge=1,
+        le=100_000,
+    )
+
+    def save_defaults(self) -> SaveDefaults:
+        """What ended executions keep unless their workflow says."""
+        from engine.retention import SaveData, SaveDefaults
+
+        return SaveDefaults(
+            on_success=SaveData(self.save_data_on_success),
+            on_error=SaveData(self.save_data_on_error),
+            manual=SaveData(self.save_manual_executions),
+        )
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The server-wide bounds of how long ended executions stay."""
+        from storage.retention import RetentionPolicy
+
+        return RetentionPolicy(
+            max_age_hours=self.executions_max_age_hours,
+            max_count=self.executions_max_count,
+            failed_max_age_hours=self.failed_executions_max_age_hours,
+            batch_size=self.prune_batch_size,
+        )
 
     def code_limits(self) -> CodeLimits:
         """The Code node's limits, as the sandbox takes them."""

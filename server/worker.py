@@ -30,7 +30,7 @@ from engine.queue import (
 from engine.redis_bus import RedisEventPublisher
 from engine.runner import ExecutionRunner
 from server.running import require_distributed_settings
-from server.scheduler import run_scheduler
+from server.scheduler import run_scheduler, start_pruning
 from server.settings import Settings
 from storage.execution_source import DatabaseExecutionSource
 from storage.leases import LeaseKeeper
@@ -73,6 +73,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         on_finished=lifecycle.after_run,
         durable_wait_s=settings.durable_wait_s,
         max_node_output_bytes=settings.max_node_output_bytes,
+        save_defaults=settings.save_defaults(),
         resources=settings.node_resources(
             database, settings.secret_box(), lifecycle.start_calls, policies
         ),
@@ -101,6 +102,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         asyncio.create_task(sweeper.run_forever(), name="sweeper"),
         asyncio.create_task(listen_for_cancels(redis, runner), name="cancel listener"),
         asyncio.create_task(run_scheduler(lifecycle.fire_schedules), name="scheduler"),
+        start_pruning(database, settings),
         asyncio.create_task(policies.keep_fresh(), name="node type policies"),
     ]
     logger.info(

@@ -267,6 +267,9 @@ class Execution(SQLModel, table=True):
     parent_batch: int | None = Field(default=None)
     parent_waits: bool = False
     call_depth: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    # What an ended execution kept of its data (engine/retention.py): NULL for all of it,
+    # `summary` for its row and node runs without inputs, outputs or previews.
+    saved_data: str | None = Field(default=None, max_length=8)
     created_at: datetime = _created_at()
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -283,6 +286,19 @@ class Execution(SQLModel, table=True):
         # One execution per sub-workflow call and batch (a second attempt reads the first's).
         Index("uq_executions_parent_call", "parent_run_id", "parent_batch", unique=True),
         Index("ix_executions_parent", "parent_execution_id", "created_at"),
+        # Deleting an execution sets these to NULL where they name it (pruning).
+        Index(
+            "ix_executions_retry_of",
+            "retry_of",
+            sqlite_where=text("retry_of IS NOT NULL"),
+            postgresql_where=text("retry_of IS NOT NULL"),
+        ),
+        Index(
+            "ix_executions_reuse_from",
+            "reuse_from",
+            sqlite_where=text("reuse_from IS NOT NULL"),
+            postgresql_where=text("reuse_from IS NOT NULL"),
+        ),
         UniqueConstraint("workflow_id", "idempotency_key", name="uq_executions_idempotency"),
     )
 
@@ -518,6 +534,31 @@ class ScheduleTick(SQLModel, table=True):
             String(36), ForeignKey("executions.id", ondelete="SET NULL"), nullable=True
         ),
     )
+
+    __table_args__ = (
+        # Deleting an execution sets `execution_id` to NULL where it names it (pruning).
+        Index(
+            "ix_schedule_ticks_execution",
+            "execution_id",
+            sqlite_where=text("execution_id IS NOT NULL"),
+            postgresql_where=text("execution_id IS NOT NULL"),
+        ),
+    )
+
+
+class PruneRun(SQLModel, table=True):
+    """One prune of old executions (storage/retention.py): when, and the rows it deleted
+    by table."""
+
+    __tablename__ = "prune_runs"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    finished_at: datetime = Field(sa_type=UTCDateTime)
+    executions_deleted: int
+    rows_deleted: dict[str, int] = Field(sa_column=Column(JSON, nullable=False))
+
+    __table_args__ = (Index("ix_prune_runs_finished_at", "finished_at"),)
 
 
 class LockAnchor(SQLModel, table=True):

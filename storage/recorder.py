@@ -25,11 +25,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
 from engine.outputs import EncodedOutputs
+from engine.retention import SaveData
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from storage import executions, payload_store, payloads
 from storage.db import Database, run_core
 from storage.event_rows import INSERT_EVENTS, event_row
 from storage.models import Execution, NodeRun, NodeRunPayload
+from storage.saved_data import Endings
 
 logger = logging.getLogger("loom.recorder")
 
@@ -340,11 +342,18 @@ class GroupCommitWriter:
     ) -> list[Record]:
         """Stores the batch (after the new executions) in one transaction; returns the
         records committed (those of executions whose lease moved on are left out)."""
-        compressed = await self._compress(batch)
+        # Payloads that an execution ending without its data in this batch does not keep
+        # are not compressed (storage/saved_data.py).
+        ending = Endings.of(batch)
+        compressed = await self._compress(
+            [record for record in batch if ending.keeps_data(record.event.execution_id)]
+            if ending
+            else batch
+        )
         outputs: dict[int, tuple[bytes, int, str]] = {}
         for record in batch:
             change = record.execution
-            if change is None or not change.has_output:
+            if change is None or not change.has_output or change.saved_data is not SaveData.ALL:
                 continue
             if change.output_from is not None:
                 # The items of a node run recorded already (in this batch or before).
@@ -453,6 +462,10 @@ class GroupCommitWriter:
         """Writes what the fences let through; returns the new node run ids and the records
         written."""
         batch = await self._fenced(session, batch)
+        # Executions that end keeping less than all their data (storage/saved_data.py): all
+        # their records are published, not all written.
+        ending = Endings.of(batch)
+        published, batch = batch, ending.written(batch)
         # Node runs: the latest state of each run in this batch, inserted or updated.
         runs: dict[str, tuple[str, NodeRunState]] = {}
         for record in batch:
@@ -490,7 +503,9 @@ class GroupCommitWriter:
                 "data": compressed[id(record)],
             }
             for record in batch
-            if id(record) in compressed and record.node_run is not None
+            if id(record) in compressed
+            and record.node_run is not None
+            and ending.keeps_data(record.event.execution_id)
         ]
         payload_rows += [
             {
@@ -501,13 +516,20 @@ class GroupCommitWriter:
                 "data": record.input_port.encode(),
             }
             for record in batch
-            if record.input_port is not None and record.node_run is not None
+            if record.input_port is not None
+            and record.node_run is not None
+            and ending.keeps_data(record.event.execution_id)
         ]
         if payload_rows:
             await run_core(session, _INSERT_PAYLOADS, payload_rows)
         if not batch:
-            return [], []
-        await run_core(session, INSERT_EVENTS, [event_row(record.event) for record in batch])
+            await ending.apply(session)
+            return [], published
+        await run_core(
+            session,
+            INSERT_EVENTS,
+            [ending.event_row(event_row(record.event)) for record in batch],
+        )
         changes = [
             (record.event.execution_id, record.execution)
             for record in batch
@@ -527,7 +549,8 @@ class GroupCommitWriter:
         ]
         if output_rows:
             await payload_store.insert_execution_payloads(session, output_rows)
-        return [row["id"] for row in new_runs], batch
+        await ending.apply(session)
+        return [row["id"] for row in new_runs], published
 
 
 def _settle(creation: NewExecution, error: BaseException | None) -> None:
@@ -626,6 +649,8 @@ def _execution_change(execution_id: str, change: ExecutionUpdate) -> tuple[Any, 
         values["finished_at"] = change.finished_at
     if change.error is not None:
         values["error"] = change.error.to_json()
+    if change.saved_data is SaveData.SUMMARY:
+        values["saved_data"] = change.saved_data.value
     statement = _execution_update(change.status, tuple(values))
     params = {f"v_{name}": value for name, value in values.items()}
     return statement, {"v_execution_id": execution_id, **params}

@@ -1,0 +1,468 @@
+"""Pruning ended executions: how long they stay, by age and by count.
+
+Server-wide bounds (`RetentionPolicy`, from `LOOM_EXECUTIONS_*`) and per-workflow ones (its
+settings, engine/retention.py) each name a maximum age, a maximum count and, optionally, a
+maximum age for failed executions, which are then pruned by that age only: a workflow's
+setting replaces the server's for its executions; the server's count bounds all executions
+together. An execution is pruned with its node runs, payloads and events, in batches of
+`batch_size` executions, one transaction each, so that writers never wait long; never one
+still queued, running or waiting, nor one that an unfinished execution needs (the execution
+a retry or a run to a node reuses, a sub-workflow execution whose caller waits for it).
+
+One process prunes at a time: PostgreSQL through an advisory lock that the others try and
+skip; SQLite is one process's (and SQLite's single writer serialises the rest). SQLite gets
+the space back by incremental auto-vacuum (`ensure_incremental_vacuum`, `vacuum`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from sqlalchemy import ColumnElement, Table, and_, delete, func, insert, not_, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine import retention as settings_keys
+from engine.states import ExecutionStatus
+from storage.db import SQLITE_BUSY_TIMEOUT_MS, Database, run_core
+from storage.models import (
+    Execution,
+    ExecutionEventRow,
+    ExecutionPayload,
+    NodeRun,
+    NodeRunPayload,
+    PruneRun,
+    Workflow,
+)
+from storage.types import utcnow
+
+logger = logging.getLogger("loom.retention")
+
+_EXECUTIONS: Table = Execution.__table__  # type: ignore[attr-defined]
+_WORKFLOWS: Table = Workflow.__table__  # type: ignore[attr-defined]
+_PRUNE_RUNS: Table = PruneRun.__table__  # type: ignore[attr-defined]
+# Deleted in this order, each by execution id: rows that refer to others first.
+_CHILD_TABLES: tuple[Table, ...] = (
+    ExecutionEventRow.__table__,  # type: ignore[attr-defined]
+    NodeRunPayload.__table__,  # type: ignore[attr-defined]
+    ExecutionPayload.__table__,  # type: ignore[attr-defined]
+    NodeRun.__table__,  # type: ignore[attr-defined]
+)
+TABLES = (*(table.name for table in _CHILD_TABLES), "executions")
+_UNFINISHED = [status.value for status in ExecutionStatus if not status.is_terminal]
+_FAILED = ExecutionStatus.FAILED.value
+_LOCK_NAME = "loom.retention.prune"
+# Prune records kept: the newest ones (systemStatus shows the last).
+_KEEP_PRUNE_RECORDS = 100
+# Pages freed per SQLite transaction by `vacuum`: each is a short write.
+_VACUUM_PAGES = 2000
+# Ids per statement when counting what a dry run would delete.
+_CHUNK = 500
+
+PrunedListener = Callable[[dict[str, int]], None]
+# Called with the rows each prune deleted, by table (the metrics hook).
+PRUNED_LISTENERS: list[PrunedListener] = []
+
+
+def on_pruned(counts: dict[str, int]) -> None:
+    """Tell the listeners (none by default) what a prune deleted, by table."""
+    for listener in PRUNED_LISTENERS:
+        try:
+            listener(counts)
+        except Exception:
+            logger.exception("a prune listener failed")
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """Server-wide bounds of how long ended executions stay; None: no bound."""
+
+    max_age_hours: float | None = None
+    max_count: int | None = None
+    failed_max_age_hours: float | None = None
+    batch_size: int = 50
+    # Between two batches: lets the other writers in and the API breathe.
+    pause_s: float = 0.05
+
+    def with_workflow(self, settings: Mapping[str, Any]) -> RetentionPolicy:
+        """This policy as a workflow's settings change it for its own executions."""
+        return RetentionPolicy(
+            max_age_hours=settings.get(settings_keys.MAX_AGE_HOURS, self.max_age_hours),
+            max_count=settings.get(settings_keys.MAX_COUNT),
+            failed_max_age_hours=settings.get(
+                settings_keys.FAILED_MAX_AGE_HOURS, self.failed_max_age_hours
+            ),
+            batch_size=self.batch_size,
+            pause_s=self.pause_s,
+        )
+
+
+@dataclass(frozen=True)
+class PruneRecord:
+    """One prune: when, and how many rows it deleted (`rows_deleted` by table)."""
+
+    started_at: datetime
+    finished_at: datetime
+    executions_deleted: int
+    rows_deleted: dict[str, int]
+
+
+@dataclass(slots=True)
+class _Tally:
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+
+    def add(self, table: str, count: int) -> None:
+        self.rows[table] += max(count, 0)
+
+
+def _overridden(settings: Mapping[str, Any]) -> bool:
+    return any(
+        key in settings
+        for key in (
+            settings_keys.MAX_AGE_HOURS,
+            settings_keys.MAX_COUNT,
+            settings_keys.FAILED_MAX_AGE_HOURS,
+        )
+    )
+
+
+def _prunable() -> ColumnElement[bool]:
+    """Ended, and needed by no unfinished execution."""
+    table = _EXECUTIONS
+    other = table.alias("needing")
+    caller = table.alias("caller")
+    unfinished = other.c.status.in_(_UNFINISHED)
+    return and_(
+        # Not `status IN (ended)`: the planner would then walk the status index over
+        # every ended execution and sort them; this way it walks `created_at`.
+        table.c.status.not_in(_UNFINISHED),
+        not_(
+            table.c.id.in_(
+                select(other.c.retry_of).where(unfinished, other.c.retry_of.is_not(None))
+            )
+        ),
+        not_(
+            table.c.id.in_(
+                select(other.c.reuse_from).where(unfinished, other.c.reuse_from.is_not(None))
+            )
+        ),
+        not_(
+            and_(
+                table.c.parent_waits.is_(True),
+                select(caller.c.id)
+                .where(
+                    caller.c.id == table.c.parent_execution_id,
+                    caller.c.status.in_(_UNFINISHED),
+                )
+                .exists(),
+            )
+        ),
+    )
+
+
+async def _nth_newest(
+    connection: AsyncConnection, scope: ColumnElement[bool], count: int
+) -> datetime | None:
+    """The creation time of the `count`th newest execution in `scope`: older ones are
+    beyond the count."""
+    query = (
+        select(_EXECUTIONS.c.created_at)
+        .where(scope)
+        .order_by(_EXECUTIONS.c.created_at.desc())
+        .offset(count - 1)
+        .limit(1)
+    )
+    return (await connection.execute(query)).scalar_one_or_none()
+
+
+async def _conditions(
+    database: Database, policy: RetentionPolicy, now: datetime
+) -> list[ColumnElement[bool]]:
+    """What makes an execution old enough to prune, rule by rule (each pruned in turn)."""
+    table = _EXECUTIONS
+    async with database.engine.connect() as connection:
+        rows = (await connection.execute(select(_WORKFLOWS.c.id, _WORKFLOWS.c.settings))).all()
+        overrides = {
+            workflow_id: policy.with_workflow(settings)
+            for workflow_id, settings in rows
+            if isinstance(settings, dict) and _overridden(settings)
+        }
+        scopes: list[tuple[ColumnElement[bool], RetentionPolicy]] = [
+            (table.c.workflow_id.not_in(list(overrides)), policy)
+        ]
+        scopes += [
+            (table.c.workflow_id == workflow_id, rule) for workflow_id, rule in overrides.items()
+        ]
+        conditions: list[ColumnElement[bool]] = []
+        for scope, rule in scopes:
+            not_failed = table.c.status != _FAILED if rule.failed_max_age_hours else None
+            if rule.max_age_hours is not None:
+                cutoff = now - timedelta(hours=rule.max_age_hours)
+                conditions.append(_all(scope, table.c.created_at < cutoff, not_failed))
+            if rule.failed_max_age_hours is not None:
+                cutoff = now - timedelta(hours=rule.failed_max_age_hours)
+                conditions.append(
+                    _all(scope, table.c.status == _FAILED, table.c.created_at < cutoff)
+                )
+            # A workflow's own count; the server's bounds all executions together (below).
+            if rule is not policy and rule.max_count is not None:
+                newest = await _nth_newest(connection, scope, rule.max_count)
+                if newest is not None:
+                    conditions.append(_all(scope, table.c.created_at < newest, not_failed))
+        if policy.max_count is not None:
+            everything = table.c.id.is_not(None)
+            newest = await _nth_newest(connection, everything, policy.max_count)
+            if newest is not None:
+                not_failed = table.c.status != _FAILED if policy.failed_max_age_hours else None
+                conditions.append(_all(table.c.created_at < newest, not_failed))
+    return conditions
+
+
+def _all(*conditions: ColumnElement[bool] | None) -> ColumnElement[bool]:
+    return and_(*(condition for condition in conditions if condition is not None))
+
+
+async def _delete_batch(session: AsyncSession, ids: list[str], tally: _Tally) -> None:
+    for child in _CHILD_TABLES:
+        result = await run_core(session, delete(child).where(child.c.execution_id.in_(ids)))
+        tally.add(child.name, result.rowcount)
+    result = await run_core(session, delete(_EXECUTIONS).where(_EXECUTIONS.c.id.in_(ids)))
+    tally.add("executions", result.rowcount)
+
+
+def _sqlite_file(database: Database) -> str | None:
+    path = database.url.database
+    return path if database.is_sqlite and path and path != ":memory:" else None
+
+
+def _delete_in_file(path: str, ids: list[str]) -> dict[str, int]:
+    """SQLite: delete a batch on a connection of its own, on a thread. SQLite calls of the
+    process's own connections run on the event loop (storage/sqlite_inline.py): a batch of
+    deletes there would stall every request meanwhile; here only writers wait for it, and
+    they wait with the loop running."""
+    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    marks = ",".join("?" * len(ids))
+    deleted: dict[str, int] = {}
+    try:
+        # Deleting an execution sets what names it to NULL (retry_of, schedule ticks, ...).
+        connection.execute("PRAGMA foreign_keys=ON")
+        with connection:
+            for child in _CHILD_TABLES:
+                cursor = connection.execute(
+                    f"DELETE FROM {child.name} WHERE execution_id IN ({marks})",  # noqa: S608
+                    ids,
+                )
+                deleted[child.name] = cursor.rowcount
+            cursor = connection.execute(
+                f"DELETE FROM executions WHERE id IN ({marks})",  # noqa: S608
+                ids,
+            )
+            deleted["executions"] = cursor.rowcount
+    finally:
+        connection.close()
+    return deleted
+
+
+async def _count_rows(database: Database, ids: list[str], tally: _Tally) -> None:
+    async with database.engine.connect() as connection:
+        for chunk in _chunks(ids):
+            for child in _CHILD_TABLES:
+                query = select(func.count()).where(child.c.execution_id.in_(chunk))
+                tally.add(child.name, (await connection.execute(query)).scalar_one())
+            tally.add("executions", len(chunk))
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+class _PruneLock:
+    """PostgreSQL: a session advisory lock on a connection of its own, tried, not waited
+    for (another process prunes already); SQLite: one prune at a time in this process."""
+
+    _sqlite_busy: ClassVar[set[str]] = set()
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: AsyncConnection | None = None
+        self._key = int.from_bytes(
+            hashlib.sha256(_LOCK_NAME.encode()).digest()[:8], "big", signed=True
+        )
+
+    async def acquire(self) -> bool:
+        if self._database.is_sqlite:
+            name = str(self._database.url)
+            if name in self._sqlite_busy:
+                return False
+            self._sqlite_busy.add(name)
+            return True
+        self._connection = await self._database.engine.connect()
+        taken = await self._connection.scalar(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
+        )
+        await self._connection.commit()
+        if not taken:
+            await self._connection.close()
+            self._connection = None
+        return bool(taken)
+
+    async def release(self) -> None:
+        if self._database.is_sqlite:
+            self._sqlite_busy.discard(str(self._database.url))
+            return
+        if self._connection is not None:
+            try:
+                await self._connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": self._key}
+                )
+                await self._connection.commit()
+            finally:
+                await self._connection.close()
+                self._connection = None
+
+
+async def prune(
+    database: Database,
+    policy: RetentionPolicy,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> PruneRecord | None:
+    """Delete the ended executions `policy` and their workflows' settings say are old, in
+    batches; None when another process is pruning. A dry run deletes nothing and says what
+    it would delete. Recorded (`last_prune`) and told to `PRUNED_LISTENERS` unless a dry run.
+    """
+    lock = _PruneLock(database)
+    if not await lock.acquire():
+        return None
+    try:
+        started_at = utcnow()
+        tally = _Tally()
+        conditions = await _conditions(database, policy, now or started_at)
+        sqlite_file = _sqlite_file(database)
+        prunable = _prunable()
+        if dry_run:
+            found: set[str] = set()
+            async with database.engine.connect() as connection:
+                for condition in conditions:
+                    query = select(_EXECUTIONS.c.id).where(prunable, condition)
+                    found.update((await connection.execute(query)).scalars())
+            await _count_rows(database, sorted(found), tally)
+            return PruneRecord(started_at, utcnow(), len(found), tally.rows)
+        for condition in conditions:
+            query = (
+                select(_EXECUTIONS.c.id)
+                .where(prunable, condition)
+                .order_by(_EXECUTIONS.c.created_at)
+                .limit(policy.batch_size)
+            )
+            while True:
+                if sqlite_file is not None:
+                    async with database.session() as session:
+                        ids = list((await run_core(session, query)).scalars())
+                    if ids:
+                        deleted = await asyncio.to_thread(_delete_in_file, sqlite_file, ids)
+                        for table, count in deleted.items():
+                            tally.add(table, count)
+                else:
+                    async with database.transaction() as session:
+                        ids = list((await run_core(session, query)).scalars())
+                        if ids:
+                            await _delete_batch(session, ids, tally)
+                if len(ids) < policy.batch_size:
+                    break
+                await asyncio.sleep(policy.pause_s)
+        record = PruneRecord(started_at, utcnow(), tally.rows["executions"], tally.rows)
+        await _record(database, record)
+        if record.executions_deleted and database.is_sqlite:
+            await vacuum(database)
+        on_pruned(dict(record.rows_deleted))
+        return record
+    finally:
+        await lock.release()
+
+
+async def _record(database: Database, record: PruneRecord) -> None:
+    async with database.transaction() as session:
+        await run_core(
+            session,
+            insert(_PRUNE_RUNS).values(
+                started_at=record.started_at,
+                finished_at=record.finished_at,
+                executions_deleted=record.executions_deleted,
+                rows_deleted=record.rows_deleted,
+            ),
+        )
+        kept = (
+            select(_PRUNE_RUNS.c.id)
+            .order_by(_PRUNE_RUNS.c.id.desc())
+            .limit(_KEEP_PRUNE_RECORDS)
+            .subquery()
+        )
+        await run_core(
+            session, delete(_PRUNE_RUNS).where(_PRUNE_RUNS.c.id.not_in(select(kept.c.id)))
+        )
+
+
+async def last_prune(session: AsyncSession) -> PruneRecord | None:
+    """The latest prune recorded, or None if there was none."""
+    query = select(
+        _PRUNE_RUNS.c.started_at,
+        _PRUNE_RUNS.c.finished_at,
+        _PRUNE_RUNS.c.executions_deleted,
+        _PRUNE_RUNS.c.rows_deleted,
+    ).order_by(_PRUNE_RUNS.c.id.desc())
+    row = (await run_core(session, query.limit(1))).first()
+    if row is None:
+        return None
+    return PruneRecord(row[0], row[1], row[2], {str(k): int(v) for k, v in row[3].items()})
+
+
+async def ensure_incremental_vacuum(database: Database) -> bool:
+    """Switch a SQLite file to incremental auto-vacuum if it is not (new files are, see
+    storage/db.py): that takes a VACUUM, which rewrites the whole file once. True if it
+    did."""
+    if not database.is_sqlite:
+        return False
+    async with database.engine.connect() as connection:
+        mode = (await connection.exec_driver_sql("PRAGMA auto_vacuum")).scalar_one()
+        await connection.commit()
+        if mode == 2:  # INCREMENTAL
+            return False
+        # VACUUM cannot run inside a transaction.
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
+        await autocommit.exec_driver_sql("VACUUM")
+    return True
+
+
+async def vacuum(database: Database) -> int:
+    """SQLite: give the pages that pruning freed back to the file system, a few at a time
+    (a no-op unless the file uses incremental auto-vacuum). Returns the pages freed."""
+    path = _sqlite_file(database)
+    return 0 if path is None else await asyncio.to_thread(_vacuum_file, path)
+
+
+def _vacuum_file(path: str) -> int:
+    # A connection of its own, on a thread: `executescript` steps the pragma to its end
+    # (a plain `execute` frees one page), and each step is a short transaction of its own.
+    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    freed = 0
+    try:
+        if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # INCREMENTAL
+            return 0
+        while free := connection.execute("PRAGMA freelist_count").fetchone()[0]:
+            step = min(free, _VACUUM_PAGES)
+            connection.executescript(f"PRAGMA incremental_vacuum({step});")
+            freed += step
+    finally:
+        connection.close()
+    return freed

@@ -1,0 +1,209 @@
+"""What ended executions keep (issue 17, "What is kept"): `all`, `summary` (row, node runs
+and events without inputs, outputs or previews) or `none` (the row is deleted when the run
+ends), per workflow setting with server-wide defaults; callers that read a run's outcome back
+still get it; a retry of a run that kept no data is refused; bad values name the setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import SQLModel
+
+from server.settings import Settings
+from storage.db import Database
+from tests.api.test_executions import create, execute
+from tests.api.test_subworkflows import CALLER_EDGES, DOUBLER_EDGES, DOUBLER_NODES, caller_nodes
+from tests.api.test_subworkflows import run as run_to_end
+from tests.api.test_webhooks import hook_workflow, http  # noqa: F401 (a fixture: a live server)
+from tests.conftest import Caller
+from tests.factories import CREATE, edge, node
+from tests.polling import until
+
+RETRY = """
+mutation($id: ID!) { retryExecution(id: $id) {
+  __typename ... on Execution { id }
+  ... on ValidationError { problems { code field message } } } }
+"""
+GET = """
+query($id: ID!) { execution(id: $id) { id status input output
+  nodeRuns { nodeId status durationMs outputItems output } } }
+"""
+TABLES = ("executions", "node_runs", "node_run_payloads", "execution_payloads", "execution_events")
+
+NODES = [
+    node("start", "Start", "manual_trigger"),
+    node(
+        "set",
+        "Set",
+        "set",
+        parameters={"fields": [{"name": "n", "value": "{{ $json.n + 1 }}"}]},
+    ),
+]
+EDGES = [edge("start", "set")]
+
+
+async def counts(database: Database) -> dict[str, int]:
+    tables = SQLModel.metadata.tables
+    async with database.engine.connect() as connection:
+        return {
+            name: (
+                await connection.execute(select(func.count()).select_from(tables[name]))
+            ).scalar_one()
+            for name in TABLES
+        }
+
+
+async def manual_run(
+    app: Any, caller: Caller, settings: dict[str, Any], nodes: list[dict[str, Any]] = NODES
+) -> str:
+    workflow_id = await create(caller, nodes, EDGES, settings=settings)
+    started = await execute(caller, workflow_id, input={"n": 1})
+    assert started["__typename"] == "Execution", started
+    await app.state.services.submitter.wait(started["id"])
+    return str(started["id"])
+
+
+async def test_all_keeps_everything(app: Any, alice: Caller, database: Database) -> None:
+    execution_id = await manual_run(app, alice, {"saveManualExecutions": "all"})
+    shown = (await alice.gql(GET, {"id": execution_id}))["execution"]
+    assert shown["output"] == [{"n": 2}]
+    assert (await counts(database))["node_run_payloads"] == 2
+
+
+async def test_summary_keeps_statuses_and_timings_without_data(
+    app: Any, alice: Caller, database: Database
+) -> None:
+    execution_id = await manual_run(app, alice, {"saveManualExecutions": "summary"})
+    shown = (await alice.gql(GET, {"id": execution_id}))["execution"]
+    assert shown["status"] == "SUCCEEDED"
+    assert shown["output"] is None and shown["input"] is None
+    assert [(run["nodeId"], run["status"], run["outputItems"]) for run in shown["nodeRuns"]] == [
+        ("start", "SUCCEEDED", 1),
+        ("set", "SUCCEEDED", 1),
+    ]
+    assert all(run["durationMs"] is not None and run["output"] is None for run in shown["nodeRuns"])
+    found = await counts(database)
+    assert (found["node_run_payloads"], found["execution_payloads"]) == (0, 0)
+    assert (found["executions"], found["node_runs"]) == (1, 2)
+    async with database.engine.connect() as connection:
+        previews = SQLModel.metadata.tables["execution_events"].c.preview
+        kept = (await connection.execute(select(previews))).scalars().all()
+    assert kept and all(preview is None for preview in kept)
+
+
+async def test_none_deletes_the_execution_when_it_ends(
+    app: Any, alice: Caller, database: Database
+) -> None:
+    execution_id = await manual_run(app, alice, {"saveManualExecutions": "none"})
+    assert (await alice.gql(GET, {"id": execution_id}))["execution"] is None
+    assert await counts(database) == dict.fromkeys(TABLES, 0)
+
+
+async def test_a_retry_of_a_run_that_kept_no_data_is_refused(
+    app: Any, alice: Caller, database: Database
+) -> None:
+    execution_id = await manual_run(app, alice, {"saveManualExecutions": "summary"})
+    before = await counts(database)
+    result = (await alice.gql(RETRY, {"id": execution_id}))["retryExecution"]
+    assert result["__typename"] == "ValidationError", result
+    assert [(p["code"], p["field"]) for p in result["problems"]] == [
+        ("EXECUTION_DATA_NOT_KEPT", "id")
+    ]
+    assert await counts(database) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("saveDataOnSuccess", "some"),
+        ("saveDataOnError", 1),
+        ("saveManualExecutions", None),
+        ("executionsMaxAgeHours", 0),
+        ("executionsMaxCount", -5),
+        ("failedExecutionsMaxAgeHours", "long"),
+    ],
+)
+async def test_a_bad_value_is_refused_naming_the_setting(
+    alice: Caller, db_state: Any, name: str, value: Any
+) -> None:
+    before = await db_state()
+    data = await alice.gql(
+        CREATE,
+        {"input": {"name": "W", "nodes": NODES, "edges": EDGES, "settings": {name: value}}},
+    )
+    result = data["createWorkflow"]
+    assert result["__typename"] == "ValidationError", result
+    assert [(p["code"], p["field"]) for p in result["problems"]] == [
+        ("INVALID_SETTINGS", f"settings.{name}")
+    ]
+    assert await db_state() == before
+
+
+@pytest.fixture
+def settings() -> Settings:
+    # Server-wide: successful production runs keep nothing, failed ones a summary.
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        token_cache_s=0.0,
+        secret_key="test-secret-key-for-credentials",
+        save_data_on_success="none",
+        save_data_on_error="summary",
+    )
+
+
+async def test_server_defaults_apply_to_production_runs(
+    http: httpx.AsyncClient,  # noqa: F811 (fixture)
+    alice: Caller,
+    database: Database,
+) -> None:
+    failing = node(
+        "boom", "Boom", "set", parameters={"fields": [{"name": "x", "value": "{{ 1 / 0 }}"}]}
+    )
+    await hook_workflow(alice, {"path": "fails"}, [failing])
+    await hook_workflow(alice, {"path": "works"})
+    assert (await http.post("/webhook/works", json={})).status_code == 202
+    assert (await http.post("/webhook/fails", json={})).status_code == 202
+
+    async def ended() -> dict[str, int] | None:
+        found = await counts(database)
+        return found if found["executions"] == 1 and found["node_runs"] == 2 else None
+
+    found = await until(ended, what="the failed run summarised, the successful one gone")
+    assert (found["node_run_payloads"], found["execution_payloads"]) == (0, 0)
+
+
+async def test_a_webhook_that_answers_with_the_last_node_still_answers(
+    http: httpx.AsyncClient,  # noqa: F811 (fixture)
+    alice: Caller,
+    database: Database,
+) -> None:
+    plus = node(
+        "plus",
+        "Plus",
+        "set",
+        parameters={"fields": [{"name": "n", "value": "{{ 5 }}"}], "include": "only_set"},
+    )
+    await hook_workflow(alice, {"path": "answer", "responseMode": "last_node"}, [plus])
+    response = await http.post("/webhook/answer", json={})
+    assert response.status_code == 200, response.text
+    assert response.json() == [{"n": 5}]
+    await until(lambda: counts_are_zero(database), what="the run deleted")
+
+
+async def counts_are_zero(database: Database) -> bool:
+    return (await counts(database))["executions"] == 0
+
+
+async def test_a_caller_gets_the_result_of_a_sub_workflow_that_keeps_nothing(
+    app: Any, alice: Caller
+) -> None:
+    called = await create(
+        alice, DOUBLER_NODES, DOUBLER_EDGES, settings={"saveDataOnSuccess": "none"}
+    )
+    calling = await create(alice, caller_nodes(called), CALLER_EDGES)
+    done = await run_to_end(alice, calling, {"n": 21})
+    assert done["status"] == "SUCCEEDED", done["error"]
+    assert done["output"] == [{"n": 42}]

@@ -1,0 +1,198 @@
+"""Pruning (issue 17, "Retention"): by age and by count, server-wide and per workflow,
+failed executions kept longer; never an unfinished execution nor one an unfinished one
+needs; in batches, recorded, one process at a time; SQLite gets its space back."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlmodel import SQLModel
+
+from storage import retention
+from storage.db import Database
+from storage.retention import PruneRecord, RetentionPolicy, last_prune, prune
+from storage.types import utcnow
+from tests.storage.execution_rows import (
+    PER_EXECUTION,
+    insert_executions,
+    make_workflow,
+)
+
+TABLES = tuple(PER_EXECUTION)
+
+
+async def counts(database: Database) -> dict[str, int]:
+    async with database.engine.connect() as connection:
+        return {
+            name: (
+                await connection.execute(
+                    select(func.count()).select_from(SQLModel.metadata.tables[name])
+                )
+            ).scalar_one()
+            for name in TABLES
+        }
+
+
+async def statuses(database: Database, ids: list[str]) -> set[str]:
+    table = SQLModel.metadata.tables["executions"]
+    async with database.engine.connect() as connection:
+        query = select(table.c.id).where(table.c.id.in_(ids))
+        return set((await connection.execute(query)).scalars())
+
+
+def times(count: int) -> dict[str, int]:
+    return {name: per * count for name, per in PER_EXECUTION.items()}
+
+
+@pytest.mark.timeout(600)  # 20,000 executions inserted, then pruned, on a shared machine
+async def test_twenty_thousand_executions_are_pruned_to_a_thousand(database: Database) -> None:
+    owner = await make_workflow(database)
+    # The oldest of all: still running, and one queued.
+    unfinished = await insert_executions(
+        database, owner, 1, status="RUNNING", step=timedelta(days=30)
+    )
+    unfinished += await insert_executions(
+        database, owner, 1, status="QUEUED", step=timedelta(days=29)
+    )
+    ended = await insert_executions(database, owner, 20_000)
+    assert await counts(database) == times(20_002)
+    heard: list[dict[str, int]] = []
+    retention.PRUNED_LISTENERS.append(heard.append)
+    try:
+        record = await prune(database, RetentionPolicy(max_count=1000, batch_size=2000))
+    finally:
+        retention.PRUNED_LISTENERS.remove(heard.append)
+    assert record is not None
+    deleted = times(20_000 - 1000)  # the two unfinished are older, and kept
+    assert record.executions_deleted == deleted["executions"]
+    assert record.rows_deleted == deleted
+    assert heard == [deleted]
+    assert await counts(database) == times(1002)
+    assert await statuses(database, unfinished) == set(unfinished)
+    assert await statuses(database, ended[-1000:]) == set(ended[-1000:])
+    async with database.session() as session:
+        assert await last_prune(session) == record
+    assert record.started_at <= record.finished_at
+
+
+async def test_nothing_to_prune_is_recorded_too(database: Database) -> None:
+    async with database.session() as session:
+        assert await last_prune(session) is None
+    record = await prune(database, RetentionPolicy(max_age_hours=1))
+    assert record is not None and record.executions_deleted == 0
+    assert record.rows_deleted == dict.fromkeys(TABLES, 0)
+    async with database.session() as session:
+        assert await last_prune(session) == record
+
+
+async def test_by_age_and_never_what_an_unfinished_execution_needs(database: Database) -> None:
+    owner = await make_workflow(database)
+    old = utcnow() - timedelta(days=3)
+    (retried, reused, waited_for, free_child, plain) = await insert_executions(
+        database, owner, 5, oldest=old
+    )
+    # A retry still running, a run to a node reusing outputs, a caller still waiting.
+    await insert_executions(database, owner, 1, status="RUNNING", retry_of=retried)
+    await insert_executions(database, owner, 1, status="QUEUED", reuse_from=reused)
+    (caller,) = await insert_executions(database, owner, 1, status="WAITING", oldest=old)
+    await _set_parent(database, waited_for, caller, waits=True)
+    await _set_parent(database, free_child, caller, waits=False)
+    young = await insert_executions(database, owner, 3)
+    record = await prune(database, RetentionPolicy(max_age_hours=24))
+    assert record is not None and record.executions_deleted == 2
+    left = await statuses(database, [retried, reused, waited_for, free_child, plain, *young])
+    assert left == {retried, reused, waited_for, *young}
+
+
+async def _set_parent(database: Database, child: str, parent: str, *, waits: bool) -> None:
+    async with database.transaction() as session:
+        await session.exec(  # type: ignore[call-overload]
+            text(
+                "UPDATE executions SET parent_execution_id = :parent, parent_waits = :waits "
+                "WHERE id = :child"
+            ).bindparams(parent=parent, waits=waits, child=child)
+        )
+
+
+async def test_workflow_settings_and_failed_executions_kept_longer(database: Database) -> None:
+    few = await make_workflow(database, {"executionsMaxCount": 2})
+    lasting = await make_workflow(database, {"executionsMaxAgeHours": 24 * 365})
+    usual = await make_workflow(database)
+    week_ago = utcnow() - timedelta(days=7)
+    few_ids = await insert_executions(database, few, 5)
+    lasting_ids = await insert_executions(database, lasting, 2, oldest=week_ago)
+    usual_ids = await insert_executions(database, usual, 2, oldest=week_ago)
+    failed_ids = await insert_executions(database, usual, 2, oldest=week_ago, status="FAILED")
+    policy = RetentionPolicy(max_age_hours=48, failed_max_age_hours=24 * 30)
+    record = await prune(database, policy)
+    assert record is not None
+    kept = await statuses(database, few_ids + lasting_ids + usual_ids + failed_ids)
+    assert kept == {*few_ids[-2:], *lasting_ids, *failed_ids}
+
+
+async def test_a_dry_run_deletes_nothing_and_says_what_it_would(database: Database) -> None:
+    owner = await make_workflow(database)
+    await insert_executions(database, owner, 30)
+    before = await counts(database)
+    record = await prune(database, RetentionPolicy(max_count=10), dry_run=True)
+    assert record is not None and record.rows_deleted == times(20)
+    assert await counts(database) == before
+    async with database.session() as session:
+        assert await last_prune(session) is None
+
+
+async def test_one_process_prunes_at_a_time(database: Database) -> None:
+    owner = await make_workflow(database)
+    await insert_executions(database, owner, 5)
+    policy = RetentionPolicy(max_count=1)
+    if database.is_sqlite:
+        # One process: a second prune of the same file while one runs does nothing.
+        first, second = await asyncio.gather(prune(database, policy), prune(database, policy))
+        assert sorted([first is None, second is None]) == [False, True]
+        return
+    key = int.from_bytes(hashlib.sha256(b"loom.retention.prune").digest()[:8], "big", signed=True)
+    async with database.engine.connect() as holder:
+        assert await holder.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
+        assert await prune(database, policy) is None  # another process prunes
+        await holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        await holder.commit()
+    done = await prune(database, policy)
+    assert done is not None and done.executions_deleted == 4
+
+
+async def test_sqlite_gives_the_space_back(database: Database, tmp_path: Any) -> None:
+    if not database.is_sqlite:
+        return
+    path = tmp_path / "space.db"
+    own = Database(f"sqlite+aiosqlite:///{path}")
+    try:
+        from storage.migrate import upgrade
+
+        await upgrade(own)
+        owner = await make_workflow(own)
+        await insert_executions(own, owner, 3000)
+        async with own.engine.connect() as connection:
+            await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        full = path.stat().st_size
+        record = await prune(own, RetentionPolicy(max_count=100))
+        assert record is not None and record.executions_deleted == 2900
+        async with own.engine.connect() as connection:
+            assert (await connection.exec_driver_sql("PRAGMA freelist_count")).scalar_one() == 0
+            await connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert path.stat().st_size < full / 3, (full, path.stat().st_size)
+    finally:
+        await own.dispose()
+
+
+def test_a_prune_record_is_frozen() -> None:
+    record = PruneRecord(utcnow(), utcnow(), 0, {})
+    try:
+        record.executions_deleted = 1  # type: ignore[misc]
+    except AttributeError:
+        return
+    raise AssertionError("PruneRecord is not frozen")
