@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -60,12 +59,14 @@ def pass_settings(command: Callable[..., T]) -> Callable[..., T]:
     return functools.update_wrapper(with_settings, command)
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
-    # Alembic announces each of its plugins at INFO; the migrations it runs stay visible.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+def _configure_logging(settings: Settings, process: str | None = None) -> None:
+    """Logging as the settings say and, for a `process` that serves or runs executions
+    (`api`, `worker`), tracing."""
+    from server.observability import configure_logging, configure_tracing
+
+    configure_logging(settings)
+    if process is not None:
+        configure_tracing(settings, process)
 
 
 def _require_distributed(settings: Settings) -> None:
@@ -146,7 +147,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     port = port or settings.port
     if settings.redis_url:
         _require_distributed(settings)
-    _configure_logging(settings)
+    _configure_logging(settings, "api")
 
     async def prepare(database: Database) -> str | None:
         await upgrade(database)
@@ -167,6 +168,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 
     from engine.node_types import load_registry
     from server.app import create_app
+    from server.observability import uvicorn_log_config
     from server.process import freeze_startup_objects
 
     # Loaded here, not in the app factory, so that a setting naming node types that are not
@@ -188,6 +190,8 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         host=host,
         port=port,
         log_level=settings.log_level,
+        log_config=uvicorn_log_config(settings),
+        access_log=False,  # server/observability.py writes Loom's (LOOM_ACCESS_LOG)
         ws_per_message_deflate=settings.ws_compression,
     )
 
@@ -211,7 +215,7 @@ def worker(settings: Settings, concurrency: int | None) -> None:
     from server.worker import run_worker
 
     _require_distributed(settings)
-    _configure_logging(settings)
+    _configure_logging(settings, "worker")
     tune_gc(settings.gc_threshold)
     _announce_database(settings, create=False, refusal=" (`loom db upgrade` creates it)")
     _run(settings, run_worker(settings, concurrency or settings.worker_concurrency))

@@ -12,7 +12,7 @@ from sqlalchemy import Table, and_, bindparam, case, delete, func, insert, null,
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine import partial
+from engine import partial, tracing
 from engine.bus import EventPublisher
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
@@ -111,6 +111,7 @@ async def create_execution(
         reuse_from=reuse_from,
         created_by=created_by,
         engine_version=ENGINE_VERSION,
+        traceparent=tracing.current_traceparent(),
         # Without a concurrency limit it may run at once; otherwise `queueing.admit` gives it
         # a slot when one is free.
         admitted_at=utcnow() if admit_now else None,
@@ -746,6 +747,7 @@ _LOAD = (
         _EXECUTIONS.c.parent_run_id,
         _EXECUTIONS.c.parent_waits,
         _EXECUTIONS.c.call_depth,
+        _EXECUTIONS.c.traceparent,
         _VERSIONS.c.version,
         _VERSIONS.c.nodes,
         _VERSIONS.c.edges,
@@ -972,6 +974,7 @@ class DatabaseExecutionSource:
             parent_run_id=row.parent_run_id,
             parent_waits=bool(row.parent_waits),
             depth=row.call_depth or 0,
+            traceparent=row.traceparent,
         )
 
 

@@ -265,6 +265,8 @@ class Execution(SQLModel, table=True):
     parent_batch: int | None = Field(default=None)
     parent_waits: bool = False
     call_depth: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    # The W3C `traceparent` of the span that created it, when tracing is on (engine/tracing.py).
+    traceparent: str | None = Field(default=None, max_length=64)
     created_at: datetime = _created_at()
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
