@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,7 +83,10 @@ def _announce_database(settings: Settings, *, create: bool, refusal: str = "") -
     """Say on stderr which database the command opens. A missing SQLite file is created
     only when `create` is set; otherwise the command refuses, the message ending in
     `refusal`."""
-    click.echo(f"database: {settings.database_label()}", err=True)
+    if settings.log_format == "json" and logging.getLogger().handlers:  # a JSON line too
+        logging.getLogger("loom.cli").info("database: %s", settings.database_label())
+    else:
+        click.echo(f"database: {settings.database_label()}", err=True)
     path = settings.sqlite_path()
     if not create and path is not None and not path.exists():
         raise CommandError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from engine import log_context, tracing
 
@@ -30,28 +30,34 @@ _WEBHOOK_PREFIX = "/webhook/"
 def configure_logging(settings: Settings) -> None:
     """Log at `LOOM_LOG_LEVEL` to stderr, as text (`levelname logger message`) or as one JSON
     object per line (`LOOM_LOG_FORMAT=json`)."""
-    handler = logging.StreamHandler()
-    if settings.log_format == "json":
-        from pythonjsonlogger.orjson import OrjsonFormatter
-
-        handler.setFormatter(
-            OrjsonFormatter(
-                "%(levelname)s %(name)s %(message)s",
-                rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
-                timestamp="time",
-            )
-        )
-        handler.addFilter(
-            log_context.LogContextFilter(tracing.current_ids if settings.tracing != "off" else None)
-        )
-        tracing.bind_log_context(True)
-    else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler], force=True)
+    logging.basicConfig(
+        level=settings.log_level.upper(), handlers=[log_handler(settings)], force=True
+    )
     # Alembic announces each of its plugins at INFO; the migrations it runs stay visible.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    if not settings.access_log:
-        access_logger.disabled = True
+    access_logger.disabled = not settings.access_log
+
+
+def log_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
+    """A handler writing records to `stream` (stderr) in the settings' log format. JSON
+    lines carry time, level, message, logger, the ids bound in engine/log_context.py and,
+    with tracing on, the trace and span ids; an exception's traceback under `exception`."""
+    handler = logging.StreamHandler(stream)
+    if settings.log_format == "text":
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        return handler
+    from pythonjsonlogger.orjson import OrjsonFormatter
+
+    handler.setFormatter(
+        OrjsonFormatter(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+            timestamp="time",
+        )
+    )
+    handler.addFilter(log_context.LogContextFilter(tracing.current_ids))
+    tracing.bind_log_context(True)
+    return handler
 
 
 def uvicorn_log_config(settings: Settings) -> dict[str, Any] | None:
