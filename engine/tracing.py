@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -242,6 +243,7 @@ def _node_run(node_type: str, state: NodeRunState) -> Iterator[None]:
                     created.set_attribute("loom.node.items_out", state.output_items)
 
 
+@functools.cache
 def _propagator() -> Any:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 

@@ -46,6 +46,7 @@ def log_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Ha
     if settings.log_format == "text":
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
         return handler
+    from pythonjsonlogger.core import RESERVED_ATTRS
     from pythonjsonlogger.orjson import OrjsonFormatter
 
     handler.setFormatter(
@@ -53,6 +54,8 @@ def log_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Ha
             "%(levelname)s %(name)s %(message)s",
             rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
             timestamp="time",
+            # uvicorn's copy of its message with terminal colours.
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],
         )
     )
     handler.addFilter(log_context.LogContextFilter(tracing.current_ids))

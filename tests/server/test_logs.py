@@ -216,6 +216,7 @@ def test_serve_in_json_writes_only_json_lines_and_an_access_log_without_queries(
     lines = [json.loads(line) for line in text.splitlines()]  # every line is JSON
     assert {"time", "level", "message", "logger"} <= set(lines[0])
     assert any(line["logger"] == "uvicorn.error" for line in lines)
+    assert not any("color_message" in line for line in lines)
     access = [line for line in lines if line["logger"] == "loom.access"]
     assert [(line["method"], line["path"], line["status"]) for line in access][-2:] == [
         ("GET", "/graphql", 200),
