@@ -1,6 +1,6 @@
 """What a log line is about: the request, execution, workflow, node and attempt in hand.
 
-Set where the API handles a request (server/observability.py) and where the engine runs an
+Set where the API handles a request (server/telemetry.py) and where the engine runs an
 execution and a node (engine/tracing.py); read by `LogContextFilter`, which puts the fields
 on every record so that the JSON log format (LOOM_LOG_FORMAT=json) writes them. The values
 are identifiers only, never data. Context variables follow asyncio tasks: a node's task sees

@@ -1,9 +1,9 @@
 """Traces (OpenTelemetry): off unless a process installs a tracer provider.
 
 With tracing off nothing here imports OpenTelemetry, and what the engine calls per execution
-and per node is a shared no-op. With it on (`LOOM_TRACING=otlp`, server/observability.py):
+and per node is a shared no-op. With it on (`LOOM_TRACING=otlp`, server/telemetry.py):
 
-    API request span (server/observability.py, or the caller's traceparent)
+    API request span (server/telemetry.py, or the caller's traceparent)
       `- loom.execution          one per run of an execution, on whichever process runs it
            |- loom.node          one per node attempt (type, id, attempt, status, items)
            |    `- HTTP calls    the HTTP Request node sends `traceparent` (engine/http_client.py)

@@ -195,7 +195,7 @@ class Context:
     response: Response | WebSocket | None
     loaders: RequestLoaders
     principal: Principal | None = None
-    # The id the HTTP request's log lines carry (server/observability.py), if it has one.
+    # The id the HTTP request's log lines carry (server/telemetry.py), if it has one.
     request_id: str = field(
         default_factory=lambda: log_context.current().get("request_id") or uuid.uuid4().hex[:16]
     )

@@ -63,7 +63,7 @@ def pass_settings(command: Callable[..., T]) -> Callable[..., T]:
 def _configure_logging(settings: Settings, process: str | None = None) -> None:
     """Logging as the settings say and, for a `process` that serves or runs executions
     (`api`, `worker`), tracing."""
-    from server.observability import configure_logging, configure_tracing
+    from server.telemetry import configure_logging, configure_tracing
 
     configure_logging(settings)
     if process is not None:
@@ -172,8 +172,8 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
 
     from engine.node_types import load_registry
     from server.app import create_app
-    from server.observability import uvicorn_log_config
     from server.process import freeze_startup_objects
+    from server.telemetry import uvicorn_log_config
 
     # Loaded here, not in the app factory, so that a setting naming node types that are not
     # installed is a one-line error, not uvicorn's traceback.
@@ -195,7 +195,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         port=port,
         log_level=settings.log_level,
         log_config=uvicorn_log_config(settings),
-        access_log=False,  # server/observability.py writes Loom's (LOOM_ACCESS_LOG)
+        access_log=False,  # server/telemetry.py writes Loom's (LOOM_ACCESS_LOG)
         ws_per_message_deflate=settings.ws_compression,
     )
 

@@ -466,7 +466,7 @@ async def test_a_secret_search_of_everything_finds_nothing(
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from engine import tracing
-    from server.observability import log_handler
+    from server.telemetry import log_handler
 
     caplog.set_level(logging.DEBUG)
     json_lines = io.StringIO()

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import text
 
 from engine import tracing
-from server import observability
+from server import telemetry
 from storage.db import Database, run_core
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller
@@ -19,7 +19,7 @@ async def test_with_tracing_off_nothing_is_recorded_or_stored(
     app: Any, alice: Caller, database: Database, settings: Any
 ) -> None:
     assert not tracing.enabled()
-    assert observability.middleware(settings) == []
+    assert telemetry.middleware(settings) == []
     assert tracing.current_traceparent() is None
     workflow_id = await create(
         alice, [node("start", "Start", "manual_trigger"), node("a", "A")], [edge("start", "a")]

@@ -24,8 +24,8 @@ from engine import log_context, tracing
 from engine.node_types import NodeGroup, NodeType, Port, load_registry
 from engine.nodes.base import NodeRunContext, PortItems
 from server.app import create_app
-from server.observability import log_handler
 from server.settings import InvalidSettingsError, load_settings
+from server.telemetry import log_handler
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller
 from tests.distributed.cluster import free_port
