@@ -1,11 +1,12 @@
 """Distributed-mode benchmark: pick-up latency, a 40-step chain, executions per second.
 
     .venv/bin/python bench/distributed.py [--runs 5] [--latency-samples 200] [--seconds 10]
-        [--throughput-runs 3]
+        [--throughput-runs 3] [--tracing]
 
 Everything on this machine, as in production but on loopback: a fresh PostgreSQL database
-(`test` server), Redis (db 14, flushed), one `loom serve` API process in distributed mode and
-`loom worker` processes with the production defaults (poll delay 5 ms, lease 30 s).
+(`test` server), Redis (db 14, or LOOM_TEST_REDIS_URL; flushed), one `loom serve` API
+process in distributed mode and `loom worker` processes with the production defaults (poll
+delay 5 ms, lease 30 s).
 
 1. Pick-up latency: from the `executeWorkflow` response arriving at the client to the first
    node's recorded start (taken in the worker; same machine, same clock), one execution at a
@@ -19,6 +20,9 @@ Everything on this machine, as in production but on loopback: a fresh PostgreSQL
    (concurrency 20 each): completed executions divided by the time from the first request
    to the last recorded finish; the median of `--throughput-runs` windows on the same
    processes (each window starts once the previous one has drained).
+4. With `--tracing`: 3. with 2 workers, tracing off and on (`LOOM_TRACING=otlp`, every
+   process exporting to an OTLP/HTTP receiver in this process, tests/otlp_receiver.py), in
+   alternating clusters (off, on, off, on): the median of each, and the spans received.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -42,7 +47,8 @@ from arq.connections import RedisSettings, create_pool
 
 from tests.distributed.cluster import Cluster, create_cluster, destroy_cluster
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+# The tests' Redis database when given (several people benchmark on one Redis), else db 14.
+REDIS_URL = os.environ.get("LOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 TARGET_PICKUP_P50_MS = 10.0
 TARGET_CHAIN_S = 0.6
 TARGET_STEP_MS = 5.0
@@ -240,7 +246,7 @@ def cluster_token() -> str:
     return ADMIN_TOKEN
 
 
-async def with_cluster(workers: int, concurrency: int, job: Any) -> Any:
+async def with_cluster(workers: int, concurrency: int, job: Any, **env: str) -> Any:
     with tempfile.TemporaryDirectory() as workdir:
         cluster = await create_cluster(
             Path(workdir),
@@ -248,6 +254,7 @@ async def with_cluster(workers: int, concurrency: int, job: Any) -> Any:
             LOOM_LEASE_SECONDS="30",
             LOOM_SWEEP_INTERVAL_S="5",
             LOOM_LOG_LEVEL="warning",
+            **env,
         )
         try:
             await cluster.start_api()
@@ -272,6 +279,7 @@ async def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--throughput-runs", type=int, default=3)
+    parser.add_argument("--tracing", action="store_true", help="4.: throughput, tracing on/off")
     args = parser.parse_args()
     print("distributed: PostgreSQL and Redis on loopback, 2 CPUs, shared machine")
 
@@ -317,6 +325,49 @@ async def main() -> None:
             f" {sum(r['executions'] for r in results)} executions; API accepted "
             f"{statistics.median(r['submitted_per_s'] for r in results):.1f}/s){verdict}"
         )
+    if args.tracing:
+        await tracing_on_and_off(windows)
+
+
+async def tracing_on_and_off(windows: Any) -> None:
+    """4.: rates, and the CPU the API and workers spent per execution (steadier than rates
+    on a shared machine)."""
+    from bench.soak import cpu_s
+    from tests.otlp_receiver import OtlpReceiver
+
+    async def measured(cluster: Cluster) -> tuple[list[dict[str, Any]], float]:
+        pids = [process.pid for process in [cluster.api, *cluster.workers] if process]
+        before = sum(map(cpu_s, pids))
+        results = await windows(cluster)
+        spent = sum(map(cpu_s, pids)) - before
+        return results, spent * 1000 / sum(result["executions"] for result in results)
+
+    receiver = OtlpReceiver()
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    cpu_ms: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        for mode in ("off", "on", "off", "on"):
+            env = (
+                {"LOOM_TRACING": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+                if mode == "on"
+                else {}
+            )
+            results, per_execution_ms = await with_cluster(2, 20, measured, **env)
+            rates[mode] += [result["per_s"] for result in results]
+            cpu_ms[mode].append(per_execution_ms)
+    finally:
+        receiver.close()
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    cpu_off, cpu_on = statistics.median(cpu_ms["off"]), statistics.median(cpu_ms["on"])
+    verdict = "met" if on >= off * 0.95 else "MISSED"
+    print(
+        f"4. 5-node workflow, 2 workers, tracing off {off:.1f}/s vs on {on:.1f}/s "
+        f"({(on / off - 1) * 100:+.1f}%; off {', '.join(f'{r:.1f}' for r in rates['off'])}; "
+        f"on {', '.join(f'{r:.1f}' for r in rates['on'])}); target at most 5% slower: "
+        f"{verdict}\n   CPU of the API and workers per execution: off {cpu_off:.2f} ms, on "
+        f"{cpu_on:.2f} ms ({(cpu_on / cpu_off - 1) * 100:+.1f}%); {len(receiver.spans)} "
+        "spans received"
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
 
-from engine import slices
+from engine import slices, tracing
 from engine.errors import WorkflowError
 from engine.events import (
     ErrorInfo,
@@ -464,11 +464,12 @@ class _Run:
             # The common case, without retries: `guarded_attempt` inlined, one coroutine less
             # per node.
             try:
-                return await slices.timed(
-                    self.attempt(plan_node, inputs, state, resume_at),
-                    self.request.execution_id,
-                    plan_node.node.name,
-                )
+                with tracing.node_run(plan_node.node_type.name, state):
+                    return await slices.timed(
+                        self.attempt(plan_node, inputs, state, resume_at),
+                        self.request.execution_id,
+                        plan_node.node.name,
+                    )
             except asyncio.CancelledError as exc:
                 self.note_cancellation(exc, state)
                 raise
@@ -520,11 +521,12 @@ class _Run:
     ) -> PortItems:
         """One attempt; its node run ends FAILED or CANCELLED if it does not succeed."""
         try:
-            return await slices.timed(
-                self.attempt(plan_node, inputs, state),
-                self.request.execution_id,
-                plan_node.node.name,
-            )
+            with tracing.node_run(plan_node.node_type.name, state):
+                return await slices.timed(
+                    self.attempt(plan_node, inputs, state),
+                    self.request.execution_id,
+                    plan_node.node.name,
+                )
         except asyncio.CancelledError as exc:
             self.note_cancellation(exc, state)
             raise

@@ -33,6 +33,7 @@ from aiohttp.resolver import DefaultResolver
 from multidict import CIMultiDict
 from yarl import URL
 
+from engine import tracing
 from engine.http_errors import (
     DestinationRefused,
     HttpError,
@@ -272,6 +273,8 @@ class HttpClient:
                             for name, value in request_headers.items()
                             if name.lower() not in CREDENTIAL_HEADERS
                         }
+                    # The node run's trace context, unless the request sets its own.
+                    tracing.inject(request_headers)
                     async with session.request(
                         method,
                         current,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from engine import tracing
 from engine.declarative import is_declarative
 from engine.events import (
     ErrorInfo,
@@ -86,6 +87,8 @@ class LoadedExecution:
     parent_run_id: str | None = None
     parent_waits: bool = False
     depth: int = 0
+    # The W3C traceparent of the span that created it (engine/tracing.py), if any.
+    traceparent: str | None = None
 
 
 class ExecutionSource(Protocol):
@@ -268,7 +271,9 @@ class ExecutionRunner:
             )
         outcome: Outcome | None = None
         try:
-            outcome = await self._run_claimed(loaded, handover)
+            with tracing.execution_run(loaded) as span:
+                outcome = await self._run_claimed(loaded, handover)
+                tracing.record_outcome(span, outcome.status.value)
         except asyncio.CancelledError as exc:
             reason = exc.args[0] if exc.args else None
             if reason in INTERRUPTIONS:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
 
+from engine import log_context
 from engine.bus import EventFanout, EventPublisher
 from engine.expressions import ExpressionLimits
 from engine.expressions.budget import DEFAULT_LIMITS
@@ -194,7 +195,10 @@ class Context:
     response: Response | WebSocket | None
     loaders: RequestLoaders
     principal: Principal | None = None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    # The id the HTTP request's log lines carry (server/telemetry.py), if it has one.
+    request_id: str = field(
+        default_factory=lambda: log_context.current().get("request_id") or uuid.uuid4().hex[:16]
+    )
     # Set by Strawberry from the websocket `connection_init` payload.
     connection_params: dict[str, Any] | None = None
     # Websocket subscriptions, by the task that runs each (see resolvers/subscriptions.py).

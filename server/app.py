@@ -30,7 +30,7 @@ from resolvers.context import Services
 from resolvers.live_reads import LiveReads
 from resolvers.updates_feed import UpdatesFeed
 from schema.root import build_schema
-from server import graphiql
+from server import graphiql, telemetry
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
 from server.running import require_distributed_settings
@@ -299,6 +299,7 @@ def create_app(
             *([graphiql.assets_route()] if settings.graphiql else []),
         ],
         middleware=[
+            *telemetry.middleware(settings),
             Middleware(FrameWriters),
             Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
         ],

@@ -62,12 +62,14 @@ def pass_settings(command: Callable[..., T]) -> Callable[..., T]:
     return functools.update_wrapper(with_settings, command)
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
-    # Alembic announces each of its plugins at INFO; the migrations it runs stay visible.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+def _configure_logging(settings: Settings, process: str | None = None) -> None:
+    """Logging as the settings say and, for a `process` that serves or runs executions
+    (`api`, `worker`), tracing."""
+    from server.telemetry import configure_logging, configure_tracing
+
+    configure_logging(settings)
+    if process is not None:
+        configure_tracing(settings, process)
 
 
 def _require_distributed(settings: Settings) -> None:
@@ -83,7 +85,10 @@ def _announce_database(settings: Settings, *, create: bool, refusal: str = "") -
     """Say on stderr which database the command opens. A missing SQLite file is created
     only when `create` is set; otherwise the command refuses, the message ending in
     `refusal`."""
-    click.echo(f"database: {settings.database_label()}", err=True)
+    if settings.log_format == "json" and logging.getLogger().handlers:  # a JSON line too
+        logging.getLogger("loom.cli").info("database: %s", settings.database_label())
+    else:
+        click.echo(f"database: {settings.database_label()}", err=True)
     path = settings.sqlite_path()
     if not create and path is not None and not path.exists():
         raise CommandError(
@@ -148,7 +153,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     port = port or settings.port
     if settings.redis_url:
         _require_distributed(settings)
-    _configure_logging(settings)
+    _configure_logging(settings, "api")
 
     async def prepare(database: Database) -> str | None:
         await upgrade(database)
@@ -170,6 +175,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     from engine.node_types import load_registry
     from server.app import create_app
     from server.process import freeze_startup_objects
+    from server.telemetry import uvicorn_log_config
 
     # Loaded here, not in the app factory, so that a setting naming node types that are not
     # installed is a one-line error, not uvicorn's traceback.
@@ -190,6 +196,8 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         host=host,
         port=port,
         log_level=settings.log_level,
+        log_config=uvicorn_log_config(settings),
+        access_log=False,  # server/telemetry.py writes Loom's (LOOM_ACCESS_LOG)
         ws_per_message_deflate=settings.ws_compression,
     )
 
@@ -213,7 +221,7 @@ def worker(settings: Settings, concurrency: int | None) -> None:
     from server.worker import run_worker
 
     _require_distributed(settings)
-    _configure_logging(settings)
+    _configure_logging(settings, "worker")
     tune_gc(settings.gc_threshold)
     _announce_database(settings, create=False, refusal=" (`loom db upgrade` creates it)")
     _run(settings, run_worker(settings, concurrency or settings.worker_concurrency))

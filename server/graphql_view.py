@@ -29,7 +29,7 @@ from resolvers.auth import token_from_header
 from resolvers.context import Context, RequestLoaders, Services
 from resolvers.errors import UNAUTHENTICATED
 from schema.sharing import encode_json, next_frame
-from server import graphiql
+from server import graphiql, telemetry
 from server.graphql_http import (
     APPLICATION_JSON,
     RefusedOperation,
@@ -295,6 +295,7 @@ class LoomGraphQL(GraphQL[Context, None]):
         """Strawberry's, except that HTTP runs no subscriptions (Loom streams them over the
         websocket only; Strawberry would run one as a query and fail) and that a refused
         operation says what to do instead."""
+        telemetry.note_operation(request_data.operation_name)
         try:
             return await self.schema.execute(
                 request_data.query,

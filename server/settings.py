@@ -171,6 +171,29 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Annotated[LogLevel, BeforeValidator(lambda value: str(value).lower())] = "info"
+    log_format: Annotated[
+        Literal["text", "json"], BeforeValidator(lambda value: str(value).lower())
+    ] = Field(
+        default="text",
+        description="`text` (`LEVEL logger message`) or `json`: one JSON object per line with "
+        "time, level, message, logger and, where known, request, execution, workflow and "
+        "node ids, attempt, and trace and span ids.",
+        examples=["json"],
+    )
+    access_log: bool = Field(
+        default=False,
+        description="Log one line per HTTP request (method, route, status, duration), in the "
+        "log format. Off by default: about 100 µs of CPU per request (docs/operations.md).",
+    )
+    tracing: Annotated[
+        Literal["off", "otlp"], BeforeValidator(lambda value: str(value).lower())
+    ] = Field(
+        default="off",
+        description="`otlp` exports OpenTelemetry traces over OTLP/HTTP, to where the "
+        "standard OTEL_EXPORTER_OTLP_ENDPOINT says (http://localhost:4318 by default), "
+        "as OTEL_SERVICE_NAME (default `loom`); `off` imports no OpenTelemetry.",
+        examples=["otlp"],
+    )
 
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024,

@@ -18,6 +18,7 @@ from sqlalchemy import Table, bindparam, func, insert, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine import tracing
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
 from engine.ports import ParentLink, StartRequest
@@ -105,6 +106,7 @@ async def create_execution(
         reuse_from=reuse_from,
         created_by=created_by,
         engine_version=ENGINE_VERSION,
+        traceparent=tracing.current_traceparent(),
         # Without a concurrency limit it may run at once; otherwise `queueing.admit` gives it
         # a slot when one is free.
         admitted_at=utcnow() if admit_now else None,

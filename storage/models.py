@@ -270,6 +270,8 @@ class Execution(SQLModel, table=True):
     # What an ended execution kept of its data (engine/retention.py): NULL for all of it,
     # `summary` for its row and node runs without inputs, outputs or previews.
     saved_data: str | None = Field(default=None, max_length=8)
+    # The W3C `traceparent` of the span that created it, when tracing is on (engine/tracing.py).
+    traceparent: str | None = Field(default=None, max_length=64)
     created_at: datetime = _created_at()
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
+from engine import tracing
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
 from engine.handover import RunHandover
@@ -100,6 +101,7 @@ class EmbeddedStarts:
         it. Its id is known from here on (a caller may listen to its events first)."""
         now = utcnow()
         execution_id = new_id()
+        traceparent = tracing.current_traceparent()
         row = _NEW_ROW | {
             "id": execution_id,
             "workspace_id": version.workspace_id,
@@ -117,6 +119,7 @@ class EmbeddedStarts:
             "admitted_at": now,
             "created_at": now,
             "started_at": now,
+            "traceparent": traceparent,
         }
         data, raw_bytes = encode_payload(input)
         input_row = {
@@ -143,6 +146,7 @@ class EmbeddedStarts:
             generation=1,
             start_node_id=start_node_id,
             next_sequence=3,
+            traceparent=traceparent,
         )
         events = [
             Event(execution_id, 1, EventType.EXECUTION_QUEUED, now, status=_QUEUED),

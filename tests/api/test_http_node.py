@@ -5,6 +5,7 @@ secrets that never show up in what the API returns."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import time
@@ -448,14 +449,51 @@ async def test_secrets_never_appear_in_what_the_api_returns(
 
 
 async def test_a_secret_search_of_everything_finds_nothing(
-    app, alice: Caller, api: MockApi, db_state: Any, caplog: pytest.LogCaptureFixture
+    app,
+    alice: Caller,
+    api: MockApi,
+    db_state: Any,
+    caplog: pytest.LogCaptureFixture,
+    settings: Any,
 ) -> None:
     """Workflows use and misuse credentials, started by hand and by webhooks; then every API
-    answer, every webhook response, every live event, every log record and every stored row
+    answer, every webhook response, every live event, every log record (also as JSON lines,
+    LOOM_LOG_FORMAT=json, with every field), every span (tracing on) and every stored row
     (events, node runs, outputs, credentials) is searched for the secret values. (The mock's
     /echo would hand the Authorization header back as output, which the user asked for: it
     is not used here.)"""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from engine import tracing
+    from server.telemetry import log_handler
+
     caplog.set_level(logging.DEBUG)
+    json_lines = io.StringIO()
+    handler = log_handler(settings.model_copy(update={"log_format": "json"}), json_lines)
+    handler.addFilter(lambda record: not record.name.startswith("aiohttp.access"))
+    logging.getLogger().addHandler(handler)
+    spans = InMemorySpanExporter()
+    provider = tracing.new_provider("api")
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracing.install(provider)
+    try:
+        await _search_everything(app, alice, api, db_state, caplog, json_lines, spans)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        tracing.shutdown()
+        tracing.bind_log_context(False)
+
+
+async def _search_everything(
+    app: Any,
+    alice: Caller,
+    api: MockApi,
+    db_state: Any,
+    caplog: pytest.LogCaptureFixture,
+    json_lines: io.StringIO,
+    spans: Any,
+) -> None:
     # Every event committed, as the live event bus hands it to subscribers.
     live: list[Any] = []
     app.state.services.submitter.runner.recorder.on_commit(live.extend)
@@ -507,7 +545,11 @@ async def test_a_secret_search_of_everything_finds_nothing(
             for record in caplog.records
             if not record.name.startswith("aiohttp.access")
         ),
+        "json logs": json_lines.getvalue(),
+        "spans": "\n".join(span.to_json() for span in spans.get_finished_spans()),
     }
+    assert [json.loads(line) for line in texts["json logs"].splitlines()]
+    assert '"loom.node.type": "http_request"' in texts["spans"]
     for where, text in texts.items():
         at = text.find(SECRET)
         assert at < 0, (where, text[max(0, at - 300) : at + 100])

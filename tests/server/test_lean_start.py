@@ -3,7 +3,8 @@ no Alembic when the database is already migrated, no aiohttp until an HTTP Reque
 runs, no cryptography until a credential is used, no jsonschema or jsonschema-rs until a
 workflow, a setting, a credential or a plugin's schema is checked, no croniter until a
 schedule is read, no tenacity until a node retries, no regex until a pattern is compiled, no
-rich (the CLI's `loom run` output)."""
+rich (the CLI's `loom run` output), no OpenTelemetry or python-json-logger unless tracing or
+JSON logs are on."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ LAZY = (
     "regex",
     "rich",
     "py_mini_racer",
+    "opentelemetry",  # LOOM_TRACING=otlp (tests/api/test_tracing.py)
+    "pythonjsonlogger",  # LOOM_LOG_FORMAT=json (tests/server/test_logs.py)
 )
 
 

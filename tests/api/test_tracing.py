@@ -1,0 +1,234 @@
+"""Traces of runs in embedded mode, recorded in memory: the request span, the execution span
+under it, a span per node attempt under that, and the `traceparent` the HTTP Request node
+sends. (tests/distributed/test_tracing.py follows one run across processes.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import text
+
+from engine import tracing
+from server.app import create_app
+from storage.db import Database, run_core
+from tests.api.test_executions import create, execute, finished
+from tests.api.test_http_node import close_http
+from tests.conftest import Caller
+from tests.factories import edge, node
+
+ITEM_DATA = "item-data-never-in-a-span"
+HEADER_VALUE = "header-value-never-in-a-span"
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = tracing.new_provider("api")
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown()
+
+
+@pytest.fixture
+async def app(database, settings, registry, spans) -> AsyncIterator[Any]:
+    traced = settings.model_copy(
+        update={"tracing": "otlp", "http_allowed_networks": ["127.0.0.1/32"]}
+    )
+    app = create_app(traced, database=database, registry=registry)
+    yield app
+    await close_http(app)
+
+
+@pytest.fixture
+async def remote() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    """A local API recording the headers of each request."""
+    seen: list[dict[str, str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"ok": True})
+
+    async def unavailable(_: web.Request) -> web.Response:
+        return web.Response(status=503, text="down")
+
+    server = web.Application()
+    server.router.add_get("/", answer)
+    server.router.add_get("/unavailable", unavailable)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/", seen
+    await runner.cleanup()
+
+
+def by_name(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+def parent_of(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def call_workflow(url: str, **call: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return (
+        [
+            node("start", "Start", "manual_trigger"),
+            node("set", "Set", "set", parameters={"fields": [{"name": "x", "value": 1}]}),
+            node("call", "Call", "http_request", parameters={"url": url, **call}),
+        ],
+        [edge("start", "set"), edge("set", "call")],
+    )
+
+
+async def test_a_run_is_a_request_span_an_execution_span_and_a_span_per_node(
+    app, alice: Caller, spans: InMemorySpanExporter, remote: Any
+) -> None:
+    url, seen = remote
+    workflow_id = await create(alice, *call_workflow(url))
+    response = await alice.post(
+        "mutation Run($id: ID!, $input: JSON) { executeWorkflow(id: $id, input: $input) {"
+        " ... on Execution { id } } }",
+        {"id": workflow_id, "input": {"secret": ITEM_DATA}},
+        operationName="Run",
+    )
+    execution_id = response.json()["data"]["executeWorkflow"]["id"]
+    assert (await finished(app, alice, execution_id))["status"] == "SUCCEEDED"
+
+    (request,) = [
+        span
+        for span in by_name(spans, "POST /graphql")
+        if span.attributes.get("graphql.operation.name") == "Run"
+    ]
+    assert request.attributes["http.response.status_code"] == 200
+    (execution,) = by_name(spans, "loom.execution")
+    assert execution.context.trace_id == request.context.trace_id
+    assert parent_of(execution) == request.context.span_id
+    assert execution.attributes["loom.execution.id"] == execution_id
+    assert execution.attributes["loom.execution.mode"] == "manual"
+    assert execution.attributes["loom.execution.status"] == "SUCCEEDED"
+    nodes = {span.attributes["loom.node.id"]: span for span in by_name(spans, "loom.node")}
+    assert set(nodes) == {"start", "set", "call"}
+    for span in nodes.values():
+        assert parent_of(span) == execution.context.span_id
+        assert span.attributes["loom.node.status"] == "SUCCEEDED"
+        assert span.attributes["loom.node.attempt"] == 1
+        assert span.attributes["loom.node.items_in"] == 1
+        assert span.attributes["loom.node.items_out"] == 1
+    assert nodes["call"].attributes["loom.node.type"] == "http_request"
+    # The remote API is told the node run's context.
+    (headers,) = seen
+    version, trace_id, parent_id, _ = headers["traceparent"].split("-")
+    assert version == "00"
+    assert int(trace_id, 16) == request.context.trace_id
+    assert int(parent_id, 16) == nodes["call"].context.span_id
+    assert ITEM_DATA not in _exported(spans)
+
+
+async def test_the_creating_context_is_stored_with_the_execution(
+    app, alice: Caller, database: Database, spans: InMemorySpanExporter, remote: Any
+) -> None:
+    workflow_id = await create(alice, *call_workflow(remote[0]))
+    started = await execute(alice, workflow_id)
+    await finished(app, alice, started["id"])
+    async with database.session() as session:
+        stored = (
+            await run_core(
+                session,
+                text("SELECT traceparent FROM executions WHERE id = :id"),
+                {"id": started["id"]},
+            )
+        ).scalar_one()
+    (execution,) = by_name(spans, "loom.execution")
+    requests = {span.context.span_id: span for span in by_name(spans, "POST /graphql")}
+    creator = requests[parent_of(execution)]
+    _, trace_id, span_id, _ = stored.split("-")
+    assert (trace_id, span_id) == (
+        f"{creator.context.trace_id:032x}",
+        f"{creator.context.span_id:016x}",
+    )
+
+
+async def test_a_caller_traceparent_is_continued(app, alice: Caller, spans: Any) -> None:
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    await alice.http.post(
+        "/graphql",
+        json={"query": "{ viewer { id } }"},
+        headers={
+            "Authorization": f"Bearer {alice.token}",
+            "traceparent": f"00-{caller_trace}-b7ad6b7169203331-01",
+        },
+    )
+    (request,) = by_name(spans, "POST /graphql")
+    assert f"{request.context.trace_id:032x}" == caller_trace
+    assert parent_of(request) == 0xB7AD6B7169203331
+
+
+async def test_a_traceparent_header_the_user_sets_is_sent_as_it_is(
+    app, alice: Caller, spans: Any, remote: Any
+) -> None:
+    url, seen = remote
+    own = "00-11111111111111111111111111111111-2222222222222222-01"
+    workflow_id = await create(
+        alice,
+        *call_workflow(
+            url,
+            headers=[
+                {"name": "traceparent", "value": own},
+                {"name": "X-Other", "value": HEADER_VALUE},
+            ],
+        ),
+    )
+    started = await execute(alice, workflow_id)
+    assert (await finished(app, alice, started["id"]))["status"] == "SUCCEEDED"
+    assert seen[0]["traceparent"] == own
+    assert HEADER_VALUE not in _exported(spans)
+
+
+async def test_a_failed_node_and_execution_are_marked_as_errors(
+    app, alice: Caller, spans: InMemorySpanExporter, remote: Any
+) -> None:
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node(
+                "call",
+                "Call",
+                "http_request",
+                parameters={"url": remote[0] + "unavailable", "retry": {"maxAttempts": 1}},
+                retry={"maxAttempts": 2, "backoffSeconds": 0.01},
+            ),
+        ],
+        [edge("start", "call")],
+    )
+    started = await execute(alice, workflow_id)
+    execution_answer = await finished(app, alice, started["id"])
+    assert execution_answer["status"] == "FAILED"
+    recorded = [run["attempt"] for run in execution_answer["nodeRuns"] if run["nodeId"] == "call"]
+    attempts = sorted(
+        (span for span in by_name(spans, "loom.node") if span.attributes["loom.node.id"] == "call"),
+        key=lambda span: span.attributes["loom.node.attempt"],
+    )
+    assert [span.attributes["loom.node.attempt"] for span in attempts] == sorted(recorded)
+    for span in attempts:
+        assert span.attributes["loom.node.status"] == "FAILED"
+        assert not span.status.is_ok
+    (execution,) = by_name(spans, "loom.execution")
+    assert execution.attributes["loom.execution.status"] == "FAILED"
+    assert not execution.status.is_ok
+
+
+def _exported(exporter: InMemorySpanExporter) -> str:
+    return json.dumps([json.loads(span.to_json()) for span in exporter.get_finished_spans()])
