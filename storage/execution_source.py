@@ -158,6 +158,7 @@ _LOAD = (
         _EXECUTIONS.c.parent_run_id,
         _EXECUTIONS.c.parent_waits,
         _EXECUTIONS.c.call_depth,
+        _EXECUTIONS.c.traceparent,
         _VERSIONS.c.version,
         _VERSIONS.c.nodes,
         _VERSIONS.c.edges,
@@ -361,4 +362,5 @@ class DatabaseExecutionSource:
             parent_run_id=row.parent_run_id,
             parent_waits=bool(row.parent_waits),
             depth=row.call_depth or 0,
+            traceparent=row.traceparent,
         )
