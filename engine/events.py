@@ -191,6 +191,9 @@ class Record:
     # Instead of a payload: the node run's output is the execution input, as the one item on
     # this port (a trigger passing it on), stored as a reference to the input.
     input_port: str | None = None
+    # Instead of a payload: the node run's output is that of this earlier node run (reused
+    # by a run to a node), copied where it is stored.
+    payload_from: str | None = None
 
 
 class Recorder(Protocol):

@@ -130,11 +130,13 @@ class RunRequest:
     # pinned node is not run, its run records these items with `source` PINNED.
     pinned: dict[str, list[Item]] = field(default_factory=dict)
     # A run to a node (engine/partial.py): only it and its ancestors run, nodes in `reused`
-    # give those outputs (of an earlier execution) recorded with `source` REUSED. With
-    # `node_items`, only the destination runs, on these items (`executeNode`).
+    # give those outputs (of an earlier execution) recorded with `source` REUSED; the store
+    # copies the output of the node run in `reused_runs` that made them, where it has one.
+    # With `node_items`, only the destination runs, on these items (`executeNode`).
     destination_node_id: str | None = None
     node_items: list[Item] | None = None
     reused: dict[str, PortItems] = field(default_factory=dict)
+    reused_runs: dict[str, str] = field(default_factory=dict)
     # Attempts already used per node (resume), so attempt numbers keep counting.
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
@@ -299,6 +301,7 @@ class _Run:
         input_port: str | None = None,
         execution: ExecutionUpdate | None = None,
         event_preview: Any = None,
+        payload_from: str | None = None,
     ) -> None:
         self.sequence += 1
         if state is not None:
@@ -322,7 +325,7 @@ class _Run:
             if execution is not None:
                 event.status = execution.status.value
                 event.error = execution.error
-        self.recorder.emit(Record(event, state, payload, execution, input_port))
+        self.recorder.emit(Record(event, state, payload, execution, input_port, payload_from))
 
     def new_state(self, plan_node: PlanNode) -> NodeRunState:
         attempt = self.request.attempts_used.get(plan_node.id, 0) + 1
@@ -426,11 +429,21 @@ class _Run:
         state.source = source
         self.transition(state, NodeRunStatus.RUNNING)
         self.transition(state, NodeRunStatus.SUCCEEDED)
+        if self.request.handover is not None:
+            self.request.handover.succeeded(plan_node.id, outputs)
+        earlier_run = self.request.reused_runs.get(plan_node.id) if source == REUSED else None
+        if earlier_run is not None:
+            # Stored already: the store copies the earlier run's output, encoding nothing.
+            self.emit(
+                EventType.NODE_SUCCEEDED,
+                state=state,
+                payload_from=earlier_run,
+                event_preview=preview(first, None, None),
+            )
+            return outputs
         # Pins were checked and bounded when pinned, reused outputs when they were made: no
         # output limit applies to them again.
         payload = serialize_outputs(outputs)
-        if self.request.handover is not None:
-            self.request.handover.succeeded(plan_node.id, outputs)
         self.emit(
             EventType.NODE_SUCCEEDED,
             state=state,

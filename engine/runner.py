@@ -72,10 +72,11 @@ class LoadedExecution:
     # The snapshot's pinned items by node id, for a manual execution (others ignore pins).
     pinned: dict[str, list[Item]] = field(default_factory=dict)
     # A run to a node (engine/partial.py): the node, whether only it runs, and the outputs
-    # of an earlier execution it reuses.
+    # of an earlier execution it reuses, with the node run that made each.
     destination_node_id: str | None = None
     node_only: bool = False
     reused: dict[str, PortItems] = field(default_factory=dict)
+    reused_runs: dict[str, str] = field(default_factory=dict)
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     workspace_id: str = ""
@@ -335,6 +336,7 @@ class ExecutionRunner:
             destination_node_id=loaded.destination_node_id,
             node_items=loaded.input.get("items") if loaded.node_only else None,
             reused=loaded.reused,
+            reused_runs=loaded.reused_runs,
             attempts_used=loaded.attempts_used,
             resumed=loaded.resumed,
             announced=True,

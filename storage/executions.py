@@ -12,7 +12,6 @@ from sqlalchemy import Table, and_, bindparam, case, delete, func, insert, null,
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine import partial
 from engine.bus import EventPublisher
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
@@ -23,6 +22,7 @@ from engine.ports import ParentLink, StartRequest
 from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus, NodeRunStatus
 from storage import payloads
+from storage import reuse as partial_reuse
 from storage.db import Database, run_core
 from storage.errors import NotFoundError
 from storage.models import (
@@ -923,10 +923,11 @@ class DatabaseExecutionSource:
         reuse: dict[str, PortItems] = {}
         if row.retry_of is not None and row.reuse_outputs:
             reuse = await succeeded_outputs(session, row.retry_of)
-        reused: dict[str, PortItems] = {}
+        reused = partial_reuse.Reused()
         if row.reuse_from is not None and row.destination_node_id is not None:
-            reused = await _still_valid_outputs(
+            reused = await partial_reuse.still_valid_outputs(
                 session,
+                row.id,
                 row.reuse_from,
                 Graph.from_json(row.nodes, row.edges),
                 dict(row.pinned_data or {}),
@@ -965,7 +966,8 @@ class DatabaseExecutionSource:
             else {},
             destination_node_id=row.destination_node_id,
             node_only=bool(row.node_only),
-            reused=reused,
+            reused=reused.outputs,
+            reused_runs=reused.runs,
             attempts_used=attempts_used,
             resumed=resumed,
             parent_execution_id=row.parent_execution_id,
@@ -1002,53 +1004,6 @@ async def latest_reusable(
         .limit(1)
     )
     return (await session.exec(query)).first()
-
-
-async def _still_valid_outputs(
-    session: AsyncSession,
-    earlier_id: str,
-    graph: Graph,
-    pinned: dict[str, Any],
-    input_value: Any,
-    destination_node_id: str,
-    start_node_id: str | None,
-) -> dict[str, PortItems]:
-    """The outputs of the earlier execution that a run to `destination_node_id` can reuse:
-    of the destination's ancestors unchanged since (engine/partial.py) that succeeded then.
-    Nothing when the earlier run started from another node: the input entered the graph
-    elsewhere, and the other roots did not run."""
-    query = (
-        select(
-            Execution.mode,
-            WorkflowVersion.nodes,
-            WorkflowVersion.edges,
-            WorkflowVersion.pinned_data,
-        )
-        .join(WorkflowVersion, col(WorkflowVersion.id) == col(Execution.workflow_version_id))
-        .where(Execution.id == earlier_id)
-    )
-    found = (await session.exec(query)).first()
-    earlier = await session.get(Execution, earlier_id)
-    if (
-        found is None
-        or earlier is None
-        or earlier.node_only
-        or earlier.start_node_id != start_node_id
-    ):
-        # Deleted since, a node run on given items, or started elsewhere: nothing to reuse.
-        return {}
-    mode, nodes, edges, earlier_pins = found
-    then = partial.node_hashes(
-        Graph.from_json(list(nodes), list(edges)),
-        dict(earlier_pins or {}) if mode == "manual" else {},
-        await execution_input(session, earlier),
-    )
-    now = partial.node_hashes(graph, pinned, input_value)
-    keep = partial.ancestors(graph, destination_node_id)
-    unchanged = {node_id for node_id in keep if now.get(node_id) == then.get(node_id)}
-    # Only the outputs that may be reused are read (and decoded).
-    succeeded = await succeeded_outputs(session, earlier_id, unchanged) if unchanged else {}
-    return {node_id: succeeded[node_id] for node_id in partial.reusable(now, then, succeeded, keep)}
 
 
 async def payloads_by_run(

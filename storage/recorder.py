@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
 from engine.outputs import EncodedOutputs
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
-from storage import executions, payloads
+from storage import executions, payloads, reuse
 from storage.db import Database, run_core
 from storage.models import Execution, ExecutionEventRow, NodeRun, NodeRunPayload
 
@@ -501,6 +501,17 @@ class GroupCommitWriter:
         ]
         if payload_rows:
             await run_core(session, _INSERT_PAYLOADS, payload_rows)
+        copies = [
+            {
+                "node_run_id": record.node_run.id,
+                "execution_id": record.event.execution_id,
+                "earlier_run_id": record.payload_from,
+            }
+            for record in batch
+            if record.payload_from is not None and record.node_run is not None
+        ]
+        if copies:  # outputs reused by runs to a node, copied in the database
+            await run_core(session, reuse.COPY_PAYLOAD, copies)
         if not batch:
             return [], []
         await run_core(session, _INSERT_EVENTS, [_event_row(record.event) for record in batch])

@@ -7,6 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlmodel import col, delete, select
+
+from storage.db import Database
+from storage.models import Execution, NodeRun, NodeRunPayload
 
 from tests.api.test_executions import create, execute, finished
 from tests.api.test_node_type_policies import set_enabled
@@ -117,6 +121,51 @@ async def test_a_changed_node_runs_again_with_everything_after_it(app, alice: Ca
     assert execution["output"] == [{"a": 5, "b": 6, "c": 60}]
 
 
+async def test_reused_outputs_are_copied_and_outlive_the_execution_they_came_from(
+    app, alice: Caller, database: Database
+) -> None:
+    """Each execution owns its node runs' payload rows (copied in the database, not pointed
+    at): deleting the earlier execution (retention) leaves the reused outputs readable."""
+    workflow_id = await create(alice, NODES, EDGES)
+    first = (await execute(alice, workflow_id))["id"]
+    await finished(app, alice, first)
+    await change_node(alice, workflow_id, _set("c", "c", "{{ $json.b * 100 }}"), 1)
+    later = (await run_to(alice, workflow_id, to="c"))["id"]
+    await finished(app, alice, later)
+
+    async def stored(execution_id: str) -> dict[str, tuple[str, int, bytes]]:
+        async with database.session() as session:
+            rows = await session.exec(
+                select(
+                    NodeRun.node_id,
+                    NodeRunPayload.encoding,
+                    NodeRunPayload.raw_bytes,
+                    NodeRunPayload.data,
+                )
+                .join(NodeRunPayload, col(NodeRunPayload.node_run_id) == col(NodeRun.id))
+                .where(NodeRun.execution_id == execution_id)
+            )
+            return {node_id: (encoding, size, data) for node_id, encoding, size, data in rows}
+
+    earlier, copied = await stored(first), await stored(later)
+    # Rows of their own, as they were (the trigger's a reference to the input, equal in both).
+    assert {node_id: copied[node_id] for node_id in ("start", "a", "b")} == {
+        node_id: earlier[node_id] for node_id in ("start", "a", "b")
+    }
+    assert copied["start"][0] == "ref:input"
+    async with database.transaction() as session:
+        await session.exec(delete(Execution).where(col(Execution.id) == first))
+    execution = await runs_of(app, alice, later)
+    assert execution["reusedFrom"] is None
+    assert sources(execution) == {"start": "REUSED", "a": "REUSED", "b": "REUSED", "c": "RAN"}
+    assert {run["nodeId"]: run["output"] for run in execution["nodeRuns"]} == {
+        "start": [{}],
+        "a": [{"a": 1}],
+        "b": [{"a": 1, "b": 2}],
+        "c": [{"a": 1, "b": 2, "c": 200}],
+    }
+
+
 async def test_a_run_to_a_middle_node_stops_there(app, alice: Caller) -> None:
     workflow_id = await create(alice, NODES, EDGES)
     execution = await runs_of(app, alice, (await run_to(alice, workflow_id, to="b"))["id"])
@@ -197,11 +246,20 @@ async def _refused(caller: Caller, db_state: DbState, query: str, variables: Any
         "no destination",
     ],
 )
+@pytest.mark.parametrize("ran_before", [False, True], ids=["first run", "ran before"])
 async def test_bad_runs_to_a_node_are_refused(
-    alice: Caller, db_state: DbState, variables: dict[str, Any], code: str, field: str
+    app,
+    alice: Caller,
+    db_state: DbState,
+    variables: dict[str, Any],
+    code: str,
+    field: str,
+    ran_before: bool,
 ) -> None:
     orphan = node("orphan", "Orphan", "noop")
     workflow_id = await create(alice, [*NODES, orphan], EDGES)
+    if ran_before:  # this revision checked and run to a node already: checked again
+        await finished(app, alice, (await run_to(alice, workflow_id, to="c"))["id"])
     result = await _refused(alice, db_state, RUN_TO, {"id": workflow_id, **variables})
     assert result["__typename"] == "ValidationError", result
     assert [(p["code"], p["field"]) for p in result["problems"]] == [(code, field)]
@@ -244,10 +302,12 @@ async def test_bad_execute_node_requests_are_refused(
 
 
 async def test_a_disabled_node_type_refuses_execute_node_and_runs_to_a_node(
-    alice: Caller, make_caller: MakeCaller, db_state: DbState
+    app, alice: Caller, make_caller: MakeCaller, db_state: DbState
 ) -> None:
     admin = await make_caller("root", admin=True)
     workflow_id = await create(alice, NODES, EDGES)
+    # Run to the node once at this revision: the next run to it checks the policies again.
+    await finished(app, alice, (await run_to(alice, workflow_id, to="c"))["id"])
     assert (await set_enabled(admin, "set", False))["__typename"] == "NodeType"
     for query, variables in (
         (EXECUTE_NODE, {"wf": workflow_id, "node": "c", "items": [{"b": 1}]}),

@@ -1,0 +1,165 @@
+"""What a run to a node reuses from an earlier execution, and how (issue 16; engine/partial.py).
+
+A run to a node reuses the outputs of the destination's ancestors that have not changed
+since an earlier manual execution (`reuse_from`): equal content hashes of a node and its
+ancestry in both versions, and the node succeeded then. The executor needs those outputs
+decoded (they flow into the nodes that run, and expressions read them); the store does not:
+each reused node run's output is copied inside the database, from the earlier node run's
+payload row to a row of its own (`COPY_PAYLOAD`, run by the group-commit writer), never
+decoded, encoded and compressed again. Every execution owns its rows: deleting the earlier
+execution (retention) takes nothing from the later one.
+
+The earlier execution's hashes depend only on what never changes once it exists (its
+version snapshot with its pins, its mode and its input), so each process keeps those of the
+executions it reused from or ran to a node lately (`_HASHES`): the editor's loop runs to a
+node again and again, each time reusing the run before.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import String, Table, bindparam, insert
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine import partial
+from engine.graph import Graph
+from engine.nodes.base import PortItems
+from engine.states import NodeRunStatus
+from storage import executions
+from storage.db import run_core
+from storage.models import Execution, NodeRun, NodeRunPayload, WorkflowVersion
+
+_PAYLOADS: Table = NodeRunPayload.__table__  # type: ignore[attr-defined]
+_RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
+
+# The earlier node run's payload row, as the reused node run's own (one statement per batch,
+# executed with a row per reused node run: node_run_id, execution_id, earlier_run_id). A
+# payload that refers to the execution input (`payloads.INPUT_REFERENCE`) refers to the new
+# execution's, which is equal: the input is part of the hashes of the nodes it enters.
+COPY_PAYLOAD = insert(_PAYLOADS).from_select(
+    ["node_run_id", "execution_id", "encoding", "raw_bytes", "data"],
+    sa.select(
+        bindparam("node_run_id", type_=String(36)),
+        bindparam("execution_id", type_=String(36)),
+        _PAYLOADS.c.encoding,
+        _PAYLOADS.c.raw_bytes,
+        _PAYLOADS.c.data,
+    ).where(_PAYLOADS.c.node_run_id == bindparam("earlier_run_id", type_=String(36))),
+)
+
+# Node hashes by execution id (see the module docstring). A hash is 64 characters a node: a
+# few hundred kB for the largest graphs, so few entries.
+_MAX_HASHED_EXECUTIONS = 64
+_HASHES: OrderedDict[str, dict[str, str]] = OrderedDict()
+
+
+def remember_hashes(execution_id: str, hashes: dict[str, str]) -> None:
+    """Keep the node hashes of an execution (its snapshot, pins, mode and input)."""
+    _HASHES[execution_id] = hashes
+    _HASHES.move_to_end(execution_id)
+    while len(_HASHES) > _MAX_HASHED_EXECUTIONS:
+        _HASHES.popitem(last=False)
+
+
+@dataclass(slots=True)
+class Reused:
+    """The outputs a run to a node reuses, by node id, and the earlier node run that made
+    each (whose payload row its node run's is copied from)."""
+
+    outputs: dict[str, PortItems] = field(default_factory=dict)
+    runs: dict[str, str] = field(default_factory=dict)
+
+
+async def still_valid_outputs(
+    session: AsyncSession,
+    execution_id: str,
+    earlier_id: str,
+    graph: Graph,
+    pinned: dict[str, Any],
+    input_value: Any,
+    destination_node_id: str,
+    start_node_id: str | None,
+) -> Reused:
+    """What execution `execution_id`, a run to `destination_node_id`, can reuse of execution
+    `earlier_id`: the outputs of the destination's ancestors unchanged since
+    (engine/partial.py) that succeeded then. Nothing when the earlier run started from
+    another node: the input entered the graph elsewhere, and the other roots did not run."""
+    now = partial.node_hashes(graph, pinned, input_value)
+    remember_hashes(execution_id, now)
+    earlier = (
+        await session.exec(
+            select(
+                Execution.workflow_version_id,
+                Execution.mode,
+                Execution.node_only,
+                Execution.start_node_id,
+            ).where(Execution.id == earlier_id)
+        )
+    ).first()
+    if earlier is None:
+        return Reused()  # deleted since
+    version_id, mode, node_only, earlier_start = earlier
+    if node_only or earlier_start != start_node_id:
+        # A node run on given items, or started elsewhere: nothing to reuse.
+        return Reused()
+    then = _HASHES.get(earlier_id)
+    if then is None:
+        then = await _hashes_of(session, earlier_id, version_id, mode)
+        remember_hashes(earlier_id, then)
+    else:
+        _HASHES.move_to_end(earlier_id)
+    keep = partial.ancestors(graph, destination_node_id)
+    unchanged = [node_id for node_id in keep if now.get(node_id) == then.get(node_id)]
+    if not unchanged:
+        return Reused()
+    # Only the outputs that may be reused are read (and decoded).
+    query = (
+        sa.select(
+            _RUNS.c.node_id,
+            _RUNS.c.id,
+            _PAYLOADS.c.execution_id,
+            _PAYLOADS.c.encoding,
+            _PAYLOADS.c.data,
+        )
+        .join(_PAYLOADS, _PAYLOADS.c.node_run_id == _RUNS.c.id)
+        .where(
+            _RUNS.c.execution_id == earlier_id,
+            _RUNS.c.status == NodeRunStatus.SUCCEEDED.value,
+            _RUNS.c.node_id.in_(unchanged),
+        )
+    )
+    rows = (await run_core(session, query)).all()
+    runs = {node_id: run_id for node_id, run_id, _, _, _ in rows}
+    outputs = await executions._decode_run_payloads(
+        session, ((node_id, owner, encoding, data) for node_id, _, owner, encoding, data in rows)
+    )
+    kept = partial.reusable(now, then, outputs, keep)
+    return Reused(
+        outputs={node_id: outputs[node_id] for node_id in kept},
+        runs={node_id: runs[node_id] for node_id in kept},
+    )
+
+
+async def _hashes_of(
+    session: AsyncSession, execution_id: str, version_id: str, mode: str
+) -> dict[str, str]:
+    """The node hashes of an earlier execution, from its snapshot, pins and input."""
+    query = select(WorkflowVersion.nodes, WorkflowVersion.edges, WorkflowVersion.pinned_data).where(
+        WorkflowVersion.id == version_id
+    )
+    found = (await session.exec(query)).first()
+    if found is None:
+        return {}
+    nodes, edges, pinned = found
+    row = await session.get(Execution, execution_id)
+    return partial.node_hashes(
+        Graph.from_json(list(nodes), list(edges)),
+        # Only manual executions use pins (storage/executions.py, `_load_in`).
+        dict(pinned or {}) if mode == "manual" else {},
+        None if row is None else await executions.execution_input(session, row),
+    )
