@@ -15,6 +15,7 @@ from strawberry.dataloader import DataLoader
 from engine.bus import EventFanout, EventPublisher
 from engine.expressions import ExpressionLimits
 from engine.expressions.budget import DEFAULT_LIMITS
+from engine.graph import Graph
 from engine.lifecycle import ExecutionLifecycle
 from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.node_types import NodeTypeRegistry
@@ -66,6 +67,9 @@ class Services:
     # Snapshot (id, version number) of a draft revision, once written (snapshots are
     # immutable and live as long as their workflow).
     snapshots: Lru[tuple[str, int], tuple[str, int]] = field(default_factory=Lru)
+    # The graph of a runnable draft revision once run from or to a chosen node: the next
+    # such run checks the nodes chosen on it, without reading and checking the draft again.
+    draft_graphs: Lru[tuple[str, int], Graph] = field(default_factory=lambda: Lru(64))
     # Live events: this process's subscribers, and where committed events are announced.
     fanout: EventFanout | None = None
     publisher: EventPublisher | None = None

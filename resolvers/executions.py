@@ -70,8 +70,7 @@ async def _runnable_problems(
     return []
 
 
-def _start_node_problems(workflow: Workflow, start_node_id: str) -> list[Problem]:
-    graph = Graph.from_json(workflow.nodes, workflow.edges)
+def _start_node_problems(graph: Graph, start_node_id: str) -> list[Problem]:
     start = graph.node(start_node_id)
     has_inputs = any(edge.target == start_node_id for edge in graph.edges)
     if start is None or has_inputs:
@@ -86,11 +85,10 @@ def _start_node_problems(workflow: Workflow, start_node_id: str) -> list[Problem
 
 
 def _destination_problems(
-    info: Info, workflow: Workflow, destination_id: str, start_node_id: str | None
+    info: Info, graph: Graph, destination_id: str, start_node_id: str | None
 ) -> list[Problem]:
     """Why the workflow cannot run to the node: it does not exist, or no trigger (or the
     chosen start node) is upstream of it."""
-    graph = Graph.from_json(workflow.nodes, workflow.edges)
     destination = graph.node(destination_id)
     if destination is None:
         return [
@@ -130,6 +128,22 @@ def _destination_problems(
             "destinationNodeId",
         )
     ]
+
+
+def _chosen_node_problems(
+    info: Info,
+    graph: Graph,
+    start_node_id: str | None,
+    destination_node_id: str | None,
+    problems: list[Problem],
+) -> list[Problem]:
+    """`problems` (those of the graph), and why a run cannot start from or run to the nodes
+    chosen (where to it runs only once nothing else is wrong)."""
+    if start_node_id is not None:
+        problems = problems + _start_node_problems(graph, start_node_id)
+    if destination_node_id is not None and not problems:
+        problems = problems + _destination_problems(info, graph, destination_node_id, start_node_id)
+    return problems
 
 
 async def _reuse_source(
@@ -233,32 +247,43 @@ async def execute_workflow(
         reused: str | None = None
         runnable = services.runnable_drafts.get(revision)
         whole = start_node_id is None and destination_node_id is None
-        if runnable is not None and whole:
-            # Checked before at this revision; the node types against the policies now.
+        start = None if start_node_id is None else str(start_node_id)
+        destination = None if destination_node_id is None else str(destination_node_id)
+        graph = None if whole else services.draft_graphs.get(revision)
+        if runnable is not None and snapshot is not None and (whole or graph is not None):
+            # Checked and snapshotted before at this revision: the node types against the
+            # policies now, and (from or to a chosen node) the nodes chosen.
             nodes = [{"id": node_id, "type": type_name} for node_id, type_name in runnable]
-            disabled = _disabled_problems(nodes, head.workspace_id, info)
-            if disabled:
-                raise _Refused(validation_error(disabled))
-        if not whole or snapshot is None or runnable is None:
-            # Not run before at this revision (or from or to a chosen node): check and snapshot
-            # the whole draft.
+            problems = _disabled_problems(nodes, head.workspace_id, info)
+            if graph is not None:
+                problems = _chosen_node_problems(info, graph, start, destination, problems)
+            if problems:
+                raise _Refused(validation_error(problems))
+            if destination is not None:
+                async with info.context.database.session() as session:
+                    reused = await _reuse_source(
+                        session,
+                        head.id,
+                        None if reuse_from is None else str(reuse_from),
+                        viewer.workspace_ids,
+                    )
+        else:
+            # Not run before at this revision: check and snapshot the whole draft.
             async with info.context.database.transaction() as session:
                 workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
                 if workflow is None:
                     raise _Refused(_not_found("workflow", workflow_id))
-                problems = await _runnable_problems(info, workflow, session)
-                if start_node_id is not None:
-                    problems += _start_node_problems(workflow, str(start_node_id))
-                if destination_node_id is not None and not problems:
-                    problems += _destination_problems(
-                        info,
-                        workflow,
-                        str(destination_node_id),
-                        None if start_node_id is None else str(start_node_id),
-                    )
+                graph = Graph.from_json(workflow.nodes, workflow.edges)
+                problems = _chosen_node_problems(
+                    info,
+                    graph,
+                    start,
+                    destination,
+                    await _runnable_problems(info, workflow, session),
+                )
                 if problems:
                     raise _Refused(validation_error(problems))
-                if destination_node_id is not None:
+                if destination is not None:
                     reused = await _reuse_source(
                         session,
                         workflow.id,
@@ -274,8 +299,11 @@ async def execute_workflow(
                 for node in workflow.nodes
                 if not node.get("disabled")
             )
-            services.runnable_drafts.put((workflow.id, workflow.version), running)
-            services.snapshots.put((workflow.id, workflow.version), snapshot)
+            revision = (workflow.id, workflow.version)
+            services.runnable_drafts.put(revision, running)
+            services.snapshots.put(revision, snapshot)
+            if not whole:
+                services.draft_graphs.put(revision, graph)
         return StartRequest(
             workspace_id=head.workspace_id,
             workflow_id=head.id,
@@ -286,8 +314,8 @@ async def execute_workflow(
             input=input if isinstance(input, dict) else {},
             created_by=viewer.user_id,
             idempotency_key=idempotency_key,
-            start_node_id=None if start_node_id is None else str(start_node_id),
-            destination_node_id=None if destination_node_id is None else str(destination_node_id),
+            start_node_id=start,
+            destination_node_id=destination,
             reuse_from=reused,
         )
 
