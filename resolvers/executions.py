@@ -25,7 +25,7 @@ from resolvers.workflows import validation_error
 from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
-from storage import executions, workflows
+from storage import executions, reuse, workflows
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
 
@@ -157,10 +157,10 @@ async def _reuse_source(
     if reuse_from is None:
         latest = await executions.latest_reusable(session, workflow_id, workspace_ids)
         return None if latest is None else latest.id
-    earlier = await executions.get_execution(session, reuse_from, workspace_ids)
-    if earlier is None:
+    earlier_workflow = await reuse.workflow_of(session, reuse_from, workspace_ids)
+    if earlier_workflow is None:
         raise _Refused(_not_found("execution", reuse_from))
-    if earlier.workflow_id != workflow_id:
+    if earlier_workflow != workflow_id:
         raise _Refused(
             validation_error(
                 [
@@ -173,7 +173,7 @@ async def _reuse_source(
                 ]
             )
         )
-    return earlier.id
+    return reuse_from
 
 
 class _Refused(Exception):

@@ -15,7 +15,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.bus import EventPublisher
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
-from engine.graph import Graph
 from engine.nodes.base import Item, PortItems
 from engine.outputs import serialize_outputs
 from engine.ports import ParentLink, StartRequest
@@ -927,13 +926,17 @@ class DatabaseExecutionSource:
         if row.reuse_from is not None and row.destination_node_id is not None:
             reused = await partial_reuse.still_valid_outputs(
                 session,
-                row.id,
+                partial_reuse.RunToNode(
+                    row.id,
+                    row.workflow_version_id,
+                    row.nodes,
+                    row.edges,
+                    dict(row.pinned_data or {}),
+                    execution_input_value,
+                    row.destination_node_id,
+                    row.start_node_id,
+                ),
                 row.reuse_from,
-                Graph.from_json(row.nodes, row.edges),
-                dict(row.pinned_data or {}),
-                execution_input_value,
-                row.destination_node_id,
-                row.start_node_id,
             )
         # A queued execution has exactly one event so far: EXECUTION_QUEUED. What a resumed
         # one did so far is read by the claim, after it holds the row (`_resume_state`).

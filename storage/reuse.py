@@ -17,25 +17,31 @@ node again and again, each time reusing the run before.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import String, Table, bindparam, insert
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import partial
 from engine.graph import Graph
 from engine.nodes.base import PortItems
 from engine.states import NodeRunStatus
-from storage import executions
+from storage import executions, payloads
 from storage.db import run_core
 from storage.models import Execution, NodeRun, NodeRunPayload, WorkflowVersion
+from storage.types import storable
 
 _PAYLOADS: Table = NodeRunPayload.__table__  # type: ignore[attr-defined]
 _RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
+K = TypeVar("K")
+V = TypeVar("V")
 
 # The earlier node run's payload row, as the reused node run's own (one statement per batch,
 # executed with a row per reused node run: node_run_id, execution_id, earlier_run_id). A
@@ -52,18 +58,28 @@ COPY_PAYLOAD = insert(_PAYLOADS).from_select(
     ).where(_PAYLOADS.c.node_run_id == bindparam("earlier_run_id", type_=String(36))),
 )
 
-# Node hashes by execution id (see the module docstring). A hash is 64 characters a node: a
-# few hundred kB for the largest graphs, so few entries.
-_MAX_HASHED_EXECUTIONS = 64
+# Node hashes by execution id, and by version and input (see the module docstring); the
+# graph of each version. A hash is 64 characters a node: a few hundred kB for the largest
+# graphs, so few entries.
+_MAX_ENTRIES = 64
 _HASHES: OrderedDict[str, dict[str, str]] = OrderedDict()
+_VERSION_HASHES: OrderedDict[tuple[str, bytes], dict[str, str]] = OrderedDict()
+_GRAPHS: OrderedDict[str, Graph] = OrderedDict()
 
 
-def remember_hashes(execution_id: str, hashes: dict[str, str]) -> None:
-    """Keep the node hashes of an execution (its snapshot, pins, mode and input)."""
-    _HASHES[execution_id] = hashes
-    _HASHES.move_to_end(execution_id)
-    while len(_HASHES) > _MAX_HASHED_EXECUTIONS:
-        _HASHES.popitem(last=False)
+def _remember(cache: OrderedDict[K, V], key: K, value: V) -> V:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _MAX_ENTRIES:
+        cache.popitem(last=False)
+    return value
+
+
+def _recall(cache: OrderedDict[K, V], key: K) -> V | None:
+    value = cache.get(key)
+    if value is not None:
+        cache.move_to_end(key)
+    return value
 
 
 @dataclass(slots=True)
@@ -75,22 +91,35 @@ class Reused:
     runs: dict[str, str] = field(default_factory=dict)
 
 
-async def still_valid_outputs(
-    session: AsyncSession,
-    execution_id: str,
-    earlier_id: str,
-    graph: Graph,
-    pinned: dict[str, Any],
-    input_value: Any,
-    destination_node_id: str,
-    start_node_id: str | None,
-) -> Reused:
-    """What execution `execution_id`, a run to `destination_node_id`, can reuse of execution
-    `earlier_id`: the outputs of the destination's ancestors unchanged since
-    (engine/partial.py) that succeeded then. Nothing when the earlier run started from
-    another node: the input entered the graph elsewhere, and the other roots did not run."""
-    now = partial.node_hashes(graph, pinned, input_value)
-    remember_hashes(execution_id, now)
+@dataclass(frozen=True, slots=True)
+class RunToNode:
+    """A run to a node as loaded: its execution, version (graph and pins) and input."""
+
+    execution_id: str
+    version_id: str
+    nodes: list[dict[str, Any]]
+    edges: list[dict[str, Any]]
+    pinned: dict[str, Any]
+    input_value: Any
+    destination_node_id: str
+    start_node_id: str | None
+
+
+async def still_valid_outputs(session: AsyncSession, run: RunToNode, earlier_id: str) -> Reused:
+    """What `run` can reuse of execution `earlier_id`: the outputs of the destination's
+    ancestors unchanged since (engine/partial.py) that succeeded then. Nothing when the
+    earlier run started from another node: the input entered the graph elsewhere, and the
+    other roots did not run."""
+    graph = _recall(_GRAPHS, run.version_id) or _remember(
+        _GRAPHS, run.version_id, Graph.from_json(run.nodes, run.edges)
+    )
+    seed = hashlib.sha256(orjson.dumps(run.input_value, option=orjson.OPT_SORT_KEYS)).digest()
+    now = _recall(_VERSION_HASHES, (run.version_id, seed)) or _remember(
+        _VERSION_HASHES,
+        (run.version_id, seed),
+        partial.node_hashes(graph, run.pinned, run.input_value),
+    )
+    _remember(_HASHES, run.execution_id, now)
     earlier = (
         await session.exec(
             select(
@@ -104,28 +133,19 @@ async def still_valid_outputs(
     if earlier is None:
         return Reused()  # deleted since
     version_id, mode, node_only, earlier_start = earlier
-    if node_only or earlier_start != start_node_id:
+    if node_only or earlier_start != run.start_node_id:
         # A node run on given items, or started elsewhere: nothing to reuse.
         return Reused()
-    then = _HASHES.get(earlier_id)
-    if then is None:
-        then = await _hashes_of(session, earlier_id, version_id, mode)
-        remember_hashes(earlier_id, then)
-    else:
-        _HASHES.move_to_end(earlier_id)
-    keep = partial.ancestors(graph, destination_node_id)
+    then = _recall(_HASHES, earlier_id) or _remember(
+        _HASHES, earlier_id, await _hashes_of(session, earlier_id, version_id, mode)
+    )
+    keep = partial.ancestors(graph, run.destination_node_id)
     unchanged = [node_id for node_id in keep if now.get(node_id) == then.get(node_id)]
     if not unchanged:
         return Reused()
     # Only the outputs that may be reused are read (and decoded).
     query = (
-        sa.select(
-            _RUNS.c.node_id,
-            _RUNS.c.id,
-            _PAYLOADS.c.execution_id,
-            _PAYLOADS.c.encoding,
-            _PAYLOADS.c.data,
-        )
+        sa.select(_RUNS.c.node_id, _RUNS.c.id, _PAYLOADS.c.encoding, _PAYLOADS.c.data)
         .join(_PAYLOADS, _PAYLOADS.c.node_run_id == _RUNS.c.id)
         .where(
             _RUNS.c.execution_id == earlier_id,
@@ -133,15 +153,18 @@ async def still_valid_outputs(
             _RUNS.c.node_id.in_(unchanged),
         )
     )
-    rows = (await run_core(session, query)).all()
-    runs = {node_id: run_id for node_id, run_id, _, _, _ in rows}
-    outputs = await executions._decode_run_payloads(
-        session, ((node_id, owner, encoding, data) for node_id, _, owner, encoding, data in rows)
-    )
-    kept = partial.reusable(now, then, outputs, keep)
+    reused = Reused()
+    for node_id, run_id, encoding, data in await run_core(session, query):
+        reused.runs[node_id] = run_id
+        if encoding == payloads.INPUT_REFERENCE:
+            # The earlier execution's input, equal to this one's (the node's hash says so).
+            reused.outputs[node_id] = {data.decode(): [run.input_value]}
+        else:
+            reused.outputs[node_id] = payloads.decode(data, encoding)
+    kept = partial.reusable(now, then, reused.outputs, keep)
     return Reused(
-        outputs={node_id: outputs[node_id] for node_id in kept},
-        runs={node_id: runs[node_id] for node_id in kept},
+        outputs={node_id: reused.outputs[node_id] for node_id in kept},
+        runs={node_id: reused.runs[node_id] for node_id in kept},
     )
 
 
@@ -163,3 +186,16 @@ async def _hashes_of(
         dict(pinned or {}) if mode == "manual" else {},
         None if row is None else await executions.execution_input(session, row),
     )
+
+
+async def workflow_of(
+    session: AsyncSession, execution_id: str, workspace_ids: Sequence[str]
+) -> str | None:
+    """The workflow of an execution the caller may see (a `reuseFrom` to check), or None;
+    one column, not the execution's row."""
+    if not storable(execution_id) or len(execution_id) > 36:
+        return None
+    query = select(Execution.workflow_id).where(
+        Execution.id == execution_id, col(Execution.workspace_id).in_(workspace_ids)
+    )
+    return (await session.exec(query)).first()
