@@ -124,10 +124,12 @@ async def prepare_plan(
     graph: Graph,
     registry: NodeTypeLookup,
     limits: GraphLimits | None = None,
+    only: str | None = None,
 ) -> Plan:
     """`compile_plan` on the event loop, a slice at a time: a graph's expressions may take
-    seconds to compile when they are not in the compile cache."""
-    return await slices.finish_in_slices(planning(version_id, graph, registry, limits))
+    seconds to compile when they are not in the compile cache. With `only`, a node id: the
+    plan of that node alone (see `planning`)."""
+    return await slices.finish_in_slices(planning(version_id, graph, registry, limits, only))
 
 
 def planning(
@@ -135,10 +137,18 @@ def planning(
     graph: Graph,
     registry: NodeTypeLookup,
     limits: GraphLimits | None = None,
+    only: str | None = None,
 ) -> slices.Work[Plan]:
-    """`compile_plan` as work that pauses between nodes and between expressions."""
+    """`compile_plan` as work that pauses between nodes and between expressions.
+
+    With `only` (a node run on its own, `executeNode`), the graph is checked whole (the
+    node's expressions may name the nodes upstream of it) but only the problems of that node,
+    and those of no node, stop it; the plan holds that node alone."""
     report = yield from validating(graph, registry, limits or GraphLimits())
     problems = report.blocking_problems()
+    if only is not None:
+        problems = [problem for problem in problems if problem.node_id in (only, None)]
+        graph = Graph(nodes=tuple(node for node in graph.nodes if node.id == only))
     if problems:
         raise PlanError(problems)
     incoming: dict[str, dict[str, list[int]]] = {node.id: {} for node in graph.nodes}

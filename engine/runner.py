@@ -296,7 +296,13 @@ class ExecutionRunner:
             error = ErrorInfo("CANCELLED", "the execution was cancelled")
             return await self._refuse(loaded, error, ExecutionStatus.CANCELLED, handover)
         try:
-            plan = await self.plan_cache.prepare(loaded.version_id, lambda: self._plan(loaded))
+            plan = await self.plan_cache.prepare(
+                # A node run on its own has a plan of its own (see `_plan`).
+                f"{loaded.version_id}/{loaded.destination_node_id}"
+                if loaded.node_only
+                else loaded.version_id,
+                lambda: self._plan(loaded),
+            )
         except PlanError as exc:
             problems = [problem.to_json() for problem in exc.problems]
             return await self._refuse(
@@ -360,7 +366,9 @@ class ExecutionRunner:
         ):
             node_types = await self.workspace_node_types(loaded.workspace_id)
         graph = Graph.from_json(loaded.nodes, loaded.edges)
-        return await prepare_plan(loaded.version_id, graph, node_types)
+        # A node run on its own needs only that node to be valid (`executeNode`).
+        only = loaded.destination_node_id if loaded.node_only else None
+        return await prepare_plan(loaded.version_id, graph, node_types, only=only)
 
     async def _refuse(
         self,

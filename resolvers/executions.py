@@ -53,18 +53,22 @@ def _disabled_problems(nodes: list[dict[str, Any]], workspace_id: str, info: Inf
 
 
 async def _runnable_problems(
-    info: Info, workflow: Workflow, session: AsyncSession | None = None
+    info: Info, workflow: Workflow, session: AsyncSession | None = None, only: str | None = None
 ) -> list[Problem]:
     """Every reason the graph cannot run (structure, parameters, expressions, node types
-    disabled); compiles the plan, which the cache keeps for the runner when the snapshot id
-    is known."""
-    disabled = _disabled_problems(workflow.nodes, workflow.workspace_id, info)
+    disabled); with `only`, a node id, every reason that node cannot run on its own
+    (`executeNode`: the other nodes may have problems still)."""
+    nodes = workflow.nodes
+    if only is not None:
+        nodes = [node for node in nodes if node.get("id") == only]
+    disabled = _disabled_problems(nodes, workflow.workspace_id, info)
     if disabled:
         return disabled
     try:
         graph = Graph.from_json(workflow.nodes, workflow.edges)
         node_types = await node_types_for_graph(info, workflow.workspace_id, graph, session)
-        await prepare_plan("check", graph, node_types, info.context.services.graph_limits)
+        limits = info.context.services.graph_limits
+        await prepare_plan("check", graph, node_types, limits, only=only)
     except PlanError as exc:
         return exc.problems
     return []
@@ -367,7 +371,7 @@ async def execute_node(
                         ]
                     )
                 )
-            problems = await _runnable_problems(info, workflow, session)
+            problems = await _runnable_problems(info, workflow, session, only=str(node_id))
             if problems:
                 raise _Refused(validation_error(problems))
             version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)

@@ -11,7 +11,6 @@ from sqlmodel import col, delete, select
 
 from storage.db import Database
 from storage.models import Execution, NodeRun, NodeRunPayload
-
 from tests.api.test_executions import create, execute, finished
 from tests.api.test_node_type_policies import set_enabled
 from tests.conftest import Caller, DbState, MakeCaller
@@ -218,6 +217,28 @@ async def test_execute_node_runs_one_node_on_given_items(app, alice: Caller) -> 
     # A node run on given items is never what a later run to a node reuses.
     later = await run_to(alice, workflow_id, to="c")
     assert later["reusedFrom"] is None
+
+
+async def test_execute_node_needs_only_that_node_to_be_valid(
+    app, alice: Caller, db_state: DbState
+) -> None:
+    """As n8n's "test step": other nodes may have problems still; the node's own stop it."""
+    broken = _set("a", "a", "{{ $json.a + }}")
+    workflow_id = await create(alice, [NODES[0], broken, *NODES[2:]], EDGES)
+    started = only(
+        await alice.gql(EXECUTE_NODE, {"wf": workflow_id, "node": "c", "items": [{"b": 3}]})
+    )
+    assert started["__typename"] == "Execution", started
+    execution = await runs_of(app, alice, started["id"])
+    assert (execution["status"], execution["output"]) == ("SUCCEEDED", [{"b": 3, "c": 30}])
+    result = await _refused(
+        alice, db_state, EXECUTE_NODE, {"wf": workflow_id, "node": "a", "items": [{}]}
+    )
+    assert result["__typename"] == "ValidationError", result
+    assert {(p["code"], p["nodeId"]) for p in result["problems"]} == {("EXPRESSION_SYNTAX", "a")}
+    # A whole run still needs every node valid.
+    whole = only(await alice.gql(RUN_TO, {"id": workflow_id, "to": "c"}))
+    assert whole["__typename"] == "ValidationError", whole
 
 
 async def _refused(caller: Caller, db_state: DbState, query: str, variables: Any) -> Any:
