@@ -135,6 +135,14 @@ class RequestLoaders:
         self.input_shapes: DataLoader[tuple[str, str], OutputSchema | None] = DataLoader(
             load_fn=self._load_input_shapes, cache=cache
         )
+        self.draft_pins: DataLoader[str, dict[str, Any]] = DataLoader(
+            load_fn=self._load_draft_pins, cache=cache
+        )
+
+    async def _load_draft_pins(self, workflow_ids: Sequence[str]) -> list[dict[str, Any]]:
+        async with self._database.session() as session:
+            pinned = await workflows.draft_pins(session, workflow_ids)
+        return [dict(pinned.get(workflow_id) or {}) for workflow_id in workflow_ids]
 
     async def _load_input_shapes(
         self, keys: Sequence[tuple[str, str]]

@@ -274,7 +274,9 @@ async def execute_workflow(
         else:
             # Not run before at this revision: check and snapshot the whole draft.
             async with info.context.database.transaction() as session:
-                workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
+                workflow = await workflows.get_workflow(
+                    session, workflow_id, viewer.workspace_ids, pins=False
+                )
                 if workflow is None:
                     raise _Refused(_not_found("workflow", workflow_id))
                 graph = Graph.from_json(workflow.nodes, workflow.edges)
@@ -344,7 +346,9 @@ async def execute_node(
 
     async def prepare() -> StartRequest:
         async with info.context.database.transaction() as session:
-            workflow = await workflows.get_workflow(session, str(workflow_id), viewer.workspace_ids)
+            workflow = await workflows.get_workflow(
+                session, str(workflow_id), viewer.workspace_ids, pins=False
+            )
             if workflow is None:
                 raise _Refused(_not_found("workflow", str(workflow_id)))
             tested = next((n for n in workflow.nodes if n.get("id") == str(node_id)), None)

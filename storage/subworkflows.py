@@ -64,7 +64,9 @@ class DatabaseWorkflowCaller:
         if made:  # this attempt started them already (it is being run again)
             return [row[0] for row in made]
         async with self.database.transaction() as session:
-            workflow = await workflows.get_workflow(session, call.workflow_id, [call.workspace_id])
+            workflow = await workflows.get_workflow(
+                session, call.workflow_id, [call.workspace_id], pins=False
+            )
             if workflow is None:
                 raise CallRefused(
                     "UNKNOWN_WORKFLOW", f"workflow {call.workflow_id!r} not found in this workspace"
@@ -176,7 +178,7 @@ async def _refuse_past(database: Database, execution_ids: list[str], max_bytes: 
 async def _published(session: AsyncSession, workflow: Workflow) -> WorkflowVersion:
     assert workflow.published_version is not None
     version = await workflows.get_version(
-        session, workflow.id, workflow.published_version, [workflow.workspace_id]
+        session, workflow.id, workflow.published_version, [workflow.workspace_id], pins=False
     )
     if version is None:
         raise CallRefused(

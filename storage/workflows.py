@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, false, func, insert, literal
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import defer
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -87,14 +88,32 @@ async def create_workflow(session: AsyncSession, workflow: Workflow) -> Workflow
     return workflow
 
 
+# Pinned items can be megabytes a workflow (engine/pins.py): reads that do not use them
+# leave them in the database, and reading them from such a row is an error (not a query
+# behind the caller's back). Pins are read where they are used: shown on a node (through a
+# DataLoader when the row has none), pinned and unpinned, exported, and by a manual run's
+# load (from its snapshot).
+WITHOUT_PINS = defer(Workflow.pinned_data, raiseload=True)  # type: ignore[arg-type]
+WITHOUT_VERSION_PINS = defer(WorkflowVersion.pinned_data, raiseload=True)  # type: ignore[arg-type]
+
+
 async def get_workflow(
-    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
+    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str], *, pins: bool = True
 ) -> Workflow | None:
-    """The draft, if it exists in one of the caller's workspaces."""
+    """The draft, if it exists in one of the caller's workspaces (without its pins unless
+    `pins`)."""
     if not storable(workflow_id):
         return None
     query = select(Workflow).where(Workflow.id == workflow_id, _scoped(workspace_ids))
+    if not pins:
+        query = query.options(WITHOUT_PINS)
     return (await session.exec(query)).first()
+
+
+async def draft_pins(session: AsyncSession, workflow_ids: Collection[str]) -> dict[str, Any]:
+    """The pinned items of drafts by workflow id (for those read without them)."""
+    query = select(Workflow.id, Workflow.pinned_data).where(col(Workflow.id).in_(workflow_ids))
+    return {workflow_id: pinned for workflow_id, pinned in await session.exec(query)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +207,7 @@ async def list_workflows(
     after: tuple[datetime, str] | None = None,
 ) -> Sequence[Workflow]:
     """Newest first, keyset-paginated on (created_at, id)."""
-    query = _filtered(select(Workflow), workspace_ids, where)
+    query = _filtered(select(Workflow).options(WITHOUT_PINS), workspace_ids, where)
     query = newest_first(query, col(Workflow.created_at), col(Workflow.id), after, limit)
     rows: Sequence[Workflow] = (await session.exec(query)).all()
     return rows
@@ -259,8 +278,13 @@ async def ensure_snapshot(
 
     Two callers racing to snapshot the same version both end up with the one row.
     """
-    query = select(WorkflowVersion).where(
-        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == workflow.version
+    query = (
+        select(WorkflowVersion)
+        .where(
+            WorkflowVersion.workflow_id == workflow.id,
+            WorkflowVersion.version == workflow.version,
+        )
+        .options(WITHOUT_VERSION_PINS)
     )
     existing = (await session.exec(query)).first()
     if existing is not None:
@@ -275,7 +299,10 @@ async def ensure_snapshot(
         "nodes": workflow.nodes,
         "edges": workflow.edges,
         "settings": workflow.settings,
-        "pinned_data": workflow.pinned_data,
+        # Copied in the database: the draft's pins are not read here.
+        "pinned_data": select(Workflow.pinned_data)
+        .where(col(Workflow.id) == workflow.id)
+        .scalar_subquery(),
         "created_by": created_by,
         "created_at": utcnow(),
     }
@@ -327,8 +354,15 @@ async def set_active(
 
 
 async def get_version(
-    session: AsyncSession, workflow_id: str, version: int, workspace_ids: Sequence[str]
+    session: AsyncSession,
+    workflow_id: str,
+    version: int,
+    workspace_ids: Sequence[str],
+    *,
+    pins: bool = True,
 ) -> WorkflowVersion | None:
+    """A version of the workflow, if the caller may read it (without its pins unless
+    `pins`)."""
     if not storable(workflow_id):
         return None
     query = (
@@ -340,6 +374,8 @@ async def get_version(
             _scoped(workspace_ids),
         )
     )
+    if not pins:
+        query = query.options(WITHOUT_VERSION_PINS)
     return (await session.exec(query)).first()
 
 
@@ -365,7 +401,9 @@ async def workflows_using(
     has nodes for which `uses(nodes)` holds: what must change before a thing they use (a
     credential, a node type) may be deleted."""
     drafts = (
-        await session.exec(select(Workflow).where(Workflow.workspace_id == workspace_id))
+        await session.exec(
+            select(Workflow).where(Workflow.workspace_id == workspace_id).options(WITHOUT_PINS)
+        )
     ).all()
     users: dict[str, str] = {}
     for workflow in drafts:
@@ -374,6 +412,7 @@ async def workflows_using(
     published = (
         await session.exec(
             select(WorkflowVersion, Workflow.name)
+            .options(WITHOUT_VERSION_PINS)
             .join(Workflow, col(Workflow.id) == col(WorkflowVersion.workflow_id))
             .where(
                 Workflow.workspace_id == workspace_id,

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 from sqlmodel import col, select
 
 from server.app import create_app
@@ -274,3 +275,59 @@ async def test_a_duplicate_keeps_the_pins_and_a_whole_update_keeps_those_of_kept
     )
     assert updated["__typename"] == "Workflow", updated
     assert pins_of(only(await alice.gql(PINS, {"id": workflow_id}))) == {"fetch": ITEMS}
+
+
+class _ColumnsRead:
+    """The names of the columns of every result set the database returns meanwhile."""
+
+    def __init__(self, database: Database) -> None:
+        self.engine = database.engine.sync_engine
+        self.columns: list[str] = []
+
+    def _after(self, conn: Any, cursor: Any, *args: Any) -> None:
+        self.columns += [column[0] for column in cursor.description or ()]
+
+    def __enter__(self) -> _ColumnsRead:
+        event.listen(self.engine, "after_cursor_execute", self._after)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "after_cursor_execute", self._after)
+
+
+async def test_pins_are_read_only_where_they_are_used(
+    app, alice: Caller, database: Database
+) -> None:
+    """A workflow list, a sub-workflow call's start, a snapshot and the check of what uses
+    a credential do not read (decode) pinned items; a node's pinnedData does."""
+    workflow_id = await create(alice, NODES, EDGES)
+    assert (await pin(alice, workflow_id, "fetch", [{"pinned": True}], 1))[
+        "__typename"
+    ] == "Workflow"
+    listing = "{ workflows { edges { node { id nodes { id } } } } }"
+    with _ColumnsRead(database) as read:
+        assert (await alice.gql(listing))["workflows"]["edges"]
+        async with database.transaction() as session:
+            draft = await workflows.get_workflow(session, workflow_id, [], pins=False)
+            assert draft is None  # not in these workspaces
+            workspace_id = (
+                await session.exec(select(Workflow.workspace_id).where(Workflow.id == workflow_id))
+            ).one()
+            draft = await workflows.get_workflow(session, workflow_id, [workspace_id], pins=False)
+            assert draft is not None
+            snapshot = await workflows.ensure_snapshot(session, draft, None)
+            await workflows.workflows_using(session, workspace_id, lambda nodes: True)
+    assert "pinned_data" not in read.columns
+    # The snapshot has the pins all the same (copied in the database).
+    async with database.session() as session:
+        version = await session.get(WorkflowVersion, snapshot.id)
+        assert version is not None and version.pinned_data == {"fetch": [{"pinned": True}]}
+    with _ColumnsRead(database) as read:
+        found = await alice.gql("{ workflows { edges { node { nodes { id pinnedData } } } } }")
+    assert "pinned_data" in read.columns
+    (edge_,) = found["workflows"]["edges"]
+    assert {n["id"]: n["pinnedData"] for n in edge_["node"]["nodes"]} == {
+        "start": None,
+        "fetch": [{"pinned": True}],
+        "total": None,
+    }
