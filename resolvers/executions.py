@@ -25,7 +25,7 @@ from resolvers.workflows import validation_error
 from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
-from storage import executions, reuse, workflows
+from storage import errors, executions, reuse, workflows
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
 
@@ -180,6 +180,19 @@ async def _reuse_source(
     return reuse_from
 
 
+async def _snapshot(
+    session: AsyncSession, workflow: Workflow, user_id: str | None
+) -> WorkflowVersion:
+    """The snapshot of the draft as read; a draft changed since (another caller's edit
+    committed in between) refuses the run rather than run a version it was not checked at."""
+    try:
+        return await workflows.ensure_snapshot(session, workflow, user_id)
+    except errors.VersionConflictError as exc:
+        raise _Refused(
+            validation_error([_problem("DRAFT_CHANGED", f"{exc}: try again", "id")])
+        ) from exc
+
+
 class _Refused(Exception):
     """Why a start's `prepare` creates nothing: the answer to give instead."""
 
@@ -296,7 +309,7 @@ async def execute_workflow(
                         None if reuse_from is None else str(reuse_from),
                         viewer.workspace_ids,
                     )
-                version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+                version = await _snapshot(session, workflow, viewer.user_id)
                 snapshot = (version.id, version.version)
             # Remembered only once committed: a concurrent request must not use a snapshot
             # that may still be rolled back.
@@ -378,7 +391,7 @@ async def execute_node(
             problems = await _runnable_problems(info, workflow, session, only=str(node_id))
             if problems:
                 raise _Refused(validation_error(problems))
-            version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+            version = await _snapshot(session, workflow, viewer.user_id)
         return StartRequest(
             workspace_id=workflow.workspace_id,
             workflow_id=workflow.id,
@@ -502,7 +515,7 @@ async def retry_execution(
                 problems = await _runnable_problems(info, workflow, session)
                 if problems:
                     raise _Refused(validation_error(problems))
-                snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+                snapshot = await _snapshot(session, workflow, viewer.user_id)
             else:
                 snapshot = await session.get(WorkflowVersion, original.workflow_version_id)
                 if snapshot is None:

@@ -20,6 +20,7 @@ from engine.ports import CreatedExecution, ParentLink, StartConflict, StartReque
 from engine.states import ExecutionStatus
 from storage import executions, output_reads, workflows
 from storage.db import Database
+from storage.errors import VersionConflictError
 from storage.executions import UNFINISHED
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.node_type_policies import NodeTypePolicies
@@ -72,7 +73,10 @@ class DatabaseWorkflowCaller:
                     "UNKNOWN_WORKFLOW", f"workflow {call.workflow_id!r} not found in this workspace"
                 )
             if call.use_draft:
-                snapshot = await workflows.ensure_snapshot(session, workflow, None)
+                try:
+                    snapshot = await workflows.ensure_snapshot(session, workflow, None)
+                except VersionConflictError as exc:
+                    raise CallRefused("DRAFT_CHANGED", f"{exc}: try again") from exc
             else:
                 if workflow.published_version is None:
                     raise CallRefused(

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, false, func, insert, literal
+from sqlalchemy import String, bindparam, delete, false, func, insert, literal
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import defer
@@ -22,7 +23,7 @@ from storage.db import run_core
 from storage.errors import NotFoundError, VersionConflictError
 from storage.models import Workflow, WorkflowTag, WorkflowVersion, new_id
 from storage.paging import newest_first
-from storage.types import storable, utcnow
+from storage.types import UTCDateTime, storable, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +277,8 @@ async def ensure_snapshot(
 ) -> WorkflowVersion:
     """The immutable snapshot of the draft's current version, written on first need.
 
-    Two callers racing to snapshot the same version both end up with the one row.
+    Two callers racing to snapshot the same version both end up with the one row. A draft
+    changed since `workflow` was read is a VersionConflictError (nothing is written).
     """
     query = (
         select(WorkflowVersion)
@@ -289,29 +291,52 @@ async def ensure_snapshot(
     existing = (await session.exec(query)).first()
     if existing is not None:
         return existing
-    # INSERT ... ON CONFLICT DO NOTHING rather than a savepoint: SQLite's driver would commit
-    # a savepoint that opens the transaction, beyond the reach of a later rollback.
-    values = {
-        "id": new_id(),
-        "workflow_id": workflow.id,
-        "version": workflow.version,
-        "name": workflow.name,
-        "nodes": workflow.nodes,
-        "edges": workflow.edges,
-        "settings": workflow.settings,
-        # Copied in the database: the draft's pins are not read here.
-        "pinned_data": select(Workflow.pinned_data)
-        .where(col(Workflow.id) == workflow.id)
-        .scalar_subquery(),
-        "created_by": created_by,
-        "created_at": utcnow(),
-    }
+    # INSERT ... SELECT ... ON CONFLICT DO NOTHING rather than a savepoint: SQLite's driver
+    # would commit a savepoint that opens the transaction, beyond the reach of a later
+    # rollback. Everything is copied from the draft's row at this version, in the database
+    # (the pins are not read here): a draft changed since `workflow` was read inserts nothing,
+    # rather than a snapshot of this version with another version's pins.
+    copied = sa_select(
+        literal(new_id()),
+        col(Workflow.id),
+        col(Workflow.version),
+        col(Workflow.name),
+        col(Workflow.nodes),
+        col(Workflow.edges),
+        col(Workflow.settings),
+        col(Workflow.pinned_data),
+        literal(created_by, String(36)),
+        literal(utcnow(), UTCDateTime),
+    ).where(col(Workflow.id) == workflow.id, col(Workflow.version) == workflow.version)
+    columns = [
+        "id",
+        "workflow_id",
+        "version",
+        "name",
+        "nodes",
+        "edges",
+        "settings",
+        "pinned_data",
+        "created_by",
+        "created_at",
+    ]
     dialect = session.get_bind().dialect.name
     statement = (sqlite_insert if dialect == "sqlite" else pg_insert)(WorkflowVersion)
     await session.exec(
-        statement.values(**values).on_conflict_do_nothing(index_elements=["workflow_id", "version"])
+        statement.from_select(columns, copied).on_conflict_do_nothing(
+            index_elements=["workflow_id", "version"]
+        )
     )
-    return (await session.exec(query)).one()
+    snapshot = (await session.exec(query)).first()
+    if snapshot is None:
+        # Neither inserted nor there: the draft is no longer at this version.
+        current = (
+            await session.exec(select(Workflow.version).where(col(Workflow.id) == workflow.id))
+        ).first()
+        if current is None:
+            raise NotFoundError("workflow", workflow.id)
+        raise VersionConflictError(workflow.id, workflow.version, current)
+    return snapshot
 
 
 async def publish(

@@ -13,7 +13,7 @@ from sqlmodel import col, select
 
 from server.app import create_app
 from server.settings import Settings
-from storage import executions, workflows
+from storage import errors, executions, workflows
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.models import Workflow, WorkflowVersion
@@ -331,3 +331,34 @@ async def test_pins_are_read_only_where_they_are_used(
         "fetch": [{"pinned": True}],
         "total": None,
     }
+
+
+async def test_a_snapshot_of_a_draft_changed_since_it_was_read_is_a_conflict(
+    alice: Caller, database: Database
+) -> None:
+    """The snapshot's graph and pins come from one version of the draft: a pin committed
+    between reading the draft and snapshotting it writes no snapshot of the old version with
+    the new pins (review finding 1)."""
+    workflow_id = await create(alice, NODES, EDGES)
+    await pin(alice, workflow_id, "fetch", ITEMS, 1)
+    async with database.transaction() as session:
+        stale = await session.get(Workflow, workflow_id)
+        assert stale is not None and stale.version == 2
+        session.expunge(stale)
+    # Another caller pins other items (version 3) before the snapshot is written.
+    await pin(alice, workflow_id, "fetch", [{"price": 50}], 2)
+    with pytest.raises(errors.VersionConflictError):
+        async with database.transaction() as session:
+            await workflows.ensure_snapshot(session, stale, None)
+    async with database.session() as session:
+        query = select(WorkflowVersion.version).where(WorkflowVersion.workflow_id == workflow_id)
+        assert list(await session.exec(query)) == []
+    # The current version snapshots with its own pins.
+    async with database.transaction() as session:
+        current = await session.get(Workflow, workflow_id)
+        assert current is not None
+        snapshot = await workflows.ensure_snapshot(session, current, None)
+    async with database.session() as session:
+        version = await session.get(WorkflowVersion, snapshot.id)
+        assert version is not None
+        assert (version.version, version.pinned_data) == (3, {"fetch": [{"price": 50}]})
