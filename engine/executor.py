@@ -302,6 +302,7 @@ class _Run:
         execution: ExecutionUpdate | None = None,
         event_preview: Any = None,
         payload_from: str | None = None,
+        reused: PortItems | None = None,
     ) -> None:
         self.sequence += 1
         if state is not None:
@@ -325,7 +326,9 @@ class _Run:
             if execution is not None:
                 event.status = execution.status.value
                 event.error = execution.error
-        self.recorder.emit(Record(event, state, payload, execution, input_port, payload_from))
+        self.recorder.emit(
+            Record(event, state, payload, execution, input_port, payload_from, reused)
+        )
 
     def new_state(self, plan_node: PlanNode) -> NodeRunState:
         attempt = self.request.attempts_used.get(plan_node.id, 0) + 1
@@ -438,6 +441,7 @@ class _Run:
                 EventType.NODE_SUCCEEDED,
                 state=state,
                 payload_from=earlier_run,
+                reused=outputs,
                 event_preview=preview(first, None, None),
             )
             return outputs

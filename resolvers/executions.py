@@ -25,7 +25,7 @@ from resolvers.workflows import validation_error
 from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
-from storage import errors, executions, reuse, workflows
+from storage import errors, executions, workflows
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
 
@@ -156,14 +156,15 @@ async def _reuse_source(
     reuse_from: str | None,
     workspace_ids: Sequence[str],
 ) -> str | None:
-    """The execution whose outputs a run to a node may reuse: `reuseFrom`, which must be an
-    execution of this workflow that the caller can see, or the latest manual one."""
+    """The execution whose outputs a run to a node may reuse: `reuseFrom`, which must be a
+    finished execution of this workflow that the caller can see, or the latest manual one."""
     if reuse_from is None:
         latest = await executions.latest_reusable(session, workflow_id, workspace_ids)
         return None if latest is None else latest.id
-    earlier_workflow = await reuse.workflow_of(session, reuse_from, workspace_ids)
-    if earlier_workflow is None:
+    earlier = await executions.reuse_candidate(session, reuse_from, workspace_ids)
+    if earlier is None:
         raise _Refused(_not_found("execution", reuse_from))
+    earlier_workflow, earlier_finished = earlier
     if earlier_workflow != workflow_id:
         raise _Refused(
             validation_error(
@@ -172,6 +173,20 @@ async def _reuse_source(
                         "REUSE_FROM_OTHER_WORKFLOW",
                         f"execution {reuse_from!r} is of another workflow: only an "
                         "execution of this workflow can be reused",
+                        "reuseFrom",
+                    )
+                ]
+            )
+        )
+    if not earlier_finished:
+        # As the default: a run still going has not produced (and stored) what it will.
+        raise _Refused(
+            validation_error(
+                [
+                    _problem(
+                        "REUSE_FROM_UNFINISHED",
+                        f"execution {reuse_from!r} has not finished: only a finished "
+                        "execution's outputs can be reused",
                         "reuseFrom",
                     )
                 ]

@@ -1009,6 +1009,20 @@ async def latest_reusable(
     return (await session.exec(query)).first()
 
 
+async def reuse_candidate(
+    session: AsyncSession, execution_id: str, workspace_ids: Sequence[str]
+) -> tuple[str, bool] | None:
+    """The workflow of an execution the caller may see, and whether it has finished (a
+    `reuseFrom` to check: two columns, not the execution's row), or None."""
+    if not storable(execution_id) or len(execution_id) > 36:
+        return None
+    query = select(Execution.workflow_id, Execution.status).where(
+        Execution.id == execution_id, col(Execution.workspace_id).in_(workspace_ids)
+    )
+    found = (await session.exec(query)).first()
+    return None if found is None else (found[0], found[1] in _FINISHED_STATUSES)
+
+
 async def payloads_by_run(
     session: AsyncSession, node_run_ids: Sequence[str]
 ) -> dict[str, PortItems]:

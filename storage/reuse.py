@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import String, Table, bindparam, insert
-from sqlmodel import col, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import partial
@@ -36,7 +36,6 @@ from engine.states import NodeRunStatus
 from storage import executions, payloads
 from storage.db import run_core
 from storage.models import Execution, NodeRun, NodeRunPayload, WorkflowVersion
-from storage.types import storable
 
 _PAYLOADS: Table = NodeRunPayload.__table__  # type: ignore[attr-defined]
 _RUNS: Table = NodeRun.__table__  # type: ignore[attr-defined]
@@ -188,14 +187,9 @@ async def _hashes_of(
     )
 
 
-async def workflow_of(
-    session: AsyncSession, execution_id: str, workspace_ids: Sequence[str]
-) -> str | None:
-    """The workflow of an execution the caller may see (a `reuseFrom` to check), or None;
-    one column, not the execution's row."""
-    if not storable(execution_id) or len(execution_id) > 36:
-        return None
-    query = select(Execution.workflow_id).where(
-        Execution.id == execution_id, col(Execution.workspace_id).in_(workspace_ids)
-    )
-    return (await session.exec(query)).first()
+async def uncopied(session: AsyncSession, node_run_ids: Sequence[str]) -> list[str]:
+    """Those of `node_run_ids` (reused outputs just copied) that have no payload row: the
+    earlier row was gone when `COPY_PAYLOAD` ran."""
+    query = sa.select(_PAYLOADS.c.node_run_id).where(_PAYLOADS.c.node_run_id.in_(node_run_ids))
+    stored = {row[0] for row in await run_core(session, query)}
+    return [run_id for run_id in node_run_ids if run_id not in stored]

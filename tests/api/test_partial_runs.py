@@ -4,13 +4,18 @@ with nothing stored."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlmodel import col, delete, select
+from sqlmodel import col, delete, select, update
 
+from engine.events import Event, EventType, NodeRunState, Record
+from engine.states import NodeRunStatus
+from storage import executions, payloads, workflows
 from storage.db import Database
-from storage.models import Execution, NodeRun, NodeRunPayload
+from storage.models import Execution, NodeRun, NodeRunPayload, Workflow, new_id
+from storage.recorder import GroupCommitWriter
 from tests.api.test_executions import create, execute, finished
 from tests.api.test_node_type_policies import set_enabled
 from tests.conftest import Caller, DbState, MakeCaller
@@ -411,3 +416,72 @@ async def test_a_reuse_from_that_cannot_be_an_id_is_not_found(
             alice, db_state, RUN_TO, {"id": workflow_id, "to": "c", "from": bad}
         )
         assert result["__typename"] == "NotFoundError", result
+
+
+@pytest.mark.parametrize("status", ["QUEUED", "RUNNING", "WAITING"])
+async def test_reuse_from_an_unfinished_execution_is_refused(
+    app, alice: Caller, database: Database, db_state: DbState, status: str
+) -> None:
+    """As the default reuseFrom: a run still going has not stored what it will (and the
+    saved-data settings may yet delete its payloads when it ends)."""
+    workflow_id = await create(alice, NODES, EDGES)
+    going = (await execute(alice, workflow_id))["id"]
+    await finished(app, alice, going)
+    async with database.transaction() as session:
+        await session.exec(
+            update(Execution).where(col(Execution.id) == going).values(status=status)
+        )
+    result = await _refused(alice, db_state, RUN_TO, {"id": workflow_id, "to": "c", "from": going})
+    assert result["__typename"] == "ValidationError", result
+    assert [(p["code"], p["field"]) for p in result["problems"]] == [
+        ("REUSE_FROM_UNFINISHED", "reuseFrom")
+    ]
+
+
+@pytest.mark.parametrize("gone", [False, True], ids=["copied", "earlier row gone"])
+async def test_a_reused_output_is_stored_even_when_the_earlier_row_is_gone(
+    app, alice: Caller, database: Database, gone: bool
+) -> None:
+    """A run to a node loads the earlier outputs, then the writer copies their payload rows:
+    an earlier execution deleted in between (retention, a deletion) leaves no node run that
+    succeeded without its output; the output the run holds is stored instead."""
+    workflow_id = await create(alice, NODES, EDGES)
+    first = (await execute(alice, workflow_id))["id"]
+    await finished(app, alice, first)
+    async with database.transaction() as session:
+        earlier_run = (
+            await session.exec(
+                select(NodeRun.id).where(NodeRun.execution_id == first, NodeRun.node_id == "b")
+            )
+        ).one()
+        workflow = await session.get(Workflow, workflow_id)
+        assert workflow is not None
+        snapshot = await workflows.ensure_snapshot(session, workflow, None)
+        later = await executions.create_execution(
+            session, workflow=workflow, snapshot=snapshot, mode="manual", input={}, created_by=None
+        )
+    if gone:
+        async with database.transaction() as session:
+            await session.exec(delete(Execution).where(col(Execution.id) == first))
+    now = datetime.now(UTC)
+    state = NodeRunState(
+        new_id(), "b", "B", 1, NodeRunStatus.SUCCEEDED, now, now, 1, 1, source="REUSED"
+    )
+    outputs = {"main": [{"a": 1, "b": 2}]}
+    event = Event(later.id, 2, EventType.NODE_SUCCEEDED, now, "b", "B", 1, "SUCCEEDED")
+    writer = GroupCommitWriter(database)
+    writer.fence(later.id, 0)
+    try:
+        writer.emit(Record(event, state, payload_from=earlier_run, reused=outputs))
+        await writer.flush()
+    finally:
+        await writer.stop()
+    async with database.session() as session:
+        stored = (
+            await session.exec(
+                select(NodeRunPayload.encoding, NodeRunPayload.data).where(
+                    NodeRunPayload.node_run_id == state.id
+                )
+            )
+        ).one()
+    assert payloads.decode(stored[1], stored[0]) == outputs
