@@ -522,7 +522,11 @@ async def retry_execution(
                         ]
                     )
                 )
-            workflow = await session.get(Workflow, original.workflow_id)
+            # A retry is not a manual run of the draft: it reads neither draft's nor version's
+            # pins (the run's load reads the snapshot's, should it be manual).
+            workflow = await session.get(
+                Workflow, original.workflow_id, options=[workflows.WITHOUT_PINS]
+            )
             if workflow is None:
                 raise _Refused(_not_found("workflow", original.workflow_id))
             snapshot: WorkflowVersion | None
@@ -532,7 +536,11 @@ async def retry_execution(
                     raise _Refused(validation_error(problems))
                 snapshot = await _snapshot(session, workflow, viewer.user_id)
             else:
-                snapshot = await session.get(WorkflowVersion, original.workflow_version_id)
+                snapshot = await session.get(
+                    WorkflowVersion,
+                    original.workflow_version_id,
+                    options=[workflows.WITHOUT_VERSION_PINS],
+                )
                 if snapshot is None:
                     raise _Refused(_not_found("workflow version", original.workflow_version_id))
                 disabled = _disabled_problems(snapshot.nodes, workflow.workspace_id, info)

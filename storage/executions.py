@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -183,7 +183,12 @@ OUTPUT = "output"
 
 def concurrency_limit(workflow: WorkflowRef) -> int | None:
     """The workflow's `maxConcurrentExecutions`, if it sets one."""
-    limit = (workflow.settings or {}).get("maxConcurrentExecutions")
+    return concurrency_limit_of(workflow.settings)
+
+
+def concurrency_limit_of(settings: Mapping[str, Any] | None) -> int | None:
+    """`maxConcurrentExecutions` in a workflow's settings, if they set one."""
+    limit = (settings or {}).get("maxConcurrentExecutions")
     return int(limit) if isinstance(limit, int) and limit > 0 else None
 
 

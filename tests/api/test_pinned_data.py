@@ -18,6 +18,7 @@ from storage.db import Database
 from storage.executions import DatabaseExecutionSource
 from storage.models import Workflow, WorkflowVersion
 from tests.api.test_executions import create, execute, finished
+from tests.api.test_expression_preview import EVALUATE_PARAMETERS
 from tests.conftest import Caller, DbState
 from tests.factories import DUPLICATE, REMOVE_NODE, RESULT_FIELDS, UPDATE, edge, node, only
 
@@ -61,6 +62,13 @@ NODES = [
 ]
 EDGES = [edge("start", "fetch"), edge("fetch", "total")]
 ITEMS = [{"price": 4}, {"price": 5}]
+EVALUATE = """
+query($w: ID!, $n: ID!, $e: String!) {
+  evaluateExpression(workflowId: $w, nodeId: $n, expression: $e, itemIndex: 0) {
+    __typename ... on ExpressionValue { value }
+  }
+}
+"""
 
 
 async def pin(caller: Caller, workflow_id: str, node_id: str, items: Any, version: int) -> Any:
@@ -298,15 +306,21 @@ class _ColumnsRead:
 async def test_pins_are_read_only_where_they_are_used(
     app, alice: Caller, database: Database
 ) -> None:
-    """A workflow list, a sub-workflow call's start, a snapshot and the check of what uses
-    a credential do not read (decode) pinned items; a node's pinnedData does."""
+    """A workflow list, a sub-workflow call's start, a snapshot, the check of what uses
+    a credential and the editor's previews (on every keystroke) do not read (decode) pinned
+    items; a node's pinnedData does."""
     workflow_id = await create(alice, NODES, EDGES)
-    assert (await pin(alice, workflow_id, "fetch", [{"pinned": True}], 1))[
-        "__typename"
-    ] == "Workflow"
+    assert (await pin(alice, workflow_id, "fetch", [{"price": 3}], 1))["__typename"] == "Workflow"
+    await finished(app, alice, (await execute(alice, workflow_id))["id"])
     listing = "{ workflows { edges { node { id nodes { id } } } } }"
     with _ColumnsRead(database) as read:
         assert (await alice.gql(listing))["workflows"]["edges"]
+        preview = await alice.gql(
+            EVALUATE, {"w": workflow_id, "n": "total", "e": "{{ $json.price + 1 }}"}
+        )
+        assert preview["evaluateExpression"] == {"__typename": "ExpressionValue", "value": 4}
+        rendered = await alice.gql(EVALUATE_PARAMETERS, {"w": workflow_id, "n": "total"})
+        assert rendered["evaluateParameters"]["__typename"] == "ExpressionValue", rendered
         async with database.transaction() as session:
             draft = await workflows.get_workflow(session, workflow_id, [], pins=False)
             assert draft is None  # not in these workspaces
@@ -321,14 +335,14 @@ async def test_pins_are_read_only_where_they_are_used(
     # The snapshot has the pins all the same (copied in the database).
     async with database.session() as session:
         version = await session.get(WorkflowVersion, snapshot.id)
-        assert version is not None and version.pinned_data == {"fetch": [{"pinned": True}]}
+        assert version is not None and version.pinned_data == {"fetch": [{"price": 3}]}
     with _ColumnsRead(database) as read:
         found = await alice.gql("{ workflows { edges { node { nodes { id pinnedData } } } } }")
     assert "pinned_data" in read.columns
     (edge_,) = found["workflows"]["edges"]
     assert {n["id"]: n["pinnedData"] for n in edge_["node"]["nodes"]} == {
         "start": None,
-        "fetch": [{"pinned": True}],
+        "fetch": [{"price": 3}],
         "total": None,
     }
 
