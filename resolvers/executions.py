@@ -524,9 +524,7 @@ async def retry_execution(
                 )
             # A retry is not a manual run of the draft: it reads neither draft's nor version's
             # pins (the run's load reads the snapshot's, should it be manual).
-            workflow = await session.get(
-                Workflow, original.workflow_id, options=[workflows.WITHOUT_PINS]
-            )
+            workflow = await workflows.get_without_pins(session, Workflow, original.workflow_id)
             if workflow is None:
                 raise _Refused(_not_found("workflow", original.workflow_id))
             snapshot: WorkflowVersion | None
@@ -536,10 +534,8 @@ async def retry_execution(
                     raise _Refused(validation_error(problems))
                 snapshot = await _snapshot(session, workflow, viewer.user_id)
             else:
-                snapshot = await session.get(
-                    WorkflowVersion,
-                    original.workflow_version_id,
-                    options=[workflows.WITHOUT_VERSION_PINS],
+                snapshot = await workflows.get_without_pins(
+                    session, WorkflowVersion, original.workflow_version_id
                 )
                 if snapshot is None:
                     raise _Refused(_not_found("workflow version", original.workflow_version_id))

@@ -120,4 +120,4 @@ async def workflow_by_id(session: AsyncSession, workflow_id: str) -> Workflow | 
     if not storable(workflow_id):
         return None
     query = select(Workflow).where(Workflow.id == workflow_id).options(workflows.WITHOUT_PINS)
-    return (await session.exec(query)).first()
+    return workflows.without_pins(session, (await session.exec(query)).first())

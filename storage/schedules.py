@@ -154,12 +154,12 @@ async def _fire(
     row.next_at = schedule.next_after(instant)
     session.add(row)
     # Neither the draft's pins nor the version's: a scheduled run does not use them.
-    workflow = await session.get(Workflow, workflow_id, options=[workflows.WITHOUT_PINS])
+    workflow = await workflows.get_without_pins(session, Workflow, workflow_id)
     if workflow is None or not workflow.active:
         return None
     if policy.affects(workflow.workspace_id):
-        version = await session.get(
-            WorkflowVersion, row.workflow_version_id, options=[workflows.WITHOUT_VERSION_PINS]
+        version = await workflows.get_without_pins(
+            session, WorkflowVersion, row.workflow_version_id
         )
         disabled = policy.problems(version.nodes if version else [], workflow.workspace_id)
         if disabled:

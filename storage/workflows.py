@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import String, bindparam, delete, false, func, insert, literal
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -93,9 +94,26 @@ async def create_workflow(session: AsyncSession, workflow: Workflow) -> Workflow
 # leave them in the database, and reading them from such a row is an error (not a query
 # behind the caller's back). Pins are read where they are used: shown on a node (through a
 # DataLoader when the row has none), pinned and unpinned, exported, and by a manual run's
-# load (from its snapshot).
+# load (from its snapshot). A row read without them leaves the session (`without_pins`):
+# the raising attribute sticks to the instance, which a later read of the same row in that
+# session (`session.get`) would otherwise return.
 WITHOUT_PINS = defer(Workflow.pinned_data, raiseload=True)  # type: ignore[arg-type]
 WITHOUT_VERSION_PINS = defer(WorkflowVersion.pinned_data, raiseload=True)  # type: ignore[arg-type]
+Row = TypeVar("Row", Workflow, WorkflowVersion)
+
+
+def without_pins(session: AsyncSession, row: Row | None) -> Row | None:
+    """`row`, read without its pins, taken out of the session (see `WITHOUT_PINS`); a row
+    the session held whole before is left there."""
+    if row is not None and "pinned_data" in sa_inspect(row).unloaded:
+        session.expunge(row)
+    return row
+
+
+async def get_without_pins(session: AsyncSession, model: type[Row], row_id: str) -> Row | None:
+    """`session.get` of a draft or a version, without its pins (see `without_pins`)."""
+    options = [WITHOUT_PINS if model is Workflow else WITHOUT_VERSION_PINS]
+    return without_pins(session, await session.get(model, row_id, options=options))
 
 
 async def get_workflow(
@@ -106,9 +124,9 @@ async def get_workflow(
     if not storable(workflow_id):
         return None
     query = select(Workflow).where(Workflow.id == workflow_id, _scoped(workspace_ids))
-    if not pins:
-        query = query.options(WITHOUT_PINS)
-    return (await session.exec(query)).first()
+    if pins:
+        return (await session.exec(query)).first()
+    return without_pins(session, (await session.exec(query.options(WITHOUT_PINS))).first())
 
 
 async def draft_pins(session: AsyncSession, workflow_ids: Collection[str]) -> dict[str, Any]:
@@ -288,7 +306,7 @@ async def ensure_snapshot(
         )
         .options(WITHOUT_VERSION_PINS)
     )
-    existing = (await session.exec(query)).first()
+    existing = without_pins(session, (await session.exec(query)).first())
     if existing is not None:
         return existing
     # INSERT ... SELECT ... ON CONFLICT DO NOTHING rather than a savepoint: SQLite's driver
@@ -327,7 +345,7 @@ async def ensure_snapshot(
             index_elements=["workflow_id", "version"]
         )
     )
-    snapshot = (await session.exec(query)).first()
+    snapshot = without_pins(session, (await session.exec(query)).first())
     if snapshot is None:
         # Neither inserted nor there: the draft is no longer at this version.
         current = (
@@ -399,9 +417,9 @@ async def get_version(
             _scoped(workspace_ids),
         )
     )
-    if not pins:
-        query = query.options(WITHOUT_VERSION_PINS)
-    return (await session.exec(query)).first()
+    if pins:
+        return (await session.exec(query)).first()
+    return without_pins(session, (await session.exec(query.options(WITHOUT_VERSION_PINS))).first())
 
 
 async def versions_by_workflow(
@@ -432,6 +450,7 @@ async def workflows_using(
     ).all()
     users: dict[str, str] = {}
     for workflow in drafts:
+        without_pins(session, workflow)
         if uses(workflow.nodes):
             users[workflow.id] = workflow.name
     published = (
@@ -446,6 +465,7 @@ async def workflows_using(
         )
     ).all()
     for version, name in published:
+        without_pins(session, version)
         if version.workflow_id not in users and uses(version.nodes):
             users[version.workflow_id] = name
     return sorted(users.items(), key=lambda item: item[1])

@@ -376,3 +376,25 @@ async def test_a_snapshot_of_a_draft_changed_since_it_was_read_is_a_conflict(
         version = await session.get(WorkflowVersion, snapshot.id)
         assert version is not None
         assert (version.version, version.pinned_data) == (3, {"fetch": [{"price": 50}]})
+
+
+async def test_a_row_read_without_pins_does_not_hide_them_from_a_later_read(
+    alice: Caller, database: Database
+) -> None:
+    """A draft or version read without its pins is not the row a later read of it in the
+    same session gets: that one has its pins (review finding 4: it raised, a 500)."""
+    workflow_id = await create(alice, NODES, EDGES)
+    await pin(alice, workflow_id, "fetch", ITEMS, 1)
+    async with database.transaction() as session:
+        workspace_id = (
+            await session.exec(select(Workflow.workspace_id).where(Workflow.id == workflow_id))
+        ).one()
+        draft = await workflows.get_workflow(session, workflow_id, [workspace_id], pins=False)
+        assert draft is not None
+        snapshot = await workflows.ensure_snapshot(session, draft, None)
+        version = await workflows.get_version(session, workflow_id, 2, [workspace_id], pins=False)
+        assert version is not None and (draft.version, version.nodes) == (2, draft.nodes)
+        whole = await session.get(Workflow, workflow_id)
+        assert whole is not None and whole.pinned_data == {"fetch": ITEMS}
+        whole_version = await session.get(WorkflowVersion, snapshot.id)
+        assert whole_version is not None and whole_version.pinned_data == {"fetch": ITEMS}
