@@ -485,3 +485,26 @@ async def test_a_reused_output_is_stored_even_when_the_earlier_row_is_gone(
             )
         ).one()
     assert payloads.decode(stored[1], stored[0]) == outputs
+
+
+async def test_execute_node_is_not_refused_for_another_nodes_disabled_type(
+    app, alice: Caller, make_caller: MakeCaller, db_state: DbState
+) -> None:
+    """Another node of a disabled type does not refuse the node run alone; the node's own
+    disabled type does (dangling edges and unknown types, which a draft cannot be saved
+    with, are tests/engine/test_partial.py's)."""
+    admin = await make_caller("root", admin=True)
+    workflow_id = await create(alice, [*NODES, node("idle", "Idle", "noop")], EDGES)
+    assert (await set_enabled(admin, "noop", False))["__typename"] == "NodeType"
+    started = only(
+        await alice.gql(EXECUTE_NODE, {"wf": workflow_id, "node": "c", "items": [{"b": 3}]})
+    )
+    assert started["__typename"] == "Execution", started
+    execution = await runs_of(app, alice, started["id"])
+    assert (execution["status"], execution["output"]) == ("SUCCEEDED", [{"b": 3, "c": 30}])
+    result = await _refused(
+        alice, db_state, EXECUTE_NODE, {"wf": workflow_id, "node": "idle", "items": [{}]}
+    )
+    assert {(p["code"], p["nodeId"]) for p in result["problems"]} == {
+        ("NODE_TYPE_DISABLED", "idle")
+    }
