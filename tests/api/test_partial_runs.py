@@ -508,3 +508,31 @@ async def test_execute_node_is_not_refused_for_another_nodes_disabled_type(
     assert {(p["code"], p["nodeId"]) for p in result["problems"]} == {
         ("NODE_TYPE_DISABLED", "idle")
     }
+
+
+async def test_a_run_reuses_outputs_that_were_reused_themselves(
+    app, alice: Caller, database: Database
+) -> None:
+    """E3 reuses E2, which reused E1: the copies are copied again, and stay whole when E1
+    and E2 are deleted."""
+    workflow_id = await create(alice, NODES, EDGES)
+    first = (await execute(alice, workflow_id))["id"]
+    await finished(app, alice, first)
+    await change_node(alice, workflow_id, _set("c", "c", "{{ $json.b * 100 }}"), 1)
+    second = await run_to(alice, workflow_id, to="c")
+    assert second["reusedFrom"] == first
+    await finished(app, alice, second["id"])
+    await change_node(alice, workflow_id, _set("c", "c", "{{ $json.b * 1000 }}"), 2)
+    third = await run_to(alice, workflow_id, to="c")
+    assert third["reusedFrom"] == second["id"]
+    await finished(app, alice, third["id"])
+    async with database.transaction() as session:
+        await session.exec(delete(Execution).where(col(Execution.id).in_([first, second["id"]])))
+    execution = await runs_of(app, alice, third["id"])
+    assert sources(execution) == {"start": "REUSED", "a": "REUSED", "b": "REUSED", "c": "RAN"}
+    assert {run["nodeId"]: run["output"] for run in execution["nodeRuns"]} == {
+        "start": [{}],
+        "a": [{"a": 1}],
+        "b": [{"a": 1, "b": 2}],
+        "c": [{"a": 1, "b": 2, "c": 2000}],
+    }

@@ -4,6 +4,7 @@ and every bad pin refused with nothing stored."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -11,16 +12,29 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import col, select
 
+from engine.nodes.base import SubworkflowCall
+from engine.nodes.subworkflow import TRIGGER
+from engine.ports import CreatedExecution, StartRequest
 from server.app import create_app
 from server.settings import Settings
 from storage import errors, executions, workflows
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
-from storage.models import Workflow, WorkflowVersion
+from storage.models import Workflow, WorkflowVersion, new_id
+from storage.subworkflows import DatabaseWorkflowCaller
 from tests.api.test_executions import create, execute, finished
 from tests.api.test_expression_preview import EVALUATE_PARAMETERS
 from tests.conftest import Caller, DbState
-from tests.factories import DUPLICATE, REMOVE_NODE, RESULT_FIELDS, UPDATE, edge, node, only
+from tests.factories import (
+    DUPLICATE,
+    PUBLISH,
+    REMOVE_NODE,
+    RESULT_FIELDS,
+    UPDATE,
+    edge,
+    node,
+    only,
+)
 
 PIN = f"""
 mutation($wf: ID!, $nodeId: ID!, $items: JSON!, $v: Int!) {{
@@ -398,3 +412,34 @@ async def test_a_row_read_without_pins_does_not_hide_them_from_a_later_read(
         assert whole is not None and whole.pinned_data == {"fetch": ITEMS}
         whole_version = await session.get(WorkflowVersion, snapshot.id)
         assert whole_version is not None and whole_version.pinned_data == {"fetch": ITEMS}
+
+
+@pytest.mark.parametrize("use_draft", [True, False], ids=["draft", "published"])
+async def test_a_sub_workflow_call_reads_no_pins(
+    alice: Caller, database: Database, use_draft: bool
+) -> None:
+    """A sub-workflow call starts the called workflow's draft or published version without
+    reading their pins (a called run ignores them)."""
+    nodes = [node("called", "Called", TRIGGER), *NODES[1:]]
+    workflow_id = await create(alice, nodes, [edge("called", "fetch"), EDGES[1]])
+    await pin(alice, workflow_id, "fetch", ITEMS, 1)
+    published = only(await alice.gql(PUBLISH, {"id": workflow_id, "v": 2}))
+    assert published["__typename"] == "Workflow", published
+    async with database.session() as session:
+        workspace_id = (
+            await session.exec(select(Workflow.workspace_id).where(Workflow.id == workflow_id))
+        ).one()
+    requests: list[StartRequest] = []
+
+    async def start_calls(made: Sequence[StartRequest]) -> Sequence[CreatedExecution]:
+        requests.extend(made)
+        return []
+
+    caller = DatabaseWorkflowCaller(database, 5, start_calls)
+    call = SubworkflowCall(
+        workspace_id, workflow_id, use_draft, [[{"x": 1}]], False, new_id(), "call", new_id(), 1
+    )
+    with _ColumnsRead(database) as read:
+        await caller.start(call)
+    assert "pinned_data" not in read.columns
+    assert [(request.mode, request.version) for request in requests] == [("subworkflow", 2)]
