@@ -55,8 +55,14 @@ from engine.nodes.base import (
 )
 from engine.nodes.growth import too_large
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTPUT_BYTES
-from engine.outputs import EncodedOutputs, check_outputs, preview, serialize_outputs
-from engine.partial import REUSED
+from engine.outputs import (
+    PREVIEW_MAX_BYTES,
+    EncodedOutputs,
+    check_outputs,
+    preview,
+    serialize_outputs,
+)
+from engine.partial import REUSED, EarlierRun
 from engine.pins import PINNED
 from engine.plan import ERROR_PORT, Plan, PlanNode
 from engine.states import ExecutionStatus, NodeRunStatus, check_node_transition
@@ -136,7 +142,7 @@ class RunRequest:
     destination_node_id: str | None = None
     node_items: list[Item] | None = None
     reused: dict[str, PortItems] = field(default_factory=dict)
-    reused_runs: dict[str, str] = field(default_factory=dict)
+    reused_runs: dict[str, EarlierRun] = field(default_factory=dict)
     # Attempts already used per node (resume), so attempt numbers keep counting.
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
@@ -434,15 +440,20 @@ class _Run:
         self.transition(state, NodeRunStatus.SUCCEEDED)
         if self.request.handover is not None:
             self.request.handover.succeeded(plan_node.id, outputs)
-        earlier_run = self.request.reused_runs.get(plan_node.id) if source == REUSED else None
-        if earlier_run is not None:
-            # Stored already: the store copies the earlier run's output, encoding nothing.
+        earlier = self.request.reused_runs.get(plan_node.id) if source == REUSED else None
+        if earlier is not None:
+            # Stored already: the store copies the earlier run's output, encoding nothing
+            # (its size says whether the first item is small enough for a preview, when
+            # the output is that small or that item alone).
+            size = earlier.raw_bytes if state.output_items == 1 else None
+            if earlier.raw_bytes is not None and earlier.raw_bytes <= PREVIEW_MAX_BYTES:
+                size = earlier.raw_bytes
             self.emit(
                 EventType.NODE_SUCCEEDED,
                 state=state,
-                payload_from=earlier_run,
+                payload_from=earlier.run_id,
                 reused=outputs,
-                event_preview=preview(first, None, None),
+                event_preview=preview(first, None, None, size),
             )
             return outputs
         # Pins were checked and bounded when pinned, reused outputs when they were made: no

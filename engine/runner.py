@@ -39,6 +39,7 @@ from engine.handover import RunHandover
 from engine.node_types import NodeTypeLookup, NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
+from engine.partial import EarlierRun
 from engine.plan import Plan, PlanCache, PlanError, prepare_plan
 from engine.states import ExecutionStatus, NodeRunStatus
 
@@ -76,7 +77,7 @@ class LoadedExecution:
     destination_node_id: str | None = None
     node_only: bool = False
     reused: dict[str, PortItems] = field(default_factory=dict)
-    reused_runs: dict[str, str] = field(default_factory=dict)
+    reused_runs: dict[str, EarlierRun] = field(default_factory=dict)
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     workspace_id: str = ""

@@ -32,6 +32,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine import partial
 from engine.graph import Graph
 from engine.nodes.base import PortItems
+from engine.partial import EarlierRun
 from engine.states import NodeRunStatus
 from storage import executions, payloads
 from storage.db import run_core
@@ -87,7 +88,7 @@ class Reused:
     each (whose payload row its node run's is copied from)."""
 
     outputs: dict[str, PortItems] = field(default_factory=dict)
-    runs: dict[str, str] = field(default_factory=dict)
+    runs: dict[str, EarlierRun] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +145,13 @@ async def still_valid_outputs(session: AsyncSession, run: RunToNode, earlier_id:
         return Reused()
     # Only the outputs that may be reused are read (and decoded).
     query = (
-        sa.select(_RUNS.c.node_id, _RUNS.c.id, _PAYLOADS.c.encoding, _PAYLOADS.c.data)
+        sa.select(
+            _RUNS.c.node_id,
+            _RUNS.c.id,
+            _PAYLOADS.c.encoding,
+            _PAYLOADS.c.raw_bytes,
+            _PAYLOADS.c.data,
+        )
         .join(_PAYLOADS, _PAYLOADS.c.node_run_id == _RUNS.c.id)
         .where(
             _RUNS.c.execution_id == earlier_id,
@@ -153,12 +160,13 @@ async def still_valid_outputs(session: AsyncSession, run: RunToNode, earlier_id:
         )
     )
     reused = Reused()
-    for node_id, run_id, encoding, data in await run_core(session, query):
-        reused.runs[node_id] = run_id
+    for node_id, run_id, encoding, raw_bytes, data in await run_core(session, query):
         if encoding == payloads.INPUT_REFERENCE:
             # The earlier execution's input, equal to this one's (the node's hash says so).
+            reused.runs[node_id] = EarlierRun(run_id, None)
             reused.outputs[node_id] = {data.decode(): [run.input_value]}
         else:
+            reused.runs[node_id] = EarlierRun(run_id, raw_bytes)
             reused.outputs[node_id] = payloads.decode(data, encoding)
     kept = partial.reusable(now, then, reused.outputs, keep)
     return Reused(

@@ -9,6 +9,7 @@ import pytest
 
 from engine.graph import Graph
 from engine.node_types import load_registry
+from engine.outputs import PREVIEW_MAX_BYTES, preview
 from engine.partial import ancestors, node_hashes, reusable
 from engine.plan import PlanError, compile_plan
 
@@ -104,3 +105,19 @@ def test_a_node_run_alone_is_planned_whatever_the_rest_of_the_graph() -> None:
     # A whole plan still needs every node and edge valid.
     with pytest.raises(PlanError):
         compile_plan("v", Graph.from_json(nodes, edges), REGISTRY)
+
+
+class _NotJson:
+    """A value orjson cannot encode: a preview that measured it by encoding would raise."""
+
+
+def test_a_reused_outputs_preview_takes_its_size_from_the_earlier_output() -> None:
+    """A reused node run's event preview: the earlier output's size says whether its first
+    item is small (it is shown) or, alone, too large (it is not), without encoding it again
+    (megabytes) to find out."""
+    small = [{"x": 1}]
+    assert preview(small, None, None, 9) == {"x": 1}
+    large = [{"blob": _NotJson()}]
+    assert preview(large, None, None, PREVIEW_MAX_BYTES * 100) is None
+    with pytest.raises(TypeError):  # unknown size: measured by encoding it
+        preview(large, None, None)
