@@ -141,8 +141,9 @@ def _chosen_node_problems(
     destination_node_id: str | None,
     problems: list[Problem],
 ) -> list[Problem]:
-    """`problems` (those of the graph), and why a run cannot start from or run to the nodes
-    chosen (where to it runs only once nothing else is wrong)."""
+    """`problems` (those of the graph), then why the run cannot start from the node chosen
+    (`startNodeId`), then, only when nothing else is wrong, why it cannot run to the node
+    chosen (`destinationNodeId`)."""
     if start_node_id is not None:
         problems = problems + _start_node_problems(graph, start_node_id)
     if destination_node_id is not None and not problems:

@@ -42,7 +42,7 @@ def node(
     data: dict[str, Any],
     issues: list[dict[str, Any]] | None,
     workflow_id: str = "",
-    pinned: list[dict[str, Any]] | None = None,
+    pinned: list[dict[str, Any]] | types.NotRead | None = None,
 ) -> types.Node:
     position = data.get("position") or _EMPTY
     retry = data.get("retry")
@@ -67,7 +67,7 @@ def node(
         on_error=types.OnError(data.get("onError", "STOP")),
         credentials=_json(data.get("credentials") or {}),
         issues=[problem(issue) for issue in issues] if issues else [],
-        pins=pinned if pinned is None or pinned is types.PINS_NOT_READ else _json(pinned),
+        pins=pinned if pinned is None or isinstance(pinned, types.NotRead) else _json(pinned),
         workflow_id=workflow_id,
     )
 

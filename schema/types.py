@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Final, Union
 
 import strawberry
 from strawberry.scalars import JSON
@@ -16,8 +16,17 @@ if TYPE_CHECKING:
 
 Info = strawberry.Info[SchemaContext, None]
 
-# A node's `pins` when the row it comes from was read without them (see `Node.pinned_data`).
-PINS_NOT_READ: Any = object()
+
+class NotRead(Enum):
+    """A node's `pins` when the row it comes from was read without them (see
+    `Node.pinned_data`): a value of its own type, never taken for pins."""
+
+    PINS = "PINS"
+
+
+PINS_NOT_READ: Final = NotRead.PINS
+# A node's pinned items (a list of JSON objects), or that they were not read.
+Pins = Union[JSON, NotRead, None]  # noqa: UP007 (JSON is not a class)
 
 
 @strawberry.enum(description="What a node does once its retries are used up.")
@@ -113,7 +122,7 @@ class Node:
     )
     # The items pinned on the node, when the row it comes from was read with its pins;
     # `PINS_NOT_READ` when not (a workflow list): `pinnedData` reads the draft's then.
-    pins: strawberry.Private[Any] = None
+    pins: strawberry.Private[Pins] = None
     # The workflow the node belongs to (its draft or a version of it): reached only through
     # a workflow the viewer may read.
     workflow_id: strawberry.Private[str] = ""
@@ -124,9 +133,8 @@ class Node:
         "nothing is pinned."
     )
     async def pinned_data(self, info: Info) -> JSON | None:
-        pins: JSON | None = self.pins
-        if pins is not PINS_NOT_READ:
-            return pins
+        if not isinstance(self.pins, NotRead):
+            return self.pins
         pinned = await info.context.loaders.draft_pins.load(self.workflow_id)
         found: JSON | None = pinned.get(str(self.id))
         return found

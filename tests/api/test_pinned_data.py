@@ -320,9 +320,9 @@ class _ColumnsRead:
 async def test_pins_are_read_only_where_they_are_used(
     app, alice: Caller, database: Database
 ) -> None:
-    """A workflow list, a sub-workflow call's start, a snapshot, the check of what uses
-    a credential and the editor's previews (on every keystroke) do not read (decode) pinned
-    items; a node's pinnedData does."""
+    """A workflow list, a draft read without pins, a snapshot, the check of what uses a
+    credential and the editor's previews (on every keystroke) do not read (decode) pinned
+    items; a node's pinnedData does (a sub-workflow call's start: the test below)."""
     workflow_id = await create(alice, NODES, EDGES)
     assert (await pin(alice, workflow_id, "fetch", [{"price": 3}], 1))["__typename"] == "Workflow"
     await finished(app, alice, (await execute(alice, workflow_id))["id"])
