@@ -808,6 +808,8 @@ class DatabaseExecutionSource:
         self.writer = writer
         # Told about the events a claim or a cancellation commits here (not via the writer).
         self.publisher = publisher
+        # What runs to a node computed of the executions they reuse (storage/reuse.py).
+        self.reuse_caches = partial_reuse.ReuseCaches()
 
     async def claim(self, loaded: LoadedExecution) -> bool:
         async with self.database.transaction() as session:
@@ -942,6 +944,7 @@ class DatabaseExecutionSource:
                     row.start_node_id,
                 ),
                 row.reuse_from,
+                self.reuse_caches,
             )
         # A queued execution has exactly one event so far: EXECUTION_QUEUED. What a resumed
         # one did so far is read by the claim, after it holds the row (`_resume_state`).

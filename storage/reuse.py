@@ -11,7 +11,7 @@ execution (retention) takes nothing from the later one.
 
 The earlier execution's hashes depend only on what never changes once it exists (its
 version snapshot with its pins, its mode and its input), so each process keeps those of the
-executions it reused from or ran to a node lately (`_HASHES`): the editor's loop runs to a
+executions it reused from or ran to a node lately (`ReuseCaches`): the editor's loop runs to a
 node again and again, each time reusing the run before.
 """
 
@@ -58,13 +58,19 @@ COPY_PAYLOAD = insert(_PAYLOADS).from_select(
     ).where(_PAYLOADS.c.node_run_id == bindparam("earlier_run_id", type_=String(36))),
 )
 
-# Node hashes by execution id, and by version and input (see the module docstring); the
-# graph of each version. A hash is 64 characters a node: a few hundred kB for the largest
-# graphs, so few entries.
+# A hash is 64 characters a node: a few hundred kB for the largest graphs, so few entries.
 _MAX_ENTRIES = 64
-_HASHES: OrderedDict[str, dict[str, str]] = OrderedDict()
-_VERSION_HASHES: OrderedDict[tuple[str, bytes], dict[str, str]] = OrderedDict()
-_GRAPHS: OrderedDict[str, Graph] = OrderedDict()
+
+
+class ReuseCaches:
+    """Node hashes by execution id, and by version and input (see the module docstring);
+    the graph of each version. Kept by the process's execution source (as its runner keeps
+    the plan cache), the newest `_MAX_ENTRIES` of each."""
+
+    def __init__(self) -> None:
+        self.hashes: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self.version_hashes: OrderedDict[tuple[str, bytes], dict[str, str]] = OrderedDict()
+        self.graphs: OrderedDict[str, Graph] = OrderedDict()
 
 
 def _remember(cache: OrderedDict[K, V], key: K, value: V) -> V:
@@ -105,21 +111,23 @@ class RunToNode:
     start_node_id: str | None
 
 
-async def still_valid_outputs(session: AsyncSession, run: RunToNode, earlier_id: str) -> Reused:
+async def still_valid_outputs(
+    session: AsyncSession, run: RunToNode, earlier_id: str, caches: ReuseCaches
+) -> Reused:
     """What `run` can reuse of execution `earlier_id`: the outputs of the destination's
     ancestors unchanged since (engine/partial.py) that succeeded then. Nothing when the
     earlier run started from another node: the input entered the graph elsewhere, and the
     other roots did not run."""
-    graph = _recall(_GRAPHS, run.version_id) or _remember(
-        _GRAPHS, run.version_id, Graph.from_json(run.nodes, run.edges)
+    graph = _recall(caches.graphs, run.version_id) or _remember(
+        caches.graphs, run.version_id, Graph.from_json(run.nodes, run.edges)
     )
     seed = hashlib.sha256(orjson.dumps(run.input_value, option=orjson.OPT_SORT_KEYS)).digest()
-    now = _recall(_VERSION_HASHES, (run.version_id, seed)) or _remember(
-        _VERSION_HASHES,
+    now = _recall(caches.version_hashes, (run.version_id, seed)) or _remember(
+        caches.version_hashes,
         (run.version_id, seed),
         partial.node_hashes(graph, run.pinned, run.input_value),
     )
-    _remember(_HASHES, run.execution_id, now)
+    _remember(caches.hashes, run.execution_id, now)
     earlier = (
         await session.exec(
             select(
@@ -136,8 +144,8 @@ async def still_valid_outputs(session: AsyncSession, run: RunToNode, earlier_id:
     if node_only or earlier_start != run.start_node_id:
         # A node run on given items, or started elsewhere: nothing to reuse.
         return Reused()
-    then = _recall(_HASHES, earlier_id) or _remember(
-        _HASHES, earlier_id, await _hashes_of(session, earlier_id, version_id, mode)
+    then = _recall(caches.hashes, earlier_id) or _remember(
+        caches.hashes, earlier_id, await _hashes_of(session, earlier_id, version_id, mode)
     )
     keep = partial.ancestors(graph, run.destination_node_id)
     unchanged = [node_id for node_id in keep if now.get(node_id) == then.get(node_id)]
