@@ -16,6 +16,7 @@ from engine.retention import SaveData
 from engine.states import ExecutionStatus, NodeRunStatus
 
 if TYPE_CHECKING:
+    from engine.nodes.base import PortItems
     from engine.outputs import EncodedOutputs
 
 
@@ -195,6 +196,11 @@ class Record:
     # Instead of a payload: the node run's output is the execution input, as the one item on
     # this port (a trigger passing it on), stored as a reference to the input.
     input_port: str | None = None
+    # Instead of a payload: the node run's output is that of this earlier node run (reused
+    # by a run to a node), copied where it is stored; `reused` is that output, encoded and
+    # stored instead should the earlier row be gone by then (retention, a deletion).
+    payload_from: str | None = None
+    reused: PortItems | None = None
 
 
 class Recorder(Protocol):

@@ -58,8 +58,14 @@ from engine.nodes.base import (
 )
 from engine.nodes.growth import too_large
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES, MIN_MAX_NODE_OUTPUT_BYTES
-from engine.outputs import EncodedOutputs, check_outputs, preview, serialize_outputs
-from engine.partial import REUSED
+from engine.outputs import (
+    PREVIEW_MAX_BYTES,
+    EncodedOutputs,
+    check_outputs,
+    preview,
+    serialize_outputs,
+)
+from engine.partial import REUSED, EarlierRun
 from engine.pins import PINNED
 from engine.plan import ERROR_PORT, Plan, PlanNode
 from engine.retention import KEEP_ALL, SaveChoice
@@ -134,11 +140,13 @@ class RunRequest:
     # pinned node is not run, its run records these items with `source` PINNED.
     pinned: dict[str, list[Item]] = field(default_factory=dict)
     # A run to a node (engine/partial.py): only it and its ancestors run, nodes in `reused`
-    # give those outputs (of an earlier execution) recorded with `source` REUSED. With
-    # `node_items`, only the destination runs, on these items (`executeNode`).
+    # give those outputs (of an earlier execution) recorded with `source` REUSED; the store
+    # copies the output of the node run in `reused_runs` that made them, where it has one.
+    # With `node_items`, only the destination runs, on these items (`executeNode`).
     destination_node_id: str | None = None
     node_items: list[Item] | None = None
     reused: dict[str, PortItems] = field(default_factory=dict)
+    reused_runs: dict[str, EarlierRun] = field(default_factory=dict)
     # Attempts already used per node (resume), so attempt numbers keep counting.
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
@@ -305,6 +313,8 @@ class _Run:
         input_port: str | None = None,
         execution: ExecutionUpdate | None = None,
         event_preview: Any = None,
+        payload_from: str | None = None,
+        reused: PortItems | None = None,
     ) -> None:
         self.sequence += 1
         if state is not None:
@@ -328,7 +338,9 @@ class _Run:
             if execution is not None:
                 event.status = execution.status.value
                 event.error = execution.error
-        self.recorder.emit(Record(event, state, payload, execution, input_port))
+        self.recorder.emit(
+            Record(event, state, payload, execution, input_port, payload_from, reused)
+        )
 
     def new_state(self, plan_node: PlanNode) -> NodeRunState:
         attempt = self.request.attempts_used.get(plan_node.id, 0) + 1
@@ -432,11 +444,27 @@ class _Run:
         state.source = source
         self.transition(state, NodeRunStatus.RUNNING)
         self.transition(state, NodeRunStatus.SUCCEEDED)
+        if self.request.handover is not None:
+            self.request.handover.succeeded(plan_node.id, outputs)
+        earlier = self.request.reused_runs.get(plan_node.id) if source == REUSED else None
+        if earlier is not None:
+            # Stored already: the store copies the earlier run's output, encoding nothing
+            # (its size says whether the first item is small enough for a preview, when
+            # the output is that small or that item alone).
+            size = earlier.raw_bytes if state.output_items == 1 else None
+            if earlier.raw_bytes is not None and earlier.raw_bytes <= PREVIEW_MAX_BYTES:
+                size = earlier.raw_bytes
+            self.emit(
+                EventType.NODE_SUCCEEDED,
+                state=state,
+                payload_from=earlier.run_id,
+                reused=outputs,
+                event_preview=preview(first, None, None, size),
+            )
+            return outputs
         # Pins were checked and bounded when pinned, reused outputs when they were made: no
         # output limit applies to them again.
         payload = serialize_outputs(outputs)
-        if self.request.handover is not None:
-            self.request.handover.succeeded(plan_node.id, outputs)
         self.emit(
             EventType.NODE_SUCCEEDED,
             state=state,

@@ -224,15 +224,24 @@ def not_json_reason(exc: Exception) -> str:
     return "a value JSON cannot represent"
 
 
-def preview(items: list[Item], encoded: EncodedOutputs | None, input_bytes: int | None) -> Any:
+def preview(
+    items: list[Item],
+    encoded: EncodedOutputs | None,
+    input_bytes: int | None,
+    output_bytes: int | None = None,
+) -> Any:
     """The first item if it is small, for live events; None otherwise. Its size comes from
-    its encoding (or, for the execution input passed on, from the input's): a large first
-    item is not encoded again just to find that it is large."""
+    its encoding (or, for the execution input passed on, from the input's; for an output
+    stored before, from that output's size, `output_bytes`, when it is small or holds that
+    item alone): a large first item is not encoded again just to find that it is large."""
     if not items:
         return None
     size = encoded.first_item_bytes() if encoded is not None else None
     if size is None and input_bytes is not None:
         size = (input_bytes, True)
+    if size is None and output_bytes is not None:
+        # `{"port":[item]}` holds the item and a few bytes more (a port's name).
+        size = (output_bytes, output_bytes > PREVIEW_MAX_BYTES + 512)
     if size is not None:
         item_bytes, exact = size
         if item_bytes <= PREVIEW_MAX_BYTES:

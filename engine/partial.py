@@ -16,13 +16,23 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from engine.graph import Graph
 
 REUSED = "REUSED"
+
+
+class EarlierRun(NamedTuple):
+    """The earlier node run whose output a reused node run gives (its payload row is
+    copied), and that output's size as one JSON document when known (not for an output
+    stored as a reference to the execution input)."""
+
+    run_id: str
+    raw_bytes: int | None
+
 
 # What a node's output does not depend on: where it is drawn, its notes, its name (a rename
 # rewrites the expressions that name it, so those nodes change instead).

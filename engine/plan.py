@@ -109,14 +109,30 @@ def _topological(graph: Graph) -> tuple[str, ...]:
     return tuple(order)
 
 
+# Problems of a graph's connections (`engine/validation/edges.py`): on an edge's field, or
+# a cycle (on one of its nodes).
+_EDGES_FIELD = "edges["
+_GRAPH_LIMITS = ("TOO_MANY_NODES", "TOO_MANY_EDGES")
+
+
+def _stops_node_alone(problem: Problem, node_id: str) -> bool:
+    """Whether `problem` stops node `node_id` from running alone (see `planning`)."""
+    if problem.node_id is None:
+        return problem.code in _GRAPH_LIMITS
+    on_edge = problem.code == "CYCLE" or (problem.field or "").startswith(_EDGES_FIELD)
+    return problem.node_id == node_id and not on_edge
+
+
 def compile_plan(
     version_id: str,
     graph: Graph,
     registry: NodeTypeLookup,
     limits: GraphLimits | None = None,
+    only: str | None = None,
 ) -> Plan:
-    """Validate and compile a graph; raises `PlanError` listing every problem."""
-    return slices.finish(planning(version_id, graph, registry, limits))
+    """Validate and compile a graph; raises `PlanError` listing every problem (with `only`,
+    see `planning`)."""
+    return slices.finish(planning(version_id, graph, registry, limits, only))
 
 
 async def prepare_plan(
@@ -124,10 +140,12 @@ async def prepare_plan(
     graph: Graph,
     registry: NodeTypeLookup,
     limits: GraphLimits | None = None,
+    only: str | None = None,
 ) -> Plan:
     """`compile_plan` on the event loop, a slice at a time: a graph's expressions may take
-    seconds to compile when they are not in the compile cache."""
-    return await slices.finish_in_slices(planning(version_id, graph, registry, limits))
+    seconds to compile when they are not in the compile cache. With `only`, a node id: the
+    plan of that node alone (see `planning`)."""
+    return await slices.finish_in_slices(planning(version_id, graph, registry, limits, only))
 
 
 def planning(
@@ -135,10 +153,19 @@ def planning(
     graph: Graph,
     registry: NodeTypeLookup,
     limits: GraphLimits | None = None,
+    only: str | None = None,
 ) -> slices.Work[Plan]:
-    """`compile_plan` as work that pauses between nodes and between expressions."""
+    """`compile_plan` as work that pauses between nodes and between expressions.
+
+    With `only` (a node run on its own, `executeNode`), the graph is checked whole (the
+    node's expressions may name the nodes upstream of it) but only that node's own problems
+    stop it, and the graph's size limits: the plan holds that node alone, without edges, so
+    the problems of edges (even into it: its items are given) and of other nodes do not."""
     report = yield from validating(graph, registry, limits or GraphLimits())
     problems = report.blocking_problems()
+    if only is not None:
+        problems = [problem for problem in problems if _stops_node_alone(problem, only)]
+        graph = Graph(nodes=tuple(node for node in graph.nodes if node.id == only))
     if problems:
         raise PlanError(problems)
     incoming: dict[str, dict[str, list[int]]] = {node.id: {} for node in graph.nodes}

@@ -40,6 +40,7 @@ from engine.handover import RunHandover
 from engine.node_types import NodeTypeLookup, NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
+from engine.partial import EarlierRun
 from engine.plan import Plan, PlanCache, PlanError, prepare_plan
 from engine.retention import SAVE_ALL, SaveChoice, SaveDefaults, save_choice
 from engine.states import ExecutionStatus, NodeRunStatus
@@ -74,10 +75,11 @@ class LoadedExecution:
     # The snapshot's pinned items by node id, for a manual execution (others ignore pins).
     pinned: dict[str, list[Item]] = field(default_factory=dict)
     # A run to a node (engine/partial.py): the node, whether only it runs, and the outputs
-    # of an earlier execution it reuses.
+    # of an earlier execution it reuses, with the node run that made each.
     destination_node_id: str | None = None
     node_only: bool = False
     reused: dict[str, PortItems] = field(default_factory=dict)
+    reused_runs: dict[str, EarlierRun] = field(default_factory=dict)
     attempts_used: dict[str, int] = field(default_factory=dict)
     resumed: bool = False
     workspace_id: str = ""
@@ -304,7 +306,13 @@ class ExecutionRunner:
             error = ErrorInfo("CANCELLED", "the execution was cancelled")
             return await self._refuse(loaded, error, ExecutionStatus.CANCELLED, handover)
         try:
-            plan = await self.plan_cache.prepare(loaded.version_id, lambda: self._plan(loaded))
+            plan = await self.plan_cache.prepare(
+                # A node run on its own has a plan of its own (see `_plan`).
+                f"{loaded.version_id}/{loaded.destination_node_id}"
+                if loaded.node_only
+                else loaded.version_id,
+                lambda: self._plan(loaded),
+            )
         except PlanError as exc:
             problems = [problem.to_json() for problem in exc.problems]
             return await self._refuse(
@@ -344,6 +352,7 @@ class ExecutionRunner:
             destination_node_id=loaded.destination_node_id,
             node_items=loaded.input.get("items") if loaded.node_only else None,
             reused=loaded.reused,
+            reused_runs=loaded.reused_runs,
             attempts_used=loaded.attempts_used,
             resumed=loaded.resumed,
             announced=True,
@@ -381,7 +390,9 @@ class ExecutionRunner:
         ):
             node_types = await self.workspace_node_types(loaded.workspace_id)
         graph = Graph.from_json(loaded.nodes, loaded.edges)
-        return await prepare_plan(loaded.version_id, graph, node_types)
+        # A node run on its own needs only that node to be valid (`executeNode`).
+        only = loaded.destination_node_id if loaded.node_only else None
+        return await prepare_plan(loaded.version_id, graph, node_types, only=only)
 
     async def _refuse(
         self,

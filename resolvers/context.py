@@ -16,6 +16,7 @@ from engine import log_context
 from engine.bus import EventFanout, EventPublisher
 from engine.expressions import ExpressionLimits
 from engine.expressions.budget import DEFAULT_LIMITS
+from engine.graph import Graph
 from engine.lifecycle import ExecutionLifecycle
 from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.node_types import NodeTypeRegistry
@@ -67,6 +68,9 @@ class Services:
     # Snapshot (id, version number) of a draft revision, once written (snapshots are
     # immutable and live as long as their workflow).
     snapshots: Lru[tuple[str, int], tuple[str, int]] = field(default_factory=Lru)
+    # The graph of a runnable draft revision once run from or to a chosen node: the next
+    # such run checks the nodes chosen on it, without reading and checking the draft again.
+    draft_graphs: Lru[tuple[str, int], Graph] = field(default_factory=lambda: Lru(64))
     # Live events: this process's subscribers, and where committed events are announced.
     fanout: EventFanout | None = None
     publisher: EventPublisher | None = None
@@ -132,6 +136,14 @@ class RequestLoaders:
         self.input_shapes: DataLoader[tuple[str, str], OutputSchema | None] = DataLoader(
             load_fn=self._load_input_shapes, cache=cache
         )
+        self.draft_pins: DataLoader[str, dict[str, Any]] = DataLoader(
+            load_fn=self._load_draft_pins, cache=cache
+        )
+
+    async def _load_draft_pins(self, workflow_ids: Sequence[str]) -> list[dict[str, Any]]:
+        async with self._database.session() as session:
+            pinned = await workflows.draft_pins(session, workflow_ids)
+        return [dict(pinned.get(workflow_id) or {}) for workflow_id in workflow_ids]
 
     async def _load_input_shapes(
         self, keys: Sequence[tuple[str, str]]

@@ -28,7 +28,7 @@ from resolvers.workflows import validation_error
 from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
-from storage import executions, partial_reuse, payload_store, workflows
+from storage import errors, executions, payload_store, reuse, workflows
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
 
@@ -56,25 +56,28 @@ def _disabled_problems(nodes: list[dict[str, Any]], workspace_id: str, info: Inf
 
 
 async def _runnable_problems(
-    info: Info, workflow: Workflow, session: AsyncSession | None = None
+    info: Info, workflow: Workflow, session: AsyncSession | None = None, only: str | None = None
 ) -> list[Problem]:
     """Every reason the graph cannot run (structure, parameters, expressions, node types
-    disabled); compiles the plan, which the cache keeps for the runner when the snapshot id
-    is known."""
-    disabled = _disabled_problems(workflow.nodes, workflow.workspace_id, info)
+    disabled); with `only`, a node id, every reason that node cannot run on its own
+    (`executeNode`: the other nodes may have problems still)."""
+    nodes = workflow.nodes
+    if only is not None:
+        nodes = [node for node in nodes if node.get("id") == only]
+    disabled = _disabled_problems(nodes, workflow.workspace_id, info)
     if disabled:
         return disabled
     try:
         graph = Graph.from_json(workflow.nodes, workflow.edges)
         node_types = await node_types_for_graph(info, workflow.workspace_id, graph, session)
-        await prepare_plan("check", graph, node_types, info.context.services.graph_limits)
+        limits = info.context.services.graph_limits
+        await prepare_plan("check", graph, node_types, limits, only=only)
     except PlanError as exc:
         return exc.problems
     return []
 
 
-def _start_node_problems(workflow: Workflow, start_node_id: str) -> list[Problem]:
-    graph = Graph.from_json(workflow.nodes, workflow.edges)
+def _start_node_problems(graph: Graph, start_node_id: str) -> list[Problem]:
     start = graph.node(start_node_id)
     has_inputs = any(edge.target == start_node_id for edge in graph.edges)
     if start is None or has_inputs:
@@ -89,11 +92,10 @@ def _start_node_problems(workflow: Workflow, start_node_id: str) -> list[Problem
 
 
 def _destination_problems(
-    info: Info, workflow: Workflow, destination_id: str, start_node_id: str | None
+    info: Info, graph: Graph, destination_id: str, start_node_id: str | None
 ) -> list[Problem]:
     """Why the workflow cannot run to the node: it does not exist, or no trigger (or the
     chosen start node) is upstream of it."""
-    graph = Graph.from_json(workflow.nodes, workflow.edges)
     destination = graph.node(destination_id)
     if destination is None:
         return [
@@ -135,21 +137,39 @@ def _destination_problems(
     ]
 
 
+def _chosen_node_problems(
+    info: Info,
+    graph: Graph,
+    start_node_id: str | None,
+    destination_node_id: str | None,
+    problems: list[Problem],
+) -> list[Problem]:
+    """`problems` (those of the graph), then why the run cannot start from the node chosen
+    (`startNodeId`), then, only when nothing else is wrong, why it cannot run to the node
+    chosen (`destinationNodeId`)."""
+    if start_node_id is not None:
+        problems = problems + _start_node_problems(graph, start_node_id)
+    if destination_node_id is not None and not problems:
+        problems = problems + _destination_problems(info, graph, destination_node_id, start_node_id)
+    return problems
+
+
 async def _reuse_source(
     session: AsyncSession,
     workflow_id: str,
     reuse_from: str | None,
     workspace_ids: Sequence[str],
 ) -> str | None:
-    """The execution whose outputs a run to a node may reuse: `reuseFrom`, which must be an
-    execution of this workflow that the caller can see, or the latest manual one."""
+    """The execution whose outputs a run to a node may reuse: `reuseFrom`, which must be a
+    finished execution of this workflow that the caller can see, or the latest manual one."""
     if reuse_from is None:
-        latest = await partial_reuse.latest_reusable(session, workflow_id, workspace_ids)
+        latest = await reuse.latest_reusable(session, workflow_id, workspace_ids)
         return None if latest is None else latest.id
-    earlier = await executions.get_execution(session, reuse_from, workspace_ids)
+    earlier = await reuse.reuse_candidate(session, reuse_from, workspace_ids)
     if earlier is None:
         raise _Refused(_not_found("execution", reuse_from))
-    if earlier.workflow_id != workflow_id:
+    earlier_workflow, earlier_finished = earlier
+    if earlier_workflow != workflow_id:
         raise _Refused(
             validation_error(
                 [
@@ -162,7 +182,34 @@ async def _reuse_source(
                 ]
             )
         )
-    return earlier.id
+    if not earlier_finished:
+        # As the default: a run still going has not produced (and stored) what it will.
+        raise _Refused(
+            validation_error(
+                [
+                    _problem(
+                        "REUSE_FROM_UNFINISHED",
+                        f"execution {reuse_from!r} has not finished: only a finished "
+                        "execution's outputs can be reused",
+                        "reuseFrom",
+                    )
+                ]
+            )
+        )
+    return reuse_from
+
+
+async def _snapshot(
+    session: AsyncSession, workflow: Workflow, user_id: str | None
+) -> WorkflowVersion:
+    """The snapshot of the draft as read; a draft changed since (another caller's edit
+    committed in between) refuses the run rather than run a version it was not checked at."""
+    try:
+        return await workflows.ensure_snapshot(session, workflow, user_id)
+    except errors.VersionConflictError as exc:
+        raise _Refused(
+            validation_error([_problem("DRAFT_CHANGED", f"{exc}: try again", "id")])
+        ) from exc
 
 
 class _Refused(Exception):
@@ -236,39 +283,52 @@ async def execute_workflow(
         reused: str | None = None
         runnable = services.runnable_drafts.get(revision)
         whole = start_node_id is None and destination_node_id is None
-        if runnable is not None and whole:
-            # Checked before at this revision; the node types against the policies now.
+        start = None if start_node_id is None else str(start_node_id)
+        destination = None if destination_node_id is None else str(destination_node_id)
+        graph = None if whole else services.draft_graphs.get(revision)
+        if runnable is not None and snapshot is not None and (whole or graph is not None):
+            # Checked and snapshotted before at this revision: the node types against the
+            # policies now, and (from or to a chosen node) the nodes chosen.
             nodes = [{"id": node_id, "type": type_name} for node_id, type_name in runnable]
-            disabled = _disabled_problems(nodes, head.workspace_id, info)
-            if disabled:
-                raise _Refused(validation_error(disabled))
-        if not whole or snapshot is None or runnable is None:
-            # Not run before at this revision (or from or to a chosen node): check and snapshot
-            # the whole draft.
+            problems = _disabled_problems(nodes, head.workspace_id, info)
+            if graph is not None:
+                problems = _chosen_node_problems(info, graph, start, destination, problems)
+            if problems:
+                raise _Refused(validation_error(problems))
+            if destination is not None:
+                async with info.context.database.session() as session:
+                    reused = await _reuse_source(
+                        session,
+                        head.id,
+                        None if reuse_from is None else str(reuse_from),
+                        viewer.workspace_ids,
+                    )
+        else:
+            # Not run before at this revision: check and snapshot the whole draft.
             async with info.context.database.transaction() as session:
-                workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
+                workflow = await workflows.get_workflow(
+                    session, workflow_id, viewer.workspace_ids, pins=False
+                )
                 if workflow is None:
                     raise _Refused(_not_found("workflow", workflow_id))
-                problems = await _runnable_problems(info, workflow, session)
-                if start_node_id is not None:
-                    problems += _start_node_problems(workflow, str(start_node_id))
-                if destination_node_id is not None and not problems:
-                    problems += _destination_problems(
-                        info,
-                        workflow,
-                        str(destination_node_id),
-                        None if start_node_id is None else str(start_node_id),
-                    )
+                graph = Graph.from_json(workflow.nodes, workflow.edges)
+                problems = _chosen_node_problems(
+                    info,
+                    graph,
+                    start,
+                    destination,
+                    await _runnable_problems(info, workflow, session),
+                )
                 if problems:
                     raise _Refused(validation_error(problems))
-                if destination_node_id is not None:
+                if destination is not None:
                     reused = await _reuse_source(
                         session,
                         workflow.id,
                         None if reuse_from is None else str(reuse_from),
                         viewer.workspace_ids,
                     )
-                version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+                version = await _snapshot(session, workflow, viewer.user_id)
                 snapshot = (version.id, version.version)
             # Remembered only once committed: a concurrent request must not use a snapshot
             # that may still be rolled back.
@@ -277,8 +337,11 @@ async def execute_workflow(
                 for node in workflow.nodes
                 if not node.get("disabled")
             )
-            services.runnable_drafts.put((workflow.id, workflow.version), running)
-            services.snapshots.put((workflow.id, workflow.version), snapshot)
+            revision = (workflow.id, workflow.version)
+            services.runnable_drafts.put(revision, running)
+            services.snapshots.put(revision, snapshot)
+            if not whole:
+                services.draft_graphs.put(revision, graph)
         return StartRequest(
             workspace_id=head.workspace_id,
             workflow_id=head.id,
@@ -289,8 +352,8 @@ async def execute_workflow(
             input=input if isinstance(input, dict) else {},
             created_by=viewer.user_id,
             idempotency_key=idempotency_key,
-            start_node_id=None if start_node_id is None else str(start_node_id),
-            destination_node_id=None if destination_node_id is None else str(destination_node_id),
+            start_node_id=start,
+            destination_node_id=destination,
             reuse_from=reused,
         )
 
@@ -315,7 +378,9 @@ async def execute_node(
 
     async def prepare() -> StartRequest:
         async with info.context.database.transaction() as session:
-            workflow = await workflows.get_workflow(session, str(workflow_id), viewer.workspace_ids)
+            workflow = await workflows.get_workflow(
+                session, str(workflow_id), viewer.workspace_ids, pins=False
+            )
             if workflow is None:
                 raise _Refused(_not_found("workflow", str(workflow_id)))
             tested = next((n for n in workflow.nodes if n.get("id") == str(node_id)), None)
@@ -342,10 +407,10 @@ async def execute_node(
                         ]
                     )
                 )
-            problems = await _runnable_problems(info, workflow, session)
+            problems = await _runnable_problems(info, workflow, session, only=str(node_id))
             if problems:
                 raise _Refused(validation_error(problems))
-            version = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+            version = await _snapshot(session, workflow, viewer.user_id)
         return StartRequest(
             workspace_id=workflow.workspace_id,
             workflow_id=workflow.id,
@@ -476,7 +541,9 @@ async def retry_execution(
                         ]
                     )
                 )
-            workflow = await session.get(Workflow, original.workflow_id)
+            # A retry is not a manual run of the draft: it reads neither draft's nor version's
+            # pins (the run's load reads the snapshot's, should it be manual).
+            workflow = await workflows.get_without_pins(session, Workflow, original.workflow_id)
             if workflow is None:
                 raise _Refused(_not_found("workflow", original.workflow_id))
             snapshot: WorkflowVersion | None
@@ -484,9 +551,11 @@ async def retry_execution(
                 problems = await _runnable_problems(info, workflow, session)
                 if problems:
                     raise _Refused(validation_error(problems))
-                snapshot = await workflows.ensure_snapshot(session, workflow, viewer.user_id)
+                snapshot = await _snapshot(session, workflow, viewer.user_id)
             else:
-                snapshot = await session.get(WorkflowVersion, original.workflow_version_id)
+                snapshot = await workflows.get_without_pins(
+                    session, WorkflowVersion, original.workflow_version_id
+                )
                 if snapshot is None:
                     raise _Refused(_not_found("workflow version", original.workflow_version_id))
                 disabled = _disabled_problems(snapshot.nodes, workflow.workspace_id, info)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import strawberry
+from sqlalchemy import inspect
 from strawberry.scalars import JSON
 
 from engine.declarative import definition_of
@@ -41,7 +42,7 @@ def node(
     data: dict[str, Any],
     issues: list[dict[str, Any]] | None,
     workflow_id: str = "",
-    pinned: list[dict[str, Any]] | None = None,
+    pinned: list[dict[str, Any]] | types.NotRead | None = None,
 ) -> types.Node:
     position = data.get("position") or _EMPTY
     retry = data.get("retry")
@@ -66,7 +67,7 @@ def node(
         on_error=types.OnError(data.get("onError", "STOP")),
         credentials=_json(data.get("credentials") or {}),
         issues=[problem(issue) for issue in issues] if issues else [],
-        pinned_data=None if pinned is None else _json(pinned),
+        pins=pinned if pinned is None or isinstance(pinned, types.NotRead) else _json(pinned),
         workflow_id=workflow_id,
     )
 
@@ -87,6 +88,8 @@ def workflow(row: models.Workflow, policy: PolicySnapshot = EMPTY) -> types.Work
     """The draft with its stored node issues, and NODE_TYPE_DISABLED where `policy` (as it
     is now, not when the draft was saved) disables a node's type."""
     issues = row.node_issues
+    # None: read without its pins (a list); nodes read them when asked (`Node.pinnedData`).
+    pinned = None if "pinned_data" in inspect(row).unloaded else row.pinned_data
     disabled = policy.problems(row.nodes, row.workspace_id)
     if disabled:
         issues = {node_id: list(found) for node_id, found in issues.items()}
@@ -101,7 +104,12 @@ def workflow(row: models.Workflow, policy: PolicySnapshot = EMPTY) -> types.Work
         published_version=row.published_version,
         active=row.active,
         nodes=[
-            node(data, issues.get(data["id"]), row.id, row.pinned_data.get(data["id"]))
+            node(
+                data,
+                issues.get(data["id"]),
+                row.id,
+                types.PINS_NOT_READ if pinned is None else pinned.get(data["id"]),
+            )
             for data in row.nodes
         ],
         edges=[edge(data) for data in row.edges],

@@ -128,7 +128,10 @@ async def _find(
     viewer = info.context.viewer()
     services = info.context.services
     async with info.context.database.session() as session:
-        workflow = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
+        # Pins are not what a preview reads (megabytes, on every keystroke).
+        workflow = await workflows.get_workflow(
+            session, workflow_id, viewer.workspace_ids, pins=False
+        )
         if workflow is None:
             return _not_found(f"workflow {workflow_id!r} not found", workflow_id)
         node = node_named(workflow, node_id)

@@ -565,7 +565,7 @@ async def _published_disabled(
     if not policy.affects(workflow.workspace_id) or workflow.published_version is None:
         return []
     version = await workflows.get_version(
-        session, workflow.id, workflow.published_version, [workflow.workspace_id]
+        session, workflow.id, workflow.published_version, [workflow.workspace_id], pins=False
     )
     return [] if version is None else policy.problems(version.nodes, workflow.workspace_id)
 
@@ -577,7 +577,7 @@ async def _route_triggers(session: AsyncSession, workflow: Workflow) -> None:
         await schedules.unregister(session, workflow.id)
         return
     version = await workflows.get_version(
-        session, workflow.id, workflow.published_version, [workflow.workspace_id]
+        session, workflow.id, workflow.published_version, [workflow.workspace_id], pins=False
     )
     if version is not None:
         await webhooks.register(session, workflow, version)

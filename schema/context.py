@@ -58,6 +58,9 @@ class Loaders(Protocol):
     def sub_executions(self) -> DataLoader[str, list[Execution]]: ...
 
     @property
+    def draft_pins(self) -> DataLoader[str, dict[str, Any]]: ...
+
+    @property
     def node_run_outputs(self) -> DataLoader[str, StoredOutput | None]: ...
 
     @property

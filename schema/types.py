@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Final, Union
 
 import strawberry
 from strawberry.scalars import JSON
@@ -15,6 +15,18 @@ if TYPE_CHECKING:
     from schema.preview_types import OutputSchema
 
 Info = strawberry.Info[SchemaContext, None]
+
+
+class NotRead(Enum):
+    """A node's `pins` when the row it comes from was read without them (see
+    `Node.pinned_data`): a value of its own type, never taken for pins."""
+
+    PINS = "PINS"
+
+
+PINS_NOT_READ: Final = NotRead.PINS
+# A node's pinned items (a list of JSON objects), or that they were not read.
+Pins = Union[JSON, NotRead, None]  # noqa: UP007 (JSON is not a class)
 
 
 @strawberry.enum(description="What a node does once its retries are used up.")
@@ -108,15 +120,24 @@ class Node:
         description="Parameter problems, which block running and publishing, and hints "
         "(severity HINT), which block nothing."
     )
-    pinned_data: JSON | None = strawberry.field(
-        default=None,
-        description="The items pinned as the node's output (`pinNodeData`), a list of JSON "
-        "objects: manual executions give them as its output without running it; null when "
-        "nothing is pinned.",
-    )
+    # The items pinned on the node, when the row it comes from was read with its pins;
+    # `PINS_NOT_READ` when not (a workflow list): `pinnedData` reads the draft's then.
+    pins: strawberry.Private[Pins] = None
     # The workflow the node belongs to (its draft or a version of it): reached only through
     # a workflow the viewer may read.
     workflow_id: strawberry.Private[str] = ""
+
+    @strawberry.field(
+        description="The items pinned as the node's output (`pinNodeData`), a list of JSON "
+        "objects: manual executions give them as its output without running it; null when "
+        "nothing is pinned."
+    )
+    async def pinned_data(self, info: Info) -> JSON | None:
+        if not isinstance(self.pins, NotRead):
+            return self.pins
+        pinned = await info.context.loaders.draft_pins.load(self.workflow_id)
+        found: JSON | None = pinned.get(str(self.id))
+        return found
 
     @strawberry.field(
         description="The shape of the items that flow into the node (its main input) in the "

@@ -12,11 +12,10 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.events import ErrorInfo, Event, EventType
-from engine.graph import Graph
 from engine.nodes.base import PortItems
 from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus, NodeRunStatus
-from storage import payloads
+from storage import payloads, reuse
 from storage.cancellation import cancel_queued
 from storage.db import Database, run_core
 from storage.errors import NotFoundError
@@ -29,7 +28,6 @@ from storage.models import (
     Workflow,
     WorkflowVersion,
 )
-from storage.partial_reuse import still_valid_outputs
 from storage.payload_store import succeeded_outputs
 from storage.recorder import Commit, GroupCommitWriter
 from storage.types import utcnow
@@ -210,6 +208,8 @@ class DatabaseExecutionSource:
         # Claims and cancellations are written (and their events published) by the writer;
         # without one (tests, benchmarks), by a writer of their own, which publishes nothing.
         self._commits = writer if writer is not None else GroupCommitWriter(database)
+        # What runs to a node computed of the executions they reuse (storage/reuse.py).
+        self.reuse_caches = reuse.ReuseCaches()
 
     async def claim(self, loaded: LoadedExecution) -> bool:
         async with self._commits.transaction() as commit:
@@ -310,19 +310,25 @@ class DatabaseExecutionSource:
         else:
             execution_input_value = row.input  # recorded before migration 0003
         resumed = row.status != ExecutionStatus.QUEUED.value
-        reuse: dict[str, PortItems] = {}
+        retried: dict[str, PortItems] = {}  # a retry's outputs of the run it retries
         if row.retry_of is not None and row.reuse_outputs:
-            reuse = await succeeded_outputs(session, row.retry_of)
-        reused: dict[str, PortItems] = {}
+            retried = await succeeded_outputs(session, row.retry_of)
+        reused = reuse.Reused()
         if row.reuse_from is not None and row.destination_node_id is not None:
-            reused = await still_valid_outputs(
+            reused = await reuse.still_valid_outputs(
                 session,
+                reuse.RunToNode(
+                    row.id,
+                    row.workflow_version_id,
+                    row.nodes,
+                    row.edges,
+                    dict(row.pinned_data or {}),
+                    execution_input_value,
+                    row.destination_node_id,
+                    row.start_node_id,
+                ),
                 row.reuse_from,
-                Graph.from_json(row.nodes, row.edges),
-                dict(row.pinned_data or {}),
-                execution_input_value,
-                row.destination_node_id,
-                row.start_node_id,
+                self.reuse_caches,
             )
         # A queued execution has exactly one event so far: EXECUTION_QUEUED. What a resumed
         # one did so far is read by the claim, after it holds the row (`_resume_state`).
@@ -347,7 +353,7 @@ class DatabaseExecutionSource:
             parked=dict(row.parked or {}) if row.status == ExecutionStatus.WAITING.value else {},
             start_node_id=row.start_node_id,
             next_sequence=next_sequence,
-            reuse=reuse,
+            reuse=retried,
             # Only manual executions use pins: triggers, retries and sub-workflow calls run
             # every node.
             pinned=dict(row.pinned_data or {})
@@ -355,7 +361,8 @@ class DatabaseExecutionSource:
             else {},
             destination_node_id=row.destination_node_id,
             node_only=bool(row.node_only),
-            reused=reused,
+            reused=reused.outputs,
+            reused_runs=reused.runs,
             attempts_used=attempts_used,
             resumed=resumed,
             parent_execution_id=row.parent_execution_id,

@@ -2,14 +2,14 @@
 runs and events). What else concerns executions lives beside it: the engine's claim, load and
 resume adapter (storage/execution_source.py), payloads (storage/payload_store.py and their
 encoding, storage/payloads.py), cancellation (storage/cancellation.py), what a run to a node
-reuses (storage/partial_reuse.py).
+reuses (storage/reuse.py).
 
 Over 400 lines, but one cohesive thing: the execution rows, created and read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -178,7 +178,12 @@ async def create_started(
 
 def concurrency_limit(workflow: WorkflowRef) -> int | None:
     """The workflow's `maxConcurrentExecutions`, if it sets one."""
-    limit = (workflow.settings or {}).get("maxConcurrentExecutions")
+    return concurrency_limit_of(workflow.settings)
+
+
+def concurrency_limit_of(settings: Mapping[str, Any] | None) -> int | None:
+    """`maxConcurrentExecutions` in a workflow's settings, if they set one."""
+    limit = (settings or {}).get("maxConcurrentExecutions")
     return int(limit) if isinstance(limit, int) and limit > 0 else None
 
 

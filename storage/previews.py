@@ -16,7 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.nodes.base import PortItems
 from engine.states import NodeRunStatus
-from storage import executions, payload_store
+from storage import executions, payload_store, workflows
 from storage.models import Execution, NodeRun, NodeRunPayload, Workflow
 from storage.types import storable
 
@@ -119,4 +119,5 @@ async def workflow_by_id(session: AsyncSession, workflow_id: str) -> Workflow | 
     """The draft, whatever its workspace: for a caller that reached it through a checked read."""
     if not storable(workflow_id):
         return None
-    return (await session.exec(select(Workflow).where(Workflow.id == workflow_id))).first()
+    query = select(Workflow).where(Workflow.id == workflow_id).options(workflows.WITHOUT_PINS)
+    return workflows.without_pins(session, (await session.exec(query)).first())

@@ -16,7 +16,7 @@ from sqlmodel import col, or_, select, update
 
 from engine.states import ExecutionStatus
 from storage.db import Database, run_core
-from storage.executions import concurrency_limit
+from storage.executions import concurrency_limit_of
 from storage.models import Execution, Workflow
 from storage.types import utcnow
 
@@ -50,10 +50,12 @@ async def admit(database: Database, workflow_id: str) -> list[Due]:
     """
     async with database.transaction() as session:
         await database.lock(session, f"admit:{workflow_id}")
-        workflow = await session.get(Workflow, workflow_id)
-        if workflow is None:
+        settings = (
+            await session.exec(select(Workflow.settings).where(col(Workflow.id) == workflow_id))
+        ).first()
+        if settings is None:
             return []
-        limit = concurrency_limit(workflow)
+        limit = concurrency_limit_of(settings)
         waiting_for_slot = (
             select(Execution.id, Execution.lease_generation)
             .where(

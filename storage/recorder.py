@@ -24,10 +24,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
-from engine.outputs import EncodedOutputs
+from engine.outputs import EncodedOutputs, serialize_outputs
 from engine.retention import SaveData
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
-from storage import executions, payload_store, payloads
+from storage import executions, payload_store, payloads, reuse
 from storage.db import Database, run_core
 from storage.event_rows import INSERT_EVENTS, event_row
 from storage.models import Execution, NodeRun, NodeRunPayload
@@ -434,6 +434,38 @@ class GroupCommitWriter:
                 )
         return written
 
+    async def _store_uncopied(self, session: AsyncSession, batch: list[Record]) -> None:
+        """The reused outputs whose earlier payload row was gone when copied (the earlier
+        execution's deleted since the run loaded it): encoded and stored from memory, so that
+        no node run succeeds without its output."""
+        copied = {
+            record.node_run.id: record
+            for record in batch
+            if record.payload_from is not None and record.node_run is not None
+        }
+        missing = await reuse.uncopied(session, list(copied))
+        rows = []
+        for run_id in missing:
+            record = copied[run_id]
+            logger.warning(
+                "execution %s: the output node %s reused (node run %s) is gone; stored again",
+                record.event.execution_id,
+                record.event.node_id,
+                record.payload_from,
+            )
+            encoded = serialize_outputs(record.reused or {})
+            rows.append(
+                {
+                    "node_run_id": run_id,
+                    "execution_id": record.event.execution_id,
+                    "encoding": payloads.CHUNKED,
+                    "raw_bytes": encoded.raw_bytes,
+                    "data": payloads.pack(encoded),
+                }
+            )
+        if rows:
+            await run_core(session, _INSERT_PAYLOADS, rows)
+
     async def _compress(self, batch: list[Record]) -> dict[int, bytes]:
         compressed: dict[int, bytes] = {}  # by id of the record
         for record in batch:
@@ -522,6 +554,20 @@ class GroupCommitWriter:
         ]
         if payload_rows:
             await run_core(session, _INSERT_PAYLOADS, payload_rows)
+        copies = [
+            {
+                "node_run_id": record.node_run.id,
+                "execution_id": record.event.execution_id,
+                "earlier_run_id": record.payload_from,
+            }
+            for record in batch
+            if record.payload_from is not None
+            and record.node_run is not None
+            and ending.keeps_data(record.event.execution_id)
+        ]
+        if copies:  # outputs reused by runs to a node, copied in the database
+            await run_core(session, reuse.COPY_PAYLOAD, copies)
+            await self._store_uncopied(session, batch)
         if not batch:
             await ending.apply(session)
             return [], published

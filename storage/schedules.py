@@ -15,13 +15,13 @@ from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.node_type_policy import EMPTY, PolicySnapshot
 from engine.ports import StartRequest
 from engine.schedule import Schedule, ScheduleError, cron_problem
-from storage import executions, webhooks
+from storage import executions, webhooks, workflows
 from storage.db import Database
 from storage.errors import StorageError
 from storage.models import Execution, ScheduleRow, ScheduleTick, Workflow, WorkflowVersion
@@ -147,10 +147,9 @@ async def _fire(
         )
         await unregister(session, workflow_id)
         await webhooks.unregister(session, workflow_id)
-        workflow = await session.get(Workflow, workflow_id)
-        if workflow is not None:
-            workflow.active = False
-            session.add(workflow)
+        await session.exec(
+            update(Workflow).where(col(Workflow.id) == workflow_id).values(active=False)
+        )
         return None
     instant = row.next_at
     if now - instant > MISSED_AFTER:
@@ -166,11 +165,14 @@ async def _fire(
     # a missed stretch (`run_once`), `instant` is the latest one, so the next is after now.
     row.next_at = schedule.next_after(instant)
     session.add(row)
-    workflow = await session.get(Workflow, workflow_id)
+    # Neither the draft's pins nor the version's: a scheduled run does not use them.
+    workflow = await workflows.get_without_pins(session, Workflow, workflow_id)
     if workflow is None or not workflow.active:
         return None
     if policy.affects(workflow.workspace_id):
-        version = await session.get(WorkflowVersion, row.workflow_version_id)
+        version = await workflows.get_without_pins(
+            session, WorkflowVersion, row.workflow_version_id
+        )
         disabled = policy.problems(version.nodes if version else [], workflow.workspace_id)
         if disabled:
             logger.warning(

@@ -20,6 +20,7 @@ from engine.ports import CreatedExecution, ParentLink, StartConflict, StartReque
 from engine.states import ExecutionStatus
 from storage import output_reads, payload_store, payloads, workflows
 from storage.db import Database
+from storage.errors import VersionConflictError
 from storage.executions import UNFINISHED
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.node_type_policies import NodeTypePolicies
@@ -57,13 +58,18 @@ class DatabaseWorkflowCaller:
         if made:  # this attempt started them already (it is being run again)
             return made
         async with self.database.transaction() as session:
-            workflow = await workflows.get_workflow(session, call.workflow_id, [call.workspace_id])
+            workflow = await workflows.get_workflow(
+                session, call.workflow_id, [call.workspace_id], pins=False
+            )
             if workflow is None:
                 raise CallRefused(
                     "UNKNOWN_WORKFLOW", f"workflow {call.workflow_id!r} not found in this workspace"
                 )
             if call.use_draft:
-                snapshot = await workflows.ensure_snapshot(session, workflow, None)
+                try:
+                    snapshot = await workflows.ensure_snapshot(session, workflow, None)
+                except VersionConflictError as exc:
+                    raise CallRefused("DRAFT_CHANGED", f"{exc}: try again") from exc
             else:
                 if workflow.published_version is None:
                     raise CallRefused(
@@ -186,7 +192,7 @@ async def _refuse_past(database: Database, execution_ids: list[str], max_bytes: 
 async def _published(session: AsyncSession, workflow: Workflow) -> WorkflowVersion:
     assert workflow.published_version is not None
     version = await workflows.get_version(
-        session, workflow.id, workflow.published_version, [workflow.workspace_id]
+        session, workflow.id, workflow.published_version, [workflow.workspace_id], pins=False
     )
     if version is None:
         raise CallRefused(

@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, false, func, insert, literal
+from sqlalchemy import String, bindparam, delete, false, func, insert, literal
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import defer
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,7 +24,7 @@ from storage.db import run_core
 from storage.errors import NotFoundError, VersionConflictError
 from storage.models import Workflow, WorkflowTag, WorkflowVersion, new_id
 from storage.paging import newest_first
-from storage.types import storable, utcnow
+from storage.types import UTCDateTime, storable, utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +90,49 @@ async def create_workflow(session: AsyncSession, workflow: Workflow) -> Workflow
     return workflow
 
 
+# Pinned items can be megabytes a workflow (engine/pins.py): reads that do not use them
+# leave them in the database, and reading them from such a row is an error (not a query
+# behind the caller's back). Pins are read where they are used: shown on a node (through a
+# DataLoader when the row has none), pinned and unpinned, exported, and by a manual run's
+# load (from its snapshot). A row read without them leaves the session (`without_pins`):
+# the raising attribute sticks to the instance, which a later read of the same row in that
+# session (`session.get`) would otherwise return.
+WITHOUT_PINS = defer(Workflow.pinned_data, raiseload=True)  # type: ignore[arg-type]
+WITHOUT_VERSION_PINS = defer(WorkflowVersion.pinned_data, raiseload=True)  # type: ignore[arg-type]
+Row = TypeVar("Row", Workflow, WorkflowVersion)
+
+
+def without_pins(session: AsyncSession, row: Row | None) -> Row | None:
+    """`row`, read without its pins, taken out of the session (see `WITHOUT_PINS`); a row
+    the session held whole before is left there."""
+    if row is not None and "pinned_data" in sa_inspect(row).unloaded:
+        session.expunge(row)
+    return row
+
+
+async def get_without_pins(session: AsyncSession, model: type[Row], row_id: str) -> Row | None:
+    """`session.get` of a draft or a version, without its pins (see `without_pins`)."""
+    options = [WITHOUT_PINS if model is Workflow else WITHOUT_VERSION_PINS]
+    return without_pins(session, await session.get(model, row_id, options=options))
+
+
 async def get_workflow(
-    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str]
+    session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str], *, pins: bool = True
 ) -> Workflow | None:
-    """The draft, if it exists in one of the caller's workspaces."""
+    """The draft, if it exists in one of the caller's workspaces (without its pins unless
+    `pins`)."""
     if not storable(workflow_id):
         return None
     query = select(Workflow).where(Workflow.id == workflow_id, _scoped(workspace_ids))
-    return (await session.exec(query)).first()
+    if pins:
+        return (await session.exec(query)).first()
+    return without_pins(session, (await session.exec(query.options(WITHOUT_PINS))).first())
+
+
+async def draft_pins(session: AsyncSession, workflow_ids: Collection[str]) -> dict[str, Any]:
+    """The pinned items of drafts by workflow id (for those read without them)."""
+    query = select(Workflow.id, Workflow.pinned_data).where(col(Workflow.id).in_(workflow_ids))
+    return {workflow_id: pinned for workflow_id, pinned in await session.exec(query)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +226,7 @@ async def list_workflows(
     after: tuple[datetime, str] | None = None,
 ) -> Sequence[Workflow]:
     """Newest first, keyset-paginated on (created_at, id)."""
-    query = _filtered(select(Workflow), workspace_ids, where)
+    query = _filtered(select(Workflow).options(WITHOUT_PINS), workspace_ids, where)
     query = newest_first(query, col(Workflow.created_at), col(Workflow.id), after, limit)
     rows: Sequence[Workflow] = (await session.exec(query)).all()
     return rows
@@ -257,34 +295,66 @@ async def ensure_snapshot(
 ) -> WorkflowVersion:
     """The immutable snapshot of the draft's current version, written on first need.
 
-    Two callers racing to snapshot the same version both end up with the one row.
+    Two callers racing to snapshot the same version both end up with the one row. A draft
+    changed since `workflow` was read is a VersionConflictError (nothing is written).
     """
-    query = select(WorkflowVersion).where(
-        WorkflowVersion.workflow_id == workflow.id, WorkflowVersion.version == workflow.version
+    query = (
+        select(WorkflowVersion)
+        .where(
+            WorkflowVersion.workflow_id == workflow.id,
+            WorkflowVersion.version == workflow.version,
+        )
+        .options(WITHOUT_VERSION_PINS)
     )
-    existing = (await session.exec(query)).first()
+    existing = without_pins(session, (await session.exec(query)).first())
     if existing is not None:
         return existing
-    # INSERT ... ON CONFLICT DO NOTHING rather than a savepoint: SQLite's driver would commit
-    # a savepoint that opens the transaction, beyond the reach of a later rollback.
-    values = {
-        "id": new_id(),
-        "workflow_id": workflow.id,
-        "version": workflow.version,
-        "name": workflow.name,
-        "nodes": workflow.nodes,
-        "edges": workflow.edges,
-        "settings": workflow.settings,
-        "pinned_data": workflow.pinned_data,
-        "created_by": created_by,
-        "created_at": utcnow(),
-    }
+    # INSERT ... SELECT ... ON CONFLICT DO NOTHING rather than a savepoint: SQLite's driver
+    # would commit a savepoint that opens the transaction, beyond the reach of a later
+    # rollback. Everything is copied from the draft's row at this version, in the database
+    # (the pins are not read here): a draft changed since `workflow` was read inserts nothing,
+    # rather than a snapshot of this version with another version's pins.
+    copied = sa_select(
+        literal(new_id()),
+        col(Workflow.id),
+        col(Workflow.version),
+        col(Workflow.name),
+        col(Workflow.nodes),
+        col(Workflow.edges),
+        col(Workflow.settings),
+        col(Workflow.pinned_data),
+        literal(created_by, String(36)),
+        literal(utcnow(), UTCDateTime),
+    ).where(col(Workflow.id) == workflow.id, col(Workflow.version) == workflow.version)
+    columns = [
+        "id",
+        "workflow_id",
+        "version",
+        "name",
+        "nodes",
+        "edges",
+        "settings",
+        "pinned_data",
+        "created_by",
+        "created_at",
+    ]
     dialect = session.get_bind().dialect.name
     statement = (sqlite_insert if dialect == "sqlite" else pg_insert)(WorkflowVersion)
     await session.exec(
-        statement.values(**values).on_conflict_do_nothing(index_elements=["workflow_id", "version"])
+        statement.from_select(columns, copied).on_conflict_do_nothing(
+            index_elements=["workflow_id", "version"]
+        )
     )
-    return (await session.exec(query)).one()
+    snapshot = without_pins(session, (await session.exec(query)).first())
+    if snapshot is None:
+        # Neither inserted nor there: the draft is no longer at this version.
+        current = (
+            await session.exec(select(Workflow.version).where(col(Workflow.id) == workflow.id))
+        ).first()
+        if current is None:
+            raise NotFoundError("workflow", workflow.id)
+        raise VersionConflictError(workflow.id, workflow.version, current)
+    return snapshot
 
 
 async def publish(
@@ -327,8 +397,15 @@ async def set_active(
 
 
 async def get_version(
-    session: AsyncSession, workflow_id: str, version: int, workspace_ids: Sequence[str]
+    session: AsyncSession,
+    workflow_id: str,
+    version: int,
+    workspace_ids: Sequence[str],
+    *,
+    pins: bool = True,
 ) -> WorkflowVersion | None:
+    """A version of the workflow, if the caller may read it (without its pins unless
+    `pins`)."""
     if not storable(workflow_id):
         return None
     query = (
@@ -340,7 +417,9 @@ async def get_version(
             _scoped(workspace_ids),
         )
     )
-    return (await session.exec(query)).first()
+    if pins:
+        return (await session.exec(query)).first()
+    return without_pins(session, (await session.exec(query.options(WITHOUT_VERSION_PINS))).first())
 
 
 async def versions_by_workflow(
@@ -365,15 +444,19 @@ async def workflows_using(
     has nodes for which `uses(nodes)` holds: what must change before a thing they use (a
     credential, a node type) may be deleted."""
     drafts = (
-        await session.exec(select(Workflow).where(Workflow.workspace_id == workspace_id))
+        await session.exec(
+            select(Workflow).where(Workflow.workspace_id == workspace_id).options(WITHOUT_PINS)
+        )
     ).all()
     users: dict[str, str] = {}
     for workflow in drafts:
+        without_pins(session, workflow)
         if uses(workflow.nodes):
             users[workflow.id] = workflow.name
     published = (
         await session.exec(
             select(WorkflowVersion, Workflow.name)
+            .options(WITHOUT_VERSION_PINS)
             .join(Workflow, col(Workflow.id) == col(WorkflowVersion.workflow_id))
             .where(
                 Workflow.workspace_id == workspace_id,
@@ -382,6 +465,7 @@ async def workflows_using(
         )
     ).all()
     for version, name in published:
+        without_pins(session, version)
         if version.workflow_id not in users and uses(version.nodes):
             users[version.workflow_id] = name
     return sorted(users.items(), key=lambda item: item[1])

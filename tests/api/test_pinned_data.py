@@ -4,21 +4,37 @@ and every bad pin refused with nothing stored."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 from sqlmodel import col, select
 
+from engine.nodes.base import SubworkflowCall
+from engine.nodes.subworkflow import TRIGGER
+from engine.ports import CreatedExecution, StartRequest
 from server.app import create_app
 from server.settings import Settings
-from storage import executions, workflows
+from storage import errors, executions, workflows
 from storage.db import Database
 from storage.execution_source import DatabaseExecutionSource
-from storage.models import Workflow, WorkflowVersion
+from storage.models import Workflow, WorkflowVersion, new_id
+from storage.subworkflows import DatabaseWorkflowCaller
 from tests.api.test_executions import create, execute, finished
+from tests.api.test_expression_preview import EVALUATE_PARAMETERS
 from tests.conftest import Caller, DbState
-from tests.factories import DUPLICATE, REMOVE_NODE, RESULT_FIELDS, UPDATE, edge, node, only
+from tests.factories import (
+    DUPLICATE,
+    PUBLISH,
+    REMOVE_NODE,
+    RESULT_FIELDS,
+    UPDATE,
+    edge,
+    node,
+    only,
+)
 
 PIN = f"""
 mutation($wf: ID!, $nodeId: ID!, $items: JSON!, $v: Int!) {{
@@ -60,6 +76,13 @@ NODES = [
 ]
 EDGES = [edge("start", "fetch"), edge("fetch", "total")]
 ITEMS = [{"price": 4}, {"price": 5}]
+EVALUATE = """
+query($w: ID!, $n: ID!, $e: String!) {
+  evaluateExpression(workflowId: $w, nodeId: $n, expression: $e, itemIndex: 0) {
+    __typename ... on ExpressionValue { value }
+  }
+}
+"""
 
 
 async def pin(caller: Caller, workflow_id: str, node_id: str, items: Any, version: int) -> Any:
@@ -274,3 +297,149 @@ async def test_a_duplicate_keeps_the_pins_and_a_whole_update_keeps_those_of_kept
     )
     assert updated["__typename"] == "Workflow", updated
     assert pins_of(only(await alice.gql(PINS, {"id": workflow_id}))) == {"fetch": ITEMS}
+
+
+class _ColumnsRead:
+    """The names of the columns of every result set the database returns meanwhile."""
+
+    def __init__(self, database: Database) -> None:
+        self.engine = database.engine.sync_engine
+        self.columns: list[str] = []
+
+    def _after(self, conn: Any, cursor: Any, *args: Any) -> None:
+        self.columns += [column[0] for column in cursor.description or ()]
+
+    def __enter__(self) -> _ColumnsRead:
+        event.listen(self.engine, "after_cursor_execute", self._after)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "after_cursor_execute", self._after)
+
+
+async def test_pins_are_read_only_where_they_are_used(
+    app, alice: Caller, database: Database
+) -> None:
+    """A workflow list, a draft read without pins, a snapshot, the check of what uses a
+    credential and the editor's previews (on every keystroke) do not read (decode) pinned
+    items; a node's pinnedData does (a sub-workflow call's start: the test below)."""
+    workflow_id = await create(alice, NODES, EDGES)
+    assert (await pin(alice, workflow_id, "fetch", [{"price": 3}], 1))["__typename"] == "Workflow"
+    await finished(app, alice, (await execute(alice, workflow_id))["id"])
+    listing = "{ workflows { edges { node { id nodes { id } } } } }"
+    with _ColumnsRead(database) as read:
+        assert (await alice.gql(listing))["workflows"]["edges"]
+        preview = await alice.gql(
+            EVALUATE, {"w": workflow_id, "n": "total", "e": "{{ $json.price + 1 }}"}
+        )
+        assert preview["evaluateExpression"] == {"__typename": "ExpressionValue", "value": 4}
+        rendered = await alice.gql(EVALUATE_PARAMETERS, {"w": workflow_id, "n": "total"})
+        assert rendered["evaluateParameters"]["__typename"] == "ExpressionValue", rendered
+        async with database.transaction() as session:
+            draft = await workflows.get_workflow(session, workflow_id, [], pins=False)
+            assert draft is None  # not in these workspaces
+            workspace_id = (
+                await session.exec(select(Workflow.workspace_id).where(Workflow.id == workflow_id))
+            ).one()
+            draft = await workflows.get_workflow(session, workflow_id, [workspace_id], pins=False)
+            assert draft is not None
+            snapshot = await workflows.ensure_snapshot(session, draft, None)
+            await workflows.workflows_using(session, workspace_id, lambda nodes: True)
+    assert "pinned_data" not in read.columns
+    # The snapshot has the pins all the same (copied in the database).
+    async with database.session() as session:
+        version = await session.get(WorkflowVersion, snapshot.id)
+        assert version is not None and version.pinned_data == {"fetch": [{"price": 3}]}
+    with _ColumnsRead(database) as read:
+        found = await alice.gql("{ workflows { edges { node { nodes { id pinnedData } } } } }")
+    assert "pinned_data" in read.columns
+    (edge_,) = found["workflows"]["edges"]
+    assert {n["id"]: n["pinnedData"] for n in edge_["node"]["nodes"]} == {
+        "start": None,
+        "fetch": [{"price": 3}],
+        "total": None,
+    }
+
+
+async def test_a_snapshot_of_a_draft_changed_since_it_was_read_is_a_conflict(
+    alice: Caller, database: Database
+) -> None:
+    """The snapshot's graph and pins come from one version of the draft: a pin committed
+    between reading the draft and snapshotting it writes no snapshot of the old version with
+    the new pins (review finding 1)."""
+    workflow_id = await create(alice, NODES, EDGES)
+    await pin(alice, workflow_id, "fetch", ITEMS, 1)
+    async with database.transaction() as session:
+        stale = await session.get(Workflow, workflow_id)
+        assert stale is not None and stale.version == 2
+        session.expunge(stale)
+    # Another caller pins other items (version 3) before the snapshot is written.
+    await pin(alice, workflow_id, "fetch", [{"price": 50}], 2)
+    with pytest.raises(errors.VersionConflictError):
+        async with database.transaction() as session:
+            await workflows.ensure_snapshot(session, stale, None)
+    async with database.session() as session:
+        query = select(WorkflowVersion.version).where(WorkflowVersion.workflow_id == workflow_id)
+        assert list(await session.exec(query)) == []
+    # The current version snapshots with its own pins.
+    async with database.transaction() as session:
+        current = await session.get(Workflow, workflow_id)
+        assert current is not None
+        snapshot = await workflows.ensure_snapshot(session, current, None)
+    async with database.session() as session:
+        version = await session.get(WorkflowVersion, snapshot.id)
+        assert version is not None
+        assert (version.version, version.pinned_data) == (3, {"fetch": [{"price": 50}]})
+
+
+async def test_a_row_read_without_pins_does_not_hide_them_from_a_later_read(
+    alice: Caller, database: Database
+) -> None:
+    """A draft or version read without its pins is not the row a later read of it in the
+    same session gets: that one has its pins (review finding 4: it raised, a 500)."""
+    workflow_id = await create(alice, NODES, EDGES)
+    await pin(alice, workflow_id, "fetch", ITEMS, 1)
+    async with database.transaction() as session:
+        workspace_id = (
+            await session.exec(select(Workflow.workspace_id).where(Workflow.id == workflow_id))
+        ).one()
+        draft = await workflows.get_workflow(session, workflow_id, [workspace_id], pins=False)
+        assert draft is not None
+        snapshot = await workflows.ensure_snapshot(session, draft, None)
+        version = await workflows.get_version(session, workflow_id, 2, [workspace_id], pins=False)
+        assert version is not None and (draft.version, version.nodes) == (2, draft.nodes)
+        whole = await session.get(Workflow, workflow_id)
+        assert whole is not None and whole.pinned_data == {"fetch": ITEMS}
+        whole_version = await session.get(WorkflowVersion, snapshot.id)
+        assert whole_version is not None and whole_version.pinned_data == {"fetch": ITEMS}
+
+
+@pytest.mark.parametrize("use_draft", [True, False], ids=["draft", "published"])
+async def test_a_sub_workflow_call_reads_no_pins(
+    alice: Caller, database: Database, use_draft: bool
+) -> None:
+    """A sub-workflow call starts the called workflow's draft or published version without
+    reading their pins (a called run ignores them)."""
+    nodes = [node("called", "Called", TRIGGER), *NODES[1:]]
+    workflow_id = await create(alice, nodes, [edge("called", "fetch"), EDGES[1]])
+    await pin(alice, workflow_id, "fetch", ITEMS, 1)
+    published = only(await alice.gql(PUBLISH, {"id": workflow_id, "v": 2}))
+    assert published["__typename"] == "Workflow", published
+    async with database.session() as session:
+        workspace_id = (
+            await session.exec(select(Workflow.workspace_id).where(Workflow.id == workflow_id))
+        ).one()
+    requests: list[StartRequest] = []
+
+    async def start_calls(made: Sequence[StartRequest]) -> Sequence[CreatedExecution]:
+        requests.extend(made)
+        return []
+
+    caller = DatabaseWorkflowCaller(database, 5, start_calls)
+    call = SubworkflowCall(
+        workspace_id, workflow_id, use_draft, [[{"x": 1}]], False, new_id(), "call", new_id(), 1
+    )
+    with _ColumnsRead(database) as read:
+        await caller.start(call)
+    assert "pinned_data" not in read.columns
+    assert [(request.mode, request.version) for request in requests] == [("subworkflow", 2)]

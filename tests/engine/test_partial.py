@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from engine.graph import Graph
+from engine.node_types import load_registry
+from engine.outputs import PREVIEW_MAX_BYTES, preview
 from engine.partial import ancestors, node_hashes, reusable
+from engine.plan import PlanError, compile_plan
+
+REGISTRY = load_registry()
 
 
 def graph(**changes: dict[str, Any]) -> Graph:
@@ -65,3 +72,52 @@ def test_reusable_nodes_are_unchanged_ancestors_that_succeeded() -> None:
     keep = ancestors(graph(), "c")
     assert keep == {"start", "a", "b"}
     assert reusable(now, BASE, {"start": 1, "a": 1, "side": 1}, keep) == {"start", "a"}
+
+
+def _plan_problems(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], only: str) -> Any:
+    try:
+        plan = compile_plan("v", Graph.from_json(nodes, edges), REGISTRY, only=only)
+    except PlanError as exc:
+        return sorted((problem.code, problem.node_id) for problem in exc.problems)
+    return sorted(plan.nodes)
+
+
+def test_a_node_run_alone_is_planned_whatever_the_rest_of_the_graph() -> None:
+    """`executeNode`'s plan holds the node alone, without edges: a dangling edge elsewhere,
+    an unknown port on an edge into it, a cycle through it, another node of an unknown type
+    do not stop it; its own problems do."""
+    nodes: list[dict[str, Any]] = [
+        {"id": "start", "name": "Start", "type": "manual_trigger"},
+        {"id": "c", "name": "C", "type": "noop"},
+        {"id": "d", "name": "D", "type": "noop"},
+        {"id": "odd", "name": "Odd", "type": "no_such_type"},
+        {"id": "", "name": "Nameless", "type": "noop"},
+    ]
+    edges = [
+        {"source": "start", "target": "c", "targetInput": "nope"},
+        {"source": "ghost", "target": "start"},
+        {"source": "odd", "target": "nowhere"},
+        {"source": "c", "target": "d"},
+        {"source": "d", "target": "c"},
+    ]
+    assert _plan_problems(nodes, edges, "c") == ["c"]
+    assert _plan_problems(nodes, edges, "odd") == [("UNKNOWN_NODE_TYPE", "odd")]
+    # A whole plan still needs every node and edge valid.
+    with pytest.raises(PlanError):
+        compile_plan("v", Graph.from_json(nodes, edges), REGISTRY)
+
+
+class _NotJson:
+    """A value orjson cannot encode: a preview that measured it by encoding would raise."""
+
+
+def test_a_reused_outputs_preview_takes_its_size_from_the_earlier_output() -> None:
+    """A reused node run's event preview: the earlier output's size says whether its first
+    item is small (it is shown) or, alone, too large (it is not), without encoding it again
+    (megabytes) to find out."""
+    small = [{"x": 1}]
+    assert preview(small, None, None, 9) == {"x": 1}
+    large = [{"blob": _NotJson()}]
+    assert preview(large, None, None, PREVIEW_MAX_BYTES * 100) is None
+    with pytest.raises(TypeError):  # unknown size: measured by encoding it
+        preview(large, None, None)
