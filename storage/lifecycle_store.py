@@ -42,7 +42,9 @@ class DatabaseExecutionStore:
         self, requests: Sequence[StartRequest], admitted: Sequence[bool]
     ) -> list[Execution]:
         try:
-            async with self.writer.transaction() as commit:
+            # A worker that lost a calling execution's lease creates no executions for it.
+            parents = [request.parent.execution_id for request in requests if request.parent]
+            async with self.writer.transaction(fenced=parents) as commit:
                 created = [
                     await executions.create_started(commit.session, request, admit_now)
                     for request, admit_now in zip(requests, admitted, strict=True)

@@ -25,6 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
 from engine.outputs import EncodedOutputs
+from engine.ports import LeaseLost
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from storage import executions, payload_store, payloads
 from storage.db import Database, run_core
@@ -307,15 +308,37 @@ class GroupCommitWriter:
             except Exception:
                 logger.exception("commit listener failed")
 
+    # -- fenced transactions (review 1 of wt-split) --------------------------------------
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Commit]:
+    async def transaction(self, fenced: Sequence[str] = ()) -> AsyncIterator[Commit]:
         """A transaction of the writer's own, for a write that answers its caller at once
         (see the module docstring); the events it `announce`s are published once it
-        commits, and not if it does not."""
+        commits, and not if it does not. It is not serialized with the writer's rounds.
+
+        `fenced`: executions it writes for (a sub-workflow call's parent). Those this
+        process holds a lease of (`fence`) have their rows locked until the commit
+        (PostgreSQL) and `LeaseLost` is raised, nothing written, if the lease moved on."""
         async with self._database.transaction() as session:
+            await self._check_fences(session, fenced)
             commit = Commit(session)
             yield commit
         self._publish(commit.events)
+
+    async def _check_fences(self, session: AsyncSession, execution_ids: Sequence[str]) -> None:
+        held = sorted(
+            {execution_id for execution_id in execution_ids if execution_id in self._fences}
+        )
+        if not held:
+            return
+        query = _GENERATIONS if self._database.is_sqlite else _GENERATIONS_LOCKED
+        rows = await run_core(session, query, {"ids": held})
+        current = {row[0]: row[1] for row in rows.all()}
+        for execution_id in held:
+            if current.get(execution_id) != self._fences.get(execution_id):
+                self.fenced_out += 1
+                raise LeaseLost(f"execution {execution_id}: this process no longer holds its lease")
+
+    # -- end of fenced transactions ---------------------------------------------------------
 
     def _created(self, creations: list[NewExecution]) -> None:
         """Committed: announce the new executions, start their runs, answer their callers."""

@@ -8,16 +8,18 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from sqlmodel import col, select
+import pytest
+from sqlmodel import col, select, update
 
 from engine.lifecycle import ExecutionLifecycle
 from engine.nodes.base import SubworkflowCall
 from engine.nodes.subworkflow import TRIGGER
-from engine.ports import CreatedExecution, StartRequest
+from engine.ports import CreatedExecution, LeaseLost, StartRequest
 from storage import accounts, executions, workflows
 from storage.db import Database
 from storage.lifecycle_store import DatabaseExecutionStore
 from storage.models import Execution, Workflow
+from storage.recorder import GroupCommitWriter
 from storage.subworkflows import DatabaseWorkflowCaller
 from tests.storage.test_lifecycle_starts import Submissions
 
@@ -76,3 +78,43 @@ async def test_two_runs_of_one_call_start_its_executions_once(database: Database
     assert first == second == [child.id for child in children]
     # Run again later (the attempt resumed), it finds them too.
     assert await caller.start(call) == first
+
+
+async def test_a_worker_that_lost_the_callers_lease_starts_no_executions(
+    database: Database,
+) -> None:
+    called, parent = await _workflows(database)
+    writer = GroupCommitWriter(database)
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer=writer), Submissions())
+    caller = DatabaseWorkflowCaller(database, max_depth=5, start_calls=lifecycle.start_calls)
+    call = SubworkflowCall(
+        workspace_id=called.workspace_id,
+        workflow_id=called.id,
+        use_draft=True,
+        batches=[[{"n": 1}]],
+        wait=True,
+        parent_execution_id=parent.id,
+        parent_node_id="call",
+        parent_run_id=str(uuid.uuid4()),
+        depth=1,
+    )
+    # This process held the caller's lease at its generation; another has taken it over.
+    writer.fence(parent.id, parent.lease_generation)
+    async with database.transaction() as session:
+        await session.exec(
+            update(Execution)
+            .where(col(Execution.id) == parent.id)
+            .values(lease_generation=parent.lease_generation + 1)
+        )
+    with pytest.raises(LeaseLost):
+        await caller.start(call)
+    async with database.session() as session:
+        children = (
+            await session.exec(
+                select(Execution.id).where(col(Execution.parent_execution_id) == parent.id)
+            )
+        ).all()
+    assert children == []
+    # While it holds the lease, it starts them.
+    writer.fence(parent.id, parent.lease_generation + 1)
+    assert len(await caller.start(call)) == 1
