@@ -15,10 +15,11 @@ from engine.lifecycle import ExecutionLifecycle
 from engine.nodes.base import SubworkflowCall
 from engine.nodes.subworkflow import TRIGGER
 from engine.ports import CreatedExecution, LeaseLost, StartRequest
+from engine.states import NodeRunStatus
 from storage import accounts, executions, workflows
 from storage.db import Database
 from storage.lifecycle_store import DatabaseExecutionStore
-from storage.models import Execution, Workflow
+from storage.models import Execution, NodeRun, Workflow
 from storage.recorder import GroupCommitWriter
 from storage.subworkflows import DatabaseWorkflowCaller
 from tests.storage.test_lifecycle_starts import Submissions
@@ -118,3 +119,58 @@ async def test_a_worker_that_lost_the_callers_lease_starts_no_executions(
     # While it holds the lease, it starts them.
     writer.fence(parent.id, parent.lease_generation + 1)
     assert len(await caller.start(call)) == 1
+
+
+async def _attempt(database: Database, parent: Execution, error_type: str) -> str:
+    """An attempt of the calling node, closed FAILED with `error_type`."""
+    run = NodeRun(
+        execution_id=parent.id,
+        node_id="call",
+        node_name="Call",
+        status=NodeRunStatus.FAILED.value,
+        error={"type": error_type, "message": "", "details": {}},
+    )
+    async with database.transaction() as session:
+        session.add(run)
+    return run.id
+
+
+@pytest.mark.parametrize("lost", [True, False])
+async def test_an_attempt_replacing_a_lost_one_adopts_its_executions(
+    database: Database, lost: bool
+) -> None:
+    called, parent = await _workflows(database)
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database), Submissions())
+    caller = DatabaseWorkflowCaller(database, max_depth=5, start_calls=lifecycle.start_calls)
+
+    def call(run_id: str) -> SubworkflowCall:
+        return SubworkflowCall(
+            workspace_id=called.workspace_id,
+            workflow_id=called.id,
+            use_draft=True,
+            batches=[[{"n": 1}], [{"n": 2}]],
+            wait=True,
+            parent_execution_id=parent.id,
+            parent_node_id="call",
+            parent_run_id=run_id,
+            depth=1,
+        )
+
+    # The first attempt started the call's executions, then its process lost the lease.
+    first_run = await _attempt(database, parent, "WORKER_LOST" if lost else "NODE_FAILED")
+    started = await caller.start(call(first_run))
+    second_run = str(uuid.uuid4())
+    again = await caller.start(call(second_run))
+    async with database.session() as session:
+        linked = (
+            await session.exec(
+                select(Execution.id)
+                .where(col(Execution.parent_run_id) == second_run)
+                .order_by(col(Execution.parent_batch))
+            )
+        ).all()
+    assert list(linked) == again
+    if lost:  # the same executions, now the new attempt's: the call runs once
+        assert again == started
+    else:  # a retry after a failure calls again
+        assert set(again).isdisjoint(started)
