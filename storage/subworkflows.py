@@ -114,9 +114,9 @@ class DatabaseWorkflowCaller:
         try:
             started = await self.start_calls(requests)
         except StartConflict as exc:
-            # Another run of this attempt (by a process that took it over, or one that lost
-            # it) started them first: one execution per call and batch
-            # (`uq_executions_parent_call`), and theirs are the answer.
+            # Another start of this very attempt's call got there first (a guard: the engine
+            # runs an attempt once; a takeover runs a new attempt, which adopts): one
+            # execution per call and batch (`uq_executions_parent_call`), theirs answer.
             made = await self._started(call.parent_run_id)
             if made:
                 return made

@@ -1,6 +1,6 @@
-"""Two runs of the same sub-workflow call (the same attempt, run again by a process that took
-it over while the first still ran) start its executions once: the second finds the first's
-(unique on the call's attempt and batch) and answers with them."""
+"""Sub-workflow calls are started once: two starts of one attempt's call (a guard, the unique
+index), a process that lost the caller's lease (fenced), a new attempt replacing one closed
+WORKER_LOST (adopts its executions)."""
 
 from __future__ import annotations
 
