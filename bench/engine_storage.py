@@ -104,7 +104,7 @@ class TimedSource:
     """`DatabaseExecutionSource`, timing the runner's load and claim."""
 
     def __init__(self, database: Database) -> None:
-        self.inner = DatabaseExecutionSource(database)
+        self.inner = DatabaseExecutionSource(database, GroupCommitWriter(database))
         self.load_s = 0.0
         self.claim_s = 0.0
 
@@ -176,7 +176,11 @@ async def recording(
 ) -> Recording:
     writer = GroupCommitWriter(database)
     await writer.start()
-    source: Any = TimedSource(database) if timed_parts else DatabaseExecutionSource(database)
+    source: Any = (
+        TimedSource(database)
+        if timed_parts
+        else DatabaseExecutionSource(database, GroupCommitWriter(database))
+    )
     recorder: Any = TimedRecorder(writer) if timed_parts else writer
     runner = ExecutionRunner(
         source, recorder, registry, plan_cache=plan_cache, max_concurrency=max_concurrency

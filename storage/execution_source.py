@@ -197,34 +197,31 @@ class DatabaseExecutionSource:
     def __init__(
         self,
         database: Database,
+        writer: GroupCommitWriter,
         owner: str = "embedded",
         lease_s: float = 30.0,
-        writer: GroupCommitWriter | None = None,
     ) -> None:
         self.database = database
         self.owner = owner
         self.lease_s = lease_s
-        # Fenced by the generation claimed: records of a lease lost are refused.
+        # The process's writer: claims and cancellations are written (and their events
+        # published) by it, and it fences the records of each claim by its generation.
         self.writer = writer
-        # Claims and cancellations are written (and their events published) by the writer;
-        # without one (tests, benchmarks), by a writer of their own, which publishes nothing.
-        self._commits = writer if writer is not None else GroupCommitWriter(database)
 
     async def claim(self, loaded: LoadedExecution) -> bool:
-        async with self._commits.transaction() as commit:
+        async with self.writer.transaction() as commit:
             claimed = await self._claim_in(commit, loaded)
         if claimed:
             self._claimed(loaded)
         return claimed
 
     def _claimed(self, loaded: LoadedExecution) -> None:
-        if self.writer is not None:
-            self.writer.fence(loaded.execution_id, loaded.generation)
+        self.writer.fence(loaded.execution_id, loaded.generation)
 
     async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
         """`load` and `claim` in one transaction, for a job that knows the generation it
         claims: one round of the database less on the way to the first node."""
-        async with self._commits.transaction() as commit:
+        async with self.writer.transaction() as commit:
             loaded = await self._load_in(commit.session, execution_id)
             if loaded is None or loaded.status.is_terminal or loaded.generation != generation:
                 return None
@@ -284,7 +281,7 @@ class DatabaseExecutionSource:
             )
 
     async def cancel_queued(self, execution_id: str) -> bool:
-        async with self._commits.transaction() as commit:
+        async with self.writer.transaction() as commit:
             events = await cancel_queued(commit.session, execution_id)
             commit.announce(events)
         return bool(events)

@@ -23,13 +23,13 @@ class DatabaseExecutionStore:
     def __init__(
         self,
         database: Database,
+        writer: GroupCommitWriter,
         policies: NodeTypePolicies | None = None,
-        writer: GroupCommitWriter | None = None,
     ) -> None:
         self.database = database
         # Creations and cancellations are written (and their events published) by the
-        # process's writer; without one (tests), by a writer of their own.
-        self.writer = writer if writer is not None else GroupCommitWriter(database)
+        # process's writer.
+        self.writer = writer
         # Node types disabled where a scheduled workflow lives: its ticks pass without an
         # execution.
         self.policies = policies
@@ -59,7 +59,7 @@ class DatabaseExecutionStore:
     ) -> list[Execution]:
         policy = EMPTY if self.policies is None else self.policies.current
         return await schedules.fire_due(
-            self.database, now, admission=admission, policy=policy, writer=self.writer
+            self.database, self.writer, now, admission=admission, policy=policy
         )
 
     async def admit(self, workflow_id: str) -> list[Due]:

@@ -298,6 +298,11 @@ class GroupCommitWriter:
             # Only what was committed: not the records a fence or the database refused.
             self._publish([record.event for record in written])
 
+    @property
+    def listening(self) -> bool:
+        """Whether anything listens to what it commits (`on_commit`)."""
+        return bool(self._listeners)
+
     def _publish(self, events: Sequence[Event]) -> None:
         """Hand committed events to the listeners: the one place that publishes."""
         if not events:

@@ -76,11 +76,11 @@ async def unregister(session: AsyncSession, workflow_id: str) -> None:
 
 async def fire_due(
     database: Database,
+    writer: GroupCommitWriter,
     now: datetime,
     limit: int = 100,
     admission: Callable[[StartRequest], bool] | None = None,
     policy: PolicySnapshot = EMPTY,
-    writer: GroupCommitWriter | None = None,
 ) -> list[Execution]:
     """Fire the schedules due at `now`; returns the executions created (to be submitted).
     `admission` (the execution lifecycle's) says of each whether it runs at once or waits
@@ -88,7 +88,6 @@ async def fire_due(
     of a workflow using a node type `policy` disables passes without an execution: the
     schedule fires again once the type is enabled. `writer` (the process's) writes each
     tick's execution and publishes its first event."""
-    writer = writer if writer is not None else GroupCommitWriter(database)
     async with database.session() as session:
         due = (
             await session.exec(

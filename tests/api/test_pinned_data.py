@@ -16,6 +16,7 @@ from storage import executions, workflows
 from storage.db import Database
 from storage.execution_source import DatabaseExecutionSource
 from storage.models import Workflow, WorkflowVersion
+from storage.recorder import GroupCommitWriter
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller, DbState
 from tests.factories import DUPLICATE, REMOVE_NODE, RESULT_FIELDS, UPDATE, edge, node, only
@@ -171,7 +172,7 @@ async def test_other_executions_than_manual_ignore_pins(
             )
             for each in ("manual", mode)
         }
-    source = DatabaseExecutionSource(database)
+    source = DatabaseExecutionSource(database, GroupCommitWriter(database))
     manual = await source.load(rows["manual"].id)
     other = await source.load(rows[mode].id)
     assert manual is not None and other is not None

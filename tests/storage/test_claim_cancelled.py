@@ -22,7 +22,7 @@ class SlowClaims(DatabaseExecutionSource):
     """Claims as stored, then waits (a COMMIT that has landed but not answered yet)."""
 
     def __init__(self, database: Database, writer: GroupCommitWriter) -> None:
-        super().__init__(database, writer=writer)
+        super().__init__(database, writer)
         self.committed = asyncio.Event()
         self.answer = asyncio.Event()
 
@@ -39,7 +39,7 @@ async def test_a_cancel_during_the_claim_is_recorded(
     workflow, _ = await stored_workflow()
     writer = GroupCommitWriter(database)
     await writer.start()
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer=writer), Submissions())
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer), Submissions())
     source = SlowClaims(database, writer)
     runner = ExecutionRunner(source, writer, load_registry())
 

@@ -46,7 +46,9 @@ async def _workflows(database: Database) -> tuple[Workflow, Execution]:
 
 async def test_two_runs_of_one_call_start_its_executions_once(database: Database) -> None:
     called, parent = await _workflows(database)
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database), Submissions())
+    lifecycle = ExecutionLifecycle(
+        DatabaseExecutionStore(database, GroupCommitWriter(database)), Submissions()
+    )
     # Both runs have looked for the call's executions (none yet) before either starts them.
     both_looked = asyncio.Barrier(2)
 
@@ -86,7 +88,7 @@ async def test_a_worker_that_lost_the_callers_lease_starts_no_executions(
 ) -> None:
     called, parent = await _workflows(database)
     writer = GroupCommitWriter(database)
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer=writer), Submissions())
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer), Submissions())
     caller = DatabaseWorkflowCaller(database, max_depth=5, start_calls=lifecycle.start_calls)
     call = SubworkflowCall(
         workspace_id=called.workspace_id,
@@ -140,7 +142,9 @@ async def test_an_attempt_replacing_a_lost_one_adopts_its_executions(
     database: Database, lost: bool
 ) -> None:
     called, parent = await _workflows(database)
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database), Submissions())
+    lifecycle = ExecutionLifecycle(
+        DatabaseExecutionStore(database, GroupCommitWriter(database)), Submissions()
+    )
     caller = DatabaseWorkflowCaller(database, max_depth=5, start_calls=lifecycle.start_calls)
 
     def call(run_id: str) -> SubworkflowCall:
