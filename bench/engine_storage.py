@@ -120,8 +120,8 @@ class TimedSource:
         self.claim_s += time.perf_counter() - started
         return claimed
 
-    async def cancel_queued(self, execution_id: str) -> bool:
-        return await self.inner.cancel_queued(execution_id)
+    async def cancel_unheld(self, execution_id: str) -> bool:
+        return await self.inner.cancel_unheld(execution_id)
 
     async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
         await self.inner.release(loaded, resume_now=resume_now)
@@ -222,5 +222,5 @@ class MemorySource:
         loaded = await self.load(execution_id)
         return loaded if loaded is not None and await self.claim(loaded) else None
 
-    async def cancel_queued(self, execution_id: str) -> bool:
+    async def cancel_unheld(self, execution_id: str) -> bool:
         return False

@@ -109,8 +109,8 @@ class ExecutionSource(Protocol):
         any process may claim it again at once."""
         ...
 
-    async def cancel_queued(self, execution_id: str) -> bool:
-        """Cancel an execution that was never claimed."""
+    async def cancel_unheld(self, execution_id: str) -> bool:
+        """Cancel an execution no process holds (QUEUED, or WAITING after a durable wait)."""
         ...
 
 
@@ -233,7 +233,7 @@ class ExecutionRunner:
                 held = None
             if held is None:
                 if not interrupted:
-                    await asyncio.shield(self.source.cancel_queued(execution_id))
+                    await asyncio.shield(self.source.cancel_unheld(execution_id))
                 raise
             if interrupted:
                 await asyncio.shield(self.source.release(held, resume_now=True))

@@ -17,7 +17,7 @@ from engine.nodes.base import PortItems
 from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus, NodeRunStatus
 from storage import payloads
-from storage.cancellation import cancel_queued
+from storage.cancellation import cancel_unheld
 from storage.db import Database, run_core
 from storage.errors import NotFoundError
 from storage.event_rows import insert_events
@@ -31,7 +31,7 @@ from storage.models import (
 )
 from storage.partial_reuse import still_valid_outputs
 from storage.payload_store import succeeded_outputs
-from storage.recorder import Commit, GroupCommitWriter
+from storage.recorder import GroupCommitWriter, WriterTransaction
 from storage.types import utcnow
 
 
@@ -230,7 +230,7 @@ class DatabaseExecutionSource:
         self._claimed(loaded)
         return loaded
 
-    async def _claim_in(self, commit: Commit, loaded: LoadedExecution) -> bool:
+    async def _claim_in(self, commit: WriterTransaction, loaded: LoadedExecution) -> bool:
         """Claim the loaded execution: its events (EXECUTION_STARTED, or for a resumed one
         the attempts it closes as interrupted and EXECUTION_RESUMED) are stored and announced
         in `commit`. False if another process holds it or claimed it since it was loaded."""
@@ -280,11 +280,8 @@ class DatabaseExecutionSource:
                 .values(lease_owner=None, lease_expires_at=utcnow() if resume_now else None)
             )
 
-    async def cancel_queued(self, execution_id: str) -> bool:
-        async with self.writer.transaction() as commit:
-            events = await cancel_queued(commit.session, execution_id)
-            commit.announce(events)
-        return bool(events)
+    async def cancel_unheld(self, execution_id: str) -> bool:
+        return await cancel_unheld(self.writer, execution_id)
 
     async def load(self, execution_id: str) -> LoadedExecution | None:
         async with self.database.session() as session:

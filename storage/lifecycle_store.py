@@ -79,10 +79,7 @@ class DatabaseExecutionStore:
             await cancellation.request_cancel(session, execution_id)
 
     async def cancel_unheld(self, execution_id: str) -> bool:
-        async with self.writer.transaction() as commit:
-            events = await cancellation.cancel_queued(commit.session, execution_id)
-            commit.announce(events)
-        return bool(events)
+        return await cancellation.cancel_unheld(self.writer, execution_id)
 
     async def waited_descendants(self, execution_id: str) -> Sequence[Execution]:
         async with self.database.session() as session:

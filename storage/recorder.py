@@ -112,7 +112,7 @@ class NewExecution:
 
 
 @dataclass(slots=True)
-class Commit:
+class WriterTransaction:
     """A transaction of the writer's (`GroupCommitWriter.transaction`): its session, and the
     events stored in it (storage/event_rows.py), published once it commits."""
 
@@ -315,7 +315,7 @@ class GroupCommitWriter:
 
     # -- fenced transactions (review 1 of wt-split) --------------------------------------
     @contextlib.asynccontextmanager
-    async def transaction(self, fenced: Sequence[str] = ()) -> AsyncIterator[Commit]:
+    async def transaction(self, fenced: Sequence[str] = ()) -> AsyncIterator[WriterTransaction]:
         """A transaction of the writer's own, for a write that answers its caller at once
         (see the module docstring); the events it `announce`s are published once it
         commits, and not if it does not. It is not serialized with the writer's rounds.
@@ -325,7 +325,7 @@ class GroupCommitWriter:
         (PostgreSQL) and `LeaseLost` is raised, nothing written, if the lease moved on."""
         async with self._database.transaction() as session:
             await self._check_fences(session, fenced)
-            commit = Commit(session)
+            commit = WriterTransaction(session)
             yield commit
         self._publish(commit.events)
 
