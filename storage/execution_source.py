@@ -20,7 +20,6 @@ from storage import payloads
 from storage.cancellation import cancel_unheld
 from storage.db import Database, run_core
 from storage.errors import NotFoundError
-from storage.event_rows import insert_events
 from storage.executions import _EXECUTIONS, next_sequence
 from storage.models import (
     Execution,
@@ -262,8 +261,7 @@ class DatabaseExecutionSource:
                 status=ExecutionStatus.RUNNING.value,
             )
         )
-        await insert_events(session, events)
-        commit.announce(events)
+        await commit.add_events(events)
         loaded.next_sequence = events[-1].sequence + 1
         return True
 

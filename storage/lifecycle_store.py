@@ -46,10 +46,9 @@ class DatabaseExecutionStore:
             parents = [request.parent.execution_id for request in requests if request.parent]
             async with self.writer.transaction(fenced=parents) as commit:
                 created = [
-                    await executions.create_started(commit.session, request, admit_now)
+                    await executions.create_started(commit, request, admit_now)
                     for request, admit_now in zip(requests, admitted, strict=True)
                 ]
-                commit.announce([executions.queued_event(execution) for execution in created])
             return created
         except IntegrityError as exc:
             raise StartConflict(str(exc.orig)) from exc

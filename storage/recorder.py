@@ -29,7 +29,7 @@ from engine.ports import LeaseLost
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from storage import executions, payload_store, payloads
 from storage.db import Database, run_core
-from storage.event_rows import INSERT_EVENTS, event_row
+from storage.event_rows import INSERT_EVENTS, event_row, insert_events
 from storage.models import Execution, NodeRun, NodeRunPayload
 
 logger = logging.getLogger("loom.recorder")
@@ -120,6 +120,12 @@ class WriterTransaction:
     events: list[Event] = field(default_factory=list)
 
     def announce(self, events: Sequence[Event]) -> None:
+        """Publish these events (stored in this transaction) once it commits."""
+        self.events.extend(events)
+
+    async def add_events(self, events: Sequence[Event]) -> None:
+        """Store these events in this transaction, and publish them once it commits."""
+        await insert_events(self.session, events)
         self.events.extend(events)
 
 

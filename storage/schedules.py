@@ -25,7 +25,7 @@ from storage import executions, webhooks
 from storage.db import Database
 from storage.errors import StorageError
 from storage.models import Execution, ScheduleRow, ScheduleTick, Workflow, WorkflowVersion
-from storage.recorder import GroupCommitWriter
+from storage.recorder import GroupCommitWriter, WriterTransaction
 
 logger = logging.getLogger("loom.schedules")
 
@@ -102,7 +102,7 @@ async def fire_due(
         try:
             async with writer.transaction() as commit:
                 execution = await _fire(
-                    commit.session,
+                    commit,
                     row.workflow_id,
                     row.node_id,
                     row.next_at,
@@ -110,8 +110,6 @@ async def fire_due(
                     admission,
                     policy,
                 )
-                if execution is not None:
-                    commit.announce([executions.queued_event(execution)])
         except IntegrityError:
             continue  # another process fired this tick
         if execution is not None:
@@ -120,7 +118,7 @@ async def fire_due(
 
 
 async def _fire(
-    session: AsyncSession,
+    transaction: WriterTransaction,
     workflow_id: str,
     node_id: str,
     seen_at: datetime,
@@ -128,6 +126,7 @@ async def _fire(
     admission: Callable[[StartRequest], bool] | None,
     policy: PolicySnapshot,
 ) -> Execution | None:
+    session = transaction.session
     row = await session.get(ScheduleRow, (workflow_id, node_id))
     if row is None or row.next_at != seen_at:
         return None  # deactivated, or fired by another process meanwhile
@@ -192,7 +191,7 @@ async def _fire(
         start_node_id=node_id,
     )
     admit_now = None if admission is None else admission(request)
-    execution = await executions.create_started(session, request, admit_now)
+    execution = await executions.create_started(transaction, request, admit_now)
     tick.execution_id = execution.id
     session.add(tick)
     return execution
