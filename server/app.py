@@ -104,7 +104,11 @@ def build_services(
             max_node_output_bytes=settings.max_node_output_bytes,
             # Sub-workflow calls start through the lifecycle (made below).
             resources=settings.node_resources(
-                database, secret_box, lambda requests: lifecycle.start_calls(requests), policies
+                database,
+                secret_box,
+                lambda requests: lifecycle.start_calls(requests),
+                writer,
+                policies,
             ),
             expression_limits=settings.expression_limits(),
             workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,

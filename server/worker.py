@@ -74,7 +74,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         durable_wait_s=settings.durable_wait_s,
         max_node_output_bytes=settings.max_node_output_bytes,
         resources=settings.node_resources(
-            database, settings.secret_box(), lifecycle.start_calls, policies
+            database, settings.secret_box(), lifecycle.start_calls, writer, policies
         ),
         expression_limits=settings.expression_limits(),
         workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,

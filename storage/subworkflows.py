@@ -23,6 +23,7 @@ from storage.db import Database
 from storage.executions import UNFINISHED
 from storage.models import Execution, NodeRun, Workflow, WorkflowVersion
 from storage.node_type_policies import NodeTypePolicies
+from storage.recorder import GroupCommitWriter
 from storage.types import utcnow
 
 # Starts the executions of a call (`ExecutionLifecycle.start_calls`).
@@ -38,11 +39,14 @@ class DatabaseWorkflowCaller:
         database: Database,
         max_depth: int,
         start_calls: StartCalls,
+        writer: GroupCommitWriter,
         policies: NodeTypePolicies | None = None,
     ) -> None:
         self.database = database
         self.max_depth = max_depth
         self.start_calls = start_calls
+        # The process's writer: a process that lost the caller's lease adopts nothing.
+        self.writer = writer
         # Node types disabled where the called workflow lives refuse the call.
         self.policies = policies
 
@@ -135,7 +139,8 @@ class DatabaseWorkflowCaller:
         or not) are this one's, so each call runs once. Only from the node's latest attempt
         before this one, when it was lost that way and started as many executions as this
         call has batches."""
-        async with self.database.transaction() as session:
+        async with self.writer.transaction(fenced=[call.parent_execution_id]) as transaction:
+            session = transaction.session
             previous = (
                 await session.exec(
                     select(NodeRun.id, NodeRun.status, NodeRun.error)

@@ -56,7 +56,9 @@ async def test_two_runs_of_one_call_start_its_executions_once(database: Database
         await both_looked.wait()
         return await lifecycle.start_calls(requests)
 
-    caller = DatabaseWorkflowCaller(database, max_depth=5, start_calls=start_calls)
+    caller = DatabaseWorkflowCaller(
+        database, max_depth=5, start_calls=start_calls, writer=GroupCommitWriter(database)
+    )
     call = SubworkflowCall(
         workspace_id=called.workspace_id,
         workflow_id=called.id,
@@ -89,7 +91,9 @@ async def test_a_worker_that_lost_the_callers_lease_starts_no_executions(
     called, parent = await _workflows(database)
     writer = GroupCommitWriter(database)
     lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer), Submissions())
-    caller = DatabaseWorkflowCaller(database, max_depth=5, start_calls=lifecycle.start_calls)
+    caller = DatabaseWorkflowCaller(
+        database, max_depth=5, start_calls=lifecycle.start_calls, writer=writer
+    )
     call = SubworkflowCall(
         workspace_id=called.workspace_id,
         workflow_id=called.id,
@@ -145,7 +149,9 @@ async def test_an_attempt_replacing_a_lost_one_adopts_its_executions(
     lifecycle = ExecutionLifecycle(
         DatabaseExecutionStore(database, GroupCommitWriter(database)), Submissions()
     )
-    caller = DatabaseWorkflowCaller(database, max_depth=5, start_calls=lifecycle.start_calls)
+    caller = DatabaseWorkflowCaller(
+        database, max_depth=5, start_calls=lifecycle.start_calls, writer=GroupCommitWriter(database)
+    )
 
     def call(run_id: str) -> SubworkflowCall:
         return SubworkflowCall(
