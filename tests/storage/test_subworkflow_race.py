@@ -14,7 +14,7 @@ from sqlmodel import col, select, update
 from engine.lifecycle import ExecutionLifecycle
 from engine.nodes.base import SubworkflowCall
 from engine.nodes.subworkflow import TRIGGER
-from engine.ports import CreatedExecution, LeaseLost, StartRequest
+from engine.ports import CreatedExecution, LeaseLost, ParentLink, StartRequest
 from engine.states import NodeRunStatus
 from storage import accounts, executions, workflows
 from storage.db import Database
@@ -22,7 +22,7 @@ from storage.lifecycle_store import DatabaseExecutionStore
 from storage.models import Execution, NodeRun, Workflow
 from storage.recorder import GroupCommitWriter
 from storage.subworkflows import DatabaseWorkflowCaller
-from tests.storage.test_lifecycle_starts import Submissions
+from tests.storage.test_lifecycle_starts import Submissions, _request
 
 
 async def _workflows(database: Database) -> tuple[Workflow, Execution]:
@@ -184,3 +184,28 @@ async def test_an_attempt_replacing_a_lost_one_adopts_its_executions(
         assert again == started
     else:  # a retry after a failure calls again
         assert set(again).isdisjoint(started)
+
+
+async def test_the_store_creates_no_call_executions_for_a_lost_caller(database: Database) -> None:
+    called, parent = await _workflows(database)
+    writer = GroupCommitWriter(database)
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer), Submissions())
+    link = ParentLink(
+        execution_id=parent.id,
+        node_id="call",
+        run_id=str(uuid.uuid4()),
+        batch=0,
+        waits=True,
+        depth=1,
+    )
+    request = await _request(database, called, parent=link)
+    writer.fence(parent.id, parent.lease_generation - 1)  # a generation it no longer has
+    with pytest.raises(LeaseLost):
+        await lifecycle.start_calls([request])
+    async with database.session() as session:
+        children = (
+            await session.exec(
+                select(Execution.id).where(col(Execution.parent_execution_id) == parent.id)
+            )
+        ).all()
+    assert children == []
