@@ -52,6 +52,7 @@ from engine.runner import ExecutionRunner
 from engine.states import ExecutionStatus
 from storage.execution_source import DatabaseExecutionSource
 from storage.models import NodeRun
+from storage.recorder import GroupCommitWriter
 
 Result = dict[str, Any]
 Scenario = Result | Profiling  # timings, or in profile mode what to profile
@@ -287,7 +288,10 @@ async def plan_cache(runs: int, executions: int, workdir: str, profile: bool = F
     runners = {
         "sqlite_cached": recorded.runner,
         "sqlite_uncached": ExecutionRunner(
-            DatabaseExecutionSource(database), recorded.writer, registry, plan_cache=PlanCache(0)
+            DatabaseExecutionSource(database, GroupCommitWriter(database)),
+            recorded.writer,
+            registry,
+            plan_cache=PlanCache(0),
         ),
         "memory_cached": ExecutionRunner(
             MemorySource(seeded), memory, registry, plan_cache=PlanCache()

@@ -104,7 +104,7 @@ class TimedSource:
     """`DatabaseExecutionSource`, timing the runner's load and claim."""
 
     def __init__(self, database: Database) -> None:
-        self.inner = DatabaseExecutionSource(database)
+        self.inner = DatabaseExecutionSource(database, GroupCommitWriter(database))
         self.load_s = 0.0
         self.claim_s = 0.0
 
@@ -120,8 +120,8 @@ class TimedSource:
         self.claim_s += time.perf_counter() - started
         return claimed
 
-    async def cancel_queued(self, execution_id: str) -> bool:
-        return await self.inner.cancel_queued(execution_id)
+    async def cancel_unheld(self, execution_id: str) -> bool:
+        return await self.inner.cancel_unheld(execution_id)
 
     async def release(self, loaded: LoadedExecution, *, resume_now: bool = False) -> None:
         await self.inner.release(loaded, resume_now=resume_now)
@@ -176,7 +176,11 @@ async def recording(
 ) -> Recording:
     writer = GroupCommitWriter(database)
     await writer.start()
-    source: Any = TimedSource(database) if timed_parts else DatabaseExecutionSource(database)
+    source: Any = (
+        TimedSource(database)
+        if timed_parts
+        else DatabaseExecutionSource(database, GroupCommitWriter(database))
+    )
     recorder: Any = TimedRecorder(writer) if timed_parts else writer
     runner = ExecutionRunner(
         source, recorder, registry, plan_cache=plan_cache, max_concurrency=max_concurrency
@@ -218,5 +222,5 @@ class MemorySource:
         loaded = await self.load(execution_id)
         return loaded if loaded is not None and await self.claim(loaded) else None
 
-    async def cancel_queued(self, execution_id: str) -> bool:
+    async def cancel_unheld(self, execution_id: str) -> bool:
         return False

@@ -21,6 +21,12 @@ class StartConflict(EngineError):
     concurrent start), or its workflow is gone (deleted since it was read)."""
 
 
+class LeaseLost(EngineError):
+    """This process no longer holds the lease of the execution it writes for (another took
+    it over): what it meant to create for it (a sub-workflow call's executions) is not
+    created."""
+
+
 class CreatedExecution(Protocol):
     """An execution as storage holds it once created (a storage row)."""
 

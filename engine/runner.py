@@ -115,8 +115,8 @@ class ExecutionSource(Protocol):
         any process may claim it again at once."""
         ...
 
-    async def cancel_queued(self, execution_id: str) -> bool:
-        """Cancel an execution that was never claimed."""
+    async def cancel_unheld(self, execution_id: str) -> bool:
+        """Cancel an execution no process holds (QUEUED, or WAITING after a durable wait)."""
         ...
 
 
@@ -225,29 +225,46 @@ class ExecutionRunner:
         `generation` is the lease generation the caller expects (a queued job carries it): a
         job whose execution was claimed since it was queued does nothing.
         """
-        claimed = False
+        # The claim runs to its end even when this task is cancelled meanwhile: once sent,
+        # its COMMIT may land (aiosqlite commits in its thread), and a claim committed but
+        # not seen here would leave the execution RUNNING with nobody running it.
+        claim = asyncio.ensure_future(self._claim(execution_id, generation))
         try:
-            if generation is not None:
-                found = await self.source.load_and_claim(execution_id, generation)
-                if found is None:
-                    return None
-                loaded, claimed = found, True
-            else:
-                maybe = await self.source.load(execution_id)
-                if maybe is None or maybe.status.is_terminal:
-                    return None
-                loaded = maybe
-                claimed = await self.source.claim(loaded)
-                if not claimed:
-                    return None
+            loaded = await asyncio.shield(claim)
         except asyncio.CancelledError as exc:
             # A user's cancel of an execution not claimed yet ends it; the process stopping
             # (or losing a lease) leaves it for the next claim.
             interrupted = bool(exc.args) and exc.args[0] in INTERRUPTIONS
-            if not claimed and not interrupted:
-                await asyncio.shield(self.source.cancel_queued(execution_id))
-            raise
+            try:
+                held = await claim
+            except Exception:
+                logger.exception("execution %s: claim failed", execution_id)
+                held = None
+            if held is None:
+                if not interrupted:
+                    await asyncio.shield(self.source.cancel_unheld(execution_id))
+                raise
+            if interrupted:
+                await asyncio.shield(self.source.release(held, resume_now=True))
+                raise
+            # Claimed as the cancel came: the run records the cancellation first thing.
+            held.cancel_requested = True
+            task = asyncio.current_task()
+            assert task is not None
+            task.uncancel()
+            loaded = held
+        if loaded is None:
+            return None
         return await self._run_held(loaded)
+
+    async def _claim(self, execution_id: str, generation: int | None) -> LoadedExecution | None:
+        """The execution loaded and claimed by this process; None if it is not to run here."""
+        if generation is not None:
+            return await self.source.load_and_claim(execution_id, generation)
+        loaded = await self.source.load(execution_id)
+        if loaded is None or loaded.status.is_terminal:
+            return None
+        return loaded if await self.source.claim(loaded) else None
 
     async def run_started(
         self, loaded: LoadedExecution, handover: RunHandover | None = None

@@ -86,12 +86,14 @@ def build_services(
         publisher = LocalPublisher(fanout)
     if publisher is not None:
         writer.on_commit(publisher.publish)
+    # A writer nobody listens to publishes nothing: live events would go missing silently.
+    assert writer.listening, "the process's writer has no commit listener"
     if settings.redis_url:
         from engine.queue import ArqSubmitter  # arq and Redis: distributed mode only
 
         submitter = ArqSubmitter(url=settings.redis_url)
     else:
-        source = DatabaseExecutionSource(database, writer=writer, lease_s=EMBEDDED_LEASE_S)
+        source = DatabaseExecutionSource(database, writer, lease_s=EMBEDDED_LEASE_S)
         runner = ExecutionRunner(
             source,
             writer,
@@ -103,7 +105,11 @@ def build_services(
             save_defaults=settings.save_defaults(),
             # Sub-workflow calls start through the lifecycle (made below).
             resources=settings.node_resources(
-                database, secret_box, lambda requests: lifecycle.start_calls(requests), policies
+                database,
+                secret_box,
+                lambda requests: lifecycle.start_calls(requests),
+                writer,
+                policies,
             ),
             expression_limits=settings.expression_limits(),
             workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,
@@ -111,7 +117,7 @@ def build_services(
         submitter = InProcessSubmitter(runner)
         starts = EmbeddedStarts(source, submitter, writer)
     lifecycle = ExecutionLifecycle(
-        DatabaseExecutionStore(database, policies, writer), submitter, starts
+        DatabaseExecutionStore(database, writer, policies), submitter, starts
     )
     if isinstance(submitter, InProcessSubmitter):
         submitter.runner.on_finished = lifecycle.after_run
@@ -241,7 +247,7 @@ def create_app(
         if reader is not None and publisher is not None:
             publisher.start()
             reading = asyncio.create_task(reader.run_forever(), name="live event reader")
-        if isinstance(submitter, InProcessSubmitter) and writer is not None:
+        if isinstance(submitter, InProcessSubmitter):
             await writer.start()
             # Embedded mode: executions that were queued or running when the process stopped
             # run again; nodes that succeeded are not repeated.
@@ -259,7 +265,7 @@ def create_app(
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-            if isinstance(submitter, InProcessSubmitter) and writer is not None:
+            if isinstance(submitter, InProcessSubmitter):
                 await submitter.close()
                 await writer.stop()
                 resources = submitter.runner.resources

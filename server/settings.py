@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from engine.retention import SaveDefaults
     from storage.db import Database
     from storage.node_type_policies import NodeTypePolicies
+    from storage.recorder import GroupCommitWriter
     from storage.retention import RetentionPolicy
     from storage.secrets import SecretBox
     from storage.subworkflows import StartCalls
@@ -503,10 +504,12 @@ class Settings(BaseSettings):
         database: Database,
         box: SecretBox | None,
         start_calls: StartCalls,
+        writer: GroupCommitWriter,
         policies: NodeTypePolicies | None = None,
     ) -> NodeResources | None:
         """The HTTP client, credentials, sub-workflow calls (whose executions `start_calls`
-        starts: `ExecutionLifecycle.start_calls`) and the Code node's sandbox lent to nodes;
+        starts: `ExecutionLifecycle.start_calls`; `writer`, the process's, fences what they
+        adopt) and the Code node's sandbox lent to nodes;
         None without a secret key. The sandbox starts its processes on first use."""
         from engine.code import CodeSandbox
         from engine.network_policy import NetworkPolicy
@@ -520,7 +523,9 @@ class Settings(BaseSettings):
         return NodeResources(
             policy,
             DatabaseCredentials(database, box),
-            DatabaseWorkflowCaller(database, self.max_subworkflow_depth, start_calls, policies),
+            DatabaseWorkflowCaller(
+                database, self.max_subworkflow_depth, start_calls, writer, policies
+            ),
             CodeSandbox(self.code_limits()),
         )
 

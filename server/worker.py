@@ -62,9 +62,9 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     registry = load_registry()
     policies = settings.node_type_policies(database, registry)
     await policies.reload()
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, policies, writer), submitter)
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer, policies), submitter)
     runner = ExecutionRunner(
-        DatabaseExecutionSource(database, owner, settings.lease_seconds, writer),
+        DatabaseExecutionSource(database, writer, owner, settings.lease_seconds),
         writer,
         registry,
         plan_cache=PlanCache(max_entries=settings.plan_cache_size),
@@ -75,7 +75,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         max_node_output_bytes=settings.max_node_output_bytes,
         save_defaults=settings.save_defaults(),
         resources=settings.node_resources(
-            database, settings.secret_box(), lifecycle.start_calls, policies
+            database, settings.secret_box(), lifecycle.start_calls, writer, policies
         ),
         expression_limits=settings.expression_limits(),
         workspace_node_types=DeclaredNodeTypes(database, registry).for_workspace,

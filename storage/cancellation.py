@@ -3,6 +3,8 @@ and asking the process that holds one to cancel it."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,8 +18,21 @@ from storage.models import (
 )
 from storage.types import utcnow
 
+if TYPE_CHECKING:
+    from storage.recorder import GroupCommitWriter
 
-async def cancel_queued(session: AsyncSession, execution_id: str) -> list[Event]:
+
+async def cancel_unheld(writer: GroupCommitWriter, execution_id: str) -> bool:
+    """Cancel an execution no process holds (see `cancel_unheld_in`) in a transaction of
+    the process's writer, which publishes its events once committed; False if it is
+    neither QUEUED nor WAITING."""
+    async with writer.transaction() as transaction:
+        events = await cancel_unheld_in(transaction.session, execution_id)
+        transaction.announce(events)
+    return bool(events)
+
+
+async def cancel_unheld_in(session: AsyncSession, execution_id: str) -> list[Event]:
     """Cancel an execution no process holds: QUEUED (never started) or WAITING (parked by a
     durable wait; its parked attempts end CANCELLED). Returns the events stored (for whoever
     commits the transaction to announce); none if it is in neither state.

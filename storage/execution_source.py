@@ -16,10 +16,9 @@ from engine.nodes.base import PortItems
 from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus, NodeRunStatus
 from storage import payloads, reuse
-from storage.cancellation import cancel_queued
+from storage.cancellation import cancel_unheld
 from storage.db import Database, run_core
 from storage.errors import NotFoundError
-from storage.event_rows import insert_events
 from storage.executions import _EXECUTIONS, next_sequence
 from storage.models import (
     Execution,
@@ -29,7 +28,7 @@ from storage.models import (
     WorkflowVersion,
 )
 from storage.payload_store import succeeded_outputs
-from storage.recorder import Commit, GroupCommitWriter
+from storage.recorder import GroupCommitWriter, WriterTransaction
 from storage.types import utcnow
 
 
@@ -196,36 +195,33 @@ class DatabaseExecutionSource:
     def __init__(
         self,
         database: Database,
+        writer: GroupCommitWriter,
         owner: str = "embedded",
         lease_s: float = 30.0,
-        writer: GroupCommitWriter | None = None,
     ) -> None:
         self.database = database
         self.owner = owner
         self.lease_s = lease_s
-        # Fenced by the generation claimed: records of a lease lost are refused.
+        # The process's writer: claims and cancellations are written (and their events
+        # published) by it, and it fences the records of each claim by its generation.
         self.writer = writer
-        # Claims and cancellations are written (and their events published) by the writer;
-        # without one (tests, benchmarks), by a writer of their own, which publishes nothing.
-        self._commits = writer if writer is not None else GroupCommitWriter(database)
         # What runs to a node computed of the executions they reuse (storage/reuse.py).
         self.reuse_caches = reuse.ReuseCaches()
 
     async def claim(self, loaded: LoadedExecution) -> bool:
-        async with self._commits.transaction() as commit:
+        async with self.writer.transaction() as commit:
             claimed = await self._claim_in(commit, loaded)
         if claimed:
             self._claimed(loaded)
         return claimed
 
     def _claimed(self, loaded: LoadedExecution) -> None:
-        if self.writer is not None:
-            self.writer.fence(loaded.execution_id, loaded.generation)
+        self.writer.fence(loaded.execution_id, loaded.generation)
 
     async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
         """`load` and `claim` in one transaction, for a job that knows the generation it
         claims: one round of the database less on the way to the first node."""
-        async with self._commits.transaction() as commit:
+        async with self.writer.transaction() as commit:
             loaded = await self._load_in(commit.session, execution_id)
             if loaded is None or loaded.status.is_terminal or loaded.generation != generation:
                 return None
@@ -234,7 +230,7 @@ class DatabaseExecutionSource:
         self._claimed(loaded)
         return loaded
 
-    async def _claim_in(self, commit: Commit, loaded: LoadedExecution) -> bool:
+    async def _claim_in(self, commit: WriterTransaction, loaded: LoadedExecution) -> bool:
         """Claim the loaded execution: its events (EXECUTION_STARTED, or for a resumed one
         the attempts it closes as interrupted and EXECUTION_RESUMED) are stored and announced
         in `commit`. False if another process holds it or claimed it since it was loaded."""
@@ -266,8 +262,7 @@ class DatabaseExecutionSource:
                 status=ExecutionStatus.RUNNING.value,
             )
         )
-        await insert_events(session, events)
-        commit.announce(events)
+        await commit.add_events(events)
         loaded.next_sequence = events[-1].sequence + 1
         return True
 
@@ -284,11 +279,8 @@ class DatabaseExecutionSource:
                 .values(lease_owner=None, lease_expires_at=utcnow() if resume_now else None)
             )
 
-    async def cancel_queued(self, execution_id: str) -> bool:
-        async with self._commits.transaction() as commit:
-            events = await cancel_queued(commit.session, execution_id)
-            commit.announce(events)
-        return bool(events)
+    async def cancel_unheld(self, execution_id: str) -> bool:
+        return await cancel_unheld(self.writer, execution_id)
 
     async def load(self, execution_id: str) -> LoadedExecution | None:
         async with self.database.session() as session:

@@ -9,10 +9,10 @@ Over 400 lines, but one cohesive thing: the execution rows, created and read.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Table, bindparam, func, insert, or_
 from sqlmodel import col, select, update
@@ -34,6 +34,9 @@ from storage.models import (
 from storage.paging import newest_first
 from storage.payload_store import store_execution_payload
 from storage.types import storable, utcnow
+
+if TYPE_CHECKING:
+    from storage.recorder import WriterTransaction
 
 
 class WorkflowRef(Protocol):
@@ -82,8 +85,10 @@ async def create_execution(
     destination_node_id: str | None = None,
     node_only: bool = False,
     reuse_from: str | None = None,
+    announce: Callable[[Sequence[Event]], None] | None = None,
 ) -> Execution:
-    """Insert a QUEUED execution and its first event (EXECUTION_QUEUED, sequence 1).
+    """Insert a QUEUED execution and its first event (EXECUTION_QUEUED, sequence 1), which
+    `announce` (a writer's transaction's) is given to publish once committed.
 
     `admit_now`: whether it may run at once or waits for a slot of its workflow's
     `maxConcurrentExecutions`, as the execution lifecycle decided (`ExecutionLifecycle.
@@ -125,7 +130,10 @@ async def create_execution(
         [{column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}],
     )
     await store_execution_payload(session, execution.id, payloads.INPUT, input)
-    await insert_events(session, [queued_event(execution)])
+    events = [queued_event(execution)]
+    await insert_events(session, events)
+    if announce is not None:
+        announce(events)
     return execution
 
 
@@ -151,12 +159,14 @@ class _StartedWorkflow:
 
 
 async def create_started(
-    session: AsyncSession, request: StartRequest, admit_now: bool | None = None
+    transaction: WriterTransaction, request: StartRequest, admit_now: bool | None = None
 ) -> Execution:
     """Insert the QUEUED execution a start of the execution lifecycle describes, and its
-    first event (`admit_now` as for `create_execution`)."""
+    first event, published once the writer's `transaction` commits (`admit_now` as for
+    `create_execution`)."""
     return await create_execution(
-        session,
+        transaction.session,
+        announce=transaction.announce,
         workflow=_StartedWorkflow(
             request.workflow_id, request.workspace_id, request.workflow_settings
         ),

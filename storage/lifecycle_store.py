@@ -23,13 +23,13 @@ class DatabaseExecutionStore:
     def __init__(
         self,
         database: Database,
+        writer: GroupCommitWriter,
         policies: NodeTypePolicies | None = None,
-        writer: GroupCommitWriter | None = None,
     ) -> None:
         self.database = database
         # Creations and cancellations are written (and their events published) by the
-        # process's writer; without one (tests), by a writer of their own.
-        self.writer = writer if writer is not None else GroupCommitWriter(database)
+        # process's writer.
+        self.writer = writer
         # Node types disabled where a scheduled workflow lives: its ticks pass without an
         # execution.
         self.policies = policies
@@ -42,12 +42,13 @@ class DatabaseExecutionStore:
         self, requests: Sequence[StartRequest], admitted: Sequence[bool]
     ) -> list[Execution]:
         try:
-            async with self.writer.transaction() as commit:
+            # A worker that lost a calling execution's lease creates no executions for it.
+            parents = [request.parent.execution_id for request in requests if request.parent]
+            async with self.writer.transaction(fenced=parents) as commit:
                 created = [
-                    await executions.create_started(commit.session, request, admit_now)
+                    await executions.create_started(commit, request, admit_now)
                     for request, admit_now in zip(requests, admitted, strict=True)
                 ]
-                commit.announce([executions.queued_event(execution) for execution in created])
             return created
         except IntegrityError as exc:
             raise StartConflict(str(exc.orig)) from exc
@@ -57,7 +58,7 @@ class DatabaseExecutionStore:
     ) -> list[Execution]:
         policy = EMPTY if self.policies is None else self.policies.current
         return await schedules.fire_due(
-            self.database, now, admission=admission, policy=policy, writer=self.writer
+            self.database, self.writer, now, admission=admission, policy=policy
         )
 
     async def admit(self, workflow_id: str) -> list[Due]:
@@ -77,10 +78,7 @@ class DatabaseExecutionStore:
             await cancellation.request_cancel(session, execution_id)
 
     async def cancel_unheld(self, execution_id: str) -> bool:
-        async with self.writer.transaction() as commit:
-            events = await cancellation.cancel_queued(commit.session, execution_id)
-            commit.announce(events)
-        return bool(events)
+        return await cancellation.cancel_unheld(self.writer, execution_id)
 
     async def waited_descendants(self, execution_id: str) -> Sequence[Execution]:
         async with self.database.session() as session:

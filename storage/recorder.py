@@ -25,11 +25,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
 from engine.outputs import EncodedOutputs, serialize_outputs
+from engine.ports import LeaseLost
 from engine.retention import SaveData
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from storage import executions, payload_store, payloads, reuse
 from storage.db import Database, run_core
-from storage.event_rows import INSERT_EVENTS, event_row
+from storage.event_rows import INSERT_EVENTS, event_row, insert_events
 from storage.models import Execution, NodeRun, NodeRunPayload
 from storage.saved_data import Endings
 
@@ -113,7 +114,7 @@ class NewExecution:
 
 
 @dataclass(slots=True)
-class Commit:
+class WriterTransaction:
     """A transaction of the writer's (`GroupCommitWriter.transaction`): its session, and the
     events stored in it (storage/event_rows.py), published once it commits."""
 
@@ -121,6 +122,12 @@ class Commit:
     events: list[Event] = field(default_factory=list)
 
     def announce(self, events: Sequence[Event]) -> None:
+        """Publish these events (stored in this transaction) once it commits."""
+        self.events.extend(events)
+
+    async def add_events(self, events: Sequence[Event]) -> None:
+        """Store these events in this transaction, and publish them once it commits."""
+        await insert_events(self.session, events)
         self.events.extend(events)
 
 
@@ -299,6 +306,11 @@ class GroupCommitWriter:
             # Only what was committed: not the records a fence or the database refused.
             self._publish([record.event for record in written])
 
+    @property
+    def listening(self) -> bool:
+        """Whether anything listens to what it commits (`on_commit`)."""
+        return bool(self._listeners)
+
     def _publish(self, events: Sequence[Event]) -> None:
         """Hand committed events to the listeners: the one place that publishes."""
         if not events:
@@ -309,15 +321,37 @@ class GroupCommitWriter:
             except Exception:
                 logger.exception("commit listener failed")
 
+    # -- fenced transactions (review 1 of wt-split) --------------------------------------
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Commit]:
+    async def transaction(self, fenced: Sequence[str] = ()) -> AsyncIterator[WriterTransaction]:
         """A transaction of the writer's own, for a write that answers its caller at once
         (see the module docstring); the events it `announce`s are published once it
-        commits, and not if it does not."""
+        commits, and not if it does not. It is not serialized with the writer's rounds.
+
+        `fenced`: executions it writes for (a sub-workflow call's parent). Those this
+        process holds a lease of (`fence`) have their rows locked until the commit
+        (PostgreSQL) and `LeaseLost` is raised, nothing written, if the lease moved on."""
         async with self._database.transaction() as session:
-            commit = Commit(session)
+            await self._check_fences(session, fenced)
+            commit = WriterTransaction(session)
             yield commit
         self._publish(commit.events)
+
+    async def _check_fences(self, session: AsyncSession, execution_ids: Sequence[str]) -> None:
+        held = sorted(
+            {execution_id for execution_id in execution_ids if execution_id in self._fences}
+        )
+        if not held:
+            return
+        query = _GENERATIONS if self._database.is_sqlite else _GENERATIONS_LOCKED
+        rows = await run_core(session, query, {"ids": held})
+        current = {row[0]: row[1] for row in rows.all()}
+        for execution_id in held:
+            if current.get(execution_id) != self._fences.get(execution_id):
+                self.fenced_out += 1
+                raise LeaseLost(f"execution {execution_id}: this process no longer holds its lease")
+
+    # -- end of fenced transactions ---------------------------------------------------------
 
     def _created(self, creations: list[NewExecution]) -> None:
         """Committed: announce the new executions, start their runs, answer their callers."""

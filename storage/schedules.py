@@ -25,7 +25,7 @@ from storage import executions, webhooks, workflows
 from storage.db import Database
 from storage.errors import StorageError
 from storage.models import Execution, ScheduleRow, ScheduleTick, Workflow, WorkflowVersion
-from storage.recorder import GroupCommitWriter
+from storage.recorder import GroupCommitWriter, WriterTransaction
 
 logger = logging.getLogger("loom.schedules")
 
@@ -76,11 +76,11 @@ async def unregister(session: AsyncSession, workflow_id: str) -> None:
 
 async def fire_due(
     database: Database,
+    writer: GroupCommitWriter,
     now: datetime,
     limit: int = 100,
     admission: Callable[[StartRequest], bool] | None = None,
     policy: PolicySnapshot = EMPTY,
-    writer: GroupCommitWriter | None = None,
 ) -> list[Execution]:
     """Fire the schedules due at `now`; returns the executions created (to be submitted).
     `admission` (the execution lifecycle's) says of each whether it runs at once or waits
@@ -88,7 +88,6 @@ async def fire_due(
     of a workflow using a node type `policy` disables passes without an execution: the
     schedule fires again once the type is enabled. `writer` (the process's) writes each
     tick's execution and publishes its first event."""
-    writer = writer if writer is not None else GroupCommitWriter(database)
     async with database.session() as session:
         due = (
             await session.exec(
@@ -103,7 +102,7 @@ async def fire_due(
         try:
             async with writer.transaction() as commit:
                 execution = await _fire(
-                    commit.session,
+                    commit,
                     row.workflow_id,
                     row.node_id,
                     row.next_at,
@@ -111,8 +110,6 @@ async def fire_due(
                     admission,
                     policy,
                 )
-                if execution is not None:
-                    commit.announce([executions.queued_event(execution)])
         except IntegrityError:
             continue  # another process fired this tick
         if execution is not None:
@@ -121,7 +118,7 @@ async def fire_due(
 
 
 async def _fire(
-    session: AsyncSession,
+    transaction: WriterTransaction,
     workflow_id: str,
     node_id: str,
     seen_at: datetime,
@@ -129,6 +126,7 @@ async def _fire(
     admission: Callable[[StartRequest], bool] | None,
     policy: PolicySnapshot,
 ) -> Execution | None:
+    session = transaction.session
     row = await session.get(ScheduleRow, (workflow_id, node_id))
     if row is None or row.next_at != seen_at:
         return None  # deactivated, or fired by another process meanwhile
@@ -195,7 +193,7 @@ async def _fire(
         start_node_id=node_id,
     )
     admit_now = None if admission is None else admission(request)
-    execution = await executions.create_started(session, request, admit_now)
+    execution = await executions.create_started(transaction, request, admit_now)
     tick.execution_id = execution.id
     session.add(tick)
     return execution

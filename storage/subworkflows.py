@@ -17,13 +17,14 @@ from engine.nodes.base import CallRefused, ChildResult, SubworkflowCall
 from engine.nodes.growth import too_large
 from engine.nodes.subworkflow import SUBWORKFLOW_MODE, TRIGGER
 from engine.ports import CreatedExecution, ParentLink, StartConflict, StartRequest
-from engine.states import ExecutionStatus
+from engine.states import ExecutionStatus, NodeRunStatus
 from storage import output_reads, payload_store, payloads, workflows
 from storage.db import Database
 from storage.errors import VersionConflictError
 from storage.executions import UNFINISHED
-from storage.models import Execution, Workflow, WorkflowVersion
+from storage.models import Execution, NodeRun, Workflow, WorkflowVersion
 from storage.node_type_policies import NodeTypePolicies
+from storage.recorder import GroupCommitWriter
 from storage.types import utcnow
 
 # Starts the executions of a call (`ExecutionLifecycle.start_calls`).
@@ -39,11 +40,14 @@ class DatabaseWorkflowCaller:
         database: Database,
         max_depth: int,
         start_calls: StartCalls,
+        writer: GroupCommitWriter,
         policies: NodeTypePolicies | None = None,
     ) -> None:
         self.database = database
         self.max_depth = max_depth
         self.start_calls = start_calls
+        # The process's writer: a process that lost the caller's lease adopts nothing.
+        self.writer = writer
         # Node types disabled where the called workflow lives refuse the call.
         self.policies = policies
 
@@ -57,6 +61,9 @@ class DatabaseWorkflowCaller:
         made = await self._started(call.parent_run_id)
         if made:  # this attempt started them already (it is being run again)
             return made
+        adopted = await self._adopt(call)
+        if adopted:
+            return adopted
         async with self.database.transaction() as session:
             workflow = await workflows.get_workflow(
                 session, call.workflow_id, [call.workspace_id], pins=False
@@ -117,9 +124,9 @@ class DatabaseWorkflowCaller:
         try:
             started = await self.start_calls(requests)
         except StartConflict as exc:
-            # Another run of this attempt (by a process that took it over, or one that lost
-            # it) started them first: one execution per call and batch
-            # (`uq_executions_parent_call`), and theirs are the answer.
+            # Another start of this very attempt's call got there first (a guard: the engine
+            # runs an attempt once; a takeover runs a new attempt, which adopts): one
+            # execution per call and batch (`uq_executions_parent_call`), theirs answer.
             made = await self._started(call.parent_run_id)
             if made:
                 return made
@@ -128,6 +135,53 @@ class DatabaseWorkflowCaller:
                 "UNKNOWN_WORKFLOW", f"workflow {call.workflow_id!r} not found in this workspace"
             ) from exc
         return [execution.id for execution in started]
+
+    async def _adopt(self, call: SubworkflowCall) -> list[str]:
+        """The executions started by the attempt this one replaces, made this attempt's.
+
+        When a process loses its lease after its attempt of the node started the call's
+        executions, the process taking over closes that attempt as WORKER_LOST and runs the
+        node again, with the same input: the executions the lost attempt started (finished
+        or not) are this one's, so each call runs once. Only from the node's latest attempt
+        before this one, when it was lost that way and started as many executions as this
+        call has batches."""
+        async with self.writer.transaction(fenced=[call.parent_execution_id]) as transaction:
+            session = transaction.session
+            previous = (
+                await session.exec(
+                    select(NodeRun.id, NodeRun.status, NodeRun.error)
+                    .where(
+                        col(NodeRun.execution_id) == call.parent_execution_id,
+                        col(NodeRun.node_id) == call.parent_node_id,
+                        col(NodeRun.id) != call.parent_run_id,
+                    )
+                    .order_by(col(NodeRun.created_at).desc(), col(NodeRun.id).desc())
+                    .limit(1)
+                )
+            ).first()
+            if previous is None:
+                return []
+            run_id, status, error = previous
+            if status != NodeRunStatus.FAILED.value or (error or {}).get("type") != "WORKER_LOST":
+                return []
+            children = (
+                await session.exec(
+                    select(Execution.id)
+                    .where(col(Execution.parent_run_id) == run_id)
+                    .order_by(col(Execution.parent_batch))
+                )
+            ).all()
+            if len(children) != len(call.batches):
+                return []
+            moved = await session.exec(
+                update(Execution)
+                .where(col(Execution.parent_run_id) == run_id)
+                .values(parent_run_id=call.parent_run_id)
+            )
+            if moved.rowcount == len(children):
+                return list(children)
+        # Another run of this attempt adopted them meanwhile (none moved here).
+        return await self._started(call.parent_run_id)
 
     async def _started(self, parent_run_id: str) -> list[str]:
         """The executions the attempt `parent_run_id` started, by batch."""

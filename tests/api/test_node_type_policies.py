@@ -18,6 +18,7 @@ from server.settings import InvalidSettingsError, Settings, load_settings
 from storage import accounts, schedules
 from storage.db import Database
 from storage.models import Execution, Membership, NodeTypePolicyChange, ScheduleTick
+from storage.recorder import GroupCommitWriter
 from tests.api.test_executions import EXECUTE, create, execute, finished
 from tests.api.test_schedules import schedule_row, scheduled
 from tests.api.test_webhooks import ACTIVATE, PUBLISH, hook_workflow
@@ -251,7 +252,12 @@ async def test_a_schedule_stops_firing_and_resumes_when_enabled_again(
     assert row is not None
     due = row.next_at
     # The tick passes without an execution, and the schedule moves on.
-    assert await schedules.fire_due(database, due, policy=policies.current) == []
+    assert (
+        await schedules.fire_due(
+            database, GroupCommitWriter(database), due, policy=policies.current
+        )
+        == []
+    )
     async with database.session() as session:
         ticks = (await session.exec(select(ScheduleTick))).all()
         runs = (await session.exec(select(Execution))).all()
@@ -262,7 +268,9 @@ async def test_a_schedule_stops_firing_and_resumes_when_enabled_again(
     # Enabled again: the next tick fires.
     await set_enabled(alice, "noop", True, ws=await workspace_of(alice))
     following = due + timedelta(minutes=5)
-    fired = await schedules.fire_due(database, following, policy=policies.current)
+    fired = await schedules.fire_due(
+        database, GroupCommitWriter(database), following, policy=policies.current
+    )
     assert [execution.workflow_id for execution in fired] == [workflow_id]
 
 

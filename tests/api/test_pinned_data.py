@@ -21,6 +21,7 @@ from storage import errors, executions, workflows
 from storage.db import Database
 from storage.execution_source import DatabaseExecutionSource
 from storage.models import Workflow, WorkflowVersion, new_id
+from storage.recorder import GroupCommitWriter
 from storage.subworkflows import DatabaseWorkflowCaller
 from tests.api.test_executions import create, execute, finished
 from tests.api.test_expression_preview import EVALUATE_PARAMETERS
@@ -194,7 +195,7 @@ async def test_other_executions_than_manual_ignore_pins(
             )
             for each in ("manual", mode)
         }
-    source = DatabaseExecutionSource(database)
+    source = DatabaseExecutionSource(database, GroupCommitWriter(database))
     manual = await source.load(rows["manual"].id)
     other = await source.load(rows[mode].id)
     assert manual is not None and other is not None

@@ -13,6 +13,7 @@ from sqlmodel import select
 from storage import schedules
 from storage.db import Database
 from storage.models import Execution, ScheduleRow, ScheduleTick, WorkflowVersion
+from storage.recorder import GroupCommitWriter
 from storage.types import utcnow
 from tests.api.test_executions import create
 from tests.api.test_webhooks import ACTIVATE, PUBLISH
@@ -48,11 +49,13 @@ async def test_a_due_tick_fires_once_even_when_schedulers_race(
     row = await schedule_row(database, workflow_id)
     assert row is not None and row.next_at > utcnow()
     due = row.next_at
-    created = await asyncio.gather(*(schedules.fire_due(database, due) for _ in range(4)))
+    created = await asyncio.gather(
+        *(schedules.fire_due(database, GroupCommitWriter(database), due) for _ in range(4))
+    )
     fired = [execution for batch in created for execution in batch]
     assert len(fired) == 1
     assert fired[0].mode == "schedule"
-    assert await schedules.fire_due(database, due) == []
+    assert await schedules.fire_due(database, GroupCommitWriter(database), due) == []
     async with database.session() as session:
         ticks = (await session.exec(select(ScheduleTick))).all()
     assert [(tick.scheduled_at, tick.execution_id) for tick in ticks] == [(due, fired[0].id)]
@@ -65,7 +68,7 @@ async def test_missed_ticks_are_skipped_or_run_once(alice: Caller, database: Dat
     catching_up = await scheduled(alice, {"cron": "* * * * *", "missed": "run_once"})
     # The processes were down for an hour.
     later = utcnow() + timedelta(hours=1)
-    fired = await schedules.fire_due(database, later)
+    fired = await schedules.fire_due(database, GroupCommitWriter(database), later)
     assert [execution.workflow_id for execution in fired] == [catching_up]
     for workflow_id in (skipping, catching_up):
         row = await schedule_row(database, workflow_id)
@@ -76,7 +79,12 @@ async def test_deactivating_stops_the_schedule(alice: Caller, database: Database
     workflow_id = await scheduled(alice, {"mode": "interval", "intervalSeconds": 60})
     await alice.gql(ACTIVATE, {"id": workflow_id, "active": False})
     assert await schedule_row(database, workflow_id) is None
-    assert await schedules.fire_due(database, utcnow() + timedelta(days=1)) == []
+    assert (
+        await schedules.fire_due(
+            database, GroupCommitWriter(database), utcnow() + timedelta(days=1)
+        )
+        == []
+    )
 
 
 NODE_ISSUES = """
@@ -151,7 +159,7 @@ async def test_a_stored_six_field_schedule_deactivates_its_workflow_not_fired_ev
         row.spec = {**row.spec, "cron": "* * * * * *"}
         session.add(row)
         due = row.next_at
-    assert await schedules.fire_due(database, due) == []
+    assert await schedules.fire_due(database, GroupCommitWriter(database), due) == []
     assert await schedule_row(database, workflow_id) is None
     async with database.session() as session:
         assert (await session.exec(select(ScheduleTick))).all() == []

@@ -242,7 +242,7 @@ async def test_execution_updates_recover_changes_the_bus_lost(
             )
             # A change of it that is not announced either: the idle check finds it.
             async with database.transaction() as session:
-                assert await cancellation.cancel_queued(session, hidden.id)
+                assert await cancellation.cancel_unheld_in(session, hidden.id)
             await until(
                 lambda: (
                     seen[-1] == {"id": hidden.id, "workflowId": workflow_id, "status": "CANCELLED"}
@@ -287,7 +287,7 @@ async def test_execution_updates_of_a_subscriber_that_falls_behind_are_read_agai
                     )
                     for _ in range(3)
                 ]
-                assert await cancellation.cancel_queued(session, created[0].id)
+                assert await cancellation.cancel_unheld_in(session, created[0].id)
             services.fanout.wake([execution.id for execution in created])
             # What it let go of is read again: its unfinished executions, and the one that
             # began and ended in the gap.

@@ -17,6 +17,7 @@ from storage import workflows
 from storage.db import Database
 from storage.lifecycle_store import DatabaseExecutionStore
 from storage.models import Execution, Workflow
+from storage.recorder import GroupCommitWriter
 from tests.storage.conftest import StoredWorkflow
 
 
@@ -64,7 +65,9 @@ async def test_concurrent_starts_with_one_key_make_one_execution(
     workflow, _ = await stored_workflow()
     request = await _request(database, workflow, key="same")
     runs = Submissions()
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database), runs)
+    lifecycle = ExecutionLifecycle(
+        DatabaseExecutionStore(database, GroupCommitWriter(database)), runs
+    )
 
     async def prepare() -> StartRequest:
         return request
@@ -93,7 +96,9 @@ async def test_a_start_of_a_workflow_gone_is_refused_and_stores_nothing(
     async with database.transaction() as session:
         await session.delete(await session.get(Workflow, workflow.id))
     runs = Submissions()
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database), runs)
+    lifecycle = ExecutionLifecycle(
+        DatabaseExecutionStore(database, GroupCommitWriter(database)), runs
+    )
 
     async def prepare() -> StartRequest:
         return request
@@ -110,7 +115,9 @@ async def test_a_refusal_of_prepare_is_passed_on_and_stores_nothing(
     database: Database, stored_workflow: StoredWorkflow
 ) -> None:
     workflow, _ = await stored_workflow()
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database), Submissions())
+    lifecycle = ExecutionLifecycle(
+        DatabaseExecutionStore(database, GroupCommitWriter(database)), Submissions()
+    )
 
     class Refused(Exception):
         pass
@@ -135,7 +142,9 @@ async def test_admission_queues_past_the_limit_but_not_a_sub_workflow_call(
         workflow = row
     request = await _request(database, workflow)
     runs = Submissions()
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database), runs)
+    lifecycle = ExecutionLifecycle(
+        DatabaseExecutionStore(database, GroupCommitWriter(database)), runs
+    )
 
     async def prepare() -> StartRequest:
         return request

@@ -53,8 +53,8 @@ async def test_a_creation_a_claim_and_a_cancellation_are_published_by_the_writer
     workflow, _ = await stored_workflow()
     writer = GroupCommitWriter(database)
     published = Published(writer)
-    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer=writer), Submissions())
-    source = DatabaseExecutionSource(database, writer=writer)
+    lifecycle = ExecutionLifecycle(DatabaseExecutionStore(database, writer), Submissions())
+    source = DatabaseExecutionSource(database, writer)
 
     async def prepare_request() -> StartRequest:
         return await _request(database, workflow)
@@ -97,10 +97,10 @@ async def test_a_resumed_claim_publishes_the_attempts_it_closes(
     workflow, _ = await stored_workflow()
     writer = GroupCommitWriter(database)
     published = Published(writer)
-    store = DatabaseExecutionStore(database, writer=writer)
+    store = DatabaseExecutionStore(database, writer)
     (execution,) = await store.create([await _request(database, workflow)], [True])
-    dead = DatabaseExecutionSource(database, owner="dead", lease_s=0.0, writer=writer)
-    heir = DatabaseExecutionSource(database, owner="heir", writer=writer)
+    dead = DatabaseExecutionSource(database, writer, owner="dead", lease_s=0.0)
+    heir = DatabaseExecutionSource(database, writer, owner="heir")
     try:
         loaded = await dead.load(execution.id)
         assert loaded is not None and await dead.claim(loaded)
@@ -146,7 +146,7 @@ async def test_a_creation_refused_publishes_nothing(
     workflow, _ = await stored_workflow()
     writer = GroupCommitWriter(database)
     published = Published(writer)
-    store = DatabaseExecutionStore(database, writer=writer)
+    store = DatabaseExecutionStore(database, writer)
     request = await _request(database, workflow)
     async with database.transaction() as session:
         await session.delete(await session.get(Workflow, workflow.id))

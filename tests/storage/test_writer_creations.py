@@ -54,7 +54,7 @@ async def test_a_refused_creation_fails_alone(
 
     writer.on_commit(listen)
     # Nothing runs what the writer stores here: the submitter is never asked.
-    starts = EmbeddedStarts(DatabaseExecutionSource(database), None, writer)  # type: ignore[arg-type]
+    starts = EmbeddedStarts(DatabaseExecutionSource(database, writer), None, writer)  # type: ignore[arg-type]
     version = await _version(database, stored_workflow)
     good = starts.prepare(version, mode="webhook", input={"n": 1}, idempotency_key="k")
     twin = starts.prepare(version, mode="webhook", input={"n": 2}, idempotency_key="k")
@@ -91,7 +91,7 @@ async def test_a_creation_is_stored_with_the_records_of_its_round(
 ) -> None:
     """Several starts at once cost one transaction (a round), not one each."""
     writer = GroupCommitWriter(database)
-    starts = EmbeddedStarts(DatabaseExecutionSource(database), None, writer)  # type: ignore[arg-type]
+    starts = EmbeddedStarts(DatabaseExecutionSource(database, writer), None, writer)  # type: ignore[arg-type]
     version = await _version(database, stored_workflow)
     await writer.start()
     rounds = writer.rounds
@@ -118,7 +118,7 @@ async def test_starts_wait_while_too_many_runs_go_on(
 ) -> None:
     writer = GroupCommitWriter(database)
     runs = HeldRuns()
-    starts = EmbeddedStarts(DatabaseExecutionSource(database), runs, writer, max_running=1)  # type: ignore[arg-type]
+    starts = EmbeddedStarts(DatabaseExecutionSource(database, writer), runs, writer, max_running=1)  # type: ignore[arg-type]
     version = await _version(database, stored_workflow)
     first = starts.prepare(version, mode="webhook", input={})
     second = starts.prepare(version, mode="webhook", input={})

@@ -5,11 +5,12 @@ Revision ID: 0016
 Revises: 0013
 Create Date: 2026-12-08
 
-Two attempts at the same sub-workflow call (the same attempt run again by two processes, one
-of which lost its lease) could each find no child yet and create the children twice. The
-unique index makes the second creation fail; it then reads the first's children (storage/
-subworkflows.py). NULLs are distinct in a unique index on both databases, so executions that
-are not sub-workflow calls are unaffected.
+A guard, cheap: the engine does not start one attempt's call twice (a fresh attempt has a new
+run id; a takeover closes the running attempt WORKER_LOST and runs a new one, which adopts the
+lost attempt's children, and a process that lost the caller's lease creates none: see storage/
+subworkflows.py and GroupCommitWriter.transaction). Should two creations for one attempt
+ever meet, the second fails and reads the first's children. NULLs are distinct in a unique
+index on both databases, so executions that are not sub-workflow calls are unaffected.
 
 Children created twice before this migration are told apart by age: the oldest of each call
 and batch keeps its link to the call's attempt (`parent_run_id`), the later ones lose it (they
