@@ -41,8 +41,11 @@ def _unicode_lower(value: Any) -> Any:
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # Pages that pruning frees go back to the file system (storage/retention.py). Takes
-    # effect in a new file, set before its first table; an existing one needs a VACUUM.
-    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    # effect in a new file, set before its first table; an existing one needs a VACUUM. Set
+    # only then: on a file in use the pragma waits for the write lock a writer may hold.
+    cursor.execute("PRAGMA page_count")
+    if cursor.fetchone()[0] == 0:
+        cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     # WAL lets readers proceed while the single writer commits.
     cursor.execute("PRAGMA journal_mode=WAL")
     # SQLite ignores foreign keys unless asked, per connection.
