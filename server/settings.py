@@ -366,7 +366,7 @@ class Settings(BaseSettings):
     save_data_on_success: SaveDataValue = Field(
         default="all",
         description="What successful executions keep: all, summary (statuses and timings, "
-        "no inputs or outputs) or none (deleted when they end).",
+        "no inputs or outputs) or none (deleted LOOM_PRUNE_NONE_AFTER_S after they end).",
     )
     save_data_on_error: SaveDataValue = Field(
         default="all", description="What failed and cancelled executions keep."
@@ -399,6 +399,14 @@ class Settings(BaseSettings):
         description="How often a process that schedules prunes old executions (seconds).",
         gt=0,
     )
+    prune_none_after_s: float = Field(
+        default=60.0,
+        description="Executions whose workflow keeps none of their data are deleted this "
+        "long after they end (seconds): until then a cancel, a webhook's repeat or a late "
+        "subscriber still finds their end. Pruned every quarter of it (at most every "
+        "LOOM_PRUNE_INTERVAL_S).",
+        gt=0,
+    )
     prune_batch_size: int = Field(
         default=50,
         description="Executions deleted per transaction by a prune: small enough that "
@@ -426,6 +434,7 @@ class Settings(BaseSettings):
             max_count=self.executions_max_count,
             failed_max_age_hours=self.failed_executions_max_age_hours,
             batch_size=self.prune_batch_size,
+            none_after_s=self.prune_none_after_s,
         )
 
     def code_limits(self) -> CodeLimits:

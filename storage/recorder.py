@@ -458,10 +458,8 @@ class GroupCommitWriter:
         """Writes what the fences let through; returns the new node run ids and the records
         written."""
         batch = await self._fenced(session, batch)
-        # Executions that end keeping less than all their data (storage/saved_data.py): all
-        # their records are published, not all written.
+        # Executions that end keeping less than all their data (storage/saved_data.py).
         ending = Endings.of(batch)
-        published, batch = batch, ending.written(batch)
         # Node runs: the latest state of each run in this batch, inserted or updated.
         runs: dict[str, tuple[str, NodeRunState]] = {}
         for record in batch:
@@ -519,8 +517,7 @@ class GroupCommitWriter:
         if payload_rows:
             await run_core(session, _INSERT_PAYLOADS, payload_rows)
         if not batch:
-            await ending.apply(session)
-            return [], published
+            return [], []
         await run_core(
             session,
             _INSERT_EVENTS,
@@ -546,7 +543,7 @@ class GroupCommitWriter:
         if output_rows:
             await executions.insert_execution_payloads(session, output_rows)
         await ending.apply(session)
-        return [row["id"] for row in new_runs], published
+        return [row["id"] for row in new_runs], batch
 
 
 def _settle(creation: NewExecution, error: BaseException | None) -> None:
@@ -645,7 +642,7 @@ def _execution_change(execution_id: str, change: ExecutionUpdate) -> tuple[Any, 
         values["finished_at"] = change.finished_at
     if change.error is not None:
         values["error"] = change.error.to_json()
-    if change.saved_data is SaveData.SUMMARY:
+    if change.saved_data is not SaveData.ALL:
         values["saved_data"] = change.saved_data.value
     statement = _execution_update(change.status, tuple(values))
     params = {f"v_{name}": value for name, value in values.items()}

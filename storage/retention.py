@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import retention as settings_keys
+from engine.retention import SaveData
 from engine.states import ExecutionStatus
 from storage.db import SQLITE_BUSY_TIMEOUT_MS, Database, run_core
 from storage.models import (
@@ -90,6 +91,10 @@ class RetentionPolicy:
     batch_size: int = 50
     # Between two batches: lets the other writers in and the API breathe.
     pause_s: float = 0.05
+    # Executions that kept none of their data (`saved_data` `none`) are pruned this long
+    # after their end, whatever the bounds above: until then whoever reads their end back
+    # (a cancel, a webhook's repeat, a late subscriber) finds it.
+    none_after_s: float = 60.0
 
     def with_workflow(self, settings: Mapping[str, Any]) -> RetentionPolicy:
         """This policy as a workflow's settings change it for its own executions."""
@@ -101,6 +106,7 @@ class RetentionPolicy:
             ),
             batch_size=self.batch_size,
             pause_s=self.pause_s,
+            none_after_s=self.none_after_s,
         )
 
 
@@ -182,6 +188,16 @@ async def _nth_newest(
     return (await connection.execute(query)).scalar_one_or_none()
 
 
+def _discarded(policy: RetentionPolicy, now: datetime) -> ColumnElement[bool]:
+    """Executions that kept none of their data, ended longer than the grace period ago (a
+    cheap query: a partial index holds only them)."""
+    table = _EXECUTIONS
+    return and_(
+        table.c.saved_data == SaveData.NONE.value,
+        table.c.finished_at < now - timedelta(seconds=policy.none_after_s),
+    )
+
+
 async def _conditions(
     database: Database, policy: RetentionPolicy, now: datetime
 ) -> list[ColumnElement[bool]]:
@@ -200,7 +216,7 @@ async def _conditions(
         scopes += [
             (table.c.workflow_id == workflow_id, rule) for workflow_id, rule in overrides.items()
         ]
-        conditions: list[ColumnElement[bool]] = []
+        conditions: list[ColumnElement[bool]] = [_discarded(policy, now)]
         for scope, rule in scopes:
             not_failed = table.c.status != _FAILED if rule.failed_max_age_hours else None
             if rule.max_age_hours is not None:
@@ -335,10 +351,13 @@ async def prune(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
+    only_discarded: bool = False,
 ) -> PruneRecord | None:
     """Delete the ended executions `policy` and their workflows' settings say are old, in
     batches; None when another process is pruning. A dry run deletes nothing and says what
     it would delete. Recorded (`last_prune`) and told to `PRUNED_LISTENERS` unless a dry run.
+    `only_discarded`: only the executions that kept none of their data, past their grace
+    period (the frequent prune); recorded only if it deleted some.
     """
     lock = _PruneLock(database)
     if not await lock.acquire():
@@ -346,7 +365,10 @@ async def prune(
     try:
         started_at = utcnow()
         tally = _Tally()
-        conditions = await _conditions(database, policy, now or started_at)
+        if only_discarded:
+            conditions = [_discarded(policy, now or started_at)]
+        else:
+            conditions = await _conditions(database, policy, now or started_at)
         sqlite_file = _sqlite_file(database)
         prunable = _prunable()
         if dry_run:
@@ -381,6 +403,8 @@ async def prune(
                     break
                 await asyncio.sleep(policy.pause_s)
         record = PruneRecord(started_at, utcnow(), tally.rows["executions"], tally.rows)
+        if only_discarded and not record.executions_deleted:
+            return record
         await _record(database, record)
         if record.executions_deleted and database.is_sqlite:
             await vacuum(database)
