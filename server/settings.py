@@ -85,6 +85,13 @@ def _url_schemes(*schemes: str) -> Callable[[str | None], str | None]:
 
 # Lists are read from the environment by `_string_list`, not by pydantic-settings' JSON
 # decoding (which accepts JSON only and fails with a traceback that names no variable).
+def _no_limit(value: object) -> object:
+    """ "" and "none" (any case): no limit."""
+    if isinstance(value, str) and value.strip().lower() in ("", "none"):
+        return None
+    return value
+
+
 StringList = Annotated[list[str], NoDecode, BeforeValidator(_string_list)]
 NetworkList = Annotated[
     list[Annotated[str, AfterValidator(_network)]], NoDecode, BeforeValidator(_string_list)
@@ -375,19 +382,19 @@ class Settings(BaseSettings):
         default="all", description="What manual executions keep, whatever their outcome."
     )
     # How long ended executions stay (storage/retention.py).
-    executions_max_age_hours: float | None = Field(
+    executions_max_age_hours: Annotated[float | None, BeforeValidator(_no_limit)] = Field(
         default=336.0,
         description="Prune ended executions older than this (hours; 336 is 14 days). Empty: "
-        "no limit.",
+        "no limit (or none).",
         gt=0,
     )
-    executions_max_count: int | None = Field(
+    executions_max_count: Annotated[int | None, BeforeValidator(_no_limit)] = Field(
         default=None,
         description="Prune the oldest ended executions beyond this many. Empty: no limit.",
         examples=[10000],
         ge=1,
     )
-    failed_executions_max_age_hours: float | None = Field(
+    failed_executions_max_age_hours: Annotated[float | None, BeforeValidator(_no_limit)] = Field(
         default=None,
         description="Prune failed executions by this age only, not by the two above (keep "
         "them longer). Empty: they follow the two above.",
