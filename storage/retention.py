@@ -25,7 +25,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, insert, not_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    not_,
+    select,
+    text,
+)
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -60,6 +73,7 @@ TABLES = (*(table.name for table in _CHILD_TABLES), "executions")
 _UNFINISHED = [status.value for status in ExecutionStatus if not status.is_terminal]
 _FAILED = ExecutionStatus.FAILED.value
 _LOCK_NAME = "loom.retention.prune"
+_SQLITE = sqlite_dialect.dialect(paramstyle="qmark")
 # Prune records kept: the newest ones (systemStatus shows the last).
 _KEEP_PRUNE_RECORDS = 100
 # Pages freed per SQLite transaction by `vacuum`: each is a short write.
@@ -245,12 +259,27 @@ def _all(*conditions: ColumnElement[bool] | None) -> ColumnElement[bool]:
     return and_(*(condition for condition in conditions if condition is not None))
 
 
-async def _delete_batch(session: AsyncSession, ids: list[str], tally: _Tally) -> None:
+def _recheck(ids: list[str]) -> Select[Any]:
+    """The ids of a batch still prunable, in the write that deletes them: a retry or run to
+    a node that names one may have been created since the batch was selected."""
+    return select(_EXECUTIONS.c.id).where(_EXECUTIONS.c.id.in_(ids), _prunable())
+
+
+def _deletes(ids: list[str]) -> Iterator[tuple[str, Delete]]:
+    """The statements that delete a batch, by table: rows that refer to others first."""
     for child in _CHILD_TABLES:
-        result = await run_core(session, delete(child).where(child.c.execution_id.in_(ids)))
-        tally.add(child.name, result.rowcount)
-    result = await run_core(session, delete(_EXECUTIONS).where(_EXECUTIONS.c.id.in_(ids)))
-    tally.add("executions", result.rowcount)
+        yield child.name, delete(child).where(child.c.execution_id.in_(ids))
+    yield "executions", delete(_EXECUTIONS).where(_EXECUTIONS.c.id.in_(ids))
+
+
+async def _delete_batch(session: AsyncSession, ids: list[str], tally: _Tally) -> None:
+    """PostgreSQL: the batch was selected `FOR UPDATE SKIP LOCKED` in this transaction (an
+    execution whose retry is being inserted is skipped, and one inserted from now on waits
+    for the commit, then fails its foreign key); checked again all the same."""
+    kept = list((await run_core(session, _recheck(ids))).scalars())
+    if kept:
+        for table, statement in _deletes(kept):
+            tally.add(table, (await run_core(session, statement)).rowcount)
 
 
 def _sqlite_file(database: Database) -> str | None:
@@ -262,28 +291,30 @@ def _delete_in_file(path: str, ids: list[str]) -> dict[str, int]:
     """SQLite: delete a batch on a connection of its own, on a thread. SQLite calls of the
     process's own connections run on the event loop (storage/sqlite_inline.py): a batch of
     deletes there would stall every request meanwhile; here only writers wait for it, and
-    they wait with the loop running."""
-    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
-    marks = ",".join("?" * len(ids))
+    they wait with the loop running. The batch is checked again in the write transaction."""
+    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     deleted: dict[str, int] = {}
     try:
         # Deleting an execution sets what names it to NULL (retry_of, schedule ticks, ...).
         connection.execute("PRAGMA foreign_keys=ON")
-        with connection:
-            for child in _CHILD_TABLES:
-                cursor = connection.execute(
-                    f"DELETE FROM {child.name} WHERE execution_id IN ({marks})",  # noqa: S608
-                    ids,
-                )
-                deleted[child.name] = cursor.rowcount
-            cursor = connection.execute(
-                f"DELETE FROM executions WHERE id IN ({marks})",  # noqa: S608
-                ids,
-            )
-            deleted["executions"] = cursor.rowcount
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            kept = [row[0] for row in _run_sqlite(connection, _recheck(ids))]
+            for table, statement in _deletes(kept) if kept else ():
+                deleted[table] = _run_sqlite(connection, statement).rowcount
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
     finally:
         connection.close()
     return deleted
+
+
+def _run_sqlite(connection: sqlite3.Connection, statement: Delete | Select[Any]) -> sqlite3.Cursor:
+    compiled = statement.compile(dialect=_SQLITE, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    return connection.execute(str(compiled), [params[name] for name in compiled.positiontup or ()])
 
 
 async def _count_rows(database: Database, ids: list[str], tally: _Tally) -> None:
@@ -386,6 +417,8 @@ async def prune(
                 .order_by(_EXECUTIONS.c.created_at)
                 .limit(policy.batch_size)
             )
+            if not database.is_sqlite:
+                query = query.with_for_update(skip_locked=True, of=_EXECUTIONS)
             while True:
                 if sqlite_file is not None:
                     async with database.session() as session:

@@ -196,3 +196,23 @@ def test_a_prune_record_is_frozen() -> None:
     except AttributeError:
         return
     raise AssertionError("PruneRecord is not frozen")
+
+
+async def test_a_retry_created_after_the_selection_keeps_its_source(database: Database) -> None:
+    owner = await make_workflow(database)
+    (source,) = await insert_executions(database, owner, 1, oldest=utcnow() - timedelta(days=3))
+    # Selected for pruning; then a retry of it is created before the batch is deleted.
+    await insert_executions(database, owner, 1, status="QUEUED", retry_of=source)
+    tally = retention._Tally()
+    sqlite_file = retention._sqlite_file(database)
+    if sqlite_file is not None:
+        deleted = await asyncio.to_thread(retention._delete_in_file, sqlite_file, [source])
+        assert sum(deleted.values()) == 0
+    else:
+        async with database.transaction() as session:
+            await retention._delete_batch(session, [source], tally)
+        assert sum(tally.rows.values()) == 0
+    assert await statuses(database, [source]) == {source}
+    retry_of = SQLModel.metadata.tables["executions"].c.retry_of
+    async with database.engine.connect() as connection:
+        assert (await connection.execute(select(retry_of).where(retry_of.is_not(None)))).all()
