@@ -112,16 +112,34 @@ class RetentionPolicy:
 
     def with_workflow(self, settings: Mapping[str, Any]) -> RetentionPolicy:
         """This policy as a workflow's settings change it for its own executions."""
+        # JSON Schema's integer admits 5.0; a stored value is checked again here (a bad
+        # one raises, and only that workflow's executions go unpruned, see `_conditions`).
+        count = settings.get(settings_keys.MAX_COUNT)
         return RetentionPolicy(
-            max_age_hours=settings.get(settings_keys.MAX_AGE_HOURS, self.max_age_hours),
-            max_count=settings.get(settings_keys.MAX_COUNT),
-            failed_max_age_hours=settings.get(
-                settings_keys.FAILED_MAX_AGE_HOURS, self.failed_max_age_hours
+            max_age_hours=_number(settings.get(settings_keys.MAX_AGE_HOURS, self.max_age_hours)),
+            max_count=None if count is None else _whole(count),
+            failed_max_age_hours=_number(
+                settings.get(settings_keys.FAILED_MAX_AGE_HOURS, self.failed_max_age_hours)
             ),
             batch_size=self.batch_size,
             pause_s=self.pause_s,
             none_after_s=self.none_after_s,
         )
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"not a positive number: {value!r}")
+    return float(value)
+
+
+def _whole(value: Any) -> int:
+    number = _number(value)
+    if number is None or not number.is_integer():
+        raise ValueError(f"not a positive whole number: {value!r}")
+    return int(number)
 
 
 @dataclass(frozen=True)
@@ -219,16 +237,22 @@ async def _conditions(
     table = _EXECUTIONS
     async with database.engine.connect() as connection:
         rows = (await connection.execute(select(_WORKFLOWS.c.id, _WORKFLOWS.c.settings))).all()
-        overrides = {
-            workflow_id: policy.with_workflow(settings)
-            for workflow_id, settings in rows
-            if isinstance(settings, dict) and _overridden(settings)
-        }
+        overrides: dict[str, RetentionPolicy | None] = {}
+        for workflow_id, settings in rows:
+            if isinstance(settings, dict) and _overridden(settings):
+                try:
+                    overrides[workflow_id] = policy.with_workflow(settings)
+                except ValueError as exc:
+                    # Its executions are left alone; the others are pruned.
+                    logger.error("workflow %s: bad retention settings: %s", workflow_id, exc)
+                    overrides[workflow_id] = None
         scopes: list[tuple[ColumnElement[bool], RetentionPolicy]] = [
             (table.c.workflow_id.not_in(list(overrides)), policy)
         ]
         scopes += [
-            (table.c.workflow_id == workflow_id, rule) for workflow_id, rule in overrides.items()
+            (table.c.workflow_id == workflow_id, rule)
+            for workflow_id, rule in overrides.items()
+            if rule is not None
         ]
         conditions: list[ColumnElement[bool]] = [_discarded(policy, now)]
         for scope, rule in scopes:

@@ -216,3 +216,20 @@ async def test_a_retry_created_after_the_selection_keeps_its_source(database: Da
     retry_of = SQLModel.metadata.tables["executions"].c.retry_of
     async with database.engine.connect() as connection:
         assert (await connection.execute(select(retry_of).where(retry_of.is_not(None)))).all()
+
+
+async def test_a_whole_float_count_works_and_a_bad_setting_stops_only_its_workflow(
+    database: Database,
+) -> None:
+    # Stored settings that JSON Schema let through (5.0) or that predate the check ("x").
+    floating = await make_workflow(database, {"executionsMaxCount": 2.0})
+    broken = await make_workflow(database, {"executionsMaxAgeHours": "x"})
+    usual = await make_workflow(database)
+    week_ago = utcnow() - timedelta(days=7)
+    floating_ids = await insert_executions(database, floating, 4)
+    broken_ids = await insert_executions(database, broken, 2, oldest=week_ago)
+    usual_ids = await insert_executions(database, usual, 2, oldest=week_ago)
+    record = await prune(database, RetentionPolicy(max_age_hours=48))
+    assert record is not None and record.executions_deleted == 4
+    kept = await statuses(database, floating_ids + broken_ids + usual_ids)
+    assert kept == {*floating_ids[-2:], *broken_ids}
