@@ -126,7 +126,7 @@ def settings_schema() -> dict[str, Any]:
         ),
         FAILED_MAX_AGE_HOURS: bound(
             "Keep failed executions for (hours)",
-            "Failed executions are pruned by this age only (not by count).",
+            "Failed and cancelled executions are pruned by this age only (not by count).",
             100 * 365 * 24,
         ),
     }

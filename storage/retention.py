@@ -2,10 +2,11 @@
 
 Server-wide bounds (`RetentionPolicy`, from `LOOM_EXECUTIONS_*`) and per-workflow ones (its
 settings, engine/retention.py) each name a maximum age, a maximum count and, optionally, a
-maximum age for failed executions, which are then pruned by that age only: a workflow's
-setting replaces the server's for its executions; the server's count bounds all executions
-together. An execution is pruned with its node runs, payloads and events, in batches of
-`batch_size` executions, one transaction each, so that writers never wait long; never one
+maximum age for failed (and cancelled) executions, which are then pruned by that age only:
+a workflow with retention settings of its own has its own bounds (the server's age bounds
+where it names none; its own count or none); the server's count bounds the executions of
+all the other workflows together. An execution is pruned with its node runs, payloads and
+events, in batches of `batch_size` executions, one transaction each, so that writers never wait long; never one
 still queued, running or waiting, nor one that an unfinished execution needs (the execution
 a retry or a run to a node reuses, a sub-workflow execution whose caller waits for it).
 
@@ -71,7 +72,7 @@ _CHILD_TABLES: tuple[Table, ...] = (
 )
 TABLES = (*(table.name for table in _CHILD_TABLES), "executions")
 _UNFINISHED = [status.value for status in ExecutionStatus if not status.is_terminal]
-_FAILED = ExecutionStatus.FAILED.value
+_FAILED = [ExecutionStatus.FAILED.value, ExecutionStatus.CANCELLED.value]
 _LOCK_NAME = "loom.retention.prune"
 _SQLITE = sqlite_dialect.dialect(paramstyle="qmark")
 # Prune records kept: the newest ones (systemStatus shows the last).
@@ -255,27 +256,26 @@ async def _conditions(
             if rule is not None
         ]
         conditions: list[ColumnElement[bool]] = [_discarded(policy, now)]
+        ended = table.c.status.not_in(_UNFINISHED)
         for scope, rule in scopes:
-            not_failed = table.c.status != _FAILED if rule.failed_max_age_hours else None
+            # Failed and cancelled executions (what saveDataOnError covers).
+            failed = table.c.status.in_(_FAILED)
+            not_failed = not_(failed) if rule.failed_max_age_hours else None
             if rule.max_age_hours is not None:
                 cutoff = now - timedelta(hours=rule.max_age_hours)
                 conditions.append(_all(scope, table.c.created_at < cutoff, not_failed))
             if rule.failed_max_age_hours is not None:
                 cutoff = now - timedelta(hours=rule.failed_max_age_hours)
-                conditions.append(
-                    _all(scope, table.c.status == _FAILED, table.c.created_at < cutoff)
-                )
-            # A workflow's own count; the server's bounds all executions together (below).
-            if rule is not policy and rule.max_count is not None:
-                newest = await _nth_newest(connection, scope, rule.max_count)
+                conditions.append(_all(scope, failed, table.c.created_at < cutoff))
+            # The server's count bounds the executions of the workflows without settings of
+            # their own together; a workflow's own count, its executions. Counted: the ended
+            # executions the count prunes (not the unfinished ones, nor failed ones kept by
+            # their own age).
+            if rule.max_count is not None:
+                counted = _all(scope, ended, not_failed)
+                newest = await _nth_newest(connection, counted, rule.max_count)
                 if newest is not None:
-                    conditions.append(_all(scope, table.c.created_at < newest, not_failed))
-        if policy.max_count is not None:
-            everything = table.c.id.is_not(None)
-            newest = await _nth_newest(connection, everything, policy.max_count)
-            if newest is not None:
-                not_failed = table.c.status != _FAILED if policy.failed_max_age_hours else None
-                conditions.append(_all(table.c.created_at < newest, not_failed))
+                    conditions.append(_all(counted, table.c.created_at < newest))
     return conditions
 
 

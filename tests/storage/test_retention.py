@@ -233,3 +233,33 @@ async def test_a_whole_float_count_works_and_a_bad_setting_stops_only_its_workfl
     assert record is not None and record.executions_deleted == 4
     kept = await statuses(database, floating_ids + broken_ids + usual_ids)
     assert kept == {*floating_ids[-2:], *broken_ids}
+
+
+async def test_the_count_covers_ended_runs_of_workflows_without_settings_of_their_own(
+    database: Database,
+) -> None:
+    usual = await make_workflow(database)
+    own = await make_workflow(database, {"executionsMaxAgeHours": 24 * 365})
+    day_ago = utcnow() - timedelta(days=1)
+    usual_ids = await insert_executions(database, usual, 2, oldest=day_ago)
+    # Newer: another workflow's runs (its own settings) and queued runs of this one.
+    own_ids = await insert_executions(database, own, 3)
+    queued = await insert_executions(database, usual, 3, status="QUEUED")
+    record = await prune(database, RetentionPolicy(max_count=2))
+    assert record is not None and record.executions_deleted == 0
+    assert await statuses(database, usual_ids + own_ids + queued) == {
+        *usual_ids,
+        *own_ids,
+        *queued,
+    }
+
+
+async def test_cancelled_executions_are_kept_as_long_as_failed_ones(database: Database) -> None:
+    owner = await make_workflow(database)
+    week_ago = utcnow() - timedelta(days=7)
+    cancelled = await insert_executions(database, owner, 2, oldest=week_ago, status="CANCELLED")
+    done = await insert_executions(database, owner, 2, oldest=week_ago)
+    policy = RetentionPolicy(max_age_hours=48, failed_max_age_hours=24 * 30)
+    record = await prune(database, policy)
+    assert record is not None and record.executions_deleted == 2
+    assert await statuses(database, cancelled + done) == set(cancelled)
