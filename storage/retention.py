@@ -6,12 +6,15 @@ maximum age for failed (and cancelled) executions, which are then pruned by that
 a workflow with retention settings of its own has its own bounds (the server's age bounds
 where it names none; its own count or none); the server's count bounds the executions of
 all the other workflows together. An execution is pruned with its node runs, payloads and
-events, in batches of `batch_size` executions, one transaction each, so that writers never wait long; never one
-still queued, running or waiting, nor one that an unfinished execution needs (the execution
-a retry or a run to a node reuses, a sub-workflow execution whose caller waits for it).
+events, in batches of `batch_size` executions, one transaction each, so that writers never
+wait long; never one still queued, running or waiting, nor one that an unfinished
+execution needs (the execution a retry or a run to a node reuses, a sub-workflow execution
+whose caller waits for it).
 
 One process prunes at a time: PostgreSQL through an advisory lock that the others try and
-skip; SQLite is one process's (and SQLite's single writer serialises the rest). SQLite gets
+skip. SQLite: one prune at a time per process (a lock in memory); embedded mode has one
+process per file, and `loom executions prune` run beside it prunes at the same time, its
+batches serialised with the server's by SQLite's single writer (docs/operations.md). SQLite gets
 the space back by incremental auto-vacuum (`ensure_incremental_vacuum`, `vacuum`).
 """
 
