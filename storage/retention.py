@@ -57,6 +57,7 @@ from storage.models import (
     NodeRun,
     NodeRunPayload,
     PruneRun,
+    ScheduleTick,
     Workflow,
 )
 from storage.types import utcnow
@@ -66,6 +67,9 @@ logger = logging.getLogger("loom.retention")
 _EXECUTIONS: Table = Execution.__table__  # type: ignore[attr-defined]
 _WORKFLOWS: Table = Workflow.__table__  # type: ignore[attr-defined]
 _PRUNE_RUNS: Table = PruneRun.__table__  # type: ignore[attr-defined]
+_TICKS: Table = ScheduleTick.__table__  # type: ignore[attr-defined]
+# Schedule ticks kept (`_prune_ticks`).
+_KEEP_TICKS = timedelta(days=1)
 # Deleted in this order, each by execution id: rows that refer to others first.
 _CHILD_TABLES: tuple[Table, ...] = (
     ExecutionEventRow.__table__,  # type: ignore[attr-defined]
@@ -398,6 +402,11 @@ class _PruneLock:
                     text("SELECT pg_advisory_unlock(:key)"), {"key": self._key}
                 )
                 await self._connection.commit()
+            except BaseException:
+                # Not unlocked (failed, or cancelled meanwhile): the pool must not hand the
+                # session on with the lock held. Ending the session ends its locks.
+                await self._connection.invalidate()
+                raise
             finally:
                 await self._connection.close()
                 self._connection = None
@@ -462,6 +471,8 @@ async def prune(
                 if len(ids) < policy.batch_size:
                     break
                 await asyncio.sleep(policy.pause_s)
+        if not only_discarded:
+            await _prune_ticks(database, (now or started_at) - _KEEP_TICKS)
         record = PruneRecord(started_at, utcnow(), tally.rows["executions"], tally.rows)
         if only_discarded and not record.executions_deleted:
             return record
@@ -472,6 +483,15 @@ async def prune(
         return record
     finally:
         await lock.release()
+
+
+async def _prune_ticks(database: Database, before: datetime) -> None:
+    """Schedule ticks (one row per tick fired, storage/schedules.py) are a key that makes a
+    tick fire once while processes race for it: older ones are never looked at again."""
+    async with database.transaction() as session:
+        result = await run_core(session, delete(_TICKS).where(_TICKS.c.scheduled_at < before))
+    if result.rowcount:
+        logger.info("pruned %d schedule ticks", result.rowcount)
 
 
 async def _record(database: Database, record: PruneRecord) -> None:

@@ -263,3 +263,23 @@ async def test_cancelled_executions_are_kept_as_long_as_failed_ones(database: Da
     record = await prune(database, policy)
     assert record is not None and record.executions_deleted == 2
     assert await statuses(database, cancelled + done) == set(cancelled)
+
+
+async def test_schedule_ticks_older_than_a_day_are_pruned(database: Database) -> None:
+    owner = await make_workflow(database)
+    ticks = SQLModel.metadata.tables["schedule_ticks"]
+    now = utcnow()
+    instants = [now - timedelta(days=3), now - timedelta(hours=2)]
+    async with database.transaction() as session:
+        connection = await session.connection()
+        await connection.execute(
+            ticks.insert(),
+            [
+                {"workflow_id": owner.workflow_id, "node_id": "cron", "scheduled_at": at}
+                for at in instants
+            ],
+        )
+    assert await prune(database, RetentionPolicy()) is not None
+    async with database.engine.connect() as connection:
+        left = (await connection.execute(select(ticks.c.scheduled_at))).scalars().all()
+    assert [at.replace(microsecond=0) for at in left] == [instants[1].replace(microsecond=0)]
