@@ -50,6 +50,7 @@ from engine import retention as settings_keys
 from engine.retention import SaveData
 from engine.states import ExecutionStatus
 from storage.db import SQLITE_BUSY_TIMEOUT_MS, Database, run_core
+from storage.executions import UNFINISHED
 from storage.models import (
     Execution,
     ExecutionEventRow,
@@ -78,7 +79,6 @@ _CHILD_TABLES: tuple[Table, ...] = (
     NodeRun.__table__,  # type: ignore[attr-defined]
 )
 TABLES = (*(table.name for table in _CHILD_TABLES), "executions")
-_UNFINISHED = [status.value for status in ExecutionStatus if not status.is_terminal]
 _FAILED = [ExecutionStatus.FAILED.value, ExecutionStatus.CANCELLED.value]
 _LOCK_NAME = "loom.retention.prune"
 _SQLITE = sqlite_dialect.dialect(paramstyle="qmark")
@@ -184,11 +184,11 @@ def _prunable() -> ColumnElement[bool]:
     table = _EXECUTIONS
     other = table.alias("needing")
     caller = table.alias("caller")
-    unfinished = other.c.status.in_(_UNFINISHED)
+    unfinished = other.c.status.in_(UNFINISHED)
     return and_(
         # Not `status IN (ended)`: the planner would then walk the status index over
         # every ended execution and sort them; this way it walks `created_at`.
-        table.c.status.not_in(_UNFINISHED),
+        table.c.status.not_in(UNFINISHED),
         not_(
             table.c.id.in_(
                 select(other.c.retry_of).where(unfinished, other.c.retry_of.is_not(None))
@@ -205,7 +205,7 @@ def _prunable() -> ColumnElement[bool]:
                 select(caller.c.id)
                 .where(
                     caller.c.id == table.c.parent_execution_id,
-                    caller.c.status.in_(_UNFINISHED),
+                    caller.c.status.in_(UNFINISHED),
                 )
                 .exists(),
             )
@@ -263,7 +263,7 @@ async def _conditions(
             if rule is not None
         ]
         conditions: list[ColumnElement[bool]] = [_discarded(policy, now)]
-        ended = table.c.status.not_in(_UNFINISHED)
+        ended = table.c.status.not_in(UNFINISHED)
         for scope, rule in scopes:
             # Failed and cancelled executions (what saveDataOnError covers).
             failed = table.c.status.in_(_FAILED)
