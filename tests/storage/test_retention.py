@@ -64,6 +64,8 @@ async def test_twenty_thousand_executions_are_pruned_to_a_thousand(database: Dat
     heard: list[dict[str, int]] = []
     retention.PRUNED_LISTENERS.append(heard.append)
     try:
+        # Batches of 2,000, not the default 50, to keep the test's time down on a shared
+        # machine: the batching itself is the same (several batches here too).
         record = await prune(database, RetentionPolicy(max_count=1000, batch_size=2000))
     finally:
         retention.PRUNED_LISTENERS.remove(heard.append)
@@ -165,9 +167,8 @@ async def test_one_process_prunes_at_a_time(database: Database) -> None:
     assert done is not None and done.executions_deleted == 4
 
 
-async def test_sqlite_gives_the_space_back(database: Database, tmp_path: Any) -> None:
-    if not database.is_sqlite:
-        return
+async def test_sqlite_gives_the_space_back(tmp_path: Any) -> None:
+    # SQLite only (a file of its own): PostgreSQL's autovacuum reuses the space instead.
     path = tmp_path / "space.db"
     own = Database(f"sqlite+aiosqlite:///{path}")
     try:
@@ -191,11 +192,8 @@ async def test_sqlite_gives_the_space_back(database: Database, tmp_path: Any) ->
 
 def test_a_prune_record_is_frozen() -> None:
     record = PruneRecord(utcnow(), utcnow(), 0, {})
-    try:
+    with pytest.raises(AttributeError):
         record.executions_deleted = 1  # type: ignore[misc]
-    except AttributeError:
-        return
-    raise AssertionError("PruneRecord is not frozen")
 
 
 async def test_a_retry_created_after_the_selection_keeps_its_source(database: Database) -> None:
