@@ -39,6 +39,7 @@ from sqlalchemy import (
     func,
     insert,
     not_,
+    or_,
     select,
     text,
 )
@@ -448,28 +449,40 @@ async def prune(
             return PruneRecord(started_at, utcnow(), len(found), tally.rows)
         for condition in conditions:
             query = (
-                select(_EXECUTIONS.c.id)
+                select(_EXECUTIONS.c.id, _EXECUTIONS.c.created_at)
                 .where(prunable, condition)
-                .order_by(_EXECUTIONS.c.created_at)
+                .order_by(_EXECUTIONS.c.created_at, _EXECUTIONS.c.id)
                 .limit(policy.batch_size)
             )
             if not database.is_sqlite:
                 query = query.with_for_update(skip_locked=True, of=_EXECUTIONS)
+            # Each batch goes on after the last one (by creation time, then id): what a
+            # batch left (needed again since it was selected) is not walked again.
+            after = query
             while True:
                 if sqlite_file is not None:
                     async with database.session() as session:
-                        ids = list((await run_core(session, query)).scalars())
+                        rows = (await run_core(session, after)).all()
+                    ids = [row[0] for row in rows]
                     if ids:
                         deleted = await asyncio.to_thread(_delete_in_file, sqlite_file, ids)
                         for table, count in deleted.items():
                             tally.add(table, count)
                 else:
                     async with database.transaction() as session:
-                        ids = list((await run_core(session, query)).scalars())
+                        rows = (await run_core(session, after)).all()
+                        ids = [row[0] for row in rows]
                         if ids:
                             await _delete_batch(session, ids, tally)
                 if len(ids) < policy.batch_size:
                     break
+                last_id, last_at = rows[-1]
+                after = query.where(
+                    or_(
+                        _EXECUTIONS.c.created_at > last_at,
+                        and_(_EXECUTIONS.c.created_at == last_at, _EXECUTIONS.c.id > last_id),
+                    )
+                )
                 await asyncio.sleep(policy.pause_s)
         if not only_discarded:
             await _prune_ticks(database, (now or started_at) - _KEEP_TICKS)
