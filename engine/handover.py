@@ -15,6 +15,15 @@ from engine.events import ErrorInfo
 from engine.nodes.base import Item, PortItems
 from engine.states import ExecutionStatus
 
+# The webhook response modes that answer with what the run produced: the caller waits.
+ANSWERING_MODES = ("last_node", "respond_node")
+
+
+def webhook_waits(parameters: object) -> bool:
+    """Whether a webhook trigger with these parameters answers with what its run produced."""
+    mode = parameters.get("responseMode") if isinstance(parameters, dict) else None
+    return mode in ANSWERING_MODES
+
 
 class RunHandover:
     """What one run hands to its waiter: the outputs of the first of `node_ids` to succeed,

@@ -6,11 +6,12 @@ cancelled ones) and manual ones (whatever their outcome):
 - `all`: everything: the execution row, its node runs, inputs, outputs and events;
 - `summary`: the execution row, its node runs and events (statuses, timings, item counts,
   errors) without any input, output or preview;
-- `none`: nothing: the execution row is deleted when it ends (its events still reach the
-  subscribers that watch it live).
+- `none`: nothing: stored like `summary` when it ends, then deleted by the pruner a short
+  grace period later (`LOOM_PRUNE_NONE_AFTER_S`), so that whoever reads its end back
+  meanwhile (a cancel, a webhook's repeat, a late subscriber) finds it.
 
 How long what is kept stays is the pruner's business (storage/retention.py); the settings
-that bound it are read there too (`RetentionOverrides`).
+that bound it are read there too (`RetentionPolicy.with_workflow`).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def settings_schema() -> dict[str, Any]:
         ),
         FAILED_MAX_AGE_HOURS: bound(
             "Keep failed executions for (hours)",
-            "Failed executions are pruned by this age only (not by count).",
+            "Failed and cancelled executions are pruned by this age only (not by count).",
             100 * 365 * 24,
         ),
     }

@@ -36,7 +36,7 @@ from engine.executor import (
 )
 from engine.expressions.budget import DEFAULT_LIMITS, ExpressionLimits
 from engine.graph import Graph
-from engine.handover import RunHandover
+from engine.handover import RunHandover, webhook_waits
 from engine.node_types import NodeTypeLookup, NodeTypeRegistry
 from engine.nodes.base import Item, NodeResources, PortItems, RunInfo
 from engine.output_limit import DEFAULT_MAX_NODE_OUTPUT_BYTES
@@ -441,7 +441,5 @@ def _webhook_waits(nodes: list[dict[str, Any]], start_node_id: str | None) -> bo
     """Whether the webhook that started a run answers with what the run produced."""
     for node in nodes:
         if isinstance(node, dict) and node.get("id") == start_node_id:
-            parameters = node.get("parameters") or {}
-            mode = parameters.get("responseMode") if isinstance(parameters, dict) else None
-            return mode in ("last_node", "respond_node")
+            return webhook_waits(node.get("parameters"))
     return False

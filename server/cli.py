@@ -258,7 +258,7 @@ def executions() -> None:
     "--vacuum",
     is_flag=True,
     help="SQLite: first switch the file to incremental auto-vacuum if it is not (a full "
-    "VACUUM, once), so that what is pruned gives its space back.",
+    "VACUUM, once), so that what is pruned gives its space back. Stop the server first.",
 )
 @pass_settings
 def executions_prune(settings: Settings, dry_run: bool, vacuum: bool) -> None:

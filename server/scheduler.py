@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
@@ -36,13 +37,21 @@ async def run_scheduler(
         await asyncio.sleep(tick_s)
 
 
-async def run_pruner(prune: Callable[[], Awaitable[object]], interval_s: float) -> None:
+async def run_pruner(
+    prune: Callable[..., Awaitable[object]], interval_s: float, discarded_interval_s: float
+) -> None:
     """Prune old executions every `interval_s` (storage/retention.py), the first time one
-    interval after the start: a process that restarts often does not prune each time."""
+    interval after the start: a process that restarts often does not prune each time; and
+    those that kept none of their data every `discarded_interval_s` (a cheap query)."""
+    discarded_interval_s = min(discarded_interval_s, interval_s)
+    next_full = time.monotonic() + interval_s
     while True:
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(min(discarded_interval_s, max(next_full - time.monotonic(), 0)))
+        full = time.monotonic() >= next_full
+        if full:
+            next_full = time.monotonic() + interval_s
         try:
-            await prune()
+            await prune(only_discarded=not full)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -55,5 +64,10 @@ def start_pruning(database: Database, settings: Settings) -> asyncio.Task[None]:
 
     policy = settings.retention_policy()
     return asyncio.create_task(
-        run_pruner(partial(prune, database, policy), settings.prune_interval_s), name="pruner"
+        run_pruner(
+            partial(prune, database, policy),
+            settings.prune_interval_s,
+            max(settings.prune_none_after_s / 4, 1.0),
+        ),
+        name="pruner",
     )

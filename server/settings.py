@@ -89,6 +89,13 @@ def _url_schemes(*schemes: str) -> Callable[[str | None], str | None]:
 
 # Lists are read from the environment by `_string_list`, not by pydantic-settings' JSON
 # decoding (which accepts JSON only and fails with a traceback that names no variable).
+def _no_limit(value: object) -> object:
+    """ "" and "none" (any case): no limit."""
+    if isinstance(value, str) and value.strip().lower() in ("", "none"):
+        return None
+    return value
+
+
 StringList = Annotated[list[str], NoDecode, BeforeValidator(_string_list)]
 NetworkList = Annotated[
     list[Annotated[str, AfterValidator(_network)]], NoDecode, BeforeValidator(_string_list)
@@ -393,7 +400,7 @@ class Settings(BaseSettings):
     save_data_on_success: SaveDataValue = Field(
         default="all",
         description="What successful executions keep: all, summary (statuses and timings, "
-        "no inputs or outputs) or none (deleted when they end).",
+        "no inputs or outputs) or none (deleted LOOM_PRUNE_NONE_AFTER_S after they end).",
     )
     save_data_on_error: SaveDataValue = Field(
         default="all", description="What failed and cancelled executions keep."
@@ -402,19 +409,19 @@ class Settings(BaseSettings):
         default="all", description="What manual executions keep, whatever their outcome."
     )
     # How long ended executions stay (storage/retention.py).
-    executions_max_age_hours: float | None = Field(
+    executions_max_age_hours: Annotated[float | None, BeforeValidator(_no_limit)] = Field(
         default=336.0,
         description="Prune ended executions older than this (hours; 336 is 14 days). Empty: "
-        "no limit.",
+        "no limit (or none).",
         gt=0,
     )
-    executions_max_count: int | None = Field(
+    executions_max_count: Annotated[int | None, BeforeValidator(_no_limit)] = Field(
         default=None,
         description="Prune the oldest ended executions beyond this many. Empty: no limit.",
         examples=[10000],
         ge=1,
     )
-    failed_executions_max_age_hours: float | None = Field(
+    failed_executions_max_age_hours: Annotated[float | None, BeforeValidator(_no_limit)] = Field(
         default=None,
         description="Prune failed executions by this age only, not by the two above (keep "
         "them longer). Empty: they follow the two above.",
@@ -424,6 +431,14 @@ class Settings(BaseSettings):
     prune_interval_s: float = Field(
         default=600.0,
         description="How often a process that schedules prunes old executions (seconds).",
+        gt=0,
+    )
+    prune_none_after_s: float = Field(
+        default=60.0,
+        description="Executions whose workflow keeps none of their data are deleted this "
+        "long after they end (seconds): until then a cancel, a webhook's repeat or a late "
+        "subscriber still finds their end. Pruned every quarter of it (at most every "
+        "LOOM_PRUNE_INTERVAL_S).",
         gt=0,
     )
     prune_batch_size: int = Field(
@@ -453,6 +468,7 @@ class Settings(BaseSettings):
             max_count=self.executions_max_count,
             failed_max_age_hours=self.failed_executions_max_age_hours,
             batch_size=self.prune_batch_size,
+            none_after_s=self.prune_none_after_s,
         )
 
     def code_limits(self) -> CodeLimits:

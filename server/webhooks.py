@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from engine import json_depth
 from engine.bus import EventFanout, ExecutionStream
-from engine.handover import RunHandover
+from engine.handover import ANSWERING_MODES, RunHandover, webhook_waits
 from engine.json_depth import JsonTooDeep
 from engine.lifecycle import ExecutionLifecycle
 from engine.node_type_policy import PolicySnapshot
@@ -138,7 +138,7 @@ class WebhookEndpoint:
         if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
             return _error(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
         mode = route.parameters.get("responseMode", "immediately")
-        waits = mode == "last_node" or mode == "respond_node"
+        waits = webhook_waits(route.parameters)
         key = None if key is None else f"webhook:{key}"
         gone = partial(_error, 404, f"no active webhook for {request.method} /webhook/{path}")
         lifecycle = self.services.lifecycle
@@ -210,7 +210,7 @@ class WebhookEndpoint:
 
     async def _answer_earlier(self, execution_id: str, route: Route, mode: str) -> Response:
         """The answer for a run started earlier with the same idempotency key."""
-        if mode != "last_node" and mode != "respond_node":
+        if mode not in ANSWERING_MODES:
             return JSONResponse({"executionId": execution_id}, status_code=202)
         fanout = self.services.fanout
         assert fanout is not None

@@ -268,7 +268,8 @@ class Execution(SQLModel, table=True):
     parent_waits: bool = False
     call_depth: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
     # What an ended execution kept of its data (engine/retention.py): NULL for all of it,
-    # `summary` for its row and node runs without inputs, outputs or previews.
+    # `summary` for its row and node runs without inputs, outputs or previews, `none` for
+    # that too until the pruner deletes it, a grace period after its end.
     saved_data: str | None = Field(default=None, max_length=8)
     # The W3C `traceparent` of the span that created it, when tracing is on (engine/tracing.py).
     traceparent: str | None = Field(default=None, max_length=64)
@@ -300,6 +301,13 @@ class Execution(SQLModel, table=True):
             "reuse_from",
             sqlite_where=text("reuse_from IS NOT NULL"),
             postgresql_where=text("reuse_from IS NOT NULL"),
+        ),
+        # The frequent prune of the executions that kept none of their data.
+        Index(
+            "ix_executions_saved_none",
+            "finished_at",
+            sqlite_where=text("saved_data = 'none'"),
+            postgresql_where=text("saved_data = 'none'"),
         ),
         UniqueConstraint("workflow_id", "idempotency_key", name="uq_executions_idempotency"),
     )

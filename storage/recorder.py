@@ -528,10 +528,8 @@ class GroupCommitWriter:
         """Writes what the fences let through; returns the new node run ids and the records
         written."""
         batch = await self._fenced(session, batch)
-        # Executions that end keeping less than all their data (storage/saved_data.py): all
-        # their records are published, not all written.
+        # Executions that end keeping less than all their data (storage/saved_data.py).
         ending = Endings.of(batch)
-        published, batch = batch, ending.written(batch)
         # Node runs: the latest state of each run in this batch, inserted or updated.
         runs: dict[str, tuple[str, NodeRunState]] = {}
         for record in batch:
@@ -603,8 +601,7 @@ class GroupCommitWriter:
             await run_core(session, reuse.COPY_PAYLOAD, copies)
             await self._store_uncopied(session, batch)
         if not batch:
-            await ending.apply(session)
-            return [], published
+            return [], []
         await run_core(
             session,
             INSERT_EVENTS,
@@ -630,7 +627,7 @@ class GroupCommitWriter:
         if output_rows:
             await payload_store.insert_execution_payloads(session, output_rows)
         await ending.apply(session)
-        return [row["id"] for row in new_runs], published
+        return [row["id"] for row in new_runs], batch
 
 
 def _settle(creation: NewExecution, error: BaseException | None) -> None:
@@ -729,7 +726,7 @@ def _execution_change(execution_id: str, change: ExecutionUpdate) -> tuple[Any, 
         values["finished_at"] = change.finished_at
     if change.error is not None:
         values["error"] = change.error.to_json()
-    if change.saved_data is SaveData.SUMMARY:
+    if change.saved_data is not SaveData.ALL:
         values["saved_data"] = change.saved_data.value
     statement = _execution_update(change.status, tuple(values))
     params = {f"v_{name}": value for name, value in values.items()}

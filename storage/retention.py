@@ -2,15 +2,19 @@
 
 Server-wide bounds (`RetentionPolicy`, from `LOOM_EXECUTIONS_*`) and per-workflow ones (its
 settings, engine/retention.py) each name a maximum age, a maximum count and, optionally, a
-maximum age for failed executions, which are then pruned by that age only: a workflow's
-setting replaces the server's for its executions; the server's count bounds all executions
-together. An execution is pruned with its node runs, payloads and events, in batches of
-`batch_size` executions, one transaction each, so that writers never wait long; never one
-still queued, running or waiting, nor one that an unfinished execution needs (the execution
-a retry or a run to a node reuses, a sub-workflow execution whose caller waits for it).
+maximum age for failed (and cancelled) executions, which are then pruned by that age only:
+a workflow with retention settings of its own has its own bounds (the server's age bounds
+where it names none; its own count or none); the server's count bounds the executions of
+all the other workflows together. An execution is pruned with its node runs, payloads and
+events, in batches of `batch_size` executions, one transaction each, so that writers never
+wait long; never one still queued, running or waiting, nor one that an unfinished
+execution needs (the execution a retry or a run to a node reuses, a sub-workflow execution
+whose caller waits for it).
 
 One process prunes at a time: PostgreSQL through an advisory lock that the others try and
-skip; SQLite is one process's (and SQLite's single writer serialises the rest). SQLite gets
+skip. SQLite: one prune at a time per process (a lock in memory); embedded mode has one
+process per file, and `loom executions prune` run beside it prunes at the same time, its
+batches serialised with the server's by SQLite's single writer (docs/operations.md). SQLite gets
 the space back by incremental auto-vacuum (`ensure_incremental_vacuum`, `vacuum`).
 """
 
@@ -25,13 +29,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import ColumnElement, Table, and_, delete, func, insert, not_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Select,
+    Table,
+    and_,
+    delete,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine import retention as settings_keys
+from engine.retention import SaveData
 from engine.states import ExecutionStatus
 from storage.db import SQLITE_BUSY_TIMEOUT_MS, Database, run_core
+from storage.executions import UNFINISHED
 from storage.models import (
     Execution,
     ExecutionEventRow,
@@ -39,6 +59,7 @@ from storage.models import (
     NodeRun,
     NodeRunPayload,
     PruneRun,
+    ScheduleTick,
     Workflow,
 )
 from storage.types import utcnow
@@ -48,6 +69,9 @@ logger = logging.getLogger("loom.retention")
 _EXECUTIONS: Table = Execution.__table__  # type: ignore[attr-defined]
 _WORKFLOWS: Table = Workflow.__table__  # type: ignore[attr-defined]
 _PRUNE_RUNS: Table = PruneRun.__table__  # type: ignore[attr-defined]
+_TICKS: Table = ScheduleTick.__table__  # type: ignore[attr-defined]
+# Schedule ticks kept (`_prune_ticks`).
+_KEEP_TICKS = timedelta(days=1)
 # Deleted in this order, each by execution id: rows that refer to others first.
 _CHILD_TABLES: tuple[Table, ...] = (
     ExecutionEventRow.__table__,  # type: ignore[attr-defined]
@@ -56,9 +80,9 @@ _CHILD_TABLES: tuple[Table, ...] = (
     NodeRun.__table__,  # type: ignore[attr-defined]
 )
 TABLES = (*(table.name for table in _CHILD_TABLES), "executions")
-_UNFINISHED = [status.value for status in ExecutionStatus if not status.is_terminal]
-_FAILED = ExecutionStatus.FAILED.value
+_FAILED = [ExecutionStatus.FAILED.value, ExecutionStatus.CANCELLED.value]
 _LOCK_NAME = "loom.retention.prune"
+_SQLITE = sqlite_dialect.dialect(paramstyle="qmark")
 # Prune records kept: the newest ones (systemStatus shows the last).
 _KEEP_PRUNE_RECORDS = 100
 # Pages freed per SQLite transaction by `vacuum`: each is a short write.
@@ -90,18 +114,41 @@ class RetentionPolicy:
     batch_size: int = 50
     # Between two batches: lets the other writers in and the API breathe.
     pause_s: float = 0.05
+    # Executions that kept none of their data (`saved_data` `none`) are pruned this long
+    # after their end, whatever the bounds above: until then whoever reads their end back
+    # (a cancel, a webhook's repeat, a late subscriber) finds it.
+    none_after_s: float = 60.0
 
     def with_workflow(self, settings: Mapping[str, Any]) -> RetentionPolicy:
         """This policy as a workflow's settings change it for its own executions."""
+        # JSON Schema's integer admits 5.0; a stored value is checked again here (a bad
+        # one raises, and only that workflow's executions go unpruned, see `_conditions`).
+        count = settings.get(settings_keys.MAX_COUNT)
         return RetentionPolicy(
-            max_age_hours=settings.get(settings_keys.MAX_AGE_HOURS, self.max_age_hours),
-            max_count=settings.get(settings_keys.MAX_COUNT),
-            failed_max_age_hours=settings.get(
-                settings_keys.FAILED_MAX_AGE_HOURS, self.failed_max_age_hours
+            max_age_hours=_number(settings.get(settings_keys.MAX_AGE_HOURS, self.max_age_hours)),
+            max_count=None if count is None else _whole(count),
+            failed_max_age_hours=_number(
+                settings.get(settings_keys.FAILED_MAX_AGE_HOURS, self.failed_max_age_hours)
             ),
             batch_size=self.batch_size,
             pause_s=self.pause_s,
+            none_after_s=self.none_after_s,
         )
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"not a positive number: {value!r}")
+    return float(value)
+
+
+def _whole(value: Any) -> int:
+    number = _number(value)
+    if number is None or not number.is_integer():
+        raise ValueError(f"not a positive whole number: {value!r}")
+    return int(number)
 
 
 @dataclass(frozen=True)
@@ -138,11 +185,11 @@ def _prunable() -> ColumnElement[bool]:
     table = _EXECUTIONS
     other = table.alias("needing")
     caller = table.alias("caller")
-    unfinished = other.c.status.in_(_UNFINISHED)
+    unfinished = other.c.status.in_(UNFINISHED)
     return and_(
         # Not `status IN (ended)`: the planner would then walk the status index over
         # every ended execution and sort them; this way it walks `created_at`.
-        table.c.status.not_in(_UNFINISHED),
+        table.c.status.not_in(UNFINISHED),
         not_(
             table.c.id.in_(
                 select(other.c.retry_of).where(unfinished, other.c.retry_of.is_not(None))
@@ -159,7 +206,7 @@ def _prunable() -> ColumnElement[bool]:
                 select(caller.c.id)
                 .where(
                     caller.c.id == table.c.parent_execution_id,
-                    caller.c.status.in_(_UNFINISHED),
+                    caller.c.status.in_(UNFINISHED),
                 )
                 .exists(),
             )
@@ -182,6 +229,16 @@ async def _nth_newest(
     return (await connection.execute(query)).scalar_one_or_none()
 
 
+def _discarded(policy: RetentionPolicy, now: datetime) -> ColumnElement[bool]:
+    """Executions that kept none of their data, ended longer than the grace period ago (a
+    cheap query: a partial index holds only them)."""
+    table = _EXECUTIONS
+    return and_(
+        table.c.saved_data == SaveData.NONE.value,
+        table.c.finished_at < now - timedelta(seconds=policy.none_after_s),
+    )
+
+
 async def _conditions(
     database: Database, policy: RetentionPolicy, now: datetime
 ) -> list[ColumnElement[bool]]:
@@ -189,39 +246,44 @@ async def _conditions(
     table = _EXECUTIONS
     async with database.engine.connect() as connection:
         rows = (await connection.execute(select(_WORKFLOWS.c.id, _WORKFLOWS.c.settings))).all()
-        overrides = {
-            workflow_id: policy.with_workflow(settings)
-            for workflow_id, settings in rows
-            if isinstance(settings, dict) and _overridden(settings)
-        }
+        overrides: dict[str, RetentionPolicy | None] = {}
+        for workflow_id, settings in rows:
+            if isinstance(settings, dict) and _overridden(settings):
+                try:
+                    overrides[workflow_id] = policy.with_workflow(settings)
+                except ValueError as exc:
+                    # Its executions are left alone; the others are pruned.
+                    logger.error("workflow %s: bad retention settings: %s", workflow_id, exc)
+                    overrides[workflow_id] = None
         scopes: list[tuple[ColumnElement[bool], RetentionPolicy]] = [
             (table.c.workflow_id.not_in(list(overrides)), policy)
         ]
         scopes += [
-            (table.c.workflow_id == workflow_id, rule) for workflow_id, rule in overrides.items()
+            (table.c.workflow_id == workflow_id, rule)
+            for workflow_id, rule in overrides.items()
+            if rule is not None
         ]
-        conditions: list[ColumnElement[bool]] = []
+        conditions: list[ColumnElement[bool]] = [_discarded(policy, now)]
+        ended = table.c.status.not_in(UNFINISHED)
         for scope, rule in scopes:
-            not_failed = table.c.status != _FAILED if rule.failed_max_age_hours else None
+            # Failed and cancelled executions (what saveDataOnError covers).
+            failed = table.c.status.in_(_FAILED)
+            not_failed = not_(failed) if rule.failed_max_age_hours else None
             if rule.max_age_hours is not None:
                 cutoff = now - timedelta(hours=rule.max_age_hours)
                 conditions.append(_all(scope, table.c.created_at < cutoff, not_failed))
             if rule.failed_max_age_hours is not None:
                 cutoff = now - timedelta(hours=rule.failed_max_age_hours)
-                conditions.append(
-                    _all(scope, table.c.status == _FAILED, table.c.created_at < cutoff)
-                )
-            # A workflow's own count; the server's bounds all executions together (below).
-            if rule is not policy and rule.max_count is not None:
-                newest = await _nth_newest(connection, scope, rule.max_count)
+                conditions.append(_all(scope, failed, table.c.created_at < cutoff))
+            # The server's count bounds the executions of the workflows without settings of
+            # their own together; a workflow's own count, its executions. Counted: the ended
+            # executions the count prunes (not the unfinished ones, nor failed ones kept by
+            # their own age).
+            if rule.max_count is not None:
+                counted = _all(scope, ended, not_failed)
+                newest = await _nth_newest(connection, counted, rule.max_count)
                 if newest is not None:
-                    conditions.append(_all(scope, table.c.created_at < newest, not_failed))
-        if policy.max_count is not None:
-            everything = table.c.id.is_not(None)
-            newest = await _nth_newest(connection, everything, policy.max_count)
-            if newest is not None:
-                not_failed = table.c.status != _FAILED if policy.failed_max_age_hours else None
-                conditions.append(_all(table.c.created_at < newest, not_failed))
+                    conditions.append(_all(counted, table.c.created_at < newest))
     return conditions
 
 
@@ -229,12 +291,27 @@ def _all(*conditions: ColumnElement[bool] | None) -> ColumnElement[bool]:
     return and_(*(condition for condition in conditions if condition is not None))
 
 
-async def _delete_batch(session: AsyncSession, ids: list[str], tally: _Tally) -> None:
+def _recheck(ids: list[str]) -> Select[Any]:
+    """The ids of a batch still prunable, in the write that deletes them: a retry or run to
+    a node that names one may have been created since the batch was selected."""
+    return select(_EXECUTIONS.c.id).where(_EXECUTIONS.c.id.in_(ids), _prunable())
+
+
+def _deletes(ids: list[str]) -> Iterator[tuple[str, Delete]]:
+    """The statements that delete a batch, by table: rows that refer to others first."""
     for child in _CHILD_TABLES:
-        result = await run_core(session, delete(child).where(child.c.execution_id.in_(ids)))
-        tally.add(child.name, result.rowcount)
-    result = await run_core(session, delete(_EXECUTIONS).where(_EXECUTIONS.c.id.in_(ids)))
-    tally.add("executions", result.rowcount)
+        yield child.name, delete(child).where(child.c.execution_id.in_(ids))
+    yield "executions", delete(_EXECUTIONS).where(_EXECUTIONS.c.id.in_(ids))
+
+
+async def _delete_batch(session: AsyncSession, ids: list[str], tally: _Tally) -> None:
+    """PostgreSQL: the batch was selected `FOR UPDATE SKIP LOCKED` in this transaction (an
+    execution whose retry is being inserted is skipped, and one inserted from now on waits
+    for the commit, then fails its foreign key); checked again all the same."""
+    kept = list((await run_core(session, _recheck(ids))).scalars())
+    if kept:
+        for table, statement in _deletes(kept):
+            tally.add(table, (await run_core(session, statement)).rowcount)
 
 
 def _sqlite_file(database: Database) -> str | None:
@@ -246,28 +323,30 @@ def _delete_in_file(path: str, ids: list[str]) -> dict[str, int]:
     """SQLite: delete a batch on a connection of its own, on a thread. SQLite calls of the
     process's own connections run on the event loop (storage/sqlite_inline.py): a batch of
     deletes there would stall every request meanwhile; here only writers wait for it, and
-    they wait with the loop running."""
-    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
-    marks = ",".join("?" * len(ids))
+    they wait with the loop running. The batch is checked again in the write transaction."""
+    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     deleted: dict[str, int] = {}
     try:
         # Deleting an execution sets what names it to NULL (retry_of, schedule ticks, ...).
         connection.execute("PRAGMA foreign_keys=ON")
-        with connection:
-            for child in _CHILD_TABLES:
-                cursor = connection.execute(
-                    f"DELETE FROM {child.name} WHERE execution_id IN ({marks})",  # noqa: S608
-                    ids,
-                )
-                deleted[child.name] = cursor.rowcount
-            cursor = connection.execute(
-                f"DELETE FROM executions WHERE id IN ({marks})",  # noqa: S608
-                ids,
-            )
-            deleted["executions"] = cursor.rowcount
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            kept = [row[0] for row in _run_sqlite(connection, _recheck(ids))]
+            for table, statement in _deletes(kept) if kept else ():
+                deleted[table] = _run_sqlite(connection, statement).rowcount
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
     finally:
         connection.close()
     return deleted
+
+
+def _run_sqlite(connection: sqlite3.Connection, statement: Delete | Select[Any]) -> sqlite3.Cursor:
+    compiled = statement.compile(dialect=_SQLITE, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    return connection.execute(str(compiled), [params[name] for name in compiled.positiontup or ()])
 
 
 async def _count_rows(database: Database, ids: list[str], tally: _Tally) -> None:
@@ -324,6 +403,11 @@ class _PruneLock:
                     text("SELECT pg_advisory_unlock(:key)"), {"key": self._key}
                 )
                 await self._connection.commit()
+            except BaseException:
+                # Not unlocked (failed, or cancelled meanwhile): the pool must not hand the
+                # session on with the lock held. Ending the session ends its locks.
+                await self._connection.invalidate()
+                raise
             finally:
                 await self._connection.close()
                 self._connection = None
@@ -335,10 +419,13 @@ async def prune(
     *,
     dry_run: bool = False,
     now: datetime | None = None,
+    only_discarded: bool = False,
 ) -> PruneRecord | None:
     """Delete the ended executions `policy` and their workflows' settings say are old, in
     batches; None when another process is pruning. A dry run deletes nothing and says what
     it would delete. Recorded (`last_prune`) and told to `PRUNED_LISTENERS` unless a dry run.
+    `only_discarded`: only the executions that kept none of their data, past their grace
+    period (the frequent prune); recorded only if it deleted some.
     """
     lock = _PruneLock(database)
     if not await lock.acquire():
@@ -346,7 +433,10 @@ async def prune(
     try:
         started_at = utcnow()
         tally = _Tally()
-        conditions = await _conditions(database, policy, now or started_at)
+        if only_discarded:
+            conditions = [_discarded(policy, now or started_at)]
+        else:
+            conditions = await _conditions(database, policy, now or started_at)
         sqlite_file = _sqlite_file(database)
         prunable = _prunable()
         if dry_run:
@@ -359,28 +449,46 @@ async def prune(
             return PruneRecord(started_at, utcnow(), len(found), tally.rows)
         for condition in conditions:
             query = (
-                select(_EXECUTIONS.c.id)
+                select(_EXECUTIONS.c.id, _EXECUTIONS.c.created_at)
                 .where(prunable, condition)
-                .order_by(_EXECUTIONS.c.created_at)
+                .order_by(_EXECUTIONS.c.created_at, _EXECUTIONS.c.id)
                 .limit(policy.batch_size)
             )
+            if not database.is_sqlite:
+                query = query.with_for_update(skip_locked=True, of=_EXECUTIONS)
+            # Each batch goes on after the last one (by creation time, then id): what a
+            # batch left (needed again since it was selected) is not walked again.
+            after = query
             while True:
                 if sqlite_file is not None:
                     async with database.session() as session:
-                        ids = list((await run_core(session, query)).scalars())
+                        rows = (await run_core(session, after)).all()
+                    ids = [row[0] for row in rows]
                     if ids:
                         deleted = await asyncio.to_thread(_delete_in_file, sqlite_file, ids)
                         for table, count in deleted.items():
                             tally.add(table, count)
                 else:
                     async with database.transaction() as session:
-                        ids = list((await run_core(session, query)).scalars())
+                        rows = (await run_core(session, after)).all()
+                        ids = [row[0] for row in rows]
                         if ids:
                             await _delete_batch(session, ids, tally)
                 if len(ids) < policy.batch_size:
                     break
+                last_id, last_at = rows[-1]
+                after = query.where(
+                    or_(
+                        _EXECUTIONS.c.created_at > last_at,
+                        and_(_EXECUTIONS.c.created_at == last_at, _EXECUTIONS.c.id > last_id),
+                    )
+                )
                 await asyncio.sleep(policy.pause_s)
+        if not only_discarded:
+            await _prune_ticks(database, (now or started_at) - _KEEP_TICKS)
         record = PruneRecord(started_at, utcnow(), tally.rows["executions"], tally.rows)
+        if only_discarded and not record.executions_deleted:
+            return record
         await _record(database, record)
         if record.executions_deleted and database.is_sqlite:
             await vacuum(database)
@@ -388,6 +496,15 @@ async def prune(
         return record
     finally:
         await lock.release()
+
+
+async def _prune_ticks(database: Database, before: datetime) -> None:
+    """Schedule ticks (one row per tick fired, storage/schedules.py) are a key that makes a
+    tick fire once while processes race for it: older ones are never looked at again."""
+    async with database.transaction() as session:
+        result = await run_core(session, delete(_TICKS).where(_TICKS.c.scheduled_at < before))
+    if result.rowcount:
+        logger.info("pruned %d schedule ticks", result.rowcount)
 
 
 async def _record(database: Database, record: PruneRecord) -> None:

@@ -1,12 +1,13 @@
 """What the group-commit writer stores of executions that end keeping less than all of their
 data (engine/retention.py), in the write that records their end.
 
-- `none`: the execution's records of that round are not written, and its row is deleted
-  (node runs, payloads and events go with it, by their foreign keys). The records are still
-  published once committed, so subscribers that watch it live see it end.
 - `summary`: the round writes no payload and no preview for it, and the payloads and
   previews that earlier rounds wrote are deleted: what stays are the execution row, its node
   runs and its events (statuses, timings, item counts, errors), and `saved_data`.
+- `none`: stored like `summary`, with `saved_data` `none`: the pruner deletes the row a
+  short grace period after its end (`LOOM_PRUNE_NONE_AFTER_S`, storage/retention.py), so
+  that whoever reads the end back meanwhile (a cancel, a webhook's repeat, a subscriber that
+  attaches late) still finds it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.events import EventType, Record
 from engine.retention import SaveData
 from storage.db import run_core
-from storage.models import Execution, ExecutionEventRow, ExecutionPayload, NodeRunPayload
+from storage.models import ExecutionEventRow, ExecutionPayload, NodeRunPayload
 
-_EXECUTIONS: Table = Execution.__table__  # type: ignore[attr-defined]
 _EVENTS: Table = ExecutionEventRow.__table__  # type: ignore[attr-defined]
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
-_DELETE_EXECUTIONS = delete(_EXECUTIONS).where(_EXECUTIONS.c.id.in_(_IDS))
 _DELETE_PAYLOADS = [
     delete(table).where(table.c.execution_id.in_(_IDS))
     for table in (NodeRunPayload.__table__, ExecutionPayload.__table__)  # type: ignore[attr-defined]
@@ -46,7 +45,6 @@ _DROP_PREVIEWS = (
 class Endings:
     """The executions of a batch that end keeping less than all of their data."""
 
-    discarded: set[str] = field(default_factory=set)
     summarized: set[str] = field(default_factory=set)
 
     @classmethod
@@ -56,20 +54,12 @@ class Endings:
             change = record.execution
             if change is None or not change.status.is_terminal:
                 continue
-            if change.saved_data is SaveData.NONE:
-                endings.discarded.add(record.event.execution_id)
-            elif change.saved_data is SaveData.SUMMARY:
+            if change.saved_data is not SaveData.ALL:
                 endings.summarized.add(record.event.execution_id)
         return endings
 
     def __bool__(self) -> bool:
-        return bool(self.discarded or self.summarized)
-
-    def written(self, batch: list[Record]) -> list[Record]:
-        """The records to write: none of the discarded executions'."""
-        if not self.discarded:
-            return batch
-        return [record for record in batch if record.event.execution_id not in self.discarded]
+        return bool(self.summarized)
 
     def keeps_data(self, execution_id: str) -> bool:
         return execution_id not in self.summarized
@@ -86,5 +76,3 @@ class Endings:
             for statement in _DELETE_PAYLOADS:
                 await run_core(session, statement, ids)
             await run_core(session, _DROP_PREVIEWS, ids)
-        if self.discarded:
-            await run_core(session, _DELETE_EXECUTIONS, {"ids": sorted(self.discarded)})

@@ -1,10 +1,12 @@
 """What ended executions keep (issue 17, "What is kept"): `all`, `summary` (row, node runs
-and events without inputs, outputs or previews) or `none` (the row is deleted when the run
-ends), per workflow setting with server-wide defaults; callers that read a run's outcome back
-still get it; a retry of a run that kept no data is refused; bad values name the setting."""
+and events without inputs, outputs or previews) or `none` (kept like `summary`, then deleted
+by the pruner a grace period after the end), per workflow setting with server-wide defaults;
+callers that read a run's outcome back still get it, and so do a cancel and a webhook's
+repeat; a retry of a run that kept no data is refused; bad values name the setting."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +16,8 @@ from sqlmodel import SQLModel
 
 from server.settings import Settings
 from storage.db import Database
+from storage.retention import RetentionPolicy, prune
+from storage.types import utcnow
 from tests.api.test_executions import create, execute
 from tests.api.test_subworkflows import CALLER_EDGES, DOUBLER_EDGES, DOUBLER_NODES, caller_nodes
 from tests.api.test_subworkflows import run as run_to_end
@@ -31,6 +35,7 @@ GET = """
 query($id: ID!) { execution(id: $id) { id status input output
   nodeRuns { nodeId status durationMs outputItems output } } }
 """
+_EXECUTIONS = SQLModel.metadata.tables["executions"]
 TABLES = ("executions", "node_runs", "node_run_payloads", "execution_payloads", "execution_events")
 
 NODES = [
@@ -94,12 +99,51 @@ async def test_summary_keeps_statuses_and_timings_without_data(
     assert kept and all(preview is None for preview in kept)
 
 
-async def test_none_deletes_the_execution_when_it_ends(
+async def test_none_is_deleted_a_grace_period_after_it_ends(
     app: Any, alice: Caller, database: Database
 ) -> None:
     execution_id = await manual_run(app, alice, {"saveManualExecutions": "none"})
-    assert (await alice.gql(GET, {"id": execution_id}))["execution"] is None
+    shown = (await alice.gql(GET, {"id": execution_id}))["execution"]
+    assert (shown["status"], shown["output"]) == ("SUCCEEDED", None)
+    found = await counts(database)
+    assert (found["executions"], found["node_run_payloads"], found["execution_payloads"]) == (
+        1,
+        0,
+        0,
+    )
+    policy = RetentionPolicy(none_after_s=60)
+    within = await prune(database, policy, only_discarded=True)
+    assert within is not None and within.executions_deleted == 0
+    later = utcnow() + timedelta(seconds=61)
+    after = await prune(database, policy, only_discarded=True, now=later)
+    assert after is not None and after.executions_deleted == 1
     assert await counts(database) == dict.fromkeys(TABLES, 0)
+
+
+async def test_cancel_of_a_run_that_keeps_nothing(app: Any, alice: Caller) -> None:
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("wait", "Wait", "wait", parameters={"amount": 30, "unit": "seconds"}),
+        ],
+        [edge("start", "wait")],
+        settings={"saveManualExecutions": "none", "saveDataOnError": "none"},
+    )
+    started = await execute(alice, workflow_id)
+
+    async def waiting() -> bool:
+        shown = (await alice.gql(GET, {"id": started["id"]}))["execution"]
+        return any(run["status"] == "RUNNING" for run in shown["nodeRuns"])
+
+    await until(waiting, what="the wait node running")
+    data = await alice.gql(
+        "mutation($id: ID!) { cancelExecution(id: $id) {"
+        " __typename ... on Execution { status } } }",
+        {"id": started["id"]},
+    )
+    assert "errors" not in data, data
+    assert data["cancelExecution"] == {"__typename": "Execution", "status": "CANCELLED"}
 
 
 async def test_a_retry_of_a_run_that_kept_no_data_is_refused(
@@ -167,12 +211,48 @@ async def test_server_defaults_apply_to_production_runs(
     assert (await http.post("/webhook/works", json={})).status_code == 202
     assert (await http.post("/webhook/fails", json={})).status_code == 202
 
-    async def ended() -> dict[str, int] | None:
-        found = await counts(database)
-        return found if found["executions"] == 1 and found["node_runs"] == 2 else None
+    async def ended() -> list[tuple[str, str | None]] | None:
+        async with database.engine.connect() as connection:
+            rows = (
+                await connection.execute(select(_EXECUTIONS.c.status, _EXECUTIONS.c.saved_data))
+            ).all()
+        found = sorted((str(status), saved) for status, saved in rows)
+        return found if all(status in ("SUCCEEDED", "FAILED") for status, _ in found) else None
 
-    found = await until(ended, what="the failed run summarised, the successful one gone")
+    assert await until(ended, what="both runs ended") == [
+        ("FAILED", "summary"),
+        ("SUCCEEDED", "none"),
+    ]
+    found = await counts(database)
     assert (found["node_run_payloads"], found["execution_payloads"]) == (0, 0)
+
+
+async def test_an_idempotency_key_lives_as_long_as_its_execution(
+    http: httpx.AsyncClient,  # noqa: F811 (fixture)
+    alice: Caller,
+    database: Database,
+) -> None:
+    # Successful runs keep nothing (the fixture's server-wide default): the repeat after the
+    # run ended, within the grace period, answers with the first run; once the run is
+    # pruned, the key is gone with it (docs/api.md).
+    await hook_workflow(alice, {"path": "once"})
+    key = {"Idempotency-Key": "k-1"}
+    first = (await http.post("/webhook/once", json={"n": 1}, headers=key)).json()
+    await until(lambda: ended_with(database, "none"), what="the first run ended")
+    again = await http.post("/webhook/once", json={"n": 2}, headers=key)
+    assert again.status_code == 202, again.text
+    assert again.json()["executionId"] == first["executionId"]
+    later = utcnow() + timedelta(seconds=61)
+    pruned = await prune(database, RetentionPolicy(), only_discarded=True, now=later)
+    assert pruned is not None and pruned.executions_deleted == 1
+    third = await http.post("/webhook/once", json={"n": 3}, headers=key)
+    assert third.json()["executionId"] != first["executionId"]
+
+
+async def ended_with(database: Database, saved_data: str) -> bool:
+    async with database.engine.connect() as connection:
+        query = select(func.count()).where(_EXECUTIONS.c.saved_data == saved_data)
+        return bool((await connection.execute(query)).scalar_one())
 
 
 async def test_a_webhook_that_answers_with_the_last_node_still_answers(
@@ -190,11 +270,7 @@ async def test_a_webhook_that_answers_with_the_last_node_still_answers(
     response = await http.post("/webhook/answer", json={})
     assert response.status_code == 200, response.text
     assert response.json() == [{"n": 5}]
-    await until(lambda: counts_are_zero(database), what="the run deleted")
-
-
-async def counts_are_zero(database: Database) -> bool:
-    return (await counts(database))["executions"] == 0
+    await until(lambda: ended_with(database, "none"), what="the run ended keeping nothing")
 
 
 async def test_a_caller_gets_the_result_of_a_sub_workflow_that_keeps_nothing(

@@ -128,3 +128,23 @@ def test_an_output_limit_no_error_item_fits_under_is_refused(
         "LOOM_MAX_NODE_OUTPUT_BYTES='1000': input should be greater than or equal to 65536 "
         "(example: LOOM_MAX_NODE_OUTPUT_BYTES=134217728)"
     )
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "LOOM_EXECUTIONS_MAX_AGE_HOURS",
+        "LOOM_EXECUTIONS_MAX_COUNT",
+        "LOOM_FAILED_EXECUTIONS_MAX_AGE_HOURS",
+    ],
+)
+@pytest.mark.parametrize("written", ["", "none", "None", " NONE "])
+def test_an_empty_retention_bound_means_no_limit(
+    variable: str, written: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, written)
+    settings = load_settings(_env_file=None)
+    assert getattr(settings, variable.removeprefix(ENV_PREFIX).lower()) is None
+    monkeypatch.setenv(variable, "0")
+    with pytest.raises(InvalidSettingsError):
+        load_settings(_env_file=None)

@@ -7,7 +7,9 @@ Create Date: 2026-12-08
 
 `executions.saved_data` says what an ended execution kept (issue 17, "What is kept"): NULL
 for everything, `summary` for its row, node statuses and timings without any input or
-output. `prune_runs` records each prune (when, and how many rows of each table it deleted).
+output, `none` for that too until a prune deletes it a grace period after its end (a
+partial index finds those). `prune_runs` records each prune (when, and how many rows of
+each table it deleted).
 Deleting an execution sets `retry_of`, `reuse_from` of the executions that name it and
 `schedule_ticks.execution_id` to NULL: without an index each deleted execution would scan
 those tables.
@@ -37,6 +39,13 @@ def upgrade() -> None:
             postgresql_where=sa.text(f"{column} IS NOT NULL"),
         )
     op.create_index(
+        "ix_executions_saved_none",
+        "executions",
+        ["finished_at"],
+        sqlite_where=sa.text("saved_data = 'none'"),
+        postgresql_where=sa.text("saved_data = 'none'"),
+    )
+    op.create_index(
         "ix_schedule_ticks_execution",
         "schedule_ticks",
         ["execution_id"],
@@ -58,6 +67,7 @@ def downgrade() -> None:
     op.drop_index("ix_prune_runs_finished_at", table_name="prune_runs")
     op.drop_table("prune_runs")
     op.drop_index("ix_schedule_ticks_execution", table_name="schedule_ticks")
+    op.drop_index("ix_executions_saved_none", table_name="executions")
     for column in ("reuse_from", "retry_of"):
         op.drop_index(f"ix_executions_{column}", table_name="executions")
     with op.batch_alter_table("executions") as batch:
