@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
 
-from engine import slices
+from engine import metrics, slices
 from engine.errors import WorkflowError
 from engine.events import (
     ErrorInfo,
@@ -323,6 +323,9 @@ class _Run:
                 event.status = execution.status.value
                 event.error = execution.error
         self.recorder.emit(Record(event, state, payload, execution, input_port))
+        if state is not None and metrics.enabled() and state.status.is_terminal:
+            node_type = self.plan.nodes[state.node_id].node_type.name
+            metrics.node_run_finished(node_type, state.status.value, state.duration_ms)
 
     def new_state(self, plan_node: PlanNode) -> NodeRunState:
         attempt = self.request.attempts_used.get(plan_node.id, 0) + 1

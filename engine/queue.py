@@ -38,6 +38,7 @@ from arq.utils import timestamp_ms, to_unix_ms
 from arq.worker import func
 from redis.exceptions import RedisError
 
+from engine import metrics
 from engine.executor import SHUTDOWN
 from engine.runner import ExecutionRunner
 from engine.submitter import QueueUnavailable
@@ -143,6 +144,7 @@ async def run_execution(ctx: dict[str, Any], execution_id: str, generation: int)
     """The arq job: run one execution to its end in this worker."""
     runner: ExecutionRunner = ctx["loom_runner"]
     submitter: ArqSubmitter = ctx["loom_submitter"]
+    metrics.picked_up((timestamp_ms() - ctx["score"]) / 1000)  # `score`: when it was due
     try:
         await runner.run(execution_id, generation)
     except asyncio.CancelledError as exc:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from engine import metrics
 from engine.declarative import is_declarative
 from engine.events import (
     ErrorInfo,
@@ -263,10 +265,15 @@ class ExecutionRunner:
                 on_cancel=lambda: self.cancel(execution_id),
             )
         outcome: Outcome | None = None
+        held_at = time.monotonic()
+        if not loaded.resumed:
+            metrics.execution_started(loaded.mode, loaded.workflow_id)
         try:
             outcome = await self._run_claimed(loaded, handover)
         except asyncio.CancelledError as exc:
             reason = exc.args[0] if exc.args else None
+            if reason == LEASE_LOST:
+                metrics.lease_lost()
             if reason in INTERRUPTIONS:
                 await asyncio.shield(self.recorder.flush())
                 if reason == SHUTDOWN:
@@ -281,6 +288,9 @@ class ExecutionRunner:
             self._tasks.pop(execution_id, None)
             if self.leases is not None:
                 self.leases.drop(execution_id)
+            if outcome is not None and outcome.status.is_terminal:
+                status, ran_s = outcome.status.value, time.monotonic() - held_at
+                metrics.execution_finished(loaded.mode, status, loaded.workflow_id, ran_s)
             if outcome is not None and self.on_finished is not None:
                 try:
                     await self.on_finished(loaded, outcome)

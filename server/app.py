@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from engine import metrics
 from engine.bus import EventFanout, EventPublisher, LocalPublisher
 from engine.lifecycle import ExecutionLifecycle
 from engine.loop_monitor import monitoring
@@ -33,6 +34,7 @@ from schema.root import build_schema
 from server import graphiql
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
+from server.observability import ROLE_API, Observability
 from server.running import require_distributed_settings
 from server.scheduler import run_scheduler
 from server.settings import Settings
@@ -173,6 +175,7 @@ def create_app(
         publisher = RedisEventPublisher(events_redis)
     services = build_services(settings, database, registry, writer, publisher)
     assert services.fanout is not None
+    fanout = services.fanout
     reader = None
     if events_redis is not None:
         from engine.redis_bus import RedisEventReader
@@ -196,6 +199,9 @@ def create_app(
         keepalive_s=settings.ws_keepalive_s,
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
+
+    observability = Observability(settings, database, ROLE_API)
+    metrics.watch_subscriptions(lambda: fanout.subscriptions)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -224,7 +230,11 @@ def create_app(
         async with monitoring(settings.loop_stall_s) as monitor:
             app.state.loop_monitor = monitor
             async with serving():
-                yield
+                await observability.start()
+                try:
+                    yield
+                finally:
+                    await observability.stop()
 
     @asynccontextmanager
     async def serving() -> AsyncIterator[None]:
@@ -291,6 +301,7 @@ def create_app(
                 methods=list(METHODS),
             ),
             Route("/readyz", readyz),
+            *([Route("/metrics", observability.endpoint)] if observability.token else []),
             *([graphiql.assets_route()] if settings.graphiql else []),
         ],
         middleware=[
@@ -301,6 +312,7 @@ def create_app(
     )
     app.state.services = services
     app.state.settings = settings
+    app.state.observability = observability
     return app
 
 

@@ -294,6 +294,43 @@ class Settings(BaseSettings):
         gt=0,
         le=10,
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Serve Prometheus metrics at /metrics on the API port, to requests with "
+        "`Authorization: Bearer <this>` (and ask for it on the metrics port too).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        description="Serve Prometheus metrics on this port of their own (`loom worker` has "
+        "no other way); 0 picks a free one.",
+        ge=0,
+        le=65535,
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface the metrics port listens on."
+    )
+    metrics_sample_s: float = Field(
+        default=15.0,
+        description="How often the metrics' database gauges (queue depth, running and "
+        "waiting executions) are sampled.",
+        gt=0,
+    )
+    metrics_workflow_labels: bool = Field(
+        default=False,
+        description="Label execution counters with the workflow id (one series per "
+        "workflow: only where workflows are few).",
+    )
+    heartbeat_s: float = Field(
+        default=15.0,
+        description="How often every process writes its heartbeat (systemStatus shows one "
+        "not written for 3 intervals as not alive).",
+        gt=0,
+    )
+    heartbeat_forget_s: float = Field(
+        default=24 * 3600.0,
+        description="Heartbeats older than this are removed (their process is gone).",
+        gt=0,
+    )
     loop_stall_s: float = Field(
         default=0.1,
         description="An event loop held longer than this is logged as a stall, naming the "

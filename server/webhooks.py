@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from engine import json_depth
+from engine import json_depth, metrics
 from engine.bus import EventFanout, ExecutionStream
 from engine.handover import RunHandover
 from engine.json_depth import JsonTooDeep
@@ -92,6 +92,7 @@ class WebhookEndpoint:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
         response = await self.handle(request)
+        metrics.webhook_answered(response.status_code)
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:

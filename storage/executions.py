@@ -12,7 +12,7 @@ from sqlalchemy import Table, and_, bindparam, case, delete, func, insert, null,
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine import partial
+from engine import metrics, partial
 from engine.bus import EventPublisher
 from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
@@ -814,6 +814,8 @@ class DatabaseExecutionSource:
         return True
 
     def _claimed(self, loaded: LoadedExecution, at: datetime) -> None:
+        if loaded.status is ExecutionStatus.RUNNING:  # its holder's lease had run out
+            metrics.lease_expired()
         if self.publisher is not None:
             if loaded.resumed:  # it may also have closed interrupted runs: read them
                 self.publisher.wake([loaded.execution_id])

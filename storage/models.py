@@ -562,3 +562,19 @@ class NodeTypePolicyChange(SQLModel, table=True):
     changed_at: datetime = _created_at()
 
     __table_args__ = (Index("ix_node_type_policy_changes_scope", "scope", "id"),)
+
+
+class ProcessHeartbeat(SQLModel, table=True):
+    """A Loom process (`api` or `worker`) that is running, or was: each writes its row every
+    `LOOM_HEARTBEAT_S`, removes it when it stops cleanly, and a row not written for long is
+    removed by the others (docs/operations.md, "System status")."""
+
+    __tablename__ = "process_heartbeats"
+
+    id: str = Field(sa_column=Column(String(128), primary_key=True))
+    role: str = Field(max_length=16)
+    version: str = Field(max_length=32)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_seen_at: datetime = Field(sa_type=UTCDateTime, nullable=False)

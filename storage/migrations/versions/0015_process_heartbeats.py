@@ -1,0 +1,40 @@
+"""process heartbeats: every API and worker process writes its row periodically
+
+Revision ID: 0015
+Revises: 0013
+Create Date: 2026-12-08
+
+`systemStatus` (issue 17) lists the processes alive from these rows: a process writes its
+own every `LOOM_HEARTBEAT_S` and removes it when it stops; one not written for
+`LOOM_HEARTBEAT_FORGET_S` is removed by the others. Nothing existing changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0015"
+down_revision: str | None = "0013"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "process_heartbeats",
+        sa.Column("id", sa.String(length=128), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("version", sa.String(length=32), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("process_heartbeats")

@@ -1,0 +1,198 @@
+"""Prometheus metrics (embedded mode): off by default, never open on the API port, and the
+counters move when workflows run. The worker's are in tests/distributed/test_metrics.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from engine import metrics
+from server.app import create_app
+from server.observability import Observability
+from tests.api.test_executions import create, execute
+from tests.api.test_http_node import MockApi, api  # noqa: F401 (a fixture)
+from tests.api.test_webhooks import hook_workflow
+from tests.conftest import Caller
+from tests.factories import edge, node
+from tests.live import http_url, serve
+from tests.polling import until
+
+TOKEN = "metrics-token-0123456789"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    """Every sample of a scrape by name and labels (parsed by prometheus_client)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(
+        value for (found, keys), value in samples.items() if found == name and wanted <= set(keys)
+    )
+
+
+@pytest.fixture(autouse=True)
+def metrics_off_after() -> Iterator[None]:
+    yield
+    metrics.disable()
+
+
+@pytest.fixture
+async def app(database, settings, registry) -> Any:
+    on = settings.model_copy(
+        update={"metrics_token": SecretStr(TOKEN), "http_allowed_networks": ["127.0.0.1/32"]}
+    )
+    return create_app(on, database=database, registry=registry)
+
+
+@pytest.fixture
+async def http(app) -> AsyncIterator[httpx.AsyncClient]:
+    async with serve(app) as url:
+        base = http_url(url).removesuffix("/graphql")
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            yield client
+
+
+async def scrape(http: httpx.AsyncClient) -> Samples:
+    response = await http.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse(response.text)
+
+
+async def test_off_by_default_and_not_served(database, settings, registry) -> None:
+    app = create_app(settings, database=database, registry=registry)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://loom.test") as client:
+        assert (await client.get("/metrics")).status_code == 404
+    assert not metrics.enabled()
+
+
+async def test_the_token_is_required(http: httpx.AsyncClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+        response = await http.get("/metrics", headers=headers)
+        assert response.status_code == 401, (headers, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "loom_" not in response.text
+    assert total(await scrape(http), "loom_process_info", role="api") == 1
+
+
+async def test_counters_move_when_workflows_run(
+    http: httpx.AsyncClient,
+    alice: Caller,
+    api: MockApi,  # noqa: F811
+) -> None:
+    before = await scrape(http)
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("ok", "Ok", "http_request", parameters={"url": f"{api.base}/items"}),
+            node("gone", "Gone", "http_request", parameters={"url": f"{api.base}/missing"}),
+        ],
+        [edge("start", "ok"), edge("ok", "gone")],
+    )
+    started = await execute(alice, workflow_id)
+    assert started["__typename"] == "Execution", started
+    await hook_workflow(alice, {"path": "counted"})
+    assert (await http.post("/webhook/counted", json={"n": 1})).status_code == 202
+    assert (await http.post("/webhook/not-there")).status_code == 404
+
+    async def finished_both() -> Samples | None:
+        samples = await scrape(http)
+        done = total(samples, "loom_executions_finished_total") - total(
+            before, "loom_executions_finished_total"
+        )
+        return samples if done >= 2 else None
+
+    after = await until(finished_both, what="two executions counted as finished")
+
+    def moved(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert moved("loom_executions_started_total", mode="manual") == 1
+    assert moved("loom_executions_started_total", mode="webhook") == 1
+    assert moved("loom_executions_finished_total", mode="manual", status="FAILED") == 1
+    assert moved("loom_executions_finished_total", mode="webhook", status="SUCCEEDED") == 1
+    assert moved("loom_execution_duration_seconds_count", mode="manual") == 1
+    assert moved("loom_node_runs_total", node_type="http_request", status="SUCCEEDED") == 1
+    assert moved("loom_node_runs_total", node_type="http_request", status="FAILED") == 1
+    assert moved("loom_node_runs_total", node_type="manual_trigger") == 1
+    assert moved("loom_node_run_duration_seconds_count", node_type="http_request") == 2
+    assert moved("loom_http_request_node_calls_total", status_class="2xx") == 1
+    assert moved("loom_http_request_node_calls_total", status_class="4xx") == 1
+    assert moved("loom_webhook_requests_total", status="202") == 1
+    assert moved("loom_webhook_requests_total", status="404") == 1
+    assert moved("loom_group_commit_batch_size_count") >= 1
+    assert moved("loom_group_commit_seconds_sum") > 0
+    assert total(after, "loom_event_loop_lag_seconds_count") > 0
+    assert ("loom_queue_depth", ()) in after  # sampled when the process started
+    assert not any("execution_id" in dict(labels) for _, labels in after)
+    assert not any("workflow_id" in dict(labels) for _, labels in after)
+
+
+async def test_the_metrics_port_serves_them_with_the_token(database, settings) -> None:
+    on = settings.model_copy(update={"metrics_port": 0, "metrics_token": SecretStr(TOKEN)})
+    observability = Observability(on, database, "worker")
+    await observability.start()
+    try:
+        base = f"http://127.0.0.1:{observability.metrics_port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            assert (await client.get("/metrics")).status_code == 401
+            response = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 200
+        samples = parse(response.text)
+        assert total(samples, "loom_process_info", role="worker") == 1
+        assert ("loom_queue_depth", ()) in samples
+    finally:
+        await observability.stop()
+
+
+async def test_pruned_rows_are_counted_by_table(database, settings) -> None:
+    registry = metrics.enable("api", "test")
+    metrics.record_pruned({"executions": 3, "node_runs": 12, "execution_events": 0})
+    from prometheus_client import generate_latest
+
+    samples = parse(generate_latest(registry).decode())
+    assert total(samples, "loom_pruned_rows_total", table="executions") == 3
+    assert total(samples, "loom_pruned_rows_total", table="node_runs") == 12
+    assert total(samples, "loom_pruned_rows_total", table="execution_events") == 0
+
+
+def test_workflow_ids_label_only_when_opted_in() -> None:
+    from prometheus_client import generate_latest
+
+    registry = metrics.enable("api", "test", workflow_labels=True)
+    metrics.execution_started("manual", "wf-1")
+    metrics.execution_finished("manual", "SUCCEEDED", "wf-1", 0.5)
+    samples = parse(generate_latest(registry).decode())
+    assert total(samples, "loom_executions_finished_total", workflow_id="wf-1") == 1
+    assert total(samples, "loom_executions_started_total", workflow_id="wf-1") == 1
+
+
+def test_every_metric_is_in_the_operations_table() -> None:
+    registry = metrics.enable("api", "test")
+    families = {
+        family.name for family in registry.collect() if family.name.startswith(metrics.PREFIX)
+    }
+    table = re.findall(r"^\| `(loom_[a-z_]+)` \|", OPERATIONS.read_text(), re.M)
+    documented = {name.removesuffix("_total") for name in table}
+    assert len(families) > 20
+    assert sorted(families - documented) == [], "missing from docs/operations.md"
+    assert sorted(documented - families) == [], "documented but not registered"
