@@ -139,6 +139,7 @@ def build_services(
         policies=policies,
         expression_limits=settings.expression_limits(),
         lifecycle=lifecycle,
+        heartbeat_s=settings.heartbeat_s,
     )
 
 

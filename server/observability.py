@@ -74,6 +74,8 @@ class Observability:
             metrics.enable(role, loom_version(), workflow_labels=settings.metrics_workflow_labels)
 
     async def start(self) -> None:
+        # The first heartbeat is written before the process serves: it is listed at once.
+        await self.heartbeats.try_beat()
         self._tasks.append(asyncio.create_task(self.heartbeats.run(), name="heartbeat"))
         if not self.metrics_on:
             return

@@ -18,7 +18,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select, text, update
 from sqlmodel import col
@@ -127,6 +127,21 @@ async def processes(session: AsyncSession, interval_s: float) -> list[ProcessSee
     ]
 
 
+class PruneRecord(Protocol):
+    """A prune of old executions, as retention (storage/retention.py) records it."""
+
+    started_at: datetime
+    finished_at: datetime | None
+    executions_deleted: int
+    rows_deleted: dict[str, int]
+
+
+async def last_prune(session: AsyncSession) -> PruneRecord | None:
+    """The latest prune; None while retention has not run."""
+    # wired by the lead to storage.retention.last_prune
+    return None
+
+
 class Heartbeats:
     """Writes this process's heartbeat row every `interval_s` (see the module docstring)."""
 
@@ -171,17 +186,24 @@ class Heartbeats:
         self.beats += 1
 
     async def run(self) -> None:
-        """Beat until cancelled; then remove this process's row (it stopped cleanly)."""
+        """Beat every `interval_s` (the first after one interval) until cancelled; then
+        remove this process's row (it stopped cleanly)."""
         try:
             while True:
-                try:
-                    await self.beat()
-                except Exception:
-                    logger.warning("writing this process's heartbeat failed", exc_info=True)
                 await asyncio.sleep(self.interval_s)
+                await self.try_beat()
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._remove())
+
+    async def try_beat(self) -> bool:
+        """`beat`, a failure logged (the database may be away for a while)."""
+        try:
+            await self.beat()
+        except Exception:
+            logger.warning("writing this process's heartbeat failed", exc_info=True)
+            return False
+        return True
 
     async def _remove(self) -> None:
         async with self.database.transaction() as session:

@@ -1,0 +1,124 @@
+"""`systemStatus`: processes by their heartbeats, executions not ended, the database's size;
+admins only (the refusal for others is in tests/api/test_isolation.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from server.settings import Settings
+from storage.db import Database
+from storage.models import ProcessHeartbeat
+from storage.system_status import Heartbeats
+from storage.types import utcnow
+from tests.api.test_durable_wait import until
+from tests.api.test_executions import create, execute
+from tests.conftest import MakeCaller
+from tests.factories import edge, node
+from tests.polling import until as until_true
+
+STATUS = """{ systemStatus { __typename
+  ... on SystemStatus {
+    processes { id role version host pid startedAt lastHeartbeatAt alive }
+    queueDepth oldestQueuedAgeSeconds runningCount waitingCount databaseSizeBytes
+    lastPrune { startedAt finishedAt executionsDeleted rowsDeleted { table rows } }
+  }
+  ... on ForbiddenError { message } } }"""
+
+
+@pytest.fixture
+def settings() -> Settings:
+    # Every wait parks its execution (WAITING); heartbeats every 10 s.
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None, token_cache_s=0.0, durable_wait_s=0.0, heartbeat_s=10.0
+    )
+
+
+async def status_of(caller: Any) -> dict[str, Any]:
+    result = (await caller.gql(STATUS))["systemStatus"]
+    assert result["__typename"] == "SystemStatus", result
+    return dict(result)
+
+
+async def test_an_admin_sees_processes_by_their_heartbeats(
+    app, make_caller: MakeCaller, database: Database
+) -> None:
+    admin = await make_caller(admin=True)
+    assert (await status_of(admin))["processes"] == []
+    this = Heartbeats(database, "api", "1.2.3", interval_s=10.0, forget_s=3600.0)
+    await this.beat()
+    async with database.transaction() as session:
+        for name, age_s in (("silent", 31.0), ("gone", 3601.0)):
+            seen = utcnow() - timedelta(seconds=age_s)
+            session.add(
+                ProcessHeartbeat(
+                    id=f"host:1:{name}",
+                    role="worker",
+                    version="1.2.2",
+                    host="host",
+                    pid=1,
+                    started_at=seen,
+                    last_seen_at=seen,
+                )
+            )
+    status = await status_of(admin)
+    alive = {process["id"]: process["alive"] for process in status["processes"]}
+    assert alive == {this.id: True, "host:1:silent": False, "host:1:gone": False}
+    first = status["processes"][0]
+    assert (first["role"], first["version"], first["id"]) == ("api", "1.2.3", this.id)
+    assert status["lastPrune"] is None
+    assert status["databaseSizeBytes"] > 0
+
+    await this.beat()  # removes the rows older than `forget_s`
+    ids = [process["id"] for process in (await status_of(admin))["processes"]]
+    assert ids == [this.id, "host:1:silent"]
+    await this._remove()  # as a clean stop does
+    assert [p["id"] for p in (await status_of(admin))["processes"]] == ["host:1:silent"]
+
+
+async def test_the_app_writes_its_heartbeat_while_it_serves(
+    database: Database, settings: Settings, registry: Any, make_caller: MakeCaller
+) -> None:
+    from server.app import create_app
+    from tests.live import serve
+
+    admin = await make_caller(admin=True)
+    app = create_app(settings, database=database, registry=registry)
+    async with serve(app):
+
+        async def listed() -> list[dict[str, Any]]:
+            return list((await status_of(admin))["processes"])
+
+        (process,) = await until_true(listed, what="the app's heartbeat")  # once it started
+        assert process["role"] == "api" and process["alive"] is True
+    assert (await status_of(admin))["processes"] == []  # it stopped cleanly
+
+
+async def test_counts_the_executions_queued_and_waiting(app, make_caller: MakeCaller) -> None:
+    admin = await make_caller(admin=True)
+    before = await status_of(admin)
+    assert (before["queueDepth"], before["waitingCount"], before["runningCount"]) == (0, 0, 0)
+    assert before["oldestQueuedAgeSeconds"] is None
+    workflow_id = await create(
+        admin,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("wait", "Wait", "wait", parameters={"amount": 60, "unit": "seconds"}),
+        ],
+        [edge("start", "wait")],
+        settings={"maxConcurrentExecutions": 1},
+    )
+    first = await execute(admin, workflow_id)
+    await until(admin, first["id"], {"WAITING"})
+    second = await execute(admin, workflow_id)
+    assert second["status"] == "QUEUED"
+
+    async def counted() -> dict[str, Any] | None:
+        status = await status_of(admin)
+        return status if (status["queueDepth"], status["waitingCount"]) == (1, 1) else None
+
+    status = await until_true(counted, what="one queued and one waiting")
+    assert status["runningCount"] == 0
+    assert status["oldestQueuedAgeSeconds"] >= 0
