@@ -19,6 +19,10 @@ Everything on this machine, as in production but on loopback: a fresh PostgreSQL
    (concurrency 20 each): completed executions divided by the time from the first request
    to the last recorded finish; the median of `--throughput-runs` windows on the same
    processes (each window starts once the previous one has drained).
+
+With `--metrics`, only 3. with 2 workers, metrics off and on in turn, each window on fresh
+processes: on, the API serves `/metrics` with a token and each worker on a port of its own,
+all scraped every second (Prometheus' default is every 15 s).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -40,13 +45,15 @@ import aiohttp
 import orjson
 from arq.connections import RedisSettings, create_pool
 
-from tests.distributed.cluster import Cluster, create_cluster, destroy_cluster
+from tests.distributed.cluster import Cluster, create_cluster, destroy_cluster, free_port
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+# Another database for runs side by side (their queues must not mix): LOOM_BENCH_REDIS_URL.
+REDIS_URL = os.environ.get("LOOM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TARGET_PICKUP_P50_MS = 10.0
 TARGET_CHAIN_S = 0.6
 TARGET_STEP_MS = 5.0
 TARGET_THROUGHPUT = 150.0
+METRICS_TOKEN = "bench-metrics-token"
 
 FIVE_NODES = (
     [
@@ -240,7 +247,11 @@ def cluster_token() -> str:
     return ADMIN_TOKEN
 
 
-async def with_cluster(workers: int, concurrency: int, job: Any) -> Any:
+async def with_cluster(
+    workers: int, concurrency: int, job: Any, metrics_ports: list[int] | None = None
+) -> Any:
+    """`job(cluster)` on fresh processes; with `metrics_ports` (one per worker), metrics on."""
+    metrics = {} if metrics_ports is None else {"LOOM_METRICS_TOKEN": METRICS_TOKEN}
     with tempfile.TemporaryDirectory() as workdir:
         cluster = await create_cluster(
             Path(workdir),
@@ -248,11 +259,17 @@ async def with_cluster(workers: int, concurrency: int, job: Any) -> Any:
             LOOM_LEASE_SECONDS="30",
             LOOM_SWEEP_INTERVAL_S="5",
             LOOM_LOG_LEVEL="warning",
+            **metrics,
         )
         try:
             await cluster.start_api()
-            for _ in range(workers):
-                await cluster.start_worker(concurrency=concurrency)
+            for index in range(workers):
+                port = (
+                    {}
+                    if metrics_ports is None
+                    else {"LOOM_METRICS_PORT": str(metrics_ports[index])}
+                )
+                await cluster.start_worker(concurrency=concurrency, **port)
             return await job(cluster)
         except Exception:
             # Keep what the processes logged: the directory goes away with the cluster.
@@ -266,14 +283,57 @@ async def with_cluster(workers: int, concurrency: int, job: Any) -> Any:
             await destroy_cluster(cluster)
 
 
+async def metrics_off_and_on(seconds: float, rounds: int) -> None:
+    """Section 3 with 2 workers, metrics off then on, `rounds` times (see the docstring)."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for on in (False, True):
+            ports = [free_port(), free_port()] if on else None
+
+            async def window(cluster: Cluster, ports: list[int] | None = ports) -> dict[str, Any]:
+                urls = [f"{cluster.base}/metrics"] + [
+                    f"http://127.0.0.1:{port}/metrics" for port in ports or []
+                ]
+                scraping = asyncio.create_task(scrape_every_second(urls if ports else []))
+                try:
+                    return await throughput(cluster, seconds)
+                finally:
+                    scraping.cancel()
+
+            rates[on].append((await with_cluster(2, 20, window, ports))["per_s"])
+    off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    change = (on / off - 1) * 100
+    print(
+        f"3m. 5-node workflow, 2 workers, metrics off {off:.1f}/s "
+        f"({', '.join(f'{r:.1f}' for r in rates[False])}), on {on:.1f}/s "
+        f"({', '.join(f'{r:.1f}' for r in rates[True])}): {change:+.1f}%; "
+        f"target at most 5% slower: {'met' if change >= -5 else 'MISSED'}"
+    )
+
+
+async def scrape_every_second(urls: list[str]) -> None:
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while urls:
+            for url in urls:
+                async with http.get(url) as response:
+                    assert response.status == 200, await response.text()
+                    await response.read()
+            await asyncio.sleep(1)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--throughput-runs", type=int, default=3)
+    parser.add_argument("--metrics", action="store_true", help="3. only: metrics off vs on")
     args = parser.parse_args()
     print("distributed: PostgreSQL and Redis on loopback, 2 CPUs, shared machine")
+    if args.metrics:
+        await metrics_off_and_on(args.seconds, args.throughput_runs)
+        return
 
     async def latency_and_chain(cluster: Cluster) -> tuple[list[float], list[float]]:
         return (

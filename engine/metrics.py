@@ -123,6 +123,8 @@ class _Metrics:
             ("status_class",),
         )
         self.pruned = counter("pruned_rows", "Rows deleted by retention, by table.", ("table",))
+        # (node type, status): its node runs' counter and duration histogram.
+        self.node_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.samples = counter(
             "status_samples_failed", "Background samples of the database that failed."
         )
@@ -174,10 +176,15 @@ def execution_finished(mode: str, status: str, workflow_id: str, duration_s: flo
 
 def node_run_finished(node_type: str, status: str, duration_ms: float | None) -> None:
     if _live is not None:
+        # The children of the labels, kept: `labels()` costs more than the update itself.
         label = _node_type_label(node_type)
-        _live.node_runs.labels(label, status).inc()
+        children = _live.node_children.get((label, status))
+        if children is None:
+            children = (_live.node_runs.labels(label, status), _live.node_run_s.labels(label))
+            _live.node_children[label, status] = children
+        children[0].inc()
         if duration_ms is not None:
-            _live.node_run_s.labels(label).observe(duration_ms / 1000)
+            children[1].observe(duration_ms / 1000)
 
 
 def picked_up(latency_s: float) -> None:
