@@ -4,6 +4,8 @@ counters move when workflows run. The worker's are in tests/distributed/test_met
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -196,3 +198,25 @@ def test_every_metric_is_in_the_operations_table() -> None:
     assert len(families) > 20
     assert sorted(families - documented) == [], "missing from docs/operations.md"
     assert sorted(documented - families) == [], "documented but not registered"
+
+
+def test_off_prometheus_client_is_not_imported() -> None:
+    probe = (
+        "import sys\n"
+        "from server.app import create_app\n"
+        "from server.settings import Settings\n"
+        "import server.worker\n"
+        "create_app(Settings(_env_file=None, database_url='sqlite+aiosqlite://'))\n"
+        "print('prometheus_client' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "False", result.stderr
