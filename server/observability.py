@@ -21,7 +21,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from engine import metrics
-from server.settings import Settings
+from server.settings import InvalidSettingsError, Settings
 from storage.db import Database
 from storage.system_status import Heartbeats, execution_counts
 
@@ -74,16 +74,20 @@ class Observability:
             metrics.enable(role, loom_version(), workflow_labels=settings.metrics_workflow_labels)
 
     async def start(self) -> None:
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        if self.metrics_on and port is not None:
+            try:
+                self._server = await asyncio.to_thread(_serve_port, host, port, self.token)
+            except OSError as exc:
+                raise InvalidSettingsError(
+                    f"LOOM_METRICS_PORT={port}: cannot listen on {host}:{port} "
+                    f"({exc.strerror or exc})"
+                ) from exc
         # The first heartbeat is written before the process serves: it is listed at once.
         await self.heartbeats.try_beat()
         self._tasks.append(asyncio.create_task(self.heartbeats.run(), name="heartbeat"))
-        if not self.metrics_on:
-            return
-        self._tasks.append(asyncio.create_task(self._sample_forever(), name="metrics sampler"))
-        if self.settings.metrics_port is not None:
-            self._server = await asyncio.to_thread(
-                _serve_port, self.settings.metrics_host, self.settings.metrics_port, self.token
-            )
+        if self.metrics_on:
+            self._tasks.append(asyncio.create_task(self._sample_forever(), name="metrics sampler"))
 
     @property
     def metrics_port(self) -> int | None:

@@ -4,6 +4,7 @@ counters move when workflows run. The worker's are in tests/distributed/test_met
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,7 @@ from pydantic import SecretStr
 from engine import metrics
 from server.app import create_app
 from server.observability import Observability
+from server.settings import InvalidSettingsError
 from tests.api.test_executions import create, execute
 from tests.api.test_http_node import MockApi, api  # noqa: F401 (a fixture)
 from tests.api.test_webhooks import hook_workflow
@@ -164,6 +166,18 @@ async def test_the_metrics_port_serves_them_with_the_token(database, settings) -
         assert ("loom_queue_depth", ()) in samples
     finally:
         await observability.stop()
+
+
+async def test_a_metrics_port_in_use_is_a_one_line_error(database, settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        observability = Observability(
+            settings.model_copy(update={"metrics_port": port}), database, "worker"
+        )
+        with pytest.raises(InvalidSettingsError, match=f"LOOM_METRICS_PORT={port}: cannot listen"):
+            await observability.start()
 
 
 async def test_pruned_rows_are_counted_by_table(database, settings) -> None:
