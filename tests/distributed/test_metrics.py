@@ -4,6 +4,8 @@ processes are listed alive by `systemStatus`."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,13 @@ import pytest
 
 from tests.distributed.cluster import Cluster, create_cluster, destroy_cluster, free_port
 from tests.distributed.conftest import _require_services
-from tests.distributed.test_workers import chain, set_node, trigger
+from tests.distributed.test_workers import (
+    chain,
+    set_node,
+    trigger,
+    wait_node,
+    wait_until_running,
+)
 from tests.polling import until
 from tests.server.test_metrics import Samples, parse, total
 
@@ -82,3 +90,28 @@ async def test_a_worker_counts_what_it_runs_and_both_are_listed(cluster: Cluster
     processes: list[dict[str, Any]] = data["systemStatus"]["processes"]
     assert sorted(process["role"] for process in processes) == ["api", "worker"]
     assert all(process["alive"] and process["version"] for process in processes)
+
+
+@pytest.mark.timeout(120)
+async def test_a_lease_taken_over_after_a_kill_counts_as_expired(cluster: Cluster) -> None:
+    victim = await cluster.start_worker()
+    workflow_id = await cluster.create_workflow(
+        [trigger(), wait_node("w", 10), set_node("b", "B")], chain("start", "w", "b")
+    )
+    execution_id = await cluster.execute(workflow_id, {"n": 1})
+    await wait_until_running(cluster, execution_id, "w")
+    port = free_port()
+    await cluster.start_worker(LOOM_METRICS_PORT=str(port))
+    # Killed within its 10 s wait (the new worker starts in a few seconds).
+    assert (await cluster.statuses([execution_id]))[execution_id] == "RUNNING"
+    os.kill(victim.pid, signal.SIGKILL)
+    await cluster.wait_for([execution_id], {"SUCCEEDED"}, within_s=40)
+
+    async def counted() -> Samples | None:
+        samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+        return samples if total(samples, "loom_executions_finished_total") == 1 else None
+
+    taker = await until(counted, within_s=30, what="the taking worker's counters")
+    assert total(taker, "loom_leases_expired_total") == 1
+    assert total(taker, "loom_executions_started_total") == 0  # resumed, not started
+    assert total(taker, "loom_node_runs_total", node_type="wait", status="SUCCEEDED") == 1
