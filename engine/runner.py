@@ -67,6 +67,8 @@ class LoadedExecution:
     input_bytes: int | None = None
     # The lease generation when loaded; a claim moves it on by one.
     generation: int = 0
+    # Whether a process held its lease when loaded (a clean stop releases it).
+    lease_held: bool = False
     cancel_requested: bool = False
     # A WAITING execution's parked attempts by node id, as stored (see `Executor` park).
     parked: dict[str, dict[str, Any]] = field(default_factory=dict)

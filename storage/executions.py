@@ -740,6 +740,7 @@ _LOAD = (
         _EXECUTIONS.c.node_only,
         _EXECUTIONS.c.reuse_from,
         _EXECUTIONS.c.lease_generation,
+        _EXECUTIONS.c.lease_owner,
         _EXECUTIONS.c.cancel_requested_at,
         _EXECUTIONS.c.parked,
         _EXECUTIONS.c.parent_execution_id,
@@ -814,7 +815,10 @@ class DatabaseExecutionSource:
         return True
 
     def _claimed(self, loaded: LoadedExecution, at: datetime) -> None:
-        if loaded.status is ExecutionStatus.RUNNING:  # its holder's lease had run out
+        # A RUNNING execution whose holder never gave it up: its lease had run out. One
+        # released by a process that stopped cleanly (`release(resume_now=True)`, no owner)
+        # is a handover, not an expiry.
+        if loaded.status is ExecutionStatus.RUNNING and loaded.lease_held:
             metrics.lease_expired()
         if self.publisher is not None:
             if loaded.resumed:  # it may also have closed interrupted runs: read them
@@ -955,6 +959,7 @@ class DatabaseExecutionSource:
             input=execution_input_value if isinstance(execution_input_value, dict) else {},
             input_bytes=input_bytes,
             generation=row.lease_generation,
+            lease_held=row.lease_owner is not None,
             cancel_requested=row.cancel_requested_at is not None,
             parked=dict(row.parked or {}) if row.status == ExecutionStatus.WAITING.value else {},
             start_node_id=row.start_node_id,

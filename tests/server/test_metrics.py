@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,17 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from sqlmodel import col, update
 
 from engine import metrics
 from server.app import create_app
 from server.observability import Observability
 from server.settings import InvalidSettingsError
+from storage import executions, workflows
+from storage.db import Database
+from storage.executions import DatabaseExecutionSource
+from storage.models import Execution, Workflow
+from storage.types import utcnow
 from tests.api.test_executions import create, execute
 from tests.api.test_http_node import MockApi, api  # noqa: F401 (a fixture)
 from tests.api.test_webhooks import hook_workflow
@@ -234,3 +241,56 @@ def test_off_prometheus_client_is_not_imported() -> None:
         check=True,
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def _counted(name: str) -> float:
+    from prometheus_client import generate_latest
+
+    registry = metrics.registry()
+    assert registry is not None
+    return total(parse(generate_latest(registry).decode()), name)
+
+
+async def _queued_execution(alice: Caller, database: Database) -> str:
+    workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+    async with database.transaction() as session:
+        workflow = await session.get(Workflow, workflow_id)
+        assert workflow is not None
+        snapshot = await workflows.ensure_snapshot(session, workflow, None)
+        row = await executions.create_execution(
+            session, workflow=workflow, snapshot=snapshot, mode="manual", input={}, created_by=None
+        )
+    return row.id
+
+
+async def test_a_graceful_handover_is_not_an_expired_lease(
+    alice: Caller, database: Database
+) -> None:
+    metrics.enable("worker", "test")
+    execution_id = await _queued_execution(alice, database)
+    stopping = DatabaseExecutionSource(database, owner="stopping")
+    loaded = await stopping.load(execution_id)
+    assert loaded is not None and await stopping.claim(loaded)
+    await stopping.release(loaded, resume_now=True)  # what a clean stop does
+    taker = DatabaseExecutionSource(database, owner="taker")
+    again = await taker.load(execution_id)
+    assert again is not None and await taker.claim(again)
+    assert _counted("loom_leases_expired_total") == 0
+
+
+async def test_a_lease_run_out_is_counted_expired(alice: Caller, database: Database) -> None:
+    metrics.enable("worker", "test")
+    execution_id = await _queued_execution(alice, database)
+    dying = DatabaseExecutionSource(database, owner="dying")
+    loaded = await dying.load(execution_id)
+    assert loaded is not None and await dying.claim(loaded)
+    async with database.transaction() as session:  # its holder died: the lease runs out
+        await session.exec(
+            update(Execution)
+            .where(col(Execution.id) == execution_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    taker = DatabaseExecutionSource(database, owner="taker")
+    again = await taker.load(execution_id)
+    assert again is not None and again.lease_held and await taker.claim(again)
+    assert _counted("loom_leases_expired_total") == 1
