@@ -50,6 +50,8 @@ from storage.starts import EmbeddedStarts
 from storage.webhooks import RouteCache
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from redis.asyncio import Redis
 
     from engine.redis_bus import RedisEventPublisher
@@ -148,9 +150,11 @@ def create_app(
     *,
     database: Database | None = None,
     registry: NodeTypeRegistry | None = None,
+    metrics_server: WSGIServer | None = None,
 ) -> Starlette:
     """Build Loom's ASGI app. The database schema must already be migrated (`loom serve`
-    and `loom db upgrade` do that)."""
+    and `loom db upgrade` do that). `metrics_server`: the metrics port, bound beforehand by
+    `server.observability.listen` (else it is bound when the app starts)."""
     settings = settings or Settings()
     if settings.redis_url:
         require_distributed_settings(settings)
@@ -201,7 +205,7 @@ def create_app(
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
 
-    observability = Observability(settings, database, ROLE_API)
+    observability = Observability(settings, database, ROLE_API, metrics_server)
     metrics.watch_subscriptions(lambda: fanout.subscriptions)
 
     async def healthz(_: Request) -> JSONResponse:

@@ -56,7 +56,15 @@ class Observability:
     """One process's heartbeat, metrics sampler and metrics port; `start` and `stop` them
     on its event loop."""
 
-    def __init__(self, settings: Settings, database: Database, role: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        role: str,
+        metrics_server: WSGIServer | None = None,
+    ) -> None:
+        """`metrics_server`: the metrics port already bound by `listen` (`loom serve` binds
+        it before uvicorn starts, so that a port in use is a one-line error)."""
         self.settings = settings
         self.database = database
         self.role = role
@@ -68,21 +76,18 @@ class Observability:
             database, role, loom_version(), settings.heartbeat_s, settings.heartbeat_forget_s
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._server: WSGIServer | None = None
+        self._server = metrics_server if self.metrics_on else None
+        self._serving = False
         self.samples = 0
         if self.metrics_on:
             metrics.enable(role, loom_version(), workflow_labels=settings.metrics_workflow_labels)
 
     async def start(self) -> None:
-        host, port = self.settings.metrics_host, self.settings.metrics_port
-        if self.metrics_on and port is not None:
-            try:
-                self._server = await asyncio.to_thread(_serve_port, host, port, self.token)
-            except OSError as exc:
-                raise InvalidSettingsError(
-                    f"LOOM_METRICS_PORT={port}: cannot listen on {host}:{port} "
-                    f"({exc.strerror or exc})"
-                ) from exc
+        if self.metrics_on and self._server is None and self.settings.metrics_port is not None:
+            self._server = await asyncio.to_thread(listen, self.settings)
+        if self._server is not None:
+            _serve_in_thread(self._server)
+            self._serving = True
         # The first heartbeat is written before the process serves: it is listed at once.
         await self.heartbeats.try_beat()
         self._tasks.append(asyncio.create_task(self.heartbeats.run(), name="heartbeat"))
@@ -101,7 +106,9 @@ class Observability:
         self._tasks.clear()
         if self._server is not None:
             server, self._server = self._server, None
-            await asyncio.to_thread(server.shutdown)
+            if self._serving:
+                await asyncio.to_thread(server.shutdown)
+            self._serving = False
             server.server_close()
 
     async def sample(self) -> None:
@@ -142,18 +149,18 @@ class Observability:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _serve_port(host: str, port: int, token: str | None) -> WSGIServer:
-    """Serve the metrics on `host:port` from a daemon thread (prometheus_client's server,
-    behind the token check)."""
-    import threading
+def listen(settings: Settings) -> WSGIServer:
+    """Bind the metrics port (`LOOM_METRICS_PORT` on `LOOM_METRICS_HOST`), not serving yet;
+    a port or host that cannot be used is an `InvalidSettingsError` naming the setting."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     from prometheus_client import make_wsgi_app
     from prometheus_client.exposition import ThreadingWSGIServer
 
-    registry = metrics.registry()
-    assert registry is not None
-    exposition = make_wsgi_app(registry)
+    host, port = settings.metrics_host, settings.metrics_port
+    assert port is not None
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    exposition: list[Callable[..., Iterable[bytes]]] = []
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not _authorized(environ.get("HTTP_AUTHORIZATION"), token):
@@ -162,18 +169,35 @@ def _serve_port(host: str, port: int, token: str | None) -> WSGIServer:
                 [("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", "Bearer")],
             )
             return [_REFUSAL.encode()]
-        result: Iterable[bytes] = exposition(environ, start_response)
+        if not exposition:  # the registry exists once the process's metrics are enabled
+            registry = metrics.registry()
+            assert registry is not None
+            exposition.append(make_wsgi_app(registry))
+        result: Iterable[bytes] = exposition[0](environ, start_response)
         return result
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             """Scrapes are not logged."""
 
-    server = make_server(host, port, guarded, ThreadingWSGIServer, handler_class=Quiet)
+    try:
+        return make_server(host, port, guarded, ThreadingWSGIServer, handler_class=Quiet)
+    except OSError as exc:
+        raise InvalidSettingsError(
+            f"LOOM_METRICS_PORT={port}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "see also LOOM_METRICS_HOST"
+        ) from exc
+
+
+def _serve_in_thread(server: WSGIServer) -> None:
+    """Serve the bound metrics port from a daemon thread (prometheus_client's server, behind
+    the token check), so a scrape is answered even while the event loop is held."""
+    import threading
+
     thread = threading.Thread(target=server.serve_forever, name="loom-metrics", daemon=True)
     thread.start()
-    logger.info("metrics on http://%s:%d/metrics", host, server.server_port)
-    return server
+    host, port = server.server_address[:2]
+    logger.info("metrics on http://%s:%d/metrics", host, port)
 
 
 @contextlib.asynccontextmanager

@@ -34,6 +34,8 @@ from tests.conftest import Caller
 from tests.factories import edge, node
 from tests.live import http_url, serve
 from tests.polling import until
+from tests.server.loom_process import run_loom
+from tests.server.test_cli import _one_error_line
 
 TOKEN = "metrics-token-0123456789"
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
@@ -294,3 +296,28 @@ async def test_a_lease_run_out_is_counted_expired(alice: Caller, database: Datab
     again = await taker.load(execution_id)
     assert again is not None and again.lease_held and await taker.claim(again)
     assert _counted("loom_leases_expired_total") == 1
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "no-such-host.invalid"])
+def test_loom_serve_with_a_metrics_port_it_cannot_use_is_a_one_line_error(
+    tmp_path: Path, host: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ran = run_loom(
+            "serve",
+            "--port",
+            "1",
+            cwd=tmp_path,
+            LOOM_METRICS_PORT=str(port),
+            LOOM_METRICS_HOST=host,
+        )
+    assert ran.code == 1, ran.stderr
+    assert _one_error_line(ran.stderr).startswith(
+        f"Error: LOOM_METRICS_PORT={port}: cannot listen on {host}:{port} ("
+    )
+    assert "Traceback" not in ran.stderr
+    assert "Admin token" not in ran.stdout  # refused before anything was done
+    assert not (tmp_path / "data").exists()
