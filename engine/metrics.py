@@ -84,13 +84,20 @@ class _Metrics:
         self.node_run_s = histogram(
             "node_run_duration_seconds", "Node run durations.", _SECONDS_LONG, ("node_type",)
         )
-        self.queue_depth = gauge("queue_depth", "QUEUED executions (sampled).")
-        self.oldest_queued_s = gauge(
-            "queue_oldest_age_seconds", "Age of the oldest QUEUED execution; 0 if none (sampled)."
-        )
-        self.executions_by_status = gauge(
-            "executions", "RUNNING and WAITING executions (sampled).", ("status",)
-        )
+        # Sampled from the database, which every process shares: only API processes export
+        # them (a sum over every target would multiply them, and every process would query).
+        self.queue_depth: Any = None
+        self.oldest_queued_s: Any = None
+        self.executions_by_status: Any = None
+        if role == "api":
+            self.queue_depth = gauge("queue_depth", "QUEUED executions (sampled).")
+            self.oldest_queued_s = gauge(
+                "queue_oldest_age_seconds",
+                "Age of the oldest QUEUED execution; 0 if none (sampled).",
+            )
+            self.executions_by_status = gauge(
+                "executions", "RUNNING and WAITING executions (sampled).", ("status",)
+            )
         self.pick_up_s = histogram(
             "pick_up_latency_seconds",
             "From a job being due on the queue to a worker starting it.",
@@ -251,7 +258,7 @@ def execution_counts(
     queued: int, oldest_queued_at: float | None, running: int, waiting: int
 ) -> None:
     """A sample of the database's executions (`oldest_queued_at`: a Unix time)."""
-    if _live is not None:
+    if _live is not None and _live.queue_depth is not None:
         _live.queue_depth.set(queued)
         age = 0.0 if oldest_queued_at is None else max(0.0, time.time() - oldest_queued_at)
         _live.oldest_queued_s.set(age)

@@ -7,7 +7,8 @@ port (`LOOM_METRICS_PORT`, on `LOOM_METRICS_HOST`) is served from a thread of it
 scrape is answered even while the event loop is held; it asks for the token too when one is
 set. `loom worker` has no API port: its metrics need `LOOM_METRICS_PORT` (a different one per
 worker process on one machine). Gauges that need the database are sampled in the background
-every `LOOM_METRICS_SAMPLE_S`, never by a scrape.
+every `LOOM_METRICS_SAMPLE_S`, never by a scrape, and by API processes only (the database is
+shared: workers would multiply them).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class Observability:
         # The first heartbeat is written before the process serves: it is listed at once.
         await self.heartbeats.try_beat()
         self._tasks.append(asyncio.create_task(self.heartbeats.run(), name="heartbeat"))
-        if self.metrics_on:
+        # The database's gauges: sampled by API processes only (the database is shared).
+        if self.metrics_on and self.role == ROLE_API:
             self._tasks.append(asyncio.create_task(self._sample_forever(), name="metrics sampler"))
 
     @property
