@@ -39,6 +39,17 @@ _COUNTED = (
 )
 
 
+_EXECUTIONS = Execution.__table__  # type: ignore[attr-defined]
+COUNTS_BY_STATUS = (
+    select(_EXECUTIONS.c.status, func.count())
+    .where(_EXECUTIONS.c.status.in_(_COUNTED))
+    .group_by(_EXECUTIONS.c.status)
+)
+OLDEST_QUEUED = select(func.min(_EXECUTIONS.c.created_at)).where(
+    _EXECUTIONS.c.status == ExecutionStatus.QUEUED.value
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ExecutionCounts:
     """Executions not ended, by status; when the oldest QUEUED one was created."""
@@ -64,24 +75,19 @@ class ProcessSeen:
 
 
 async def execution_counts(session: AsyncSession) -> ExecutionCounts:
-    """One query, on the status index: the ended executions are never read."""
-    table = Execution.__table__  # type: ignore[attr-defined]
-    rows = await run_core(
-        session,
-        select(table.c.status, func.count(), func.min(table.c.created_at))
-        .where(table.c.status.in_(_COUNTED))
-        .group_by(table.c.status),
-    )
-    found: dict[str, tuple[int, Any]] = {row[0]: (row[1], row[2]) for row in rows.all()}
-    queued, oldest = found.get(ExecutionStatus.QUEUED.value, (0, None))
+    """Two queries on the (status, created_at) index: the counts by status, and the oldest
+    QUEUED (one index entry); neither reads an execution's row, nor the ended ones."""
+    rows = await run_core(session, COUNTS_BY_STATUS)
+    found: dict[str, int] = {row[0]: row[1] for row in rows.all()}
+    oldest: Any = (await run_core(session, OLDEST_QUEUED)).scalar()
     if isinstance(oldest, str):  # SQLite hands an aggregate back untyped
         oldest = datetime.fromisoformat(oldest)
     if oldest is not None and oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=utcnow().tzinfo)
     return ExecutionCounts(
-        queued=queued,
-        running=found.get(ExecutionStatus.RUNNING.value, (0, None))[0],
-        waiting=found.get(ExecutionStatus.WAITING.value, (0, None))[0],
+        queued=found.get(ExecutionStatus.QUEUED.value, 0),
+        running=found.get(ExecutionStatus.RUNNING.value, 0),
+        waiting=found.get(ExecutionStatus.WAITING.value, 0),
         oldest_queued_at=oldest,
     )
 

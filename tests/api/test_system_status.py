@@ -7,11 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from server.settings import Settings
-from storage.db import Database
+from storage.db import Database, run_core
 from storage.models import ProcessHeartbeat
-from storage.system_status import Heartbeats
+from storage.system_status import COUNTS_BY_STATUS, OLDEST_QUEUED, Heartbeats
 from storage.types import utcnow
 from tests.api.test_durable_wait import until
 from tests.api.test_executions import create, execute
@@ -122,3 +123,24 @@ async def test_counts_the_executions_queued_and_waiting(app, make_caller: MakeCa
     status = await until_true(counted, what="one queued and one waiting")
     assert status["runningCount"] == 0
     assert status["oldestQueuedAgeSeconds"] >= 0
+
+
+async def test_the_sampled_counts_read_the_status_index_only(database: Database) -> None:
+    async with database.session() as session:
+        for query in (COUNTS_BY_STATUS, OLDEST_QUEUED):
+            compiled = str(
+                query.compile(dialect=session.bind.dialect, compile_kwargs={"literal_binds": True})
+            )
+            if database.is_sqlite:
+                plan = " ".join(
+                    str(row[-1])
+                    for row in await run_core(session, text(f"EXPLAIN QUERY PLAN {compiled}"))
+                )
+                assert "COVERING INDEX ix_executions_status_created" in plan, plan
+            else:  # a small table is scanned whatever the indexes: ask for the index
+                for scan in ("seqscan", "bitmapscan"):
+                    await run_core(session, text(f"SET LOCAL enable_{scan} = off"))
+                plan = " ".join(
+                    str(row[0]) for row in await run_core(session, text(f"EXPLAIN {compiled}"))
+                )
+                assert "Index Only Scan using ix_executions_status_created" in plan, plan

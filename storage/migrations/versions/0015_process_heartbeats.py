@@ -6,7 +6,8 @@ Create Date: 2026-12-08
 
 `systemStatus` (issue 17) lists the processes alive from these rows: a process writes its
 own every `LOOM_HEARTBEAT_S` and removes it when it stops; one not written for
-`LOOM_HEARTBEAT_FORGET_S` is removed by the others. Nothing existing changes.
+`LOOM_HEARTBEAT_FORGET_S` is removed by the others. Executions gain an index on (status,
+created_at): the sampled counts by status and the oldest QUEUED read it alone.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ def upgrade() -> None:
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_index("ix_executions_status_created", "executions", ["status", "created_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_executions_status_created", table_name="executions")
     op.drop_table("process_heartbeats")
