@@ -94,8 +94,6 @@ class Services:
     output_shapes: Lru[tuple[str, str], OutputSchema] = field(default_factory=Lru)
     # Every transition of an execution outside its run: start, cancel, after a run.
     lifecycle: ExecutionLifecycle | None = None
-    # How often processes write their heartbeats (`LOOM_HEARTBEAT_S`): systemStatus's "alive".
-    heartbeat_s: float = 15.0
 
 
 class RequestLoaders:

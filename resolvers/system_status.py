@@ -24,7 +24,7 @@ async def system_status_of(info: Info) -> SystemStatusResult:
         return results.ForbiddenError(message="only an admin may see the system status")
     database = info.context.database
     async with database.session() as session:
-        seen = await system_status.processes(session, info.context.services.heartbeat_s)
+        seen = await system_status.processes(database, session)
         counts = await system_status.execution_counts(session)
         size = await system_status.database_size_bytes(database, session)
         prune = await system_status.last_prune(session)

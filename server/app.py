@@ -141,7 +141,6 @@ def build_services(
         policies=policies,
         expression_limits=settings.expression_limits(),
         lifecycle=lifecycle,
-        heartbeat_s=settings.heartbeat_s,
     )
 
 

@@ -567,6 +567,10 @@ class NodeTypePolicyChange(SQLModel, table=True):
     __table_args__ = (Index("ix_node_type_policy_changes_scope", "scope", "id"),)
 
 
+# Long enough for PEP 440 dev and local versions; longer ones are cut.
+VERSION_LENGTH = 64
+
+
 class ProcessHeartbeat(SQLModel, table=True):
     """A Loom process (`api` or `worker`) that is running, or was: each writes its row every
     `LOOM_HEARTBEAT_S`, removes it when it stops cleanly, and a row not written for long is
@@ -576,8 +580,11 @@ class ProcessHeartbeat(SQLModel, table=True):
 
     id: str = Field(sa_column=Column(String(128), primary_key=True))
     role: str = Field(max_length=16)
-    version: str = Field(max_length=32)
+    version: str = Field(max_length=VERSION_LENGTH)
     host: str = Field(max_length=255)
     pid: int
     started_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # By the database's clock (storage/system_status.py `database_now`).
     last_seen_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # The process's own `LOOM_HEARTBEAT_S`: it is alive while its row is younger than 3 of it.
+    interval_s: float = Field(default=15.0)

@@ -17,7 +17,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import delete, func, select, text, update
@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.states import ExecutionStatus
 from storage.db import Database, run_core
-from storage.models import Execution, ProcessHeartbeat
+from storage.models import VERSION_LENGTH, Execution, ProcessHeartbeat
 from storage.types import utcnow
 
 logger = logging.getLogger("loom.status")
@@ -110,9 +110,20 @@ async def database_size_bytes(database: Database, session: AsyncSession) -> int:
     return int(size.scalar_one())
 
 
-async def processes(session: AsyncSession, interval_s: float) -> list[ProcessSeen]:
-    """Every process with a heartbeat row, API processes first, then by start."""
-    alive_after = utcnow() - timedelta(seconds=interval_s * ALIVE_INTERVALS)
+async def database_now(database: Database, session: AsyncSession) -> datetime:
+    """The time by the database's clock, the one every process shares (PostgreSQL); a
+    SQLite database is used from one machine, whose clock this is."""
+    if database.is_sqlite:
+        return utcnow()
+    value = (await run_core(session, text("SELECT statement_timestamp()"))).scalar_one()
+    assert isinstance(value, datetime)
+    return value.astimezone(UTC)
+
+
+async def processes(database: Database, session: AsyncSession) -> list[ProcessSeen]:
+    """Every process with a heartbeat row, API processes first, then by start. Alive: its
+    row was written within `ALIVE_INTERVALS` of its own interval, by the database's clock."""
+    now = await database_now(database, session)
     rows = await session.exec(
         select(ProcessHeartbeat).order_by(
             col(ProcessHeartbeat.role), col(ProcessHeartbeat.started_at)
@@ -127,7 +138,7 @@ async def processes(session: AsyncSession, interval_s: float) -> list[ProcessSee
             pid=row.pid,
             started_at=row.started_at,
             last_seen_at=row.last_seen_at,
-            alive=row.last_seen_at >= alive_after,
+            alive=row.last_seen_at >= now - timedelta(seconds=row.interval_s * ALIVE_INTERVALS),
         )
         for (row,) in rows.all()
     ]
@@ -160,28 +171,29 @@ class Heartbeats:
         self.version = version
         self.interval_s = interval_s
         self.forget_s = forget_s
-        self.started_at = utcnow()
         self.beats = 0
 
     async def beat(self) -> None:
-        """Write this process's row; remove those of processes gone for `forget_s`."""
-        now = utcnow()
+        """Write this process's row; remove those of processes gone for `forget_s`. Both by
+        the database's clock (hosts' clocks may differ)."""
         async with self.database.transaction() as session:
+            now = await database_now(self.database, session)
             written = await session.exec(
                 update(ProcessHeartbeat)
                 .where(col(ProcessHeartbeat.id) == self.id)
-                .values(last_seen_at=now)
+                .values(last_seen_at=now, interval_s=self.interval_s)
             )
             if written.rowcount == 0:
                 session.add(
                     ProcessHeartbeat(
                         id=self.id,
                         role=self.role,
-                        version=self.version,
+                        version=self.version[:VERSION_LENGTH],
                         host=socket.gethostname()[:255],
                         pid=os.getpid(),
-                        started_at=self.started_at,
+                        started_at=now,
                         last_seen_at=now,
+                        interval_s=self.interval_s,
                     )
                 )
             await session.exec(

@@ -62,6 +62,7 @@ async def test_an_admin_sees_processes_by_their_heartbeats(
                     pid=1,
                     started_at=seen,
                     last_seen_at=seen,
+                    interval_s=10.0,
                 )
             )
     status = await status_of(admin)
@@ -144,3 +145,36 @@ async def test_the_sampled_counts_read_the_status_index_only(database: Database)
                     str(row[0]) for row in await run_core(session, text(f"EXPLAIN {compiled}"))
                 )
                 assert "Index Only Scan using ix_executions_status_created" in plan, plan
+
+
+async def test_each_process_is_alive_by_its_own_heartbeat_interval(
+    app, make_caller: MakeCaller, database: Database
+) -> None:
+    admin = await make_caller(admin=True)
+    async with database.transaction() as session:
+        # Both last wrote 100 s ago: alive within 3 of their own intervals.
+        for name, interval_s in (("slow", 60.0), ("fast", 10.0)):
+            seen = utcnow() - timedelta(seconds=100)
+            session.add(
+                ProcessHeartbeat(
+                    id=f"host:1:{name}",
+                    role="worker",
+                    version="1.2.3",
+                    host="host",
+                    pid=1,
+                    started_at=seen,
+                    last_seen_at=seen,
+                    interval_s=interval_s,
+                )
+            )
+    alive = {p["id"]: p["alive"] for p in (await status_of(admin))["processes"]}
+    assert alive == {"host:1:slow": True, "host:1:fast": False}
+
+
+async def test_a_long_version_is_kept_up_to_its_column(database: Database) -> None:
+    version = "1.2.3.dev45+g" + "0123456789abcdef" * 4  # a PEP 440 local version, 77 chars
+    this = Heartbeats(database, "worker", version, interval_s=10.0, forget_s=3600.0)
+    await this.beat()
+    async with database.session() as session:
+        row = await session.get(ProcessHeartbeat, this.id)
+    assert row is not None and row.version == version[:64] and row.interval_s == 10.0

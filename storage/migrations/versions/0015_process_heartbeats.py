@@ -28,11 +28,12 @@ def upgrade() -> None:
         "process_heartbeats",
         sa.Column("id", sa.String(length=128), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
-        sa.Column("version", sa.String(length=32), nullable=False),
+        sa.Column("version", sa.String(length=64), nullable=False),
         sa.Column("host", sa.String(length=255), nullable=False),
         sa.Column("pid", sa.Integer(), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("interval_s", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_executions_status_created", "executions", ["status", "created_at"])
