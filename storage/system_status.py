@@ -211,13 +211,18 @@ class Heartbeats:
                 await asyncio.sleep(self.interval_s)
                 await self.try_beat()
         finally:
+            # Not for longer than a beat: a stop must not hang on a database that is away
+            # (the row is then forgotten by the others after `forget_s`).
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._remove())
+                async with asyncio.timeout(self.interval_s):
+                    await self._remove()
 
     async def try_beat(self) -> bool:
-        """`beat`, a failure logged (the database may be away for a while)."""
+        """`beat` within one interval, a failure or a timeout logged (the database may be
+        away for a while, or not answer at all)."""
         try:
-            await self.beat()
+            async with asyncio.timeout(self.interval_s):
+                await self.beat()
         except Exception:
             logger.warning("writing this process's heartbeat failed", exc_info=True)
             return False

@@ -3,6 +3,8 @@ admins only (the refusal for others is in tests/api/test_isolation.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -178,3 +180,28 @@ async def test_a_long_version_is_kept_up_to_its_column(database: Database) -> No
     async with database.session() as session:
         row = await session.get(ProcessHeartbeat, this.id)
     assert row is not None and row.version == version[:64] and row.interval_s == 10.0
+
+
+async def test_heartbeats_neither_hang_nor_fail_while_the_database_does_not_answer() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accepts the connection, never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    database = Database(f"postgresql+asyncpg://loom@127.0.0.1:{port}/test")
+    try:
+        this = Heartbeats(database, "worker", "1.2.3", interval_s=0.5, forget_s=3600.0)
+        started = time.monotonic()
+        assert await this.try_beat() is False
+        running = asyncio.create_task(this.run())
+        await asyncio.sleep(0)  # it runs its loop
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)  # a stop: its removal gives up
+        assert time.monotonic() - started < 10
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await database.dispose()
