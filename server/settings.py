@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
@@ -79,6 +87,18 @@ def _url_schemes(*schemes: str) -> Callable[[str | None], str | None]:
         return value
 
     return check
+
+
+METRICS_TOKEN_MIN_LENGTH = 16
+
+
+def _metrics_token(value: SecretStr | None) -> SecretStr | None:
+    # Empty (`LOOM_METRICS_TOKEN=`) would turn metrics on while guarding nothing.
+    if value is not None and len(value.get_secret_value()) < METRICS_TOKEN_MIN_LENGTH:
+        raise ValueError(
+            f"must be at least {METRICS_TOKEN_MIN_LENGTH} characters (unset it for no token)"
+        )
+    return value
 
 
 # Lists are read from the environment by `_string_list`, not by pydantic-settings' JSON
@@ -294,7 +314,7 @@ class Settings(BaseSettings):
         gt=0,
         le=10,
     )
-    metrics_token: SecretStr | None = Field(
+    metrics_token: Annotated[SecretStr | None, AfterValidator(_metrics_token)] = Field(
         default=None,
         description="Serve Prometheus metrics at /metrics on the API port, to requests with "
         "`Authorization: Bearer <this>` (and ask for it on the metrics port too).",
@@ -303,6 +323,7 @@ class Settings(BaseSettings):
         default=None,
         description="Serve Prometheus metrics on this port of their own (`loom worker` has "
         "no other way); 0 picks a free one.",
+        examples=[9464],
         ge=0,
         le=65535,
     )
@@ -418,6 +439,18 @@ class Settings(BaseSettings):
             recycle_s=self.database_recycle_s,
         )
 
+    @field_validator("heartbeat_forget_s")
+    @classmethod
+    def _forget_after_the_alive_window(cls, value: float, info: ValidationInfo) -> float:
+        # A row removed sooner than it is shown dead would make a process vanish instead.
+        interval_s = info.data.get("heartbeat_s")
+        if interval_s is not None and value <= 3 * interval_s:
+            raise ValueError(
+                f"must be more than 3 times LOOM_HEARTBEAT_S ({interval_s:g}), or a process "
+                "silent for a while is removed before it is shown not alive"
+            )
+        return value
+
     def check_disabled_node_types(self, registry: NodeTypeRegistry) -> None:
         """Refuse (`InvalidSettingsError`) a name in `disabled_node_types` that is not an
         installed node type: a misspelt name would leave the type enabled."""
@@ -526,7 +559,14 @@ class Settings(BaseSettings):
 
 # Values not repeated in an error message: secrets, and URLs that may carry a password.
 _NOT_ECHOED = frozenset(
-    {"secret_key", "previous_secret_keys", "admin_token", "database_url", "redis_url"}
+    {
+        "secret_key",
+        "previous_secret_keys",
+        "admin_token",
+        "metrics_token",
+        "database_url",
+        "redis_url",
+    }
 )
 
 

@@ -21,7 +21,7 @@ from sqlmodel import col, update
 from engine import metrics
 from server.app import create_app
 from server.observability import Observability
-from server.settings import InvalidSettingsError
+from server.settings import InvalidSettingsError, load_settings
 from storage import executions, workflows
 from storage.db import Database
 from storage.executions import DatabaseExecutionSource
@@ -324,3 +324,29 @@ def test_loom_serve_with_a_metrics_port_it_cannot_use_is_a_one_line_error(
     assert "Traceback" not in ran.stderr
     assert "Admin token" not in ran.stdout  # refused before anything was done
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("token", ["", "short-token"])
+def test_an_empty_or_short_token_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, token: str
+) -> None:
+    monkeypatch.setenv("LOOM_METRICS_TOKEN", token)
+    with pytest.raises(InvalidSettingsError) as refused:
+        load_settings(_env_file=None)
+    message = str(refused.value)
+    assert message.startswith("LOOM_METRICS_TOKEN: must be at least 16 characters"), message
+    assert "\n" not in message
+    assert token == "" or token not in message  # not echoed
+
+
+def test_heartbeats_must_be_forgotten_after_they_show_dead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOOM_HEARTBEAT_S", "20")
+    monkeypatch.setenv("LOOM_HEARTBEAT_FORGET_S", "60")
+    with pytest.raises(
+        InvalidSettingsError, match=r"^LOOM_HEARTBEAT_FORGET_S='60': must be more than 3 times"
+    ):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("LOOM_HEARTBEAT_FORGET_S", "61")
+    assert load_settings(_env_file=None).heartbeat_forget_s == 61
