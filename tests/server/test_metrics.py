@@ -29,6 +29,7 @@ from storage.models import Execution, Workflow
 from storage.types import utcnow
 from tests.api.test_executions import create, execute
 from tests.api.test_http_node import MockApi, api  # noqa: F401 (a fixture)
+from tests.api.test_pinned_data import pin
 from tests.api.test_webhooks import hook_workflow
 from tests.conftest import Caller
 from tests.factories import edge, node
@@ -350,3 +351,43 @@ def test_heartbeats_must_be_forgotten_after_they_show_dead(
         load_settings(_env_file=None)
     monkeypatch.setenv("LOOM_HEARTBEAT_FORGET_S", "61")
     assert load_settings(_env_file=None).heartbeat_forget_s == 61
+
+
+async def test_node_runs_that_did_not_run_are_not_counted(
+    http: httpx.AsyncClient, alice: Caller
+) -> None:
+    before = await scrape(http)
+    fails = {"fields": [{"name": "a", "value": "{{ $json.x.y }}"}]}  # if it ran
+    workflow_id = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node("fetch", "Fetch", "set", parameters=fails),
+            node("total", "Total", "set", parameters={"fields": [{"name": "t", "value": "1"}]}),
+        ],
+        [edge("start", "fetch"), edge("fetch", "total")],
+    )
+    assert (await pin(alice, workflow_id, "fetch", [{"price": 4}], 1))["__typename"] == "Workflow"
+    started = await execute(alice, workflow_id)
+    assert started["__typename"] == "Execution", started
+
+    async def finished() -> Samples | None:
+        samples = await scrape(http)
+        done = total(samples, "loom_executions_finished_total") - total(
+            before, "loom_executions_finished_total"
+        )
+        return samples if done >= 1 else None
+
+    after = await until(finished, what="the execution counted as finished")
+
+    def moved(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert moved("loom_executions_finished_total", status="SUCCEEDED") == 1
+    # `fetch` was PINNED (it did not run): only `total` ran and is counted and timed.
+    assert moved("loom_node_runs_total", node_type="set") == 1
+    assert moved("loom_node_run_duration_seconds_count", node_type="set") == 1
+    assert moved("loom_node_run_duration_seconds_bucket", node_type="set", le="0.0001") >= 0
+    assert ("loom_node_run_duration_seconds_bucket", (("le", "0.0001"), ("node_type", "set"))) in (
+        after
+    )
