@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -145,12 +146,20 @@ async def processes(database: Database, session: AsyncSession) -> list[ProcessSe
 
 
 class PruneRecord(Protocol):
-    """A prune of old executions, as retention (storage/retention.py) records it."""
+    """A prune of old executions, as retention (storage/retention.py) records it. Read-only
+    members, so that a frozen dataclass satisfies it."""
 
-    started_at: datetime
-    finished_at: datetime | None
-    executions_deleted: int
-    rows_deleted: dict[str, int]
+    @property
+    def started_at(self) -> datetime: ...
+
+    @property
+    def finished_at(self) -> datetime | None: ...
+
+    @property
+    def executions_deleted(self) -> int: ...
+
+    @property
+    def rows_deleted(self) -> Mapping[str, int]: ...
 
 
 async def last_prune(session: AsyncSession) -> PruneRecord | None:

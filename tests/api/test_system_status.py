@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from sqlalchemy import text
 from server.settings import Settings
 from storage.db import Database, run_core
 from storage.models import ProcessHeartbeat
-from storage.system_status import COUNTS_BY_STATUS, OLDEST_QUEUED, Heartbeats
+from storage.system_status import COUNTS_BY_STATUS, OLDEST_QUEUED, Heartbeats, PruneRecord
 from storage.types import utcnow
 from tests.api.test_durable_wait import until
 from tests.api.test_executions import create, execute
@@ -205,3 +206,17 @@ async def test_heartbeats_neither_hang_nor_fail_while_the_database_does_not_answ
             writer.close()
         server.close()
         await database.dispose()
+
+
+@dataclass(frozen=True)
+class _Pruned:
+    started_at: datetime
+    finished_at: datetime | None
+    executions_deleted: int
+    rows_deleted: dict[str, int]
+
+
+def test_a_frozen_dataclass_is_a_prune_record() -> None:
+    # Checked by mypy (strict): retention's frozen record satisfies the Protocol.
+    record: PruneRecord = _Pruned(utcnow(), None, 3, {"executions": 3})
+    assert record.rows_deleted == {"executions": 3}
