@@ -14,7 +14,6 @@ shared: workers would multiply them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 from collections.abc import Callable, Iterable
@@ -148,7 +147,9 @@ class Observability:
             )
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        # Off the event loop: a scrape's text takes milliseconds.
+        text = await asyncio.to_thread(generate_latest, registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 def listen(settings: Settings) -> WSGIServer:
@@ -182,6 +183,12 @@ def listen(settings: Settings) -> WSGIServer:
         def log_message(self, format: str, *args: Any) -> None:
             """Scrapes are not logged."""
 
+    if token is None and host not in ("127.0.0.1", "::1", "localhost"):
+        logger.warning(
+            "metrics on %s:%d are served to anyone who can reach it: set LOOM_METRICS_TOKEN",
+            host,
+            port,
+        )
     try:
         return make_server(host, port, guarded, ThreadingWSGIServer, handler_class=Quiet)
     except OSError as exc:
@@ -200,14 +207,3 @@ def _serve_in_thread(server: WSGIServer) -> None:
     thread.start()
     host, port = server.server_address[:2]
     logger.info("metrics on http://%s:%d/metrics", host, port)
-
-
-@contextlib.asynccontextmanager
-async def observed(settings: Settings, database: Database, role: str) -> Any:
-    """Run a process's `Observability` for the duration of the block."""
-    observability = Observability(settings, database, role)
-    await observability.start()
-    try:
-        yield observability
-    finally:
-        await observability.stop()

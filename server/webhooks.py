@@ -91,7 +91,11 @@ class WebhookEndpoint:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
-        response = await self.handle(request)
+        try:
+            response = await self.handle(request)
+        except Exception:
+            metrics.webhook_answered(500)  # answered 500 by the server's error handling
+            raise
         metrics.webhook_answered(response.status_code)
         await response(scope, receive, send)
 

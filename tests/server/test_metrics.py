@@ -391,3 +391,18 @@ async def test_node_runs_that_did_not_run_are_not_counted(
     assert ("loom_node_run_duration_seconds_bucket", (("le", "0.0001"), ("node_type", "set"))) in (
         after
     )
+
+
+def test_a_metrics_port_open_to_the_network_without_a_token_is_warned_about(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from server.observability import listen
+
+    metrics.enable("worker", "test")
+    server = listen(settings.model_copy(update={"metrics_port": 0, "metrics_host": "0.0.0.0"}))
+    server.server_close()
+    assert "set LOOM_METRICS_TOKEN" in caplog.text
+    caplog.clear()
+    quiet = listen(settings.model_copy(update={"metrics_port": 0}))  # loopback
+    quiet.server_close()
+    assert "LOOM_METRICS_TOKEN" not in caplog.text
