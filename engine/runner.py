@@ -213,12 +213,18 @@ class ExecutionRunner:
         task.cancel(reason)
         return True
 
-    async def run(self, execution_id: str, generation: int | None = None) -> Outcome | None:
+    async def run(
+        self,
+        execution_id: str,
+        generation: int | None = None,
+        on_claimed: Callable[[], None] | None = None,
+    ) -> Outcome | None:
         """Run the execution to its end; None if it is unknown, already finished, claimed by
         another process, or was taken over by one while it ran here.
 
         `generation` is the lease generation the caller expects (a queued job carries it): a
-        job whose execution was claimed since it was queued does nothing.
+        job whose execution was claimed since it was queued does nothing. `on_claimed` is
+        called once this process holds the execution.
         """
         claimed = False
         try:
@@ -235,6 +241,8 @@ class ExecutionRunner:
                 claimed = await self.source.claim(loaded)
                 if not claimed:
                     return None
+            if on_claimed is not None:
+                on_claimed()
         except asyncio.CancelledError as exc:
             # A user's cancel of an execution not claimed yet ends it; the process stopping
             # (or losing a lease) leaves it for the next claim.
