@@ -94,12 +94,19 @@ async def execution_counts(session: AsyncSession) -> ExecutionCounts:
 
 
 async def database_size_bytes(database: Database, session: AsyncSession) -> int:
-    """SQLite: the file's pages (free ones included); PostgreSQL: the tables of Loom's
-    schema with their indexes and TOAST (other schemas of the database are not Loom's)."""
+    """SQLite: the file's pages (free ones included) and its write-ahead log; PostgreSQL:
+    the tables of Loom's schema with their indexes and TOAST (other schemas of the database
+    are not Loom's)."""
     if database.is_sqlite:
         page_count = (await run_core(session, text("PRAGMA page_count"))).scalar_one()
         page_size = (await run_core(session, text("PRAGMA page_size"))).scalar_one()
-        return int(page_count) * int(page_size)
+        # Pages not checkpointed yet are in the write-ahead log, a file of its own.
+        wal = 0
+        name = database.url.database
+        if name and name != ":memory:":
+            with contextlib.suppress(OSError):
+                wal = await asyncio.to_thread(os.path.getsize, f"{name}-wal")
+        return int(page_count) * int(page_size) + wal
     size = await run_core(
         session,
         text(

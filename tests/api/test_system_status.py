@@ -7,6 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,13 @@ from sqlalchemy import text
 from server.settings import Settings
 from storage.db import Database, run_core
 from storage.models import ProcessHeartbeat
-from storage.system_status import COUNTS_BY_STATUS, OLDEST_QUEUED, Heartbeats, PruneRecord
+from storage.system_status import (
+    COUNTS_BY_STATUS,
+    OLDEST_QUEUED,
+    Heartbeats,
+    PruneRecord,
+    database_size_bytes,
+)
 from storage.types import utcnow
 from tests.api.test_durable_wait import until
 from tests.api.test_executions import create, execute
@@ -220,3 +227,16 @@ def test_a_frozen_dataclass_is_a_prune_record() -> None:
     # Checked by mypy (strict): retention's frozen record satisfies the Protocol.
     record: PruneRecord = _Pruned(utcnow(), None, 3, {"executions": 3})
     assert record.rows_deleted == {"executions": 3}
+
+
+async def test_the_sqlite_size_includes_the_write_ahead_log(database: Database) -> None:
+    if not database.is_sqlite or not database.url.database:
+        pytest.skip("SQLite files only")
+    async with database.session() as session:
+        size = await database_size_bytes(database, session)
+        pages = (await run_core(session, text("PRAGMA page_count"))).scalar_one() * (
+            await run_core(session, text("PRAGMA page_size"))
+        ).scalar_one()
+    wal = Path(f"{database.url.database}-wal")
+    wal_size = await asyncio.to_thread(lambda: wal.stat().st_size if wal.exists() else 0)
+    assert size == pages + wal_size
