@@ -23,6 +23,11 @@ delay 5 ms, lease 30 s).
 4. With `--tracing`: 3. with 2 workers, tracing off and on (`LOOM_TRACING=otlp`, every
    process exporting to an OTLP/HTTP receiver in this process, tests/otlp_receiver.py), in
    alternating clusters (off, on, off, on): the median of each, and the spans received.
+
+With `--metrics`, only 3. with 2 workers, metrics off and on in turn, each window on fresh
+processes: on, the API serves `/metrics` with a token and each worker on a port of its own,
+all scraped every second (Prometheus' default is every 15 s). Also the CPU time the API and
+worker processes spent per execution (`/proc`), which the machine's other load moves less.
 """
 
 from __future__ import annotations
@@ -45,14 +50,18 @@ import aiohttp
 import orjson
 from arq.connections import RedisSettings, create_pool
 
-from tests.distributed.cluster import Cluster, create_cluster, destroy_cluster
+from tests.distributed.cluster import Cluster, create_cluster, destroy_cluster, free_port
 
-# The tests' Redis database when given (several people benchmark on one Redis), else db 14.
-REDIS_URL = os.environ.get("LOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+# The bench's own Redis database when given (runs side by side must not mix their queues),
+# else the tests' (several people benchmark on one Redis), else db 14.
+REDIS_URL = os.environ.get(
+    "LOOM_BENCH_REDIS_URL", os.environ.get("LOOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+)
 TARGET_PICKUP_P50_MS = 10.0
 TARGET_CHAIN_S = 0.6
 TARGET_STEP_MS = 5.0
 TARGET_THROUGHPUT = 150.0
+METRICS_TOKEN = "bench-metrics-token"
 
 FIVE_NODES = (
     [
@@ -246,7 +255,16 @@ def cluster_token() -> str:
     return ADMIN_TOKEN
 
 
-async def with_cluster(workers: int, concurrency: int, job: Any, **env: str) -> Any:
+async def with_cluster(
+    workers: int,
+    concurrency: int,
+    job: Any,
+    metrics_ports: list[int] | None = None,
+    **env: str,
+) -> Any:
+    """`job(cluster)` on fresh processes; with `metrics_ports` (one per worker), metrics on;
+    `env`: more settings for every process."""
+    metrics = {} if metrics_ports is None else {"LOOM_METRICS_TOKEN": METRICS_TOKEN}
     with tempfile.TemporaryDirectory() as workdir:
         cluster = await create_cluster(
             Path(workdir),
@@ -254,12 +272,18 @@ async def with_cluster(workers: int, concurrency: int, job: Any, **env: str) -> 
             LOOM_LEASE_SECONDS="30",
             LOOM_SWEEP_INTERVAL_S="5",
             LOOM_LOG_LEVEL="warning",
+            **metrics,
             **env,
         )
         try:
             await cluster.start_api()
-            for _ in range(workers):
-                await cluster.start_worker(concurrency=concurrency)
+            for index in range(workers):
+                port = (
+                    {}
+                    if metrics_ports is None
+                    else {"LOOM_METRICS_PORT": str(metrics_ports[index])}
+                )
+                await cluster.start_worker(concurrency=concurrency, **port)
             return await job(cluster)
         except Exception:
             # Keep what the processes logged: the directory goes away with the cluster.
@@ -273,6 +297,65 @@ async def with_cluster(workers: int, concurrency: int, job: Any, **env: str) -> 
             await destroy_cluster(cluster)
 
 
+async def metrics_off_and_on(seconds: float, rounds: int) -> None:
+    """Section 3 with 2 workers, metrics off then on, `rounds` times (see the docstring)."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    cpu_ms: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for on in (False, True):
+            ports = [free_port(), free_port()] if on else None
+
+            async def window(cluster: Cluster, ports: list[int] | None = ports) -> dict[str, Any]:
+                urls = [f"{cluster.base}/metrics"] + [
+                    f"http://127.0.0.1:{port}/metrics" for port in ports or []
+                ]
+                scraping = asyncio.create_task(scrape_every_second(urls if ports else []))
+                pids = [process.pid for process in [cluster.api, *cluster.workers] if process]
+                cpu_s = process_cpu_s(pids)
+                try:
+                    result = await throughput(cluster, seconds)
+                finally:
+                    scraping.cancel()
+                result["cpu_ms"] = (process_cpu_s(pids) - cpu_s) / result["executions"] * 1000
+                return result
+
+            result = await with_cluster(2, 20, window, ports)
+            rates[on].append(result["per_s"])
+            cpu_ms[on].append(result["cpu_ms"])
+    off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    change = (on / off - 1) * 100
+    cpu_off, cpu_on = statistics.median(cpu_ms[False]), statistics.median(cpu_ms[True])
+    print(
+        f"3m. 5-node workflow, 2 workers, metrics off {off:.1f}/s "
+        f"({', '.join(f'{r:.1f}' for r in rates[False])}), on {on:.1f}/s "
+        f"({', '.join(f'{r:.1f}' for r in rates[True])}): {change:+.1f}%; "
+        f"target at most 5% slower: {'met' if change >= -5 else 'MISSED'}\n"
+        f"    CPU of the API and the workers per execution: off {cpu_off:.2f} ms "
+        f"({', '.join(f'{c:.2f}' for c in cpu_ms[False])}), on {cpu_on:.2f} ms "
+        f"({', '.join(f'{c:.2f}' for c in cpu_ms[True])}): {(cpu_on / cpu_off - 1) * 100:+.1f}%"
+    )
+
+
+def process_cpu_s(pids: list[int]) -> float:
+    """User and system CPU time of the processes so far (Linux `/proc`)."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def scrape_every_second(urls: list[str]) -> None:
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while urls:
+            for url in urls:
+                async with http.get(url) as response:
+                    assert response.status == 200, await response.text()
+                    await response.read()
+            await asyncio.sleep(1)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -280,8 +363,12 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--throughput-runs", type=int, default=3)
     parser.add_argument("--tracing", action="store_true", help="4.: throughput, tracing on/off")
+    parser.add_argument("--metrics", action="store_true", help="3. only: metrics off vs on")
     args = parser.parse_args()
     print("distributed: PostgreSQL and Redis on loopback, 2 CPUs, shared machine")
+    if args.metrics:
+        await metrics_off_and_on(args.seconds, args.throughput_runs)
+        return
 
     async def latency_and_chain(cluster: Cluster) -> tuple[list[float], list[float]]:
         return (

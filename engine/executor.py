@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, NoReturn
 
-from engine import slices, tracing
+from engine import metrics, slices, tracing
 from engine.errors import WorkflowError
 from engine.events import (
     ErrorInfo,
@@ -93,6 +93,8 @@ DEADLINE_GRACE_S = 0.25
 NO_DATA: list[Item] = []  # identity marks an edge that resolved without data
 # Node runs whose outputs were recorded (FAILED ones when onError routed an error item).
 _WITH_PAYLOAD = (NodeRunStatus.SUCCEEDED, NodeRunStatus.FAILED)
+# Node runs whose duration the metrics observe: they ran to an end.
+_TIMED = (NodeRunStatus.SUCCEEDED, NodeRunStatus.FAILED)
 
 
 def utcnow() -> datetime:
@@ -288,6 +290,8 @@ class _Run:
         self.draining = False
         # Attempts parked in this run (durable waits), by node id, with when they are due.
         self.parked: dict[str, tuple[NodeRunState, datetime]] = {}
+        # Parked attempts that went on in this run, by node run id: when (for the metrics).
+        self.resumed_at: dict[str, datetime] = {}
         # Parked nodes that wait for executions they started (sub-workflows).
         self.on_children: set[str] = set()
         # When the execution's time is up, on the monotonic clock (set when it starts).
@@ -341,6 +345,22 @@ class _Run:
         self.recorder.emit(
             Record(event, state, payload, execution, input_port, payload_from, reused)
         )
+        if state is not None and metrics.enabled() and state.status.is_terminal:
+            self.observe(state)
+
+    def observe(self, state: NodeRunState) -> None:
+        """A node run that ended, in the metrics: not one that did not run (PINNED, REUSED
+        outputs); a duration only for one that ran to SUCCEEDED or FAILED, and after a durable
+        wait only the time since it went on (the wait is not the node's)."""
+        if state.source is not None:
+            return
+        duration_ms = None
+        if state.status in _TIMED and state.finished_at is not None:
+            began = self.resumed_at.pop(state.id, None) or state.started_at
+            if began is not None:
+                duration_ms = (state.finished_at - began).total_seconds() * 1000
+        node_type = self.plan.nodes[state.node_id].node_type.name
+        metrics.node_run_finished(node_type, state.status.value, duration_ms)
 
     def new_state(self, plan_node: PlanNode) -> NodeRunState:
         attempt = self.request.attempts_used.get(plan_node.id, 0) + 1
@@ -487,6 +507,8 @@ class _Run:
             if resumed is not None:  # a parked attempt goes on
                 state, resume_at = resumed
                 self.states[plan_node.id] = state
+                if metrics.enabled():
+                    self.resumed_at[state.id] = self.clock()
             else:
                 state, resume_at = self.new_state(plan_node), None
             # The common case, without retries: `guarded_attempt` inlined, one coroutine less

@@ -17,7 +17,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 
-from engine import slices
+from engine import metrics, slices
 
 logger = logging.getLogger("loom.loop")
 
@@ -48,6 +48,7 @@ class LoopMonitor:
             slices.restart()  # the loop is free: whatever ran before this tick has yielded
             held = slices.take_longest()
             self.lags_s.append(lag_s)
+            metrics.loop_lag(lag_s)
             if lag_s >= self.stall_s:
                 self.stalls += 1
                 self._report(lag_s, held)

@@ -28,6 +28,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -38,6 +39,7 @@ from arq.utils import timestamp_ms, to_unix_ms
 from arq.worker import func
 from redis.exceptions import RedisError
 
+from engine import metrics
 from engine.executor import SHUTDOWN
 from engine.runner import ExecutionRunner
 from engine.submitter import QueueUnavailable
@@ -143,8 +145,11 @@ async def run_execution(ctx: dict[str, Any], execution_id: str, generation: int)
     """The arq job: run one execution to its end in this worker."""
     runner: ExecutionRunner = ctx["loom_runner"]
     submitter: ArqSubmitter = ctx["loom_submitter"]
+    # `score`: when it was due (by the enqueuer's clock). Recorded only once the claim
+    # succeeded: a stale or duplicate job that claims nothing picked nothing up.
+    latency_s = (timestamp_ms() - ctx["score"]) / 1000
     try:
-        await runner.run(execution_id, generation)
+        await runner.run(execution_id, generation, on_claimed=partial(metrics.picked_up, latency_s))
     except asyncio.CancelledError as exc:
         task = asyncio.current_task()
         if exc.args == (SHUTDOWN,):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from engine import tracing
+from engine import metrics, tracing
 from engine.declarative import is_declarative
 from engine.events import (
     ErrorInfo,
@@ -68,6 +69,8 @@ class LoadedExecution:
     input_bytes: int | None = None
     # The lease generation when loaded; a claim moves it on by one.
     generation: int = 0
+    # Whether a process held its lease when loaded (a clean stop releases it).
+    lease_held: bool = False
     cancel_requested: bool = False
     # A WAITING execution's parked attempts by node id, as stored (see `Executor` park).
     parked: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -218,12 +221,18 @@ class ExecutionRunner:
         task.cancel(reason)
         return True
 
-    async def run(self, execution_id: str, generation: int | None = None) -> Outcome | None:
+    async def run(
+        self,
+        execution_id: str,
+        generation: int | None = None,
+        on_claimed: Callable[[], None] | None = None,
+    ) -> Outcome | None:
         """Run the execution to its end; None if it is unknown, already finished, claimed by
         another process, or was taken over by one while it ran here.
 
         `generation` is the lease generation the caller expects (a queued job carries it): a
-        job whose execution was claimed since it was queued does nothing.
+        job whose execution was claimed since it was queued does nothing. `on_claimed` is
+        called once this process holds the execution.
         """
         # The claim runs to its end even when this task is cancelled meanwhile: once sent,
         # its COMMIT may land (aiosqlite commits in its thread), and a claim committed but
@@ -255,6 +264,8 @@ class ExecutionRunner:
             loaded = held
         if loaded is None:
             return None
+        if on_claimed is not None:
+            on_claimed()
         return await self._run_held(loaded)
 
     async def _claim(self, execution_id: str, generation: int | None) -> LoadedExecution | None:
@@ -289,12 +300,17 @@ class ExecutionRunner:
                 on_cancel=lambda: self.cancel(execution_id),
             )
         outcome: Outcome | None = None
+        held_at = time.monotonic()
+        if not loaded.resumed:
+            metrics.execution_started(loaded.mode, loaded.workflow_id)
         try:
             with tracing.execution_run(loaded) as span:
                 outcome = await self._run_claimed(loaded, handover)
                 tracing.record_outcome(span, outcome.status.value)
         except asyncio.CancelledError as exc:
             reason = exc.args[0] if exc.args else None
+            if reason == LEASE_LOST:
+                metrics.lease_lost()
             if reason in INTERRUPTIONS:
                 await asyncio.shield(self.recorder.flush())
                 if reason == SHUTDOWN:
@@ -309,6 +325,9 @@ class ExecutionRunner:
             self._tasks.pop(execution_id, None)
             if self.leases is not None:
                 self.leases.drop(execution_id)
+            if outcome is not None and outcome.status.is_terminal:
+                status, ran_s = outcome.status.value, time.monotonic() - held_at
+                metrics.execution_finished(loaded.mode, status, loaded.workflow_id, ran_s)
             if outcome is not None and self.on_finished is not None:
                 try:
                     await self.on_finished(loaded, outcome)

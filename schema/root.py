@@ -27,9 +27,10 @@ from resolvers import executions as execution_resolvers
 from resolvers import node_types as node_type_resolvers
 from resolvers import previews as preview_resolvers
 from resolvers import subscriptions as subscription_resolvers
+from resolvers import system_status as status_resolvers
 from resolvers import workflow_documents as document_resolvers
 from resolvers import workflows as workflow_resolvers
-from schema import execution_types, json_scalar, results, types
+from schema import execution_types, json_scalar, results, status_types, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
 from schema.operations import SpecOperationChoice
 from schema.sharing import SharedEventResults
@@ -117,6 +118,12 @@ class Query:
     )
     api_tokens: list[types.ApiToken] = strawberry.field(
         resolver=account_resolvers.api_tokens, description="The viewer's API tokens, newest first."
+    )
+    system_status: status_types.SystemStatusResult = strawberry.field(
+        resolver=status_resolvers.system_status_of,
+        description="The whole system: processes alive (by their heartbeats), executions "
+        "queued, running and waiting, the database's size, the last prune. Admins only; "
+        "anyone else gets ForbiddenError.",
     )
 
 

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from engine import metrics
 from engine.bus import EventFanout, EventPublisher, LocalPublisher
 from engine.lifecycle import ExecutionLifecycle
 from engine.loop_monitor import monitoring
@@ -33,6 +34,7 @@ from schema.root import build_schema
 from server import graphiql, telemetry
 from server.graphql_view import LoomGraphQL
 from server.middleware import BodySizeLimit
+from server.observability import ROLE_API, Observability
 from server.running import require_distributed_settings
 from server.scheduler import run_scheduler, start_pruning
 from server.settings import Settings
@@ -48,6 +50,8 @@ from storage.starts import EmbeddedStarts
 from storage.webhooks import RouteCache
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from redis.asyncio import Redis
 
     from engine.redis_bus import RedisEventPublisher
@@ -154,9 +158,11 @@ def create_app(
     *,
     database: Database | None = None,
     registry: NodeTypeRegistry | None = None,
+    metrics_server: WSGIServer | None = None,
 ) -> Starlette:
     """Build Loom's ASGI app. The database schema must already be migrated (`loom serve`
-    and `loom db upgrade` do that)."""
+    and `loom db upgrade` do that). `metrics_server`: the metrics port, bound beforehand by
+    `server.observability.listen` (else it is bound when the app starts)."""
     settings = settings or Settings()
     if settings.redis_url:
         require_distributed_settings(settings)
@@ -182,6 +188,7 @@ def create_app(
         publisher = RedisEventPublisher(events_redis)
     services = build_services(settings, database, registry, writer, publisher)
     assert services.fanout is not None
+    fanout = services.fanout
     reader = None
     if events_redis is not None:
         from engine.redis_bus import RedisEventReader
@@ -205,6 +212,9 @@ def create_app(
         keepalive_s=settings.ws_keepalive_s,
         max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
     )
+
+    observability = Observability(settings, database, ROLE_API, metrics_server)
+    metrics.watch_subscriptions(lambda: fanout.subscriptions)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -234,7 +244,11 @@ def create_app(
         async with monitoring(settings.loop_stall_s) as monitor:
             app.state.loop_monitor = monitor
             async with serving():
-                yield
+                await observability.start()
+                try:
+                    yield
+                finally:
+                    await observability.stop()
 
     @asynccontextmanager
     async def serving() -> AsyncIterator[None]:
@@ -302,6 +316,7 @@ def create_app(
                 methods=list(METHODS),
             ),
             Route("/readyz", readyz),
+            *([Route("/metrics", observability.endpoint)] if observability.token else []),
             *([graphiql.assets_route()] if settings.graphiql else []),
         ],
         middleware=[
@@ -313,6 +328,7 @@ def create_app(
     )
     app.state.services = services
     app.state.settings = settings
+    app.state.observability = observability
     return app
 
 

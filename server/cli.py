@@ -154,6 +154,16 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
     if settings.redis_url:
         _require_distributed(settings)
     _configure_logging(settings, "api")
+    metrics_server = None
+    if settings.metrics_port is not None:
+        # Bound before anything else is done, so that a port in use (or a host that is not
+        # this machine's) is a one-line error, not uvicorn's lifespan traceback.
+        from server.observability import listen
+
+        try:
+            metrics_server = listen(settings)
+        except InvalidSettingsError as exc:
+            raise CommandError(str(exc)) from exc
 
     async def prepare(database: Database) -> str | None:
         await upgrade(database)
@@ -186,7 +196,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         raise CommandError(str(exc)) from exc
 
     def built_app() -> Starlette:
-        app = create_app(settings, registry=registry)
+        app = create_app(settings, registry=registry, metrics_server=metrics_server)
         freeze_startup_objects()
         return app
 

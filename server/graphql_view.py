@@ -25,6 +25,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from engine import metrics
 from resolvers.auth import token_from_header
 from resolvers.context import Context, RequestLoaders, Services
 from resolvers.errors import UNAUTHENTICATED
@@ -172,7 +173,8 @@ class LoomGraphQL(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
+            with metrics.websocket_open():
+                await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
         media_type = response_media_type(request.headers.get("accept"))

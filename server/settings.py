@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
@@ -85,6 +93,18 @@ def _url_schemes(*schemes: str) -> Callable[[str | None], str | None]:
         return value
 
     return check
+
+
+METRICS_TOKEN_MIN_LENGTH = 16
+
+
+def _metrics_token(value: SecretStr | None) -> SecretStr | None:
+    # Empty (`LOOM_METRICS_TOKEN=`) would turn metrics on while guarding nothing.
+    if value is not None and len(value.get_secret_value()) < METRICS_TOKEN_MIN_LENGTH:
+        raise ValueError(
+            f"must be at least {METRICS_TOKEN_MIN_LENGTH} characters (unset it for no token)"
+        )
+    return value
 
 
 # Lists are read from the environment by `_string_list`, not by pydantic-settings' JSON
@@ -331,6 +351,44 @@ class Settings(BaseSettings):
         gt=0,
         le=10,
     )
+    metrics_token: Annotated[SecretStr | None, AfterValidator(_metrics_token)] = Field(
+        default=None,
+        description="Serve Prometheus metrics at /metrics on the API port, to requests with "
+        "`Authorization: Bearer <this>` (and ask for it on the metrics port too).",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        description="Serve Prometheus metrics on this port of their own (`loom worker` has "
+        "no other way); 0 picks a free one.",
+        examples=[9464],
+        ge=0,
+        le=65535,
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface the metrics port listens on."
+    )
+    metrics_sample_s: float = Field(
+        default=15.0,
+        description="How often the metrics' database gauges (queue depth, running and "
+        "waiting executions) are sampled.",
+        gt=0,
+    )
+    metrics_workflow_labels: bool = Field(
+        default=False,
+        description="Label execution counters with the workflow id (one series per "
+        "workflow: only where workflows are few).",
+    )
+    heartbeat_s: float = Field(
+        default=15.0,
+        description="How often every process writes its heartbeat (systemStatus shows one "
+        "not written for 3 intervals as not alive).",
+        gt=0,
+    )
+    heartbeat_forget_s: float = Field(
+        default=24 * 3600.0,
+        description="Heartbeats older than this are removed (their process is gone).",
+        gt=0,
+    )
     loop_stall_s: float = Field(
         default=0.1,
         description="An event loop held longer than this is logged as a stall, naming the "
@@ -492,6 +550,18 @@ class Settings(BaseSettings):
             recycle_s=self.database_recycle_s,
         )
 
+    @field_validator("heartbeat_forget_s")
+    @classmethod
+    def _forget_after_the_alive_window(cls, value: float, info: ValidationInfo) -> float:
+        # A row removed sooner than it is shown dead would make a process vanish instead.
+        interval_s = info.data.get("heartbeat_s")
+        if interval_s is not None and value <= 3 * interval_s:
+            raise ValueError(
+                f"must be more than 3 times LOOM_HEARTBEAT_S ({interval_s:g}), or a process "
+                "silent for a while is removed before it is shown not alive"
+            )
+        return value
+
     def check_disabled_node_types(self, registry: NodeTypeRegistry) -> None:
         """Refuse (`InvalidSettingsError`) a name in `disabled_node_types` that is not an
         installed node type: a misspelt name would leave the type enabled."""
@@ -604,7 +674,14 @@ class Settings(BaseSettings):
 
 # Values not repeated in an error message: secrets, and URLs that may carry a password.
 _NOT_ECHOED = frozenset(
-    {"secret_key", "previous_secret_keys", "admin_token", "database_url", "redis_url"}
+    {
+        "secret_key",
+        "previous_secret_keys",
+        "admin_token",
+        "metrics_token",
+        "database_url",
+        "redis_url",
+    }
 )
 
 

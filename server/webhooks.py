@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from engine import json_depth
+from engine import json_depth, metrics
 from engine.bus import EventFanout, ExecutionStream
 from engine.handover import ANSWERING_MODES, RunHandover, webhook_waits
 from engine.json_depth import JsonTooDeep
@@ -93,7 +93,12 @@ class WebhookEndpoint:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
-        response = await self.handle(request)
+        try:
+            response = await self.handle(request)
+        except Exception:
+            metrics.webhook_answered(500)  # answered 500 by the server's error handling
+            raise
+        metrics.webhook_answered(response.status_code)
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:

@@ -14,6 +14,7 @@ import signal
 from functools import partial
 from typing import Any
 
+from engine import metrics
 from engine.executor import LEASE_LOST, SHUTDOWN
 from engine.lifecycle import ExecutionLifecycle
 from engine.loop_monitor import LoopMonitor
@@ -29,6 +30,7 @@ from engine.queue import (
 )
 from engine.redis_bus import RedisEventPublisher
 from engine.runner import ExecutionRunner
+from server.observability import ROLE_WORKER, Observability
 from server.running import require_distributed_settings
 from server.scheduler import run_scheduler, start_pruning
 from server.settings import Settings
@@ -96,6 +98,9 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     monitor = LoopMonitor(settings.loop_stall_s)
+    observability = Observability(settings, database, ROLE_WORKER)
+    metrics.watch_leases(lambda: len(keeper.held()))
+    await observability.start()
     background = [
         asyncio.create_task(monitor.run(), name="loop monitor"),
         asyncio.create_task(worker.main(), name="arq worker"),
@@ -116,6 +121,7 @@ async def run_worker(settings: Settings, concurrency: int) -> None:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await observability.stop()
         await writer.stop()
         await publisher.stop()
         if runner.resources is not None:

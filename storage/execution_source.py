@@ -11,6 +11,7 @@ from sqlalchemy import Table, and_, bindparam, case, func, null, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine import metrics
 from engine.events import ErrorInfo, Event, EventType
 from engine.nodes.base import PortItems
 from engine.runner import LoadedExecution
@@ -149,6 +150,7 @@ _LOAD = (
         _EXECUTIONS.c.node_only,
         _EXECUTIONS.c.reuse_from,
         _EXECUTIONS.c.lease_generation,
+        _EXECUTIONS.c.lease_owner,
         _EXECUTIONS.c.cancel_requested_at,
         _EXECUTIONS.c.parked,
         _EXECUTIONS.c.parent_execution_id,
@@ -216,6 +218,11 @@ class DatabaseExecutionSource:
         return claimed
 
     def _claimed(self, loaded: LoadedExecution) -> None:
+        # A RUNNING execution whose holder never gave it up: its lease had run out. One
+        # released by a process that stopped cleanly (`release(resume_now=True)`, no owner)
+        # is a handover, not an expiry.
+        if loaded.status is ExecutionStatus.RUNNING and loaded.lease_held:
+            metrics.lease_expired()
         self.writer.fence(loaded.execution_id, loaded.generation)
 
     async def load_and_claim(self, execution_id: str, generation: int) -> LoadedExecution | None:
@@ -341,6 +348,7 @@ class DatabaseExecutionSource:
             input=execution_input_value if isinstance(execution_input_value, dict) else {},
             input_bytes=input_bytes,
             generation=row.lease_generation,
+            lease_held=row.lease_owner is not None,
             cancel_requested=row.cancel_requested_at is not None,
             parked=dict(row.parked or {}) if row.status == ExecutionStatus.WAITING.value else {},
             start_node_id=row.start_node_id,

@@ -283,6 +283,9 @@ class Execution(SQLModel, table=True):
         Index("ix_executions_workflow_created", "workflow_id", "created_at"),
         Index("ix_executions_workspace_created", "workspace_id", "created_at"),
         Index("ix_executions_status", "status"),
+        # The sampled counts by status and the oldest QUEUED (storage/system_status.py):
+        # read from the index alone, not from every unfinished execution's row.
+        Index("ix_executions_status_created", "status", "created_at"),
         # Admission: the oldest QUEUED executions of a workflow that wait for a slot.
         Index("ix_executions_workflow_status", "workflow_id", "status", "created_at"),
         # A calling attempt's executions, and an execution's children.
@@ -616,3 +619,26 @@ class NodeTypePolicyChange(SQLModel, table=True):
     changed_at: datetime = _created_at()
 
     __table_args__ = (Index("ix_node_type_policy_changes_scope", "scope", "id"),)
+
+
+# Long enough for PEP 440 dev and local versions; longer ones are cut.
+VERSION_LENGTH = 64
+
+
+class ProcessHeartbeat(SQLModel, table=True):
+    """A Loom process (`api` or `worker`) that is running, or was: each writes its row every
+    `LOOM_HEARTBEAT_S`, removes it when it stops cleanly, and a row not written for long is
+    removed by the others (docs/operations.md, "System status")."""
+
+    __tablename__ = "process_heartbeats"
+
+    id: str = Field(sa_column=Column(String(128), primary_key=True))
+    role: str = Field(max_length=16)
+    version: str = Field(max_length=VERSION_LENGTH)
+    host: str = Field(max_length=255)
+    pid: int
+    started_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # By the database's clock (storage/system_status.py `database_now`).
+    last_seen_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # The process's own `LOOM_HEARTBEAT_S`: it is alive while its row is younger than 3 of it.
+    interval_s: float = Field(default=15.0)

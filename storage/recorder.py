@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine import metrics
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
 from engine.outputs import EncodedOutputs, serialize_outputs
 from engine.ports import LeaseLost
@@ -274,6 +276,7 @@ class GroupCommitWriter:
                 continue
             batch, self._pending = self._pending, []
             creations, self._creations = self._creations, []
+            began = time.perf_counter()
             while True:
                 try:
                     written = await self._store(batch, creations)
@@ -300,6 +303,7 @@ class GroupCommitWriter:
                 held = self._payloads.pop(id(record), None)
                 if held is not None:
                     self._pending_payload_bytes -= held.held_bytes
+            metrics.group_commit(len(batch) + len(creations), time.perf_counter() - began)
             self.rounds += 1
             self._committed += len(batch)
             await self._notify()

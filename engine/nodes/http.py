@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_exponential_jitter
 from yarl import URL
 
-from engine import json_depth
+from engine import json_depth, metrics
 from engine.expressions.functions import EvalError, to_text
 from engine.http_client import Auth, HttpClient, HttpError, HttpResponse, InvalidUrl, parse_url
 from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
@@ -326,7 +326,9 @@ async def send(http: HttpClient, parameters: Mapping[str, Any], auth: Auth) -> H
                 if response.status in RETRY_STATUSES:
                     raise _RetryableStatus(response)
     except _RetryableStatus as exc:
-        return exc.response  # retries used up: the node fails with the last status
+        response = exc.response  # retries used up: the node fails with the last status
     except HttpError as exc:
+        metrics.http_node_called(None)
         raise NodeError(str(exc), error_type=exc.error_type) from exc
+    metrics.http_node_called(response.status)
     return response

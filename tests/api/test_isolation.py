@@ -183,6 +183,7 @@ QUERIES_CHECKED = {
     "exportWorkflow": EXPORT_TEST,
     "evaluateExpression": PREVIEWS_TEST,
     "evaluateParameters": PREVIEWS_TEST,
+    "systemStatus": "test_bob_cannot_see_the_system_status",
 }
 
 
@@ -277,3 +278,15 @@ async def test_users_in_the_same_request_see_only_their_own(alice, bob, world):
     assert {e["node"]["workspace"]["name"] for e in bobs} == {"bob's workspace"}
     alices = (await alice.gql(query))["workflows"]["edges"]
     assert [e["node"]["name"] for e in alices] == ["Alice's secret flow"]
+
+
+async def test_bob_cannot_see_the_system_status(bob, world, db_state):
+    before = await db_state()
+    result = only(
+        await bob.gql("{ systemStatus { __typename ... on ForbiddenError { message } } }")
+    )
+    assert result == {
+        "__typename": "ForbiddenError",
+        "message": "only an admin may see the system status",
+    }
+    assert await db_state() == before

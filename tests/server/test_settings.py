@@ -17,7 +17,7 @@ from server.settings import (
 )
 from tests.server.loom_process import run_loom, start_loom
 
-SECRETS = {"secret_key", "previous_secret_keys", "admin_token"}
+SECRETS = {"secret_key", "previous_secret_keys", "admin_token", "metrics_token"}
 LIST_SETTINGS = sorted(
     name
     for name, field in Settings.model_fields.items()

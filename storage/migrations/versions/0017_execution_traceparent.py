@@ -1,7 +1,7 @@
 """the trace context that created an execution
 
 Revision ID: 0017
-Revises: 0013
+Revises: 0016
 Create Date: 2026-12-08
 
 `executions.traceparent` holds the W3C `traceparent` of the span that created the execution
