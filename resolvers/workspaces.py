@@ -85,6 +85,8 @@ async def workspace(info: Info, id: strawberry.ID) -> types.Workspace | None:
 
 async def create_workspace(info: Info, name: str) -> results.WorkspaceResult:
     viewer = info.context.viewer()
+    if viewer.scoped:
+        return results.ForbiddenError(message="a scoped token cannot create workspaces")
     if (invalid := _checked_name(name)) is not None:
         return invalid
     async with info.context.database.transaction() as session:

@@ -50,6 +50,8 @@ class Principal:
     personal_workspace_id: str
     roles: Mapping[str, Role] = field(default_factory=dict)
     scopes: Mapping[Action, tuple[str, ...]] = field(default_factory=dict)
+    # A scoped token: it never acts as a server admin, and makes no tokens.
+    scoped: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -80,14 +82,16 @@ def make_principal(
             continue
         roles[workspace_id] = weaker(role, token_role)
     ordered = sorted(roles)
+    scoped = token_workspace_id is not None or token_role is not None
     return Principal(
         user_id=user.id,
         user_name=user.name,
-        role=user.role,
+        role=ROLE_MEMBER if scoped else user.role,
         workspace_ids=tuple(ordered),
         personal_workspace_id=user.personal_workspace_id,
         roles=roles,
         scopes={action: tuple(w for w in ordered if allows(roles[w], action)) for action in Action},
+        scoped=scoped,
     )
 
 
