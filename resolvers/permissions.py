@@ -114,19 +114,33 @@ def refusal(
     return results.ForbiddenError(message=forbidden_message(info.field_name, role, needed))
 
 
+# For each action, the roles that may do it, as a refusal names them.
+_ROLES_ALLOWED: dict[Action, str] = {
+    action: ", ".join(role.value for role in Role if allows(role, action)) for action in Action
+}
+
+
 def forbidden_message(operation: str, role: Role | None, action: Action) -> str:
     held = "no role" if role is None else f"the role {role.value}"
-    allowed = ", ".join(r.value for r in Role if allows(r, action))
-    return f"{operation} needs one of the roles {allowed} in the workspace; you have {held}"
+    return (
+        f"{operation} needs one of the roles {_ROLES_ALLOWED[action]} in the workspace; "
+        f"you have {held}"
+    )
 
 
-def table() -> list[tuple[str, Action | None, dict[Role, bool]]]:
-    """Every operation, its action, and which roles may do it: the table docs/api.md prints."""
-    return [
-        (
-            operation,
-            action,
-            {role: action is None or allows(role, action) for role in Role},
-        )
-        for operation, action in sorted(OPERATIONS.items())
+def markdown_table() -> str:
+    """The role table as docs/api.md prints it (tests/docs/test_roles_table.py checks it)."""
+    roles = list(Role)
+    lines = [
+        "| operation | needs | " + " | ".join(role.value for role in roles) + " |",
+        "|---|---|" + "---|" * len(roles),
     ]
+    for operation, action in sorted(OPERATIONS.items()):
+        if action is None:
+            cells = ["any"] * len(roles)
+            needs = "(no workspace)"
+        else:
+            cells = ["yes" if allows(role, action) else "-" for role in roles]
+            needs = action.value
+        lines.append(f"| `{operation}` | {needs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
