@@ -17,6 +17,7 @@ from resolvers.permissions import refusal, scope
 from resolvers.workflows import validation_error
 from schema import results, types
 from storage import errors, workspaces
+from storage.accounts import with_membership
 from storage.models import Membership
 from storage.roles import Action, Role, parse_role
 
@@ -92,6 +93,7 @@ async def create_workspace(info: Info, name: str) -> results.WorkspaceResult:
     async with info.context.database.transaction() as session:
         row = await workspaces.create_workspace(session, name.strip(), viewer.user_id)
     _forget(info, viewer.user_id)
+    info.context.principal = with_membership(viewer, row.id, Role.OWNER)
     return mapping.workspace(row)
 
 

@@ -81,17 +81,47 @@ def make_principal(
         if role is None or (token_workspace_id is not None and workspace_id != token_workspace_id):
             continue
         roles[workspace_id] = weaker(role, token_role)
-    ordered = sorted(roles)
     scoped = token_workspace_id is not None or token_role is not None
+    return _principal(
+        user.id,
+        user.name,
+        ROLE_MEMBER if scoped else user.role,
+        user.personal_workspace_id,
+        roles,
+        scoped,
+    )
+
+
+def _principal(
+    user_id: str,
+    user_name: str,
+    role: str,
+    personal_workspace_id: str,
+    roles: dict[str, Role],
+    scoped: bool,
+) -> Principal:
+    ordered = sorted(roles)
     return Principal(
-        user_id=user.id,
-        user_name=user.name,
-        role=ROLE_MEMBER if scoped else user.role,
+        user_id=user_id,
+        user_name=user_name,
+        role=role,
         workspace_ids=tuple(ordered),
-        personal_workspace_id=user.personal_workspace_id,
+        personal_workspace_id=personal_workspace_id,
         roles=roles,
         scopes={action: tuple(w for w in ordered if allows(roles[w], action)) for action in Action},
         scoped=scoped,
+    )
+
+
+def with_membership(principal: Principal, workspace_id: str, role: Role) -> Principal:
+    """`principal` as a member of one more workspace (the rest of a request that made it)."""
+    return _principal(
+        principal.user_id,
+        principal.user_name,
+        principal.role,
+        principal.personal_workspace_id,
+        {**principal.roles, workspace_id: role},
+        principal.scoped,
     )
 
 
