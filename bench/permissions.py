@@ -119,6 +119,9 @@ async def statements_of_a_page() -> None:
                             )
                         )
                 added = total
+                # Asked once first: the token's principal is then cached, as it is for
+                # every request but one per `LOOM_TOKEN_CACHE_S` (that one adds 2 statements).
+                await client.post("/graphql", json={"query": PAGE}, headers=headers)
                 statements.clear()
                 answer = await client.post("/graphql", json={"query": PAGE}, headers=headers)
                 page = answer.json()["data"]["workflows"]
