@@ -105,11 +105,15 @@ def refusal(
     does. Callers look the object up among the caller's workspaces first, so that one in
     another workspace stays not found."""
     context: Context = info.context
+    return refusal_for(info, context.viewer().role_in(workspace_id), action)
+
+
+def refusal_for(
+    info: Any, role: Role | None, action: Action | None = None
+) -> results.ForbiddenError | None:
+    """`refusal` for a caller with `role` (one read from the database, for instance)."""
     needed = action or action_of(info)
-    if needed is None:
-        return None
-    role = context.viewer().role_in(workspace_id)
-    if role is not None and allows(role, needed):
+    if needed is None or (role is not None and allows(role, needed)):
         return None
     return results.ForbiddenError(message=forbidden_message(info.field_name, role, needed))
 

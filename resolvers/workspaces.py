@@ -2,7 +2,9 @@
 
 Who may do each is decided by resolvers/permissions.py; the one rule it cannot express
 alone is about owners: making someone an owner, or changing or removing an owner, needs
-the owner's own action (`Action.OWN`), and anyone may leave a workspace.
+the owner's own action (`Action.OWN`), and anyone may leave a workspace (with a scoped
+token, only one that may manage members). Each change decides again, under the workspace's
+lock, on the caller's role as stored (`_locked`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.workflow_fields import Collected, check_text
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.permissions import refusal, scope
+from resolvers.permissions import refusal, refusal_for, scope
 from resolvers.workflows import validation_error
 from schema import results, types
 from storage import errors, workspaces
 from storage.accounts import with_membership
 from storage.models import Membership
-from storage.roles import Action, Role, parse_role
+from storage.roles import Action, Role, parse_role, weaker
 
 Info = strawberry.Info[Context, None]
 
@@ -60,9 +62,18 @@ def _forget(info: Info, user_id: str) -> None:
     info.context.services.authenticator.forget_user(user_id)
 
 
-async def _locked(info: Info, session: AsyncSession, workspace_id: str) -> None:
-    # Two owners demoting each other at once must not both see "another owner remains".
+async def _locked(info: Info, session: AsyncSession, workspace_id: str) -> Role | None:
+    """Take the workspace's lock; the caller's role in it as stored now (capped by a scoped
+    token), None when they are no longer a member. Changes decide on this role, not on the
+    principal: one cached by another replica, or read before a change that this one waited
+    for (two owners demoting each other), gives no rights the caller no longer has."""
     await info.context.database.lock(session, f"loom.workspace.{workspace_id}")
+    viewer = info.context.viewer()
+    try:
+        stored = await workspaces.get_member_role(session, workspace_id, viewer.user_id)
+    except errors.NotFoundError:
+        return None
+    return None if stored is None else weaker(stored, viewer.token_role)
 
 
 # Queries
@@ -106,6 +117,11 @@ async def rename_workspace(info: Info, id: strawberry.ID, name: str) -> results.
     if (invalid := _checked_name(name)) is not None:
         return invalid
     async with info.context.database.transaction() as session:
+        mine = await _locked(info, session, str(id))
+        if mine is None:
+            return _not_found("workspace", str(id))
+        if (forbidden := refusal_for(info, mine)) is not None:
+            return forbidden
         row = await workspaces.rename_workspace(session, str(id), name.strip())
     return mapping.workspace(row)
 
@@ -118,7 +134,11 @@ async def delete_workspace(info: Info, id: strawberry.ID) -> results.DeleteWorks
         return forbidden
     try:
         async with info.context.database.transaction() as session:
-            await _locked(info, session, str(id))
+            mine = await _locked(info, session, str(id))
+            if mine is None:
+                return _not_found("workspace", str(id))
+            if (forbidden := refusal_for(info, mine)) is not None:
+                return forbidden
             members = await workspaces.members_by_workspace(session, [str(id)])
             await workspaces.delete_workspace(session, str(id))
     except workspaces.WorkspaceRefusal as exc:
@@ -142,7 +162,11 @@ async def add_workspace_member(
         return forbidden
     try:
         async with info.context.database.transaction() as session:
-            await _locked(info, session, str(workspace_id))
+            mine = await _locked(info, session, str(workspace_id))
+            if mine is None:
+                return _not_found("workspace", str(workspace_id))
+            if (forbidden := refusal_for(info, mine, needed)) is not None:
+                return forbidden
             row = await workspaces.add_member(session, str(workspace_id), str(user_id), checked)
     except errors.NotFoundError:
         return _not_found("user", str(user_id))
@@ -172,12 +196,15 @@ async def change_member_role(
         return forbidden
     try:
         async with info.context.database.transaction() as session:
-            await _locked(info, session, str(workspace_id))
+            mine = await _locked(info, session, str(workspace_id))
+            if mine is None:
+                return _not_found("workspace", str(workspace_id))
+            if (forbidden := refusal_for(info, mine)) is not None:
+                return forbidden
             current = await workspaces.get_member_role(session, str(workspace_id), str(user_id))
-            if Role.OWNER in (checked, current):
-                forbidden = refusal(info, str(workspace_id), Action.OWN)
-                if forbidden is not None:
-                    return forbidden
+            owners = Role.OWNER in (checked, current)
+            if owners and (forbidden := refusal_for(info, mine, Action.OWN)) is not None:
+                return forbidden
             row = await workspaces.change_role(session, str(workspace_id), str(user_id), checked)
     except errors.NotFoundError:
         return _not_found("member", str(user_id))
@@ -194,16 +221,23 @@ async def remove_workspace_member(
     if str(workspace_id) not in viewer.workspace_ids:
         return _not_found("workspace", str(workspace_id))
     leaving = str(user_id) == viewer.user_id
-    if not leaving and (forbidden := refusal(info, str(workspace_id))) is not None:
+    if (not leaving or viewer.scoped) and (forbidden := refusal(info, str(workspace_id))):
         return forbidden
     try:
         async with info.context.database.transaction() as session:
-            await _locked(info, session, str(workspace_id))
+            mine = await _locked(info, session, str(workspace_id))
+            if mine is None:
+                return _not_found("workspace", str(workspace_id))
+            # Anyone may leave, except with a scoped token that may not manage members:
+            # a leaked read-only token must not end its user's membership.
+            if (not leaving or viewer.scoped) and (
+                forbidden := refusal_for(info, mine)
+            ) is not None:
+                return forbidden
             current = await workspaces.get_member_role(session, str(workspace_id), str(user_id))
-            if current is Role.OWNER and not leaving:
-                forbidden = refusal(info, str(workspace_id), Action.OWN)
-                if forbidden is not None:
-                    return forbidden
+            owner = current is Role.OWNER and not leaving
+            if owner and (forbidden := refusal_for(info, mine, Action.OWN)) is not None:
+                return forbidden
             row = await workspaces.remove_member(session, str(workspace_id), str(user_id))
     except errors.NotFoundError:
         return _not_found("member", str(user_id))

@@ -52,6 +52,8 @@ class Principal:
     scopes: Mapping[Action, tuple[str, ...]] = field(default_factory=dict)
     # A scoped token: it never acts as a server admin, and makes no tokens.
     scoped: bool = False
+    # A scoped token's cap on roles (None: no cap), for checks against stored memberships.
+    token_role: Role | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -89,6 +91,7 @@ def make_principal(
         user.personal_workspace_id,
         roles,
         scoped,
+        token_role,
     )
 
 
@@ -99,6 +102,7 @@ def _principal(
     personal_workspace_id: str,
     roles: dict[str, Role],
     scoped: bool,
+    token_role: Role | None,
 ) -> Principal:
     ordered = sorted(roles)
     return Principal(
@@ -110,6 +114,7 @@ def _principal(
         roles=roles,
         scopes={action: tuple(w for w in ordered if allows(roles[w], action)) for action in Action},
         scoped=scoped,
+        token_role=token_role,
     )
 
 
@@ -122,6 +127,7 @@ def with_membership(principal: Principal, workspace_id: str, role: Role) -> Prin
         principal.personal_workspace_id,
         {**principal.roles, workspace_id: role},
         principal.scoped,
+        principal.token_role,
     )
 
 

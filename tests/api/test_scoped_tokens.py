@@ -8,7 +8,7 @@ from typing import Any
 from tests.api.test_executions import EXECUTE
 from tests.conftest import Caller, MakeCaller
 from tests.factories import CREATE, GET, LIST, UPDATE, create_workflow, only, workflow_input
-from tests.teams import CREATE_WORKSPACE, team
+from tests.teams import CREATE_WORKSPACE, REMOVE_MEMBER, team
 
 CREATE_TOKEN = """
 mutation($name: String!, $u: ID, $ws: ID, $role: String) {
@@ -106,3 +106,19 @@ async def test_bad_scopes_are_refused_and_store_nothing(
         missing = only(await alice.gql(CREATE_TOKEN, {"name": "x", "ws": workspace}))
         assert missing["__typename"] == "NotFoundError", workspace
     assert await db_state() == before
+
+
+async def test_a_scoped_token_leaves_a_workspace_only_if_it_may_manage_members(
+    alice: Caller, bob: Caller, db_state: Any
+) -> None:
+    workspace_id = await team(alice, {"admin": bob})
+    leave = {"ws": workspace_id, "user": bob.user_id}
+    for cap in ("viewer", "operator", "editor"):
+        limited = await scoped(bob, ws=workspace_id, role=cap)
+        before = await db_state()
+        refused = only(await limited.gql(REMOVE_MEMBER, leave))
+        assert refused["__typename"] == "ForbiddenError", (cap, refused)
+        assert f"you have the role {cap}" in refused["message"]
+        assert await db_state() == before
+    admin_token = await scoped(bob, ws=workspace_id, role="admin")
+    assert only(await admin_token.gql(REMOVE_MEMBER, leave))["__typename"] == "WorkspaceMember"
