@@ -2,7 +2,7 @@
 
 Every refusal is a `WorkspaceRefusal` with a code the API shows: the last owner cannot
 leave or be demoted, a workspace with active workflows cannot be deleted, a personal
-workspace cannot be deleted, a user is a member once.
+workspace cannot be deleted nor its user leave it or be demoted in it, a user is a member once.
 """
 
 from __future__ import annotations
@@ -130,6 +130,11 @@ async def get_member_role(session: AsyncSession, workspace_id: str, user_id: str
     return parse_role((await _membership(session, workspace_id, user_id)).role)
 
 
+async def _is_personal(session: AsyncSession, workspace_id: str, user_id: str) -> bool:
+    user = await session.get(User, user_id)
+    return user is not None and user.personal_workspace_id == workspace_id
+
+
 async def _owners(session: AsyncSession, workspace_id: str) -> int:
     count = await session.exec(
         select(func.count()).where(
@@ -157,8 +162,11 @@ async def add_member(
 async def change_role(
     session: AsyncSession, workspace_id: str, user_id: str, role: Role
 ) -> Membership:
-    """Give a member another role; the last owner stays an owner."""
+    """Give a member another role; the last owner stays an owner, and a user the owner of
+    their personal workspace."""
     membership = await _membership(session, workspace_id, user_id)
+    if role is not Role.OWNER and await _is_personal(session, workspace_id, user_id):
+        raise WorkspaceRefusal(PERSONAL_WORKSPACE, "nobody is demoted in their personal workspace")
     if (
         membership.role == Role.OWNER.value
         and role is not Role.OWNER
@@ -174,8 +182,7 @@ async def change_role(
 async def remove_member(session: AsyncSession, workspace_id: str, user_id: str) -> Membership:
     """Remove a member; the last owner cannot leave, nor a user their personal workspace."""
     membership = await _membership(session, workspace_id, user_id)
-    user = await session.get(User, user_id)
-    if user is not None and user.personal_workspace_id == workspace_id:
+    if await _is_personal(session, workspace_id, user_id):
         raise WorkspaceRefusal(PERSONAL_WORKSPACE, "nobody leaves their personal workspace")
     if membership.role == Role.OWNER.value and await _owners(session, workspace_id) == 1:
         raise WorkspaceRefusal(LAST_OWNER, "the last owner cannot leave the workspace")

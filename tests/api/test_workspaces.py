@@ -208,3 +208,21 @@ async def test_a_single_user_keeps_their_personal_workspace(alice: Caller) -> No
     assert [(m["user"]["name"], m["role"]) for m in shown["members"]] == [("alice", "owner")]
     leave = only(await alice.gql(REMOVE_MEMBER, {"ws": listed[0]["id"], "user": alice.user_id}))
     assert codes(leave) in ([("PERSONAL_WORKSPACE", "userId")], [("LAST_OWNER", "userId")])
+
+
+async def test_nobody_demotes_a_user_in_their_personal_workspace(
+    alice: Caller, bob: Caller, db_state: Any
+) -> None:
+    personal = (await alice.gql("{ viewer { personalWorkspace { id } } }"))["viewer"]
+    personal_id = personal["personalWorkspace"]["id"]
+    assert (await add_member(alice, personal_id, bob, "owner"))["role"] == "owner"
+    before = await stored(db_state)
+    for role in ("admin", "viewer"):
+        demoted = only(
+            await bob.gql(CHANGE_ROLE, {"ws": personal_id, "user": alice.user_id, "role": role})
+        )
+        assert codes(demoted) == [("PERSONAL_WORKSPACE", "role")]
+    assert await stored(db_state) == before
+    # Alice keeps her workspace: she may still remove the other owner.
+    removed = only(await alice.gql(REMOVE_MEMBER, {"ws": personal_id, "user": bob.user_id}))
+    assert removed["__typename"] == "WorkspaceMember"
