@@ -225,7 +225,9 @@ async def list_tokens(session: AsyncSession, user_id: str) -> Sequence[ApiToken]
 
 
 async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
-    """The caller a bearer token belongs to, or None for an unknown or revoked token."""
+    """The caller a bearer token belongs to, or None for an unknown or revoked token, and
+    for one whose stored role cap this version does not know: read as no cap, it would
+    carry every right of its user."""
     query = (
         select(User, ApiToken.workspace_id, ApiToken.role)
         .join(ApiToken, col(ApiToken.user_id) == col(User.id))
@@ -234,10 +236,11 @@ async def principal_for_token(session: AsyncSession, token: str) -> Principal | 
     found = (await session.exec(query)).first()
     if found is None:
         return None
-    user, workspace_id, role = found
-    return await principal_for_user(
-        session, user, workspace_id, None if role is None else parse_role(role)
-    )
+    user, workspace_id, role_name = found
+    role = None if role_name is None else parse_role(role_name)
+    if role_name is not None and role is None:
+        return None
+    return await principal_for_user(session, user, workspace_id, role)
 
 
 async def principal_for_user(

@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from sqlmodel import col, update
+
+from storage.accounts import hash_token
+from storage.db import Database
+from storage.models import ApiToken
 from tests.api.test_executions import EXECUTE
 from tests.conftest import Caller, MakeCaller
 from tests.factories import CREATE, GET, LIST, UPDATE, create_workflow, only, workflow_input
@@ -122,3 +127,20 @@ async def test_a_scoped_token_leaves_a_workspace_only_if_it_may_manage_members(
         assert await db_state() == before
     admin_token = await scoped(bob, ws=workspace_id, role="admin")
     assert only(await admin_token.gql(REMOVE_MEMBER, leave))["__typename"] == "WorkspaceMember"
+
+
+async def test_a_token_with_an_unknown_stored_role_authenticates_nobody(
+    alice: Caller, database: Database, http: Any
+) -> None:
+    # A role this version does not know (written by a newer one, or by hand) must not
+    # read as "no cap": the token would have all its user's rights.
+    limited = await scoped(alice, role="viewer")
+    async with database.transaction() as session:
+        await session.exec(
+            update(ApiToken)
+            .where(col(ApiToken.token_hash) == hash_token(limited.token))
+            .values(role="superuser")
+        )
+    response = await limited.post("{ viewer { name } }")
+    assert response.status_code == 401, response.text
+    assert (await alice.gql("{ viewer { name } }"))["viewer"]["name"] == "alice"
