@@ -1,8 +1,9 @@
 """Shared workspaces and their members (a user's personal workspace is made with the user).
 
 Every refusal is a `WorkspaceRefusal` with a code the API shows: the last owner cannot
-leave or be demoted, a workspace with active workflows cannot be deleted, a personal
-workspace cannot be deleted nor its user leave it or be demoted in it, a user is a member once.
+leave or be demoted, a workspace with active workflows or unfinished executions cannot be
+deleted, a personal workspace cannot be deleted nor its user leave it or be demoted in it,
+a user is a member once.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from sqlmodel import col, delete, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import NotFoundError, StorageError
-from storage.models import Membership, User, Workflow, Workspace
+from storage.executions import UNFINISHED
+from storage.models import Execution, Membership, User, Workflow, Workspace
 from storage.roles import Role, parse_role
 from storage.types import storable
 
 LAST_OWNER = "LAST_OWNER"
 HAS_ACTIVE_WORKFLOWS = "HAS_ACTIVE_WORKFLOWS"
+HAS_RUNNING_EXECUTIONS = "HAS_RUNNING_EXECUTIONS"
 PERSONAL_WORKSPACE = "PERSONAL_WORKSPACE"
 ALREADY_MEMBER = "ALREADY_MEMBER"
 
@@ -67,7 +70,8 @@ async def rename_workspace(session: AsyncSession, workspace_id: str, name: str) 
 
 async def delete_workspace(session: AsyncSession, workspace_id: str) -> None:
     """Delete a shared workspace and everything in it; refused while a workflow in it is
-    active (its triggers would stop without a word) and for a personal workspace."""
+    active (its triggers would stop without a word), while an execution in it is queued,
+    running or waiting (the engine would lose it mid-run), and for a personal workspace."""
     await get_workspace(session, workspace_id)
     personal = await session.exec(
         select(User.id).where(User.personal_workspace_id == workspace_id).limit(1)
@@ -85,6 +89,18 @@ async def delete_workspace(session: AsyncSession, workspace_id: str) -> None:
             HAS_ACTIVE_WORKFLOWS,
             f"the workspace has {len(names)} active workflow(s) ({', '.join(names[:5])}); "
             "deactivate them first",
+        )
+    unfinished = await session.exec(
+        select(func.count()).where(
+            Execution.workspace_id == workspace_id, col(Execution.status).in_(UNFINISHED)
+        )
+    )
+    count = int(unfinished.one())
+    if count:
+        raise WorkspaceRefusal(
+            HAS_RUNNING_EXECUTIONS,
+            f"the workspace has {count} execution(s) queued, running or waiting; "
+            "cancel them or let them finish first",
         )
     await session.exec(delete(Workspace).where(col(Workspace.id) == workspace_id))
     await session.flush()

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from sqlmodel import col, update
+
+from storage import executions, workflows
+from storage.db import Database
+from storage.models import Execution, Workflow
 from tests.conftest import Caller, MakeCaller
 from tests.factories import CREATE, LIST, SET_ACTIVE, only, publish_workflow, workflow_input
 from tests.teams import (
@@ -226,3 +232,36 @@ async def test_nobody_demotes_a_user_in_their_personal_workspace(
     # Alice keeps her workspace: she may still remove the other owner.
     removed = only(await alice.gql(REMOVE_MEMBER, {"ws": personal_id, "user": bob.user_id}))
     assert removed["__typename"] == "WorkspaceMember"
+
+
+@pytest.mark.parametrize("status", ["QUEUED", "RUNNING", "WAITING"])
+async def test_a_workspace_with_unfinished_executions_is_not_deleted(
+    alice: Caller, database: Database, db_state: Any, status: str
+) -> None:
+    # Deleting would cascade the execution away under the engine that runs it.
+    workspace_id = await create_workspace(alice)
+    created = await _create_in(alice, workspace_id, "Busy")
+    async with database.transaction() as session:
+        workflow = await session.get(Workflow, created["id"])
+        assert workflow is not None
+        snapshot = await workflows.ensure_snapshot(session, workflow, alice.user_id)
+        execution = await executions.create_execution(
+            session,
+            workflow=workflow,
+            snapshot=snapshot,
+            mode="manual",
+            input={},
+            created_by=alice.user_id,
+        )
+        await session.exec(
+            update(Execution).where(col(Execution.id) == execution.id).values(status=status)
+        )
+    before = await stored(db_state)
+    refused = only(await alice.gql(DELETE_WORKSPACE, {"id": workspace_id}))
+    assert codes(refused) == [("HAS_RUNNING_EXECUTIONS", "id")]
+    assert await stored(db_state) == before
+    async with database.transaction() as session:
+        await session.exec(
+            update(Execution).where(col(Execution.id) == execution.id).values(status="SUCCEEDED")
+        )
+    assert only(await alice.gql(DELETE_WORKSPACE, {"id": workspace_id}))["__typename"] == "Deleted"
