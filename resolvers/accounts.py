@@ -9,10 +9,10 @@ import strawberry
 from engine.workflow_fields import Collected, check_text
 from resolvers import mapping
 from resolvers.context import Context
+from resolvers.permissions import check_role
 from resolvers.workflows import validation_error
 from schema import results, types
 from storage import accounts, errors
-from storage.roles import Role, parse_role
 from storage.types import storable
 
 Info = strawberry.Info[Context, None]
@@ -99,10 +99,7 @@ async def create_api_token(
         return _forbidden("create tokens for other users")
     collected = Collected()
     check_text(collected, name, "name", max_length=128, required=True)
-    cap = None if role is None else parse_role(role)
-    if role is not None and cap is None:
-        known = ", ".join(r.value for r in Role)
-        collected.add("UNKNOWN_ROLE", f"unknown role {role[:64]!r}; one of {known}", "role")
+    cap = None if role is None else check_role(collected, role)
     if collected.problems:
         return validation_error(collected.problems)
     async with info.context.database.transaction() as session:

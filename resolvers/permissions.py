@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.workflow_fields import Collected
 from resolvers.context import Context
 from schema import results
-from storage.roles import Action, Role, allows
+from storage.roles import Action, Role, allows, parse_role
+
+UNKNOWN_ROLE = "UNKNOWN_ROLE"
 
 OPERATIONS: dict[str, Action | None] = {
     # Queries
@@ -122,6 +125,16 @@ def refusal_for(
 _ROLES_ALLOWED: dict[Action, str] = {
     action: ", ".join(role.value for role in Role if allows(role, action)) for action in Action
 }
+
+
+def check_role(collected: Collected, name: str, field: str = "role") -> Role | None:
+    """The role called `name`; None with an UNKNOWN_ROLE problem (quoting at most 64
+    characters of the name) when there is none."""
+    role = parse_role(name)
+    if role is None:
+        known = ", ".join(r.value for r in Role)
+        collected.add(UNKNOWN_ROLE, f"unknown role {name[:64]!r}; one of {known}", field)
+    return role
 
 
 def forbidden_message(operation: str, role: Role | None, action: Action) -> str:

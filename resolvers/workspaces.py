@@ -15,18 +15,17 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.workflow_fields import Collected, check_text
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.permissions import refusal, refusal_for, scope
+from resolvers.permissions import check_role, refusal, refusal_for, scope
 from resolvers.workflows import validation_error
 from schema import results, types
 from storage import errors, workspaces
 from storage.accounts import with_membership
 from storage.models import Membership
-from storage.roles import Action, Role, parse_role, weaker
+from storage.roles import Action, Role, weaker
 
 Info = strawberry.Info[Context, None]
 
 MAX_WORKSPACE_NAME = 255
-UNKNOWN_ROLE = "UNKNOWN_ROLE"
 
 
 def _not_found(kind: str, identifier: str) -> results.NotFoundError:
@@ -48,13 +47,9 @@ def _checked_name(name: str) -> results.ValidationError | None:
 
 
 def _checked_role(name: str) -> Role | results.ValidationError:
-    role = parse_role(name)
-    if role is not None:
-        return role
     collected = Collected()
-    known = ", ".join(r.value for r in Role)
-    collected.add(UNKNOWN_ROLE, f"unknown role {name!r}; one of {known}", "role")
-    return validation_error(collected.problems)
+    role = check_role(collected, name)
+    return validation_error(collected.problems) if role is None else role
 
 
 def _forget(info: Info, user_id: str) -> None:

@@ -265,3 +265,20 @@ async def test_a_workspace_with_unfinished_executions_is_not_deleted(
             update(Execution).where(col(Execution.id) == execution.id).values(status="SUCCEEDED")
         )
     assert only(await alice.gql(DELETE_WORKSPACE, {"id": workspace_id}))["__typename"] == "Deleted"
+
+
+async def test_an_unknown_role_is_named_short(alice: Caller, bob: Caller, db_state: Any) -> None:
+    workspace_id = await create_workspace(alice)
+    before = await stored(db_state)
+    long_role = "r" * 5000
+    for refused in (
+        await add_member(alice, workspace_id, bob, long_role),
+        only(
+            await alice.gql(
+                CHANGE_ROLE, {"ws": workspace_id, "user": alice.user_id, "role": long_role}
+            )
+        ),
+    ):
+        assert codes(refused) == [("UNKNOWN_ROLE", "role")]
+        assert len(refused["problems"][0]["message"]) < 200, refused
+    assert await stored(db_state) == before
