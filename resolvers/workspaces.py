@@ -20,7 +20,7 @@ from resolvers.workflows import validation_error
 from schema import results, types
 from storage import errors, workspaces
 from storage.accounts import with_membership
-from storage.models import Membership
+from storage.models import Membership, User
 from storage.roles import Action, Role, weaker
 
 Info = strawberry.Info[Context, None]
@@ -163,19 +163,22 @@ async def add_workspace_member(
             if (forbidden := refusal_for(info, mine, needed)) is not None:
                 return forbidden
             row = await workspaces.add_member(session, str(workspace_id), str(user_id), checked)
+            member = await _mapped_member(session, row)
     except errors.NotFoundError:
         return _not_found("user", str(user_id))
     except workspaces.WorkspaceRefusal as exc:
         return _refused(exc, "userId")
     _forget(info, str(user_id))
-    return await _mapped_member(info, row)
+    return member
 
 
-async def _mapped_member(info: Info, row: Membership) -> types.WorkspaceMember:
-    user = await info.context.loaders.users.load(row.user_id)
-    if user is None:  # deleted at this very moment
-        raise LookupError("member no longer exists")
-    return types.WorkspaceMember(user=user, role=row.role)
+async def _mapped_member(session: AsyncSession, row: Membership) -> types.WorkspaceMember:
+    """The member as the change's own transaction reads them (the user row is there: the
+    membership refers to it), so that an answer never misses its user."""
+    user = await session.get(User, row.user_id)
+    if user is None:  # the membership's foreign key keeps the user while it exists
+        raise errors.NotFoundError("user", row.user_id)
+    return types.WorkspaceMember(user=mapping.user(user), role=row.role)
 
 
 async def change_member_role(
@@ -201,12 +204,13 @@ async def change_member_role(
             if owners and (forbidden := refusal_for(info, mine, Action.OWN)) is not None:
                 return forbidden
             row = await workspaces.change_role(session, str(workspace_id), str(user_id), checked)
+            member = await _mapped_member(session, row)
     except errors.NotFoundError:
         return _not_found("member", str(user_id))
     except workspaces.WorkspaceRefusal as exc:
         return _refused(exc, "role")
     _forget(info, str(user_id))
-    return await _mapped_member(info, row)
+    return member
 
 
 async def remove_workspace_member(
@@ -234,9 +238,10 @@ async def remove_workspace_member(
             if owner and (forbidden := refusal_for(info, mine, Action.OWN)) is not None:
                 return forbidden
             row = await workspaces.remove_member(session, str(workspace_id), str(user_id))
+            member = await _mapped_member(session, row)
     except errors.NotFoundError:
         return _not_found("member", str(user_id))
     except workspaces.WorkspaceRefusal as exc:
         return _refused(exc, "userId")
     _forget(info, str(user_id))
-    return await _mapped_member(info, row)
+    return member
