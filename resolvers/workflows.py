@@ -26,7 +26,7 @@ from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_s
 from resolvers.permissions import refusal, scope
 from resolvers.workspace_types import node_types_for_graph
 from schema import inputs, results, types
-from storage import errors, schedules, webhooks, workflows
+from storage import errors, schedules, webhooks, workflows, workspaces
 from storage.models import Workflow
 from storage.types import utcnow
 from storage.workflow_checks import checked_graph, reference_problems
@@ -548,6 +548,12 @@ async def set_workflow_active(
                 return _not_found(str(id))
             if (forbidden := refusal(info, current.workspace_id)) is not None:
                 return forbidden
+            if active:
+                # deleteWorkspace checks for active workflows under this lock: an activation
+                # committed between its check and its delete would be cascaded away.
+                await info.context.database.lock(
+                    session, workspaces.lock_name(current.workspace_id)
+                )
             if active and current.published_version is None:
                 return validation_error(
                     [

@@ -62,7 +62,7 @@ async def _locked(info: Info, session: AsyncSession, workspace_id: str) -> Role 
     token), None when they are no longer a member. Changes decide on this role, not on the
     principal: one cached by another replica, or read before a change that this one waited
     for (two owners demoting each other), gives no rights the caller no longer has."""
-    await info.context.database.lock(session, f"loom.workspace.{workspace_id}")
+    await info.context.database.lock(session, workspaces.lock_name(workspace_id))
     viewer = info.context.viewer()
     try:
         stored = await workspaces.get_member_role(session, workspace_id, viewer.user_id)

@@ -43,6 +43,11 @@ class Member:
     role: str
 
 
+def lock_name(workspace_id: str) -> str:
+    """The database lock that member changes, deletion and activations in the workspace take."""
+    return f"loom.workspace.{workspace_id}"
+
+
 async def create_workspace(session: AsyncSession, name: str, owner_id: str) -> Workspace:
     """A new shared workspace, owned by `owner_id`."""
     workspace = Workspace(name=name)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import col, update
 
-from storage import executions, workflows
+from storage import executions, workflows, workspaces
 from storage.db import Database
 from storage.models import Execution, Workflow
 from tests.conftest import Caller, MakeCaller
 from tests.factories import CREATE, LIST, SET_ACTIVE, only, publish_workflow, workflow_input
+from tests.polling import until
 from tests.teams import (
     ADD_MEMBER,
     CHANGE_ROLE,
@@ -282,3 +285,32 @@ async def test_an_unknown_role_is_named_short(alice: Caller, bob: Caller, db_sta
         assert codes(refused) == [("UNKNOWN_ROLE", "role")]
         assert len(refused["problems"][0]["message"]) < 200, refused
     assert await stored(db_state) == before
+
+
+async def test_an_activation_waits_for_a_deletion_of_its_workspace(
+    alice: Caller, database: Database
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: the deletion and the activation cannot interleave")
+    workspace_id = await create_workspace(alice)
+    created = await _create_in(alice, workspace_id, "Soon active")
+    read = "query($id: ID!) { workflow(id: $id) { id version } }"
+    await publish_workflow(alice, only(await alice.gql(read, {"id": created["id"]})))
+    waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    # A deletion holds the workspace's lock and has found no active workflow...
+    async with database.transaction() as session:
+        await database.lock(session, workspaces.lock_name(workspace_id))
+        activation = asyncio.create_task(
+            alice.gql(SET_ACTIVE, {"id": created["id"], "active": True})
+        )
+
+        async def blocked() -> bool:
+            async with database.session() as other:
+                return activation.done() or (await other.exec(waiting)).one()[0] > 0  # type: ignore[call-overload]
+
+        await until(blocked, what="the activation waiting or done")
+        # ...so the activation must not have been committed in between.
+        assert not activation.done(), activation.result()
+        await workspaces.delete_workspace(session, workspace_id)
+    answer = only(await activation)
+    assert answer["__typename"] == "NotFoundError", answer
