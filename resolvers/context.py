@@ -226,6 +226,10 @@ class Context:
         role = None if self.principal is None else self.principal.role_in(workspace_id)
         return None if role is None else role.value
 
+    def is_caller(self, user_id: str) -> bool:
+        """Whether `user_id` is the authenticated caller."""
+        return self.principal is not None and self.principal.user_id == user_id
+
     def viewer(self) -> Principal:
         """The authenticated caller; every operation requires one."""
         if self.principal is None:

@@ -90,3 +90,7 @@ class SchemaContext(Protocol):
     def workspace_role(self, workspace_id: str) -> str | None:
         """The caller's role in the workspace; None when they are not a member."""
         ...
+
+    def is_caller(self, user_id: str) -> bool:
+        """Whether `user_id` is the authenticated caller."""
+        ...

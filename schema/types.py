@@ -180,8 +180,16 @@ class User:
     created_at: datetime = strawberry.field(description="When the user was created.")
     personal_workspace_id: strawberry.Private[str]
 
-    @strawberry.field(description="The workspace every user owns.")
+    @strawberry.field(
+        description="The workspace every user owns; shown to that user only (null for other "
+        "users, and for a token scoped to another workspace)."
+    )
     async def personal_workspace(self, info: Info) -> Workspace | None:
+        context = info.context
+        if not context.is_caller(str(self.id)) or not context.workspace_role(
+            self.personal_workspace_id
+        ):
+            return None
         return await info.context.loaders.workspaces.load(self.personal_workspace_id)
 
 

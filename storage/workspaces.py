@@ -16,7 +16,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.errors import NotFoundError, StorageError
 from storage.executions import UNFINISHED
-from storage.models import Execution, Membership, User, Workflow, Workspace
+from storage.models import (
+    Execution,
+    Membership,
+    NodeTypePolicy,
+    NodeTypePolicyChange,
+    User,
+    Workflow,
+    Workspace,
+)
 from storage.roles import Role, parse_role
 from storage.types import storable
 
@@ -107,6 +115,9 @@ async def delete_workspace(session: AsyncSession, workspace_id: str) -> None:
             f"the workspace has {count} execution(s) queued, running or waiting; "
             "cancel them or let them finish first",
         )
+    # Node type policies name their workspace without a foreign key (server-wide ones: "*").
+    for policy in (NodeTypePolicy, NodeTypePolicyChange):
+        await session.exec(delete(policy).where(col(policy.scope) == workspace_id))
     await session.exec(delete(Workspace).where(col(Workspace.id) == workspace_id))
     await session.flush()
 

@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlmodel import col, update
+from sqlmodel import col, select, update
 
 from storage import executions, workflows, workspaces
 from storage.db import Database
-from storage.models import Execution, Workflow
+from storage.models import Execution, NodeTypePolicy, NodeTypePolicyChange, Workflow
+from tests.api.test_node_type_policies import SET_ENABLED
+from tests.api.test_scoped_tokens import scoped
 from tests.conftest import Caller, MakeCaller
 from tests.factories import CREATE, LIST, SET_ACTIVE, only, publish_workflow, workflow_input
 from tests.polling import until
@@ -314,3 +316,34 @@ async def test_an_activation_waits_for_a_deletion_of_its_workspace(
         await workspaces.delete_workspace(session, workspace_id)
     answer = only(await activation)
     assert answer["__typename"] == "NotFoundError", answer
+
+
+async def test_deleting_a_workspace_deletes_its_node_type_policies(
+    alice: Caller, database: Database
+) -> None:
+    workspace_id = await create_workspace(alice)
+    disabled = only(
+        await alice.gql(SET_ENABLED, {"name": "noop", "enabled": False, "ws": workspace_id})
+    )
+    assert disabled["__typename"] == "NodeType", disabled
+    assert only(await alice.gql(DELETE_WORKSPACE, {"id": workspace_id}))["__typename"] == "Deleted"
+    async with database.session() as session:
+        for table in (NodeTypePolicy, NodeTypePolicyChange):
+            left = await session.exec(select(table).where(col(table.scope) == workspace_id))
+            assert left.all() == [], table
+
+
+async def test_personal_workspaces_show_only_to_their_user(alice: Caller, bob: Caller) -> None:
+    workspace_id = await team(alice, {"viewer": bob})
+    read = """query($id: ID!) {
+      viewer { personalWorkspace { id } }
+      workspace(id: $id) { members { user { name personalWorkspace { id } } } }
+    }"""
+    seen = await bob.gql(read, {"id": workspace_id})
+    own = seen["viewer"]["personalWorkspace"]["id"]
+    shown = {
+        m["user"]["name"]: m["user"]["personalWorkspace"] for m in seen["workspace"]["members"]
+    }
+    assert shown == {"alice": None, "bob": {"id": own}}
+    limited = await scoped(bob, ws=workspace_id)
+    assert (await limited.gql(read, {"id": workspace_id}))["viewer"]["personalWorkspace"] is None
