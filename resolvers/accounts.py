@@ -41,6 +41,14 @@ async def api_tokens(info: Info) -> list[types.ApiToken]:
     principal = info.context.viewer()
     async with info.context.database.session() as session:
         rows = await accounts.list_tokens(session, principal.user_id)
+    if principal.scoped:
+        # A scoped token sees the scoped tokens within its reach, never a wider one.
+        rows = [
+            row
+            for row in rows
+            if (row.workspace_id is not None or row.role is not None)
+            and (row.workspace_id is None or row.workspace_id in principal.roles)
+        ]
     return [mapping.api_token(row) for row in rows]
 
 

@@ -144,3 +144,15 @@ async def test_a_token_with_an_unknown_stored_role_authenticates_nobody(
     response = await limited.post("{ viewer { name } }")
     assert response.status_code == 401, response.text
     assert (await alice.gql("{ viewer { name } }"))["viewer"]["name"] == "alice"
+
+
+async def test_a_scoped_token_lists_no_unscoped_tokens(alice: Caller, bob: Caller) -> None:
+    workspace_id = await team(alice, {"editor": bob})
+    limited = await scoped(alice, ws=workspace_id, role="viewer")
+    capped = await scoped(alice, role="operator")
+    listing = "{ apiTokens { name workspaceId role } }"
+    everything = (await alice.gql(listing))["apiTokens"]
+    assert len(everything) == 3
+    for token in (limited, capped):
+        shown = (await token.gql(listing))["apiTokens"]
+        assert shown and all(t["workspaceId"] or t["role"] for t in shown), shown
