@@ -21,7 +21,6 @@ TOKEN_PREFIX = "loom_"  # noqa: S105 (a public prefix, not a secret)
 ADMIN_USER_NAME = "admin"
 ROLE_ADMIN = "admin"
 ROLE_MEMBER = "member"
-WORKSPACE_ROLE_OWNER = Role.OWNER.value
 
 
 def hash_token(token: str) -> str:
@@ -142,7 +141,7 @@ async def create_user(session: AsyncSession, name: str, role: str = ROLE_MEMBER)
     user = User(name=name, role=role, personal_workspace_id=workspace.id)
     session.add(user)
     await session.flush()
-    session.add(Membership(workspace_id=workspace.id, user_id=user.id, role=WORKSPACE_ROLE_OWNER))
+    session.add(Membership(workspace_id=workspace.id, user_id=user.id, role=Role.OWNER.value))
     await session.flush()
     return user
 

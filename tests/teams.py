@@ -1,4 +1,4 @@
-"""Builders of shared workspaces and their members for tests."""
+"""Builders of shared workspaces and their members for tests, and the operations they use."""
 
 from __future__ import annotations
 
@@ -45,6 +45,14 @@ REMOVE_MEMBER = f"""
 mutation($ws: ID!, $user: ID!) {{
   removeWorkspaceMember(workspaceId: $ws, userId: $user) {{ __typename {MEMBER} {REFUSALS} }}
 }}
+"""
+CREATE_IN = """
+mutation($input: WorkflowInput!, $ws: ID) {
+  createWorkflow(input: $input, workspaceId: $ws) {
+    __typename ... on Workflow { id workspace { id } } ... on NotFoundError { id }
+    ... on ForbiddenError { message }
+  }
+}
 """
 WORKSPACE = """
 query($id: ID!) { workspace(id: $id) { id name role members { role user { name } } } }

@@ -32,6 +32,7 @@ from tests.live import collect, serve
 from tests.teams import (
     ADD_MEMBER,
     CHANGE_ROLE,
+    CREATE_IN,
     CREATE_WORKSPACE,
     DELETE_WORKSPACE,
     REMOVE_MEMBER,
@@ -42,11 +43,6 @@ from tests.teams import (
     team,
 )
 
-CREATE_IN = """
-mutation($input: WorkflowInput!, $ws: ID) {
-  createWorkflow(input: $input, workspaceId: $ws) { __typename ... on Workflow { id } }
-}
-"""
 EXECUTION_RESULT = "__typename ... on Execution { id status }"
 CANCEL = f"mutation($id: ID!) {{ cancelExecution(id: $id) {{ {EXECUTION_RESULT} }} }}"
 RETRY = f"mutation($id: ID!) {{ retryExecution(id: $id) {{ {EXECUTION_RESULT} }} }}"

@@ -13,7 +13,7 @@ from storage.models import ApiToken
 from tests.api.test_executions import EXECUTE
 from tests.conftest import Caller, MakeCaller
 from tests.factories import CREATE, GET, LIST, UPDATE, create_workflow, only, workflow_input
-from tests.teams import CREATE_WORKSPACE, REMOVE_MEMBER, team
+from tests.teams import CREATE_IN, CREATE_WORKSPACE, REMOVE_MEMBER, team
 
 CREATE_TOKEN = """
 mutation($name: String!, $u: ID, $ws: ID, $role: String) {
@@ -23,13 +23,6 @@ mutation($name: String!, $u: ID, $ws: ID, $role: String) {
     ... on ValidationError { problems { code field } }
     ... on NotFoundError { id }
     ... on ForbiddenError { message }
-  }
-}
-"""
-CREATE_IN = """
-mutation($input: WorkflowInput!, $ws: ID) {
-  createWorkflow(input: $input, workspaceId: $ws) {
-    __typename ... on Workflow { id } ... on NotFoundError { id } ... on ForbiddenError { message }
   }
 }
 """

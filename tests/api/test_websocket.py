@@ -17,7 +17,7 @@ from server.app import create_app
 from tests.conftest import Caller, MakeCaller
 from tests.factories import LIST, only, workflow_input
 from tests.live import client, serve
-from tests.teams import CHANGE_ROLE, REMOVE_MEMBER, team
+from tests.teams import CHANGE_ROLE, CREATE_IN, REMOVE_MEMBER, team
 
 PROTOCOL = "graphql-transport-ws"
 
@@ -101,13 +101,6 @@ async def test_malformed_messages_close_the_connection(ws_url, message):
             await asyncio.wait_for(websocket.recv(), timeout=10)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4400
-
-
-CREATE_IN = """
-mutation($input: WorkflowInput!, $ws: ID) {
-  createWorkflow(input: $input, workspaceId: $ws) { __typename }
-}
-"""
 
 
 async def test_queries_and_mutations_over_a_websocket_see_membership_changes(

@@ -8,13 +8,7 @@ import pytest
 from server.settings import Settings
 from tests.conftest import Caller
 from tests.factories import LIST, only, workflow_input
-from tests.teams import CHANGE_ROLE, REMOVE_MEMBER, WORKSPACES, team
-
-CREATE_IN = """
-mutation($input: WorkflowInput!, $ws: ID) {
-  createWorkflow(input: $input, workspaceId: $ws) { __typename }
-}
-"""
+from tests.teams import CHANGE_ROLE, CREATE_IN, REMOVE_MEMBER, WORKSPACES, team
 
 
 @pytest.fixture

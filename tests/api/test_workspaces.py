@@ -20,6 +20,7 @@ from tests.polling import until
 from tests.teams import (
     ADD_MEMBER,
     CHANGE_ROLE,
+    CREATE_IN,
     DELETE_WORKSPACE,
     REMOVE_MEMBER,
     RENAME_WORKSPACE,
@@ -29,15 +30,6 @@ from tests.teams import (
     create_workspace,
     team,
 )
-
-CREATE_IN = """
-mutation($input: WorkflowInput!, $ws: ID) {
-  createWorkflow(input: $input, workspaceId: $ws) {
-    __typename ... on Workflow { id workspace { id } } ... on NotFoundError { id }
-    ... on ForbiddenError { message }
-  }
-}
-"""
 
 
 async def stored(db_state: Any) -> dict[str, list[str]]:
