@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 
 from engine.workflow_fields import Collected, check_text
 from resolvers import mapping
 from resolvers.context import Context
+from resolvers.permissions import check_role
 from resolvers.workflows import validation_error
 from schema import results, types
 from storage import accounts, errors
+from storage.types import storable
 
 Info = strawberry.Info[Context, None]
 
@@ -37,6 +41,14 @@ async def api_tokens(info: Info) -> list[types.ApiToken]:
     principal = info.context.viewer()
     async with info.context.database.session() as session:
         rows = await accounts.list_tokens(session, principal.user_id)
+    if principal.scoped:
+        # A scoped token sees the scoped tokens within its reach, never a wider one.
+        rows = [
+            row
+            for row in rows
+            if (row.workspace_id is not None or row.role is not None)
+            and (row.workspace_id is None or row.workspace_id in principal.roles)
+        ]
     return [mapping.api_token(row) for row in rows]
 
 
@@ -72,14 +84,30 @@ async def create_user(
 
 
 async def create_api_token(
-    info: Info, name: str, user_id: strawberry.ID | None = None
+    info: Info,
+    name: str,
+    user_id: strawberry.ID | None = None,
+    workspace_id: Annotated[
+        strawberry.ID | None,
+        strawberry.argument(description="Limit the token to this workspace (one of the user's)."),
+    ] = None,
+    role: Annotated[
+        str | None,
+        strawberry.argument(
+            description="Limit the token to this role at most: owner, admin, editor, operator "
+            "or viewer (a `viewer` token reads; an `operator` token runs)."
+        ),
+    ] = None,
 ) -> results.TokenResult:
     principal = info.context.viewer()
+    if principal.scoped:
+        return results.ForbiddenError(message="a scoped token cannot create tokens")
     target_user_id = str(user_id) if user_id is not None else principal.user_id
     if target_user_id != principal.user_id and not principal.is_admin:
         return _forbidden("create tokens for other users")
     collected = Collected()
     check_text(collected, name, "name", max_length=128, required=True)
+    cap = None if role is None else check_role(collected, role)
     if collected.problems:
         return validation_error(collected.problems)
     async with info.context.database.transaction() as session:
@@ -88,7 +116,21 @@ async def create_api_token(
             return results.NotFoundError(
                 message=f"user {target_user_id!r} not found", id=strawberry.ID(target_user_id)
             )
-        row, token = await accounts.create_token(session, target_user_id, name)
+        if workspace_id is not None and (
+            not storable(str(workspace_id))
+            or await accounts.workspace_role(session, str(workspace_id), target_user_id) is None
+        ):
+            return results.NotFoundError(
+                message=f"workspace {str(workspace_id)[:64]!r} not found among the user's",
+                id=strawberry.ID(str(workspace_id)[:64]),
+            )
+        row, token = await accounts.create_token(
+            session,
+            target_user_id,
+            name,
+            workspace_id=None if workspace_id is None else str(workspace_id),
+            role=cap,
+        )
     return results.CreatedApiToken(
         token=token, api_token=mapping.api_token(row), user=mapping.user(found[target_user_id])
     )
@@ -96,6 +138,8 @@ async def create_api_token(
 
 async def revoke_api_token(info: Info, id: strawberry.ID) -> results.RevokeTokenResult:
     principal = info.context.viewer()
+    if principal.scoped:  # it may not make tokens, nor take them away
+        return results.NotFoundError(message=f"token {str(id)[:64]!r} not found", id=id)
     try:
         async with info.context.database.transaction() as session:
             row = await accounts.revoke_token(

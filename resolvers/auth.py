@@ -23,6 +23,13 @@ def token_from_header(value: str | None) -> str | None:
     return token
 
 
+def connection_token(params: object) -> str | None:
+    """The token of a websocket's `connection_init` payload (`{"Authorization": "Bearer
+    ..."}`), or None."""
+    header = params.get("Authorization") if isinstance(params, dict) else None
+    return token_from_header(header) if isinstance(header, str) else None
+
+
 class Authenticator:
     """Turns tokens into principals, remembering each answer for `cache_s` seconds.
 

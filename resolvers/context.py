@@ -34,7 +34,7 @@ from schema import execution_types as xtypes
 from schema import types
 from schema.preview_types import OutputSchema
 from schema.sharing import SharedResult
-from storage import accounts, executions, output_reads, workflows
+from storage import accounts, executions, output_reads, workflows, workspaces
 from storage.accounts import Principal
 from storage.db import Database, Sessions
 from storage.node_type_policies import NodeTypePolicies
@@ -115,6 +115,9 @@ class RequestLoaders:
         self.workspaces: DataLoader[str, types.Workspace | None] = DataLoader(
             load_fn=self._load_workspaces, cache=cache
         )
+        self.workspace_members: DataLoader[str, list[types.WorkspaceMember]] = DataLoader(
+            load_fn=self._load_workspace_members, cache=cache
+        )
         self.workflow_versions: DataLoader[str, list[types.WorkflowVersion]] = DataLoader(
             load_fn=self._load_workflow_versions, cache=cache
         )
@@ -190,6 +193,16 @@ class RequestLoaders:
             rows = await accounts.workspaces_by_ids(session, workspace_ids)
         return [mapping.workspace(rows[i]) if i in rows else None for i in workspace_ids]
 
+    async def _load_workspace_members(
+        self, workspace_ids: Sequence[str]
+    ) -> list[list[types.WorkspaceMember]]:
+        async with self._database.session() as session:
+            grouped = await workspaces.members_by_workspace(session, workspace_ids)
+        return [
+            [types.WorkspaceMember(user=mapping.user(m.user), role=m.role) for m in grouped[i]]
+            for i in workspace_ids
+        ]
+
     async def _load_workflow_versions(
         self, workflow_ids: Sequence[str]
     ) -> list[list[types.WorkflowVersion]]:
@@ -223,6 +236,15 @@ class Context:
     @property
     def output_shapes(self) -> Lru[tuple[str, str], OutputSchema]:
         return self.services.output_shapes
+
+    def workspace_role(self, workspace_id: str) -> str | None:
+        """The caller's role in the workspace; None when they are not a member."""
+        role = None if self.principal is None else self.principal.role_in(workspace_id)
+        return None if role is None else role.value
+
+    def is_caller(self, user_id: str) -> bool:
+        """Whether `user_id` is the authenticated caller."""
+        return self.principal is not None and self.principal.user_id == user_id
 
     def viewer(self) -> Principal:
         """The authenticated caller; every operation requires one."""

@@ -11,11 +11,13 @@ from strawberry.scalars import JSON
 from engine.credentials import KINDS, check_data
 from engine.validation import Problem
 from resolvers.context import Context
+from resolvers.permissions import refusal, scope
 from resolvers.workflows import validation_error
 from schema import inputs, results, types
 from storage import credentials
 from storage.errors import DuplicateNameError
 from storage.models import Credential
+from storage.roles import Action
 from storage.secrets import CredentialDecryptionError, SecretBox
 
 logger = logging.getLogger("loom.credentials")
@@ -32,10 +34,11 @@ def _box(info: Info) -> SecretBox:
     return box
 
 
-def _credential(box: SecretBox, row: Credential) -> types.Credential:
+def _credential(box: SecretBox, row: Credential, names_only: bool = False) -> types.Credential:
+    """The credential as the API shows it; `names_only` for a role that sees names alone."""
     kind = KINDS.get(row.kind)
     try:
-        data = credentials.reveal(box, row)
+        data = {} if names_only else credentials.reveal(box, row)
     except CredentialDecryptionError:
         logger.warning("credential %s does not decrypt with the configured keys", row.id)
         data = {}
@@ -76,8 +79,10 @@ async def credentials_list(info: Info) -> list[types.Credential]:
     viewer = info.context.viewer()
     box = _box(info)
     async with info.context.database.session() as session:
-        rows = await credentials.list_credentials(session, viewer.workspace_ids)
-    return [_credential(box, row) for row in rows]
+        rows = await credentials.list_credentials(session, scope(info))
+    return [
+        _credential(box, row, not viewer.may(Action.READ_FIELDS, row.workspace_id)) for row in rows
+    ]
 
 
 def credential_kinds() -> list[types.CredentialKind]:
@@ -103,6 +108,8 @@ async def create_credential(info: Info, input: inputs.CredentialInput) -> result
         return results.NotFoundError(
             message=f"workspace {workspace_id!r} not found", id=strawberry.ID(workspace_id)
         )
+    if (forbidden := refusal(info, workspace_id)) is not None:
+        return forbidden
     problems = _name_problems(input.name) + check_data(input.kind, input.data)
     if problems:
         return validation_error(problems)
@@ -139,6 +146,8 @@ async def update_credential(
             row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
             if row is None:
                 return _not_found(identifier)
+            if (forbidden := refusal(info, row.workspace_id)) is not None:
+                return forbidden
             changes = cast(dict[str, Any], input.data or {})
             data = credentials.merged(credentials.reveal(box, row), changes)
             problems = check_data(row.kind, data)
@@ -158,6 +167,8 @@ async def delete_credential(info: Info, id: strawberry.ID) -> results.DeleteResu
             row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
             if row is None:
                 return _not_found(identifier)
+            if (forbidden := refusal(info, row.workspace_id)) is not None:
+                return forbidden
             await credentials.delete_credential(session, row)
     except credentials.CredentialInUseError as exc:
         return results.InUseError(

@@ -11,6 +11,7 @@ from engine.declarative import definition_problems
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
+from resolvers.permissions import refusal
 from resolvers.workflows import validation_error
 from resolvers.workspace_types import workspace_node_types
 from schema import inputs, results, types
@@ -98,6 +99,8 @@ async def _save(
     workspace = _workspace(info, workspace_id)
     if workspace is None:
         return _workspace_not_found(workspace_id)
+    if (forbidden := refusal(info, workspace)) is not None:
+        return forbidden
     definition = _definition(input)
     problems = definition_problems(
         name if new else None, definition, info.context.services.registry.has_name
@@ -134,6 +137,8 @@ async def delete_node_type(
     workspace = _workspace(info, workspace_id)
     if workspace is None:
         return _workspace_not_found(workspace_id)
+    if (forbidden := refusal(info, workspace)) is not None:
+        return forbidden
     try:
         async with info.context.database.transaction() as session:
             await node_type_definitions.delete_type(session, workspace, name)

@@ -24,6 +24,7 @@ from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
+from resolvers.permissions import refusal, scope
 from resolvers.workflows import validation_error
 from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
@@ -274,6 +275,8 @@ async def execute_workflow(
         head = await workflows.get_workflow_head(session, workflow_id, viewer.workspace_ids)
     if head is None:
         return _not_found("workflow", workflow_id)
+    if (forbidden := refusal(info, head.workspace_id)) is not None:
+        return forbidden
 
     async def prepare() -> StartRequest:
         assert head is not None
@@ -383,6 +386,8 @@ async def execute_node(
             )
             if workflow is None:
                 raise _Refused(_not_found("workflow", str(workflow_id)))
+            if (forbidden := refusal(info, workflow.workspace_id)) is not None:
+                raise _Refused(forbidden)
             tested = next((n for n in workflow.nodes if n.get("id") == str(node_id)), None)
             if tested is None:
                 raise _Refused(validation_error([pins.node_missing(str(node_id))]))
@@ -433,9 +438,8 @@ async def execute_node(
 
 
 async def execution(info: Info, id: strawberry.ID) -> xtypes.Execution | None:
-    viewer = info.context.viewer()
     async with info.context.database.session() as session:
-        row = await executions.get_execution(session, str(id), viewer.workspace_ids)
+        row = await executions.get_execution(session, str(id), scope(info))
     return None if row is None else mapping.execution(row)
 
 
@@ -446,13 +450,12 @@ async def executions_page(
     first: int | None = None,
     after: str | None = None,
 ) -> xtypes.ExecutionConnection:
-    viewer = info.context.viewer()
     limit = page_size(first, info.context.services.max_page_size)
     key = decode_cursor(after) if after is not None else None
     async with info.context.database.session() as session:
         rows = await executions.list_executions(
             session,
-            viewer.workspace_ids,
+            scope(info),
             workflow_id=None if workflow_id is None else str(workflow_id),
             status=None if status is None else status.name,
             limit=limit + 1,
@@ -478,6 +481,8 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
         row = await executions.get_execution(session, execution_id, viewer.workspace_ids)
         if row is None:
             return _not_found("execution", execution_id)
+    if (forbidden := refusal(info, row.workspace_id)) is not None:
+        return forbidden
     cancelled = await _lifecycle(info).cancel(row)
     assert isinstance(cancelled, Execution)
     return mapping.execution(cancelled)
@@ -497,6 +502,8 @@ async def retry_execution(
             original = await executions.get_execution(session, execution_id, viewer.workspace_ids)
             if original is None:
                 raise _Refused(_not_found("execution", execution_id))
+            if (forbidden := refusal(info, original.workspace_id)) is not None:
+                raise _Refused(forbidden)
             if original.status not in ("SUCCEEDED", "FAILED", "CANCELLED"):
                 raise _Refused(
                     validation_error(

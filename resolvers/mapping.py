@@ -168,6 +168,8 @@ def api_token(row: models.ApiToken) -> types.ApiToken:
         name=row.name,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        workspace_id=None if row.workspace_id is None else strawberry.ID(row.workspace_id),
+        role=row.role,
     )
 
 

@@ -26,12 +26,13 @@ from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
 from resolvers.errors import RequestError
+from resolvers.permissions import refusal
 from resolvers.workflows import validation_error
 from resolvers.workspace_types import workspace_node_types
 from schema import results, types
 from storage import accounts, node_type_definitions
 from storage import node_type_policies as policies_store
-from storage.accounts import WORKSPACE_ROLE_OWNER, Principal
+from storage.accounts import Principal
 from storage.models import SERVER_SCOPE
 from storage.types import storable
 
@@ -277,12 +278,12 @@ async def set_node_type_enabled(
             if not viewer.is_admin:
                 return results.ForbiddenError(
                     message="only an admin may enable or disable node types server-wide; a "
-                    "workspace's owner may in their workspace (workspaceId)"
+                    "workspace's owner or admin may in that workspace (workspaceId)"
                 )
             scope = SERVER_SCOPE
         else:
             scope = str(workspace_id)
-            refused = await _may_set_in_workspace(session, viewer, scope)
+            refused = await _may_set_in_workspace(info, session, viewer, scope)
             if refused is not None:
                 return refused
         changed = await policies_store.set_enabled(
@@ -302,7 +303,7 @@ async def set_node_type_enabled(
 
 
 async def _may_set_in_workspace(
-    session: Any, viewer: Principal, workspace_id: str
+    info: Info, session: Any, viewer: Principal, workspace_id: str
 ) -> results.NotFoundError | results.ForbiddenError | None:
     """Why the viewer may not change the workspace's policies, if they may not."""
     not_found = results.NotFoundError(
@@ -315,12 +316,7 @@ async def _may_set_in_workspace(
         return None if found else not_found
     if workspace_id not in viewer.workspace_ids:
         return not_found
-    role = await accounts.workspace_role(session, workspace_id, viewer.user_id)
-    if role != WORKSPACE_ROLE_OWNER:
-        return results.ForbiddenError(
-            message="only the workspace's owner or an admin may enable or disable node types in it"
-        )
-    return None
+    return refusal(info, workspace_id)
 
 
 MAX_CHANGES = 500

@@ -25,7 +25,7 @@ import strawberry
 
 from engine.bus import EventFanout, ExecutionStream, SubscriptionLimitError
 from resolvers import mapping
-from resolvers.auth import token_from_header
+from resolvers.auth import connection_token
 from resolvers.context import Context, DirectSender
 from resolvers.errors import BAD_USER_INPUT, UNAUTHENTICATED, RequestError
 from resolvers.live_reads import LiveReads, LiveUnavailableError
@@ -55,11 +55,8 @@ async def _subscriber(info: Info) -> Principal:
     """The caller, authenticated again as each subscription starts: a token revoked since
     the connection opened stops working."""
     context = info.context
-    params = context.connection_params or {}
-    header = params.get("Authorization")
-    token = token_from_header(header) if isinstance(header, str) else None
     principal = await context.services.authenticator.authenticate(
-        token, context.services.live_reads
+        connection_token(context.connection_params), context.services.live_reads
     )
     if principal is None:
         raise RequestError("authentication required: invalid or revoked token", UNAUTHENTICATED)

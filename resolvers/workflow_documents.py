@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 
 from resolvers import mapping
 from resolvers.context import Context
+from resolvers.permissions import refusal, scope
 from resolvers.workflows import validation_error
 from resolvers.workspace_types import workspace_node_types
 from schema import results, types
@@ -25,10 +26,9 @@ Info = strawberry.Info[Context, None]
 async def export_workflow(
     info: Info, id: strawberry.ID, version: int | None = None
 ) -> results.ExportWorkflowResult:
-    viewer = info.context.viewer()
     try:
         document, exported = await export_document_of(
-            info.context.database, str(id), version, viewer.workspace_ids
+            info.context.database, str(id), version, scope(info)
         )
     except NotFoundError as exc:
         return results.NotFoundError(message=str(exc), id=id)
@@ -44,6 +44,8 @@ async def import_workflow(
         return results.NotFoundError(
             message=f"workspace {target!r} not found", id=strawberry.ID(target)
         )
+    if (forbidden := refusal(info, target)) is not None:
+        return forbidden
     services = info.context.services
     imported = await import_document(
         info.context.database,

@@ -26,9 +26,10 @@ from resolvers.graph_input import (
     workflow_from_input,
 )
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
+from resolvers.permissions import refusal, scope
 from resolvers.workspace_types import node_types_for_graph
 from schema import inputs, results, types
-from storage import errors, schedules, webhooks, workflows
+from storage import errors, schedules, webhooks, workflows, workspaces
 from storage.models import Workflow
 from storage.types import utcnow
 from storage.workflow_checks import checked_graph, reference_problems
@@ -82,9 +83,8 @@ async def _checked_graph(
 
 
 async def workflow(info: Info, id: strawberry.ID) -> types.Workflow | None:
-    viewer = info.context.viewer()
     async with info.context.database.session() as session:
-        row = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
+        row = await workflows.get_workflow(session, str(id), scope(info))
     return None if row is None else await _mapped(info, row)
 
 
@@ -94,7 +94,6 @@ async def workflows_page(
     after: str | None = None,
     filter: inputs.WorkflowFilter | None = None,
 ) -> types.WorkflowConnection:
-    viewer = info.context.viewer()
     limit = page_size(first, info.context.services.max_page_size)
     key = decode_cursor(after) if after is not None else None
     where = workflows.WorkflowFilter(
@@ -109,10 +108,10 @@ async def workflows_page(
     )
     async with info.context.database.session() as session:
         rows = await workflows.list_workflows(
-            session, viewer.workspace_ids, where=where, limit=limit + 1, after=key
+            session, scope(info), where=where, limit=limit + 1, after=key
         )
         total = (
-            await workflows.count_workflows(session, viewer.workspace_ids, where=where)
+            await workflows.count_workflows(session, scope(info), where=where)
             if wants_total
             else None
         )
@@ -134,30 +133,36 @@ async def workflows_page(
 async def workflow_version(
     info: Info, id: strawberry.ID, version: int
 ) -> types.WorkflowVersion | None:
-    viewer = info.context.viewer()
     async with info.context.database.session() as session:
-        row = await workflows.get_version(session, str(id), version, viewer.workspace_ids)
+        row = await workflows.get_version(session, str(id), version, scope(info))
     return None if row is None else mapping.workflow_version(row)
 
 
 # Mutations on whole workflows
 
 
-async def create_workflow(info: Info, input: inputs.WorkflowInput) -> results.WorkflowResult:
+async def create_workflow(
+    info: Info, input: inputs.WorkflowInput, workspace_id: strawberry.ID | None = None
+) -> results.WorkflowResult:
     viewer = info.context.viewer()
+    target = viewer.personal_workspace_id if workspace_id is None else str(workspace_id)
+    if target not in viewer.workspace_ids:
+        return results.NotFoundError(
+            message=f"workspace {target!r} not found", id=strawberry.ID(target)
+        )
+    if (forbidden := refusal(info, target)) is not None:
+        return forbidden
     collected = Collected()
     fields = workflow_from_input(input, collected)
-    graph, node_issues, refusing = await _checked_graph(
-        info, fields.graph, collected, viewer.personal_workspace_id
-    )
+    graph, node_issues, refusing = await _checked_graph(info, fields.graph, collected, target)
     if refusing:
         return validation_error(refusing)
     async with info.context.database.session() as session:
-        refusing = await reference_problems(session, graph, viewer.personal_workspace_id)
+        refusing = await reference_problems(session, graph, target)
     if refusing:
         return validation_error(refusing)
     row = Workflow(
-        workspace_id=viewer.personal_workspace_id,
+        workspace_id=target,
         name=fields.name,
         description=fields.description,
         tags=fields.tags,
@@ -182,6 +187,8 @@ async def update_workflow(
         current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
         if current is None:
             return _not_found(str(id))
+        if (forbidden := refusal(info, current.workspace_id)) is not None:
+            return forbidden
         if current.version != expected_version:
             return _conflict(
                 errors.VersionConflictError(str(id), expected_version, current.version)
@@ -222,6 +229,11 @@ async def delete_workflow(info: Info, id: strawberry.ID) -> results.DeleteResult
     viewer = info.context.viewer()
     try:
         async with info.context.database.transaction() as session:
+            head = await workflows.get_workflow_head(session, str(id), viewer.workspace_ids)
+            if head is None:
+                return _not_found(str(id))
+            if (forbidden := refusal(info, head.workspace_id)) is not None:
+                return forbidden
             await workflows.delete_workflow(session, str(id), viewer.workspace_ids)
     except errors.NotFoundError:
         return _not_found(str(id))
@@ -237,6 +249,8 @@ async def duplicate_workflow(
         source = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
         if source is None:
             return _not_found(str(id))
+        if (forbidden := refusal(info, source.workspace_id)) is not None:
+            return forbidden
         collected = Collected()
         new_name = name if name is not None else f"{source.name} (copy)"[:255]
         check_text(collected, new_name, "name", max_length=MAX_WORKFLOW_NAME, required=True)
@@ -273,6 +287,8 @@ async def _edit_graph(
         current = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
         if current is None:
             return _not_found(workflow_id)
+        if (forbidden := refusal(info, current.workspace_id)) is not None:
+            return forbidden
         if current.version != expected_version:
             return _conflict(
                 errors.VersionConflictError(workflow_id, expected_version, current.version)
@@ -415,6 +431,8 @@ async def _change_pins(
         current = await workflows.get_workflow(session, workflow_id, viewer.workspace_ids)
         if current is None:
             return _not_found(workflow_id)
+        if (forbidden := refusal(info, current.workspace_id)) is not None:
+            return forbidden
         if current.version != expected_version:
             return _conflict(
                 errors.VersionConflictError(workflow_id, expected_version, current.version)
@@ -489,6 +507,8 @@ async def publish_workflow(
             current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
             if current is None:
                 return _not_found(str(id))
+            if (forbidden := refusal(info, current.workspace_id)) is not None:
+                return forbidden
             if current.version != expected_version:
                 return _conflict(
                     errors.VersionConflictError(str(id), expected_version, current.version)
@@ -529,6 +549,14 @@ async def set_workflow_active(
             current = await workflows.get_workflow(session, str(id), viewer.workspace_ids)
             if current is None:
                 return _not_found(str(id))
+            if (forbidden := refusal(info, current.workspace_id)) is not None:
+                return forbidden
+            if active:
+                # deleteWorkspace checks for active workflows under this lock: an activation
+                # committed between its check and its delete would be cascaded away.
+                await info.context.database.lock(
+                    session, workspaces.lock_name(current.workspace_id)
+                )
             if active and current.published_version is None:
                 return validation_error(
                     [

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from engine.output_pages import Page
     from schema.execution_types import Execution, NodeRun
     from schema.preview_types import OutputSchema
-    from schema.types import User, WorkflowVersion, Workspace
+    from schema.types import User, WorkflowVersion, Workspace, WorkspaceMember
 
 
 class StoredOutput(Protocol):
@@ -41,6 +41,9 @@ class Loaders(Protocol):
 
     @property
     def workspaces(self) -> DataLoader[str, Workspace | None]: ...
+
+    @property
+    def workspace_members(self) -> DataLoader[str, list[WorkspaceMember]]: ...
 
     @property
     def workflow_versions(self) -> DataLoader[str, list[WorkflowVersion]]: ...
@@ -86,3 +89,11 @@ class SchemaContext(Protocol):
 
     @property
     def output_shapes(self) -> ShapeCache: ...
+
+    def workspace_role(self, workspace_id: str) -> str | None:
+        """The caller's role in the workspace; None when they are not a member."""
+        ...
+
+    def is_caller(self, user_id: str) -> bool:
+        """Whether `user_id` is the authenticated caller."""
+        ...

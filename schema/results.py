@@ -17,6 +17,8 @@ from schema.types import (
     Workflow,
     WorkflowDocument,
     WorkflowReference,
+    Workspace,
+    WorkspaceMember,
 )
 
 
@@ -39,7 +41,10 @@ class VersionConflictError:
     current_version: int = strawberry.field(description="The version stored now.")
 
 
-@strawberry.type(description="Only an admin (or, where it says so, an owner) may do this.")
+@strawberry.type(
+    description="Only an admin may do this, or your role in the workspace does not allow it "
+    "(docs/api.md: the role table)."
+)
 class ForbiddenError:
     message: str = strawberry.field(description="What was refused.")
 
@@ -63,11 +68,11 @@ class CreatedApiToken:
 
 
 WorkflowResult = Annotated[
-    Workflow | ValidationError | NotFoundError | VersionConflictError,
+    Workflow | ValidationError | NotFoundError | VersionConflictError | ForbiddenError,
     strawberry.union("WorkflowResult", description="A workflow, or why the change failed."),
 ]
 DeleteResult = Annotated[
-    Deleted | NotFoundError | InUseError,
+    Deleted | NotFoundError | InUseError | ForbiddenError,
     strawberry.union("DeleteResult", description="What was deleted, or why not."),
 ]
 TokenResult = Annotated[
@@ -79,11 +84,11 @@ RevokeTokenResult = Annotated[
     strawberry.union("RevokeTokenResult", description="The revoked token, or why not."),
 ]
 ExecutionResult = Annotated[
-    Execution | ValidationError | NotFoundError,
+    Execution | ValidationError | NotFoundError | ForbiddenError,
     strawberry.union("ExecutionResult", description="An execution, or why there is none."),
 ]
 CredentialResult = Annotated[
-    Credential | ValidationError | NotFoundError,
+    Credential | ValidationError | NotFoundError | ForbiddenError,
     strawberry.union("CredentialResult", description="A credential, or why the change failed."),
 ]
 NodeTypeResult = Annotated[
@@ -101,7 +106,7 @@ ExportWorkflowResult = Annotated[
     ),
 ]
 ImportWorkflowResult = Annotated[
-    Workflow | ValidationError | NotFoundError,
+    Workflow | ValidationError | NotFoundError | ForbiddenError,
     strawberry.union(
         "ImportWorkflowResult",
         description="The new workflow; ValidationError listing every problem of the "
@@ -114,5 +119,31 @@ ExpressionPreviewResult = Annotated[
         "ExpressionPreviewResult",
         description="The value, or why there is none: the expression's error, no data yet, "
         "a workflow, node or execution not found, or a bad argument.",
+    ),
+]
+WorkspaceResult = Annotated[
+    Workspace | ValidationError | NotFoundError | ForbiddenError,
+    strawberry.union(
+        "WorkspaceResult",
+        description="The workspace as the change left it; ValidationError for a bad name; "
+        "NotFoundError for a workspace you are not in; ForbiddenError for a role that may not.",
+    ),
+]
+DeleteWorkspaceResult = Annotated[
+    Deleted | ValidationError | NotFoundError | ForbiddenError,
+    strawberry.union(
+        "DeleteWorkspaceResult",
+        description="The deleted workspace's id, or why not: ValidationError with the code "
+        "HAS_ACTIVE_WORKFLOWS or PERSONAL_WORKSPACE, NotFoundError, ForbiddenError.",
+    ),
+]
+MemberResult = Annotated[
+    WorkspaceMember | ValidationError | NotFoundError | ForbiddenError,
+    strawberry.union(
+        "MemberResult",
+        description="The membership as the change left it, or why not: ValidationError with "
+        "the code ALREADY_MEMBER, UNKNOWN_ROLE, LAST_OWNER or PERSONAL_WORKSPACE; "
+        "NotFoundError for a workspace you are not in or a user who is not there; "
+        "ForbiddenError for a role that may not.",
     ),
 ]

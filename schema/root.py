@@ -30,6 +30,7 @@ from resolvers import subscriptions as subscription_resolvers
 from resolvers import system_status as status_resolvers
 from resolvers import workflow_documents as document_resolvers
 from resolvers import workflows as workflow_resolvers
+from resolvers import workspaces as workspace_resolvers
 from schema import execution_types, json_scalar, results, status_types, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
 from schema.operations import SpecOperationChoice
@@ -115,6 +116,14 @@ class Query:
     )
     users: list[types.User] = strawberry.field(
         resolver=account_resolvers.users, description="Every user (admins only; empty for others)."
+    )
+    workspaces: list[types.Workspace] = strawberry.field(
+        resolver=workspace_resolvers.workspaces_list,
+        description="The workspaces you belong to (a scoped token: its one workspace), by name.",
+    )
+    workspace: types.Workspace | None = strawberry.field(
+        resolver=workspace_resolvers.workspace,
+        description="A workspace you belong to, with its members; null for any other.",
     )
     api_tokens: list[types.ApiToken] = strawberry.field(
         resolver=account_resolvers.api_tokens, description="The viewer's API tokens, newest first."
@@ -255,6 +264,34 @@ class Mutation:
         resolver=declarative_type_resolvers.delete_node_type,
         description="Delete a declarative node type, every version, once no draft or "
         "published workflow uses it (InUseError names those that do).",
+    )
+    create_workspace: results.WorkspaceResult = strawberry.mutation(
+        resolver=workspace_resolvers.create_workspace,
+        description="Create a shared workspace; you are its owner.",
+    )
+    rename_workspace: results.WorkspaceResult = strawberry.mutation(
+        resolver=workspace_resolvers.rename_workspace,
+        description="Rename a workspace (owners and admins).",
+    )
+    delete_workspace: results.DeleteWorkspaceResult = strawberry.mutation(
+        resolver=workspace_resolvers.delete_workspace,
+        description="Delete a shared workspace and everything in it (owners only); refused "
+        "while a workflow in it is active, and for a personal workspace.",
+    )
+    add_workspace_member: results.MemberResult = strawberry.mutation(
+        resolver=workspace_resolvers.add_workspace_member,
+        description="Make a user a member with a role: owner, admin, editor, operator or "
+        "viewer (owners and admins; only owners make owners).",
+    )
+    change_member_role: results.MemberResult = strawberry.mutation(
+        resolver=workspace_resolvers.change_member_role,
+        description="Give a member another role (owners and admins; only owners change "
+        "owners); the last owner stays one.",
+    )
+    remove_workspace_member: results.MemberResult = strawberry.mutation(
+        resolver=workspace_resolvers.remove_workspace_member,
+        description="Remove a member (owners and admins; only owners remove owners), or "
+        "leave yourself; the last owner cannot leave.",
     )
     create_user: results.TokenResult = strawberry.mutation(
         resolver=account_resolvers.create_user,

@@ -161,10 +161,36 @@ class Edge:
     target_input: str = strawberry.field(description="Input port of the target node.")
 
 
-@strawberry.type(description="A workspace: the owner of workflows, executions and credentials.")
+@strawberry.type(
+    description="A workspace: the owner of workflows, executions and credentials. Every user "
+    "owns a personal one; shared ones have members, each with a role."
+)
 class Workspace:
     id: strawberry.ID = strawberry.field(description="Workspace id.")
     name: str = strawberry.field(description="Display name.")
+
+    @strawberry.field(
+        description="Your role in it: owner, admin, editor, operator or viewer (a scoped "
+        "token's cap applied); null when you are not a member."
+    )
+    def role(self, info: Info) -> str | None:
+        return info.context.workspace_role(str(self.id))
+
+    @strawberry.field(
+        description="Its members and their roles, by user name (empty unless you are one)."
+    )
+    async def members(self, info: Info) -> list[WorkspaceMember]:
+        if info.context.workspace_role(str(self.id)) is None:
+            return []  # only members see who else is one
+        return await info.context.loaders.workspace_members.load(str(self.id))
+
+
+@strawberry.type(description="A user's membership of a workspace.")
+class WorkspaceMember:
+    user: User = strawberry.field(description="The member.")
+    role: str = strawberry.field(
+        description="owner, admin, editor, operator or viewer (docs/api.md: the role table)."
+    )
 
 
 @strawberry.type(description="A user of Loom.")
@@ -175,8 +201,16 @@ class User:
     created_at: datetime = strawberry.field(description="When the user was created.")
     personal_workspace_id: strawberry.Private[str]
 
-    @strawberry.field(description="The workspace every user owns.")
+    @strawberry.field(
+        description="The workspace every user owns; shown to that user only (null for other "
+        "users, and for a token scoped to another workspace)."
+    )
     async def personal_workspace(self, info: Info) -> Workspace | None:
+        context = info.context
+        if not context.is_caller(str(self.id)) or not context.workspace_role(
+            self.personal_workspace_id
+        ):
+            return None
         return await info.context.loaders.workspaces.load(self.personal_workspace_id)
 
 
@@ -443,6 +477,14 @@ class ApiToken:
     name: str = strawberry.field(description="What the token is for.")
     created_at: datetime = strawberry.field(description="When it was created.")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked, if it was.")
+    workspace_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="The one workspace a scoped token may reach; null: all of yours.",
+    )
+    role: str | None = strawberry.field(
+        default=None,
+        description="The strongest role a scoped token acts with; null: your own roles.",
+    )
 
 
 @strawberry.type(

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from cross_web import HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -26,7 +27,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from engine import metrics
-from resolvers.auth import token_from_header
+from resolvers.auth import connection_token, token_from_header
 from resolvers.context import Context, RequestLoaders, Services
 from resolvers.errors import UNAUTHENTICATED
 from schema.sharing import encode_json, next_frame
@@ -103,6 +104,25 @@ class KeepAliveTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         senders = self.context.direct_senders
         senders[operation.task] = direct_sender(operation, socket)
         operation.task.add_done_callback(lambda task: senders.pop(task, None))
+
+    async def run_operation(self, operation: Any) -> None:
+        """Strawberry's, after authenticating again: queries and mutations over a websocket
+        run with the caller's current roles (as over HTTP, through the same token cache),
+        and a token revoked since the connection opened runs nothing more (UNAUTHENTICATED).
+        Subscriptions check again while they stream (resolvers/subscriptions.py)."""
+        context = self.context
+        principal = await context.services.authenticator.authenticate(
+            connection_token(context.connection_params)
+        )
+        if principal is None:
+            error = GraphQLError(
+                "authentication required: invalid or revoked token",
+                extensions={"code": UNAUTHENTICATED},
+            )
+            await operation.send_initial_errors([error])
+            return
+        context.principal = principal
+        await super().run_operation(operation)
 
     async def _send_result_stream(self, operation: Any, result_source: Any) -> None:
         """Strawberry's loop, with `next` frames built from a shared encoding of the data:
@@ -314,9 +334,7 @@ class LoomGraphQL(GraphQL[Context, None]):
             raise HTTPException(400, "No GraphQL query found in the request") from exc
 
     async def on_ws_connect(self, context: Context) -> Any:
-        payload = context.connection_params
-        header = payload.get("Authorization") if isinstance(payload, dict) else None
-        token = token_from_header(header) if isinstance(header, str) else None
+        token = connection_token(context.connection_params)
         context.principal = await self.services.authenticator.authenticate(token)
         if context.principal is None:
             raise ConnectionRejectionError({"message": "authentication required"})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select, update
@@ -14,13 +14,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from storage.db import Database
 from storage.errors import DuplicateNameError, NotFoundError
 from storage.models import ApiToken, Membership, User, Workspace
+from storage.roles import Action, Role, allows, parse_role, weaker
 from storage.types import storable, utcnow
 
 TOKEN_PREFIX = "loom_"  # noqa: S105 (a public prefix, not a secret)
 ADMIN_USER_NAME = "admin"
 ROLE_ADMIN = "admin"
 ROLE_MEMBER = "member"
-WORKSPACE_ROLE_OWNER = "owner"
 
 
 def hash_token(token: str) -> str:
@@ -34,17 +34,100 @@ def generate_token() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling, and the workspaces they may see."""
+    """Who is calling, the workspaces they may see, and their role in each.
+
+    `roles` is what their memberships give them, lowered by a scoped token's cap (and limited
+    to its workspace). `scopes` lists, for each action, the workspaces where the role allows
+    it: worked out once per principal (the authenticator caches it), so a permission check on
+    a hot path is a dictionary lookup.
+    """
 
     user_id: str
     user_name: str
     role: str
     workspace_ids: tuple[str, ...]
     personal_workspace_id: str
+    roles: Mapping[str, Role] = field(default_factory=dict)
+    scopes: Mapping[Action, tuple[str, ...]] = field(default_factory=dict)
+    # A scoped token: it never acts as a server admin, and makes no tokens.
+    scoped: bool = False
+    # A scoped token's cap on roles (None: no cap), for checks against stored memberships.
+    token_role: Role | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == ROLE_ADMIN
+
+    def role_in(self, workspace_id: str) -> Role | None:
+        """The caller's role in the workspace; None when they are not a member."""
+        return self.roles.get(workspace_id)
+
+    def may(self, action: Action, workspace_id: str) -> bool:
+        """Whether the caller may do `action` in the workspace."""
+        role = self.roles.get(workspace_id)
+        return role is not None and allows(role, action)
+
+
+def make_principal(
+    user: User,
+    memberships: Sequence[tuple[str, str]],
+    token_workspace_id: str | None = None,
+    token_role: Role | None = None,
+) -> Principal:
+    """The principal of `user` with their (workspace id, role) memberships, within a token's
+    scope: only its workspace when it names one, and no role above its cap."""
+    roles: dict[str, Role] = {}
+    for workspace_id, name in memberships:
+        role = parse_role(name)
+        if role is None or (token_workspace_id is not None and workspace_id != token_workspace_id):
+            continue
+        roles[workspace_id] = weaker(role, token_role)
+    scoped = token_workspace_id is not None or token_role is not None
+    return _principal(
+        user.id,
+        user.name,
+        ROLE_MEMBER if scoped else user.role,
+        user.personal_workspace_id,
+        roles,
+        scoped,
+        token_role,
+    )
+
+
+def _principal(
+    user_id: str,
+    user_name: str,
+    role: str,
+    personal_workspace_id: str,
+    roles: dict[str, Role],
+    scoped: bool,
+    token_role: Role | None,
+) -> Principal:
+    ordered = sorted(roles)
+    return Principal(
+        user_id=user_id,
+        user_name=user_name,
+        role=role,
+        workspace_ids=tuple(ordered),
+        personal_workspace_id=personal_workspace_id,
+        roles=roles,
+        scopes={action: tuple(w for w in ordered if allows(roles[w], action)) for action in Action},
+        scoped=scoped,
+        token_role=token_role,
+    )
+
+
+def with_membership(principal: Principal, workspace_id: str, role: Role) -> Principal:
+    """`principal` as a member of one more workspace (the rest of a request that made it)."""
+    return _principal(
+        principal.user_id,
+        principal.user_name,
+        principal.role,
+        principal.personal_workspace_id,
+        {**principal.roles, workspace_id: role},
+        principal.scoped,
+        principal.token_role,
+    )
 
 
 async def create_user(session: AsyncSession, name: str, role: str = ROLE_MEMBER) -> User:
@@ -58,7 +141,7 @@ async def create_user(session: AsyncSession, name: str, role: str = ROLE_MEMBER)
     user = User(name=name, role=role, personal_workspace_id=workspace.id)
     session.add(user)
     await session.flush()
-    session.add(Membership(workspace_id=workspace.id, user_id=user.id, role=WORKSPACE_ROLE_OWNER))
+    session.add(Membership(workspace_id=workspace.id, user_id=user.id, role=Role.OWNER.value))
     await session.flush()
     return user
 
@@ -91,11 +174,24 @@ async def workspace_role(session: AsyncSession, workspace_id: str, user_id: str)
 
 
 async def create_token(
-    session: AsyncSession, user_id: str, name: str, token: str | None = None
+    session: AsyncSession,
+    user_id: str,
+    name: str,
+    token: str | None = None,
+    *,
+    workspace_id: str | None = None,
+    role: Role | None = None,
 ) -> tuple[ApiToken, str]:
-    """Store a new token for the user; returns the row and the token, shown only now."""
+    """Store a new token for the user; returns the row and the token, shown only now.
+    `workspace_id` limits the token to that workspace, `role` to that role at most."""
     token = token or generate_token()
-    row = ApiToken(user_id=user_id, name=name, token_hash=hash_token(token))
+    row = ApiToken(
+        user_id=user_id,
+        name=name,
+        token_hash=hash_token(token),
+        workspace_id=workspace_id,
+        role=None if role is None else role.value,
+    )
     session.add(row)
     await session.flush()
     return row, token
@@ -128,29 +224,34 @@ async def list_tokens(session: AsyncSession, user_id: str) -> Sequence[ApiToken]
 
 
 async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
-    """The caller a bearer token belongs to, or None for an unknown or revoked token."""
+    """The caller a bearer token belongs to, or None for an unknown or revoked token, and
+    for one whose stored role cap this version does not know: read as no cap, it would
+    carry every right of its user."""
     query = (
-        select(User)
+        select(User, ApiToken.workspace_id, ApiToken.role)
         .join(ApiToken, col(ApiToken.user_id) == col(User.id))
         .where(ApiToken.token_hash == hash_token(token), col(ApiToken.revoked_at).is_(None))
     )
-    user = (await session.exec(query)).first()
-    if user is None:
+    found = (await session.exec(query)).first()
+    if found is None:
         return None
-    return await principal_for_user(session, user)
+    user, workspace_id, role_name = found
+    role = None if role_name is None else parse_role(role_name)
+    if role_name is not None and role is None:
+        return None
+    return await principal_for_user(session, user, workspace_id, role)
 
 
-async def principal_for_user(session: AsyncSession, user: User) -> Principal:
+async def principal_for_user(
+    session: AsyncSession,
+    user: User,
+    token_workspace_id: str | None = None,
+    token_role: Role | None = None,
+) -> Principal:
     memberships = await session.exec(
-        select(Membership.workspace_id).where(Membership.user_id == user.id)
+        select(Membership.workspace_id, Membership.role).where(Membership.user_id == user.id)
     )
-    return Principal(
-        user_id=user.id,
-        user_name=user.name,
-        role=user.role,
-        workspace_ids=tuple(sorted(memberships.all())),
-        personal_workspace_id=user.personal_workspace_id,
-    )
+    return make_principal(user, list(memberships.all()), token_workspace_id, token_role)
 
 
 async def bootstrap_admin(database: Database, admin_token: str | None) -> str | None:

@@ -62,7 +62,7 @@ class User(SQLModel, table=True):
 
 
 class Membership(SQLModel, table=True):
-    """A user's access to a workspace; `role` leaves room for sharing without a migration."""
+    """A user's access to a workspace, with their role in it (storage/roles.py)."""
 
     __tablename__ = "memberships"
 
@@ -93,6 +93,15 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
     created_at: datetime = _created_at()
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # A scoped token: only this workspace (None: every workspace of the user) ...
+    workspace_id: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(36), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=True
+        ),
+    )
+    # ... and no role above this one in it (None: the user's own roles).
+    role: str | None = Field(default=None, max_length=16)
 
     __table_args__ = (Index("ix_api_tokens_user", "user_id"),)
 

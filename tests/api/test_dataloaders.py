@@ -11,6 +11,7 @@ from sqlalchemy import event, insert
 
 from storage.models import Workflow, WorkflowVersion
 from tests.factories import WORKFLOW_FIELDS, chain
+from tests.teams import team
 
 PAGE = f"""
 query {{
@@ -49,10 +50,14 @@ def counted_statements(database) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
-async def _store_workflows(database, caller, count: int, nodes_each: int = 5) -> None:
-    """`count` published workflows of `nodes_each` nodes, inserted in bulk."""
-    data = await caller.gql("{ viewer { personalWorkspace { id } } }")
-    workspace_id = data["viewer"]["personalWorkspace"]["id"]
+async def _store_workflows(
+    database, caller, count: int, nodes_each: int = 5, workspace_id: str | None = None
+) -> None:
+    """`count` published workflows of `nodes_each` nodes, inserted in bulk (in the caller's
+    personal workspace unless `workspace_id` says)."""
+    if workspace_id is None:
+        data = await caller.gql("{ viewer { personalWorkspace { id } } }")
+        workspace_id = data["viewer"]["personalWorkspace"]["id"]
     graph = chain(nodes_each)
     stored_nodes = [
         {**n, "typeVersion": None, "parameters": {}, "position": {"x": 0, "y": 0}}
@@ -129,3 +134,34 @@ async def test_many_nodes_cost_no_extra_queries(database, alice, bob):
     large, data = await _count_page(database, bob)
     assert len(data["workflows"]["edges"][0]["node"]["nodes"]) == 500
     assert small == large
+
+
+TEAM_PAGE = """
+query { workflows(first: 50) { totalCount edges { node {
+  id name workspace { id name role members { role user { id name } } } createdBy { name }
+} } } }
+"""
+
+
+async def test_a_page_across_shared_workspaces_costs_a_constant_number_of_queries(
+    database, alice, bob, make_caller
+):
+    """Issue 18: workflows of several shared workspaces, with their members, by role."""
+    small_team = await team(alice, {"editor": bob}, name="Small")
+    members = {role: await make_caller(f"m-{role}") for role in ("admin", "operator")}
+    large_team = await team(alice, {"viewer": bob, **members}, name="Large")
+    counts = []
+    for workspace_id, count in ((small_team, 2), (large_team, 25)):
+        await _store_workflows(database, bob, count, workspace_id=workspace_id)
+        await _store_workflows(database, alice, count)
+        with counted_statements(database) as statements:
+            data = await bob.gql(TEAM_PAGE)
+        counts.append(len(statements))
+    page = data["workflows"]
+    assert page["totalCount"] == 27 and len(page["edges"]) == 27  # bob's: both teams
+    roles = {e["node"]["workspace"]["name"]: e["node"]["workspace"]["role"] for e in page["edges"]}
+    assert roles == {"Small": "editor", "Large": "viewer"}
+    large = next(e["node"] for e in page["edges"] if e["node"]["workspace"]["name"] == "Large")
+    assert len(large["workspace"]["members"]) == 4
+    # The page, its total, then one batch each for workspaces, members and users.
+    assert counts[0] == counts[1] <= MAX_STATEMENTS, counts

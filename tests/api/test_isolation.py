@@ -37,6 +37,7 @@ from tests.factories import (
     publish_workflow,
     workflow_input,
 )
+from tests.teams import ADD_MEMBER, CHANGE_ROLE, DELETE_WORKSPACE, REMOVE_MEMBER, RENAME_WORKSPACE
 
 
 @dataclass
@@ -45,6 +46,7 @@ class AliceWorld:
 
     workflow: dict[str, Any]
     token_id: str
+    workspace_id: str
 
 
 @pytest.fixture
@@ -54,7 +56,9 @@ async def world(alice) -> AliceWorld:
     activated = only(await alice.gql(SET_ACTIVE, {"id": workflow["id"], "active": True}))
     assert activated["active"] is True
     token_id = (await alice.gql("{ apiTokens { id } }"))["apiTokens"][0]["id"]
-    return AliceWorld(workflow=activated, token_id=token_id)
+    viewer = (await alice.gql("{ viewer { personalWorkspace { id } } }"))["viewer"]
+    workspace_id = viewer["personalWorkspace"]["id"]
+    return AliceWorld(workflow=activated, token_id=token_id, workspace_id=workspace_id)
 
 
 TOKEN_RESULT = "__typename ... on ForbiddenError { message } ... on NotFoundError { id }"
@@ -133,6 +137,27 @@ MUTATION_CASES: dict[str, tuple[str, Any, str]] = {
         lambda w: {"u": None},  # filled in with alice's user id by the test
         "ForbiddenError",
     ),
+    "renameWorkspace": (
+        RENAME_WORKSPACE,
+        lambda w: {"id": w.workspace_id, "name": "pwned"},
+        "NotFoundError",
+    ),
+    "deleteWorkspace": (DELETE_WORKSPACE, lambda w: {"id": w.workspace_id}, "NotFoundError"),
+    "addWorkspaceMember": (
+        ADD_MEMBER,
+        lambda w: {"ws": w.workspace_id, "user": "u", "role": "owner"},  # "u": bob, below
+        "NotFoundError",
+    ),
+    "changeMemberRole": (
+        CHANGE_ROLE,
+        lambda w: {"ws": w.workspace_id, "user": "alice", "role": "viewer"},
+        "NotFoundError",
+    ),
+    "removeWorkspaceMember": (
+        REMOVE_MEMBER,
+        lambda w: {"ws": w.workspace_id, "user": "alice"},
+        "NotFoundError",
+    ),
     "revokeApiToken": (
         "mutation($id: ID!) { revokeApiToken(id: $id) { __typename ... on NotFoundError { id } } }",
         lambda w: {"id": w.token_id},
@@ -150,6 +175,7 @@ EXPORT_TEST = EXPORTS_TEST + "test_another_users_workflow_and_a_missing_version_
 POLICY_READS_TEST = "test_node_type_policies.py::test_another_workspace_cannot_be_looked_at"
 POLICIES_TEST = "test_node_type_policies.py::test_bad_changes_are_refused_and_record_nothing"
 PREVIEWS_TEST = "test_expression_preview.py::test_bad_input_is_a_typed_result"
+WORKSPACES_TEST = "test_workspaces.py::test_members_share_a_workspace_and_others_see_nothing_of_it"
 MUTATIONS_CHECKED_ELSEWHERE = {
     "createNodeType": DECLARATIVE_TEST,
     "updateNodeType": DECLARATIVE_TEST,
@@ -162,6 +188,7 @@ MUTATIONS_CHECKED_ELSEWHERE = {
     "updateCredential": CREDENTIALS_TEST,
     "deleteCredential": CREDENTIALS_TEST,
     "setNodeTypeEnabled": POLICIES_TEST,
+    "createWorkspace": WORKSPACES_TEST,
     "importWorkflow": EXPORTS_TEST + "test_importing_into_another_users_workspace_is_not_found",
 }
 QUERIES_CHECKED = {
@@ -184,6 +211,8 @@ QUERIES_CHECKED = {
     "evaluateExpression": PREVIEWS_TEST,
     "evaluateParameters": PREVIEWS_TEST,
     "systemStatus": "test_bob_cannot_see_the_system_status",
+    "workspaces": WORKSPACES_TEST,
+    "workspace": WORKSPACES_TEST,
 }
 
 
@@ -204,11 +233,14 @@ async def test_bob_cannot_change_alices_data(alice, bob, world, db_state, mutati
     values = variables(world)
     if "u" in values:
         values["u"] = alice.user_id
+    members = {"u": bob.user_id, "alice": alice.user_id}
+    if "user" in values:
+        values["user"] = members[values["user"]]
     before = await db_state()
     result = only(await bob.gql(operation, values))
     assert result["__typename"] == expected, result
     if expected == "NotFoundError":
-        assert result["id"] in (world.workflow["id"], world.token_id)
+        assert result["id"] in (world.workflow["id"], world.token_id, world.workspace_id)
     assert await db_state() == before
     mine = (await alice.gql(GET, {"id": world.workflow["id"]}))["workflow"]
     assert mine == {key: world.workflow[key] for key in mine}

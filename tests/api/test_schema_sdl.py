@@ -146,6 +146,8 @@ def test_contract_names_are_present():
         "ValidationError",
         "NotFoundError",
         "VersionConflictError",
+        # Issue 18: a role that may read a workflow but not change it.
+        "ForbiddenError",
     }
     edge_input = schema.type_map["EdgeInput"].fields
     assert edge_input["sourceOutput"].default_value == "main"

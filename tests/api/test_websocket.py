@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from gql import gql
+from gql.transport.exceptions import TransportQueryError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from server.app import create_app
-from tests.live import serve
+from tests.conftest import Caller, MakeCaller
+from tests.factories import LIST, only, workflow_input
+from tests.live import client, serve
+from tests.teams import CHANGE_ROLE, CREATE_IN, REMOVE_MEMBER, team
 
 PROTOCOL = "graphql-transport-ws"
 
@@ -95,3 +101,47 @@ async def test_malformed_messages_close_the_connection(ws_url, message):
             await asyncio.wait_for(websocket.recv(), timeout=10)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4400
+
+
+async def test_queries_and_mutations_over_a_websocket_see_membership_changes(
+    app: Any, alice: Caller, bob: Caller, make_caller: MakeCaller
+) -> None:
+    carol = await make_caller("carol")
+    # Each operation authenticates again: a removed member changes nothing, a demoted one
+    # only what the new role allows, however long the connection has been open.
+    workspace_id = await team(alice, {"editor": bob, "admin": carol})
+    async with (
+        serve(app) as url,
+        client(url, bob.token) as bobs,
+        client(url, carol.token) as carols,
+    ):
+        assert await _create_over(bobs, workspace_id, "A") == "Workflow"
+        only(await alice.gql(REMOVE_MEMBER, {"ws": workspace_id, "user": bob.user_id}))
+        assert await _create_over(bobs, workspace_id, "B") == "NotFoundError"
+        demoted = {"ws": workspace_id, "user": carol.user_id, "role": "viewer"}
+        assert only(await alice.gql(CHANGE_ROLE, demoted))["__typename"] == "WorkspaceMember"
+        assert await _create_over(carols, workspace_id, "C") == "ForbiddenError"
+    listed = (await alice.gql(LIST))["workflows"]["edges"]
+    assert [edge["node"]["name"] for edge in listed] == ["A"]
+
+
+async def test_a_token_revoked_while_connected_runs_no_more_queries(
+    app: Any, alice: Caller
+) -> None:
+    async with serve(app) as url, client(url, alice.token) as session:
+        assert (await session.execute(gql("{ viewer { name } }")))["viewer"]["name"] == "alice"
+        (token,) = (await alice.gql("{ apiTokens { id } }"))["apiTokens"]
+        await alice.gql(
+            "mutation($id: ID!) { revokeApiToken(id: $id) { __typename } }",
+            {"id": token["id"]},
+        )
+        with pytest.raises(TransportQueryError) as failure:
+            await session.execute(gql("{ viewer { name } }"))
+    assert failure.value.errors is not None
+    assert failure.value.errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def _create_over(session: Any, workspace_id: str, name: str) -> str:
+    request = gql(CREATE_IN)
+    request.variable_values = {"input": workflow_input(name), "ws": workspace_id}
+    return str((await session.execute(request))["createWorkflow"]["__typename"])

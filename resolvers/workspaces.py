@@ -1,0 +1,247 @@
+"""Workspaces and their members: create, rename, delete, add, change a role, remove.
+
+Who may do each is decided by resolvers/permissions.py; the one rule it cannot express
+alone is about owners: making someone an owner, or changing or removing an owner, needs
+the owner's own action (`Action.OWN`), and anyone may leave a workspace (with a scoped
+token, only one that may manage members). Each change decides again, under the workspace's
+lock, on the caller's role as stored (`_locked`).
+"""
+
+from __future__ import annotations
+
+import strawberry
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.workflow_fields import Collected, check_text
+from resolvers import mapping
+from resolvers.context import Context
+from resolvers.permissions import check_role, refusal, refusal_for, scope
+from resolvers.workflows import validation_error
+from schema import results, types
+from storage import errors, workspaces
+from storage.accounts import with_membership
+from storage.models import Membership, User
+from storage.roles import Action, Role, weaker
+
+Info = strawberry.Info[Context, None]
+
+MAX_WORKSPACE_NAME = 255
+
+
+def _not_found(kind: str, identifier: str) -> results.NotFoundError:
+    return results.NotFoundError(
+        message=f"{kind} {identifier!r} not found", id=strawberry.ID(identifier)
+    )
+
+
+def _refused(exc: workspaces.WorkspaceRefusal, field: str) -> results.ValidationError:
+    collected = Collected()
+    collected.add(exc.code, str(exc), field)
+    return validation_error(collected.problems)
+
+
+def _checked_name(name: str) -> results.ValidationError | None:
+    collected = Collected()
+    check_text(collected, name, "name", max_length=MAX_WORKSPACE_NAME, required=True)
+    return validation_error(collected.problems) if collected.problems else None
+
+
+def _checked_role(name: str) -> Role | results.ValidationError:
+    collected = Collected()
+    role = check_role(collected, name)
+    return validation_error(collected.problems) if role is None else role
+
+
+def _forget(info: Info, user_id: str) -> None:
+    """Roles are part of a cached principal: a change shows at once in this process."""
+    info.context.services.authenticator.forget_user(user_id)
+
+
+async def _locked(info: Info, session: AsyncSession, workspace_id: str) -> Role | None:
+    """Take the workspace's lock; the caller's role in it as stored now (capped by a scoped
+    token), None when they are no longer a member. Changes decide on this role, not on the
+    principal: one cached by another replica, or read before a change that this one waited
+    for (two owners demoting each other), gives no rights the caller no longer has."""
+    await info.context.database.lock(session, workspaces.lock_name(workspace_id))
+    viewer = info.context.viewer()
+    try:
+        stored = await workspaces.get_member_role(session, workspace_id, viewer.user_id)
+    except errors.NotFoundError:
+        return None
+    return None if stored is None else weaker(stored, viewer.token_role)
+
+
+# Queries
+
+
+async def workspaces_list(info: Info) -> list[types.Workspace]:
+    viewer = info.context.viewer()
+    async with info.context.database.session() as session:
+        rows = await workspaces.workspaces_of(session, viewer.workspace_ids)
+    return [mapping.workspace(row) for row in rows]
+
+
+async def workspace(info: Info, id: strawberry.ID) -> types.Workspace | None:
+    if str(id) not in scope(info):
+        return None
+    return await info.context.loaders.workspaces.load(str(id))
+
+
+# Mutations
+
+
+async def create_workspace(info: Info, name: str) -> results.WorkspaceResult:
+    viewer = info.context.viewer()
+    if viewer.scoped:
+        return results.ForbiddenError(message="a scoped token cannot create workspaces")
+    if (invalid := _checked_name(name)) is not None:
+        return invalid
+    async with info.context.database.transaction() as session:
+        row = await workspaces.create_workspace(session, name.strip(), viewer.user_id)
+    _forget(info, viewer.user_id)
+    info.context.principal = with_membership(viewer, row.id, Role.OWNER)
+    return mapping.workspace(row)
+
+
+async def rename_workspace(info: Info, id: strawberry.ID, name: str) -> results.WorkspaceResult:
+    viewer = info.context.viewer()
+    if str(id) not in viewer.workspace_ids:
+        return _not_found("workspace", str(id))
+    if (forbidden := refusal(info, str(id))) is not None:
+        return forbidden
+    if (invalid := _checked_name(name)) is not None:
+        return invalid
+    async with info.context.database.transaction() as session:
+        mine = await _locked(info, session, str(id))
+        if mine is None:
+            return _not_found("workspace", str(id))
+        if (forbidden := refusal_for(info, mine)) is not None:
+            return forbidden
+        row = await workspaces.rename_workspace(session, str(id), name.strip())
+    return mapping.workspace(row)
+
+
+async def delete_workspace(info: Info, id: strawberry.ID) -> results.DeleteWorkspaceResult:
+    viewer = info.context.viewer()
+    if str(id) not in viewer.workspace_ids:
+        return _not_found("workspace", str(id))
+    if (forbidden := refusal(info, str(id))) is not None:
+        return forbidden
+    try:
+        async with info.context.database.transaction() as session:
+            mine = await _locked(info, session, str(id))
+            if mine is None:
+                return _not_found("workspace", str(id))
+            if (forbidden := refusal_for(info, mine)) is not None:
+                return forbidden
+            members = await workspaces.members_by_workspace(session, [str(id)])
+            await workspaces.delete_workspace(session, str(id))
+    except workspaces.WorkspaceRefusal as exc:
+        return _refused(exc, "id")
+    for member in members[str(id)]:
+        _forget(info, member.user.id)
+    return results.Deleted(id=id)
+
+
+async def add_workspace_member(
+    info: Info, workspace_id: strawberry.ID, user_id: strawberry.ID, role: str
+) -> results.MemberResult:
+    viewer = info.context.viewer()
+    if str(workspace_id) not in viewer.workspace_ids:
+        return _not_found("workspace", str(workspace_id))
+    checked = _checked_role(role)
+    if isinstance(checked, results.ValidationError):
+        return checked
+    needed = Action.OWN if checked is Role.OWNER else None
+    if (forbidden := refusal(info, str(workspace_id), needed)) is not None:
+        return forbidden
+    try:
+        async with info.context.database.transaction() as session:
+            mine = await _locked(info, session, str(workspace_id))
+            if mine is None:
+                return _not_found("workspace", str(workspace_id))
+            if (forbidden := refusal_for(info, mine, needed)) is not None:
+                return forbidden
+            row = await workspaces.add_member(session, str(workspace_id), str(user_id), checked)
+            member = await _mapped_member(session, row)
+    except errors.NotFoundError:
+        return _not_found("user", str(user_id))
+    except workspaces.WorkspaceRefusal as exc:
+        return _refused(exc, "userId")
+    _forget(info, str(user_id))
+    return member
+
+
+async def _mapped_member(session: AsyncSession, row: Membership) -> types.WorkspaceMember:
+    """The member as the change's own transaction reads them (the user row is there: the
+    membership refers to it), so that an answer never misses its user."""
+    user = await session.get(User, row.user_id)
+    if user is None:  # the membership's foreign key keeps the user while it exists
+        raise errors.NotFoundError("user", row.user_id)
+    return types.WorkspaceMember(user=mapping.user(user), role=row.role)
+
+
+async def change_member_role(
+    info: Info, workspace_id: strawberry.ID, user_id: strawberry.ID, role: str
+) -> results.MemberResult:
+    viewer = info.context.viewer()
+    if str(workspace_id) not in viewer.workspace_ids:
+        return _not_found("workspace", str(workspace_id))
+    checked = _checked_role(role)
+    if isinstance(checked, results.ValidationError):
+        return checked
+    if (forbidden := refusal(info, str(workspace_id))) is not None:
+        return forbidden
+    try:
+        async with info.context.database.transaction() as session:
+            mine = await _locked(info, session, str(workspace_id))
+            if mine is None:
+                return _not_found("workspace", str(workspace_id))
+            if (forbidden := refusal_for(info, mine)) is not None:
+                return forbidden
+            current = await workspaces.get_member_role(session, str(workspace_id), str(user_id))
+            owners = Role.OWNER in (checked, current)
+            if owners and (forbidden := refusal_for(info, mine, Action.OWN)) is not None:
+                return forbidden
+            row = await workspaces.change_role(session, str(workspace_id), str(user_id), checked)
+            member = await _mapped_member(session, row)
+    except errors.NotFoundError:
+        return _not_found("member", str(user_id))
+    except workspaces.WorkspaceRefusal as exc:
+        return _refused(exc, "role")
+    _forget(info, str(user_id))
+    return member
+
+
+async def remove_workspace_member(
+    info: Info, workspace_id: strawberry.ID, user_id: strawberry.ID
+) -> results.MemberResult:
+    viewer = info.context.viewer()
+    if str(workspace_id) not in viewer.workspace_ids:
+        return _not_found("workspace", str(workspace_id))
+    leaving = str(user_id) == viewer.user_id
+    if (not leaving or viewer.scoped) and (forbidden := refusal(info, str(workspace_id))):
+        return forbidden
+    try:
+        async with info.context.database.transaction() as session:
+            mine = await _locked(info, session, str(workspace_id))
+            if mine is None:
+                return _not_found("workspace", str(workspace_id))
+            # Anyone may leave, except with a scoped token that may not manage members:
+            # a leaked read-only token must not end its user's membership.
+            if (not leaving or viewer.scoped) and (
+                forbidden := refusal_for(info, mine)
+            ) is not None:
+                return forbidden
+            current = await workspaces.get_member_role(session, str(workspace_id), str(user_id))
+            owner = current is Role.OWNER and not leaving
+            if owner and (forbidden := refusal_for(info, mine, Action.OWN)) is not None:
+                return forbidden
+            row = await workspaces.remove_member(session, str(workspace_id), str(user_id))
+            member = await _mapped_member(session, row)
+    except errors.NotFoundError:
+        return _not_found("member", str(user_id))
+    except workspaces.WorkspaceRefusal as exc:
+        return _refused(exc, "userId")
+    _forget(info, str(user_id))
+    return member
