@@ -24,8 +24,9 @@ from server.observability import Observability
 from server.settings import InvalidSettingsError, load_settings
 from storage import executions, workflows
 from storage.db import Database
-from storage.executions import DatabaseExecutionSource
+from storage.execution_source import DatabaseExecutionSource
 from storage.models import Execution, Workflow
+from storage.recorder import GroupCommitWriter
 from storage.types import utcnow
 from tests.api.test_executions import create, execute
 from tests.api.test_http_node import MockApi, api  # noqa: F401 (a fixture)
@@ -274,11 +275,11 @@ async def test_a_graceful_handover_is_not_an_expired_lease(
 ) -> None:
     metrics.enable("worker", "test")
     execution_id = await _queued_execution(alice, database)
-    stopping = DatabaseExecutionSource(database, owner="stopping")
+    stopping = DatabaseExecutionSource(database, GroupCommitWriter(database), owner="stopping")
     loaded = await stopping.load(execution_id)
     assert loaded is not None and await stopping.claim(loaded)
     await stopping.release(loaded, resume_now=True)  # what a clean stop does
-    taker = DatabaseExecutionSource(database, owner="taker")
+    taker = DatabaseExecutionSource(database, GroupCommitWriter(database), owner="taker")
     again = await taker.load(execution_id)
     assert again is not None and await taker.claim(again)
     assert _counted("loom_leases_expired_total") == 0
@@ -287,7 +288,7 @@ async def test_a_graceful_handover_is_not_an_expired_lease(
 async def test_a_lease_run_out_is_counted_expired(alice: Caller, database: Database) -> None:
     metrics.enable("worker", "test")
     execution_id = await _queued_execution(alice, database)
-    dying = DatabaseExecutionSource(database, owner="dying")
+    dying = DatabaseExecutionSource(database, GroupCommitWriter(database), owner="dying")
     loaded = await dying.load(execution_id)
     assert loaded is not None and await dying.claim(loaded)
     async with database.transaction() as session:  # its holder died: the lease runs out
@@ -296,7 +297,7 @@ async def test_a_lease_run_out_is_counted_expired(alice: Caller, database: Datab
             .where(col(Execution.id) == execution_id)
             .values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
-    taker = DatabaseExecutionSource(database, owner="taker")
+    taker = DatabaseExecutionSource(database, GroupCommitWriter(database), owner="taker")
     again = await taker.load(execution_id)
     assert again is not None and again.lease_held and await taker.claim(again)
     assert _counted("loom_leases_expired_total") == 1
