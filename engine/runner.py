@@ -288,7 +288,8 @@ class ExecutionRunner:
                 self.leases.drop(execution_id)
             if outcome is not None and self.on_finished is not None:
                 try:
-                    await self.on_finished(loaded, outcome)
+                    with tracing.log_ids(loaded):
+                        await self.on_finished(loaded, outcome)
                 except Exception:
                     logger.exception("after execution %s", execution_id)
         return outcome

@@ -184,10 +184,19 @@ def _execution_run(loaded: LoadedExecution) -> Iterator[Span | None]:
         "loom.execution.resumed": loaded.resumed,
     }
     with (
-        log_context.bound(execution_id=loaded.execution_id, workflow_id=loaded.workflow_id),
+        log_ids(loaded),
         span("loom.execution", attributes, parent=loaded.traceparent or {}) as created,
     ):
         yield created
+
+
+def log_ids(loaded: LoadedExecution) -> contextlib.AbstractContextManager[None]:
+    """The execution's ids bound for log records (and no node's: its run's own lines)."""
+    if not _log_context:
+        return _NOTHING
+    return log_context.bound(
+        execution_id=loaded.execution_id, workflow_id=loaded.workflow_id, node_id=None, attempt=None
+    )
 
 
 def record_outcome(created: Span | None, status: str) -> None:

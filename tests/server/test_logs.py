@@ -27,6 +27,7 @@ from server.app import create_app
 from server.settings import InvalidSettingsError, load_settings
 from server.telemetry import log_handler
 from tests.api.test_executions import create, execute, finished
+from tests.api.test_subworkflows import until
 from tests.conftest import Caller
 from tests.distributed.cluster import free_port
 from tests.factories import edge, node
@@ -224,3 +225,36 @@ def test_serve_in_json_writes_only_json_lines_and_an_access_log_without_queries(
     ]
     assert all(len(line["request_id"]) == 16 for line in access)
     assert "query-secret" not in text and "path-secret" not in text
+
+
+async def test_a_called_workflow_logs_its_own_ids_not_its_callers(
+    app, alice: Caller, json_logs: io.StringIO
+) -> None:
+    called = await create(
+        alice,
+        [node("called", "Called", "execute_workflow_trigger"), node("work", "Work", "test_logs")],
+        [edge("called", "work")],
+    )
+    calling = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node(
+                "call",
+                "Call",
+                "execute_workflow",
+                parameters={"workflowId": called, "source": "draft"},
+            ),
+        ],
+        [edge("start", "call")],
+    )
+    started = await execute(alice, calling)
+    assert (await until(alice, started["id"], {"SUCCEEDED"}))["status"] == "SUCCEEDED"
+    (line,) = [line for line in _lines(json_logs) if line["message"] == "node at work"]
+    assert line["execution_id"] != started["id"]
+    assert (line["workflow_id"], line["node_id"], line["attempt"]) == (called, "work", 1)
+    # The caller's request is not the child's: a run's task starts from a fresh context.
+    assert "request_id" not in line
+    for other in _lines(json_logs):
+        if other.get("execution_id") == line["execution_id"]:
+            assert other.get("node_id") in (None, "called", "work"), other
