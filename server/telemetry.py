@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from server.settings import Settings
 
 access_logger = logging.getLogger("loom.access")
-# Webhook paths are capabilities (whoever knows one starts runs): logs and spans name the
-# route, never the path.
-_WEBHOOK_PREFIX = "/webhook/"
+# What spans and access-log lines say of a request no route matched. They name the route a
+# request matched, never its path: webhook paths are capabilities (whoever knows one starts
+# runs), and scanners' paths are unbounded.
+UNMATCHED = "unmatched"
 
 
 def configure_logging(settings: Settings) -> None:
@@ -118,8 +119,6 @@ class RequestObservation:
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
-        path: str = scope["path"]
-        route = "/webhook/{path}" if path.startswith(_WEBHOOK_PREFIX) else path
         status = 500
         started = time.perf_counter()
 
@@ -133,17 +132,21 @@ class RequestObservation:
         for name, value in scope["headers"]:
             if name == b"traceparent":
                 headers["traceparent"] = value.decode("latin-1")
-        attributes = {"http.request.method": method, "http.route": route}
+        attributes = {"http.request.method": method}
         try:
-            with tracing.span(
-                f"{method} {route}", attributes, parent=headers, kind="SERVER"
-            ) as span:
-                await self.app(scope, receive, observed_send)
-                if span is not None:
-                    span.set_attribute("http.response.status_code", status)
+            with tracing.span(method, attributes, parent=headers, kind="SERVER") as span:
+                try:
+                    await self.app(scope, receive, observed_send)
+                finally:
+                    if span is not None:
+                        route = _route(scope)
+                        span.update_name(f"{method} {route}")
+                        span.set_attribute("http.route", route)
+                        span.set_attribute("http.response.status_code", status)
         finally:
             if self.access_log:
                 duration_ms = (time.perf_counter() - started) * 1000
+                route = _route(scope)
                 access_logger.info(
                     "%s %s %d %.1f ms",
                     method,
@@ -157,3 +160,9 @@ class RequestObservation:
                         "duration_ms": round(duration_ms, 2),
                     },
                 )
+
+
+def _route(scope: Scope) -> str:
+    """The path template of the route the router matched (set once the app has run)."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED

@@ -175,6 +175,19 @@ async def test_a_caller_traceparent_is_continued(app, alice: Caller, spans: Any)
     assert parent_of(request) == 0xB7AD6B7169203331
 
 
+async def test_a_request_span_names_the_route_never_the_path(
+    app, alice: Caller, spans: Any
+) -> None:
+    for path in ("/webhook/span-secret", "/Webhook/span-secret", "//webhook/span-secret"):
+        assert (await alice.http.get(path)).status_code == 404
+    assert [(span.name, span.attributes["http.route"]) for span in spans.get_finished_spans()] == [
+        ("GET /webhook/{path:path}", "/webhook/{path:path}"),
+        ("GET unmatched", "unmatched"),
+        ("GET unmatched", "unmatched"),
+    ]
+    assert "span-secret" not in _exported(spans)
+
+
 async def test_a_traceparent_header_the_user_sets_is_sent_as_it_is(
     app, alice: Caller, spans: Any, remote: Any
 ) -> None:
