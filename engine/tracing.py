@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine import log_context
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from engine.runner import LoadedExecution
 
 TRACEPARENT = "traceparent"
+SpanKindName = Literal["INTERNAL", "SERVER"]
 # One object for every "nothing to do": entering it costs next to nothing.
 _NOTHING = contextlib.nullcontext()
 
@@ -133,11 +134,14 @@ def span(
     attributes: Mapping[str, Any],
     *,
     parent: str | Mapping[str, str] | None = None,
-    kind: str = "INTERNAL",
+    kind: SpanKindName = "INTERNAL",
     passing: tuple[type[BaseException], ...] = (),
+    link: bool = False,
 ) -> Iterator[Span | None]:
     """A span named `name`, current inside; a child of `parent` (a traceparent, or request
-    headers holding one) if given, else of the current span. Yields None with tracing off.
+    headers holding one) if given, else of the current span; with `link`, a new trace's root
+    that only links to `parent` (a context an untrusted caller chose: neither its trace id
+    nor its sampling decision is taken). Yields None with tracing off.
     An exception leaving it (but one of `passing`) marks it as an error, with the
     exception's type only."""
     tracer = _tracer
@@ -145,13 +149,19 @@ def span(
         yield None
         return
     from opentelemetry import trace
-    from opentelemetry.trace import SpanKind, StatusCode
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Link, SpanKind, StatusCode
 
     context = None
+    links = []
     if parent is not None:
         carrier = {TRACEPARENT: parent} if isinstance(parent, str) else parent
         context = _propagator().extract(carrier)
-    created = tracer.start_span(name, context, SpanKind[kind], attributes=attributes)
+        if link:
+            linked = trace.get_current_span(context).get_span_context()
+            links = [Link(linked)] if linked.is_valid else []
+            context = Context()
+    created = tracer.start_span(name, context, SpanKind[kind], attributes=attributes, links=links)
     try:
         with trace.use_span(created, record_exception=False, set_status_on_exception=False):
             yield created

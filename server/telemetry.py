@@ -102,9 +102,9 @@ def note_operation(operation_name: str | None) -> None:
 
 class RequestObservation:
     """Per HTTP request: a request id bound for log lines (and given to the GraphQL context,
-    so an internal error's message names it), a server span (a child of the caller's
-    `traceparent`, if it sends one) and, with `access_log`, one log line when it ends.
-    Websockets get a request id per connection."""
+    so an internal error's message names it), a server span (for `/graphql`, a child of the
+    caller's `traceparent`, if it sends one; elsewhere, a root linking to it) and, with
+    `access_log`, one log line when it ends. Websockets get a request id per connection."""
 
     def __init__(self, app: ASGIApp, *, access_log: bool) -> None:
         self.app = app
@@ -134,7 +134,12 @@ class RequestObservation:
                 headers["traceparent"] = value.decode("latin-1")
         attributes = {"http.request.method": method}
         try:
-            with tracing.span(method, attributes, parent=headers, kind="SERVER") as span:
+            # Only the API, which authenticates its callers, continues a caller's trace; a
+            # span of any other route (webhooks above all) links to it from a trace of its own.
+            trusted = scope["path"] == "/graphql"
+            with tracing.span(
+                method, attributes, parent=headers, kind="SERVER", link=not trusted
+            ) as span:
                 try:
                     await self.app(scope, receive, observed_send)
                 finally:

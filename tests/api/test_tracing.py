@@ -175,6 +175,32 @@ async def test_a_caller_traceparent_is_continued(app, alice: Caller, spans: Any)
     assert parent_of(request) == 0xB7AD6B7169203331
 
 
+@pytest.mark.parametrize("flags", ["01", "00"])
+async def test_a_webhook_caller_traceparent_is_only_linked(
+    app, alice: Caller, spans: Any, flags: str
+) -> None:
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    traceparent = f"00-{caller_trace}-b7ad6b7169203331-{flags}"
+    response = await alice.http.post("/webhook/none", json={}, headers={"traceparent": traceparent})
+    assert response.status_code == 404
+    (request,) = spans.get_finished_spans()  # recorded even though the caller sampled it out
+    assert request.name == "POST /webhook/{path:path}"
+    assert request.parent is None
+    assert f"{request.context.trace_id:032x}" != caller_trace
+    (link,) = request.links
+    assert f"{link.context.trace_id:032x}" == caller_trace
+    assert link.context.span_id == 0xB7AD6B7169203331
+
+
+async def test_a_malformed_traceparent_starts_a_trace_of_its_own(
+    app, alice: Caller, spans: Any
+) -> None:
+    for path in ("/webhook/none", "/graphql"):
+        await alice.http.post(path, json={}, headers={"traceparent": "00-not-a-trace-01"})
+    for request in spans.get_finished_spans():
+        assert request.parent is None and not request.links
+
+
 async def test_a_request_span_names_the_route_never_the_path(
     app, alice: Caller, spans: Any
 ) -> None:
