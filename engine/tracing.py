@@ -68,7 +68,8 @@ def new_provider(process: str) -> TracerProvider:
     resource = Resource.create({"loom.process": process})
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "loom"}))
-    return TracerProvider(resource=resource)
+    # Not at exit: `shutdown` bounds how long a process ending waits for its collector.
+    return TracerProvider(resource=resource, shutdown_on_exit=False)
 
 
 def configure_otlp(process: str) -> None:
@@ -89,12 +90,22 @@ def install(provider: TracerProvider | None) -> None:
     _tracer = None if provider is None else provider.get_tracer("loom")
 
 
-def shutdown() -> None:
-    """Export what is pending and stop (a process ending)."""
+def shutdown(timeout_s: float | None = None) -> None:
+    """Export what is pending and stop (a process ending). With `timeout_s`, return after
+    that long even if the collector has not answered (the exporter retries a failing one for
+    about 30 s, past an orchestrator's grace period); what is left is not exported."""
     provider = _provider
     install(None)
-    if provider is not None:
+    if provider is None:
+        return
+    if timeout_s is None:
         provider.shutdown()
+        return
+    import threading
+
+    stopping = threading.Thread(target=provider.shutdown, name="tracing shutdown", daemon=True)
+    stopping.start()
+    stopping.join(timeout_s)
 
 
 def current_traceparent() -> str | None:

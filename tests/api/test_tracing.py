@@ -271,3 +271,37 @@ async def test_a_failed_node_and_execution_are_marked_as_errors(
 
 def _exported(exporter: InMemorySpanExporter) -> str:
     return json.dumps([json.loads(span.to_json()) for span in exporter.get_finished_spans()])
+
+
+def test_stopping_tracing_waits_for_a_failing_collector_only_as_long_as_asked() -> None:
+    import threading
+    import time
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    released = threading.Event()
+
+    class Unanswering(SpanExporter):
+        """A collector that never answers (until the test ends)."""
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            released.wait(30)
+            return SpanExportResult.FAILURE
+
+    provider = tracing.new_provider("api")
+    provider.add_span_processor(BatchSpanProcessor(Unanswering()))
+    tracing.install(provider)
+    try:
+        with tracing.span("pending", {}):
+            pass
+        started = time.monotonic()
+        tracing.shutdown(timeout_s=0.2)
+        assert time.monotonic() - started < 5
+        assert not tracing.enabled()
+    finally:
+        released.set()
