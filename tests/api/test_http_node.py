@@ -471,26 +471,20 @@ async def test_a_secret_search_of_everything_finds_nothing(
     (events, node runs, outputs, credentials) is searched for the secret values. (The mock's
     /echo would hand the Authorization header back as output, which the user asked for: it
     is not used here.)"""
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
     from engine import tracing
     from server.telemetry import log_handler
+    from tests.tracing_helpers import spans_in_memory
 
     caplog.set_level(logging.DEBUG)
     json_lines = io.StringIO()
     handler = log_handler(settings.model_copy(update={"log_format": "json"}), json_lines)
     handler.addFilter(lambda record: not record.name.startswith(NOT_LOOM))
     logging.getLogger().addHandler(handler)
-    spans = InMemorySpanExporter()
-    provider = tracing.new_provider("api")
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    tracing.install(provider)
     try:
-        await _search_everything(app, alice, api, db_state, caplog, json_lines, spans)
+        with spans_in_memory() as spans:
+            await _search_everything(app, alice, api, db_state, caplog, json_lines, spans)
     finally:
         logging.getLogger().removeHandler(handler)
-        tracing.shutdown()
         tracing.bind_log_context(False)
 
 

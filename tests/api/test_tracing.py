@@ -9,9 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import text
 
@@ -22,6 +20,7 @@ from tests.api.test_executions import create, execute, finished
 from tests.api.test_http_node import close_http
 from tests.conftest import Caller
 from tests.factories import edge, node
+from tests.tracing_helpers import recording_api, spans_in_memory
 
 ITEM_DATA = "item-data-never-in-a-span"
 HEADER_VALUE = "header-value-never-in-a-span"
@@ -29,14 +28,8 @@ HEADER_VALUE = "header-value-never-in-a-span"
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = tracing.new_provider("api")
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
+    with spans_in_memory() as exporter:
         yield exporter
-    finally:
-        tracing.shutdown()
 
 
 @pytest.fixture
@@ -51,26 +44,8 @@ async def app(database, settings, registry, spans) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def remote() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
-    """A local API recording the headers of each request."""
-    seen: list[dict[str, str]] = []
-
-    async def answer(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
-        return web.json_response({"ok": True})
-
-    async def unavailable(_: web.Request) -> web.Response:
-        return web.Response(status=503, text="down")
-
-    server = web.Application()
-    server.router.add_get("/", answer)
-    server.router.add_get("/unavailable", unavailable)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/", seen
-    await runner.cleanup()
+    async with recording_api() as api:
+        yield api
 
 
 def by_name(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:

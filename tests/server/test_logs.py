@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from engine import log_context, tracing
@@ -32,6 +31,7 @@ from tests.conftest import Caller
 from tests.distributed.cluster import free_port
 from tests.factories import edge, node
 from tests.server.loom_process import LOOM, loom_env, run_loom
+from tests.tracing_helpers import spans_in_memory as recorded_spans
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -117,14 +117,8 @@ async def app(database, settings, spans_in_memory) -> AsyncIterator[Any]:
 
 @pytest.fixture
 def spans_in_memory() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = tracing.new_provider("api")
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
+    with recorded_spans() as exporter:
         yield exporter
-    finally:
-        tracing.shutdown()
 
 
 async def test_a_node_logs_with_its_request_execution_workflow_node_attempt_and_span(
