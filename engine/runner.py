@@ -269,7 +269,7 @@ class ExecutionRunner:
         try:
             with tracing.execution_run(loaded) as span:
                 outcome = await self._run_claimed(loaded, handover)
-                tracing.record_outcome(span, outcome.status.value)
+                tracing.record_outcome(span, outcome.status)
         except asyncio.CancelledError as exc:
             reason = exc.args[0] if exc.args else None
             if reason in INTERRUPTIONS:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from engine.events import NodeRunState
     from engine.runner import LoadedExecution
+    from engine.states import ExecutionStatus
 
 TRACEPARENT = "traceparent"
 SpanKindName = Literal["INTERNAL", "SERVER"]
@@ -220,14 +221,14 @@ def log_ids(loaded: LoadedExecution) -> contextlib.AbstractContextManager[None]:
     )
 
 
-def record_outcome(created: Span | None, status: str) -> None:
+def record_outcome(created: Span | None, status: ExecutionStatus) -> None:
     """Note how an execution's run ended on its span (`execution_run`)."""
     if created is None:
         return
     from opentelemetry.trace import StatusCode
 
-    created.set_attribute("loom.execution.status", status)
-    if status == "FAILED":
+    created.set_attribute("loom.execution.status", status.value)
+    if status is ExecutionStatus.FAILED:
         created.set_status(StatusCode.ERROR)
 
 

@@ -36,7 +36,8 @@ def configure_logging(settings: Settings) -> None:
     )
     # Alembic announces each of its plugins at INFO; the migrations it runs stay visible.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    access_logger.disabled = not settings.access_log
+    # The JSON format writes the ids of the execution and node in hand: the engine binds them.
+    tracing.bind_log_context(settings.log_format == "json")
 
 
 def log_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
@@ -60,7 +61,6 @@ def log_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Ha
         )
     )
     handler.addFilter(log_context.LogContextFilter(tracing.current_ids))
-    tracing.bind_log_context(True)
     return handler
 
 

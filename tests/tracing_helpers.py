@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 from aiohttp import web
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import text
 
 from engine import tracing
+from storage.db import Database, run_core
 from tests.distributed.cluster import free_port
 
 
@@ -51,3 +53,15 @@ async def recording_api() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         yield f"http://127.0.0.1:{port}/", seen
     finally:
         await runner.cleanup()
+
+
+async def stored_traceparent(database: Database, execution_id: str) -> str | None:
+    """The creator's context stored with an execution (`executions.traceparent`)."""
+    async with database.session() as session:
+        result = await run_core(
+            session,
+            text("SELECT traceparent FROM executions WHERE id = :id"),
+            {"id": execution_id},
+        )
+        stored: str | None = result.scalar_one()
+        return stored

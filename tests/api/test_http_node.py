@@ -478,6 +478,7 @@ async def test_a_secret_search_of_everything_finds_nothing(
     caplog.set_level(logging.DEBUG)
     json_lines = io.StringIO()
     handler = log_handler(settings.model_copy(update={"log_format": "json"}), json_lines)
+    tracing.bind_log_context(True)
     handler.addFilter(lambda record: not record.name.startswith(NOT_LOOM))
     logging.getLogger().addHandler(handler)
     try:

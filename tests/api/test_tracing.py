@@ -11,16 +11,15 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import text
 
 from engine import tracing
 from server.app import create_app
-from storage.db import Database, run_core
+from storage.db import Database
 from tests.api.test_executions import create, execute, finished
 from tests.api.test_http_node import close_http
 from tests.conftest import Caller
 from tests.factories import edge, node
-from tests.tracing_helpers import recording_api, spans_in_memory
+from tests.tracing_helpers import recording_api, spans_in_memory, stored_traceparent
 
 ITEM_DATA = "item-data-never-in-a-span"
 HEADER_VALUE = "header-value-never-in-a-span"
@@ -117,14 +116,7 @@ async def test_the_creating_context_is_stored_with_the_execution(
     workflow_id = await create(alice, *call_workflow(remote[0]))
     started = await execute(alice, workflow_id)
     await finished(app, alice, started["id"])
-    async with database.session() as session:
-        stored = (
-            await run_core(
-                session,
-                text("SELECT traceparent FROM executions WHERE id = :id"),
-                {"id": started["id"]},
-            )
-        ).scalar_one()
+    stored = await stored_traceparent(database, started["id"])
     (execution,) = by_name(spans, "loom.execution")
     requests = {span.context.span_id: span for span in by_name(spans, "POST /graphql")}
     creator = requests[parent_of(execution)]

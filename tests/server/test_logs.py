@@ -43,6 +43,7 @@ def json_logs(settings: Any) -> Iterator[io.StringIO]:
     """What Loom's loggers write, in the JSON format, for the test's length."""
     stream = io.StringIO()
     handler = log_handler(settings.model_copy(update={"log_format": "json"}), stream)
+    tracing.bind_log_context(True)
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
