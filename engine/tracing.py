@@ -227,6 +227,8 @@ def record_outcome(created: Span | None, status: ExecutionStatus) -> None:
         return
     from opentelemetry.trace import StatusCode
 
+    from engine.states import ExecutionStatus
+
     created.set_attribute("loom.execution.status", status.value)
     if status is ExecutionStatus.FAILED:
         created.set_status(StatusCode.ERROR)
