@@ -19,6 +19,7 @@ from tests.api.test_executions import create, execute, finished
 from tests.api.test_http_node import close_http
 from tests.conftest import Caller
 from tests.factories import edge, node
+from tests.polling import until
 from tests.tracing_helpers import recording_api, spans_in_memory, stored_traceparent
 
 ITEM_DATA = "item-data-never-in-a-span"
@@ -272,3 +273,39 @@ def test_stopping_tracing_waits_for_a_failing_collector_only_as_long_as_asked() 
         assert not tracing.enabled()
     finally:
         released.set()
+
+
+async def test_a_run_a_webhook_starts_is_a_child_of_the_webhook_span(
+    app, alice: Caller, spans: InMemorySpanExporter
+) -> None:
+    from tests.api.test_webhooks import hook_workflow
+
+    set_node = node("set", "Set", "set", parameters={"fields": [{"name": "x", "value": 1}]})
+    await hook_workflow(alice, {"path": "traced", "responseMode": "last_node"}, [set_node])
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    response = await alice.http.post("/webhook/traced", json={}, headers={"traceparent": caller})
+    assert response.status_code == 200, response.text
+    (hook,) = by_name(spans, "POST /webhook/{path:path}")
+    # The answer may come before the run's span ends (the last node answers).
+    (execution,) = await until(lambda: by_name(spans, "loom.execution"), what="the run's span")
+    assert execution.attributes["loom.execution.mode"] == "webhook"
+    assert execution.context.trace_id == hook.context.trace_id
+    assert parent_of(execution) == hook.context.span_id
+
+
+async def test_a_called_workflow_runs_under_the_calling_node_span(
+    app, alice: Caller, spans: InMemorySpanExporter
+) -> None:
+    from tests.api.test_subworkflows import DOUBLER_EDGES, DOUBLER_NODES, caller_nodes, run
+
+    called = await create(alice, DOUBLER_NODES, DOUBLER_EDGES)
+    calling = await create(alice, caller_nodes(called), [edge("start", "call")])
+    assert (await run(alice, calling, {"n": 1}))["status"] == "SUCCEEDED"
+    runs = by_name(spans, "loom.execution")
+    calling_runs = {s.context.span_id for s in runs if s.attributes["loom.workflow.id"] == calling}
+    (called_run,) = [s for s in runs if s.attributes["loom.workflow.id"] == called]
+    # The call parks its execution while the called one runs: an attempt in each of its runs.
+    calls = [s for s in by_name(spans, "loom.node") if s.attributes["loom.node.id"] == "call"]
+    assert calls and all(parent_of(call) in calling_runs for call in calls)
+    (parent,) = [call for call in calls if call.context.span_id == parent_of(called_run)]
+    assert called_run.context.trace_id == parent.context.trace_id

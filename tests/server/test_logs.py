@@ -95,8 +95,7 @@ async def _logs_and_passes(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     return {"main": inputs.get("main", [])}
 
 
-@pytest.fixture
-async def app(database, settings, spans_in_memory) -> AsyncIterator[Any]:
+def _registry() -> Any:
     registry = load_registry()
     registry.register(
         NodeType(
@@ -112,8 +111,37 @@ async def app(database, settings, spans_in_memory) -> AsyncIterator[Any]:
         ),
         schema_checked=True,
     )
-    traced = settings.model_copy(update={"tracing": "otlp", "log_format": "json"})
-    yield create_app(traced, database=database, registry=registry)
+    return registry
+
+
+@pytest.fixture
+async def app(request: pytest.FixtureRequest, database, settings) -> AsyncIterator[Any]:
+    """The API with JSON logs and (unless the test passes False) tracing on."""
+    traced = getattr(request, "param", True)
+    if traced:
+        request.getfixturevalue("spans_in_memory")
+    observed = settings.model_copy(
+        update={"tracing": "otlp" if traced else "off", "log_format": "json"}
+    )
+    yield create_app(observed, database=database, registry=_registry())
+
+
+@pytest.mark.parametrize("app", [False], indirect=True)
+async def test_json_logs_with_tracing_off_have_the_ids_but_no_trace(
+    app, alice: Caller, json_logs: io.StringIO
+) -> None:
+    assert not tracing.enabled()
+    workflow_id = await create(
+        alice,
+        [node("start", "Start", "manual_trigger"), node("work", "Work", "test_logs")],
+        [edge("start", "work")],
+    )
+    started = await execute(alice, workflow_id)
+    assert (await finished(app, alice, started["id"]))["status"] == "SUCCEEDED"
+    (line,) = [line for line in _lines(json_logs) if line["message"] == "node at work"]
+    assert (line["execution_id"], line["node_id"], line["attempt"]) == (started["id"], "work", 1)
+    assert len(line["request_id"]) == 16
+    assert "trace_id" not in line and "span_id" not in line
 
 
 @pytest.fixture
