@@ -207,9 +207,26 @@ def _execution_run(loaded: LoadedExecution) -> Iterator[Span | None]:
     }
     with (
         log_ids(loaded),
-        span("loom.execution", attributes, parent=loaded.traceparent or {}) as created,
+        span(
+            "loom.execution",
+            attributes,
+            parent=loaded.traceparent or {},
+            passing=(asyncio.CancelledError,),
+        ) as created,
     ):
-        yield created
+        try:
+            yield created
+        except asyncio.CancelledError as exc:
+            if created is not None:
+                from engine.executor import INTERRUPTIONS
+                from engine.states import ExecutionStatus
+
+                reason = exc.args[0] if exc.args else None
+                if reason in INTERRUPTIONS:  # a shutdown or lost lease: another run goes on
+                    created.set_attribute("loom.execution.interrupted", str(reason))
+                else:  # cancelled by a user
+                    record_outcome(created, ExecutionStatus.CANCELLED)
+            raise
 
 
 def log_ids(loaded: LoadedExecution) -> contextlib.AbstractContextManager[None]:

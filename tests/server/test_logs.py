@@ -5,6 +5,7 @@ value stops every command with one line naming it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -25,6 +26,7 @@ from engine.nodes.base import NodeRunContext, PortItems
 from server.app import create_app
 from server.settings import InvalidSettingsError, load_settings
 from server.telemetry import log_handler
+from tests import polling
 from tests.api.test_executions import create, execute, finished
 from tests.api.test_subworkflows import until
 from tests.conftest import Caller
@@ -95,8 +97,31 @@ async def _logs_and_passes(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     return {"main": inputs.get("main", [])}
 
 
+BLOCKING = asyncio.Event()  # set while a `test_blocks` node runs
+
+
+async def _blocks(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    BLOCKING.set()
+    await asyncio.Event().wait()  # until cancelled
+    return {}
+
+
 def _registry() -> Any:
     registry = load_registry()
+    registry.register(
+        NodeType(
+            name="test_blocks",
+            version=1,
+            display_name="Blocks",
+            description="Runs until cancelled.",
+            group=NodeGroup.ACTION,
+            inputs=(Port("main"),),
+            outputs=(Port("main"),),
+            parameters_schema={"type": "object"},
+            execute=_blocks,
+        ),
+        schema_checked=True,
+    )
     registry.register(
         NodeType(
             name="test_logs",
@@ -284,3 +309,29 @@ async def test_a_called_workflow_logs_its_own_ids_not_its_callers(
     for other in _lines(json_logs):
         if other.get("execution_id") == line["execution_id"]:
             assert other.get("node_id") in (None, "called", "work"), other
+
+
+async def test_a_cancelled_run_ends_its_spans_as_cancelled(
+    app, alice: Caller, spans_in_memory: InMemorySpanExporter
+) -> None:
+    BLOCKING.clear()
+    workflow_id = await create(
+        alice,
+        [node("start", "Start", "manual_trigger"), node("block", "Block", "test_blocks")],
+        [edge("start", "block")],
+    )
+    started = await execute(alice, workflow_id)
+    await polling.until(BLOCKING.is_set, what="the node to run")
+    cancelled = await alice.gql(
+        "mutation($id: ID!) { cancelExecution(id: $id) { ... on Execution { status } } }",
+        {"id": started["id"]},
+    )
+    assert cancelled["cancelExecution"]["status"] == "CANCELLED"
+
+    def ended(name: str) -> list[Any]:
+        return [s for s in spans_in_memory.get_finished_spans() if s.name == name]
+
+    (execution,) = await polling.until(lambda: ended("loom.execution"), what="the run's span")
+    (block,) = [s for s in ended("loom.node") if s.attributes["loom.node.id"] == "block"]
+    assert block.attributes["loom.node.status"] == "CANCELLED"
+    assert execution.attributes.get("loom.execution.status") == "CANCELLED", execution.to_json()
