@@ -9,11 +9,14 @@ its execution's fields, and fields bound in one task never leak into another.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Any
+from contextvars import Context, ContextVar
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # The names a record may carry, in the order the JSON format writes them.
 FIELDS = ("request_id", "execution_id", "workflow_id", "node_id", "attempt")
@@ -41,10 +44,23 @@ def bind(**fields: Any) -> None:
     _bound.set(_bound.get() | fields)
 
 
+def start_task(
+    coroutine: Coroutine[Any, Any, T], *, name: str, request: bool = False
+) -> asyncio.Task[T]:
+    """A task that does not inherit the caller's context (its bound ids, its current span):
+    an execution's run or a long-lived background task, which outlives whatever started it.
+    With `request`, the caller's request id goes on, if a request (not a run) started it."""
+    context = Context()
+    current = _bound.get()
+    if request and current.get("request_id") and not current.get("execution_id"):
+        context.run(_bound.set, {"request_id": current["request_id"]})
+    return asyncio.create_task(coroutine, name=name, context=context)
+
+
 class LogContextFilter(logging.Filter):
     """Puts the bound fields (and, with `ids`, the current trace and span ids) on each record."""
 
-    def __init__(self, ids: Any = None) -> None:
+    def __init__(self, ids: Callable[[], tuple[str, str] | None] | None = None) -> None:
         super().__init__()
         self.ids = ids
 

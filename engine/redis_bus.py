@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from engine import log_context
 from engine.bus import EventFanout
 from engine.events import Event
 
@@ -77,7 +78,7 @@ class RedisEventPublisher:
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="loom-event-publisher")
+            self._task = log_context.start_task(self._run(), name="loom-event-publisher")
 
     async def stop(self) -> None:
         """Stop, then send what is pending (briefly)."""

@@ -306,7 +306,7 @@ class ExecutionRunner:
         try:
             with tracing.execution_run(loaded) as span:
                 outcome = await self._run_claimed(loaded, handover)
-                tracing.record_outcome(span, outcome.status.value)
+                tracing.record_outcome(span, outcome.status)
         except asyncio.CancelledError as exc:
             reason = exc.args[0] if exc.args else None
             if reason == LEASE_LOST:
@@ -330,7 +330,8 @@ class ExecutionRunner:
                 metrics.execution_finished(loaded.mode, status, loaded.workflow_id, ran_s)
             if outcome is not None and self.on_finished is not None:
                 try:
-                    await self.on_finished(loaded, outcome)
+                    with tracing.log_ids(loaded):
+                        await self.on_finished(loaded, outcome)
                 except Exception:
                     logger.exception("after execution %s", execution_id)
         return outcome

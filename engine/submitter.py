@@ -9,6 +9,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Protocol
 
+from engine import log_context
 from engine.errors import EngineError
 from engine.executor import SHUTDOWN
 from engine.handover import RunHandover
@@ -66,8 +67,10 @@ class InProcessSubmitter:
             self._sleeping[execution_id] = run_at
         else:
             self._sleeping.pop(execution_id, None)
-        task = asyncio.create_task(
-            self._run(execution_id, generation, run_at), name=f"execution {execution_id}"
+        task = log_context.start_task(
+            self._run(execution_id, generation, run_at),
+            name=f"execution {execution_id}",
+            request=True,
         )
         self._tasks[execution_id] = task
 
@@ -84,8 +87,8 @@ class InProcessSubmitter:
         start): the runner takes it from memory, with `handover` for a waiting caller."""
         execution_id = loaded.execution_id
         self._handed[execution_id] = loaded
-        task = asyncio.create_task(
-            self._run_started(loaded, handover), name=f"execution {execution_id}"
+        task = log_context.start_task(
+            self._run_started(loaded, handover), name=f"execution {execution_id}", request=True
         )
         self._tasks[execution_id] = task
 

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine import log_context
 
@@ -35,8 +35,10 @@ if TYPE_CHECKING:
 
     from engine.events import NodeRunState
     from engine.runner import LoadedExecution
+    from engine.states import ExecutionStatus
 
 TRACEPARENT = "traceparent"
+SpanKindName = Literal["INTERNAL", "SERVER"]
 # One object for every "nothing to do": entering it costs next to nothing.
 _NOTHING = contextlib.nullcontext()
 
@@ -67,7 +69,8 @@ def new_provider(process: str) -> TracerProvider:
     resource = Resource.create({"loom.process": process})
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "loom"}))
-    return TracerProvider(resource=resource)
+    # Not at exit: `shutdown` bounds how long a process ending waits for its collector.
+    return TracerProvider(resource=resource, shutdown_on_exit=False)
 
 
 def configure_otlp(process: str) -> None:
@@ -88,12 +91,22 @@ def install(provider: TracerProvider | None) -> None:
     _tracer = None if provider is None else provider.get_tracer("loom")
 
 
-def shutdown() -> None:
-    """Export what is pending and stop (a process ending)."""
+def shutdown(timeout_s: float | None = None) -> None:
+    """Export what is pending and stop (a process ending). With `timeout_s`, return after
+    that long even if the collector has not answered (the exporter retries a failing one for
+    about 30 s, past an orchestrator's grace period); what is left is not exported."""
     provider = _provider
     install(None)
-    if provider is not None:
+    if provider is None:
+        return
+    if timeout_s is None:
         provider.shutdown()
+        return
+    import threading
+
+    stopping = threading.Thread(target=provider.shutdown, name="tracing shutdown", daemon=True)
+    stopping.start()
+    stopping.join(timeout_s)
 
 
 def current_traceparent() -> str | None:
@@ -133,11 +146,14 @@ def span(
     attributes: Mapping[str, Any],
     *,
     parent: str | Mapping[str, str] | None = None,
-    kind: str = "INTERNAL",
+    kind: SpanKindName = "INTERNAL",
     passing: tuple[type[BaseException], ...] = (),
+    link: bool = False,
 ) -> Iterator[Span | None]:
     """A span named `name`, current inside; a child of `parent` (a traceparent, or request
-    headers holding one) if given, else of the current span. Yields None with tracing off.
+    headers holding one) if given, else of the current span; with `link`, a new trace's root
+    that only links to `parent` (a context an untrusted caller chose: neither its trace id
+    nor its sampling decision is taken). Yields None with tracing off.
     An exception leaving it (but one of `passing`) marks it as an error, with the
     exception's type only."""
     tracer = _tracer
@@ -145,13 +161,19 @@ def span(
         yield None
         return
     from opentelemetry import trace
-    from opentelemetry.trace import SpanKind, StatusCode
+    from opentelemetry.context import Context
+    from opentelemetry.trace import Link, SpanKind, StatusCode
 
     context = None
+    links = []
     if parent is not None:
         carrier = {TRACEPARENT: parent} if isinstance(parent, str) else parent
         context = _propagator().extract(carrier)
-    created = tracer.start_span(name, context, SpanKind[kind], attributes=attributes)
+        if link:
+            linked = trace.get_current_span(context).get_span_context()
+            links = [Link(linked)] if linked.is_valid else []
+            context = Context()
+    created = tracer.start_span(name, context, SpanKind[kind], attributes=attributes, links=links)
     try:
         with trace.use_span(created, record_exception=False, set_status_on_exception=False):
             yield created
@@ -184,20 +206,48 @@ def _execution_run(loaded: LoadedExecution) -> Iterator[Span | None]:
         "loom.execution.resumed": loaded.resumed,
     }
     with (
-        log_context.bound(execution_id=loaded.execution_id, workflow_id=loaded.workflow_id),
-        span("loom.execution", attributes, parent=loaded.traceparent or {}) as created,
+        log_ids(loaded),
+        span(
+            "loom.execution",
+            attributes,
+            parent=loaded.traceparent or {},
+            passing=(asyncio.CancelledError,),
+        ) as created,
     ):
-        yield created
+        try:
+            yield created
+        except asyncio.CancelledError as exc:
+            if created is not None:
+                from engine.executor import INTERRUPTIONS
+                from engine.states import ExecutionStatus
+
+                reason = exc.args[0] if exc.args else None
+                if reason in INTERRUPTIONS:  # a shutdown or lost lease: another run goes on
+                    created.set_attribute("loom.execution.interrupted", str(reason))
+                else:  # cancelled by a user
+                    record_outcome(created, ExecutionStatus.CANCELLED)
+            raise
 
 
-def record_outcome(created: Span | None, status: str) -> None:
+def log_ids(loaded: LoadedExecution) -> contextlib.AbstractContextManager[None]:
+    """The execution's ids bound for log records (and no node's: its run's own lines)."""
+    if not _log_context:
+        return _NOTHING
+    return log_context.bound(
+        execution_id=loaded.execution_id, workflow_id=loaded.workflow_id, node_id=None, attempt=None
+    )
+
+
+def record_outcome(created: Span | None, status: ExecutionStatus) -> None:
     """Note how an execution's run ended on its span (`execution_run`)."""
     if created is None:
         return
     from opentelemetry.trace import StatusCode
 
-    created.set_attribute("loom.execution.status", status)
-    if status == "FAILED":
+    from engine.states import ExecutionStatus
+
+    created.set_attribute("loom.execution.status", status.value)
+    if status is ExecutionStatus.FAILED:
         created.set_status(StatusCode.ERROR)
 
 

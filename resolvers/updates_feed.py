@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine import log_context
 from engine.bus import EventFanout, UpdateStream
 from resolvers import mapping
 from resolvers.live_reads import LiveReads, LiveUnavailableError
@@ -234,7 +235,7 @@ class UpdatesFeed:
         )
         self.watchers.add(watcher)
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="loom-execution-updates")
+            self._task = log_context.start_task(self._run(), name="loom-execution-updates")
         return watcher
 
     async def stop_watching(self, watcher: Watcher) -> None:

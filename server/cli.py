@@ -62,6 +62,10 @@ def pass_settings(command: Callable[..., T]) -> Callable[..., T]:
     return functools.update_wrapper(with_settings, command)
 
 
+# How long a process ending waits for its spans to be exported.
+TRACING_SHUTDOWN_S = 3.0
+
+
 def _configure_logging(settings: Settings, process: str | None = None) -> None:
     """Logging as the settings say and, for a `process` that serves or runs executions
     (`api`, `worker`), tracing."""
@@ -70,6 +74,14 @@ def _configure_logging(settings: Settings, process: str | None = None) -> None:
     configure_logging(settings)
     if process is not None:
         configure_tracing(settings, process)
+
+
+def _stop_tracing() -> None:
+    """Export the spans still pending as the process ends, waiting for the collector at most
+    a few seconds (a stopping process must not outlast its grace period)."""
+    from engine import tracing
+
+    tracing.shutdown(timeout_s=TRACING_SHUTDOWN_S)
 
 
 def _require_distributed(settings: Settings) -> None:
@@ -200,16 +212,19 @@ def serve(settings: Settings, host: str | None, port: int | None) -> None:
         freeze_startup_objects()
         return app
 
-    uvicorn.run(
-        built_app,
-        factory=True,
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        log_config=uvicorn_log_config(settings),
-        access_log=False,  # server/telemetry.py writes Loom's (LOOM_ACCESS_LOG)
-        ws_per_message_deflate=settings.ws_compression,
-    )
+    try:
+        uvicorn.run(
+            built_app,
+            factory=True,
+            host=host,
+            port=port,
+            log_level=settings.log_level,
+            log_config=uvicorn_log_config(settings),
+            access_log=False,  # server/telemetry.py writes Loom's (LOOM_ACCESS_LOG)
+            ws_per_message_deflate=settings.ws_compression,
+        )
+    finally:
+        _stop_tracing()
 
 
 @cli.command(short_help="Run executions from the queue (distributed mode).")
@@ -234,7 +249,10 @@ def worker(settings: Settings, concurrency: int | None) -> None:
     _configure_logging(settings, "worker")
     tune_gc(settings.gc_threshold)
     _announce_database(settings, create=False, refusal=" (`loom db upgrade` creates it)")
-    _run(settings, run_worker(settings, concurrency or settings.worker_concurrency))
+    try:
+        _run(settings, run_worker(settings, concurrency or settings.worker_concurrency))
+    finally:
+        _stop_tracing()
 
 
 @cli.group()

@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from server.settings import Settings
 
 access_logger = logging.getLogger("loom.access")
-# Webhook paths are capabilities (whoever knows one starts runs): logs and spans name the
-# route, never the path.
-_WEBHOOK_PREFIX = "/webhook/"
+# What spans and access-log lines say of a request no route matched. They name the route a
+# request matched, never its path: webhook paths are capabilities (whoever knows one starts
+# runs), and scanners' paths are unbounded.
+UNMATCHED = "unmatched"
 
 
 def configure_logging(settings: Settings) -> None:
@@ -35,7 +36,8 @@ def configure_logging(settings: Settings) -> None:
     )
     # Alembic announces each of its plugins at INFO; the migrations it runs stay visible.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    access_logger.disabled = not settings.access_log
+    # The JSON format writes the ids of the execution and node in hand: the engine binds them.
+    tracing.bind_log_context(settings.log_format == "json")
 
 
 def log_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Handler:
@@ -59,7 +61,6 @@ def log_handler(settings: Settings, stream: IO[str] | None = None) -> logging.Ha
         )
     )
     handler.addFilter(log_context.LogContextFilter(tracing.current_ids))
-    tracing.bind_log_context(True)
     return handler
 
 
@@ -101,9 +102,9 @@ def note_operation(operation_name: str | None) -> None:
 
 class RequestObservation:
     """Per HTTP request: a request id bound for log lines (and given to the GraphQL context,
-    so an internal error's message names it), a server span (a child of the caller's
-    `traceparent`, if it sends one) and, with `access_log`, one log line when it ends.
-    Websockets get a request id per connection."""
+    so an internal error's message names it), a server span (for `/graphql`, a child of the
+    caller's `traceparent`, if it sends one; elsewhere, a root linking to it) and, with
+    `access_log`, one log line when it ends. Websockets get a request id per connection."""
 
     def __init__(self, app: ASGIApp, *, access_log: bool) -> None:
         self.app = app
@@ -118,8 +119,6 @@ class RequestObservation:
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
-        path: str = scope["path"]
-        route = "/webhook/{path}" if path.startswith(_WEBHOOK_PREFIX) else path
         status = 500
         started = time.perf_counter()
 
@@ -133,17 +132,26 @@ class RequestObservation:
         for name, value in scope["headers"]:
             if name == b"traceparent":
                 headers["traceparent"] = value.decode("latin-1")
-        attributes = {"http.request.method": method, "http.route": route}
+        attributes = {"http.request.method": method}
         try:
+            # Only the API, which authenticates its callers, continues a caller's trace; a
+            # span of any other route (webhooks above all) links to it from a trace of its own.
+            trusted = scope["path"] == "/graphql"
             with tracing.span(
-                f"{method} {route}", attributes, parent=headers, kind="SERVER"
+                method, attributes, parent=headers, kind="SERVER", link=not trusted
             ) as span:
-                await self.app(scope, receive, observed_send)
-                if span is not None:
-                    span.set_attribute("http.response.status_code", status)
+                try:
+                    await self.app(scope, receive, observed_send)
+                finally:
+                    if span is not None:
+                        route = _route(scope)
+                        span.update_name(f"{method} {route}")
+                        span.set_attribute("http.route", route)
+                        span.set_attribute("http.response.status_code", status)
         finally:
             if self.access_log:
                 duration_ms = (time.perf_counter() - started) * 1000
+                route = _route(scope)
                 access_logger.info(
                     "%s %s %d %.1f ms",
                     method,
@@ -157,3 +165,9 @@ class RequestObservation:
                         "duration_ms": round(duration_ms, 2),
                     },
                 )
+
+
+def _route(scope: Scope) -> str:
+    """The path template of the route the router matched (set once the app has run)."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED

@@ -108,6 +108,9 @@ class Database:
             # on large documents (execution inputs and outputs).
             "json_serializer": _json_dumps,
             "json_deserializer": orjson.loads,
+            # A failed statement's error names its SQL, never its values: they are item data
+            # and node parameters (API keys among them), and errors end up in logs.
+            "hide_parameters": True,
         }
         if self.dialect == "sqlite":
             database = self.url.database

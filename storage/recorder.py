@@ -24,7 +24,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from engine import metrics
+from engine import log_context, metrics
 from engine.events import Event, ExecutionUpdate, NodeRunState, Record
 from engine.outputs import EncodedOutputs, serialize_outputs
 from engine.ports import LeaseLost
@@ -193,7 +193,7 @@ class GroupCommitWriter:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="loom-group-commit")
+            self._task = log_context.start_task(self._run(), name="loom-group-commit")
 
     async def stop(self) -> None:
         """Store what is pending, then stop."""

@@ -97,7 +97,16 @@ async def close_http(app: Any) -> None:
 
 @pytest.fixture
 async def app(database, settings, registry) -> AsyncIterator[Any]:
-    allowed = settings.model_copy(update={"http_allowed_networks": ["127.0.0.1/32"]})
+    # With the request middleware on (tracing, JSON logs, access log): the secret search
+    # covers what it writes.
+    allowed = settings.model_copy(
+        update={
+            "http_allowed_networks": ["127.0.0.1/32"],
+            "tracing": "otlp",
+            "log_format": "json",
+            "access_log": True,
+        }
+    )
     app = create_app(allowed, database=database, registry=registry)
     yield app
     await close_http(app)
@@ -462,27 +471,27 @@ async def test_a_secret_search_of_everything_finds_nothing(
     (events, node runs, outputs, credentials) is searched for the secret values. (The mock's
     /echo would hand the Authorization header back as output, which the user asked for: it
     is not used here.)"""
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
     from engine import tracing
     from server.telemetry import log_handler
+    from tests.tracing_helpers import spans_in_memory
 
     caplog.set_level(logging.DEBUG)
     json_lines = io.StringIO()
     handler = log_handler(settings.model_copy(update={"log_format": "json"}), json_lines)
-    handler.addFilter(lambda record: not record.name.startswith("aiohttp.access"))
+    tracing.bind_log_context(True)
+    handler.addFilter(lambda record: not record.name.startswith(NOT_LOOM))
     logging.getLogger().addHandler(handler)
-    spans = InMemorySpanExporter()
-    provider = tracing.new_provider("api")
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    tracing.install(provider)
     try:
-        await _search_everything(app, alice, api, db_state, caplog, json_lines, spans)
+        with spans_in_memory() as spans:
+            await _search_everything(app, alice, api, db_state, caplog, json_lines, spans)
     finally:
         logging.getLogger().removeHandler(handler)
-        tracing.shutdown()
         tracing.bind_log_context(False)
+
+
+# Not Loom's logs: the mock API's access log (the remote side) and the test client's (httpx
+# logs each URL the test requests), both in this process.
+NOT_LOOM = ("aiohttp.access", "httpx")
 
 
 async def _search_everything(
@@ -534,22 +543,25 @@ async def _search_everything(
     answers.append(failed)
     answers.append(await alice.gql("{ credentials { id name kind fields secretFields } }"))
     webhook_answers = await _webhook_answers(alice, api, secrets)
+    # Secrets where a request's path and a GraphQL variable hold them.
+    for path in (f"/webhook/{SECRET}-path", f"/Webhook/{SECRET}-path", f"//webhook/{SECRET}"):
+        assert (await alice.http.post(path, json={})).status_code == 404
+    await alice.gql("query($id: ID!) { execution(id: $id) { id } }", {"id": SECRET + "-var"})
     texts = {
         "answers": json.dumps(answers),
         "webhook responses": json.dumps(webhook_answers),
         "live events": json.dumps([event.to_json() for event in live], default=str),
         "stored": json.dumps(await db_state()),
-        # The mock API's own access log (the remote side, in this process) is not Loom's.
         "logs": "\n".join(
-            record.getMessage()
-            for record in caplog.records
-            if not record.name.startswith("aiohttp.access")
+            record.getMessage() for record in caplog.records if not record.name.startswith(NOT_LOOM)
         ),
         "json logs": json_lines.getvalue(),
         "spans": "\n".join(span.to_json() for span in spans.get_finished_spans()),
     }
     assert [json.loads(line) for line in texts["json logs"].splitlines()]
     assert '"loom.node.type": "http_request"' in texts["spans"]
+    assert '"/webhook/{path:path}"' in texts["spans"]
+    assert '"logger":"loom.access"' in texts["json logs"]
     for where, text in texts.items():
         at = text.find(SECRET)
         assert at < 0, (where, text[max(0, at - 300) : at + 100])

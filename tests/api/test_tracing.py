@@ -9,19 +9,18 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import text
 
 from engine import tracing
 from server.app import create_app
-from storage.db import Database, run_core
+from storage.db import Database
 from tests.api.test_executions import create, execute, finished
 from tests.api.test_http_node import close_http
 from tests.conftest import Caller
 from tests.factories import edge, node
+from tests.polling import until
+from tests.tracing_helpers import recording_api, spans_in_memory, stored_traceparent
 
 ITEM_DATA = "item-data-never-in-a-span"
 HEADER_VALUE = "header-value-never-in-a-span"
@@ -29,14 +28,8 @@ HEADER_VALUE = "header-value-never-in-a-span"
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = tracing.new_provider("api")
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
+    with spans_in_memory() as exporter:
         yield exporter
-    finally:
-        tracing.shutdown()
 
 
 @pytest.fixture
@@ -51,26 +44,8 @@ async def app(database, settings, registry, spans) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def remote() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
-    """A local API recording the headers of each request."""
-    seen: list[dict[str, str]] = []
-
-    async def answer(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
-        return web.json_response({"ok": True})
-
-    async def unavailable(_: web.Request) -> web.Response:
-        return web.Response(status=503, text="down")
-
-    server = web.Application()
-    server.router.add_get("/", answer)
-    server.router.add_get("/unavailable", unavailable)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/", seen
-    await runner.cleanup()
+    async with recording_api() as api:
+        yield api
 
 
 def by_name(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
@@ -142,14 +117,7 @@ async def test_the_creating_context_is_stored_with_the_execution(
     workflow_id = await create(alice, *call_workflow(remote[0]))
     started = await execute(alice, workflow_id)
     await finished(app, alice, started["id"])
-    async with database.session() as session:
-        stored = (
-            await run_core(
-                session,
-                text("SELECT traceparent FROM executions WHERE id = :id"),
-                {"id": started["id"]},
-            )
-        ).scalar_one()
+    stored = await stored_traceparent(database, started["id"])
     (execution,) = by_name(spans, "loom.execution")
     requests = {span.context.span_id: span for span in by_name(spans, "POST /graphql")}
     creator = requests[parent_of(execution)]
@@ -173,6 +141,45 @@ async def test_a_caller_traceparent_is_continued(app, alice: Caller, spans: Any)
     (request,) = by_name(spans, "POST /graphql")
     assert f"{request.context.trace_id:032x}" == caller_trace
     assert parent_of(request) == 0xB7AD6B7169203331
+
+
+@pytest.mark.parametrize("flags", ["01", "00"])
+async def test_a_webhook_caller_traceparent_is_only_linked(
+    app, alice: Caller, spans: Any, flags: str
+) -> None:
+    caller_trace = "0af7651916cd43dd8448eb211c80319c"
+    traceparent = f"00-{caller_trace}-b7ad6b7169203331-{flags}"
+    response = await alice.http.post("/webhook/none", json={}, headers={"traceparent": traceparent})
+    assert response.status_code == 404
+    (request,) = spans.get_finished_spans()  # recorded even though the caller sampled it out
+    assert request.name == "POST /webhook/{path:path}"
+    assert request.parent is None
+    assert f"{request.context.trace_id:032x}" != caller_trace
+    (link,) = request.links
+    assert f"{link.context.trace_id:032x}" == caller_trace
+    assert link.context.span_id == 0xB7AD6B7169203331
+
+
+async def test_a_malformed_traceparent_starts_a_trace_of_its_own(
+    app, alice: Caller, spans: Any
+) -> None:
+    for path in ("/webhook/none", "/graphql"):
+        await alice.http.post(path, json={}, headers={"traceparent": "00-not-a-trace-01"})
+    for request in spans.get_finished_spans():
+        assert request.parent is None and not request.links
+
+
+async def test_a_request_span_names_the_route_never_the_path(
+    app, alice: Caller, spans: Any
+) -> None:
+    for path in ("/webhook/span-secret", "/Webhook/span-secret", "//webhook/span-secret"):
+        assert (await alice.http.get(path)).status_code == 404
+    assert [(span.name, span.attributes["http.route"]) for span in spans.get_finished_spans()] == [
+        ("GET /webhook/{path:path}", "/webhook/{path:path}"),
+        ("GET unmatched", "unmatched"),
+        ("GET unmatched", "unmatched"),
+    ]
+    assert "span-secret" not in _exported(spans)
 
 
 async def test_a_traceparent_header_the_user_sets_is_sent_as_it_is(
@@ -232,3 +239,73 @@ async def test_a_failed_node_and_execution_are_marked_as_errors(
 
 def _exported(exporter: InMemorySpanExporter) -> str:
     return json.dumps([json.loads(span.to_json()) for span in exporter.get_finished_spans()])
+
+
+def test_stopping_tracing_waits_for_a_failing_collector_only_as_long_as_asked() -> None:
+    import threading
+    import time
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    released = threading.Event()
+
+    class Unanswering(SpanExporter):
+        """A collector that never answers (until the test ends)."""
+
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            released.wait(30)
+            return SpanExportResult.FAILURE
+
+    provider = tracing.new_provider("api")
+    provider.add_span_processor(BatchSpanProcessor(Unanswering()))
+    tracing.install(provider)
+    try:
+        with tracing.span("pending", {}):
+            pass
+        started = time.monotonic()
+        tracing.shutdown(timeout_s=0.2)
+        assert time.monotonic() - started < 5
+        assert not tracing.enabled()
+    finally:
+        released.set()
+
+
+async def test_a_run_a_webhook_starts_is_a_child_of_the_webhook_span(
+    app, alice: Caller, spans: InMemorySpanExporter
+) -> None:
+    from tests.api.test_webhooks import hook_workflow
+
+    set_node = node("set", "Set", "set", parameters={"fields": [{"name": "x", "value": 1}]})
+    await hook_workflow(alice, {"path": "traced", "responseMode": "last_node"}, [set_node])
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    response = await alice.http.post("/webhook/traced", json={}, headers={"traceparent": caller})
+    assert response.status_code == 200, response.text
+    (hook,) = by_name(spans, "POST /webhook/{path:path}")
+    # The answer may come before the run's span ends (the last node answers).
+    (execution,) = await until(lambda: by_name(spans, "loom.execution"), what="the run's span")
+    assert execution.attributes["loom.execution.mode"] == "webhook"
+    assert execution.context.trace_id == hook.context.trace_id
+    assert parent_of(execution) == hook.context.span_id
+
+
+async def test_a_called_workflow_runs_under_the_calling_node_span(
+    app, alice: Caller, spans: InMemorySpanExporter
+) -> None:
+    from tests.api.test_subworkflows import DOUBLER_EDGES, DOUBLER_NODES, caller_nodes, run
+
+    called = await create(alice, DOUBLER_NODES, DOUBLER_EDGES)
+    calling = await create(alice, caller_nodes(called), [edge("start", "call")])
+    assert (await run(alice, calling, {"n": 1}))["status"] == "SUCCEEDED"
+    runs = by_name(spans, "loom.execution")
+    calling_runs = {s.context.span_id for s in runs if s.attributes["loom.workflow.id"] == calling}
+    (called_run,) = [s for s in runs if s.attributes["loom.workflow.id"] == called]
+    # The call parks its execution while the called one runs: an attempt in each of its runs.
+    calls = [s for s in by_name(spans, "loom.node") if s.attributes["loom.node.id"] == "call"]
+    assert calls and all(parent_of(call) in calling_runs for call in calls)
+    (parent,) = [call for call in calls if call.context.span_id == parent_of(called_run)]
+    assert called_run.context.trace_id == parent.context.trace_id

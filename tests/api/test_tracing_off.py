@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
-
 from engine import tracing
 from server import telemetry
-from storage.db import Database, run_core
+from storage.db import Database
 from tests.api.test_executions import create, execute, finished
 from tests.conftest import Caller
 from tests.factories import edge, node
+from tests.tracing_helpers import stored_traceparent
 
 
 async def test_with_tracing_off_nothing_is_recorded_or_stored(
@@ -26,12 +25,5 @@ async def test_with_tracing_off_nothing_is_recorded_or_stored(
     )
     started = await execute(alice, workflow_id)
     assert (await finished(app, alice, started["id"]))["status"] == "SUCCEEDED"
-    async with database.session() as session:
-        stored = (
-            await run_core(
-                session,
-                text("SELECT traceparent FROM executions WHERE id = :id"),
-                {"id": started["id"]},
-            )
-        ).scalar_one()
+    stored = await stored_traceparent(database, started["id"])
     assert stored is None

@@ -5,21 +5,20 @@ over OTLP/HTTP to a receiver in the test."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from tests.distributed.cluster import ADMIN_TOKEN, Cluster, create_cluster, destroy_cluster
 from tests.distributed.conftest import _require_services
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.polling import until
+from tests.tracing_helpers import recording_api
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
@@ -48,30 +47,9 @@ async def traced_cluster(tmp_path: Path, receiver: OtlpReceiver) -> AsyncIterato
 
 
 @pytest.fixture
-async def remote() -> AsyncIterator[tuple[str, list[str]]]:
-    seen: list[str] = []
-
-    async def answer(request: web.Request) -> web.Response:
-        seen.append(request.headers.get("traceparent", ""))
-        return web.json_response({"ok": True})
-
-    server = web.Application()
-    server.router.add_get("/", answer)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/", seen
-    await runner.cleanup()
-
-
-async def until(condition: Callable[[], Any], within_s: float = 30) -> Any:
-    deadline = time.monotonic() + within_s
-    while not (found := condition()):
-        assert time.monotonic() < deadline, "not within the time"
-        await asyncio.sleep(0.05)
-    return found
+async def remote() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    async with recording_api() as api:
+        yield api
 
 
 async def test_a_distributed_run_is_one_trace_from_the_request_to_the_remote_api(
@@ -109,23 +87,26 @@ async def test_a_distributed_run_is_one_trace_from_the_request_to_the_remote_api
             if span.attributes.get("graphql.operation.name") == "Run"
         ]
 
+    def received() -> list[Any]:
+        return [(s.name, s.attributes, s.resource) for s in receiver.spans]
+
     try:
-        (request,) = await until(request_span)
+        (request,) = await until(request_span, within_s=30, what="the request span")
     except AssertionError:
-        raise AssertionError(
-            [(s.name, s.attributes, s.resource) for s in receiver.spans] + [cluster.api.output()]
-        ) from None
+        raise AssertionError([*received(), cluster.api.output()]) from None
     assert request.resource["loom.process"] == "api"
     assert request.resource["service.name"] == "loom"
-    await until(lambda: len(receiver.named("loom.execution")) == 2)
+    await until(lambda: len(receiver.named("loom.execution")) >= 2, within_s=30)
     runs = receiver.named("loom.execution")
+    assert len(runs) == 2, received()
     assert {run.resource["loom.process"] for run in runs} == {"worker"}
     assert {run.attributes["loom.execution.id"] for run in runs} == {execution_id}
     assert sorted(run.attributes["loom.execution.resumed"] for run in runs) == [False, True]
     for run in runs:  # the first run and the one after the wait: children of the request
         assert (run.trace_id, run.parent_span_id) == (request.trace_id, request.span_id)
     await until(
-        lambda: any(s.attributes["loom.node.id"] == "call" for s in receiver.named("loom.node"))
+        lambda: any(s.attributes["loom.node.id"] == "call" for s in receiver.named("loom.node")),
+        within_s=30,
     )
     nodes = receiver.named("loom.node")
     run_ids = {run.span_id for run in runs}
@@ -141,5 +122,5 @@ async def test_a_distributed_run_is_one_trace_from_the_request_to_the_remote_api
     ]
     (call,) = [span for span in nodes if span.attributes["loom.node.id"] == "call"]
     assert call.attributes["loom.node.type"] == "http_request"
-    (traceparent,) = seen
-    assert traceparent.split("-")[:3] == ["00", request.trace_id, call.span_id]
+    (headers,) = seen
+    assert headers["traceparent"].split("-")[:3] == ["00", request.trace_id, call.span_id]

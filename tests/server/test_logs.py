@@ -5,6 +5,7 @@ value stops every command with one line naming it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from engine import log_context, tracing
@@ -26,11 +26,14 @@ from engine.nodes.base import NodeRunContext, PortItems
 from server.app import create_app
 from server.settings import InvalidSettingsError, load_settings
 from server.telemetry import log_handler
+from tests import polling
 from tests.api.test_executions import create, execute, finished
+from tests.api.test_subworkflows import until
 from tests.conftest import Caller
 from tests.distributed.cluster import free_port
 from tests.factories import edge, node
 from tests.server.loom_process import LOOM, loom_env, run_loom
+from tests.tracing_helpers import spans_in_memory as recorded_spans
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -42,6 +45,7 @@ def json_logs(settings: Any) -> Iterator[io.StringIO]:
     """What Loom's loggers write, in the JSON format, for the test's length."""
     stream = io.StringIO()
     handler = log_handler(settings.model_copy(update={"log_format": "json"}), stream)
+    tracing.bind_log_context(True)
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
@@ -93,9 +97,31 @@ async def _logs_and_passes(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
     return {"main": inputs.get("main", [])}
 
 
-@pytest.fixture
-async def app(database, settings, spans_in_memory) -> AsyncIterator[Any]:
+BLOCKING = asyncio.Event()  # set while a `test_blocks` node runs
+
+
+async def _blocks(ctx: NodeRunContext, inputs: PortItems) -> PortItems:
+    BLOCKING.set()
+    await asyncio.Event().wait()  # until cancelled
+    return {}
+
+
+def _registry() -> Any:
     registry = load_registry()
+    registry.register(
+        NodeType(
+            name="test_blocks",
+            version=1,
+            display_name="Blocks",
+            description="Runs until cancelled.",
+            group=NodeGroup.ACTION,
+            inputs=(Port("main"),),
+            outputs=(Port("main"),),
+            parameters_schema={"type": "object"},
+            execute=_blocks,
+        ),
+        schema_checked=True,
+    )
     registry.register(
         NodeType(
             name="test_logs",
@@ -110,20 +136,43 @@ async def app(database, settings, spans_in_memory) -> AsyncIterator[Any]:
         ),
         schema_checked=True,
     )
-    traced = settings.model_copy(update={"tracing": "otlp", "log_format": "json"})
-    yield create_app(traced, database=database, registry=registry)
+    return registry
+
+
+@pytest.fixture
+async def app(request: pytest.FixtureRequest, database, settings) -> AsyncIterator[Any]:
+    """The API with JSON logs and (unless the test passes False) tracing on."""
+    traced = getattr(request, "param", True)
+    if traced:
+        request.getfixturevalue("spans_in_memory")
+    observed = settings.model_copy(
+        update={"tracing": "otlp" if traced else "off", "log_format": "json"}
+    )
+    yield create_app(observed, database=database, registry=_registry())
+
+
+@pytest.mark.parametrize("app", [False], indirect=True)
+async def test_json_logs_with_tracing_off_have_the_ids_but_no_trace(
+    app, alice: Caller, json_logs: io.StringIO
+) -> None:
+    assert not tracing.enabled()
+    workflow_id = await create(
+        alice,
+        [node("start", "Start", "manual_trigger"), node("work", "Work", "test_logs")],
+        [edge("start", "work")],
+    )
+    started = await execute(alice, workflow_id)
+    assert (await finished(app, alice, started["id"]))["status"] == "SUCCEEDED"
+    (line,) = [line for line in _lines(json_logs) if line["message"] == "node at work"]
+    assert (line["execution_id"], line["node_id"], line["attempt"]) == (started["id"], "work", 1)
+    assert len(line["request_id"]) == 16
+    assert "trace_id" not in line and "span_id" not in line
 
 
 @pytest.fixture
 def spans_in_memory() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = tracing.new_provider("api")
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
+    with recorded_spans() as exporter:
         yield exporter
-    finally:
-        tracing.shutdown()
 
 
 async def test_a_node_logs_with_its_request_execution_workflow_node_attempt_and_span(
@@ -203,10 +252,11 @@ def test_serve_in_json_writes_only_json_lines_and_an_access_log_without_queries(
             )
             with urllib.request.urlopen(query, timeout=5):
                 pass
-            with pytest.raises(urllib.error.HTTPError):
-                urllib.request.urlopen(f"{base}/webhook/path-secret", timeout=5)
+            for path in ("/webhook/path-secret", "/Webhook/path-secret", "//webhook/path-secret"):
+                with pytest.raises(urllib.error.HTTPError):
+                    urllib.request.urlopen(f"{base}{path}", timeout=5)
             deadline = time.monotonic() + 10
-            while log.read_text().count('"loom.access"') < 3:
+            while log.read_text().count('"loom.access"') < 5:
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.05)
         finally:
@@ -218,9 +268,70 @@ def test_serve_in_json_writes_only_json_lines_and_an_access_log_without_queries(
     assert any(line["logger"] == "uvicorn.error" for line in lines)
     assert not any("color_message" in line for line in lines)
     access = [line for line in lines if line["logger"] == "loom.access"]
-    assert [(line["method"], line["path"], line["status"]) for line in access][-2:] == [
+    assert [(line["method"], line["path"], line["status"]) for line in access][-4:] == [
         ("GET", "/graphql", 200),
-        ("GET", "/webhook/{path}", 404),
+        ("GET", "/webhook/{path:path}", 404),
+        ("GET", "unmatched", 404),
+        ("GET", "unmatched", 404),
     ]
     assert all(len(line["request_id"]) == 16 for line in access)
     assert "query-secret" not in text and "path-secret" not in text
+
+
+async def test_a_called_workflow_logs_its_own_ids_not_its_callers(
+    app, alice: Caller, json_logs: io.StringIO
+) -> None:
+    called = await create(
+        alice,
+        [node("called", "Called", "execute_workflow_trigger"), node("work", "Work", "test_logs")],
+        [edge("called", "work")],
+    )
+    calling = await create(
+        alice,
+        [
+            node("start", "Start", "manual_trigger"),
+            node(
+                "call",
+                "Call",
+                "execute_workflow",
+                parameters={"workflowId": called, "source": "draft"},
+            ),
+        ],
+        [edge("start", "call")],
+    )
+    started = await execute(alice, calling)
+    assert (await until(alice, started["id"], {"SUCCEEDED"}))["status"] == "SUCCEEDED"
+    (line,) = [line for line in _lines(json_logs) if line["message"] == "node at work"]
+    assert line["execution_id"] != started["id"]
+    assert (line["workflow_id"], line["node_id"], line["attempt"]) == (called, "work", 1)
+    # The caller's request is not the child's: a run's task starts from a fresh context.
+    assert "request_id" not in line
+    for other in _lines(json_logs):
+        if other.get("execution_id") == line["execution_id"]:
+            assert other.get("node_id") in (None, "called", "work"), other
+
+
+async def test_a_cancelled_run_ends_its_spans_as_cancelled(
+    app, alice: Caller, spans_in_memory: InMemorySpanExporter
+) -> None:
+    BLOCKING.clear()
+    workflow_id = await create(
+        alice,
+        [node("start", "Start", "manual_trigger"), node("block", "Block", "test_blocks")],
+        [edge("start", "block")],
+    )
+    started = await execute(alice, workflow_id)
+    await polling.until(BLOCKING.is_set, what="the node to run")
+    cancelled = await alice.gql(
+        "mutation($id: ID!) { cancelExecution(id: $id) { ... on Execution { status } } }",
+        {"id": started["id"]},
+    )
+    assert cancelled["cancelExecution"]["status"] == "CANCELLED"
+
+    def ended(name: str) -> list[Any]:
+        return [s for s in spans_in_memory.get_finished_spans() if s.name == name]
+
+    (execution,) = await polling.until(lambda: ended("loom.execution"), what="the run's span")
+    (block,) = [s for s in ended("loom.node") if s.attributes["loom.node.id"] == "block"]
+    assert block.attributes["loom.node.status"] == "CANCELLED"
+    assert execution.attributes.get("loom.execution.status") == "CANCELLED", execution.to_json()
