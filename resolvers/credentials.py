@@ -11,7 +11,7 @@ from strawberry.scalars import JSON
 from engine.credentials import KINDS, check_data
 from engine.validation import Problem
 from resolvers.context import Context
-from resolvers.permissions import refusal, scope
+from resolvers.permissions import refusal, scope, target_workspace
 from resolvers.workflows import validation_error
 from schema import inputs, results, types
 from storage import credentials
@@ -101,15 +101,9 @@ def credential_kinds() -> list[types.CredentialKind]:
 async def create_credential(info: Info, input: inputs.CredentialInput) -> results.CredentialResult:
     viewer = info.context.viewer()
     box = _box(info)
-    workspace_id = (
-        viewer.personal_workspace_id if input.workspace_id is None else str(input.workspace_id)
-    )
-    if workspace_id not in viewer.workspace_ids:
-        return results.NotFoundError(
-            message=f"workspace {workspace_id!r} not found", id=strawberry.ID(workspace_id)
-        )
-    if (forbidden := refusal(info, workspace_id)) is not None:
-        return forbidden
+    workspace_id = target_workspace(info, input.workspace_id)
+    if not isinstance(workspace_id, str):
+        return workspace_id
     problems = _name_problems(input.name) + check_data(input.kind, input.data)
     if problems:
         return validation_error(problems)

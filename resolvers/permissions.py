@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import strawberry
+
 from engine.workflow_fields import Collected
 from resolvers.context import Context
 from schema import results
@@ -110,6 +112,22 @@ def refusal(
     another workspace stays not found."""
     context: Context = info.context
     return refusal_for(info, context.viewer().role_in(workspace_id), action)
+
+
+def target_workspace(
+    info: Any, workspace_id: str | None
+) -> str | results.NotFoundError | results.ForbiddenError:
+    """The workspace an operation creates something in: `workspace_id`, or the caller's
+    personal workspace when omitted. NotFoundError when it is not one of the caller's (its
+    existence does not leak), ForbiddenError when the caller's role there does not allow the
+    operation."""
+    viewer = info.context.viewer()
+    target = viewer.personal_workspace_id if workspace_id is None else str(workspace_id)
+    if target not in viewer.workspace_ids:
+        return results.NotFoundError(
+            message=f"workspace {target!r} not found", id=strawberry.ID(target)
+        )
+    return refusal(info, target) or target
 
 
 def refusal_for(

@@ -10,7 +10,7 @@ from strawberry.scalars import JSON
 
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.permissions import refusal, scope
+from resolvers.permissions import scope, target_workspace
 from resolvers.workflows import validation_error
 from resolvers.workspace_types import workspace_node_types
 from schema import results, types
@@ -38,14 +38,9 @@ async def export_workflow(
 async def import_workflow(
     info: Info, document: JSON, workspace_id: strawberry.ID | None = None
 ) -> results.ImportWorkflowResult:
-    viewer = info.context.viewer()
-    target = viewer.personal_workspace_id if workspace_id is None else str(workspace_id)
-    if target not in viewer.workspace_ids:
-        return results.NotFoundError(
-            message=f"workspace {target!r} not found", id=strawberry.ID(target)
-        )
-    if (forbidden := refusal(info, target)) is not None:
-        return forbidden
+    target = target_workspace(info, workspace_id)
+    if not isinstance(target, str):
+        return target
     services = info.context.services
     imported = await import_document(
         info.context.database,
@@ -54,7 +49,7 @@ async def import_workflow(
         services.graph_limits,
         document,
         workspace_id=target,
-        created_by=viewer.user_id,
+        created_by=info.context.viewer().user_id,
     )
     if isinstance(imported, list):
         return validation_error(imported)

@@ -26,7 +26,7 @@ from resolvers.graph_input import (
     workflow_from_input,
 )
 from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_size
-from resolvers.permissions import refusal, scope
+from resolvers.permissions import refusal, scope, target_workspace
 from resolvers.workspace_types import node_types_for_graph
 from schema import inputs, results, types
 from storage import errors, schedules, webhooks, workflows, workspaces
@@ -144,14 +144,9 @@ async def workflow_version(
 async def create_workflow(
     info: Info, input: inputs.WorkflowInput, workspace_id: strawberry.ID | None = None
 ) -> results.WorkflowResult:
-    viewer = info.context.viewer()
-    target = viewer.personal_workspace_id if workspace_id is None else str(workspace_id)
-    if target not in viewer.workspace_ids:
-        return results.NotFoundError(
-            message=f"workspace {target!r} not found", id=strawberry.ID(target)
-        )
-    if (forbidden := refusal(info, target)) is not None:
-        return forbidden
+    target = target_workspace(info, workspace_id)
+    if not isinstance(target, str):
+        return target
     collected = Collected()
     fields = workflow_from_input(input, collected)
     graph, node_issues, refusing = await _checked_graph(info, fields.graph, collected, target)
@@ -170,7 +165,7 @@ async def create_workflow(
         edges=graph.edges_to_json(),
         node_issues=node_issues,
         settings=fields.settings,
-        created_by=viewer.user_id,
+        created_by=info.context.viewer().user_id,
     )
     async with info.context.database.transaction() as session:
         await workflows.create_workflow(session, row)
