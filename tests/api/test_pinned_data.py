@@ -436,7 +436,7 @@ async def test_a_sub_workflow_call_reads_no_pins(
         requests.extend(made)
         return []
 
-    caller = DatabaseWorkflowCaller(database, 5, start_calls)
+    caller = DatabaseWorkflowCaller(database, 5, start_calls, GroupCommitWriter(database))
     call = SubworkflowCall(
         workspace_id, workflow_id, use_draft, [[{"x": 1}]], False, new_id(), "call", new_id(), 1
     )

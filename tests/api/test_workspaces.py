@@ -32,13 +32,6 @@ from tests.teams import (
 )
 
 
-async def stored(db_state: Any) -> dict[str, list[str]]:
-    """Every stored row but the lock anchor's counter (member changes take a lock)."""
-    state = dict(await db_state())
-    state.pop("lock_anchor")
-    return state
-
-
 def codes(result: dict[str, Any]) -> list[tuple[str, str]]:
     assert result["__typename"] == "ValidationError", result
     return [(problem["code"], problem["field"]) for problem in result["problems"]]
@@ -111,7 +104,7 @@ async def test_admins_manage_members_but_only_owners_manage_owners(
     dave = await make_caller("dave")
     workspace_id = await team(alice, {"admin": bob})
     assert (await add_member(bob, workspace_id, carol, "editor"))["role"] == "editor"
-    before = await stored(db_state)
+    before = await db_state()
     refused = [
         await add_member(bob, workspace_id, dave, "owner"),
         only(
@@ -127,7 +120,7 @@ async def test_admins_manage_members_but_only_owners_manage_owners(
     ]
     assert [r["__typename"] for r in refused] == ["ForbiddenError"] * len(refused), refused
     assert "owner" in refused[0]["message"]
-    assert await stored(db_state) == before
+    assert await db_state() == before
     renamed = only(await bob.gql(RENAME_WORKSPACE, {"id": workspace_id, "name": " Platform "}))
     assert renamed["name"] == "Platform"
     # Anyone may leave; an owner makes another owner, who may then demote the first.
@@ -150,7 +143,7 @@ async def test_bad_changes_are_refused_and_change_nothing(
     alice: Caller, bob: Caller, db_state: Any
 ) -> None:
     workspace_id = await team(alice, {"editor": bob})
-    before = await stored(db_state)
+    before = await db_state()
     twice = await add_member(alice, workspace_id, bob, "viewer")
     assert codes(twice) == [("ALREADY_MEMBER", "userId")]
     unknown = only(
@@ -179,7 +172,7 @@ async def test_bad_changes_are_refused_and_change_nothing(
     personal_id = personal["personalWorkspace"]["id"]
     kept = only(await alice.gql(DELETE_WORKSPACE, {"id": personal_id}))
     assert codes(kept) == [("PERSONAL_WORKSPACE", "id")]
-    assert await stored(db_state) == before
+    assert await db_state() == before
 
 
 async def test_a_workspace_with_active_workflows_is_not_deleted(
@@ -191,11 +184,11 @@ async def test_a_workspace_with_active_workflows_is_not_deleted(
     workflow = only(await alice.gql(read, {"id": created["id"]}))
     await publish_workflow(alice, workflow)
     only(await alice.gql(SET_ACTIVE, {"id": workflow["id"], "active": True}))
-    before = await stored(db_state)
+    before = await db_state()
     refused = only(await alice.gql(DELETE_WORKSPACE, {"id": workspace_id}))
     assert codes(refused) == [("HAS_ACTIVE_WORKFLOWS", "id")]
     assert "Live" in refused["problems"][0]["message"]
-    assert await stored(db_state) == before
+    assert await db_state() == before
     only(await alice.gql(SET_ACTIVE, {"id": workflow["id"], "active": False}))
     deleted = only(await alice.gql(DELETE_WORKSPACE, {"id": workspace_id}))
     assert deleted["__typename"] == "Deleted"
@@ -219,13 +212,13 @@ async def test_nobody_demotes_a_user_in_their_personal_workspace(
     personal = (await alice.gql("{ viewer { personalWorkspace { id } } }"))["viewer"]
     personal_id = personal["personalWorkspace"]["id"]
     assert (await add_member(alice, personal_id, bob, "owner"))["role"] == "owner"
-    before = await stored(db_state)
+    before = await db_state()
     for role in ("admin", "viewer"):
         demoted = only(
             await bob.gql(CHANGE_ROLE, {"ws": personal_id, "user": alice.user_id, "role": role})
         )
         assert codes(demoted) == [("PERSONAL_WORKSPACE", "role")]
-    assert await stored(db_state) == before
+    assert await db_state() == before
     # Alice keeps her workspace: she may still remove the other owner.
     removed = only(await alice.gql(REMOVE_MEMBER, {"ws": personal_id, "user": bob.user_id}))
     assert removed["__typename"] == "WorkspaceMember"
@@ -253,10 +246,10 @@ async def test_a_workspace_with_unfinished_executions_is_not_deleted(
         await session.exec(
             update(Execution).where(col(Execution.id) == execution.id).values(status=status)
         )
-    before = await stored(db_state)
+    before = await db_state()
     refused = only(await alice.gql(DELETE_WORKSPACE, {"id": workspace_id}))
     assert codes(refused) == [("HAS_RUNNING_EXECUTIONS", "id")]
-    assert await stored(db_state) == before
+    assert await db_state() == before
     async with database.transaction() as session:
         await session.exec(
             update(Execution).where(col(Execution.id) == execution.id).values(status="SUCCEEDED")
@@ -266,7 +259,7 @@ async def test_a_workspace_with_unfinished_executions_is_not_deleted(
 
 async def test_an_unknown_role_is_named_short(alice: Caller, bob: Caller, db_state: Any) -> None:
     workspace_id = await create_workspace(alice)
-    before = await stored(db_state)
+    before = await db_state()
     long_role = "r" * 5000
     for refused in (
         await add_member(alice, workspace_id, bob, long_role),
@@ -278,7 +271,7 @@ async def test_an_unknown_role_is_named_short(alice: Caller, bob: Caller, db_sta
     ):
         assert codes(refused) == [("UNKNOWN_ROLE", "role")]
         assert len(refused["problems"][0]["message"]) < 200, refused
-    assert await stored(db_state) == before
+    assert await db_state() == before
 
 
 async def test_an_activation_waits_for_a_deletion_of_its_workspace(
