@@ -29,6 +29,8 @@
      +-- SubscriptionLimitError        too many live subscriptions (bus)
      +-- StartConflict                 a new execution storage refused: its idempotency key
      |                                 used meanwhile, or its workflow gone (ports)
+     +-- LeaseLost                     what a process that lost an execution's lease meant
+     |                                 to create for it, refused (ports)
      +-- IllegalTransitionError        a state change the state machine forbids: a bug of the
                                        engine, not of the workflow (states)
 

@@ -121,7 +121,9 @@ async def test_short_waits_do_not_park(app, alice: Caller, database: Database) -
 async def test_max_concurrent_executions_queues_the_rest_fifo(app, alice: Caller) -> None:
     nodes = [
         node("start", "Start", "manual_trigger"),
-        node("wait", "Wait", "wait", parameters={"amount": 0.2, "unit": "seconds"}),
+        # Long enough that the first is still running when the three have been read, on a
+        # loaded machine too.
+        node("wait", "Wait", "wait", parameters={"amount": 1.0, "unit": "seconds"}),
     ]
     workflow_id = await create(
         alice, nodes, [edge("start", "wait")], settings={"maxConcurrentExecutions": 1}
