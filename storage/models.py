@@ -291,9 +291,8 @@ class Execution(SQLModel, table=True):
         Index("ix_executions_created_at", "created_at"),
         Index("ix_executions_workflow_created", "workflow_id", "created_at"),
         Index("ix_executions_workspace_created", "workspace_id", "created_at"),
-        Index("ix_executions_status", "status"),
-        # The sampled counts by status and the oldest QUEUED (storage/system_status.py):
-        # read from the index alone, not from every unfinished execution's row.
+        # Every lookup by status; the sampled counts by status and the oldest QUEUED
+        # (storage/system_status.py) read it alone, not every unfinished execution's row.
         Index("ix_executions_status_created", "status", "created_at"),
         # Admission: the oldest QUEUED executions of a workflow that wait for a slot.
         Index("ix_executions_workflow_status", "workflow_id", "status", "created_at"),
