@@ -96,17 +96,17 @@ async def test_a_worker_counts_what_it_runs_and_both_are_listed(cluster: Cluster
 async def test_a_lease_taken_over_after_a_kill_counts_as_expired(cluster: Cluster) -> None:
     victim = await cluster.start_worker()
     workflow_id = await cluster.create_workflow(
-        [trigger(), wait_node("w", 30), set_node("b", "B")], chain("start", "w", "b")
+        [trigger(), wait_node("w", 3), set_node("b", "B")], chain("start", "w", "b")
     )
     execution_id = await cluster.execute(workflow_id, {"n": 1})
     await wait_until_running(cluster, execution_id, "w")
+    # Killed within its 3 s wait (not longer than LOOM_DURABLE_WAIT_S: it stays in the
+    # worker), before the worker that takes the lease over starts.
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.popen.wait(timeout=10) == -signal.SIGKILL
+    assert (await cluster.statuses([execution_id]))[execution_id] == "RUNNING"
     port = free_port()
     await cluster.start_worker(LOOM_METRICS_PORT=str(port))
-    # Killed within its 30 s wait (not longer than LOOM_DURABLE_WAIT_S: it stays in the
-    # worker; the new worker starts in a few seconds, more on a loaded
-    # machine).
-    assert (await cluster.statuses([execution_id]))[execution_id] == "RUNNING"
-    os.kill(victim.pid, signal.SIGKILL)
     await cluster.wait_for([execution_id], {"SUCCEEDED"}, within_s=90)
 
     async def counted() -> Samples | None:
