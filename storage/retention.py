@@ -12,16 +12,17 @@ execution needs (the execution a retry or a run to a node reuses, a sub-workflow
 whose caller waits for it).
 
 One process prunes at a time: PostgreSQL through an advisory lock that the others try and
-skip. SQLite: one prune at a time per process (a lock in memory); embedded mode has one
-process per file, and `loom executions prune` run beside it prunes at the same time, its
-batches serialised with the server's by SQLite's single writer (docs/operations.md). SQLite gets
-the space back by incremental auto-vacuum (`ensure_incremental_vacuum`, `vacuum`).
+skip (keyed by the schema too: advisory locks are per database, and two installations in
+two schemas of one database prune each their own). SQLite: one prune at a time per process
+(a lock in memory); embedded mode has one process per file, and `loom executions prune` run
+beside it prunes at the same time, its batches serialised with the server's by SQLite's
+single writer (docs/operations.md). SQLite gets the space back by incremental auto-vacuum
+(`ensure_incremental_vacuum`, `vacuum`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
@@ -82,6 +83,8 @@ _CHILD_TABLES: tuple[Table, ...] = (
 TABLES = (*(table.name for table in _CHILD_TABLES), "executions")
 _FAILED = [ExecutionStatus.FAILED.value, ExecutionStatus.CANCELLED.value]
 _LOCK_NAME = "loom.retention.prune"
+# The advisory lock's key, for the schema the connection uses.
+_LOCK_KEY = "hashtextextended(:name || '.' || current_schema(), 0)"
 _SQLITE = sqlite_dialect.dialect(paramstyle="qmark")
 # Prune records kept: the newest ones (systemStatus shows the last).
 _KEEP_PRUNE_RECORDS = 100
@@ -372,9 +375,6 @@ class _PruneLock:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._connection: AsyncConnection | None = None
-        self._key = int.from_bytes(
-            hashlib.sha256(_LOCK_NAME.encode()).digest()[:8], "big", signed=True
-        )
 
     async def acquire(self) -> bool:
         if self._database.is_sqlite:
@@ -385,7 +385,7 @@ class _PruneLock:
             return True
         self._connection = await self._database.engine.connect()
         taken = await self._connection.scalar(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}
+            text(f"SELECT pg_try_advisory_lock({_LOCK_KEY})"), {"name": _LOCK_NAME}
         )
         await self._connection.commit()
         if not taken:
@@ -400,7 +400,7 @@ class _PruneLock:
         if self._connection is not None:
             try:
                 await self._connection.execute(
-                    text("SELECT pg_advisory_unlock(:key)"), {"key": self._key}
+                    text(f"SELECT pg_advisory_unlock({_LOCK_KEY})"), {"name": _LOCK_NAME}
                 )
                 await self._connection.commit()
             except BaseException:

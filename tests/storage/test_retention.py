@@ -5,7 +5,6 @@ needs; in batches, recorded, one process at a time; SQLite gets its space back."
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from sqlmodel import SQLModel
 
 from storage import retention
 from storage.db import Database
-from storage.retention import PruneRecord, RetentionPolicy, last_prune, prune
+from storage.retention import _LOCK_KEY, _LOCK_NAME, PruneRecord, RetentionPolicy, last_prune, prune
 from storage.types import utcnow
 from tests.storage.execution_rows import (
     PER_EXECUTION,
@@ -157,13 +156,24 @@ async def test_one_process_prunes_at_a_time(database: Database) -> None:
         first, second = await asyncio.gather(prune(database, policy), prune(database, policy))
         assert sorted([first is None, second is None]) == [False, True]
         return
-    key = int.from_bytes(hashlib.sha256(b"loom.retention.prune").digest()[:8], "big", signed=True)
+    lock = text(f"SELECT pg_try_advisory_lock({_LOCK_KEY})").bindparams(name=_LOCK_NAME)
+    unlock = text(f"SELECT pg_advisory_unlock({_LOCK_KEY})").bindparams(name=_LOCK_NAME)
     async with database.engine.connect() as holder:
-        assert await holder.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
+        assert await holder.scalar(lock)
         assert await prune(database, policy) is None  # another process prunes
-        await holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        await holder.execute(unlock)
         await holder.commit()
-    done = await prune(database, policy)
+    # A process of another installation, in another schema of the same database, holds its
+    # own lock: this one prunes all the same.
+    public = Database(database.url.render_as_string(hide_password=False))
+    try:
+        async with public.engine.connect() as other:
+            assert await other.scalar(lock)
+            done = await prune(database, policy)
+            await other.execute(unlock)
+            await other.commit()
+    finally:
+        await public.dispose()
     assert done is not None and done.executions_deleted == 4
 
 
