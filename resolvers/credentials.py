@@ -18,8 +18,8 @@ from strawberry.scalars import JSON
 
 from engine.credentials import KINDS, check_data
 from engine.validation import Problem
-from resolvers.context import Context
 from resolvers import mapping
+from resolvers.context import Context
 from resolvers.permissions import refusal, scope, target_workspace
 from resolvers.workflows import validation_error
 from schema import inputs, results, types

@@ -121,18 +121,21 @@ async def names_by_id(
 async def find_by_names(
     session: AsyncSession, names: Collection[str], workspace_id: str
 ) -> dict[str, tuple[str, str]]:
-    """The id and kind of each credential of the workspace with one of these names, by name
-    (names are unique in a workspace)."""
+    """The id and kind of each credential the workspace may use with one of these names, by
+    name (names are unique in a workspace; the workspace's own wins over a shared one)."""
     wanted = [name for name in names if storable(name)]
     if not wanted:
         return {}
-    query = select(Credential.name, Credential.id, Credential.kind).where(
-        col(Credential.name).in_(wanted), Credential.workspace_id == workspace_id
+    query = (
+        select(Credential.name, Credential.id, Credential.kind, Credential.workspace_id)
+        .where(col(Credential.name).in_(wanted), usable_in([workspace_id]))
+        .order_by(col(Credential.id))
     )
-    return {
-        name: (credential_id, kind)
-        for name, credential_id, kind in (await session.exec(query)).all()
-    }
+    found: dict[str, tuple[str, str]] = {}
+    for name, credential_id, kind, owner in (await session.exec(query)).all():
+        if owner == workspace_id or name not in found:
+            found[name] = (credential_id, kind)
+    return found
 
 
 def reveal(box: SecretBox, row: Credential) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from tests.api.test_credentials import DELETE_CREDENTIAL, UPDATE_CREDENTIAL
 from tests.api.test_credentials import create as create_credential
 from tests.api.test_declarative_types import CREATE_TYPE
 from tests.api.test_executions import EXECUTE, create, finished
+from tests.api.test_export_import import EXPORT, IMPORT
 from tests.api.test_http_node import SECRET, MockApi, api, close_http
 from tests.conftest import Caller, MakeCaller
 from tests.factories import GET, PIN_NODE_DATA, edge, node, only
@@ -179,6 +180,27 @@ async def test_unsharing_gives_a_node_issue_and_runs_fail_at_that_node(
     await alice.gql(SHARE, {"id": credential_id, "ws": b})
     workflow = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
     assert all(not n["issues"] for n in workflow["nodes"]), workflow["nodes"]
+
+
+async def test_an_exported_workflow_links_the_shared_credential_again_on_import(
+    alice: Caller, bob: Caller
+) -> None:
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, await personal(alice))
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    workflow_id = await create_in(
+        bob,
+        b,
+        "Uses it",
+        nodes=http_nodes("http://127.0.0.1:9/", credential_id),
+        edges=[edge("start", "call")],
+    )
+    document = only(await bob.gql(EXPORT, {"id": workflow_id}))["document"]
+    imported = only(await bob.gql(IMPORT, {"document": document, "workspaceId": b}))
+    assert imported["__typename"] == "Workflow", imported
+    (call,) = [n for n in imported["nodes"] if n["id"] == "call"]
+    assert call["credentials"] == {"bearer_token": credential_id} and not call["issues"], call
 
 
 async def test_sharing_to_a_workspace_you_do_not_belong_to_is_not_found(
