@@ -19,7 +19,15 @@ from tests.api.test_export_import import EXPORT, IMPORT
 from tests.api.test_http_node import SECRET, MockApi, api, close_http
 from tests.conftest import Caller, MakeCaller
 from tests.factories import GET, PIN_NODE_DATA, edge, node, only
-from tests.teams import CREATE_IN, REFUSALS, ROLES, add_member, create_workspace, team
+from tests.teams import (
+    CREATE_IN,
+    DELETE_WORKSPACE,
+    REFUSALS,
+    ROLES,
+    add_member,
+    create_workspace,
+    team,
+)
 
 __all__ = ["api"]  # the local HTTP server fixture, used here too
 
@@ -275,6 +283,28 @@ async def test_deleting_a_shared_credential_leaves_a_node_issue_in_the_other_wor
         edges=[edge("start", "call")],
     )
     deleted = only(await alice.gql(DELETE_CREDENTIAL, {"id": credential_id}))
+    assert deleted["__typename"] == "Deleted", deleted
+    workflow = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
+    (call,) = [n for n in workflow["nodes"] if n["id"] == "call"]
+    assert [i["code"] for i in call["issues"]] == ["CREDENTIAL_NOT_SHARED"]
+
+
+async def test_deleting_the_owning_workspace_leaves_a_node_issue_in_the_other(
+    alice: Caller, bob: Caller
+) -> None:
+    a = await create_workspace(alice, "A")
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, a)
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    workflow_id = await create_in(
+        bob,
+        b,
+        "Uses it",
+        nodes=http_nodes("http://127.0.0.1:9/", credential_id),
+        edges=[edge("start", "call")],
+    )
+    deleted = only(await alice.gql(DELETE_WORKSPACE, {"id": a}))
     assert deleted["__typename"] == "Deleted", deleted
     workflow = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
     (call,) = [n for n in workflow["nodes"] if n["id"] == "call"]
