@@ -26,7 +26,6 @@ from tests.api.test_export_import import EXPORT, IMPORT
 from tests.api.test_expression_preview import EVALUATE, EVALUATE_PARAMETERS
 from tests.api.test_isolation import MUTATION_CASES, AliceWorld
 from tests.api.test_node_type_policies import SET_ENABLED
-from tests.api.test_sharing import MOVE, SHARE, UNSHARE
 from tests.conftest import Caller, MakeCaller
 from tests.factories import GET, GET_VERSION, LIST, PUBLISH, only, workflow_input
 from tests.live import collect, serve
@@ -36,9 +35,12 @@ from tests.teams import (
     CREATE_IN,
     CREATE_WORKSPACE,
     DELETE_WORKSPACE,
+    MOVE,
     REMOVE_MEMBER,
     RENAME_WORKSPACE,
     ROLES,
+    SHARE,
+    UNSHARE,
     WORKSPACE,
     WORKSPACES,
     add_member,

@@ -22,8 +22,10 @@ from tests.factories import GET, PIN_NODE_DATA, edge, node, only
 from tests.teams import (
     CREATE_IN,
     DELETE_WORKSPACE,
-    REFUSALS,
+    MOVE,
     ROLES,
+    SHARE,
+    UNSHARE,
     add_member,
     create_workspace,
     team,
@@ -31,33 +33,6 @@ from tests.teams import (
 
 __all__ = ["api"]  # the local HTTP server fixture, used here too
 
-SHARED = """
-  ... on Credential {
-    id name workspaceId fields secretFields sharedWith { id name } sharedFrom { id name }
-  }
-"""
-SHARE = f"""
-mutation($id: ID!, $ws: ID!) {{
-  shareCredential(id: $id, workspaceId: $ws) {{ __typename {SHARED} {REFUSALS} }}
-}}
-"""
-UNSHARE = f"""
-mutation($id: ID!, $ws: ID!) {{
-  unshareCredential(id: $id, workspaceId: $ws) {{ __typename {SHARED} {REFUSALS} }}
-}}
-"""
-MOVE_REFUSALS = """
-  ... on ValidationError { message problems { code message nodeId field } }
-  ... on NotFoundError { message id }
-  ... on ForbiddenError { message }
-"""
-MOVE = f"""
-mutation($id: ID!, $ws: ID!) {{
-  moveWorkflow(id: $id, workspaceId: $ws) {{
-    __typename ... on Workflow {{ id workspace {{ id }} }} {MOVE_REFUSALS}
-  }}
-}}
-"""
 LIST = """
 { credentials { id name workspaceId fields secretFields sharedWith { id } sharedFrom { id } } }
 """
