@@ -70,6 +70,10 @@ async def move_workflow(
         if current is None:
             return _not_found(identifier)
         problems = await moves.move_problems(session, current, target)
+        if current.active:  # triggers would start runs of types disabled there
+            policy = info.context.services.node_type_policy()
+            published = await moves.published_nodes(session, current)
+            problems += policy.problems(published, target)
         if problems:
             return validation_error(problems)
         await moves.move(session, current, target)

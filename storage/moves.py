@@ -14,6 +14,10 @@ could not work in the target, all at once:
     NODE_TYPE_NOT_AVAILABLE    a declarative `ws.` type (that version) the target lacks
     HAS_RUNNING_EXECUTIONS     an execution is queued, running or waiting
 
+(and, found by the caller, who holds the node type policies: NODE_TYPE_DISABLED for an
+active workflow whose published version uses a type the target disables, as activating it
+there would be refused.)
+
 Webhook paths are unique server-wide (storage/webhooks.py), so a move never makes two
 collide. Calls whose workflow id is an expression cannot be checked before they run.
 """
@@ -51,7 +55,8 @@ def _called(node: Node) -> str | None:
     return called
 
 
-async def _published_nodes(session: AsyncSession, workflow: Workflow) -> list[dict[str, Any]]:
+async def published_nodes(session: AsyncSession, workflow: Workflow) -> list[dict[str, Any]]:
+    """The nodes of the workflow's published version (none when it is not published)."""
     if workflow.published_version is None:
         return []
     version = await workflows.get_version(
@@ -62,7 +67,7 @@ async def _published_nodes(session: AsyncSession, workflow: Workflow) -> list[di
 
 async def move_problems(session: AsyncSession, workflow: Workflow, target_id: str) -> list[Problem]:
     """Every reason the workflow cannot move to the target workspace (none: it may)."""
-    nodes = _nodes([workflow.nodes, await _published_nodes(session, workflow)])
+    nodes = _nodes([workflow.nodes, await published_nodes(session, workflow)])
     problems = await _credential_problems(session, nodes, target_id)
     problems += await _call_problems(session, workflow, nodes, target_id)
     problems += await _caller_problems(session, workflow)

@@ -17,8 +17,9 @@ from tests.api.test_declarative_types import CREATE_TYPE
 from tests.api.test_executions import EXECUTE, create, finished
 from tests.api.test_export_import import EXPORT, IMPORT
 from tests.api.test_http_node import SECRET, MockApi, api, close_http
+from tests.api.test_node_type_policies import SET_ENABLED
 from tests.conftest import Caller, MakeCaller
-from tests.factories import GET, PIN_NODE_DATA, edge, node, only
+from tests.factories import GET, PIN_NODE_DATA, SET_ACTIVE, edge, node, only, publish_workflow
 from tests.teams import (
     CREATE_IN,
     DELETE_WORKSPACE,
@@ -448,3 +449,25 @@ async def test_a_workflow_moves_with_its_executions_and_pinned_data(
     assert seen["workflow"]["id"] == moving and seen["execution"]["status"] == "SUCCEEDED"
     (n,) = [n for n in seen["workflow"]["nodes"] if n["id"] == "n"]
     assert n["pinnedData"] == [{"a": 1}], n
+
+
+async def test_an_active_workflow_does_not_move_where_its_node_types_are_disabled(
+    alice: Caller, db_state: Any
+) -> None:
+    b = await create_workspace(alice, "B")
+    moving = await create_in(
+        alice,
+        await personal(alice),
+        "Active",
+        nodes=[node("start", "Start", "manual_trigger"), node("n", "N")],
+        edges=[edge("start", "n")],
+    )
+    await publish_workflow(alice, {"id": moving, "version": 1})
+    activated = only(await alice.gql(SET_ACTIVE, {"id": moving, "active": True}))
+    assert activated["active"] is True, activated
+    disabled = only(await alice.gql(SET_ENABLED, {"name": "noop", "enabled": False, "ws": b}))
+    assert disabled["__typename"] == "NodeType", disabled
+    before = await db_state()
+    refused = only(await alice.gql(MOVE, {"id": moving, "ws": b}))
+    assert _problems(refused) == [("NODE_TYPE_DISABLED", "n", "type")]
+    assert await db_state() == before
