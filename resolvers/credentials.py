@@ -247,7 +247,8 @@ async def share_credential(
                 "SAME_WORKSPACE", "the credential belongs to this workspace", None, "workspaceId"
             )
             return validation_error([problem])
-        # deleteWorkspace deletes under this lock: the share never names a deleted workspace.
+        # deleteWorkspace deletes under this lock: the share never names a deleted workspace;
+        # and two shares (or unshares) of one workspace take turns.
         await info.context.database.lock(session, workspaces.lock_name(target))
         await credential_shares.share(session, row, target, viewer.user_id)
         shares = await credential_shares.shared_with(session, [row.id])
@@ -269,6 +270,7 @@ async def unshare_credential(
                 return await _foreign(info, session, identifier)
             if (forbidden := refusal(info, row.workspace_id)) is not None:
                 return forbidden
+            await info.context.database.lock(session, workspaces.lock_name(target))
             await credential_shares.unshare(session, row, target)
             shares = await credential_shares.shared_with(session, [row.id])
     except credential_shares.NotSharedError as exc:

@@ -19,7 +19,16 @@ from tests.api.test_export_import import EXPORT, IMPORT
 from tests.api.test_http_node import SECRET, MockApi, api, close_http
 from tests.api.test_node_type_policies import SET_ENABLED
 from tests.conftest import Caller, MakeCaller
-from tests.factories import GET, PIN_NODE_DATA, SET_ACTIVE, edge, node, only, publish_workflow
+from tests.factories import (
+    GET,
+    PIN_NODE_DATA,
+    SET_ACTIVE,
+    UPDATE,
+    edge,
+    node,
+    only,
+    publish_workflow,
+)
 from tests.teams import (
     CREATE_IN,
     DELETE_WORKSPACE,
@@ -159,6 +168,14 @@ async def test_unsharing_gives_a_node_issue_and_runs_fail_at_that_node(
     (run,) = [r for r in execution["nodeRuns"] if r["nodeId"] == "call"]
     assert run["status"] == "FAILED" and run["error"]["type"] == "CREDENTIAL_NOT_FOUND", run
     assert api.seen == []  # the request was never made
+    # A save keeping the reference is refused; the stored draft stays as it was.
+    kept = {"name": "Renamed", "nodes": workflow["nodes"], "edges": [edge("start", "call")]}
+    for data in kept["nodes"]:
+        data.pop("issues")
+    saved = only(
+        await bob.gql(UPDATE, {"id": workflow_id, "input": kept, "v": workflow["version"]})
+    )
+    assert _problems(saved) == [("UNKNOWN_CREDENTIAL", "call", "credentials.bearer_token")]
 
     # Sharing again removes the issue.
     await alice.gql(SHARE, {"id": credential_id, "ws": b})
