@@ -1,4 +1,11 @@
-"""Credential queries and mutations. Secrets go in, never out."""
+"""Credential queries and mutations. Secrets go in, never out.
+
+A credential shared with a workspace (`shareCredential`) is listed there with `sharedFrom`
+and names only: that workspace's members may choose it in their nodes, never read its
+fields, change it, delete it or share it on (ForbiddenError). Sharing and unsharing need
+`Action.MANAGE` in the owner's workspace (owners and admins), and sharing membership of the
+workspace shared with (another one is not found, as any foreign id).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +13,19 @@ import logging
 from typing import Any, cast
 
 import strawberry
+from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 
 from engine.credentials import KINDS, check_data
 from engine.validation import Problem
+from resolvers import mapping
 from resolvers.context import Context
 from resolvers.permissions import refusal, scope, target_workspace
 from resolvers.workflows import validation_error
 from schema import inputs, results, types
-from storage import credentials
+from storage import credential_shares, credentials, workspaces
 from storage.errors import DuplicateNameError
-from storage.models import Credential
+from storage.models import Credential, Workspace
 from storage.roles import Action
 from storage.secrets import CredentialDecryptionError, SecretBox
 
@@ -34,8 +43,16 @@ def _box(info: Info) -> SecretBox:
     return box
 
 
-def _credential(box: SecretBox, row: Credential, names_only: bool = False) -> types.Credential:
-    """The credential as the API shows it; `names_only` for a role that sees names alone."""
+def _credential(
+    box: SecretBox,
+    row: Credential,
+    names_only: bool = False,
+    *,
+    shared_with: list[Workspace] | None = None,
+    shared_from: Workspace | None = None,
+) -> types.Credential:
+    """The credential as the API shows it; `names_only` for a role that sees names alone
+    (and for a workspace it is shared with: `shared_from` its owner)."""
     kind = KINDS.get(row.kind)
     try:
         data = {} if names_only else credentials.reveal(box, row)
@@ -53,6 +70,8 @@ def _credential(box: SecretBox, row: Credential, names_only: bool = False) -> ty
         secret_fields=secrets,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        shared_with=[mapping.workspace(workspace) for workspace in shared_with or []],
+        shared_from=None if shared_from is None else mapping.workspace(shared_from),
     )
 
 
@@ -78,10 +97,22 @@ def _duplicate(name: str) -> results.ValidationError:
 async def credentials_list(info: Info) -> list[types.Credential]:
     viewer = info.context.viewer()
     box = _box(info)
+    mine = set(viewer.workspace_ids)
     async with info.context.database.session() as session:
         rows = await credentials.list_credentials(session, scope(info))
+        owned = [row.id for row in rows if row.workspace_id in mine]
+        shares = await credential_shares.shared_with(session, owned)
+        foreign = {row.workspace_id for row in rows if row.workspace_id not in mine}
+        owners = await credential_shares.owners(session, sorted(foreign))
     return [
-        _credential(box, row, not viewer.may(Action.READ_FIELDS, row.workspace_id)) for row in rows
+        _credential(
+            box,
+            row,
+            not viewer.may(Action.READ_FIELDS, row.workspace_id),
+            shared_with=shares.get(row.id),
+            shared_from=owners.get(row.workspace_id),
+        )
+        for row in rows
     ]
 
 
@@ -139,7 +170,7 @@ async def update_credential(
         async with info.context.database.transaction() as session:
             row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
             if row is None:
-                return _not_found(identifier)
+                return await _foreign(info, session, identifier)
             if (forbidden := refusal(info, row.workspace_id)) is not None:
                 return forbidden
             changes = cast(dict[str, Any], input.data or {})
@@ -148,9 +179,10 @@ async def update_credential(
             if problems:
                 return validation_error(problems)
             row = await credentials.update_credential(session, box, row, name=input.name, data=data)
+            shares = await credential_shares.shared_with(session, [row.id])
     except DuplicateNameError:
         return _duplicate(input.name or "")
-    return _credential(box, row)
+    return _credential(box, row, shared_with=shares[row.id])
 
 
 async def delete_credential(info: Info, id: strawberry.ID) -> results.DeleteResult:
@@ -160,7 +192,7 @@ async def delete_credential(info: Info, id: strawberry.ID) -> results.DeleteResu
         async with info.context.database.transaction() as session:
             row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
             if row is None:
-                return _not_found(identifier)
+                return await _foreign(info, session, identifier)
             if (forbidden := refusal(info, row.workspace_id)) is not None:
                 return forbidden
             await credentials.delete_credential(session, row)
@@ -173,3 +205,74 @@ async def delete_credential(info: Info, id: strawberry.ID) -> results.DeleteResu
             ],
         )
     return results.Deleted(id=strawberry.ID(identifier))
+
+
+async def _foreign(
+    info: Info, session: AsyncSession, identifier: str
+) -> results.NotFoundError | results.ForbiddenError:
+    """Why a credential none of the caller's workspaces owns cannot be changed: it is shared
+    with one of them (ForbiddenError), or it is not found."""
+    workspace_ids = info.context.viewer().workspace_ids
+    if await credentials.get_usable(session, identifier, workspace_ids) is not None:
+        return results.ForbiddenError(
+            message=f"credential {identifier!r} is shared with your workspace: only the "
+            "workspace that owns it may change, delete or share it"
+        )
+    return _not_found(identifier)
+
+
+def _workspace_not_found(identifier: str) -> results.NotFoundError:
+    return results.NotFoundError(
+        message=f"workspace {identifier!r} not found", id=strawberry.ID(identifier)
+    )
+
+
+async def share_credential(
+    info: Info, id: strawberry.ID, workspace_id: strawberry.ID
+) -> results.CredentialResult:
+    """Let another workspace of the caller's use the credential (idempotent)."""
+    viewer = info.context.viewer()
+    box = _box(info)
+    identifier, target = str(id), str(workspace_id)
+    async with info.context.database.transaction() as session:
+        row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+        if row is None:
+            return await _foreign(info, session, identifier)
+        if (forbidden := refusal(info, row.workspace_id)) is not None:
+            return forbidden
+        if target not in viewer.workspace_ids:
+            return _workspace_not_found(target)
+        if target == row.workspace_id:
+            problem = Problem(
+                "SAME_WORKSPACE", "the credential belongs to this workspace", None, "workspaceId"
+            )
+            return validation_error([problem])
+        # deleteWorkspace deletes under this lock: the share never names a deleted workspace;
+        # and two shares (or unshares) of one workspace take turns.
+        await info.context.database.lock(session, workspaces.lock_name(target))
+        await credential_shares.share(session, row, target, viewer.user_id)
+        shares = await credential_shares.shared_with(session, [row.id])
+    return _credential(box, row, shared_with=shares[row.id])
+
+
+async def unshare_credential(
+    info: Info, id: strawberry.ID, workspace_id: strawberry.ID
+) -> results.CredentialResult:
+    """End a share: NotFoundError (the workspace's id) when the credential is not shared
+    with that workspace."""
+    viewer = info.context.viewer()
+    box = _box(info)
+    identifier, target = str(id), str(workspace_id)
+    try:
+        async with info.context.database.transaction() as session:
+            row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+            if row is None:
+                return await _foreign(info, session, identifier)
+            if (forbidden := refusal(info, row.workspace_id)) is not None:
+                return forbidden
+            await info.context.database.lock(session, workspaces.lock_name(target))
+            await credential_shares.unshare(session, row, target)
+            shares = await credential_shares.shared_with(session, [row.id])
+    except credential_shares.NotSharedError as exc:
+        return results.NotFoundError(message=str(exc), id=strawberry.ID(exc.workspace_id))
+    return _credential(box, row, shared_with=shares[row.id])

@@ -53,6 +53,8 @@ OPERATIONS: dict[str, Action | None] = {
     "importWorkflow": Action.EDIT,
     "deleteWorkflow": Action.EDIT,
     "duplicateWorkflow": Action.EDIT,
+    # Edits in the source and creates in the target: Action.EDIT in both.
+    "moveWorkflow": Action.EDIT,
     "addNode": Action.EDIT,
     "updateNode": Action.EDIT,
     "upgradeNode": Action.EDIT,
@@ -72,6 +74,9 @@ OPERATIONS: dict[str, Action | None] = {
     "createCredential": Action.EDIT,
     "updateCredential": Action.EDIT,
     "deleteCredential": Action.EDIT,
+    # In the credential's own workspace; sharing needs membership of the other one too.
+    "shareCredential": Action.MANAGE,
+    "unshareCredential": Action.MANAGE,
     "createNodeType": Action.EDIT,
     "updateNodeType": Action.EDIT,
     "deleteNodeType": Action.EDIT,

@@ -24,6 +24,7 @@ from resolvers import accounts as account_resolvers
 from resolvers import credentials as credential_resolvers
 from resolvers import declarative_types as declarative_type_resolvers
 from resolvers import executions as execution_resolvers
+from resolvers import moves as move_resolvers
 from resolvers import node_types as node_type_resolvers
 from resolvers import previews as preview_resolvers
 from resolvers import subscriptions as subscription_resolvers
@@ -157,6 +158,13 @@ class Mutation:
         resolver=workflow_resolvers.delete_workflow,
         description="Delete a workflow and its versions.",
     )
+    move_workflow: results.WorkflowResult = strawberry.mutation(
+        resolver=move_resolvers.move_workflow,
+        description="Move a workflow, with its versions, executions, webhooks, schedules and "
+        "pinned data, to another workspace (editing rights in both). Refused with every "
+        "problem at once when it would use what the target cannot: credentials, called "
+        "workflows, callers left behind, declarative node types.",
+    )
     duplicate_workflow: results.WorkflowResult = strawberry.mutation(
         resolver=workflow_resolvers.duplicate_workflow,
         description="Copy a workflow's draft into a new, unpublished workflow.",
@@ -249,6 +257,17 @@ class Mutation:
     delete_credential: results.DeleteResult = strawberry.mutation(
         resolver=credential_resolvers.delete_credential,
         description="Delete a credential that no workflow uses (InUseError names those that do).",
+    )
+    share_credential: results.CredentialResult = strawberry.mutation(
+        resolver=credential_resolvers.share_credential,
+        description="Let another workspace you belong to use a credential in its nodes "
+        "(owners and admins of the credential's workspace); its members never see its fields "
+        "nor change it. Sharing again changes nothing.",
+    )
+    unshare_credential: results.CredentialResult = strawberry.mutation(
+        resolver=credential_resolvers.unshare_credential,
+        description="Stop sharing a credential with a workspace; that workspace's nodes using "
+        "it get the node issue CREDENTIAL_NOT_SHARED and fail there when run.",
     )
     create_node_type: results.NodeTypeResult = strawberry.mutation(
         resolver=declarative_type_resolvers.create_node_type,

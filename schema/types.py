@@ -502,6 +502,15 @@ class Credential:
     )
     created_at: datetime = strawberry.field(description="When it was created.")
     updated_at: datetime = strawberry.field(description="When it last changed.")
+    shared_with: list[Workspace] = strawberry.field(
+        default_factory=list,
+        description="The workspaces it is shared with (shown to the owner's members only).",
+    )
+    shared_from: Workspace | None = strawberry.field(
+        default=None,
+        description="The workspace that owns it and shared it with yours: its nodes may use "
+        "it; its fields, changes and shares stay with the owner. Null for your own.",
+    )
 
 
 @strawberry.type(description="A kind of credential and the form that describes it.")

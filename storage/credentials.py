@@ -1,4 +1,9 @@
-"""Credentials: stored encrypted, read back only to be used (never to be shown)."""
+"""Credentials: stored encrypted, read back only to be used (never to be shown).
+
+A credential belongs to one workspace and may be shared with others (storage/
+credential_shares.py): a workspace may *use* those it owns and those shared with it
+(`usable_in`), in its nodes and runs; only the owner's members see or change them.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,13 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage import workflows
+from storage import credential_shares, workflows
 from storage.db import Database
 from storage.errors import DuplicateNameError, StorageError
-from storage.models import Credential
+from storage.models import Credential, CredentialShare
 from storage.secrets import SecretBox
 from storage.types import storable, utcnow
 
@@ -60,12 +65,23 @@ async def _ensure_name_free(
         raise DuplicateNameError("credential", name)
 
 
+def usable_in(workspace_ids: Sequence[str]) -> Any:
+    """The clause for credentials these workspaces own or that are shared with them."""
+    shared = select(CredentialShare.credential_id).where(
+        col(CredentialShare.workspace_id).in_(list(workspace_ids))
+    )
+    return or_(
+        col(Credential.workspace_id).in_(list(workspace_ids)), col(Credential.id).in_(shared)
+    )
+
+
 async def list_credentials(
     session: AsyncSession, workspace_ids: Sequence[str]
 ) -> Sequence[Credential]:
+    """The credentials these workspaces own or that are shared with them, by name."""
     query = (
         select(Credential)
-        .where(col(Credential.workspace_id).in_(workspace_ids))
+        .where(usable_in(workspace_ids))
         .order_by(col(Credential.name), col(Credential.id))
     )
     rows: Sequence[Credential] = (await session.exec(query)).all()
@@ -84,9 +100,10 @@ async def get_credential(
 async def kinds_by_id(
     session: AsyncSession, credential_ids: Collection[str], workspace_id: str
 ) -> dict[str, str]:
-    """The kind of each of these credentials that belongs to the workspace, by id."""
+    """The kind of each of these credentials the workspace may use (its own and those
+    shared with it), by id."""
     query = select(Credential.id, Credential.kind).where(
-        col(Credential.id).in_(credential_ids), Credential.workspace_id == workspace_id
+        col(Credential.id).in_(credential_ids), usable_in([workspace_id])
     )
     return {credential_id: kind for credential_id, kind in (await session.exec(query)).all()}
 
@@ -94,9 +111,9 @@ async def kinds_by_id(
 async def names_by_id(
     session: AsyncSession, credential_ids: Collection[str], workspace_id: str
 ) -> dict[str, str]:
-    """The name of each of these credentials that belongs to the workspace, by id."""
+    """The name of each of these credentials the workspace may use, by id."""
     query = select(Credential.id, Credential.name).where(
-        col(Credential.id).in_(credential_ids), Credential.workspace_id == workspace_id
+        col(Credential.id).in_(credential_ids), usable_in([workspace_id])
     )
     return {credential_id: name for credential_id, name in (await session.exec(query)).all()}
 
@@ -104,18 +121,21 @@ async def names_by_id(
 async def find_by_names(
     session: AsyncSession, names: Collection[str], workspace_id: str
 ) -> dict[str, tuple[str, str]]:
-    """The id and kind of each credential of the workspace with one of these names, by name
-    (names are unique in a workspace)."""
+    """The id and kind of each credential the workspace may use with one of these names, by
+    name (names are unique in a workspace; the workspace's own wins over a shared one)."""
     wanted = [name for name in names if storable(name)]
     if not wanted:
         return {}
-    query = select(Credential.name, Credential.id, Credential.kind).where(
-        col(Credential.name).in_(wanted), Credential.workspace_id == workspace_id
+    query = (
+        select(Credential.name, Credential.id, Credential.kind, Credential.workspace_id)
+        .where(col(Credential.name).in_(wanted), usable_in([workspace_id]))
+        .order_by(col(Credential.id))
     )
-    return {
-        name: (credential_id, kind)
-        for name, credential_id, kind in (await session.exec(query)).all()
-    }
+    found: dict[str, tuple[str, str]] = {}
+    for name, credential_id, kind, owner in (await session.exec(query)).all():
+        if owner == workspace_id or name not in found:
+            found[name] = (credential_id, kind)
+    return found
 
 
 def reveal(box: SecretBox, row: Credential) -> dict[str, Any]:
@@ -157,9 +177,12 @@ def merged(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 async def delete_credential(session: AsyncSession, row: Credential) -> None:
+    """Delete a credential no workflow of its workspace uses; the workspaces it is shared
+    with lose it as by an unshare (their nodes using it get a node issue)."""
     users = await workflows_using(session, row)
     if users:
         raise CredentialInUseError(row.id, users)
+    await credential_shares.unshare_all(session, row)
     await session.delete(row)
     await session.flush()
 
@@ -217,9 +240,20 @@ async def rotate_all(database: Database, box: SecretBox, batch: int = 200) -> in
         after = rows[-1].id
 
 
+async def get_usable(
+    session: AsyncSession, credential_id: str, workspace_ids: Sequence[str]
+) -> Credential | None:
+    """The credential, if one of the workspaces owns it or it is shared with one of them."""
+    if not storable(credential_id):
+        return None
+    query = select(Credential).where(Credential.id == credential_id, usable_in(workspace_ids))
+    return (await session.exec(query)).first()
+
+
 class DatabaseCredentials:
-    """`engine.nodes.base.CredentialProvider` on the database: a credential is found only in
-    the workspace asked for (the execution's), and only of the kind asked for."""
+    """`engine.nodes.base.CredentialProvider` on the database: a credential is found only if
+    the workspace asked for (the execution's) owns it or it is shared with that workspace,
+    and only of the kind asked for."""
 
     def __init__(self, database: Database, box: SecretBox) -> None:
         self.database = database
@@ -227,7 +261,7 @@ class DatabaseCredentials:
 
     async def fields(self, workspace_id: str, kind: str, credential_id: str) -> dict[str, Any]:
         async with self.database.session() as session:
-            row = await get_credential(session, credential_id, [workspace_id])
+            row = await get_usable(session, credential_id, [workspace_id])
         if row is None or row.kind != kind:
             raise LookupError(credential_id)
         return reveal(self.box, row)

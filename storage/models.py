@@ -460,6 +460,31 @@ class Credential(SQLModel, table=True):
     )
 
 
+class CredentialShare(SQLModel, table=True):
+    """A credential another workspace may use in its nodes (never see nor change): the
+    owner's workspace shared it. Deleting the credential or the workspace ends the share."""
+
+    __tablename__ = "credential_shares"
+
+    credential_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("credentials.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    workspace_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    shared_by: str | None = Field(
+        default=None,
+        sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    )
+    created_at: datetime = _created_at()
+
+    __table_args__ = (Index("ix_credential_shares_workspace", "workspace_id"),)
+
+
 class NodeTypeDefinition(SQLModel, table=True):
     """One version of a workspace's declarative node type (`ws.name`): its definition as
     data (engine/declarative.py). A version is never changed: an update adds the next one.

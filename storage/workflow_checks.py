@@ -64,8 +64,9 @@ async def reference_problems(
     session: AsyncSession, graph: Graph, workspace_id: str
 ) -> list[Problem]:
     """Every credential reference (`credentials: {kind: id}` of a node) must name a
-    credential of that kind in the workflow's own workspace, and every workflow an Execute
-    Workflow node names (when not an expression) a workflow of that workspace."""
+    credential of that kind that the workflow's workspace owns or is shared, and every
+    workflow an Execute Workflow node names (when not an expression) a workflow of that
+    workspace."""
     problems = await _called_workflow_problems(session, graph, workspace_id)
     references = [
         (node.id, kind, credential_id)
@@ -86,7 +87,10 @@ async def reference_problems(
                 )
             )
         elif credential_id not in found:
-            message = f"credential {credential_id!r} not found in this workflow's workspace"
+            message = (
+                f"credential {credential_id!r} is neither owned by nor shared with this "
+                "workflow's workspace"
+            )
             problems.append(Problem("UNKNOWN_CREDENTIAL", message, node_id, field))
         elif found[credential_id] != kind:
             message = f"credential {credential_id!r} is a {found[credential_id]}, not a {kind}"

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from sqlmodel import col, delete, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from storage import credential_shares
 from storage.errors import NotFoundError, StorageError
 from storage.executions import UNFINISHED
 from storage.models import (
+    Credential,
     Execution,
     Membership,
     NodeTypePolicy,
@@ -115,6 +117,10 @@ async def delete_workspace(session: AsyncSession, workspace_id: str) -> None:
             f"the workspace has {count} execution(s) queued, running or waiting; "
             "cancel them or let them finish first",
         )
+    # Workspaces its credentials are shared with lose them as by an unshare: node issues.
+    owned = await session.exec(select(Credential).where(Credential.workspace_id == workspace_id))
+    for credential in owned.all():
+        await credential_shares.unshare_all(session, credential)
     # Node type policies name their workspace without a foreign key (server-wide ones: "*").
     for policy in (NodeTypePolicy, NodeTypePolicyChange):
         await session.exec(delete(policy).where(col(policy.scope) == workspace_id))

@@ -58,6 +58,33 @@ WORKSPACE = """
 query($id: ID!) { workspace(id: $id) { id name role members { role user { name } } } }
 """
 WORKSPACES = "{ workspaces { id name role } }"
+SHARED = """
+  ... on Credential {
+    id name workspaceId fields secretFields sharedWith { id name } sharedFrom { id name }
+  }
+"""
+SHARE = f"""
+mutation($id: ID!, $ws: ID!) {{
+  shareCredential(id: $id, workspaceId: $ws) {{ __typename {SHARED} {REFUSALS} }}
+}}
+"""
+UNSHARE = f"""
+mutation($id: ID!, $ws: ID!) {{
+  unshareCredential(id: $id, workspaceId: $ws) {{ __typename {SHARED} {REFUSALS} }}
+}}
+"""
+MOVE_REFUSALS = """
+  ... on ValidationError { message problems { code message nodeId field } }
+  ... on NotFoundError { message id }
+  ... on ForbiddenError { message }
+"""
+MOVE = f"""
+mutation($id: ID!, $ws: ID!) {{
+  moveWorkflow(id: $id, workspaceId: $ws) {{
+    __typename ... on Workflow {{ id workspace {{ id }} }} {MOVE_REFUSALS}
+  }}
+}}
+"""
 
 ROLES = ("viewer", "operator", "editor", "admin", "owner")
 

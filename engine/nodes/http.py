@@ -106,7 +106,8 @@ async def request_auth(context: NodeRunContext, http: HttpClient) -> Auth:
         )
     except LookupError as exc:
         raise NodeError(
-            f"credential {credential_id!r} ({kind}) not found in this workflow's workspace",
+            f"credential {credential_id!r} ({kind}) is neither owned by nor shared with this "
+            "workflow's workspace",
             error_type="CREDENTIAL_NOT_FOUND",
         ) from exc
     if kind == "api_key_header":

@@ -176,6 +176,7 @@ POLICY_READS_TEST = "test_node_type_policies.py::test_another_workspace_cannot_b
 POLICIES_TEST = "test_node_type_policies.py::test_bad_changes_are_refused_and_record_nothing"
 PREVIEWS_TEST = "test_expression_preview.py::test_bad_input_is_a_typed_result"
 WORKSPACES_TEST = "test_workspaces.py::test_members_share_a_workspace_and_others_see_nothing_of_it"
+SHARING_TESTS = "test_sharing.py::"
 MUTATIONS_CHECKED_ELSEWHERE = {
     "createNodeType": DECLARATIVE_TEST,
     "updateNodeType": DECLARATIVE_TEST,
@@ -187,6 +188,10 @@ MUTATIONS_CHECKED_ELSEWHERE = {
     "createCredential": CREDENTIALS_TEST,
     "updateCredential": CREDENTIALS_TEST,
     "deleteCredential": CREDENTIALS_TEST,
+    "shareCredential": SHARING_TESTS
+    + "test_sharing_to_a_workspace_you_do_not_belong_to_is_not_found",
+    "unshareCredential": SHARING_TESTS + "test_only_owners_and_admins_share",
+    "moveWorkflow": SHARING_TESTS + "test_moving_to_a_workspace_you_cannot_create_in",
     "setNodeTypeEnabled": POLICIES_TEST,
     "createWorkspace": WORKSPACES_TEST,
     "importWorkflow": EXPORTS_TEST + "test_importing_into_another_users_workspace_is_not_found",

@@ -35,11 +35,16 @@ from tests.teams import (
     CREATE_IN,
     CREATE_WORKSPACE,
     DELETE_WORKSPACE,
+    MOVE,
     REMOVE_MEMBER,
     RENAME_WORKSPACE,
     ROLES,
+    SHARE,
+    UNSHARE,
     WORKSPACE,
     WORKSPACES,
+    add_member,
+    create_workspace,
     team,
 )
 
@@ -52,9 +57,11 @@ PING_TYPE = {"displayName": "Ping", "requestTemplate": {"url": "http://127.0.0.1
 @dataclass
 class Team:
     """A shared workspace with one member of each role, a published workflow, a finished
-    execution of it, a credential, a declarative type; and an outsider."""
+    execution of it, a credential, a declarative type; a second workspace where each of
+    them is an editor (to move and share to); and an outsider."""
 
     workspace_id: str
+    second_workspace_id: str
     callers: dict[str, Caller]
     outsider: Caller
     outsiders_token_id: str
@@ -73,6 +80,10 @@ async def world(app: Any, make_caller: MakeCaller) -> Team:
     owner = callers["owner"]
     members = {role: caller for role, caller in callers.items() if role != "owner"}
     workspace_id = await team(owner, members)
+    second_workspace_id = await create_workspace(owner, "Second")
+    for caller in members.values():
+        added = await add_member(owner, second_workspace_id, caller, "editor")
+        assert added["__typename"] == "WorkspaceMember", added
     outsider = await make_caller("outsider")
     token_id = (await outsider.gql("{ apiTokens { id } }"))["apiTokens"][0]["id"]
     created = only(
@@ -104,6 +115,7 @@ async def world(app: Any, make_caller: MakeCaller) -> Team:
     assert declared["__typename"] == "NodeType", declared
     return Team(
         workspace_id=workspace_id,
+        second_workspace_id=second_workspace_id,
         callers=callers,
         outsider=outsider,
         outsiders_token_id=token_id,
@@ -156,6 +168,18 @@ MUTATIONS.update(
             lambda t: {"id": t.credential_id, "input": {"name": "Renamed"}},
         ),
         "deleteCredential": (DELETE_CREDENTIAL, lambda t: {"id": t.credential_id}),
+        "shareCredential": (
+            SHARE,
+            lambda t: {"id": t.credential_id, "ws": t.second_workspace_id},
+        ),
+        "unshareCredential": (
+            UNSHARE,
+            lambda t: {"id": t.credential_id, "ws": t.second_workspace_id},
+        ),
+        "moveWorkflow": (
+            MOVE,
+            lambda t: {"id": t.workflow["id"], "ws": t.second_workspace_id},
+        ),
         "createNodeType": (
             CREATE_TYPE,
             lambda t: {"ws": t.workspace_id, "name": "ws.pong", "input": PING_TYPE},

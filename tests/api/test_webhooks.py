@@ -17,6 +17,11 @@ from tests.api.test_executions import create
 from tests.conftest import Caller
 from tests.factories import edge, node
 from tests.live import serve
+from tests.teams import (
+    MOVE,
+    add_member,
+    create_workspace,
+)
 
 PROBLEMS = "... on ValidationError { problems { code field nodeId message } }"
 PUBLISH = f"""
@@ -373,3 +378,20 @@ async def test_a_webhook_run_of_a_version_that_pins_items_ignores_them(
     # The Set node ran on the request: the pinned items were not used.
     ((item,),) = [response.json()]
     assert (item["body"], item["total"]) == ({"qty": 4}, 8)
+
+
+async def test_a_moved_active_workflow_keeps_its_webhook_and_runs_in_its_new_workspace(
+    http: httpx.AsyncClient, alice: Caller, bob: Caller
+) -> None:
+    workflow_id = await hook_workflow(alice, {"path": "moving", "methods": ["POST"]})
+    assert (await http.post("/webhook/moving", json={})).status_code == 202  # route cached
+    team = await create_workspace(alice, "B")
+    await add_member(alice, team, bob, "viewer")
+    moved = (await alice.gql(MOVE, {"id": workflow_id, "ws": team}))["moveWorkflow"]
+    assert moved["__typename"] == "Workflow" and moved["workspace"]["id"] == team, moved
+    response = await http.post("/webhook/moving", json={"n": 1})
+    assert response.status_code == 202, response.text
+    execution = await execution_status(bob, response.json()["executionId"])  # B's member
+    assert execution["status"] == "SUCCEEDED" and execution["input"]["body"] == {"n": 1}
+    active = await bob.gql("query($id: ID!) { workflow(id: $id) { active } }", {"id": workflow_id})
+    assert active["workflow"] == {"active": True}

@@ -1,0 +1,139 @@
+"""Credentials shared with other workspaces: share, unshare, and who shares what.
+
+The owner's workspace shares a credential with another one; that workspace's nodes may then
+use it (storage/credentials.py `usable_in`), its members never see nor change its fields.
+Sharing twice is one share (the first is kept). Unsharing gives the drafts of that
+workspace whose nodes use the credential the node issue CREDENTIAL_NOT_SHARED (their runs
+fail at those nodes: the credential is no longer found for them); sharing again removes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlmodel import col, select, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from engine.validation import Problem, Severity
+from engine.validation.text import escape
+from storage.errors import StorageError
+from storage.models import Credential, CredentialShare, Workflow, Workspace
+from storage.types import storable, utcnow
+
+CREDENTIAL_NOT_SHARED = "CREDENTIAL_NOT_SHARED"
+
+
+class NotSharedError(StorageError):
+    """The credential is not shared with that workspace."""
+
+    def __init__(self, credential_id: str, workspace_id: str) -> None:
+        super().__init__(
+            f"credential {credential_id!r} is not shared with workspace {workspace_id!r}"
+        )
+        self.workspace_id = workspace_id
+
+
+async def share(
+    session: AsyncSession, credential: Credential, workspace_id: str, shared_by: str
+) -> None:
+    """Let the workspace use the credential (nothing changes when it already may)."""
+    if await session.get(CredentialShare, (credential.id, workspace_id)) is None:
+        session.add(
+            CredentialShare(
+                credential_id=credential.id,
+                workspace_id=workspace_id,
+                shared_by=shared_by,
+                created_at=utcnow(),
+            )
+        )
+        await session.flush()
+    await _set_issues(session, credential, workspace_id, shared=True)
+
+
+async def unshare(session: AsyncSession, credential: Credential, workspace_id: str) -> None:
+    """End the share (NotSharedError: there is none); the workspace's nodes using the
+    credential get the node issue CREDENTIAL_NOT_SHARED."""
+    key = (credential.id, workspace_id)
+    row = await session.get(CredentialShare, key) if storable(workspace_id) else None
+    if row is None:
+        raise NotSharedError(credential.id, workspace_id)
+    await session.delete(row)
+    await session.flush()
+    await _set_issues(session, credential, workspace_id, shared=False)
+
+
+async def unshare_all(session: AsyncSession, credential: Credential) -> None:
+    """End every share of the credential (before it is deleted), with the node issues."""
+    for workspace in (await shared_with(session, [credential.id]))[credential.id]:
+        await unshare(session, credential, workspace.id)
+
+
+async def shared_with(
+    session: AsyncSession, credential_ids: Collection[str]
+) -> dict[str, list[Workspace]]:
+    """The workspaces each of these credentials is shared with, by name (one query)."""
+    rows = await session.exec(
+        select(CredentialShare.credential_id, Workspace)
+        .join(Workspace, col(Workspace.id) == col(CredentialShare.workspace_id))
+        .where(col(CredentialShare.credential_id).in_(list(credential_ids)))
+        .order_by(col(Workspace.name), col(Workspace.id))
+    )
+    grouped: dict[str, list[Workspace]] = {credential_id: [] for credential_id in credential_ids}
+    for credential_id, workspace in rows:
+        grouped[credential_id].append(workspace)
+    return grouped
+
+
+async def owners(session: AsyncSession, workspace_ids: Sequence[str]) -> dict[str, Workspace]:
+    """These workspaces, by id (the owners of credentials shared with a caller)."""
+    rows = await session.exec(select(Workspace).where(col(Workspace.id).in_(list(workspace_ids))))
+    return {workspace.id: workspace for workspace in rows}
+
+
+async def _set_issues(
+    session: AsyncSession, credential: Credential, workspace_id: str, *, shared: bool
+) -> None:
+    """Add (`shared` False) or remove the CREDENTIAL_NOT_SHARED issue of each node of the
+    workspace's drafts that uses the credential. Node issues are derived from the draft, so
+    the draft's version does not change."""
+    drafts = await session.exec(
+        select(Workflow.id, Workflow.nodes, Workflow.node_issues).where(
+            Workflow.workspace_id == workspace_id
+        )
+    )
+    for workflow_id, nodes, stored in drafts.all():
+        issues = {node_id: list(found) for node_id, found in (stored or {}).items()}
+        changed = False
+        for node in nodes:
+            for kind, credential_id in (node.get("credentials") or {}).items():
+                if credential_id != credential.id:
+                    continue
+                field = f"credentials.{escape(kind)}"
+                kept = [
+                    issue
+                    for issue in issues.get(node["id"], [])
+                    if not (issue["code"] == CREDENTIAL_NOT_SHARED and issue["field"] == field)
+                ]
+                if not shared:
+                    kept.append(_issue(credential, node["id"], field))
+                if kept != issues.get(node["id"], []):
+                    changed = True
+                    if kept:
+                        issues[node["id"]] = kept
+                    else:
+                        issues.pop(node["id"], None)
+        if changed:
+            await session.exec(
+                update(Workflow).where(col(Workflow.id) == workflow_id).values(node_issues=issues)
+            )
+
+
+def _issue(credential: Credential, node_id: str, field: str) -> dict[str, Any]:
+    message = (
+        f"credential {credential.name!r} is no longer shared with this workspace: choose "
+        "another credential (runs fail at this node)"
+    )
+    return Problem(
+        CREDENTIAL_NOT_SHARED, message, node_id, field, severity=Severity.PARAMETER
+    ).to_json()

@@ -1,0 +1,490 @@
+"""Sharing credentials with other workspaces and moving workflows between workspaces: who
+may, what the other workspace sees and uses, and every bad input as a typed result that
+changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from server.app import create_app
+from storage.db import Database
+from tests.api.test_credentials import DELETE_CREDENTIAL, UPDATE_CREDENTIAL
+from tests.api.test_credentials import create as create_credential
+from tests.api.test_declarative_types import CREATE_TYPE
+from tests.api.test_executions import EXECUTE, create, finished
+from tests.api.test_export_import import EXPORT, IMPORT
+from tests.api.test_http_node import SECRET, MockApi, api, close_http
+from tests.api.test_node_type_policies import SET_ENABLED
+from tests.conftest import Caller, MakeCaller
+from tests.factories import (
+    GET,
+    PIN_NODE_DATA,
+    SET_ACTIVE,
+    UPDATE,
+    edge,
+    node,
+    only,
+    publish_workflow,
+)
+from tests.teams import (
+    CREATE_IN,
+    DELETE_WORKSPACE,
+    MOVE,
+    ROLES,
+    SHARE,
+    UNSHARE,
+    add_member,
+    create_workspace,
+    team,
+)
+
+__all__ = ["api"]  # the local HTTP server fixture, used here too
+
+LIST = """
+{ credentials { id name workspaceId fields secretFields sharedWith { id } sharedFrom { id } } }
+"""
+PING_TYPE = {"displayName": "Ping", "requestTemplate": {"url": "http://127.0.0.1:9/ping"}}
+
+
+@pytest.fixture
+async def app(database: Database, settings: Any, registry: Any) -> AsyncIterator[Any]:
+    allowed = settings.model_copy(update={"http_allowed_networks": ["127.0.0.1/32"]})
+    app = create_app(allowed, database=database, registry=registry)
+    yield app
+    await close_http(app)
+
+
+async def personal(caller: Caller) -> str:
+    viewer = await caller.gql("{ viewer { personalWorkspace { id } } }")
+    return str(viewer["viewer"]["personalWorkspace"]["id"])
+
+
+async def token(caller: Caller, workspace_id: str, name: str = "API token") -> str:
+    created = await create_credential(
+        caller, name=name, kind="bearer_token", data={"token": SECRET}, workspaceId=workspace_id
+    )
+    assert created["__typename"] == "Credential", created
+    return str(created["id"])
+
+
+def http_nodes(url: str, credential_id: str) -> list[dict[str, Any]]:
+    return [
+        node("start", "Start", "manual_trigger"),
+        node(
+            "call",
+            "Call",
+            "http_request",
+            parameters={"url": url},
+            credentials={"bearer_token": credential_id},
+        ),
+    ]
+
+
+async def create_in(caller: Caller, workspace_id: str, name: str, **graph: Any) -> str:
+    graph.setdefault("nodes", [node("start", "Start", "manual_trigger")])
+    graph.setdefault("edges", [])
+    created = only(
+        await caller.gql(CREATE_IN, {"input": {"name": name, **graph}, "ws": workspace_id})
+    )
+    assert created["__typename"] == "Workflow", created
+    return str(created["id"])
+
+
+# Sharing
+
+
+async def test_a_shared_credential_is_used_by_the_other_workspace_without_being_seen(
+    app: Any, alice: Caller, bob: Caller, api: MockApi
+) -> None:
+    a = await personal(alice)
+    b = await create_workspace(alice, "B")
+    assert (await add_member(alice, b, bob, "editor"))["__typename"] == "WorkspaceMember"
+    credential_id = await token(alice, a)
+    shared = only(await alice.gql(SHARE, {"id": credential_id, "ws": b}))
+    assert shared["__typename"] == "Credential", shared
+    assert shared["sharedWith"] == [{"id": b, "name": "B"}] and shared["sharedFrom"] is None
+
+    # Bob (a member of B only) sees it, marked as shared, names only.
+    (listed,) = (await bob.gql(LIST))["credentials"]
+    assert listed["id"] == credential_id and listed["workspaceId"] == a
+    assert listed["sharedFrom"] == {"id": a} and listed["sharedWith"] == []
+    assert listed["fields"] == {} and listed["secretFields"] == []
+
+    # He chooses it in a node of B, and the request gets the credential.
+    workflow_id = await create_in(
+        bob,
+        b,
+        "Uses it",
+        nodes=http_nodes(f"{api.base}/echo", credential_id),
+        edges=[edge("start", "call")],
+    )
+    started = only(await bob.gql(EXECUTE, {"id": workflow_id}))
+    assert started["__typename"] == "Execution", started
+    execution = await finished(app, bob, started["id"])
+    assert execution["status"] == "SUCCEEDED", execution
+    assert [request.headers["Authorization"] for request in api.seen] == [f"Bearer {SECRET}"]
+
+    # He cannot change, delete or share it on; alice still sees it as before.
+    renamed = only(await bob.gql(UPDATE_CREDENTIAL, {"id": credential_id, "input": {"name": "x"}}))
+    assert renamed["__typename"] == "ForbiddenError", renamed
+    deleted = only(await bob.gql(DELETE_CREDENTIAL, {"id": credential_id}))
+    assert deleted["__typename"] == "ForbiddenError", deleted
+    reshared = only(await bob.gql(SHARE, {"id": credential_id, "ws": await personal(bob)}))
+    assert reshared["__typename"] == "ForbiddenError", reshared
+    (own,) = [c for c in (await alice.gql(LIST))["credentials"] if c["id"] == credential_id]
+    assert own["name"] == "API token" and own["secretFields"] == ["token"]
+    assert own["sharedWith"] == [{"id": b}] and own["sharedFrom"] is None
+
+
+async def test_unsharing_gives_a_node_issue_and_runs_fail_at_that_node(
+    app: Any, alice: Caller, bob: Caller, api: MockApi
+) -> None:
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, await personal(alice))
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    workflow_id = await create_in(
+        bob,
+        b,
+        "Uses it",
+        nodes=http_nodes(f"{api.base}/echo", credential_id),
+        edges=[edge("start", "call")],
+    )
+    unshared = only(await alice.gql(UNSHARE, {"id": credential_id, "ws": b}))
+    assert unshared["__typename"] == "Credential" and unshared["sharedWith"] == [], unshared
+
+    workflow = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
+    (call,) = [n for n in workflow["nodes"] if n["id"] == "call"]
+    assert [(i["code"], i["field"]) for i in call["issues"]] == [
+        ("CREDENTIAL_NOT_SHARED", "credentials.bearer_token")
+    ]
+    assert (await bob.gql(LIST))["credentials"] == []
+    started = only(await bob.gql(EXECUTE, {"id": workflow_id}))
+    execution = await finished(app, bob, started["id"])
+    assert execution["status"] == "FAILED", execution
+    (run,) = [r for r in execution["nodeRuns"] if r["nodeId"] == "call"]
+    assert run["status"] == "FAILED" and run["error"]["type"] == "CREDENTIAL_NOT_FOUND", run
+    assert api.seen == []  # the request was never made
+    # A save keeping the reference is refused; the stored draft stays as it was.
+    kept = {"name": "Renamed", "nodes": workflow["nodes"], "edges": [edge("start", "call")]}
+    for data in kept["nodes"]:
+        data.pop("issues")
+    saved = only(
+        await bob.gql(UPDATE, {"id": workflow_id, "input": kept, "v": workflow["version"]})
+    )
+    assert _problems(saved) == [("UNKNOWN_CREDENTIAL", "call", "credentials.bearer_token")]
+
+    # Sharing again removes the issue.
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    workflow = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
+    assert all(not n["issues"] for n in workflow["nodes"]), workflow["nodes"]
+
+
+async def test_an_exported_workflow_links_the_shared_credential_again_on_import(
+    alice: Caller, bob: Caller
+) -> None:
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, await personal(alice))
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    workflow_id = await create_in(
+        bob,
+        b,
+        "Uses it",
+        nodes=http_nodes("http://127.0.0.1:9/", credential_id),
+        edges=[edge("start", "call")],
+    )
+    document = only(await bob.gql(EXPORT, {"id": workflow_id}))["document"]
+    imported = only(await bob.gql(IMPORT, {"document": document, "workspaceId": b}))
+    assert imported["__typename"] == "Workflow", imported
+    (call,) = [n for n in imported["nodes"] if n["id"] == "call"]
+    assert call["credentials"] == {"bearer_token": credential_id} and not call["issues"], call
+
+
+async def test_sharing_to_a_workspace_you_do_not_belong_to_is_not_found(
+    alice: Caller, bob: Caller, db_state: Any
+) -> None:
+    credential_id = await token(alice, await personal(alice))
+    bobs = await personal(bob)
+    before = await db_state()
+    refused = only(await alice.gql(SHARE, {"id": credential_id, "ws": bobs}))
+    assert refused["__typename"] == "NotFoundError" and refused["id"] == bobs, refused
+    missing = only(await alice.gql(SHARE, {"id": credential_id, "ws": "no-such-workspace"}))
+    assert missing["__typename"] == "NotFoundError", missing
+    assert await db_state() == before
+
+
+async def test_sharing_twice_is_one_share(alice: Caller, db_state: Any) -> None:
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, await personal(alice))
+    first = only(await alice.gql(SHARE, {"id": credential_id, "ws": b}))
+    after_first = await db_state()
+    second = only(await alice.gql(SHARE, {"id": credential_id, "ws": b}))
+    assert first == second and second["sharedWith"] == [{"id": b, "name": "B"}], second
+    assert await db_state() == after_first
+    own = only(await alice.gql(SHARE, {"id": credential_id, "ws": await personal(alice)}))
+    assert own["__typename"] == "ValidationError", own
+    assert [p["code"] for p in own["problems"]] == ["SAME_WORKSPACE"]
+    assert own["problems"][0]["field"] == "workspaceId"
+
+
+async def test_unsharing_what_is_not_shared_is_not_found(alice: Caller, db_state: Any) -> None:
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, await personal(alice))
+    before = await db_state()
+    refused = only(await alice.gql(UNSHARE, {"id": credential_id, "ws": b}))
+    assert refused["__typename"] == "NotFoundError" and refused["id"] == b, refused
+    assert "not shared" in refused["message"]
+    assert await db_state() == before
+
+
+async def test_only_owners_and_admins_share(make_caller: MakeCaller, db_state: Any) -> None:
+    callers = {role: await make_caller(role) for role in ROLES}
+    members = {role: caller for role, caller in callers.items() if role != "owner"}
+    workspace_id = await team(callers["owner"], members)
+    credential_id = await token(callers["owner"], workspace_id)
+    for role in ("viewer", "operator", "editor"):
+        before = await db_state()
+        target = await personal(callers[role])
+        refused = only(await callers[role].gql(SHARE, {"id": credential_id, "ws": target}))
+        assert refused["__typename"] == "ForbiddenError", (role, refused)
+        assert "admin" in refused["message"]
+        refused = only(await callers[role].gql(UNSHARE, {"id": credential_id, "ws": target}))
+        assert refused["__typename"] == "ForbiddenError", (role, refused)
+        assert await db_state() == before, role
+    for role in ("admin", "owner"):
+        target = await personal(callers[role])
+        shared = only(await callers[role].gql(SHARE, {"id": credential_id, "ws": target}))
+        assert shared["__typename"] == "Credential", (role, shared)
+
+
+async def test_deleting_a_shared_credential_leaves_a_node_issue_in_the_other_workspace(
+    alice: Caller, bob: Caller
+) -> None:
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, await personal(alice))
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    workflow_id = await create_in(
+        bob,
+        b,
+        "Uses it",
+        nodes=http_nodes("http://127.0.0.1:9/", credential_id),
+        edges=[edge("start", "call")],
+    )
+    deleted = only(await alice.gql(DELETE_CREDENTIAL, {"id": credential_id}))
+    assert deleted["__typename"] == "Deleted", deleted
+    workflow = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
+    (call,) = [n for n in workflow["nodes"] if n["id"] == "call"]
+    assert [i["code"] for i in call["issues"]] == ["CREDENTIAL_NOT_SHARED"]
+
+
+async def test_deleting_the_owning_workspace_leaves_a_node_issue_in_the_other(
+    alice: Caller, bob: Caller
+) -> None:
+    a = await create_workspace(alice, "A")
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, a)
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    workflow_id = await create_in(
+        bob,
+        b,
+        "Uses it",
+        nodes=http_nodes("http://127.0.0.1:9/", credential_id),
+        edges=[edge("start", "call")],
+    )
+    deleted = only(await alice.gql(DELETE_WORKSPACE, {"id": a}))
+    assert deleted["__typename"] == "Deleted", deleted
+    workflow = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
+    (call,) = [n for n in workflow["nodes"] if n["id"] == "call"]
+    assert [i["code"] for i in call["issues"]] == ["CREDENTIAL_NOT_SHARED"]
+
+
+# Moving
+
+
+def _problems(result: dict[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    assert result["__typename"] == "ValidationError", result
+    return sorted((p["code"], p["nodeId"], p["field"]) for p in result["problems"])
+
+
+async def test_a_move_is_refused_with_every_problem_at_once(alice: Caller, db_state: Any) -> None:
+    a = await personal(alice)
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, a)
+    declared = only(await alice.gql(CREATE_TYPE, {"ws": a, "name": "ws.ping", "input": PING_TYPE}))
+    assert declared["__typename"] == "NodeType", declared
+    helper = await create_in(alice, a, "Helper")
+    moving = await create_in(
+        alice,
+        a,
+        "Moving",
+        nodes=[
+            node("start", "Start", "manual_trigger"),
+            node(
+                "call",
+                "Call",
+                "http_request",
+                parameters={"url": "http://127.0.0.1:9/"},
+                credentials={"bearer_token": credential_id},
+            ),
+            node("sub", "Sub", "execute_workflow", parameters={"workflowId": helper}),
+            node("ping", "Ping", "ws.ping"),
+        ],
+        edges=[edge("start", "call"), edge("call", "sub"), edge("sub", "ping")],
+    )
+    await create_in(
+        alice,
+        a,
+        "Caller",
+        nodes=[
+            node("start", "Start", "manual_trigger"),
+            node("calls", "Calls", "execute_workflow", parameters={"workflowId": moving}),
+        ],
+        edges=[edge("start", "calls")],
+    )
+    before = await db_state()
+    refused = only(await alice.gql(MOVE, {"id": moving, "ws": b}))
+    assert _problems(refused) == [
+        ("CALLED_BY_WORKFLOW", "calls", "parameters.workflowId"),
+        ("CREDENTIAL_NOT_AVAILABLE", "call", "credentials.bearer_token"),
+        ("NODE_TYPE_NOT_AVAILABLE", "ping", "type"),
+        ("SUBWORKFLOW_OUTSIDE", "sub", "parameters.workflowId"),
+    ]
+    assert "Caller" in next(
+        p["message"] for p in refused["problems"] if p["code"] == "CALLED_BY_WORKFLOW"
+    )
+    assert await db_state() == before
+
+
+async def test_a_sub_workflow_call_that_would_cross_workspaces_refuses_the_move(
+    alice: Caller, db_state: Any
+) -> None:
+    a = await personal(alice)
+    b = await create_workspace(alice, "B")
+    helper = await create_in(alice, a, "Helper")
+    moving = await create_in(
+        alice,
+        a,
+        "Moving",
+        nodes=[
+            node("start", "Start", "manual_trigger"),
+            node("sub", "Sub", "execute_workflow", parameters={"workflowId": helper}),
+        ],
+        edges=[edge("start", "sub")],
+    )
+    before = await db_state()
+    refused = only(await alice.gql(MOVE, {"id": moving, "ws": b}))
+    assert _problems(refused) == [("SUBWORKFLOW_OUTSIDE", "sub", "parameters.workflowId")]
+    assert await db_state() == before
+    # Nor can the called workflow go first: the caller staying behind would cross too.
+    refused = only(await alice.gql(MOVE, {"id": helper, "ws": b}))
+    assert _problems(refused) == [("CALLED_BY_WORKFLOW", "sub", "parameters.workflowId")]
+    assert await db_state() == before
+
+
+async def test_a_credential_the_target_cannot_use_refuses_the_move_until_shared(
+    alice: Caller, db_state: Any
+) -> None:
+    a = await personal(alice)
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, a)
+    moving = await create_in(
+        alice,
+        a,
+        "Moving",
+        nodes=http_nodes("http://127.0.0.1:9/", credential_id),
+        edges=[edge("start", "call")],
+    )
+    before = await db_state()
+    refused = only(await alice.gql(MOVE, {"id": moving, "ws": b}))
+    assert _problems(refused) == [("CREDENTIAL_NOT_AVAILABLE", "call", "credentials.bearer_token")]
+    assert await db_state() == before
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    moved = only(await alice.gql(MOVE, {"id": moving, "ws": b}))
+    assert moved["__typename"] == "Workflow" and moved["workspace"]["id"] == b, moved
+
+
+async def test_moving_to_a_workspace_you_cannot_create_in(
+    alice: Caller, bob: Caller, db_state: Any
+) -> None:
+    b = await create_workspace(bob, "Bob's team")
+    await add_member(bob, b, alice, "viewer")
+    moving = await create_in(alice, await personal(alice), "Moving")
+    elsewhere = await personal(bob)
+    theirs = await create_in(bob, elsewhere, "Bob's")
+    before = await db_state()
+    refused = only(await alice.gql(MOVE, {"id": moving, "ws": b}))
+    assert refused["__typename"] == "ForbiddenError", refused
+    refused = only(await alice.gql(MOVE, {"id": moving, "ws": elsewhere}))
+    assert refused["__typename"] == "NotFoundError" and refused["id"] == elsewhere, refused
+    refused = only(await alice.gql(MOVE, {"id": theirs, "ws": await personal(alice)}))
+    assert refused["__typename"] == "NotFoundError" and refused["id"] == theirs, refused
+    assert await db_state() == before
+
+
+async def test_moving_to_the_same_workspace_is_refused(alice: Caller, db_state: Any) -> None:
+    a = await personal(alice)
+    moving = await create_in(alice, a, "Moving")
+    before = await db_state()
+    refused = only(await alice.gql(MOVE, {"id": moving, "ws": a}))
+    assert _problems(refused) == [("SAME_WORKSPACE", None, "workspaceId")]
+    assert await db_state() == before
+
+
+async def test_a_workflow_moves_with_its_executions_and_pinned_data(
+    app: Any, alice: Caller, bob: Caller
+) -> None:
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "operator")
+    moving = await create(
+        alice, [node("start", "Start", "manual_trigger"), node("n", "N")], [edge("start", "n")]
+    )
+    started = only(await alice.gql(EXECUTE, {"id": moving}))
+    await finished(app, alice, started["id"])
+    workflow = (await alice.gql(GET, {"id": moving}))["workflow"]
+    pinned = only(
+        await alice.gql(
+            PIN_NODE_DATA,
+            {"wf": moving, "nodeId": "n", "items": [{"a": 1}], "v": workflow["version"]},
+        )
+    )
+    assert pinned["__typename"] == "Workflow", pinned
+    assert (await bob.gql(GET, {"id": moving}))["workflow"] is None
+    moved = only(await alice.gql(MOVE, {"id": moving, "ws": b}))
+    assert moved["__typename"] == "Workflow", moved
+    # Bob, a member of B only, now reads it, its pinned data and its execution.
+    seen = await bob.gql(
+        "query($id: ID!, $e: ID!) { workflow(id: $id) { id nodes { id pinnedData } }"
+        " execution(id: $e) { id status } }",
+        {"id": moving, "e": started["id"]},
+    )
+    assert seen["workflow"]["id"] == moving and seen["execution"]["status"] == "SUCCEEDED"
+    (n,) = [n for n in seen["workflow"]["nodes"] if n["id"] == "n"]
+    assert n["pinnedData"] == [{"a": 1}], n
+
+
+async def test_an_active_workflow_does_not_move_where_its_node_types_are_disabled(
+    alice: Caller, db_state: Any
+) -> None:
+    b = await create_workspace(alice, "B")
+    moving = await create_in(
+        alice,
+        await personal(alice),
+        "Active",
+        nodes=[node("start", "Start", "manual_trigger"), node("n", "N")],
+        edges=[edge("start", "n")],
+    )
+    await publish_workflow(alice, {"id": moving, "version": 1})
+    activated = only(await alice.gql(SET_ACTIVE, {"id": moving, "active": True}))
+    assert activated["active"] is True, activated
+    disabled = only(await alice.gql(SET_ENABLED, {"name": "noop", "enabled": False, "ws": b}))
+    assert disabled["__typename"] == "NodeType", disabled
+    before = await db_state()
+    refused = only(await alice.gql(MOVE, {"id": moving, "ws": b}))
+    assert _problems(refused) == [("NODE_TYPE_DISABLED", "n", "type")]
+    assert await db_state() == before
