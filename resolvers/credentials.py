@@ -6,6 +6,7 @@ import logging
 from typing import Any, cast
 
 import strawberry
+from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 
 from engine.credentials import KINDS, check_data
@@ -14,7 +15,8 @@ from resolvers.context import Context
 from resolvers.permissions import refusal, scope, target_workspace
 from resolvers.workflows import validation_error
 from schema import inputs, results, types
-from storage import credentials
+from storage import audit, credentials
+from storage.audit import AuditAction
 from storage.errors import DuplicateNameError
 from storage.models import Credential
 from storage.roles import Action
@@ -98,6 +100,26 @@ def credential_kinds() -> list[types.CredentialKind]:
     ]
 
 
+async def _audited(
+    info: Info,
+    session: AsyncSession,
+    action: AuditAction,
+    credential_id: str,
+    workspace_id: str,
+    **details: Any,
+) -> None:
+    """Record the caller's `action` on a credential; `details` never holds its values."""
+    await audit.record(
+        session,
+        actor=info.context.viewer(),
+        action=action,
+        workspace_id=workspace_id,
+        target_kind="credential",
+        target_id=credential_id,
+        details=details,
+    )
+
+
 async def create_credential(info: Info, input: inputs.CredentialInput) -> results.CredentialResult:
     viewer = info.context.viewer()
     box = _box(info)
@@ -118,6 +140,15 @@ async def create_credential(info: Info, input: inputs.CredentialInput) -> result
                 kind=input.kind,
                 data=data,
                 created_by=viewer.user_id,
+            )
+            await _audited(
+                info,
+                session,
+                AuditAction.CREDENTIAL_CREATE,
+                row.id,
+                row.workspace_id,
+                name=row.name,
+                kind=row.kind,
             )
     except DuplicateNameError:
         return _duplicate(input.name)
@@ -148,6 +179,16 @@ async def update_credential(
             if problems:
                 return validation_error(problems)
             row = await credentials.update_credential(session, box, row, name=input.name, data=data)
+            # The names of the fields changed, never their values.
+            await _audited(
+                info,
+                session,
+                AuditAction.CREDENTIAL_UPDATE,
+                row.id,
+                row.workspace_id,
+                name=row.name,
+                fields=sorted(changes),
+            )
     except DuplicateNameError:
         return _duplicate(input.name or "")
     return _credential(box, row)
@@ -164,6 +205,14 @@ async def delete_credential(info: Info, id: strawberry.ID) -> results.DeleteResu
             if (forbidden := refusal(info, row.workspace_id)) is not None:
                 return forbidden
             await credentials.delete_credential(session, row)
+            await _audited(
+                info,
+                session,
+                AuditAction.CREDENTIAL_DELETE,
+                row.id,
+                row.workspace_id,
+                name=row.name,
+            )
     except credentials.CredentialInUseError as exc:
         return results.InUseError(
             message=str(exc),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -22,8 +23,9 @@ from resolvers.context import Context
 from resolvers.permissions import check_role, refusal, refusal_for, scope
 from resolvers.workflows import validation_error
 from schema import results, types
-from storage import errors, workspaces
+from storage import audit, errors, workspaces
 from storage.accounts import with_membership
+from storage.audit import AuditAction
 from storage.models import Membership, User
 from storage.roles import Action, Role, weaker
 
@@ -125,6 +127,26 @@ async def _change(
         yield _Change(session, mine)
 
 
+async def _audited(
+    info: Info,
+    session: AsyncSession,
+    action: AuditAction,
+    workspace_id: str,
+    user_id: str | None = None,
+    **details: Any,
+) -> None:
+    """Record the caller's `action` on the workspace, or on its member `user_id`."""
+    await audit.record(
+        session,
+        actor=info.context.viewer(),
+        action=action,
+        workspace_id=workspace_id,
+        target_kind="workspace" if user_id is None else "user",
+        target_id=workspace_id if user_id is None else user_id,
+        details=details,
+    )
+
+
 # Queries
 
 
@@ -152,6 +174,7 @@ async def create_workspace(info: Info, name: str) -> results.WorkspaceResult:
         return invalid
     async with info.context.database.transaction() as session:
         row = await workspaces.create_workspace(session, name.strip(), viewer.user_id)
+        await _audited(info, session, AuditAction.WORKSPACE_CREATE, row.id, name=row.name)
     _forget(info, viewer.user_id)
     info.context.principal = with_membership(viewer, row.id, Role.OWNER)
     return mapping.workspace(row)
@@ -163,6 +186,9 @@ async def rename_workspace(info: Info, id: strawberry.ID, name: str) -> results.
             if (invalid := _checked_name(name)) is not None:
                 return invalid
             row = await workspaces.rename_workspace(change.session, str(id), name.strip())
+            await _audited(
+                info, change.session, AuditAction.WORKSPACE_RENAME, row.id, name=row.name
+            )
     except _Refused as refused:
         return refused.answer
     return mapping.workspace(row)
@@ -173,6 +199,7 @@ async def delete_workspace(info: Info, id: strawberry.ID) -> results.DeleteWorks
         async with _change(info, str(id)) as change:
             members = await workspaces.members_by_workspace(change.session, [str(id)])
             await workspaces.delete_workspace(change.session, str(id))
+            await _audited(info, change.session, AuditAction.WORKSPACE_DELETE, str(id))
     except _Refused as refused:
         return refused.answer
     except workspaces.WorkspaceRefusal as exc:
@@ -195,6 +222,14 @@ async def add_workspace_member(
                 change.session, str(workspace_id), str(user_id), checked
             )
             member = await _mapped_member(change.session, row)
+            await _audited(
+                info,
+                change.session,
+                AuditAction.MEMBER_ADD,
+                row.workspace_id,
+                row.user_id,
+                role=row.role,
+            )
     except _Refused as refused:
         return refused.answer
     except errors.NotFoundError:
@@ -229,6 +264,16 @@ async def change_member_role(
                 return forbidden
             row = await workspaces.change_role(session, str(workspace_id), str(user_id), checked)
             member = await _mapped_member(session, row)
+            old_role = None if current is None else current.value
+            await _audited(
+                info,
+                session,
+                AuditAction.MEMBER_ROLE_CHANGE,
+                row.workspace_id,
+                row.user_id,
+                old_role=old_role,
+                role=row.role,
+            )
     except _Refused as refused:
         return refused.answer
     except errors.NotFoundError:
@@ -256,6 +301,14 @@ async def remove_workspace_member(
                 return forbidden
             row = await workspaces.remove_member(session, str(workspace_id), str(user_id))
             member = await _mapped_member(session, row)
+            await _audited(
+                info,
+                session,
+                AuditAction.MEMBER_REMOVE,
+                row.workspace_id,
+                row.user_id,
+                role=row.role,
+            )
     except _Refused as refused:
         return refused.answer
     except errors.NotFoundError:
