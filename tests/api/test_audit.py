@@ -4,8 +4,10 @@ read through `auditLog` by a workspace's owners and admins or by server admins."
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from tests.api.test_declarative_types import CREATE_TYPE, DELETE_TYPE, UPDATE_TY
 from tests.api.test_executions import EXECUTE, GET_EXECUTION, finished
 from tests.api.test_export_import import EXPORT, IMPORT
 from tests.api.test_node_type_policies import SET_ENABLED
+from tests.api.test_partial_runs import EXECUTE_NODE, RUN_TO
 from tests.api.test_roles import CANCEL, PING_TYPE, RETRY
 from tests.api.test_scoped_tokens import CREATE_TOKEN, scoped
 from tests.conftest import Caller, MakeCaller
@@ -426,11 +429,26 @@ async def test_records_older_than_the_retention_bound_are_pruned(
     assert await _records(database) == []
 
 
-def test_the_actions_are_the_documented_list() -> None:
-    assert {action.value for action in AuditAction} >= {
-        "workflow.move",
-        "credential.share",
-        "credential.unshare",
-        "execution.run",
-        "node_type_policy.change",
-    }
+async def test_runs_of_one_node_and_to_a_node_are_runs(
+    app: Any, alice: Caller, ledger: Ledger
+) -> None:
+    created = await _result(alice, CREATE, {"input": workflow_input()})
+    await ledger.new()
+    single = await _result(alice, EXECUTE_NODE, {"wf": created["id"], "node": "n1", "items": []})
+    row = await ledger.one("execution.run", alice, "execution", single["id"])
+    assert (row.details["node_id"], row.details["node_only"]) == ("n1", True)
+    await finished(app, alice, single["id"])
+    partial = await _result(alice, RUN_TO, {"id": created["id"], "to": "n1"})
+    row = await ledger.one("execution.run", alice, "execution", partial["id"])
+    assert (row.details["node_id"], row.details["node_only"]) == ("n1", False)
+    await finished(app, alice, partial["id"])
+    # Cancelling an execution that has ended changes nothing, and records nothing.
+    ended = await _result(alice, CANCEL, {"id": partial["id"]})
+    assert ended["status"] == "SUCCEEDED" and await ledger.new() == []
+
+
+def test_docs_list_every_action() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    part = page[page.index("### Audit log") : page.index("## Live execution events")]
+    documented = set(re.findall(r"`([a-z_]+\.[a-z_]+)`", part))
+    assert documented == {action.value for action in AuditAction}
