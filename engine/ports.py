@@ -115,6 +115,17 @@ class ParentLink:
 
 
 @dataclass(frozen=True, slots=True)
+class StartedBy:
+    """Who started an execution through the API, for the audit log, which records the
+    start in the transaction that creates the execution: the user, the scoped token they
+    used (its id), and the log's action (`execution.run`, `execution.retry`)."""
+
+    user_id: str
+    token_id: str | None
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
 class StartRequest:
     """A new execution, as every way of starting one describes it to the lifecycle."""
 
@@ -141,6 +152,8 @@ class StartRequest:
     # The version with its graph, when the caller has it (a webhook's route): lets embedded
     # mode start the run in one write.
     runnable: RunnableVersion | None = field(default=None, compare=False)
+    # A start by an API caller (a manual run, a retry): the audit log records it.
+    started_by: StartedBy | None = None
 
     @property
     def concurrency_limit(self) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import strawberry
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.workflow_fields import Collected, check_text
 from resolvers import mapping
@@ -12,7 +13,9 @@ from resolvers.context import Context
 from resolvers.permissions import check_role
 from resolvers.workflows import validation_error
 from schema import results, types
-from storage import accounts, errors
+from storage import accounts, audit, errors
+from storage.audit import AuditAction
+from storage.models import ApiToken
 from storage.types import storable
 
 Info = strawberry.Info[Context, None]
@@ -54,6 +57,20 @@ async def api_tokens(info: Info) -> list[types.ApiToken]:
 
 def _forbidden(what: str) -> results.ForbiddenError:
     return results.ForbiddenError(message=f"only an admin may {what}")
+
+
+async def _audited(info: Info, session: AsyncSession, action: AuditAction, row: ApiToken) -> None:
+    """Record the caller's `action` on a token: its id, name, user and scope (never the
+    token). A scoped token's record belongs to its workspace, any other one is server-wide."""
+    await audit.record(
+        session,
+        actor=info.context.viewer(),
+        action=action,
+        workspace_id=row.workspace_id,
+        target_kind="token",
+        target_id=row.id,
+        details={"name": row.name, "user_id": row.user_id, "role": row.role},
+    )
 
 
 async def create_user(
@@ -131,6 +148,7 @@ async def create_api_token(
             workspace_id=None if workspace_id is None else str(workspace_id),
             role=cap,
         )
+        await _audited(info, session, AuditAction.TOKEN_CREATE, row)
     return results.CreatedApiToken(
         token=token, api_token=mapping.api_token(row), user=mapping.user(found[target_user_id])
     )
@@ -145,6 +163,7 @@ async def revoke_api_token(info: Info, id: strawberry.ID) -> results.RevokeToken
             row = await accounts.revoke_token(
                 session, str(id), None if principal.is_admin else principal.user_id
             )
+            await _audited(info, session, AuditAction.TOKEN_REVOKE, row)
     except errors.NotFoundError:
         return results.NotFoundError(message=f"token {str(id)!r} not found", id=id)
     info.context.services.authenticator.forget_user(row.user_id)

@@ -23,7 +23,8 @@ from resolvers.context import Context
 from resolvers.permissions import refusal, scope, target_workspace
 from resolvers.workflows import validation_error
 from schema import inputs, results, types
-from storage import credential_shares, credentials, workspaces
+from storage import audit, credential_shares, credentials, workspaces
+from storage.audit import AuditAction
 from storage.errors import DuplicateNameError
 from storage.models import Credential, Workspace
 from storage.roles import Action
@@ -129,6 +130,26 @@ def credential_kinds() -> list[types.CredentialKind]:
     ]
 
 
+async def _audited(
+    info: Info,
+    session: AsyncSession,
+    action: AuditAction,
+    credential_id: str,
+    workspace_id: str,
+    **details: Any,
+) -> None:
+    """Record the caller's `action` on a credential; `details` never holds its values."""
+    await audit.record(
+        session,
+        actor=info.context.viewer(),
+        action=action,
+        workspace_id=workspace_id,
+        target_kind="credential",
+        target_id=credential_id,
+        details=details,
+    )
+
+
 async def create_credential(info: Info, input: inputs.CredentialInput) -> results.CredentialResult:
     viewer = info.context.viewer()
     box = _box(info)
@@ -149,6 +170,15 @@ async def create_credential(info: Info, input: inputs.CredentialInput) -> result
                 kind=input.kind,
                 data=data,
                 created_by=viewer.user_id,
+            )
+            await _audited(
+                info,
+                session,
+                AuditAction.CREDENTIAL_CREATE,
+                row.id,
+                row.workspace_id,
+                name=row.name,
+                kind=row.kind,
             )
     except DuplicateNameError:
         return _duplicate(input.name)
@@ -180,6 +210,16 @@ async def update_credential(
                 return validation_error(problems)
             row = await credentials.update_credential(session, box, row, name=input.name, data=data)
             shares = await credential_shares.shared_with(session, [row.id])
+            # The names of the fields changed, never their values.
+            await _audited(
+                info,
+                session,
+                AuditAction.CREDENTIAL_UPDATE,
+                row.id,
+                row.workspace_id,
+                name=row.name,
+                fields=sorted(changes),
+            )
     except DuplicateNameError:
         return _duplicate(input.name or "")
     return _credential(box, row, shared_with=shares[row.id])
@@ -196,6 +236,14 @@ async def delete_credential(info: Info, id: strawberry.ID) -> results.DeleteResu
             if (forbidden := refusal(info, row.workspace_id)) is not None:
                 return forbidden
             await credentials.delete_credential(session, row)
+            await _audited(
+                info,
+                session,
+                AuditAction.CREDENTIAL_DELETE,
+                row.id,
+                row.workspace_id,
+                name=row.name,
+            )
     except credentials.CredentialInUseError as exc:
         return results.InUseError(
             message=str(exc),
@@ -250,7 +298,16 @@ async def share_credential(
         # deleteWorkspace deletes under this lock: the share never names a deleted workspace;
         # and two shares (or unshares) of one workspace take turns.
         await info.context.database.lock(session, workspaces.lock_name(target))
-        await credential_shares.share(session, row, target, viewer.user_id)
+        if await credential_shares.share(session, row, target, viewer.user_id):
+            await _audited(
+                info,
+                session,
+                AuditAction.CREDENTIAL_SHARE,
+                row.id,
+                row.workspace_id,
+                name=row.name,
+                shared_with=target,
+            )
         shares = await credential_shares.shared_with(session, [row.id])
     return _credential(box, row, shared_with=shares[row.id])
 
@@ -272,6 +329,15 @@ async def unshare_credential(
                 return forbidden
             await info.context.database.lock(session, workspaces.lock_name(target))
             await credential_shares.unshare(session, row, target)
+            await _audited(
+                info,
+                session,
+                AuditAction.CREDENTIAL_UNSHARE,
+                row.id,
+                row.workspace_id,
+                name=row.name,
+                shared_with=target,
+            )
             shares = await credential_shares.shared_with(session, [row.id])
     except credential_shares.NotSharedError as exc:
         return results.NotFoundError(message=str(exc), id=strawberry.ID(exc.workspace_id))

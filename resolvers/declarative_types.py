@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import strawberry
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.declarative import definition_problems
 from engine.validation import Problem
@@ -15,7 +16,8 @@ from resolvers.permissions import refusal
 from resolvers.workflows import validation_error
 from resolvers.workspace_types import workspace_node_types
 from schema import inputs, results, types
-from storage import node_type_definitions
+from storage import audit, node_type_definitions
+from storage.audit import AuditAction
 from storage.errors import DuplicateNameError, NotFoundError
 from storage.node_type_definitions import ConcurrentChangeError, NodeTypeInUseError
 
@@ -69,6 +71,25 @@ async def _mapped(info: Info, workspace_id: str, name: str) -> types.NodeType:
     return mapping.node_type(descriptor, view)
 
 
+async def _audited(
+    info: Info,
+    session: AsyncSession,
+    action: AuditAction,
+    workspace_id: str,
+    name: str,
+    **details: Any,
+) -> None:
+    await audit.record(
+        session,
+        actor=info.context.viewer(),
+        action=action,
+        workspace_id=workspace_id,
+        target_kind="node_type",
+        target_id=name,
+        details=details,
+    )
+
+
 async def create_node_type(
     info: Info,
     name: Annotated[str, strawberry.argument(description="`ws.` and a snake_case name.")],
@@ -110,7 +131,9 @@ async def _save(
     write = node_type_definitions.create_type if new else node_type_definitions.update_type
     try:
         async with info.context.database.transaction() as session:
-            await write(session, workspace, name, definition, info.context.viewer().user_id)
+            row = await write(session, workspace, name, definition, info.context.viewer().user_id)
+            action = AuditAction.NODE_TYPE_CREATE if new else AuditAction.NODE_TYPE_UPDATE
+            await _audited(info, session, action, workspace, name, version=row.version)
     except DuplicateNameError:
         return validation_error(
             [
@@ -142,6 +165,7 @@ async def delete_node_type(
     try:
         async with info.context.database.transaction() as session:
             await node_type_definitions.delete_type(session, workspace, name)
+            await _audited(info, session, AuditAction.NODE_TYPE_DELETE, workspace, name)
     except NotFoundError:
         return _type_not_found(name)
     except NodeTypeInUseError as exc:

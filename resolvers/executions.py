@@ -19,7 +19,8 @@ from engine.graph import Graph
 from engine.lifecycle import ExecutionLifecycle
 from engine.outputs import not_json_reason
 from engine.plan import PlanError, prepare_plan
-from engine.ports import StartRequest
+from engine.ports import StartedBy, StartRequest
+from engine.states import ExecutionStatus
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
@@ -29,7 +30,8 @@ from resolvers.workflows import validation_error
 from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
-from storage import errors, executions, payload_store, reuse, workflows
+from storage import audit, errors, executions, payload_store, reuse, workflows
+from storage.audit import AuditAction
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
 
@@ -44,6 +46,11 @@ def _not_found(kind: str, identifier: str) -> results.NotFoundError:
     return results.NotFoundError(
         message=f"{kind} {identifier!r} not found", id=strawberry.ID(identifier)
     )
+
+
+def _started_by(info: Info, action: AuditAction) -> StartedBy:
+    viewer = info.context.viewer()
+    return StartedBy(user_id=viewer.user_id, token_id=viewer.token_id, action=action.value)
 
 
 def _problem(code: str, message: str, field: str) -> Problem:
@@ -358,6 +365,7 @@ async def execute_workflow(
             start_node_id=start,
             destination_node_id=destination,
             reuse_from=reused,
+            started_by=_started_by(info, AuditAction.EXECUTION_RUN),
         )
 
     try:
@@ -427,6 +435,7 @@ async def execute_node(
             created_by=viewer.user_id,
             destination_node_id=str(node_id),
             node_only=True,
+            started_by=_started_by(info, AuditAction.EXECUTION_RUN),
         )
 
     try:
@@ -485,6 +494,19 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
         return forbidden
     cancelled = await _lifecycle(info).cancel(row)
     assert isinstance(cancelled, Execution)
+    if not ExecutionStatus(row.status).is_terminal:
+        # The process running it records the cancellation, in a transaction of its own: the
+        # request is recorded here, once the lifecycle has taken it.
+        async with info.context.database.transaction() as session:
+            await audit.record(
+                session,
+                actor=viewer,
+                action=AuditAction.EXECUTION_CANCEL,
+                workspace_id=row.workspace_id,
+                target_kind="execution",
+                target_id=row.id,
+                details={"workflow_id": row.workflow_id, "status": cancelled.status},
+            )
     return mapping.execution(cancelled)
 
 
@@ -580,6 +602,7 @@ async def retry_execution(
                 start_node_id=original.start_node_id,
                 retry_of=original.id,
                 reuse_outputs=from_failed_node,
+                started_by=_started_by(info, AuditAction.EXECUTION_RETRY),
             )
 
     try:

@@ -19,7 +19,8 @@ from resolvers.context import Context
 from resolvers.permissions import refusal, refusal_for, target_workspace
 from resolvers.workflows import validation_error
 from schema import results
-from storage import errors, moves, workflows, workspaces
+from storage import audit, errors, moves, workflows, workspaces
+from storage.audit import AuditAction
 from storage.roles import Role, weaker
 
 Info = strawberry.Info[Context, None]
@@ -77,6 +78,17 @@ async def move_workflow(
         if problems:
             return validation_error(problems)
         await moves.move(session, current, target)
+        # Recorded in both workspaces: each one's owners and admins read their own log.
+        for workspace, details in ((source, {"to": target}), (target, {"from": source})):
+            await audit.record(
+                session,
+                actor=viewer,
+                action=AuditAction.WORKFLOW_MOVE,
+                workspace_id=workspace,
+                target_kind="workflow",
+                target_id=identifier,
+                details={"name": current.name, **details},
+            )
         session.expunge(current)
         moved = await workflows.get_workflow(session, identifier, [target])
         if moved is None:  # the row was moved in this transaction

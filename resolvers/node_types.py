@@ -30,9 +30,10 @@ from resolvers.permissions import refusal
 from resolvers.workflows import validation_error
 from resolvers.workspace_types import workspace_node_types
 from schema import results, types
-from storage import accounts, node_type_definitions
+from storage import accounts, audit, node_type_definitions
 from storage import node_type_policies as policies_store
 from storage.accounts import Principal
+from storage.audit import AuditAction
 from storage.models import SERVER_SCOPE
 from storage.types import storable
 
@@ -295,6 +296,16 @@ async def set_node_type_enabled(
             user_id=viewer.user_id,
             user_name=viewer.user_name,
         )
+        if changed:
+            await audit.record(
+                session,
+                actor=viewer,
+                action=AuditAction.NODE_TYPE_POLICY_CHANGE,
+                workspace_id=None if workspace_id is None else scope,
+                target_kind="node_type",
+                target_id=name,
+                details={"enabled": enabled, "reason": reason},
+            )
     if changed:
         await services.policies.reload()
     policy = services.node_type_policy()

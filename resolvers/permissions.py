@@ -44,6 +44,7 @@ OPERATIONS: dict[str, Action | None] = {
     "evaluateExpression": Action.READ,
     "evaluateParameters": Action.READ,
     "credentials": Action.READ,
+    "auditLog": Action.MANAGE,  # without a workspace: server admins only
     # Subscriptions
     "executionEvents": Action.READ,
     "executionUpdates": Action.READ,

@@ -50,6 +50,7 @@ async def import_workflow(
         document,
         workspace_id=target,
         created_by=info.context.viewer().user_id,
+        actor=info.context.viewer(),
     )
     if isinstance(imported, list):
         return validation_error(imported)

@@ -29,10 +29,12 @@ from resolvers.pagination import decode_cursor, encode_cursor, page_info, page_s
 from resolvers.permissions import refusal, scope, target_workspace
 from resolvers.workspace_types import node_types_for_graph
 from schema import inputs, results, types
-from storage import errors, schedules, webhooks, workflows, workspaces
+from storage import audit, errors, schedules, webhooks, workflows, workspaces
+from storage.audit import AuditAction
 from storage.models import Workflow
 from storage.types import utcnow
 from storage.workflow_checks import checked_graph, reference_problems
+from storage.workflows import WorkflowHead
 
 Info = strawberry.Info[Context, None]
 
@@ -57,6 +59,37 @@ def _conflict(exc: errors.VersionConflictError) -> results.VersionConflictError:
         message=str(exc),
         expected_version=exc.expected_version,
         current_version=exc.current_version,
+    )
+
+
+async def _audited(
+    info: Info,
+    session: AsyncSession,
+    action: AuditAction,
+    row: Workflow | WorkflowHead,
+    **details: Any,
+) -> None:
+    """Record the caller's `action` on the workflow `row` in the change's transaction."""
+    await audit.record(
+        session,
+        actor=info.context.viewer(),
+        action=action,
+        workspace_id=row.workspace_id,
+        target_kind="workflow",
+        target_id=row.id,
+        details=details,
+    )
+
+
+async def _audited_update(info: Info, session: AsyncSession, row: Workflow) -> None:
+    """A change of the draft: its new version, and the operation that made it."""
+    await _audited(
+        info,
+        session,
+        AuditAction.WORKFLOW_UPDATE,
+        row,
+        version=row.version,
+        operation=info.field_name,
     )
 
 
@@ -169,6 +202,7 @@ async def create_workflow(
     )
     async with info.context.database.transaction() as session:
         await workflows.create_workflow(session, row)
+        await _audited(info, session, AuditAction.WORKFLOW_CREATE, row, name=row.name)
     return await _mapped(info, row)
 
 
@@ -215,6 +249,7 @@ async def update_workflow(
             return _conflict(exc)
         except errors.NotFoundError:  # deleted concurrently
             return _not_found(str(id))
+        await _audited_update(info, session, row)
     # Webhook routes carry the workflow's settings (its concurrency limit).
     info.context.services.webhook_routes.clear()
     return await _mapped(info, row)
@@ -230,6 +265,7 @@ async def delete_workflow(info: Info, id: strawberry.ID) -> results.DeleteResult
             if (forbidden := refusal(info, head.workspace_id)) is not None:
                 return forbidden
             await workflows.delete_workflow(session, str(id), viewer.workspace_ids)
+            await _audited(info, session, AuditAction.WORKFLOW_DELETE, head, version=head.version)
     except errors.NotFoundError:
         return _not_found(str(id))
     info.context.services.webhook_routes.clear()  # its routes went with it
@@ -264,6 +300,9 @@ async def duplicate_workflow(
             created_by=viewer.user_id,
         )
         await workflows.create_workflow(session, row)
+        await _audited(
+            info, session, AuditAction.WORKFLOW_CREATE, row, name=row.name, copy_of=source.id
+        )
     return await _mapped(info, row)
 
 
@@ -320,6 +359,7 @@ async def _edit_graph(
             return _conflict(exc)
         except errors.NotFoundError:  # deleted concurrently
             return _not_found(workflow_id)
+        await _audited_update(info, session, row)
     return await _mapped(info, row)
 
 
@@ -450,6 +490,7 @@ async def _change_pins(
             return _conflict(exc)
         except errors.NotFoundError:  # deleted concurrently
             return _not_found(workflow_id)
+        await _audited_update(info, session, row)
     return await _mapped(info, row)
 
 
@@ -527,6 +568,9 @@ async def publish_workflow(
                 return _not_found(str(id))
             if row.active:
                 await _route_triggers(session, row)
+            await _audited(
+                info, session, AuditAction.WORKFLOW_PUBLISH, row, version=row.published_version
+            )
     except webhooks.PathTakenError as exc:  # rolled back: not published
         return _path_taken(exc)
     except schedules.InvalidScheduleError as exc:
@@ -571,6 +615,8 @@ async def set_workflow_active(
             except errors.NotFoundError:  # deleted concurrently
                 return _not_found(str(id))
             await _route_triggers(session, row)
+            switched = AuditAction.WORKFLOW_ACTIVATE if active else AuditAction.WORKFLOW_DEACTIVATE
+            await _audited(info, session, switched, row, version=row.published_version)
     except webhooks.PathTakenError as exc:  # rolled back: nothing changed
         return _path_taken(exc)
     except schedules.InvalidScheduleError as exc:

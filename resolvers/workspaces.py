@@ -4,10 +4,15 @@ Who may do each is decided by resolvers/permissions.py; the one rule it cannot e
 alone is about owners: making someone an owner, or changing or removing an owner, needs
 the owner's own action (`Action.OWN`), and anyone may leave a workspace (with a scoped
 token, only one that may manage members). Each change decides again, under the workspace's
-lock, on the caller's role as stored (`_locked`).
+lock, on the caller's role as stored: every change runs inside `_change`.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -18,8 +23,9 @@ from resolvers.context import Context
 from resolvers.permissions import check_role, refusal, refusal_for, scope
 from resolvers.workflows import validation_error
 from schema import results, types
-from storage import errors, workspaces
+from storage import audit, errors, workspaces
 from storage.accounts import with_membership
+from storage.audit import AuditAction
 from storage.models import Membership, User
 from storage.roles import Action, Role, weaker
 
@@ -34,7 +40,7 @@ def _not_found(kind: str, identifier: str) -> results.NotFoundError:
     )
 
 
-def _refused(exc: workspaces.WorkspaceRefusal, field: str) -> results.ValidationError:
+def _refusal_problem(exc: workspaces.WorkspaceRefusal, field: str) -> results.ValidationError:
     collected = Collected()
     collected.add(exc.code, str(exc), field)
     return validation_error(collected.problems)
@@ -71,6 +77,76 @@ async def _locked(info: Info, session: AsyncSession, workspace_id: str) -> Role 
     return None if stored is None else weaker(stored, viewer.token_role)
 
 
+_Answer = results.NotFoundError | results.ForbiddenError | results.ValidationError
+
+
+class _Refused(Exception):
+    """Ends a change inside `_change` early with the answer the caller gets."""
+
+    def __init__(self, answer: _Answer) -> None:
+        super().__init__(answer.message)
+        self.answer = answer
+
+
+@dataclass(frozen=True)
+class _Change:
+    """A change under way: its transaction, and the caller's role as stored under the lock."""
+
+    session: AsyncSession
+    role: Role
+
+
+@asynccontextmanager
+async def _change(
+    info: Info,
+    workspace_id: str,
+    action: Action | None = None,
+    *,
+    invalid: results.ValidationError | None = None,
+    checked: bool = True,
+) -> AsyncIterator[_Change]:
+    """A change to a workspace the caller belongs to, decided twice: on the principal first
+    (cheap, no transaction), then under the workspace's lock on the role as stored
+    (`_locked`). Raises `_Refused` with NotFoundError when the workspace is not the caller's,
+    `invalid` (an argument's problems, which a member hears before a refusal) when given,
+    ForbiddenError when their role does not allow the operation (or `action`); with
+    `checked=False`, membership is all that is asked."""
+    viewer = info.context.viewer()
+    if workspace_id not in viewer.workspace_ids:
+        raise _Refused(_not_found("workspace", workspace_id))
+    if invalid is not None:
+        raise _Refused(invalid)
+    if checked and (forbidden := refusal(info, workspace_id, action)) is not None:
+        raise _Refused(forbidden)
+    async with info.context.database.transaction() as session:
+        mine = await _locked(info, session, workspace_id)
+        if mine is None:
+            raise _Refused(_not_found("workspace", workspace_id))
+        if checked and (forbidden := refusal_for(info, mine, action)) is not None:
+            raise _Refused(forbidden)
+        yield _Change(session, mine)
+
+
+async def _audited(
+    info: Info,
+    session: AsyncSession,
+    action: AuditAction,
+    workspace_id: str,
+    user_id: str | None = None,
+    **details: Any,
+) -> None:
+    """Record the caller's `action` on the workspace, or on its member `user_id`."""
+    await audit.record(
+        session,
+        actor=info.context.viewer(),
+        action=action,
+        workspace_id=workspace_id,
+        target_kind="workspace" if user_id is None else "user",
+        target_id=workspace_id if user_id is None else user_id,
+        details=details,
+    )
+
+
 # Queries
 
 
@@ -98,46 +174,36 @@ async def create_workspace(info: Info, name: str) -> results.WorkspaceResult:
         return invalid
     async with info.context.database.transaction() as session:
         row = await workspaces.create_workspace(session, name.strip(), viewer.user_id)
+        await _audited(info, session, AuditAction.WORKSPACE_CREATE, row.id, name=row.name)
     _forget(info, viewer.user_id)
     info.context.principal = with_membership(viewer, row.id, Role.OWNER)
     return mapping.workspace(row)
 
 
 async def rename_workspace(info: Info, id: strawberry.ID, name: str) -> results.WorkspaceResult:
-    viewer = info.context.viewer()
-    if str(id) not in viewer.workspace_ids:
-        return _not_found("workspace", str(id))
-    if (forbidden := refusal(info, str(id))) is not None:
-        return forbidden
-    if (invalid := _checked_name(name)) is not None:
-        return invalid
-    async with info.context.database.transaction() as session:
-        mine = await _locked(info, session, str(id))
-        if mine is None:
-            return _not_found("workspace", str(id))
-        if (forbidden := refusal_for(info, mine)) is not None:
-            return forbidden
-        row = await workspaces.rename_workspace(session, str(id), name.strip())
+    try:
+        async with _change(info, str(id)) as change:
+            if (invalid := _checked_name(name)) is not None:
+                return invalid
+            row = await workspaces.rename_workspace(change.session, str(id), name.strip())
+            await _audited(
+                info, change.session, AuditAction.WORKSPACE_RENAME, row.id, name=row.name
+            )
+    except _Refused as refused:
+        return refused.answer
     return mapping.workspace(row)
 
 
 async def delete_workspace(info: Info, id: strawberry.ID) -> results.DeleteWorkspaceResult:
-    viewer = info.context.viewer()
-    if str(id) not in viewer.workspace_ids:
-        return _not_found("workspace", str(id))
-    if (forbidden := refusal(info, str(id))) is not None:
-        return forbidden
     try:
-        async with info.context.database.transaction() as session:
-            mine = await _locked(info, session, str(id))
-            if mine is None:
-                return _not_found("workspace", str(id))
-            if (forbidden := refusal_for(info, mine)) is not None:
-                return forbidden
-            members = await workspaces.members_by_workspace(session, [str(id)])
-            await workspaces.delete_workspace(session, str(id))
+        async with _change(info, str(id)) as change:
+            members = await workspaces.members_by_workspace(change.session, [str(id)])
+            await workspaces.delete_workspace(change.session, str(id))
+            await _audited(info, change.session, AuditAction.WORKSPACE_DELETE, str(id))
+    except _Refused as refused:
+        return refused.answer
     except workspaces.WorkspaceRefusal as exc:
-        return _refused(exc, "id")
+        return _refusal_problem(exc, "id")
     for member in members[str(id)]:
         _forget(info, member.user.id)
     return results.Deleted(id=id)
@@ -146,28 +212,30 @@ async def delete_workspace(info: Info, id: strawberry.ID) -> results.DeleteWorks
 async def add_workspace_member(
     info: Info, workspace_id: strawberry.ID, user_id: strawberry.ID, role: str
 ) -> results.MemberResult:
-    viewer = info.context.viewer()
-    if str(workspace_id) not in viewer.workspace_ids:
-        return _not_found("workspace", str(workspace_id))
     checked = _checked_role(role)
-    if isinstance(checked, results.ValidationError):
-        return checked
+    invalid = checked if isinstance(checked, results.ValidationError) else None
     needed = Action.OWN if checked is Role.OWNER else None
-    if (forbidden := refusal(info, str(workspace_id), needed)) is not None:
-        return forbidden
     try:
-        async with info.context.database.transaction() as session:
-            mine = await _locked(info, session, str(workspace_id))
-            if mine is None:
-                return _not_found("workspace", str(workspace_id))
-            if (forbidden := refusal_for(info, mine, needed)) is not None:
-                return forbidden
-            row = await workspaces.add_member(session, str(workspace_id), str(user_id), checked)
-            member = await _mapped_member(session, row)
+        async with _change(info, str(workspace_id), needed, invalid=invalid) as change:
+            assert isinstance(checked, Role)  # `_change` answered `invalid` otherwise
+            row = await workspaces.add_member(
+                change.session, str(workspace_id), str(user_id), checked
+            )
+            member = await _mapped_member(change.session, row)
+            await _audited(
+                info,
+                change.session,
+                AuditAction.MEMBER_ADD,
+                row.workspace_id,
+                row.user_id,
+                role=row.role,
+            )
+    except _Refused as refused:
+        return refused.answer
     except errors.NotFoundError:
         return _not_found("user", str(user_id))
     except workspaces.WorkspaceRefusal as exc:
-        return _refused(exc, "userId")
+        return _refusal_problem(exc, "userId")
     _forget(info, str(user_id))
     return member
 
@@ -184,31 +252,34 @@ async def _mapped_member(session: AsyncSession, row: Membership) -> types.Worksp
 async def change_member_role(
     info: Info, workspace_id: strawberry.ID, user_id: strawberry.ID, role: str
 ) -> results.MemberResult:
-    viewer = info.context.viewer()
-    if str(workspace_id) not in viewer.workspace_ids:
-        return _not_found("workspace", str(workspace_id))
     checked = _checked_role(role)
-    if isinstance(checked, results.ValidationError):
-        return checked
-    if (forbidden := refusal(info, str(workspace_id))) is not None:
-        return forbidden
+    invalid = checked if isinstance(checked, results.ValidationError) else None
     try:
-        async with info.context.database.transaction() as session:
-            mine = await _locked(info, session, str(workspace_id))
-            if mine is None:
-                return _not_found("workspace", str(workspace_id))
-            if (forbidden := refusal_for(info, mine)) is not None:
-                return forbidden
+        async with _change(info, str(workspace_id), invalid=invalid) as change:
+            assert isinstance(checked, Role)  # `_change` answered `invalid` otherwise
+            session = change.session
             current = await workspaces.get_member_role(session, str(workspace_id), str(user_id))
             owners = Role.OWNER in (checked, current)
-            if owners and (forbidden := refusal_for(info, mine, Action.OWN)) is not None:
+            if owners and (forbidden := refusal_for(info, change.role, Action.OWN)) is not None:
                 return forbidden
             row = await workspaces.change_role(session, str(workspace_id), str(user_id), checked)
             member = await _mapped_member(session, row)
+            old_role = None if current is None else current.value
+            await _audited(
+                info,
+                session,
+                AuditAction.MEMBER_ROLE_CHANGE,
+                row.workspace_id,
+                row.user_id,
+                old_role=old_role,
+                role=row.role,
+            )
+    except _Refused as refused:
+        return refused.answer
     except errors.NotFoundError:
         return _not_found("member", str(user_id))
     except workspaces.WorkspaceRefusal as exc:
-        return _refused(exc, "role")
+        return _refusal_problem(exc, "role")
     _forget(info, str(user_id))
     return member
 
@@ -217,31 +288,32 @@ async def remove_workspace_member(
     info: Info, workspace_id: strawberry.ID, user_id: strawberry.ID
 ) -> results.MemberResult:
     viewer = info.context.viewer()
-    if str(workspace_id) not in viewer.workspace_ids:
-        return _not_found("workspace", str(workspace_id))
     leaving = str(user_id) == viewer.user_id
-    if (not leaving or viewer.scoped) and (forbidden := refusal(info, str(workspace_id))):
-        return forbidden
+    # Anyone may leave, except with a scoped token that may not manage members: a leaked
+    # read-only token must not end its user's membership.
+    checked = not leaving or viewer.scoped
     try:
-        async with info.context.database.transaction() as session:
-            mine = await _locked(info, session, str(workspace_id))
-            if mine is None:
-                return _not_found("workspace", str(workspace_id))
-            # Anyone may leave, except with a scoped token that may not manage members:
-            # a leaked read-only token must not end its user's membership.
-            if (not leaving or viewer.scoped) and (
-                forbidden := refusal_for(info, mine)
-            ) is not None:
-                return forbidden
+        async with _change(info, str(workspace_id), checked=checked) as change:
+            session = change.session
             current = await workspaces.get_member_role(session, str(workspace_id), str(user_id))
             owner = current is Role.OWNER and not leaving
-            if owner and (forbidden := refusal_for(info, mine, Action.OWN)) is not None:
+            if owner and (forbidden := refusal_for(info, change.role, Action.OWN)) is not None:
                 return forbidden
             row = await workspaces.remove_member(session, str(workspace_id), str(user_id))
             member = await _mapped_member(session, row)
+            await _audited(
+                info,
+                session,
+                AuditAction.MEMBER_REMOVE,
+                row.workspace_id,
+                row.user_id,
+                role=row.role,
+            )
+    except _Refused as refused:
+        return refused.answer
     except errors.NotFoundError:
         return _not_found("member", str(user_id))
     except workspaces.WorkspaceRefusal as exc:
-        return _refused(exc, "userId")
+        return _refusal_problem(exc, "userId")
     _forget(info, str(user_id))
     return member

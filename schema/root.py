@@ -21,6 +21,7 @@ from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from resolvers import accounts as account_resolvers
+from resolvers import audit as audit_resolvers
 from resolvers import credentials as credential_resolvers
 from resolvers import declarative_types as declarative_type_resolvers
 from resolvers import executions as execution_resolvers
@@ -32,7 +33,7 @@ from resolvers import system_status as status_resolvers
 from resolvers import workflow_documents as document_resolvers
 from resolvers import workflows as workflow_resolvers
 from resolvers import workspaces as workspace_resolvers
-from schema import execution_types, json_scalar, results, status_types, types
+from schema import audit_types, execution_types, json_scalar, results, status_types, types
 from schema.extensions import CachedParse, ErrorPolicy, log_unexpected
 from schema.operations import SpecOperationChoice
 from schema.sharing import SharedEventResults
@@ -128,6 +129,13 @@ class Query:
     )
     api_tokens: list[types.ApiToken] = strawberry.field(
         resolver=account_resolvers.api_tokens, description="The viewer's API tokens, newest first."
+    )
+    audit_log: audit_types.AuditLogResult = strawberry.field(
+        resolver=audit_resolvers.audit_log,
+        description="Who changed what, when, newest first (Relay connection): a workspace's "
+        "records for its owners and admins, or without `workspaceId` every record for server "
+        "admins; `actor` and `action` keep one user's or one action's records. An unknown "
+        "action is a BAD_USER_INPUT error naming `action`.",
     )
     system_status: status_types.SystemStatusResult = strawberry.field(
         resolver=status_resolvers.system_status_of,

@@ -486,6 +486,12 @@ class Settings(BaseSettings):
         examples=[720],
         gt=0,
     )
+    audit_max_age_hours: Annotated[float | None, BeforeValidator(_no_limit)] = Field(
+        default=8760.0,
+        description="Prune audit log records older than this (hours; 8760 is a year). Empty: "
+        "keep them (or none).",
+        gt=0,
+    )
     prune_interval_s: float = Field(
         default=600.0,
         description="How often a process that schedules prunes old executions (seconds).",
@@ -527,6 +533,7 @@ class Settings(BaseSettings):
             failed_max_age_hours=self.failed_executions_max_age_hours,
             batch_size=self.prune_batch_size,
             none_after_s=self.prune_none_after_s,
+            audit_max_age_hours=self.audit_max_age_hours,
         )
 
     def code_limits(self) -> CodeLimits:

@@ -53,6 +53,8 @@ class Principal:
     scoped: bool = False
     # A scoped token's cap on roles (None: no cap), for checks against stored memberships.
     token_role: Role | None = None
+    # The scoped token's id (never the token), which the audit log records beside the user.
+    token_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -73,6 +75,7 @@ def make_principal(
     memberships: Sequence[tuple[str, str]],
     token_workspace_id: str | None = None,
     token_role: Role | None = None,
+    token_id: str | None = None,
 ) -> Principal:
     """The principal of `user` with their (workspace id, role) memberships, within a token's
     scope: only its workspace when it names one, and no role above its cap."""
@@ -91,6 +94,7 @@ def make_principal(
         roles,
         scoped,
         token_role,
+        token_id if scoped else None,
     )
 
 
@@ -102,6 +106,7 @@ def _principal(
     roles: dict[str, Role],
     scoped: bool,
     token_role: Role | None,
+    token_id: str | None = None,
 ) -> Principal:
     ordered = sorted(roles)
     return Principal(
@@ -114,6 +119,7 @@ def _principal(
         scopes={action: tuple(w for w in ordered if allows(roles[w], action)) for action in Action},
         scoped=scoped,
         token_role=token_role,
+        token_id=token_id,
     )
 
 
@@ -127,6 +133,7 @@ def with_membership(principal: Principal, workspace_id: str, role: Role) -> Prin
         {**principal.roles, workspace_id: role},
         principal.scoped,
         principal.token_role,
+        principal.token_id,
     )
 
 
@@ -228,18 +235,18 @@ async def principal_for_token(session: AsyncSession, token: str) -> Principal | 
     for one whose stored role cap this version does not know: read as no cap, it would
     carry every right of its user."""
     query = (
-        select(User, ApiToken.workspace_id, ApiToken.role)
+        select(User, ApiToken.workspace_id, ApiToken.role, ApiToken.id)
         .join(ApiToken, col(ApiToken.user_id) == col(User.id))
         .where(ApiToken.token_hash == hash_token(token), col(ApiToken.revoked_at).is_(None))
     )
     found = (await session.exec(query)).first()
     if found is None:
         return None
-    user, workspace_id, role_name = found
+    user, workspace_id, role_name, token_id = found
     role = None if role_name is None else parse_role(role_name)
     if role_name is not None and role is None:
         return None
-    return await principal_for_user(session, user, workspace_id, role)
+    return await principal_for_user(session, user, workspace_id, role, token_id)
 
 
 async def principal_for_user(
@@ -247,11 +254,12 @@ async def principal_for_user(
     user: User,
     token_workspace_id: str | None = None,
     token_role: Role | None = None,
+    token_id: str | None = None,
 ) -> Principal:
     memberships = await session.exec(
         select(Membership.workspace_id, Membership.role).where(Membership.user_id == user.id)
     )
-    return make_principal(user, list(memberships.all()), token_workspace_id, token_role)
+    return make_principal(user, list(memberships.all()), token_workspace_id, token_role, token_id)
 
 
 async def bootstrap_admin(database: Database, admin_token: str | None) -> str | None:

@@ -36,19 +36,21 @@ class NotSharedError(StorageError):
 
 async def share(
     session: AsyncSession, credential: Credential, workspace_id: str, shared_by: str
-) -> None:
-    """Let the workspace use the credential (nothing changes when it already may)."""
-    if await session.get(CredentialShare, (credential.id, workspace_id)) is None:
-        session.add(
-            CredentialShare(
-                credential_id=credential.id,
-                workspace_id=workspace_id,
-                shared_by=shared_by,
-                created_at=utcnow(),
-            )
+) -> bool:
+    """Let the workspace use the credential; False when it already could (nothing changes)."""
+    if await session.get(CredentialShare, (credential.id, workspace_id)) is not None:
+        return False
+    session.add(
+        CredentialShare(
+            credential_id=credential.id,
+            workspace_id=workspace_id,
+            shared_by=shared_by,
+            created_at=utcnow(),
         )
-        await session.flush()
+    )
+    await session.flush()
     await _set_issues(session, credential, workspace_id, shared=True)
+    return True
 
 
 async def unshare(session: AsyncSession, credential: Credential, workspace_id: str) -> None:

@@ -23,7 +23,7 @@ from engine.events import Event, EventType
 from engine.executor import ENGINE_VERSION
 from engine.ports import ParentLink, StartRequest
 from engine.states import ExecutionStatus
-from storage import payloads
+from storage import audit, payloads
 from storage.db import run_core
 from storage.event_rows import insert_events
 from storage.models import (
@@ -164,7 +164,7 @@ async def create_started(
     """Insert the QUEUED execution a start of the execution lifecycle describes, and its
     first event, published once the writer's `transaction` commits (`admit_now` as for
     `create_execution`)."""
-    return await create_execution(
+    execution = await create_execution(
         transaction.session,
         announce=transaction.announce,
         workflow=_StartedWorkflow(
@@ -184,6 +184,29 @@ async def create_started(
         node_only=request.node_only,
         reuse_from=request.reuse_from,
     )
+    if request.started_by is not None:
+        await audit.record(
+            transaction.session,
+            actor=request.started_by,
+            action=audit.AuditAction(request.started_by.action),
+            workspace_id=request.workspace_id,
+            target_kind="execution",
+            target_id=execution.id,
+            details=_start_details(request),
+        )
+    return execution
+
+
+def _start_details(request: StartRequest) -> dict[str, Any]:
+    """What the audit log says of a start: the workflow and version, and what was retried
+    or which node it ran to."""
+    details: dict[str, Any] = {"workflow_id": request.workflow_id, "version": request.version}
+    if request.retry_of is not None:
+        details["retry_of"] = request.retry_of
+    if request.destination_node_id is not None:
+        details["node_id"] = request.destination_node_id
+        details["node_only"] = request.node_only
+    return details
 
 
 def concurrency_limit(workflow: WorkflowRef) -> int | None:

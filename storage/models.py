@@ -675,3 +675,28 @@ class ProcessHeartbeat(SQLModel, table=True):
     last_seen_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     # The process's own `LOOM_HEARTBEAT_S`: it is alive while its row is younger than 3 of it.
     interval_s: float = Field(default=15.0)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what, when: one row per change, written in the change's own transaction and
+    never updated (storage/audit.py). No foreign keys: the record of a deleted workspace,
+    token or workflow outlives it; only retention removes rows."""
+
+    __tablename__ = "audit_events"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=36)
+    occurred_at: datetime = _created_at()
+    # None: a server-wide action (a token, a server-wide node type policy).
+    workspace_id: str | None = Field(default=None, sa_column=Column(String(36), nullable=True))
+    actor_id: str = Field(sa_column=Column(String(36), nullable=False))
+    # The scoped token that acted, when one did (its id, never the token).
+    token_id: str | None = Field(default=None, sa_column=Column(String(36), nullable=True))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    target_kind: str = Field(sa_column=Column(String(32), nullable=False))
+    target_id: str = Field(sa_column=Column(String(255), nullable=False))
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+    __table_args__ = (
+        Index("ix_audit_events_workspace", "workspace_id", "occurred_at", "id"),
+        Index("ix_audit_events_occurred", "occurred_at", "id"),
+    )

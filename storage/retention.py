@@ -54,6 +54,7 @@ from engine.states import ExecutionStatus
 from storage.db import SQLITE_BUSY_TIMEOUT_MS, Database, run_core
 from storage.executions import UNFINISHED
 from storage.models import (
+    AuditEvent,
     Execution,
     ExecutionEventRow,
     ExecutionPayload,
@@ -71,6 +72,9 @@ _EXECUTIONS: Table = Execution.__table__  # type: ignore[attr-defined]
 _WORKFLOWS: Table = Workflow.__table__  # type: ignore[attr-defined]
 _PRUNE_RUNS: Table = PruneRun.__table__  # type: ignore[attr-defined]
 _TICKS: Table = ScheduleTick.__table__  # type: ignore[attr-defined]
+_AUDIT: Table = AuditEvent.__table__  # type: ignore[attr-defined]
+# Audit records deleted per transaction: small rows, no children.
+_AUDIT_BATCH = 1000
 # Schedule ticks kept (`_prune_ticks`).
 _KEEP_TICKS = timedelta(days=1)
 # Deleted in this order, each by execution id: rows that refer to others first.
@@ -121,6 +125,8 @@ class RetentionPolicy:
     # after their end, whatever the bounds above: until then whoever reads their end back
     # (a cancel, a webhook's repeat, a late subscriber) finds it.
     none_after_s: float = 60.0
+    # Audit log records older than this are deleted by every full prune (storage/audit.py).
+    audit_max_age_hours: float | None = None
 
     def with_workflow(self, settings: Mapping[str, Any]) -> RetentionPolicy:
         """This policy as a workflow's settings change it for its own executions."""
@@ -136,6 +142,7 @@ class RetentionPolicy:
             batch_size=self.batch_size,
             pause_s=self.pause_s,
             none_after_s=self.none_after_s,
+            audit_max_age_hours=self.audit_max_age_hours,
         )
 
 
@@ -486,6 +493,10 @@ async def prune(
                 await asyncio.sleep(policy.pause_s)
         if not only_discarded:
             await _prune_ticks(database, (now or started_at) - _KEEP_TICKS)
+            if policy.audit_max_age_hours is not None:
+                before = (now or started_at) - timedelta(hours=policy.audit_max_age_hours)
+                if audited := await _prune_audit(database, before, policy):
+                    tally.rows[_AUDIT.name] = audited
         record = PruneRecord(started_at, utcnow(), tally.rows["executions"], tally.rows)
         if only_discarded and not record.executions_deleted:
             return record
@@ -505,6 +516,30 @@ async def _prune_ticks(database: Database, before: datetime) -> None:
         result = await run_core(session, delete(_TICKS).where(_TICKS.c.scheduled_at < before))
     if result.rowcount:
         logger.info("pruned %d schedule ticks", result.rowcount)
+
+
+async def _prune_audit(database: Database, before: datetime, policy: RetentionPolicy) -> int:
+    """Delete audit log records older than `before`, oldest first, `_AUDIT_BATCH` a
+    transaction; how many."""
+    deleted = 0
+    while True:
+        async with database.transaction() as session:
+            oldest = (
+                select(_AUDIT.c.id)
+                .where(_AUDIT.c.occurred_at < before)
+                .order_by(_AUDIT.c.occurred_at, _AUDIT.c.id)
+                .limit(_AUDIT_BATCH)
+            )
+            ids = list((await run_core(session, oldest)).scalars())
+            if ids:
+                await run_core(session, delete(_AUDIT).where(_AUDIT.c.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < _AUDIT_BATCH:
+            break
+        await asyncio.sleep(policy.pause_s)
+    if deleted:
+        logger.info("pruned %d audit log records", deleted)
+    return deleted
 
 
 async def _record(database: Database, record: PruneRecord) -> None:

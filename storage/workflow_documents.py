@@ -30,7 +30,8 @@ from engine.validation import GraphLimits, Problem, Severity
 from engine.validation.text import escape, quote
 from engine.workflow_document import export_document, read_document
 from engine.workflow_fields import Collected, checked_texts
-from storage import credentials, workflows
+from storage import audit, credentials, workflows
+from storage.accounts import Principal
 from storage.db import Database
 from storage.errors import NotFoundError
 from storage.models import Workflow
@@ -89,9 +90,11 @@ async def import_document(
     *,
     workspace_id: str,
     created_by: str | None,
+    actor: Principal | None = None,
 ) -> Workflow | list[Problem]:
     """Create a workflow in the workspace from a document; the new draft, or every problem
-    that refuses the document (nothing is stored then)."""
+    that refuses the document (nothing is stored then). With `actor`, the audit log records
+    them importing it."""
     read = read_document(data)
     if any(problem.code == "UNSUPPORTED_FORMAT_VERSION" for problem in read.problems):
         return read.problems
@@ -128,6 +131,16 @@ async def import_document(
             created_by=created_by,
         )
         await workflows.create_workflow(session, row)
+        if actor is not None:
+            await audit.record(
+                session,
+                actor=actor,
+                action=audit.AuditAction.WORKFLOW_CREATE,
+                workspace_id=workspace_id,
+                target_kind="workflow",
+                target_id=row.id,
+                details={"name": row.name, "imported": True},
+            )
     return row
 
 

@@ -218,6 +218,7 @@ QUERIES_CHECKED = {
     "systemStatus": "test_bob_cannot_see_the_system_status",
     "workspaces": WORKSPACES_TEST,
     "workspace": WORKSPACES_TEST,
+    "auditLog": "test_audit.py::test_outsiders_get_not_found_and_members_forbidden",
 }
 
 

@@ -292,6 +292,15 @@ READS: dict[str, tuple[str, Variables, Sees]] = {
         lambda t: {"w": t.workflow["id"], "n": "n1"},
         lambda t, d: d["evaluateParameters"]["__typename"] != "NotFoundError",
     ),
+    "auditLog": (
+        "query($ws: ID) { auditLog(workspaceId: $ws) { __typename "
+        "... on AuditEventConnection { edges { node { action } } } } }",
+        lambda t: {"ws": t.workspace_id},
+        lambda t, d: (
+            d["auditLog"]["__typename"] == "AuditEventConnection"
+            and len(d["auditLog"]["edges"]) > 0
+        ),
+    ),
     "credentials": (
         "{ credentials { id } }",
         lambda t: {},

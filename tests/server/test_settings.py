@@ -136,6 +136,7 @@ def test_an_output_limit_no_error_item_fits_under_is_refused(
         "LOOM_EXECUTIONS_MAX_AGE_HOURS",
         "LOOM_EXECUTIONS_MAX_COUNT",
         "LOOM_FAILED_EXECUTIONS_MAX_AGE_HOURS",
+        "LOOM_AUDIT_MAX_AGE_HOURS",
     ],
 )
 @pytest.mark.parametrize("written", ["", "none", "None", " NONE "])
