@@ -484,6 +484,8 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
     if (forbidden := refusal(info, row.workspace_id)) is not None:
         return forbidden
     cancelled = await _lifecycle(info).cancel(row)
+    if cancelled is None:
+        return _not_found("execution", execution_id)  # pruned since it was read
     assert isinstance(cancelled, Execution)
     return mapping.execution(cancelled)
 
