@@ -19,7 +19,7 @@ from engine.graph import Graph
 from engine.lifecycle import ExecutionLifecycle
 from engine.outputs import not_json_reason
 from engine.plan import PlanError, prepare_plan
-from engine.ports import StartRequest
+from engine.ports import StartConflict, StartRequest
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
@@ -588,5 +588,13 @@ async def retry_execution(
         started = await _lifecycle(info).start(prepare)
     except _Refused as refused:
         return refused.answer
+    except StartConflict:
+        # A foreign key of the new execution failed: the pruner deleted its source (or the
+        # workflow was deleted) between the read above and the write.
+        async with info.context.database.session() as session:
+            source = await executions.get_execution(session, execution_id, viewer.workspace_ids)
+        if source is None:
+            return _not_found("execution", execution_id)
+        return _not_found("workflow", source.workflow_id)
     assert isinstance(started.execution, Execution)
     return mapping.execution(started.execution)

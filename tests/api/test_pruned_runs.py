@@ -171,3 +171,23 @@ async def test_a_webhook_repeat_that_the_prune_overtakes_starts_anew(
     again = await http.post("/webhook/answer", json={}, headers=key)
     assert (again.status_code, again.json()) == (200, [{"n": 5}])
 
+
+async def test_a_retry_whose_source_the_prune_deletes_meanwhile_is_not_found(
+    app: Any, alice: Caller, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+    source = str((await execute(alice, workflow_id))["id"])
+    await until(lambda: ended(alice, source), what="the run ended")
+    store = app.state.services.lifecycle.store
+    create_started = store.create
+
+    async def pruned_first(*args: Any) -> Any:
+        # The retry has read its source; the prune deletes it before the retry is written.
+        later = utcnow() + timedelta(hours=2)
+        record = await prune(database, RetentionPolicy(max_age_hours=1), now=later)
+        assert record is not None and record.executions_deleted == 1
+        return await create_started(*args)
+
+    monkeypatch.setattr(store, "create", pruned_first)
+    retried = (await alice.gql(RETRY, {"id": source}))["retryExecution"]
+    assert retried == {"__typename": "NotFoundError", "id": source}
