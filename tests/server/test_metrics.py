@@ -3,6 +3,7 @@ counters move when workflows run. The worker's are in tests/distributed/test_met
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlmodel import col, update
@@ -407,3 +409,52 @@ def test_a_metrics_port_open_to_the_network_without_a_token_is_warned_about(
     quiet = listen(settings.model_copy(update={"metrics_port": 0}))  # loopback
     quiet.server_close()
     assert "LOOM_METRICS_TOKEN" not in caplog.text
+
+
+@pytest.fixture
+async def slow_api() -> AsyncIterator[str]:
+    """A local HTTP server that answers only once the test is over."""
+    released = asyncio.Event()
+
+    async def slow(_: web.Request) -> web.Response:
+        await released.wait()
+        return web.Response(text="late")
+
+    server = web.Application()
+    server.router.add_get("/slow", slow)
+    runner = web.AppRunner(server, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/slow"
+    released.set()
+    await runner.cleanup()
+
+
+async def test_an_http_call_cut_off_by_the_node_timeout_counts_as_an_error(
+    http: httpx.AsyncClient, alice: Caller, slow_api: str
+) -> None:
+    before = await scrape(http)
+    call = node("call", "Call", "http_request", parameters={"url": slow_api}, timeoutSeconds=0.3)
+    workflow_id = await create(
+        alice, [node("start", "Start", "manual_trigger"), call], [edge("start", "call")]
+    )
+    started = await execute(alice, workflow_id)
+    assert started["__typename"] == "Execution", started
+
+    async def finished() -> Samples | None:
+        samples = await scrape(http)
+        done = total(samples, "loom_executions_finished_total") - total(
+            before, "loom_executions_finished_total"
+        )
+        return samples if done >= 1 else None
+
+    after = await until(finished, what="the execution counted as finished")
+
+    def moved(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert moved("loom_executions_finished_total", status="FAILED") == 1
+    assert moved("loom_http_request_node_calls_total", status_class="error") == 1
+    assert moved("loom_http_request_node_calls_total") == 1
