@@ -301,10 +301,10 @@ class WebhookEndpoint:
         handover: RunHandover | None,
     ) -> Response:
         async def finished(session: AsyncSession) -> Response | None:
-            found = await executions.outcome(session, execution_id)
-            if found is None:
+            ended = await executions.outcome(session, execution_id)
+            if ended is None:
                 raise _Pruned
-            status, error, legacy_output = found
+            status, error, legacy_output = ended
             if not ExecutionStatus(status).is_terminal:
                 return None
             if status != ExecutionStatus.SUCCEEDED.value:
