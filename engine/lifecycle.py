@@ -231,17 +231,20 @@ class ExecutionLifecycle:
 
     # -- cancel --------------------------------------------------------------------------
 
-    async def cancel(self, execution: ExecutionState) -> ExecutionState:
+    async def cancel(self, execution: ExecutionState) -> ExecutionState | None:
         """Cancel the execution and the sub-workflow executions it waits for (Temporal's
         default parent close policy; those started without waiting go on). The process
         running it records the cancellation: it is given `CANCEL_WAIT_S` to land. Returns
-        the execution as stored then."""
+        the execution as stored then; None if it is no longer stored (it had ended, kept
+        none of its data, and the pruner deleted it meanwhile)."""
         await self._cancel(execution)
         for child in await self.store.waited_descendants(execution.id):
             await self._cancel(child)
         deadline = time.monotonic() + CANCEL_WAIT_S
         while True:
             state = await self.store.state(execution.id)
+            if state is None:
+                return None
             if state.status not in _HELD or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.02)

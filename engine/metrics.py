@@ -149,7 +149,8 @@ class _Metrics:
         )
         self.http_calls = counter(
             "http_request_node_calls",
-            "Calls of HTTP Request nodes, by status class (1xx to 5xx, or error: no answer).",
+            "Calls of HTTP Request nodes, by status class (1xx to 5xx, or error: no answer, "
+            "also a call cut off by a timeout or a cancel).",
             ("status_class",),
         )
         self.pruned = counter("pruned_rows", "Rows deleted by retention, by table.", ("table",))

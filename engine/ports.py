@@ -243,8 +243,8 @@ class ExecutionStore(Protocol):
         """The sub-workflow executions the execution waits for, and theirs."""
         ...
 
-    async def state(self, execution_id: str) -> ExecutionState:
-        """The execution as stored now."""
+    async def state(self, execution_id: str) -> ExecutionState | None:
+        """The execution as stored now; None once pruned (it ended and was deleted)."""
         ...
 
     async def resumable(self) -> Resumable:

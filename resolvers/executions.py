@@ -19,7 +19,7 @@ from engine.graph import Graph
 from engine.lifecycle import ExecutionLifecycle
 from engine.outputs import not_json_reason
 from engine.plan import PlanError, prepare_plan
-from engine.ports import StartedBy, StartRequest
+from engine.ports import StartConflict, StartedBy, StartRequest
 from engine.states import ExecutionStatus
 from engine.validation import Problem
 from resolvers import mapping
@@ -493,6 +493,8 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
     if (forbidden := refusal(info, row.workspace_id)) is not None:
         return forbidden
     cancelled = await _lifecycle(info).cancel(row)
+    if cancelled is None:
+        return _not_found("execution", execution_id)  # pruned since it was read
     assert isinstance(cancelled, Execution)
     if not ExecutionStatus(row.status).is_terminal:
         # The process running it records the cancellation, in a transaction of its own: the
@@ -609,5 +611,13 @@ async def retry_execution(
         started = await _lifecycle(info).start(prepare)
     except _Refused as refused:
         return refused.answer
+    except StartConflict:
+        # A foreign key of the new execution failed: the pruner deleted its source (or the
+        # workflow was deleted) between the read above and the write.
+        async with info.context.database.session() as session:
+            source = await executions.get_execution(session, execution_id, viewer.workspace_ids)
+        if source is None:
+            return _not_found("execution", execution_id)
+        return _not_found("workflow", source.workflow_id)
     assert isinstance(started.execution, Execution)
     return mapping.execution(started.execution)

@@ -41,8 +41,9 @@ async def system_status_of(info: Info) -> SystemStatusResult:
                 last_heartbeat_at=process.last_seen_at,
                 alive=process.alive,
             )
-            for process in seen
+            for process in seen.listed
         ],
+        dead_processes_not_listed=seen.dead_not_listed,
         queue_depth=counts.queued,
         oldest_queued_age_seconds=(
             None if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())

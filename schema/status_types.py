@@ -50,8 +50,12 @@ class PruneSummary:
 @strawberry.type(description="The whole system at a glance (admins only).")
 class SystemStatus:
     processes: list[ProcessStatus] = strawberry.field(
-        description="Every process with a heartbeat: API processes first, then workers, each "
-        "by start."
+        description="Every process alive (API processes first, then workers, each by start), "
+        "then the 50 not alive seen most recently, newest first."
+    )
+    dead_processes_not_listed: int = strawberry.field(
+        description="Processes not alive left out of `processes` (beyond the 50 listed); "
+        "their heartbeats are removed after `LOOM_HEARTBEAT_FORGET_S`."
     )
     queue_depth: int = strawberry.field(description="Executions QUEUED.")
     oldest_queued_age_seconds: float | None = strawberry.field(
@@ -61,9 +65,13 @@ class SystemStatus:
     waiting_count: int = strawberry.field(
         description="Executions WAITING (a durable wait or sub-workflow calls)."
     )
-    database_size_bytes: int = strawberry.field(
-        description="The database's size: SQLite, its file's pages (free ones included); "
-        "PostgreSQL, Loom's tables with their indexes and TOAST."
+    # A Float: GraphQL's Int stops at 2^31 - 1 (2 GiB); a Float holds whole numbers exactly
+    # up to 2^53.
+    database_size_bytes: float | None = strawberry.field(
+        description="The database's size in bytes (a whole number; a Float because GraphQL's "
+        "Int stops at 2 GiB): SQLite, its file's pages (free ones included); "
+        "PostgreSQL, Loom's tables with their indexes and TOAST; null if PostgreSQL did not "
+        "answer within 2 s (a table locked exclusively, by a migration or a VACUUM FULL)."
     )
     last_prune: PruneSummary | None = strawberry.field(
         description="The latest prune of old executions (retention); null if none ran yet."

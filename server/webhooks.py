@@ -51,6 +51,11 @@ class _TooLarge(Exception):
     pass
 
 
+class _Pruned(Exception):
+    """The run a request waits for is no longer stored: it ended keeping none of its data
+    and the pruner deleted it (`LOOM_PRUNE_NONE_AFTER_S` after its end)."""
+
+
 class _TypeDisabled(Exception):
     """A start refused by the node type policies: the problem of the first node."""
 
@@ -176,17 +181,26 @@ class WebhookEndpoint:
                 runnable=route,
             )
 
+        # In embedded mode without a concurrency limit the run starts here in one write
+        # and hands its answer over in memory (`started.handover`).
+        start = partial(
+            lifecycle.start,
+            prepare,
+            idempotency_key=None if key is None else (route.workflow_id, key),
+            handover=RunHandover(route.respond_node_ids) if waits else None,
+            listen=listen if waits else None,
+        )
         try:
-            # In embedded mode without a concurrency limit the run starts here in one write
-            # and hands its answer over in memory (`started.handover`).
-            started = await lifecycle.start(
-                prepare,
-                idempotency_key=None if key is None else (route.workflow_id, key),
-                handover=RunHandover(route.respond_node_ids) if waits else None,
-                listen=listen if waits else None,
-            )
+            started = await start()
             if not started.created:
-                return await self._answer_earlier(started.execution_id, route, mode)
+                try:
+                    return await self._answer_earlier(started.execution_id, route, mode)
+                except _Pruned:
+                    # The run with this key was pruned since it was found: like a request
+                    # coming a moment later, this one starts a run (the key is free again).
+                    started = await start()
+                    if not started.created:
+                        return await self._answer_earlier(started.execution_id, route, mode)
             if not waits:
                 return JSONResponse({"executionId": started.execution_id}, status_code=202)
             return await self._answer(
@@ -194,6 +208,9 @@ class WebhookEndpoint:
             )
         except StartConflict:
             return gone()  # the workflow was deleted since its route was read
+        except _Pruned:
+            # Only if the run ended, kept nothing and was pruned between two reads of it.
+            return _error(410, "the run ended and is no longer stored; send it again")
         except _TypeDisabled as policy_refusal:
             # 503: the endpoint answers again once the type is enabled (senders retry a
             # 5xx). Who disabled it and why is the workspace's to see, not the caller's.
@@ -284,7 +301,10 @@ class WebhookEndpoint:
         handover: RunHandover | None,
     ) -> Response:
         async def finished(session: AsyncSession) -> Response | None:
-            status, error, legacy_output = await executions.outcome(session, execution_id)
+            ended = await executions.outcome(session, execution_id)
+            if ended is None:
+                raise _Pruned
+            status, error, legacy_output = ended
             if not ExecutionStatus(status).is_terminal:
                 return None
             if status != ExecutionStatus.SUCCEEDED.value:
@@ -323,7 +343,9 @@ class WebhookEndpoint:
             ]
             if answered:
                 return await _respond_with(session, answered[0])
-            row = await executions.reload(session, execution_id)
+            row = await executions.reload_or_none(session, execution_id)
+            if row is None:
+                raise _Pruned
             if not ExecutionStatus(row.status).is_terminal:
                 return None
             if row.status != ExecutionStatus.SUCCEEDED.value:

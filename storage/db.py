@@ -181,10 +181,18 @@ class Database:
         """
         if self._sqlite_file is not None and self._checkpointer is None:
             self._checkpointer = sqlite_inline.Checkpointer(self._sqlite_file)
+        async with self.write_turn(), self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def write_turn(self) -> AsyncIterator[None]:
+        """SQLite: this process's turn to write, in order with its transactions (see
+        `transaction`), also for a write made on a connection of its own (the pruner's, on
+        a thread): the others wait their turn on the lock, not in SQLite's lock. At once
+        on PostgreSQL, and for a task that has the turn already (a nested transaction)."""
         task = asyncio.current_task()
         if self.dialect != "sqlite" or (task is not None and task is self._writer):
-            async with self.sessions() as session, session.begin():
-                yield session
+            yield
             return
         loop = asyncio.get_running_loop()
         if self._write_lock_loop is not loop:  # a Database may outlive an event loop
@@ -192,8 +200,7 @@ class Database:
         async with self._write_lock:
             self._writer = task
             try:
-                async with self.sessions() as session, session.begin():
-                    yield session
+                yield
             finally:
                 self._writer = None
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import Table, bindparam, func, insert, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from engine import tracing
 from engine.events import Event, EventType
@@ -345,20 +346,29 @@ async def is_finished(session: AsyncSession, execution_id: str) -> bool:
     return status is None or ExecutionStatus(status).is_terminal
 
 
-async def reload(session: AsyncSession, execution_id: str) -> Execution:
-    query = (
+def _reload(execution_id: str) -> SelectOfScalar[Execution]:
+    return (
         select(Execution)
         .where(Execution.id == execution_id)
         .execution_options(populate_existing=True)
     )
-    return (await session.exec(query)).one()
 
 
-async def outcome(session: AsyncSession, execution_id: str) -> tuple[str, Any, Any]:
+async def reload(session: AsyncSession, execution_id: str) -> Execution:
+    return (await session.exec(_reload(execution_id))).one()
+
+
+async def reload_or_none(session: AsyncSession, execution_id: str) -> Execution | None:
+    """The execution as stored now; None if it is not (any more: the pruner deleted it)."""
+    return (await session.exec(_reload(execution_id))).first()
+
+
+async def outcome(session: AsyncSession, execution_id: str) -> tuple[str, Any, Any] | None:
     """Status, error and (for executions recorded before migration 0003) output: what a
-    caller waiting for the end reads, in one statement built once."""
-    row = (await run_core(session, _OUTCOME, {"execution_id": execution_id})).one()
-    return row[0], row[1], row[2]
+    caller waiting for the end reads, in one statement built once. None if the execution is
+    no longer stored (the pruner deleted it)."""
+    row = (await run_core(session, _OUTCOME, {"execution_id": execution_id})).first()
+    return None if row is None else (row[0], row[1], row[2])
 
 
 async def list_executions(

@@ -84,9 +84,9 @@ class DatabaseExecutionStore:
         async with self.database.session() as session:
             return await executions.waited_descendants(session, execution_id)
 
-    async def state(self, execution_id: str) -> Execution:
+    async def state(self, execution_id: str) -> Execution | None:
         async with self.database.session() as session:
-            return await executions.reload(session, execution_id)
+            return await executions.reload_or_none(session, execution_id)
 
     async def resumable(self) -> Resumable:
         async with self.database.transaction() as session:

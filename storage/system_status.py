@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -32,6 +33,12 @@ from storage.types import utcnow
 logger = logging.getLogger("loom.status")
 
 ALIVE_INTERVALS = 3
+# Processes not alive listed at most (the newest); a crash-looping deployment can leave a
+# day's worth of them (`LOOM_HEARTBEAT_FORGET_S`), the rest are only counted.
+MAX_DEAD_LISTED = 50
+# PostgreSQL's size query reads the catalog and takes a lock on every table: one held
+# exclusively (a migration, a VACUUM FULL) must not hang the status.
+SIZE_TIMEOUT_S = 2.0
 _COUNTED = (
     ExecutionStatus.QUEUED.value,
     ExecutionStatus.RUNNING.value,
@@ -58,6 +65,14 @@ class ExecutionCounts:
     running: int
     waiting: int
     oldest_queued_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessesSeen:
+    """The processes listed, and how many dead ones were left out (`MAX_DEAD_LISTED`)."""
+
+    listed: list[ProcessSeen]
+    dead_not_listed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +107,10 @@ async def execution_counts(session: AsyncSession) -> ExecutionCounts:
     )
 
 
-async def database_size_bytes(database: Database, session: AsyncSession) -> int:
+async def database_size_bytes(database: Database, session: AsyncSession) -> int | None:
     """SQLite: the file's pages (free ones included) and its write-ahead log; PostgreSQL:
     the tables of Loom's schema with their indexes and TOAST (other schemas of the database
-    are not Loom's)."""
+    are not Loom's), or None if that is not read within `SIZE_TIMEOUT_S`."""
     if database.is_sqlite:
         page_count = (await run_core(session, text("PRAGMA page_count"))).scalar_one()
         page_size = (await run_core(session, text("PRAGMA page_size"))).scalar_one()
@@ -106,15 +121,26 @@ async def database_size_bytes(database: Database, session: AsyncSession) -> int:
             with contextlib.suppress(OSError):
                 wal = await asyncio.to_thread(os.path.getsize, f"{name}-wal")
         return int(page_count) * int(page_size) + wal
-    size = await run_core(
-        session,
-        text(
-            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
-        ),
-    )
-    return int(size.scalar_one())
+    # In a transaction of its own: the timeout (SET LOCAL) ends with it, and so does the
+    # aborted state a timeout leaves; the caller's session goes on.
+    async with database.engine.connect() as connection:
+        timeout_ms = int(SIZE_TIMEOUT_S * 1000)
+        await connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+        try:
+            size = await connection.execute(_PG_SIZE)
+        except DBAPIError as exc:
+            if "statement timeout" not in str(exc.orig):
+                raise
+            logger.warning("the database's size was not read within %g s", SIZE_TIMEOUT_S)
+            return None
+        return int(size.scalar_one())
+
+
+_PG_SIZE = text(
+    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
+)
 
 
 async def database_now(database: Database, session: AsyncSession) -> datetime:
@@ -127,16 +153,19 @@ async def database_now(database: Database, session: AsyncSession) -> datetime:
     return value.astimezone(UTC)
 
 
-async def processes(database: Database, session: AsyncSession) -> list[ProcessSeen]:
-    """Every process with a heartbeat row, API processes first, then by start. Alive: its
-    row was written within `ALIVE_INTERVALS` of its own interval, by the database's clock."""
+async def processes(database: Database, session: AsyncSession) -> ProcessesSeen:
+    """Every process alive, API processes first, then by start; then the `MAX_DEAD_LISTED`
+    dead ones last seen most recently, newest first (the others counted). Alive: its row
+    was written within `ALIVE_INTERVALS` of its own interval, by the database's clock."""
     now = await database_now(database, session)
+    # All rows: their number is bounded by `forget_s`, each is small, and whether one is
+    # alive depends on its own interval.
     rows = await session.exec(
         select(ProcessHeartbeat).order_by(
             col(ProcessHeartbeat.role), col(ProcessHeartbeat.started_at)
         )  # type: ignore[call-overload]
     )
-    return [
+    seen = [
         ProcessSeen(
             id=row.id,
             role=row.role,
@@ -149,6 +178,13 @@ async def processes(database: Database, session: AsyncSession) -> list[ProcessSe
         )
         for (row,) in rows.all()
     ]
+    alive = [process for process in seen if process.alive]
+    dead = sorted(
+        (process for process in seen if not process.alive),
+        key=lambda process: process.last_seen_at,
+        reverse=True,
+    )
+    return ProcessesSeen(alive + dead[:MAX_DEAD_LISTED], max(0, len(dead) - MAX_DEAD_LISTED))
 
 
 class Heartbeats:

@@ -9,6 +9,7 @@ Error messages never contain headers, bodies or the query string (a key may be t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import time
@@ -331,5 +332,9 @@ async def send(http: HttpClient, parameters: Mapping[str, Any], auth: Auth) -> H
     except HttpError as exc:
         metrics.http_node_called(None)
         raise NodeError(str(exc), error_type=exc.error_type) from exc
+    except asyncio.CancelledError:
+        # Cut off by the node's or the execution's timeout, or a cancel: no answer either.
+        metrics.http_node_called(None)
+        raise
     metrics.http_node_called(response.status)
     return response

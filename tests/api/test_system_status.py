@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from server.settings import Settings
-from storage import retention
+from storage import retention, system_status
 from storage.db import Database, run_core
 from storage.models import ProcessHeartbeat
 from storage.system_status import (
@@ -33,6 +33,7 @@ STATUS = """{ systemStatus { __typename
   ... on SystemStatus {
     processes { id role version host pid startedAt lastHeartbeatAt alive }
     queueDepth oldestQueuedAgeSeconds runningCount waitingCount databaseSizeBytes
+    deadProcessesNotListed
     lastPrune { startedAt finishedAt executionsDeleted rowsDeleted { table rows } }
   }
   ... on ForbiddenError { message } } }"""
@@ -87,6 +88,21 @@ async def test_an_admin_sees_processes_by_their_heartbeats(
     assert ids == [this.id, "host:1:silent"]
     await this._remove()  # as a clean stop does
     assert [p["id"] for p in (await status_of(admin))["processes"]] == ["host:1:silent"]
+
+
+async def test_a_database_over_two_gibibytes_is_told_exactly(
+    make_caller: MakeCaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GraphQL's Int stops at 2^31 - 1: a real database passes that size (the size query
+    # itself is tested above; here only what the API does with its answer).
+    size = 5 * 2**31 + 7
+
+    async def big(*_: Any) -> int:
+        return size
+
+    monkeypatch.setattr(system_status, "database_size_bytes", big)
+    admin = await make_caller(admin=True)
+    assert (await status_of(admin))["databaseSizeBytes"] == size
 
 
 async def test_the_app_writes_its_heartbeat_while_it_serves(
@@ -236,3 +252,50 @@ async def test_the_sqlite_size_includes_the_write_ahead_log(database: Database) 
     wal = Path(f"{database.url.database}-wal")
     wal_size = await asyncio.to_thread(lambda: wal.stat().st_size if wal.exists() else 0)
     assert size == pages + wal_size
+
+
+async def test_at_most_fifty_dead_processes_are_listed_newest_first(
+    app, make_caller: MakeCaller, database: Database
+) -> None:
+    admin = await make_caller(admin=True)
+    this = Heartbeats(database, "api", "1.2.3", interval_s=10.0, forget_s=3600.0)
+    await this.beat()
+    now = utcnow()
+    async with database.transaction() as session:
+        for age in range(55):  # a crash-looping worker: one dead process a minute
+            seen = now - timedelta(minutes=age + 1)
+            session.add(
+                ProcessHeartbeat(
+                    id=f"host:{age}:dead",
+                    role="worker",
+                    version="1.2.3",
+                    host="host",
+                    pid=age,
+                    started_at=seen,
+                    last_seen_at=seen,
+                    interval_s=10.0,
+                )
+            )
+    status = await status_of(admin)
+    ids = [process["id"] for process in status["processes"]]
+    assert ids == [this.id] + [f"host:{age}:dead" for age in range(50)]
+    assert status["deadProcessesNotListed"] == 5
+
+
+async def test_a_size_query_that_hangs_leaves_the_size_unknown_not_the_status(
+    app, make_caller: MakeCaller, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("PostgreSQL: its size query takes a lock on every table")
+    admin = await make_caller(admin=True)
+    monkeypatch.setattr(system_status, "SIZE_TIMEOUT_S", 0.3)
+    async with database.engine.connect() as holder:
+        # A migration holding a table: the size query waits for its lock.
+        await holder.exec_driver_sql("LOCK TABLE credentials IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        status = await asyncio.wait_for(status_of(admin), 10)
+        assert time.monotonic() - started < 5
+        await holder.rollback()
+    assert status["databaseSizeBytes"] is None
+    assert status["queueDepth"] == 0 and status["lastPrune"] is None
+    assert (await status_of(admin))["databaseSizeBytes"] > 0

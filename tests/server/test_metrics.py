@@ -3,6 +3,8 @@ counters move when workflows run. The worker's are in tests/distributed/test_met
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import socket
 import subprocess
@@ -14,17 +16,22 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
+from gql import gql
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlmodel import col, update
 
 from engine import metrics
+from engine.node_types import load_registry
+from engine.runner import ExecutionRunner
 from server.app import create_app
 from server.observability import Observability
 from server.settings import InvalidSettingsError, load_settings
 from storage import executions, workflows
 from storage.db import Database
 from storage.execution_source import DatabaseExecutionSource
+from storage.leases import LeaseKeeper
 from storage.models import Execution, Workflow
 from storage.recorder import GroupCommitWriter
 from storage.types import utcnow
@@ -34,7 +41,7 @@ from tests.api.test_pinned_data import pin
 from tests.api.test_webhooks import hook_workflow
 from tests.conftest import Caller
 from tests.factories import edge, node
-from tests.live import http_url, serve
+from tests.live import EXECUTION_EVENTS, client, http_url, serve
 from tests.polling import until
 from tests.server.loom_process import run_loom
 from tests.server.test_cli import _one_error_line
@@ -258,8 +265,13 @@ def _counted(name: str) -> float:
     return total(parse(generate_latest(registry).decode()), name)
 
 
-async def _queued_execution(alice: Caller, database: Database) -> str:
-    workflow_id = await create(alice, [node("start", "Start", "manual_trigger")], [])
+async def _queued_execution(
+    alice: Caller, database: Database, after_start: dict[str, Any] | None = None
+) -> str:
+    """A QUEUED execution nothing runs; its workflow a trigger and `after_start`."""
+    nodes = [node("start", "Start", "manual_trigger"), *([after_start] if after_start else [])]
+    edges = [edge("start", after_start["id"])] if after_start else []
+    workflow_id = await create(alice, nodes, edges)
     async with database.transaction() as session:
         workflow = await session.get(Workflow, workflow_id)
         assert workflow is not None
@@ -301,6 +313,37 @@ async def test_a_lease_run_out_is_counted_expired(alice: Caller, database: Datab
     again = await taker.load(execution_id)
     assert again is not None and again.lease_held and await taker.claim(again)
     assert _counted("loom_leases_expired_total") == 1
+
+
+async def test_a_run_whose_lease_another_process_took_is_counted_lost(
+    alice: Caller, database: Database
+) -> None:
+    metrics.enable("worker", "test")
+    waits = node("wait", "Wait", "wait", parameters={"amount": 30, "unit": "seconds"})
+    execution_id = await _queued_execution(alice, database, waits)
+    writer = GroupCommitWriter(database)
+    await writer.start()
+    keeper = LeaseKeeper(database, "paused", lease_s=5.0, interval_s=0.05)
+    keeper.start()
+    source = DatabaseExecutionSource(database, writer, owner="paused", lease_s=5.0)
+    runner = ExecutionRunner(source, writer, load_registry(), leases=keeper)
+    metrics.watch_leases(lambda: len(keeper.held()))  # as `loom worker` does
+    try:
+        run = asyncio.create_task(runner.run(execution_id))
+        await until(lambda: keeper.held() == [execution_id], what="the run holding its lease")
+        assert _counted("loom_leases_held") == 1
+        async with database.transaction() as session:  # another process took it over
+            await session.exec(
+                update(Execution)
+                .where(col(Execution.id) == execution_id)
+                .values(lease_generation=Execution.lease_generation + 1, lease_owner="taker")
+            )
+        assert await asyncio.wait_for(run, 10) is None  # stopped here, nothing recorded
+    finally:
+        keeper.stop()
+        await writer.stop()
+    assert _counted("loom_leases_lost_total") == 1
+    assert _counted("loom_leases_held") == 0
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "no-such-host.invalid"])
@@ -407,3 +450,85 @@ def test_a_metrics_port_open_to_the_network_without_a_token_is_warned_about(
     quiet = listen(settings.model_copy(update={"metrics_port": 0}))  # loopback
     quiet.server_close()
     assert "LOOM_METRICS_TOKEN" not in caplog.text
+
+
+@pytest.fixture
+async def slow_api() -> AsyncIterator[str]:
+    """A local HTTP server that answers only once the test is over."""
+    released = asyncio.Event()
+
+    async def slow(_: web.Request) -> web.Response:
+        await released.wait()
+        return web.Response(text="late")
+
+    server = web.Application()
+    server.router.add_get("/slow", slow)
+    runner = web.AppRunner(server, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/slow"
+    released.set()
+    await runner.cleanup()
+
+
+async def test_an_http_call_cut_off_by_the_node_timeout_counts_as_an_error(
+    http: httpx.AsyncClient, alice: Caller, slow_api: str
+) -> None:
+    before = await scrape(http)
+    call = node("call", "Call", "http_request", parameters={"url": slow_api}, timeoutSeconds=0.3)
+    workflow_id = await create(
+        alice, [node("start", "Start", "manual_trigger"), call], [edge("start", "call")]
+    )
+    started = await execute(alice, workflow_id)
+    assert started["__typename"] == "Execution", started
+
+    async def finished() -> Samples | None:
+        samples = await scrape(http)
+        done = total(samples, "loom_executions_finished_total") - total(
+            before, "loom_executions_finished_total"
+        )
+        return samples if done >= 1 else None
+
+    after = await until(finished, what="the execution counted as finished")
+
+    def moved(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert moved("loom_executions_finished_total", status="FAILED") == 1
+    assert moved("loom_http_request_node_calls_total", status_class="error") == 1
+    assert moved("loom_http_request_node_calls_total") == 1
+
+
+async def test_websocket_and_subscription_gauges_follow_a_live_subscription(
+    http: httpx.AsyncClient, alice: Caller
+) -> None:
+    waits = node("wait", "Wait", "wait", parameters={"amount": 30, "unit": "seconds"})
+    workflow_id = await create(
+        alice, [node("start", "Start", "manual_trigger"), waits], [edge("start", "wait")]
+    )
+    execution_id = (await execute(alice, workflow_id))["id"]
+    ws_url = str(http.base_url).replace("http://", "ws://").rstrip("/") + "/graphql"
+
+    async def gauges(expected: float) -> Samples | None:
+        samples = await scrape(http)
+        shown = (
+            total(samples, "loom_websocket_connections"),
+            total(samples, "loom_subscriptions"),
+        )
+        return samples if shown == (expected, expected) else None
+
+    assert await gauges(0)
+    async with client(ws_url, alice.token) as session:
+        request = gql(EXECUTION_EVENTS)
+        request.variable_values = {"id": execution_id}
+        async with contextlib.aclosing(session.subscribe(request)) as results:
+            first = await anext(results)
+            assert first["executionEvents"]["sequence"] == 1
+            await until(lambda: gauges(1), what="one websocket and one subscription shown")
+    await until(lambda: gauges(0), what="both gauges back to 0 once closed")
+    cancelled = await alice.gql(
+        "mutation($id: ID!) { cancelExecution(id: $id) { __typename } }", {"id": execution_id}
+    )
+    assert cancelled["cancelExecution"] == {"__typename": "Execution"}

@@ -5,6 +5,8 @@ needs; in batches, recorded, one process at a time; SQLite gets its space back."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -214,8 +216,12 @@ async def test_a_retry_created_after_the_selection_keeps_its_source(database: Da
     tally = retention._Tally()
     sqlite_file = retention._sqlite_file(database)
     if sqlite_file is not None:
-        deleted = await asyncio.to_thread(retention._delete_in_file, sqlite_file, [source])
-        assert sum(deleted.values()) == 0
+        file = retention._SqliteFile(database, sqlite_file)
+        try:
+            await file.delete([source], tally)
+        finally:
+            await file.close()
+        assert sum(tally.rows.values()) == 0
     else:
         async with database.transaction() as session:
             await retention._delete_batch(session, [source], tally)
@@ -291,3 +297,26 @@ async def test_schedule_ticks_older_than_a_day_are_pruned(database: Database) ->
     async with database.engine.connect() as connection:
         left = (await connection.execute(select(ticks.c.scheduled_at))).scalars().all()
     assert [at.replace(microsecond=0) for at in left] == [instants[1].replace(microsecond=0)]
+
+
+async def test_sqlite_deletes_in_short_transactions_each_in_the_process_turn_to_write(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if retention._sqlite_file(database) is None:
+        pytest.skip("SQLite files: PostgreSQL's writers do not take turns")
+    owner = await make_workflow(database)
+    await insert_executions(database, owner, 25, oldest=utcnow() - timedelta(days=3))
+    take_turn = database.write_turn
+    left_after_turn: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def observed() -> AsyncIterator[None]:
+        async with take_turn():
+            yield
+        left_after_turn.append((await counts(database))["executions"])
+
+    monkeypatch.setattr(database, "write_turn", observed)
+    record = await prune(database, RetentionPolicy(max_age_hours=1, batch_size=50))
+    assert record is not None and record.executions_deleted == 25
+    # Ten executions per transaction, each in a turn that the process's writers queue for.
+    assert left_after_turn[:3] == [15, 5, 0]
