@@ -183,6 +183,8 @@ async def create_workspace(info: Info, name: str) -> results.WorkspaceResult:
 async def rename_workspace(info: Info, id: strawberry.ID, name: str) -> results.WorkspaceResult:
     try:
         async with _change(info, str(id)) as change:
+            # The name is checked after the role as stored under the lock (a member demoted
+            # meanwhile hears ForbiddenError, whatever the name): kept on purpose.
             if (invalid := _checked_name(name)) is not None:
                 return invalid
             row, changed = await workspaces.rename_workspace(change.session, str(id), name.strip())
