@@ -582,10 +582,10 @@ async def test_a_cancel_is_recorded_by_the_transaction_that_takes_it(
     row = await ledger.one("execution.cancel", alice, "execution", held)
     assert row.details == {"workflow_id": created["id"], "status": "QUEUED"}
     assert row.token_id == await _own_token(alice)
-    found = await status(running)
     await _result(alice, CANCEL, {"id": running})
     row = await ledger.one("execution.cancel", alice, "execution", running)
-    assert row.details == {"workflow_id": created["id"], "status": found}
+    # A 30 s wait runs in the process (durable waits park past 30 s): RUNNING.
+    assert row.details == {"workflow_id": created["id"], "status": "RUNNING"}
     await finished(app, alice, running)
     # Ended: cancelling either again changes nothing and records nothing.
     for execution_id in (held, running):
@@ -597,21 +597,24 @@ async def test_a_cancel_is_recorded_by_the_transaction_that_takes_it(
 async def test_two_concurrent_cancels_leave_one_record(
     app: Any, alice: Caller, ledger: Ledger
 ) -> None:
-    wait = node("wait", "Wait", "wait", parameters={"amount": 30, "unit": "seconds"})
+    # Parked (WAITING, a durable wait): the request to stop and the cancel of an unheld
+    # execution both run, and between them record one cancel.
+    wait = node("wait", "Wait", "wait", parameters={"amount": 10, "unit": "minutes"})
     nodes = [node("start", "Start", "manual_trigger"), wait]
     input = {"name": "Slow", "nodes": nodes, "edges": [edge("start", "wait")]}
     created = await _result(alice, CREATE, {"input": input})
     started = (await _result(alice, EXECUTE, {"id": created["id"]}))["id"]
 
-    async def holding() -> bool:
+    async def parked() -> bool:
         data = await alice.gql(GET_EXECUTION, {"id": started})
-        return bool(data["execution"]["status"] in ("RUNNING", "WAITING"))
+        return bool(data["execution"]["status"] == "WAITING")
 
-    await until(holding, what="the execution to run")
+    await until(parked, what="the execution to park")
     await ledger.new()
     answers = await asyncio.gather(*(alice.gql(CANCEL, {"id": started}) for _ in range(2)))
     assert all(only(answer)["__typename"] == "Execution" for answer in answers)
-    await ledger.one("execution.cancel", alice, "execution", started)
+    row = await ledger.one("execution.cancel", alice, "execution", started)
+    assert row.details["status"] == "WAITING"
     await finished(app, alice, started)
 
 
