@@ -36,6 +36,7 @@ from engine.ports import (
     ExecutionStore,
     Runnable,
     StartConflict,
+    StartedBy,
     StartRequest,
 )
 from engine.runner import LoadedExecution
@@ -110,7 +111,9 @@ class ExecutionLifecycle:
         try:
             starts = self.starts
             if starts is not None and request.runnable is not None and admitted:
-                # Embedded mode, nothing to queue for: one write, the run starts here.
+                # Embedded mode, nothing to queue for: one write, the run starts here. That
+                # write holds the audit record of `request.started_by` too (storage/starts.py),
+                # as `store.create` does: no start skips its record, whichever path it takes.
                 prepared = starts.prepare_start(request, request.runnable)
                 if listen is not None:
                     listen(prepared.execution_id)
@@ -231,13 +234,19 @@ class ExecutionLifecycle:
 
     # -- cancel --------------------------------------------------------------------------
 
-    async def cancel(self, execution: ExecutionState) -> ExecutionState | None:
+    async def cancel(
+        self, execution: ExecutionState, by: StartedBy | None = None
+    ) -> ExecutionState | None:
         """Cancel the execution and the sub-workflow executions it waits for (Temporal's
         default parent close policy; those started without waiting go on). The process
         running it records the cancellation: it is given `CANCEL_WAIT_S` to land. Returns
         the execution as stored then; None if it is no longer stored (it had ended, kept
-        none of its data, and the pruner deleted it meanwhile)."""
-        await self._cancel(execution)
+        none of its data, and the pruner deleted it meanwhile). `by`, an API caller, is
+        recorded in the audit log by the transaction that takes the cancel of `execution`
+        (not of its sub-workflow executions), only when that transaction changed it: a
+        cancel of an ended execution, or the loser of two concurrent cancels, records
+        nothing."""
+        await self._cancel(execution, by)
         for child in await self.store.waited_descendants(execution.id):
             await self._cancel(child)
         deadline = time.monotonic() + CANCEL_WAIT_S
@@ -253,16 +262,19 @@ class ExecutionLifecycle:
             await self.admit(state.workflow_id)
         return state
 
-    async def _cancel(self, execution: ExecutionState) -> None:
+    async def _cancel(self, execution: ExecutionState, by: StartedBy | None = None) -> None:
         execution_id = execution.id
-        if execution.status in _HELD:
-            await self.store.request_cancel(execution_id)
+        requested = execution.status in _HELD
+        if requested:
+            await self.store.request_cancel(execution_id, by)
         # The process running it records the cancellation (it owns the event sequence); one
         # never claimed is cancelled here, conditionally, so a concurrent claim cannot also win.
         submitter = self.submitter
         if submitter is not None and await submitter.cancel(execution_id):
+            if not requested:  # claimed since it was read QUEUED: the request is stored too
+                await self.store.request_cancel(execution_id, by)
             return
-        if not await self.store.cancel_unheld(execution_id):
+        if not await self.store.cancel_unheld(execution_id, by):
             return
         if (
             submitter is not None

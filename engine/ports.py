@@ -116,9 +116,10 @@ class ParentLink:
 
 @dataclass(frozen=True, slots=True)
 class StartedBy:
-    """Who started an execution through the API, for the audit log, which records the
-    start in the transaction that creates the execution: the user, the scoped token they
-    used (its id), and the log's action (`execution.run`, `execution.retry`)."""
+    """Who started (or cancelled) an execution through the API, for the audit log, which
+    records it in the transaction that creates the execution (or takes the cancel): the
+    user, the token they used (its id), and the log's action (`execution.run`,
+    `execution.retry`, `execution.cancel`)."""
 
     user_id: str
     token_id: str | None
@@ -229,14 +230,17 @@ class ExecutionStore(Protocol):
         started has ended: its lease generation then, else None."""
         ...
 
-    async def request_cancel(self, execution_id: str) -> None:
-        """Mark the execution as asked to stop (its holder sees it at its next check)."""
+    async def request_cancel(self, execution_id: str, by: StartedBy | None = None) -> bool:
+        """Mark a RUNNING or WAITING execution as asked to stop (its holder sees it at its
+        next check); False if it is in neither state or was asked already. `by` (an API
+        caller's cancel) is recorded in the same transaction, only when it marked it."""
         ...
 
-    async def cancel_unheld(self, execution_id: str) -> bool:
+    async def cancel_unheld(self, execution_id: str, by: StartedBy | None = None) -> bool:
         """Cancel an execution no process holds (QUEUED or WAITING), its events published
         once committed; False if it is in neither state (conditional: a concurrent claim
-        cannot also win)."""
+        cannot also win). `by` is recorded in the same transaction when this cancelled it
+        and it had not been asked to stop already (that request recorded it)."""
         ...
 
     async def waited_descendants(self, execution_id: str) -> Sequence[ExecutionState]:

@@ -160,10 +160,11 @@ async def revoke_api_token(info: Info, id: strawberry.ID) -> results.RevokeToken
         return results.NotFoundError(message=f"token {str(id)[:64]!r} not found", id=id)
     try:
         async with info.context.database.transaction() as session:
-            row = await accounts.revoke_token(
+            row, changed = await accounts.revoke_token(
                 session, str(id), None if principal.is_admin else principal.user_id
             )
-            await _audited(info, session, AuditAction.TOKEN_REVOKE, row)
+            if changed:  # revoking a revoked token changes and records nothing
+                await _audited(info, session, AuditAction.TOKEN_REVOKE, row)
     except errors.NotFoundError:
         return results.NotFoundError(message=f"token {str(id)!r} not found", id=id)
     info.context.services.authenticator.forget_user(row.user_id)

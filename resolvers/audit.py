@@ -1,4 +1,5 @@
-"""`auditLog`: a workspace's records for its owners and admins, every record for admins."""
+"""`auditLog`: a workspace's records for its owners and admins, any workspace's (a deleted
+one's too) and every record for server admins."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ async def audit_log(
     workspace_id: Annotated[
         strawberry.ID | None,
         strawberry.argument(
-            description="The workspace whose records to list (its owners and admins may); "
-            "without it, every record, server-wide ones included (server admins only)."
+            description="The workspace whose records to list (its owners and admins may; a "
+            "server admin may name any workspace, a deleted one too); without it, every "
+            "record, server-wide ones included (server admins only)."
         ),
     ] = None,
     first: Annotated[
@@ -67,13 +69,16 @@ async def audit_log(
                 "owners and admins may read its own (workspaceId)"
             )
     else:
-        if str(workspace_id) not in viewer.workspace_ids:
-            return results.NotFoundError(
-                message=f"workspace {str(workspace_id)[:64]!r} not found",
-                id=strawberry.ID(str(workspace_id)[:64]),
-            )
-        if (forbidden := refusal(info, str(workspace_id))) is not None:
-            return forbidden
+        # A server admin reads any workspace's records, one they are not in and one deleted
+        # (its records outlive it) too; anyone else those of a workspace they own or admin.
+        if not viewer.is_admin:
+            if str(workspace_id) not in viewer.workspace_ids:
+                return results.NotFoundError(
+                    message=f"workspace {str(workspace_id)[:64]!r} not found",
+                    id=strawberry.ID(str(workspace_id)[:64]),
+                )
+            if (forbidden := refusal(info, str(workspace_id))) is not None:
+                return forbidden
         workspace_ids = [str(workspace_id)]
     async with info.context.database.session() as session:
         rows = await audit.list_events(

@@ -150,6 +150,20 @@ async def _audited(
     )
 
 
+async def _audited_share(
+    info: Info, session: AsyncSession, action: AuditAction, row: Credential, target: str
+) -> None:
+    """A share or unshare, recorded in both workspaces as a move is: each one's owners and
+    admins read their own log (`shared_with` in the credential's, `shared_from` in the
+    target's)."""
+    await _audited(
+        info, session, action, row.id, row.workspace_id, name=row.name, shared_with=target
+    )
+    await _audited(
+        info, session, action, row.id, target, name=row.name, shared_from=row.workspace_id
+    )
+
+
 async def create_credential(info: Info, input: inputs.CredentialInput) -> results.CredentialResult:
     viewer = info.context.viewer()
     box = _box(info)
@@ -204,22 +218,32 @@ async def update_credential(
             if (forbidden := refusal(info, row.workspace_id)) is not None:
                 return forbidden
             changes = cast(dict[str, Any], input.data or {})
-            data = credentials.merged(credentials.reveal(box, row), changes)
+            stored = credentials.reveal(box, row)
+            data = credentials.merged(stored, changes)
             problems = check_data(row.kind, data)
             if problems:
                 return validation_error(problems)
-            row = await credentials.update_credential(session, box, row, name=input.name, data=data)
-            shares = await credential_shares.shared_with(session, [row.id])
             # The names of the fields changed, never their values.
-            await _audited(
-                info,
-                session,
-                AuditAction.CREDENTIAL_UPDATE,
-                row.id,
-                row.workspace_id,
-                name=row.name,
-                fields=sorted(changes),
+            fields = sorted(
+                key
+                for key in stored.keys() | data.keys()
+                if (key in stored, stored.get(key)) != (key in data, data.get(key))
             )
+            renamed = input.name is not None and input.name != row.name
+            if renamed or fields:  # nothing changed: nothing written, nothing recorded
+                row = await credentials.update_credential(
+                    session, box, row, name=input.name, data=data
+                )
+                await _audited(
+                    info,
+                    session,
+                    AuditAction.CREDENTIAL_UPDATE,
+                    row.id,
+                    row.workspace_id,
+                    name=row.name,
+                    fields=fields,
+                )
+            shares = await credential_shares.shared_with(session, [row.id])
     except DuplicateNameError:
         return _duplicate(input.name or "")
     return _credential(box, row, shared_with=shares[row.id])
@@ -299,15 +323,7 @@ async def share_credential(
         # and two shares (or unshares) of one workspace take turns.
         await info.context.database.lock(session, workspaces.lock_name(target))
         if await credential_shares.share(session, row, target, viewer.user_id):
-            await _audited(
-                info,
-                session,
-                AuditAction.CREDENTIAL_SHARE,
-                row.id,
-                row.workspace_id,
-                name=row.name,
-                shared_with=target,
-            )
+            await _audited_share(info, session, AuditAction.CREDENTIAL_SHARE, row, target)
         shares = await credential_shares.shared_with(session, [row.id])
     return _credential(box, row, shared_with=shares[row.id])
 
@@ -329,15 +345,7 @@ async def unshare_credential(
                 return forbidden
             await info.context.database.lock(session, workspaces.lock_name(target))
             await credential_shares.unshare(session, row, target)
-            await _audited(
-                info,
-                session,
-                AuditAction.CREDENTIAL_UNSHARE,
-                row.id,
-                row.workspace_id,
-                name=row.name,
-                shared_with=target,
-            )
+            await _audited_share(info, session, AuditAction.CREDENTIAL_UNSHARE, row, target)
             shares = await credential_shares.shared_with(session, [row.id])
     except credential_shares.NotSharedError as exc:
         return results.NotFoundError(message=str(exc), id=strawberry.ID(exc.workspace_id))

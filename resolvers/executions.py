@@ -20,7 +20,6 @@ from engine.lifecycle import ExecutionLifecycle
 from engine.outputs import not_json_reason
 from engine.plan import PlanError, prepare_plan
 from engine.ports import StartConflict, StartedBy, StartRequest
-from engine.states import ExecutionStatus
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
@@ -30,7 +29,7 @@ from resolvers.workflows import validation_error
 from resolvers.workspace_types import node_types_for_graph
 from schema import execution_types as xtypes
 from schema import results
-from storage import audit, errors, executions, payload_store, reuse, workflows
+from storage import errors, executions, payload_store, reuse, workflows
 from storage.audit import AuditAction
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import storable
@@ -492,23 +491,13 @@ async def cancel_execution(info: Info, id: strawberry.ID) -> results.ExecutionRe
             return _not_found("execution", execution_id)
     if (forbidden := refusal(info, row.workspace_id)) is not None:
         return forbidden
-    cancelled = await _lifecycle(info).cancel(row)
+    # The transaction that takes the cancel records it (storage/cancellation.py), only when
+    # it changed the execution: an ended one, or a second concurrent cancel, records nothing.
+    by = _started_by(info, AuditAction.EXECUTION_CANCEL)
+    cancelled = await _lifecycle(info).cancel(row, by)
     if cancelled is None:
         return _not_found("execution", execution_id)  # pruned since it was read
     assert isinstance(cancelled, Execution)
-    if not ExecutionStatus(row.status).is_terminal:
-        # The process running it records the cancellation, in a transaction of its own: the
-        # request is recorded here, once the lifecycle has taken it.
-        async with info.context.database.transaction() as session:
-            await audit.record(
-                session,
-                actor=viewer,
-                action=AuditAction.EXECUTION_CANCEL,
-                workspace_id=row.workspace_id,
-                target_kind="execution",
-                target_id=row.id,
-                details={"workflow_id": row.workflow_id, "status": cancelled.status},
-            )
     return mapping.execution(cancelled)
 
 

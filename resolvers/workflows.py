@@ -559,18 +559,19 @@ async def publish_workflow(
             if blocking:
                 return validation_error(blocking)
             try:
-                row = await workflows.publish(
+                row, changed = await workflows.publish(
                     session, str(id), viewer.workspace_ids, expected_version, viewer.user_id
                 )
             except errors.VersionConflictError as exc:
                 return _conflict(exc)
             except errors.NotFoundError:  # deleted concurrently
                 return _not_found(str(id))
-            if row.active:
-                await _route_triggers(session, row)
-            await _audited(
-                info, session, AuditAction.WORKFLOW_PUBLISH, row, version=row.published_version
-            )
+            if changed:  # publishing the published version again changes and records nothing
+                if row.active:
+                    await _route_triggers(session, row)
+                await _audited(
+                    info, session, AuditAction.WORKFLOW_PUBLISH, row, version=row.published_version
+                )
     except webhooks.PathTakenError as exc:  # rolled back: not published
         return _path_taken(exc)
     except schedules.InvalidScheduleError as exc:
@@ -611,12 +612,17 @@ async def set_workflow_active(
             if active and (disabled := await _published_disabled(info, session, current)):
                 return validation_error(disabled)
             try:
-                row = await workflows.set_active(session, str(id), viewer.workspace_ids, active)
+                row, changed = await workflows.set_active(
+                    session, str(id), viewer.workspace_ids, active
+                )
             except errors.NotFoundError:  # deleted concurrently
                 return _not_found(str(id))
-            await _route_triggers(session, row)
-            switched = AuditAction.WORKFLOW_ACTIVATE if active else AuditAction.WORKFLOW_DEACTIVATE
-            await _audited(info, session, switched, row, version=row.published_version)
+            if changed:  # switching to the state it has changes and records nothing
+                await _route_triggers(session, row)
+                switched = (
+                    AuditAction.WORKFLOW_ACTIVATE if active else AuditAction.WORKFLOW_DEACTIVATE
+                )
+                await _audited(info, session, switched, row, version=row.published_version)
     except webhooks.PathTakenError as exc:  # rolled back: nothing changed
         return _path_taken(exc)
     except schedules.InvalidScheduleError as exc:

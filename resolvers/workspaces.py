@@ -183,12 +183,15 @@ async def create_workspace(info: Info, name: str) -> results.WorkspaceResult:
 async def rename_workspace(info: Info, id: strawberry.ID, name: str) -> results.WorkspaceResult:
     try:
         async with _change(info, str(id)) as change:
+            # The name is checked after the role as stored under the lock (a member demoted
+            # meanwhile hears ForbiddenError, whatever the name): kept on purpose.
             if (invalid := _checked_name(name)) is not None:
                 return invalid
-            row = await workspaces.rename_workspace(change.session, str(id), name.strip())
-            await _audited(
-                info, change.session, AuditAction.WORKSPACE_RENAME, row.id, name=row.name
-            )
+            row, changed = await workspaces.rename_workspace(change.session, str(id), name.strip())
+            if changed:  # renamed to the name it has: nothing to record
+                await _audited(
+                    info, change.session, AuditAction.WORKSPACE_RENAME, row.id, name=row.name
+                )
     except _Refused as refused:
         return refused.answer
     return mapping.workspace(row)
@@ -264,16 +267,17 @@ async def change_member_role(
                 return forbidden
             row = await workspaces.change_role(session, str(workspace_id), str(user_id), checked)
             member = await _mapped_member(session, row)
-            old_role = None if current is None else current.value
-            await _audited(
-                info,
-                session,
-                AuditAction.MEMBER_ROLE_CHANGE,
-                row.workspace_id,
-                row.user_id,
-                old_role=old_role,
-                role=row.role,
-            )
+            if current is not checked:  # the role they have already: nothing to record
+                old_role = None if current is None else current.value
+                await _audited(
+                    info,
+                    session,
+                    AuditAction.MEMBER_ROLE_CHANGE,
+                    row.workspace_id,
+                    row.user_id,
+                    old_role=old_role,
+                    role=row.role,
+                )
     except _Refused as refused:
         return refused.answer
     except errors.NotFoundError:

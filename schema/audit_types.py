@@ -12,15 +12,15 @@ from schema.results import ForbiddenError, NotFoundError
 from schema.types import PageInfo, User
 
 
-@strawberry.type(description="Who made a change: a user, and the scoped token they used.")
+@strawberry.type(description="Who made a change: a user, and the API token they used.")
 class AuditActor:
     user_id: strawberry.ID = strawberry.field(description="The user's id.")
     user: User | None = strawberry.field(
         description="The user; null when the user no longer exists."
     )
     token_id: strawberry.ID | None = strawberry.field(
-        description="The scoped API token that acted (its id, never the token); null when "
-        "the user's own, unscoped access did."
+        description="The API token that authenticated the change (its id, never the token), "
+        "scoped or not; null when no token did (the command line)."
     )
 
 

@@ -53,7 +53,9 @@ class Principal:
     scoped: bool = False
     # A scoped token's cap on roles (None: no cap), for checks against stored memberships.
     token_role: Role | None = None
-    # The scoped token's id (never the token), which the audit log records beside the user.
+    # The id of the token that authenticated the call (never the token), scoped or not,
+    # which the audit log records beside the user: a leaked token's actions can be found.
+    # None when no token did (the command line).
     token_id: str | None = None
 
     @property
@@ -94,7 +96,7 @@ def make_principal(
         roles,
         scoped,
         token_role,
-        token_id if scoped else None,
+        token_id,
     )
 
 
@@ -204,8 +206,12 @@ async def create_token(
     return row, token
 
 
-async def revoke_token(session: AsyncSession, token_id: str, user_id: str | None) -> ApiToken:
-    """Revoke a token; `user_id` restricts it to that user's tokens (None: any, for admins)."""
+async def revoke_token(
+    session: AsyncSession, token_id: str, user_id: str | None
+) -> tuple[ApiToken, bool]:
+    """Revoke a token; `user_id` restricts it to that user's tokens (None: any, for admins).
+    Also whether this revoked it: False when it was revoked already (by an earlier or a
+    concurrent call, which the conditional update waits for)."""
     if not storable(token_id):
         raise NotFoundError("token", token_id)
     query = select(ApiToken).where(ApiToken.id == token_id)
@@ -214,11 +220,14 @@ async def revoke_token(session: AsyncSession, token_id: str, user_id: str | None
     row = (await session.exec(query)).first()
     if row is None:
         raise NotFoundError("token", token_id)
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-        session.add(row)
-        await session.flush()
-    return row
+    result = await session.exec(
+        update(ApiToken)
+        .where(col(ApiToken.id) == token_id, col(ApiToken.revoked_at).is_(None))
+        .values(revoked_at=utcnow())
+    )
+    fresh = select(ApiToken).where(ApiToken.id == token_id)
+    row = (await session.exec(fresh.execution_options(populate_existing=True))).one()
+    return row, result.rowcount == 1
 
 
 async def list_tokens(session: AsyncSession, user_id: str) -> Sequence[ApiToken]:

@@ -5,6 +5,9 @@ own transaction: a change refused or rolled back leaves no record, and no record
 without its change. Rows are never updated; retention removes them by age
 (storage/retention.py, `LOOM_AUDIT_MAX_AGE_HOURS`).
 
+The actor is the user and the id of the API token the call used (scoped or not), so that a
+leaked token's actions can be found.
+
 `details` holds a few plain facts (a version, a name, an old and a new role), never a
 credential's values nor a token: callers pass only what the action's description needs.
 """
@@ -56,7 +59,8 @@ class AuditAction(StrEnum):
 
 
 class Actor(Protocol):
-    """Who acts: a user, and the scoped token they used (a `Principal`, a `StartedBy`)."""
+    """Who acts: a user, and the token they used, scoped or not (a `Principal`, a
+    `StartedBy`)."""
 
     @property
     def user_id(self) -> str: ...
@@ -73,6 +77,28 @@ def parse_action(name: str) -> AuditAction | None:
         return None
 
 
+def event(
+    *,
+    actor: Actor,
+    action: AuditAction,
+    workspace_id: str | None,
+    target_kind: str,
+    target_id: str,
+    details: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """The record of `actor` doing `action`, not yet stored (its id and time are made
+    here, not by the database)."""
+    return AuditEvent(
+        workspace_id=workspace_id,
+        actor_id=actor.user_id,
+        token_id=actor.token_id,
+        action=action.value,
+        target_kind=target_kind,
+        target_id=target_id,
+        details=dict(details or {}),
+    )
+
+
 async def record(
     session: AsyncSession,
     *,
@@ -83,18 +109,18 @@ async def record(
     target_id: str,
     details: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
-    """Add the record of `actor` doing `action` to the session's transaction."""
-    row = AuditEvent(
+    """Add the record of `actor` doing `action` to the session's transaction. Not flushed:
+    its id and time are made here, and nothing reads the row back; the commit (or the next
+    query's autoflush) writes it."""
+    row = event(
+        actor=actor,
+        action=action,
         workspace_id=workspace_id,
-        actor_id=actor.user_id,
-        token_id=actor.token_id,
-        action=action.value,
         target_kind=target_kind,
         target_id=target_id,
-        details=dict(details or {}),
+        details=details,
     )
     session.add(row)
-    await session.flush()
     return row
 
 

@@ -9,7 +9,9 @@ from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.events import ErrorInfo, Event, EventType
+from engine.ports import StartedBy
 from engine.states import ExecutionStatus, NodeRunStatus
+from storage import audit
 from storage.event_rows import insert_events
 from storage.executions import next_sequence
 from storage.models import (
@@ -22,23 +24,43 @@ if TYPE_CHECKING:
     from storage.recorder import GroupCommitWriter
 
 
-async def cancel_unheld(writer: GroupCommitWriter, execution_id: str) -> bool:
+async def cancel_unheld(
+    writer: GroupCommitWriter, execution_id: str, by: StartedBy | None = None
+) -> bool:
     """Cancel an execution no process holds (see `cancel_unheld_in`) in a transaction of
     the process's writer, which publishes its events once committed; False if it is
     neither QUEUED nor WAITING."""
     async with writer.transaction() as transaction:
-        events = await cancel_unheld_in(transaction.session, execution_id)
+        events = await cancel_unheld_in(transaction.session, execution_id, by)
         transaction.announce(events)
     return bool(events)
 
 
-async def cancel_unheld_in(session: AsyncSession, execution_id: str) -> list[Event]:
+async def _audited(session: AsyncSession, row: Execution, by: StartedBy, status: str) -> None:
+    """The audit record of `by` cancelling the execution, in the transaction that took the
+    cancel; `status` is the one the cancel found."""
+    await audit.record(
+        session,
+        actor=by,
+        action=audit.AuditAction(by.action),
+        workspace_id=row.workspace_id,
+        target_kind="execution",
+        target_id=row.id,
+        details={"workflow_id": row.workflow_id, "status": status},
+    )
+
+
+async def cancel_unheld_in(
+    session: AsyncSession, execution_id: str, by: StartedBy | None = None
+) -> list[Event]:
     """Cancel an execution no process holds: QUEUED (never started) or WAITING (parked by a
     durable wait; its parked attempts end CANCELLED). Returns the events stored (for whoever
     commits the transaction to announce); none if it is in neither state.
 
     The update is conditional on the status, so a concurrent claim cannot also win; the
-    claim is conditional on it too, and finds the execution CANCELLED.
+    claim is conditional on it too, and finds the execution CANCELLED. `by`, an API caller's
+    cancel, is recorded in the audit log here when this cancelled it and no earlier request
+    to cancel it (`request_cancel`, which recorded it) was taken.
     """
     now = utcnow()
     row = await session.get(Execution, execution_id)
@@ -48,6 +70,8 @@ async def cancel_unheld_in(session: AsyncSession, execution_id: str) -> list[Eve
     ):
         return []
     was_waiting = row.status == ExecutionStatus.WAITING.value
+    found = row.status
+    requested_before = row.cancel_requested_at is not None
     error = ErrorInfo(
         "CANCELLED",
         "the execution was cancelled" if was_waiting else "cancelled before it started",
@@ -67,6 +91,8 @@ async def cancel_unheld_in(session: AsyncSession, execution_id: str) -> list[Eve
     )
     if result.rowcount == 0:
         return []
+    if by is not None and not requested_before:
+        await _audited(session, row, by, found)
     sequence = await next_sequence(session, execution_id)
     events: list[Event] = []
     if was_waiting:
@@ -107,9 +133,29 @@ async def cancel_unheld_in(session: AsyncSession, execution_id: str) -> list[Eve
     return events
 
 
-async def request_cancel(session: AsyncSession, execution_id: str) -> None:
-    await session.exec(
+async def request_cancel(
+    session: AsyncSession, execution_id: str, by: StartedBy | None = None
+) -> bool:
+    """Ask the process holding a RUNNING or WAITING execution to cancel it; False when it
+    is in neither state or was asked already (then this changes nothing). The update is
+    conditional: of two concurrent requests one changes the row. `by`, an API caller's
+    cancel, is recorded in the audit log in this transaction when it changed the row."""
+    result = await session.exec(
         update(Execution)
-        .where(col(Execution.id) == execution_id)
+        .where(
+            col(Execution.id) == execution_id,
+            col(Execution.status).in_(_HELD),
+            col(Execution.cancel_requested_at).is_(None),
+        )
         .values(cancel_requested_at=utcnow())
     )
+    if result.rowcount == 0:
+        return False
+    if by is not None:
+        row = await session.get(Execution, execution_id)
+        if row is not None:  # the update just found it
+            await _audited(session, row, by, row.status)
+    return True
+
+
+_HELD = (ExecutionStatus.RUNNING.value, ExecutionStatus.WAITING.value)

@@ -193,12 +193,12 @@ async def create_started(
             workspace_id=request.workspace_id,
             target_kind="execution",
             target_id=execution.id,
-            details=_start_details(request),
+            details=start_details(request),
         )
     return execution
 
 
-def _start_details(request: StartRequest) -> dict[str, Any]:
+def start_details(request: StartRequest) -> dict[str, Any]:
     """What the audit log says of a start: the workflow and version, and what was retried
     or which node it ran to."""
     details: dict[str, Any] = {"workflow_id": request.workflow_id, "version": request.version}

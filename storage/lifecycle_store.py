@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 
 from engine.node_type_policy import EMPTY
-from engine.ports import Resumable, StartConflict, StartRequest
+from engine.ports import Resumable, StartConflict, StartedBy, StartRequest
 from storage import cancellation, executions, queueing, schedules, subworkflows
 from storage.db import Database
 from storage.models import Execution
@@ -73,12 +73,12 @@ class DatabaseExecutionStore:
     async def wake_caller(self, parent_id: str, run_id: str) -> int | None:
         return await subworkflows.wake_caller(self.database, parent_id, run_id)
 
-    async def request_cancel(self, execution_id: str) -> None:
+    async def request_cancel(self, execution_id: str, by: StartedBy | None = None) -> bool:
         async with self.database.transaction() as session:
-            await cancellation.request_cancel(session, execution_id)
+            return await cancellation.request_cancel(session, execution_id, by)
 
-    async def cancel_unheld(self, execution_id: str) -> bool:
-        return await cancellation.cancel_unheld(self.writer, execution_id)
+    async def cancel_unheld(self, execution_id: str, by: StartedBy | None = None) -> bool:
+        return await cancellation.cancel_unheld(self.writer, execution_id, by)
 
     async def waited_descendants(self, execution_id: str) -> Sequence[Execution]:
         async with self.database.session() as session:

@@ -689,7 +689,7 @@ class AuditEvent(SQLModel, table=True):
     # None: a server-wide action (a token, a server-wide node type policy).
     workspace_id: str | None = Field(default=None, sa_column=Column(String(36), nullable=True))
     actor_id: str = Field(sa_column=Column(String(36), nullable=False))
-    # The scoped token that acted, when one did (its id, never the token).
+    # The API token that authenticated the change, scoped or not (its id, never the token).
     token_id: str | None = Field(default=None, sa_column=Column(String(36), nullable=True))
     action: str = Field(sa_column=Column(String(64), nullable=False))
     target_kind: str = Field(sa_column=Column(String(32), nullable=False))
@@ -699,4 +699,6 @@ class AuditEvent(SQLModel, table=True):
     __table_args__ = (
         Index("ix_audit_events_workspace", "workspace_id", "occurred_at", "id"),
         Index("ix_audit_events_occurred", "occurred_at", "id"),
+        Index("ix_audit_events_actor", "actor_id", "occurred_at", "id"),
+        Index("ix_audit_events_action", "action", "occurred_at", "id"),
     )

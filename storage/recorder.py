@@ -33,7 +33,7 @@ from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from storage import executions, payload_store, payloads, reuse
 from storage.db import Database, run_core
 from storage.event_rows import INSERT_EVENTS, event_row, insert_events
-from storage.models import Execution, NodeRun, NodeRunPayload
+from storage.models import AuditEvent, Execution, NodeRun, NodeRunPayload
 from storage.saved_data import Endings
 
 logger = logging.getLogger("loom.recorder")
@@ -102,17 +102,22 @@ def _node_run_values(state: NodeRunState) -> dict[str, Any]:
     }
 
 
+_AUDIT_EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
+
+
 @dataclass(slots=True)
 class NewExecution:
     """An execution to insert with the next round (embedded mode's one-write start, see
     storage/starts.py): its row, its input's payload row, its first events (rows, and as
-    published once committed), and what to do once committed (start its run)."""
+    published once committed), and what to do once committed (start its run); and the
+    audit record of an API caller's start (storage/audit.py), stored with it."""
 
     row: dict[str, Any]
     input_row: dict[str, Any]
     events: list[Event]
     on_commit: Callable[[], None]
     done: asyncio.Future[None] | None = None
+    audit_row: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -658,6 +663,9 @@ async def _insert_creations(session: AsyncSession, creations: Sequence[NewExecut
         INSERT_EVENTS,
         [event_row(event) for creation in creations for event in creation.events],
     )
+    audited = [creation.audit_row for creation in creations if creation.audit_row is not None]
+    if audited:
+        await run_core(session, insert(_AUDIT_EVENTS), audited)
 
 
 def record_time(batch: list[Record]) -> Any:

@@ -587,6 +587,10 @@ async def prune(
                 rows = await read(select(_EXECUTIONS.c.id).where(prunable, condition))
                 found.update(row[0] for row in rows)
             await _count_rows(database, sorted(found), tally)
+            if not only_discarded and policy.audit_max_age_hours is not None:
+                before = (now or started_at) - timedelta(hours=policy.audit_max_age_hours)
+                if audited := await _count_audit(database, before):
+                    tally.rows[_AUDIT.name] = audited
             return PruneRecord(started_at, utcnow(), len(found), tally.rows)
         for condition in conditions:
             query = (
@@ -649,6 +653,13 @@ async def _prune_ticks(database: Database, before: datetime) -> None:
         result = await run_core(session, delete(_TICKS).where(_TICKS.c.scheduled_at < before))
     if result.rowcount:
         logger.info("pruned %d schedule ticks", result.rowcount)
+
+
+async def _count_audit(database: Database, before: datetime) -> int:
+    """How many audit log records `_prune_audit` would delete (a dry run)."""
+    query = select(func.count()).select_from(_AUDIT).where(_AUDIT.c.occurred_at < before)
+    async with database.engine.connect() as connection:
+        return int((await connection.execute(query)).scalar_one())
 
 
 async def _prune_audit(database: Database, before: datetime, policy: RetentionPolicy) -> int:

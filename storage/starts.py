@@ -31,9 +31,9 @@ from engine.ports import PreparedStart, RunnableVersion, StartConflict, StartReq
 from engine.runner import LoadedExecution
 from engine.states import ExecutionStatus
 from engine.submitter import InProcessSubmitter
-from storage import payloads
+from storage import audit, payloads
 from storage.execution_source import DatabaseExecutionSource
-from storage.executions import _EXECUTIONS
+from storage.executions import _EXECUTIONS, start_details
 from storage.models import new_id
 from storage.payloads import INPUT, encode_payload
 from storage.recorder import GroupCommitWriter, NewExecution
@@ -155,8 +155,9 @@ class EmbeddedStarts:
         return Started(loaded, NewExecution(row, input_row, events, lambda: None))
 
     def prepare_start(self, request: StartRequest, version: RunnableVersion) -> Started:
-        """`prepare` for the lifecycle's start."""
-        return self.prepare(
+        """`prepare` for the lifecycle's start; an API caller's start (`started_by`) is
+        recorded in the audit log by the same write, as the general path records it."""
+        started = self.prepare(
             version,
             mode=request.mode,
             input=request.input,
@@ -164,6 +165,18 @@ class EmbeddedStarts:
             start_node_id=request.start_node_id,
             created_by=request.created_by,
         )
+        by = request.started_by
+        if by is not None:
+            row = audit.event(
+                actor=by,
+                action=audit.AuditAction(by.action),
+                workspace_id=request.workspace_id,
+                target_kind="execution",
+                target_id=started.execution_id,
+                details=start_details(request),
+            )
+            started.new.audit_row = row.model_dump()
+        return started
 
     async def store_and_run(
         self, prepared: PreparedStart, handover: RunHandover | None = None

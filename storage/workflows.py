@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import String, bindparam, delete, false, func, insert, literal
+from sqlalchemy import String, bindparam, delete, false, func, insert, literal, or_
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -271,6 +271,14 @@ async def update_draft(
     return await _reload(session, workflow_id)
 
 
+async def _fresh(session: AsyncSession, workflow_id: str) -> Workflow | None:
+    """The row as stored now (not as the session last saw it), None when it is gone."""
+    query = (
+        select(Workflow).where(Workflow.id == workflow_id).execution_options(populate_existing=True)
+    )
+    return (await session.exec(query)).first()
+
+
 async def _reload(session: AsyncSession, workflow_id: str) -> Workflow:
     query = (
         select(Workflow).where(Workflow.id == workflow_id).execution_options(populate_existing=True)
@@ -363,37 +371,57 @@ async def publish(
     workspace_ids: Sequence[str],
     expected_version: int,
     created_by: str | None,
-) -> Workflow:
-    """Make the draft at `expected_version` what triggers run. Does not bump the version."""
+) -> tuple[Workflow, bool]:
+    """Make the draft at `expected_version` what triggers run. Does not bump the version.
+    Also whether that changed anything: False when that version is published already (one of
+    two concurrent publishes of a version, or a repeat)."""
     workflow = await require_workflow(session, workflow_id, workspace_ids)
     if workflow.version != expected_version:
         raise VersionConflictError(workflow_id, expected_version, workflow.version)
     await ensure_snapshot(session, workflow, created_by)
     result = await session.exec(
         update(Workflow)
-        .where(col(Workflow.id) == workflow_id, col(Workflow.version) == expected_version)
+        .where(
+            col(Workflow.id) == workflow_id,
+            col(Workflow.version) == expected_version,
+            or_(
+                col(Workflow.published_version).is_(None),
+                col(Workflow.published_version) != expected_version,
+            ),
+        )
         .values(published_version=expected_version, updated_at=utcnow())
     )
     if result.rowcount == 0:
-        current = await require_workflow(session, workflow_id, workspace_ids)
-        raise VersionConflictError(workflow_id, expected_version, current.version)
-    return await _reload(session, workflow_id)
+        current = await _fresh(session, workflow_id)
+        if current is None:
+            raise NotFoundError("workflow", workflow_id)
+        if current.version != expected_version:
+            raise VersionConflictError(workflow_id, expected_version, current.version)
+        return current, False  # published already
+    return await _reload(session, workflow_id), True
 
 
 async def set_active(
     session: AsyncSession, workflow_id: str, workspace_ids: Sequence[str], active: bool
-) -> Workflow:
-    """Switch the published version's triggers on or off; the version does not change."""
+) -> tuple[Workflow, bool]:
+    """Switch the published version's triggers on or off; the version does not change.
+    Also whether that changed the row: False when it was `active` already (the row is
+    left as it was, `updated_at` too)."""
     if not storable(workflow_id):
         raise NotFoundError("workflow", workflow_id)
     result = await session.exec(
         update(Workflow)
-        .where(col(Workflow.id) == workflow_id, _scoped(workspace_ids))
+        .where(
+            col(Workflow.id) == workflow_id,
+            _scoped(workspace_ids),
+            col(Workflow.active) != active,
+        )
         .values(active=active, updated_at=utcnow())
     )
     if result.rowcount == 0:
-        raise NotFoundError("workflow", workflow_id)
-    return await _reload(session, workflow_id)
+        await require_workflow(session, workflow_id, workspace_ids)  # NotFoundError if gone
+        return await _reload(session, workflow_id), False  # `active` already
+    return await _reload(session, workflow_id), True
 
 
 async def get_version(

@@ -75,12 +75,18 @@ async def get_workspace(session: AsyncSession, workspace_id: str) -> Workspace:
     return workspace
 
 
-async def rename_workspace(session: AsyncSession, workspace_id: str, name: str) -> Workspace:
+async def rename_workspace(
+    session: AsyncSession, workspace_id: str, name: str
+) -> tuple[Workspace, bool]:
+    """Rename the workspace (under its lock); also whether the name changed (False when it
+    has that name already: nothing is written)."""
     workspace = await get_workspace(session, workspace_id)
+    if workspace.name == name:
+        return workspace, False
     workspace.name = name
     session.add(workspace)
     await session.flush()
-    return workspace
+    return workspace, True
 
 
 async def delete_workspace(session: AsyncSession, workspace_id: str) -> None:

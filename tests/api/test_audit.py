@@ -3,6 +3,7 @@ read through `auditLog` by a workspace's owners and admins or by server admins."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 from sqlmodel import col, select
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from storage.audit import AuditAction
 from storage.db import Database
@@ -41,11 +44,13 @@ from tests.factories import (
     UNPIN_NODE_DATA,
     UPDATE,
     UPDATE_NODE,
+    UPGRADE_NODE,
     edge,
     node,
     only,
     workflow_input,
 )
+from tests.live import serve
 from tests.polling import until
 from tests.teams import (
     ADD_MEMBER,
@@ -121,6 +126,13 @@ def ledger(database: Database) -> Ledger:
     return Ledger(database)
 
 
+async def _own_token(caller: Caller) -> str:
+    """The id of the caller's unscoped token (the one `make_caller` gives them)."""
+    tokens = (await caller.gql("{ apiTokens { id name workspaceId } }"))["apiTokens"]
+    (found,) = [t["id"] for t in tokens if t["name"] == "test" and t["workspaceId"] is None]
+    return str(found)
+
+
 async def _result(caller: Caller, operation: str, variables: dict[str, Any]) -> dict[str, Any]:
     answer = dict(only(await caller.gql(operation, variables)))
     assert answer["__typename"] not in ("ValidationError", "NotFoundError", "ForbiddenError"), (
@@ -133,7 +145,8 @@ async def test_each_workflow_change_leaves_one_record(alice: Caller, ledger: Led
     created = await _result(alice, CREATE, {"input": workflow_input("Audited")})
     workflow_id = created["id"]
     row = await ledger.one("workflow.create", alice, "workflow", workflow_id)
-    assert row.details == {"name": "Audited"} and row.token_id is None
+    # The token the call used is recorded, an unscoped one too.
+    assert row.details == {"name": "Audited"} and row.token_id == await _own_token(alice)
     assert row.workspace_id is not None
     version = created["version"]
 
@@ -206,14 +219,22 @@ async def test_moves_and_shares_are_recorded_in_each_workspace(
     credential = (await _result(alice, CREATE_CREDENTIAL, {"input": input}))["id"]
     flow = await _result(alice, CREATE_IN, {"input": workflow_input(), "ws": source})
     await ledger.new()
+    both = [
+        (source, {"name": "Key", "shared_with": target}),
+        (target, {"name": "Key", "shared_from": source}),
+    ]
     await _result(alice, SHARE, {"id": credential, "ws": target})
-    row = await ledger.one("credential.share", alice, "credential", credential)
-    assert (row.workspace_id, row.details) == (source, {"name": "Key", "shared_with": target})
+    rows = await ledger.new()
+    assert [(r.action, r.target_id, r.workspace_id, r.details) for r in rows] == [
+        ("credential.share", credential, *each) for each in both
+    ]
     await _result(alice, SHARE, {"id": credential, "ws": target})  # shared already
     assert await ledger.new() == []
     await _result(alice, UNSHARE, {"id": credential, "ws": target})
-    row = await ledger.one("credential.unshare", alice, "credential", credential)
-    assert (row.workspace_id, row.details) == (source, {"name": "Key", "shared_with": target})
+    rows = await ledger.new()
+    assert [(r.action, r.target_id, r.workspace_id, r.details) for r in rows] == [
+        ("credential.unshare", credential, *each) for each in both
+    ]
     await _result(alice, MOVE, {"id": flow["id"], "ws": target})
     rows = await ledger.new()
     assert [(r.action, r.workspace_id, r.target_id, r.details) for r in rows] == [
@@ -450,13 +471,19 @@ async def test_records_older_than_the_retention_bound_are_pruned(
     assert len(await _records(database)) == 3
     now = utcnow()
 
-    async def pruned(hours: float | None, at: datetime) -> PruneRecord:
+    async def pruned(hours: float | None, at: datetime, dry_run: bool = False) -> PruneRecord:
         # Another process (a test elsewhere on the shared server) may be pruning: try again.
         policy = RetentionPolicy(audit_max_age_hours=hours)
-        return await until(lambda: prune(database, policy, now=at), what="a prune of its own")
+        return await until(
+            lambda: prune(database, policy, now=at, dry_run=dry_run), what="a prune of its own"
+        )
 
     await pruned(None, now + timedelta(days=400))  # `none`: kept
     await pruned(24, now)
+    assert len(await _records(database)) == 3
+    # A dry run says what a prune would delete, and deletes nothing.
+    dry = await pruned(24, now + timedelta(hours=25), dry_run=True)
+    assert dry.rows_deleted["audit_events"] == 3
     assert len(await _records(database)) == 3
     record = await pruned(24, now + timedelta(hours=25))
     assert record.rows_deleted["audit_events"] == 3
@@ -486,3 +513,221 @@ def test_docs_list_every_action() -> None:
     part = page[page.index("### Audit log") : page.index("## Live execution events")]
     documented = set(re.findall(r"`([a-z_]+\.[a-z_]+)`", part))
     assert documented == {action.value for action in AuditAction}
+
+
+async def test_changes_that_change_nothing_record_nothing(
+    alice: Caller, bob: Caller, ledger: Ledger
+) -> None:
+    created = await _result(alice, CREATE, {"input": workflow_input("Same")})
+    workflow_id, version = created["id"], created["version"]
+    await _result(alice, PUBLISH, {"id": workflow_id, "v": version})
+    await _result(alice, SET_ACTIVE, {"id": workflow_id, "active": True})
+    workspace_id = await team(alice, {"viewer": bob})
+    input = {"name": "Key", "kind": "bearer_token", "data": {"token": SECRET}}
+    credential = (await _result(alice, CREATE_CREDENTIAL, {"input": input}))["id"]
+    token = only(await alice.gql(CREATE_TOKEN, {"name": "ci"}))["apiToken"]["id"]
+    await _result(alice, REVOKE_TOKEN, {"id": token})
+    await ledger.new()
+    # Each answers as before, and leaves no record.
+    again = await _result(alice, PUBLISH, {"id": workflow_id, "v": version})
+    assert (again["__typename"], again["publishedVersion"]) == ("Workflow", version)
+    for active in (True, False):
+        await _result(alice, SET_ACTIVE, {"id": workflow_id, "active": active})
+        await _result(alice, SET_ACTIVE, {"id": workflow_id, "active": active})
+    switched = await ledger.new()
+    assert [row.action for row in switched] == ["workflow.deactivate"]
+    revoked = await _result(alice, REVOKE_TOKEN, {"id": token})
+    assert revoked == {"__typename": "ApiToken", "id": token}
+    member = {"ws": workspace_id, "user": bob.user_id, "role": "viewer"}
+    same_role = await _result(alice, CHANGE_ROLE, member)
+    assert same_role["__typename"] == "WorkspaceMember", same_role
+    renamed = await _result(alice, RENAME_WORKSPACE, {"id": workspace_id, "name": " Team "})
+    assert renamed["__typename"] == "Workspace"
+    for changes in ({}, {"name": "Key"}, {"data": {"token": SECRET}}):
+        kept = await _result(alice, UPDATE_CREDENTIAL, {"id": credential, "input": changes})
+        assert (kept["__typename"], kept["name"]) == ("Credential", "Key")
+    assert await ledger.new() == []
+    # A rename that sends a field unchanged names no field.
+    changes = {"name": "Key 2", "data": {"token": SECRET}}
+    await _result(alice, UPDATE_CREDENTIAL, {"id": credential, "input": changes})
+    row = await ledger.one("credential.update", alice, "credential", credential)
+    assert row.details == {"name": "Key 2", "fields": []}
+
+
+async def test_a_cancel_is_recorded_by_the_transaction_that_takes_it(
+    app: Any, alice: Caller, ledger: Ledger
+) -> None:
+    wait = node("wait", "Wait", "wait", parameters={"amount": 30, "unit": "seconds"})
+    input = {
+        "name": "One at a time",
+        "nodes": [node("start", "Start", "manual_trigger"), wait],
+        "edges": [edge("start", "wait")],
+        "settings": {"maxConcurrentExecutions": 1},
+    }
+    created = await _result(alice, CREATE, {"input": input})
+    running = (await _result(alice, EXECUTE, {"id": created["id"]}))["id"]
+    held = (await _result(alice, EXECUTE, {"id": created["id"]}))["id"]
+    await ledger.new()
+
+    async def status(execution_id: str) -> str:
+        data = await alice.gql(GET_EXECUTION, {"id": execution_id})
+        return str(data["execution"]["status"])
+
+    async def holding() -> bool:
+        return await status(running) in ("RUNNING", "WAITING")
+
+    await until(holding, what="the first execution to hold the slot")
+    assert await status(held) == "QUEUED"  # held back by the limit
+    await _result(alice, CANCEL, {"id": held})
+    row = await ledger.one("execution.cancel", alice, "execution", held)
+    assert row.details == {"workflow_id": created["id"], "status": "QUEUED"}
+    assert row.token_id == await _own_token(alice)
+    await _result(alice, CANCEL, {"id": running})
+    row = await ledger.one("execution.cancel", alice, "execution", running)
+    # A 30 s wait runs in the process (durable waits park past 30 s): RUNNING.
+    assert row.details == {"workflow_id": created["id"], "status": "RUNNING"}
+    await finished(app, alice, running)
+    # Ended: cancelling either again changes nothing and records nothing.
+    for execution_id in (held, running):
+        ended = await _result(alice, CANCEL, {"id": execution_id})
+        assert ended["status"] == "CANCELLED"
+    assert await ledger.new() == []
+
+
+async def test_two_concurrent_cancels_leave_one_record(
+    app: Any, alice: Caller, ledger: Ledger
+) -> None:
+    # Parked (WAITING, a durable wait): the request to stop and the cancel of an unheld
+    # execution both run, and between them record one cancel.
+    wait = node("wait", "Wait", "wait", parameters={"amount": 10, "unit": "minutes"})
+    nodes = [node("start", "Start", "manual_trigger"), wait]
+    input = {"name": "Slow", "nodes": nodes, "edges": [edge("start", "wait")]}
+    created = await _result(alice, CREATE, {"input": input})
+    started = (await _result(alice, EXECUTE, {"id": created["id"]}))["id"]
+
+    async def parked() -> bool:
+        data = await alice.gql(GET_EXECUTION, {"id": started})
+        return bool(data["execution"]["status"] == "WAITING")
+
+    await until(parked, what="the execution to park")
+    await ledger.new()
+    answers = await asyncio.gather(*(alice.gql(CANCEL, {"id": started}) for _ in range(2)))
+    assert all(only(answer)["__typename"] == "Execution" for answer in answers)
+    row = await ledger.one("execution.cancel", alice, "execution", started)
+    assert row.details["status"] == "WAITING"
+    await finished(app, alice, started)
+
+
+async def test_a_server_admin_reads_any_workspaces_records(
+    alice: Caller, make_caller: MakeCaller
+) -> None:
+    admin = await make_caller("root", admin=True)
+    workspace_id = await team(alice, {})
+    await _result(alice, RENAME_WORKSPACE, {"id": workspace_id, "name": "Crew"})
+    page = (await admin.gql(AUDIT_LOG, {"ws": workspace_id}))["auditLog"]  # not a member
+    assert [edge["node"]["action"] for edge in page["edges"]] == [
+        "workspace.rename",
+        "workspace.create",
+    ]
+    await _result(alice, DELETE_WORKSPACE, {"id": workspace_id})
+    # A deleted workspace's records outlive it: a server admin still reads them, its former
+    # owner (no longer a member) does not.
+    page = (await admin.gql(AUDIT_LOG, {"ws": workspace_id}))["auditLog"]
+    assert [edge["node"]["action"] for edge in page["edges"]] == [
+        "workspace.delete",
+        "workspace.rename",
+        "workspace.create",
+    ]
+    gone = (await alice.gql(AUDIT_LOG, {"ws": workspace_id}))["auditLog"]
+    assert gone["__typename"] == "NotFoundError"
+    # A scoped token of a server admin is no server admin.
+    dashboard = await scoped(admin, role="viewer")
+    refused = (await dashboard.gql(AUDIT_LOG, {"ws": workspace_id}))["auditLog"]
+    assert refused["__typename"] == "NotFoundError"
+
+
+async def test_upgrade_node_is_a_workflow_update(alice: Caller, ledger: Ledger) -> None:
+    workspace_id = await team(alice, {})
+    variables = {"ws": workspace_id, "name": "ws.ping", "input": PING_TYPE}
+    await _result(alice, CREATE_TYPE, variables)
+    nodes = [node("start", "Start", "manual_trigger"), node("ping", "Ping", "ws.ping")]
+    input = {"name": "Pings", "nodes": nodes, "edges": [edge("start", "ping")]}
+    created = await _result(alice, CREATE_IN, {"input": input, "ws": workspace_id})
+    await _result(alice, UPDATE_TYPE, variables)  # version 2
+    await ledger.new()
+    upgrade = {"wf": created["id"], "nodeId": "ping", "to": 2, "v": 1}
+    upgraded = await _result(alice, UPGRADE_NODE, upgrade)
+    row = await ledger.one("workflow.update", alice, "workflow", created["id"])
+    assert row.details == {"version": upgraded["version"], "operation": "upgradeNode"}
+
+
+async def test_an_admin_revoking_anothers_token_is_the_actor(
+    alice: Caller, make_caller: MakeCaller, ledger: Ledger
+) -> None:
+    admin = await make_caller("root", admin=True)
+    token = only(await alice.gql(CREATE_TOKEN, {"name": "ci"}))["apiToken"]["id"]
+    await ledger.new()
+    await _result(admin, REVOKE_TOKEN, {"id": token})
+    row = await ledger.one("token.revoke", admin, "token", token)
+    assert row.details["user_id"] == alice.user_id
+    assert row.token_id == await _own_token(admin)
+
+
+async def test_execute_over_websocket_is_recorded(app: Any, alice: Caller, ledger: Ledger) -> None:
+    workspace_id = await team(alice, {})
+    ci = await scoped(alice, ws=workspace_id, role="editor")
+    created = await _result(ci, CREATE_IN, {"input": workflow_input(), "ws": workspace_id})
+    (token_id,) = [r.target_id for r in await ledger.new() if r.action == "token.create"]
+    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {ci.token}"}}
+    subscribe = {
+        "id": "1",
+        "type": "subscribe",
+        "payload": {"query": EXECUTE, "variables": {"id": created["id"]}},
+    }
+    async with (
+        serve(app) as url,
+        connect(url, subprotocols=[Subprotocol("graphql-transport-ws")], open_timeout=10) as sock,
+    ):
+        await sock.send(json.dumps(init))
+        assert json.loads(await asyncio.wait_for(sock.recv(), 10))["type"] == "connection_ack"
+        await sock.send(json.dumps(subscribe))
+        answer = json.loads(await asyncio.wait_for(sock.recv(), 10))
+    started = answer["payload"]["data"]["executeWorkflow"]
+    rows = await ledger.new()
+    assert [(r.action, r.target_id, r.token_id) for r in rows] == [
+        ("execution.run", started["id"], token_id)
+    ]
+    await finished(app, alice, started["id"])
+
+
+async def test_ties_paginate(alice: Caller, database: Database) -> None:
+    """Records of one instant, in two workspaces: a workspace's pages hold each of its own
+    once, and none of the other's."""
+    workspace_id = await team(alice, {})
+    other = await team(alice, {}, name="Other")
+    at = utcnow()
+    async with database.transaction() as session:
+        for number in range(7):
+            for workspace, prefix in ((workspace_id, "t"), (other, "o")):
+                session.add(
+                    AuditEvent(
+                        occurred_at=at,
+                        workspace_id=workspace,
+                        actor_id=alice.user_id,
+                        action="workflow.update",
+                        target_kind="workflow",
+                        target_id=f"{prefix}{number}",
+                        details={},
+                    )
+                )
+    for first in (1, 2, 3):
+        seen: list[str] = []
+        after = None
+        while True:
+            variables = {"ws": workspace_id, "first": first, "after": after}
+            page = only(await alice.gql(AUDIT_LOG, {**variables, "action": "workflow.update"}))
+            seen += [edge["node"]["targetId"] for edge in page["edges"]]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        assert sorted(seen) == [f"t{number}" for number in range(7)], (first, seen)

@@ -11,7 +11,7 @@ from sqlmodel import col, select, update
 
 from storage import executions, workflows, workspaces
 from storage.db import Database
-from storage.models import Execution, NodeTypePolicy, NodeTypePolicyChange, Workflow
+from storage.models import Execution, Membership, NodeTypePolicy, NodeTypePolicyChange, Workflow
 from tests.api.test_node_type_policies import SET_ENABLED
 from tests.api.test_scoped_tokens import scoped
 from tests.conftest import Caller, MakeCaller
@@ -332,3 +332,26 @@ async def test_personal_workspaces_show_only_to_their_user(alice: Caller, bob: C
     assert shown == {"alice": None, "bob": {"id": own}}
     limited = await scoped(bob, ws=workspace_id)
     assert (await limited.gql(read, {"id": workspace_id}))["viewer"]["personalWorkspace"] is None
+
+
+async def test_a_rename_asks_the_stored_role_before_the_name(
+    alice: Caller, make_caller: MakeCaller, database: Database
+) -> None:
+    """renameWorkspace decides on the caller's role as stored under the workspace's lock
+    first, the name then: a member demoted meanwhile (by another process, their cached
+    principal still an admin's) hears ForbiddenError, whatever name they send."""
+    bob = await make_caller("bobby")
+    workspace_id = await team(alice, {"admin": bob})
+    renamed = only(await bob.gql(RENAME_WORKSPACE, {"id": workspace_id, "name": "Ours"}))
+    assert renamed["__typename"] == "Workspace"
+    async with database.transaction() as session:
+        await session.exec(
+            update(Membership)
+            .where(
+                col(Membership.workspace_id) == workspace_id,
+                col(Membership.user_id) == bob.user_id,
+            )
+            .values(role="viewer")
+        )
+    answer = only(await bob.gql(RENAME_WORKSPACE, {"id": workspace_id, "name": "   "}))
+    assert answer["__typename"] == "ForbiddenError", answer

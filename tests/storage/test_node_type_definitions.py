@@ -74,7 +74,7 @@ async def test_a_type_used_by_a_draft_or_a_published_version_is_not_deleted(
     assert refused.value.workflows == [(row.id, "uses it")]
     # Published, then the draft changed: the published version still uses it.
     async with database.transaction() as session:
-        await workflows.publish(session, row.id, [workspace], 1, user_id)
+        await workflows.publish(session, row.id, [workspace], 1, user_id)  # (row, changed)
         change = workflows.DraftChange(nodes=[], edges=[], node_issues={})
         await workflows.update_draft(session, row.id, [workspace], 1, change)
     async with database.transaction() as session:

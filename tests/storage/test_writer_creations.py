@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from engine.events import Event
+from engine.ports import StartedBy, StartRequest
 from storage import workflows
 from storage.db import Database
 from storage.execution_source import DatabaseExecutionSource
-from storage.models import Execution, ExecutionEventRow
+from storage.models import AuditEvent, Execution, ExecutionEventRow
 from storage.recorder import GroupCommitWriter
 from storage.starts import EmbeddedStarts
 from tests.storage.conftest import StoredWorkflow
@@ -131,4 +132,53 @@ async def test_starts_wait_while_too_many_runs_go_on(
     runs.end.set()
     await asyncio.wait_for(waiting, 5)
     assert runs.started == [first.loaded.execution_id, second.loaded.execution_id]
+    await writer.stop()
+
+
+async def test_a_one_write_start_by_an_api_caller_is_recorded_with_it(
+    database: Database, stored_workflow: StoredWorkflow
+) -> None:
+    """The one-write path records `started_by` as the general path does, in its write; a
+    start refused (its key used already) leaves no record."""
+    writer = GroupCommitWriter(database)
+    starts = EmbeddedStarts(DatabaseExecutionSource(database, writer), None, writer)  # type: ignore[arg-type]
+    version = await _version(database, stored_workflow)
+    by = StartedBy(user_id="someone", token_id="their-token", action="execution.run")
+    request = StartRequest(
+        workspace_id=version.workspace_id,
+        workflow_id=version.workflow_id,
+        workflow_settings={},
+        version_id=version.workflow_version_id,
+        version=version.workflow_version,
+        mode="manual",
+        input={},
+        idempotency_key="once",
+        started_by=by,
+    )
+    first = starts.prepare_start(request, version)
+    twin = starts.prepare_start(request, version)
+    results = await asyncio.gather(
+        writer.create(first.new), writer.create(twin.new), return_exceptions=True
+    )
+    assert results[0] is None and isinstance(results[1], IntegrityError)
+    async with database.session() as session:
+        rows = (await session.exec(select(AuditEvent))).all()
+    assert [
+        (row.action, row.actor_id, row.token_id, row.target_id, row.workspace_id, row.details)
+        for row in rows
+    ] == [
+        (
+            "execution.run",
+            "someone",
+            "their-token",
+            first.execution_id,
+            version.workspace_id,
+            {"workflow_id": version.workflow_id, "version": version.workflow_version},
+        )
+    ]
+    # Without `started_by` (a webhook's start) nothing is recorded.
+    plain = starts.prepare_start(replace(request, started_by=None, idempotency_key=None), version)
+    await writer.create(plain.new)
+    async with database.session() as session:
+        assert len((await session.exec(select(AuditEvent))).all()) == 1
     await writer.stop()

@@ -39,9 +39,14 @@ def upgrade() -> None:
         "ix_audit_events_workspace", "audit_events", ["workspace_id", "occurred_at", "id"]
     )
     op.create_index("ix_audit_events_occurred", "audit_events", ["occurred_at", "id"])
+    # The server-wide log filtered by actor, or by action, newest first.
+    op.create_index("ix_audit_events_actor", "audit_events", ["actor_id", "occurred_at", "id"])
+    op.create_index("ix_audit_events_action", "audit_events", ["action", "occurred_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_events_action", "audit_events")
+    op.drop_index("ix_audit_events_actor", "audit_events")
     op.drop_index("ix_audit_events_occurred", "audit_events")
     op.drop_index("ix_audit_events_workspace", "audit_events")
     op.drop_table("audit_events")
