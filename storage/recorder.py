@@ -47,6 +47,16 @@ _THREAD_COMPRESS_BYTES = 256 * 1024
 # compressed, then compressed: a payload's raw JSON is let go of as soon as it is compressed).
 MAX_PENDING_PAYLOAD_BYTES = 128 * 1024 * 1024
 _RETRY_DELAY_S = 0.5
+# A round that follows another within `_BUSY_S` first lets the event loop run
+# `_GATHER_TURNS` times. SQLite calls are inline (storage/sqlite_inline.py), so a round runs
+# without suspending, and the writer, woken by the first record or start, took rounds of about
+# one request each under webhook load: a round's fixed cost (its transaction, statements and
+# commit, over 1 ms of CPU) was paid per request. A few turns let the requests and runs the
+# loop is serving add theirs: (a) of bench/webhooks.py went from about 1 round per request to
+# 0.1, and from 2.1-2.5 to 0.8 ms of CPU per request (docs/benchmarks.md). An idle writer
+# stores at once.
+_BUSY_S = 0.05
+_GATHER_TURNS = 8
 
 CommitListener = Callable[[Sequence[Event]], None]
 FenceListener = Callable[[str], object]
@@ -269,8 +279,14 @@ class GroupCommitWriter:
             await self._progress.wait_for(lambda: self._committed >= target)
 
     async def _run(self) -> None:
+        ended = -_BUSY_S  # when the last round ended
         while True:
             await self._wake.wait()
+            if time.perf_counter() - ended < _BUSY_S:
+                # Busy: the loop's other ready work (requests parsed, runs emitting) gets a
+                # few turns to reach this round before it is taken (see `_GATHER_TURNS`).
+                for _ in range(_GATHER_TURNS):
+                    await asyncio.sleep(0)
             self._wake.clear()
             if not self._pending and not self._creations:
                 if self._stopping:
@@ -307,6 +323,7 @@ class GroupCommitWriter:
                     self._pending_payload_bytes -= held.held_bytes
             metrics.group_commit(len(batch) + len(creations), time.perf_counter() - began)
             self.rounds += 1
+            ended = time.perf_counter()
             self._committed += len(batch)
             await self._notify()
             # Only what was committed: not the records a fence or the database refused.
