@@ -97,6 +97,13 @@ _WITH_PAYLOAD = (NodeRunStatus.SUCCEEDED, NodeRunStatus.FAILED)
 _TIMED = (NodeRunStatus.SUCCEEDED, NodeRunStatus.FAILED)
 
 
+def new_run_id() -> str:
+    """A node run's id: the time in milliseconds (12 hex digits), then 80 random bits, for
+    a fraction of uuid's cost. Time-ordered, as storage/models.py's `new_id` and for the
+    same reason: new node runs go to the last pages of their table's key."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -368,8 +375,7 @@ class _Run:
         if previous is not None:
             attempt = previous.attempt + 1
         state = NodeRunState(
-            # 128 random bits, as in a UUID4, for a fraction of uuid.uuid4()'s cost.
-            id=os.urandom(16).hex(),
+            id=new_run_id(),
             node_id=plan_node.id,
             node_name=plan_node.node.name,
             attempt=attempt,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Table, bindparam, func, insert, or_
+from sqlalchemy import Table, bindparam, func, or_
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -26,6 +26,7 @@ from engine.ports import ParentLink, StartRequest
 from engine.states import ExecutionStatus
 from storage import audit, payloads
 from storage.db import run_core
+from storage.driver_sql import insert_rows
 from storage.event_rows import insert_events
 from storage.models import (
     Execution,
@@ -125,10 +126,8 @@ async def create_execution(
         execution.parent_waits = parent.waits
         execution.call_depth = parent.depth
     # Core inserts: the ORM's unit of work costs more than the statements themselves here.
-    await run_core(
-        session,
-        INSERT_EXECUTION,
-        [{column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}],
+    await INSERT_EXECUTION.run(
+        session, [{column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}]
     )
     await store_execution_payload(session, execution.id, payloads.INPUT, input)
     events = [queued_event(execution)]
@@ -435,7 +434,7 @@ _EXECUTIONS: Table = Execution.__table__  # type: ignore[attr-defined]
 _OUTCOME = select(_EXECUTIONS.c.status, _EXECUTIONS.c.error, _EXECUTIONS.c.output).where(
     _EXECUTIONS.c.id == bindparam("execution_id")
 )
-INSERT_EXECUTION = insert(_EXECUTIONS)
+INSERT_EXECUTION = insert_rows(_EXECUTIONS)
 
 
 async def expire_leases(session: AsyncSession) -> None:

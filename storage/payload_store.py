@@ -7,14 +7,14 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, bindparam, delete, insert
+from sqlalchemy import Table, delete
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.nodes.base import PortItems
 from engine.states import NodeRunStatus
 from storage import payloads
-from storage.db import run_core
+from storage.driver_sql import insert_rows
 from storage.models import (
     Execution,
     ExecutionPayload,
@@ -23,9 +23,7 @@ from storage.models import (
 )
 
 _EXECUTION_PAYLOADS: Table = ExecutionPayload.__table__  # type: ignore[attr-defined]
-_INSERT_EXECUTION_PAYLOAD = insert(_EXECUTION_PAYLOADS).values(
-    {name: bindparam(name) for name in ("execution_id", "kind", "encoding", "raw_bytes", "data")}
-)
+_INSERT_EXECUTION_PAYLOAD = insert_rows(_EXECUTION_PAYLOADS)
 
 
 async def store_execution_payload(
@@ -48,23 +46,24 @@ async def store_execution_payload(
                 col(ExecutionPayload.kind) == kind,
             )
         )
-    await run_core(
+    await _INSERT_EXECUTION_PAYLOAD.run(
         session,
-        _INSERT_EXECUTION_PAYLOAD,
-        {
-            "execution_id": execution_id,
-            "kind": kind,
-            "encoding": encoding,
-            "raw_bytes": raw_bytes,
-            "data": data,
-        },
+        [
+            {
+                "execution_id": execution_id,
+                "kind": kind,
+                "encoding": encoding,
+                "raw_bytes": raw_bytes,
+                "data": data,
+            }
+        ],
     )
 
 
 async def insert_execution_payloads(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Store encoded inputs or outputs of several executions at once (`execution_id`,
     `kind`, `encoding`, `raw_bytes`, `data` each)."""
-    await run_core(session, _INSERT_EXECUTION_PAYLOAD, rows)
+    await _INSERT_EXECUTION_PAYLOAD.run(session, rows)
 
 
 async def execution_payloads(

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, or_, update
+from sqlalchemy import Table, bindparam, or_, update
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -32,6 +32,7 @@ from engine.retention import SaveData
 from engine.states import EXECUTION_TRANSITIONS, ExecutionStatus
 from storage import executions, payload_store, payloads, reuse
 from storage.db import Database, run_core
+from storage.driver_sql import DriverStatement, insert_rows
 from storage.event_rows import INSERT_EVENTS, event_row, insert_events
 from storage.models import AuditEvent, Execution, NodeRun, NodeRunPayload
 from storage.saved_data import Endings
@@ -46,6 +47,16 @@ _THREAD_COMPRESS_BYTES = 256 * 1024
 # compressed, then compressed: a payload's raw JSON is let go of as soon as it is compressed).
 MAX_PENDING_PAYLOAD_BYTES = 128 * 1024 * 1024
 _RETRY_DELAY_S = 0.5
+# A round that follows another within `_BUSY_S` first lets the event loop run
+# `_GATHER_TURNS` times. SQLite calls are inline (storage/sqlite_inline.py), so a round runs
+# without suspending, and the writer, woken by the first record or start, took rounds of about
+# one request each under webhook load: a round's fixed cost (its transaction, statements and
+# commit, over 1 ms of CPU) was paid per request. A few turns let the requests and runs the
+# loop is serving add theirs: (a) of bench/webhooks.py went from about 1 round per request to
+# 0.1, and from 2.1-2.5 to 0.8 ms of CPU per request (docs/benchmarks.md). An idle writer
+# stores at once.
+_BUSY_S = 0.05
+_GATHER_TURNS = 8
 
 CommitListener = Callable[[Sequence[Event]], None]
 FenceListener = Callable[[str], object]
@@ -60,9 +71,10 @@ _GENERATIONS = (
     .order_by(col(Execution.id))
 )
 _GENERATIONS_LOCKED = _GENERATIONS.with_for_update()
-_INSERT_NODE_RUNS = insert(_NODE_RUNS)
-_INSERT_PAYLOADS = insert(_PAYLOADS)
-_UPDATE_NODE_RUN = (
+# The writer's statements, compiled once and run on the driver (storage/driver_sql.py).
+_INSERT_NODE_RUNS = insert_rows(_NODE_RUNS)
+_INSERT_PAYLOADS = insert_rows(_PAYLOADS)
+_UPDATE_NODE_RUN = DriverStatement(
     update(_NODE_RUNS)
     .where(_NODE_RUNS.c.id == bindparam("run_id"))
     .values(
@@ -272,8 +284,14 @@ class GroupCommitWriter:
             await self._progress.wait_for(lambda: self._committed >= target)
 
     async def _run(self) -> None:
+        ended = -_BUSY_S  # when the last round ended
         while True:
             await self._wake.wait()
+            if time.perf_counter() - ended < _BUSY_S:
+                # Busy: the loop's other ready work (requests parsed, runs emitting) gets a
+                # few turns to reach this round before it is taken (see `_GATHER_TURNS`).
+                for _ in range(_GATHER_TURNS):
+                    await asyncio.sleep(0)
             self._wake.clear()
             if not self._pending and not self._creations:
                 if self._stopping:
@@ -310,6 +328,7 @@ class GroupCommitWriter:
                     self._pending_payload_bytes -= held.held_bytes
             metrics.group_commit(len(batch) + len(creations), time.perf_counter() - began)
             self.rounds += 1
+            ended = time.perf_counter()
             self._committed += len(batch)
             await self._notify()
             # Only what was committed: not the records a fence or the database refused.
@@ -507,7 +526,7 @@ class GroupCommitWriter:
                 }
             )
         if rows:
-            await run_core(session, _INSERT_PAYLOADS, rows)
+            await _INSERT_PAYLOADS.run(session, rows)
 
     async def _compress(self, batch: list[Record]) -> dict[int, bytes]:
         compressed: dict[int, bytes] = {}  # by id of the record
@@ -559,14 +578,14 @@ class GroupCommitWriter:
         # Core statements on the tables, executed with a list of rows: one executemany each,
         # where the ORM's bulk path would issue a statement per row.
         if new_runs:
-            await run_core(session, _INSERT_NODE_RUNS, new_runs)
+            await _INSERT_NODE_RUNS.run(session, new_runs)
         changed_runs = [
             {"run_id": run_id, **_node_run_values(state)}
             for run_id, (_, state) in runs.items()
             if run_id in self._known_runs or state.stored
         ]
         if changed_runs:
-            await run_core(session, _UPDATE_NODE_RUN, changed_runs)
+            await _UPDATE_NODE_RUN.run(session, changed_runs)
         payload_rows = [
             {
                 "node_run_id": record.node_run.id,
@@ -594,7 +613,7 @@ class GroupCommitWriter:
             and ending.keeps_data(record.event.execution_id)
         ]
         if payload_rows:
-            await run_core(session, _INSERT_PAYLOADS, payload_rows)
+            await _INSERT_PAYLOADS.run(session, payload_rows)
         copies = [
             {
                 "node_run_id": record.node_run.id,
@@ -611,10 +630,8 @@ class GroupCommitWriter:
             await self._store_uncopied(session, batch)
         if not batch:
             return [], []
-        await run_core(
-            session,
-            INSERT_EVENTS,
-            [ending.event_row(event_row(record.event)) for record in batch],
+        await INSERT_EVENTS.run(
+            session, [ending.event_row(event_row(record.event)) for record in batch]
         )
         changes = [
             (record.event.execution_id, record.execution)
@@ -656,12 +673,10 @@ def _settle(creation: NewExecution, error: BaseException | None) -> None:
 
 
 async def _insert_creations(session: AsyncSession, creations: Sequence[NewExecution]) -> None:
-    await run_core(session, executions.INSERT_EXECUTION, [c.row for c in creations])
+    await executions.INSERT_EXECUTION.run(session, [c.row for c in creations])
     await payload_store.insert_execution_payloads(session, [c.input_row for c in creations])
-    await run_core(
-        session,
-        INSERT_EVENTS,
-        [event_row(event) for creation in creations for event in creation.events],
+    await INSERT_EVENTS.run(
+        session, [event_row(event) for creation in creations for event in creation.events]
     )
     audited = [creation.audit_row for creation in creations if creation.audit_row is not None]
     if audited:
@@ -673,11 +688,11 @@ def record_time(batch: list[Record]) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def _execution_update(status: ExecutionStatus, names: tuple[str, ...]) -> Any:
+def _execution_update(status: ExecutionStatus, names: tuple[str, ...]) -> DriverStatement:
     """The UPDATE of an execution row to `status` setting `names`, built once: only from
     the states the state machine allows (or the same status)."""
     table: Table = Execution.__table__  # type: ignore[attr-defined]
-    return (
+    return DriverStatement(
         update(table)
         .where(
             table.c.id == bindparam("v_execution_id"),
@@ -700,30 +715,31 @@ async def _update_executions(
     if len({execution_id for execution_id, _ in changes}) < len(changes):
         for execution_id, change in changes:
             statement, params = _execution_change(execution_id, change)
-            result = await run_core(session, statement, params)
-            if result.rowcount == 0:
+            if await statement.run(session, [params]) == 0:
                 logger.error(
                     "execution %s: status %s refused by the state machine",
                     execution_id,
                     change.status,
                 )
         return
-    grouped: dict[Any, list[dict[str, Any]]] = {}
+    grouped: dict[DriverStatement, list[dict[str, Any]]] = {}
     for execution_id, change in changes:
         statement, params = _execution_change(execution_id, change)
         grouped.setdefault(statement, []).append(params)
     for statement, rows in grouped.items():
-        result = await run_core(session, statement, rows)
-        if 0 <= result.rowcount < len(rows):
+        changed = await statement.run(session, rows)
+        if 0 <= changed < len(rows):
             logger.error(
                 "%d of %d execution status changes refused by the state machine: %s",
-                len(rows) - result.rowcount,
+                len(rows) - changed,
                 len(rows),
                 ", ".join(sorted(row["v_execution_id"] for row in rows)),
             )
 
 
-def _execution_change(execution_id: str, change: ExecutionUpdate) -> tuple[Any, dict[str, Any]]:
+def _execution_change(
+    execution_id: str, change: ExecutionUpdate
+) -> tuple[DriverStatement, dict[str, Any]]:
     values: dict[str, Any] = {"status": change.status.value}
     if change.status.is_terminal or change.status is ExecutionStatus.WAITING:
         # The lease ends with the run (a waiting execution is resumed by a new claim).
