@@ -35,12 +35,16 @@ class _Compiled:
     parameters: tuple[tuple[str | None, Processor, Any], ...]
 
     def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            [
-                constant if key is None else row[key] if process is None else process(row[key])
-                for key, process, constant in self.parameters
-            ]
-        )
+        try:
+            return tuple(
+                [
+                    constant if key is None else row[key] if process is None else process(row[key])
+                    for key, process, constant in self.parameters
+                ]
+            )
+        except KeyError as exc:
+            missing = sorted({key for key, _, _ in self.parameters if key} - set(row))
+            raise KeyError(f"a row for {self.sql[:60]!r}... lacks {missing}") from exc
 
 
 class DriverStatement:
@@ -86,6 +90,8 @@ def _compile(statement: Any, dialect: Dialect) -> _Compiled:
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if bind.callable is not None:
             raise ValueError(f"parameter {name} is computed at execution: not supported")
+        if bind.expanding or bind.literal_execute:
+            raise ValueError(f"parameter {name} is rendered at execution (IN list): not supported")
         if bind.required:
             if name != bind.key:
                 raise ValueError(f"parameter {bind.key} is renamed {name} in the statement")

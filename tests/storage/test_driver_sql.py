@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Table
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.events import ErrorInfo, ExecutionUpdate, NodeRunState
@@ -18,7 +18,7 @@ from engine.retention import SaveData
 from engine.states import ExecutionStatus, NodeRunStatus
 from storage import recorder
 from storage.db import Database, run_core
-from storage.driver_sql import DriverStatement
+from storage.driver_sql import DriverStatement, insert_rows
 from storage.event_rows import INSERT_EVENTS
 from storage.executions import INSERT_EXECUTION
 from storage.models import Execution, NodeRun
@@ -244,3 +244,23 @@ async def test_a_refused_row_raises_sqlalchemys_integrity_error(database: Databa
     with pytest.raises(IntegrityError):
         async with database.transaction() as session:
             await INSERT_EXECUTION.run(session, [execution, dict(execution)])
+
+
+def test_a_list_rendered_at_execution_is_refused_when_compiled(database: Database) -> None:
+    # `IN (...)` of a constant list is rendered by SQLAlchemy at each execution, which the
+    # driver path skips: such a statement would fail only when run.
+    table: Table = Execution.__table__  # type: ignore[attr-defined]
+    statement = DriverStatement(
+        update(table)
+        .where(table.c.id == bindparam("v_id"), table.c.status.in_(["RUNNING", "QUEUED"]))
+        .values(status=bindparam("v_status"))
+    )
+    with pytest.raises(ValueError, match="IN list"):
+        statement.compiled(database.engine.dialect)
+
+
+async def test_a_row_without_a_column_names_it(database: Database) -> None:
+    statement = insert_rows(NodeRun.__table__)  # type: ignore[attr-defined]
+    async with database.transaction() as session:
+        with pytest.raises(KeyError, match=r"lacks .*'node_id'"):
+            await statement.run(session, [{"id": "x", "execution_id": "y"}])

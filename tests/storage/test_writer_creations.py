@@ -207,3 +207,27 @@ async def test_a_one_write_start_by_an_api_caller_is_recorded_with_it(
     async with database.session() as session:
         assert len((await session.exec(select(AuditEvent))).all()) == 1
     await writer.stop()
+
+
+async def test_stop_returns_when_a_start_arrives_during_the_gathering_turns(
+    database: Database, stored_workflow: StoredWorkflow
+) -> None:
+    # A busy writer lets the loop turn before its round; a start taken in those turns after
+    # stop() began is stored, and stop() still returns (it waited forever before).
+    writer = GroupCommitWriter(database)
+    starts = EmbeddedStarts(DatabaseExecutionSource(database, writer), None, writer)  # type: ignore[arg-type]
+    version = await _version(database, stored_workflow)
+    await writer.start()
+    await writer.create(starts.prepare(version, mode="webhook", input={}).new)  # busy now
+
+    async def late() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await writer.create(starts.prepare(version, mode="webhook", input={}).new)
+
+    late_start = asyncio.create_task(late())
+    stopping = asyncio.create_task(writer.stop())
+    await asyncio.wait_for(late_start, 5)
+    await asyncio.wait_for(stopping, 5)
+    async with database.session() as session:
+        assert len((await session.exec(select(Execution))).all()) == 2
