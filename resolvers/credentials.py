@@ -16,6 +16,7 @@ import strawberry
 from sqlmodel.ext.asyncio.session import AsyncSession
 from strawberry.scalars import JSON
 
+from engine import credential_domains
 from engine.credentials import KINDS, check_data
 from engine.validation import Problem
 from resolvers import mapping
@@ -35,6 +36,7 @@ logger = logging.getLogger("loom.credentials")
 Info = strawberry.Info[Context, None]
 
 MAX_NAME = 255
+CREDENTIAL_NOT_RESTRICTED = "CREDENTIAL_NOT_RESTRICTED"
 
 
 def _box(info: Info) -> SecretBox:
@@ -73,6 +75,7 @@ def _credential(
         updated_at=row.updated_at,
         shared_with=[mapping.workspace(workspace) for workspace in shared_with or []],
         shared_from=None if shared_from is None else mapping.workspace(shared_from),
+        allowed_domains=None if row.allowed_domains is None else list(row.allowed_domains),
     )
 
 
@@ -86,6 +89,31 @@ def _name_problems(name: str) -> list[Problem]:
     if not name.strip() or len(name) > MAX_NAME:
         return [Problem("INVALID_NAME", f"name must be 1 to {MAX_NAME} characters", None, "name")]
     return []
+
+
+def _domains(entries: list[str] | None) -> tuple[list[str] | None, list[Problem]]:
+    """`allowedDomains` in normal form (None: not given), and the problems (one per bad
+    entry)."""
+    if entries is None:
+        return None, []
+    problems: list[Problem] = []
+    for index, entry in enumerate(entries):
+        try:
+            credential_domains.normal_entry(entry)
+        except credential_domains.InvalidDomain as exc:
+            problems.append(
+                Problem("INVALID_DOMAIN", f"allowedDomains[{index}] {exc}", None, "allowedDomains")
+            )
+    if problems:
+        return None, problems
+    try:
+        return credential_domains.normal_entries(entries), []
+    except credential_domains.InvalidDomain as exc:
+        return None, [Problem("INVALID_DOMAIN", f"allowedDomains: {exc}", None, "allowedDomains")]
+
+
+def _not_restricted(message: str) -> results.ValidationError:
+    return validation_error([Problem(CREDENTIAL_NOT_RESTRICTED, message, None, "allowedDomains")])
 
 
 def _duplicate(name: str) -> results.ValidationError:
@@ -157,6 +185,8 @@ async def create_credential(info: Info, input: inputs.CredentialInput) -> result
     if not isinstance(workspace_id, str):
         return workspace_id
     problems = _name_problems(input.name) + check_data(input.kind, input.data)
+    domains, bad = _domains(input.allowed_domains)
+    problems += bad
     if problems:
         return validation_error(problems)
     data = cast(dict[str, Any], input.data)
@@ -170,6 +200,7 @@ async def create_credential(info: Info, input: inputs.CredentialInput) -> result
                 kind=input.kind,
                 data=data,
                 created_by=viewer.user_id,
+                allowed_domains=domains or None,
             )
             await _audited(
                 info,
@@ -194,11 +225,15 @@ async def update_credential(
     problems = [] if input.name is None else _name_problems(input.name)
     if input.data is not None and not isinstance(input.data, dict):
         problems.append(Problem("INVALID_CREDENTIAL", "must be a JSON object", None, "data"))
+    domains, bad = _domains(input.allowed_domains)
+    problems += bad
     if problems:
         return validation_error(problems)
     try:
         async with info.context.database.transaction() as session:
-            row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+            row = await credentials.get_credential(
+                session, identifier, viewer.workspace_ids, for_update=True
+            )
             if row is None:
                 return await _foreign(info, session, identifier)
             if (forbidden := refusal(info, row.workspace_id)) is not None:
@@ -208,8 +243,19 @@ async def update_credential(
             problems = check_data(row.kind, data)
             if problems:
                 return validation_error(problems)
-            row = await credentials.update_credential(session, box, row, name=input.name, data=data)
             shares = await credential_shares.shared_with(session, [row.id])
+            if domains == [] and shares[row.id]:
+                return _not_restricted(
+                    "a shared credential must keep its allowedDomains: unshare it first"
+                )
+            row = await credentials.update_credential(
+                session,
+                box,
+                row,
+                name=input.name,
+                data=data,
+                allowed_domains=domains,
+            )
             # The names of the fields changed, never their values.
             await _audited(
                 info,
@@ -230,7 +276,9 @@ async def delete_credential(info: Info, id: strawberry.ID) -> results.DeleteResu
     identifier = str(id)
     try:
         async with info.context.database.transaction() as session:
-            row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+            row = await credentials.get_credential(
+                session, identifier, viewer.workspace_ids, for_update=True
+            )
             if row is None:
                 return await _foreign(info, session, identifier)
             if (forbidden := refusal(info, row.workspace_id)) is not None:
@@ -283,7 +331,9 @@ async def share_credential(
     box = _box(info)
     identifier, target = str(id), str(workspace_id)
     async with info.context.database.transaction() as session:
-        row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+        row = await credentials.get_credential(
+            session, identifier, viewer.workspace_ids, for_update=True
+        )
         if row is None:
             return await _foreign(info, session, identifier)
         if (forbidden := refusal(info, row.workspace_id)) is not None:
@@ -295,6 +345,12 @@ async def share_credential(
                 "SAME_WORKSPACE", "the credential belongs to this workspace", None, "workspaceId"
             )
             return validation_error([problem])
+        if not row.allowed_domains:
+            return _not_restricted(
+                f"credential {row.name!r} has no allowedDomains: set the hosts it may be sent "
+                "to (updateCredential) before sharing it, since members of the workspace it "
+                "is shared with may send requests carrying it to those hosts"
+            )
         # deleteWorkspace deletes under this lock: the share never names a deleted workspace;
         # and two shares (or unshares) of one workspace take turns.
         await info.context.database.lock(session, workspaces.lock_name(target))
@@ -322,7 +378,9 @@ async def unshare_credential(
     identifier, target = str(id), str(workspace_id)
     try:
         async with info.context.database.transaction() as session:
-            row = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+            row = await credentials.get_credential(
+                session, identifier, viewer.workspace_ids, for_update=True
+            )
             if row is None:
                 return await _foreign(info, session, identifier)
             if (forbidden := refusal(info, row.workspace_id)) is not None:

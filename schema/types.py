@@ -511,6 +511,13 @@ class Credential:
         description="The workspace that owns it and shared it with yours: its nodes may use "
         "it; its fields, changes and shares stay with the owner. Null for your own.",
     )
+    allowed_domains: list[str] | None = strawberry.field(
+        default=None,
+        description="The hosts requests carrying it may go to (host names, `*.example.com` "
+        "for the names under one, IP addresses), in normal form; a request to another host "
+        "fails at its node before anything is sent. Null: any host (a credential must have "
+        "them to be shared).",
+    )
 
 
 @strawberry.type(description="A kind of credential and the form that describes it.")

@@ -4,6 +4,7 @@ changes nothing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,6 +47,15 @@ __all__ = ["api"]  # the local HTTP server fixture, used here too
 LIST = """
 { credentials { id name workspaceId fields secretFields sharedWith { id } sharedFrom { id } } }
 """
+UPDATE_DOMAINS = """
+mutation($id: ID!, $input: CredentialUpdateInput!) {
+  updateCredential(id: $id, input: $input) {
+    __typename
+    ... on Credential { id allowedDomains }
+    ... on ValidationError { message problems { code message field } }
+  }
+}
+"""
 PING_TYPE = {"displayName": "Ping", "requestTemplate": {"url": "http://127.0.0.1:9/ping"}}
 
 
@@ -62,9 +72,20 @@ async def personal(caller: Caller) -> str:
     return str(viewer["viewer"]["personalWorkspace"]["id"])
 
 
-async def token(caller: Caller, workspace_id: str, name: str = "API token") -> str:
+async def token(
+    caller: Caller,
+    workspace_id: str,
+    name: str = "API token",
+    allowed: tuple[str, ...] | None = ("127.0.0.1",),
+) -> str:
+    """A bearer token credential of the workspace, sent only to `allowed` (None: anywhere)."""
     created = await create_credential(
-        caller, name=name, kind="bearer_token", data={"token": SECRET}, workspaceId=workspace_id
+        caller,
+        name=name,
+        kind="bearer_token",
+        data={"token": SECRET},
+        workspaceId=workspace_id,
+        allowedDomains=None if allowed is None else list(allowed),
     )
     assert created["__typename"] == "Credential", created
     return str(created["id"])
@@ -137,6 +158,118 @@ async def test_a_shared_credential_is_used_by_the_other_workspace_without_being_
     (own,) = [c for c in (await alice.gql(LIST))["credentials"] if c["id"] == credential_id]
     assert own["name"] == "API token" and own["secretFields"] == ["token"]
     assert own["sharedWith"] == [{"id": b}] and own["sharedFrom"] is None
+
+
+async def test_a_shared_secret_goes_only_to_its_allowed_domains(
+    app: Any, alice: Caller, bob: Caller, api: MockApi
+) -> None:
+    """An editor of the workspace a credential is shared with cannot read its secret by
+    pointing a node at a server that echoes the request: the credential goes only to its
+    `allowedDomains`, and to any other host nothing is sent."""
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, await personal(alice), allowed=("127.0.0.1",))
+    assert only(await alice.gql(SHARE, {"id": credential_id, "ws": b}))["__typename"] == (
+        "Credential"
+    )
+    port = api.base.rsplit(":", 1)[1]
+    for url in (f"http://localhost:{port}/echo", f"http://LocalHost.:{port}/echo"):
+        workflow_id = await create_in(
+            bob,
+            b,
+            f"Leak {url}",
+            nodes=http_nodes(url, credential_id),
+            edges=[edge("start", "call")],
+        )
+        started = only(await bob.gql(EXECUTE, {"id": workflow_id}))
+        execution = await finished(app, bob, started["id"])
+        assert execution["status"] == "FAILED", execution
+        (run,) = [r for r in execution["nodeRuns"] if r["nodeId"] == "call"]
+        assert run["error"]["type"] == "CREDENTIAL_HOST_NOT_ALLOWED", run
+        message = execution["error"]["message"]
+        assert "Call" in message and "localhost" in message and "127.0.0.1" in message
+        assert SECRET not in json.dumps(execution)
+    assert api.seen == []  # nothing was sent
+
+    # To an allowed host it works (and that host does get the secret).
+    workflow_id = await create_in(
+        bob,
+        b,
+        "Allowed",
+        nodes=http_nodes(f"{api.base}/echo", credential_id),
+        edges=[edge("start", "call")],
+    )
+    started = only(await bob.gql(EXECUTE, {"id": workflow_id}))
+    execution = await finished(app, bob, started["id"])
+    assert execution["status"] == "SUCCEEDED", execution
+    assert [request.headers["Authorization"] for request in api.seen] == [f"Bearer {SECRET}"]
+
+
+async def test_a_credential_without_allowed_domains_is_not_shared(
+    alice: Caller, db_state: Any
+) -> None:
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, await personal(alice), allowed=None)
+    before = await db_state()
+    refused = only(await alice.gql(SHARE, {"id": credential_id, "ws": b}))
+    assert refused["__typename"] == "ValidationError", refused
+    assert [(p["code"], p["field"]) for p in refused["problems"]] == [
+        ("CREDENTIAL_NOT_RESTRICTED", "allowedDomains")
+    ]
+    assert await db_state() == before
+
+    # Restricted, it is shared; clearing the restriction while shared is refused.
+    changed = await alice.gql(
+        UPDATE_DOMAINS, {"id": credential_id, "input": {"allowedDomains": ["*.Example.COM."]}}
+    )
+    assert changed["updateCredential"]["allowedDomains"] == ["*.example.com"], changed
+    assert only(await alice.gql(SHARE, {"id": credential_id, "ws": b}))["__typename"] == (
+        "Credential"
+    )
+    before = await db_state()
+    cleared = only(
+        await alice.gql(UPDATE_DOMAINS, {"id": credential_id, "input": {"allowedDomains": []}})
+    )
+    assert cleared["__typename"] == "ValidationError", cleared
+    assert [(p["code"], p["field"]) for p in cleared["problems"]] == [
+        ("CREDENTIAL_NOT_RESTRICTED", "allowedDomains")
+    ]
+    assert await db_state() == before
+    # Unshared, it may go anywhere again.
+    await alice.gql(UNSHARE, {"id": credential_id, "ws": b})
+    cleared = only(
+        await alice.gql(UPDATE_DOMAINS, {"id": credential_id, "input": {"allowedDomains": []}})
+    )
+    assert cleared["__typename"] == "Credential" and cleared["allowedDomains"] is None, cleared
+
+
+@pytest.mark.parametrize(
+    "entry", ["https://api.example.com", "api.example.com:443", "a@b.com", "api.*.com", "*"]
+)
+async def test_an_allowed_domain_that_is_not_a_host_is_refused(
+    alice: Caller, db_state: Any, entry: str
+) -> None:
+    before = await db_state()
+    created = await create_credential(
+        alice,
+        name="Key",
+        kind="bearer_token",
+        data={"token": SECRET},
+        allowedDomains=["api.example.com", entry],
+    )
+    assert created["__typename"] == "ValidationError", created
+    assert [(p["code"], p["field"]) for p in created["problems"]] == [
+        ("INVALID_DOMAIN", "allowedDomains")
+    ]
+    assert "allowedDomains[1]" in created["problems"][0]["message"]
+    assert await db_state() == before
+    credential_id = await token(alice, await personal(alice))
+    before = await db_state()
+    refused = only(
+        await alice.gql(UPDATE_DOMAINS, {"id": credential_id, "input": {"allowedDomains": [entry]}})
+    )
+    assert refused["__typename"] == "ValidationError", refused
+    assert await db_state() == before
 
 
 async def test_unsharing_gives_a_node_issue_and_runs_fail_at_that_node(
