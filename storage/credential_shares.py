@@ -71,6 +71,25 @@ async def unshare_all(session: AsyncSession, credential: Credential) -> None:
         await unshare(session, credential, workspace.id)
 
 
+async def hold(session: AsyncSession, credential_ids: Collection[str], workspace_id: str) -> None:
+    """PostgreSQL: lock the shares of these credentials with the workspace FOR SHARE until
+    the transaction ends, before a save checks its references: an unshare then waits for
+    the save (and gives the saved draft its node issue) or the save, having waited, finds
+    the share gone. SQLite has one writer."""
+    wanted = [credential_id for credential_id in credential_ids if storable(credential_id)]
+    if not wanted or session.get_bind().dialect.name == "sqlite":
+        return
+    await session.exec(
+        select(CredentialShare.credential_id)
+        .where(
+            col(CredentialShare.credential_id).in_(sorted(wanted)),
+            CredentialShare.workspace_id == workspace_id,
+        )
+        .order_by(col(CredentialShare.credential_id))
+        .with_for_update(read=True)
+    )
+
+
 async def shared_with(
     session: AsyncSession, credential_ids: Collection[str]
 ) -> dict[str, list[Workspace]]:

@@ -4,12 +4,17 @@ changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+import resolvers.workflows as resolvers_workflows
+import storage.executions as storage_executions
+import storage.moves as storage_moves
 from server.app import create_app
 from storage.db import Database
 from tests.api.test_credentials import DELETE_CREDENTIAL, UPDATE_CREDENTIAL
@@ -30,6 +35,7 @@ from tests.factories import (
     only,
     publish_workflow,
 )
+from tests.polling import until
 from tests.teams import (
     CREATE_IN,
     DELETE_WORKSPACE,
@@ -621,3 +627,161 @@ async def test_an_active_workflow_does_not_move_where_its_node_types_are_disable
     refused = only(await alice.gql(MOVE, {"id": moving, "ws": b}))
     assert _problems(refused) == [("NODE_TYPE_DISABLED", "n", "type")]
     assert await db_state() == before
+
+
+# Races (PostgreSQL: SQLite has one writer, so these never interleave there)
+
+
+async def _held_by(database: Database, session: Any, task: asyncio.Task[Any]) -> None:
+    """Wait until `task` waits for a lock that `session`'s transaction holds (or is done)."""
+    pid = (await session.exec(text("SELECT pg_backend_pid()"))).one()[0]
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
+
+    async def blocked() -> bool:
+        async with database.engine.connect() as connection:
+            count = (await connection.execute(waiting, {"pid": pid})).scalar_one()
+        return task.done() or count > 0
+
+    await until(blocked, what="the concurrent request waiting for the lock")
+    assert not task.done(), task.result()
+
+
+async def _executions_of(database: Database, workflow_id: str) -> list[tuple[str, str]]:
+    async with database.engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT workspace_id, status FROM executions WHERE workflow_id = :w"),
+            {"w": workflow_id},
+        )
+        return [(row[0], row[1]) for row in rows]
+
+
+@pytest.mark.parametrize("when", ["before the move's writes", "after the move's writes"])
+async def test_a_run_started_during_a_move_is_not_created_in_the_workspace_it_left(
+    app: Any,
+    alice: Caller,
+    bob: Caller,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: a start and a move cannot interleave")
+    a = await create_workspace(alice, "A")
+    b = await create_workspace(alice, "B")
+    await add_member(alice, a, bob, "editor")  # bob: a member of A only
+    workflow_id = await create_in(alice, a, "W")
+    original = storage_moves.move
+    started: list[asyncio.Task[Any]] = []
+
+    async def racing(session: Any, workflow: Any, target: str) -> None:
+        # A start (a webhook or a schedule in life) comes while the move holds the workflow.
+        if when == "after the move's writes":
+            await original(session, workflow, target)
+        started.append(asyncio.create_task(bob.gql(EXECUTE, {"id": workflow_id})))
+        await _held_by(database, session, started[0])
+        if when == "before the move's writes":
+            await original(session, workflow, target)
+
+    monkeypatch.setattr(storage_moves, "move", racing)
+    moved = only(await alice.gql(MOVE, {"id": workflow_id, "ws": b}))
+    assert moved["__typename"] == "Workflow", moved
+    answer = only(await started[0])
+    assert answer["__typename"] == "NotFoundError", answer
+    assert await _executions_of(database, workflow_id) == []
+
+
+async def test_a_run_started_before_a_move_refuses_it(
+    app: Any, alice: Caller, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start's transaction holds the workflow first: the move waits, then sees the run."""
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: a start and a move cannot interleave")
+    a = await create_workspace(alice, "A")
+    b = await create_workspace(alice, "B")
+    workflow_id = await create_in(alice, a, "W")
+    original = storage_executions.lock_workflows
+    moving: list[asyncio.Task[Any]] = []
+
+    async def racing(session: Any, rows: Any) -> None:
+        await original(session, rows)
+        moving.append(asyncio.create_task(alice.gql(MOVE, {"id": workflow_id, "ws": b})))
+        await _held_by(database, session, moving[0])
+
+    monkeypatch.setattr(storage_executions, "lock_workflows", racing)
+    started = only(await alice.gql(EXECUTE, {"id": workflow_id}))
+    assert started["__typename"] == "Execution", started
+    monkeypatch.setattr(storage_executions, "lock_workflows", original)
+    refused = only(await moving[0])
+    assert refused["__typename"] == "ValidationError", refused
+    assert [problem["code"] for problem in refused["problems"]] == ["HAS_RUNNING_EXECUTIONS"]
+    await finished(app, alice, started["id"])
+    assert [ws for ws, _ in await _executions_of(database, workflow_id)] == [a]
+
+
+async def test_a_save_racing_a_move_cannot_keep_a_credential_the_target_cannot_use(
+    alice: Caller, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: a save and a move cannot interleave")
+    a = await create_workspace(alice, "A")
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, a)  # A's only, never shared with B
+    workflow_id = await create_in(alice, a, "W")
+    original = resolvers_workflows.reference_problems
+    moved: list[Any] = []
+
+    async def racing(session: Any, graph: Any, workspace_id: str) -> Any:
+        found = await original(session, graph, workspace_id)
+        if not moved:  # checked against A; the move to B commits before the save writes
+            moved.append(only(await alice.gql(MOVE, {"id": workflow_id, "ws": b})))
+        return found
+
+    monkeypatch.setattr(resolvers_workflows, "reference_problems", racing)
+    workflow = (await alice.gql(GET, {"id": workflow_id}))["workflow"]
+    input = {
+        "name": "W",
+        "nodes": http_nodes("http://127.0.0.1:9/", credential_id),
+        "edges": [edge("start", "call")],
+    }
+    saved = only(
+        await alice.gql(UPDATE, {"id": workflow_id, "v": workflow["version"], "input": input})
+    )
+    assert moved[0]["__typename"] == "Workflow", moved
+    assert saved["__typename"] == "VersionConflictError", saved
+    after = (await alice.gql(GET, {"id": workflow_id}))["workflow"]
+    assert [n["id"] for n in after["nodes"]] == ["start"], after
+
+
+async def test_a_save_racing_an_unshare_keeps_the_node_issue(
+    alice: Caller, bob: Caller, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: a save and an unshare cannot interleave")
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, await personal(alice))
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    nodes = http_nodes("http://127.0.0.1:9/", credential_id)
+    workflow_id = await create_in(bob, b, "W", nodes=nodes, edges=[edge("start", "call")])
+    original = resolvers_workflows.reference_problems
+    unsharing: list[asyncio.Task[Any]] = []
+
+    async def racing(session: Any, graph: Any, workspace_id: str) -> Any:
+        found = await original(session, graph, workspace_id)
+        if not unsharing:  # the save found the share; the unshare comes before it writes
+            unsharing.append(
+                asyncio.create_task(alice.gql(UNSHARE, {"id": credential_id, "ws": b}))
+            )
+            await _held_by(database, session, unsharing[0])
+        return found
+
+    monkeypatch.setattr(resolvers_workflows, "reference_problems", racing)
+    workflow = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
+    input = {"name": "W2", "nodes": nodes, "edges": [edge("start", "call")]}
+    saved = only(
+        await bob.gql(UPDATE, {"id": workflow_id, "v": workflow["version"], "input": input})
+    )
+    assert saved["__typename"] == "Workflow", saved
+    assert only(await unsharing[0])["__typename"] == "Credential"
+    after = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
+    assert [i["code"] for n in after["nodes"] for i in n["issues"]] == ["CREDENTIAL_NOT_SHARED"]
