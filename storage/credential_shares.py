@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlmodel import col, select, update
+from sqlmodel import col, delete, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.validation import Problem, Severity
@@ -54,21 +54,34 @@ async def share(
 
 
 async def unshare(session: AsyncSession, credential: Credential, workspace_id: str) -> None:
-    """End the share (NotSharedError: there is none); the workspace's nodes using the
-    credential get the node issue CREDENTIAL_NOT_SHARED."""
-    key = (credential.id, workspace_id)
-    row = await session.get(CredentialShare, key) if storable(workspace_id) else None
-    if row is None:
+    """End the share (NotSharedError: there is none, or a concurrent unshare ended it
+    first); the workspace's nodes using the credential get the node issue
+    CREDENTIAL_NOT_SHARED."""
+    if not storable(workspace_id) or not await _delete_shares(
+        session,
+        col(CredentialShare.credential_id) == credential.id,
+        col(CredentialShare.workspace_id) == workspace_id,
+    ):
         raise NotSharedError(credential.id, workspace_id)
-    await session.delete(row)
-    await session.flush()
     await _set_issues(session, credential, workspace_id, shared=False)
 
 
 async def unshare_all(session: AsyncSession, credential: Credential) -> None:
-    """End every share of the credential (before it is deleted), with the node issues."""
-    for workspace in (await shared_with(session, [credential.id]))[credential.id]:
-        await unshare(session, credential, workspace.id)
+    """End every share of the credential (before it is deleted), with the node issues of
+    the shares this deletion removed (one that a concurrent unshare ended first has its
+    issues already)."""
+    removed = await _delete_shares(session, col(CredentialShare.credential_id) == credential.id)
+    for workspace_id in sorted(removed):
+        await _set_issues(session, credential, workspace_id, shared=False)
+
+
+async def _delete_shares(session: AsyncSession, *where: Any) -> list[str]:
+    """Delete these shares; the workspaces of those deleted (DELETE ... RETURNING: on
+    PostgreSQL a share a concurrent transaction deleted first is not among them)."""
+    result = await session.exec(
+        delete(CredentialShare).where(*where).returning(col(CredentialShare.workspace_id))
+    )
+    return [workspace_id for (workspace_id,) in result.all()]
 
 
 async def hold(session: AsyncSession, credential_ids: Collection[str], workspace_id: str) -> None:

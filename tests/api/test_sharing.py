@@ -11,12 +11,16 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlmodel import select
 
 import resolvers.workflows as resolvers_workflows
+import storage.credentials as storage_credentials
 import storage.executions as storage_executions
 import storage.moves as storage_moves
 from server.app import create_app
+from storage import credential_shares
 from storage.db import Database
+from storage.models import Credential, Workflow
 from tests.api.test_credentials import DELETE_CREDENTIAL, UPDATE_CREDENTIAL
 from tests.api.test_credentials import create as create_credential
 from tests.api.test_declarative_types import CREATE_TYPE
@@ -785,3 +789,65 @@ async def test_a_save_racing_an_unshare_keeps_the_node_issue(
     assert only(await unsharing[0])["__typename"] == "Credential"
     after = (await bob.gql(GET, {"id": workflow_id}))["workflow"]
     assert [i["code"] for n in after["nodes"] for i in n["issues"]] == ["CREDENTIAL_NOT_SHARED"]
+
+
+async def test_ending_every_share_skips_one_a_concurrent_unshare_ended_first(
+    alice: Caller, database: Database
+) -> None:
+    """deleteCredential and deleteWorkspace end every share of a credential: one that a
+    concurrent unshare ended first is not there to end (it is not an error), and each
+    workspace's drafts get their node issue once."""
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: two unshares cannot interleave")
+    b = await create_workspace(alice, "B")
+    c = await create_workspace(alice, "C")
+    credential_id = await token(alice, await personal(alice))
+    for workspace_id in (b, c):
+        await alice.gql(SHARE, {"id": credential_id, "ws": workspace_id})
+        nodes = http_nodes("http://127.0.0.1:9/", credential_id)
+        await create_in(alice, workspace_id, "W", nodes=nodes, edges=[edge("start", "call")])
+
+    async def end_all() -> None:
+        async with database.transaction() as session:
+            credential = await session.get(Credential, credential_id)
+            assert credential is not None
+            await credential_shares.unshare_all(session, credential)
+
+    async with database.transaction() as first:
+        credential = await first.get(Credential, credential_id)
+        assert credential is not None
+        await credential_shares.unshare(first, credential, b)
+        ending = asyncio.create_task(end_all())
+        await _held_by(database, first, ending)
+    await ending
+    async with database.session() as session:
+        assert (await credential_shares.shared_with(session, [credential_id])) == {
+            credential_id: []
+        }
+        drafts = (await session.exec(select(Workflow.node_issues))).all()
+    assert sorted(
+        [issue["code"] for found in (issues or {}).values() for issue in found] for issues in drafts
+    ) == [["CREDENTIAL_NOT_SHARED"], ["CREDENTIAL_NOT_SHARED"]]
+
+
+async def test_an_unshare_racing_the_deletion_of_the_credential_waits_for_it(
+    alice: Caller, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: an unshare and a deletion cannot interleave")
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, await personal(alice))
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    original = storage_credentials.workflows_using
+    unsharing: list[asyncio.Task[Any]] = []
+
+    async def racing(session: Any, row: Any) -> Any:
+        found = await original(session, row)
+        unsharing.append(asyncio.create_task(alice.gql(UNSHARE, {"id": credential_id, "ws": b})))
+        await _held_by(database, session, unsharing[0])
+        return found
+
+    monkeypatch.setattr(storage_credentials, "workflows_using", racing)
+    deleted = only(await alice.gql(DELETE_CREDENTIAL, {"id": credential_id}))
+    assert deleted["__typename"] == "Deleted", deleted
+    assert only(await unsharing[0])["__typename"] == "NotFoundError"
