@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlmodel import col, delete, select, update
+from sqlmodel import col, delete, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.validation import Problem, Severity
@@ -161,6 +161,62 @@ async def _set_issues(
             await session.exec(
                 update(Workflow).where(col(Workflow.id) == workflow_id).values(node_issues=issues)
             )
+
+
+async def issues_in(
+    session: AsyncSession,
+    nodes: Sequence[dict[str, Any]],
+    stored: dict[str, list[dict[str, Any]]] | None,
+    workspace_id: str,
+) -> dict[str, list[dict[str, Any]]]:
+    """A draft's node issues re-derived for the workspace it is in now (a move): each node's
+    CREDENTIAL_NOT_SHARED issue is dropped, and given again for each credential the
+    workspace can no longer use. Its other issues are kept."""
+    used = {
+        credential_id
+        for node in nodes
+        for credential_id in (node.get("credentials") or {}).values()
+        if isinstance(credential_id, str) and storable(credential_id)
+    }
+    usable = set(
+        (
+            await session.exec(
+                select(Credential.id).where(
+                    col(Credential.id).in_(sorted(used)), _usable_in(workspace_id)
+                )
+            )
+        ).all()
+    )
+    lost = {
+        row.id: row
+        for row in (
+            await session.exec(
+                select(Credential).where(col(Credential.id).in_(sorted(used - usable)))
+            )
+        ).all()
+    }
+    issues: dict[str, list[dict[str, Any]]] = {}
+    for node_id, found in (stored or {}).items():
+        kept = [issue for issue in found if issue["code"] != CREDENTIAL_NOT_SHARED]
+        if kept:
+            issues[node_id] = kept
+    for node in nodes:
+        for kind, credential_id in (node.get("credentials") or {}).items():
+            if credential_id in lost:
+                field = f"credentials.{escape(kind)}"
+                issues.setdefault(node["id"], []).append(
+                    _issue(lost[credential_id], node["id"], field)
+                )
+    return issues
+
+
+def _usable_in(workspace_id: str) -> Any:
+    """Credentials the workspace owns or that are shared with it (storage/credentials.py's
+    `usable_in`, which imports this module)."""
+    shared = select(CredentialShare.credential_id).where(
+        CredentialShare.workspace_id == workspace_id
+    )
+    return or_(Credential.workspace_id == workspace_id, col(Credential.id).in_(shared))
 
 
 def _issue(credential: Credential, node_id: str, field: str) -> dict[str, Any]:

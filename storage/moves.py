@@ -34,7 +34,7 @@ from engine.graph import Node
 from engine.nodes.subworkflow import EXECUTE_WORKFLOW
 from engine.validation import Problem
 from engine.validation.text import escape
-from storage import credentials, node_type_definitions, workflows
+from storage import credential_shares, credentials, node_type_definitions, workflows
 from storage.errors import VersionConflictError
 from storage.executions import UNFINISHED
 from storage.models import Execution, Workflow, WorkflowVersion
@@ -202,10 +202,20 @@ async def move(session: AsyncSession, workflow: Workflow, target_id: str) -> Non
     the workflow before the move (and checked its references against the source) gets a
     VersionConflictError rather than writing into the target what it checked for the
     source."""
+    # Its node issues that depend on the workspace (a credential no longer shared) are
+    # derived again for the target.
+    issues = await credential_shares.issues_in(
+        session, workflow.nodes, workflow.node_issues, target_id
+    )
     result = await session.exec(
         update(Workflow)
         .where(col(Workflow.id) == workflow.id, col(Workflow.version) == workflow.version)
-        .values(workspace_id=target_id, version=workflow.version + 1, updated_at=utcnow())
+        .values(
+            workspace_id=target_id,
+            version=workflow.version + 1,
+            node_issues=issues,
+            updated_at=utcnow(),
+        )
     )
     if result.rowcount == 0:
         current = (

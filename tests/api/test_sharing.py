@@ -851,3 +851,20 @@ async def test_an_unshare_racing_the_deletion_of_the_credential_waits_for_it(
     deleted = only(await alice.gql(DELETE_CREDENTIAL, {"id": credential_id}))
     assert deleted["__typename"] == "Deleted", deleted
     assert only(await unsharing[0])["__typename"] == "NotFoundError"
+
+
+async def test_a_move_derives_the_not_shared_issue_again_for_the_target(alice: Caller) -> None:
+    a = await create_workspace(alice, "A")
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, await personal(alice))
+    for workspace_id in (a, b):
+        await alice.gql(SHARE, {"id": credential_id, "ws": workspace_id})
+    nodes = http_nodes("http://127.0.0.1:9/", credential_id)
+    workflow_id = await create_in(alice, a, "W", nodes=nodes, edges=[edge("start", "call")])
+    await alice.gql(UNSHARE, {"id": credential_id, "ws": a})  # the issue in A
+    workflow = (await alice.gql(GET, {"id": workflow_id}))["workflow"]
+    assert [i["code"] for n in workflow["nodes"] for i in n["issues"]] == ["CREDENTIAL_NOT_SHARED"]
+    moved = only(await alice.gql(MOVE, {"id": workflow_id, "ws": b}))
+    assert moved["__typename"] == "Workflow", moved  # B may use it
+    workflow = (await alice.gql(GET, {"id": workflow_id}))["workflow"]
+    assert [i["code"] for n in workflow["nodes"] for i in n["issues"]] == []
