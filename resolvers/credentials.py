@@ -10,6 +10,7 @@ workspace shared with (another one is not found, as any foreign id).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any, cast
 
 import strawberry
@@ -21,7 +22,8 @@ from engine.credentials import KINDS, check_data
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.permissions import refusal, scope, target_workspace
+from resolvers.moves import _stored_role
+from resolvers.permissions import refusal, refusal_for, scope, target_workspace
 from resolvers.workflows import validation_error
 from schema import inputs, results, types
 from storage import audit, credential_shares, credentials, workspaces
@@ -30,6 +32,7 @@ from storage.errors import DuplicateNameError
 from storage.models import Credential, Workspace
 from storage.roles import Action
 from storage.secrets import CredentialDecryptionError, SecretBox
+from storage.types import storable
 
 logger = logging.getLogger("loom.credentials")
 
@@ -53,9 +56,14 @@ def _credential(
     *,
     shared_with: list[Workspace] | None = None,
     shared_from: Workspace | None = None,
+    members_of: Collection[str] = (),
 ) -> types.Credential:
     """The credential as the API shows it; `names_only` for a role that sees names alone
-    (and for a workspace it is shared with: `shared_from` its owner)."""
+    (and for a workspace it is shared with: `shared_from` its owner). Of the workspaces it
+    is shared with, those the caller is a member of (`members_of`) are named, the others
+    counted."""
+    shared = shared_with or []
+    named = [workspace for workspace in shared if workspace.id in members_of]
     kind = KINDS.get(row.kind)
     try:
         data = {} if names_only else credentials.reveal(box, row)
@@ -73,7 +81,8 @@ def _credential(
         secret_fields=secrets,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        shared_with=[mapping.workspace(workspace) for workspace in shared_with or []],
+        shared_with=[mapping.workspace(workspace) for workspace in named],
+        shared_elsewhere=len(shared) - len(named),
         shared_from=None if shared_from is None else mapping.workspace(shared_from),
         allowed_domains=None if row.allowed_domains is None else list(row.allowed_domains),
     )
@@ -139,6 +148,7 @@ async def credentials_list(info: Info) -> list[types.Credential]:
             row,
             not viewer.may(Action.READ_FIELDS, row.workspace_id),
             shared_with=shares.get(row.id),
+            members_of=mine,
             shared_from=owners.get(row.workspace_id),
         )
         for row in rows
@@ -268,7 +278,7 @@ async def update_credential(
             )
     except DuplicateNameError:
         return _duplicate(input.name or "")
-    return _credential(box, row, shared_with=shares[row.id])
+    return _credential(box, row, shared_with=shares[row.id], members_of=viewer.workspace_ids)
 
 
 async def delete_credential(info: Info, id: strawberry.ID) -> results.DeleteResult:
@@ -323,37 +333,66 @@ def _workspace_not_found(identifier: str) -> results.NotFoundError:
     )
 
 
+async def _held(
+    info: Info, session: AsyncSession, row: Credential, target: str, *, target_action: Action | None
+) -> Credential | results.NotFoundError | results.ForbiddenError:
+    """Under the locks of the credential's workspace and the target (taken in the order of
+    their ids, as moves take them, so that the two never wait for each other), the
+    credential read again and locked (updateCredential and deleteCredential lock it too),
+    and the caller's roles as stored now: `Action.MANAGE` in the owner's workspace and
+    `target_action` (if any) in the target. deleteWorkspace deletes under these locks: a
+    share never names a deleted workspace; two shares (or unshares) of one workspace take
+    turns."""
+    for locked in sorted({row.workspace_id, target}):
+        await info.context.database.lock(session, workspaces.lock_name(locked))
+    held = await credentials.get_credential(session, row.id, [row.workspace_id], for_update=True)
+    if held is None:
+        return _not_found(row.id)
+    if (
+        forbidden := refusal_for(info, await _stored_role(info, session, held.workspace_id))
+    ) is not None:
+        return forbidden
+    if target_action is not None:
+        role = await _stored_role(info, session, target)
+        if role is None:
+            return _workspace_not_found(target)
+        if (forbidden := refusal_for(info, role, target_action)) is not None:
+            return forbidden
+    return held
+
+
 async def share_credential(
     info: Info, id: strawberry.ID, workspace_id: strawberry.ID
 ) -> results.CredentialResult:
-    """Let another workspace of the caller's use the credential (idempotent)."""
+    """Let another workspace of the caller's use the credential (idempotent). The caller
+    needs `Action.EDIT` in that workspace too: sharing changes its drafts' node issues."""
     viewer = info.context.viewer()
     box = _box(info)
     identifier, target = str(id), str(workspace_id)
     async with info.context.database.transaction() as session:
-        row = await credentials.get_credential(
-            session, identifier, viewer.workspace_ids, for_update=True
-        )
-        if row is None:
+        found = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+        if found is None:
             return await _foreign(info, session, identifier)
-        if (forbidden := refusal(info, row.workspace_id)) is not None:
+        if (forbidden := refusal(info, found.workspace_id)) is not None:
             return forbidden
         if target not in viewer.workspace_ids:
             return _workspace_not_found(target)
-        if target == row.workspace_id:
+        if (forbidden := refusal(info, target, Action.EDIT)) is not None:
+            return forbidden
+        if target == found.workspace_id:
             problem = Problem(
                 "SAME_WORKSPACE", "the credential belongs to this workspace", None, "workspaceId"
             )
             return validation_error([problem])
+        row = await _held(info, session, found, target, target_action=Action.EDIT)
+        if not isinstance(row, Credential):
+            return row
         if not row.allowed_domains:
             return _not_restricted(
                 f"credential {row.name!r} has no allowedDomains: set the hosts it may be sent "
                 "to (updateCredential) before sharing it, since members of the workspace it "
                 "is shared with may send requests carrying it to those hosts"
             )
-        # deleteWorkspace deletes under this lock: the share never names a deleted workspace;
-        # and two shares (or unshares) of one workspace take turns.
-        await info.context.database.lock(session, workspaces.lock_name(target))
         if await credential_shares.share(session, row, target, viewer.user_id):
             await _audited(
                 info,
@@ -365,27 +404,30 @@ async def share_credential(
                 shared_with=target,
             )
         shares = await credential_shares.shared_with(session, [row.id])
-    return _credential(box, row, shared_with=shares[row.id])
+    return _credential(box, row, shared_with=shares[row.id], members_of=viewer.workspace_ids)
 
 
 async def unshare_credential(
     info: Info, id: strawberry.ID, workspace_id: strawberry.ID
 ) -> results.CredentialResult:
     """End a share: NotFoundError (the workspace's id) when the credential is not shared
-    with that workspace."""
+    with that workspace. The owner's owners and admins may end any share of it, whatever
+    their role in that workspace (or none): taking a credential back is never refused."""
     viewer = info.context.viewer()
     box = _box(info)
     identifier, target = str(id), str(workspace_id)
     try:
         async with info.context.database.transaction() as session:
-            row = await credentials.get_credential(
-                session, identifier, viewer.workspace_ids, for_update=True
-            )
-            if row is None:
+            found = await credentials.get_credential(session, identifier, viewer.workspace_ids)
+            if found is None:
                 return await _foreign(info, session, identifier)
-            if (forbidden := refusal(info, row.workspace_id)) is not None:
+            if (forbidden := refusal(info, found.workspace_id)) is not None:
                 return forbidden
-            await info.context.database.lock(session, workspaces.lock_name(target))
+            if not storable(target):
+                raise credential_shares.NotSharedError(found.id, target)
+            row = await _held(info, session, found, target, target_action=None)
+            if not isinstance(row, Credential):
+                return row
             await credential_shares.unshare(session, row, target)
             await _audited(
                 info,
@@ -399,4 +441,4 @@ async def unshare_credential(
             shares = await credential_shares.shared_with(session, [row.id])
     except credential_shares.NotSharedError as exc:
         return results.NotFoundError(message=str(exc), id=strawberry.ID(exc.workspace_id))
-    return _credential(box, row, shared_with=shares[row.id])
+    return _credential(box, row, shared_with=shares[row.id], members_of=viewer.workspace_ids)

@@ -504,7 +504,13 @@ class Credential:
     updated_at: datetime = strawberry.field(description="When it last changed.")
     shared_with: list[Workspace] = strawberry.field(
         default_factory=list,
-        description="The workspaces it is shared with (shown to the owner's members only).",
+        description="The workspaces it is shared with that you are a member of (shown to "
+        "the owner's members only).",
+    )
+    shared_elsewhere: int = strawberry.field(
+        default=0,
+        description="How many workspaces you are not a member of it is shared with too "
+        "(their names are not shown).",
     )
     shared_from: Workspace | None = strawberry.field(
         default=None,

@@ -9,10 +9,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import col, select, update
 
+import resolvers.credentials as resolvers_credentials
 import resolvers.workflows as resolvers_workflows
 import storage.credentials as storage_credentials
 import storage.executions as storage_executions
@@ -20,10 +22,11 @@ import storage.moves as storage_moves
 from server.app import create_app
 from storage import credential_shares
 from storage.db import Database
-from storage.models import Credential, Workflow
+from storage.models import Credential, Membership, Workflow
 from tests.api.test_credentials import DELETE_CREDENTIAL, UPDATE_CREDENTIAL
 from tests.api.test_credentials import create as create_credential
 from tests.api.test_declarative_types import CREATE_TYPE
+from tests.api.test_durable_wait import until as until_status
 from tests.api.test_executions import EXECUTE, create, finished
 from tests.api.test_export_import import EXPORT, IMPORT
 from tests.api.test_http_node import SECRET, MockApi, api, close_http
@@ -41,6 +44,7 @@ from tests.factories import (
 )
 from tests.polling import until
 from tests.teams import (
+    CHANGE_ROLE,
     CREATE_IN,
     DELETE_WORKSPACE,
     MOVE,
@@ -868,3 +872,158 @@ async def test_a_move_derives_the_not_shared_issue_again_for_the_target(alice: C
     assert moved["__typename"] == "Workflow", moved  # B may use it
     workflow = (await alice.gql(GET, {"id": workflow_id}))["workflow"]
     assert [i["code"] for n in workflow["nodes"] for i in n["issues"]] == []
+
+
+async def test_shared_with_names_only_the_callers_workspaces(alice: Caller, bob: Caller) -> None:
+    a = await create_workspace(alice, "A")
+    hidden = await create_workspace(alice, "Acquisition X")
+    both = await create_workspace(alice, "Both")
+    await add_member(alice, a, bob, "viewer")
+    await add_member(alice, both, bob, "viewer")
+    credential_id = await token(alice, a)
+    for workspace_id in (hidden, both):
+        await alice.gql(SHARE, {"id": credential_id, "ws": workspace_id})
+    query = "{ credentials { id sharedWith { id name } sharedElsewhere } }"
+    (seen,) = [c for c in (await bob.gql(query))["credentials"] if c["id"] == credential_id]
+    assert seen["sharedWith"] == [{"id": both, "name": "Both"}] and seen["sharedElsewhere"] == 1
+    (own,) = [c for c in (await alice.gql(query))["credentials"] if c["id"] == credential_id]
+    assert [w["name"] for w in own["sharedWith"]] == ["Acquisition X", "Both"]
+    assert own["sharedElsewhere"] == 0
+
+
+async def test_sharing_needs_edit_in_the_workspace_shared_with(
+    alice: Caller, bob: Caller, db_state: Any
+) -> None:
+    """Sharing rewrites that workspace's drafts' node issues: a viewer there may not."""
+    target = await create_workspace(bob, "Bob's")
+    await add_member(bob, target, alice, "viewer")
+    credential_id = await token(alice, await personal(alice))
+    before = await db_state()
+    refused = only(await alice.gql(SHARE, {"id": credential_id, "ws": target}))
+    assert refused["__typename"] == "ForbiddenError", refused
+    assert await db_state() == before
+    changed = await bob.gql(CHANGE_ROLE, {"ws": target, "user": alice.user_id, "role": "editor"})
+    assert changed["changeMemberRole"]["__typename"] == "WorkspaceMember", changed
+    shared = only(await alice.gql(SHARE, {"id": credential_id, "ws": target}))
+    assert shared["__typename"] == "Credential", shared
+
+
+async def test_sharing_decides_on_the_roles_stored_when_it_runs(
+    alice: Caller, database: Database, monkeypatch: pytest.MonkeyPatch, db_state: Any
+) -> None:
+    """A caller demoted in the owner's workspace after the request's roles were read shares
+    nothing: the roles are read again under the workspaces' locks."""
+    a = await create_workspace(alice, "A")
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, a)
+    original = resolvers_credentials.credentials.get_credential
+    demoted: list[bool] = []
+
+    async def demoting(session: Any, *args: Any, **kwargs: Any) -> Any:
+        found = await original(session, *args, **kwargs)
+        if not demoted:
+            demoted.append(True)
+            await session.exec(
+                update(Membership)
+                .where(col(Membership.workspace_id) == a, col(Membership.user_id) == alice.user_id)
+                .values(role="editor")
+            )
+        return found
+
+    monkeypatch.setattr(resolvers_credentials.credentials, "get_credential", demoting)
+    refused = only(await alice.gql(SHARE, {"id": credential_id, "ws": b}))
+    assert refused["__typename"] == "ForbiddenError", refused
+    monkeypatch.setattr(resolvers_credentials.credentials, "get_credential", original)
+    async with database.session() as session:
+        assert (await credential_shares.shared_with(session, [credential_id]))[credential_id] == []
+
+
+async def test_a_token_scoped_to_one_workspace_neither_shares_nor_moves_into_another(
+    alice: Caller, db_state: Any
+) -> None:
+    from tests.api.test_scoped_tokens import scoped
+
+    a = await create_workspace(alice, "A")
+    b = await create_workspace(alice, "B")
+    credential_id = await token(alice, a)
+    workflow_id = await create_in(alice, a, "W")
+    only_a = await scoped(alice, ws=a, role="owner")
+    editor = await scoped(alice, role="editor")  # every workspace, editor at most
+    before = await db_state()
+    assert only(await only_a.gql(SHARE, {"id": credential_id, "ws": b}))["__typename"] == (
+        "NotFoundError"
+    )
+    assert only(await only_a.gql(MOVE, {"id": workflow_id, "ws": b}))["__typename"] == (
+        "NotFoundError"
+    )
+    assert only(await editor.gql(SHARE, {"id": credential_id, "ws": b}))["__typename"] == (
+        "ForbiddenError"
+    )
+    assert await db_state() == before
+
+
+async def test_a_queued_run_fails_at_the_node_after_an_unshare(
+    app: Any, alice: Caller, bob: Caller, api: MockApi
+) -> None:
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, await personal(alice))
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    nodes = [
+        node("start", "Start", "manual_trigger"),
+        node("wait", "Wait", "wait", parameters={"amount": 60, "unit": "seconds"}),
+        node("go", "Go", "manual_trigger"),
+        http_nodes(f"{api.base}/echo", credential_id)[1],
+    ]
+    workflow_id = await create_in(
+        bob,
+        b,
+        "One at a time",
+        nodes=nodes,
+        edges=[edge("start", "wait"), edge("go", "call")],
+        settings={"maxConcurrentExecutions": 1},
+    )
+    # The first run holds the one slot, waiting; the second (from Go) queues behind it.
+    first = only(await bob.gql(EXECUTE, {"id": workflow_id, "start": "start"}))
+    await until_status(bob, first["id"], {"WAITING"})
+    second = only(await bob.gql(EXECUTE, {"id": workflow_id, "start": "go"}))
+    assert second.get("status") == "QUEUED", second
+    assert only(await alice.gql(UNSHARE, {"id": credential_id, "ws": b}))["__typename"] == (
+        "Credential"
+    )
+    cancel = "mutation($id: ID!) { cancelExecution(id: $id) { __typename } }"
+    await bob.gql(cancel, {"id": first["id"]})  # its slot goes to the queued run
+    execution = await finished(app, bob, second["id"])
+    assert execution["status"] == "FAILED", execution
+    (run,) = [r for r in execution["nodeRuns"] if r["nodeId"] == "call"]
+    assert run["error"]["type"] == "CREDENTIAL_NOT_FOUND", run
+    assert api.seen == []
+
+
+async def test_a_webhook_run_fails_at_the_node_after_an_unshare(
+    app: Any, alice: Caller, bob: Caller, api: MockApi
+) -> None:
+    from tests.api.test_webhooks import activate
+    from tests.live import serve
+
+    b = await create_workspace(alice, "B")
+    await add_member(alice, b, bob, "editor")
+    credential_id = await token(alice, await personal(alice))
+    await alice.gql(SHARE, {"id": credential_id, "ws": b})
+    nodes = [
+        node("hook", "Hook", "webhook", parameters={"path": "shared-cred", "methods": ["POST"]}),
+        http_nodes(f"{api.base}/echo", credential_id)[1],
+    ]
+    workflow_id = await create_in(bob, b, "Hooked", nodes=nodes, edges=[edge("hook", "call")])
+    assert (await activate(bob, workflow_id))["active"] is True
+    await alice.gql(UNSHARE, {"id": credential_id, "ws": b})
+    async with serve(app) as url:
+        base = url.replace("ws://", "http://").removesuffix("/graphql")
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            response = await client.post("/webhook/shared-cred", json={})
+    assert response.status_code == 202, response.text
+    execution = await finished(app, bob, response.json()["executionId"])
+    assert execution["status"] == "FAILED", execution
+    (run,) = [r for r in execution["nodeRuns"] if r["nodeId"] == "call"]
+    assert run["error"]["type"] == "CREDENTIAL_NOT_FOUND", run
+    assert api.seen == []
