@@ -34,6 +34,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from engine import tracing
+from engine.credential_domains import allows
 from engine.http_errors import (
     DestinationRefused,
     HttpError,
@@ -55,6 +56,7 @@ __all__ = [
     "parse_url",
 ]
 
+CREDENTIAL_HOST_NOT_ALLOWED = "CREDENTIAL_HOST_NOT_ALLOWED"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 # Headers that carry a credential whoever set them (a node's own `Authorization` header, say):
 # like browsers and `requests`, they are not sent on after a redirect leaves the origin.
@@ -165,6 +167,10 @@ class Auth:
     headers: dict[str, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)
     form: dict[str, str] = field(default_factory=dict)
+    # The credential's `allowedDomains` (engine.credential_domains, in the compared form):
+    # a request that would carry it to another host fails before anything is sent.
+    allowed_hosts: tuple[str, ...] | None = None
+    name: str = ""
 
 
 def _origin(url: URL) -> tuple[str, str, int | None]:
@@ -263,6 +269,7 @@ class HttpClient:
                     params = list(query or [])
                     body = data
                     if _origin(current) == origin:
+                        _check_allowed(auth, current)
                         request_headers.update(auth.headers)
                         params += list(auth.query.items())
                         if auth.form and data is not None:  # a 303 turned it into a GET
@@ -310,6 +317,20 @@ class HttpClient:
         except aiohttp.ClientError as exc:
             raise client_error(exc, current) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_allowed(auth: Auth, url: URL) -> None:
+    """Refuse to send the credential to a host outside its `allowedDomains`."""
+    if auth.allowed_hosts is None:
+        return
+    host = url.raw_host or ""
+    if not allows(auth.allowed_hosts, host):
+        where = ", ".join(auth.allowed_hosts) or "no host (a shared credential needs them)"
+        raise HttpError(
+            f"credential {auth.name!r} may be sent only to {where} (its allowedDomains), "
+            f"not to {host}: nothing was sent",
+            error_type=CREDENTIAL_HOST_NOT_ALLOWED,
+        )
 
 
 def _redirect_target(current: URL, location: str) -> URL:

@@ -374,6 +374,8 @@ async def execute_workflow(
         )
     except _Refused as refused:
         return refused.answer
+    except StartConflict:  # deleted, or moved to another workspace, since it was read
+        return _not_found("workflow", workflow_id)
     assert isinstance(started.execution, Execution)
     return mapping.execution(started.execution)
 

@@ -67,6 +67,8 @@ async def move_workflow(
             if (forbidden := refusal_for(info, role)) is not None:
                 return forbidden
         # Read again under the locks: a move that held them first may have taken it away.
+        # Its row stays locked until the commit: starts and saves of it wait or lose.
+        await moves.hold(session, identifier)
         current = await workflows.get_workflow(session, identifier, [source], pins=False)
         if current is None:
             return _not_found(identifier)

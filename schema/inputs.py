@@ -91,6 +91,12 @@ class CredentialInput:
     workspace_id: strawberry.ID | None = strawberry.field(
         default=None, description="Owner; your personal workspace when omitted."
     )
+    allowed_domains: list[str] | None = strawberry.field(
+        default=None,
+        description="The hosts requests carrying it may go to: host names "
+        "(api.example.com), `*.example.com` for the names under one, IP addresses; no "
+        "scheme, port or path. Omitted: any host (it cannot be shared then).",
+    )
 
 
 @strawberry.input(
@@ -100,6 +106,11 @@ class CredentialInput:
 class CredentialUpdateInput:
     name: str | None = strawberry.field(default=None, description="A new name.")
     data: JSON | None = strawberry.field(default=None, description="Fields to change.")
+    allowed_domains: list[str] | None = strawberry.field(
+        default=None,
+        description="New `allowedDomains` (as in CredentialInput); [] for any host, refused "
+        "while it is shared. Omitted: kept.",
+    )
 
 
 @strawberry.input(

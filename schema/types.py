@@ -504,12 +504,25 @@ class Credential:
     updated_at: datetime = strawberry.field(description="When it last changed.")
     shared_with: list[Workspace] = strawberry.field(
         default_factory=list,
-        description="The workspaces it is shared with (shown to the owner's members only).",
+        description="The workspaces it is shared with that you are a member of (shown to "
+        "the owner's members only).",
+    )
+    shared_elsewhere: int = strawberry.field(
+        default=0,
+        description="How many workspaces you are not a member of it is shared with too "
+        "(their names are not shown).",
     )
     shared_from: Workspace | None = strawberry.field(
         default=None,
         description="The workspace that owns it and shared it with yours: its nodes may use "
         "it; its fields, changes and shares stay with the owner. Null for your own.",
+    )
+    allowed_domains: list[str] | None = strawberry.field(
+        default=None,
+        description="The hosts requests carrying it may go to (host names, `*.example.com` "
+        "for the names under one, IP addresses), in normal form; a request to another host "
+        "fails at its node before anything is sent. Null: any host (a credential must have "
+        "them to be shared).",
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlmodel import col, select, update
+from sqlmodel import col, delete, or_, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.validation import Problem, Severity
@@ -54,21 +54,53 @@ async def share(
 
 
 async def unshare(session: AsyncSession, credential: Credential, workspace_id: str) -> None:
-    """End the share (NotSharedError: there is none); the workspace's nodes using the
-    credential get the node issue CREDENTIAL_NOT_SHARED."""
-    key = (credential.id, workspace_id)
-    row = await session.get(CredentialShare, key) if storable(workspace_id) else None
-    if row is None:
+    """End the share (NotSharedError: there is none, or a concurrent unshare ended it
+    first); the workspace's nodes using the credential get the node issue
+    CREDENTIAL_NOT_SHARED."""
+    if not storable(workspace_id) or not await _delete_shares(
+        session,
+        col(CredentialShare.credential_id) == credential.id,
+        col(CredentialShare.workspace_id) == workspace_id,
+    ):
         raise NotSharedError(credential.id, workspace_id)
-    await session.delete(row)
-    await session.flush()
     await _set_issues(session, credential, workspace_id, shared=False)
 
 
 async def unshare_all(session: AsyncSession, credential: Credential) -> None:
-    """End every share of the credential (before it is deleted), with the node issues."""
-    for workspace in (await shared_with(session, [credential.id]))[credential.id]:
-        await unshare(session, credential, workspace.id)
+    """End every share of the credential (before it is deleted), with the node issues of
+    the shares this deletion removed (one that a concurrent unshare ended first has its
+    issues already)."""
+    removed = await _delete_shares(session, col(CredentialShare.credential_id) == credential.id)
+    for workspace_id in sorted(removed):
+        await _set_issues(session, credential, workspace_id, shared=False)
+
+
+async def _delete_shares(session: AsyncSession, *where: Any) -> list[str]:
+    """Delete these shares; the workspaces of those deleted (DELETE ... RETURNING: on
+    PostgreSQL a share a concurrent transaction deleted first is not among them)."""
+    result = await session.exec(
+        delete(CredentialShare).where(*where).returning(col(CredentialShare.workspace_id))
+    )
+    return [workspace_id for (workspace_id,) in result.all()]
+
+
+async def hold(session: AsyncSession, credential_ids: Collection[str], workspace_id: str) -> None:
+    """PostgreSQL: lock the shares of these credentials with the workspace FOR SHARE until
+    the transaction ends, before a save checks its references: an unshare then waits for
+    the save (and gives the saved draft its node issue) or the save, having waited, finds
+    the share gone. SQLite has one writer."""
+    wanted = [credential_id for credential_id in credential_ids if storable(credential_id)]
+    if not wanted or session.get_bind().dialect.name == "sqlite":
+        return
+    await session.exec(
+        select(CredentialShare.credential_id)
+        .where(
+            col(CredentialShare.credential_id).in_(sorted(wanted)),
+            CredentialShare.workspace_id == workspace_id,
+        )
+        .order_by(col(CredentialShare.credential_id))
+        .with_for_update(read=True)
+    )
 
 
 async def shared_with(
@@ -129,6 +161,62 @@ async def _set_issues(
             await session.exec(
                 update(Workflow).where(col(Workflow.id) == workflow_id).values(node_issues=issues)
             )
+
+
+async def issues_in(
+    session: AsyncSession,
+    nodes: Sequence[dict[str, Any]],
+    stored: dict[str, list[dict[str, Any]]] | None,
+    workspace_id: str,
+) -> dict[str, list[dict[str, Any]]]:
+    """A draft's node issues re-derived for the workspace it is in now (a move): each node's
+    CREDENTIAL_NOT_SHARED issue is dropped, and given again for each credential the
+    workspace can no longer use. Its other issues are kept."""
+    used = {
+        credential_id
+        for node in nodes
+        for credential_id in (node.get("credentials") or {}).values()
+        if isinstance(credential_id, str) and storable(credential_id)
+    }
+    usable = set(
+        (
+            await session.exec(
+                select(Credential.id).where(
+                    col(Credential.id).in_(sorted(used)), _usable_in(workspace_id)
+                )
+            )
+        ).all()
+    )
+    lost = {
+        row.id: row
+        for row in (
+            await session.exec(
+                select(Credential).where(col(Credential.id).in_(sorted(used - usable)))
+            )
+        ).all()
+    }
+    issues: dict[str, list[dict[str, Any]]] = {}
+    for node_id, found in (stored or {}).items():
+        kept = [issue for issue in found if issue["code"] != CREDENTIAL_NOT_SHARED]
+        if kept:
+            issues[node_id] = kept
+    for node in nodes:
+        for kind, credential_id in (node.get("credentials") or {}).items():
+            if credential_id in lost:
+                field = f"credentials.{escape(kind)}"
+                issues.setdefault(node["id"], []).append(
+                    _issue(lost[credential_id], node["id"], field)
+                )
+    return issues
+
+
+def _usable_in(workspace_id: str) -> Any:
+    """Credentials the workspace owns or that are shared with it (storage/credentials.py's
+    `usable_in`, which imports this module)."""
+    shared = select(CredentialShare.credential_id).where(
+        CredentialShare.workspace_id == workspace_id
+    )
+    return or_(Credential.workspace_id == workspace_id, col(Credential.id).in_(shared))
 
 
 def _issue(credential: Credential, node_id: str, field: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from engine.nodes.base import CredentialFields
 from storage import credential_shares, workflows
 from storage.db import Database
 from storage.errors import DuplicateNameError, StorageError
@@ -40,9 +41,15 @@ async def create_credential(
     kind: str,
     data: dict[str, Any],
     created_by: str | None,
+    allowed_domains: list[str] | None = None,
 ) -> Credential:
     row = Credential(
-        workspace_id=workspace_id, name=name, kind=kind, secret=b"", created_by=created_by
+        workspace_id=workspace_id,
+        name=name,
+        kind=kind,
+        secret=b"",
+        created_by=created_by,
+        allowed_domains=allowed_domains,
     )
     row.secret = box.seal(row.id, workspace_id, data)
     await _ensure_name_free(session, workspace_id, name)
@@ -89,11 +96,19 @@ async def list_credentials(
 
 
 async def get_credential(
-    session: AsyncSession, credential_id: str, workspace_ids: Sequence[str]
+    session: AsyncSession,
+    credential_id: str,
+    workspace_ids: Sequence[str],
+    *,
+    for_update: bool = False,
 ) -> Credential | None:
+    """The credential if one of the workspaces owns it; `for_update` locks its row
+    (PostgreSQL) so that changes to it and to its shares take turns."""
     query = select(Credential).where(
         Credential.id == credential_id, col(Credential.workspace_id).in_(workspace_ids)
     )
+    if for_update:
+        query = query.with_for_update()
     return (await session.exec(query)).first()
 
 
@@ -150,9 +165,13 @@ async def update_credential(
     *,
     name: str | None,
     data: dict[str, Any],
+    allowed_domains: list[str] | None = None,
 ) -> Credential:
     """Rename and/or change fields: a field given replaces the stored one, a field given as
-    null is removed, the others (secrets the client cannot read back) are kept."""
+    null is removed, the others (secrets the client cannot read back) are kept.
+    `allowed_domains`: None keeps them, [] lets the credential go to any host."""
+    if allowed_domains is not None:
+        row.allowed_domains = allowed_domains or None
     if name is not None and name != row.name:
         await _ensure_name_free(session, row.workspace_id, name, except_id=row.id)
         row.name = name
@@ -264,4 +283,7 @@ class DatabaseCredentials:
             row = await get_usable(session, credential_id, [workspace_id])
         if row is None or row.kind != kind:
             raise LookupError(credential_id)
-        return reveal(self.box, row)
+        allowed = None if row.allowed_domains is None else tuple(row.allowed_domains)
+        if allowed is None and row.workspace_id != workspace_id:
+            allowed = ()  # shared before allowedDomains existed: sent nowhere
+        return CredentialFields(reveal(self.box, row), allowed_domains=allowed, name=row.name)

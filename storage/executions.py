@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Table, bindparam, func, or_
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
@@ -32,6 +33,7 @@ from storage.models import (
     Execution,
     ExecutionEventRow,
     NodeRun,
+    Workflow,
 )
 from storage.paging import newest_first
 from storage.payload_store import store_execution_payload
@@ -126,9 +128,9 @@ async def create_execution(
         execution.parent_waits = parent.waits
         execution.call_depth = parent.depth
     # Core inserts: the ORM's unit of work costs more than the statements themselves here.
-    await INSERT_EXECUTION.run(
-        session, [{column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}]
-    )
+    row = {column.name: getattr(execution, column.name) for column in _EXECUTIONS.c}
+    await lock_workflows(session, [row])
+    await INSERT_EXECUTION.run(session, [row])
     await store_execution_payload(session, execution.id, payloads.INPUT, input)
     events = [queued_event(execution)]
     await insert_events(session, events)
@@ -435,6 +437,43 @@ _OUTCOME = select(_EXECUTIONS.c.status, _EXECUTIONS.c.error, _EXECUTIONS.c.outpu
     _EXECUTIONS.c.id == bindparam("execution_id")
 )
 INSERT_EXECUTION = insert_rows(_EXECUTIONS)
+# PostgreSQL: the workflows of new executions, read FOR SHARE so that a move of one
+# (`storage.moves`, which holds its row FOR UPDATE from before its checks to its commit)
+# and the creation of one of its executions take turns.
+_WORKFLOW_WORKSPACES = (
+    select(Workflow.id, Workflow.workspace_id)
+    .where(col(Workflow.id).in_(bindparam("ids", expanding=True)))
+    .order_by(col(Workflow.id))
+    .with_for_update(read=True)
+)
+
+
+class WorkflowMoved(IntegrityError):
+    """A new execution's workflow is no longer in the workspace it was started in (moved,
+    or deleted, since it was read): nothing is created. An IntegrityError, as a deleted
+    workflow's foreign key is, so that starts answer it alike (`StartConflict`)."""
+
+    def __init__(self, workflow_id: str) -> None:
+        reason = f"workflow {workflow_id!r} moved to another workspace or was deleted"
+        super().__init__(reason, None, Exception(reason))
+
+
+async def lock_workflows(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Before new execution rows are inserted (PostgreSQL): hold their workflows FOR SHARE
+    and check that each is still in the execution's workspace (`WorkflowMoved`). A start
+    racing a move either commits first (and the move, waiting for it, sees the run and is
+    refused) or waits for the move and creates nothing in the workspace the workflow left.
+    SQLite has one writer: a move and a start never interleave there."""
+    if session.get_bind().dialect.name == "sqlite":
+        return
+    wanted = {(row["workflow_id"], row["workspace_id"]) for row in rows}
+    found = await run_core(
+        session, _WORKFLOW_WORKSPACES, {"ids": sorted({workflow for workflow, _ in wanted})}
+    )
+    where = dict(found.all())
+    for workflow_id, workspace_id in sorted(wanted):
+        if where.get(workflow_id) != workspace_id:
+            raise WorkflowMoved(workflow_id)
 
 
 async def expire_leases(session: AsyncSession) -> None:

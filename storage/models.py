@@ -447,7 +447,8 @@ class ExecutionEventRow(SQLModel, table=True):
 
 class Credential(SQLModel, table=True):
     """Secrets for an integration, owned by a workspace. `secret` is a Fernet token holding
-    the fields, the id and the workspace (storage/secrets.py); nothing else is secret."""
+    the fields, the id and the workspace (storage/secrets.py); nothing else is secret.
+    `allowed_domains`: the hosts it may be sent to (required to share it)."""
 
     __tablename__ = "credentials"
 
@@ -460,6 +461,9 @@ class Credential(SQLModel, table=True):
     name: str = Field(max_length=255)
     kind: str = Field(max_length=64)
     secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # The hosts requests carrying it may go to (engine/credential_domains.py), None: any.
+    # Not secret, so not in `secret`: the engine checks it before sending anything.
+    allowed_domains: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_by: str | None = Field(
         default=None,
         sa_column=Column(String(36), ForeignKey("users.id", ondelete="SET NULL"), nullable=True),

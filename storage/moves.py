@@ -34,7 +34,8 @@ from engine.graph import Node
 from engine.nodes.subworkflow import EXECUTE_WORKFLOW
 from engine.validation import Problem
 from engine.validation.text import escape
-from storage import credentials, node_type_definitions, workflows
+from storage import credential_shares, credentials, node_type_definitions, workflows
+from storage.errors import VersionConflictError
 from storage.executions import UNFINISHED
 from storage.models import Execution, Workflow, WorkflowVersion
 from storage.types import utcnow
@@ -187,13 +188,40 @@ async def _type_problems(session: AsyncSession, nodes: list[Node], target_id: st
     ]
 
 
+async def hold(session: AsyncSession, workflow_id: str) -> None:
+    """Lock the workflow's row until the move commits (PostgreSQL; SQLite has one writer),
+    before the move's checks: a start of it (`executions.lock_workflows`, FOR SHARE) either
+    committed before, and is seen by the checks, or waits and then finds the workflow gone
+    from its workspace."""
+    await session.exec(select(Workflow.id).where(Workflow.id == workflow_id).with_for_update())
+
+
 async def move(session: AsyncSession, workflow: Workflow, target_id: str) -> None:
-    """Move the workflow and its executions (everything else follows the workflow's id)."""
-    await session.exec(
-        update(Workflow)
-        .where(col(Workflow.id) == workflow.id)
-        .values(workspace_id=target_id, updated_at=utcnow())
+    """Move the workflow and its executions (everything else follows the workflow's id).
+    The draft's version is bumped, only from the version the checks saw: a save that read
+    the workflow before the move (and checked its references against the source) gets a
+    VersionConflictError rather than writing into the target what it checked for the
+    source."""
+    # Its node issues that depend on the workspace (a credential no longer shared) are
+    # derived again for the target.
+    issues = await credential_shares.issues_in(
+        session, workflow.nodes, workflow.node_issues, target_id
     )
+    result = await session.exec(
+        update(Workflow)
+        .where(col(Workflow.id) == workflow.id, col(Workflow.version) == workflow.version)
+        .values(
+            workspace_id=target_id,
+            version=workflow.version + 1,
+            node_issues=issues,
+            updated_at=utcnow(),
+        )
+    )
+    if result.rowcount == 0:
+        current = (
+            await session.exec(select(Workflow.version).where(Workflow.id == workflow.id))
+        ).first()
+        raise VersionConflictError(workflow.id, workflow.version, current or workflow.version)
     await session.exec(
         update(Execution)
         .where(col(Execution.workflow_id) == workflow.id)

@@ -683,6 +683,7 @@ def _settle(creation: NewExecution, error: BaseException | None) -> None:
 
 
 async def _insert_creations(session: AsyncSession, creations: Sequence[NewExecution]) -> None:
+    await executions.lock_workflows(session, [c.row for c in creations])
     await executions.INSERT_EXECUTION.run(session, [c.row for c in creations])
     await payload_store.insert_execution_payloads(session, [c.input_row for c in creations])
     await INSERT_EVENTS.run(

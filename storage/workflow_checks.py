@@ -15,7 +15,7 @@ from engine.node_types import NodeTypeLookup
 from engine.nodes.subworkflow import EXECUTE_WORKFLOW
 from engine.validation import GraphLimits, Problem, Severity, check_graph
 from engine.workflow_fields import Collected
-from storage import credentials, workflows
+from storage import credential_shares, credentials, workflows
 
 # Problems of a node whose type, or type version, is not installed. A node that arrives with
 # the workflow (from an imported document, or kept as it was in the stored draft: a plugin
@@ -75,9 +75,9 @@ async def reference_problems(
     ]
     if not references:
         return problems
-    found = await credentials.kinds_by_id(
-        session, {credential_id for _, _, credential_id in references}, workspace_id
-    )
+    used = {credential_id for _, _, credential_id in references}
+    await credential_shares.hold(session, used, workspace_id)
+    found = await credentials.kinds_by_id(session, used, workspace_id)
     for node_id, kind, credential_id in references:
         field = f"credentials.{kind}"
         if kind not in KINDS:

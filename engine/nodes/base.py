@@ -89,6 +89,22 @@ class RunInfo:
     depth: int = 0
 
 
+class CredentialFields(dict[str, Any]):
+    """A credential's decrypted fields, with the hosts it may be sent to (`allowedDomains`,
+    None: any) and its name, as a `CredentialProvider` that knows them returns them."""
+
+    def __init__(
+        self,
+        fields: dict[str, Any],
+        *,
+        allowed_domains: tuple[str, ...] | None = None,
+        name: str = "",
+    ) -> None:
+        super().__init__(fields)
+        self.allowed_domains = allowed_domains
+        self.name = name
+
+
 class CredentialProvider(Protocol):
     async def fields(self, workspace_id: str, kind: str, credential_id: str) -> dict[str, Any]:
         """The decrypted fields of a credential of this kind in this workspace; raises

@@ -27,7 +27,7 @@ from yarl import URL
 from engine import json_depth, metrics
 from engine.expressions.functions import EvalError, to_text
 from engine.http_client import Auth, HttpClient, HttpError, HttpResponse, InvalidUrl, parse_url
-from engine.nodes.base import Item, NodeError, NodeRunContext, PortItems
+from engine.nodes.base import CredentialFields, Item, NodeError, NodeRunContext, PortItems
 from engine.nodes.parameters import choice, invalid_parameter, number, shown
 
 MAX_RETRY_AFTER_S = 60.0
@@ -111,6 +111,29 @@ async def request_auth(context: NodeRunContext, http: HttpClient) -> Auth:
             "workflow's workspace",
             error_type="CREDENTIAL_NOT_FOUND",
         ) from exc
+    auth = _auth(kind, fields, await _oauth(http, kind, credential_id, fields))
+    if isinstance(fields, CredentialFields):
+        auth.allowed_hosts = fields.allowed_domains
+        auth.name = fields.name
+    return auth
+
+
+async def _oauth(
+    http: HttpClient, kind: str, credential_id: str, fields: Mapping[str, Any]
+) -> str | None:
+    """An OAuth2 client-credentials credential's token (its token URL is one of the fields,
+    which only the owner's workspace sets)."""
+    if kind != "oauth2_client_credentials":
+        return None
+    try:
+        return await _oauth_token(http, credential_id, fields)
+    except HttpError as exc:
+        raise NodeError(
+            f"the OAuth2 token request failed: {exc}", error_type=exc.error_type
+        ) from exc
+
+
+def _auth(kind: str, fields: Mapping[str, Any], token: str | None) -> Auth:
     if kind == "api_key_header":
         return Auth(headers={fields["headerName"]: fields["apiKey"]})
     if kind == "api_key_query":
@@ -122,13 +145,7 @@ async def request_auth(context: NodeRunContext, http: HttpClient) -> Auth:
         return Auth(headers={"Authorization": f"Basic {base64.b64encode(pair).decode()}"})
     if kind == "custom_headers":
         return Auth(headers=dict(fields["headers"]))
-    if kind == "oauth2_client_credentials":
-        try:
-            token = await _oauth_token(http, credential_id, fields)
-        except HttpError as exc:
-            raise NodeError(
-                f"the OAuth2 token request failed: {exc}", error_type=exc.error_type
-            ) from exc
+    if token is not None:
         return Auth(headers={"Authorization": f"Bearer {token}"})
     raise NodeError(
         f"credential kind {kind!r} cannot sign HTTP requests", error_type="INVALID_CREDENTIAL"

@@ -215,6 +215,7 @@ async def test_moves_and_shares_are_recorded_in_each_workspace(
         "kind": "bearer_token",
         "data": {"token": SECRET},
         "workspaceId": source,
+        "allowedDomains": ["api.example.com"],
     }
     credential = (await _result(alice, CREATE_CREDENTIAL, {"input": input}))["id"]
     flow = await _result(alice, CREATE_IN, {"input": workflow_input(), "ws": source})

@@ -741,3 +741,51 @@ async def test_a_workspace_disables_its_own_declarative_type(
         answer = (await caller.gql(mutation, {**variables, "enabled": False}))["setNodeTypeEnabled"]
         assert answer["__typename"] == "ValidationError", answer
         assert answer["problems"][0]["code"] == "UNKNOWN_NODE_TYPE"
+
+
+async def test_a_credential_goes_only_to_its_allowed_domains_from_a_declarative_node(
+    app, alice: Caller, crm: Crm
+):
+    """allowedDomains hold for declarative types as for the HTTP Request node: to another
+    host the node fails before anything is sent; pages on the allowed origin carry it."""
+    port = crm.base.rsplit(":", 1)[1]
+    definition = {
+        "displayName": "Pages",
+        "credentialKinds": ["bearer_token"],
+        "parametersSchema": {"type": "object", "properties": {"host": {"type": "string"}}},
+        "requestTemplate": {"url": f"http://{{{{ $parameter.host }}}}:{port}/pages"},
+        "responseMapping": {"select": "items", "split": True},
+        "pagination": {"nextUrl": "next", "maxPages": 2},
+    }
+    await create_type(alice, "ws.pages", definition)
+    token = await create_credential(
+        alice,
+        name="crm",
+        kind="bearer_token",
+        data={"token": "t0k"},
+        allowedDomains=["127.0.0.1"],
+    )
+    assert token["__typename"] == "Credential", token
+    for host, allowed in (("localhost", False), ("127.0.0.1", True)):
+        crm.seen.clear()
+        execution = await run_nodes(
+            app,
+            alice,
+            [
+                node(
+                    "p",
+                    "Pages",
+                    "ws.pages",
+                    parameters={"host": host},
+                    credentials={"bearer_token": token["id"]},
+                )
+            ],
+        )
+        if allowed:
+            assert execution["status"] == "SUCCEEDED", execution
+            assert [seen["authorization"] for seen in crm.seen] == ["Bearer t0k"] * 2
+        else:
+            run = next(run for run in execution["nodeRuns"] if run["nodeId"] == "p")
+            assert run["error"]["type"] == "CREDENTIAL_HOST_NOT_ALLOWED", run
+            assert "localhost" in run["error"]["message"]
+            assert crm.seen == []

@@ -104,6 +104,7 @@ async def world(app: Any, make_caller: MakeCaller) -> Team:
                     "kind": "bearer_token",
                     "data": {"token": "s3cr3t"},
                     "workspaceId": workspace_id,
+                    "allowedDomains": ["api.example.com"],
                 }
             },
         )
