@@ -258,9 +258,19 @@ def websocket_open() -> Iterator[None]:
         gauge.dec()
 
 
+# Webhook statuses counted by their code; any other (a Respond to Webhook node may answer
+# any code from 100 to 599, from an expression) by its class ("4xx"), so the label stays
+# bounded.
+_WEBHOOK_STATUSES = frozenset(
+    {200, 201, 202, 204, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 410}
+    | {413, 415, 422, 429, 500, 502, 503, 504}
+)
+
+
 def webhook_answered(status: int) -> None:
     if _live is not None:
-        _live.webhooks.labels(str(status)).inc()
+        label = str(status) if status in _WEBHOOK_STATUSES else f"{status // 100}xx"
+        _live.webhooks.labels(label).inc()
 
 
 def http_node_called(status: int | None) -> None:

@@ -374,7 +374,15 @@ async def execute_workflow(
         )
     except _Refused as refused:
         return refused.answer
-    except StartConflict:  # deleted, or moved to another workspace, since it was read
+    except StartConflict:
+        # Deleted, or moved to another workspace, since it was read; or the execution whose
+        # outputs it reuses, pruned meanwhile.
+        if reuse_from is not None:
+            return results.NotFoundError(
+                message=f"workflow {str(workflow_id)!r} or execution {str(reuse_from)!r} "
+                "not found (deleted since the run was prepared)",
+                id=strawberry.ID(str(reuse_from)),
+            )
         return _not_found("workflow", workflow_id)
     assert isinstance(started.execution, Execution)
     return mapping.execution(started.execution)
@@ -443,6 +451,8 @@ async def execute_node(
         started = await _lifecycle(info).start(prepare)
     except _Refused as refused:
         return refused.answer
+    except StartConflict:  # deleted, or moved to another workspace, since it was read
+        return _not_found("workflow", workflow_id)
     assert isinstance(started.execution, Execution)
     return mapping.execution(started.execution)
 

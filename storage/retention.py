@@ -358,7 +358,14 @@ class _SqliteFile:
         self._connection: sqlite3.Connection | None = None
 
     async def _call(self, call: Callable[..., _T], *args: Any) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
+        """`call` on the thread; a cancel (a stop) waits for it to end, so that the turn to
+        write it holds is not handed on while its transaction still runs."""
+        running = asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await asyncio.wait({running})
+            raise
 
     def _open(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -367,6 +374,10 @@ class _SqliteFile:
             )
             # Deleting an execution sets what names it to NULL (retry_of, schedule ticks...).
             connection.execute("PRAGMA foreign_keys=ON")
+            # As the process's own connections (storage/db.py): with WAL, NORMAL is durable
+            # against crashes of the application, and a commit does not wait for a sync of
+            # the log while it holds the process's turn to write.
+            connection.execute("PRAGMA synchronous=NORMAL")
             self._connection = connection
         return self._connection
 
@@ -641,9 +652,11 @@ async def prune(
         on_pruned(dict(record.rows_deleted))
         return record
     finally:
-        if file is not None:
-            await file.close()
-        await lock.release()
+        try:
+            if file is not None:
+                await file.close()
+        finally:
+            await lock.release()
 
 
 async def _prune_ticks(database: Database, before: datetime) -> None:

@@ -197,3 +197,36 @@ async def test_a_retry_whose_source_the_prune_deletes_meanwhile_is_not_found(
     monkeypatch.setattr(store, "create", pruned_first)
     retried = (await alice.gql(RETRY, {"id": source}))["retryExecution"]
     assert retried == {"__typename": "NotFoundError", "id": source}
+
+
+async def test_a_run_to_a_node_whose_reused_execution_is_pruned_meanwhile_is_not_found(
+    app: Any, alice: Caller, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes = [node("start", "Start", "manual_trigger"), node("a", "A"), node("b", "B")]
+    workflow_id = await create(alice, nodes, [edge("start", "a"), edge("a", "b")])
+    source = str((await execute(alice, workflow_id))["id"])
+    await until(lambda: ended(alice, source), what="the first run's end")
+    lifecycle = app.state.services.lifecycle
+    # The prune lands between the run's preparation (which read the earlier execution) and
+    # its creation, on whichever path the process creates runs by.
+    targets = [(lifecycle.store, "create")]
+    if lifecycle.starts is not None:
+        targets.append((lifecycle.starts, "store_and_run"))
+    for holder, name in targets:
+        original = getattr(holder, name)
+
+        async def pruned_first(*args: Any, original: Any = original) -> Any:
+            later = utcnow() + timedelta(hours=2)
+            await until(
+                lambda: prune(database, RetentionPolicy(max_age_hours=1), now=later),
+                what="a prune",
+            )
+            return await original(*args)
+
+        monkeypatch.setattr(holder, name, pruned_first)
+    answer = await alice.gql(
+        "mutation($id: ID!, $d: ID, $r: ID) { executeWorkflow(id: $id, destinationNodeId: $d,"
+        " reuseFrom: $r) { __typename ... on NotFoundError { id } } }",
+        {"id": workflow_id, "d": "b", "r": source},
+    )
+    assert answer["executeWorkflow"] == {"__typename": "NotFoundError", "id": source}

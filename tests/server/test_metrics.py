@@ -18,6 +18,7 @@ import httpx
 import pytest
 from aiohttp import web
 from gql import gql
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlmodel import col, update
@@ -532,3 +533,20 @@ async def test_websocket_and_subscription_gauges_follow_a_live_subscription(
         "mutation($id: ID!) { cancelExecution(id: $id) { __typename } }", {"id": execution_id}
     )
     assert cancelled["cancelExecution"] == {"__typename": "Execution"}
+
+
+def test_webhook_statuses_chosen_by_a_workflow_are_counted_by_their_class() -> None:
+    # A Respond to Webhook node may answer any code from 100 to 599: the label stays bounded.
+    registry = metrics.enable("api", "test")
+    try:
+        for status in (200, 404, 418, 299, 599, 418):
+            metrics.webhook_answered(status)
+        counted = {
+            sample.labels["status"]: sample.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for sample in family.samples
+            if sample.name == "loom_webhook_requests_total"
+        }
+    finally:
+        metrics.disable()
+    assert counted == {"200": 1, "404": 1, "4xx": 2, "2xx": 1, "5xx": 1}
