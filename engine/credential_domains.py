@@ -18,13 +18,15 @@ from collections.abc import Iterable, Sequence
 
 from yarl import URL
 
+from engine.errors import EngineError
+
 MAX_DOMAINS = 100
 MAX_DOMAIN_CHARS = 253
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOST_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
 
 
-class InvalidDomain(ValueError):
+class InvalidDomain(EngineError, ValueError):
     """An `allowedDomains` entry that is not a host name, wildcard or IP address."""
 
 

@@ -25,6 +25,8 @@
      +-- FrameTooLarge (ValueError)    a sandbox frame past its size (code.frames)
      +-- JsonTooDeep (ValueError)      JSON nested past the limit (json_depth)
      +-- ScheduleError (ValueError)    a schedule that cannot run (schedule)
+     +-- InvalidDomain (ValueError)    an allowedDomains entry of a credential that is not a
+     |                                 host name, wildcard or IP address (credential_domains)
      +-- QueueUnavailable (ConnectionError)  the queue refused a submission (submitter)
      +-- SubscriptionLimitError        too many live subscriptions (bus)
      +-- StartConflict                 a new execution storage refused: its idempotency key
