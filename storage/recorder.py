@@ -55,11 +55,12 @@ _RETRY_DELAY_S = 0.5
 # loop is serving add theirs: (a) of bench/webhooks.py went from about 1 round per request to
 # 0.1, and from 2.1-2.5 to 0.8 ms of CPU per request (docs/benchmarks.md). An idle writer
 # stores at once; the turns stop after `_GATHER_MAX_S`, so that a loop whose turns are long
-# (a CPU-heavy node between awaits) delays a round by one such turn, not eight; and a
-# stopping writer does not wait.
+# (a CPU-heavy node between awaits) delays a round by about that much, not by eight such
+# turns; a stopping writer does not wait. (A 3 ms cap cut the grouping under webhook load:
+# bench/webhooks.py (a) 0.08-0.09x against 0.10-0.19x without a cap, same session.)
 _BUSY_S = 0.05
 _GATHER_TURNS = 8
-_GATHER_MAX_S = 0.003
+_GATHER_MAX_S = 0.01
 
 CommitListener = Callable[[Sequence[Event]], None]
 FenceListener = Callable[[str], object]
