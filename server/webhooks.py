@@ -5,7 +5,9 @@ answer depends on the trigger's response mode: at once (202 with the execution i
 run ends (the items of the last node that produced data), or what a Respond to Webhook node
 says. Waiting uses the process's live events (in distributed mode they come from the workers
 through Redis) and reads the result from the database. An `Idempotency-Key` header answers
-with the first run for that key instead of starting another.
+with the first run for that key instead of starting another: its execution id, or the answer
+sent the first time, kept for `LOOM_IDEMPOTENCY_KEY_TTL_HOURS` (storage/idempotency.py) also
+when the run kept none of its data or was deleted since.
 
 Over 400 lines, but one cohesive thing: the webhook route, from request to answer.
 """
@@ -36,7 +38,7 @@ from engine.nodes.base import CredentialProvider, PortItems
 from engine.ports import StartConflict, StartRequest
 from engine.states import ExecutionStatus
 from engine.validation import Problem
-from storage import executions, payload_store, payloads, webhooks
+from storage import executions, idempotency, payload_store, payloads, webhooks
 from storage.db import Database
 from storage.models import NodeRun
 from storage.webhooks import Route, RouteCache
@@ -90,11 +92,16 @@ class WebhookEndpoint:
     """The ASGI endpoint for `/webhook/{path}`."""
 
     def __init__(
-        self, services: WebhookServices, credentials: CredentialProvider | None, timeout_s: float
+        self,
+        services: WebhookServices,
+        credentials: CredentialProvider | None,
+        timeout_s: float,
+        key_ttl_hours: float = 24.0,
     ) -> None:
         self.services = services
         self.credentials = credentials
         self.timeout_s = timeout_s
+        self.key_ttl_hours = key_ttl_hours
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
@@ -191,21 +198,30 @@ class WebhookEndpoint:
             listen=listen if waits else None,
         )
         try:
+            if key is not None:
+                known = await idempotency.find(
+                    self.services.database, route.workflow_id, key, self.key_ttl_hours
+                )
+                if known is not None:
+                    return await self._answer_known(known, route, mode, key)
             started = await start()
+            await self._remember(route, key, started.execution_id)
             if not started.created:
                 try:
-                    return await self._answer_earlier(started.execution_id, route, mode)
+                    return await self._answer_earlier(started.execution_id, route, mode, key)
                 except _Pruned:
                     # The run with this key was pruned since it was found: like a request
                     # coming a moment later, this one starts a run (the key is free again).
                     started = await start()
+                    await self._remember(route, key, started.execution_id)
                     if not started.created:
-                        return await self._answer_earlier(started.execution_id, route, mode)
+                        return await self._answer_earlier(started.execution_id, route, mode, key)
             if not waits:
                 return JSONResponse({"executionId": started.execution_id}, status_code=202)
-            return await self._answer(
+            answer = await self._answer(
                 started.execution_id, route, mode, streams[-1], False, started.handover
             )
+            return await self._keep(route, key, started.execution_id, answer)
         except StartConflict:
             return gone()  # the workflow was deleted since its route was read
         except _Pruned:
@@ -230,7 +246,29 @@ class WebhookEndpoint:
             for stream in streams:
                 fanout.close(stream)
 
-    async def _answer_earlier(self, execution_id: str, route: Route, mode: str) -> Response:
+    async def _answer_known(
+        self, known: idempotency.KnownKey, route: Route, mode: str, key: str
+    ) -> Response:
+        """The answer for a key in use (storage/idempotency.py): the first run's id, the
+        answer sent the first time, or (none sent yet) the run's answer when it comes."""
+        if mode not in ANSWERING_MODES:
+            return JSONResponse({"executionId": known.execution_id}, status_code=202)
+        if known.answer is not None:
+            return _replay(known.execution_id, known.answer)
+        try:
+            return await self._answer_earlier(known.execution_id, route, mode, key)
+        except _Pruned:
+            # The first caller got no answer (it timed out or went away) and the run, which
+            # is gone now, kept none: the key stays in use until it expires.
+            return _error(
+                410,
+                "the run for this Idempotency-Key ended and is no longer stored",
+                executionId=known.execution_id,
+            )
+
+    async def _answer_earlier(
+        self, execution_id: str, route: Route, mode: str, key: str | None = None
+    ) -> Response:
         """The answer for a run started earlier with the same idempotency key."""
         if mode not in ANSWERING_MODES:
             return JSONResponse({"executionId": execution_id}, status_code=202)
@@ -238,9 +276,37 @@ class WebhookEndpoint:
         assert fanout is not None
         stream = fanout.open(execution_id)
         try:
-            return await self._answer(execution_id, route, mode, stream, True, None)
+            answer = await self._answer(execution_id, route, mode, stream, True, None)
         finally:
             fanout.close(stream)
+        return await self._keep(route, key, execution_id, answer)
+
+    async def _remember(self, route: Route, key: str | None, execution_id: str) -> None:
+        if key is not None:
+            await idempotency.remember(
+                self.services.database, route.workflow_id, key, execution_id, self.key_ttl_hours
+            )
+
+    async def _keep(
+        self, route: Route, key: str | None, execution_id: str, answer: Response
+    ) -> Response:
+        """Keep the answer a caller gets for a key's run, for its repeats; not a timeout's
+        (the run goes on and answers a repeat later)."""
+        if key is None or answer.status_code == 504:
+            return answer
+        headers = {
+            name: value for name, value in answer.headers.items() if name != "content-length"
+        }
+        await idempotency.record_answer(
+            self.services.database,
+            route.workflow_id,
+            key,
+            execution_id,
+            answer.status_code,
+            headers,
+            bytes(answer.body),
+        )
+        return answer
 
     async def _answer(
         self,
@@ -430,6 +496,18 @@ def _run_failed(execution_id: str, status: str, error: dict[str, Any] | None) ->
         executionId=execution_id,
         status=status,
     )
+
+
+def _replay(execution_id: str, answer: idempotency.StoredAnswer) -> Response:
+    """The answer the first caller for a key got, as it was sent."""
+    if answer.body is None:
+        return _error(
+            500,
+            "the answer to the first request for this Idempotency-Key was larger than "
+            f"{idempotency.MAX_STORED_ANSWER_BYTES} bytes and was not kept",
+            executionId=execution_id,
+        )
+    return Response(answer.body, status_code=answer.status_code, headers=answer.headers)
 
 
 def _event_type(item: Any) -> str:
