@@ -21,7 +21,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import orjson
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -36,6 +36,7 @@ from engine.lifecycle import ExecutionLifecycle
 from engine.node_type_policy import PolicySnapshot
 from engine.nodes.base import CredentialProvider, PortItems
 from engine.ports import StartConflict, StartRequest
+from engine.retention import SaveData
 from engine.states import ExecutionStatus
 from engine.validation import Problem
 from storage import executions, idempotency, payload_store, payloads, webhooks
@@ -45,7 +46,6 @@ from storage.webhooks import Route, RouteCache
 
 logger = logging.getLogger("loom.webhooks")
 
-T = TypeVar("T")
 MAX_IDEMPOTENCY_KEY = 200
 
 
@@ -56,6 +56,17 @@ class _TooLarge(Exception):
 class _Pruned(Exception):
     """The run a request waits for is no longer stored: it ended keeping none of its data
     and the pruner deleted it (`LOOM_PRUNE_NONE_AFTER_S` after its end)."""
+
+
+class _Unkept(Response):
+    """The end of a run whose answer the database does not hold: it kept no outputs
+    (`summary` or `none`), and the answer is in its waiter's handover (embedded mode) or,
+    for a repeat, in its key's record once the first request sends it. `fallback`: what the
+    database says, when neither can come."""
+
+    def __init__(self, fallback: Response) -> None:
+        super().__init__(status_code=500)
+        self.fallback = fallback
 
 
 class _TypeDisabled(Exception):
@@ -274,12 +285,22 @@ class WebhookEndpoint:
             return JSONResponse({"executionId": execution_id}, status_code=202)
         fanout = self.services.fanout
         assert fanout is not None
+        stored = None if key is None else partial(self._stored, route, key)
         stream = fanout.open(execution_id)
         try:
-            answer = await self._answer(execution_id, route, mode, stream, True, None)
+            answer = await self._answer(execution_id, route, mode, stream, True, None, stored)
         finally:
             fanout.close(stream)
         return await self._keep(route, key, execution_id, answer)
+
+    async def _stored(self, route: Route, key: str) -> Response | None:
+        """The answer the first request for the key got, once it was sent."""
+        known = await idempotency.find(
+            self.services.database, route.workflow_id, key, self.key_ttl_hours
+        )
+        if known is None or known.answer is None:
+            return None
+        return _replay(known.execution_id, known.answer)
 
     async def _remember(self, route: Route, key: str | None, execution_id: str) -> None:
         if key is not None:
@@ -316,10 +337,13 @@ class WebhookEndpoint:
         stream: ExecutionStream,
         check_first: bool,
         handover: RunHandover | None,
+        stored: Callable[[], Awaitable[Response | None]] | None = None,
     ) -> Response:
         if mode == "last_node":
-            return await self._when_finished(execution_id, stream, check_first, handover)
-        return await self._when_responded(execution_id, route, stream, check_first, handover)
+            return await self._when_finished(execution_id, stream, check_first, handover, stored)
+        return await self._when_responded(
+            execution_id, route, stream, check_first, handover, stored
+        )
 
     async def _authenticate(
         self, request: Request, route: Route
@@ -365,6 +389,7 @@ class WebhookEndpoint:
         stream: ExecutionStream,
         check_first: bool,
         handover: RunHandover | None,
+        stored: Callable[[], Awaitable[Response | None]] | None,
     ) -> Response:
         async def finished(session: AsyncSession) -> Response | None:
             ended = await executions.outcome(session, execution_id)
@@ -376,7 +401,10 @@ class WebhookEndpoint:
             if status != ExecutionStatus.SUCCEEDED.value:
                 return _run_failed(execution_id, status, error)
             found = await payload_store.execution_payloads(session, [execution_id], payloads.OUTPUT)
-            return JSONResponse(found.get(execution_id, legacy_output) or [])
+            output = found.get(execution_id, legacy_output)
+            if output is None and await _kept_no_outputs(session, execution_id):
+                return _Unkept(JSONResponse([]))
+            return JSONResponse(output or [])
 
         def handed() -> Response | None:
             assert handover is not None
@@ -389,7 +417,13 @@ class WebhookEndpoint:
             return JSONResponse(handover.output or [])
 
         return await self._wait(
-            execution_id, finished, stream, check_first, _finishing, handed if handover else None
+            execution_id,
+            finished,
+            stream,
+            check_first,
+            _finishing,
+            handed if handover else None,
+            stored,
         )
 
     async def _when_responded(
@@ -399,6 +433,7 @@ class WebhookEndpoint:
         stream: ExecutionStream,
         check_first: bool,
         handover: RunHandover | None,
+        stored: Callable[[], Awaitable[Response | None]] | None,
     ) -> Response:
         async def responded(session: AsyncSession) -> Response | None:
             runs = (await executions.node_runs(session, [execution_id])).get(execution_id, [])
@@ -408,7 +443,7 @@ class WebhookEndpoint:
                 if run.node_id in route.respond_node_ids and run.status == "SUCCEEDED"
             ]
             if answered:
-                return await _respond_with(session, answered[0])
+                return await _respond_with(session, execution_id, answered[0])
             row = await executions.reload_or_none(session, execution_id)
             if row is None:
                 raise _Pruned
@@ -436,23 +471,33 @@ class WebhookEndpoint:
             return _finishing(item)
 
         return await self._wait(
-            execution_id, responded, stream, check_first, answering, handed if handover else None
+            execution_id,
+            responded,
+            stream,
+            check_first,
+            answering,
+            handed if handover else None,
+            stored,
         )
 
     async def _wait(
         self,
         execution_id: str,
-        check: Callable[[AsyncSession], Awaitable[T | None]],
+        check: Callable[[AsyncSession], Awaitable[Response | None]],
         stream: ExecutionStream,
         check_first: bool,
         answering: Callable[[Any], bool],
-        handed: Callable[[], T | None] | None = None,
-    ) -> T | Response:
+        handed: Callable[[], Response | None] | None = None,
+        stored: Callable[[], Awaitable[Response | None]] | None = None,
+    ) -> Response:
         """`check` the database when a live event of the execution may bring the answer
         (`answering` tells those events), when the stream cannot be trusted (woken,
         overflowed), and after a second without events, until it answers or the webhook
         times out. A run of this process hands its answer over in memory (`handed`): it is
-        taken once an answering event, published only after its commit, says it is there."""
+        taken once an answering event, published only after its commit, says it is there,
+        or once the database says the run ended without keeping it (`_Unkept`). A repeat
+        by an Idempotency-Key takes the answer the first request got (`stored`) as soon as
+        it was sent; the end of a run that kept no outputs is no answer for it."""
         loop_time = asyncio.get_running_loop().time
         deadline = loop_time() + self.timeout_s
         due = check_first
@@ -463,8 +508,16 @@ class WebhookEndpoint:
                 answer = handed() if handed is not None and announced else None
                 if answer is not None:
                     return answer
+                if stored is not None and (answer := await stored()) is not None:
+                    return answer
                 async with self.services.database.session() as session:
                     answer = await check(session)
+                if isinstance(answer, _Unkept):
+                    # The end is committed: a handover of this process holds the answer.
+                    taken = handed() if handed is not None else None
+                    if taken is not None:
+                        return taken
+                    answer = answer.fallback if stored is None else None
                 if answer is not None:
                     return answer
             remaining = deadline - loop_time()
@@ -529,9 +582,17 @@ def _succeeded_silently(execution_id: str) -> JSONResponse:
     )
 
 
-async def _respond_with(session: AsyncSession, run: NodeRun) -> Response:
+async def _respond_with(session: AsyncSession, execution_id: str, run: NodeRun) -> Response:
     outputs = await payload_store.payloads_by_run(session, [run.id])
+    if run.id not in outputs and await _kept_no_outputs(session, execution_id):
+        return _Unkept(_answer({}))
     return _answer(outputs.get(run.id) or {})
+
+
+async def _kept_no_outputs(session: AsyncSession, execution_id: str) -> bool:
+    """Whether the execution ended keeping no outputs (`saved_data` summary or none)."""
+    row = await executions.reload_or_none(session, execution_id)
+    return row is not None and row.saved_data in (SaveData.SUMMARY.value, SaveData.NONE.value)
 
 
 def _answer(outputs: PortItems) -> Response:
