@@ -113,6 +113,9 @@ class WebhookEndpoint:
         self.credentials = credentials
         self.timeout_s = timeout_s
         self.key_ttl_hours = key_ttl_hours
+        # Runs of this process whose keyed first request timed out: followed to their
+        # answer, which is kept for the key's repeats (`_follow`).
+        self._following: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
@@ -232,6 +235,8 @@ class WebhookEndpoint:
             answer = await self._answer(
                 started.execution_id, route, mode, streams[-1], False, started.handover
             )
+            if answer.status_code == 504 and key is not None and started.handover is not None:
+                self._follow(route, key, mode, started.execution_id, started.handover)
             return await self._keep(route, key, started.execution_id, answer)
         except StartConflict:
             return gone()  # the workflow was deleted since its route was read
@@ -301,6 +306,37 @@ class WebhookEndpoint:
         if known is None or known.answer is None:
             return None
         return _replay(known.execution_id, known.answer)
+
+    def _follow(
+        self, route: Route, key: str, mode: str, execution_id: str, handover: RunHandover
+    ) -> None:
+        """Keep following a run whose keyed first request timed out (504): its answer, in
+        this process's handover only when the run keeps no outputs, is kept for the key's
+        repeats once it comes."""
+        fanout = self.services.fanout
+        assert fanout is not None
+
+        async def follow() -> None:
+            try:
+                while True:
+                    stream = fanout.open(execution_id)
+                    try:
+                        answer = await self._answer(
+                            execution_id, route, mode, stream, True, handover
+                        )
+                    finally:
+                        fanout.close(stream)
+                    if answer.status_code != 504:
+                        await self._keep(route, key, execution_id, answer)
+                        return
+            except _Pruned:
+                return
+            except Exception:
+                logger.exception("keeping the answer of execution %s for its key", execution_id)
+
+        task = asyncio.create_task(follow(), name=f"webhook-answer-{execution_id}")
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
 
     async def _remember(self, route: Route, key: str | None, execution_id: str) -> None:
         if key is not None:

@@ -370,6 +370,39 @@ async def test_a_repeat_while_a_run_that_keeps_no_outputs_goes_on_gets_the_first
     assert await executions_of(database, workflow_id) == 1
 
 
+async def test_a_keyed_request_that_timed_out_leaves_the_answer_for_its_repeat(
+    database: Any, settings: Any, registry: Any, alice: Caller
+) -> None:
+    # The first request gets 504; its run, which keeps no outputs, ends later and only this
+    # process's handover holds its answer: it is kept for the key's repeats.
+    app = create_app(
+        settings.model_copy(update={"webhook_timeout_s": 0.2}), database=database, registry=registry
+    )
+    wait = node("wait", "Wait", "wait", parameters={"amount": 1, "unit": "seconds"})
+    hook = node("hook", "Hook", "webhook", parameters={"path": "late", "responseMode": "last_node"})
+    workflow_id = await create(
+        alice,
+        [hook, wait, FIVE],
+        [edge("hook", "wait"), edge("wait", "plus")],
+        settings={"saveDataOnSuccess": "none"},
+    )
+    assert (await activate(alice, workflow_id))["active"]
+    key = {"Idempotency-Key": "k6"}
+    async with serve(app) as url:
+        base = url.replace("ws://", "http://").removesuffix("/graphql")
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            first = await client.post("/webhook/late", json={}, headers=key)
+            assert first.status_code == 504, first.text
+
+            async def answered() -> httpx.Response | None:
+                again = await client.post("/webhook/late", json={}, headers=key)
+                return None if again.status_code == 504 else again
+
+            again = await until(answered, what="the repeat answered")
+    assert (again.status_code, again.json()) == (200, [{"n": 5}])
+    assert await executions_of(database, workflow_id) == 1
+
+
 async def test_a_failed_runs_answer_is_repeated_as_it_was_sent(
     http: httpx.AsyncClient, alice: Caller, database: Any
 ) -> None:
