@@ -226,8 +226,9 @@ class WebhookEndpoint:
                 except _Pruned:
                     # The run with this key was pruned since it was found: like a request
                     # coming a moment later, this one starts a run (the key is free again).
+                    pruned = started.execution_id
                     started = await start()
-                    await self._remember(route, key, started.execution_id)
+                    await self._remember(route, key, started.execution_id, replacing=pruned)
                     if not started.created:
                         return await self._answer_earlier(started.execution_id, route, mode, key)
             if not waits:
@@ -338,10 +339,17 @@ class WebhookEndpoint:
         self._following.add(task)
         task.add_done_callback(self._following.discard)
 
-    async def _remember(self, route: Route, key: str | None, execution_id: str) -> None:
+    async def _remember(
+        self, route: Route, key: str | None, execution_id: str, replacing: str | None = None
+    ) -> None:
         if key is not None:
             await idempotency.remember(
-                self.services.database, route.workflow_id, key, execution_id, self.key_ttl_hours
+                self.services.database,
+                route.workflow_id,
+                key,
+                execution_id,
+                self.key_ttl_hours,
+                replacing,
             )
 
     async def _keep(

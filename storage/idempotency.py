@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, update
+from sqlalchemy import and_, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
@@ -70,10 +70,16 @@ async def find(database: Database, workflow_id: str, key: str, ttl_hours: float)
 
 
 async def remember(
-    database: Database, workflow_id: str, key: str, execution_id: str, ttl_hours: float
+    database: Database,
+    workflow_id: str,
+    key: str,
+    execution_id: str,
+    ttl_hours: float,
+    replacing: str | None = None,
 ) -> None:
     """Record that the key started (or found) `execution_id`: a new row, or one that
-    replaces an expired row; a live row for the key stays as it is."""
+    replaces an expired row or the row of `replacing` (a run pruned before it answered);
+    another live row for the key stays as it is."""
     now = utcnow()
     insert = sqlite_insert if database.is_sqlite else pg_insert
     statement = insert(_TABLE).values(
@@ -88,7 +94,10 @@ async def remember(
             "headers": None,
             "body": None,
         },
-        where=_TABLE.c.created_at <= _cutoff(ttl_hours, now),
+        where=or_(
+            _TABLE.c.created_at <= _cutoff(ttl_hours, now),
+            _TABLE.c.execution_id == (replacing or execution_id),
+        ),
     )
     async with database.transaction() as session:
         await run_core(session, statement)

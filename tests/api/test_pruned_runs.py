@@ -232,6 +232,12 @@ async def test_a_repeat_of_an_expired_key_that_the_prune_overtakes_starts_anew(
     again = await http.post("/webhook/overtaken", json={}, headers=key)
     assert (again.status_code, again.json()) == (200, [{"n": 5}])
     assert await count(database, "executions") == 1  # the new run
+    # The key is the new run's: its repeat gets its answer and starts none.
+    monkeypatch.setattr(store, "find_started", find_started)
+    await prune_discarded(database)
+    third = await http.post("/webhook/overtaken", json={}, headers=key)
+    assert (third.status_code, third.json()) == (200, [{"n": 5}])
+    assert await count(database, "executions") == 0
 
 
 async def test_a_retry_whose_source_the_prune_deletes_meanwhile_is_not_found(
