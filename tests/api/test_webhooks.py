@@ -403,6 +403,30 @@ async def test_a_keyed_request_that_timed_out_leaves_the_answer_for_its_repeat(
     assert await executions_of(database, workflow_id) == 1
 
 
+async def test_deleting_the_workflow_deletes_its_idempotency_keys(
+    http: httpx.AsyncClient, alice: Caller, database: Any
+) -> None:
+    async def keys() -> int:
+        async with database.engine.connect() as connection:
+            found = await connection.execute(text("SELECT count(*) FROM webhook_idempotency_keys"))
+            return int(found.scalar_one())
+
+    kept = await hook_workflow(alice, {"path": "kept"})
+    gone = await hook_workflow(alice, {"path": "gone"})
+    for path in ("kept", "gone"):
+        response = await http.post(f"/webhook/{path}", json={}, headers={"Idempotency-Key": "k"})
+        assert response.status_code == 202, response.text
+    assert await keys() == 2
+    deactivated = await alice.gql(ACTIVATE, {"id": gone, "active": False})
+    assert deactivated["setWorkflowActive"]["__typename"] == "Workflow"
+    deleted = await alice.gql(
+        "mutation($id: ID!) { deleteWorkflow(id: $id) { __typename } }", {"id": gone}
+    )
+    assert deleted["deleteWorkflow"]["__typename"] == "Deleted", deleted
+    assert await keys() == 1
+    assert kept
+
+
 async def test_a_failed_runs_answer_is_repeated_as_it_was_sent(
     http: httpx.AsyncClient, alice: Caller, database: Any
 ) -> None:
