@@ -312,6 +312,7 @@ def create_app(
                     if services.secret_box is None
                     else DatabaseCredentials(database, services.secret_box),
                     settings.webhook_timeout_s,
+                    settings.idempotency_key_ttl_hours,
                 ),
                 methods=list(METHODS),
             ),

@@ -505,6 +505,14 @@ class Settings(BaseSettings):
         "LOOM_PRUNE_INTERVAL_S).",
         gt=0,
     )
+    idempotency_key_ttl_hours: float = Field(
+        default=24.0,
+        description="How long a webhook's Idempotency-Key is remembered after its first use "
+        "(hours): until then a repeat gets the first run's id or answer, even once the run is "
+        "deleted; after it, the key starts a new run. Expired keys are pruned with the "
+        "executions.",
+        gt=0,
+    )
     prune_batch_size: int = Field(
         default=50,
         description="Executions deleted per transaction by a prune: small enough that "
@@ -534,6 +542,7 @@ class Settings(BaseSettings):
             batch_size=self.prune_batch_size,
             none_after_s=self.prune_none_after_s,
             audit_max_age_hours=self.audit_max_age_hours,
+            idempotency_key_ttl_hours=self.idempotency_key_ttl_hours,
         )
 
     def code_limits(self) -> CodeLimits:

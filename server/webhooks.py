@@ -5,7 +5,9 @@ answer depends on the trigger's response mode: at once (202 with the execution i
 run ends (the items of the last node that produced data), or what a Respond to Webhook node
 says. Waiting uses the process's live events (in distributed mode they come from the workers
 through Redis) and reads the result from the database. An `Idempotency-Key` header answers
-with the first run for that key instead of starting another.
+with the first run for that key instead of starting another: its execution id, or the answer
+sent the first time, kept for `LOOM_IDEMPOTENCY_KEY_TTL_HOURS` (storage/idempotency.py) also
+when the run kept none of its data or was deleted since.
 
 Over 400 lines, but one cohesive thing: the webhook route, from request to answer.
 """
@@ -19,7 +21,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import orjson
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -34,16 +36,16 @@ from engine.lifecycle import ExecutionLifecycle
 from engine.node_type_policy import PolicySnapshot
 from engine.nodes.base import CredentialProvider, PortItems
 from engine.ports import StartConflict, StartRequest
+from engine.retention import SaveData
 from engine.states import ExecutionStatus
 from engine.validation import Problem
-from storage import executions, payload_store, payloads, webhooks
+from storage import executions, idempotency, payload_store, payloads, webhooks
 from storage.db import Database
 from storage.models import NodeRun
 from storage.webhooks import Route, RouteCache
 
 logger = logging.getLogger("loom.webhooks")
 
-T = TypeVar("T")
 MAX_IDEMPOTENCY_KEY = 200
 
 
@@ -54,6 +56,17 @@ class _TooLarge(Exception):
 class _Pruned(Exception):
     """The run a request waits for is no longer stored: it ended keeping none of its data
     and the pruner deleted it (`LOOM_PRUNE_NONE_AFTER_S` after its end)."""
+
+
+class _Unkept(Response):
+    """The end of a run whose answer the database does not hold: it kept no outputs
+    (`summary` or `none`), and the answer is in its waiter's handover (embedded mode) or,
+    for a repeat, in its key's record once the first request sends it. `fallback`: what the
+    database says, when neither can come."""
+
+    def __init__(self, fallback: Response) -> None:
+        super().__init__(status_code=500)
+        self.fallback = fallback
 
 
 class _TypeDisabled(Exception):
@@ -90,11 +103,19 @@ class WebhookEndpoint:
     """The ASGI endpoint for `/webhook/{path}`."""
 
     def __init__(
-        self, services: WebhookServices, credentials: CredentialProvider | None, timeout_s: float
+        self,
+        services: WebhookServices,
+        credentials: CredentialProvider | None,
+        timeout_s: float,
+        key_ttl_hours: float = 24.0,
     ) -> None:
         self.services = services
         self.credentials = credentials
         self.timeout_s = timeout_s
+        self.key_ttl_hours = key_ttl_hours
+        # Runs of this process whose keyed first request timed out: followed to their
+        # answer, which is kept for the key's repeats (`_follow`).
+        self._following: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
@@ -191,21 +212,33 @@ class WebhookEndpoint:
             listen=listen if waits else None,
         )
         try:
+            if key is not None:
+                known = await idempotency.find(
+                    self.services.database, route.workflow_id, key, self.key_ttl_hours
+                )
+                if known is not None:
+                    return await self._answer_known(known, route, mode, key)
             started = await start()
+            await self._remember(route, key, started.execution_id)
             if not started.created:
                 try:
-                    return await self._answer_earlier(started.execution_id, route, mode)
+                    return await self._answer_earlier(started.execution_id, route, mode, key)
                 except _Pruned:
                     # The run with this key was pruned since it was found: like a request
                     # coming a moment later, this one starts a run (the key is free again).
+                    pruned = started.execution_id
                     started = await start()
+                    await self._remember(route, key, started.execution_id, replacing=pruned)
                     if not started.created:
-                        return await self._answer_earlier(started.execution_id, route, mode)
+                        return await self._answer_earlier(started.execution_id, route, mode, key)
             if not waits:
                 return JSONResponse({"executionId": started.execution_id}, status_code=202)
-            return await self._answer(
+            answer = await self._answer(
                 started.execution_id, route, mode, streams[-1], False, started.handover
             )
+            if answer.status_code == 504 and key is not None and started.handover is not None:
+                self._follow(route, key, mode, started.execution_id, started.handover)
+            return await self._keep(route, key, started.execution_id, answer)
         except StartConflict:
             return gone()  # the workflow was deleted since its route was read
         except _Pruned:
@@ -230,17 +263,115 @@ class WebhookEndpoint:
             for stream in streams:
                 fanout.close(stream)
 
-    async def _answer_earlier(self, execution_id: str, route: Route, mode: str) -> Response:
+    async def _answer_known(
+        self, known: idempotency.KnownKey, route: Route, mode: str, key: str
+    ) -> Response:
+        """The answer for a key in use (storage/idempotency.py): the first run's id, the
+        answer sent the first time, or (none sent yet) the run's answer when it comes."""
+        if mode not in ANSWERING_MODES:
+            return JSONResponse({"executionId": known.execution_id}, status_code=202)
+        if known.answer is not None:
+            return _replay(known.execution_id, known.answer)
+        try:
+            return await self._answer_earlier(known.execution_id, route, mode, key)
+        except _Pruned:
+            # The first caller got no answer (it timed out or went away) and the run, which
+            # is gone now, kept none: the key stays in use until it expires.
+            return _error(
+                410,
+                "the run for this Idempotency-Key ended and is no longer stored",
+                executionId=known.execution_id,
+            )
+
+    async def _answer_earlier(
+        self, execution_id: str, route: Route, mode: str, key: str | None = None
+    ) -> Response:
         """The answer for a run started earlier with the same idempotency key."""
         if mode not in ANSWERING_MODES:
             return JSONResponse({"executionId": execution_id}, status_code=202)
         fanout = self.services.fanout
         assert fanout is not None
+        stored = None if key is None else partial(self._stored, route, key)
         stream = fanout.open(execution_id)
         try:
-            return await self._answer(execution_id, route, mode, stream, True, None)
+            answer = await self._answer(execution_id, route, mode, stream, True, None, stored)
         finally:
             fanout.close(stream)
+        return await self._keep(route, key, execution_id, answer)
+
+    async def _stored(self, route: Route, key: str) -> Response | None:
+        """The answer the first request for the key got, once it was sent."""
+        known = await idempotency.find(
+            self.services.database, route.workflow_id, key, self.key_ttl_hours
+        )
+        if known is None or known.answer is None:
+            return None
+        return _replay(known.execution_id, known.answer)
+
+    def _follow(
+        self, route: Route, key: str, mode: str, execution_id: str, handover: RunHandover
+    ) -> None:
+        """Keep following a run whose keyed first request timed out (504): its answer, in
+        this process's handover only when the run keeps no outputs, is kept for the key's
+        repeats once it comes."""
+        fanout = self.services.fanout
+        assert fanout is not None
+
+        async def follow() -> None:
+            try:
+                while True:
+                    stream = fanout.open(execution_id)
+                    try:
+                        answer = await self._answer(
+                            execution_id, route, mode, stream, True, handover
+                        )
+                    finally:
+                        fanout.close(stream)
+                    if answer.status_code != 504:
+                        await self._keep(route, key, execution_id, answer)
+                        return
+            except _Pruned:
+                return
+            except Exception:
+                logger.exception("keeping the answer of execution %s for its key", execution_id)
+
+        task = asyncio.create_task(follow(), name=f"webhook-answer-{execution_id}")
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
+
+    async def _remember(
+        self, route: Route, key: str | None, execution_id: str, replacing: str | None = None
+    ) -> None:
+        if key is not None:
+            await idempotency.remember(
+                self.services.database,
+                route.workflow_id,
+                key,
+                execution_id,
+                self.key_ttl_hours,
+                replacing,
+            )
+
+    async def _keep(
+        self, route: Route, key: str | None, execution_id: str, answer: Response
+    ) -> Response:
+        """Keep the answer a caller gets for a key's run, for its repeats; not a timeout's
+        (the run goes on and answers a repeat later)."""
+        if key is None or answer.status_code == 504:
+            return answer
+        headers = {
+            name: value for name, value in answer.headers.items() if name != "content-length"
+        }
+        await idempotency.record_answer(
+            self.services.database,
+            route.workflow_id,
+            key,
+            execution_id,
+            answer.status_code,
+            headers,
+            bytes(answer.body),
+        )
+        return answer
 
     async def _answer(
         self,
@@ -250,10 +381,13 @@ class WebhookEndpoint:
         stream: ExecutionStream,
         check_first: bool,
         handover: RunHandover | None,
+        stored: Callable[[], Awaitable[Response | None]] | None = None,
     ) -> Response:
         if mode == "last_node":
-            return await self._when_finished(execution_id, stream, check_first, handover)
-        return await self._when_responded(execution_id, route, stream, check_first, handover)
+            return await self._when_finished(execution_id, stream, check_first, handover, stored)
+        return await self._when_responded(
+            execution_id, route, stream, check_first, handover, stored
+        )
 
     async def _authenticate(
         self, request: Request, route: Route
@@ -299,6 +433,7 @@ class WebhookEndpoint:
         stream: ExecutionStream,
         check_first: bool,
         handover: RunHandover | None,
+        stored: Callable[[], Awaitable[Response | None]] | None,
     ) -> Response:
         async def finished(session: AsyncSession) -> Response | None:
             ended = await executions.outcome(session, execution_id)
@@ -310,7 +445,10 @@ class WebhookEndpoint:
             if status != ExecutionStatus.SUCCEEDED.value:
                 return _run_failed(execution_id, status, error)
             found = await payload_store.execution_payloads(session, [execution_id], payloads.OUTPUT)
-            return JSONResponse(found.get(execution_id, legacy_output) or [])
+            output = found.get(execution_id, legacy_output)
+            if output is None and await _kept_no_outputs(session, execution_id):
+                return _Unkept(JSONResponse([]))
+            return JSONResponse(output or [])
 
         def handed() -> Response | None:
             assert handover is not None
@@ -323,7 +461,13 @@ class WebhookEndpoint:
             return JSONResponse(handover.output or [])
 
         return await self._wait(
-            execution_id, finished, stream, check_first, _finishing, handed if handover else None
+            execution_id,
+            finished,
+            stream,
+            check_first,
+            _finishing,
+            handed if handover else None,
+            stored,
         )
 
     async def _when_responded(
@@ -333,6 +477,7 @@ class WebhookEndpoint:
         stream: ExecutionStream,
         check_first: bool,
         handover: RunHandover | None,
+        stored: Callable[[], Awaitable[Response | None]] | None,
     ) -> Response:
         async def responded(session: AsyncSession) -> Response | None:
             runs = (await executions.node_runs(session, [execution_id])).get(execution_id, [])
@@ -342,7 +487,7 @@ class WebhookEndpoint:
                 if run.node_id in route.respond_node_ids and run.status == "SUCCEEDED"
             ]
             if answered:
-                return await _respond_with(session, answered[0])
+                return await _respond_with(session, execution_id, answered[0])
             row = await executions.reload_or_none(session, execution_id)
             if row is None:
                 raise _Pruned
@@ -370,23 +515,33 @@ class WebhookEndpoint:
             return _finishing(item)
 
         return await self._wait(
-            execution_id, responded, stream, check_first, answering, handed if handover else None
+            execution_id,
+            responded,
+            stream,
+            check_first,
+            answering,
+            handed if handover else None,
+            stored,
         )
 
     async def _wait(
         self,
         execution_id: str,
-        check: Callable[[AsyncSession], Awaitable[T | None]],
+        check: Callable[[AsyncSession], Awaitable[Response | None]],
         stream: ExecutionStream,
         check_first: bool,
         answering: Callable[[Any], bool],
-        handed: Callable[[], T | None] | None = None,
-    ) -> T | Response:
+        handed: Callable[[], Response | None] | None = None,
+        stored: Callable[[], Awaitable[Response | None]] | None = None,
+    ) -> Response:
         """`check` the database when a live event of the execution may bring the answer
         (`answering` tells those events), when the stream cannot be trusted (woken,
         overflowed), and after a second without events, until it answers or the webhook
         times out. A run of this process hands its answer over in memory (`handed`): it is
-        taken once an answering event, published only after its commit, says it is there."""
+        taken once an answering event, published only after its commit, says it is there,
+        or once the database says the run ended without keeping it (`_Unkept`). A repeat
+        by an Idempotency-Key takes the answer the first request got (`stored`) as soon as
+        it was sent; the end of a run that kept no outputs is no answer for it."""
         loop_time = asyncio.get_running_loop().time
         deadline = loop_time() + self.timeout_s
         due = check_first
@@ -397,8 +552,16 @@ class WebhookEndpoint:
                 answer = handed() if handed is not None and announced else None
                 if answer is not None:
                     return answer
+                if stored is not None and (answer := await stored()) is not None:
+                    return answer
                 async with self.services.database.session() as session:
                     answer = await check(session)
+                if isinstance(answer, _Unkept):
+                    # The end is committed: a handover of this process holds the answer.
+                    taken = handed() if handed is not None else None
+                    if taken is not None:
+                        return taken
+                    answer = answer.fallback if stored is None else None
                 if answer is not None:
                     return answer
             remaining = deadline - loop_time()
@@ -432,6 +595,18 @@ def _run_failed(execution_id: str, status: str, error: dict[str, Any] | None) ->
     )
 
 
+def _replay(execution_id: str, answer: idempotency.StoredAnswer) -> Response:
+    """The answer the first caller for a key got, as it was sent."""
+    if answer.body is None:
+        return _error(
+            500,
+            "the answer to the first request for this Idempotency-Key was larger than "
+            f"{idempotency.MAX_STORED_ANSWER_BYTES} bytes and was not kept",
+            executionId=execution_id,
+        )
+    return Response(answer.body, status_code=answer.status_code, headers=answer.headers)
+
+
 def _event_type(item: Any) -> str:
     """The type of a live event as the stream holds it (an engine or GraphQL event)."""
     kind = getattr(item, "type", None)
@@ -451,9 +626,17 @@ def _succeeded_silently(execution_id: str) -> JSONResponse:
     )
 
 
-async def _respond_with(session: AsyncSession, run: NodeRun) -> Response:
+async def _respond_with(session: AsyncSession, execution_id: str, run: NodeRun) -> Response:
     outputs = await payload_store.payloads_by_run(session, [run.id])
+    if run.id not in outputs and await _kept_no_outputs(session, execution_id):
+        return _Unkept(_answer({}))
     return _answer(outputs.get(run.id) or {})
+
+
+async def _kept_no_outputs(session: AsyncSession, execution_id: str) -> bool:
+    """Whether the execution ended keeping no outputs (`saved_data` summary or none)."""
+    row = await executions.reload_or_none(session, execution_id)
+    return row is not None and row.saved_data in (SaveData.SUMMARY.value, SaveData.NONE.value)
 
 
 def _answer(outputs: PortItems) -> Response:

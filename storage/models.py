@@ -718,3 +718,25 @@ class AuditEvent(SQLModel, table=True):
         Index("ix_audit_events_actor", "actor_id", "occurred_at", "id"),
         Index("ix_audit_events_action", "action", "occurred_at", "id"),
     )
+
+
+class WebhookIdempotencyKey(SQLModel, table=True):
+    """A webhook's `Idempotency-Key`: the run it started and, once sent, the answer the
+    caller got (storage/idempotency.py). It outlives the execution (a run that kept none of
+    its data is deleted a minute after its end; senders retry for hours) until
+    `LOOM_IDEMPOTENCY_KEY_TTL_HOURS` after it was first used, when the pruner deletes it.
+    No foreign keys: the execution and the workflow may be deleted before it."""
+
+    __tablename__ = "webhook_idempotency_keys"
+
+    workflow_id: str = Field(sa_column=Column(String(36), primary_key=True))
+    key: str = Field(sa_column=Column(String(255), primary_key=True))
+    execution_id: str = Field(sa_column=Column(String(36), nullable=False))
+    created_at: datetime = _created_at()
+    # The answer sent (answering response modes): None until then.
+    status_code: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    headers: dict[str, str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # None with a status code: the body was larger than the stored answer's cap.
+    body: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+    __table_args__ = (Index("ix_webhook_idempotency_keys_created", "created_at"),)

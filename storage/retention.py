@@ -68,6 +68,7 @@ from storage.models import (
     NodeRunPayload,
     PruneRun,
     ScheduleTick,
+    WebhookIdempotencyKey,
     Workflow,
 )
 from storage.types import utcnow
@@ -79,6 +80,7 @@ _WORKFLOWS: Table = Workflow.__table__  # type: ignore[attr-defined]
 _PRUNE_RUNS: Table = PruneRun.__table__  # type: ignore[attr-defined]
 _TICKS: Table = ScheduleTick.__table__  # type: ignore[attr-defined]
 _AUDIT: Table = AuditEvent.__table__  # type: ignore[attr-defined]
+_KEYS: Table = WebhookIdempotencyKey.__table__  # type: ignore[attr-defined]
 # Audit records deleted per transaction: small rows, no children.
 _AUDIT_BATCH = 1000
 # Schedule ticks kept (`_prune_ticks`).
@@ -140,6 +142,9 @@ class RetentionPolicy:
     none_after_s: float = 60.0
     # Audit log records older than this are deleted by every full prune (storage/audit.py).
     audit_max_age_hours: float | None = None
+    # Webhook idempotency keys are deleted this long after their first use (every full
+    # prune; storage/idempotency.py).
+    idempotency_key_ttl_hours: float = 24.0
 
     def with_workflow(self, settings: Mapping[str, Any]) -> RetentionPolicy:
         """This policy as a workflow's settings change it for its own executions."""
@@ -156,6 +161,7 @@ class RetentionPolicy:
             pause_s=self.pause_s,
             none_after_s=self.none_after_s,
             audit_max_age_hours=self.audit_max_age_hours,
+            idempotency_key_ttl_hours=self.idempotency_key_ttl_hours,
         )
 
 
@@ -407,6 +413,22 @@ class _SqliteFile:
             raise
         return deleted
 
+    async def write(self, statement: Delete) -> int:
+        """Run `statement` in a transaction of its own, in this process's turn; its rows."""
+        async with self._database.write_turn():
+            return await self._call(self._write, statement)
+
+    def _write(self, statement: Delete) -> int:
+        connection = self._open()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            count = _run_sqlite(connection, statement).rowcount
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return int(count)
+
     async def vacuum(self) -> int:
         """Give the pages that pruning freed back to the file system, `_VACUUM_PAGES` at a
         time, each step a write of its own in this process's turn. Returns pages freed."""
@@ -602,6 +624,10 @@ async def prune(
                 before = (now or started_at) - timedelta(hours=policy.audit_max_age_hours)
                 if audited := await _count_audit(database, before):
                     tally.rows[_AUDIT.name] = audited
+            if not only_discarded:
+                before = (now or started_at) - timedelta(hours=policy.idempotency_key_ttl_hours)
+                if expired := await _count_keys(read, before):
+                    tally.rows[_KEYS.name] = expired
             return PruneRecord(started_at, utcnow(), len(found), tally.rows)
         for condition in conditions:
             query = (
@@ -643,6 +669,9 @@ async def prune(
                 before = (now or started_at) - timedelta(hours=policy.audit_max_age_hours)
                 if audited := await _prune_audit(database, before, policy):
                     tally.rows[_AUDIT.name] = audited
+            before = (now or started_at) - timedelta(hours=policy.idempotency_key_ttl_hours)
+            if expired := await _prune_keys(database, file, before, policy):
+                tally.rows[_KEYS.name] = expired
         record = PruneRecord(started_at, utcnow(), tally.rows["executions"], tally.rows)
         if only_discarded and not record.executions_deleted:
             return record
@@ -697,6 +726,71 @@ async def _prune_audit(database: Database, before: datetime, policy: RetentionPo
     if deleted:
         logger.info("pruned %d audit log records", deleted)
     return deleted
+
+
+async def _count_keys(read: _Read, before: datetime) -> int:
+    """How many webhook idempotency keys `_prune_keys` would delete (a dry run)."""
+    rows = await read(select(func.count()).select_from(_KEYS).where(_KEYS.c.created_at < before))
+    return int(rows[0][0])
+
+
+async def _prune_keys(
+    database: Database, file: _SqliteFile | None, before: datetime, policy: RetentionPolicy
+) -> int:
+    """Delete the webhook idempotency keys first used before `before` (expired,
+    storage/idempotency.py), oldest first, `batch_size` a transaction, each batch after the
+    last one; SQLite's on the prune's thread like the executions'. How many."""
+    query = (
+        select(_KEYS.c.created_at, _KEYS.c.workflow_id, _KEYS.c.key)
+        .where(_KEYS.c.created_at < before)
+        .order_by(_KEYS.c.created_at, _KEYS.c.workflow_id, _KEYS.c.key)
+        .limit(policy.batch_size)
+    )
+    after = query
+    deleted = 0
+    while True:
+        if file is not None:
+            rows = await file.read(after)
+            for chunk in _key_chunks(rows):
+                deleted += await file.write(_delete_keys(chunk, before))
+        else:
+            async with database.transaction() as session:
+                locked = after.with_for_update(skip_locked=True)
+                rows = list((await run_core(session, locked)).all())
+                for chunk in _key_chunks(rows):
+                    deleted += (await run_core(session, _delete_keys(chunk, before))).rowcount
+        if len(rows) < policy.batch_size:
+            break
+        last_at, last_workflow, last_key = rows[-1]
+        after = query.where(
+            or_(
+                _KEYS.c.created_at > last_at,
+                and_(
+                    _KEYS.c.created_at == last_at,
+                    or_(
+                        _KEYS.c.workflow_id > last_workflow,
+                        and_(_KEYS.c.workflow_id == last_workflow, _KEYS.c.key > last_key),
+                    ),
+                ),
+            )
+        )
+        await asyncio.sleep(policy.pause_s)
+    if deleted:
+        logger.info("pruned %d webhook idempotency keys", deleted)
+    return deleted
+
+
+def _key_chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
+    for start in range(0, len(rows), _CHUNK // 2):
+        yield rows[start : start + _CHUNK // 2]
+
+
+def _delete_keys(rows: list[tuple[Any, ...]], before: datetime) -> Delete:
+    """Delete these keys, if still expired (a key used again since is kept)."""
+    return delete(_KEYS).where(
+        _KEYS.c.created_at < before,
+        or_(*(and_(_KEYS.c.workflow_id == row[1], _KEYS.c.key == row[2]) for row in rows)),
+    )
 
 
 async def _record(database: Database, record: PruneRecord) -> None:

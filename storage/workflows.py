@@ -22,7 +22,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.db import run_core
 from storage.errors import NotFoundError, VersionConflictError
-from storage.models import Workflow, WorkflowTag, WorkflowVersion, new_id
+from storage.models import (
+    WebhookIdempotencyKey,
+    Workflow,
+    WorkflowTag,
+    WorkflowVersion,
+    new_id,
+)
 from storage.paging import newest_first
 from storage.types import UTCDateTime, storable, utcnow
 
@@ -296,6 +302,10 @@ async def delete_workflow(
     )
     if result.rowcount == 0:
         raise NotFoundError("workflow", workflow_id)
+    # Its webhook idempotency keys (and the answers they keep) name it without a foreign key.
+    await session.exec(
+        delete(WebhookIdempotencyKey).where(col(WebhookIdempotencyKey.workflow_id) == workflow_id)
+    )
 
 
 async def ensure_snapshot(

@@ -24,6 +24,7 @@ from storage.models import (
     NodeTypePolicy,
     NodeTypePolicyChange,
     User,
+    WebhookIdempotencyKey,
     Workflow,
     Workspace,
 )
@@ -130,6 +131,11 @@ async def delete_workspace(session: AsyncSession, workspace_id: str) -> None:
     # Node type policies name their workspace without a foreign key (server-wide ones: "*").
     for policy in (NodeTypePolicy, NodeTypePolicyChange):
         await session.exec(delete(policy).where(col(policy.scope) == workspace_id))
+    # Webhook idempotency keys (and the answers they keep) name their workflow without one.
+    workflows = select(Workflow.id).where(Workflow.workspace_id == workspace_id)
+    await session.exec(
+        delete(WebhookIdempotencyKey).where(col(WebhookIdempotencyKey.workflow_id).in_(workflows))
+    )
     await session.exec(delete(Workspace).where(col(Workspace.id) == workspace_id))
     await session.flush()
 

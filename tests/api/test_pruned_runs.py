@@ -1,7 +1,9 @@
 """Runs that keep none of their data (issue 17, "What is kept"): a live subscriber sees their
 end; once the pruner has deleted them (`LOOM_PRUNE_NONE_AFTER_S` after the end), a
 subscriber, a cancel, a retry and a webhook's repeat get a clean answer (NOT_FOUND, or the
-webhook's normal one), never a 500, also when the prune lands in the middle of them."""
+webhook's normal one), never a 500, also when the prune lands in the middle of them. A
+webhook's repeat by its Idempotency-Key gets the first run's answer from the key's row
+(storage/idempotency.py) until the key expires, and only then starts a new run."""
 
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from typing import Any
 import httpx
 import pytest
 from gql.transport.exceptions import TransportQueryError
+from sqlmodel import update
 
 from storage.db import Database
+from storage.models import WebhookIdempotencyKey
 from storage.retention import PruneRecord, RetentionPolicy, prune
 from storage.types import utcnow
 from tests.api.test_executions import create, execute
@@ -113,9 +117,11 @@ async def test_a_live_subscriber_of_a_webhook_run_that_keeps_nothing_sees_its_en
         await asyncio.wait_for(collect(ws_url, alice.token, execution_id), 20)
     assert failure.value.errors is not None
     assert failure.value.errors[0]["extensions"]["code"] == "NOT_FOUND"
+    # The key outlives the run: the repeat gets the first run's id, and starts none.
     again = await http.post("/webhook/kept-nothing", json={}, headers=key)
     assert again.status_code == 202, again.text
-    assert again.json()["executionId"] != execution_id
+    assert again.json()["executionId"] == execution_id
+    assert await count(database, "executions") == 0
 
 
 async def test_a_cancel_that_the_prune_overtakes_is_not_found(
@@ -136,29 +142,81 @@ async def test_a_cancel_that_the_prune_overtakes_is_not_found(
     assert cancelled == {"__typename": "NotFoundError", "id": execution_id}
 
 
-async def test_a_webhook_repeat_that_the_prune_overtakes_starts_anew(
-    app: Any,
-    http: httpx.AsyncClient,
-    alice: Caller,
-    database: Database,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def count(database: Database, table: str) -> int:
+    async with database.engine.connect() as connection:
+        found = await connection.exec_driver_sql(f"SELECT count(*) FROM {table}")
+        return int(found.scalar_one())
+
+
+async def expire_keys(database: Database) -> None:
+    """Backdate the webhook idempotency keys past `LOOM_IDEMPOTENCY_KEY_TTL_HOURS` (24)."""
+    async with database.transaction() as session:
+        await session.exec(  # type: ignore[call-overload]
+            update(WebhookIdempotencyKey).values(created_at=utcnow() - timedelta(hours=25))
+        )
+
+
+def answering_hook(path: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     answer = node(
         "plus",
         "Plus",
         "set",
         parameters={"fields": [{"name": "n", "value": "{{ 5 }}"}], "include": "only_set"},
     )
-    hook = node(
-        "hook", "Hook", "webhook", parameters={"path": "answer", "responseMode": "last_node"}
-    )
-    workflow_id = await create(
-        alice, [hook, answer], [edge("hook", "plus")], settings={"saveDataOnSuccess": "none"}
-    )
+    hook = node("hook", "Hook", "webhook", parameters={"path": path, "responseMode": "last_node"})
+    return [hook, answer], [edge("hook", "plus")]
+
+
+async def test_a_webhook_repeat_after_the_prune_gets_the_first_answer_from_its_key(
+    http: httpx.AsyncClient, alice: Caller, database: Database
+) -> None:
+    nodes, edges = answering_hook("answer")
+    workflow_id = await create(alice, nodes, edges, settings={"saveDataOnSuccess": "none"})
     assert await activate(alice, workflow_id) == {"__typename": "Workflow", "active": True}
     key = {"Idempotency-Key": "answer-1"}
     first = await http.post("/webhook/answer", json={}, headers=key)
     assert (first.status_code, first.json()) == (200, [{"n": 5}])
+    assert (await prune_discarded(database)).executions_deleted == 1
+    again = await http.post("/webhook/answer", json={}, headers=key)
+    assert (again.status_code, again.json()) == (200, [{"n": 5}])
+    assert await count(database, "executions") == 0
+
+
+async def test_an_expired_key_of_a_pruned_run_starts_a_new_run(
+    http: httpx.AsyncClient, alice: Caller, database: Database
+) -> None:
+    hook = node("hook", "Hook", "webhook", parameters={"path": "late"})
+    workflow_id = await create(alice, [hook], [], settings={"saveDataOnSuccess": "none"})
+    assert await activate(alice, workflow_id) == {"__typename": "Workflow", "active": True}
+    key = {"Idempotency-Key": "late-1"}
+    first = (await http.post("/webhook/late", json={}, headers=key)).json()["executionId"]
+    await until(lambda: ended(alice, first), what="the run ended")
+    assert (await prune_discarded(database)).executions_deleted == 1
+    await expire_keys(database)
+    again = await http.post("/webhook/late", json={}, headers=key)
+    assert again.status_code == 202, again.text
+    second = again.json()["executionId"]
+    assert second != first
+    # The key is the new run's now, for the next TTL.
+    repeat = await http.post("/webhook/late", json={}, headers=key)
+    assert repeat.json()["executionId"] == second
+
+
+async def test_a_repeat_of_an_expired_key_that_the_prune_overtakes_starts_anew(
+    app: Any,
+    http: httpx.AsyncClient,
+    alice: Caller,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nodes, edges = answering_hook("overtaken")
+    workflow_id = await create(alice, nodes, edges, settings={"saveDataOnSuccess": "none"})
+    assert await activate(alice, workflow_id) == {"__typename": "Workflow", "active": True}
+    key = {"Idempotency-Key": "answer-2"}
+    first = await http.post("/webhook/overtaken", json={}, headers=key)
+    assert (first.status_code, first.json()) == (200, [{"n": 5}])
+    # The key expired while the run is still stored: the executions' unique key finds it.
+    await expire_keys(database)
     store = app.state.services.lifecycle.store
     find_started = store.find_started
 
@@ -171,8 +229,15 @@ async def test_a_webhook_repeat_that_the_prune_overtakes_starts_anew(
         return found
 
     monkeypatch.setattr(store, "find_started", pruned_after_found)
-    again = await http.post("/webhook/answer", json={}, headers=key)
+    again = await http.post("/webhook/overtaken", json={}, headers=key)
     assert (again.status_code, again.json()) == (200, [{"n": 5}])
+    assert await count(database, "executions") == 1  # the new run
+    # The key is the new run's: its repeat gets its answer and starts none.
+    monkeypatch.setattr(store, "find_started", find_started)
+    await prune_discarded(database)
+    third = await http.post("/webhook/overtaken", json={}, headers=key)
+    assert (third.status_code, third.json()) == (200, [{"n": 5}])
+    assert await count(database, "executions") == 0
 
 
 async def test_a_retry_whose_source_the_prune_deletes_meanwhile_is_not_found(

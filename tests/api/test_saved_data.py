@@ -227,14 +227,15 @@ async def test_server_defaults_apply_to_production_runs(
     assert (found["node_run_payloads"], found["execution_payloads"]) == (0, 0)
 
 
-async def test_an_idempotency_key_lives_as_long_as_its_execution(
+async def test_an_idempotency_key_outlives_its_execution_until_it_expires(
     http: httpx.AsyncClient,  # noqa: F811 (fixture)
     alice: Caller,
     database: Database,
 ) -> None:
     # Successful runs keep nothing (the fixture's server-wide default): the repeat after the
-    # run ended, within the grace period, answers with the first run; once the run is
-    # pruned, the key is gone with it (docs/api.md).
+    # run ended, within the grace period and once the run is pruned, answers with the first
+    # run; once the key expired (LOOM_IDEMPOTENCY_KEY_TTL_HOURS) it starts a new run
+    # (docs/api.md).
     await hook_workflow(alice, {"path": "once"})
     key = {"Idempotency-Key": "k-1"}
     first = (await http.post("/webhook/once", json={"n": 1}, headers=key)).json()
@@ -246,7 +247,14 @@ async def test_an_idempotency_key_lives_as_long_as_its_execution(
     pruned = await prune(database, RetentionPolicy(), only_discarded=True, now=later)
     assert pruned is not None and pruned.executions_deleted == 1
     third = await http.post("/webhook/once", json={"n": 3}, headers=key)
-    assert third.json()["executionId"] != first["executionId"]
+    assert third.json()["executionId"] == first["executionId"]
+    # A day later the full prune deletes the key: the same key starts a new run.
+    day_later = utcnow() + timedelta(hours=25)
+    expired = await prune(database, RetentionPolicy(), now=day_later)
+    assert expired is not None and expired.rows_deleted["webhook_idempotency_keys"] == 1
+    fourth = await http.post("/webhook/once", json={"n": 4}, headers=key)
+    assert fourth.status_code == 202, fourth.text
+    assert fourth.json()["executionId"] != first["executionId"]
 
 
 async def ended_with(database: Database, saved_data: str) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from engine.nodes.webhook import webhook_path
 from server.app import create_app
@@ -17,6 +18,7 @@ from tests.api.test_executions import create
 from tests.conftest import Caller
 from tests.factories import edge, node
 from tests.live import serve
+from tests.polling import until
 from tests.teams import (
     MOVE,
     add_member,
@@ -267,6 +269,206 @@ async def test_an_idempotency_key_answers_with_the_first_run(
     other = await http.post("/webhook/once", json={"n": 3}, headers={"Idempotency-Key": "k-2"})
     assert first.json()["executionId"] == again.json()["executionId"]
     assert other.json()["executionId"] != first.json()["executionId"]
+
+
+async def executions_of(database: Any, workflow_id: str) -> int:
+    async with database.engine.connect() as connection:
+        found = await connection.execute(
+            text("SELECT count(*) FROM executions WHERE workflow_id = :id"), {"id": workflow_id}
+        )
+        return int(found.scalar_one())
+
+
+FIVE = node(
+    "plus",
+    "Plus",
+    "set",
+    parameters={"fields": [{"name": "n", "value": "{{ 5 }}"}], "include": "only_set"},
+)
+
+
+@pytest.mark.parametrize("kept", ["none", "summary"])
+async def test_a_repeat_of_a_run_that_kept_no_outputs_gets_the_first_answer(
+    http: httpx.AsyncClient, alice: Caller, database: Any, kept: str
+) -> None:
+    # Issue 17 review: the outputs were not stored, the repeat answered `[]`.
+    hook = node("hook", "Hook", "webhook", parameters={"path": "rep", "responseMode": "last_node"})
+    workflow_id = await create(
+        alice, [hook, FIVE], [edge("hook", "plus")], settings={"saveDataOnSuccess": kept}
+    )
+    assert (await activate(alice, workflow_id))["active"]
+    key = {"Idempotency-Key": "k1"}
+    first = await http.post("/webhook/rep", json={}, headers=key)
+    again = await http.post("/webhook/rep", json={"other": 1}, headers=key)
+    assert (first.status_code, first.json()) == (200, [{"n": 5}])
+    assert (again.status_code, again.json()) == (200, [{"n": 5}])
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert await executions_of(database, workflow_id) == 1
+
+
+@pytest.mark.parametrize("kept", ["none", "summary"])
+async def test_a_repeat_of_a_respond_node_run_that_kept_no_outputs_gets_its_status_and_headers(
+    http: httpx.AsyncClient, alice: Caller, database: Any, kept: str
+) -> None:
+    # Issue 17 review: the repeat answered `200 null`, the status and headers lost.
+    respond = node(
+        "answer",
+        "Answer",
+        "respond_to_webhook",
+        parameters={"status": 201, "headers": [{"name": "X-Order", "value": "7"}], "body": "ok"},
+    )
+    hook = node(
+        "hook", "Hook", "webhook", parameters={"path": "rep2", "responseMode": "respond_node"}
+    )
+    workflow_id = await create(
+        alice, [hook, respond], [edge("hook", "answer")], settings={"saveDataOnSuccess": kept}
+    )
+    assert (await activate(alice, workflow_id))["active"]
+    key = {"Idempotency-Key": "k2"}
+    first = await http.post("/webhook/rep2", json={}, headers=key)
+    again = await http.post("/webhook/rep2", json={}, headers=key)
+    assert (first.status_code, first.text, first.headers["x-order"]) == (201, "ok", "7")
+    assert (again.status_code, again.text, again.headers["x-order"]) == (201, "ok", "7")
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert await executions_of(database, workflow_id) == 1
+
+
+@pytest.mark.parametrize("mode", ["last_node", "respond_node"])
+async def test_a_repeat_while_a_run_that_keeps_no_outputs_goes_on_gets_the_first_answer(
+    http: httpx.AsyncClient, alice: Caller, database: Any, mode: str
+) -> None:
+    # The repeat waits for the run; its end in the database holds no answer (the run kept
+    # none): the repeat takes the one the first request got, once that was sent.
+    wait = node("wait", "Wait", "wait", parameters={"amount": 0.3, "unit": "seconds"})
+    respond = node(
+        "answer",
+        "Answer",
+        "respond_to_webhook",
+        parameters={"status": 201, "headers": [{"name": "X-Order", "value": "7"}], "body": "ok"},
+    )
+    last = FIVE if mode == "last_node" else respond
+    hook = node("hook", "Hook", "webhook", parameters={"path": "slow", "responseMode": mode})
+    workflow_id = await create(
+        alice,
+        [hook, wait, last],
+        [edge("hook", "wait"), edge("wait", last["id"])],
+        settings={"saveDataOnSuccess": "none"},
+    )
+    assert (await activate(alice, workflow_id))["active"]
+    key = {"Idempotency-Key": "k5"}
+    first_task = asyncio.create_task(http.post("/webhook/slow", json={}, headers=key))
+
+    async def started() -> bool:
+        return await executions_of(database, workflow_id) == 1
+
+    await until(started, what="the first run started")
+    again = await http.post("/webhook/slow", json={}, headers=key)
+    first = await first_task
+    assert first.status_code in (200, 201), first.text
+    assert (again.status_code, again.content) == (first.status_code, first.content)
+    assert again.headers.get("x-order") == first.headers.get("x-order")
+    assert await executions_of(database, workflow_id) == 1
+
+
+async def test_a_keyed_request_that_timed_out_leaves_the_answer_for_its_repeat(
+    database: Any, settings: Any, registry: Any, alice: Caller
+) -> None:
+    # The first request gets 504; its run, which keeps no outputs, ends later and only this
+    # process's handover holds its answer: it is kept for the key's repeats.
+    app = create_app(
+        settings.model_copy(update={"webhook_timeout_s": 0.2}), database=database, registry=registry
+    )
+    wait = node("wait", "Wait", "wait", parameters={"amount": 1, "unit": "seconds"})
+    hook = node("hook", "Hook", "webhook", parameters={"path": "late", "responseMode": "last_node"})
+    workflow_id = await create(
+        alice,
+        [hook, wait, FIVE],
+        [edge("hook", "wait"), edge("wait", "plus")],
+        settings={"saveDataOnSuccess": "none"},
+    )
+    assert (await activate(alice, workflow_id))["active"]
+    key = {"Idempotency-Key": "k6"}
+    async with serve(app) as url:
+        base = url.replace("ws://", "http://").removesuffix("/graphql")
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            first = await client.post("/webhook/late", json={}, headers=key)
+            assert first.status_code == 504, first.text
+
+            async def answered() -> httpx.Response | None:
+                again = await client.post("/webhook/late", json={}, headers=key)
+                return None if again.status_code == 504 else again
+
+            again = await until(answered, what="the repeat answered")
+    assert (again.status_code, again.json()) == (200, [{"n": 5}])
+    assert await executions_of(database, workflow_id) == 1
+
+
+async def test_deleting_the_workflow_deletes_its_idempotency_keys(
+    http: httpx.AsyncClient, alice: Caller, database: Any
+) -> None:
+    async def keys() -> int:
+        async with database.engine.connect() as connection:
+            found = await connection.execute(text("SELECT count(*) FROM webhook_idempotency_keys"))
+            return int(found.scalar_one())
+
+    kept = await hook_workflow(alice, {"path": "kept"})
+    gone = await hook_workflow(alice, {"path": "gone"})
+    for path in ("kept", "gone"):
+        response = await http.post(f"/webhook/{path}", json={}, headers={"Idempotency-Key": "k"})
+        assert response.status_code == 202, response.text
+    assert await keys() == 2
+    deactivated = await alice.gql(ACTIVATE, {"id": gone, "active": False})
+    assert deactivated["setWorkflowActive"]["__typename"] == "Workflow"
+    deleted = await alice.gql(
+        "mutation($id: ID!) { deleteWorkflow(id: $id) { __typename } }", {"id": gone}
+    )
+    assert deleted["deleteWorkflow"]["__typename"] == "Deleted", deleted
+    assert await keys() == 1
+    assert kept
+
+
+async def test_a_failed_runs_answer_is_repeated_as_it_was_sent(
+    http: httpx.AsyncClient, alice: Caller, database: Any
+) -> None:
+    failing = node(
+        "boom", "Boom", "set", parameters={"fields": [{"name": "n", "value": "{{ 1 / 0 }}"}]}
+    )
+    hook = node(
+        "hook", "Hook", "webhook", parameters={"path": "fails", "responseMode": "last_node"}
+    )
+    workflow_id = await create(
+        alice, [hook, failing], [edge("hook", "boom")], settings={"saveDataOnError": "none"}
+    )
+    assert (await activate(alice, workflow_id))["active"]
+    key = {"Idempotency-Key": "k3"}
+    first = await http.post("/webhook/fails", json={}, headers=key)
+    again = await http.post("/webhook/fails", json={}, headers=key)
+    assert first.status_code == 500, first.text
+    assert (again.status_code, again.json()) == (500, first.json())
+    assert await executions_of(database, workflow_id) == 1
+
+
+async def test_an_answer_over_the_kept_size_is_remembered_as_too_large(
+    http: httpx.AsyncClient, alice: Caller, database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage import idempotency
+
+    monkeypatch.setattr(idempotency, "MAX_STORED_ANSWER_BYTES", 5)
+    hook = node("hook", "Hook", "webhook", parameters={"path": "big", "responseMode": "last_node"})
+    workflow_id = await create(
+        alice, [hook, FIVE], [edge("hook", "plus")], settings={"saveDataOnSuccess": "none"}
+    )
+    assert (await activate(alice, workflow_id))["active"]
+    key = {"Idempotency-Key": "k4"}
+    first = await http.post("/webhook/big", json={}, headers=key)
+    again = await http.post("/webhook/big", json={}, headers=key)
+    assert (first.status_code, first.json()) == (200, [{"n": 5}])
+    assert again.status_code == 500
+    assert again.json()["error"] == (
+        "the answer to the first request for this Idempotency-Key was larger than 5 bytes "
+        "and was not kept"
+    )
+    assert await executions_of(database, workflow_id) == 1
 
 
 async def test_bodies_over_the_limit_get_413(http: httpx.AsyncClient, alice: Caller) -> None:

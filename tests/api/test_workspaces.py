@@ -11,7 +11,14 @@ from sqlmodel import col, select, update
 
 from storage import executions, workflows, workspaces
 from storage.db import Database
-from storage.models import Execution, Membership, NodeTypePolicy, NodeTypePolicyChange, Workflow
+from storage.models import (
+    Execution,
+    Membership,
+    NodeTypePolicy,
+    NodeTypePolicyChange,
+    WebhookIdempotencyKey,
+    Workflow,
+)
 from tests.api.test_node_type_policies import SET_ENABLED
 from tests.api.test_scoped_tokens import scoped
 from tests.conftest import Caller, MakeCaller
@@ -316,6 +323,21 @@ async def test_deleting_a_workspace_deletes_its_node_type_policies(
         for table in (NodeTypePolicy, NodeTypePolicyChange):
             left = await session.exec(select(table).where(col(table.scope) == workspace_id))
             assert left.all() == [], table
+
+
+async def test_deleting_a_workspace_deletes_its_webhook_idempotency_keys(
+    alice: Caller, database: Database
+) -> None:
+    workspace_id = await create_workspace(alice)
+    inside = (await _create_in(alice, workspace_id))["id"]
+    outside = only(await alice.gql(CREATE, {"input": workflow_input("Mine")}))["id"]
+    async with database.transaction() as session:
+        for workflow_id in (inside, outside):
+            session.add(WebhookIdempotencyKey(workflow_id=workflow_id, key="k", execution_id="e"))
+    assert only(await alice.gql(DELETE_WORKSPACE, {"id": workspace_id}))["__typename"] == "Deleted"
+    async with database.session() as session:
+        left = await session.exec(select(WebhookIdempotencyKey.workflow_id))
+        assert left.all() == [outside]
 
 
 async def test_personal_workspaces_show_only_to_their_user(alice: Caller, bob: Caller) -> None:

@@ -149,3 +149,20 @@ def test_an_empty_retention_bound_means_no_limit(
     monkeypatch.setenv(variable, "0")
     with pytest.raises(InvalidSettingsError):
         load_settings(_env_file=None)
+
+
+def test_the_idempotency_key_ttl_is_24_hours_and_a_bad_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings(_env_file=None)
+    assert settings.idempotency_key_ttl_hours == 24.0
+    assert settings.retention_policy().idempotency_key_ttl_hours == 24.0
+    monkeypatch.setenv("LOOM_IDEMPOTENCY_KEY_TTL_HOURS", "0.5")
+    assert load_settings(_env_file=None).retention_policy().idempotency_key_ttl_hours == 0.5
+    for bad in ("0", "-1", "a day"):
+        monkeypatch.setenv("LOOM_IDEMPOTENCY_KEY_TTL_HOURS", bad)
+        with pytest.raises(InvalidSettingsError) as refused:
+            load_settings(_env_file=None)
+        message = str(refused.value)
+        assert message.startswith(f"LOOM_IDEMPOTENCY_KEY_TTL_HOURS={bad!r}: "), message
+        assert "\n" not in message

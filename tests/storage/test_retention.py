@@ -320,3 +320,58 @@ async def test_sqlite_deletes_in_short_transactions_each_in_the_process_turn_to_
     assert record is not None and record.executions_deleted == 25
     # Ten executions per transaction, each in a turn that the process's writers queue for.
     assert left_after_turn[:3] == [15, 5, 0]
+
+
+async def test_expired_webhook_idempotency_keys_only_are_pruned_in_batches(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = SQLModel.metadata.tables["webhook_idempotency_keys"]
+    now = utcnow()
+    ages = {f"old-{n}": timedelta(hours=30 + n) for n in range(5)}
+    ages |= {"young": timedelta(hours=23), "new": timedelta(0)}
+    async with database.transaction() as session:
+        connection = await session.connection()
+        await connection.execute(
+            keys.insert(),
+            [
+                {
+                    "workflow_id": "w1",
+                    "key": key,
+                    "execution_id": f"e-{key}",
+                    "created_at": now - age,
+                    "status_code": 200,
+                    "headers": {"content-type": "application/json"},
+                    "body": b"[]",
+                }
+                for key, age in ages.items()
+            ],
+        )
+    dry = await prune(database, RetentionPolicy(), dry_run=True)
+    assert dry is not None and dry.rows_deleted["webhook_idempotency_keys"] == 5
+    turns = 0
+    take_turn = database.write_turn
+
+    @contextlib.asynccontextmanager
+    async def counted() -> AsyncIterator[None]:
+        nonlocal turns
+        async with take_turn():
+            turns += 1
+            yield
+
+    monkeypatch.setattr(database, "write_turn", counted)
+    # The frequent prune leaves keys alone; a full one deletes the expired, 2 a batch.
+    discarded = await prune(database, RetentionPolicy(), only_discarded=True)
+    assert discarded is not None and "webhook_idempotency_keys" not in discarded.rows_deleted
+    record = await prune(database, RetentionPolicy(batch_size=2))
+    assert record is not None and record.rows_deleted["webhook_idempotency_keys"] == 5
+    async with database.engine.connect() as connection:
+        left = set((await connection.execute(select(keys.c.key))).scalars())
+    assert left == {"young", "new"}
+    if retention._sqlite_file(database) is not None:
+        assert turns >= 3  # SQLite: each batch's delete in the process's turn to write
+    # A shorter TTL (LOOM_IDEMPOTENCY_KEY_TTL_HOURS) expires the younger key too.
+    record = await prune(database, RetentionPolicy(idempotency_key_ttl_hours=1))
+    assert record is not None and record.rows_deleted["webhook_idempotency_keys"] == 1
+    async with database.engine.connect() as connection:
+        left = set((await connection.execute(select(keys.c.key))).scalars())
+    assert left == {"new"}
