@@ -22,8 +22,7 @@ from engine.credentials import KINDS, check_data
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.moves import _stored_role
-from resolvers.permissions import refusal, refusal_for, scope, target_workspace
+from resolvers.permissions import refusal, refusal_for, scope, stored_role, target_workspace
 from resolvers.workflows import validation_error
 from schema import inputs, results, types
 from storage import audit, credential_shares, credentials, workspaces
@@ -370,11 +369,11 @@ async def _held(
     if held is None:
         return _not_found(row.id)
     if (
-        forbidden := refusal_for(info, await _stored_role(info, session, held.workspace_id))
+        forbidden := refusal_for(info, await stored_role(info, session, held.workspace_id))
     ) is not None:
         return forbidden
     if target_action is not None:
-        role = await _stored_role(info, session, target)
+        role = await stored_role(info, session, target)
         if role is None:
             return _workspace_not_found(target)
         if (forbidden := refusal_for(info, role, target_action)) is not None:

@@ -11,17 +11,15 @@ refused move stores nothing.
 from __future__ import annotations
 
 import strawberry
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.validation import Problem
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.permissions import refusal, refusal_for, target_workspace
+from resolvers.permissions import refusal, refusal_for, stored_role, target_workspace
 from resolvers.workflows import validation_error
 from schema import results
-from storage import audit, errors, moves, workflows, workspaces
+from storage import audit, moves, workflows, workspaces
 from storage.audit import AuditAction
-from storage.roles import Role, weaker
 
 Info = strawberry.Info[Context, None]
 
@@ -30,16 +28,6 @@ def _not_found(workflow_id: str) -> results.NotFoundError:
     return results.NotFoundError(
         message=f"workflow {workflow_id!r} not found", id=strawberry.ID(workflow_id)
     )
-
-
-async def _stored_role(info: Info, session: AsyncSession, workspace_id: str) -> Role | None:
-    """The caller's role in the workspace as stored now (capped by a scoped token)."""
-    viewer = info.context.viewer()
-    try:
-        stored = await workspaces.get_member_role(session, workspace_id, viewer.user_id)
-    except errors.NotFoundError:
-        return None
-    return None if stored is None else weaker(stored, viewer.token_role)
 
 
 async def move_workflow(
@@ -63,7 +51,7 @@ async def move_workflow(
         for locked in sorted((source, target)):
             await info.context.database.lock(session, workspaces.lock_name(locked))
         for workspace in (source, target):
-            role = await _stored_role(info, session, workspace)
+            role = await stored_role(info, session, workspace)
             if (forbidden := refusal_for(info, role)) is not None:
                 return forbidden
         # Read again under the locks: a move that held them first may have taken it away.

@@ -14,11 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from engine.workflow_fields import Collected
 from resolvers.context import Context
 from schema import results
-from storage.roles import Action, Role, allows, parse_role
+from storage import errors, workspaces
+from storage.roles import Action, Role, allows, parse_role, weaker
 
 UNKNOWN_ROLE = "UNKNOWN_ROLE"
 
@@ -186,3 +188,15 @@ def markdown_table() -> str:
             needs = action.value
         lines.append(f"| `{operation}` | {needs} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+async def stored_role(info: Any, session: AsyncSession, workspace_id: str) -> Role | None:
+    """The caller's role in the workspace as stored now (capped by a scoped token), None when
+    they are not a member. Changes that must not trust the principal (cached by another
+    replica, or read before a change this one waited for) decide on this role."""
+    viewer = info.context.viewer()
+    try:
+        stored = await workspaces.get_member_role(session, workspace_id, viewer.user_id)
+    except errors.NotFoundError:
+        return None
+    return None if stored is None else weaker(stored, viewer.token_role)

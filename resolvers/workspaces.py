@@ -20,14 +20,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from engine.workflow_fields import Collected, check_text
 from resolvers import mapping
 from resolvers.context import Context
-from resolvers.permissions import check_role, refusal, refusal_for, scope
+from resolvers.permissions import check_role, refusal, refusal_for, scope, stored_role
 from resolvers.workflows import validation_error
 from schema import results, types
 from storage import audit, errors, workspaces
 from storage.accounts import with_membership
 from storage.audit import AuditAction
 from storage.models import Membership, User
-from storage.roles import Action, Role, weaker
+from storage.roles import Action, Role
 
 Info = strawberry.Info[Context, None]
 
@@ -69,12 +69,7 @@ async def _locked(info: Info, session: AsyncSession, workspace_id: str) -> Role 
     principal: one cached by another replica, or read before a change that this one waited
     for (two owners demoting each other), gives no rights the caller no longer has."""
     await info.context.database.lock(session, workspaces.lock_name(workspace_id))
-    viewer = info.context.viewer()
-    try:
-        stored = await workspaces.get_member_role(session, workspace_id, viewer.user_id)
-    except errors.NotFoundError:
-        return None
-    return None if stored is None else weaker(stored, viewer.token_role)
+    return await stored_role(info, session, workspace_id)
 
 
 _Answer = results.NotFoundError | results.ForbiddenError | results.ValidationError
