@@ -1,7 +1,7 @@
 """Distributed-mode benchmark: pick-up latency, a 40-step chain, executions per second.
 
     .venv/bin/python bench/distributed.py [--runs 5] [--latency-samples 200] [--seconds 10]
-        [--throughput-runs 3] [--tracing]
+        [--throughput-runs 3] [--metrics] [--tracing]
 
 Everything on this machine, as in production but on loopback: a fresh PostgreSQL database
 (`test` server), Redis (db 14, or LOOM_TEST_REDIS_URL; flushed), one `loom serve` API
@@ -20,14 +20,14 @@ delay 5 ms, lease 30 s).
    (concurrency 20 each): completed executions divided by the time from the first request
    to the last recorded finish; the median of `--throughput-runs` windows on the same
    processes (each window starts once the previous one has drained).
-4. With `--tracing`: 3. with 2 workers, tracing off and on (`LOOM_TRACING=otlp`, every
-   process exporting to an OTLP/HTTP receiver in this process, tests/otlp_receiver.py), in
-   alternating clusters (off, on, off, on): the median of each, and the spans received.
-
-With `--metrics`, only 3. with 2 workers, metrics off and on in turn, each window on fresh
-processes: on, the API serves `/metrics` with a token and each worker on a port of its own,
-all scraped every second (Prometheus' default is every 15 s). Also the CPU time the API and
-worker processes spent per execution (`/proc`), which the machine's other load moves less.
+With `--metrics` and/or `--tracing`, only 3. with 2 workers, off and on in turn
+(`--throughput-runs` pairs, alternating which goes first), each window on fresh processes.
+Metrics on: the API serves `/metrics` with a token and each worker on a port of its own, all
+scraped every second (Prometheus' default is every 15 s). Tracing on: `LOOM_TRACING=otlp`,
+every process exporting to an OTLP/HTTP receiver in this process (tests/otlp_receiver.py).
+Printed: the median rate of each, the median of the rounds' paired on/off ratios (the
+verdict: at most 5% slower), and the CPU time the API and worker processes spent per
+execution (`/proc`), which the machine's other load moves less.
 """
 
 from __future__ import annotations
@@ -297,42 +297,65 @@ async def with_cluster(
             await destroy_cluster(cluster)
 
 
-async def metrics_off_and_on(seconds: float, rounds: int) -> None:
-    """Section 3 with 2 workers, metrics off then on, `rounds` times (see the docstring)."""
+async def off_and_on(seconds: float, rounds: int, *, metrics: bool, tracing: bool) -> None:
+    """Section 3 with 2 workers, with metrics and/or tracing off and on, each window on fresh
+    processes, `rounds` pairs in alternating order (off-on, on-off, ...) so that the
+    machine's drift falls on both alike; the paired ratio of each round is reported with
+    the medians (see the docstring)."""
+    from tests.otlp_receiver import OtlpReceiver
+
+    receiver = OtlpReceiver() if tracing else None
     rates: dict[bool, list[float]] = {False: [], True: []}
     cpu_ms: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(rounds):
-        for on in (False, True):
-            ports = [free_port(), free_port()] if on else None
+    try:
+        for round_ in range(rounds):
+            for on in (False, True) if round_ % 2 == 0 else (True, False):
+                ports = [free_port(), free_port()] if on and metrics else None
+                env = (
+                    {"LOOM_TRACING": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+                    if on and receiver is not None
+                    else {}
+                )
 
-            async def window(cluster: Cluster, ports: list[int] | None = ports) -> dict[str, Any]:
-                urls = [f"{cluster.base}/metrics"] + [
-                    f"http://127.0.0.1:{port}/metrics" for port in ports or []
-                ]
-                scraping = asyncio.create_task(scrape_every_second(urls if ports else []))
-                pids = [process.pid for process in [cluster.api, *cluster.workers] if process]
-                cpu_s = process_cpu_s(pids)
-                try:
-                    result = await throughput(cluster, seconds)
-                finally:
-                    scraping.cancel()
-                result["cpu_ms"] = (process_cpu_s(pids) - cpu_s) / result["executions"] * 1000
-                return result
+                async def window(
+                    cluster: Cluster, ports: list[int] | None = ports
+                ) -> dict[str, Any]:
+                    urls = [f"{cluster.base}/metrics"] + [
+                        f"http://127.0.0.1:{port}/metrics" for port in ports or []
+                    ]
+                    scraping = asyncio.create_task(scrape_every_second(urls if ports else []))
+                    pids = [process.pid for process in [cluster.api, *cluster.workers] if process]
+                    cpu_s = process_cpu_s(pids)
+                    try:
+                        result = await throughput(cluster, seconds)
+                    finally:
+                        scraping.cancel()
+                    spent = process_cpu_s(pids) - cpu_s
+                    result["cpu_ms"] = spent / result["executions"] * 1000
+                    return result
 
-            result = await with_cluster(2, 20, window, ports)
-            rates[on].append(result["per_s"])
-            cpu_ms[on].append(result["cpu_ms"])
-    off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    change = (on / off - 1) * 100
+                result = await with_cluster(2, 20, window, ports, **env)
+                rates[on].append(result["per_s"])
+                cpu_ms[on].append(result["cpu_ms"])
+    finally:
+        if receiver is not None:
+            receiver.close()
+    what = " and ".join(name for name, used in (("metrics", metrics), ("tracing", tracing)) if used)
+    off_rate, on_rate = statistics.median(rates[False]), statistics.median(rates[True])
+    paired = statistics.median(b / a for a, b in zip(rates[False], rates[True], strict=True))
     cpu_off, cpu_on = statistics.median(cpu_ms[False]), statistics.median(cpu_ms[True])
+    spans = "" if receiver is None else f"; {len(receiver.spans)} spans received"
     print(
-        f"3m. 5-node workflow, 2 workers, metrics off {off:.1f}/s "
-        f"({', '.join(f'{r:.1f}' for r in rates[False])}), on {on:.1f}/s "
-        f"({', '.join(f'{r:.1f}' for r in rates[True])}): {change:+.1f}%; "
-        f"target at most 5% slower: {'met' if change >= -5 else 'MISSED'}\n"
+        f"5-node workflow, 2 workers, {what} off {off_rate:.1f}/s "
+        f"({', '.join(f'{r:.1f}' for r in rates[False])}), on {on_rate:.1f}/s "
+        f"({', '.join(f'{r:.1f}' for r in rates[True])}): medians "
+        f"{(on_rate / off_rate - 1) * 100:+.1f}%, "
+        f"median of the {rounds} paired ratios {(paired - 1) * 100:+.1f}%; target at most 5% "
+        f"slower: {'met' if paired >= 0.95 else 'MISSED'}\n"
         f"    CPU of the API and the workers per execution: off {cpu_off:.2f} ms "
         f"({', '.join(f'{c:.2f}' for c in cpu_ms[False])}), on {cpu_on:.2f} ms "
         f"({', '.join(f'{c:.2f}' for c in cpu_ms[True])}): {(cpu_on / cpu_off - 1) * 100:+.1f}%"
+        f"{spans}"
     )
 
 
@@ -362,12 +385,14 @@ async def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--throughput-runs", type=int, default=3)
-    parser.add_argument("--tracing", action="store_true", help="4.: throughput, tracing on/off")
-    parser.add_argument("--metrics", action="store_true", help="3. only: metrics off vs on")
+    parser.add_argument("--tracing", action="store_true", help="only 3., tracing off vs on")
+    parser.add_argument("--metrics", action="store_true", help="only 3., metrics off vs on")
     args = parser.parse_args()
     print("distributed: PostgreSQL and Redis on loopback, 2 CPUs, shared machine")
-    if args.metrics:
-        await metrics_off_and_on(args.seconds, args.throughput_runs)
+    if args.metrics or args.tracing:
+        await off_and_on(
+            args.seconds, args.throughput_runs, metrics=args.metrics, tracing=args.tracing
+        )
         return
 
     async def latency_and_chain(cluster: Cluster) -> tuple[list[float], list[float]]:
@@ -412,49 +437,6 @@ async def main() -> None:
             f" {sum(r['executions'] for r in results)} executions; API accepted "
             f"{statistics.median(r['submitted_per_s'] for r in results):.1f}/s){verdict}"
         )
-    if args.tracing:
-        await tracing_on_and_off(windows)
-
-
-async def tracing_on_and_off(windows: Any) -> None:
-    """4.: rates, and the CPU the API and workers spent per execution (steadier than rates
-    on a shared machine)."""
-    from bench.soak import cpu_s
-    from tests.otlp_receiver import OtlpReceiver
-
-    async def measured(cluster: Cluster) -> tuple[list[dict[str, Any]], float]:
-        pids = [process.pid for process in [cluster.api, *cluster.workers] if process]
-        before = sum(map(cpu_s, pids))
-        results = await windows(cluster)
-        spent = sum(map(cpu_s, pids)) - before
-        return results, spent * 1000 / sum(result["executions"] for result in results)
-
-    receiver = OtlpReceiver()
-    rates: dict[str, list[float]] = {"off": [], "on": []}
-    cpu_ms: dict[str, list[float]] = {"off": [], "on": []}
-    try:
-        for mode in ("off", "on", "off", "on"):
-            env = (
-                {"LOOM_TRACING": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
-                if mode == "on"
-                else {}
-            )
-            results, per_execution_ms = await with_cluster(2, 20, measured, **env)
-            rates[mode] += [result["per_s"] for result in results]
-            cpu_ms[mode].append(per_execution_ms)
-    finally:
-        receiver.close()
-    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
-    cpu_off, cpu_on = statistics.median(cpu_ms["off"]), statistics.median(cpu_ms["on"])
-    verdict = "met" if on >= off * 0.95 else "MISSED"
-    print(
-        f"4. 5-node workflow, 2 workers, tracing off {off:.1f}/s vs on {on:.1f}/s "
-        f"({(on / off - 1) * 100:+.1f}%; off {', '.join(f'{r:.1f}' for r in rates['off'])}; "
-        f"on {', '.join(f'{r:.1f}' for r in rates['on'])}); target at most 5% slower: "
-        f"{verdict}\n   CPU of the API and workers per execution: off {cpu_off:.2f} ms, on "
-        f"{cpu_on:.2f} ms ({(cpu_on / cpu_off - 1) * 100:+.1f}%); {len(receiver.spans)} "
-        "spans received"
-    )
 
 
 if __name__ == "__main__":
